@@ -1,0 +1,183 @@
+//! Message types shared by every service: the `hello` / `login` opening, the
+//! `error` reply and its stable codes.
+//!
+//! Each service defines its own request and reply enums (internally tagged by
+//! `op`) that embed these structs as variants, and implements [`Message`] for
+//! them so the codec can tell an unknown `op` from a malformed one.
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use crate::Password;
+
+/// A header type the codec can decode: a serde enum tagged by `op`.
+///
+/// No message may have a field named `body_len`: the codec owns that name.
+pub trait Message: Serialize + DeserializeOwned {
+    /// Every `op` value this type accepts.
+    const OPS: &'static [&'static str];
+}
+
+/// Stable, machine-readable error codes. Clients branch on these; the
+/// accompanying message is for people. Codes a client does not know decode
+/// as [`ErrorCode::Unknown`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    /// Malformed request: wrong fields, wrong order, missing `op`.
+    BadRequest,
+    /// The `op` is not one this service knows.
+    UnknownOp,
+    /// The byte stream is not Wharf frames; the connection closes.
+    InvalidFrame,
+    /// The header is over the limit; the connection closes.
+    HeaderTooLarge,
+    /// A message or body over the service's limit.
+    MessageTooLarge,
+    /// The client speaks a protocol version this server does not.
+    UnsupportedVersion,
+    /// Wrong user name or password.
+    AuthFailed,
+    /// Too many failed logins; retry later.
+    LockedOut,
+    /// An administrator locked the account.
+    AccountLocked,
+    /// The user has no right to this service.
+    NotPermitted,
+    /// A request that needs a login came before one.
+    NotLoggedIn,
+    /// The upload would go over the user's quota.
+    QuotaExceeded,
+    /// No such file, user, room...
+    NotFound,
+    /// The target exists already.
+    AlreadyExists,
+    /// A path that leaves the user's home or is not allowed.
+    ForbiddenPath,
+    /// A data integrity check (md5) failed.
+    ChecksumMismatch,
+    /// Too many requests at once; retry later.
+    Busy,
+    /// Flood control; slow down.
+    RateLimited,
+    /// A time limit ran out.
+    Timeout,
+    /// The server is shutting down.
+    ShuttingDown,
+    /// Something failed on the server; details are in its log.
+    Internal,
+    /// A code newer than this client.
+    #[serde(other)]
+    Unknown,
+}
+
+/// `hello` from the client: the first frame of every session.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClientHello {
+    /// Protocol version the client speaks ([`crate::PROTOCOL_VERSION`]).
+    pub version: u32,
+    /// Client program and version, for logs: `wharf-ftp/0.1.0`.
+    pub client: String,
+}
+
+/// `hello` from the server: the answer to the client's.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServerHello {
+    /// Protocol version the server speaks.
+    pub version: u32,
+    /// Server program and version.
+    pub server: String,
+    /// Which service this is: `ftp`, `chat` or `exec`.
+    pub service: String,
+}
+
+/// `login` from the client, after `hello`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Login {
+    /// User name.
+    pub user: String,
+    /// Password, in the clear: run the transport over a trusted network or a
+    /// tunnel.
+    pub password: Password,
+}
+
+/// `login_ok` from the server: the session is authenticated.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LoginOk {
+    /// The authenticated user's name.
+    pub user: String,
+}
+
+/// `error` from the server: a request failed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorReply {
+    /// What went wrong, for programs.
+    pub code: ErrorCode,
+    /// What went wrong and what to do, for people.
+    pub message: String,
+}
+
+impl ErrorReply {
+    /// An error reply.
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        ErrorReply {
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+/// The opening requests every service accepts. Services embed these variants
+/// in their own request enums; this type serves clients and tests that only
+/// need the opening.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum CommonRequest {
+    /// See [`ClientHello`].
+    Hello(ClientHello),
+    /// See [`Login`].
+    Login(Login),
+}
+
+impl Message for CommonRequest {
+    const OPS: &'static [&'static str] = &["hello", "login"];
+}
+
+/// The opening replies every service sends.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum CommonReply {
+    /// See [`ServerHello`].
+    Hello(ServerHello),
+    /// See [`LoginOk`].
+    LoginOk(LoginOk),
+    /// See [`ErrorReply`].
+    Error(ErrorReply),
+}
+
+impl Message for CommonReply {
+    const OPS: &'static [&'static str] = &["hello", "login_ok", "error"];
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn login_serialises_flat_with_op_tag() {
+        let req = CommonRequest::Login(Login {
+            user: "alice".into(),
+            password: Password::new("pw"),
+        });
+        let json = serde_json::to_string(&req).unwrap_or_default();
+        assert_eq!(json, r#"{"op":"login","user":"alice","password":"pw"}"#);
+    }
+
+    #[test]
+    fn unknown_error_codes_decode_as_unknown() {
+        let code: Result<ErrorCode, _> = serde_json::from_str("\"from_the_future\"");
+        assert_eq!(code.ok(), Some(ErrorCode::Unknown));
+        let code: Result<ErrorCode, _> = serde_json::from_str("\"quota_exceeded\"");
+        assert_eq!(code.ok(), Some(ErrorCode::QuotaExceeded));
+    }
+}
