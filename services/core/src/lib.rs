@@ -1,1 +1,27 @@
-pub fn x() {}
+//! Wharf's core: what every service and `admin-cli` share.
+//!
+//! Where it sits: below the service crates and `admin-cli`, beside
+//! `wharf-proto`. It owns the database ([`Store`]: every SQL statement, the
+//! embedded migrations), users and their rights, password hashing and
+//! [`Authenticator`] (argon2id on the blocking pool behind a semaphore, with
+//! lockout), quota reservations, usage events, home directories and the size
+//! syntax of every command line. It knows nothing of any one service's
+//! protocol.
+
+#![deny(missing_docs)]
+
+pub mod auth;
+pub mod config;
+mod error;
+pub mod home;
+pub mod names;
+pub mod service;
+pub mod size;
+pub mod store;
+pub mod time;
+
+pub use auth::{AuthConfig, Authenticator};
+pub use error::{Error, Result};
+pub use service::{Service, ServiceSet};
+pub use store::{Store, User};
+pub use wharf_proto::Password;

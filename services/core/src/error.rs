@@ -1,0 +1,149 @@
+//! The one error type of wharf-core, with messages a person can act on and
+//! the protocol code a service sends for each.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use wharf_proto::ErrorCode;
+
+use crate::service::Service;
+use crate::size::format_size;
+
+/// Result alias for wharf-core.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything that can go wrong in wharf-core.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A user name that breaks the naming rule.
+    #[error("invalid user name {name:?}: {reason}")]
+    InvalidName {
+        /// The name given.
+        name: String,
+        /// Which rule it breaks.
+        reason: &'static str,
+    },
+    /// No user of that name.
+    #[error("no user named {0:?}; `admin-cli user list` shows who exists")]
+    NoSuchUser(String),
+    /// A user of that name exists already.
+    #[error(
+        "a user named {0:?} already exists; pick another name or remove it first with `admin-cli user del`"
+    )]
+    UserExists(String),
+    /// A service name that is not `ftp`, `chat` or `exec`.
+    #[error("unknown service {0:?}; services are ftp, chat and exec")]
+    InvalidService(String),
+    /// A size that does not parse.
+    #[error(
+        "invalid size {input:?}: {reason}; write it as 500MiB, 2G, 1.5GB, 1048576 or unlimited"
+    )]
+    InvalidSize {
+        /// What was given.
+        input: String,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+    /// A password that is refused when set.
+    #[error("password refused: {0}")]
+    WeakPassword(&'static str),
+    /// Wrong user name or password (deliberately not saying which).
+    #[error("wrong user name or password")]
+    AuthFailed,
+    /// Too many failed logins recently.
+    #[error("too many failed logins for {user:?}; try again in {}, or ask an administrator to run `admin-cli user unlock {user}`", humantime::format_duration(*retry_after))]
+    LockedOut {
+        /// The user name tried.
+        user: String,
+        /// When the next attempt will be considered.
+        retry_after: Duration,
+    },
+    /// The account is locked by an administrator.
+    #[error("account {0:?} is locked; ask an administrator to unlock it")]
+    AccountLocked(String),
+    /// The user lacks the right to this service.
+    #[error(
+        "user {user:?} may not use {service}; ask an administrator to run `admin-cli user grant {user} {service}`"
+    )]
+    NotPermitted {
+        /// The user.
+        user: String,
+        /// The service asked for.
+        service: Service,
+    },
+    /// A reservation that would go over the quota.
+    #[error("over quota: this needs {} but only {} of the {} quota is free; delete files or ask an administrator to raise the quota", format_size(*needed), format_size(*free), format_size(*quota))]
+    QuotaExceeded {
+        /// Bytes asked for.
+        needed: u64,
+        /// Bytes still free.
+        free: u64,
+        /// The quota.
+        quota: u64,
+    },
+    /// A file-system operation failed.
+    #[error("cannot {action} {}: {source}", path.display())]
+    Io {
+        /// What was being done: "create home directory".
+        action: &'static str,
+        /// On which path.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The database failed.
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    /// A migration failed to apply.
+    #[error("cannot bring the database schema up to date: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    /// A bug or resource failure inside wharf-core.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl Error {
+    /// The protocol error code a service sends for this error.
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            Error::InvalidName { .. } | Error::InvalidService(_) | Error::InvalidSize { .. } => {
+                ErrorCode::BadRequest
+            }
+            Error::WeakPassword(_) => ErrorCode::BadRequest,
+            Error::NoSuchUser(_) => ErrorCode::NotFound,
+            Error::UserExists(_) => ErrorCode::AlreadyExists,
+            Error::AuthFailed => ErrorCode::AuthFailed,
+            Error::LockedOut { .. } => ErrorCode::LockedOut,
+            Error::AccountLocked(_) => ErrorCode::AccountLocked,
+            Error::NotPermitted { .. } => ErrorCode::NotPermitted,
+            Error::QuotaExceeded { .. } => ErrorCode::QuotaExceeded,
+            Error::Io { .. } | Error::Database(_) | Error::Migrate(_) | Error::Internal(_) => {
+                ErrorCode::Internal
+            }
+        }
+    }
+
+    /// The message a service may send to a client: internal details (paths,
+    /// SQL) stay in the server's log.
+    pub fn client_message(&self) -> String {
+        match self.code() {
+            ErrorCode::Internal => {
+                "internal server error; the administrator can find the details in the server log"
+                    .to_owned()
+            }
+            _ => self.to_string(),
+        }
+    }
+
+    pub(crate) fn io(
+        action: &'static str,
+        path: impl Into<PathBuf>,
+        source: std::io::Error,
+    ) -> Self {
+        Error::Io {
+            action,
+            path: path.into(),
+            source,
+        }
+    }
+}

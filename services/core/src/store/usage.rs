@@ -1,0 +1,205 @@
+//! Usage events the services record, and the report built from them.
+
+use std::time::Duration;
+
+use sqlx::Row;
+
+use super::{Store, to_i64, to_u64};
+use crate::error::Result;
+use crate::time::{duration_ms, now_ms};
+
+/// Which way a transfer went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    /// Client to server.
+    Up,
+    /// Server to client.
+    Down,
+}
+
+impl Direction {
+    fn as_str(self) -> &'static str {
+        match self {
+            Direction::Up => "up",
+            Direction::Down => "down",
+        }
+    }
+}
+
+/// One file transfer, finished or failed.
+#[derive(Debug, Clone)]
+pub struct TransferRecord {
+    /// Who.
+    pub user_id: i64,
+    /// Which way.
+    pub direction: Direction,
+    /// Virtual path in the home.
+    pub path: String,
+    /// Bytes moved.
+    pub bytes: u64,
+    /// md5 of the whole file, hex, when known.
+    pub md5: Option<String>,
+    /// True when the transfer completed and verified.
+    pub ok: bool,
+    /// How long it took.
+    pub duration: Duration,
+}
+
+/// One chat message: to a room, or direct to a user.
+#[derive(Debug, Clone)]
+pub struct ChatRecord {
+    /// Sender.
+    pub sender_id: i64,
+    /// Room, for a room message.
+    pub room: Option<String>,
+    /// Recipient, for a direct message.
+    pub recipient_id: Option<i64>,
+    /// Text.
+    pub body: String,
+    /// When said, unix ms.
+    pub at: i64,
+}
+
+/// One command run by the exec service.
+#[derive(Debug, Clone)]
+pub struct ExecRecord {
+    /// Who.
+    pub user_id: i64,
+    /// The command line.
+    pub command: String,
+    /// Exit code, when it exited.
+    pub exit_code: Option<i32>,
+    /// Signal number, when a signal ended it.
+    pub signal: Option<i32>,
+    /// How long it ran.
+    pub duration: Duration,
+    /// Bytes of stdout and stderr sent.
+    pub bytes_out: u64,
+}
+
+/// One user's line in the usage report.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UsageRow {
+    /// User name.
+    pub name: String,
+    /// Quota; `None` is unlimited.
+    pub quota_bytes: Option<u64>,
+    /// Bytes stored.
+    pub used_bytes: u64,
+    /// Bytes reserved by uploads in progress.
+    pub reserved_bytes: u64,
+    /// Files stored.
+    pub file_count: u64,
+    /// Completed uploads in the period.
+    pub uploads: u64,
+    /// Completed downloads in the period.
+    pub downloads: u64,
+    /// Bytes uploaded in the period.
+    pub bytes_up: u64,
+    /// Bytes downloaded in the period.
+    pub bytes_down: u64,
+    /// Chat messages sent in the period.
+    pub chat_messages: u64,
+    /// Commands run in the period.
+    pub exec_commands: u64,
+    /// Last successful login, unix ms.
+    pub last_login_at: Option<i64>,
+}
+
+impl Store {
+    /// Records a transfer.
+    pub async fn record_transfer(&self, t: &TransferRecord) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO transfers (user_id, direction, path, bytes, md5, ok, duration_ms, at) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+        )
+        .bind(t.user_id)
+        .bind(t.direction.as_str())
+        .bind(&t.path)
+        .bind(to_i64(t.bytes))
+        .bind(&t.md5)
+        .bind(i64::from(t.ok))
+        .bind(duration_ms(t.duration))
+        .bind(now_ms())
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Records a batch of chat messages in one transaction; returns their ids.
+    pub async fn record_chat_messages(&self, messages: &[ChatRecord]) -> Result<Vec<i64>> {
+        let mut tx = self.pool.begin().await?;
+        let mut ids = Vec::with_capacity(messages.len());
+        for m in messages {
+            let row = sqlx::query(
+                "INSERT INTO chat_messages (room, recipient_id, sender_id, body, at) \
+                 VALUES (?1, ?2, ?3, ?4, ?5) RETURNING id",
+            )
+            .bind(&m.room)
+            .bind(m.recipient_id)
+            .bind(m.sender_id)
+            .bind(&m.body)
+            .bind(m.at)
+            .fetch_one(&mut *tx)
+            .await?;
+            ids.push(row.try_get("id")?);
+        }
+        tx.commit().await?;
+        Ok(ids)
+    }
+
+    /// Records a command run.
+    pub async fn record_exec(&self, e: &ExecRecord) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO exec_log (user_id, command, exit_code, signal, duration_ms, bytes_out, at) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        )
+        .bind(e.user_id)
+        .bind(&e.command)
+        .bind(e.exit_code)
+        .bind(e.signal)
+        .bind(duration_ms(e.duration))
+        .bind(to_i64(e.bytes_out))
+        .bind(now_ms())
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// The usage report: one row per user (or just `name`), with activity
+    /// counted from `since` (unix ms; 0 for all time).
+    pub async fn usage_report(&self, name: Option<&str>, since: i64) -> Result<Vec<UsageRow>> {
+        let rows = sqlx::query(
+            "SELECT u.name, u.quota_bytes, u.used_bytes, u.reserved_bytes, u.file_count, u.last_login_at, \
+               (SELECT COUNT(*) FROM transfers t WHERE t.user_id = u.id AND t.ok = 1 AND t.direction = 'up' AND t.at >= ?1) AS uploads, \
+               (SELECT COUNT(*) FROM transfers t WHERE t.user_id = u.id AND t.ok = 1 AND t.direction = 'down' AND t.at >= ?1) AS downloads, \
+               (SELECT COALESCE(SUM(t.bytes), 0) FROM transfers t WHERE t.user_id = u.id AND t.direction = 'up' AND t.at >= ?1) AS bytes_up, \
+               (SELECT COALESCE(SUM(t.bytes), 0) FROM transfers t WHERE t.user_id = u.id AND t.direction = 'down' AND t.at >= ?1) AS bytes_down, \
+               (SELECT COUNT(*) FROM chat_messages c WHERE c.sender_id = u.id AND c.at >= ?1) AS chat_messages, \
+               (SELECT COUNT(*) FROM exec_log e WHERE e.user_id = u.id AND e.at >= ?1) AS exec_commands \
+             FROM users u WHERE ?2 IS NULL OR u.name = ?2 ORDER BY u.name",
+        )
+        .bind(since)
+        .bind(name)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(UsageRow {
+                    name: r.try_get("name")?,
+                    quota_bytes: r.try_get::<Option<i64>, _>("quota_bytes")?.map(to_u64),
+                    used_bytes: to_u64(r.try_get("used_bytes")?),
+                    reserved_bytes: to_u64(r.try_get("reserved_bytes")?),
+                    file_count: to_u64(r.try_get("file_count")?),
+                    uploads: to_u64(r.try_get("uploads")?),
+                    downloads: to_u64(r.try_get("downloads")?),
+                    bytes_up: to_u64(r.try_get("bytes_up")?),
+                    bytes_down: to_u64(r.try_get("bytes_down")?),
+                    chat_messages: to_u64(r.try_get("chat_messages")?),
+                    exec_commands: to_u64(r.try_get("exec_commands")?),
+                    last_login_at: r.try_get("last_login_at")?,
+                })
+            })
+            .collect()
+    }
+}

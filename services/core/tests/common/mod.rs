@@ -1,0 +1,55 @@
+//! Shared helpers: a real SQLite file in a temp dir.
+#![allow(dead_code)]
+
+use tempfile::TempDir;
+use wharf_core::store::NewUser;
+use wharf_core::{AuthConfig, Authenticator, Password, ServiceSet, Store, User};
+
+pub struct Env {
+    pub dir: TempDir,
+    pub url: String,
+    pub store: Store,
+    pub auth: Authenticator,
+}
+
+pub async fn env() -> Env {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let url = format!("sqlite://{}/db/wharf.db", dir.path().display());
+    let store = Store::open(&url).await.expect("open database");
+    let auth = Authenticator::new(store.clone(), AuthConfig::default())
+        .await
+        .expect("authenticator");
+    Env {
+        dir,
+        url,
+        store,
+        auth,
+    }
+}
+
+impl Env {
+    pub async fn add_user(
+        &self,
+        name: &str,
+        password: &str,
+        quota: Option<u64>,
+        services: &str,
+    ) -> User {
+        let hash = self
+            .auth
+            .hash_password(&Password::new(password))
+            .await
+            .expect("hash");
+        let services: ServiceSet = services.parse().expect("services");
+        self.store
+            .create_user(&NewUser {
+                name: name.into(),
+                password_hash: hash,
+                home: self.dir.path().join("homes").join(name),
+                quota_bytes: quota,
+                services,
+            })
+            .await
+            .expect("create user")
+    }
+}
