@@ -1,1 +1,71 @@
-fn main() {}
+//! `admin-cli`: Wharf's administration tool. Thin glue over wharf-core: parse
+//! the command line, run one command against the database, turn the error
+//! (if any) into one line on stderr and a distinct exit code.
+
+mod cli;
+mod commands;
+mod password;
+mod view;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+/// A mistake in what was typed: exit code 2, like clap's own usage errors.
+#[derive(Debug)]
+pub struct UsageError(pub String);
+
+impl std::fmt::Display for UsageError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for UsageError {}
+
+const EXIT_FAILURE: u8 = 1;
+const EXIT_USAGE: u8 = 2;
+const EXIT_NO_SUCH_USER: u8 = 3;
+const EXIT_EXISTS: u8 = 4;
+
+fn exit_code(err: &anyhow::Error) -> u8 {
+    use wharf_core::Error;
+    for cause in err.chain() {
+        if cause.downcast_ref::<UsageError>().is_some() {
+            return EXIT_USAGE;
+        }
+        if let Some(core) = cause.downcast_ref::<Error>() {
+            return match core {
+                Error::NoSuchUser(_) => EXIT_NO_SUCH_USER,
+                Error::UserExists(_) => EXIT_EXISTS,
+                Error::InvalidName { .. }
+                | Error::InvalidSize { .. }
+                | Error::InvalidService(_) => EXIT_USAGE,
+                _ => EXIT_FAILURE,
+            };
+        }
+    }
+    EXIT_FAILURE
+}
+
+fn main() -> ExitCode {
+    let cli = cli::Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("admin-cli: cannot start the async runtime: {e}");
+            return ExitCode::from(EXIT_FAILURE);
+        }
+    };
+    match runtime.block_on(commands::run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            let line = format!("{err:#}").replace('\n', " ");
+            eprintln!("admin-cli: {line}");
+            ExitCode::from(exit_code(&err))
+        }
+    }
+}

@@ -65,7 +65,18 @@ pub fn check_new_password(password: &Password) -> Result<()> {
     Ok(())
 }
 
-/// Hashes passwords and checks logins; cheap to clone.
+/// Checks a new password against the policy and hashes it into an argon2id
+/// PHC string, off the async runtime. For setting passwords (`admin-cli`),
+/// which is rare; logins go through [`Authenticator`].
+pub async fn hash_password(password: &Password) -> Result<String> {
+    check_new_password(password)?;
+    let bytes = password.expose().as_bytes().to_vec();
+    tokio::task::spawn_blocking(move || hash_blocking(&bytes))
+        .await
+        .map_err(|e| Error::Internal(format!("password hashing task failed: {e}")))?
+}
+
+/// Checks logins; cheap to clone.
 #[derive(Clone)]
 pub struct Authenticator {
     inner: Arc<Inner>,
@@ -226,14 +237,6 @@ impl Authenticator {
     /// The store this authenticator checks against.
     pub fn store(&self) -> &Store {
         &self.inner.store
-    }
-
-    /// Hashes a new password (after checking it against the policy) into an
-    /// argon2id PHC string.
-    pub async fn hash_password(&self, password: &Password) -> Result<String> {
-        check_new_password(password)?;
-        let bytes = password.expose().as_bytes().to_vec();
-        self.inner.pool.run(move |_| hash_blocking(&bytes)).await?
     }
 
     async fn verify(&self, hash: String, password: &Password) -> Result<bool> {

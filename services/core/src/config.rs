@@ -11,3 +11,6 @@ pub const DATABASE_URL_ENV: &str = "WHARF_DATABASE_URL";
 
 /// Environment variable that overrides `--data-dir`.
 pub const DATA_DIR_ENV: &str = "WHARF_DATA_DIR";
+
+/// Quota of a new user unless the administrator gives one.
+pub const DEFAULT_QUOTA: &str = "1GiB";

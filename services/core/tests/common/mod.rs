@@ -35,9 +35,7 @@ impl Env {
         quota: Option<u64>,
         services: &str,
     ) -> User {
-        let hash = self
-            .auth
-            .hash_password(&Password::new(password))
+        let hash = wharf_core::auth::hash_password(&Password::new(password))
             .await
             .expect("hash");
         let services: ServiceSet = services.parse().expect("services");

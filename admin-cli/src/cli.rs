@@ -1,0 +1,173 @@
+//! The command line, as clap sees it.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+use wharf_core::config::{
+    DATA_DIR_ENV, DATABASE_URL_ENV, DEFAULT_DATA_DIR, DEFAULT_DATABASE_URL, DEFAULT_QUOTA,
+};
+
+const AFTER_HELP: &str = "\
+Sizes: 500MiB, 2G (powers of 1024), 1.5GB (powers of 1000), 1048576 (bytes), unlimited.
+Services: ftp, chat, exec. Passwords are never taken as arguments: they are
+prompted for twice on a terminal, or read from standard input with --password-stdin.
+
+Exit codes: 0 success, 1 failure, 2 usage error, 3 no such user, 4 already exists.
+
+Examples:
+  admin-cli user add alice --quota 2G
+  echo 'correct horse battery' | admin-cli user add bob --password-stdin --services ftp,chat,exec
+  admin-cli user grant alice exec
+  admin-cli usage --rescan";
+
+/// Manage Wharf's users, quotas, homes and service rights, and read usage reports.
+#[derive(Debug, Parser)]
+#[command(name = "admin-cli", version, after_help = AFTER_HELP)]
+pub struct Cli {
+    /// Database to manage.
+    #[arg(long, global = true, env = DATABASE_URL_ENV, default_value = DEFAULT_DATABASE_URL, value_name = "URL")]
+    pub database_url: String,
+
+    /// Data directory; new homes go to DIR/homes/NAME.
+    #[arg(long, global = true, env = DATA_DIR_ENV, default_value = DEFAULT_DATA_DIR, value_name = "DIR")]
+    pub data_dir: PathBuf,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Add, inspect, change and remove users.
+    #[command(subcommand)]
+    User(UserCommand),
+    /// Change quotas.
+    #[command(subcommand)]
+    Quota(QuotaCommand),
+    /// Change home directories.
+    #[command(subcommand)]
+    Home(HomeCommand),
+    /// Usage report: quota, space used, transfers, chat and commands per user.
+    Usage(UsageArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum UserCommand {
+    /// Add a user and create their home directory.
+    Add(AddArgs),
+    /// List every user.
+    List(JsonFlag),
+    /// Show one user.
+    Show {
+        /// User name.
+        name: String,
+        #[command(flatten)]
+        json: JsonFlag,
+    },
+    /// Remove a user and their records (the home stays unless --purge-home).
+    Del {
+        /// User name.
+        name: String,
+        /// Also delete the home directory and everything in it.
+        #[arg(long)]
+        purge_home: bool,
+    },
+    /// Set a new password.
+    Passwd {
+        /// User name.
+        name: String,
+        #[command(flatten)]
+        password: PasswordArgs,
+    },
+    /// Lock an account: no login anywhere until unlocked.
+    Lock {
+        /// User name.
+        name: String,
+    },
+    /// Unlock an account, and lift a lockout after failed logins.
+    Unlock {
+        /// User name.
+        name: String,
+    },
+    /// Allow a user a service (ftp, chat, exec).
+    Grant {
+        /// User name.
+        name: String,
+        /// ftp, chat or exec.
+        service: String,
+    },
+    /// Withdraw a service from a user.
+    Revoke {
+        /// User name.
+        name: String,
+        /// ftp, chat or exec.
+        service: String,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct AddArgs {
+    /// User name: 1-32 of a-z 0-9 _ . - starting with a letter.
+    pub name: String,
+    #[command(flatten)]
+    pub password: PasswordArgs,
+    /// Byte quota (a size or "unlimited").
+    #[arg(long, default_value = DEFAULT_QUOTA, value_name = "SIZE")]
+    pub quota: String,
+    /// Home directory [default: DATA_DIR/homes/NAME]; created if missing.
+    #[arg(long, value_name = "DIR")]
+    pub home: Option<PathBuf>,
+    /// Services the user may use, comma separated.
+    #[arg(long, default_value = "ftp,chat", value_name = "LIST")]
+    pub services: String,
+}
+
+#[derive(Debug, Args)]
+pub struct PasswordArgs {
+    /// Read the password from the first line of standard input instead of prompting.
+    #[arg(long)]
+    pub password_stdin: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct JsonFlag {
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum QuotaCommand {
+    /// Set a user's quota (a size or "unlimited").
+    Set {
+        /// User name.
+        name: String,
+        /// 500MiB, 2G, 1.5GB, 1048576 or unlimited.
+        size: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum HomeCommand {
+    /// Point a user at another home directory (created if missing; files are not moved).
+    Set {
+        /// User name.
+        name: String,
+        /// The new home directory.
+        dir: PathBuf,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct UsageArgs {
+    /// Only this user.
+    pub name: Option<String>,
+    /// Measure the homes again before reporting (fixes drifted numbers).
+    #[arg(long)]
+    pub rescan: bool,
+    /// Count activity only this far back: 1h, 7d, 30days.
+    #[arg(long, value_name = "DURATION")]
+    pub since: Option<String>,
+    #[command(flatten)]
+    pub json: JsonFlag,
+}

@@ -1,0 +1,281 @@
+//! One function per command; each reads and writes through wharf-core.
+
+use std::path::Path;
+
+use anyhow::{Context, Result, bail};
+use wharf_core::auth::hash_password;
+use wharf_core::home::{default_home, ensure_home, scan_home};
+use wharf_core::names::validate_user_name;
+use wharf_core::size::{format_quota, format_size, parse_quota};
+use wharf_core::store::NewUser;
+use wharf_core::time::{duration_ms, now_ms};
+use wharf_core::{AuthConfig, Error, Service, ServiceSet, Store, User};
+
+use crate::UsageError;
+use crate::cli::{AddArgs, Cli, Command, HomeCommand, QuotaCommand, UsageArgs, UserCommand};
+use crate::password::read_new_password;
+use crate::view::{self, UsageView, UserView};
+
+pub async fn run(cli: Cli) -> Result<()> {
+    let store = Store::open(&cli.database_url)
+        .await
+        .with_context(|| format!("cannot open the database {}", cli.database_url))?;
+    let result = dispatch(&store, &cli.data_dir, cli.command).await;
+    store.close().await;
+    result
+}
+
+async fn dispatch(store: &Store, data_dir: &Path, command: Command) -> Result<()> {
+    match command {
+        Command::User(cmd) => match cmd {
+            UserCommand::Add(args) => add(store, data_dir, args).await,
+            UserCommand::List(flag) => list(store, flag.json).await,
+            UserCommand::Show { name, json } => show(store, &name, json.json).await,
+            UserCommand::Del { name, purge_home } => del(store, &name, purge_home).await,
+            UserCommand::Passwd { name, password } => {
+                passwd(store, &name, password.password_stdin).await
+            }
+            UserCommand::Lock { name } => {
+                store.set_locked(&name, true).await?;
+                println!("locked {name}: no login anywhere until `admin-cli user unlock {name}`");
+                Ok(())
+            }
+            UserCommand::Unlock { name } => {
+                store.set_locked(&name, false).await?;
+                store.clear_failures(&name).await?;
+                println!("unlocked {name} and cleared their failed logins");
+                Ok(())
+            }
+            UserCommand::Grant { name, service } => {
+                let service: Service = service.parse()?;
+                if store.grant(&name, service).await? {
+                    println!("granted {service} to {name}");
+                } else {
+                    println!("{name} already has {service}");
+                }
+                Ok(())
+            }
+            UserCommand::Revoke { name, service } => {
+                let service: Service = service.parse()?;
+                if store.revoke(&name, service).await? {
+                    println!("revoked {service} from {name}");
+                } else {
+                    println!("{name} did not have {service}");
+                }
+                Ok(())
+            }
+        },
+        Command::Quota(QuotaCommand::Set { name, size }) => set_quota(store, &name, &size).await,
+        Command::Home(HomeCommand::Set { name, dir }) => set_home(store, &name, &dir).await,
+        Command::Usage(args) => usage(store, args).await,
+    }
+}
+
+async fn add(store: &Store, data_dir: &Path, args: AddArgs) -> Result<()> {
+    // Check everything that can be checked before asking for a password.
+    validate_user_name(&args.name)?;
+    let quota = parse_quota(&args.quota)?;
+    let services: ServiceSet = args.services.parse()?;
+    if store.user(&args.name).await?.is_some() {
+        return Err(Error::UserExists(args.name).into());
+    }
+    let password = read_new_password(&args.name, args.password.password_stdin)?;
+    let password_hash = hash_password(&password).await?;
+    let wanted_home = args
+        .home
+        .unwrap_or_else(|| default_home(data_dir, &args.name));
+    let (home, created) = ensure_home(&wanted_home)?;
+    let new = NewUser {
+        name: args.name,
+        password_hash,
+        home: home.clone(),
+        quota_bytes: quota,
+        services,
+    };
+    match store.create_user(&new).await {
+        Ok(user) => {
+            let services = if user.services == ServiceSet::default() {
+                "none".to_owned()
+            } else {
+                user.services.to_string()
+            };
+            println!(
+                "added user {}: home {}, quota {}, services {services}",
+                user.name,
+                user.home.display(),
+                format_quota(user.quota_bytes),
+            );
+            Ok(())
+        }
+        Err(e) => {
+            if created {
+                // Leave the disk as it was; ignore failure, the error below matters more.
+                let _ = std::fs::remove_dir(&home);
+            }
+            Err(e.into())
+        }
+    }
+}
+
+async fn failed_logins(store: &Store, name: &str) -> Result<u64> {
+    let since = now_ms() - duration_ms(AuthConfig::default().failure_window);
+    Ok(store.failures_since(name, since).await?.len() as u64)
+}
+
+async fn list(store: &Store, json: bool) -> Result<()> {
+    let users = store.list_users().await?;
+    if json {
+        let mut views = Vec::with_capacity(users.len());
+        for u in &users {
+            views.push(UserView::new(u, failed_logins(store, &u.name).await?));
+        }
+        return view::print_json(&views);
+    }
+    if users.is_empty() {
+        println!("no users yet; add one with `admin-cli user add NAME`");
+        return Ok(());
+    }
+    println!("{}", view::users_table(&users));
+    Ok(())
+}
+
+async fn show(store: &Store, name: &str, json: bool) -> Result<()> {
+    let user = store.require_user(name).await?;
+    let v = UserView::new(&user, failed_logins(store, name).await?);
+    if json {
+        return view::print_json(&v);
+    }
+    println!("{}", view::user_table(&v, &user));
+    Ok(())
+}
+
+async fn del(store: &Store, name: &str, purge_home: bool) -> Result<()> {
+    let user = store.require_user(name).await?;
+    if purge_home {
+        let users = store.list_users().await?;
+        let overlapping = users.iter().find(|u| {
+            u.id != user.id && (u.home.starts_with(&user.home) || user.home.starts_with(&u.home))
+        });
+        if let Some(other) = overlapping {
+            bail!(
+                "refusing to purge {}: it overlaps the home of {} ({}); nothing was changed",
+                user.home.display(),
+                other.name,
+                other.home.display()
+            );
+        }
+    }
+    store.delete_user(name).await?;
+    println!("deleted user {name}");
+    if purge_home {
+        match std::fs::remove_dir_all(&user.home) {
+            Ok(()) => println!("removed home {}", user.home.display()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => bail!(
+                "user {name} is deleted, but its home {} could not be removed: {e}",
+                user.home.display()
+            ),
+        }
+    } else {
+        println!(
+            "kept home {} (pass --purge-home to delete it)",
+            user.home.display()
+        );
+    }
+    Ok(())
+}
+
+async fn passwd(store: &Store, name: &str, from_stdin: bool) -> Result<()> {
+    store.require_user(name).await?;
+    let password = read_new_password(name, from_stdin)?;
+    let hash = hash_password(&password).await?;
+    store.set_password_hash(name, &hash).await?;
+    println!("changed the password of {name}");
+    Ok(())
+}
+
+async fn set_quota(store: &Store, name: &str, size: &str) -> Result<()> {
+    let quota = parse_quota(size)?;
+    store.set_quota(name, quota).await?;
+    let user = store.require_user(name).await?;
+    println!(
+        "quota of {name} is now {} ({} used)",
+        format_quota(quota),
+        format_size(user.used_bytes)
+    );
+    if let Some(q) = quota.filter(|q| user.used_bytes > *q) {
+        eprintln!(
+            "admin-cli: note: {name} already uses {}, more than the new quota of {}; uploads will be refused until they free space",
+            format_size(user.used_bytes),
+            format_size(q)
+        );
+    }
+    Ok(())
+}
+
+/// Measures a home again and stores the result.
+async fn rescan(store: &Store, user: &User) -> Result<()> {
+    let home = user.home.clone();
+    let usage = tokio::task::spawn_blocking(move || scan_home(&home))
+        .await
+        .context("home scan task failed")??;
+    store
+        .set_usage(&user.name, usage.bytes, usage.files)
+        .await?;
+    Ok(())
+}
+
+async fn set_home(store: &Store, name: &str, dir: &Path) -> Result<()> {
+    store.require_user(name).await?;
+    let (home, _) = ensure_home(dir)?;
+    store.set_home(name, &home).await?;
+    let user = store.require_user(name).await?;
+    rescan(store, &user).await?;
+    let user = store.require_user(name).await?;
+    println!(
+        "home of {name} is now {} ({} in {} files; nothing was moved)",
+        home.display(),
+        format_size(user.used_bytes),
+        user.file_count
+    );
+    Ok(())
+}
+
+async fn usage(store: &Store, args: UsageArgs) -> Result<()> {
+    let since = match &args.since {
+        None => 0,
+        Some(text) => {
+            let d = humantime::parse_duration(text).map_err(|e| {
+                UsageError(format!(
+                    "invalid duration {text:?} for --since: {e}; write it as 1h, 7d or 30days"
+                ))
+            })?;
+            now_ms() - duration_ms(d)
+        }
+    };
+    let users = match &args.name {
+        Some(name) => vec![store.require_user(name).await?],
+        None => store.list_users().await?,
+    };
+    if args.rescan {
+        for user in &users {
+            if let Err(e) = rescan(store, user).await {
+                eprintln!(
+                    "admin-cli: warning: cannot rescan the home of {}: {e:#}",
+                    user.name
+                );
+            }
+        }
+    }
+    let rows = store.usage_report(args.name.as_deref(), since).await?;
+    if args.json.json {
+        let views: Vec<UsageView> = rows.iter().map(UsageView::from).collect();
+        return view::print_json(&views);
+    }
+    if rows.is_empty() {
+        println!("no users yet; add one with `admin-cli user add NAME`");
+        return Ok(());
+    }
+    println!("{}", view::usage_table(&rows));
+    Ok(())
+}

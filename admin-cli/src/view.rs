@@ -1,0 +1,206 @@
+//! What listings print: JSON objects with stable field names, and tables.
+
+use comfy_table::{CellAlignment, ContentArrangement, LineStyle, Table, presets};
+use serde::Serialize;
+use wharf_core::User;
+use wharf_core::size::{format_quota, format_size};
+use wharf_core::store::UsageRow;
+use wharf_core::time::rfc3339;
+
+/// A user, as `user show --json` and `user list --json` print it.
+#[derive(Debug, Serialize)]
+pub struct UserView {
+    pub name: String,
+    pub home: String,
+    pub quota_bytes: Option<u64>,
+    pub used_bytes: u64,
+    pub reserved_bytes: u64,
+    pub files: u64,
+    pub services: Vec<&'static str>,
+    pub locked: bool,
+    pub failed_logins: u64,
+    pub created_at: String,
+    pub last_login_at: Option<String>,
+}
+
+impl UserView {
+    pub fn new(user: &User, failed_logins: u64) -> Self {
+        UserView {
+            name: user.name.clone(),
+            home: user.home.display().to_string(),
+            quota_bytes: user.quota_bytes,
+            used_bytes: user.used_bytes,
+            reserved_bytes: user.reserved_bytes,
+            files: user.file_count,
+            services: user.services.names(),
+            locked: user.locked,
+            failed_logins,
+            created_at: rfc3339(user.created_at),
+            last_login_at: user.last_login_at.map(rfc3339),
+        }
+    }
+}
+
+/// A usage report line, as `usage --json` prints it.
+#[derive(Debug, Serialize)]
+pub struct UsageView {
+    pub name: String,
+    pub quota_bytes: Option<u64>,
+    pub used_bytes: u64,
+    pub reserved_bytes: u64,
+    pub used_percent: Option<f64>,
+    pub files: u64,
+    pub uploads: u64,
+    pub downloads: u64,
+    pub bytes_up: u64,
+    pub bytes_down: u64,
+    pub chat_messages: u64,
+    pub exec_commands: u64,
+    pub last_login_at: Option<String>,
+}
+
+impl From<&UsageRow> for UsageView {
+    fn from(r: &UsageRow) -> Self {
+        UsageView {
+            name: r.name.clone(),
+            quota_bytes: r.quota_bytes,
+            used_bytes: r.used_bytes,
+            reserved_bytes: r.reserved_bytes,
+            used_percent: used_percent(r.used_bytes, r.quota_bytes),
+            files: r.file_count,
+            uploads: r.uploads,
+            downloads: r.downloads,
+            bytes_up: r.bytes_up,
+            bytes_down: r.bytes_down,
+            chat_messages: r.chat_messages,
+            exec_commands: r.exec_commands,
+            last_login_at: r.last_login_at.map(rfc3339),
+        }
+    }
+}
+
+/// Used share of the quota, in percent with one decimal; `None` if unlimited.
+fn used_percent(used: u64, quota: Option<u64>) -> Option<f64> {
+    let quota = quota?;
+    if quota == 0 {
+        return Some(if used == 0 { 0.0 } else { 100.0 });
+    }
+    Some((used as f64 * 1000.0 / quota as f64).round() / 10.0)
+}
+
+fn table(header: &[&str], right_aligned: &[usize]) -> Table {
+    let mut table = Table::new();
+    table
+        .load_style(presets::UTF8_NO_BORDERS.row_separator(LineStyle::none()))
+        .set_content_arrangement(ContentArrangement::Dynamic);
+    if !header.is_empty() {
+        table.set_header(header.to_vec());
+    }
+    for &i in right_aligned {
+        if let Some(col) = table.column_mut(i) {
+            col.set_cell_alignment(CellAlignment::Right);
+        }
+    }
+    table
+}
+
+fn when(ms: Option<i64>) -> String {
+    ms.map_or_else(|| "never".to_owned(), rfc3339)
+}
+
+pub fn users_table(users: &[User]) -> Table {
+    let mut t = table(
+        &["user", "services", "quota", "used", "locked", "last login"],
+        &[2, 3],
+    );
+    for u in users {
+        t.add_row(vec![
+            u.name.clone(),
+            u.services.to_string(),
+            format_quota(u.quota_bytes),
+            format_size(u.used_bytes),
+            if u.locked { "yes" } else { "no" }.to_owned(),
+            when(u.last_login_at),
+        ]);
+    }
+    t
+}
+
+pub fn user_table(v: &UserView, user: &User) -> Table {
+    let mut t = table(&[], &[]);
+    let services = if v.services.is_empty() {
+        "none".to_owned()
+    } else {
+        v.services.join(",")
+    };
+    let rows = [
+        ("name", v.name.clone()),
+        ("home", v.home.clone()),
+        ("quota", format_quota(v.quota_bytes)),
+        ("used", format_size(v.used_bytes)),
+        ("reserved", format_size(v.reserved_bytes)),
+        ("files", v.files.to_string()),
+        ("services", services),
+        ("locked", if v.locked { "yes" } else { "no" }.to_owned()),
+        ("failed logins", v.failed_logins.to_string()),
+        ("created", v.created_at.clone()),
+        ("last login", when(user.last_login_at)),
+    ];
+    for (k, val) in rows {
+        t.add_row(vec![k.to_owned(), val]);
+    }
+    t
+}
+
+pub fn usage_table(rows: &[UsageRow]) -> Table {
+    let mut t = table(
+        &[
+            "user",
+            "quota",
+            "used",
+            "used %",
+            "files",
+            "up",
+            "down",
+            "chat msgs",
+            "commands",
+            "last login",
+        ],
+        &[1, 2, 3, 4, 5, 6, 7, 8],
+    );
+    for r in rows {
+        let pct = used_percent(r.used_bytes, r.quota_bytes)
+            .map_or_else(|| "-".to_owned(), |p| format!("{p:.1}%"));
+        t.add_row(vec![
+            r.name.clone(),
+            format_quota(r.quota_bytes),
+            format_size(r.used_bytes),
+            pct,
+            r.file_count.to_string(),
+            format_size(r.bytes_up),
+            format_size(r.bytes_down),
+            r.chat_messages.to_string(),
+            r.exec_commands.to_string(),
+            when(r.last_login_at),
+        ]);
+    }
+    t
+}
+
+pub fn print_json<T: Serialize>(value: &T) -> anyhow::Result<()> {
+    println!("{}", serde_json::to_string_pretty(value)?);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::used_percent;
+
+    #[test]
+    fn percent_rounds_to_one_decimal_and_handles_edges() {
+        assert_eq!(used_percent(1, Some(3)), Some(33.3));
+        assert_eq!(used_percent(0, Some(0)), Some(0.0));
+        assert_eq!(used_percent(5, Some(0)), Some(100.0));
+        assert_eq!(used_percent(5, None), None);
+    }
+}

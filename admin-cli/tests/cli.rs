@@ -1,0 +1,684 @@
+//! admin-cli end to end: the real binary against a real SQLite file in a
+//! temp dir; every command, every error case, exact outputs and exit codes.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+use serde_json::Value;
+use wharf_core::{AuthConfig, Authenticator, Error, Password, Service, Store};
+
+const PW: &str = "correct horse battery";
+
+struct Admin {
+    dir: tempfile::TempDir,
+}
+
+impl Admin {
+    fn new() -> Admin {
+        Admin {
+            dir: tempfile::tempdir().expect("temp dir"),
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("sqlite://{}/wharf.db", self.dir.path().display())
+    }
+
+    fn data(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    /// Runs admin-cli with `args`, feeding `stdin` (or nothing).
+    fn run(&self, args: &[&str], stdin: Option<&str>) -> Output {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_admin-cli"))
+            .args(["--database-url", &self.url(), "--data-dir"])
+            .arg(self.data())
+            .args(args)
+            .env_remove("WHARF_DATABASE_URL")
+            .env_remove("WHARF_DATA_DIR")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn admin-cli");
+        let mut input = child.stdin.take().expect("stdin");
+        if let Some(text) = stdin {
+            input.write_all(text.as_bytes()).expect("write stdin");
+        }
+        drop(input);
+        child.wait_with_output().expect("wait admin-cli")
+    }
+
+    fn ok(&self, args: &[&str], stdin: Option<&str>) -> String {
+        let out = self.run(args, stdin);
+        assert!(
+            out.status.success(),
+            "admin-cli {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).expect("utf-8 stdout")
+    }
+
+    /// Runs a command that must fail with `code`, printing exactly one line on stderr.
+    fn fails(&self, args: &[&str], stdin: Option<&str>, code: i32) -> String {
+        let out = self.run(args, stdin);
+        let stderr = String::from_utf8(out.stderr).expect("utf-8 stderr");
+        assert_eq!(
+            out.status.code(),
+            Some(code),
+            "admin-cli {args:?}: {stderr}"
+        );
+        assert_eq!(
+            stderr.trim_end().lines().count(),
+            1,
+            "one line expected: {stderr:?}"
+        );
+        assert!(stderr.starts_with("admin-cli: "), "{stderr}");
+        stderr
+    }
+
+    fn add(&self, name: &str, extra: &[&str]) -> String {
+        let mut args = vec!["user", "add", name, "--password-stdin"];
+        args.extend_from_slice(extra);
+        self.ok(&args, Some(&format!("{PW}\n")))
+    }
+
+    fn json(&self, args: &[&str]) -> Value {
+        let mut args = args.to_vec();
+        args.push("--json");
+        serde_json::from_str(&self.ok(&args, None)).expect("valid JSON")
+    }
+
+    fn show(&self, name: &str) -> Value {
+        self.json(&["user", "show", name])
+    }
+
+    fn user_count(&self) -> usize {
+        self.json(&["user", "list"])
+            .as_array()
+            .expect("array")
+            .len()
+    }
+
+    async fn login(&self, name: &str, password: &str, service: Service) -> Result<(), Error> {
+        let store = Store::open(&self.url()).await.expect("open");
+        let auth = Authenticator::new(store.clone(), AuthConfig::default())
+            .await
+            .expect("auth");
+        let result = auth
+            .authenticate(name, &Password::new(password), service)
+            .await
+            .map(|_| ());
+        store.close().await;
+        result
+    }
+}
+
+fn file_size(path: &Path) -> u64 {
+    std::fs::metadata(path).map(|m| m.len()).unwrap_or(0)
+}
+
+#[test]
+fn help_and_version_read_well() {
+    let admin = Admin::new();
+    let help = admin.ok(&["--help"], None);
+    for word in [
+        "user",
+        "quota",
+        "home",
+        "usage",
+        "--database-url",
+        "Exit codes",
+        "--password-stdin",
+    ] {
+        assert!(help.contains(word), "--help lacks {word}: {help}");
+    }
+    let add_help = admin.ok(&["user", "add", "--help"], None);
+    for word in [
+        "--quota",
+        "--home",
+        "--services",
+        "--password-stdin",
+        "[default: 1GiB]",
+        "[default: ftp,chat]",
+    ] {
+        assert!(
+            add_help.contains(word),
+            "user add --help lacks {word}: {add_help}"
+        );
+    }
+    assert_eq!(
+        admin.ok(&["--version"], None).trim(),
+        format!("admin-cli {}", env!("CARGO_PKG_VERSION"))
+    );
+}
+
+#[tokio::test]
+async fn user_add_creates_the_user_and_home_with_defaults() {
+    let admin = Admin::new();
+    let out = admin.add("alice", &[]);
+    let home = admin
+        .data()
+        .join("homes/alice")
+        .canonicalize()
+        .expect("home exists");
+    assert_eq!(
+        out.trim(),
+        format!(
+            "added user alice: home {}, quota 1 GiB, services ftp,chat",
+            home.display()
+        )
+    );
+    let v = admin.show("alice");
+    assert_eq!(v["name"], "alice");
+    assert_eq!(v["home"], home.display().to_string());
+    assert_eq!(v["quota_bytes"], 1u64 << 30);
+    assert_eq!(v["used_bytes"], 0);
+    assert_eq!(v["services"], serde_json::json!(["ftp", "chat"]));
+    assert_eq!(v["locked"], false);
+    assert_eq!(v["last_login_at"], Value::Null);
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(&home).expect("meta").permissions().mode() & 0o777,
+        0o700
+    );
+    admin
+        .login("alice", PW, Service::Ftp)
+        .await
+        .expect("the password works");
+}
+
+#[test]
+fn user_add_takes_quota_home_and_services() {
+    let admin = Admin::new();
+    let home = admin.dir.path().join("elsewhere/bob");
+    admin.add(
+        "bob",
+        &[
+            "--quota",
+            "unlimited",
+            "--home",
+            home.to_str().expect("utf-8"),
+            "--services",
+            "exec,ftp",
+        ],
+    );
+    let v = admin.show("bob");
+    assert_eq!(v["quota_bytes"], Value::Null);
+    assert_eq!(
+        v["home"],
+        home.canonicalize().expect("created").display().to_string()
+    );
+    assert_eq!(v["services"], serde_json::json!(["ftp", "exec"]));
+    admin.add("carol", &["--quota", "1.5GB", "--services", ""]);
+    let v = admin.show("carol");
+    assert_eq!(v["quota_bytes"], 1_500_000_000u64);
+    assert_eq!(v["services"], serde_json::json!([]));
+}
+
+#[tokio::test]
+async fn duplicate_user_exits_4_and_changes_nothing() {
+    let admin = Admin::new();
+    admin.add("alice", &["--quota", "5M"]);
+    let err = admin.fails(
+        &["user", "add", "alice", "--password-stdin", "--quota", "9G"],
+        Some("another password\n"),
+        4,
+    );
+    assert!(err.contains("already exists"), "{err}");
+    assert_eq!(admin.show("alice")["quota_bytes"], 5u64 << 20);
+    admin
+        .login("alice", PW, Service::Ftp)
+        .await
+        .expect("old password still works");
+    assert_eq!(admin.user_count(), 1);
+}
+
+#[test]
+fn bad_input_exits_2_and_adds_nobody() {
+    let admin = Admin::new();
+    let cases: [(&[&str], &str); 5] = [
+        (
+            &["user", "add", "Alice", "--password-stdin"],
+            "invalid user name",
+        ),
+        (
+            &["user", "add", "9lives", "--password-stdin"],
+            "invalid user name",
+        ),
+        (
+            &[
+                "user",
+                "add",
+                "alice",
+                "--password-stdin",
+                "--quota",
+                "lots",
+            ],
+            "invalid size",
+        ),
+        (
+            &["user", "add", "alice", "--password-stdin", "--quota=-5"],
+            "invalid size",
+        ),
+        (
+            &[
+                "user",
+                "add",
+                "alice",
+                "--password-stdin",
+                "--services",
+                "ftp,ssh",
+            ],
+            "unknown service",
+        ),
+    ];
+    for (args, want) in cases {
+        let err = admin.fails(args, Some(&format!("{PW}\n")), 2);
+        assert!(err.contains(want), "{args:?}: {err}");
+    }
+    assert_eq!(admin.user_count(), 0);
+    assert!(
+        !admin.data().join("homes/alice").exists(),
+        "no home was left behind"
+    );
+}
+
+#[test]
+fn empty_weak_or_missing_passwords_are_refused() {
+    let admin = Admin::new();
+    let err = admin.fails(&["user", "add", "alice", "--password-stdin"], Some("\n"), 1);
+    assert!(err.contains("password refused: it is empty"), "{err}");
+    let err = admin.fails(&["user", "add", "alice", "--password-stdin"], Some(""), 1);
+    assert!(err.contains("it is empty"), "{err}");
+    let err = admin.fails(
+        &["user", "add", "alice", "--password-stdin"],
+        Some("short\n"),
+        1,
+    );
+    assert!(err.contains("at least 8 characters"), "{err}");
+    // No terminal and no --password-stdin: told what to do instead of hanging.
+    let err = admin.fails(&["user", "add", "alice"], None, 2);
+    assert!(err.contains("--password-stdin"), "{err}");
+    assert_eq!(admin.user_count(), 0);
+    assert!(!admin.data().join("homes/alice").exists());
+}
+
+#[test]
+fn passwords_are_never_taken_as_arguments() {
+    let admin = Admin::new();
+    let out = admin.run(
+        &["user", "add", "alice", "--password", "hunter2hunter2"],
+        None,
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(admin.user_count(), 0);
+}
+
+#[test]
+fn unknown_user_exits_3_everywhere() {
+    let admin = Admin::new();
+    admin.add("alice", &[]);
+    let cases: [&[&str]; 11] = [
+        &["user", "show", "bob"],
+        &["user", "del", "bob"],
+        &["user", "lock", "bob"],
+        &["user", "unlock", "bob"],
+        &["user", "grant", "bob", "exec"],
+        &["user", "revoke", "bob", "chat"],
+        &["quota", "set", "bob", "1G"],
+        &["home", "set", "bob", "/tmp"],
+        &["usage", "bob"],
+        &["usage", "bob", "--rescan"],
+        &["user", "passwd", "bob", "--password-stdin"],
+    ];
+    for args in cases {
+        let err = admin.fails(args, Some(&format!("{PW}\n")), 3);
+        assert!(err.contains("no user named \"bob\""), "{args:?}: {err}");
+    }
+    assert_eq!(admin.user_count(), 1);
+}
+
+#[tokio::test]
+async fn passwd_replaces_the_password() {
+    let admin = Admin::new();
+    admin.add("alice", &[]);
+    let out = admin.ok(
+        &["user", "passwd", "alice", "--password-stdin"],
+        Some("a brand new secret\r\n"),
+    );
+    assert_eq!(out.trim(), "changed the password of alice");
+    assert!(matches!(
+        admin.login("alice", PW, Service::Ftp).await,
+        Err(Error::AuthFailed)
+    ));
+    admin
+        .login("alice", "a brand new secret", Service::Ftp)
+        .await
+        .expect("new password");
+    // A refused new password leaves the old one in place.
+    admin.fails(
+        &["user", "passwd", "alice", "--password-stdin"],
+        Some("tiny\n"),
+        1,
+    );
+    admin
+        .login("alice", "a brand new secret", Service::Ftp)
+        .await
+        .expect("unchanged");
+}
+
+#[tokio::test]
+async fn lock_and_unlock_also_lift_a_lockout() {
+    let admin = Admin::new();
+    admin.add("alice", &[]);
+    assert_eq!(
+        admin.ok(&["user", "lock", "alice"], None).trim(),
+        "locked alice: no login anywhere until `admin-cli user unlock alice`"
+    );
+    assert_eq!(admin.show("alice")["locked"], true);
+    assert!(matches!(
+        admin.login("alice", PW, Service::Ftp).await,
+        Err(Error::AccountLocked(_))
+    ));
+    for _ in 0..5 {
+        let _ = admin.login("alice", "wrong password", Service::Ftp).await;
+    }
+    assert_eq!(admin.show("alice")["failed_logins"], 5);
+    assert_eq!(
+        admin.ok(&["user", "unlock", "alice"], None).trim(),
+        "unlocked alice and cleared their failed logins"
+    );
+    assert_eq!(admin.show("alice")["locked"], false);
+    assert_eq!(admin.show("alice")["failed_logins"], 0);
+    admin
+        .login("alice", PW, Service::Ftp)
+        .await
+        .expect("unlocked");
+    assert!(admin.show("alice")["last_login_at"].is_string());
+}
+
+#[tokio::test]
+async fn grant_and_revoke_change_the_rights() {
+    let admin = Admin::new();
+    admin.add("alice", &[]);
+    assert!(matches!(
+        admin.login("alice", PW, Service::Exec).await,
+        Err(Error::NotPermitted { .. })
+    ));
+    assert_eq!(
+        admin.ok(&["user", "grant", "alice", "exec"], None).trim(),
+        "granted exec to alice"
+    );
+    assert_eq!(
+        admin.ok(&["user", "grant", "alice", "exec"], None).trim(),
+        "alice already has exec"
+    );
+    admin
+        .login("alice", PW, Service::Exec)
+        .await
+        .expect("granted");
+    assert_eq!(
+        admin.ok(&["user", "revoke", "alice", "chat"], None).trim(),
+        "revoked chat from alice"
+    );
+    assert_eq!(
+        admin.ok(&["user", "revoke", "alice", "chat"], None).trim(),
+        "alice did not have chat"
+    );
+    assert_eq!(
+        admin.show("alice")["services"],
+        serde_json::json!(["ftp", "exec"])
+    );
+    let err = admin.fails(&["user", "grant", "alice", "root"], None, 2);
+    assert!(err.contains("unknown service \"root\""), "{err}");
+}
+
+#[test]
+fn quota_set_accepts_sizes_and_unlimited() {
+    let admin = Admin::new();
+    admin.add("alice", &[]);
+    assert_eq!(
+        admin.ok(&["quota", "set", "alice", "2G"], None).trim(),
+        "quota of alice is now 2 GiB (0 B used)"
+    );
+    assert_eq!(admin.show("alice")["quota_bytes"], 2u64 << 30);
+    admin.ok(&["quota", "set", "alice", "unlimited"], None);
+    assert_eq!(admin.show("alice")["quota_bytes"], Value::Null);
+    let err = admin.fails(&["quota", "set", "alice", "2Q"], None, 2);
+    assert!(err.contains("invalid size \"2Q\""), "{err}");
+    assert_eq!(
+        admin.show("alice")["quota_bytes"],
+        Value::Null,
+        "unchanged after a bad size"
+    );
+}
+
+#[test]
+fn quota_below_usage_warns() {
+    let admin = Admin::new();
+    admin.add("alice", &[]);
+    let home = PathBuf::from(admin.show("alice")["home"].as_str().expect("home"));
+    std::fs::write(home.join("f"), vec![0u8; 2048]).expect("write");
+    admin.ok(&["usage", "--rescan"], None);
+    let out = admin.run(&["quota", "set", "alice", "1K"], None);
+    assert!(out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("already uses 2 KiB, more than the new quota of 1 KiB"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn home_set_creates_the_directory_and_measures_it() {
+    let admin = Admin::new();
+    admin.add("alice", &[]);
+    let new_home = admin.dir.path().join("new-home");
+    std::fs::create_dir_all(new_home.join("sub")).expect("mkdir");
+    std::fs::write(new_home.join("sub/a"), b"hello").expect("write");
+    let out = admin.ok(
+        &["home", "set", "alice", new_home.to_str().expect("utf-8")],
+        None,
+    );
+    let canonical = new_home.canonicalize().expect("canonical");
+    assert_eq!(
+        out.trim(),
+        format!(
+            "home of alice is now {} (5 B in 1 files; nothing was moved)",
+            canonical.display()
+        )
+    );
+    let v = admin.show("alice");
+    assert_eq!(v["home"], canonical.display().to_string());
+    assert_eq!(
+        (v["used_bytes"].as_u64(), v["files"].as_u64()),
+        (Some(5), Some(1))
+    );
+    let fresh = admin.dir.path().join("fresh/home");
+    admin.ok(
+        &["home", "set", "alice", fresh.to_str().expect("utf-8")],
+        None,
+    );
+    assert!(fresh.is_dir());
+    let file = admin.dir.path().join("a-file");
+    std::fs::write(&file, b"x").expect("write");
+    let err = admin.fails(
+        &["home", "set", "alice", file.to_str().expect("utf-8")],
+        None,
+        1,
+    );
+    assert!(err.contains("is not a directory"), "{err}");
+}
+
+#[test]
+fn del_keeps_or_purges_the_home() {
+    let admin = Admin::new();
+    admin.add("alice", &[]);
+    admin.add("bob", &[]);
+    let alice_home = PathBuf::from(admin.show("alice")["home"].as_str().expect("home"));
+    let bob_home = PathBuf::from(admin.show("bob")["home"].as_str().expect("home"));
+    std::fs::write(bob_home.join("f"), b"data").expect("write");
+    let out = admin.ok(&["user", "del", "alice"], None);
+    assert!(
+        out.contains("deleted user alice") && out.contains("kept home"),
+        "{out}"
+    );
+    assert!(alice_home.is_dir());
+    let out = admin.ok(&["user", "del", "bob", "--purge-home"], None);
+    assert!(out.contains("removed home"), "{out}");
+    assert!(!bob_home.exists());
+    assert_eq!(admin.user_count(), 0);
+}
+
+#[test]
+fn purge_refuses_a_home_shared_with_another_user() {
+    let admin = Admin::new();
+    let shared = admin.dir.path().join("shared");
+    admin.add("alice", &["--home", shared.to_str().expect("utf-8")]);
+    admin.add(
+        "bob",
+        &["--home", shared.join("bob").to_str().expect("utf-8")],
+    );
+    let err = admin.fails(&["user", "del", "alice", "--purge-home"], None, 1);
+    assert!(
+        err.contains("refusing to purge") && err.contains("bob"),
+        "{err}"
+    );
+    assert_eq!(admin.user_count(), 2);
+    assert!(shared.join("bob").is_dir());
+}
+
+#[test]
+fn usage_prints_a_table_json_and_rescans() {
+    let admin = Admin::new();
+    assert_eq!(
+        admin.ok(&["usage"], None).trim(),
+        "no users yet; add one with `admin-cli user add NAME`"
+    );
+    admin.add("alice", &["--quota", "10K"]);
+    admin.add("bob", &["--quota", "unlimited"]);
+    let home = PathBuf::from(admin.show("alice")["home"].as_str().expect("home"));
+    std::fs::write(home.join("a"), vec![1u8; 1024]).expect("write");
+    std::fs::create_dir(home.join("d")).expect("mkdir");
+    std::fs::write(home.join("d/b"), vec![1u8; 1024]).expect("write");
+    assert_eq!(file_size(&home.join("a")), 1024);
+
+    let before = admin.json(&["usage"]);
+    assert_eq!(before[0]["used_bytes"], 0, "not rescanned yet");
+
+    let table = admin.ok(&["usage", "--rescan"], None);
+    let lines: Vec<&str> = table.lines().collect();
+    assert_eq!(lines.len(), 4, "{table}");
+    for col in [
+        "user",
+        "quota",
+        "used",
+        "used %",
+        "files",
+        "up",
+        "down",
+        "chat msgs",
+        "commands",
+        "last login",
+    ] {
+        assert!(lines[0].contains(col), "header lacks {col}: {}", lines[0]);
+    }
+    assert!(
+        lines[2].contains("alice")
+            && lines[2].contains("10 KiB")
+            && lines[2].contains("2 KiB")
+            && lines[2].contains("20.0%"),
+        "{}",
+        lines[2]
+    );
+    assert!(
+        lines[3].contains("bob") && lines[3].contains("unlimited"),
+        "{}",
+        lines[3]
+    );
+
+    let rows = admin.json(&["usage"]);
+    assert_eq!(rows.as_array().map(Vec::len), Some(2));
+    let a = &rows[0];
+    assert_eq!(a["name"], "alice");
+    assert_eq!(a["quota_bytes"], 10240);
+    assert_eq!(a["used_bytes"], 2048);
+    assert_eq!(a["used_percent"], 20.0);
+    assert_eq!(a["files"], 2);
+    for zero in [
+        "uploads",
+        "downloads",
+        "bytes_up",
+        "bytes_down",
+        "chat_messages",
+        "exec_commands",
+    ] {
+        assert_eq!(a[zero], 0, "{zero}");
+    }
+    assert_eq!(rows[1]["used_percent"], Value::Null);
+
+    let one = admin.json(&["usage", "bob", "--since", "1h"]);
+    assert_eq!(one.as_array().map(Vec::len), Some(1));
+    let err = admin.fails(&["usage", "--since", "yesterday-ish"], None, 2);
+    assert!(err.contains("invalid duration"), "{err}");
+}
+
+#[test]
+fn rescan_of_a_missing_home_warns_and_reports_the_rest() {
+    let admin = Admin::new();
+    admin.add("alice", &[]);
+    let home = PathBuf::from(admin.show("alice")["home"].as_str().expect("home"));
+    std::fs::remove_dir(&home).expect("rmdir");
+    let out = admin.run(&["usage", "--rescan"], None);
+    assert!(out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("warning: cannot rescan the home of alice"),
+        "{stderr}"
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("alice"));
+}
+
+#[test]
+fn database_url_comes_from_the_environment_and_folders_are_created() {
+    let admin = Admin::new();
+    let url = format!("sqlite://{}/deep/er/wharf.db", admin.dir.path().display());
+    let out = Command::new(env!("CARGO_BIN_EXE_admin-cli"))
+        .args(["user", "list", "--json"])
+        .env("WHARF_DATABASE_URL", &url)
+        .env("WHARF_DATA_DIR", admin.data())
+        .output()
+        .expect("run");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "[]");
+    assert!(admin.dir.path().join("deep/er/wharf.db").exists());
+}
+
+#[test]
+fn an_unusable_database_is_a_clear_failure() {
+    let admin = Admin::new();
+    let blocker = admin.dir.path().join("file");
+    std::fs::write(&blocker, b"x").expect("write");
+    let out = Command::new(env!("CARGO_BIN_EXE_admin-cli"))
+        .args([
+            "--database-url",
+            &format!("sqlite://{}/sub/wharf.db", blocker.display()),
+            "user",
+            "list",
+        ])
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.starts_with("admin-cli: cannot open the database"),
+        "{stderr}"
+    );
+    assert_eq!(stderr.trim_end().lines().count(), 1);
+}
