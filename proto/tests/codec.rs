@@ -268,3 +268,21 @@ fn clean_eof_between_frames_is_not_an_error() {
     ));
     assert!(matches!(codec.decode_eof(&mut buf), Ok(None)));
 }
+
+#[test]
+fn protocol_md_example_bytes_are_exact() {
+    let mut codec = FrameCodec::<CommonRequest>::new();
+    let mut buf = BytesMut::new();
+    let hello = CommonRequest::Hello(ClientHello {
+        version: 1,
+        client: "wharf-ftp/0.1.0".into(),
+    });
+    codec
+        .encode(Outbound::msg(hello), &mut buf)
+        .expect("encode");
+    assert_eq!(&buf[..4], &[0, 0, 0, 0x35]);
+    assert_eq!(
+        &buf[4..],
+        br#"{"op":"hello","version":1,"client":"wharf-ftp/0.1.0"}"#
+    );
+}

@@ -1,1 +1,120 @@
-fn main() {}
+//! Login benchmark: what one argon2id verification costs here, whether an
+//! unknown user costs the same as a known one, and the throughput and peak
+//! memory of 200 logins at once.
+//!
+//! Run with `cargo bench -p wharf-core --bench auth`. Figures are printed as
+//! ratios taken side by side in one run, since the machine is shared.
+
+use std::time::{Duration, Instant};
+
+use wharf_core::auth::hash_password;
+use wharf_core::store::NewUser;
+use wharf_core::{AuthConfig, Authenticator, Password, Service, Store};
+
+const ROUNDS: usize = 20;
+const CONCURRENT: usize = 200;
+
+fn peak_rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmHWM:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let dir = tempfile::tempdir()?;
+    let store = Store::open(&format!("sqlite://{}/wharf.db", dir.path().display())).await?;
+    let password = Password::new("correct horse battery");
+    let started = Instant::now();
+    let password_hash = hash_password(&password).await?;
+    let hash_time = started.elapsed();
+    store
+        .create_user(&NewUser {
+            name: "alice".into(),
+            password_hash,
+            home: dir.path().join("alice"),
+            quota_bytes: None,
+            services: "ftp".parse()?,
+        })
+        .await?;
+    // Lockout off for the benchmark: unknown names fail on purpose.
+    let config = AuthConfig {
+        max_failures: u32::MAX,
+        ..AuthConfig::default()
+    };
+    let workers = config.verify_concurrency;
+    let auth = Authenticator::new(store.clone(), config).await?;
+
+    // Warm up: every worker allocates its argon2 buffer once.
+    for _ in 0..workers {
+        auth.authenticate("alice", &password, Service::Ftp).await?;
+    }
+
+    let started = Instant::now();
+    for _ in 0..ROUNDS {
+        auth.authenticate("alice", &password, Service::Ftp).await?;
+    }
+    let known = started.elapsed() / ROUNDS as u32;
+
+    let started = Instant::now();
+    for i in 0..ROUNDS {
+        let name = format!("ghost{i}");
+        let _ = auth.authenticate(&name, &password, Service::Ftp).await;
+    }
+    let unknown = started.elapsed() / ROUNDS as u32;
+
+    let before = peak_rss_kib();
+    let started = Instant::now();
+    let mut tasks = Vec::with_capacity(CONCURRENT);
+    for _ in 0..CONCURRENT {
+        let auth = auth.clone();
+        let password = password.clone();
+        tasks.push(tokio::spawn(async move {
+            auth.authenticate("alice", &password, Service::Ftp)
+                .await
+                .is_ok()
+        }));
+    }
+    let mut ok = 0;
+    for t in tasks {
+        if t.await? {
+            ok += 1;
+        }
+    }
+    let burst = started.elapsed();
+    let grown_mib = peak_rss_kib().saturating_sub(before) as f64 / 1024.0;
+
+    println!("argon2id (m=19456 KiB, t=2, p=1), {workers} verification workers");
+    println!("  hash a new password:            {:8.1} ms", ms(hash_time));
+    println!("  login, known user:              {:8.1} ms", ms(known));
+    println!(
+        "  login, unknown user:            {:8.1} ms  ({:.2}x the known user's cost)",
+        ms(unknown),
+        unknown.as_secs_f64() / known.as_secs_f64()
+    );
+    println!(
+        "  {CONCURRENT} concurrent logins:         {:8.1} ms  ({ok} ok, {:.0} logins/s, {:.2}x the sequential rate)",
+        ms(burst),
+        CONCURRENT as f64 / burst.as_secs_f64(),
+        (CONCURRENT as f64 / burst.as_secs_f64()) / (1.0 / known.as_secs_f64())
+    );
+    println!(
+        "  peak memory growth in the burst: {grown_mib:7.1} MiB (unbounded would be ~{} MiB)",
+        CONCURRENT * 19
+    );
+    println!(
+        "  peak resident memory overall:    {:7.1} MiB",
+        peak_rss_kib() as f64 / 1024.0
+    );
+    store.close().await;
+    Ok(())
+}
