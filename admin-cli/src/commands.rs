@@ -220,7 +220,7 @@ async fn rescan(store: &Store, user: &User) -> Result<()> {
         .await
         .context("home scan task failed")??;
     store
-        .set_usage(&user.name, usage.bytes, usage.files)
+        .set_usage(&user.name, &usage)
         .await?;
     Ok(())
 }

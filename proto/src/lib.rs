@@ -19,6 +19,7 @@
 
 mod codec;
 mod error;
+pub mod ftp;
 pub mod message;
 mod secret;
 

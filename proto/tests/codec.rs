@@ -286,3 +286,84 @@ fn protocol_md_example_bytes_are_exact() {
         br#"{"op":"hello","version":1,"client":"wharf-ftp/0.1.0"}"#
     );
 }
+
+#[test]
+fn every_ftp_op_round_trips_and_is_listed() {
+    use wharf_proto::Message;
+    use wharf_proto::ftp::{FtpReply, FtpRequest};
+    let requests = vec![
+        FtpRequest::Pwd,
+        FtpRequest::Cd { path: "a b".into() },
+        FtpRequest::Ls { path: None },
+        FtpRequest::Ls {
+            path: Some("/x".into()),
+        },
+        FtpRequest::Mkdir { path: "d".into() },
+        FtpRequest::Rm { path: "f".into() },
+        FtpRequest::Rmdir { path: "d".into() },
+        FtpRequest::Mv {
+            from: "a".into(),
+            to: "b".into(),
+        },
+        FtpRequest::Put {
+            path: "f".into(),
+            size: 3,
+        },
+        FtpRequest::PutData { offset: 0 },
+        FtpRequest::PutEnd { md5: "00".into() },
+        FtpRequest::Get {
+            path: "f".into(),
+            offset: 2,
+            prefix_md5: Some("ab".into()),
+        },
+        FtpRequest::Quit,
+    ];
+    for req in requests {
+        let json = serde_json::to_value(&req).expect("serialise");
+        let op = json["op"].as_str().expect("op").to_owned();
+        assert!(
+            FtpRequest::OPS.contains(&op.as_str()),
+            "{op} missing from OPS"
+        );
+        assert_eq!(
+            serde_json::from_value::<FtpRequest>(json).expect("deserialise"),
+            req
+        );
+    }
+    let replies = vec![
+        FtpReply::Cwd { path: "/".into() },
+        FtpReply::Listing {
+            path: "/".into(),
+            count: 0,
+        },
+        FtpReply::Done,
+        FtpReply::PutReady {
+            offset: 0,
+            prefix_md5: None,
+        },
+        FtpReply::PutOk {
+            path: "/f".into(),
+            size: 1,
+            md5: "x".into(),
+        },
+        FtpReply::GetData { size: 1, offset: 0 },
+        FtpReply::GetEnd { md5: "x".into() },
+        FtpReply::Bye,
+    ];
+    for reply in replies {
+        let json = serde_json::to_value(&reply).expect("serialise");
+        let op = json["op"].as_str().expect("op").to_owned();
+        assert!(
+            FtpReply::OPS.contains(&op.as_str()),
+            "{op} missing from OPS"
+        );
+        assert_eq!(
+            serde_json::from_value::<FtpReply>(json).expect("deserialise"),
+            reply
+        );
+    }
+    assert_eq!(
+        serde_json::to_string(&FtpRequest::Pwd).expect("json"),
+        r#"{"op":"pwd"}"#
+    );
+}

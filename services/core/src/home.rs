@@ -1,8 +1,32 @@
-//! Home directories: creating them, and measuring what is in them.
+//! Home directories: creating them, their internal area, and measuring
+//! what is in them.
+//!
+//! A home holds the user's files and one internal directory, [`INTERNAL_DIR`],
+//! that servers keep for themselves (partial uploads) and never show or let a
+//! client path reach. Partial uploads are named `<size>-<key>.part`, so the
+//! bytes they reserve can be recomputed from the disk alone.
 
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
+
+/// The servers' own directory inside each home.
+pub const INTERNAL_DIR: &str = ".wharf";
+
+/// Where partial uploads of a home are kept.
+pub fn partial_dir(home: &Path) -> PathBuf {
+    home.join(INTERNAL_DIR).join("partial")
+}
+
+/// File name of a partial upload of a `size`-byte file; `key` names the target.
+pub fn partial_name(size: u64, key: &str) -> String {
+    format!("{size}-{key}.part")
+}
+
+/// The target size a partial upload's file name records.
+pub fn partial_target_size(name: &str) -> Option<u64> {
+    name.strip_suffix(".part")?.split_once('-')?.0.parse().ok()
+}
 
 /// Where a user's home goes unless the administrator says otherwise.
 pub fn default_home(data_dir: &Path, name: &str) -> PathBuf {
@@ -41,21 +65,28 @@ pub fn ensure_home(path: &Path) -> Result<(PathBuf, bool)> {
 /// What a home holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct HomeUsage {
-    /// Total size of regular files, in bytes.
+    /// Total size of the user's regular files, in bytes.
     pub bytes: u64,
-    /// Number of regular files.
+    /// Number of the user's regular files.
     pub files: u64,
+    /// Bytes reserved by partial uploads: the sum of their target sizes.
+    pub reserved: u64,
 }
 
 /// Walks `home` without following symbolic links and adds up its regular
-/// files. Blocking: call it from `spawn_blocking` in async code.
+/// files, leaving out the internal directory, whose partial uploads count as
+/// reserved bytes instead. Blocking: call it from `spawn_blocking`.
 pub fn scan_home(home: &Path) -> Result<HomeUsage> {
     let mut usage = HomeUsage::default();
+    let internal = home.join(INTERNAL_DIR);
     let mut pending = vec![home.to_path_buf()];
     while let Some(dir) = pending.pop() {
         let entries = std::fs::read_dir(&dir).map_err(|e| Error::io("read directory", &dir, e))?;
         for entry in entries {
             let entry = entry.map_err(|e| Error::io("read directory", &dir, e))?;
+            if entry.path() == internal {
+                continue;
+            }
             let meta = entry
                 .metadata()
                 .map_err(|e| Error::io("inspect", entry.path(), e))?;
@@ -66,6 +97,18 @@ pub fn scan_home(home: &Path) -> Result<HomeUsage> {
                 usage.files += 1;
             }
         }
+    }
+    let partials = partial_dir(home);
+    match std::fs::read_dir(&partials) {
+        Ok(entries) => {
+            for entry in entries.flatten() {
+                if let Some(size) = entry.file_name().to_str().and_then(partial_target_size) {
+                    usage.reserved = usage.reserved.saturating_add(size);
+                }
+            }
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(Error::io("read directory", &partials, e)),
     }
     Ok(usage)
 }
@@ -84,8 +127,31 @@ mod tests {
         std::fs::write(home.join("sub/b"), b"123").map_err(|e| Error::io("write", &home, e))?;
         std::os::unix::fs::symlink("/etc", home.join("escape"))
             .map_err(|e| Error::io("symlink", &home, e))?;
-        assert_eq!(scan_home(&home)?, HomeUsage { bytes: 8, files: 2 });
+        let partials = partial_dir(&home);
+        std::fs::create_dir_all(&partials).map_err(|e| Error::io("mkdir", &home, e))?;
+        std::fs::write(partials.join(partial_name(1000, "k")), b"12")
+            .map_err(|e| Error::io("write", &home, e))?;
+        assert_eq!(
+            scan_home(&home)?,
+            HomeUsage {
+                bytes: 8,
+                files: 2,
+                reserved: 1000
+            }
+        );
         assert!(!ensure_home(&home)?.1, "second call finds it");
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod partial_tests {
+    use super::*;
+
+    #[test]
+    fn partial_names_carry_their_target_size() {
+        assert_eq!(partial_target_size(&partial_name(1234, "abcd")), Some(1234));
+        assert_eq!(partial_target_size("junk"), None);
+        assert_eq!(partial_target_size("x-y.part"), None);
     }
 }

@@ -15,6 +15,7 @@ pub mod config;
 mod error;
 pub mod home;
 pub mod names;
+pub mod server;
 pub mod service;
 pub mod size;
 pub mod store;

@@ -214,11 +214,14 @@ impl Store {
     }
 
     /// Records what a scan of the home found.
-    pub async fn set_usage(&self, name: &str, used_bytes: u64, file_count: u64) -> Result<()> {
-        let q = sqlx::query("UPDATE users SET used_bytes = ?1, file_count = ?2 WHERE name = ?3")
-            .bind(to_i64(used_bytes))
-            .bind(to_i64(file_count))
-            .bind(name.to_owned());
+    pub async fn set_usage(&self, name: &str, usage: &crate::home::HomeUsage) -> Result<()> {
+        let q = sqlx::query(
+            "UPDATE users SET used_bytes = ?1, file_count = ?2, reserved_bytes = ?3 WHERE name = ?4",
+        )
+        .bind(to_i64(usage.bytes))
+        .bind(to_i64(usage.files))
+        .bind(to_i64(usage.reserved))
+        .bind(name.to_owned());
         self.update_user(name, q).await
     }
 
