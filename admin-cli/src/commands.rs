@@ -219,9 +219,7 @@ async fn rescan(store: &Store, user: &User) -> Result<()> {
     let usage = tokio::task::spawn_blocking(move || scan_home(&home))
         .await
         .context("home scan task failed")??;
-    store
-        .set_usage(&user.name, &usage)
-        .await?;
+    store.set_usage(&user.name, &usage).await?;
     Ok(())
 }
 

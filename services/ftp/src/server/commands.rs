@@ -1,0 +1,217 @@
+//! `cd`, `ls`, `mkdir`, `rm`, `rmdir`, `mv`: one function each, returning the
+//! reply. File-system work runs on the blocking pool.
+
+use std::path::Path;
+use std::time::SystemTime;
+
+use wharf_core::Store;
+use wharf_core::home::INTERNAL_DIR;
+use wharf_proto::ftp::{Entry, EntryKind, FtpReply};
+
+use super::session::LoggedIn;
+use crate::error::FtpError;
+use crate::paths::{AboveRoot, Jail, VPath};
+
+/// Runs blocking file-system work off the async runtime.
+pub(super) async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, FtpError> + Send + 'static,
+) -> Result<T, FtpError> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| FtpError::Fatal(format!("internal error: {e}")))?
+}
+
+pub(super) async fn cd(li: &mut LoggedIn, path: &str) -> Result<FtpReply, FtpError> {
+    let v = li.cwd.resolve(path, AboveRoot::Clamp)?;
+    let jail = li.jail.clone();
+    let target = v.clone();
+    blocking(move || {
+        let (_, canonical) = jail.existing(&target)?;
+        if !canonical.is_dir() {
+            return Err(FtpError::BadRequest(format!("{target} is not a directory")));
+        }
+        Ok(())
+    })
+    .await?;
+    li.cwd = v;
+    Ok(FtpReply::Cwd {
+        path: li.cwd.to_string(),
+    })
+}
+
+fn rfc3339(t: std::io::Result<SystemTime>) -> String {
+    let t = t.unwrap_or(SystemTime::UNIX_EPOCH);
+    humantime::format_rfc3339_seconds(t).to_string()
+}
+
+fn entry(name: String, meta: &std::fs::Metadata) -> Option<Entry> {
+    let kind = if meta.is_dir() {
+        EntryKind::Dir
+    } else if meta.is_file() {
+        EntryKind::File
+    } else {
+        return None; // sockets, fifos, devices: not for transfer
+    };
+    Some(Entry {
+        name,
+        kind,
+        size: if meta.is_file() { meta.len() } else { 0 },
+        mtime: rfc3339(meta.modified()),
+    })
+}
+
+fn list(jail: &Jail, v: &VPath, max: usize) -> Result<Vec<Entry>, FtpError> {
+    let (_, dir) = jail.existing(v)?;
+    let meta = std::fs::metadata(&dir).map_err(|e| FtpError::io(v.to_string(), e))?;
+    if !meta.is_dir() {
+        let name = v.file_name().unwrap_or("/").to_owned();
+        return Ok(entry(name, &meta).into_iter().collect());
+    }
+    let internal = jail.home().join(INTERNAL_DIR);
+    let mut entries = Vec::new();
+    let read = std::fs::read_dir(&dir).map_err(|e| FtpError::io(v.to_string(), e))?;
+    for item in read {
+        let item = item.map_err(|e| FtpError::io(v.to_string(), e))?;
+        let path = item.path();
+        if path == internal {
+            continue;
+        }
+        let Ok(name) = item.file_name().into_string() else {
+            continue; // not UTF-8: cannot be named in the protocol
+        };
+        let Ok(link_meta) = item.metadata() else {
+            continue;
+        };
+        let meta = if link_meta.file_type().is_symlink() {
+            // Show a link as what it points to, only if that is inside the home.
+            match std::fs::canonicalize(&path) {
+                Ok(target) if target.starts_with(jail.home()) && !target.starts_with(&internal) => {
+                    match std::fs::metadata(&target) {
+                        Ok(m) => m,
+                        Err(_) => continue,
+                    }
+                }
+                _ => continue,
+            }
+        } else {
+            link_meta
+        };
+        if let Some(e) = entry(name, &meta) {
+            entries.push(e);
+            if entries.len() > max {
+                return Err(FtpError::BadRequest(format!(
+                    "{v} has more than {max} entries; list a subdirectory instead"
+                )));
+            }
+        }
+    }
+    entries.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(entries)
+}
+
+/// A listing reply and its JSON body.
+pub(super) async fn ls(
+    li: &LoggedIn,
+    path: Option<&str>,
+    max: usize,
+) -> Result<(FtpReply, Vec<u8>), FtpError> {
+    let v = li.cwd.resolve(path.unwrap_or("."), AboveRoot::Refuse)?;
+    let jail = li.jail.clone();
+    let shown = v.to_string();
+    let entries = blocking(move || list(&jail, &v, max)).await?;
+    let body = serde_json::to_vec(&entries)
+        .map_err(|e| FtpError::Fatal(format!("internal error: {e}")))?;
+    Ok((
+        FtpReply::Listing {
+            path: shown,
+            count: entries.len() as u64,
+        },
+        body,
+    ))
+}
+
+pub(super) async fn mkdir(li: &LoggedIn, path: &str) -> Result<FtpReply, FtpError> {
+    let v = li.cwd.resolve(path, AboveRoot::Refuse)?;
+    let jail = li.jail.clone();
+    blocking(move || {
+        let target = jail.creatable(&v)?;
+        std::fs::create_dir(&target).map_err(|e| FtpError::io(format!("mkdir {v}"), e))
+    })
+    .await?;
+    Ok(FtpReply::Done)
+}
+
+pub(super) async fn rm(li: &LoggedIn, store: &Store, path: &str) -> Result<FtpReply, FtpError> {
+    let v = li.cwd.resolve(path, AboveRoot::Refuse)?;
+    let jail = li.jail.clone();
+    let freed = blocking(move || {
+        let real = jail.creatable(&v)?;
+        let meta =
+            std::fs::symlink_metadata(&real).map_err(|e| FtpError::io(format!("rm {v}"), e))?;
+        if meta.is_dir() {
+            return Err(FtpError::BadRequest(format!(
+                "{v} is a directory; use rmdir"
+            )));
+        }
+        std::fs::remove_file(&real).map_err(|e| FtpError::io(format!("rm {v}"), e))?;
+        // Removing a link frees nothing; removing a file frees its bytes.
+        Ok(meta.is_file().then_some(meta.len()))
+    })
+    .await?;
+    if let Some(bytes) = freed {
+        store.free(li.user.id, bytes, 1).await?;
+    }
+    Ok(FtpReply::Done)
+}
+
+pub(super) async fn rmdir(li: &LoggedIn, path: &str) -> Result<FtpReply, FtpError> {
+    let v = li.cwd.resolve(path, AboveRoot::Refuse)?;
+    if v.is_root() {
+        return Err(FtpError::BadRequest(
+            "cannot remove your home directory".into(),
+        ));
+    }
+    let jail = li.jail.clone();
+    blocking(move || {
+        let real = jail.creatable(&v)?;
+        let meta =
+            std::fs::symlink_metadata(&real).map_err(|e| FtpError::io(format!("rmdir {v}"), e))?;
+        if !meta.is_dir() {
+            return Err(FtpError::BadRequest(format!(
+                "{v} is not a directory; use rm"
+            )));
+        }
+        std::fs::remove_dir(&real).map_err(|e| FtpError::io(format!("rmdir {v}"), e))
+    })
+    .await?;
+    Ok(FtpReply::Done)
+}
+
+pub(super) async fn mv(li: &LoggedIn, from: &str, to: &str) -> Result<FtpReply, FtpError> {
+    let src = li.cwd.resolve(from, AboveRoot::Refuse)?;
+    let dst = li.cwd.resolve(to, AboveRoot::Refuse)?;
+    if src.is_root() || dst.is_root() {
+        return Err(FtpError::BadRequest(
+            "cannot move your home directory".into(),
+        ));
+    }
+    let jail = li.jail.clone();
+    blocking(move || {
+        let from_real = jail.creatable(&src)?;
+        std::fs::symlink_metadata(&from_real).map_err(|e| FtpError::io(format!("mv {src}"), e))?;
+        let to_real = jail.creatable(&dst)?;
+        if exists(&to_real) {
+            return Err(FtpError::AlreadyExists(format!(
+                "{dst} exists already; remove it first"
+            )));
+        }
+        std::fs::rename(&from_real, &to_real)
+            .map_err(|e| FtpError::io(format!("mv {src} {dst}"), e))
+    })
+    .await?;
+    Ok(FtpReply::Done)
+}
+
+fn exists(path: &Path) -> bool {
+    std::fs::symlink_metadata(path).is_ok()
+}

@@ -1,0 +1,155 @@
+//! The file-transfer server: configuration, [`run`], and the sweeper that
+//! removes stale partial uploads.
+
+mod commands;
+mod download;
+mod session;
+mod upload;
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use tokio::net::{TcpListener, TcpStream};
+use tokio_util::sync::CancellationToken;
+use wharf_core::home::{partial_dir, partial_target_size};
+use wharf_core::server::{Handler, Limits, Rejection, serve};
+use wharf_core::{Authenticator, Store};
+
+/// Server settings.
+#[derive(Debug, Clone)]
+pub struct FtpConfig {
+    /// Connection limits and timeouts.
+    pub limits: Limits,
+    /// Partial uploads untouched for this long are deleted and their quota
+    /// released.
+    pub partial_ttl: Duration,
+    /// How often the sweeper looks for stale partial uploads.
+    pub sweep_interval: Duration,
+    /// Most entries one `ls` returns.
+    pub max_listing: usize,
+    /// Failed logins one connection may make before it is closed.
+    pub max_login_attempts: u32,
+}
+
+impl Default for FtpConfig {
+    fn default() -> Self {
+        FtpConfig {
+            limits: Limits::default(),
+            partial_ttl: Duration::from_secs(7 * 24 * 3600),
+            sweep_interval: Duration::from_secs(3600),
+            max_listing: 100_000,
+            max_login_attempts: 3,
+        }
+    }
+}
+
+/// What every session shares.
+#[derive(Debug)]
+pub struct FtpServer {
+    auth: Authenticator,
+    config: FtpConfig,
+}
+
+impl FtpServer {
+    /// A server checking logins with `auth`.
+    pub fn new(auth: Authenticator, config: FtpConfig) -> Self {
+        FtpServer { auth, config }
+    }
+
+    fn store(&self) -> &Store {
+        self.auth.store()
+    }
+}
+
+impl Handler for FtpServer {
+    async fn handle(
+        self: Arc<Self>,
+        stream: TcpStream,
+        peer: std::net::SocketAddr,
+        shutdown: CancellationToken,
+    ) {
+        session::run(self, stream, peer, shutdown).await;
+    }
+
+    async fn reject(self: Arc<Self>, stream: TcpStream, why: Rejection) {
+        session::reject(stream, why).await;
+    }
+}
+
+/// Serves file transfer on `listener` until `shutdown` fires, then lets
+/// sessions finish for the grace period. The caller binds the listener, so
+/// tests can use `127.0.0.1:0`.
+pub async fn run(listener: TcpListener, server: FtpServer, shutdown: CancellationToken) {
+    let server = Arc::new(server);
+    let sweeper = tokio::spawn(sweep_partials_forever(
+        Arc::clone(&server),
+        shutdown.clone(),
+    ));
+    serve(listener, server.config.limits.clone(), server, shutdown).await;
+    sweeper.abort();
+}
+
+async fn sweep_partials_forever(server: Arc<FtpServer>, shutdown: CancellationToken) {
+    loop {
+        match sweep_partials(server.store(), server.config.partial_ttl).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(removed = n, "removed stale partial uploads"),
+            Err(e) => tracing::warn!(error = %e, "partial upload sweep failed"),
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(server.config.sweep_interval) => {}
+        }
+    }
+}
+
+/// Deletes partial uploads untouched for `ttl` (skipping ones in use) and
+/// releases the quota they reserved. Returns how many were removed.
+pub async fn sweep_partials(store: &Store, ttl: Duration) -> Result<u64, wharf_core::Error> {
+    let mut removed = 0;
+    for user in store.list_users().await? {
+        let dir = partial_dir(&user.home);
+        let stale = tokio::task::spawn_blocking(move || stale_partials(&dir, ttl))
+            .await
+            .map_err(|e| wharf_core::Error::Internal(format!("sweep task failed: {e}")))?;
+        for size in stale {
+            store.release(user.id, size).await?;
+            removed += 1;
+        }
+    }
+    Ok(removed)
+}
+
+/// Removes the stale, unlocked partial files in `dir`; returns their sizes.
+fn stale_partials(dir: &std::path::Path, ttl: Duration) -> Vec<u64> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let now = SystemTime::now();
+    let mut sizes = Vec::new();
+    for entry in entries.flatten() {
+        let Some(size) = entry.file_name().to_str().and_then(partial_target_size) else {
+            continue;
+        };
+        let old = entry
+            .metadata()
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| now.duration_since(t).ok())
+            .is_some_and(|age| age >= ttl);
+        if !old {
+            continue;
+        }
+        // A session uploading into it holds the lock: leave it alone.
+        let Ok(file) = std::fs::File::open(entry.path()) else {
+            continue;
+        };
+        if file.try_lock().is_err() {
+            continue;
+        }
+        if std::fs::remove_file(entry.path()).is_ok() {
+            sizes.push(size);
+        }
+    }
+    sizes
+}

@@ -1,0 +1,340 @@
+//! One connection: read a frame, pass the auth gate, dispatch, reply.
+//! Only this loop decides when a connection ends.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+use tokio_util::codec::Framed;
+use tokio_util::sync::CancellationToken;
+use wharf_core::server::Rejection;
+use wharf_core::{Service, User};
+use wharf_proto::ftp::{FtpReply, FtpRequest};
+use wharf_proto::message::{ErrorReply, LoginOk, ServerHello};
+use wharf_proto::{ErrorCode, Frame, FrameCodec, Outbound, PROTOCOL_VERSION};
+
+use super::{FtpServer, commands, download, upload};
+use crate::error::FtpError;
+use crate::paths::{Jail, VPath};
+
+pub(super) type Conn = Framed<TcpStream, FrameCodec<FtpRequest>>;
+
+/// A logged-in user's session state.
+pub(super) struct LoggedIn {
+    pub user: User,
+    pub jail: Jail,
+    pub cwd: VPath,
+}
+
+enum State {
+    Greeting,
+    AwaitingLogin,
+    LoggedIn(Box<LoggedIn>),
+}
+
+pub(super) struct Session {
+    pub server: Arc<FtpServer>,
+    pub conn: Conn,
+    peer: SocketAddr,
+    state: State,
+    login_failures: u32,
+}
+
+enum Flow {
+    Continue,
+    Close,
+}
+
+/// Sends one error frame to a client turned away before its session.
+pub(super) async fn reject(stream: TcpStream, why: Rejection) {
+    let mut conn: Conn = Framed::new(stream, FrameCodec::new());
+    let message = match why {
+        Rejection::TooManyFromIp => "too many connections from your address; close some and retry",
+    };
+    let _ = conn
+        .send(Outbound::msg(FtpReply::Error(ErrorReply::new(
+            ErrorCode::Busy,
+            message,
+        ))))
+        .await;
+}
+
+pub(super) async fn run(
+    server: Arc<FtpServer>,
+    stream: TcpStream,
+    peer: SocketAddr,
+    shutdown: CancellationToken,
+) {
+    let limits = server.config.limits.clone();
+    let login_deadline = Instant::now() + limits.login_timeout;
+    let mut s = Session {
+        server,
+        conn: Framed::new(stream, FrameCodec::new()),
+        peer,
+        state: State::Greeting,
+        login_failures: 0,
+    };
+    tracing::debug!(%peer, "connected");
+    loop {
+        let wait = match s.state {
+            State::LoggedIn(_) => limits.idle_timeout,
+            _ => login_deadline.saturating_duration_since(Instant::now()),
+        };
+        let frame = tokio::select! {
+            _ = shutdown.cancelled() => None,
+            frame = s.next_frame(wait) => Some(frame),
+        };
+        let Some(frame) = frame else {
+            let bye = FtpError::reply_code(
+                ErrorCode::ShuttingDown,
+                "the server is shutting down; reconnect later (interrupted uploads resume)",
+            );
+            let _ = s.send(bye).await;
+            break;
+        };
+        let result = match frame {
+            Ok(frame) => s.on_frame(frame).await,
+            Err(e) => Err(e),
+        };
+        match result {
+            Ok(Flow::Continue) => {}
+            Ok(Flow::Close) => break,
+            Err(e) => {
+                let fatal = e.is_fatal();
+                if !matches!(&e, FtpError::Fatal(m) if m.is_empty()) {
+                    let _ = s.send(FtpReply::Error(e.reply())).await;
+                }
+                if fatal {
+                    break;
+                }
+            }
+        }
+    }
+    tracing::debug!(peer = %s.peer, "disconnected");
+}
+
+impl FtpError {
+    fn reply_code(code: ErrorCode, message: &str) -> FtpReply {
+        FtpReply::Error(ErrorReply::new(code, message))
+    }
+}
+
+impl Session {
+    /// The next frame, within `wait`. A closed connection is a silent fatal
+    /// error (empty message: nobody to tell).
+    pub async fn next_frame(&mut self, wait: Duration) -> Result<Frame<FtpRequest>, FtpError> {
+        match tokio::time::timeout(wait, self.conn.next()).await {
+            Err(_) => Err(FtpError::Timeout(format!(
+                "nothing received for {}; closing the connection",
+                humantime::format_duration(wait)
+            ))),
+            Ok(None) => Err(FtpError::Fatal(String::new())),
+            Ok(Some(Err(e))) => Err(FtpError::Protocol(e)),
+            Ok(Some(Ok(frame))) => Ok(frame),
+        }
+    }
+
+    /// The next frame within the idle timeout.
+    pub async fn next_frame_idle(&mut self) -> Result<Frame<FtpRequest>, FtpError> {
+        let wait = self.server.config.limits.idle_timeout;
+        self.next_frame(wait).await
+    }
+
+    pub async fn send(&mut self, reply: FtpReply) -> Result<(), FtpError> {
+        self.conn
+            .send(Outbound::msg(reply))
+            .await
+            .map_err(|_| FtpError::Fatal(String::new()))
+    }
+
+    /// Sends a header announcing `body_len` body bytes (flushed, so the body
+    /// can then be written straight to the socket).
+    pub async fn send_header(&mut self, reply: FtpReply, body_len: u64) -> Result<(), FtpError> {
+        self.conn
+            .send(Outbound::Header {
+                msg: reply,
+                body_len,
+            })
+            .await
+            .map_err(|_| FtpError::Fatal(String::new()))
+    }
+
+    async fn on_frame(&mut self, frame: Frame<FtpRequest>) -> Result<Flow, FtpError> {
+        let (msg, body_len) = match frame {
+            Frame::Header { msg, body_len } => (msg, body_len),
+            Frame::Rejected(e) => return Err(FtpError::Frame(e)),
+            Frame::Body { .. } => {
+                return Err(FtpError::Fatal("body data without a request".into()));
+            }
+        };
+        if body_len > 0 {
+            return Err(FtpError::Fatal(
+                "only put_data carries a body, after put_ready".into(),
+            ));
+        }
+        if let FtpRequest::Quit = msg {
+            self.send(FtpReply::Bye).await?;
+            return Ok(Flow::Close);
+        }
+        match std::mem::replace(&mut self.state, State::Greeting) {
+            State::Greeting => {
+                self.greet(msg).await?;
+                self.state = State::AwaitingLogin;
+            }
+            State::AwaitingLogin => match self.login(msg).await {
+                Ok(li) => self.state = State::LoggedIn(Box::new(li)),
+                Err(e) => {
+                    self.state = State::AwaitingLogin;
+                    return Err(e);
+                }
+            },
+            State::LoggedIn(mut li) => {
+                let result = self.dispatch(&mut li, msg).await;
+                self.state = State::LoggedIn(li);
+                let reply = result?;
+                if let Some(reply) = reply {
+                    self.send(reply).await?;
+                }
+            }
+        }
+        Ok(Flow::Continue)
+    }
+
+    async fn greet(&mut self, msg: FtpRequest) -> Result<(), FtpError> {
+        let FtpRequest::Hello(hello) = msg else {
+            return Err(FtpError::NotLoggedIn("start with hello, then login".into()));
+        };
+        if hello.version != PROTOCOL_VERSION {
+            let msg = format!(
+                "this server speaks protocol version {PROTOCOL_VERSION}, not {}; use a matching client",
+                hello.version
+            );
+            let _ = self
+                .send(FtpError::reply_code(ErrorCode::UnsupportedVersion, &msg))
+                .await;
+            return Err(FtpError::Fatal(String::new()));
+        }
+        self.send(FtpReply::Hello(ServerHello {
+            version: PROTOCOL_VERSION,
+            server: format!("wharf-ftpd/{}", env!("CARGO_PKG_VERSION")),
+            service: "ftp".into(),
+        }))
+        .await
+    }
+
+    async fn login(&mut self, msg: FtpRequest) -> Result<LoggedIn, FtpError> {
+        let login = match msg {
+            FtpRequest::Login(login) => login,
+            FtpRequest::Hello(_) => {
+                return Err(FtpError::BadRequest(
+                    "hello was already said; now login".into(),
+                ));
+            }
+            _ => return Err(FtpError::NotLoggedIn("log in first".into())),
+        };
+        let user = match self
+            .server
+            .auth
+            .authenticate(&login.user, &login.password, Service::Ftp)
+            .await
+        {
+            Ok(user) => user,
+            Err(e) => {
+                self.login_failures += 1;
+                tracing::info!(peer = %self.peer, user = %login.user, error = %e, "login refused");
+                if self.login_failures >= self.server.config.max_login_attempts {
+                    let _ = self.send(FtpReply::Error(FtpError::Core(e).reply())).await;
+                    return Err(FtpError::Fatal(String::new()));
+                }
+                return Err(FtpError::Core(e));
+            }
+        };
+        let home = user.home.clone();
+        let jail = tokio::task::spawn_blocking(move || Jail::new(&home))
+            .await
+            .map_err(|e| FtpError::Fatal(format!("internal error: {e}")))?
+            .map_err(|e| {
+                FtpError::io(
+                    format!("home directory of {} ({})", user.name, user.home.display()),
+                    e,
+                )
+            })?;
+        tracing::info!(peer = %self.peer, user = %user.name, "logged in");
+        self.send(FtpReply::LoginOk(LoginOk {
+            user: user.name.clone(),
+        }))
+        .await?;
+        Ok(LoggedIn {
+            user,
+            jail,
+            cwd: VPath::root(),
+        })
+    }
+
+    /// One request of a logged-in user. Transfers and listings write their
+    /// own frames and return `None`.
+    async fn dispatch(
+        &mut self,
+        li: &mut LoggedIn,
+        msg: FtpRequest,
+    ) -> Result<Option<FtpReply>, FtpError> {
+        let store = self.server.store().clone();
+        Ok(Some(match msg {
+            FtpRequest::Pwd => FtpReply::Cwd {
+                path: li.cwd.to_string(),
+            },
+            FtpRequest::Cd { path } => commands::cd(li, &path).await?,
+            FtpRequest::Ls { path } => {
+                let (reply, body) =
+                    commands::ls(li, path.as_deref(), self.server.config.max_listing).await?;
+                self.send_header(reply, body.len() as u64).await?;
+                self.write_body(&body).await?;
+                return Ok(None);
+            }
+            FtpRequest::Mkdir { path } => commands::mkdir(li, &path).await?,
+            FtpRequest::Rm { path } => commands::rm(li, &store, &path).await?,
+            FtpRequest::Rmdir { path } => commands::rmdir(li, &path).await?,
+            FtpRequest::Mv { from, to } => commands::mv(li, &from, &to).await?,
+            FtpRequest::Put { path, size } => upload::put(self, li, &path, size).await?,
+            FtpRequest::Get {
+                path,
+                offset,
+                prefix_md5,
+            } => {
+                download::get(self, li, &path, offset, prefix_md5).await?;
+                return Ok(None);
+            }
+            FtpRequest::PutData { .. } | FtpRequest::PutEnd { .. } => {
+                return Err(FtpError::BadRequest(format!(
+                    "{} must follow put",
+                    op_name(&msg)
+                )));
+            }
+            FtpRequest::Hello(_) | FtpRequest::Login(_) => {
+                return Err(FtpError::BadRequest("already logged in".into()));
+            }
+            FtpRequest::Quit => FtpReply::Bye,
+        }))
+    }
+
+    /// Writes raw body bytes straight to the socket.
+    pub async fn write_body(&mut self, bytes: &[u8]) -> Result<(), FtpError> {
+        use tokio::io::AsyncWriteExt;
+        self.conn
+            .get_mut()
+            .write_all(bytes)
+            .await
+            .map_err(|_| FtpError::Fatal(String::new()))
+    }
+}
+
+fn op_name(msg: &FtpRequest) -> &'static str {
+    match msg {
+        FtpRequest::PutData { .. } => "put_data",
+        FtpRequest::PutEnd { .. } => "put_end",
+        _ => "this request",
+    }
+}

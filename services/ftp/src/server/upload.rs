@@ -1,0 +1,318 @@
+//! `put`: reserve quota, stream into a partial file while hashing, verify
+//! the md5 trailer, make it durable, rename it into place, commit the quota.
+//!
+//! A partial upload lives in the home's internal directory, named after its
+//! target size and path, and holds a reservation of the full size from the
+//! moment it exists until it is published or swept. It survives disconnects
+//! and restarts; a new `put` of the same path and size resumes it.
+
+use std::fs::{File, OpenOptions};
+use std::io::{Seek, SeekFrom};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use md5::{Digest, Md5};
+use tokio::sync::mpsc;
+use wharf_core::home::{partial_dir, partial_name};
+use wharf_core::size::MAX_SIZE;
+use wharf_core::store::{Direction, TransferRecord};
+use wharf_proto::Frame;
+use wharf_proto::ftp::{FtpReply, FtpRequest};
+
+use super::commands::blocking;
+use super::session::{LoggedIn, Session};
+use crate::error::FtpError;
+use crate::paths::{AboveRoot, VPath};
+use crate::transfer::{DEPTH, hash_prefix, hex, md5_hex, write_and_hash};
+
+/// Opens an existing partial upload and locks it; `None` if there is none.
+fn open_partial(path: &Path, v: &VPath) -> Result<Option<File>, FtpError> {
+    match OpenOptions::new().read(true).write(true).open(path) {
+        Ok(file) => lock(file, v).map(Some),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(FtpError::io(format!("partial upload of {v}"), e)),
+    }
+}
+
+fn lock(file: File, v: &VPath) -> Result<File, FtpError> {
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => Err(FtpError::Busy(format!(
+            "another upload of {v} is in progress; wait for it to finish"
+        ))),
+        Err(std::fs::TryLockError::Error(e)) => {
+            Err(FtpError::io(format!("lock partial upload of {v}"), e))
+        }
+    }
+}
+
+fn create_partial(path: &Path, v: &VPath) -> Result<Option<File>, FtpError> {
+    use std::os::unix::fs::DirBuilderExt;
+    if let Some(dir) = path.parent() {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(|e| FtpError::io("create the partial upload directory", e))?;
+    }
+    match OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .open(path)
+    {
+        Ok(file) => lock(file, v).map(Some),
+        // Another session created it between our look and now.
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(None),
+        Err(e) => Err(FtpError::io(format!("create partial upload of {v}"), e)),
+    }
+}
+
+/// Writes the file's data to disk, then makes the rename durable too.
+fn publish(partial: &Path, target: &Path, v: &VPath) -> Result<Option<u64>, FtpError> {
+    let old = match std::fs::symlink_metadata(target) {
+        Ok(m) if m.is_dir() => {
+            return Err(FtpError::BadRequest(format!("{v} is a directory")));
+        }
+        Ok(m) if m.is_file() => Some(m.len()),
+        _ => None,
+    };
+    std::fs::rename(partial, target).map_err(|e| FtpError::io(format!("store {v}"), e))?;
+    if let Some(dir) = target.parent() {
+        File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(|e| FtpError::io(format!("sync the directory of {v}"), e))?;
+    }
+    Ok(old)
+}
+
+pub(super) async fn put(
+    s: &mut Session,
+    li: &LoggedIn,
+    path: &str,
+    size: u64,
+) -> Result<FtpReply, FtpError> {
+    if size > MAX_SIZE {
+        return Err(FtpError::BadRequest(format!(
+            "size {size} is over the {MAX_SIZE}-byte limit"
+        )));
+    }
+    let v = li.cwd.resolve(path, AboveRoot::Refuse)?;
+    let jail = li.jail.clone();
+    let target = {
+        let v = v.clone();
+        blocking(move || {
+            let target = jail.creatable(&v)?;
+            if target.is_dir() {
+                return Err(FtpError::BadRequest(format!("{v} is a directory")));
+            }
+            Ok(target)
+        })
+        .await?
+    };
+    let partial: PathBuf =
+        partial_dir(li.jail.home()).join(partial_name(size, &md5_hex(v.to_string().as_bytes())));
+    let store = s.server.store().clone();
+    let user_id = li.user.id;
+
+    // Find or create the partial. It exists if and only if its reservation is held.
+    let file = {
+        let (p, vv) = (partial.clone(), v.clone());
+        blocking(move || open_partial(&p, &vv)).await?
+    };
+    let file = match file {
+        Some(file) => file,
+        None => {
+            store.reserve(user_id, size).await?;
+            let (p, vv) = (partial.clone(), v.clone());
+            match blocking(move || create_partial(&p, &vv)).await {
+                Ok(Some(file)) => file,
+                Ok(None) => {
+                    store.release(user_id, size).await?;
+                    let (p, vv) = (partial.clone(), v.clone());
+                    blocking(move || open_partial(&p, &vv))
+                        .await?
+                        .ok_or_else(|| {
+                            FtpError::Busy(format!("another upload of {v} is starting; retry"))
+                        })?
+                }
+                Err(e) => {
+                    store.release(user_id, size).await?;
+                    return Err(e);
+                }
+            }
+        }
+    };
+
+    // What do we hold already?
+    let (mut file, held, prefix) = blocking(move || {
+        let mut file = file;
+        let held = file
+            .metadata()
+            .map_err(|e| FtpError::io("partial upload", e))?
+            .len();
+        if held > size {
+            file.set_len(0)
+                .map_err(|e| FtpError::io("partial upload", e))?;
+            return Ok((file, 0, Md5::new()));
+        }
+        let prefix = hash_prefix(&mut file, held).map_err(|e| FtpError::io("partial upload", e))?;
+        Ok((file, held, prefix))
+    })
+    .await?;
+    s.send(FtpReply::PutReady {
+        offset: held,
+        prefix_md5: (held > 0).then(|| hex(prefix.clone())),
+    })
+    .await?;
+
+    let (offset, body_len) = match s.next_frame_idle().await {
+        Ok(Frame::Header {
+            msg: FtpRequest::PutData { offset },
+            body_len,
+        }) => (offset, body_len),
+        other => {
+            abandon_if_empty(&store, user_id, size, &partial, held).await;
+            return Err(match other {
+                Err(e) => e,
+                Ok(_) => FtpError::Fatal("put_ready must be followed by put_data".into()),
+            });
+        }
+    };
+    if (offset != held && offset != 0) || body_len != size - offset {
+        return Err(FtpError::Fatal(format!(
+            "put_data must start at 0 or {held} and carry the rest of the {size} bytes"
+        )));
+    }
+    let (file, hasher) = if offset == 0 && held > 0 {
+        let file = blocking(move || {
+            file.set_len(0)
+                .map_err(|e| FtpError::io("partial upload", e))?;
+            file.seek(SeekFrom::Start(0))
+                .map_err(|e| FtpError::io("partial upload", e))?;
+            Ok(file)
+        })
+        .await?;
+        (file, Md5::new())
+    } else {
+        (file, prefix)
+    };
+
+    let started = Instant::now();
+    let (tx, rx) = mpsc::channel(DEPTH);
+    let writer = tokio::task::spawn_blocking(move || write_and_hash(file, hasher, rx));
+    let mut received = 0u64;
+    let mut broken = None;
+    while received < body_len {
+        match s.next_frame_idle().await {
+            Ok(Frame::Body { chunk, .. }) => {
+                received += chunk.len() as u64;
+                if tx.send(chunk).await.is_err() {
+                    break;
+                }
+            }
+            Ok(_) => {
+                broken = Some(FtpError::Fatal("expected upload data".into()));
+                break;
+            }
+            Err(e) => {
+                broken = Some(e);
+                break;
+            }
+        }
+    }
+    drop(tx);
+    let written = writer
+        .await
+        .map_err(|e| FtpError::Fatal(format!("internal error: {e}")))?;
+    let record = |ok: bool, bytes: u64, md5: Option<String>| TransferRecord {
+        user_id,
+        direction: Direction::Up,
+        path: v.to_string(),
+        bytes,
+        md5,
+        ok,
+        duration: started.elapsed(),
+    };
+    let (file, hasher, written) = match written {
+        Ok(w) => w,
+        Err(e) => {
+            store
+                .record_transfer(&record(false, received, None))
+                .await?;
+            return Err(FtpError::io(format!("write {v}"), e));
+        }
+    };
+    if let Some(e) = broken {
+        // The partial stays, with its reservation, for a resume.
+        store.record_transfer(&record(false, written, None)).await?;
+        return Err(e);
+    }
+
+    let claimed = match s.next_frame_idle().await? {
+        Frame::Header {
+            msg: FtpRequest::PutEnd { md5 },
+            body_len: 0,
+        } => md5.to_ascii_lowercase(),
+        _ => {
+            return Err(FtpError::Fatal(
+                "the upload data must be followed by put_end".into(),
+            ));
+        }
+    };
+    let actual = hex(hasher);
+    blocking(move || file.sync_all().map_err(|e| FtpError::io("sync upload", e))).await?;
+    if actual != claimed {
+        let p = partial.clone();
+        let _ =
+            blocking(move || std::fs::remove_file(&p).map_err(|e| FtpError::io("remove", e))).await;
+        store.release(user_id, size).await?;
+        store
+            .record_transfer(&record(false, written, Some(actual.clone())))
+            .await?;
+        return Err(FtpError::ChecksumMismatch(format!(
+            "{v} arrived with md5 {actual}, but the sender's file has md5 {claimed}; nothing was stored, send it again"
+        )));
+    }
+    let old = {
+        let (p, t, vv) = (partial.clone(), target.clone(), v.clone());
+        blocking(move || publish(&p, &t, &vv)).await?
+    };
+    let size_i = i64::try_from(size).unwrap_or(i64::MAX);
+    let old_i = old.map_or(0, |o| i64::try_from(o).unwrap_or(i64::MAX));
+    store
+        .commit(
+            user_id,
+            size,
+            size_i - old_i,
+            if old.is_some() { 0 } else { 1 },
+        )
+        .await?;
+    store
+        .record_transfer(&record(true, written, Some(actual.clone())))
+        .await?;
+    Ok(FtpReply::PutOk {
+        path: v.to_string(),
+        size,
+        md5: actual,
+    })
+}
+
+/// A put that never sent data leaves no empty partial holding quota.
+async fn abandon_if_empty(
+    store: &wharf_core::Store,
+    user_id: i64,
+    size: u64,
+    partial: &Path,
+    held: u64,
+) {
+    if held > 0 || size == 0 && !partial.exists() {
+        return;
+    }
+    let p = partial.to_path_buf();
+    let removed =
+        blocking(move || std::fs::remove_file(&p).map_err(|e| FtpError::io("remove", e))).await;
+    if removed.is_ok() {
+        let _ = store.release(user_id, size).await;
+    }
+}

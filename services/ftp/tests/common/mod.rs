@@ -1,0 +1,114 @@
+//! Test harness: a real wharf-ftpd on 127.0.0.1:0 over a real SQLite file.
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+
+use tempfile::TempDir;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use wharf_core::store::NewUser;
+use wharf_core::{AuthConfig, Authenticator, Password, Store, User};
+use wharf_ftp::client::Client;
+use wharf_ftp::server::{FtpConfig, FtpServer, run};
+
+pub const PW: &str = "correct horse battery";
+
+pub struct TestServer {
+    pub dir: TempDir,
+    pub url: String,
+    pub addr: String,
+    pub store: Store,
+    pub shutdown: CancellationToken,
+    pub task: JoinHandle<()>,
+}
+
+pub async fn spawn() -> TestServer {
+    spawn_with(FtpConfig::default()).await
+}
+
+pub async fn spawn_with(config: FtpConfig) -> TestServer {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let url = format!("sqlite://{}/wharf.db", dir.path().display());
+    let store = Store::open(&url).await.expect("database");
+    let auth = Authenticator::new(store.clone(), AuthConfig::default())
+        .await
+        .expect("auth");
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr").to_string();
+    let shutdown = CancellationToken::new();
+    let task = tokio::spawn(run(
+        listener,
+        FtpServer::new(auth, config),
+        shutdown.clone(),
+    ));
+    TestServer {
+        dir,
+        url,
+        addr,
+        store,
+        shutdown,
+        task,
+    }
+}
+
+impl TestServer {
+    pub async fn add_user(&self, name: &str, quota: Option<u64>, services: &str) -> User {
+        let hash = wharf_core::auth::hash_password(&Password::new(PW))
+            .await
+            .expect("hash");
+        let (home, _) =
+            wharf_core::home::ensure_home(&self.dir.path().join("homes").join(name)).expect("home");
+        self.store
+            .create_user(&NewUser {
+                name: name.into(),
+                password_hash: hash,
+                home,
+                quota_bytes: quota,
+                services: services.parse().expect("services"),
+            })
+            .await
+            .expect("user")
+    }
+
+    pub async fn client(&self, name: &str) -> Client {
+        Client::connect(&self.addr, name, &Password::new(PW))
+            .await
+            .expect("connect and log in")
+    }
+
+    pub fn home(&self, name: &str) -> PathBuf {
+        self.dir
+            .path()
+            .join("homes")
+            .join(name)
+            .canonicalize()
+            .expect("home")
+    }
+
+    pub async fn user(&self, name: &str) -> User {
+        self.store.require_user(name).await.expect("user")
+    }
+
+    pub fn local(&self, name: &str) -> PathBuf {
+        let dir = self.dir.path().join("local");
+        std::fs::create_dir_all(&dir).expect("local dir");
+        dir.join(name)
+    }
+}
+
+/// Deterministic pseudo-random bytes.
+pub fn data(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407)
+        | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 24) as u8
+        })
+        .collect()
+}
