@@ -112,3 +112,119 @@ pub fn data(len: usize, seed: u64) -> Vec<u8> {
         })
         .collect()
 }
+
+use futures_util::{SinkExt, StreamExt};
+use tokio::net::TcpStream;
+use tokio_util::codec::Framed;
+use wharf_proto::ftp::{FtpReply, FtpRequest};
+use wharf_proto::message::{ClientHello, Login};
+use wharf_proto::{Frame, FrameCodec, Outbound};
+
+pub type Raw = Framed<TcpStream, FrameCodec<FtpReply>>;
+
+/// A raw protocol connection, for sending what the client library never would.
+pub async fn raw(addr: &str) -> Raw {
+    Framed::new(
+        TcpStream::connect(addr).await.expect("connect"),
+        FrameCodec::new(),
+    )
+}
+
+pub async fn raw_send(conn: &mut Raw, req: FtpRequest, body_len: u64) {
+    conn.send(Outbound::Header { msg: req, body_len })
+        .await
+        .expect("send");
+}
+
+pub async fn raw_recv(conn: &mut Raw) -> Option<FtpReply> {
+    match conn.next().await {
+        Some(Ok(Frame::Header { msg, .. })) => Some(msg),
+        _ => None,
+    }
+}
+
+pub async fn raw_login(addr: &str, user: &str) -> Raw {
+    let mut conn = raw(addr).await;
+    raw_send(
+        &mut conn,
+        FtpRequest::Hello(ClientHello {
+            version: 1,
+            client: "raw".into(),
+        }),
+        0,
+    )
+    .await;
+    assert!(matches!(
+        raw_recv(&mut conn).await,
+        Some(FtpReply::Hello(_))
+    ));
+    raw_send(
+        &mut conn,
+        FtpRequest::Login(Login {
+            user: user.into(),
+            password: Password::new(PW),
+        }),
+        0,
+    )
+    .await;
+    assert!(matches!(
+        raw_recv(&mut conn).await,
+        Some(FtpReply::LoginOk(_))
+    ));
+    conn
+}
+
+/// Polls `cond` every 10 ms for up to 10 s (waiting on another task's
+/// progress, not timing anything).
+pub async fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
+    for _ in 0..1000 {
+        if cond() {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    panic!("timed out waiting for: {what}");
+}
+
+/// Records what a transfer reported.
+#[derive(Default)]
+pub struct Recorder {
+    pub begun: Option<(u64, u64)>,
+    pub advanced: u64,
+    pub notes: Vec<String>,
+    pub finished: bool,
+}
+
+impl wharf_ftp::client::Progress for Recorder {
+    fn begin(&mut self, total: u64, resumed_at: u64) {
+        self.begun = Some((total, resumed_at));
+    }
+    fn advance(&mut self, bytes: u64) {
+        self.advanced += bytes;
+    }
+    fn note(&mut self, message: &str) {
+        self.notes.push(message.to_owned());
+    }
+    fn finish(&mut self) {
+        self.finished = true;
+    }
+}
+
+/// The partial uploads in a home.
+pub fn partials(home: &std::path::Path) -> Vec<(String, u64)> {
+    let dir = wharf_core::home::partial_dir(home);
+    let mut out: Vec<(String, u64)> = std::fs::read_dir(dir)
+        .map(|rd| {
+            rd.flatten()
+                .map(|e| {
+                    (
+                        e.file_name().to_string_lossy().into_owned(),
+                        e.metadata().map(|m| m.len()).unwrap_or(0),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    out.sort();
+    out
+}

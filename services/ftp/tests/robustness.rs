@@ -1,0 +1,163 @@
+//! Bad input on the socket: a clear error, and the server keeps serving.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{raw, raw_recv, raw_send, spawn, spawn_with};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use wharf_core::server::Limits;
+use wharf_ftp::server::FtpConfig;
+use wharf_proto::ErrorCode;
+use wharf_proto::ftp::{FtpReply, FtpRequest};
+
+async fn error_then_close(stream: &mut TcpStream) -> (ErrorCode, String) {
+    use tokio_util::codec::Decoder;
+    let mut buf = bytes::BytesMut::new();
+    let mut codec = wharf_proto::FrameCodec::<FtpReply>::new();
+    let mut tmp = [0u8; 4096];
+    loop {
+        let n = stream.read(&mut tmp).await.expect("read");
+        buf.extend_from_slice(&tmp[..n]);
+        if let Some(wharf_proto::Frame::Header {
+            msg: FtpReply::Error(e),
+            ..
+        }) = codec.decode(&mut buf).expect("decode")
+        {
+            // Then the server closes.
+            let rest = stream.read(&mut tmp).await.expect("read");
+            assert_eq!(rest, 0, "connection closed after the error");
+            return (e.code, e.message);
+        }
+        assert!(n > 0, "closed without an error frame");
+    }
+}
+
+#[tokio::test]
+async fn garbage_and_oversized_headers_get_an_error_and_the_server_serves_on() {
+    let srv = spawn().await;
+    srv.add_user("alice", None, "ftp").await;
+
+    let mut s = TcpStream::connect(&srv.addr).await.expect("connect");
+    s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .expect("write");
+    let (code, msg) = error_then_close(&mut s).await;
+    assert_eq!(code, ErrorCode::HeaderTooLarge);
+    assert!(msg.contains("over the 65536-byte limit"), "{msg}");
+
+    let mut s = TcpStream::connect(&srv.addr).await.expect("connect");
+    s.write_all(&[0, 0, 0, 5]).await.expect("write");
+    s.write_all(b"hello").await.expect("write");
+    assert_eq!(error_then_close(&mut s).await.0, ErrorCode::InvalidFrame);
+
+    let mut s = TcpStream::connect(&srv.addr).await.expect("connect");
+    s.write_all(&[0, 0, 0, 4, 0xff, 0xfe, 0xfd, 0xfc])
+        .await
+        .expect("write");
+    assert_eq!(error_then_close(&mut s).await.0, ErrorCode::InvalidFrame);
+
+    // A header claiming a 1 MiB header, never sent: refused before it is buffered.
+    let mut s = TcpStream::connect(&srv.addr).await.expect("connect");
+    s.write_all(&(1u32 << 20).to_be_bytes())
+        .await
+        .expect("write");
+    assert_eq!(error_then_close(&mut s).await.0, ErrorCode::HeaderTooLarge);
+
+    // Still serving.
+    let mut c = srv.client("alice").await;
+    assert_eq!(c.pwd().await.expect("pwd"), "/");
+}
+
+#[tokio::test]
+async fn unknown_ops_and_requests_before_login_are_refused_without_closing() {
+    let srv = spawn().await;
+    srv.add_user("alice", None, "ftp").await;
+    let mut conn = raw(&srv.addr).await;
+    let mut weird = bytes::BytesMut::new();
+    let header = br#"{"op":"format_disk","body_len":3}"#;
+    weird.extend_from_slice(&(header.len() as u32).to_be_bytes());
+    weird.extend_from_slice(header);
+    weird.extend_from_slice(b"abc");
+    conn.get_mut().write_all(&weird).await.expect("write");
+    match raw_recv(&mut conn).await {
+        Some(FtpReply::Error(e)) => assert_eq!(e.code, ErrorCode::UnknownOp),
+        other => panic!("{other:?}"),
+    }
+    raw_send(&mut conn, FtpRequest::Ls { path: None }, 0).await;
+    match raw_recv(&mut conn).await {
+        Some(FtpReply::Error(e)) => assert_eq!(e.code, ErrorCode::NotLoggedIn),
+        other => panic!("{other:?}"),
+    }
+    raw_send(
+        &mut conn,
+        FtpRequest::Hello(wharf_proto::message::ClientHello {
+            version: 99,
+            client: "future".into(),
+        }),
+        0,
+    )
+    .await;
+    match raw_recv(&mut conn).await {
+        Some(FtpReply::Error(e)) => assert_eq!(e.code, ErrorCode::UnsupportedVersion),
+        other => panic!("{other:?}"),
+    }
+    drop(conn);
+}
+
+#[tokio::test]
+async fn a_body_on_a_request_that_takes_none_closes_the_connection() {
+    let srv = spawn().await;
+    srv.add_user("alice", None, "ftp").await;
+    let mut conn = common::raw_login(&srv.addr, "alice").await;
+    raw_send(&mut conn, FtpRequest::Pwd, 10).await;
+    match raw_recv(&mut conn).await {
+        Some(FtpReply::Error(e)) => assert_eq!(e.code, ErrorCode::BadRequest),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(raw_recv(&mut conn).await, None, "closed");
+}
+
+#[tokio::test]
+async fn silent_clients_time_out_and_crowds_from_one_address_are_refused() {
+    let limits = Limits {
+        login_timeout: Duration::from_millis(300),
+        max_per_ip: 2,
+        ..Limits::default()
+    };
+    let srv = spawn_with(FtpConfig {
+        limits,
+        ..FtpConfig::default()
+    })
+    .await;
+    srv.add_user("alice", None, "ftp").await;
+    let mut a = TcpStream::connect(&srv.addr).await.expect("connect");
+    let _b = TcpStream::connect(&srv.addr).await.expect("connect");
+    let mut c = TcpStream::connect(&srv.addr).await.expect("connect");
+    let (code, _) = error_then_close(&mut c).await;
+    assert_eq!(code, ErrorCode::Busy);
+    let (code, msg) = error_then_close(&mut a).await;
+    assert_eq!(code, ErrorCode::Timeout);
+    assert!(msg.contains("nothing received"), "{msg}");
+}
+
+#[tokio::test]
+async fn shutdown_tells_idle_sessions_and_stops_accepting() {
+    let srv = spawn().await;
+    srv.add_user("alice", None, "ftp").await;
+    let mut conn = common::raw_login(&srv.addr, "alice").await;
+    srv.shutdown.cancel();
+    match raw_recv(&mut conn).await {
+        Some(FtpReply::Error(e)) => assert_eq!(e.code, ErrorCode::ShuttingDown),
+        other => panic!("{other:?}"),
+    }
+    tokio::time::timeout(Duration::from_secs(10), srv.task)
+        .await
+        .expect("server stopped")
+        .expect("join");
+    assert!(
+        TcpStream::connect(&srv.addr).await.is_err(),
+        "no longer listening"
+    );
+}
