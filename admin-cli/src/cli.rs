@@ -3,9 +3,7 @@
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
-use wharf_core::config::{
-    DATA_DIR_ENV, DATABASE_URL_ENV, DEFAULT_DATA_DIR, DEFAULT_DATABASE_URL, DEFAULT_QUOTA,
-};
+use wharf_core::config::{DATA_DIR_ENV, DATABASE_URL_ENV, DEFAULT_DATA_DIR, DEFAULT_QUOTA};
 
 const AFTER_HELP: &str = "\
 Sizes: 500MiB, 2G (powers of 1024), 1.5GB (powers of 1000), 1048576 (bytes), unlimited.
@@ -24,9 +22,9 @@ Examples:
 #[derive(Debug, Parser)]
 #[command(name = "admin-cli", version, after_help = AFTER_HELP)]
 pub struct Cli {
-    /// Database to manage.
-    #[arg(long, global = true, env = DATABASE_URL_ENV, default_value = DEFAULT_DATABASE_URL, value_name = "URL")]
-    pub database_url: String,
+    /// Database to manage [default: sqlite://DATA_DIR/wharf.db].
+    #[arg(long, global = true, env = DATABASE_URL_ENV, value_name = "URL")]
+    pub database_url: Option<String>,
 
     /// Data directory; new homes go to DIR/homes/NAME.
     #[arg(long, global = true, env = DATA_DIR_ENV, default_value = DEFAULT_DATA_DIR, value_name = "DIR")]

@@ -17,9 +17,10 @@ use crate::password::read_new_password;
 use crate::view::{self, UsageView, UserView};
 
 pub async fn run(cli: Cli) -> Result<()> {
-    let store = Store::open(&cli.database_url)
+    let url = wharf_core::config::database_url(cli.database_url.as_deref(), &cli.data_dir);
+    let store = Store::open(&url)
         .await
-        .with_context(|| format!("cannot open the database {}", cli.database_url))?;
+        .with_context(|| format!("cannot open the database {url}"))?;
     let result = dispatch(&store, &cli.data_dir, cli.command).await;
     store.close().await;
     result

@@ -1,8 +1,5 @@
 //! Defaults every binary shares.
 
-/// Default database, relative to the working directory.
-pub const DEFAULT_DATABASE_URL: &str = "sqlite://data/wharf.db";
-
 /// Default data directory (homes live in `<data-dir>/homes/<name>`).
 pub const DEFAULT_DATA_DIR: &str = "data";
 
@@ -14,3 +11,12 @@ pub const DATA_DIR_ENV: &str = "WHARF_DATA_DIR";
 
 /// Quota of a new user unless the administrator gives one.
 pub const DEFAULT_QUOTA: &str = "1GiB";
+
+/// The database URL to use: the one given (flag or environment), else the
+/// SQLite file `wharf.db` in the data directory.
+pub fn database_url(given: Option<&str>, data_dir: &std::path::Path) -> String {
+    match given {
+        Some(url) => url.to_owned(),
+        None => format!("sqlite://{}/wharf.db", data_dir.display()),
+    }
+}

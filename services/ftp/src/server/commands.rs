@@ -135,7 +135,7 @@ pub(super) async fn mkdir(li: &LoggedIn, path: &str) -> Result<FtpReply, FtpErro
     let jail = li.jail.clone();
     blocking(move || {
         let target = jail.creatable(&v)?;
-        std::fs::create_dir(&target).map_err(|e| FtpError::io(format!("mkdir {v}"), e))
+        std::fs::create_dir(&target).map_err(|e| FtpError::io(v.to_string(), e))
     })
     .await?;
     Ok(FtpReply::Done)
@@ -146,14 +146,13 @@ pub(super) async fn rm(li: &LoggedIn, store: &Store, path: &str) -> Result<FtpRe
     let jail = li.jail.clone();
     let freed = blocking(move || {
         let real = jail.creatable(&v)?;
-        let meta =
-            std::fs::symlink_metadata(&real).map_err(|e| FtpError::io(format!("rm {v}"), e))?;
+        let meta = std::fs::symlink_metadata(&real).map_err(|e| FtpError::io(v.to_string(), e))?;
         if meta.is_dir() {
             return Err(FtpError::BadRequest(format!(
                 "{v} is a directory; use rmdir"
             )));
         }
-        std::fs::remove_file(&real).map_err(|e| FtpError::io(format!("rm {v}"), e))?;
+        std::fs::remove_file(&real).map_err(|e| FtpError::io(v.to_string(), e))?;
         // Removing a link frees nothing; removing a file frees its bytes.
         Ok(meta.is_file().then_some(meta.len()))
     })
@@ -174,14 +173,13 @@ pub(super) async fn rmdir(li: &LoggedIn, path: &str) -> Result<FtpReply, FtpErro
     let jail = li.jail.clone();
     blocking(move || {
         let real = jail.creatable(&v)?;
-        let meta =
-            std::fs::symlink_metadata(&real).map_err(|e| FtpError::io(format!("rmdir {v}"), e))?;
+        let meta = std::fs::symlink_metadata(&real).map_err(|e| FtpError::io(v.to_string(), e))?;
         if !meta.is_dir() {
             return Err(FtpError::BadRequest(format!(
                 "{v} is not a directory; use rm"
             )));
         }
-        std::fs::remove_dir(&real).map_err(|e| FtpError::io(format!("rmdir {v}"), e))
+        std::fs::remove_dir(&real).map_err(|e| FtpError::io(v.to_string(), e))
     })
     .await?;
     Ok(FtpReply::Done)
@@ -198,7 +196,7 @@ pub(super) async fn mv(li: &LoggedIn, from: &str, to: &str) -> Result<FtpReply, 
     let jail = li.jail.clone();
     blocking(move || {
         let from_real = jail.creatable(&src)?;
-        std::fs::symlink_metadata(&from_real).map_err(|e| FtpError::io(format!("mv {src}"), e))?;
+        std::fs::symlink_metadata(&from_real).map_err(|e| FtpError::io(src.to_string(), e))?;
         let to_real = jail.creatable(&dst)?;
         if exists(&to_real) {
             return Err(FtpError::AlreadyExists(format!(
@@ -206,7 +204,7 @@ pub(super) async fn mv(li: &LoggedIn, from: &str, to: &str) -> Result<FtpReply, 
             )));
         }
         std::fs::rename(&from_real, &to_real)
-            .map_err(|e| FtpError::io(format!("mv {src} {dst}"), e))
+            .map_err(|e| FtpError::io(format!("{src} -> {dst}"), e))
     })
     .await?;
     Ok(FtpReply::Done)

@@ -1,0 +1,146 @@
+//! The commands both modes share, and what each prints.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use clap::Subcommand;
+use wharf_ftp::client::{Client, TransferOptions};
+
+use crate::ui::{Bar, Ui, print_listing};
+
+#[derive(Debug, Subcommand)]
+pub enum Cmd {
+    /// Upload a file (resumes an interrupted upload of the same file).
+    Put {
+        /// Local file.
+        local: PathBuf,
+        /// Remote path [default: the local file's name, in the current directory].
+        remote: Option<String>,
+    },
+    /// Download a file (resumes from LOCAL.part).
+    Get {
+        /// Remote file.
+        remote: String,
+        /// Local path or directory [default: the remote file's name, here].
+        local: Option<PathBuf>,
+    },
+    /// List a directory: type, size, modification time, name.
+    Ls {
+        /// Directory or file [default: the current directory].
+        path: Option<String>,
+        /// Print a JSON array of {name, type, size, mtime}.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Create a directory.
+    Mkdir {
+        /// New directory.
+        path: String,
+    },
+    /// Remove a file.
+    Rm {
+        /// File.
+        path: String,
+    },
+    /// Remove an empty directory.
+    Rmdir {
+        /// Directory.
+        path: String,
+    },
+    /// Rename or move a file or directory.
+    Mv {
+        /// Existing path.
+        from: String,
+        /// New path (must not exist).
+        to: String,
+    },
+}
+
+fn base_name(remote: &str) -> &str {
+    remote
+        .rsplit('/')
+        .find(|s| !s.is_empty())
+        .unwrap_or("download")
+}
+
+pub async fn execute(client: &mut Client, cmd: Cmd, ui: &Ui) -> Result<()> {
+    let opts = TransferOptions {
+        rate_limit: ui.rate_limit,
+    };
+    match cmd {
+        Cmd::Put { local, remote } => {
+            let remote = match remote {
+                Some(r) => r,
+                None => local
+                    .file_name()
+                    .and_then(|n| n.to_str())
+                    .map(str::to_owned)
+                    .with_context(|| {
+                        format!(
+                            "{} has no usable file name; give the remote path",
+                            local.display()
+                        )
+                    })?,
+            };
+            let mut bar = Bar::new(ui, &remote);
+            let done = client
+                .put(&local, &remote, opts, &mut bar)
+                .await
+                .with_context(|| format!("put {}", local.display()))?;
+            println!(
+                "{} -> {} ({} bytes, md5 {})",
+                local.display(),
+                done.path,
+                done.size,
+                done.md5
+            );
+        }
+        Cmd::Get { remote, local } => {
+            let mut local = local.unwrap_or_else(|| PathBuf::from(base_name(&remote)));
+            if local.is_dir() {
+                local = local.join(base_name(&remote));
+            }
+            let mut bar = Bar::new(ui, &remote);
+            let (path, done) = client
+                .get(&remote, &local, opts, &mut bar)
+                .await
+                .with_context(|| format!("get {remote}"))?;
+            println!(
+                "{} -> {} ({} bytes, md5 {})",
+                remote,
+                show(&path),
+                done.size,
+                done.md5
+            );
+        }
+        Cmd::Ls { path, json } => {
+            let entries = client.ls(path.as_deref()).await.context("ls")?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&entries)?);
+            } else {
+                print_listing(&entries);
+            }
+        }
+        Cmd::Mkdir { path } => client
+            .mkdir(&path)
+            .await
+            .with_context(|| format!("mkdir {path}"))?,
+        Cmd::Rm { path } => client
+            .rm(&path)
+            .await
+            .with_context(|| format!("rm {path}"))?,
+        Cmd::Rmdir { path } => client
+            .rmdir(&path)
+            .await
+            .with_context(|| format!("rmdir {path}"))?,
+        Cmd::Mv { from, to } => client
+            .mv(&from, &to)
+            .await
+            .with_context(|| format!("mv {from} {to}"))?,
+    }
+    Ok(())
+}
+
+fn show(p: &Path) -> String {
+    p.display().to_string()
+}

@@ -1,0 +1,107 @@
+//! `wharf-ftp`: the file-transfer client. One command from the command line,
+//! or an interactive shell (commands from stdin, one per line, when no
+//! command is given).
+
+mod commands;
+mod shell;
+mod ui;
+
+use std::io::IsTerminal;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use clap::Parser;
+use wharf_core::Password;
+use wharf_ftp::client::Client;
+
+use crate::commands::Cmd;
+
+const AFTER_HELP: &str = "\
+Without a command, wharf-ftp is an interactive shell (type `help`); it also reads
+commands from standard input, one per line, so scripts can pipe into it.
+The password comes from WHARF_PASSWORD when set, else it is asked for.
+
+Examples:
+  wharf-ftp --user alice put report.pdf
+  wharf-ftp --user alice get report.pdf copy.pdf
+  wharf-ftp --user alice ls --json
+  printf 'mkdir docs\\ncd docs\\nput notes.txt\\nls\\n' | wharf-ftp --user alice";
+
+/// Wharf file-transfer client: md5-verified, resumable uploads and downloads.
+#[derive(Debug, Parser)]
+#[command(name = "wharf-ftp", version, after_help = AFTER_HELP)]
+struct Args {
+    /// Server to connect to.
+    #[arg(
+        long,
+        env = "WHARF_SERVER",
+        default_value = "127.0.0.1:2121",
+        value_name = "HOST:PORT"
+    )]
+    server: String,
+    /// User to log in as [default: $USER].
+    #[arg(long, env = "WHARF_USER", value_name = "NAME")]
+    user: Option<String>,
+    /// No progress bar.
+    #[arg(long, short)]
+    quiet: bool,
+    /// Most bytes per second for put and get: 500K, 40M, 1G.
+    #[arg(long, value_name = "RATE", value_parser = parse_rate)]
+    limit_rate: Option<u64>,
+    #[command(subcommand)]
+    command: Option<Cmd>,
+}
+
+fn parse_rate(s: &str) -> Result<u64, String> {
+    wharf_core::size::parse_size(s).map_err(|e| e.to_string())
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let result = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
+        .and_then(|rt| rt.block_on(run(args)));
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("wharf-ftp: {}", format!("{e:#}").replace('\n', " "));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn password(user: &str, server: &str) -> Result<Password> {
+    if let Ok(pw) = std::env::var("WHARF_PASSWORD") {
+        return Ok(Password::new(pw));
+    }
+    rpassword::prompt_password(format!("Password for {user} at {server}: "))
+        .map(Password::new)
+        .context("no password: set WHARF_PASSWORD or run wharf-ftp in a terminal")
+}
+
+async fn run(args: Args) -> Result<ExitCode> {
+    let user = match args.user.clone().or_else(|| std::env::var("USER").ok()) {
+        Some(u) => u,
+        None => anyhow::bail!("no user name: pass --user NAME or set WHARF_USER"),
+    };
+    let password = password(&user, &args.server)?;
+    let mut client = Client::connect(&args.server, &user, &password)
+        .await
+        .with_context(|| format!("cannot log in to {} as {user}", args.server))?;
+    let ui = ui::Ui {
+        progress: !args.quiet && std::io::stderr().is_terminal(),
+        rate_limit: args.limit_rate,
+    };
+    let code = match args.command {
+        Some(cmd) => {
+            commands::execute(&mut client, cmd, &ui).await?;
+            ExitCode::SUCCESS
+        }
+        None => shell::run(&mut client, &ui).await?,
+    };
+    let _ = client.quit().await;
+    Ok(code)
+}

@@ -1,0 +1,225 @@
+//! The interactive shell: one command per line, from a terminal or a pipe.
+
+use std::io::{BufRead, IsTerminal, Write};
+use std::process::ExitCode;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+use wharf_ftp::client::Client;
+
+use crate::commands::{Cmd, execute};
+use crate::ui::Ui;
+
+/// One line of the shell.
+#[derive(Debug, Parser)]
+#[command(
+    no_binary_name = true,
+    disable_help_flag = true,
+    disable_version_flag = true
+)]
+struct Line {
+    #[command(subcommand)]
+    cmd: ShellCmd,
+}
+
+#[derive(Debug, Subcommand)]
+enum ShellCmd {
+    #[command(flatten)]
+    Cmd(Cmd),
+    /// Change directory (`cd ..` at / stays at /).
+    Cd {
+        /// Directory [default: /].
+        path: Option<String>,
+    },
+    /// Print the current directory.
+    Pwd,
+    /// Leave the shell.
+    #[command(alias = "exit")]
+    Quit,
+}
+
+/// Splits a line into words: spaces separate, quotes group, a backslash
+/// escapes the next character.
+pub fn split_words(line: &str) -> Result<Vec<String>, String> {
+    let mut words = Vec::new();
+    let mut word = String::new();
+    let mut in_word = false;
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '\'' => {
+                in_word = true;
+                loop {
+                    match chars.next() {
+                        Some('\'') => break,
+                        Some(c) => word.push(c),
+                        None => return Err("unterminated ' quote".into()),
+                    }
+                }
+            }
+            '"' => {
+                in_word = true;
+                loop {
+                    match chars.next() {
+                        Some('"') => break,
+                        Some('\\') => match chars.next() {
+                            Some(c) => word.push(c),
+                            None => return Err("unterminated \" quote".into()),
+                        },
+                        Some(c) => word.push(c),
+                        None => return Err("unterminated \" quote".into()),
+                    }
+                }
+            }
+            '\\' => {
+                in_word = true;
+                match chars.next() {
+                    Some(c) => word.push(c),
+                    None => return Err("a line cannot end with a backslash".into()),
+                }
+            }
+            c if c.is_whitespace() => {
+                if in_word {
+                    words.push(std::mem::take(&mut word));
+                    in_word = false;
+                }
+            }
+            c => {
+                in_word = true;
+                word.push(c);
+            }
+        }
+    }
+    if in_word {
+        words.push(word);
+    }
+    Ok(words)
+}
+
+const HELP: &str = "\
+commands:
+  ls [PATH] [--json]        list a directory
+  cd [PATH] | pwd           change or show the current directory
+  mkdir PATH | rmdir PATH   create or remove a directory
+  rm PATH                   remove a file
+  mv FROM TO                rename or move
+  put LOCAL [REMOTE]        upload (resumes an interrupted upload)
+  get REMOTE [LOCAL]        download (resumes from LOCAL.part)
+  help | quit
+Quote names with spaces: put \"my file.txt\"";
+
+/// Runs the shell until `quit` or end of input. Reading from a pipe, the exit
+/// code is 1 if any command failed.
+pub async fn run(client: &mut Client, ui: &Ui) -> Result<ExitCode> {
+    let interactive = std::io::stdin().is_terminal();
+    let mut cwd = client.pwd().await?;
+    let mut failed = false;
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<std::io::Result<String>>(1);
+    // stdin is read on its own thread so the runtime never blocks on it.
+    std::thread::spawn(move || {
+        for line in std::io::stdin().lock().lines() {
+            if tx.blocking_send(line).is_err() {
+                break;
+            }
+        }
+    });
+    if interactive {
+        eprintln!("connected; type `help` for commands");
+    }
+    loop {
+        if interactive {
+            eprint!("wharf:{cwd}> ");
+            let _ = std::io::stderr().flush();
+        }
+        let Some(line) = rx.recv().await else { break };
+        let line = line?;
+        let words = match split_words(&line) {
+            Ok(w) if w.is_empty() => continue,
+            Ok(w) => w,
+            Err(e) => {
+                eprintln!("wharf-ftp: {e}");
+                failed = true;
+                continue;
+            }
+        };
+        if words[0] == "help" {
+            println!("{HELP}");
+            continue;
+        }
+        let parsed = match Line::try_parse_from(&words) {
+            Ok(l) => l,
+            Err(e) => {
+                let text = e.to_string();
+                let first = text.lines().next().unwrap_or("bad command");
+                eprintln!(
+                    "wharf-ftp: {} (type `help`)",
+                    first.trim_start_matches("error: ")
+                );
+                failed = true;
+                continue;
+            }
+        };
+        let result = match parsed.cmd {
+            ShellCmd::Quit => break,
+            ShellCmd::Pwd => {
+                println!("{cwd}");
+                Ok(())
+            }
+            ShellCmd::Cd { path } => match client.cd(path.as_deref().unwrap_or("/")).await {
+                Ok(now) => {
+                    cwd = now;
+                    Ok(())
+                }
+                Err(e) => Err(anyhow::Error::new(e).context("cd")),
+            },
+            ShellCmd::Cmd(cmd) => execute(client, cmd, ui).await,
+        };
+        if let Err(e) = result {
+            eprintln!("wharf-ftp: {}", format!("{e:#}").replace('\n', " "));
+            failed = true;
+            if e.downcast_ref::<wharf_ftp::client::ClientError>()
+                .is_some_and(|c| {
+                    matches!(
+                        c,
+                        wharf_ftp::client::ClientError::Closed
+                            | wharf_ftp::client::ClientError::Protocol(_)
+                    )
+                })
+            {
+                anyhow::bail!("the connection to the server is lost");
+            }
+        }
+    }
+    Ok(if failed && !interactive {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::split_words;
+
+    #[test]
+    fn splits_like_a_shell() {
+        assert_eq!(
+            split_words("put a b").ok(),
+            Some(vec!["put".into(), "a".into(), "b".into()])
+        );
+        assert_eq!(
+            split_words("  put  \"my file.txt\"  'x y' ").ok(),
+            Some(vec!["put".into(), "my file.txt".into(), "x y".into()])
+        );
+        assert_eq!(
+            split_words(r"get a\ b").ok(),
+            Some(vec!["get".into(), "a b".into()])
+        );
+        assert_eq!(
+            split_words(r#"mv "q\"uote" ''"#).ok(),
+            Some(vec!["mv".into(), "q\"uote".into(), "".into()])
+        );
+        assert!(split_words("put \"open").is_err());
+        assert!(split_words("put x\\").is_err());
+    }
+}

@@ -1,0 +1,91 @@
+//! What the user sees: the progress bar and listings.
+
+use std::time::Duration;
+
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use wharf_core::size::format_size;
+use wharf_ftp::client::Progress;
+use wharf_proto::ftp::{Entry, EntryKind};
+
+/// Display settings.
+pub struct Ui {
+    /// Draw progress bars (stderr is a terminal and not --quiet).
+    pub progress: bool,
+    /// --limit-rate.
+    pub rate_limit: Option<u64>,
+}
+
+/// A transfer's progress bar on stderr (or nothing); resumes are announced
+/// either way.
+pub struct Bar {
+    bar: Option<ProgressBar>,
+    label: String,
+    enabled: bool,
+}
+
+impl Bar {
+    pub fn new(ui: &Ui, label: &str) -> Bar {
+        Bar {
+            bar: None,
+            label: label.to_owned(),
+            enabled: ui.progress,
+        }
+    }
+}
+
+impl Progress for Bar {
+    fn begin(&mut self, total: u64, resumed_at: u64) {
+        if resumed_at > 0 {
+            self.note(&format!("resuming at {resumed_at} bytes"));
+        }
+        if !self.enabled {
+            return;
+        }
+        let bar = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr());
+        let style = ProgressStyle::with_template(
+            "{msg:20!} [{bar:30}] {bytes:>10}/{total_bytes:<10} {binary_bytes_per_sec:>12} ETA {eta}",
+        )
+        .unwrap_or_else(|_| ProgressStyle::default_bar())
+        .progress_chars("=> ");
+        bar.set_style(style);
+        bar.set_message(self.label.clone());
+        bar.set_position(resumed_at);
+        bar.enable_steady_tick(Duration::from_millis(200));
+        self.bar = Some(bar);
+    }
+
+    fn advance(&mut self, bytes: u64) {
+        if let Some(bar) = &self.bar {
+            bar.inc(bytes);
+        }
+    }
+
+    fn note(&mut self, message: &str) {
+        match &self.bar {
+            Some(bar) => bar.println(message),
+            None => eprintln!("{message}"),
+        }
+    }
+
+    fn finish(&mut self) {
+        if let Some(bar) = self.bar.take() {
+            bar.finish_and_clear();
+        }
+    }
+}
+
+/// `ls` for people: type, size, time, name (directories end in `/`).
+pub fn print_listing(entries: &[Entry]) {
+    for e in entries {
+        let (kind, size, suffix) = match e.kind {
+            EntryKind::Dir => ('d', "-".to_owned(), "/"),
+            EntryKind::File => ('-', format_size(e.size), ""),
+        };
+        let when = e
+            .mtime
+            .replacen('T', " ", 1)
+            .trim_end_matches('Z')
+            .to_owned();
+        println!("{kind} {size:>10}  {when}  {}{suffix}", e.name);
+    }
+}

@@ -1,0 +1,203 @@
+//! The real `wharf-ftp` binary against an in-process server.
+
+mod common;
+
+use std::process::Output;
+
+use common::{PW, data, eventually, partials, raw_login, raw_recv, raw_send, spawn};
+use tokio::io::AsyncWriteExt;
+use tokio::process::Command;
+use wharf_ftp::md5_hex;
+use wharf_proto::ftp::{FtpReply, FtpRequest};
+
+async fn ftp(addr: &str, cwd: &std::path::Path, args: &[&str], stdin: Option<&str>) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_wharf-ftp"));
+    cmd.args(["--server", addr, "--user", "alice"])
+        .args(args)
+        .current_dir(cwd)
+        .env("WHARF_PASSWORD", PW)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let mut child = cmd.spawn().expect("spawn wharf-ftp");
+    let mut input = child.stdin.take().expect("stdin");
+    if let Some(text) = stdin {
+        input.write_all(text.as_bytes()).await.expect("stdin");
+    }
+    drop(input);
+    child.wait_with_output().await.expect("wait")
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+#[tokio::test]
+async fn put_get_and_ls_json_from_the_command_line() {
+    let srv = spawn().await;
+    srv.add_user("alice", None, "ftp").await;
+    let work = srv.dir.path().join("work");
+    std::fs::create_dir_all(&work).expect("mkdir");
+    let bytes = data(200_000, 21);
+    std::fs::write(work.join("my file.bin"), &bytes).expect("write");
+
+    let out = ftp(&srv.addr, &work, &["put", "my file.bin"], None).await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(
+        text(&out.stdout).trim(),
+        format!(
+            "my file.bin -> /my file.bin (200000 bytes, md5 {})",
+            md5_hex(&bytes)
+        )
+    );
+    assert_eq!(
+        text(&out.stderr),
+        "",
+        "no progress bar when stderr is not a terminal"
+    );
+
+    let out = ftp(&srv.addr, &work, &["ls", "--json"], None).await;
+    assert!(out.status.success());
+    let listing: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(listing[0]["name"], "my file.bin");
+    assert_eq!(listing[0]["type"], "file");
+    assert_eq!(listing[0]["size"], 200_000);
+    assert!(
+        listing[0]["mtime"]
+            .as_str()
+            .is_some_and(|t| t.ends_with('Z'))
+    );
+
+    let out = ftp(&srv.addr, &work, &["ls"], None).await;
+    let line = text(&out.stdout);
+    assert!(
+        line.starts_with("-  195.3 KiB  ") && line.trim_end().ends_with("  my file.bin"),
+        "{line:?}"
+    );
+
+    let out = ftp(&srv.addr, &work, &["get", "my file.bin", "copy.bin"], None).await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(std::fs::read(work.join("copy.bin")).expect("copy"), bytes);
+
+    let out = ftp(&srv.addr, &work, &["get", "missing"], None).await;
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.starts_with("wharf-ftp: get missing: /missing: no such file or directory"),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn an_interrupted_upload_says_where_it_resumes() {
+    let srv = spawn().await;
+    srv.add_user("alice", None, "ftp").await;
+    let work = srv.dir.path().join("work");
+    std::fs::create_dir_all(&work).expect("mkdir");
+    let bytes = data(1_000_000, 22);
+    std::fs::write(work.join("f"), &bytes).expect("write");
+    let mut conn = raw_login(&srv.addr, "alice").await;
+    raw_send(
+        &mut conn,
+        FtpRequest::Put {
+            path: "f".into(),
+            size: 1_000_000,
+        },
+        0,
+    )
+    .await;
+    assert!(matches!(
+        raw_recv(&mut conn).await,
+        Some(FtpReply::PutReady { .. })
+    ));
+    raw_send(&mut conn, FtpRequest::PutData { offset: 0 }, 1_000_000).await;
+    conn.get_mut()
+        .write_all(&bytes[..400_000])
+        .await
+        .expect("half");
+    drop(conn);
+    let home = srv.home("alice");
+    eventually("partial", || {
+        partials(&home).first().is_some_and(|p| p.1 == 400_000)
+    })
+    .await;
+    // The server may still hold the partial's lock for a moment: retry while busy.
+    let mut out = ftp(&srv.addr, &work, &["put", "f"], None).await;
+    for _ in 0..100 {
+        if out.status.success() || !text(&out.stderr).contains("in progress") {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        out = ftp(&srv.addr, &work, &["put", "f"], None).await;
+    }
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stderr).trim(), "resuming at 400000 bytes");
+    assert_eq!(std::fs::read(home.join("f")).expect("stored"), bytes);
+}
+
+#[tokio::test]
+async fn the_shell_reads_commands_from_a_pipe() {
+    let srv = spawn().await;
+    srv.add_user("alice", None, "ftp").await;
+    let work = srv.dir.path().join("work");
+    std::fs::create_dir_all(&work).expect("mkdir");
+    std::fs::write(work.join("notes.txt"), b"notes").expect("write");
+    let script = "mkdir docs\ncd docs\nput notes.txt\npwd\nls --json\ncd ..\ncd ..\npwd\nmv docs/notes.txt 'notes 2.txt'\nls\n";
+    let out = ftp(&srv.addr, &work, &[], Some(script)).await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(
+        lines[0],
+        format!(
+            "notes.txt -> /docs/notes.txt (5 bytes, md5 {})",
+            md5_hex(b"notes")
+        )
+    );
+    assert_eq!(lines[1], "/docs");
+    assert!(stdout.contains("\"name\": \"notes.txt\""), "{stdout}");
+    assert!(lines.contains(&"/"), "{stdout}");
+    assert!(
+        lines.last().is_some_and(|l| l.ends_with("  notes 2.txt")),
+        "{stdout}"
+    );
+    assert!(srv.home("alice").join("notes 2.txt").exists());
+
+    // A failing command makes a piped script exit 1, and the rest still runs.
+    let out = ftp(
+        &srv.addr,
+        &work,
+        &[],
+        Some("rm nothing-here\nbogus\nmkdir after\n"),
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("rm nothing-here: /nothing-here: no such file or directory"),
+        "{err}"
+    );
+    assert!(err.contains("unrecognized subcommand 'bogus'"), "{err}");
+    assert!(srv.home("alice").join("after").is_dir());
+}
+
+#[tokio::test]
+async fn a_wrong_password_fails_with_one_line() {
+    let srv = spawn().await;
+    srv.add_user("alice", None, "ftp").await;
+    let out = Command::new(env!("CARGO_BIN_EXE_wharf-ftp"))
+        .args(["--server", &srv.addr, "--user", "alice", "ls"])
+        .env("WHARF_PASSWORD", "not the password")
+        .output()
+        .await
+        .expect("run");
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        text(&out.stderr).trim(),
+        format!(
+            "wharf-ftp: cannot log in to {} as alice: wrong user name or password",
+            srv.addr
+        )
+    );
+}
