@@ -75,6 +75,47 @@ pub(crate) fn read_and_hash(
     Ok(hasher)
 }
 
+/// Bytes written between two early flushes.
+const FLUSH_EVERY: u64 = 64 * 1024 * 1024;
+
+/// Syncs a file's data to disk in the background while it is being written,
+/// so the disk works during the transfer instead of after it, and the final
+/// sync before publishing has at most [`FLUSH_EVERY`] bytes left to do: on a
+/// slow disk, a 1 GiB upload's acknowledgement does not wait for the whole
+/// gigabyte to reach the platter after the last byte arrived. Started only
+/// once a file passes [`FLUSH_EVERY`] bytes: small files never pay for it.
+struct EarlyFlush {
+    kick: std::sync::mpsc::SyncSender<()>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl EarlyFlush {
+    fn start(file: &File) -> Option<EarlyFlush> {
+        let handle = file.try_clone().ok()?;
+        let (kick, wait) = std::sync::mpsc::sync_channel::<()>(1);
+        let thread = std::thread::Builder::new()
+            .name("wharf-flush".into())
+            .spawn(move || {
+                while wait.recv().is_ok() {
+                    // Best effort: the final sync reports any real failure.
+                    let _ = handle.sync_data();
+                }
+            })
+            .ok()?;
+        Some(EarlyFlush { kick, thread })
+    }
+
+    fn kick(&self) {
+        // A flush already pending covers this one too.
+        let _ = self.kick.try_send(());
+    }
+
+    fn stop(self) {
+        drop(self.kick);
+        let _ = self.thread.join();
+    }
+}
+
 /// Writes every chunk from `rx` to `file`, hashing it into `hasher`, until
 /// the sender is dropped. Returns the file, the hasher and the byte count.
 /// Runs on a blocking thread.
@@ -84,10 +125,23 @@ pub(crate) fn write_and_hash(
     mut rx: mpsc::Receiver<Bytes>,
 ) -> std::io::Result<(File, Md5, u64)> {
     let mut written = 0u64;
+    let mut flusher: Option<EarlyFlush> = None;
     while let Some(chunk) = rx.blocking_recv() {
         hasher.update(&chunk);
         file.write_all(&chunk)?;
+        let before = written;
         written += chunk.len() as u64;
+        if written / FLUSH_EVERY != before / FLUSH_EVERY {
+            if flusher.is_none() {
+                flusher = EarlyFlush::start(&file);
+            }
+            if let Some(f) = &flusher {
+                f.kick();
+            }
+        }
+    }
+    if let Some(f) = flusher {
+        f.stop();
     }
     Ok((file, hasher, written))
 }
