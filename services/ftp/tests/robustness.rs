@@ -161,3 +161,37 @@ async fn shutdown_tells_idle_sessions_and_stops_accepting() {
         "no longer listening"
     );
 }
+
+#[tokio::test]
+async fn an_upload_in_flight_finishes_when_the_server_stops() {
+    let srv = spawn().await;
+    srv.add_user("alice", None, "ftp").await;
+    let bytes = common::data(1_500_000, 31);
+    let local = srv.local("f");
+    std::fs::write(&local, &bytes).expect("write");
+    let mut c = srv.client("alice").await;
+    // About 1.5 s at 1 MB/s: the stop comes in the middle.
+    let slow = wharf_ftp::client::TransferOptions {
+        rate_limit: Some(1_000_000),
+    };
+    let upload = tokio::spawn(async move {
+        let mut rec = common::Recorder::default();
+        c.put(&local, "f", slow, &mut rec).await
+    });
+    let home = srv.home("alice");
+    common::eventually("the upload has started", || {
+        common::partials(&home).first().is_some_and(|p| p.1 > 0)
+    })
+    .await;
+    srv.shutdown.cancel();
+    let done = upload
+        .await
+        .expect("task")
+        .expect("the upload in flight completes");
+    assert_eq!(done.size, 1_500_000);
+    assert_eq!(std::fs::read(home.join("f")).expect("stored"), bytes);
+    tokio::time::timeout(Duration::from_secs(10), srv.task)
+        .await
+        .expect("server stopped")
+        .expect("join");
+}

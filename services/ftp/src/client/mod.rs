@@ -1,0 +1,273 @@
+//! The client library behind `wharf-ftp`, usable on its own: connect and log
+//! in, then one method per command. Transfers resume by themselves: `put`
+//! continues a partial upload the server holds if its prefix md5 matches the
+//! local file, `get` continues from `LOCAL.part` if the server's prefix
+//! matches; either starts over otherwise.
+
+mod transfer;
+
+use futures_util::{SinkExt, StreamExt};
+use tokio::net::TcpStream;
+use tokio_util::codec::Framed;
+use wharf_proto::ftp::{Entry, FtpReply, FtpRequest};
+use wharf_proto::message::{ClientHello, Login};
+use wharf_proto::{ErrorCode, Frame, FrameCodec, Outbound, PROTOCOL_VERSION, Password, ProtoError};
+
+pub use transfer::{NoProgress, Progress, TransferOptions, Transferred, part_path};
+
+/// Largest listing body the client accepts.
+const MAX_LISTING_BYTES: u64 = 64 * 1024 * 1024;
+
+/// What can go wrong on the client side.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// No connection could be made.
+    #[error("cannot connect to {addr}: {source}; is wharf-ftpd running there?")]
+    Connect {
+        /// Where.
+        addr: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The server refused the request.
+    #[error("{message}")]
+    Server {
+        /// The server's code.
+        code: ErrorCode,
+        /// The server's explanation.
+        message: String,
+    },
+    /// The server's bytes are not Wharf frames.
+    #[error("protocol error: {0}")]
+    Protocol(#[from] ProtoError),
+    /// The connection ended.
+    #[error("the server closed the connection")]
+    Closed,
+    /// A reply that does not fit the request.
+    #[error("unexpected reply from the server: {0}")]
+    Unexpected(String),
+    /// A local file could not be read or written.
+    #[error("{context}: {source}")]
+    Local {
+        /// What was being done.
+        context: String,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// A downloaded file did not match the server's md5.
+    #[error("{0}")]
+    Checksum(String),
+}
+
+impl ClientError {
+    /// The server's error code, if the server refused.
+    pub fn code(&self) -> Option<ErrorCode> {
+        match self {
+            ClientError::Server { code, .. } => Some(*code),
+            _ => None,
+        }
+    }
+
+    pub(crate) fn local(context: impl Into<String>, source: std::io::Error) -> Self {
+        ClientError::Local {
+            context: context.into(),
+            source,
+        }
+    }
+}
+
+pub(crate) type Result<T> = std::result::Result<T, ClientError>;
+
+/// A logged-in connection to wharf-ftpd.
+#[derive(Debug)]
+pub struct Client {
+    conn: Framed<TcpStream, FrameCodec<FtpReply>>,
+}
+
+pub(crate) async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T> + Send + 'static,
+) -> Result<T> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| ClientError::Unexpected(format!("internal task failed: {e}")))?
+}
+
+impl Client {
+    /// Connects to `addr`, says hello and logs in.
+    pub async fn connect(addr: &str, user: &str, password: &Password) -> Result<Client> {
+        let stream = TcpStream::connect(addr)
+            .await
+            .map_err(|source| ClientError::Connect {
+                addr: addr.to_owned(),
+                source,
+            })?;
+        let _ = stream.set_nodelay(true);
+        let mut client = Client {
+            conn: Framed::new(stream, FrameCodec::new()),
+        };
+        let hello = FtpRequest::Hello(ClientHello {
+            version: PROTOCOL_VERSION,
+            client: format!("wharf-ftp/{}", env!("CARGO_PKG_VERSION")),
+        });
+        match client.request(hello).await? {
+            FtpReply::Hello(_) => {}
+            other => return Err(unexpected(&other)),
+        }
+        let login = FtpRequest::Login(Login {
+            user: user.to_owned(),
+            password: password.clone(),
+        });
+        match client.request(login).await? {
+            FtpReply::LoginOk(_) => Ok(client),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    pub(crate) async fn send(&mut self, req: FtpRequest, body_len: u64) -> Result<()> {
+        self.conn
+            .send(Outbound::Header { msg: req, body_len })
+            .await
+            .map_err(|e| match e {
+                ProtoError::Io(_) => ClientError::Closed,
+                other => ClientError::Protocol(other),
+            })
+    }
+
+    /// The next frame from the server; an `error` reply becomes `Err`.
+    pub(crate) async fn recv(&mut self) -> Result<Frame<FtpReply>> {
+        match self.conn.next().await {
+            None => Err(ClientError::Closed),
+            Some(Err(e)) => Err(e.into()),
+            Some(Ok(Frame::Header {
+                msg: FtpReply::Error(e),
+                ..
+            })) => Err(ClientError::Server {
+                code: e.code,
+                message: e.message,
+            }),
+            Some(Ok(Frame::Rejected(e))) => Err(ClientError::Unexpected(e.to_string())),
+            Some(Ok(frame)) => Ok(frame),
+        }
+    }
+
+    /// The next header, with the length of the body that follows it.
+    pub(crate) async fn recv_header(&mut self) -> Result<(FtpReply, u64)> {
+        match self.recv().await? {
+            Frame::Header { msg, body_len } => Ok((msg, body_len)),
+            _ => Err(ClientError::Unexpected(
+                "body data where a reply was expected".into(),
+            )),
+        }
+    }
+
+    async fn request(&mut self, req: FtpRequest) -> Result<FtpReply> {
+        self.send(req, 0).await?;
+        match self.recv_header().await? {
+            (reply, 0) => Ok(reply),
+            (reply, _) => Err(unexpected(&reply)),
+        }
+    }
+
+    async fn expect_done(&mut self, req: FtpRequest) -> Result<()> {
+        match self.request(req).await? {
+            FtpReply::Done => Ok(()),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// The current directory.
+    pub async fn pwd(&mut self) -> Result<String> {
+        match self.request(FtpRequest::Pwd).await? {
+            FtpReply::Cwd { path } => Ok(path),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// Changes directory; returns the new current directory.
+    pub async fn cd(&mut self, path: &str) -> Result<String> {
+        match self
+            .request(FtpRequest::Cd {
+                path: path.to_owned(),
+            })
+            .await?
+        {
+            FtpReply::Cwd { path } => Ok(path),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// Lists a directory (or one file), sorted by name.
+    pub async fn ls(&mut self, path: Option<&str>) -> Result<Vec<Entry>> {
+        self.send(
+            FtpRequest::Ls {
+                path: path.map(str::to_owned),
+            },
+            0,
+        )
+        .await?;
+        let (reply, body_len) = self.recv_header().await?;
+        let FtpReply::Listing { .. } = reply else {
+            return Err(unexpected(&reply));
+        };
+        if body_len > MAX_LISTING_BYTES {
+            return Err(ClientError::Unexpected(format!(
+                "listing of {body_len} bytes is too large"
+            )));
+        }
+        let mut body = Vec::with_capacity(body_len as usize);
+        while (body.len() as u64) < body_len {
+            match self.recv().await? {
+                Frame::Body { chunk, .. } => body.extend_from_slice(&chunk),
+                _ => return Err(ClientError::Unexpected("listing body expected".into())),
+            }
+        }
+        serde_json::from_slice(&body)
+            .map_err(|e| ClientError::Unexpected(format!("bad listing: {e}")))
+    }
+
+    /// Creates a directory.
+    pub async fn mkdir(&mut self, path: &str) -> Result<()> {
+        self.expect_done(FtpRequest::Mkdir {
+            path: path.to_owned(),
+        })
+        .await
+    }
+
+    /// Removes a file.
+    pub async fn rm(&mut self, path: &str) -> Result<()> {
+        self.expect_done(FtpRequest::Rm {
+            path: path.to_owned(),
+        })
+        .await
+    }
+
+    /// Removes an empty directory.
+    pub async fn rmdir(&mut self, path: &str) -> Result<()> {
+        self.expect_done(FtpRequest::Rmdir {
+            path: path.to_owned(),
+        })
+        .await
+    }
+
+    /// Renames or moves.
+    pub async fn mv(&mut self, from: &str, to: &str) -> Result<()> {
+        self.expect_done(FtpRequest::Mv {
+            from: from.to_owned(),
+            to: to.to_owned(),
+        })
+        .await
+    }
+
+    /// Ends the session politely.
+    pub async fn quit(mut self) -> Result<()> {
+        match self.request(FtpRequest::Quit).await? {
+            FtpReply::Bye => Ok(()),
+            other => Err(unexpected(&other)),
+        }
+    }
+}
+
+pub(crate) fn unexpected(reply: &FtpReply) -> ClientError {
+    let text = serde_json::to_string(reply).unwrap_or_else(|_| format!("{reply:?}"));
+    ClientError::Unexpected(text.chars().take(200).collect())
+}
