@@ -4,11 +4,10 @@ mod common;
 
 use std::process::Output;
 
-use common::{PW, data, eventually, partials, raw_login, raw_recv, raw_send, spawn};
+use common::{PW, cut_upload, data, eventually, partials, spawn};
 use tokio::io::AsyncWriteExt;
 use tokio::process::Command;
 use wharf_ftp::md5_hex;
-use wharf_proto::ftp::{FtpReply, FtpRequest};
 
 async fn ftp(addr: &str, cwd: &std::path::Path, args: &[&str], stdin: Option<&str>) -> Output {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_wharf-ftp"));
@@ -97,26 +96,7 @@ async fn an_interrupted_upload_says_where_it_resumes() {
     std::fs::create_dir_all(&work).expect("mkdir");
     let bytes = data(1_000_000, 22);
     std::fs::write(work.join("f"), &bytes).expect("write");
-    let mut conn = raw_login(&srv.addr, "alice").await;
-    raw_send(
-        &mut conn,
-        FtpRequest::Put {
-            path: "f".into(),
-            size: 1_000_000,
-        },
-        0,
-    )
-    .await;
-    assert!(matches!(
-        raw_recv(&mut conn).await,
-        Some(FtpReply::PutReady { .. })
-    ));
-    raw_send(&mut conn, FtpRequest::PutData { offset: 0 }, 1_000_000).await;
-    conn.get_mut()
-        .write_all(&bytes[..400_000])
-        .await
-        .expect("half");
-    drop(conn);
+    cut_upload(&srv.addr, "f", &bytes, 400_000).await;
     let home = srv.home("alice");
     eventually("partial", || {
         partials(&home).first().is_some_and(|p| p.1 == 400_000)

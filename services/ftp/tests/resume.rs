@@ -4,7 +4,9 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Recorder, data, eventually, partials, raw_login, raw_recv, raw_send, spawn};
+use common::{
+    Recorder, cut_upload, data, eventually, partials, raw_login, raw_recv, raw_send, spawn,
+};
 use tokio::io::AsyncWriteExt;
 use wharf_ftp::client::{NoProgress, TransferOptions, part_path};
 use wharf_ftp::md5_hex;
@@ -14,39 +16,6 @@ use wharf_proto::ftp::{FtpReply, FtpRequest};
 
 const SIZE: usize = 2 * 1024 * 1024 + 123;
 const HALF: usize = 1024 * 1024 + 7;
-
-/// Starts an upload of `bytes` to `path` and drops the connection after `cut` bytes.
-async fn cut_upload(addr: &str, path: &str, bytes: &[u8], cut: usize) {
-    let mut conn = raw_login(addr, "alice").await;
-    raw_send(
-        &mut conn,
-        FtpRequest::Put {
-            path: path.into(),
-            size: bytes.len() as u64,
-        },
-        0,
-    )
-    .await;
-    assert_eq!(
-        raw_recv(&mut conn).await,
-        Some(FtpReply::PutReady {
-            offset: 0,
-            prefix_md5: None
-        })
-    );
-    raw_send(
-        &mut conn,
-        FtpRequest::PutData { offset: 0 },
-        bytes.len() as u64,
-    )
-    .await;
-    conn.get_mut()
-        .write_all(&bytes[..cut])
-        .await
-        .expect("write half");
-    conn.get_mut().flush().await.expect("flush");
-    drop(conn);
-}
 
 #[tokio::test]
 async fn an_upload_cut_midway_resumes_and_ends_byte_identical() {

@@ -114,6 +114,7 @@ pub fn data(len: usize, seed: u64) -> Vec<u8> {
 }
 
 use futures_util::{SinkExt, StreamExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio_util::codec::Framed;
 use wharf_proto::ftp::{FtpReply, FtpRequest};
@@ -227,4 +228,37 @@ pub fn partials(home: &std::path::Path) -> Vec<(String, u64)> {
         .unwrap_or_default();
     out.sort();
     out
+}
+
+/// Starts an upload of `bytes` to `path` and drops the connection after `cut` bytes.
+pub async fn cut_upload(addr: &str, path: &str, bytes: &[u8], cut: usize) {
+    let mut conn = raw_login(addr, "alice").await;
+    raw_send(
+        &mut conn,
+        FtpRequest::Put {
+            path: path.into(),
+            size: bytes.len() as u64,
+        },
+        0,
+    )
+    .await;
+    assert_eq!(
+        raw_recv(&mut conn).await,
+        Some(FtpReply::PutReady {
+            offset: 0,
+            prefix_md5: None
+        })
+    );
+    raw_send(
+        &mut conn,
+        FtpRequest::PutData { offset: 0 },
+        bytes.len() as u64,
+    )
+    .await;
+    conn.get_mut()
+        .write_all(&bytes[..cut])
+        .await
+        .expect("write half");
+    conn.get_mut().flush().await.expect("flush");
+    drop(conn);
 }
