@@ -306,8 +306,8 @@ async fn abandon_if_empty(
     partial: &Path,
     held: u64,
 ) {
-    if held > 0 || size == 0 && !partial.exists() {
-        return;
+    if held > 0 {
+        return; // real data: keep it, and its reservation, for a resume
     }
     let p = partial.to_path_buf();
     let removed =
