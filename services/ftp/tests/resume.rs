@@ -227,3 +227,22 @@ async fn stale_partials_are_swept_and_their_quota_released() {
         0
     );
 }
+
+#[tokio::test]
+async fn a_small_upload_cut_midway_leaves_no_partial_and_no_reservation() {
+    let srv = spawn().await;
+    srv.add_user("alice", Some(1 << 20), "ftp").await;
+    let bytes = data(100_000, 12);
+    cut_upload(&srv.addr, "small", &bytes, 50_000).await;
+    let home = srv.home("alice");
+    let mut settled = false;
+    for _ in 0..500 {
+        if partials(&home).is_empty() && srv.user("alice").await.reserved_bytes == 0 {
+            settled = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(settled, "partials {:?}", partials(&home));
+    assert!(!home.join("small").exists());
+}

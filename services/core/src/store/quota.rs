@@ -5,8 +5,13 @@
 
 use sqlx::Row;
 
+use super::usage::{TransferRecord, insert_transfer};
 use super::{Store, to_i64, to_u64};
 use crate::error::{Error, Result};
+
+const COMMIT: &str = "UPDATE users SET reserved_bytes = MAX(reserved_bytes - ?1, 0), \
+     used_bytes = MAX(used_bytes + ?2, 0), file_count = MAX(file_count + ?3, 0) \
+     WHERE id = ?4";
 
 impl Store {
     /// Reserves `bytes` for an upload, or fails with `QuotaExceeded` saying
@@ -61,17 +66,35 @@ impl Store {
         added_bytes: i64,
         added_files: i64,
     ) -> Result<()> {
-        sqlx::query(
-            "UPDATE users SET reserved_bytes = MAX(reserved_bytes - ?1, 0), \
-             used_bytes = MAX(used_bytes + ?2, 0), file_count = MAX(file_count + ?3, 0) \
-             WHERE id = ?4",
-        )
-        .bind(to_i64(reserved))
-        .bind(added_bytes)
-        .bind(added_files)
-        .bind(user_id)
-        .execute(&self.pool)
-        .await?;
+        sqlx::query(COMMIT)
+            .bind(to_i64(reserved))
+            .bind(added_bytes)
+            .bind(added_files)
+            .bind(user_id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// [`Store::commit`] and [`Store::record_transfer`] of a finished upload,
+    /// in one transaction: one round trip to the database per upload.
+    pub async fn commit_upload(
+        &self,
+        reserved: u64,
+        added_bytes: i64,
+        added_files: i64,
+        record: &TransferRecord,
+    ) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(COMMIT)
+            .bind(to_i64(reserved))
+            .bind(added_bytes)
+            .bind(added_files)
+            .bind(record.user_id)
+            .execute(&mut *tx)
+            .await?;
+        insert_transfer(record).execute(&mut *tx).await?;
+        tx.commit().await?;
         Ok(())
     }
 

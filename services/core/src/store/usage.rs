@@ -106,13 +106,14 @@ pub struct UsageRow {
     pub last_login_at: Option<i64>,
 }
 
-impl Store {
-    /// Records a transfer.
-    pub async fn record_transfer(&self, t: &TransferRecord) -> Result<()> {
-        sqlx::query(
-            "INSERT INTO transfers (user_id, direction, path, bytes, md5, ok, duration_ms, at) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-        )
+const INSERT_TRANSFER: &str = "INSERT INTO transfers (user_id, direction, path, bytes, md5, ok, duration_ms, at) \
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)";
+
+/// The statement recording `t`, ready to run on a pool or in a transaction.
+pub(super) fn insert_transfer(
+    t: &TransferRecord,
+) -> sqlx::query::Query<'_, sqlx::Sqlite, sqlx::sqlite::SqliteArguments> {
+    sqlx::query(INSERT_TRANSFER)
         .bind(t.user_id)
         .bind(t.direction.as_str())
         .bind(&t.path)
@@ -121,8 +122,12 @@ impl Store {
         .bind(i64::from(t.ok))
         .bind(duration_ms(t.duration))
         .bind(now_ms())
-        .execute(&self.pool)
-        .await?;
+}
+
+impl Store {
+    /// Records a transfer.
+    pub async fn record_transfer(&self, t: &TransferRecord) -> Result<()> {
+        insert_transfer(t).execute(&self.pool).await?;
         Ok(())
     }
 

@@ -86,6 +86,127 @@ fn publish(partial: &Path, target: &Path, v: &VPath) -> Result<Option<u64>, FtpE
     Ok(old)
 }
 
+/// Bodies up to this size are gathered in memory and written in the same
+/// blocking call that syncs and publishes them: a small file costs one
+/// hand-off to the blocking pool instead of a writer thread and three calls.
+const SMALL_BODY: u64 = crate::transfer::CHUNK as u64;
+
+/// A partial upload, found or created, locked, with what it holds.
+struct Prepared {
+    target: PathBuf,
+    file: File,
+    created: bool,
+    held: u64,
+    prefix: Md5,
+}
+
+/// Checks the target and finds (or creates) its partial upload, in one
+/// blocking call.
+fn prepare(
+    jail: &crate::paths::Jail,
+    v: &VPath,
+    partial: &Path,
+    size: u64,
+) -> Result<Prepared, FtpError> {
+    let target = jail.creatable(v)?;
+    if target.is_dir() {
+        return Err(FtpError::BadRequest(format!("{v} is a directory")));
+    }
+    let (mut file, created) = match open_partial(partial, v)? {
+        Some(f) => (f, false),
+        None => match create_partial(partial, v)? {
+            Some(f) => (f, true),
+            // Another session created it between our look and now.
+            None => (
+                open_partial(partial, v)?.ok_or_else(|| {
+                    FtpError::Busy(format!("another upload of {v} is starting; retry"))
+                })?,
+                false,
+            ),
+        },
+    };
+    let held = file
+        .metadata()
+        .map_err(|e| FtpError::io("partial upload", e))?
+        .len();
+    if held > size {
+        file.set_len(0)
+            .map_err(|e| FtpError::io("partial upload", e))?;
+        return Ok(Prepared {
+            target,
+            file,
+            created,
+            held: 0,
+            prefix: Md5::new(),
+        });
+    }
+    let prefix = hash_prefix(&mut file, held).map_err(|e| FtpError::io("partial upload", e))?;
+    Ok(Prepared {
+        target,
+        file,
+        created,
+        held,
+        prefix,
+    })
+}
+
+/// The body as received: in memory (small) or already written by the writer
+/// thread (large).
+enum Received {
+    Small(File, Md5, Vec<u8>),
+    Written(File, Md5),
+}
+
+/// What finishing an upload came to.
+enum Finished {
+    /// Published; the size of the file it replaced, if any.
+    Stored { md5: String, replaced: Option<u64> },
+    /// The md5 did not match; the partial is gone.
+    Mismatch { md5: String },
+}
+
+/// Writes a small body, syncs, checks the md5 and publishes or discards, in
+/// one blocking call.
+fn finish(
+    received: Received,
+    claimed: &str,
+    partial: &Path,
+    target: &Path,
+    v: &VPath,
+) -> Result<Finished, FtpError> {
+    let (file, hasher) = match received {
+        Received::Small(mut file, mut hasher, body) => {
+            use std::io::Write;
+            hasher.update(&body);
+            file.write_all(&body)
+                .map_err(|e| FtpError::io(format!("write {v}"), e))?;
+            (file, hasher)
+        }
+        Received::Written(file, hasher) => (file, hasher),
+    };
+    let md5 = hex(hasher);
+    if md5 != claimed {
+        drop(file);
+        let _ = std::fs::remove_file(partial);
+        return Ok(Finished::Mismatch { md5 });
+    }
+    file.sync_all()
+        .map_err(|e| FtpError::io("sync upload", e))?;
+    let replaced = publish(partial, target, v)?;
+    Ok(Finished::Stored { md5, replaced })
+}
+
+async fn receive_small(s: &mut Session, body_len: u64) -> Result<Vec<u8>, FtpError> {
+    let mut body = Vec::with_capacity(body_len as usize);
+    while (body.len() as u64) < body_len {
+        match s.next_frame_idle().await? {
+            Frame::Body { chunk, .. } => body.extend_from_slice(&chunk),
+            _ => return Err(FtpError::Fatal("expected upload data".into())),
+        }
+    }
+    Ok(body)
+}
+
 pub(super) async fn put(
     s: &mut Session,
     li: &LoggedIn,
@@ -98,68 +219,31 @@ pub(super) async fn put(
         )));
     }
     let v = li.cwd.resolve(path, AboveRoot::Refuse)?;
-    let jail = li.jail.clone();
-    let target = {
-        let v = v.clone();
-        blocking(move || {
-            let target = jail.creatable(&v)?;
-            if target.is_dir() {
-                return Err(FtpError::BadRequest(format!("{v} is a directory")));
-            }
-            Ok(target)
-        })
-        .await?
-    };
     let partial: PathBuf =
         partial_dir(li.jail.home()).join(partial_name(size, &md5_hex(v.to_string().as_bytes())));
     let store = s.server.store().clone();
     let user_id = li.user.id;
 
-    // Find or create the partial. It exists if and only if its reservation is held.
-    let file = {
-        let (p, vv) = (partial.clone(), v.clone());
-        blocking(move || open_partial(&p, &vv)).await?
+    // A partial exists if and only if its reservation is held: a new one
+    // reserves its full size, or goes away again.
+    let prepared = {
+        let (jail, vv, p) = (li.jail.clone(), v.clone(), partial.clone());
+        blocking(move || prepare(&jail, &vv, &p, size)).await?
     };
-    let file = match file {
-        Some(file) => file,
-        None => {
-            store.reserve(user_id, size).await?;
-            let (p, vv) = (partial.clone(), v.clone());
-            match blocking(move || create_partial(&p, &vv)).await {
-                Ok(Some(file)) => file,
-                Ok(None) => {
-                    store.release(user_id, size).await?;
-                    let (p, vv) = (partial.clone(), v.clone());
-                    blocking(move || open_partial(&p, &vv))
-                        .await?
-                        .ok_or_else(|| {
-                            FtpError::Busy(format!("another upload of {v} is starting; retry"))
-                        })?
-                }
-                Err(e) => {
-                    store.release(user_id, size).await?;
-                    return Err(e);
-                }
-            }
-        }
-    };
-
-    // What do we hold already?
-    let (mut file, held, prefix) = blocking(move || {
-        let mut file = file;
-        let held = file
-            .metadata()
-            .map_err(|e| FtpError::io("partial upload", e))?
-            .len();
-        if held > size {
-            file.set_len(0)
-                .map_err(|e| FtpError::io("partial upload", e))?;
-            return Ok((file, 0, Md5::new()));
-        }
-        let prefix = hash_prefix(&mut file, held).map_err(|e| FtpError::io("partial upload", e))?;
-        Ok((file, held, prefix))
-    })
-    .await?;
+    let Prepared {
+        target,
+        file,
+        created,
+        held,
+        prefix,
+    } = prepared;
+    if created && let Err(e) = store.reserve(user_id, size).await {
+        drop(file);
+        let p = partial.clone();
+        let _ =
+            blocking(move || std::fs::remove_file(&p).map_err(|e| FtpError::io("remove", e))).await;
+        return Err(e.into());
+    }
     s.send(FtpReply::PutReady {
         offset: held,
         prefix_md5: (held > 0).then(|| hex(prefix.clone())),
@@ -172,6 +256,7 @@ pub(super) async fn put(
             body_len,
         }) => (offset, body_len),
         other => {
+            drop(file);
             abandon_if_empty(&store, user_id, size, &partial, held).await;
             return Err(match other {
                 Err(e) => e,
@@ -188,6 +273,7 @@ pub(super) async fn put(
         let file = blocking(move || {
             file.set_len(0)
                 .map_err(|e| FtpError::io("partial upload", e))?;
+            let mut file = file;
             file.seek(SeekFrom::Start(0))
                 .map_err(|e| FtpError::io("partial upload", e))?;
             Ok(file)
@@ -199,32 +285,6 @@ pub(super) async fn put(
     };
 
     let started = Instant::now();
-    let (tx, rx) = mpsc::channel(DEPTH);
-    let writer = tokio::task::spawn_blocking(move || write_and_hash(file, hasher, rx));
-    let mut received = 0u64;
-    let mut broken = None;
-    while received < body_len {
-        match s.next_frame_idle().await {
-            Ok(Frame::Body { chunk, .. }) => {
-                received += chunk.len() as u64;
-                if tx.send(chunk).await.is_err() {
-                    break;
-                }
-            }
-            Ok(_) => {
-                broken = Some(FtpError::Fatal("expected upload data".into()));
-                break;
-            }
-            Err(e) => {
-                broken = Some(e);
-                break;
-            }
-        }
-    }
-    drop(tx);
-    let written = writer
-        .await
-        .map_err(|e| FtpError::Fatal(format!("internal error: {e}")))?;
     let record = |ok: bool, bytes: u64, md5: Option<String>| TransferRecord {
         user_id,
         direction: Direction::Up,
@@ -234,20 +294,59 @@ pub(super) async fn put(
         ok,
         duration: started.elapsed(),
     };
-    let (file, hasher, written) = match written {
-        Ok(w) => w,
-        Err(e) => {
-            store
-                .record_transfer(&record(false, received, None))
-                .await?;
-            return Err(FtpError::io(format!("write {v}"), e));
+    let (received, written) = if body_len <= SMALL_BODY {
+        match receive_small(s, body_len).await {
+            Ok(body) => (Received::Small(file, hasher, body), body_len),
+            Err(e) => {
+                // Nothing reached the disk: a fresh partial goes, as if never begun.
+                drop(file);
+                abandon_if_empty(&store, user_id, size, &partial, held).await;
+                return Err(e);
+            }
         }
+    } else {
+        let (tx, rx) = mpsc::channel(DEPTH);
+        let writer = tokio::task::spawn_blocking(move || write_and_hash(file, hasher, rx));
+        let mut broken = None;
+        let mut received = 0u64;
+        while received < body_len {
+            match s.next_frame_idle().await {
+                Ok(Frame::Body { chunk, .. }) => {
+                    received += chunk.len() as u64;
+                    if tx.send(chunk).await.is_err() {
+                        break;
+                    }
+                }
+                Ok(_) => {
+                    broken = Some(FtpError::Fatal("expected upload data".into()));
+                    break;
+                }
+                Err(e) => {
+                    broken = Some(e);
+                    break;
+                }
+            }
+        }
+        drop(tx);
+        let written = writer
+            .await
+            .map_err(|e| FtpError::Fatal(format!("internal error: {e}")))?;
+        let (file, hasher, written) = match written {
+            Ok(w) => w,
+            Err(e) => {
+                store
+                    .record_transfer(&record(false, received, None))
+                    .await?;
+                return Err(FtpError::io(format!("write {v}"), e));
+            }
+        };
+        if let Some(e) = broken {
+            // The partial stays, with its reservation, for a resume.
+            store.record_transfer(&record(false, written, None)).await?;
+            return Err(e);
+        }
+        (Received::Written(file, hasher), written)
     };
-    if let Some(e) = broken {
-        // The partial stays, with its reservation, for a resume.
-        store.record_transfer(&record(false, written, None)).await?;
-        return Err(e);
-    }
 
     let claimed = match s.next_frame_idle().await? {
         Frame::Header {
@@ -260,42 +359,39 @@ pub(super) async fn put(
             ));
         }
     };
-    let actual = hex(hasher);
-    blocking(move || file.sync_all().map_err(|e| FtpError::io("sync upload", e))).await?;
-    if actual != claimed {
-        let p = partial.clone();
-        let _ =
-            blocking(move || std::fs::remove_file(&p).map_err(|e| FtpError::io("remove", e))).await;
-        store.release(user_id, size).await?;
-        store
-            .record_transfer(&record(false, written, Some(actual.clone())))
-            .await?;
-        return Err(FtpError::ChecksumMismatch(format!(
-            "{v} arrived with md5 {actual}, but the sender's file has md5 {claimed}; nothing was stored, send it again"
-        )));
-    }
-    let old = {
-        let (p, t, vv) = (partial.clone(), target.clone(), v.clone());
-        blocking(move || publish(&p, &t, &vv)).await?
+    let finished = {
+        let (p, t, vv, c) = (partial.clone(), target.clone(), v.clone(), claimed.clone());
+        blocking(move || finish(received, &c, &p, &t, &vv)).await?
     };
-    let size_i = i64::try_from(size).unwrap_or(i64::MAX);
-    let old_i = old.map_or(0, |o| i64::try_from(o).unwrap_or(i64::MAX));
-    store
-        .commit(
-            user_id,
-            size,
-            size_i - old_i,
-            if old.is_some() { 0 } else { 1 },
-        )
-        .await?;
-    store
-        .record_transfer(&record(true, written, Some(actual.clone())))
-        .await?;
-    Ok(FtpReply::PutOk {
-        path: v.to_string(),
-        size,
-        md5: actual,
-    })
+    match finished {
+        Finished::Mismatch { md5 } => {
+            store.release(user_id, size).await?;
+            store
+                .record_transfer(&record(false, written, Some(md5.clone())))
+                .await?;
+            Err(FtpError::ChecksumMismatch(format!(
+                "{v} arrived with md5 {md5}, but the sender's file has md5 {claimed}; nothing was stored, send it again"
+            )))
+        }
+        Finished::Stored { md5, replaced } => {
+            let size_i = i64::try_from(size).unwrap_or(i64::MAX);
+            let old_i = replaced.map_or(0, |o| i64::try_from(o).unwrap_or(i64::MAX));
+            let new_files = if replaced.is_some() { 0 } else { 1 };
+            store
+                .commit_upload(
+                    size,
+                    size_i - old_i,
+                    new_files,
+                    &record(true, written, Some(md5.clone())),
+                )
+                .await?;
+            Ok(FtpReply::PutOk {
+                path: v.to_string(),
+                size,
+                md5,
+            })
+        }
+    }
 }
 
 /// A put that never sent data leaves no empty partial holding quota.
