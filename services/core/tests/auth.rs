@@ -10,11 +10,7 @@ use wharf_core::{AuthConfig, Authenticator, Error, Password, Service};
 async fn right_password_logs_in_and_records_the_time() {
     let env = common::env().await;
     env.add_user("alice", "correct horse", None, "ftp").await;
-    let user = env
-        .auth
-        .authenticate("alice", &Password::new("correct horse"), Service::Ftp)
-        .await
-        .expect("login");
+    let user = env.login("alice", "correct horse").await.expect("login");
     assert_eq!(user.name, "alice");
     let stored = env.store.require_user("alice").await.expect("alice");
     assert!(stored.last_login_at.is_some());
@@ -24,18 +20,9 @@ async fn right_password_logs_in_and_records_the_time() {
 async fn wrong_password_and_unknown_user_look_the_same() {
     let env = common::env().await;
     env.add_user("alice", "correct horse", None, "ftp").await;
-    let wrong = env
-        .auth
-        .authenticate("alice", &Password::new("wrong horse"), Service::Ftp)
-        .await;
-    let unknown = env
-        .auth
-        .authenticate("mallory", &Password::new("correct horse"), Service::Ftp)
-        .await;
-    let invalid = env
-        .auth
-        .authenticate("../etc", &Password::new("x"), Service::Ftp)
-        .await;
+    let wrong = env.login("alice", "wrong horse").await;
+    let unknown = env.login("mallory", "correct horse").await;
+    let invalid = env.login("../etc", "x").await;
     for result in [&wrong, &unknown, &invalid] {
         match result {
             Err(e @ Error::AuthFailed) => assert_eq!(e.to_string(), "wrong user name or password"),
@@ -67,9 +54,7 @@ async fn locked_account_and_missing_right_are_refused_after_the_password() {
     ));
     // A wrong password never learns that the account is locked.
     assert!(matches!(
-        env.auth
-            .authenticate("alice", &Password::new("guess1234"), Service::Ftp)
-            .await,
+        env.login("alice", "guess1234").await,
         Err(Error::AuthFailed)
     ));
 }
@@ -79,16 +64,12 @@ async fn five_failures_lock_out_even_the_right_password_until_cleared() {
     let env = common::env().await;
     env.add_user("alice", "correct horse", None, "ftp").await;
     for _ in 0..5 {
-        let r = env
-            .auth
-            .authenticate("alice", &Password::new("nope nope"), Service::Ftp)
-            .await;
-        assert!(matches!(r, Err(Error::AuthFailed)));
+        assert!(matches!(
+            env.login("alice", "nope nope").await,
+            Err(Error::AuthFailed)
+        ));
     }
-    let right = env
-        .auth
-        .authenticate("alice", &Password::new("correct horse"), Service::Ftp)
-        .await;
+    let right = env.login("alice", "correct horse").await;
     match right {
         Err(e @ Error::LockedOut { .. }) => {
             let Error::LockedOut { retry_after, .. } = &e else {
@@ -103,22 +84,14 @@ async fn five_failures_lock_out_even_the_right_password_until_cleared() {
         other => panic!("expected LockedOut, got {other:?}"),
     }
     // Unknown names lock out the same way, so lockout reveals nothing.
-    for _ in 0..5 {
-        let _ = env
-            .auth
-            .authenticate("ghost", &Password::new("nope nope"), Service::Ftp)
-            .await;
-    }
+    env.fail_logins("ghost", 5).await;
     assert!(matches!(
-        env.auth
-            .authenticate("ghost", &Password::new("nope nope"), Service::Ftp)
-            .await,
+        env.login("ghost", "nope nope").await,
         Err(Error::LockedOut { .. })
     ));
     // What `admin-cli user unlock` does.
     env.store.clear_failures("alice").await.expect("clear");
-    env.auth
-        .authenticate("alice", &Password::new("correct horse"), Service::Ftp)
+    env.login("alice", "correct horse")
         .await
         .expect("login after unlock");
 }
@@ -127,24 +100,10 @@ async fn five_failures_lock_out_even_the_right_password_until_cleared() {
 async fn success_resets_the_failure_count() {
     let env = common::env().await;
     env.add_user("alice", "correct horse", None, "ftp").await;
-    for _ in 0..4 {
-        let _ = env
-            .auth
-            .authenticate("alice", &Password::new("nope nope"), Service::Ftp)
-            .await;
-    }
-    env.auth
-        .authenticate("alice", &Password::new("correct horse"), Service::Ftp)
-        .await
-        .expect("login");
-    for _ in 0..4 {
-        let _ = env
-            .auth
-            .authenticate("alice", &Password::new("nope nope"), Service::Ftp)
-            .await;
-    }
-    env.auth
-        .authenticate("alice", &Password::new("correct horse"), Service::Ftp)
+    env.fail_logins("alice", 4).await;
+    env.login("alice", "correct horse").await.expect("login");
+    env.fail_logins("alice", 4).await;
+    env.login("alice", "correct horse")
         .await
         .expect("still not locked");
 }

@@ -51,3 +51,19 @@ impl Env {
             .expect("create user")
     }
 }
+
+impl Env {
+    /// Logs `name` in to ftp with `password`.
+    pub async fn login(&self, name: &str, password: &str) -> wharf_core::Result<User> {
+        self.auth
+            .authenticate(name, &Password::new(password), wharf_core::Service::Ftp)
+            .await
+    }
+
+    /// Makes `n` failed logins for `name`.
+    pub async fn fail_logins(&self, name: &str, n: usize) {
+        for _ in 0..n {
+            let _ = self.login(name, "nope nope").await;
+        }
+    }
+}
