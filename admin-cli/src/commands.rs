@@ -4,12 +4,12 @@ use std::path::Path;
 
 use anyhow::{Context, Result, bail};
 use wharf_core::auth::hash_password;
-use wharf_core::home::{default_home, ensure_home, scan_home};
+use wharf_core::home::{HomeUsage, default_home, ensure_home, scan_home};
 use wharf_core::names::validate_user_name;
 use wharf_core::size::{format_quota, format_size, parse_quota};
 use wharf_core::store::NewUser;
 use wharf_core::time::{duration_ms, now_ms};
-use wharf_core::{AuthConfig, Error, Service, ServiceSet, Store, User};
+use wharf_core::{AuthConfig, Error, Service, ServiceSet, Store};
 
 use crate::UsageError;
 use crate::cli::{AddArgs, Cli, Command, HomeCommand, QuotaCommand, UsageArgs, UserCommand};
@@ -214,28 +214,26 @@ async fn set_quota(store: &Store, name: &str, size: &str) -> Result<()> {
     Ok(())
 }
 
-/// Measures a home again and stores the result.
-async fn rescan(store: &Store, user: &User) -> Result<()> {
-    let home = user.home.clone();
-    let usage = tokio::task::spawn_blocking(move || scan_home(&home))
+/// Measures `home` again and stores the result as `name`'s usage.
+async fn rescan(store: &Store, name: &str, home: &Path) -> Result<HomeUsage> {
+    let dir = home.to_path_buf();
+    let usage = tokio::task::spawn_blocking(move || scan_home(&dir))
         .await
         .context("home scan task failed")??;
-    store.set_usage(&user.name, &usage).await?;
-    Ok(())
+    store.set_usage(name, &usage).await?;
+    Ok(usage)
 }
 
 async fn set_home(store: &Store, name: &str, dir: &Path) -> Result<()> {
     store.require_user(name).await?;
     let (home, _) = ensure_home(dir)?;
     store.set_home(name, &home).await?;
-    let user = store.require_user(name).await?;
-    rescan(store, &user).await?;
-    let user = store.require_user(name).await?;
+    let usage = rescan(store, name, &home).await?;
     println!(
         "home of {name} is now {} ({} in {} files; nothing was moved)",
         home.display(),
-        format_size(user.used_bytes),
-        user.file_count
+        format_size(usage.bytes),
+        usage.files
     );
     Ok(())
 }
@@ -258,7 +256,7 @@ async fn usage(store: &Store, args: UsageArgs) -> Result<()> {
     };
     if args.rescan {
         for user in &users {
-            if let Err(e) = rescan(store, user).await {
+            if let Err(e) = rescan(store, &user.name, &user.home).await {
                 eprintln!(
                     "admin-cli: warning: cannot rescan the home of {}: {e:#}",
                     user.name

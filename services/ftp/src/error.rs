@@ -48,9 +48,13 @@ pub enum FtpError {
         /// The OS error.
         source: std::io::Error,
     },
-    /// The byte stream is out of step or gone: reply if possible, then close.
+    /// The byte stream is out of step: reply if possible, then close.
     #[error("{0}")]
     Fatal(String),
+    /// The connection is over (the peer left, or was already told why):
+    /// close without a reply.
+    #[error("connection closed")]
+    Closed,
 }
 
 impl FtpError {
@@ -81,7 +85,7 @@ impl FtpError {
     pub fn is_fatal(&self) -> bool {
         matches!(
             self,
-            FtpError::Fatal(_) | FtpError::Timeout(_) | FtpError::Protocol(_)
+            FtpError::Fatal(_) | FtpError::Closed | FtpError::Timeout(_) | FtpError::Protocol(_)
         )
     }
 
@@ -96,6 +100,7 @@ impl FtpError {
             FtpError::ChecksumMismatch(m) => (ErrorCode::ChecksumMismatch, m.clone()),
             FtpError::Timeout(m) => (ErrorCode::Timeout, m.clone()),
             FtpError::Fatal(m) => (ErrorCode::BadRequest, m.clone()),
+            FtpError::Closed => (ErrorCode::Internal, "connection closed".to_owned()),
             FtpError::NotLoggedIn(m) => (ErrorCode::NotLoggedIn, m.clone()),
             FtpError::Frame(e) => (e.code(), e.to_string()),
             FtpError::Protocol(e) => (e.code(), e.to_string()),

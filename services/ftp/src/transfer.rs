@@ -23,10 +23,11 @@ pub fn md5_hex(data: &[u8]) -> String {
 }
 
 pub(crate) fn hex(hasher: Md5) -> String {
+    use std::fmt::Write;
     let digest = hasher.finalize();
     let mut out = String::with_capacity(32);
     for b in digest.iter() {
-        out.push_str(&format!("{b:02x}"));
+        let _ = write!(out, "{b:02x}"); // writing to a String cannot fail
     }
     out
 }

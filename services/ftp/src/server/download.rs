@@ -98,13 +98,13 @@ pub(super) async fn get(
         Ok(h) if !client_gone && sent == body_len => h,
         Ok(_) => {
             store.record_transfer(&record).await?;
-            return Err(FtpError::Fatal(String::new()));
+            return Err(FtpError::Closed);
         }
         Err(e) => {
             // The body was promised and cannot be delivered: the stream is broken.
             tracing::warn!(path = %shown, error = %e, "file changed or failed while being sent");
             store.record_transfer(&record).await?;
-            return Err(FtpError::Fatal(String::new()));
+            return Err(FtpError::Closed);
         }
     };
     let md5 = hex(hasher);

@@ -88,7 +88,7 @@ pub(super) async fn run(
             frame = s.next_frame(wait) => Some(frame),
         };
         let Some(frame) = frame else {
-            let bye = FtpError::reply_code(
+            let bye = error_frame(
                 ErrorCode::ShuttingDown,
                 "the server is shutting down; reconnect later (interrupted uploads resume)",
             );
@@ -104,7 +104,7 @@ pub(super) async fn run(
             Ok(Flow::Close) => break,
             Err(e) => {
                 let fatal = e.is_fatal();
-                if !matches!(&e, FtpError::Fatal(m) if m.is_empty()) {
+                if !matches!(e, FtpError::Closed) {
                     let _ = s.send(FtpReply::Error(e.reply())).await;
                 }
                 if fatal {
@@ -116,22 +116,20 @@ pub(super) async fn run(
     tracing::debug!(peer = %s.peer, "disconnected");
 }
 
-impl FtpError {
-    fn reply_code(code: ErrorCode, message: &str) -> FtpReply {
-        FtpReply::Error(ErrorReply::new(code, message))
-    }
+fn error_frame(code: ErrorCode, message: &str) -> FtpReply {
+    FtpReply::Error(ErrorReply::new(code, message))
 }
 
 impl Session {
-    /// The next frame, within `wait`. A closed connection is a silent fatal
-    /// error (empty message: nobody to tell).
+    /// The next frame, within `wait`. A closed connection is `Closed`:
+    /// nobody is left to tell.
     pub async fn next_frame(&mut self, wait: Duration) -> Result<Frame<FtpRequest>, FtpError> {
         match tokio::time::timeout(wait, self.conn.next()).await {
             Err(_) => Err(FtpError::Timeout(format!(
                 "nothing received for {}; closing the connection",
                 humantime::format_duration(wait)
             ))),
-            Ok(None) => Err(FtpError::Fatal(String::new())),
+            Ok(None) => Err(FtpError::Closed),
             Ok(Some(Err(e))) => Err(FtpError::Protocol(e)),
             Ok(Some(Ok(frame))) => Ok(frame),
         }
@@ -147,7 +145,7 @@ impl Session {
         self.conn
             .send(Outbound::msg(reply))
             .await
-            .map_err(|_| FtpError::Fatal(String::new()))
+            .map_err(|_| FtpError::Closed)
     }
 
     /// Sends a header announcing `body_len` body bytes (flushed, so the body
@@ -159,7 +157,7 @@ impl Session {
                 body_len,
             })
             .await
-            .map_err(|_| FtpError::Fatal(String::new()))
+            .map_err(|_| FtpError::Closed)
     }
 
     async fn on_frame(&mut self, frame: Frame<FtpRequest>) -> Result<Flow, FtpError> {
@@ -213,9 +211,9 @@ impl Session {
                 hello.version
             );
             let _ = self
-                .send(FtpError::reply_code(ErrorCode::UnsupportedVersion, &msg))
+                .send(error_frame(ErrorCode::UnsupportedVersion, &msg))
                 .await;
-            return Err(FtpError::Fatal(String::new()));
+            return Err(FtpError::Closed);
         }
         self.send(FtpReply::Hello(ServerHello {
             version: PROTOCOL_VERSION,
@@ -247,7 +245,7 @@ impl Session {
                 tracing::info!(peer = %self.peer, user = %login.user, error = %e, "login refused");
                 if self.login_failures >= self.server.config.max_login_attempts {
                     let _ = self.send(FtpReply::Error(FtpError::Core(e).reply())).await;
-                    return Err(FtpError::Fatal(String::new()));
+                    return Err(FtpError::Closed);
                 }
                 return Err(FtpError::Core(e));
             }
@@ -307,11 +305,11 @@ impl Session {
                 download::get(self, li, &path, offset, prefix_md5).await?;
                 return Ok(None);
             }
-            FtpRequest::PutData { .. } | FtpRequest::PutEnd { .. } => {
-                return Err(FtpError::BadRequest(format!(
-                    "{} must follow put",
-                    op_name(&msg)
-                )));
+            FtpRequest::PutData { .. } => {
+                return Err(FtpError::BadRequest("put_data must follow put".into()));
+            }
+            FtpRequest::PutEnd { .. } => {
+                return Err(FtpError::BadRequest("put_end must follow put_data".into()));
             }
             FtpRequest::Hello(_) | FtpRequest::Login(_) => {
                 return Err(FtpError::BadRequest("already logged in".into()));
@@ -327,14 +325,6 @@ impl Session {
             .get_mut()
             .write_all(bytes)
             .await
-            .map_err(|_| FtpError::Fatal(String::new()))
-    }
-}
-
-fn op_name(msg: &FtpRequest) -> &'static str {
-    match msg {
-        FtpRequest::PutData { .. } => "put_data",
-        FtpRequest::PutEnd { .. } => "put_end",
-        _ => "this request",
+            .map_err(|_| FtpError::Closed)
     }
 }

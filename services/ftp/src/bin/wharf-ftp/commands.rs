@@ -1,6 +1,6 @@
 //! The commands both modes share, and what each prints.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use clap::Subcommand;
@@ -108,7 +108,7 @@ pub async fn execute(client: &mut Client, cmd: Cmd, ui: &Ui) -> Result<()> {
             println!(
                 "{} -> {} ({} bytes, md5 {})",
                 remote,
-                show(&path),
+                path.display(),
                 done.size,
                 done.md5
             );
@@ -139,8 +139,4 @@ pub async fn execute(client: &mut Client, cmd: Cmd, ui: &Ui) -> Result<()> {
             .with_context(|| format!("mv {from} {to}"))?,
     }
     Ok(())
-}
-
-fn show(p: &Path) -> String {
-    p.display().to_string()
 }
