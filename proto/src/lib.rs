@@ -17,7 +17,9 @@
 
 #![deny(missing_docs)]
 
+pub mod chat;
 mod codec;
+pub mod datagram;
 mod error;
 pub mod ftp;
 pub mod message;

@@ -64,6 +64,8 @@ pub enum ErrorCode {
     Timeout,
     /// The server is shutting down.
     ShuttingDown,
+    /// The client did not read its messages fast enough and was dropped.
+    SlowConsumer,
     /// Something failed on the server; details are in its log.
     Internal,
     /// A code newer than this client.

@@ -191,19 +191,22 @@ async fn usage_report_counts_every_service() {
             .await
             .expect("transfer");
     }
-    let ids = env
-        .store
+    env.store
         .record_chat_messages(&[
             ChatRecord {
+                id: 1,
                 sender_id: a.id,
                 room: Some("lobby".into()),
+                seq: Some(1),
                 recipient_id: None,
                 body: "hi".into(),
                 at: 1,
             },
             ChatRecord {
+                id: 2,
                 sender_id: b.id,
                 room: None,
+                seq: None,
                 recipient_id: Some(a.id),
                 body: "psst".into(),
                 at: 2,
@@ -211,7 +214,14 @@ async fn usage_report_counts_every_service() {
         ])
         .await
         .expect("chat");
-    assert_eq!(ids.len(), 2);
+    assert_eq!(env.store.last_chat_id().await.expect("last id"), 2);
+    assert_eq!(env.store.last_room_seq("lobby").await.expect("seq"), 1);
+    let history = env.store.room_history("lobby", 10).await.expect("history");
+    assert_eq!(history.len(), 1);
+    assert_eq!(
+        (history[0].sender.as_str(), history[0].body.as_str()),
+        ("alice", "hi")
+    );
     env.store
         .record_exec(&ExecRecord {
             user_id: a.id,

@@ -2,6 +2,7 @@
 //! runs. SQL lives only here, so another back end (PostgreSQL for replicated
 //! deployments) means another implementation of this module and nothing else.
 
+mod chat;
 mod logins;
 mod quota;
 mod usage;
@@ -16,7 +17,8 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 
 use crate::error::{Error, Result};
 
-pub use usage::{ChatRecord, Direction, ExecRecord, TransferRecord, UsageRow};
+pub use chat::{ChatRecord, HistoryRow};
+pub use usage::{Direction, ExecRecord, TransferRecord, UsageRow};
 pub use users::{NewUser, User};
 
 /// How long a statement waits for another process's write lock.

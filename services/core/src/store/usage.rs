@@ -45,21 +45,6 @@ pub struct TransferRecord {
     pub duration: Duration,
 }
 
-/// One chat message: to a room, or direct to a user.
-#[derive(Debug, Clone)]
-pub struct ChatRecord {
-    /// Sender.
-    pub sender_id: i64,
-    /// Room, for a room message.
-    pub room: Option<String>,
-    /// Recipient, for a direct message.
-    pub recipient_id: Option<i64>,
-    /// Text.
-    pub body: String,
-    /// When said, unix ms.
-    pub at: i64,
-}
-
 /// One command run by the exec service.
 #[derive(Debug, Clone)]
 pub struct ExecRecord {
@@ -129,28 +114,6 @@ impl Store {
     pub async fn record_transfer(&self, t: &TransferRecord) -> Result<()> {
         insert_transfer(t).execute(&self.pool).await?;
         Ok(())
-    }
-
-    /// Records a batch of chat messages in one transaction; returns their ids.
-    pub async fn record_chat_messages(&self, messages: &[ChatRecord]) -> Result<Vec<i64>> {
-        let mut tx = self.pool.begin().await?;
-        let mut ids = Vec::with_capacity(messages.len());
-        for m in messages {
-            let row = sqlx::query(
-                "INSERT INTO chat_messages (room, recipient_id, sender_id, body, at) \
-                 VALUES (?1, ?2, ?3, ?4, ?5) RETURNING id",
-            )
-            .bind(&m.room)
-            .bind(m.recipient_id)
-            .bind(m.sender_id)
-            .bind(&m.body)
-            .bind(m.at)
-            .fetch_one(&mut *tx)
-            .await?;
-            ids.push(row.try_get("id")?);
-        }
-        tx.commit().await?;
-        Ok(ids)
     }
 
     /// Records a command run.

@@ -1,0 +1,266 @@
+//! Chat messages (`wharf-chatd`, TCP and UDP 2122). See PROTOCOL.md, "Chat",
+//! for the exchanges, and [`crate::datagram`] for how a UDP datagram wraps a
+//! frame.
+//!
+//! The same requests and events travel over both transports; `hello`,
+//! `login` and `udp_session` only over TCP (no password ever rides on a
+//! datagram).
+
+use serde::{Deserialize, Serialize};
+
+use crate::message::{ClientHello, ErrorReply, Login, LoginOk, Message, ServerHello};
+
+/// Longest message text, in bytes of UTF-8.
+pub const MAX_TEXT_BYTES: usize = 4096;
+
+/// Requests of the chat service.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum ChatRequest {
+    /// Opening (TCP only); see [`ClientHello`].
+    Hello(ClientHello),
+    /// Login (TCP only); see [`Login`].
+    Login(Login),
+    /// Join a room (created on first join); answered with `joined`.
+    Join {
+        /// Room name.
+        room: String,
+    },
+    /// Leave a room; answered with `left`.
+    Leave {
+        /// Room name.
+        room: String,
+    },
+    /// Say something to a room this session is in; answered with `said`.
+    Say {
+        /// Room name.
+        room: String,
+        /// At most [`MAX_TEXT_BYTES`] bytes.
+        text: String,
+    },
+    /// A direct message to a connected user; answered with `said`.
+    Dm {
+        /// Recipient's user name.
+        to: String,
+        /// At most [`MAX_TEXT_BYTES`] bytes.
+        text: String,
+    },
+    /// Who is in a room; answered with `members`.
+    Who {
+        /// Room name.
+        room: String,
+    },
+    /// The rooms that have members; answered with `room_list`.
+    Rooms,
+    /// The last messages of a room; answered with `history`, then that many
+    /// `message` events marked `replay`.
+    History {
+        /// Room name.
+        room: String,
+        /// How many (default 50).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        limit: Option<u32>,
+    },
+    /// Ask for a UDP session (TCP only); answered with `udp_session`.
+    UdpSession,
+    /// Keepalive; answered with `pong`.
+    Ping,
+    /// End the session (over UDP: end the UDP session); answered with `bye`.
+    Quit,
+}
+
+impl Message for ChatRequest {
+    const OPS: &'static [&'static str] = &[
+        "hello",
+        "login",
+        "join",
+        "leave",
+        "say",
+        "dm",
+        "who",
+        "rooms",
+        "history",
+        "udp_session",
+        "ping",
+        "quit",
+    ];
+}
+
+/// A chat message as delivered: live, or replayed by `history`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChatMessage {
+    /// Server-wide message id, increasing; the same message always has the
+    /// same id (clients drop duplicates by it).
+    pub id: u64,
+    /// The room, for a room message.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub room: Option<String>,
+    /// The recipient, for a direct message.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub to: Option<String>,
+    /// Number of the message in its room: 1, 2, 3... A jump shows a gap
+    /// (datagrams lost, or a member dropped for reading too slowly).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seq: Option<u64>,
+    /// Sender's user name.
+    pub from: String,
+    /// When the server received it, unix milliseconds.
+    pub at: i64,
+    /// The text.
+    pub text: String,
+    /// True when the text was cut to fit a datagram (`history` over TCP
+    /// has it whole).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub truncated: bool,
+    /// True on messages replayed by `history`.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub replay: bool,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+
+/// What happened to a room member.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PresenceChange {
+    /// The user's first session joined the room.
+    Joined,
+    /// The user's last session left the room (or disconnected).
+    Left,
+    /// The server dropped the user's session for not reading its messages.
+    Dropped,
+}
+
+/// One room in a `room_list`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RoomInfo {
+    /// Room name.
+    pub name: String,
+    /// Distinct users in it.
+    pub members: u32,
+}
+
+/// Replies and events of the chat service.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum ChatReply {
+    /// Opening; see [`ServerHello`].
+    Hello(ServerHello),
+    /// Login accepted; see [`LoginOk`].
+    LoginOk(LoginOk),
+    /// A request failed; see [`ErrorReply`].
+    Error(ErrorReply),
+    /// Answer to `join`.
+    Joined {
+        /// Room name.
+        room: String,
+        /// `seq` of the room's last message so far (0 for none): the next
+        /// live message is `seq + 1`.
+        seq: u64,
+    },
+    /// Answer to `leave`.
+    Left {
+        /// Room name.
+        room: String,
+    },
+    /// Answer to `say` and `dm`: the message went out. The saying session
+    /// gets this instead of its own `message` event.
+    Said {
+        /// The message's id.
+        id: u64,
+        /// Room, for `say`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        room: Option<String>,
+        /// Recipient, for `dm`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        to: Option<String>,
+        /// Number in the room, for `say`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        seq: Option<u64>,
+        /// When, unix milliseconds.
+        at: i64,
+    },
+    /// Event: a message to a room this session is in, or to this user.
+    Message(ChatMessage),
+    /// Event: someone joined or left a room this session is in.
+    Presence {
+        /// Room name.
+        room: String,
+        /// Who.
+        user: String,
+        /// What happened.
+        change: PresenceChange,
+    },
+    /// Answer to `who`: the room's users, sorted.
+    Members {
+        /// Room name.
+        room: String,
+        /// User names.
+        users: Vec<String>,
+        /// Users left out to keep the reply small (over UDP).
+        #[serde(default, skip_serializing_if = "is_zero")]
+        more: u32,
+    },
+    /// Answer to `rooms`: rooms with members, sorted by name.
+    RoomList {
+        /// The rooms.
+        rooms: Vec<RoomInfo>,
+        /// Rooms left out to keep the reply small.
+        #[serde(default, skip_serializing_if = "is_zero")]
+        more: u32,
+    },
+    /// Answer to `history`: `count` `message` events with `replay` follow,
+    /// oldest first.
+    History {
+        /// Room name.
+        room: String,
+        /// How many messages follow.
+        count: u32,
+    },
+    /// Answer to `udp_session`: the session to use over UDP.
+    UdpSession(UdpSessionGrant),
+    /// Answer to `ping`.
+    Pong,
+    /// Answer to `quit`.
+    Bye,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
+}
+
+impl Message for ChatReply {
+    const OPS: &'static [&'static str] = &[
+        "hello",
+        "login_ok",
+        "error",
+        "joined",
+        "left",
+        "said",
+        "message",
+        "presence",
+        "members",
+        "room_list",
+        "history",
+        "udp_session",
+        "pong",
+        "bye",
+    ];
+}
+
+/// A UDP session, granted over a logged-in TCP connection.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UdpSessionGrant {
+    /// Session id, 16 bytes as lowercase hex.
+    pub session: String,
+    /// HMAC-SHA256 key, 32 random bytes as lowercase hex.
+    pub key: String,
+    /// The session ends after this many seconds without a valid datagram.
+    pub idle_timeout_secs: u64,
+    /// Send a `ping` at least this often.
+    pub keepalive_secs: u64,
+    /// Largest datagram accepted, in bytes.
+    pub max_datagram: usize,
+}

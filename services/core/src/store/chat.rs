@@ -1,0 +1,110 @@
+//! Chat messages: written in batches by the chat service, read back by
+//! `history`.
+
+use sqlx::Row;
+
+use super::{Store, to_i64, to_u64};
+use crate::error::Result;
+
+/// One chat message: to a room, or direct to a user.
+#[derive(Debug, Clone)]
+pub struct ChatRecord {
+    /// Message id, allocated by the chat server (see [`Store::last_chat_id`]).
+    pub id: u64,
+    /// Sender.
+    pub sender_id: i64,
+    /// Room, for a room message.
+    pub room: Option<String>,
+    /// Number in the room, for a room message.
+    pub seq: Option<u64>,
+    /// Recipient, for a direct message.
+    pub recipient_id: Option<i64>,
+    /// Text.
+    pub body: String,
+    /// When said, unix ms.
+    pub at: i64,
+}
+
+/// A room message read back for `history`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HistoryRow {
+    /// Message id.
+    pub id: u64,
+    /// Number in the room.
+    pub seq: u64,
+    /// Sender's name.
+    pub sender: String,
+    /// Text.
+    pub body: String,
+    /// When said, unix ms.
+    pub at: i64,
+}
+
+impl Store {
+    /// Records a batch of chat messages in one transaction.
+    pub async fn record_chat_messages(&self, messages: &[ChatRecord]) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        for m in messages {
+            sqlx::query(
+                "INSERT INTO chat_messages (id, room, seq, recipient_id, sender_id, body, at) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            )
+            .bind(to_i64(m.id))
+            .bind(&m.room)
+            .bind(m.seq.map(to_i64))
+            .bind(m.recipient_id)
+            .bind(m.sender_id)
+            .bind(&m.body)
+            .bind(m.at)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// The highest chat message id so far (0 for none).
+    pub async fn last_chat_id(&self) -> Result<u64> {
+        let row = sqlx::query("SELECT COALESCE(MAX(id), 0) AS id FROM chat_messages")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(to_u64(row.try_get("id")?))
+    }
+
+    /// The highest `seq` in `room` so far (0 for none).
+    pub async fn last_room_seq(&self, room: &str) -> Result<u64> {
+        let row =
+            sqlx::query("SELECT COALESCE(MAX(seq), 0) AS seq FROM chat_messages WHERE room = ?1")
+                .bind(room)
+                .fetch_one(&self.pool)
+                .await?;
+        Ok(to_u64(row.try_get("seq")?))
+    }
+
+    /// The last `limit` messages of `room`, oldest first.
+    pub async fn room_history(&self, room: &str, limit: u32) -> Result<Vec<HistoryRow>> {
+        let rows = sqlx::query(
+            "SELECT c.id, c.seq, u.name, c.body, c.at FROM chat_messages c \
+             JOIN users u ON u.id = c.sender_id \
+             WHERE c.room = ?1 ORDER BY c.seq DESC LIMIT ?2",
+        )
+        .bind(room)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        let mut out = rows
+            .iter()
+            .map(|r| {
+                Ok(HistoryRow {
+                    id: to_u64(r.try_get("id")?),
+                    seq: to_u64(r.try_get::<Option<i64>, _>("seq")?.unwrap_or(0)),
+                    sender: r.try_get("name")?,
+                    body: r.try_get("body")?,
+                    at: r.try_get("at")?,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        out.reverse();
+        Ok(out)
+    }
+}
