@@ -1,0 +1,745 @@
+//! The room space both transports share.
+//!
+//! Every TCP session and every UDP session is an *endpoint*: a user and a
+//! way to reach them ([`Sink`]). Rooms hold endpoints. Saying something
+//! encodes the `message` frame once, then hands the same bytes to every
+//! member's bounded queue without waiting: a member whose queue is full is
+//! dropped (with a notice to the room), so one slow reader never stalls a
+//! room or the server. Everything here runs under one short lock; nothing in
+//! it waits.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use bytes::Bytes;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use wharf_core::Store;
+use wharf_core::store::ChatRecord;
+use wharf_core::time::now_ms;
+use wharf_proto::ErrorCode;
+use wharf_proto::chat::{ChatMessage, ChatReply, MAX_TEXT_BYTES, PresenceChange, RoomInfo};
+use wharf_proto::datagram::{MAX_FRAME, SessionId, encode_frame};
+use wharf_proto::message::ErrorReply;
+
+use super::bucket::{Bucket, Rate};
+use super::journal::Journal;
+use crate::rooms::validate_room;
+
+pub(crate) type EndpointId = u64;
+
+/// How to reach an endpoint.
+pub(crate) enum Sink {
+    /// A TCP session's outgoing queue of encoded frames; `kill` ends the
+    /// session.
+    Tcp {
+        tx: mpsc::Sender<Bytes>,
+        kill: CancellationToken,
+    },
+    /// A UDP session: frames go through the shared UDP sender.
+    Udp(SessionId),
+}
+
+/// Limits the hub enforces.
+#[derive(Debug, Clone)]
+pub(crate) struct HubConfig {
+    pub flood: Rate,
+    pub max_rooms: usize,
+    pub max_rooms_per_endpoint: usize,
+    pub history_default: u32,
+    pub history_max: u32,
+}
+
+struct Endpoint {
+    user_id: i64,
+    user: Arc<str>,
+    sink: Sink,
+    rooms: Vec<String>,
+}
+
+struct Room {
+    seq: u64,
+    members: Vec<EndpointId>,
+    /// Sessions per user in the room: presence notices go out when a user's
+    /// first session joins and when their last one leaves.
+    users: HashMap<Arc<str>, u32>,
+}
+
+#[derive(Default)]
+struct State {
+    rooms: HashMap<String, Room>,
+    endpoints: HashMap<EndpointId, Endpoint>,
+    by_user: HashMap<Arc<str>, Vec<EndpointId>>,
+    floods: HashMap<i64, Bucket>,
+    next_endpoint: EndpointId,
+    last_id: u64,
+}
+
+pub(crate) struct Hub {
+    state: Mutex<State>,
+    /// Held while a room is created, so its numbering is read from the
+    /// database once and never twice concurrently.
+    creating: tokio::sync::Mutex<()>,
+    journal: Journal,
+    store: Store,
+    udp_out: mpsc::Sender<(SessionId, Bytes)>,
+    config: HubConfig,
+}
+
+/// Who is asking: an endpoint, by id.
+pub(crate) type Reply = Result<ChatReply, ErrorReply>;
+
+fn refuse(code: ErrorCode, message: impl Into<String>) -> ErrorReply {
+    ErrorReply::new(code, message)
+}
+
+fn gone() -> ErrorReply {
+    refuse(ErrorCode::NotLoggedIn, "this session has ended; log in again")
+}
+
+/// A frame on its way to many endpoints: encoded once for TCP, and once
+/// more, lazily and cut to fit, for UDP.
+struct Outgoing<'a> {
+    reply: &'a ChatReply,
+    tcp: Bytes,
+    udp: Option<Option<Bytes>>,
+}
+
+impl<'a> Outgoing<'a> {
+    fn new(reply: &'a ChatReply) -> Result<Self, ErrorReply> {
+        let tcp = encode_frame(reply)
+            .map_err(|e| refuse(ErrorCode::Internal, format!("cannot encode a frame: {e}")))?
+            .freeze();
+        Ok(Outgoing {
+            reply,
+            tcp,
+            udp: None,
+        })
+    }
+
+    fn udp(&mut self) -> Option<Bytes> {
+        self.udp
+            .get_or_insert_with(|| datagram_frame(self.reply))
+            .clone()
+    }
+}
+
+/// Encodes `reply` to fit one datagram: a message's text is cut (at a
+/// character boundary, marked `truncated`) when the whole would not fit.
+pub(crate) fn datagram_frame(reply: &ChatReply) -> Option<Bytes> {
+    let frame = encode_frame(reply).ok()?;
+    if frame.len() <= MAX_FRAME {
+        return Some(frame.freeze());
+    }
+    let ChatReply::Message(m) = reply else {
+        return None;
+    };
+    let mut cut = m.clone();
+    cut.truncated = true;
+    let mut over = frame.len() - MAX_FRAME;
+    for _ in 0..8 {
+        let mut keep = cut.text.len().saturating_sub(over + 8);
+        while !cut.text.is_char_boundary(keep) {
+            keep -= 1;
+        }
+        cut.text.truncate(keep);
+        let frame = encode_frame(ChatReply::Message(cut.clone())).ok()?;
+        if frame.len() <= MAX_FRAME {
+            return Some(frame.freeze());
+        }
+        over = frame.len() - MAX_FRAME;
+    }
+    None
+}
+
+/// Checks a message text: not empty, at most 4 KiB, no control characters
+/// but newline and tab (they would rewrite other people's terminals).
+pub(crate) fn check_text(text: &str) -> Result<(), ErrorReply> {
+    if text.is_empty() {
+        return Err(refuse(ErrorCode::BadRequest, "the message is empty"));
+    }
+    if text.len() > MAX_TEXT_BYTES {
+        return Err(refuse(
+            ErrorCode::MessageTooLarge,
+            format!(
+                "the message is {} bytes; at most {MAX_TEXT_BYTES} bytes are allowed, so split it",
+                text.len()
+            ),
+        ));
+    }
+    if text
+        .chars()
+        .any(|c| (c.is_control() && c != '\n' && c != '\t') || c == '\u{7f}')
+    {
+        return Err(refuse(
+            ErrorCode::BadRequest,
+            "the message holds control characters; only newline and tab are allowed",
+        ));
+    }
+    Ok(())
+}
+
+fn check_room(room: &str) -> Result<(), ErrorReply> {
+    validate_room(room).map_err(|e| refuse(ErrorCode::BadRequest, e))
+}
+
+impl Hub {
+    pub(crate) fn new(
+        store: Store,
+        journal: Journal,
+        last_id: u64,
+        udp_out: mpsc::Sender<(SessionId, Bytes)>,
+        config: HubConfig,
+    ) -> Self {
+        Hub {
+            state: Mutex::new(State {
+                last_id,
+                ..State::default()
+            }),
+            creating: tokio::sync::Mutex::new(()),
+            journal,
+            store,
+            udp_out,
+            config,
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub(crate) fn journal(&self) -> &Journal {
+        &self.journal
+    }
+
+    /// Adds an endpoint for `user`.
+    pub(crate) fn register(&self, user_id: i64, user: &str, sink: Sink) -> EndpointId {
+        let mut st = self.lock();
+        st.next_endpoint += 1;
+        let id = st.next_endpoint;
+        let user: Arc<str> = Arc::from(user);
+        st.by_user.entry(Arc::clone(&user)).or_default().push(id);
+        st.endpoints.insert(
+            id,
+            Endpoint {
+                user_id,
+                user,
+                sink,
+                rooms: Vec::new(),
+            },
+        );
+        id
+    }
+
+    /// Removes an endpoint (its session ended); its rooms hear `change`.
+    pub(crate) fn unregister(&self, id: EndpointId, change: PresenceChange) {
+        let kills = {
+            let mut st = self.lock();
+            self.remove(&mut st, vec![(id, change)])
+        };
+        kill(kills);
+    }
+
+    /// Endpoints connected now.
+    pub(crate) fn endpoint_count(&self) -> usize {
+        self.lock().endpoints.len()
+    }
+
+    /// Removes endpoints and everything their leaving causes (notices that
+    /// overflow other queues drop those members too). Returns the kill
+    /// switches of the TCP sessions removed, to pull once the lock is gone.
+    fn remove(
+        &self,
+        st: &mut State,
+        mut work: Vec<(EndpointId, PresenceChange)>,
+    ) -> Vec<CancellationToken> {
+        let mut kills = Vec::new();
+        while let Some((id, change)) = work.pop() {
+            let Some(ep) = st.endpoints.remove(&id) else {
+                continue;
+            };
+            if let Some(list) = st.by_user.get_mut(&ep.user) {
+                list.retain(|e| *e != id);
+                if list.is_empty() {
+                    st.by_user.remove(&ep.user);
+                    st.floods.remove(&ep.user_id);
+                }
+            }
+            for room in &ep.rooms {
+                let mut slow = Vec::new();
+                self.leave_room(st, id, &ep.user, room, change, &mut slow);
+                work.extend(slow.into_iter().map(|s| (s, PresenceChange::Dropped)));
+            }
+            if let Sink::Tcp { kill, .. } = ep.sink {
+                kills.push(kill);
+            }
+        }
+        kills
+    }
+
+    /// Takes endpoint `id` out of `room`; the others hear of it when it was
+    /// the user's last session there.
+    fn leave_room(
+        &self,
+        st: &mut State,
+        id: EndpointId,
+        user: &Arc<str>,
+        room_name: &str,
+        change: PresenceChange,
+        slow: &mut Vec<EndpointId>,
+    ) {
+        let Some(room) = st.rooms.get_mut(room_name) else {
+            return;
+        };
+        room.members.retain(|m| *m != id);
+        let last_of_user = match room.users.get_mut(user) {
+            Some(n) if *n > 1 => {
+                *n -= 1;
+                false
+            }
+            Some(_) => {
+                room.users.remove(user);
+                true
+            }
+            None => false,
+        };
+        if room.members.is_empty() {
+            st.rooms.remove(room_name);
+            return;
+        }
+        if last_of_user {
+            let notice = ChatReply::Presence {
+                room: room_name.to_owned(),
+                user: user.to_string(),
+                change,
+            };
+            if let Ok(mut out) = Outgoing::new(&notice) {
+                self.deliver(&st.endpoints, &room.members, None, &mut out, slow);
+            }
+        }
+    }
+
+    /// Hands `out` to each of `targets` but `skip`, without waiting. Full
+    /// TCP queues are noted in `slow`; UDP is lossy by nature and a full
+    /// UDP queue just loses the datagram (the client sees the gap).
+    fn deliver(
+        &self,
+        endpoints: &HashMap<EndpointId, Endpoint>,
+        targets: &[EndpointId],
+        skip: Option<EndpointId>,
+        out: &mut Outgoing<'_>,
+        slow: &mut Vec<EndpointId>,
+    ) {
+        for id in targets {
+            if Some(*id) == skip {
+                continue;
+            }
+            let Some(ep) = endpoints.get(id) else {
+                continue;
+            };
+            match &ep.sink {
+                Sink::Tcp { tx, .. } => match tx.try_send(out.tcp.clone()) {
+                    Ok(()) => {}
+                    Err(mpsc::error::TrySendError::Full(_)) => slow.push(*id),
+                    // The session is ending and will unregister itself.
+                    Err(mpsc::error::TrySendError::Closed(_)) => {}
+                },
+                Sink::Udp(session) => {
+                    if let Some(frame) = out.udp() {
+                        let _ = self.udp_out.try_send((*session, frame));
+                    }
+                }
+            }
+        }
+    }
+
+    /// Drops the members found slow during a delivery.
+    fn drop_slow(&self, st: &mut State, slow: Vec<EndpointId>) -> Vec<CancellationToken> {
+        if slow.is_empty() {
+            return Vec::new();
+        }
+        for id in &slow {
+            if let Some(ep) = st.endpoints.get(id) {
+                tracing::info!(user = %ep.user, "dropping a chat session that does not read its messages");
+            }
+        }
+        self.remove(
+            st,
+            slow.into_iter()
+                .map(|id| (id, PresenceChange::Dropped))
+                .collect(),
+        )
+    }
+
+    /// `join`: answers with the room's last `seq`.
+    pub(crate) async fn join(&self, id: EndpointId, room: &str) -> Reply {
+        check_room(room)?;
+        if let Some(reply) = self.join_existing(id, room)? {
+            return Ok(reply);
+        }
+        let _creating = self.creating.lock().await;
+        if let Some(reply) = self.join_existing(id, room)? {
+            return Ok(reply);
+        }
+        {
+            let st = self.lock();
+            if st.rooms.len() >= self.config.max_rooms {
+                return Err(refuse(
+                    ErrorCode::Busy,
+                    format!(
+                        "the server has its maximum of {} rooms; join an existing one (see /rooms)",
+                        self.config.max_rooms
+                    ),
+                ));
+            }
+        }
+        // Messages of an earlier life of this room may still be queued.
+        self.journal.flush().await;
+        let seq = self.store.last_room_seq(room).await.map_err(|e| {
+            tracing::error!(error = %e, room, "cannot read a room's last message number");
+            refuse(ErrorCode::Internal, "the server cannot read its database; try again")
+        })?;
+        let mut st = self.lock();
+        if !st.endpoints.contains_key(&id) {
+            return Err(gone());
+        }
+        st.rooms.insert(
+            room.to_owned(),
+            Room {
+                seq,
+                members: Vec::new(),
+                users: HashMap::new(),
+            },
+        );
+        drop(st);
+        match self.join_existing(id, room)? {
+            Some(reply) => Ok(reply),
+            None => Err(refuse(ErrorCode::Internal, "the room vanished; join again")),
+        }
+    }
+
+    /// Joins `room` if it exists; `None` when it must be created first.
+    fn join_existing(&self, id: EndpointId, room_name: &str) -> Result<Option<ChatReply>, ErrorReply> {
+        let mut guard = self.lock();
+        let st = &mut *guard;
+        let Some(ep) = st.endpoints.get_mut(&id) else {
+            return Err(gone());
+        };
+        let Some(room) = st.rooms.get_mut(room_name) else {
+            return Ok(None);
+        };
+        let joined = ChatReply::Joined {
+            room: room_name.to_owned(),
+            seq: room.seq,
+        };
+        if ep.rooms.iter().any(|r| r == room_name) {
+            return Ok(Some(joined));
+        }
+        if ep.rooms.len() >= self.config.max_rooms_per_endpoint {
+            return Err(refuse(
+                ErrorCode::Busy,
+                format!(
+                    "a session may be in at most {} rooms; leave one first",
+                    self.config.max_rooms_per_endpoint
+                ),
+            ));
+        }
+        ep.rooms.push(room_name.to_owned());
+        let user = Arc::clone(&ep.user);
+        room.members.push(id);
+        let count = room.users.entry(Arc::clone(&user)).or_insert(0);
+        *count += 1;
+        let mut slow = Vec::new();
+        if *count == 1 {
+            let notice = ChatReply::Presence {
+                room: room_name.to_owned(),
+                user: user.to_string(),
+                change: PresenceChange::Joined,
+            };
+            let mut out = Outgoing::new(&notice)?;
+            self.deliver(&st.endpoints, &room.members, Some(id), &mut out, &mut slow);
+        }
+        let kills = self.drop_slow(st, slow);
+        drop(guard);
+        kill(kills);
+        Ok(Some(joined))
+    }
+
+    /// `leave`.
+    pub(crate) fn leave(&self, id: EndpointId, room: &str) -> Reply {
+        check_room(room)?;
+        let kills = {
+            let mut guard = self.lock();
+            let st = &mut *guard;
+            let Some(ep) = st.endpoints.get_mut(&id) else {
+                return Err(gone());
+            };
+            let Some(pos) = ep.rooms.iter().position(|r| r == room) else {
+                return Err(refuse(
+                    ErrorCode::NotFound,
+                    format!("you are not in room {room}"),
+                ));
+            };
+            ep.rooms.swap_remove(pos);
+            let user = Arc::clone(&ep.user);
+            let mut slow = Vec::new();
+            self.leave_room(st, id, &user, room, PresenceChange::Left, &mut slow);
+            self.drop_slow(st, slow)
+        };
+        kill(kills);
+        Ok(ChatReply::Left {
+            room: room.to_owned(),
+        })
+    }
+
+    fn take_flood_token(&self, st: &mut State, user_id: i64) -> Result<(), ErrorReply> {
+        let rate = self.config.flood;
+        let bucket = st
+            .floods
+            .entry(user_id)
+            .or_insert_with(|| Bucket::full(rate));
+        if bucket.take(rate) {
+            Ok(())
+        } else {
+            Err(refuse(
+                ErrorCode::RateLimited,
+                format!(
+                    "too many messages: at most {} at once and {} per second; wait a moment",
+                    rate.burst, rate.per_sec
+                ),
+            ))
+        }
+    }
+
+    /// Queues a message for the database; `busy` when the database is not
+    /// keeping up (nothing is delivered then).
+    fn enqueue(&self, record: ChatRecord) -> Result<(), ErrorReply> {
+        if self.journal.try_record(record) {
+            Ok(())
+        } else {
+            Err(refuse(
+                ErrorCode::Busy,
+                "the server's history is not keeping up; try again in a moment",
+            ))
+        }
+    }
+
+    /// `say`: everyone else in the room gets the message; the sayer gets
+    /// `said`.
+    pub(crate) fn say(&self, id: EndpointId, room_name: &str, text: &str) -> Reply {
+        check_room(room_name)?;
+        check_text(text)?;
+        let (said, kills) = {
+            let mut guard = self.lock();
+            let st = &mut *guard;
+            let Some(ep) = st.endpoints.get(&id) else {
+                return Err(gone());
+            };
+            if !ep.rooms.iter().any(|r| r == room_name) {
+                return Err(refuse(
+                    ErrorCode::NotFound,
+                    format!("you are not in room {room_name}; join it first"),
+                ));
+            }
+            let (user_id, user) = (ep.user_id, Arc::clone(&ep.user));
+            self.take_flood_token(st, user_id)?;
+            let Some(room) = st.rooms.get_mut(room_name) else {
+                return Err(refuse(ErrorCode::NotFound, format!("no room {room_name}")));
+            };
+            let (msg_id, seq, at) = (st.last_id + 1, room.seq + 1, now_ms());
+            self.enqueue(ChatRecord {
+                id: msg_id,
+                sender_id: user_id,
+                room: Some(room_name.to_owned()),
+                seq: Some(seq),
+                recipient_id: None,
+                body: text.to_owned(),
+                at,
+            })?;
+            room.seq = seq;
+            st.last_id = msg_id;
+            let event = ChatReply::Message(ChatMessage {
+                id: msg_id,
+                room: Some(room_name.to_owned()),
+                to: None,
+                seq: Some(seq),
+                from: user.to_string(),
+                at,
+                text: text.to_owned(),
+                truncated: false,
+                replay: false,
+            });
+            let mut out = Outgoing::new(&event)?;
+            let mut slow = Vec::new();
+            self.deliver(&st.endpoints, &room.members, Some(id), &mut out, &mut slow);
+            let said = ChatReply::Said {
+                id: msg_id,
+                room: Some(room_name.to_owned()),
+                to: None,
+                seq: Some(seq),
+                at,
+            };
+            (said, self.drop_slow(st, slow))
+        };
+        kill(kills);
+        Ok(said)
+    }
+
+    /// `dm`: every session of the recipient, and the sender's other
+    /// sessions, get the message.
+    pub(crate) fn dm(&self, id: EndpointId, to: &str, text: &str) -> Reply {
+        check_text(text)?;
+        let (said, kills) = {
+            let mut guard = self.lock();
+            let st = &mut *guard;
+            let Some(ep) = st.endpoints.get(&id) else {
+                return Err(gone());
+            };
+            let (user_id, user) = (ep.user_id, Arc::clone(&ep.user));
+            let recipients = st.by_user.get(to).cloned().unwrap_or_default();
+            let Some(recipient_id) = recipients
+                .first()
+                .and_then(|r| st.endpoints.get(r))
+                .map(|r| r.user_id)
+            else {
+                return Err(refuse(
+                    ErrorCode::NotFound,
+                    format!(
+                        "no user named {to} is connected; direct messages reach users who are online"
+                    ),
+                ));
+            };
+            self.take_flood_token(st, user_id)?;
+            let (msg_id, at) = (st.last_id + 1, now_ms());
+            self.enqueue(ChatRecord {
+                id: msg_id,
+                sender_id: user_id,
+                room: None,
+                seq: None,
+                recipient_id: Some(recipient_id),
+                body: text.to_owned(),
+                at,
+            })?;
+            st.last_id = msg_id;
+            let mut targets = recipients;
+            if *user != *to {
+                targets.extend(st.by_user.get(&user).into_iter().flatten().copied());
+            }
+            let event = ChatReply::Message(ChatMessage {
+                id: msg_id,
+                room: None,
+                to: Some(to.to_owned()),
+                seq: None,
+                from: user.to_string(),
+                at,
+                text: text.to_owned(),
+                truncated: false,
+                replay: false,
+            });
+            let mut out = Outgoing::new(&event)?;
+            let mut slow = Vec::new();
+            self.deliver(&st.endpoints, &targets, Some(id), &mut out, &mut slow);
+            let said = ChatReply::Said {
+                id: msg_id,
+                room: None,
+                to: Some(to.to_owned()),
+                seq: None,
+                at,
+            };
+            (said, self.drop_slow(st, slow))
+        };
+        kill(kills);
+        Ok(said)
+    }
+
+    /// `who`: the room's users, sorted; at most `budget` bytes of names.
+    pub(crate) fn who(&self, room: &str, budget: usize) -> Reply {
+        check_room(room)?;
+        let mut users: Vec<String> = self
+            .lock()
+            .rooms
+            .get(room)
+            .map(|r| r.users.keys().map(|u| u.to_string()).collect())
+            .unwrap_or_default();
+        users.sort();
+        let (users, more) = fit(users, budget, |u| u.len() + 3);
+        Ok(ChatReply::Members {
+            room: room.to_owned(),
+            users,
+            more,
+        })
+    }
+
+    /// `rooms`: rooms with members, sorted; at most `budget` bytes' worth.
+    pub(crate) fn rooms(&self, budget: usize) -> Reply {
+        let mut rooms: Vec<RoomInfo> = self
+            .lock()
+            .rooms
+            .iter()
+            .map(|(name, r)| RoomInfo {
+                name: name.clone(),
+                members: u32::try_from(r.users.len()).unwrap_or(u32::MAX),
+            })
+            .collect();
+        rooms.sort_by(|a, b| a.name.cmp(&b.name));
+        let (rooms, more) = fit(rooms, budget, |r| r.name.len() + 32);
+        Ok(ChatReply::RoomList { rooms, more })
+    }
+
+    /// `history`: the room's last messages, oldest first.
+    pub(crate) async fn history(
+        &self,
+        room: &str,
+        limit: Option<u32>,
+        most: u32,
+    ) -> Result<Vec<ChatMessage>, ErrorReply> {
+        check_room(room)?;
+        let limit = limit
+            .unwrap_or(self.config.history_default)
+            .min(self.config.history_max)
+            .min(most);
+        self.journal.flush().await;
+        let rows = self.store.room_history(room, limit).await.map_err(|e| {
+            tracing::error!(error = %e, room, "cannot read chat history");
+            refuse(ErrorCode::Internal, "the server cannot read its database; try again")
+        })?;
+        Ok(rows
+            .into_iter()
+            .map(|r| ChatMessage {
+                id: r.id,
+                room: Some(room.to_owned()),
+                to: None,
+                seq: Some(r.seq),
+                from: r.sender,
+                at: r.at,
+                text: r.body,
+                truncated: false,
+                replay: true,
+            })
+            .collect())
+    }
+}
+
+/// Keeps the leading items whose `size` adds up to at most `budget`;
+/// returns them and how many were left out.
+fn fit<T>(items: Vec<T>, budget: usize, size: impl Fn(&T) -> usize) -> (Vec<T>, u32) {
+    let mut used = 0;
+    let mut keep = 0;
+    for item in &items {
+        used += size(item);
+        if used > budget {
+            break;
+        }
+        keep += 1;
+    }
+    let more = u32::try_from(items.len() - keep).unwrap_or(u32::MAX);
+    let mut items = items;
+    items.truncate(keep);
+    (items, more)
+}
+
+fn kill(kills: Vec<CancellationToken>) {
+    for k in kills {
+        k.cancel();
+    }
+}

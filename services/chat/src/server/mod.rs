@@ -1,0 +1,175 @@
+//! The chat server: configuration, [`bind`] and [`run`].
+
+mod bucket;
+mod hub;
+mod journal;
+mod tcp;
+mod udp;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::net::{TcpListener, TcpStream, UdpSocket};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use wharf_core::Authenticator;
+use wharf_core::server::{Handler, Limits, Rejection, serve};
+use wharf_proto::datagram::SessionId;
+
+pub use bucket::Rate;
+
+use hub::{Hub, HubConfig};
+use journal::Journal;
+use udp::UdpSessions;
+
+/// Server settings.
+#[derive(Debug, Clone)]
+pub struct ChatConfig {
+    /// TCP connection limits and timeouts.
+    pub limits: Limits,
+    /// Messages (`say` and `dm`) per user: burst and rate.
+    pub flood: Rate,
+    /// Frames waiting for one TCP member; a member whose queue is full is
+    /// dropped.
+    pub member_queue: usize,
+    /// Rooms with members at once.
+    pub max_rooms: usize,
+    /// Rooms one session may be in.
+    pub max_rooms_per_session: usize,
+    /// Messages `history` returns when not told.
+    pub history_default: u32,
+    /// Most messages one `history` returns.
+    pub history_max: u32,
+    /// A UDP session ends after this long without a valid datagram.
+    pub udp_idle: Duration,
+    /// How often UDP clients are told to send a keepalive.
+    pub udp_keepalive: Duration,
+    /// Datagrams per UDP session: burst and rate (over it: dropped).
+    pub udp_rate: Rate,
+    /// UDP sessions at once.
+    pub max_udp_sessions: usize,
+    /// UDP sessions per user (a new one replaces the oldest).
+    pub max_udp_sessions_per_user: usize,
+    /// Failed logins one connection may make before it is closed.
+    pub max_login_attempts: u32,
+    /// Messages waiting to be written to the database; past it, `say`
+    /// answers `busy`.
+    pub journal_queue: usize,
+}
+
+impl Default for ChatConfig {
+    fn default() -> Self {
+        ChatConfig {
+            limits: Limits::default(),
+            flood: Rate {
+                burst: 20,
+                per_sec: 5.0,
+            },
+            member_queue: 1024,
+            max_rooms: 10_000,
+            max_rooms_per_session: 100,
+            history_default: 50,
+            history_max: 500,
+            udp_idle: Duration::from_secs(120),
+            udp_keepalive: Duration::from_secs(25),
+            udp_rate: udp::default_rate(),
+            max_udp_sessions: 10_000,
+            max_udp_sessions_per_user: 8,
+            max_login_attempts: 3,
+            journal_queue: 100_000,
+        }
+    }
+}
+
+/// What every session shares.
+pub(crate) struct ChatServer {
+    auth: Authenticator,
+    config: ChatConfig,
+    hub: Hub,
+    udp: UdpSessions,
+    udp_out: mpsc::Sender<(SessionId, Bytes)>,
+}
+
+impl Handler for ChatServer {
+    async fn handle(self: Arc<Self>, stream: TcpStream, peer: SocketAddr, shutdown: CancellationToken) {
+        tcp::run(self, stream, peer, shutdown).await;
+    }
+
+    async fn reject(self: Arc<Self>, stream: TcpStream, why: Rejection) {
+        tcp::reject(stream, why).await;
+    }
+}
+
+/// Binds TCP and UDP on the same address. With port 0, the UDP socket takes
+/// the port the system gave TCP.
+pub async fn bind(addr: &str) -> std::io::Result<(TcpListener, UdpSocket)> {
+    let mut last_err = None;
+    for _ in 0..20 {
+        let listener = TcpListener::bind(addr).await?;
+        let local = listener.local_addr()?;
+        match UdpSocket::bind(local).await {
+            Ok(udp) => return Ok((listener, udp)),
+            // Port 0 gave a port some other program holds for UDP: try again.
+            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => last_err = Some(e),
+            Err(e) => return Err(e),
+        }
+    }
+    Err(last_err.unwrap_or_else(|| std::io::Error::other("no port free for both TCP and UDP")))
+}
+
+/// Serves chat on `listener` and `udp` until `shutdown` fires, then ends
+/// every session and writes out the message history. Fails only when the
+/// database cannot be read at start.
+pub async fn run(
+    listener: TcpListener,
+    udp: UdpSocket,
+    auth: Authenticator,
+    config: ChatConfig,
+    shutdown: CancellationToken,
+) -> Result<(), wharf_core::Error> {
+    let store = auth.store().clone();
+    let last_id = store.last_chat_id().await?;
+    let (journal, writer) = Journal::start(store.clone(), config.journal_queue);
+    let (udp_out, udp_rx) = mpsc::channel(config.member_queue.max(1) * 4);
+    let hub = Hub::new(
+        store,
+        journal,
+        last_id,
+        udp_out.clone(),
+        HubConfig {
+            flood: config.flood,
+            max_rooms: config.max_rooms,
+            max_rooms_per_endpoint: config.max_rooms_per_session,
+            history_default: config.history_default,
+            history_max: config.history_max,
+        },
+    );
+    let limits = config.limits.clone();
+    let server = Arc::new(ChatServer {
+        auth,
+        config,
+        hub,
+        udp: UdpSessions::default(),
+        udp_out,
+    });
+    let datagrams = tokio::spawn(udp::serve(
+        Arc::clone(&server),
+        udp,
+        udp_rx,
+        shutdown.clone(),
+    ));
+    serve(listener, limits, Arc::clone(&server), shutdown).await;
+    let _ = datagrams.await;
+    server.hub.journal().flush().await;
+    tracing::debug!(
+        endpoints = server.hub.endpoint_count(),
+        udp_sessions = server.udp.count(),
+        "chat server stopped"
+    );
+    // Sessions past the grace period may still hold the journal; what they
+    // queued before the flush is written, and the writer ends with them.
+    drop(writer);
+    Ok(())
+}

@@ -1,0 +1,398 @@
+//! One TCP connection: a reader (this task) and a writer task fed by a
+//! bounded queue of encoded frames. Replies and room events share the queue,
+//! so they reach the client in order; the hub drops a session whose queue
+//! is full.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use futures_util::StreamExt;
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+use tokio::net::tcp::OwnedWriteHalf;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tokio_util::codec::FramedRead;
+use tokio_util::sync::CancellationToken;
+use wharf_core::Service;
+use wharf_core::server::Rejection;
+use wharf_proto::chat::{ChatReply, ChatRequest, PresenceChange};
+use wharf_proto::datagram::encode_frame;
+use wharf_proto::message::{ErrorReply, LoginOk, ServerHello};
+use wharf_proto::{ErrorCode, Frame, FrameCodec, PROTOCOL_VERSION};
+
+use super::ChatServer;
+use super::hub::{EndpointId, Sink};
+use super::udp;
+
+/// Bytes of names a `who` or `rooms` answer may carry (headers are at most
+/// 64 KiB).
+const FRAME_LIST_BUDGET: usize = 48 * 1024;
+
+/// How long a reply may wait for room in the client's queue.
+const REPLY_WAIT: Duration = Duration::from_secs(30);
+
+/// Writes gathered into one system call.
+const WRITE_BATCH: usize = 64 * 1024;
+
+fn error_frame(code: ErrorCode, message: impl Into<String>) -> ChatReply {
+    ChatReply::Error(ErrorReply::new(code, message))
+}
+
+fn encode(reply: &ChatReply) -> Option<Bytes> {
+    match encode_frame(reply) {
+        Ok(b) => Some(b.freeze()),
+        Err(e) => {
+            tracing::error!(error = %e, "cannot encode a chat frame");
+            None
+        }
+    }
+}
+
+/// Sends one error frame to a client turned away before its session.
+pub(super) async fn reject(mut stream: TcpStream, why: Rejection) {
+    let message = match why {
+        Rejection::TooManyFromIp => "too many connections from your address; close some and retry",
+    };
+    if let Some(frame) = encode(&error_frame(ErrorCode::Busy, message)) {
+        let _ = tokio::time::timeout(Duration::from_secs(1), stream.write_all(&frame)).await;
+    }
+}
+
+struct Session {
+    server: Arc<ChatServer>,
+    peer: SocketAddr,
+    tx: mpsc::Sender<Bytes>,
+    kill: CancellationToken,
+    state: State,
+    login_failures: u32,
+}
+
+enum State {
+    Greeting,
+    AwaitingLogin,
+    LoggedIn {
+        user_id: i64,
+        user: String,
+        endpoint: EndpointId,
+    },
+}
+
+enum Flow {
+    Continue,
+    Close,
+}
+
+pub(super) async fn run(
+    server: Arc<ChatServer>,
+    stream: TcpStream,
+    peer: SocketAddr,
+    shutdown: CancellationToken,
+) {
+    let limits = server.config.limits.clone();
+    let (rd, wr) = stream.into_split();
+    let (tx, rx) = mpsc::channel(server.config.member_queue.max(1));
+    let kill = CancellationToken::new();
+    let writer = tokio::spawn(write_forever(wr, rx, kill.clone()));
+    // Small to start: most sessions sit idle, and the buffer grows for a
+    // big frame when one comes.
+    let mut frames = FramedRead::with_capacity(rd, FrameCodec::<ChatRequest>::new().max_body(0), 512);
+    let mut s = Session {
+        server,
+        peer,
+        tx,
+        kill,
+        state: State::Greeting,
+        login_failures: 0,
+    };
+    let login_deadline = Instant::now() + limits.login_timeout;
+    let mut dropped = false;
+    loop {
+        let wait = match s.state {
+            State::LoggedIn { .. } => limits.idle_timeout,
+            _ => login_deadline.saturating_duration_since(Instant::now()),
+        };
+        let frame = tokio::select! {
+            biased;
+            _ = s.kill.cancelled() => {
+                dropped = true;
+                break;
+            }
+            _ = shutdown.cancelled() => {
+                s.queue(&error_frame(
+                    ErrorCode::ShuttingDown,
+                    "the server is shutting down; reconnect in a moment",
+                ))
+                .await;
+                break;
+            }
+            frame = tokio::time::timeout(wait, frames.next()) => frame,
+        };
+        let flow = match frame {
+            Err(_) => {
+                let msg = format!(
+                    "nothing received for {}; closing the connection (clients send ping to stay connected)",
+                    humantime::format_duration(wait)
+                );
+                s.queue(&error_frame(ErrorCode::Timeout, msg)).await;
+                Flow::Close
+            }
+            Ok(None) => Flow::Close,
+            Ok(Some(Err(e))) => {
+                s.queue(&error_frame(e.code(), e.to_string())).await;
+                Flow::Close
+            }
+            Ok(Some(Ok(Frame::Rejected(e)))) => {
+                s.queue(&error_frame(e.code(), e.to_string())).await;
+                Flow::Continue
+            }
+            Ok(Some(Ok(Frame::Body { .. }))) => Flow::Close, // max_body(0): never happens
+            Ok(Some(Ok(Frame::Header { msg, .. }))) => s.on_request(msg).await,
+        };
+        if let Flow::Close = flow {
+            break;
+        }
+    }
+    if let State::LoggedIn { endpoint, .. } = s.state {
+        let change = if dropped {
+            PresenceChange::Dropped
+        } else {
+            PresenceChange::Left
+        };
+        s.server.hub.unregister(endpoint, change);
+    }
+    // The writer ends once the queue is empty and every sender is gone.
+    drop(s.tx);
+    let _ = tokio::time::timeout(Duration::from_secs(5), writer).await;
+    tracing::debug!(peer = %s.peer, dropped, "chat connection closed");
+}
+
+impl Session {
+    /// Queues a reply; waits for room (the client is reading slowly), but
+    /// not forever.
+    async fn queue(&mut self, reply: &ChatReply) -> bool {
+        let Some(frame) = encode(reply) else {
+            return false;
+        };
+        tokio::select! {
+            _ = self.kill.cancelled() => false,
+            r = tokio::time::timeout(REPLY_WAIT, self.tx.send(frame)) => matches!(r, Ok(Ok(()))),
+        }
+    }
+
+    async fn on_request(&mut self, msg: ChatRequest) -> Flow {
+        if let ChatRequest::Quit = msg {
+            self.queue(&ChatReply::Bye).await;
+            return Flow::Close;
+        }
+        let reply = match std::mem::replace(&mut self.state, State::Greeting) {
+            State::Greeting => {
+                self.state = State::AwaitingLogin;
+                self.greet(msg)
+            }
+            State::AwaitingLogin => {
+                self.state = State::AwaitingLogin;
+                match self.login(msg).await {
+                    Ok(reply) => Ok(reply),
+                    Err((reply, fatal)) => {
+                        self.queue(&ChatReply::Error(reply)).await;
+                        return if fatal { Flow::Close } else { Flow::Continue };
+                    }
+                }
+            }
+            State::LoggedIn {
+                user_id,
+                user,
+                endpoint,
+            } => {
+                let reply = self.dispatch(user_id, &user, endpoint, msg).await;
+                self.state = State::LoggedIn {
+                    user_id,
+                    user,
+                    endpoint,
+                };
+                match reply {
+                    Some(reply) => reply,
+                    None => return Flow::Continue,
+                }
+            }
+        };
+        let (reply, close) = match reply {
+            Ok(reply) => (reply, false),
+            Err(e) => {
+                let close = matches!(e.code, ErrorCode::UnsupportedVersion);
+                (ChatReply::Error(e), close)
+            }
+        };
+        if !self.queue(&reply).await || close {
+            return Flow::Close;
+        }
+        Flow::Continue
+    }
+
+    fn greet(&mut self, msg: ChatRequest) -> Result<ChatReply, ErrorReply> {
+        let ChatRequest::Hello(hello) = msg else {
+            self.state = State::Greeting;
+            return Err(ErrorReply::new(
+                ErrorCode::NotLoggedIn,
+                "start with hello, then login",
+            ));
+        };
+        if hello.version != PROTOCOL_VERSION {
+            return Err(ErrorReply::new(
+                ErrorCode::UnsupportedVersion,
+                format!(
+                    "this server speaks protocol version {PROTOCOL_VERSION}, not {}; use a matching client",
+                    hello.version
+                ),
+            ));
+        }
+        Ok(ChatReply::Hello(ServerHello {
+            version: PROTOCOL_VERSION,
+            server: format!("wharf-chatd/{}", env!("CARGO_PKG_VERSION")),
+            service: "chat".into(),
+        }))
+    }
+
+    /// Logs in; on failure, the error and whether to close.
+    async fn login(&mut self, msg: ChatRequest) -> Result<ChatReply, (ErrorReply, bool)> {
+        let login = match msg {
+            ChatRequest::Login(login) => login,
+            ChatRequest::Hello(_) => {
+                return Err((
+                    ErrorReply::new(ErrorCode::BadRequest, "hello was already said; now login"),
+                    false,
+                ));
+            }
+            _ => {
+                return Err((
+                    ErrorReply::new(ErrorCode::NotLoggedIn, "log in first"),
+                    false,
+                ));
+            }
+        };
+        let user = match self
+            .server
+            .auth
+            .authenticate(&login.user, &login.password, Service::Chat)
+            .await
+        {
+            Ok(user) => user,
+            Err(e) => {
+                self.login_failures += 1;
+                tracing::info!(peer = %self.peer, user = %login.user, error = %e, "login refused");
+                let fatal = self.login_failures >= self.server.config.max_login_attempts;
+                return Err((ErrorReply::new(e.code(), e.client_message()), fatal));
+            }
+        };
+        let endpoint = self.server.hub.register(
+            user.id,
+            &user.name,
+            Sink::Tcp {
+                tx: self.tx.clone(),
+                kill: self.kill.clone(),
+            },
+        );
+        tracing::info!(peer = %self.peer, user = %user.name, "logged in");
+        self.state = State::LoggedIn {
+            user_id: user.id,
+            user: user.name.clone(),
+            endpoint,
+        };
+        Ok(ChatReply::LoginOk(LoginOk { user: user.name }))
+    }
+
+    /// One request of a logged-in user; `None` when it queued its own
+    /// frames.
+    async fn dispatch(
+        &mut self,
+        user_id: i64,
+        user: &str,
+        endpoint: EndpointId,
+        msg: ChatRequest,
+    ) -> Option<Result<ChatReply, ErrorReply>> {
+        let hub = &self.server.hub;
+        Some(match msg {
+            ChatRequest::Join { room } => hub.join(endpoint, &room).await,
+            ChatRequest::Leave { room } => hub.leave(endpoint, &room),
+            ChatRequest::Say { room, text } => hub.say(endpoint, &room, &text),
+            ChatRequest::Dm { to, text } => hub.dm(endpoint, &to, &text),
+            ChatRequest::Who { room } => hub.who(&room, FRAME_LIST_BUDGET),
+            ChatRequest::Rooms => hub.rooms(FRAME_LIST_BUDGET),
+            ChatRequest::History { room, limit } => {
+                let messages = match hub.history(&room, limit, u32::MAX).await {
+                    Ok(m) => m,
+                    Err(e) => return Some(Err(e)),
+                };
+                let count = u32::try_from(messages.len()).unwrap_or(u32::MAX);
+                self.queue(&ChatReply::History { room, count }).await;
+                for m in messages {
+                    if !self.queue(&ChatReply::Message(m)).await {
+                        break;
+                    }
+                }
+                return None;
+            }
+            ChatRequest::UdpSession => {
+                udp::grant(&self.server, user_id, user).map(ChatReply::UdpSession)
+            }
+            ChatRequest::Ping => Ok(ChatReply::Pong),
+            ChatRequest::Hello(_) | ChatRequest::Login(_) => Err(ErrorReply::new(
+                ErrorCode::BadRequest,
+                "already logged in",
+            )),
+            ChatRequest::Quit => Ok(ChatReply::Bye),
+        })
+    }
+}
+
+/// Writes queued frames, several per system call when they pile up. When
+/// the hub pulls `kill` (the client reads too slowly), a last notice is
+/// tried and the connection closes.
+async fn write_forever(mut wr: OwnedWriteHalf, mut rx: mpsc::Receiver<Bytes>, kill: CancellationToken) {
+    let mut batch = BytesMut::new();
+    loop {
+        let first = tokio::select! {
+            biased;
+            _ = kill.cancelled() => {
+                notify_dropped(&mut wr).await;
+                break;
+            }
+            frame = rx.recv() => match frame {
+                Some(f) => f,
+                None => break,
+            },
+        };
+        let data = if rx.is_empty() {
+            first
+        } else {
+            batch.clear();
+            batch.extend_from_slice(&first);
+            while batch.len() < WRITE_BATCH {
+                match rx.try_recv() {
+                    Ok(f) => batch.extend_from_slice(&f),
+                    Err(_) => break,
+                }
+            }
+            batch.split().freeze()
+        };
+        tokio::select! {
+            // Mid-frame: the stream cannot take a notice any more; just close.
+            _ = kill.cancelled() => break,
+            r = wr.write_all(&data) => if r.is_err() { break },
+        }
+    }
+    let _ = tokio::time::timeout(Duration::from_secs(1), wr.shutdown()).await;
+}
+
+async fn notify_dropped(wr: &mut OwnedWriteHalf) {
+    let notice = error_frame(
+        ErrorCode::SlowConsumer,
+        "you were disconnected: messages arrived faster than you read them; reconnect and use history to catch up",
+    );
+    if let Some(frame) = encode(&notice) {
+        let _ = tokio::time::timeout(Duration::from_secs(1), wr.write_all(&frame)).await;
+    }
+}

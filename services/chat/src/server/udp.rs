@@ -1,0 +1,349 @@
+//! Chat over UDP: sessions granted over TCP, one authenticated frame per
+//! datagram.
+//!
+//! The receive loop checks, in this order and without replying to anything
+//! that fails: the length and direction byte, the session, the HMAC tag (in
+//! constant time), the counter against the session's replay window, and the
+//! session's datagram rate. No password and no argon2 work ever comes near
+//! this port, and an unauthenticated datagram never causes a single byte to
+//! be sent, so the port cannot bounce or amplify traffic.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use tokio::net::UdpSocket;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use wharf_proto::ErrorCode;
+use wharf_proto::chat::{ChatReply, ChatRequest, PresenceChange, UdpSessionGrant};
+use wharf_proto::datagram::{
+    self, Direction, KEY_LEN, Key, MAX_DATAGRAM, MAX_FRAME, ReplayWindow, SESSION_ID_LEN,
+    SessionId,
+};
+use wharf_proto::message::ErrorReply;
+
+use super::ChatServer;
+use super::bucket::{Bucket, Rate};
+use super::hub::{EndpointId, Sink, datagram_frame};
+
+/// Bytes of names a `who` or `rooms` answer may carry in one datagram.
+const DATAGRAM_LIST_BUDGET: usize = 800;
+
+/// Most messages `history` replays over UDP (one datagram each).
+const DATAGRAM_HISTORY_MAX: u32 = 50;
+
+struct Session {
+    key: Key,
+    user_id: i64,
+    endpoint: EndpointId,
+    /// Where replies go: the address of the last authentic datagram.
+    addr: Option<SocketAddr>,
+    window: ReplayWindow,
+    sent: u64,
+    last_seen: Instant,
+    created: Instant,
+    bucket: Bucket,
+}
+
+/// The UDP sessions of a server.
+#[derive(Default)]
+pub(crate) struct UdpSessions {
+    map: Mutex<HashMap<SessionId, Session>>,
+}
+
+impl UdpSessions {
+    fn lock(&self) -> MutexGuard<'_, HashMap<SessionId, Session>> {
+        self.map.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Sessions now.
+    pub(crate) fn count(&self) -> usize {
+        self.lock().len()
+    }
+}
+
+/// A fresh session for a logged-in user (asked for over TCP).
+pub(crate) fn grant(
+    server: &ChatServer,
+    user_id: i64,
+    user: &str,
+) -> Result<UdpSessionGrant, ErrorReply> {
+    let cfg = &server.config;
+    let mut id = [0u8; SESSION_ID_LEN];
+    let mut key = [0u8; KEY_LEN];
+    getrandom::fill(&mut id)
+        .and_then(|()| getrandom::fill(&mut key))
+        .map_err(|e| {
+            tracing::error!(error = %e, "the system's random source failed");
+            ErrorReply::new(ErrorCode::Internal, "the server cannot make a session key; try again")
+        })?;
+    let evicted = {
+        let mut map = server.udp.lock();
+        // A user's oldest session makes room for a new one: clients that
+        // crash and come back must not lock themselves out.
+        let mut own: Vec<(Instant, SessionId, EndpointId)> = map
+            .iter()
+            .filter(|(_, s)| s.user_id == user_id)
+            .map(|(sid, s)| (s.created, *sid, s.endpoint))
+            .collect();
+        let mut evicted = Vec::new();
+        if own.len() >= cfg.max_udp_sessions_per_user.max(1) {
+            own.sort();
+            let excess = own.len() + 1 - cfg.max_udp_sessions_per_user.max(1);
+            for (_, sid, endpoint) in own.into_iter().take(excess) {
+                map.remove(&sid);
+                evicted.push(endpoint);
+            }
+        }
+        if map.len() >= cfg.max_udp_sessions {
+            return Err(ErrorReply::new(
+                ErrorCode::Busy,
+                format!(
+                    "the server has its maximum of {} UDP sessions; use TCP or retry later",
+                    cfg.max_udp_sessions
+                ),
+            ));
+        }
+        let endpoint = server.hub.register(user_id, user, Sink::Udp(id));
+        let now = Instant::now();
+        map.insert(
+            id,
+            Session {
+                key: Key::new(key),
+                user_id,
+                endpoint,
+                addr: None,
+                window: ReplayWindow::default(),
+                sent: 0,
+                last_seen: now,
+                created: now,
+                bucket: Bucket::full(cfg.udp_rate),
+            },
+        );
+        evicted
+    };
+    for endpoint in evicted {
+        server.hub.unregister(endpoint, PresenceChange::Left);
+    }
+    Ok(UdpSessionGrant {
+        session: hex::encode(id),
+        key: Key::new(key).to_hex(),
+        idle_timeout_secs: cfg.udp_idle.as_secs().max(1),
+        keepalive_secs: cfg.udp_keepalive.as_secs().max(1),
+        max_datagram: MAX_DATAGRAM,
+    })
+}
+
+/// Receives datagrams until `shutdown`; sends what the hub queues for UDP
+/// endpoints; expires idle sessions.
+pub(crate) async fn serve(
+    server: Arc<ChatServer>,
+    socket: UdpSocket,
+    outgoing: mpsc::Receiver<(SessionId, Bytes)>,
+    shutdown: CancellationToken,
+) {
+    let socket = Arc::new(socket);
+    let sender = tokio::spawn(send_forever(
+        Arc::clone(&server),
+        Arc::clone(&socket),
+        outgoing,
+    ));
+    let sweeper = tokio::spawn(expire_forever(Arc::clone(&server), shutdown.clone()));
+    let mut buf = vec![0u8; MAX_DATAGRAM + 1];
+    loop {
+        let (n, peer) = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            r = socket.recv_from(&mut buf) => match r {
+                Ok(r) => r,
+                Err(e) => {
+                    // ICMP errors from earlier sends surface here: not fatal.
+                    tracing::debug!(error = %e, "UDP receive error");
+                    continue;
+                }
+            },
+        };
+        let Some((session, endpoint, request)) = admit(&server, &buf[..n], peer) else {
+            continue;
+        };
+        handle(&server, session, endpoint, request);
+    }
+    sweeper.abort();
+    sender.abort();
+    // Sessions end with the server: take their endpoints out of the rooms.
+    let ended: Vec<EndpointId> = server.udp.lock().drain().map(|(_, s)| s.endpoint).collect();
+    for endpoint in ended {
+        server.hub.unregister(endpoint, PresenceChange::Left);
+    }
+}
+
+/// The checks, in order; `None` (drop silently) at the first that fails.
+fn admit(
+    server: &ChatServer,
+    datagram: &[u8],
+    peer: SocketAddr,
+) -> Option<(SessionId, EndpointId, Result<ChatRequest, String>)> {
+    let envelope = datagram::peek(datagram, Direction::ToServer)?;
+    let mut map = server.udp.lock();
+    let session = map.get_mut(&envelope.session)?;
+    let frame = datagram::verify(&session.key, datagram)?;
+    if !session.window.is_fresh(envelope.counter) {
+        return None;
+    }
+    session.window.record(envelope.counter);
+    session.last_seen = Instant::now();
+    if !session.bucket.take(server.config.udp_rate) {
+        return None;
+    }
+    // Authentic and fresh: a new address is the same client behind a NAT
+    // that rebound its port.
+    session.addr = Some(peer);
+    let request = datagram::decode_frame::<ChatRequest>(frame).map_err(|e| e.to_string());
+    Some((envelope.session, session.endpoint, request))
+}
+
+fn handle(
+    server: &Arc<ChatServer>,
+    session: SessionId,
+    endpoint: EndpointId,
+    request: Result<ChatRequest, String>,
+) {
+    let hub = &server.hub;
+    let request = match request {
+        Ok(r) => r,
+        Err(e) => {
+            let reply = ErrorReply::new(ErrorCode::BadRequest, format!("bad datagram: {e}"));
+            return reply_to(server, session, ChatReply::Error(reply));
+        }
+    };
+    let reply = match request {
+        ChatRequest::Say { room, text } => hub.say(endpoint, &room, &text),
+        ChatRequest::Dm { to, text } => hub.dm(endpoint, &to, &text),
+        ChatRequest::Leave { room } => hub.leave(endpoint, &room),
+        ChatRequest::Who { room } => hub.who(&room, DATAGRAM_LIST_BUDGET),
+        ChatRequest::Rooms => hub.rooms(DATAGRAM_LIST_BUDGET),
+        ChatRequest::Ping => Ok(ChatReply::Pong),
+        ChatRequest::Quit => {
+            reply_to(server, session, ChatReply::Bye);
+            if let Some(s) = server.udp.lock().remove(&session) {
+                hub.unregister(s.endpoint, PresenceChange::Left);
+            }
+            return;
+        }
+        ChatRequest::Join { room } => {
+            let server = Arc::clone(server);
+            tokio::spawn(async move {
+                let reply = server.hub.join(endpoint, &room).await;
+                reply_to(&server, session, flatten(reply));
+            });
+            return;
+        }
+        ChatRequest::History { room, limit } => {
+            let server = Arc::clone(server);
+            tokio::spawn(async move {
+                match server
+                    .hub
+                    .history(&room, limit, DATAGRAM_HISTORY_MAX)
+                    .await
+                {
+                    Err(e) => reply_to(&server, session, ChatReply::Error(e)),
+                    Ok(messages) => {
+                        let count = u32::try_from(messages.len()).unwrap_or(u32::MAX);
+                        reply_to(&server, session, ChatReply::History { room, count });
+                        for m in messages {
+                            reply_to(&server, session, ChatReply::Message(m));
+                        }
+                    }
+                }
+            });
+            return;
+        }
+        ChatRequest::Hello(_) | ChatRequest::Login(_) | ChatRequest::UdpSession => Err(
+            ErrorReply::new(
+                ErrorCode::BadRequest,
+                "hello, login and udp_session go over TCP, never in a datagram",
+            ),
+        ),
+    };
+    reply_to(server, session, flatten(reply));
+}
+
+fn flatten(reply: Result<ChatReply, ErrorReply>) -> ChatReply {
+    reply.unwrap_or_else(ChatReply::Error)
+}
+
+/// Queues a reply for the session (lossy, like every datagram).
+fn reply_to(server: &ChatServer, session: SessionId, reply: ChatReply) {
+    if let Some(frame) = datagram_frame(&reply) {
+        let _ = server.udp_out.try_send((session, frame));
+    }
+}
+
+async fn send_forever(
+    server: Arc<ChatServer>,
+    socket: Arc<UdpSocket>,
+    mut outgoing: mpsc::Receiver<(SessionId, Bytes)>,
+) {
+    let mut datagram = Vec::with_capacity(MAX_DATAGRAM);
+    while let Some((sid, frame)) = outgoing.recv().await {
+        if frame.len() > MAX_FRAME {
+            continue;
+        }
+        let addr = {
+            let mut map = server.udp.lock();
+            let Some(s) = map.get_mut(&sid) else {
+                continue;
+            };
+            let Some(addr) = s.addr else {
+                continue; // the client has not spoken yet: nowhere to send
+            };
+            s.sent += 1;
+            if datagram::seal(&s.key, Direction::ToClient, &sid, s.sent, &frame, &mut datagram)
+                .is_err()
+            {
+                continue;
+            }
+            addr
+        };
+        if let Err(e) = socket.send_to(&datagram, addr).await {
+            tracing::debug!(error = %e, %addr, "UDP send failed");
+        }
+    }
+}
+
+async fn expire_forever(server: Arc<ChatServer>, shutdown: CancellationToken) {
+    let idle = server.config.udp_idle;
+    let every = (idle / 4).clamp(Duration::from_millis(50), Duration::from_secs(5));
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(every) => {}
+        }
+        let expired: Vec<EndpointId> = {
+            let mut map = server.udp.lock();
+            let now = Instant::now();
+            let old: Vec<SessionId> = map
+                .iter()
+                .filter(|(_, s)| now.duration_since(s.last_seen) >= idle)
+                .map(|(id, _)| *id)
+                .collect();
+            old.iter()
+                .filter_map(|id| map.remove(id))
+                .map(|s| s.endpoint)
+                .collect()
+        };
+        for endpoint in expired {
+            server.hub.unregister(endpoint, PresenceChange::Left);
+        }
+    }
+}
+
+/// The shape of the per-session datagram limit.
+pub(crate) fn default_rate() -> Rate {
+    Rate {
+        burst: 100,
+        per_sec: 50.0,
+    }
+}
