@@ -11,6 +11,7 @@
 #![deny(missing_docs)]
 
 pub mod auth;
+pub mod cli;
 pub mod config;
 mod error;
 pub mod home;

@@ -11,7 +11,7 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 use clap::Parser;
-use wharf_core::Password;
+use wharf_core::cli::{client_password, client_user};
 use wharf_ftp::client::Client;
 
 use crate::commands::Cmd;
@@ -73,21 +73,9 @@ fn main() -> ExitCode {
     }
 }
 
-fn password(user: &str, server: &str) -> Result<Password> {
-    if let Ok(pw) = std::env::var("WHARF_PASSWORD") {
-        return Ok(Password::new(pw));
-    }
-    rpassword::prompt_password(format!("Password for {user} at {server}: "))
-        .map(Password::new)
-        .context("no password: set WHARF_PASSWORD or run wharf-ftp in a terminal")
-}
-
 async fn run(args: Args) -> Result<ExitCode> {
-    let user = match args.user.clone().or_else(|| std::env::var("USER").ok()) {
-        Some(u) => u,
-        None => anyhow::bail!("no user name: pass --user NAME or set WHARF_USER"),
-    };
-    let password = password(&user, &args.server)?;
+    let user = client_user(args.user.clone())?;
+    let password = client_password(&user, &args.server)?;
     let mut client = Client::connect(&args.server, &user, &password)
         .await
         .with_context(|| format!("cannot log in to {} as {user}", args.server))?;

@@ -1,0 +1,115 @@
+//! What every Wharf binary's command line shares: the database flags, the
+//! connection-limit flags of the daemons, logging, and the client's password
+//! and user name.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::config::{DATA_DIR_ENV, DATABASE_URL_ENV, DEFAULT_DATA_DIR, database_url};
+use crate::server::Limits;
+use crate::{AuthConfig, Authenticator, Password, Result, Store};
+
+/// `--data-dir` and `--database-url`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct DatabaseArgs {
+    /// Data directory (holds the default database).
+    #[arg(long, env = DATA_DIR_ENV, default_value = DEFAULT_DATA_DIR, value_name = "DIR")]
+    pub data_dir: PathBuf,
+    /// Database [default: sqlite://DATA_DIR/wharf.db].
+    #[arg(long, env = DATABASE_URL_ENV, value_name = "URL")]
+    pub database_url: Option<String>,
+}
+
+impl DatabaseArgs {
+    /// The database URL these flags name.
+    pub fn url(&self) -> String {
+        database_url(self.database_url.as_deref(), &self.data_dir)
+    }
+
+    /// Opens the database (migrating it) and an authenticator over it; warns
+    /// when there is nobody to log in yet.
+    pub async fn open(&self) -> Result<(Store, Authenticator)> {
+        let url = self.url();
+        let store = Store::open(&url).await?;
+        if store.has_no_users().await? {
+            tracing::warn!(
+                "the database has no users yet; add one with `admin-cli --database-url {url} user add NAME`"
+            );
+        }
+        let auth = Authenticator::new(store.clone(), AuthConfig::default()).await?;
+        Ok((store, auth))
+    }
+}
+
+/// The connection limits of a daemon.
+#[derive(Debug, Clone, clap::Args)]
+pub struct LimitArgs {
+    /// Connections at once, over all clients.
+    #[arg(long, default_value_t = 1024, value_name = "N")]
+    pub max_connections: usize,
+    /// Connections at once from one IP address.
+    #[arg(long, default_value_t = 64, value_name = "N")]
+    pub max_per_ip: usize,
+    /// Time allowed from connecting to logging in.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration, value_name = "DURATION")]
+    pub login_timeout: Duration,
+    /// Time a logged-in client may stay silent.
+    #[arg(long, default_value = "5m", value_parser = humantime::parse_duration, value_name = "DURATION")]
+    pub idle_timeout: Duration,
+    /// On SIGINT/SIGTERM, how long sessions may finish.
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration, value_name = "DURATION")]
+    pub shutdown_grace: Duration,
+}
+
+impl LimitArgs {
+    /// The limits these flags set.
+    pub fn limits(&self) -> Limits {
+        Limits {
+            max_connections: self.max_connections,
+            max_per_ip: self.max_per_ip,
+            login_timeout: self.login_timeout,
+            idle_timeout: self.idle_timeout,
+            shutdown_grace: self.shutdown_grace,
+        }
+    }
+}
+
+/// Logs to stderr at `info`, or as `RUST_LOG` says.
+pub fn init_tracing() {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+/// Why a client has no credentials.
+#[derive(Debug, thiserror::Error)]
+pub enum CredentialsError {
+    /// No `--user`, `WHARF_USER` or `USER`.
+    #[error("no user name: pass --user NAME or set WHARF_USER")]
+    NoUser,
+    /// No `WHARF_PASSWORD` and no terminal to ask on.
+    #[error("no password: set WHARF_PASSWORD or run in a terminal ({0})")]
+    NoPassword(std::io::Error),
+}
+
+/// The user to log in as: the flag, else `$USER`.
+pub fn client_user(given: Option<String>) -> std::result::Result<String, CredentialsError> {
+    given
+        .or_else(|| std::env::var("USER").ok())
+        .filter(|u| !u.is_empty())
+        .ok_or(CredentialsError::NoUser)
+}
+
+/// The password: `WHARF_PASSWORD` when set, else asked on the terminal.
+pub fn client_password(user: &str, server: &str) -> std::result::Result<Password, CredentialsError> {
+    if let Ok(pw) = std::env::var("WHARF_PASSWORD") {
+        return Ok(Password::new(pw));
+    }
+    rpassword::prompt_password(format!("Password for {user} at {server}: "))
+        .map(Password::new)
+        .map_err(CredentialsError::NoPassword)
+}
