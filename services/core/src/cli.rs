@@ -105,7 +105,10 @@ pub fn client_user(given: Option<String>) -> std::result::Result<String, Credent
 }
 
 /// The password: `WHARF_PASSWORD` when set, else asked on the terminal.
-pub fn client_password(user: &str, server: &str) -> std::result::Result<Password, CredentialsError> {
+pub fn client_password(
+    user: &str,
+    server: &str,
+) -> std::result::Result<Password, CredentialsError> {
     if let Ok(pw) = std::env::var("WHARF_PASSWORD") {
         return Ok(Password::new(pw));
     }

@@ -202,7 +202,10 @@ async fn tcp_login(
     }
 }
 
-async fn tcp_send(conn: &mut Framed<TcpStream, FrameCodec<ChatReply>>, req: ChatRequest) -> Result<()> {
+async fn tcp_send(
+    conn: &mut Framed<TcpStream, FrameCodec<ChatReply>>,
+    req: ChatRequest,
+) -> Result<()> {
     conn.send(Outbound::msg(req)).await.map_err(|e| match e {
         ProtoError::Io(_) => ClientError::Closed,
         other => ClientError::Protocol(other),
@@ -215,7 +218,9 @@ async fn tcp_recv(conn: &mut Framed<TcpStream, FrameCodec<ChatReply>>) -> Result
         Some(Err(e)) => Err(e.into()),
         Some(Ok(Frame::Header { msg, .. })) => Ok(msg),
         Some(Ok(Frame::Rejected(e))) => Err(ClientError::Unexpected(e.to_string())),
-        Some(Ok(Frame::Body { .. })) => Err(ClientError::Unexpected("a body without a header".into())),
+        Some(Ok(Frame::Body { .. })) => {
+            Err(ClientError::Unexpected("a body without a header".into()))
+        }
     }
 }
 
@@ -232,7 +237,11 @@ async fn tcp_exchange(
 }
 
 /// Asks a logged-in TCP connection for a UDP session, then says goodbye.
-async fn udp_grant(addr: &str, user: &str, password: &Password) -> Result<(UdpSessionGrant, std::net::SocketAddr)> {
+async fn udp_grant(
+    addr: &str,
+    user: &str,
+    password: &Password,
+) -> Result<(UdpSessionGrant, std::net::SocketAddr)> {
     let mut conn = tcp_login(addr, user, password).await?;
     let server = conn
         .get_ref()
@@ -351,7 +360,8 @@ impl ChatClient {
             tracing::debug!(attempt, "no answer over UDP yet");
         }
         Err(ClientError::NoAnswer(
-            "no answer from the server over UDP (datagrams lost, or the server is down); try again".into(),
+            "no answer from the server over UDP (datagrams lost, or the server is down); try again"
+                .into(),
         ))
     }
 
@@ -429,7 +439,11 @@ impl ChatClient {
     /// The rooms that have members, and how many were left out.
     pub async fn rooms(&mut self) -> Result<(Vec<RoomInfo>, u32)> {
         match self
-            .request(ChatRequest::Rooms, |r| matches!(r, ChatReply::RoomList { .. }), 3)
+            .request(
+                ChatRequest::Rooms,
+                |r| matches!(r, ChatReply::RoomList { .. }),
+                3,
+            )
             .await?
         {
             ChatReply::RoomList { rooms, more } => Ok((rooms, more)),

@@ -59,7 +59,11 @@ impl UdpLink {
     /// Logs in over TCP for a session, then checks that UDP gets through.
     pub(super) async fn open(addr: &str, user: &str, password: &Password) -> Result<UdpLink> {
         let (grant, server) = udp_grant(addr, user, password).await?;
-        let local = if server.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" };
+        let local = if server.is_ipv4() {
+            "0.0.0.0:0"
+        } else {
+            "[::]:0"
+        };
         let socket = UdpSocket::bind(local)
             .await
             .map_err(io("cannot open a UDP socket"))?;

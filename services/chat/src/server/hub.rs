@@ -94,7 +94,10 @@ fn refuse(code: ErrorCode, message: impl Into<String>) -> ErrorReply {
 }
 
 fn gone() -> ErrorReply {
-    refuse(ErrorCode::NotLoggedIn, "this session has ended; log in again")
+    refuse(
+        ErrorCode::NotLoggedIn,
+        "this session has ended; log in again",
+    )
 }
 
 /// A frame on its way to many endpoints: encoded once for TCP, and once
@@ -397,7 +400,10 @@ impl Hub {
         self.journal.flush().await;
         let seq = self.store.last_room_seq(room).await.map_err(|e| {
             tracing::error!(error = %e, room, "cannot read a room's last message number");
-            refuse(ErrorCode::Internal, "the server cannot read its database; try again")
+            refuse(
+                ErrorCode::Internal,
+                "the server cannot read its database; try again",
+            )
         })?;
         let mut st = self.lock();
         if !st.endpoints.contains_key(&id) {
@@ -419,7 +425,11 @@ impl Hub {
     }
 
     /// Joins `room` if it exists; `None` when it must be created first.
-    fn join_existing(&self, id: EndpointId, room_name: &str) -> Result<Option<ChatReply>, ErrorReply> {
+    fn join_existing(
+        &self,
+        id: EndpointId,
+        room_name: &str,
+    ) -> Result<Option<ChatReply>, ErrorReply> {
         let mut guard = self.lock();
         let st = &mut *guard;
         let Some(ep) = st.endpoints.get_mut(&id) else {
@@ -701,7 +711,10 @@ impl Hub {
         self.journal.flush().await;
         let rows = self.store.room_history(room, limit).await.map_err(|e| {
             tracing::error!(error = %e, room, "cannot read chat history");
-            refuse(ErrorCode::Internal, "the server cannot read its database; try again")
+            refuse(
+                ErrorCode::Internal,
+                "the server cannot read its database; try again",
+            )
         })?;
         Ok(rows
             .into_iter()

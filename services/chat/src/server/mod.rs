@@ -93,7 +93,12 @@ pub(crate) struct ChatServer {
 }
 
 impl Handler for ChatServer {
-    async fn handle(self: Arc<Self>, stream: TcpStream, peer: SocketAddr, shutdown: CancellationToken) {
+    async fn handle(
+        self: Arc<Self>,
+        stream: TcpStream,
+        peer: SocketAddr,
+        shutdown: CancellationToken,
+    ) {
         tcp::run(self, stream, peer, shutdown).await;
     }
 

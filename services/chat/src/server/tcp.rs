@@ -98,7 +98,8 @@ pub(super) async fn run(
     let writer = tokio::spawn(write_forever(wr, rx, kill.clone()));
     // Small to start: most sessions sit idle, and the buffer grows for a
     // big frame when one comes.
-    let mut frames = FramedRead::with_capacity(rd, FrameCodec::<ChatRequest>::new().max_body(0), 512);
+    let mut frames =
+        FramedRead::with_capacity(rd, FrameCodec::<ChatRequest>::new().max_body(0), 512);
     let mut s = Session {
         server,
         peer,
@@ -339,10 +340,9 @@ impl Session {
                 udp::grant(&self.server, user_id, user).map(ChatReply::UdpSession)
             }
             ChatRequest::Ping => Ok(ChatReply::Pong),
-            ChatRequest::Hello(_) | ChatRequest::Login(_) => Err(ErrorReply::new(
-                ErrorCode::BadRequest,
-                "already logged in",
-            )),
+            ChatRequest::Hello(_) | ChatRequest::Login(_) => {
+                Err(ErrorReply::new(ErrorCode::BadRequest, "already logged in"))
+            }
             ChatRequest::Quit => Ok(ChatReply::Bye),
         })
     }
@@ -351,7 +351,11 @@ impl Session {
 /// Writes queued frames, several per system call when they pile up. When
 /// the hub pulls `kill` (the client reads too slowly), a last notice is
 /// tried and the connection closes.
-async fn write_forever(mut wr: OwnedWriteHalf, mut rx: mpsc::Receiver<Bytes>, kill: CancellationToken) {
+async fn write_forever(
+    mut wr: OwnedWriteHalf,
+    mut rx: mpsc::Receiver<Bytes>,
+    kill: CancellationToken,
+) {
     let mut batch = BytesMut::new();
     loop {
         let first = tokio::select! {

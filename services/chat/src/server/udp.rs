@@ -20,8 +20,7 @@ use tokio_util::sync::CancellationToken;
 use wharf_proto::ErrorCode;
 use wharf_proto::chat::{ChatReply, ChatRequest, PresenceChange, UdpSessionGrant};
 use wharf_proto::datagram::{
-    self, Direction, KEY_LEN, Key, MAX_DATAGRAM, MAX_FRAME, ReplayWindow, SESSION_ID_LEN,
-    SessionId,
+    self, Direction, KEY_LEN, Key, MAX_DATAGRAM, MAX_FRAME, ReplayWindow, SESSION_ID_LEN, SessionId,
 };
 use wharf_proto::message::ErrorReply;
 
@@ -78,7 +77,10 @@ pub(crate) fn grant(
         .and_then(|()| getrandom::fill(&mut key))
         .map_err(|e| {
             tracing::error!(error = %e, "the system's random source failed");
-            ErrorReply::new(ErrorCode::Internal, "the server cannot make a session key; try again")
+            ErrorReply::new(
+                ErrorCode::Internal,
+                "the server cannot make a session key; try again",
+            )
         })?;
     let evicted = {
         let mut map = server.udp.lock();
@@ -132,7 +134,7 @@ pub(crate) fn grant(
         session: hex::encode(id),
         key: Key::new(key).to_hex(),
         idle_timeout_secs: cfg.udp_idle.as_secs().max(1),
-        keepalive_secs: cfg.udp_keepalive.as_secs().max(1),
+        keepalive_secs: cfg.udp_keepalive.min(cfg.udp_idle / 3).as_secs().max(1),
         max_datagram: MAX_DATAGRAM,
     })
 }
@@ -243,11 +245,7 @@ fn handle(
         ChatRequest::History { room, limit } => {
             let server = Arc::clone(server);
             tokio::spawn(async move {
-                match server
-                    .hub
-                    .history(&room, limit, DATAGRAM_HISTORY_MAX)
-                    .await
-                {
+                match server.hub.history(&room, limit, DATAGRAM_HISTORY_MAX).await {
                     Err(e) => reply_to(&server, session, ChatReply::Error(e)),
                     Ok(messages) => {
                         let count = u32::try_from(messages.len()).unwrap_or(u32::MAX);
@@ -260,12 +258,12 @@ fn handle(
             });
             return;
         }
-        ChatRequest::Hello(_) | ChatRequest::Login(_) | ChatRequest::UdpSession => Err(
-            ErrorReply::new(
+        ChatRequest::Hello(_) | ChatRequest::Login(_) | ChatRequest::UdpSession => {
+            Err(ErrorReply::new(
                 ErrorCode::BadRequest,
                 "hello, login and udp_session go over TCP, never in a datagram",
-            ),
-        ),
+            ))
+        }
     };
     reply_to(server, session, flatten(reply));
 }
@@ -300,8 +298,15 @@ async fn send_forever(
                 continue; // the client has not spoken yet: nowhere to send
             };
             s.sent += 1;
-            if datagram::seal(&s.key, Direction::ToClient, &sid, s.sent, &frame, &mut datagram)
-                .is_err()
+            if datagram::seal(
+                &s.key,
+                Direction::ToClient,
+                &sid,
+                s.sent,
+                &frame,
+                &mut datagram,
+            )
+            .is_err()
             {
                 continue;
             }

@@ -1,0 +1,254 @@
+//! Test harness: a real wharf-chatd (TCP and UDP) on 127.0.0.1:0 over a
+//! real SQLite file, driven by the real client library.
+#![allow(dead_code)]
+
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use tempfile::TempDir;
+use tokio::net::{TcpStream, UdpSocket};
+use tokio::task::JoinHandle;
+use tokio_util::codec::Framed;
+use tokio_util::sync::CancellationToken;
+use wharf_chat::client::{ChatClient, Event};
+use wharf_chat::server::{ChatConfig, bind, run};
+use wharf_core::store::NewUser;
+use wharf_core::{AuthConfig, Authenticator, Password, Store, User};
+use wharf_proto::chat::{ChatMessage, ChatReply, ChatRequest, UdpSessionGrant};
+use wharf_proto::datagram::{self, Direction, Key, MAX_DATAGRAM, SessionId};
+use wharf_proto::message::{ClientHello, Login};
+use wharf_proto::{Frame, FrameCodec, Outbound, PROTOCOL_VERSION};
+
+pub const PW: &str = "correct horse battery";
+
+/// Long enough for anything that should happen on loopback.
+pub const WAIT: Duration = Duration::from_secs(10);
+
+pub struct TestServer {
+    pub dir: TempDir,
+    pub url: String,
+    pub addr: String,
+    pub store: Store,
+    pub config: ChatConfig,
+    pub shutdown: CancellationToken,
+    pub task: JoinHandle<()>,
+}
+
+pub async fn spawn() -> TestServer {
+    spawn_with(ChatConfig::default()).await
+}
+
+pub async fn spawn_with(config: ChatConfig) -> TestServer {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let url = format!("sqlite://{}/wharf.db", dir.path().display());
+    start(dir, url, config).await
+}
+
+async fn start(dir: TempDir, url: String, config: ChatConfig) -> TestServer {
+    let store = Store::open(&url).await.expect("database");
+    let auth = Authenticator::new(store.clone(), AuthConfig::default())
+        .await
+        .expect("auth");
+    let (listener, udp) = bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr").to_string();
+    let shutdown = CancellationToken::new();
+    let token = shutdown.clone();
+    let cfg = config.clone();
+    let task = tokio::spawn(async move {
+        run(listener, udp, auth, cfg, token)
+            .await
+            .expect("chat server");
+    });
+    TestServer {
+        dir,
+        url,
+        addr,
+        store,
+        config,
+        shutdown,
+        task,
+    }
+}
+
+impl TestServer {
+    pub async fn add_user(&self, name: &str, services: &str) -> User {
+        let hash = wharf_core::auth::hash_password(&Password::new(PW))
+            .await
+            .expect("hash");
+        let (home, _) =
+            wharf_core::home::ensure_home(&self.dir.path().join("homes").join(name)).expect("home");
+        self.store
+            .create_user(&NewUser {
+                name: name.into(),
+                password_hash: hash,
+                home,
+                quota_bytes: None,
+                services: services.parse().expect("services"),
+            })
+            .await
+            .expect("user")
+    }
+
+    pub async fn client(&self, name: &str) -> ChatClient {
+        ChatClient::connect(&self.addr, name, &Password::new(PW))
+            .await
+            .expect("connect and log in")
+    }
+
+    pub async fn udp_client(&self, name: &str) -> ChatClient {
+        ChatClient::connect_udp(&self.addr, name, &Password::new(PW))
+            .await
+            .expect("connect over UDP")
+    }
+
+    /// Stops the server (as SIGTERM would) and starts a new one on the same
+    /// database, on a new port.
+    pub async fn restart(self) -> TestServer {
+        self.shutdown.cancel();
+        tokio::time::timeout(WAIT, self.task)
+            .await
+            .expect("server stops")
+            .expect("server task");
+        self.store.close().await;
+        start(self.dir, self.url, self.config).await
+    }
+}
+
+/// The next event, within [`WAIT`].
+pub async fn event(client: &mut ChatClient) -> Event {
+    tokio::time::timeout(WAIT, client.next_event())
+        .await
+        .expect("an event in time")
+        .expect("an event")
+}
+
+/// The next message event, skipping presence notices.
+pub async fn message(client: &mut ChatClient) -> ChatMessage {
+    loop {
+        if let Event::Message(m) = event(client).await {
+            return m;
+        }
+    }
+}
+
+/// Asserts nothing arrives for a while.
+pub async fn quiet(client: &mut ChatClient, wait: Duration) {
+    if let Ok(e) = tokio::time::timeout(wait, client.next_event()).await {
+        panic!("expected nothing, got {e:?}");
+    }
+}
+
+pub type RawConn = Framed<TcpStream, FrameCodec<ChatReply>>;
+
+/// A raw TCP connection, logged in.
+pub async fn raw_login(addr: &str, user: &str) -> RawConn {
+    let stream = TcpStream::connect(addr).await.expect("connect");
+    raw_login_on(stream, user).await
+}
+
+pub async fn raw_login_on(stream: TcpStream, user: &str) -> RawConn {
+    let mut conn = Framed::new(stream, FrameCodec::new());
+    let hello = ChatRequest::Hello(ClientHello {
+        version: PROTOCOL_VERSION,
+        client: "test".into(),
+    });
+    assert!(matches!(
+        raw_ask(&mut conn, hello).await,
+        ChatReply::Hello(_)
+    ));
+    let login = ChatRequest::Login(Login {
+        user: user.into(),
+        password: Password::new(PW),
+    });
+    let reply = raw_ask(&mut conn, login).await;
+    assert!(matches!(reply, ChatReply::LoginOk(_)), "{reply:?}");
+    conn
+}
+
+pub async fn raw_send(conn: &mut RawConn, req: ChatRequest) {
+    conn.send(Outbound::msg(req)).await.expect("send");
+}
+
+pub async fn raw_recv(conn: &mut RawConn) -> Option<ChatReply> {
+    match tokio::time::timeout(WAIT, conn.next())
+        .await
+        .expect("a frame in time")
+    {
+        Some(Ok(Frame::Header { msg, .. })) => Some(msg),
+        _ => None,
+    }
+}
+
+pub async fn raw_ask(conn: &mut RawConn, req: ChatRequest) -> ChatReply {
+    raw_send(conn, req).await;
+    raw_recv(conn).await.expect("a reply")
+}
+
+/// A UDP session, the hard way: for tests that forge datagrams.
+pub struct RawUdp {
+    pub socket: UdpSocket,
+    pub session: SessionId,
+    pub key: Key,
+    pub counter: u64,
+    pub grant: UdpSessionGrant,
+}
+
+pub async fn raw_udp(addr: &str, user: &str) -> RawUdp {
+    let mut conn = raw_login(addr, user).await;
+    let ChatReply::UdpSession(grant) = raw_ask(&mut conn, ChatRequest::UdpSession).await else {
+        panic!("no UDP session");
+    };
+    let socket = UdpSocket::bind("127.0.0.1:0").await.expect("udp bind");
+    socket.connect(addr).await.expect("udp connect");
+    RawUdp {
+        socket,
+        session: datagram::session_from_hex(&grant.session).expect("session id"),
+        key: Key::from_hex(&grant.key).expect("key"),
+        counter: 0,
+        grant,
+    }
+}
+
+impl RawUdp {
+    /// A sealed datagram with the next counter.
+    pub fn datagram(&mut self, req: &ChatRequest) -> Vec<u8> {
+        self.counter += 1;
+        let frame = datagram::encode_frame(req).expect("frame");
+        let mut out = Vec::new();
+        datagram::seal(
+            &self.key,
+            Direction::ToServer,
+            &self.session,
+            self.counter,
+            &frame,
+            &mut out,
+        )
+        .expect("seal");
+        out
+    }
+
+    pub async fn send_raw(&self, bytes: &[u8]) {
+        self.socket.send(bytes).await.expect("udp send");
+    }
+
+    /// The next datagram's message within `wait`, or `None`.
+    pub async fn recv(&self, wait: Duration) -> Option<ChatReply> {
+        let mut buf = vec![0u8; MAX_DATAGRAM + 1];
+        let n = tokio::time::timeout(wait, self.socket.recv(&mut buf))
+            .await
+            .ok()?
+            .ok()?;
+        let d = &buf[..n];
+        datagram::peek(d, Direction::ToClient).expect("server datagram shape");
+        let frame = datagram::verify(&self.key, d).expect("server tag");
+        Some(datagram::decode_frame(frame).expect("server frame"))
+    }
+
+    /// Sends a fresh `ping` and expects `pong`.
+    pub async fn ping_ok(&mut self) {
+        let d = self.datagram(&ChatRequest::Ping);
+        self.send_raw(&d).await;
+        let reply = self.recv(WAIT).await;
+        assert!(matches!(reply, Some(ChatReply::Pong)), "{reply:?}");
+    }
+}
