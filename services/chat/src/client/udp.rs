@@ -201,9 +201,32 @@ impl UdpLink {
         self.adopt(&grant)?;
         self.handshake().await?;
         for room in self.rooms.clone() {
-            self.send(&ChatRequest::Join { room }).await?;
+            self.rejoin(&room).await?;
         }
         Ok(())
+    }
+
+    /// Joins `room` on a fresh session and waits until the server has done it.
+    async fn rejoin(&mut self, room: &str) -> Result<()> {
+        for _ in 0..3 {
+            self.send(&ChatRequest::Join { room: room.into() }).await?;
+            let deadline = Instant::now() + REPLY_WAIT;
+            while let Ok(reply) = tokio::time::timeout_at(deadline, self.recv_one()).await {
+                match reply? {
+                    ChatReply::Joined { room: r, .. } if r == room => return Ok(()),
+                    ChatReply::Error(e) => {
+                        return Err(ClientError::Server {
+                            code: e.code,
+                            message: format!("cannot rejoin {room}: {}", e.message),
+                        });
+                    }
+                    _ => {}
+                }
+            }
+        }
+        Err(ClientError::NoAnswer(format!(
+            "no answer over UDP while rejoining {room}; try again"
+        )))
     }
 
     pub(super) fn joined(&mut self, room: &str) {

@@ -1,0 +1,198 @@
+//! The real `wharf-chat` binary against an in-process server.
+
+mod common;
+
+use std::process::{Output, Stdio};
+use std::time::Duration;
+
+use common::*;
+use tokio::io::AsyncWriteExt;
+use tokio::process::{Child, Command};
+
+fn chat(srv: &TestServer, user: &str, args: &[&str]) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_wharf-chat"));
+    cmd.args(["--server", &srv.addr, "--user", user])
+        .args(args)
+        .env("WHARF_PASSWORD", PW)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    cmd
+}
+
+async fn finish(child: Child) -> Output {
+    tokio::time::timeout(WAIT, child.wait_with_output())
+        .await
+        .expect("exits in time")
+        .expect("output")
+}
+
+async fn run(cmd: &mut Command) -> Output {
+    finish(cmd.spawn().expect("spawn")).await
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// Waits until `users` are all in `room`.
+async fn wait_for(srv: &TestServer, room: &str, users: &[&str]) {
+    let mut probe = srv.client("probe").await;
+    for _ in 0..200 {
+        let members = probe.who(room).await.expect("who");
+        if users.iter().all(|u| members.users.iter().any(|m| m == u)) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("{users:?} never joined {room}");
+}
+
+#[tokio::test]
+async fn send_and_listen_over_tcp_and_udp() {
+    let srv = spawn().await;
+    for u in ["alice", "bob", "carol", "probe"] {
+        srv.add_user(u, "chat").await;
+    }
+    let tcp_listener = chat(&srv, "bob", &["listen", "--room", "lobby", "--count", "2"])
+        .spawn()
+        .expect("spawn");
+    let udp_listener = chat(
+        &srv,
+        "carol",
+        &["--udp", "listen", "--room", "lobby", "--count", "2"],
+    )
+    .spawn()
+    .expect("spawn");
+    wait_for(&srv, "lobby", &["bob", "carol"]).await;
+    let out = run(&mut chat(
+        &srv,
+        "alice",
+        &["send", "--room", "lobby", "hello", "world"],
+    ))
+    .await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let out = run(&mut chat(
+        &srv,
+        "alice",
+        &["--udp", "send", "--room", "lobby", "over udp"],
+    ))
+    .await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let want = "[lobby] alice: hello world\n[lobby] alice: over udp\n";
+    for listener in [tcp_listener, udp_listener] {
+        let out = finish(listener).await;
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        assert_eq!(text(&out.stdout), want);
+    }
+}
+
+#[tokio::test]
+async fn interactive_mode_reads_a_script_from_stdin() {
+    let srv = spawn().await;
+    for u in ["alice", "bob"] {
+        srv.add_user(u, "chat").await;
+    }
+    let mut bob = srv.client("bob").await;
+    bob.join("lobby").await.expect("join");
+    let mut cmd = chat(&srv, "alice", &[]);
+    cmd.stdin(Stdio::piped());
+    let mut child = cmd.spawn().expect("spawn");
+    let mut stdin = child.stdin.take().expect("stdin");
+    stdin
+        .write_all(b"/join lobby\nhi all\n/who\n/msg bob psst\n/nonsense\n/quit\n")
+        .await
+        .expect("script");
+    drop(stdin);
+    let out = finish(child).await;
+    let stdout = text(&out.stdout);
+    assert!(stdout.contains("* you joined lobby"), "{stdout}");
+    assert!(stdout.contains("* in lobby: alice, bob"), "{stdout}");
+    assert!(
+        text(&out.stderr).contains("unknown command /nonsense"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert_eq!(out.status.code(), Some(1), "a failed line fails the run");
+    let m = message(&mut bob).await;
+    assert_eq!(
+        (m.room.as_deref(), m.text.as_str()),
+        (Some("lobby"), "hi all")
+    );
+    let m = message(&mut bob).await;
+    assert_eq!((m.to.as_deref(), m.text.as_str()), (Some("bob"), "psst"));
+}
+
+#[tokio::test]
+async fn refusals_exit_non_zero_with_a_reason() {
+    let srv = spawn().await;
+    srv.add_user("alice", "chat").await;
+    srv.add_user("ftponly", "ftp").await;
+    let mut cmd = chat(&srv, "alice", &["send", "--room", "lobby", "hi"]);
+    cmd.env("WHARF_PASSWORD", "wrong password");
+    let out = run(&mut cmd).await;
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("cannot log in"),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = run(&mut chat(
+        &srv,
+        "ftponly",
+        &["send", "--room", "lobby", "hi"],
+    ))
+    .await;
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("chat"), "{}", text(&out.stderr));
+    let out = run(&mut chat(
+        &srv,
+        "alice",
+        &["send", "--room", "bad room", "hi"],
+    ))
+    .await;
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("room name"),
+        "{}",
+        text(&out.stderr)
+    );
+    let dead = Command::new(env!("CARGO_BIN_EXE_wharf-chat"))
+        .args([
+            "--server",
+            "127.0.0.1:1",
+            "--user",
+            "alice",
+            "send",
+            "--room",
+            "x",
+            "y",
+        ])
+        .env("WHARF_PASSWORD", PW)
+        .output()
+        .await
+        .expect("run");
+    assert_eq!(dead.status.code(), Some(1));
+    assert!(
+        text(&dead.stderr).contains("is wharf-chatd running"),
+        "{}",
+        text(&dead.stderr)
+    );
+}
+
+#[tokio::test]
+async fn help_reads_well() {
+    for bin in [
+        env!("CARGO_BIN_EXE_wharf-chat"),
+        env!("CARGO_BIN_EXE_wharf-chatd"),
+    ] {
+        let out = Command::new(bin).arg("--help").output().await.expect("run");
+        assert!(out.status.success());
+        let help = text(&out.stdout);
+        assert!(
+            help.contains("--database-url") || help.contains("--udp"),
+            "{help}"
+        );
+    }
+}

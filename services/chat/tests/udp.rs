@@ -1,0 +1,169 @@
+//! The UDP port: forged, replayed, garbled and stale datagrams draw no reply
+//! and change nothing; sessions expire.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use wharf_chat::server::ChatConfig;
+use wharf_proto::chat::{ChatReply, ChatRequest};
+use wharf_proto::datagram::{self, Direction, Key, MAX_DATAGRAM};
+
+const SILENCE: Duration = Duration::from_millis(300);
+
+#[tokio::test]
+async fn bad_datagrams_draw_no_reply_and_change_nothing() {
+    let srv = spawn().await;
+    srv.add_user("alice", "chat").await;
+    srv.add_user("bob", "chat").await;
+    let mut bob = srv.client("bob").await;
+    bob.join("lobby").await.expect("join");
+    let mut u = raw_udp(&srv.addr, "alice").await;
+    u.ping_ok().await;
+    let join = u.datagram(&ChatRequest::Join {
+        room: "lobby".into(),
+    });
+    u.send_raw(&join).await;
+    assert!(matches!(u.recv(WAIT).await, Some(ChatReply::Joined { .. })));
+    let _ = event(&mut bob).await; // alice joined
+
+    let say = |text: &str| ChatRequest::Say {
+        room: "lobby".into(),
+        text: text.into(),
+    };
+    let mut forged: Vec<(&str, Vec<u8>)> = vec![
+        ("empty", Vec::new()),
+        ("one byte", vec![1]),
+        ("garbage", b"hello, is this chat?".repeat(10)),
+        ("oversized", vec![1; MAX_DATAGRAM + 1]),
+        ("http", b"GET / HTTP/1.1\r\n\r\n".to_vec()),
+    ];
+    // Unknown session, valid shape.
+    let frame = datagram::encode_frame(say("spoofed")).expect("frame");
+    let mut d = Vec::new();
+    datagram::seal(&u.key, Direction::ToServer, &[9; 16], 1, &frame, &mut d).expect("seal");
+    forged.push(("unknown session", d));
+    // Right session, wrong key.
+    let mut d = Vec::new();
+    datagram::seal(
+        &Key::new([3; 32]),
+        Direction::ToServer,
+        &u.session,
+        100,
+        &frame,
+        &mut d,
+    )
+    .expect("seal");
+    forged.push(("bad tag", d));
+    // A flipped bit in a valid datagram.
+    let mut d = u.datagram(&say("tampered"));
+    let last = d.len() - 40;
+    d[last] ^= 1;
+    forged.push(("tampered", d));
+    // A reflected datagram: server-to-client direction byte.
+    let mut d = u.datagram(&say("reflected"));
+    d[0] = Direction::ToClient as u8;
+    forged.push(("wrong direction", d));
+    // A replay of a datagram the server already took.
+    forged.push(("replayed join", join.clone()));
+    for (what, bytes) in &forged {
+        u.send_raw(bytes).await;
+        assert!(u.recv(SILENCE).await.is_none(), "{what}: no reply");
+    }
+    // A valid say, then its replay: delivered once.
+    let d = u.datagram(&say("once"));
+    u.send_raw(&d).await;
+    assert!(matches!(u.recv(WAIT).await, Some(ChatReply::Said { .. })));
+    u.send_raw(&d).await;
+    assert!(u.recv(SILENCE).await.is_none(), "replay: no reply");
+    assert_eq!(message(&mut bob).await.text, "once");
+    quiet(&mut bob, SILENCE).await;
+    // Nothing was changed by the rest: the session works, counters go on.
+    u.ping_ok().await;
+    let history = bob.history("lobby", None).await.expect("history");
+    let texts: Vec<&str> = history.iter().map(|m| m.text.as_str()).collect();
+    assert_eq!(texts, ["once"]);
+}
+
+#[tokio::test]
+async fn a_new_address_with_a_valid_tag_moves_the_session() {
+    let srv = spawn().await;
+    srv.add_user("alice", "chat").await;
+    let mut u = raw_udp(&srv.addr, "alice").await;
+    u.ping_ok().await;
+    // Same session, new socket (as after a NAT rebinding).
+    let moved = tokio::net::UdpSocket::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    moved.connect(&srv.addr).await.expect("connect");
+    u.socket = moved;
+    u.ping_ok().await;
+}
+
+#[tokio::test]
+async fn datagrams_over_the_session_rate_are_dropped() {
+    let srv = spawn().await;
+    srv.add_user("alice", "chat").await;
+    let mut u = raw_udp(&srv.addr, "alice").await;
+    let burst = srv.config.udp_rate.burst as usize;
+    for _ in 0..burst + 50 {
+        let d = u.datagram(&ChatRequest::Ping);
+        u.send_raw(&d).await;
+    }
+    let mut pongs = 0;
+    while u.recv(SILENCE).await.is_some() {
+        pongs += 1;
+    }
+    assert!(pongs >= burst && pongs < burst + 50, "{pongs} answered");
+}
+
+#[tokio::test]
+async fn over_udp_only_authenticated_chat_requests_are_served() {
+    let srv = spawn().await;
+    srv.add_user("alice", "chat").await;
+    let mut u = raw_udp(&srv.addr, "alice").await;
+    let d = u.datagram(&ChatRequest::UdpSession);
+    u.send_raw(&d).await;
+    let reply = u.recv(WAIT).await;
+    assert!(
+        matches!(&reply, Some(ChatReply::Error(e)) if e.message.contains("over TCP")),
+        "{reply:?}"
+    );
+}
+
+#[tokio::test]
+async fn an_expired_session_must_ask_for_a_new_one() {
+    let srv = spawn_with(ChatConfig {
+        udp_idle: Duration::from_millis(300),
+        ..ChatConfig::default()
+    })
+    .await;
+    srv.add_user("alice", "chat").await;
+    srv.add_user("bob", "chat").await;
+    let mut u = raw_udp(&srv.addr, "alice").await;
+    u.ping_ok().await;
+    tokio::time::sleep(Duration::from_millis(900)).await;
+    let d = u.datagram(&ChatRequest::Ping);
+    u.send_raw(&d).await;
+    assert!(u.recv(SILENCE).await.is_none(), "expired: no reply");
+    let mut fresh = raw_udp(&srv.addr, "alice").await;
+    fresh.ping_ok().await;
+
+    // The client library renews by itself and rejoins its rooms.
+    let mut bob = srv.client("bob").await;
+    bob.join("lobby").await.expect("join");
+    let mut alice = srv.udp_client("alice").await;
+    alice.join("lobby").await.expect("join");
+    tokio::time::sleep(Duration::from_millis(900)).await;
+    alice
+        .say("lobby", "back again")
+        .await
+        .expect("say after renewal");
+    loop {
+        if let wharf_chat::client::Event::Message(m) = event(&mut bob).await {
+            assert_eq!(m.text, "back again");
+            break;
+        }
+    }
+}
