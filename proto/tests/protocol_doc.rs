@@ -7,7 +7,9 @@ use wharf_proto::chat::{ChatReply, ChatRequest};
 fn chat_section() -> &'static str {
     let doc = include_str!("../PROTOCOL.md");
     let start = doc.find("## Chat (").unwrap_or(0);
-    let end = doc[start..].find("### UDP datagrams").map_or(doc.len(), |e| start + e);
+    let end = doc[start..]
+        .find("### UDP datagrams")
+        .map_or(doc.len(), |e| start + e);
     &doc[start..end]
 }
 

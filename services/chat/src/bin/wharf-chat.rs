@@ -341,7 +341,12 @@ async fn command(client: &mut ChatClient, view: &mut View, line: &str) -> Result
     let Some(room) = view.room.clone() else {
         anyhow::bail!("join a room first: /join ROOM");
     };
-    client.say(&room, text).await?;
+    let said = client.say(&room, text).await?;
+    // Our own message is not echoed back: count it, so it is not a gap.
+    if let Some(seq) = said.seq {
+        let last = view.last_seq.entry(room).or_insert(seq);
+        *last = (*last).max(seq);
+    }
     Ok(true)
 }
 
