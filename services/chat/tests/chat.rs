@@ -435,3 +435,29 @@ async fn garbage_on_tcp_gets_an_error_and_others_are_served() {
         .await
         .expect("still serving");
 }
+
+#[tokio::test]
+async fn a_connection_that_never_logs_in_is_closed() {
+    use tokio::io::AsyncReadExt;
+    let srv = spawn_with(ChatConfig {
+        limits: wharf_core::server::Limits {
+            login_timeout: Duration::from_millis(200),
+            ..wharf_core::server::Limits::default()
+        },
+        ..ChatConfig::default()
+    })
+    .await;
+    let mut s = tokio::net::TcpStream::connect(&srv.addr)
+        .await
+        .expect("connect");
+    let mut reply = Vec::new();
+    tokio::time::timeout(WAIT, s.read_to_end(&mut reply))
+        .await
+        .expect("closed in time")
+        .expect("read");
+    let text = String::from_utf8_lossy(&reply);
+    assert!(
+        text.contains("\"code\":\"timeout\"") && text.contains("no login within"),
+        "{text}"
+    );
+}

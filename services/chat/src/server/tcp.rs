@@ -133,10 +133,16 @@ pub(super) async fn run(
         };
         let flow = match frame {
             Err(_) => {
-                let msg = format!(
-                    "nothing received for {}; closing the connection (clients send ping to stay connected)",
-                    humantime::format_duration(wait)
-                );
+                let msg = match s.state {
+                    State::LoggedIn { .. } => format!(
+                        "nothing received for {}; closing the connection (clients send ping to stay connected)",
+                        humantime::format_duration(wait)
+                    ),
+                    _ => format!(
+                        "no login within {}; closing the connection",
+                        humantime::format_duration(limits.login_timeout)
+                    ),
+                };
                 s.queue(&error_frame(ErrorCode::Timeout, msg)).await;
                 Flow::Close
             }
