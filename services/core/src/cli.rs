@@ -2,7 +2,10 @@
 //! connection-limit flags of the daemons, logging, and the client's password
 //! and user name.
 
+use std::fmt::Display;
+use std::future::Future;
 use std::path::PathBuf;
+use std::process::ExitCode;
 use std::time::Duration;
 
 use crate::config::{DATA_DIR_ENV, DATABASE_URL_ENV, DEFAULT_DATA_DIR, database_url};
@@ -72,6 +75,25 @@ impl LimitArgs {
             shutdown_grace: self.shutdown_grace,
         }
     }
+}
+
+/// Runs a binary's async body on a tokio runtime; an error is printed on
+/// one line as `program: what went wrong` and exits with 1.
+pub fn run_main<E: Display>(
+    program: &str,
+    body: impl Future<Output = std::result::Result<ExitCode, E>>,
+) -> ExitCode {
+    let result = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt.block_on(body),
+        Err(e) => {
+            eprintln!("{program}: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    result.unwrap_or_else(|e| {
+        eprintln!("{program}: {}", format!("{e:#}").replace('\n', " "));
+        ExitCode::FAILURE
+    })
 }
 
 /// Logs to stderr at `info`, or as `RUST_LOG` says.

@@ -10,7 +10,7 @@ use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use tokio::io::AsyncBufReadExt;
 use wharf_chat::client::{ChatClient, Event};
-use wharf_core::cli::{client_password, client_user};
+use wharf_core::cli::{client_password, client_user, run_main};
 use wharf_proto::chat::{ChatMessage, PresenceChange};
 
 const AFTER_HELP: &str = "\
@@ -71,19 +71,7 @@ enum Cmd {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    let result = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .context("cannot start the async runtime")
-        .and_then(|rt| rt.block_on(run(args)));
-    match result {
-        Ok(code) => code,
-        Err(e) => {
-            eprintln!("wharf-chat: {}", format!("{e:#}").replace('\n', " "));
-            ExitCode::FAILURE
-        }
-    }
+    run_main("wharf-chat", run(args))
 }
 
 async fn run(args: Args) -> Result<ExitCode> {

@@ -534,6 +534,29 @@ impl Hub {
         }
     }
 
+    /// Delivers `message` to `targets` but its sender's endpoint `origin`;
+    /// returns the sender's `said` and the members found slow.
+    fn publish(
+        &self,
+        endpoints: &HashMap<EndpointId, Endpoint>,
+        targets: &[EndpointId],
+        origin: EndpointId,
+        message: ChatMessage,
+    ) -> Result<(ChatReply, Vec<EndpointId>), ErrorReply> {
+        let said = ChatReply::Said {
+            id: message.id,
+            room: message.room.clone(),
+            to: message.to.clone(),
+            seq: message.seq,
+            at: message.at,
+        };
+        let event = ChatReply::Message(message);
+        let mut out = Outgoing::new(&event)?;
+        let mut slow = Vec::new();
+        self.deliver(endpoints, targets, Some(origin), &mut out, &mut slow);
+        Ok((said, slow))
+    }
+
     /// `say`: everyone else in the room gets the message; the sayer gets
     /// `said`.
     pub(crate) fn say(&self, id: EndpointId, room_name: &str, text: &str) -> Reply {
@@ -568,27 +591,22 @@ impl Hub {
             })?;
             room.seq = seq;
             st.last_id = msg_id;
-            let event = ChatReply::Message(ChatMessage {
-                id: msg_id,
-                room: Some(room_name.to_owned()),
-                to: None,
-                seq: Some(seq),
-                from: user.to_string(),
-                at,
-                text: text.to_owned(),
-                truncated: false,
-                replay: false,
-            });
-            let mut out = Outgoing::new(&event)?;
-            let mut slow = Vec::new();
-            self.deliver(&st.endpoints, &room.members, Some(id), &mut out, &mut slow);
-            let said = ChatReply::Said {
-                id: msg_id,
-                room: Some(room_name.to_owned()),
-                to: None,
-                seq: Some(seq),
-                at,
-            };
+            let (said, slow) = self.publish(
+                &st.endpoints,
+                &room.members,
+                id,
+                ChatMessage {
+                    id: msg_id,
+                    room: Some(room_name.to_owned()),
+                    to: None,
+                    seq: Some(seq),
+                    from: user.to_string(),
+                    at,
+                    text: text.to_owned(),
+                    truncated: false,
+                    replay: false,
+                },
+            )?;
             (said, self.drop_slow(st, slow))
         };
         kill(kills);
@@ -635,27 +653,22 @@ impl Hub {
             if *user != *to {
                 targets.extend(st.by_user.get(&user).into_iter().flatten().copied());
             }
-            let event = ChatReply::Message(ChatMessage {
-                id: msg_id,
-                room: None,
-                to: Some(to.to_owned()),
-                seq: None,
-                from: user.to_string(),
-                at,
-                text: text.to_owned(),
-                truncated: false,
-                replay: false,
-            });
-            let mut out = Outgoing::new(&event)?;
-            let mut slow = Vec::new();
-            self.deliver(&st.endpoints, &targets, Some(id), &mut out, &mut slow);
-            let said = ChatReply::Said {
-                id: msg_id,
-                room: None,
-                to: Some(to.to_owned()),
-                seq: None,
-                at,
-            };
+            let (said, slow) = self.publish(
+                &st.endpoints,
+                &targets,
+                id,
+                ChatMessage {
+                    id: msg_id,
+                    room: None,
+                    to: Some(to.to_owned()),
+                    seq: None,
+                    from: user.to_string(),
+                    at,
+                    text: text.to_owned(),
+                    truncated: false,
+                    replay: false,
+                },
+            )?;
             (said, self.drop_slow(st, slow))
         };
         kill(kills);

@@ -3,10 +3,12 @@
 
 use std::time::Duration;
 
+use std::process::ExitCode;
+
 use anyhow::{Context, Result};
 use clap::Parser;
 use tokio_util::sync::CancellationToken;
-use wharf_core::cli::{DatabaseArgs, LimitArgs, init_tracing};
+use wharf_core::cli::{DatabaseArgs, LimitArgs, init_tracing, run_main};
 use wharf_core::server::shutdown_signal;
 use wharf_ftp::server::{FtpConfig, FtpServer, run};
 
@@ -31,19 +33,12 @@ struct Args {
     partial_ttl: Duration,
 }
 
-fn main() -> std::process::ExitCode {
+fn main() -> ExitCode {
     let args = Args::parse();
     init_tracing();
-    let result = tokio::runtime::Runtime::new()
-        .context("cannot start the async runtime")
-        .and_then(|rt| rt.block_on(serve(args)));
-    match result {
-        Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("wharf-ftpd: {}", format!("{e:#}").replace('\n', " "));
-            std::process::ExitCode::FAILURE
-        }
-    }
+    run_main("wharf-ftpd", async {
+        serve(args).await.map(|()| ExitCode::SUCCESS)
+    })
 }
 
 async fn serve(args: Args) -> Result<()> {

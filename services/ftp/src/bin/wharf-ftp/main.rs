@@ -11,7 +11,7 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 use clap::Parser;
-use wharf_core::cli::{client_password, client_user};
+use wharf_core::cli::{client_password, client_user, run_main};
 use wharf_ftp::client::Client;
 
 use crate::commands::Cmd;
@@ -58,19 +58,7 @@ fn parse_rate(s: &str) -> Result<u64, String> {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    let result = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .context("cannot start the async runtime")
-        .and_then(|rt| rt.block_on(run(args)));
-    match result {
-        Ok(code) => code,
-        Err(e) => {
-            eprintln!("wharf-ftp: {}", format!("{e:#}").replace('\n', " "));
-            ExitCode::FAILURE
-        }
-    }
+    run_main("wharf-ftp", run(args))
 }
 
 async fn run(args: Args) -> Result<ExitCode> {
