@@ -21,6 +21,7 @@ pub mod chat;
 mod codec;
 pub mod datagram;
 mod error;
+pub mod exec;
 pub mod ftp;
 pub mod message;
 mod secret;

@@ -9,6 +9,7 @@
 
 use std::collections::HashMap;
 use std::future::Future;
+use std::hash::Hash;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -71,39 +72,55 @@ pub trait Handler: Send + Sync + 'static {
     ) -> impl Future<Output = ()> + Send;
 }
 
-/// Counts connections per IP; a guard gives its place back when dropped.
-#[derive(Default)]
-struct PerIp {
-    counts: Mutex<HashMap<IpAddr, usize>>,
+/// Counts what is in use per key (connections per IP, commands per user)
+/// against a maximum; a [`Slot`] gives its place back when dropped.
+pub struct Slots<K: Hash + Eq + Clone> {
+    counts: Mutex<HashMap<K, usize>>,
 }
 
-struct IpGuard {
-    table: Arc<PerIp>,
-    ip: IpAddr,
+impl<K: Hash + Eq + Clone> Default for Slots<K> {
+    fn default() -> Self {
+        Slots {
+            counts: Mutex::new(HashMap::new()),
+        }
+    }
 }
 
-impl PerIp {
-    fn enter(self: &Arc<Self>, ip: IpAddr, max: usize) -> Option<IpGuard> {
+/// One place taken in [`Slots`].
+pub struct Slot<K: Hash + Eq + Clone> {
+    table: Arc<Slots<K>>,
+    key: K,
+}
+
+impl<K: Hash + Eq + Clone> Slots<K> {
+    /// Takes a place for `key`, unless it has `max` already.
+    pub fn enter(self: &Arc<Self>, key: K, max: usize) -> Option<Slot<K>> {
         let mut counts = self.counts.lock().unwrap_or_else(|p| p.into_inner());
-        let n = counts.entry(ip).or_insert(0);
+        let n = counts.entry(key.clone()).or_insert(0);
         if *n >= max {
             return None;
         }
         *n += 1;
-        Some(IpGuard {
+        Some(Slot {
             table: Arc::clone(self),
-            ip,
+            key,
         })
+    }
+
+    /// Places in use for `key`.
+    pub fn count(&self, key: &K) -> usize {
+        let counts = self.counts.lock().unwrap_or_else(|p| p.into_inner());
+        counts.get(key).copied().unwrap_or(0)
     }
 }
 
-impl Drop for IpGuard {
+impl<K: Hash + Eq + Clone> Drop for Slot<K> {
     fn drop(&mut self) {
         let mut counts = self.table.counts.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(n) = counts.get_mut(&self.ip) {
+        if let Some(n) = counts.get_mut(&self.key) {
             *n -= 1;
             if *n == 0 {
-                counts.remove(&self.ip);
+                counts.remove(&self.key);
             }
         }
     }
@@ -119,7 +136,7 @@ pub async fn serve<H: Handler>(
     shutdown: CancellationToken,
 ) {
     let permits = Arc::new(Semaphore::new(limits.max_connections.max(1)));
-    let per_ip = Arc::new(PerIp::default());
+    let per_ip: Arc<Slots<IpAddr>> = Arc::new(Slots::default());
     let tracker = TaskTracker::new();
     let mut backoff = Duration::from_millis(10);
     loop {

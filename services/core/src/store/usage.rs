@@ -62,6 +62,25 @@ pub struct ExecRecord {
     pub bytes_out: u64,
 }
 
+/// One line of `exec_log`, as read back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExecLogRow {
+    /// Who ran it.
+    pub user: String,
+    /// The command line.
+    pub command: String,
+    /// Exit code, when it exited.
+    pub exit_code: Option<i32>,
+    /// Signal number, when a signal ended it.
+    pub signal: Option<i32>,
+    /// How long it ran, in milliseconds.
+    pub duration_ms: u64,
+    /// Bytes of output sent.
+    pub bytes_out: u64,
+    /// When it ended, unix ms.
+    pub at: i64,
+}
+
 /// One user's line in the usage report.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UsageRow {
@@ -132,6 +151,33 @@ impl Store {
         .execute(&self.pool)
         .await?;
         Ok(())
+    }
+
+    /// The latest `limit` commands run (of `name`, or of everyone), newest
+    /// first.
+    pub async fn exec_log(&self, name: Option<&str>, limit: u32) -> Result<Vec<ExecLogRow>> {
+        let rows = sqlx::query(
+            "SELECT u.name, e.command, e.exit_code, e.signal, e.duration_ms, e.bytes_out, e.at \
+             FROM exec_log e JOIN users u ON u.id = e.user_id \
+             WHERE ?1 IS NULL OR u.name = ?1 ORDER BY e.id DESC LIMIT ?2",
+        )
+        .bind(name)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(ExecLogRow {
+                    user: r.try_get("name")?,
+                    command: r.try_get("command")?,
+                    exit_code: r.try_get("exit_code")?,
+                    signal: r.try_get("signal")?,
+                    duration_ms: to_u64(r.try_get("duration_ms")?),
+                    bytes_out: to_u64(r.try_get("bytes_out")?),
+                    at: r.try_get("at")?,
+                })
+            })
+            .collect()
     }
 
     /// The usage report: one row per user (or just `name`), with activity

@@ -1,0 +1,101 @@
+//! The remote-exec server: configuration, privileges and [`run`].
+
+mod privileges;
+mod process;
+mod session;
+mod usage;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::{TcpListener, TcpStream};
+use tokio_util::sync::CancellationToken;
+use wharf_core::Authenticator;
+use wharf_core::server::{Handler, Limits, Rejection, Slots, serve};
+
+pub use privileges::{PrivilegeError, decide_identity, lookup_identity};
+pub use process::{COMMAND_PATH, Identity, ResourceLimits};
+
+/// Server settings.
+#[derive(Debug, Clone)]
+pub struct ExecConfig {
+    /// Connection limits and timeouts (the idle timeout applies between
+    /// commands, not while one runs).
+    pub limits: Limits,
+    /// Wall-clock time a command may run.
+    pub command_timeout: Duration,
+    /// Bytes of output (stdout and stderr together) a command may write.
+    pub max_output: u64,
+    /// Commands one user may run at once, over all connections.
+    pub max_per_user: usize,
+    /// Kernel limits on every command.
+    pub resources: ResourceLimits,
+    /// Who commands run as; `None`: as the server. See [`decide_identity`].
+    pub run_as: Option<Identity>,
+    /// After the shell exits, how long output from processes it left behind
+    /// is still read before they are killed.
+    pub drain: Duration,
+    /// Failed logins one connection may make before it is closed.
+    pub max_login_attempts: u32,
+}
+
+impl Default for ExecConfig {
+    fn default() -> Self {
+        ExecConfig {
+            limits: Limits::default(),
+            command_timeout: Duration::from_secs(60),
+            max_output: 64 * 1024 * 1024,
+            max_per_user: 4,
+            resources: ResourceLimits::default(),
+            run_as: None,
+            drain: Duration::from_millis(250),
+            max_login_attempts: 3,
+        }
+    }
+}
+
+/// What every session shares.
+pub(crate) struct ExecServer {
+    auth: Authenticator,
+    config: ExecConfig,
+    /// Commands running, per user id.
+    running: Arc<Slots<i64>>,
+    /// Home scans after commands, per user id.
+    usage: usage::Rescans,
+}
+
+impl Handler for ExecServer {
+    async fn handle(
+        self: Arc<Self>,
+        stream: TcpStream,
+        peer: SocketAddr,
+        shutdown: CancellationToken,
+    ) {
+        session::run(self, stream, peer, shutdown).await;
+    }
+
+    async fn reject(self: Arc<Self>, stream: TcpStream, why: Rejection) {
+        session::reject(stream, why).await;
+    }
+}
+
+/// Serves remote exec on `listener` until `shutdown` fires; running commands
+/// are then killed, their sessions told, and the home scans they started
+/// finish.
+pub async fn run(
+    listener: TcpListener,
+    auth: Authenticator,
+    config: ExecConfig,
+    shutdown: CancellationToken,
+) {
+    let limits = config.limits.clone();
+    let server = Arc::new(ExecServer {
+        usage: usage::Rescans::new(auth.store().clone()),
+        auth,
+        config,
+        running: Arc::new(Slots::default()),
+    });
+    serve(listener, limits, Arc::clone(&server), shutdown).await;
+    server.usage.wait().await;
+}

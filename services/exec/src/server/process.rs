@@ -1,0 +1,261 @@
+//! One command: `sh -c` in its own process group, with a scrubbed
+//! environment and resource limits, watched through a pidfd.
+//!
+//! The pidfd tells that the shell has exited *without reaping it*. While the
+//! shell is an unreaped zombie its pid, which is also the group's id, cannot
+//! be reused, so killing the group afterwards can only ever hit this
+//! command's processes (a background grandchild holding the pipes open, say).
+//! [`Running::finish`] kills the group, then reaps the shell.
+
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::process::ExitStatusExt;
+use std::path::Path;
+use std::process::{ExitStatus, Stdio};
+use std::time::Duration;
+
+use rustix::process::{Pid, PidfdFlags, Resource, Rlimit, Signal, kill_process_group};
+use tokio::io::unix::AsyncFd;
+use tokio::process::{Child, ChildStderr, ChildStdin, ChildStdout, Command};
+
+/// `PATH` of every command.
+pub const COMMAND_PATH: &str = "/usr/local/bin:/usr/bin:/bin";
+
+/// Pipe buffer asked for the command's output: fewer, larger reads.
+const PIPE_SIZE: usize = 1024 * 1024;
+
+/// A user and group id to run commands as.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Identity {
+    /// Account name, for messages.
+    pub name: String,
+    /// User id.
+    pub uid: u32,
+    /// Primary group id.
+    pub gid: u32,
+}
+
+/// Kernel limits set on every command (and inherited by what it starts).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ResourceLimits {
+    /// CPU time of each process (`RLIMIT_CPU`); past it, SIGXCPU, then SIGKILL.
+    pub cpu: Duration,
+    /// Largest file a process may write (`RLIMIT_FSIZE`); past it, SIGXFSZ.
+    pub file_size: u64,
+    /// Processes and threads the command's user may have at once
+    /// (`RLIMIT_NPROC`; counted by the kernel over every process of that
+    /// user, and not enforced for root).
+    pub processes: u64,
+}
+
+impl Default for ResourceLimits {
+    fn default() -> Self {
+        ResourceLimits {
+            cpu: Duration::from_secs(60),
+            file_size: 1 << 30,
+            processes: 512,
+        }
+    }
+}
+
+/// What to run and how.
+pub struct Spawn<'a> {
+    /// The command line, for `sh -c`.
+    pub command: &'a str,
+    /// Working directory and `HOME`.
+    pub home: &'a Path,
+    /// The Wharf user, for `USER`.
+    pub user: &'a str,
+    /// Who the command runs as; `None`: as the server.
+    pub identity: Option<&'a Identity>,
+    /// Kernel limits.
+    pub limits: ResourceLimits,
+    /// True to give the command a pipe for its input; false gives it
+    /// /dev/null.
+    pub stdin: bool,
+}
+
+/// A running command.
+pub struct Running {
+    child: Child,
+    pgid: Pid,
+    pidfd: Option<AsyncFd<OwnedFd>>,
+    status: Option<ExitStatus>,
+    finished: bool,
+    /// The command's input, when asked for.
+    pub stdin: Option<ChildStdin>,
+    /// Its output.
+    pub stdout: Option<ChildStdout>,
+    /// Its error output.
+    pub stderr: Option<ChildStderr>,
+}
+
+fn hard(limit: u64) -> Rlimit {
+    Rlimit {
+        current: Some(limit),
+        maximum: Some(limit),
+    }
+}
+
+/// Sets the limits in the forked child, between fork and exec. Hard limits
+/// are set too, so the command cannot raise them again.
+#[allow(unsafe_code)]
+fn set_limits_before_exec(cmd: &mut Command, limits: ResourceLimits) {
+    let cpu = limits.cpu.as_secs().max(1);
+    // SAFETY: the closure runs in the child between fork and exec, where only
+    // async-signal-safe work is allowed. It only makes `prlimit64` system
+    // calls (rustix's raw Linux backend: no allocation, no lock, no libc
+    // state) on values computed before the fork.
+    unsafe {
+        cmd.pre_exec(move || {
+            // SIGXCPU at the limit (the shell reports "CPU time limit
+            // exceeded"); SIGKILL a second later if it is ignored.
+            rustix::process::setrlimit(
+                Resource::Cpu,
+                Rlimit {
+                    current: Some(cpu),
+                    maximum: Some(cpu + 1),
+                },
+            )?;
+            rustix::process::setrlimit(Resource::Fsize, hard(limits.file_size))?;
+            rustix::process::setrlimit(Resource::Nproc, hard(limits.processes))?;
+            rustix::process::setrlimit(Resource::Core, hard(0))?;
+            Ok(())
+        });
+    }
+}
+
+/// Registers a pidfd with the runtime, to learn when the process exits.
+#[allow(unsafe_code)]
+fn watch(pidfd: OwnedFd) -> std::io::Result<AsyncFd<OwnedFd>> {
+    // SAFETY: `register` needs the descriptor to stay open and the same for
+    // the AsyncFd's whole life. An OwnedFd owns its descriptor, closes it only
+    // when dropped, and moves into the AsyncFd, which drops it last.
+    unsafe { AsyncFd::register(pidfd) }.map_err(std::io::Error::from)
+}
+
+impl Running {
+    /// Starts the command.
+    pub fn spawn(s: &Spawn<'_>) -> std::io::Result<Running> {
+        let mut cmd = Command::new("/bin/sh");
+        cmd.arg("-c")
+            .arg(s.command)
+            .env_clear()
+            .env("PATH", COMMAND_PATH)
+            .env("HOME", s.home)
+            .env("USER", s.user)
+            .env("LANG", "C.UTF-8")
+            .env("TERM", "dumb")
+            .current_dir(s.home)
+            .process_group(0)
+            .stdin(if s.stdin {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        if let Some(id) = s.identity {
+            // std drops the supplementary groups when root changes uid.
+            cmd.uid(id.uid).gid(id.gid);
+        }
+        set_limits_before_exec(&mut cmd, s.limits);
+        let mut child = cmd.spawn()?;
+        let pgid = child
+            .id()
+            .and_then(|id| i32::try_from(id).ok())
+            .and_then(Pid::from_raw)
+            .ok_or_else(|| std::io::Error::other("the new process has no pid"))?;
+        let pidfd = match rustix::process::pidfd_open(pgid, PidfdFlags::empty())
+            .map_err(std::io::Error::from)
+            .and_then(watch)
+        {
+            Ok(fd) => Some(fd),
+            Err(e) => {
+                tracing::warn!(error = %e, "no pidfd (Linux 5.3 or later needed); reaping first, then killing the group");
+                None
+            }
+        };
+        let stdout = child.stdout.take();
+        let stderr = child.stderr.take();
+        for pipe in [
+            stdout.as_ref().map(|p| p.as_fd()),
+            stderr.as_ref().map(|p| p.as_fd()),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            // Best effort: the default 64 KiB works, only slower.
+            let _ = rustix::pipe::fcntl_setpipe_size(pipe, PIPE_SIZE);
+        }
+        Ok(Running {
+            stdin: child.stdin.take(),
+            stdout,
+            stderr,
+            child,
+            pgid,
+            pidfd,
+            status: None,
+            finished: false,
+        })
+    }
+
+    /// Resolves when the shell has exited. With a pidfd the shell stays
+    /// unreaped until [`Running::finish`].
+    pub async fn exited(&mut self) -> std::io::Result<()> {
+        if self.status.is_some() {
+            return Ok(());
+        }
+        match &self.pidfd {
+            Some(fd) => {
+                // Readable once the process has exited; stays readable.
+                let _ready = fd.readable().await?;
+                Ok(())
+            }
+            None => {
+                self.status = Some(self.child.wait().await?);
+                Ok(())
+            }
+        }
+    }
+
+    /// Sends `signal` to every process of the command's group.
+    pub fn signal_group(&self, signal: i32) {
+        if let Some(sig) = Signal::from_named_raw(signal) {
+            // ESRCH: the group is gone already.
+            let _ = kill_process_group(self.pgid, sig);
+        }
+    }
+
+    /// Kills every process of the group that is left, reaps the shell and
+    /// returns how it ended.
+    pub async fn finish(mut self) -> std::io::Result<ExitStatus> {
+        let _ = kill_process_group(self.pgid, Signal::KILL);
+        let status = match self.status.take() {
+            Some(status) => Ok(status),
+            None => self.child.wait().await,
+        };
+        self.finished = true;
+        status
+    }
+}
+
+impl Drop for Running {
+    /// A command abandoned without [`Running::finish`] (its session's task
+    /// was dropped) still takes its whole group down; tokio reaps the shell.
+    fn drop(&mut self) {
+        if !self.finished {
+            let _ = kill_process_group(self.pgid, Signal::KILL);
+        }
+    }
+}
+
+/// A shell's status for how a process ended: the exit code, or 128 + the
+/// signal number; and the signal, if one ended it.
+pub fn shell_status(status: ExitStatus) -> (i32, Option<i32>) {
+    match (status.code(), status.signal()) {
+        (Some(code), _) => (code, None),
+        (None, Some(sig)) => (128 + sig, Some(sig)),
+        (None, None) => (255, None),
+    }
+}

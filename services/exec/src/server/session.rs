@@ -1,0 +1,827 @@
+//! One connection: hello, login, then commands one at a time.
+//!
+//! While a command runs, one loop moves everything: the client's frames
+//! (standard input, signals, pings), the command's output (each read goes
+//! out as one `stdout` or `stderr` frame, written straight from the read
+//! buffer), the time limit, the output cap and the server's shutdown. The
+//! command's input is written by a task of its own, so a command that
+//! writes without reading can never block the loop.
+
+use std::net::SocketAddr;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use futures_util::StreamExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::process::ChildStdin;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tokio_util::codec::{Encoder, FramedRead};
+use tokio_util::sync::CancellationToken;
+use wharf_core::server::Rejection;
+use wharf_core::store::ExecRecord;
+use wharf_core::{Service, User};
+use wharf_proto::exec::{ExecReply, ExecRequest, MAX_COMMAND_BYTES, MAX_STDIN_CHUNK};
+use wharf_proto::message::{ErrorReply, LoginOk, ServerHello};
+use wharf_proto::{ErrorCode, Frame, FrameCodec, Outbound, PROTOCOL_VERSION};
+
+use super::ExecServer;
+use super::process::{Running, Spawn, shell_status};
+
+/// Room kept in front of each output read for the frame's prefix and header.
+const HEAD_ROOM: usize = 64;
+
+/// Largest output read, and so the largest `stdout`/`stderr` body.
+const OUTPUT_CHUNK: usize = 256 * 1024;
+
+/// Standard-input chunks queued for the command.
+const STDIN_QUEUE: usize = 4;
+
+/// How long the final frame of a session may take to write.
+const LAST_WORDS: Duration = Duration::from_secs(5);
+
+type Frames = FramedRead<OwnedReadHalf, FrameCodec<ExecRequest>>;
+
+fn error(code: ErrorCode, message: impl Into<String>) -> ExecReply {
+    ExecReply::Error(ErrorReply::new(code, message))
+}
+
+/// The writing half: whole frames, or nothing more once a write failed or
+/// was cut short (the stream would be out of step).
+struct Out {
+    wr: OwnedWriteHalf,
+    codec: FrameCodec<ExecRequest>,
+    head: BytesMut,
+    broken: bool,
+}
+
+impl Out {
+    fn encode(&mut self, msg: ExecReply, body_len: u64) -> std::io::Result<()> {
+        self.head.clear();
+        self.codec
+            .encode(Outbound::Header { msg, body_len }, &mut self.head)
+            .map_err(std::io::Error::other)
+    }
+
+    /// Writes a frame without a body.
+    async fn send(&mut self, reply: ExecReply) -> std::io::Result<()> {
+        if self.broken {
+            return Err(std::io::ErrorKind::BrokenPipe.into());
+        }
+        self.encode(reply, 0)?;
+        self.broken = true;
+        self.wr.write_all(&self.head).await?;
+        self.broken = false;
+        Ok(())
+    }
+
+    /// Writes a body-less frame at the end of a session, within a few seconds.
+    async fn last(&mut self, reply: ExecReply) {
+        let _ = tokio::time::timeout(LAST_WORDS, self.send(reply)).await;
+    }
+
+    /// Writes `buf[HEAD_ROOM..HEAD_ROOM + n]` as the body of a `msg` frame,
+    /// with the header put in the room in front of it: one write.
+    async fn output(&mut self, msg: ExecReply, buf: &mut [u8], n: usize) -> std::io::Result<()> {
+        if self.broken {
+            return Err(std::io::ErrorKind::BrokenPipe.into());
+        }
+        self.encode(msg, n as u64)?;
+        let head = self.head.len();
+        self.broken = true;
+        if head <= HEAD_ROOM {
+            let start = HEAD_ROOM - head;
+            buf[start..HEAD_ROOM].copy_from_slice(&self.head);
+            self.wr.write_all(&buf[start..HEAD_ROOM + n]).await?;
+        } else {
+            self.wr.write_all(&self.head).await?;
+            self.wr.write_all(&buf[HEAD_ROOM..HEAD_ROOM + n]).await?;
+        }
+        self.broken = false;
+        Ok(())
+    }
+}
+
+/// Sends one error frame to a client turned away before its session.
+pub(super) async fn reject(stream: TcpStream, why: Rejection) {
+    let message = match why {
+        Rejection::TooManyFromIp => "too many connections from your address; close some and retry",
+    };
+    let (_, wr) = stream.into_split();
+    let mut out = Out {
+        wr,
+        codec: FrameCodec::new(),
+        head: BytesMut::new(),
+        broken: false,
+    };
+    out.last(error(ErrorCode::Busy, message)).await;
+}
+
+enum State {
+    Greeting,
+    AwaitingLogin,
+    LoggedIn(User),
+}
+
+enum Flow {
+    Continue,
+    Close,
+}
+
+/// What a body that follows a header is for.
+enum BodyTo {
+    /// The running command's input.
+    Stdin,
+    /// Nothing: skip it.
+    Discard,
+}
+
+struct Session {
+    server: Arc<ExecServer>,
+    peer: SocketAddr,
+    out: Out,
+    shutdown: CancellationToken,
+    state: State,
+    login_failures: u32,
+}
+
+pub(super) async fn run(
+    server: Arc<ExecServer>,
+    stream: TcpStream,
+    peer: SocketAddr,
+    shutdown: CancellationToken,
+) {
+    let limits = server.config.limits.clone();
+    let (rd, wr) = stream.into_split();
+    let mut frames = FramedRead::with_capacity(
+        rd,
+        FrameCodec::<ExecRequest>::new().max_body(MAX_STDIN_CHUNK),
+        4096,
+    );
+    let mut s = Session {
+        server,
+        peer,
+        out: Out {
+            wr,
+            codec: FrameCodec::new(),
+            head: BytesMut::new(),
+            broken: false,
+        },
+        shutdown,
+        state: State::Greeting,
+        login_failures: 0,
+    };
+    let login_deadline = Instant::now() + limits.login_timeout;
+    loop {
+        let wait = match s.state {
+            State::LoggedIn(_) => limits.idle_timeout,
+            _ => login_deadline.saturating_duration_since(Instant::now()),
+        };
+        let frame = tokio::select! {
+            biased;
+            _ = s.shutdown.cancelled() => {
+                s.out.last(error(
+                    ErrorCode::ShuttingDown,
+                    "the server is shutting down; reconnect in a moment",
+                ))
+                .await;
+                break;
+            }
+            frame = tokio::time::timeout(wait, frames.next()) => frame,
+        };
+        let flow = match frame {
+            Err(_) => {
+                let msg = match s.state {
+                    State::LoggedIn(_) => format!(
+                        "nothing received for {}; closing the connection",
+                        humantime::format_duration(wait)
+                    ),
+                    _ => format!(
+                        "no login within {}; closing the connection",
+                        humantime::format_duration(limits.login_timeout)
+                    ),
+                };
+                s.out.last(error(ErrorCode::Timeout, msg)).await;
+                Flow::Close
+            }
+            Ok(None) => Flow::Close,
+            Ok(Some(Err(e))) => {
+                s.out.last(error(e.code(), e.to_string())).await;
+                Flow::Close
+            }
+            Ok(Some(Ok(Frame::Rejected(e)))) => s.reply(error(e.code(), e.to_string())).await,
+            // The body of standard input that came after its command ended.
+            Ok(Some(Ok(Frame::Body { .. }))) => Flow::Continue,
+            Ok(Some(Ok(Frame::Header { msg, body_len }))) => {
+                s.on_request(&mut frames, msg, body_len).await
+            }
+        };
+        if let Flow::Close = flow {
+            break;
+        }
+    }
+    tracing::debug!(peer = %s.peer, "exec connection closed");
+}
+
+fn check_command(command: &str) -> Result<(), ExecReply> {
+    if command.trim().is_empty() {
+        return Err(error(
+            ErrorCode::BadRequest,
+            "the command is empty; send a command line to run",
+        ));
+    }
+    if command.len() > MAX_COMMAND_BYTES {
+        return Err(error(
+            ErrorCode::MessageTooLarge,
+            format!(
+                "the command is {} bytes; the limit is {MAX_COMMAND_BYTES}: put long scripts in a file in your home and run that",
+                command.len()
+            ),
+        ));
+    }
+    if command.contains('\0') {
+        return Err(error(
+            ErrorCode::BadRequest,
+            "the command contains a NUL byte, which no command line can hold",
+        ));
+    }
+    Ok(())
+}
+
+impl Session {
+    async fn reply(&mut self, reply: ExecReply) -> Flow {
+        match self.out.send(reply).await {
+            Ok(()) => Flow::Continue,
+            Err(_) => Flow::Close,
+        }
+    }
+
+    async fn on_request(&mut self, frames: &mut Frames, msg: ExecRequest, body_len: u64) -> Flow {
+        if body_len > 0 && !matches!(msg, ExecRequest::Stdin) {
+            return self
+                .reply(error(
+                    ErrorCode::BadRequest,
+                    "this request takes no body; only stdin does",
+                ))
+                .await;
+        }
+        match msg {
+            ExecRequest::Quit => {
+                self.out.last(ExecReply::Bye).await;
+                Flow::Close
+            }
+            ExecRequest::Ping => self.reply(ExecReply::Pong).await,
+            // Input or a signal for a command that has just ended: too late,
+            // and not an error (the client could not know).
+            ExecRequest::Stdin | ExecRequest::StdinEnd | ExecRequest::Signal { .. }
+                if matches!(self.state, State::LoggedIn(_)) =>
+            {
+                Flow::Continue
+            }
+            ExecRequest::Hello(hello) => match self.state {
+                State::Greeting if hello.version == PROTOCOL_VERSION => {
+                    self.state = State::AwaitingLogin;
+                    self.reply(ExecReply::Hello(ServerHello {
+                        version: PROTOCOL_VERSION,
+                        server: format!("wharf-execd/{}", env!("CARGO_PKG_VERSION")),
+                        service: "exec".into(),
+                    }))
+                    .await
+                }
+                State::Greeting => {
+                    self.out
+                        .last(error(
+                            ErrorCode::UnsupportedVersion,
+                            format!(
+                                "this server speaks protocol version {PROTOCOL_VERSION}, not {}; use a matching client",
+                                hello.version
+                            ),
+                        ))
+                        .await;
+                    Flow::Close
+                }
+                _ => {
+                    self.reply(error(ErrorCode::BadRequest, "hello was already said"))
+                        .await
+                }
+            },
+            ExecRequest::Login(login) => match self.state {
+                State::Greeting => {
+                    self.reply(error(
+                        ErrorCode::NotLoggedIn,
+                        "start with hello, then login",
+                    ))
+                    .await
+                }
+                State::AwaitingLogin => self.login(&login.user, &login.password).await,
+                State::LoggedIn(_) => {
+                    self.reply(error(ErrorCode::BadRequest, "already logged in"))
+                        .await
+                }
+            },
+            ExecRequest::Run { command, stdin } => match &self.state {
+                State::LoggedIn(user) => {
+                    let user = user.clone();
+                    self.execute(frames, &user, command, stdin).await
+                }
+                _ => {
+                    self.reply(error(ErrorCode::NotLoggedIn, "log in first"))
+                        .await
+                }
+            },
+            ExecRequest::Stdin | ExecRequest::StdinEnd | ExecRequest::Signal { .. } => {
+                self.reply(error(ErrorCode::NotLoggedIn, "log in first"))
+                    .await
+            }
+        }
+    }
+
+    async fn login(&mut self, name: &str, password: &wharf_proto::Password) -> Flow {
+        match self
+            .server
+            .auth
+            .authenticate(name, password, Service::Exec)
+            .await
+        {
+            Ok(user) => {
+                tracing::info!(peer = %self.peer, user = %user.name, "logged in");
+                let reply = ExecReply::LoginOk(LoginOk {
+                    user: user.name.clone(),
+                });
+                self.state = State::LoggedIn(user);
+                self.reply(reply).await
+            }
+            Err(e) => {
+                self.login_failures += 1;
+                tracing::info!(peer = %self.peer, user = %name, error = %e, "login refused");
+                let reply = error(e.code(), e.client_message());
+                if self.login_failures >= self.server.config.max_login_attempts {
+                    self.out.last(reply).await;
+                    Flow::Close
+                } else {
+                    self.reply(reply).await
+                }
+            }
+        }
+    }
+
+    /// The user as the database has them now: a lock or a revoked right
+    /// takes effect at the next command, not only at the next login.
+    async fn current_user(&self, logged_in: &User) -> Result<User, ExecReply> {
+        let store = self.server.auth.store();
+        match store.user(&logged_in.name).await {
+            Ok(Some(user)) if user.id == logged_in.id => {
+                if user.locked {
+                    Err(error(
+                        ErrorCode::AccountLocked,
+                        format!("the account {} is locked; ask an administrator", user.name),
+                    ))
+                } else if !user.services.contains(Service::Exec) {
+                    Err(error(
+                        ErrorCode::NotPermitted,
+                        format!(
+                            "{} may no longer run commands; ask an administrator for the exec right",
+                            user.name
+                        ),
+                    ))
+                } else {
+                    Ok(user)
+                }
+            }
+            Ok(_) => Err(error(
+                ErrorCode::AuthFailed,
+                "this account no longer exists; log in again",
+            )),
+            Err(e) => {
+                tracing::error!(error = %e, "cannot read the user before a command");
+                Err(error(e.code(), e.client_message()))
+            }
+        }
+    }
+
+    /// Prepares the home for a command: it exists, and with `--run-as` it
+    /// belongs to the user commands run as.
+    fn prepare_home(&self, home: &Path) -> Result<PathBuf, ExecReply> {
+        let internal = |what: &str, e: &dyn std::fmt::Display| {
+            tracing::error!(home = %home.display(), error = %e, "{what}");
+            error(
+                ErrorCode::Internal,
+                format!("{what}; an administrator can check the server's log"),
+            )
+        };
+        let (home, _) = wharf_core::home::ensure_home(home)
+            .map_err(|e| internal("your home directory cannot be created", &e))?;
+        if let Some(id) = &self.server.config.run_as {
+            let meta = std::fs::metadata(&home)
+                .map_err(|e| internal("your home directory cannot be read", &e))?;
+            if meta.uid() != id.uid {
+                std::os::unix::fs::chown(&home, Some(id.uid), Some(id.gid)).map_err(|e| {
+                    internal(
+                        "your home directory cannot be given to the command user",
+                        &e,
+                    )
+                })?;
+            }
+        }
+        Ok(home)
+    }
+
+    async fn execute(
+        &mut self,
+        frames: &mut Frames,
+        user: &User,
+        command: String,
+        want_stdin: bool,
+    ) -> Flow {
+        if let Err(reply) = check_command(&command) {
+            return self.reply(reply).await;
+        }
+        let user = match self.current_user(user).await {
+            Ok(user) => user,
+            Err(reply) => return self.reply(reply).await,
+        };
+        let config = &self.server.config;
+        let Some(_slot) = self.server.running.enter(user.id, config.max_per_user) else {
+            let max = config.max_per_user;
+            return self
+                .reply(error(
+                    ErrorCode::Busy,
+                    format!(
+                        "{} has {max} commands running already (the limit); wait for one to end",
+                        user.name
+                    ),
+                ))
+                .await;
+        };
+        let home = match self.prepare_home(&user.home) {
+            Ok(home) => home,
+            Err(reply) => return self.reply(reply).await,
+        };
+        let mut limits = config.resources;
+        if let Some(quota) = user.quota_bytes {
+            let free = quota.saturating_sub(user.used_bytes + user.reserved_bytes);
+            limits.file_size = limits.file_size.min(free);
+        }
+        let started = Instant::now();
+        let spawned = Running::spawn(&Spawn {
+            command: &command,
+            home: &home,
+            user: &user.name,
+            identity: config.run_as.as_ref(),
+            limits,
+            stdin: want_stdin,
+        });
+        let mut running = match spawned {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::error!(user = %user.name, error = %e, "cannot start a command");
+                return self
+                    .reply(error(
+                        ErrorCode::Internal,
+                        format!("the command could not be started: {e}"),
+                    ))
+                    .await;
+            }
+        };
+        let deadline = started + config.command_timeout;
+        let max_output = config.max_output;
+        let timeout = config.command_timeout;
+        let started_reply = ExecReply::Started {
+            timeout_ms: u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX),
+            max_output,
+        };
+        let (end, bytes_out) = if self.out.send(started_reply).await.is_err() {
+            (End::Disconnected, 0)
+        } else {
+            self.supervise(frames, &mut running, deadline).await
+        };
+        let status = running.finish().await;
+        let duration = started.elapsed();
+        let (status, signal) = match status {
+            Ok(s) => shell_status(s),
+            Err(e) => {
+                tracing::error!(error = %e, "cannot reap a command");
+                (255, None)
+            }
+        };
+        let record = ExecRecord {
+            user_id: user.id,
+            command: command.clone(),
+            exit_code: if signal.is_none() { Some(status) } else { None },
+            signal,
+            duration,
+            bytes_out,
+        };
+        if let Err(e) = self.server.auth.store().record_exec(&record).await {
+            tracing::error!(user = %user.name, error = %e, "cannot record a command in exec_log");
+        }
+        self.server
+            .usage
+            .after_command(user.id, &user.name, home.clone());
+        tracing::info!(
+            peer = %self.peer, user = %user.name, status, ?signal, bytes_out,
+            ms = duration.as_millis() as u64, end = end.name(), "command ended"
+        );
+        let killed = "; it and every process it started were killed";
+        match end {
+            End::Exited => {
+                self.reply(ExecReply::Exit {
+                    status,
+                    signal,
+                    duration_ms: u64::try_from(duration.as_millis()).unwrap_or(u64::MAX),
+                    bytes_out,
+                })
+                .await
+            }
+            End::Timeout => {
+                let msg = format!(
+                    "the command ran longer than {} (the server's --command-timeout){killed}",
+                    humantime::format_duration(timeout)
+                );
+                self.reply(error(ErrorCode::Timeout, msg)).await
+            }
+            End::OutputCap => {
+                let msg = format!(
+                    "the command wrote more than {max_output} bytes of output (the server's --max-output){killed}; redirect big output to a file and fetch it with wharf-ftp"
+                );
+                self.reply(error(ErrorCode::MessageTooLarge, msg)).await
+            }
+            End::Shutdown => {
+                let msg = format!("the server is shutting down{killed}");
+                self.out.last(error(ErrorCode::ShuttingDown, msg)).await;
+                Flow::Close
+            }
+            End::Quit => {
+                self.out.last(ExecReply::Bye).await;
+                Flow::Close
+            }
+            End::Refused(reply) => {
+                let ExecReply::Error(mut e) = reply else {
+                    return Flow::Close;
+                };
+                e.message.push_str("; the running command was killed");
+                self.out.last(ExecReply::Error(e)).await;
+                Flow::Close
+            }
+            End::Disconnected => Flow::Close,
+        }
+    }
+
+    /// Sends `n` bytes of output read into `buf`, within the cap, the time
+    /// limit and the shutdown; returns the output bytes sent so far.
+    async fn forward(
+        &mut self,
+        msg: ExecReply,
+        buf: &mut [u8],
+        n: usize,
+        sent: u64,
+        deadline: Instant,
+    ) -> Result<u64, End> {
+        let room = self.server.config.max_output.saturating_sub(sent);
+        let send = n.min(usize::try_from(room).unwrap_or(usize::MAX));
+        if send > 0 {
+            let shutdown = self.shutdown.clone();
+            tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => return Err(End::Shutdown),
+                _ = tokio::time::sleep_until(deadline) => return Err(End::Timeout),
+                r = self.out.output(msg, buf, send) => r.map_err(|_| End::Disconnected)?,
+            }
+        }
+        if send < n {
+            return Err(End::OutputCap);
+        }
+        Ok(sent + send as u64)
+    }
+
+    /// Moves input, output and signals until the command ends or must be
+    /// ended. Returns why, and the output bytes sent.
+    async fn supervise(
+        &mut self,
+        frames: &mut Frames,
+        running: &mut Running,
+        deadline: Instant,
+    ) -> (End, u64) {
+        let drain = self.server.config.drain;
+        let shutdown = self.shutdown.clone();
+        let mut stdout = running.stdout.take();
+        let mut stderr = running.stderr.take();
+        let mut stdin = running.stdin.take().map(|pipe| {
+            let (tx, rx) = mpsc::channel(STDIN_QUEUE);
+            tokio::spawn(feed_stdin(pipe, rx));
+            tx
+        });
+        let mut pending: Option<Bytes> = None;
+        let mut body_to = BodyTo::Discard;
+        let mut out_buf = vec![0u8; HEAD_ROOM + OUTPUT_CHUNK];
+        let mut err_buf = vec![0u8; HEAD_ROOM + OUTPUT_CHUNK];
+        let mut bytes_out: u64 = 0;
+        let mut drain_until: Option<Instant> = None;
+        let end = loop {
+            if drain_until.is_some() && stdout.is_none() && stderr.is_none() {
+                break End::Exited;
+            }
+            let ev = tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => Ev::Shutdown,
+                _ = tokio::time::sleep_until(deadline) => Ev::Timeout,
+                _ = running.exited(), if drain_until.is_none() => Ev::Exited,
+                _ = sleep_until_some(drain_until) => Ev::DrainOver,
+                n = read_some(&mut stdout, &mut out_buf) => Ev::Out(n),
+                n = read_some(&mut stderr, &mut err_buf) => Ev::Err(n),
+                room = stdin_room(&stdin), if pending.is_some() => Ev::StdinRoom(room),
+                frame = frames.next(), if pending.is_none() => Ev::Frame(frame),
+            };
+            match ev {
+                Ev::Shutdown => break End::Shutdown,
+                Ev::Timeout => break End::Timeout,
+                Ev::Exited => drain_until = Some(Instant::now() + drain),
+                Ev::DrainOver => break End::Exited,
+                Ev::StdinRoom(room) => {
+                    // No room ever: the command closed its input; the chunk
+                    // is dropped.
+                    if let (true, Some(chunk), Some(tx)) = (room, pending.take(), &stdin)
+                        && let Err(mpsc::error::TrySendError::Full(chunk)) = tx.try_send(chunk)
+                    {
+                        pending = Some(chunk);
+                    }
+                }
+                Ev::Out(n) => {
+                    let Some(n) = n.ok().filter(|&n| n > 0) else {
+                        stdout = None;
+                        continue;
+                    };
+                    let sent = self
+                        .forward(ExecReply::Stdout, &mut out_buf, n, bytes_out, deadline)
+                        .await;
+                    match sent {
+                        Ok(total) => bytes_out = total,
+                        Err(End::OutputCap) => {
+                            bytes_out = self.server.config.max_output;
+                            break End::OutputCap;
+                        }
+                        Err(end) => break end,
+                    }
+                }
+                Ev::Err(n) => {
+                    let Some(n) = n.ok().filter(|&n| n > 0) else {
+                        stderr = None;
+                        continue;
+                    };
+                    let sent = self
+                        .forward(ExecReply::Stderr, &mut err_buf, n, bytes_out, deadline)
+                        .await;
+                    match sent {
+                        Ok(total) => bytes_out = total,
+                        Err(End::OutputCap) => {
+                            bytes_out = self.server.config.max_output;
+                            break End::OutputCap;
+                        }
+                        Err(end) => break end,
+                    }
+                }
+                Ev::Frame(frame) => {
+                    match frame {
+                        None => break End::Disconnected,
+                        Some(Err(e)) => break End::Refused(error(e.code(), e.to_string())),
+                        Some(Ok(Frame::Rejected(e))) => {
+                            break End::Refused(error(e.code(), e.to_string()));
+                        }
+                        Some(Ok(Frame::Body { chunk, .. })) => {
+                            if let (BodyTo::Stdin, Some(tx)) = (&body_to, &stdin)
+                                && let Err(mpsc::error::TrySendError::Full(chunk)) =
+                                    tx.try_send(chunk)
+                            {
+                                pending = Some(chunk);
+                            }
+                        }
+                        Some(Ok(Frame::Header { msg, body_len })) => {
+                            body_to = BodyTo::Discard;
+                            match msg {
+                                ExecRequest::Stdin if stdin.is_some() || body_len == 0 => {
+                                    body_to = BodyTo::Stdin;
+                                }
+                                // The client asked for input and the command
+                                // closed it early: the rest is dropped.
+                                ExecRequest::Stdin => {}
+                                ExecRequest::StdinEnd => stdin = None,
+                                ExecRequest::Signal { signal } if body_len == 0 => {
+                                    running.signal_group(signal.number());
+                                }
+                                ExecRequest::Ping if body_len == 0 => {
+                                    if self.out.send(ExecReply::Pong).await.is_err() {
+                                        break End::Disconnected;
+                                    }
+                                }
+                                ExecRequest::Quit => break End::Quit,
+                                other => {
+                                    let what = match other {
+                                    ExecRequest::Run { .. } => {
+                                        "a command is running already; one at a time per connection".to_owned()
+                                    }
+                                    _ => format!(
+                                        "{} is not allowed while a command runs",
+                                        serde_json::to_value(&other)
+                                            .ok()
+                                            .and_then(|v| v.get("op").and_then(|o| o.as_str().map(str::to_owned)))
+                                            .unwrap_or_else(|| "this request".into())
+                                    ),
+                                };
+                                    break End::Refused(error(ErrorCode::BadRequest, what));
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        };
+        (end, bytes_out)
+    }
+}
+
+/// What woke the loop of a running command.
+enum Ev {
+    Frame(Option<Result<Frame<ExecRequest>, wharf_proto::ProtoError>>),
+    StdinRoom(bool),
+    Out(std::io::Result<usize>),
+    Err(std::io::Result<usize>),
+    Exited,
+    DrainOver,
+    Timeout,
+    Shutdown,
+}
+
+/// Resolves when the command's input queue has room (true), or never will
+/// (false: the command closed its input).
+async fn stdin_room(tx: &Option<mpsc::Sender<Bytes>>) -> bool {
+    match tx {
+        Some(tx) => tx.reserve().await.is_ok(),
+        None => false,
+    }
+}
+
+/// How a command's run ended.
+enum End {
+    /// The shell exited and its output was read.
+    Exited,
+    /// `--command-timeout` ran out.
+    Timeout,
+    /// `--max-output` was reached.
+    OutputCap,
+    /// The server is stopping.
+    Shutdown,
+    /// The client said `quit`.
+    Quit,
+    /// The client broke the protocol; this error is its answer.
+    Refused(ExecReply),
+    /// The client went away.
+    Disconnected,
+}
+
+impl End {
+    fn name(&self) -> &'static str {
+        match self {
+            End::Exited => "exited",
+            End::Timeout => "timeout",
+            End::OutputCap => "output cap",
+            End::Shutdown => "shutdown",
+            End::Quit => "quit",
+            End::Refused(_) => "protocol error",
+            End::Disconnected => "client gone",
+        }
+    }
+}
+
+/// Reads from a pipe that is still open; pends forever once it is closed.
+async fn read_some<R: tokio::io::AsyncRead + Unpin>(
+    pipe: &mut Option<R>,
+    buf: &mut [u8],
+) -> std::io::Result<usize> {
+    match pipe {
+        Some(p) => p.read(&mut buf[HEAD_ROOM..]).await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn sleep_until_some(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Writes the client's input to the command until the client ends it or
+/// the command closes its end.
+async fn feed_stdin(mut pipe: ChildStdin, mut rx: mpsc::Receiver<Bytes>) {
+    while let Some(chunk) = rx.recv().await {
+        if pipe.write_all(&chunk).await.is_err() {
+            return;
+        }
+    }
+    // Dropping the pipe is the command's EOF.
+}

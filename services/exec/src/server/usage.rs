@@ -1,0 +1,73 @@
+//! Commands change homes behind the quota's back, so after each command
+//! the home is measured again and the user's usage updated: one scan at a
+//! time per user, and one more if commands ended during it.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use tokio_util::task::TaskTracker;
+use wharf_core::Store;
+use wharf_core::home::scan_home;
+
+/// Home scans in flight, per user id; `true` when another is wanted after.
+pub(super) struct Rescans {
+    store: Store,
+    pending: Arc<Mutex<HashMap<i64, bool>>>,
+    tasks: TaskTracker,
+}
+
+impl Rescans {
+    pub(super) fn new(store: Store) -> Self {
+        Rescans {
+            store,
+            pending: Arc::default(),
+            tasks: TaskTracker::new(),
+        }
+    }
+
+    /// Measures `home` again soon, and records what it holds.
+    pub(super) fn after_command(&self, user_id: i64, name: &str, home: PathBuf) {
+        {
+            let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(again) = pending.get_mut(&user_id) {
+                *again = true;
+                return;
+            }
+            pending.insert(user_id, false);
+        }
+        let store = self.store.clone();
+        let pending = Arc::clone(&self.pending);
+        let name = name.to_owned();
+        self.tasks.spawn(async move {
+            loop {
+                let dir = home.clone();
+                match tokio::task::spawn_blocking(move || scan_home(&dir)).await {
+                    Ok(Ok(usage)) => {
+                        if let Err(e) = store.set_usage(&name, &usage).await {
+                            tracing::warn!(user = %name, error = %e, "cannot record home usage after a command");
+                        }
+                    }
+                    Ok(Err(e)) => {
+                        tracing::warn!(user = %name, error = %e, "cannot measure home after a command")
+                    }
+                    Err(e) => tracing::warn!(user = %name, error = %e, "home scan task failed"),
+                }
+                let mut pending = pending.lock().unwrap_or_else(|p| p.into_inner());
+                match pending.get_mut(&user_id) {
+                    Some(again) if *again => *again = false,
+                    _ => {
+                        pending.remove(&user_id);
+                        break;
+                    }
+                }
+            }
+        });
+    }
+
+    /// Waits for the scans in flight.
+    pub(super) async fn wait(&self) {
+        self.tasks.close();
+        self.tasks.wait().await;
+    }
+}

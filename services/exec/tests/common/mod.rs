@@ -1,0 +1,186 @@
+//! Test harness: a real wharf-execd on 127.0.0.1:0 over a real SQLite file,
+//! driven by the real client library or raw frames.
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use tempfile::TempDir;
+use tokio::net::TcpStream;
+use tokio::task::JoinHandle;
+use tokio_util::codec::Framed;
+use tokio_util::sync::CancellationToken;
+use wharf_core::store::NewUser;
+use wharf_core::{AuthConfig, Authenticator, Password, Store, User};
+use wharf_exec::client::ExecClient;
+use wharf_exec::server::{ExecConfig, run};
+use wharf_proto::exec::{ExecReply, ExecRequest};
+use wharf_proto::message::{ClientHello, Login};
+use wharf_proto::{Frame, FrameCodec, Outbound, PROTOCOL_VERSION};
+
+pub const PW: &str = "correct horse battery";
+
+/// Long enough for anything that should happen on loopback.
+pub const WAIT: Duration = Duration::from_secs(10);
+
+pub struct TestServer {
+    pub dir: TempDir,
+    pub url: String,
+    pub addr: String,
+    pub store: Store,
+    pub shutdown: CancellationToken,
+    pub task: JoinHandle<()>,
+}
+
+pub async fn spawn() -> TestServer {
+    spawn_with(ExecConfig::default()).await
+}
+
+pub async fn spawn_with(config: ExecConfig) -> TestServer {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let url = format!("sqlite://{}/wharf.db", dir.path().display());
+    let store = Store::open(&url).await.expect("database");
+    let auth = Authenticator::new(store.clone(), AuthConfig::default())
+        .await
+        .expect("auth");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr").to_string();
+    let shutdown = CancellationToken::new();
+    let token = shutdown.clone();
+    let task = tokio::spawn(run(listener, auth, config, token));
+    TestServer {
+        dir,
+        url,
+        addr,
+        store,
+        shutdown,
+        task,
+    }
+}
+
+impl TestServer {
+    pub fn home(&self, name: &str) -> PathBuf {
+        self.dir.path().join("homes").join(name)
+    }
+
+    pub async fn add_user(&self, name: &str, services: &str) -> User {
+        let hash = wharf_core::auth::hash_password(&Password::new(PW))
+            .await
+            .expect("hash");
+        let (home, _) = wharf_core::home::ensure_home(&self.home(name)).expect("home");
+        self.store
+            .create_user(&NewUser {
+                name: name.into(),
+                password_hash: hash,
+                home,
+                quota_bytes: None,
+                services: services.parse().expect("services"),
+            })
+            .await
+            .expect("user")
+    }
+
+    pub async fn client(&self, name: &str) -> ExecClient {
+        ExecClient::connect(&self.addr, name, &Password::new(PW))
+            .await
+            .expect("connect and log in")
+    }
+
+    /// Stops the server as SIGTERM would, and waits for it.
+    pub async fn stop(&self) {
+        self.shutdown.cancel();
+    }
+}
+
+pub type RawConn = Framed<TcpStream, FrameCodec<ExecReply>>;
+
+pub async fn raw_login(addr: &str, user: &str) -> RawConn {
+    let stream = TcpStream::connect(addr).await.expect("connect");
+    let mut conn = Framed::new(stream, FrameCodec::new());
+    let hello = ExecRequest::Hello(ClientHello {
+        version: PROTOCOL_VERSION,
+        client: "test".into(),
+    });
+    assert!(matches!(
+        raw_ask(&mut conn, hello).await,
+        ExecReply::Hello(_)
+    ));
+    let login = ExecRequest::Login(Login {
+        user: user.into(),
+        password: Password::new(PW),
+    });
+    let reply = raw_ask(&mut conn, login).await;
+    assert!(matches!(reply, ExecReply::LoginOk(_)), "{reply:?}");
+    conn
+}
+
+pub async fn raw_send(conn: &mut RawConn, req: ExecRequest) {
+    conn.send(Outbound::msg(req)).await.expect("send");
+}
+
+/// The next header, skipping bodies; `None` when the connection ends.
+pub async fn raw_recv(conn: &mut RawConn) -> Option<ExecReply> {
+    loop {
+        match tokio::time::timeout(WAIT, conn.next())
+            .await
+            .expect("a frame in time")
+        {
+            Some(Ok(Frame::Header { msg, .. })) => return Some(msg),
+            Some(Ok(Frame::Body { .. })) => {}
+            _ => return None,
+        }
+    }
+}
+
+pub async fn raw_ask(conn: &mut RawConn, req: ExecRequest) -> ExecReply {
+    raw_send(conn, req).await;
+    raw_recv(conn).await.expect("a reply")
+}
+
+/// True while a process with this pid exists (a zombie counts as gone).
+pub fn alive(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => !stat
+            .rsplit(')')
+            .next()
+            .is_some_and(|rest| rest.trim_start().starts_with('Z')),
+        Err(_) => false,
+    }
+}
+
+/// Waits until none of `pids` is alive; panics after [`WAIT`].
+pub async fn all_gone(pids: &[u32]) {
+    let until = tokio::time::Instant::now() + WAIT;
+    while pids.iter().any(|&p| alive(p)) {
+        assert!(
+            tokio::time::Instant::now() < until,
+            "processes still alive: {:?}",
+            pids.iter().filter(|&&p| alive(p)).collect::<Vec<_>>()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Reads pids written one per line to a file, once `count` are there.
+pub async fn read_pids(path: &std::path::Path, count: usize) -> Vec<u32> {
+    let until = tokio::time::Instant::now() + WAIT;
+    loop {
+        let pids: Vec<u32> = std::fs::read_to_string(path)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| l.trim().parse().ok())
+            .collect();
+        if pids.len() >= count {
+            return pids;
+        }
+        assert!(
+            tokio::time::Instant::now() < until,
+            "only {pids:?} in {}",
+            path.display()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

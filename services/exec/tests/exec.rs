@@ -1,0 +1,687 @@
+//! wharf-execd end to end: a real server on 127.0.0.1:0 and a real SQLite
+//! file, driven by the client library and by raw frames.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use tokio::io::AsyncWriteExt;
+use wharf_core::Service;
+use wharf_exec::client::Streams;
+use wharf_exec::server::{ExecConfig, ResourceLimits};
+use wharf_proto::ErrorCode;
+use wharf_proto::exec::{ExecReply, ExecRequest, SignalName};
+
+fn is_root() -> bool {
+    rustix::process::geteuid().is_root()
+}
+
+/// Deterministic bytes that are not all alike.
+fn pattern(len: usize) -> Vec<u8> {
+    let mut x: u32 = 0x1234_5678;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            (x >> 24) as u8
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn stdout_stderr_and_exit_code_stay_apart() {
+    let srv = spawn().await;
+    srv.add_user("alice", "exec").await;
+    let mut c = srv.client("alice").await;
+    let out = c
+        .output("echo out; echo err >&2; printf 'no newline'; exit 3")
+        .await
+        .expect("run");
+    assert_eq!(out.stdout, b"out\nno newline");
+    assert_eq!(out.stderr, b"err\n");
+    assert_eq!(out.outcome.status, 3);
+    assert_eq!(out.outcome.signal, None);
+    assert_eq!(out.outcome.bytes_out, 18);
+    // The same connection runs the next command.
+    let out = c.output("true").await.expect("run");
+    assert_eq!((out.stdout.len(), out.outcome.status), (0, 0));
+    let out = c.output("no-such-command-here").await.expect("run");
+    assert_eq!(out.outcome.status, 127);
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("not found"),
+        "{:?}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    c.quit().await.expect("quit");
+}
+
+#[tokio::test]
+async fn signals_map_to_128_plus_n() {
+    let srv = spawn().await;
+    srv.add_user("alice", "exec").await;
+    let mut c = srv.client("alice").await;
+    let out = c.output("kill -TERM $$").await.expect("run");
+    assert_eq!((out.outcome.status, out.outcome.signal), (143, Some(15)));
+    let out = c.output("kill -KILL $$").await.expect("run");
+    assert_eq!((out.outcome.status, out.outcome.signal), (137, Some(9)));
+    // A signal from the client reaches the whole group.
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let mut stdout = Vec::new();
+    let mut stderr = Vec::new();
+    let sender = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let _ = tx.send(SignalName::Int);
+        tx
+    });
+    let outcome = c
+        .run(
+            "sleep 100",
+            Streams {
+                stdin: None,
+                stdout: &mut stdout,
+                stderr: &mut stderr,
+                signals: Some(&mut rx),
+            },
+        )
+        .await
+        .expect("run");
+    assert_eq!((outcome.status, outcome.signal), (130, Some(2)));
+    drop(sender.await);
+}
+
+#[tokio::test]
+async fn multi_mib_output_is_byte_exact_on_both_streams() {
+    let srv = spawn().await;
+    srv.add_user("alice", "exec").await;
+    let data = pattern(5 * 1024 * 1024 + 17);
+    std::fs::write(srv.home("alice").join("big.bin"), &data).expect("write");
+    let mut c = srv.client("alice").await;
+    let out = c
+        .output("cat big.bin; cat big.bin >&2; cat big.bin")
+        .await
+        .expect("run");
+    assert_eq!(out.outcome.status, 0);
+    assert_eq!(out.stdout.len(), data.len() * 2);
+    assert!(out.stdout[..data.len()] == data[..] && out.stdout[data.len()..] == data[..]);
+    assert!(out.stderr == data, "stderr differs");
+    assert_eq!(out.outcome.bytes_out, 3 * data.len() as u64);
+}
+
+#[tokio::test]
+async fn stdin_is_streamed_and_closed() {
+    let srv = spawn().await;
+    srv.add_user("alice", "exec").await;
+    let mut c = srv.client("alice").await;
+    let data = pattern(3 * 1024 * 1024 + 5);
+    let out = c.output_with_input("cat", Some(&data)).await.expect("run");
+    assert_eq!(out.outcome.status, 0);
+    assert!(out.stdout == data, "cat returned other bytes");
+    let out = c
+        .output_with_input("wc -l", Some(b"one\ntwo\nthree\n"))
+        .await
+        .expect("run");
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "3");
+    // A command that never reads its input ends all the same, and the
+    // input still in flight does not upset the next command.
+    let big = pattern(8 * 1024 * 1024);
+    let out = c
+        .output_with_input("echo done", Some(&big))
+        .await
+        .expect("run");
+    assert_eq!(out.stdout, b"done\n");
+    let out = c.output("echo next").await.expect("run");
+    assert_eq!(out.stdout, b"next\n");
+    // Without input the command reads EOF at once.
+    let out = c.output("cat; echo eof").await.expect("run");
+    assert_eq!(out.stdout, b"eof\n");
+}
+
+#[tokio::test]
+async fn runs_in_the_home_with_a_scrubbed_environment() {
+    let srv = spawn().await;
+    srv.add_user("alice", "exec").await;
+    let mut c = srv.client("alice").await;
+    let out = c.output("pwd; env").await.expect("run");
+    let text = String::from_utf8(out.stdout).expect("utf-8");
+    let mut lines = text.lines();
+    let home = std::fs::canonicalize(srv.home("alice")).expect("home");
+    assert_eq!(lines.next(), Some(home.to_str().expect("path")));
+    let mut names: Vec<&str> = lines.filter_map(|l| l.split('=').next()).collect();
+    names.sort_unstable();
+    // dash adds PWD itself; nothing of the server's environment is there.
+    assert_eq!(names, ["HOME", "LANG", "PATH", "PWD", "TERM", "USER"]);
+    assert!(text.contains("\nUSER=alice\n"));
+    assert!(text.contains(&format!("\nHOME={}\n", home.display())));
+    assert!(text.contains("\nPATH=/usr/local/bin:/usr/bin:/bin\n"));
+    // Its own process group: the shell leads it.
+    let out = c.output("ps -o pgid= -p $$; echo $$").await.expect("run");
+    let text = String::from_utf8(out.stdout).expect("utf-8");
+    let v: Vec<&str> = text.split_whitespace().collect();
+    assert_eq!(v.len(), 2, "{text}");
+    assert_eq!(v[0], v[1], "the shell is its group's leader");
+}
+
+#[tokio::test]
+async fn the_timeout_kills_the_whole_group() {
+    let srv = spawn_with(ExecConfig {
+        command_timeout: Duration::from_millis(700),
+        ..ExecConfig::default()
+    })
+    .await;
+    srv.add_user("alice", "exec").await;
+    let mut c = srv.client("alice").await;
+    let err = c
+        .output("(sleep 100 & echo $! >> pids; wait) & echo $! >> pids; echo $$ >> pids; sleep 100")
+        .await
+        .expect_err("timed out");
+    assert_eq!(err.code(), Some(ErrorCode::Timeout), "{err}");
+    assert!(err.to_string().contains("--command-timeout"), "{err}");
+    let pids = read_pids(&srv.home("alice").join("pids"), 3).await;
+    all_gone(&pids).await;
+    // The session goes on.
+    let out = c.output("echo still here").await.expect("run");
+    assert_eq!(out.stdout, b"still here\n");
+}
+
+#[tokio::test]
+async fn the_output_cap_kills_the_whole_group() {
+    let srv = spawn_with(ExecConfig {
+        max_output: 1024 * 1024,
+        ..ExecConfig::default()
+    })
+    .await;
+    srv.add_user("alice", "exec").await;
+    let mut c = srv.client("alice").await;
+    let mut stdout = Vec::new();
+    let mut stderr = Vec::new();
+    let err = c
+        .run(
+            "sleep 100 & echo $! > pids; echo $$ >> pids; yes",
+            Streams {
+                stdin: None,
+                stdout: &mut stdout,
+                stderr: &mut stderr,
+                signals: None,
+            },
+        )
+        .await
+        .expect_err("capped");
+    assert_eq!(err.code(), Some(ErrorCode::MessageTooLarge), "{err}");
+    assert!(err.to_string().contains("--max-output"), "{err}");
+    assert_eq!(stdout.len(), 1024 * 1024, "exactly the cap is delivered");
+    assert!(stdout.chunks(2).all(|c| c == b"y\n"));
+    let pids = read_pids(&srv.home("alice").join("pids"), 2).await;
+    all_gone(&pids).await;
+    let out = c.output("echo next").await.expect("run");
+    assert_eq!(out.stdout, b"next\n");
+}
+
+#[tokio::test]
+async fn a_client_disconnect_kills_the_whole_group() {
+    let srv = spawn().await;
+    srv.add_user("alice", "exec").await;
+    let mut conn = raw_login(&srv.addr, "alice").await;
+    let started = raw_ask(
+        &mut conn,
+        ExecRequest::Run {
+            command:
+                "(sleep 100 & echo $! >> pids; wait) & echo $! >> pids; echo $$ >> pids; sleep 100"
+                    .into(),
+            stdin: true,
+        },
+    )
+    .await;
+    assert!(matches!(started, ExecReply::Started { .. }), "{started:?}");
+    let pids = read_pids(&srv.home("alice").join("pids"), 3).await;
+    drop(conn);
+    all_gone(&pids).await;
+    // It is logged, killed by SIGKILL.
+    let until = tokio::time::Instant::now() + WAIT;
+    loop {
+        let rows = srv
+            .store
+            .usage_report(Some("alice"), 0)
+            .await
+            .expect("usage");
+        if rows[0].exec_commands == 1 {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < until, "not logged");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_background_grandchild_does_not_hold_the_command_open() {
+    let srv = spawn().await;
+    srv.add_user("alice", "exec").await;
+    let mut c = srv.client("alice").await;
+    let out = tokio::time::timeout(WAIT, c.output("sleep 100 & echo $! > pids; echo started"))
+        .await
+        .expect("does not hang")
+        .expect("run");
+    assert_eq!(
+        (out.stdout.as_slice(), out.outcome.status),
+        (&b"started\n"[..], 0)
+    );
+    assert!(out.outcome.duration < Duration::from_secs(5));
+    let pids = read_pids(&srv.home("alice").join("pids"), 1).await;
+    all_gone(&pids).await;
+}
+
+#[tokio::test]
+async fn a_server_shutdown_kills_running_commands() {
+    let srv = spawn().await;
+    srv.add_user("alice", "exec").await;
+    let mut c = srv.client("alice").await;
+    let home = srv.home("alice");
+    let stopper = {
+        let token = srv.shutdown.clone();
+        let pids = home.join("pids");
+        tokio::spawn(async move {
+            let pids = read_pids(&pids, 2).await;
+            token.cancel();
+            pids
+        })
+    };
+    let err = c
+        .output("sleep 100 & echo $! > pids; echo $$ >> pids; sleep 100")
+        .await
+        .expect_err("ended by the shutdown");
+    assert_eq!(err.code(), Some(ErrorCode::ShuttingDown), "{err}");
+    let pids = stopper.await.expect("stopper");
+    all_gone(&pids).await;
+    tokio::time::timeout(WAIT, srv.task)
+        .await
+        .expect("server stops")
+        .expect("server task");
+}
+
+#[tokio::test]
+async fn rights_passwords_and_locks_are_enforced() {
+    let srv = spawn().await;
+    srv.add_user("alice", "exec").await;
+    srv.add_user("bob", "ftp,chat").await;
+    let password = wharf_core::Password::new(PW);
+    let err = wharf_exec::client::ExecClient::connect(&srv.addr, "bob", &password)
+        .await
+        .expect_err("no exec right");
+    assert_eq!(err.code(), Some(ErrorCode::NotPermitted), "{err}");
+    let wrong = wharf_core::Password::new("not the password");
+    let err = wharf_exec::client::ExecClient::connect(&srv.addr, "alice", &wrong)
+        .await
+        .expect_err("wrong password");
+    assert_eq!(err.code(), Some(ErrorCode::AuthFailed), "{err}");
+    // A right revoked or a lock set while logged in holds at the next command.
+    let mut c = srv.client("alice").await;
+    c.output("true").await.expect("allowed");
+    srv.store
+        .revoke("alice", Service::Exec)
+        .await
+        .expect("revoke");
+    let err = c.output("true").await.expect_err("revoked");
+    assert_eq!(err.code(), Some(ErrorCode::NotPermitted), "{err}");
+    srv.store
+        .grant("alice", Service::Exec)
+        .await
+        .expect("grant");
+    srv.store.set_locked("alice", true).await.expect("lock");
+    let err = c.output("true").await.expect_err("locked");
+    assert_eq!(err.code(), Some(ErrorCode::AccountLocked), "{err}");
+    let err = wharf_exec::client::ExecClient::connect(&srv.addr, "alice", &password)
+        .await
+        .expect_err("locked");
+    assert_eq!(err.code(), Some(ErrorCode::AccountLocked), "{err}");
+    let rows = srv
+        .store
+        .usage_report(Some("alice"), 0)
+        .await
+        .expect("usage");
+    assert_eq!(rows[0].exec_commands, 1, "refused commands do not run");
+}
+
+#[tokio::test]
+async fn each_user_runs_at_most_the_limit_at_once() {
+    let srv = spawn().await;
+    srv.add_user("alice", "exec").await;
+    srv.add_user("bob", "exec").await;
+    let mut running = Vec::new();
+    for _ in 0..4 {
+        let mut conn = raw_login(&srv.addr, "alice").await;
+        let reply = raw_ask(
+            &mut conn,
+            ExecRequest::Run {
+                command: "sleep 100".into(),
+                stdin: false,
+            },
+        )
+        .await;
+        assert!(matches!(reply, ExecReply::Started { .. }), "{reply:?}");
+        running.push(conn);
+    }
+    let mut c = srv.client("alice").await;
+    let err = c.output("true").await.expect_err("fifth");
+    assert_eq!(err.code(), Some(ErrorCode::Busy), "{err}");
+    assert!(err.to_string().contains("4 commands running"), "{err}");
+    // Someone else is not affected.
+    let mut b = srv.client("bob").await;
+    assert_eq!(b.output("echo hi").await.expect("bob").stdout, b"hi\n");
+    // One ends (its client goes), and there is room again.
+    drop(running.pop());
+    let until = tokio::time::Instant::now() + WAIT;
+    loop {
+        match c.output("echo room").await {
+            Ok(out) => {
+                assert_eq!(out.stdout, b"room\n");
+                break;
+            }
+            Err(e) if e.code() == Some(ErrorCode::Busy) => {
+                assert!(tokio::time::Instant::now() < until, "still busy");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            Err(e) => panic!("{e}"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn bad_requests_get_clear_errors_and_the_server_keeps_serving() {
+    let srv = spawn().await;
+    srv.add_user("alice", "exec").await;
+    // Garbage, HTTP, an oversized header: an error frame, then the close.
+    for bytes in [
+        &b"\x00\x00\x00\x05hello"[..],
+        b"GET / HTTP/1.1\r\nHost: x\r\n\r\n",
+        b"\xff\xff\xff\xff",
+    ] {
+        let mut s = tokio::net::TcpStream::connect(&srv.addr)
+            .await
+            .expect("connect");
+        s.write_all(bytes).await.expect("write");
+        let mut conn =
+            tokio_util::codec::Framed::new(s, wharf_proto::FrameCodec::<ExecReply>::new());
+        let reply = raw_recv(&mut conn).await;
+        assert!(
+            matches!(&reply, Some(ExecReply::Error(e)) if matches!(e.code, ErrorCode::InvalidFrame | ErrorCode::HeaderTooLarge)),
+            "{reply:?}"
+        );
+        assert!(raw_recv(&mut conn).await.is_none(), "closed after");
+    }
+    // Requests before login.
+    let s = tokio::net::TcpStream::connect(&srv.addr)
+        .await
+        .expect("connect");
+    let mut conn = tokio_util::codec::Framed::new(s, wharf_proto::FrameCodec::<ExecReply>::new());
+    let reply = raw_ask(
+        &mut conn,
+        ExecRequest::Run {
+            command: "id".into(),
+            stdin: false,
+        },
+    )
+    .await;
+    assert!(matches!(reply, ExecReply::Error(e) if e.code == ErrorCode::NotLoggedIn));
+    // Bad commands, logged in: refused, the session goes on.
+    let mut conn = raw_login(&srv.addr, "alice").await;
+    for (command, code) in [
+        ("".to_owned(), ErrorCode::BadRequest),
+        ("   ".to_owned(), ErrorCode::BadRequest),
+        ("echo a\0b".to_owned(), ErrorCode::BadRequest),
+        ("x".repeat(40_000), ErrorCode::MessageTooLarge),
+    ] {
+        let reply = raw_ask(
+            &mut conn,
+            ExecRequest::Run {
+                command,
+                stdin: false,
+            },
+        )
+        .await;
+        assert!(
+            matches!(&reply, ExecReply::Error(e) if e.code == code),
+            "{reply:?}"
+        );
+    }
+    // Input or signals with no command running are ignored; an unknown op
+    // is refused; a body on a body-less request too.
+    raw_send(&mut conn, ExecRequest::StdinEnd).await;
+    raw_send(
+        &mut conn,
+        ExecRequest::Signal {
+            signal: SignalName::Kill,
+        },
+    )
+    .await;
+    let reply = raw_ask(&mut conn, ExecRequest::Ping).await;
+    assert_eq!(reply, ExecReply::Pong);
+    {
+        use futures_util::SinkExt;
+        let mut raw = serde_json::to_vec(&serde_json::json!({"op": "teleport"})).expect("json");
+        let mut frame = (raw.len() as u32).to_be_bytes().to_vec();
+        frame.append(&mut raw);
+        conn.get_mut().write_all(&frame).await.expect("write");
+        let reply = raw_recv(&mut conn).await;
+        assert!(
+            matches!(&reply, Some(ExecReply::Error(e)) if e.code == ErrorCode::UnknownOp),
+            "{reply:?}"
+        );
+        conn.send(wharf_proto::Outbound::Header {
+            msg: ExecRequest::Ping,
+            body_len: 3,
+        })
+        .await
+        .expect("send");
+        conn.send(wharf_proto::Outbound::<ExecRequest>::Body(
+            bytes::Bytes::from_static(b"abc"),
+        ))
+        .await
+        .expect("send");
+        let reply = raw_recv(&mut conn).await;
+        assert!(
+            matches!(&reply, Some(ExecReply::Error(e)) if e.code == ErrorCode::BadRequest),
+            "{reply:?}"
+        );
+    }
+    // A second run while one runs is a protocol error: the command is
+    // killed and the connection closed.
+    let reply = raw_ask(
+        &mut conn,
+        ExecRequest::Run {
+            command: "echo $$ > pids; sleep 100".into(),
+            stdin: false,
+        },
+    )
+    .await;
+    assert!(matches!(reply, ExecReply::Started { .. }), "{reply:?}");
+    let pids = read_pids(&srv.home("alice").join("pids"), 1).await;
+    let reply = raw_ask(
+        &mut conn,
+        ExecRequest::Run {
+            command: "true".into(),
+            stdin: false,
+        },
+    )
+    .await;
+    assert!(
+        matches!(&reply, ExecReply::Error(e) if e.code == ErrorCode::BadRequest && e.message.contains("killed")),
+        "{reply:?}"
+    );
+    assert!(raw_recv(&mut conn).await.is_none(), "closed after");
+    all_gone(&pids).await;
+    // Through all of it, the server served.
+    let mut c = srv.client("alice").await;
+    assert_eq!(c.output("echo fine").await.expect("run").stdout, b"fine\n");
+}
+
+#[tokio::test]
+async fn every_run_is_logged_and_counted_in_usage() {
+    let srv = spawn().await;
+    srv.add_user("alice", "exec").await;
+    let mut c = srv.client("alice").await;
+    c.output("echo one").await.expect("run");
+    c.output("exit 4").await.expect("run");
+    c.output("kill -9 $$").await.expect("run");
+    let rows = srv
+        .store
+        .usage_report(Some("alice"), 0)
+        .await
+        .expect("usage");
+    assert_eq!(rows[0].exec_commands, 3);
+    let log: Vec<(String, Option<i64>, Option<i64>, i64)> = sqlx_rows(&srv).await;
+    assert_eq!(
+        log,
+        [
+            ("echo one".to_owned(), Some(0), None, 4),
+            ("exit 4".to_owned(), Some(4), None, 0),
+            ("kill -9 $$".to_owned(), None, Some(9), 0),
+        ]
+    );
+}
+
+async fn sqlx_rows(srv: &TestServer) -> Vec<(String, Option<i64>, Option<i64>, i64)> {
+    srv.store
+        .exec_log(Some("alice"), 10)
+        .await
+        .expect("exec log")
+        .into_iter()
+        .rev()
+        .map(|e| {
+            (
+                e.command,
+                e.exit_code.map(i64::from),
+                e.signal.map(i64::from),
+                e.bytes_out as i64,
+            )
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn resource_limits_hold() {
+    let srv = spawn_with(ExecConfig {
+        resources: ResourceLimits {
+            cpu: Duration::from_secs(1),
+            file_size: 4096,
+            ..ResourceLimits::default()
+        },
+        ..ExecConfig::default()
+    })
+    .await;
+    srv.add_user("alice", "exec").await;
+    let mut c = srv.client("alice").await;
+    // File size: the writer gets SIGXFSZ (25), the file stops at the limit.
+    let out = c
+        .output("head -c 10000 /dev/zero > f; echo $?")
+        .await
+        .expect("run");
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "153");
+    assert_eq!(
+        std::fs::metadata(srv.home("alice").join("f"))
+            .expect("f")
+            .len(),
+        4096
+    );
+    // CPU: SIGXCPU (24) ends a busy loop after a second of CPU time.
+    let out = c.output("while :; do :; done").await.expect("run");
+    assert_eq!((out.outcome.status, out.outcome.signal), (152, Some(24)));
+    // The limits are hard: the command cannot raise them.
+    let out = c.output("ulimit -f unlimited").await.expect("run");
+    assert_ne!(out.outcome.status, 0);
+    // No core dumps in homes.
+    let out = c.output("ulimit -c").await.expect("run");
+    assert_eq!(out.stdout, b"0\n");
+}
+
+#[tokio::test]
+async fn quota_caps_file_size_and_usage_follows_commands() {
+    let srv = spawn().await;
+    srv.add_user("alice", "exec").await;
+    srv.store
+        .set_quota("alice", Some(10_000))
+        .await
+        .expect("quota");
+    let mut c = srv.client("alice").await;
+    let out = c
+        .output("head -c 20000 /dev/zero > big; echo $?")
+        .await
+        .expect("run");
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "153");
+    let until = tokio::time::Instant::now() + WAIT;
+    loop {
+        let user = srv.store.require_user("alice").await.expect("user");
+        if (user.used_bytes, user.file_count) == (10_000, 1) {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < until,
+            "usage not rescanned: {user:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Full: not one more byte.
+    let out = c
+        .output("head -c 1 /dev/zero > more; echo $?")
+        .await
+        .expect("run");
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "153");
+}
+
+#[tokio::test]
+async fn commands_run_as_the_run_as_user() {
+    if !is_root() {
+        eprintln!("skipped: --run-as needs the tests to run as root");
+        return;
+    }
+    let identity = wharf_exec::server::lookup_identity("65534:65534").expect("nobody");
+    let srv = spawn_with(ExecConfig {
+        run_as: Some(identity),
+        resources: ResourceLimits {
+            processes: 3,
+            ..ResourceLimits::default()
+        },
+        ..ExecConfig::default()
+    })
+    .await;
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let open = std::fs::Permissions::from_mode(0o755);
+        std::fs::set_permissions(srv.dir.path(), open.clone()).expect("chmod");
+        std::fs::create_dir_all(srv.dir.path().join("homes")).expect("homes");
+        std::fs::set_permissions(srv.dir.path().join("homes"), open).expect("chmod");
+    }
+    srv.add_user("alice", "exec").await;
+    let mut c = srv.client("alice").await;
+    let out = c
+        .output("id -u; id -g; id -G; touch mine; echo ok")
+        .await
+        .expect("run");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "65534\n65534\n65534\nok\n"
+    );
+    use std::os::unix::fs::MetadataExt;
+    assert_eq!(
+        std::fs::metadata(srv.home("alice")).expect("home").uid(),
+        65534
+    );
+    // The process limit holds for a user that is not root.
+    let out = c
+        .output("sleep 1 & sleep 1 & sleep 1 & sleep 1 & wait")
+        .await
+        .expect("run");
+    assert_ne!(
+        out.outcome.status,
+        0,
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .to_lowercase()
+            .contains("fork"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
