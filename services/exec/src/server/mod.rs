@@ -1,5 +1,6 @@
 //! The remote-exec server: configuration, privileges and [`run`].
 
+mod args;
 mod privileges;
 mod process;
 mod session;
@@ -14,6 +15,7 @@ use tokio_util::sync::CancellationToken;
 use wharf_core::Authenticator;
 use wharf_core::server::{Handler, Limits, Rejection, Slots, serve};
 
+pub use args::ExecArgs;
 pub use privileges::{PrivilegeError, decide_identity, lookup_identity};
 pub use process::{COMMAND_PATH, Identity, ResourceLimits};
 

@@ -1,0 +1,75 @@
+//! `wharf-execd`: the remote-exec daemon. Parses flags, decides who
+//! commands run as, opens the database, binds the listener and serves until
+//! SIGINT or SIGTERM.
+
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use clap::Parser;
+use tokio_util::sync::CancellationToken;
+use wharf_core::cli::{DatabaseArgs, LimitArgs, init_tracing, run_main};
+use wharf_core::server::shutdown_signal;
+use wharf_exec::server::{ExecArgs, run};
+
+/// Wharf remote-exec server: users with the exec right run command lines in
+/// their homes, with time, output and resource limits.
+#[derive(Debug, Parser)]
+#[command(
+    name = "wharf-execd",
+    version,
+    after_help = "Grant the right with `admin-cli user grant NAME exec`. Started as root, it needs --run-as USER (or --allow-root). Durations: 10s, 5m; sizes: 64MiB, 1G."
+)]
+struct Args {
+    /// Address to listen on.
+    #[arg(long, default_value = "0.0.0.0:2123", value_name = "ADDR")]
+    listen: String,
+    #[command(flatten)]
+    database: DatabaseArgs,
+    #[command(flatten)]
+    limits: LimitArgs,
+    #[command(flatten)]
+    exec: ExecArgs,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    init_tracing();
+    run_main("wharf-execd", async {
+        serve(args).await.map(|()| ExitCode::SUCCESS)
+    })
+}
+
+async fn serve(args: Args) -> Result<()> {
+    let config = args.exec.config(args.limits.limits())?;
+    let url = args.database.url();
+    let (store, auth) = args
+        .database
+        .open()
+        .await
+        .with_context(|| format!("cannot open the database {url}"))?;
+    let listener = tokio::net::TcpListener::bind(&args.listen)
+        .await
+        .with_context(|| {
+            format!(
+                "cannot listen on {}; is the port in use? pick another with --listen",
+                args.listen
+            )
+        })?;
+    let addr = listener.local_addr()?;
+    let runs_as = match &config.run_as {
+        Some(id) => format!("{} (uid {}, gid {})", id.name, id.uid, id.gid),
+        None => "the server's own user".to_owned(),
+    };
+    tracing::info!(%addr, database = %url, commands_run_as = %runs_as, "wharf-execd {} serving remote exec", env!("CARGO_PKG_VERSION"));
+    let shutdown = CancellationToken::new();
+    let trigger = shutdown.clone();
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        tracing::info!("shutting down: running commands are killed");
+        trigger.cancel();
+    });
+    run(listener, auth, config, shutdown).await;
+    store.close().await;
+    tracing::info!("stopped");
+    Ok(())
+}
