@@ -1,1 +1,196 @@
-fn main() {}
+//! Remote-exec benchmark, on loopback, against a real `wharf-execd` child
+//! process, side by side with the same work done locally in the same run:
+//!
+//! - `true` 1,000 times over one connection, and 1,000 times over fresh
+//!   connections (each logs in: one argon2 verification with the production
+//!   parameters), beside a local loop spawning `sh -c true`; commands/s and
+//!   the per-command overhead beyond the local spawn;
+//! - `head -c 1G /dev/zero` streamed to the client (which discards it),
+//!   beside a local `head -c 1G /dev/zero > /dev/null` and a local pipe
+//!   `head -c 1G /dev/zero | cat > /dev/null`; MB/s and the ratios.
+//!
+//! Run: `cargo bench -p wharf-exec --bench exec`. Smaller:
+//! `WHARF_BENCH_COMMANDS=200 WHARF_BENCH_MIB=256 cargo bench -p wharf-exec --bench exec`.
+
+use std::net::TcpListener;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use wharf_core::store::NewUser;
+use wharf_core::{Password, Store};
+use wharf_exec::client::{ExecClient, Streams};
+
+type Res<T> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
+
+const PASSWORD: &str = "benchmark password";
+
+fn env_num(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn mb_per_s(bytes: u64, t: Duration) -> f64 {
+    bytes as f64 / 1e6 / t.as_secs_f64()
+}
+
+fn local(script: &str) -> Res<Duration> {
+    let start = Instant::now();
+    let status = Command::new("/bin/sh")
+        .args(["-c", script])
+        .stdin(Stdio::null())
+        .status()?;
+    if !status.success() {
+        return Err(format!("{script}: {status}").into());
+    }
+    Ok(start.elapsed())
+}
+
+#[tokio::main]
+async fn main() -> Res<()> {
+    let n = env_num("WHARF_BENCH_COMMANDS", 1000);
+    let mib = env_num("WHARF_BENCH_MIB", 1024) as u64;
+    let dir = tempfile::tempdir()?;
+    let url = format!("sqlite://{}/wharf.db", dir.path().display());
+    let store = Store::open(&url).await?;
+    let hash = wharf_core::auth::hash_password(&Password::new(PASSWORD)).await?;
+    let (home, _) = wharf_core::home::ensure_home(&dir.path().join("homes/bench"))?;
+    store
+        .create_user(&NewUser {
+            name: "bench".into(),
+            password_hash: hash,
+            home,
+            quota_bytes: None,
+            services: "exec".parse()?,
+        })
+        .await?;
+    store.close().await;
+
+    let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    let addr = format!("127.0.0.1:{port}");
+    let mut server = Command::new(env!("CARGO_BIN_EXE_wharf-execd"))
+        .args(["--listen", &addr, "--database-url", &url])
+        .args(["--max-output", "4GiB", "--command-timeout", "10m"])
+        .args(["--max-cpu", "10m", "--max-file-size", "1GiB"])
+        .args(if rustix::process::geteuid().is_root() {
+            &["--allow-root"][..]
+        } else {
+            &[][..]
+        })
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .spawn()?;
+    let result = bench(&addr, n, mib).await;
+    let _ = server.kill();
+    let _ = server.wait();
+    result
+}
+
+async fn connect(addr: &str) -> Res<ExecClient> {
+    for _ in 0..100 {
+        match ExecClient::connect(addr, "bench", &Password::new(PASSWORD)).await {
+            Ok(c) => return Ok(c),
+            Err(wharf_exec::client::ClientError::Connect { .. }) => {
+                tokio::time::sleep(Duration::from_millis(50)).await
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Err("wharf-execd did not start".into())
+}
+
+async fn bench(addr: &str, n: usize, mib: u64) -> Res<()> {
+    let mut client = connect(addr).await?;
+    println!(
+        "wharf-exec benchmark: {n} commands, {mib} MiB of output (loopback, one run, side by side)"
+    );
+
+    // Warm up both sides.
+    for _ in 0..20 {
+        client.output("true").await?;
+        local("true")?;
+    }
+
+    let start = Instant::now();
+    for _ in 0..n {
+        let status = Command::new("/bin/sh")
+            .args(["-c", "true"])
+            .stdin(Stdio::null())
+            .status()?;
+        if !status.success() {
+            return Err("local sh -c true failed".into());
+        }
+    }
+    let t_local = start.elapsed();
+
+    let start = Instant::now();
+    for _ in 0..n {
+        let out = client.output("true").await?;
+        if out.outcome.status != 0 {
+            return Err("remote true failed".into());
+        }
+    }
+    let t_one = start.elapsed();
+
+    let start = Instant::now();
+    for _ in 0..n {
+        let mut c = ExecClient::connect(addr, "bench", &Password::new(PASSWORD)).await?;
+        c.output("true").await?;
+        c.quit().await?;
+    }
+    let t_fresh = start.elapsed();
+
+    let per = |t: Duration| t.as_secs_f64() * 1000.0 / n as f64;
+    let rate = |t: Duration| n as f64 / t.as_secs_f64();
+    println!(
+        "local  sh -c true            {:>8.0} commands/s  {:>6.3} ms each",
+        rate(t_local),
+        per(t_local)
+    );
+    println!(
+        "remote true, one connection  {:>8.0} commands/s  {:>6.3} ms each  overhead {:+.3} ms beyond the local spawn (target < 2 ms)",
+        rate(t_one),
+        per(t_one),
+        per(t_one) - per(t_local)
+    );
+    println!(
+        "remote true, new connection  {:>8.0} commands/s  {:>6.3} ms each  (connect + login with argon2id 19 MiB + run)",
+        rate(t_fresh),
+        per(t_fresh)
+    );
+
+    let bytes = mib * 1024 * 1024;
+    let t_null = local(&format!("head -c {bytes} /dev/zero > /dev/null"))?;
+    let t_pipe = local(&format!("head -c {bytes} /dev/zero | cat > /dev/null"))?;
+    let mut sink = tokio::io::sink();
+    let mut errors = Vec::new();
+    let start = Instant::now();
+    let outcome = client
+        .run(
+            &format!("head -c {bytes} /dev/zero"),
+            Streams {
+                stdin: None,
+                stdout: &mut sink,
+                stderr: &mut errors,
+                signals: None,
+            },
+        )
+        .await?;
+    let t_remote = start.elapsed();
+    if outcome.bytes_out != bytes || outcome.status != 0 {
+        return Err(format!("remote head: {outcome:?}").into());
+    }
+    let remote = mb_per_s(bytes, t_remote);
+    let null = mb_per_s(bytes, t_null);
+    let pipe = mb_per_s(bytes, t_pipe);
+    println!("local  head > /dev/null      {null:>8.0} MB/s");
+    println!("local  head | cat > /dev/null{pipe:>8.0} MB/s");
+    println!(
+        "remote head, streamed        {remote:>8.0} MB/s  = {:.2}x the local pipe, {:.2}x head > /dev/null (target 0.7x)",
+        remote / pipe,
+        remote / null
+    );
+    client.quit().await?;
+    Ok(())
+}

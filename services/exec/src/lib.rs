@@ -8,4 +8,5 @@
 #![deny(missing_docs)]
 
 pub mod client;
+pub mod launch;
 pub mod server;

@@ -107,7 +107,7 @@ async fn the_prompt_runs_lines_from_a_pipe() {
 async fn failures_say_what_went_wrong_and_exit_255() {
     let srv = spawn_with(ExecConfig {
         command_timeout: Duration::from_millis(500),
-        ..ExecConfig::default()
+        ..config()
     })
     .await;
     srv.add_user("alice", "exec").await;

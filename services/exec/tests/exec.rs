@@ -167,7 +167,7 @@ async fn runs_in_the_home_with_a_scrubbed_environment() {
 async fn the_timeout_kills_the_whole_group() {
     let srv = spawn_with(ExecConfig {
         command_timeout: Duration::from_millis(700),
-        ..ExecConfig::default()
+        ..config()
     })
     .await;
     srv.add_user("alice", "exec").await;
@@ -189,7 +189,7 @@ async fn the_timeout_kills_the_whole_group() {
 async fn the_output_cap_kills_the_whole_group() {
     let srv = spawn_with(ExecConfig {
         max_output: 1024 * 1024,
-        ..ExecConfig::default()
+        ..config()
     })
     .await;
     srv.add_user("alice", "exec").await;
@@ -566,7 +566,7 @@ async fn resource_limits_hold() {
             file_size: 4096,
             ..ResourceLimits::default()
         },
-        ..ExecConfig::default()
+        ..config()
     })
     .await;
     srv.add_user("alice", "exec").await;
@@ -641,7 +641,7 @@ async fn commands_run_as_the_run_as_user() {
             processes: 3,
             ..ResourceLimits::default()
         },
-        ..ExecConfig::default()
+        ..config()
     })
     .await;
     {

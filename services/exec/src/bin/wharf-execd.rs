@@ -32,6 +32,7 @@ struct Args {
 }
 
 fn main() -> ExitCode {
+    wharf_exec::launch::launch_if_asked();
     let args = Args::parse();
     init_tracing();
     run_main("wharf-execd", async {
@@ -68,7 +69,7 @@ async fn serve(args: Args) -> Result<()> {
         tracing::info!("shutting down: running commands are killed");
         trigger.cancel();
     });
-    run(listener, auth, config, shutdown).await;
+    run(listener, auth, config, shutdown).await?;
     store.close().await;
     tracing::info!("stopped");
     Ok(())

@@ -7,6 +7,7 @@ mod session;
 mod usage;
 
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -40,6 +41,10 @@ pub struct ExecConfig {
     pub drain: Duration,
     /// Failed logins one connection may make before it is closed.
     pub max_login_attempts: u32,
+    /// The binary that starts commands: a daemon that calls
+    /// [`crate::launch::launch_if_asked`] first thing; by default, this
+    /// process's own executable.
+    pub launcher: PathBuf,
 }
 
 impl Default for ExecConfig {
@@ -53,6 +58,7 @@ impl Default for ExecConfig {
             run_as: None,
             drain: Duration::from_millis(250),
             max_login_attempts: 3,
+            launcher: std::env::current_exe().unwrap_or_default(),
         }
     }
 }
@@ -82,15 +88,59 @@ impl Handler for ExecServer {
     }
 }
 
+/// Why the exec server cannot start.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "cannot start commands through {}: {reason}; the launcher must be a Wharf daemon binary (wharf-execd or wharfd)",
+    launcher.display()
+)]
+pub struct LauncherError {
+    launcher: PathBuf,
+    reason: String,
+}
+
+/// Checks that `launcher` starts commands: runs `exit 3` through it.
+pub async fn check_launcher(launcher: &Path) -> Result<(), LauncherError> {
+    let fail = |reason: String| LauncherError {
+        launcher: launcher.to_owned(),
+        reason,
+    };
+    let dir = std::env::temp_dir();
+    let mut running = process::Running::spawn(&process::Spawn {
+        launcher,
+        command: "exit 3",
+        home: &dir,
+        user: "wharf",
+        identity: None,
+        limits: ResourceLimits::default(),
+        stdin: false,
+    })
+    .map_err(|e| fail(e.to_string()))?;
+    let status = tokio::time::timeout(Duration::from_secs(10), async {
+        running.exited().await?;
+        running.finish().await
+    })
+    .await
+    .map_err(|_| fail("it did not finish within 10 s".into()))?
+    .map_err(|e| fail(e.to_string()))?;
+    match process::shell_status(status) {
+        (3, None) => Ok(()),
+        (status, _) => Err(fail(format!(
+            "a test command ended with status {status}, not 3"
+        ))),
+    }
+}
+
 /// Serves remote exec on `listener` until `shutdown` fires; running commands
 /// are then killed, their sessions told, and the home scans they started
-/// finish.
+/// finish. Fails at once when the launcher does not work.
 pub async fn run(
     listener: TcpListener,
     auth: Authenticator,
     config: ExecConfig,
     shutdown: CancellationToken,
-) {
+) -> Result<(), LauncherError> {
+    check_launcher(&config.launcher).await?;
     let limits = config.limits.clone();
     let server = Arc::new(ExecServer {
         usage: usage::Rescans::new(auth.store().clone()),
@@ -100,4 +150,5 @@ pub async fn run(
     });
     serve(listener, limits, Arc::clone(&server), shutdown).await;
     server.usage.wait().await;
+    Ok(())
 }

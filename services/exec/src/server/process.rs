@@ -1,21 +1,26 @@
 //! One command: `sh -c` in its own process group, with a scrubbed
-//! environment and resource limits, watched through a pidfd.
+//! environment and resource limits, started through the launcher (see
+//! [`crate::launch`]).
 //!
-//! The pidfd tells that the shell has exited *without reaping it*. While the
-//! shell is an unreaped zombie its pid, which is also the group's id, cannot
-//! be reused, so killing the group afterwards can only ever hit this
-//! command's processes (a background grandchild holding the pipes open, say).
-//! [`Running::finish`] kills the group, then reaps the shell.
+//! The shell's exit is noticed with `waitid(WNOWAIT)` on each SIGCHLD,
+//! *without reaping it*. While the shell is an unreaped zombie its pid,
+//! which is also the group's id, cannot be reused, so killing the group
+//! afterwards can only ever hit this command's processes (a background
+//! grandchild holding the pipes open, say). [`Running::finish`] kills the
+//! group, then reaps the shell.
 
-use std::os::fd::{AsFd, OwnedFd};
+use std::ffi::OsString;
+use std::os::fd::AsFd;
 use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
 use std::process::{ExitStatus, Stdio};
 use std::time::Duration;
 
-use rustix::process::{Pid, PidfdFlags, Resource, Rlimit, Signal, kill_process_group};
-use tokio::io::unix::AsyncFd;
+use rustix::process::{Pid, Signal, WaitId, WaitIdOptions, kill_process_group, waitid};
 use tokio::process::{Child, ChildStderr, ChildStdin, ChildStdout, Command};
+use tokio::signal::unix::{Signal as SignalStream, SignalKind, signal};
+
+use crate::launch::Launch;
 
 /// `PATH` of every command.
 pub const COMMAND_PATH: &str = "/usr/local/bin:/usr/bin:/bin";
@@ -59,6 +64,8 @@ impl Default for ResourceLimits {
 
 /// What to run and how.
 pub struct Spawn<'a> {
+    /// A daemon binary that calls [`crate::launch::launch_if_asked`].
+    pub launcher: &'a Path,
     /// The command line, for `sh -c`.
     pub command: &'a str,
     /// Working directory and `HOME`.
@@ -78,8 +85,8 @@ pub struct Spawn<'a> {
 pub struct Running {
     child: Child,
     pgid: Pid,
-    pidfd: Option<AsyncFd<OwnedFd>>,
-    status: Option<ExitStatus>,
+    sigchld: SignalStream,
+    exited: bool,
     finished: bool,
     /// The command's input, when asked for.
     pub stdin: Option<ChildStdin>,
@@ -89,56 +96,20 @@ pub struct Running {
     pub stderr: Option<ChildStderr>,
 }
 
-fn hard(limit: u64) -> Rlimit {
-    Rlimit {
-        current: Some(limit),
-        maximum: Some(limit),
-    }
-}
-
-/// Sets the limits in the forked child, between fork and exec. Hard limits
-/// are set too, so the command cannot raise them again.
-#[allow(unsafe_code)]
-fn set_limits_before_exec(cmd: &mut Command, limits: ResourceLimits) {
-    let cpu = limits.cpu.as_secs().max(1);
-    // SAFETY: the closure runs in the child between fork and exec, where only
-    // async-signal-safe work is allowed. It only makes `prlimit64` system
-    // calls (rustix's raw Linux backend: no allocation, no lock, no libc
-    // state) on values computed before the fork.
-    unsafe {
-        cmd.pre_exec(move || {
-            // SIGXCPU at the limit (the shell reports "CPU time limit
-            // exceeded"); SIGKILL a second later if it is ignored.
-            rustix::process::setrlimit(
-                Resource::Cpu,
-                Rlimit {
-                    current: Some(cpu),
-                    maximum: Some(cpu + 1),
-                },
-            )?;
-            rustix::process::setrlimit(Resource::Fsize, hard(limits.file_size))?;
-            rustix::process::setrlimit(Resource::Nproc, hard(limits.processes))?;
-            rustix::process::setrlimit(Resource::Core, hard(0))?;
-            Ok(())
-        });
-    }
-}
-
-/// Registers a pidfd with the runtime, to learn when the process exits.
-#[allow(unsafe_code)]
-fn watch(pidfd: OwnedFd) -> std::io::Result<AsyncFd<OwnedFd>> {
-    // SAFETY: `register` needs the descriptor to stay open and the same for
-    // the AsyncFd's whole life. An OwnedFd owns its descriptor, closes it only
-    // when dropped, and moves into the AsyncFd, which drops it last.
-    unsafe { AsyncFd::register(pidfd) }.map_err(std::io::Error::from)
-}
-
 impl Running {
     /// Starts the command.
     pub fn spawn(s: &Spawn<'_>) -> std::io::Result<Running> {
-        let mut cmd = Command::new("/bin/sh");
-        cmd.arg("-c")
-            .arg(s.command)
+        // Listening before the spawn: no exit can be missed.
+        let sigchld = signal(SignalKind::child())?;
+        let launch = Launch {
+            cpu_secs: s.limits.cpu.as_secs().max(1),
+            file_size: s.limits.file_size,
+            processes: s.limits.processes,
+            identity: s.identity.map(|id| (id.uid, id.gid)),
+            command: OsString::from(s.command),
+        };
+        let mut cmd = Command::new(s.launcher);
+        cmd.args(launch.args())
             .env_clear()
             .env("PATH", COMMAND_PATH)
             .env("HOME", s.home)
@@ -155,27 +126,12 @@ impl Running {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .kill_on_drop(true);
-        if let Some(id) = s.identity {
-            // std drops the supplementary groups when root changes uid.
-            cmd.uid(id.uid).gid(id.gid);
-        }
-        set_limits_before_exec(&mut cmd, s.limits);
         let mut child = cmd.spawn()?;
         let pgid = child
             .id()
             .and_then(|id| i32::try_from(id).ok())
             .and_then(Pid::from_raw)
             .ok_or_else(|| std::io::Error::other("the new process has no pid"))?;
-        let pidfd = match rustix::process::pidfd_open(pgid, PidfdFlags::empty())
-            .map_err(std::io::Error::from)
-            .and_then(watch)
-        {
-            Ok(fd) => Some(fd),
-            Err(e) => {
-                tracing::warn!(error = %e, "no pidfd (Linux 5.3 or later needed); reaping first, then killing the group");
-                None
-            }
-        };
         let stdout = child.stdout.take();
         let stderr = child.stderr.take();
         for pipe in [
@@ -194,29 +150,24 @@ impl Running {
             stderr,
             child,
             pgid,
-            pidfd,
-            status: None,
+            sigchld,
+            exited: false,
             finished: false,
         })
     }
 
-    /// Resolves when the shell has exited. With a pidfd the shell stays
-    /// unreaped until [`Running::finish`].
+    /// Resolves when the shell has exited; it stays unreaped until
+    /// [`Running::finish`].
     pub async fn exited(&mut self) -> std::io::Result<()> {
-        if self.status.is_some() {
-            return Ok(());
-        }
-        match &self.pidfd {
-            Some(fd) => {
-                // Readable once the process has exited; stays readable.
-                let _ready = fd.readable().await?;
-                Ok(())
-            }
-            None => {
-                self.status = Some(self.child.wait().await?);
-                Ok(())
+        let peek = WaitIdOptions::EXITED | WaitIdOptions::NOHANG | WaitIdOptions::NOWAIT;
+        while !self.exited {
+            if waitid(WaitId::Pid(self.pgid), peek)?.is_some() {
+                self.exited = true;
+            } else if self.sigchld.recv().await.is_none() {
+                return Err(std::io::Error::other("SIGCHLD is no longer delivered"));
             }
         }
+        Ok(())
     }
 
     /// Sends `signal` to every process of the command's group.
@@ -231,10 +182,7 @@ impl Running {
     /// returns how it ended.
     pub async fn finish(mut self) -> std::io::Result<ExitStatus> {
         let _ = kill_process_group(self.pgid, Signal::KILL);
-        let status = match self.status.take() {
-            Some(status) => Ok(status),
-            None => self.child.wait().await,
-        };
+        let status = self.child.wait().await;
         self.finished = true;
         status
     }

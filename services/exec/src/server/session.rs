@@ -469,6 +469,7 @@ impl Session {
         }
         let started = Instant::now();
         let spawned = Running::spawn(&Spawn {
+            launcher: &config.launcher,
             command: &command,
             home: &home,
             user: &user.name,

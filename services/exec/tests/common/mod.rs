@@ -34,7 +34,15 @@ pub struct TestServer {
 }
 
 pub async fn spawn() -> TestServer {
-    spawn_with(ExecConfig::default()).await
+    spawn_with(config()).await
+}
+
+/// Settings for tests: commands start through the real wharf-execd binary.
+pub fn config() -> ExecConfig {
+    ExecConfig {
+        launcher: env!("CARGO_BIN_EXE_wharf-execd").into(),
+        ..ExecConfig::default()
+    }
 }
 
 pub async fn spawn_with(config: ExecConfig) -> TestServer {
@@ -50,7 +58,11 @@ pub async fn spawn_with(config: ExecConfig) -> TestServer {
     let addr = listener.local_addr().expect("addr").to_string();
     let shutdown = CancellationToken::new();
     let token = shutdown.clone();
-    let task = tokio::spawn(run(listener, auth, config, token));
+    let task = tokio::spawn(async move {
+        run(listener, auth, config, token)
+            .await
+            .expect("exec server");
+    });
     TestServer {
         dir,
         url,
