@@ -81,7 +81,7 @@ async fn main() -> Res<()> {
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
         .spawn()?;
-    let result = bench(&addr, n, mib).await;
+    let result = bench(&addr, n, mib, server.id()).await;
     let _ = server.kill();
     let _ = server.wait();
     result
@@ -100,7 +100,22 @@ async fn connect(addr: &str) -> Res<ExecClient> {
     Err("wharf-execd did not start".into())
 }
 
-async fn bench(addr: &str, n: usize, mib: u64) -> Res<()> {
+/// CPU seconds (user + system) of `pid`, and of its reaped children.
+fn cpu(pid: &str) -> (f64, f64) {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let fields: Vec<f64> = stat
+        .rsplit(')')
+        .next()
+        .unwrap_or("")
+        .split_whitespace()
+        .map(|f| f.parse().unwrap_or(0.0))
+        .collect();
+    let tick = 100.0;
+    let get = |i: usize| fields.get(i).copied().unwrap_or(0.0) / tick;
+    (get(11) + get(12), get(13) + get(14))
+}
+
+async fn bench(addr: &str, n: usize, mib: u64, server_pid: u32) -> Res<()> {
     let mut client = connect(addr).await?;
     println!(
         "wharf-exec benchmark: {n} commands, {mib} MiB of output (loopback, one run, side by side)"
@@ -165,6 +180,9 @@ async fn bench(addr: &str, n: usize, mib: u64) -> Res<()> {
     let t_pipe = local(&format!("head -c {bytes} /dev/zero | cat > /dev/null"))?;
     let mut sink = tokio::io::sink();
     let mut errors = Vec::new();
+    let server_pid = server_pid.to_string();
+    let (s0, c0) = cpu(&server_pid);
+    let (me0, _) = cpu("self");
     let start = Instant::now();
     let outcome = client
         .run(
@@ -178,6 +196,8 @@ async fn bench(addr: &str, n: usize, mib: u64) -> Res<()> {
         )
         .await?;
     let t_remote = start.elapsed();
+    let (s1, c1) = cpu(&server_pid);
+    let (me1, _) = cpu("self");
     if outcome.bytes_out != bytes || outcome.status != 0 {
         return Err(format!("remote head: {outcome:?}").into());
     }
@@ -190,6 +210,13 @@ async fn bench(addr: &str, n: usize, mib: u64) -> Res<()> {
         "remote head, streamed        {remote:>8.0} MB/s  = {:.2}x the local pipe, {:.2}x head > /dev/null (target 0.7x)",
         remote / pipe,
         remote / null
+    );
+    println!(
+        "       CPU seconds while streaming: server {:.2}, head {:.2}, client {:.2} (wall {:.2})",
+        s1 - s0,
+        c1 - c0,
+        me1 - me0,
+        t_remote.as_secs_f64()
     );
     client.quit().await?;
     Ok(())

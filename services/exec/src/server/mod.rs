@@ -1,6 +1,7 @@
 //! The remote-exec server: configuration, privileges and [`run`].
 
 mod args;
+mod output;
 mod privileges;
 mod process;
 mod session;

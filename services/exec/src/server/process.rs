@@ -10,7 +10,6 @@
 //! group, then reaps the shell.
 
 use std::ffi::OsString;
-use std::os::fd::AsFd;
 use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
 use std::process::{ExitStatus, Stdio};
@@ -20,6 +19,7 @@ use rustix::process::{Pid, Signal, WaitId, WaitIdOptions, kill_process_group, wa
 use tokio::process::{Child, ChildStderr, ChildStdin, ChildStdout, Command};
 use tokio::signal::unix::{Signal as SignalStream, SignalKind, signal};
 
+use super::output::OutPipe;
 use crate::launch::Launch;
 
 /// `PATH` of every command.
@@ -86,14 +86,16 @@ pub struct Running {
     child: Child,
     pgid: Pid,
     sigchld: SignalStream,
+    /// A SIGCHLD came (or none was looked for yet): look again.
+    look: bool,
     exited: bool,
     finished: bool,
     /// The command's input, when asked for.
     pub stdin: Option<ChildStdin>,
     /// Its output.
-    pub stdout: Option<ChildStdout>,
+    pub stdout: Option<OutPipe>,
     /// Its error output.
-    pub stderr: Option<ChildStderr>,
+    pub stderr: Option<OutPipe>,
 }
 
 impl Running {
@@ -132,18 +134,18 @@ impl Running {
             .and_then(|id| i32::try_from(id).ok())
             .and_then(Pid::from_raw)
             .ok_or_else(|| std::io::Error::other("the new process has no pid"))?;
-        let stdout = child.stdout.take();
-        let stderr = child.stderr.take();
-        for pipe in [
-            stdout.as_ref().map(|p| p.as_fd()),
-            stderr.as_ref().map(|p| p.as_fd()),
-        ]
-        .into_iter()
-        .flatten()
-        {
-            // Best effort: the default 64 KiB works, only slower.
-            let _ = rustix::pipe::fcntl_setpipe_size(pipe, PIPE_SIZE);
-        }
+        let stdout = child.stdout.take().map(ChildStdout::into_owned_fd);
+        let stderr = child.stderr.take().map(ChildStderr::into_owned_fd);
+        let [stdout, stderr] = [stdout, stderr].map(|pipe| {
+            pipe.transpose()?
+                .map(|fd| {
+                    // Best effort: the default 64 KiB works, only slower.
+                    let _ = rustix::pipe::fcntl_setpipe_size(&fd, PIPE_SIZE);
+                    OutPipe::new(fd)
+                })
+                .transpose()
+        });
+        let (stdout, stderr) = (stdout?, stderr?);
         Ok(Running {
             stdin: child.stdin.take(),
             stdout,
@@ -151,6 +153,7 @@ impl Running {
             child,
             pgid,
             sigchld,
+            look: true,
             exited: false,
             finished: false,
         })
@@ -160,12 +163,17 @@ impl Running {
     /// [`Running::finish`].
     pub async fn exited(&mut self) -> std::io::Result<()> {
         let peek = WaitIdOptions::EXITED | WaitIdOptions::NOHANG | WaitIdOptions::NOWAIT;
+        // Called again and again from a loop: look only after a SIGCHLD.
         while !self.exited {
-            if waitid(WaitId::Pid(self.pgid), peek)?.is_some() {
-                self.exited = true;
-            } else if self.sigchld.recv().await.is_none() {
+            if self.look {
+                self.look = false;
+                self.exited = waitid(WaitId::Pid(self.pgid), peek)?.is_some();
+                continue;
+            }
+            if self.sigchld.recv().await.is_none() {
                 return Err(std::io::Error::other("SIGCHLD is no longer delivered"));
             }
+            self.look = true;
         }
         Ok(())
     }

@@ -1,9 +1,9 @@
 //! One connection: hello, login, then commands one at a time.
 //!
 //! While a command runs, one loop moves everything: the client's frames
-//! (standard input, signals, pings), the command's output (each read goes
-//! out as one `stdout` or `stderr` frame, written straight from the read
-//! buffer), the time limit, the output cap and the server's shutdown. The
+//! (standard input, signals, pings), the command's output (what waits in a
+//! pipe goes out as one `stdout` or `stderr` frame, spliced from the pipe
+//! to the socket), the time limit, the output cap and the server's shutdown. The
 //! command's input is written by a task of its own, so a command that
 //! writes without reading can never block the loop.
 
@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use futures_util::StreamExt;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::process::ChildStdin;
@@ -31,13 +31,8 @@ use wharf_proto::message::{ErrorReply, LoginOk, ServerHello};
 use wharf_proto::{ErrorCode, Frame, FrameCodec, Outbound, PROTOCOL_VERSION};
 
 use super::ExecServer;
+use super::output::{HEAD_ROOM, OutPipe, Waiting};
 use super::process::{Running, Spawn, shell_status};
-
-/// Room kept in front of each output read for the frame's prefix and header.
-const HEAD_ROOM: usize = 64;
-
-/// Largest output read, and so the largest `stdout`/`stderr` body.
-const OUTPUT_CHUNK: usize = 256 * 1024;
 
 /// Standard-input chunks queued for the command.
 const STDIN_QUEUE: usize = 4;
@@ -85,11 +80,22 @@ impl Out {
         let _ = tokio::time::timeout(LAST_WORDS, self.send(reply)).await;
     }
 
-    /// Writes `buf[HEAD_ROOM..HEAD_ROOM + n]` as the body of a `msg` frame,
-    /// with the header put in the room in front of it: one write.
-    async fn output(&mut self, msg: ExecReply, buf: &mut [u8], n: usize) -> std::io::Result<()> {
+    /// Sends up to `max` bytes waiting in `pipe` as the body of a `msg`
+    /// frame, the header put in the room in front of the data: one write.
+    /// Returns the bytes sent.
+    async fn output(
+        &mut self,
+        msg: ExecReply,
+        pipe: &mut OutPipe,
+        max: usize,
+    ) -> std::io::Result<usize> {
         if self.broken {
             return Err(std::io::ErrorKind::BrokenPipe.into());
+        }
+        let buf = pipe.take(max)?;
+        let n = buf.len() - HEAD_ROOM;
+        if n == 0 {
+            return Ok(0);
         }
         self.encode(msg, n as u64)?;
         let head = self.head.len();
@@ -97,13 +103,13 @@ impl Out {
         if head <= HEAD_ROOM {
             let start = HEAD_ROOM - head;
             buf[start..HEAD_ROOM].copy_from_slice(&self.head);
-            self.wr.write_all(&buf[start..HEAD_ROOM + n]).await?;
+            self.wr.write_all(&buf[start..]).await?;
         } else {
             self.wr.write_all(&self.head).await?;
-            self.wr.write_all(&buf[HEAD_ROOM..HEAD_ROOM + n]).await?;
+            self.wr.write_all(&buf[HEAD_ROOM..]).await?;
         }
         self.broken = false;
-        Ok(())
+        Ok(n)
     }
 }
 
@@ -573,31 +579,37 @@ impl Session {
         }
     }
 
-    /// Sends `n` bytes of output read into `buf`, within the cap, the time
-    /// limit and the shutdown; returns the output bytes sent so far.
-    async fn forward(
+    /// Sends what waits in an output pipe (within the cap, the time limit
+    /// and the shutdown), or closes the pipe at its end; returns the output
+    /// bytes sent so far.
+    async fn pump(
         &mut self,
+        pipe: &mut Option<OutPipe>,
+        waiting: std::io::Result<Waiting>,
         msg: ExecReply,
-        buf: &mut [u8],
-        n: usize,
         sent: u64,
         deadline: Instant,
     ) -> Result<u64, End> {
+        let Some(p) = pipe
+            .as_mut()
+            .filter(|_| matches!(waiting, Ok(Waiting::Bytes)))
+        else {
+            *pipe = None;
+            return Ok(sent);
+        };
         let room = self.server.config.max_output.saturating_sub(sent);
-        let send = n.min(usize::try_from(room).unwrap_or(usize::MAX));
-        if send > 0 {
-            let shutdown = self.shutdown.clone();
-            tokio::select! {
-                biased;
-                _ = shutdown.cancelled() => return Err(End::Shutdown),
-                _ = tokio::time::sleep_until(deadline) => return Err(End::Timeout),
-                r = self.out.output(msg, buf, send) => r.map_err(|_| End::Disconnected)?,
-            }
-        }
-        if send < n {
+        if room == 0 {
             return Err(End::OutputCap);
         }
-        Ok(sent + send as u64)
+        let max = usize::try_from(room).unwrap_or(usize::MAX);
+        let shutdown = self.shutdown.clone();
+        let n = tokio::select! {
+            biased;
+            _ = shutdown.cancelled() => return Err(End::Shutdown),
+            _ = tokio::time::sleep_until(deadline) => return Err(End::Timeout),
+            r = self.out.output(msg, p, max) => r.map_err(|_| End::Disconnected)?,
+        };
+        Ok(sent + n as u64)
     }
 
     /// Moves input, output and signals until the command ends or must be
@@ -619,8 +631,6 @@ impl Session {
         });
         let mut pending: Option<Bytes> = None;
         let mut body_to = BodyTo::Discard;
-        let mut out_buf = vec![0u8; HEAD_ROOM + OUTPUT_CHUNK];
-        let mut err_buf = vec![0u8; HEAD_ROOM + OUTPUT_CHUNK];
         let mut bytes_out: u64 = 0;
         let mut drain_until: Option<Instant> = None;
         let end = loop {
@@ -633,8 +643,8 @@ impl Session {
                 _ = tokio::time::sleep_until(deadline) => Ev::Timeout,
                 _ = running.exited(), if drain_until.is_none() => Ev::Exited,
                 _ = sleep_until_some(drain_until) => Ev::DrainOver,
-                n = read_some(&mut stdout, &mut out_buf) => Ev::Out(n),
-                n = read_some(&mut stderr, &mut err_buf) => Ev::Err(n),
+                w = waiting(&stdout) => Ev::Out(w),
+                w = waiting(&stderr) => Ev::Err(w),
                 room = stdin_room(&stdin), if pending.is_some() => Ev::StdinRoom(room),
                 frame = frames.next(), if pending.is_none() => Ev::Frame(frame),
             };
@@ -652,37 +662,21 @@ impl Session {
                         pending = Some(chunk);
                     }
                 }
-                Ev::Out(n) => {
-                    let Some(n) = n.ok().filter(|&n| n > 0) else {
-                        stdout = None;
-                        continue;
-                    };
+                Ev::Out(w) => {
                     let sent = self
-                        .forward(ExecReply::Stdout, &mut out_buf, n, bytes_out, deadline)
+                        .pump(&mut stdout, w, ExecReply::Stdout, bytes_out, deadline)
                         .await;
                     match sent {
                         Ok(total) => bytes_out = total,
-                        Err(End::OutputCap) => {
-                            bytes_out = self.server.config.max_output;
-                            break End::OutputCap;
-                        }
                         Err(end) => break end,
                     }
                 }
-                Ev::Err(n) => {
-                    let Some(n) = n.ok().filter(|&n| n > 0) else {
-                        stderr = None;
-                        continue;
-                    };
+                Ev::Err(w) => {
                     let sent = self
-                        .forward(ExecReply::Stderr, &mut err_buf, n, bytes_out, deadline)
+                        .pump(&mut stderr, w, ExecReply::Stderr, bytes_out, deadline)
                         .await;
                     match sent {
                         Ok(total) => bytes_out = total,
-                        Err(End::OutputCap) => {
-                            bytes_out = self.server.config.max_output;
-                            break End::OutputCap;
-                        }
                         Err(end) => break end,
                     }
                 }
@@ -741,6 +735,9 @@ impl Session {
                 }
             }
         };
+        if let End::OutputCap = end {
+            bytes_out = self.server.config.max_output;
+        }
         (end, bytes_out)
     }
 }
@@ -749,8 +746,8 @@ impl Session {
 enum Ev {
     Frame(Option<Result<Frame<ExecRequest>, wharf_proto::ProtoError>>),
     StdinRoom(bool),
-    Out(std::io::Result<usize>),
-    Err(std::io::Result<usize>),
+    Out(std::io::Result<Waiting>),
+    Err(std::io::Result<Waiting>),
     Exited,
     DrainOver,
     Timeout,
@@ -798,13 +795,10 @@ impl End {
     }
 }
 
-/// Reads from a pipe that is still open; pends forever once it is closed.
-async fn read_some<R: tokio::io::AsyncRead + Unpin>(
-    pipe: &mut Option<R>,
-    buf: &mut [u8],
-) -> std::io::Result<usize> {
+/// What an output pipe that is still open has; pends forever once closed.
+async fn waiting(pipe: &Option<OutPipe>) -> std::io::Result<Waiting> {
     match pipe {
-        Some(p) => p.read(&mut buf[HEAD_ROOM..]).await,
+        Some(p) => p.waiting().await,
         None => std::future::pending().await,
     }
 }
