@@ -49,8 +49,8 @@ fn chat_examples_decode() {
 fn exec_examples_decode() {
     let seen = check(
         section("## Remote exec (", "\n## "),
-        |j| decode::<ExecRequest>(j),
-        |j| decode::<ExecReply>(j),
+        decode::<ExecRequest>,
+        decode::<ExecReply>,
     );
     assert!(seen >= 18, "only {seen} examples found");
 }
