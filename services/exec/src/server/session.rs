@@ -486,13 +486,12 @@ impl Session {
         let mut running = match spawned {
             Ok(r) => r,
             Err(e) => {
-                tracing::error!(user = %user.name, error = %e, "cannot start a command");
-                return self
-                    .reply(error(
-                        ErrorCode::Internal,
-                        format!("the command could not be started: {e}"),
-                    ))
-                    .await;
+                tracing::error!(user = %user.name, home = %home.display(), error = %e, "cannot start a command");
+                let msg = format!(
+                    "the command could not be started in your home {}: {e}; ask an administrator",
+                    home.display()
+                );
+                return self.reply(error(ErrorCode::Internal, msg)).await;
             }
         };
         let deadline = started + config.command_timeout;
