@@ -180,6 +180,7 @@ async fn the_timeout_kills_the_whole_group() {
     assert!(err.to_string().contains("--command-timeout"), "{err}");
     let pids = read_pids(&srv.home("alice").join("pids"), 3).await;
     all_gone(&pids).await;
+    reaped(pids[2]).await;
     // The session goes on.
     let out = c.output("echo still here").await.expect("run");
     assert_eq!(out.stdout, b"still here\n");
@@ -237,6 +238,7 @@ async fn a_client_disconnect_kills_the_whole_group() {
     let pids = read_pids(&srv.home("alice").join("pids"), 3).await;
     drop(conn);
     all_gone(&pids).await;
+    reaped(pids[2]).await;
     // It is logged, killed by SIGKILL.
     let until = tokio::time::Instant::now() + WAIT;
     loop {

@@ -163,6 +163,16 @@ pub fn alive(pid: u32) -> bool {
     }
 }
 
+/// Waits until `pid`, a child of this process (the shell of a command the
+/// in-process server ran), is reaped: not even a zombie is left.
+pub async fn reaped(pid: u32) {
+    let until = tokio::time::Instant::now() + WAIT;
+    while std::path::Path::new(&format!("/proc/{pid}")).exists() {
+        assert!(tokio::time::Instant::now() < until, "{pid} was not reaped");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// Waits until none of `pids` is alive; panics after [`WAIT`].
 pub async fn all_gone(pids: &[u32]) {
     let until = tokio::time::Instant::now() + WAIT;
