@@ -1,14 +1,19 @@
-//! Commands change homes behind the quota's back, so after each command
-//! the home is measured again and the user's usage updated: one scan at a
-//! time per user, and one more if commands ended during it.
+//! Commands change homes behind the quota's back, so after commands the
+//! home is measured again and the user's usage updated: a scan starts a
+//! moment after a command ends, so that a burst of commands costs one scan;
+//! one scan at a time per user, and one more if commands ended during it.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use tokio_util::task::TaskTracker;
 use wharf_core::Store;
 use wharf_core::home::scan_home;
+
+/// How long after a command its home is measured.
+const SETTLE: Duration = Duration::from_millis(250);
 
 /// Home scans in flight, per user id; `true` when another is wanted after.
 pub(super) struct Rescans {
@@ -26,7 +31,7 @@ impl Rescans {
         }
     }
 
-    /// Measures `home` again soon, and records what it holds.
+    /// Measures `home` again in a moment, and records what it holds.
     pub(super) fn after_command(&self, user_id: i64, name: &str, home: PathBuf) {
         {
             let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
@@ -41,6 +46,14 @@ impl Rescans {
         let name = name.to_owned();
         self.tasks.spawn(async move {
             loop {
+                tokio::time::sleep(SETTLE).await;
+                if let Some(again) = pending
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .get_mut(&user_id)
+                {
+                    *again = false;
+                }
                 let dir = home.clone();
                 match tokio::task::spawn_blocking(move || scan_home(&dir)).await {
                     Ok(Ok(usage)) => {
