@@ -83,6 +83,52 @@ impl Default for ChatConfig {
     }
 }
 
+/// The chat flags of a daemon (`wharf-chatd`, `wharfd`).
+#[derive(Debug, Clone, clap::Args)]
+pub struct ChatArgs {
+    /// Messages a user may send at once before flood control starts.
+    #[arg(long, default_value_t = 20, value_name = "N")]
+    pub flood_burst: u32,
+    /// Messages per second a user may keep sending.
+    #[arg(long, default_value_t = 5.0, value_name = "N")]
+    pub flood_rate: f64,
+    /// Messages queued for one TCP client; a client that falls this far
+    /// behind is disconnected.
+    #[arg(long, default_value_t = 1024, value_name = "N")]
+    pub member_queue: usize,
+    /// A UDP session ends after this long without a datagram.
+    #[arg(long, default_value = "120s", value_parser = humantime::parse_duration, value_name = "DURATION")]
+    pub udp_idle: Duration,
+    /// UDP sessions at once.
+    #[arg(long, default_value_t = 10_000, value_name = "N")]
+    pub max_udp_sessions: usize,
+}
+
+/// A chat flag that makes no sense.
+#[derive(Debug, thiserror::Error)]
+#[error("--flood-burst and --flood-rate must be above 0")]
+pub struct BadFlood;
+
+impl ChatArgs {
+    /// The server settings these flags ask for.
+    pub fn config(&self, limits: Limits) -> Result<ChatConfig, BadFlood> {
+        if self.flood_rate.is_nan() || self.flood_rate <= 0.0 || self.flood_burst == 0 {
+            return Err(BadFlood);
+        }
+        Ok(ChatConfig {
+            limits,
+            flood: Rate {
+                burst: self.flood_burst,
+                per_sec: self.flood_rate,
+            },
+            member_queue: self.member_queue.max(1),
+            udp_idle: self.udp_idle,
+            max_udp_sessions: self.max_udp_sessions,
+            ..ChatConfig::default()
+        })
+    }
+}
+
 /// What every session shares.
 pub(crate) struct ChatServer {
     auth: Authenticator,

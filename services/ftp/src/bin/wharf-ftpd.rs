@@ -1,8 +1,6 @@
 //! `wharf-ftpd`: the file-transfer daemon. Parses flags, opens the database,
 //! binds the listener and serves until SIGINT or SIGTERM.
 
-use std::time::Duration;
-
 use std::process::ExitCode;
 
 use anyhow::{Context, Result};
@@ -10,7 +8,7 @@ use clap::Parser;
 use tokio_util::sync::CancellationToken;
 use wharf_core::cli::{DatabaseArgs, LimitArgs, init_tracing, run_main};
 use wharf_core::server::shutdown_signal;
-use wharf_ftp::server::{FtpConfig, FtpServer, run};
+use wharf_ftp::server::{FtpArgs, FtpServer, run};
 
 /// Wharf file-transfer server: per-user homes, quotas, md5-verified and
 /// resumable uploads and downloads.
@@ -28,9 +26,8 @@ struct Args {
     database: DatabaseArgs,
     #[command(flatten)]
     limits: LimitArgs,
-    /// Interrupted uploads untouched this long are deleted and their quota released.
-    #[arg(long, default_value = "7d", value_parser = humantime::parse_duration, value_name = "DURATION")]
-    partial_ttl: Duration,
+    #[command(flatten)]
+    ftp: FtpArgs,
 }
 
 fn main() -> ExitCode {
@@ -58,11 +55,7 @@ async fn serve(args: Args) -> Result<()> {
         })?;
     let addr = listener.local_addr()?;
     tracing::info!(%addr, database = %url, "wharf-ftpd {} serving file transfer", env!("CARGO_PKG_VERSION"));
-    let config = FtpConfig {
-        limits: args.limits.limits(),
-        partial_ttl: args.partial_ttl,
-        ..FtpConfig::default()
-    };
+    let config = args.ftp.config(args.limits.limits());
     let shutdown = CancellationToken::new();
     let trigger = shutdown.clone();
     tokio::spawn(async move {

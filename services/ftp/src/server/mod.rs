@@ -43,6 +43,25 @@ impl Default for FtpConfig {
     }
 }
 
+/// The file-transfer flags of a daemon (`wharf-ftpd`, `wharfd`).
+#[derive(Debug, Clone, clap::Args)]
+pub struct FtpArgs {
+    /// Interrupted uploads untouched this long are deleted and their quota released.
+    #[arg(long, default_value = "7d", value_parser = humantime::parse_duration, value_name = "DURATION")]
+    pub partial_ttl: Duration,
+}
+
+impl FtpArgs {
+    /// The server settings these flags ask for.
+    pub fn config(&self, limits: Limits) -> FtpConfig {
+        FtpConfig {
+            limits,
+            partial_ttl: self.partial_ttl,
+            ..FtpConfig::default()
+        }
+    }
+}
+
 /// What every session shares.
 #[derive(Debug)]
 pub struct FtpServer {

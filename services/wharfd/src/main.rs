@@ -1,0 +1,235 @@
+//! `wharfd`: file transfer, chat and remote exec in one process, one tokio
+//! runtime, one database pool and one shutdown signal.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use clap::Parser;
+use tokio_util::sync::CancellationToken;
+use wharf_chat::server::ChatArgs;
+use wharf_core::cli::{DatabaseArgs, LimitArgs, init_tracing, run_main};
+use wharf_core::server::shutdown_signal;
+use wharf_exec::server::{ExecArgs, ExecConfig, PrivilegeError};
+use wharf_ftp::server::{FtpArgs, FtpServer};
+
+const AFTER_HELP: &str = "\
+Started as root, wharfd runs users' commands only with --run-as USER (or
+--allow-root); without either it serves file transfer and chat and leaves exec
+off. SIGINT or SIGTERM stops all three: idle sessions are told, transfers in
+flight may finish within --shutdown-grace, running commands are killed.
+
+Add users with `admin-cli user add NAME` (exec is granted only explicitly:
+`admin-cli user grant NAME exec`). Durations: 10s, 5m, 7d; sizes: 64MiB, 1G.";
+
+/// Wharf all-in-one server: file transfer (TCP 2121), chat (TCP and UDP
+/// 2122) and remote exec (TCP 2123) in one process over one database.
+#[derive(Debug, Parser)]
+#[command(name = "wharfd", version, after_help = AFTER_HELP)]
+struct Args {
+    #[command(flatten)]
+    database: DatabaseArgs,
+    /// Address of the file-transfer service.
+    #[arg(long, default_value = "0.0.0.0:2121", value_name = "ADDR")]
+    ftp_listen: String,
+    /// Address of the chat service, TCP and UDP.
+    #[arg(long, default_value = "0.0.0.0:2122", value_name = "ADDR")]
+    chat_listen: String,
+    /// Address of the remote-exec service.
+    #[arg(long, default_value = "0.0.0.0:2123", value_name = "ADDR")]
+    exec_listen: String,
+    /// Do not serve file transfer.
+    #[arg(long)]
+    no_ftp: bool,
+    /// Do not serve chat.
+    #[arg(long)]
+    no_chat: bool,
+    /// Do not serve remote exec.
+    #[arg(long)]
+    no_exec: bool,
+    #[command(flatten)]
+    limits: LimitArgs,
+    #[command(flatten)]
+    ftp: FtpArgs,
+    #[command(flatten)]
+    chat: ChatArgs,
+    #[command(flatten)]
+    exec: ExecArgs,
+}
+
+fn main() -> ExitCode {
+    wharf_exec::launch::launch_if_asked();
+    let args = Args::parse();
+    init_tracing();
+    run_main("wharfd", async {
+        serve(args).await.map(|()| ExitCode::SUCCESS)
+    })
+}
+
+/// How to run admin-cli from here: the one beside this binary, else
+/// through cargo in a source tree, else the one on the PATH.
+fn admin_cli() -> String {
+    let cwd = std::env::current_dir().unwrap_or_default();
+    if let Some(beside) = std::env::current_exe()
+        .ok()
+        .map(|exe| exe.with_file_name("admin-cli"))
+        .filter(|p| p.exists())
+    {
+        let shown = beside.strip_prefix(&cwd).map(PathBuf::from);
+        return shown.unwrap_or(beside).display().to_string();
+    }
+    if cwd.join("admin-cli").join("Cargo.toml").exists() {
+        return "cargo run --release -p admin-cli --".to_owned();
+    }
+    "admin-cli".to_owned()
+}
+
+/// Decides whether exec runs: off when asked, or when root gave no
+/// `--run-as`/`--allow-root` (then said plainly); other flag errors stop
+/// the start.
+fn exec_config(args: &Args) -> Result<Option<ExecConfig>> {
+    if args.no_exec {
+        return Ok(None);
+    }
+    match args.exec.config(args.limits.limits()) {
+        Ok(config) => Ok(Some(config)),
+        Err(PrivilegeError::RootRefused) => {
+            println!(
+                "exec is OFF: wharfd runs as root, and users' commands are never run as root unless asked. \
+                 To serve exec, restart with --run-as USER (an unprivileged account) or --allow-root."
+            );
+            Ok(None)
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+async fn serve(args: Args) -> Result<()> {
+    if args.no_ftp && args.no_chat && args.no_exec {
+        anyhow::bail!("--no-ftp, --no-chat and --no-exec leave nothing to serve; drop one");
+    }
+    let limits = args.limits.limits();
+    let chat_config = args.chat.config(limits.clone())?;
+    let ftp_config = args.ftp.config(limits);
+    let exec_config = exec_config(&args)?;
+    let url = args.database.url();
+    let (store, auth) = args
+        .database
+        .open()
+        .await
+        .with_context(|| format!("cannot open the database {url}"))?;
+
+    let in_use = |what: &str, addr: &str| {
+        format!(
+            "cannot listen on {addr} for {what}; is the port in use? pick another with --{what}-listen, or turn {what} off with --no-{what}"
+        )
+    };
+    let ftp = match args.no_ftp {
+        true => None,
+        false => Some(
+            tokio::net::TcpListener::bind(&args.ftp_listen)
+                .await
+                .with_context(|| in_use("ftp", &args.ftp_listen))?,
+        ),
+    };
+    let chat = match args.no_chat {
+        true => None,
+        false => Some(
+            wharf_chat::server::bind(&args.chat_listen)
+                .await
+                .with_context(|| in_use("chat", &args.chat_listen))?,
+        ),
+    };
+    let exec = match &exec_config {
+        None => None,
+        Some(_) => Some(
+            tokio::net::TcpListener::bind(&args.exec_listen)
+                .await
+                .with_context(|| in_use("exec", &args.exec_listen))?,
+        ),
+    };
+
+    let addr = |l: &tokio::net::TcpListener| -> Result<SocketAddr> { Ok(l.local_addr()?) };
+    println!("wharfd {} serving:", env!("CARGO_PKG_VERSION"));
+    if let Some(l) = &ftp {
+        println!("  ftp   {}  file transfer", addr(l)?);
+    }
+    if let Some((l, _)) = &chat {
+        println!("  chat  {}  chat, TCP and UDP", addr(l)?);
+    }
+    if let (Some(l), Some(config)) = (&exec, &exec_config) {
+        let who = match &config.run_as {
+            Some(id) => format!("as {} (uid {})", id.name, id.uid),
+            None => "as this server's user".to_owned(),
+        };
+        println!("  exec  {}  remote exec, commands run {who}", addr(l)?);
+    }
+    println!(
+        "database {url}; homes under {}",
+        args.database.data_dir.join("homes").display()
+    );
+    if store.has_no_users().await? {
+        let admin = admin_cli();
+        let db = if args.database.database_url.is_some() {
+            format!(" --database-url {url}")
+        } else if args.database.data_dir.as_os_str() != wharf_core::config::DEFAULT_DATA_DIR {
+            format!(" --data-dir {}", args.database.data_dir.display())
+        } else {
+            String::new()
+        };
+        println!("No users yet. Add one with:\n  {admin}{db} user add alice");
+    }
+
+    let shutdown = CancellationToken::new();
+    let trigger = shutdown.clone();
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        println!("wharfd: stopping; sessions are told, transfers may finish, commands are killed");
+        trigger.cancel();
+    });
+    // A service that cannot start stops the others.
+    let stop_all = |r: Result<()>| {
+        if r.is_err() {
+            shutdown.cancel();
+        }
+        r
+    };
+    let ftp_task = async {
+        if let Some(listener) = ftp {
+            let server = FtpServer::new(auth.clone(), ftp_config);
+            wharf_ftp::server::run(listener, server, shutdown.clone()).await;
+        }
+        Ok(())
+    };
+    let chat_task = async {
+        let r = match chat {
+            Some((listener, udp)) => {
+                wharf_chat::server::run(listener, udp, auth.clone(), chat_config, shutdown.clone())
+                    .await
+                    .context("chat stopped")
+            }
+            None => Ok(()),
+        };
+        stop_all(r)
+    };
+    let exec_task = async {
+        let r = match (exec, exec_config) {
+            (Some(listener), Some(config)) => {
+                wharf_exec::server::run(listener, auth.clone(), config, shutdown.clone())
+                    .await
+                    .context("remote exec stopped")
+            }
+            _ => Ok(()),
+        };
+        stop_all(r)
+    };
+    let (f, c, e): (Result<()>, Result<()>, Result<()>) =
+        tokio::join!(ftp_task, chat_task, exec_task);
+    store.close().await;
+    f?;
+    c?;
+    e?;
+    println!("wharfd: stopped");
+    Ok(())
+}
