@@ -19,6 +19,9 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+/// How long sessions told to end now (after the grace period) may take.
+const ABORT_WAIT: Duration = Duration::from_secs(5);
+
 /// Connection limits of a server.
 #[derive(Debug, Clone)]
 pub struct Limits {
@@ -63,6 +66,11 @@ pub trait Handler: Send + Sync + 'static {
         peer: SocketAddr,
         shutdown: CancellationToken,
     ) -> impl Future<Output = ()> + Send;
+
+    /// Called once when a shutdown's grace period runs out with sessions
+    /// still open: they should end now, keeping what they can (an upload
+    /// records what it received, for a resume).
+    fn abort(&self) {}
 
     /// Tells a turned-away client why (one error frame), then drops it.
     fn reject(
@@ -191,8 +199,18 @@ pub async fn serve<H: Handler>(
     {
         tracing::warn!(
             sessions = tracker.len(),
-            "grace period over; stopping with sessions still open"
+            "grace period over; ending the sessions still open"
         );
+        handler.abort();
+        if tokio::time::timeout(ABORT_WAIT, tracker.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                sessions = tracker.len(),
+                "sessions did not end; stopping with them still open"
+            );
+        }
     }
 }
 

@@ -51,6 +51,9 @@ pub enum FtpError {
     /// The byte stream is out of step: reply if possible, then close.
     #[error("{0}")]
     Fatal(String),
+    /// The server is stopping and the grace period for transfers ran out.
+    #[error("{0}")]
+    ShuttingDown(String),
     /// The connection is over (the peer left, or was already told why):
     /// close without a reply.
     #[error("connection closed")]
@@ -85,7 +88,11 @@ impl FtpError {
     pub fn is_fatal(&self) -> bool {
         matches!(
             self,
-            FtpError::Fatal(_) | FtpError::Closed | FtpError::Timeout(_) | FtpError::Protocol(_)
+            FtpError::Fatal(_)
+                | FtpError::Closed
+                | FtpError::Timeout(_)
+                | FtpError::Protocol(_)
+                | FtpError::ShuttingDown(_)
         )
     }
 
@@ -100,6 +107,7 @@ impl FtpError {
             FtpError::ChecksumMismatch(m) => (ErrorCode::ChecksumMismatch, m.clone()),
             FtpError::Timeout(m) => (ErrorCode::Timeout, m.clone()),
             FtpError::Fatal(m) => (ErrorCode::BadRequest, m.clone()),
+            FtpError::ShuttingDown(m) => (ErrorCode::ShuttingDown, m.clone()),
             FtpError::Closed => (ErrorCode::Internal, "connection closed".to_owned()),
             FtpError::NotLoggedIn(m) => (ErrorCode::NotLoggedIn, m.clone()),
             FtpError::Frame(e) => (e.code(), e.to_string()),

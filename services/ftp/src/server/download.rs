@@ -73,8 +73,17 @@ pub(super) async fn get(
     let reader = tokio::task::spawn_blocking(move || read_and_hash(file, hasher, body_len, tx));
     let mut sent = 0u64;
     let mut client_gone = false;
+    let stop_now = s.server.stop_now.clone();
     while let Some(chunk) = rx.recv().await {
-        if s.write_body(&chunk).await.is_err() {
+        // Past the shutdown's grace period the download ends where it is
+        // (recorded, and resumable); a write cut short leaves the stream
+        // out of step, so the connection closes either way.
+        let written = tokio::select! {
+            biased;
+            _ = stop_now.cancelled() => false,
+            r = s.write_body(&chunk) => r.is_ok(),
+        };
+        if !written {
             client_gone = true;
             break;
         }

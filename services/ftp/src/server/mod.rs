@@ -67,12 +67,18 @@ impl FtpArgs {
 pub struct FtpServer {
     auth: Authenticator,
     config: FtpConfig,
+    /// Fires when a shutdown's grace period is over: transfers stop.
+    stop_now: CancellationToken,
 }
 
 impl FtpServer {
     /// A server checking logins with `auth`.
     pub fn new(auth: Authenticator, config: FtpConfig) -> Self {
-        FtpServer { auth, config }
+        FtpServer {
+            auth,
+            config,
+            stop_now: CancellationToken::new(),
+        }
     }
 
     fn store(&self) -> &Store {
@@ -88,6 +94,10 @@ impl Handler for FtpServer {
         shutdown: CancellationToken,
     ) {
         session::run(self, stream, peer, shutdown).await;
+    }
+
+    fn abort(&self) {
+        self.stop_now.cancel();
     }
 
     async fn reject(self: Arc<Self>, stream: TcpStream, why: Rejection) {

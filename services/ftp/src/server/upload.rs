@@ -309,8 +309,16 @@ pub(super) async fn put(
         let writer = tokio::task::spawn_blocking(move || write_and_hash(file, hasher, rx));
         let mut broken = None;
         let mut received = 0u64;
+        let stop_now = s.server.stop_now.clone();
         while received < body_len {
-            match s.next_frame_idle().await {
+            let frame = tokio::select! {
+                biased;
+                _ = stop_now.cancelled() => Err(FtpError::ShuttingDown(
+                    "the server is shutting down; run the same put again later to resume".into(),
+                )),
+                frame = s.next_frame_idle() => frame,
+            };
+            match frame {
                 Ok(Frame::Body { chunk, .. }) => {
                     received += chunk.len() as u64;
                     if tx.send(chunk).await.is_err() {

@@ -1,0 +1,255 @@
+//! The whole suite as its users meet it: the real `wharfd` on ports 0, a
+//! user added with the real `admin-cli`, the three real clients, a SIGTERM
+//! in the middle of an upload, a restart, the upload resumed, and the usage
+//! report checked to the byte.
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+const PW: &str = "correct horse battery";
+const WAIT: Duration = Duration::from_secs(30);
+
+/// A workspace binary beside wharfd; built when missing (`cargo test -p
+/// wharfd` alone does not build other packages' binaries).
+fn bin(name: &str) -> PathBuf {
+    let path = Path::new(env!("CARGO_BIN_EXE_wharfd")).with_file_name(name);
+    if !path.exists() {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let status = Command::new(cargo)
+            .args(["build", "--workspace", "--bins"])
+            .status()
+            .expect("cargo build");
+        assert!(status.success(), "cannot build the workspace's binaries");
+    }
+    path
+}
+
+struct Wharfd {
+    child: Child,
+    ftp: String,
+    chat: String,
+    exec: String,
+}
+
+impl Wharfd {
+    fn start(dir: &Path) -> Wharfd {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_wharfd"));
+        cmd.current_dir(dir)
+            .args(["--ftp-listen", "127.0.0.1:0"])
+            .args(["--chat-listen", "127.0.0.1:0"])
+            .args(["--exec-listen", "127.0.0.1:0"])
+            .args(["--shutdown-grace", "1s"])
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit());
+        if rustix::process::geteuid().is_root() {
+            cmd.arg("--allow-root");
+        }
+        let mut child = cmd.spawn().expect("start wharfd");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut lines = BufReader::new(stdout).lines();
+        let (mut ftp, mut chat, mut exec) = (String::new(), String::new(), String::new());
+        for line in lines.by_ref() {
+            let line = line.expect("a line from wharfd");
+            let words: Vec<&str> = line.split_whitespace().collect();
+            match words.as_slice() {
+                ["ftp", addr, ..] => ftp = (*addr).to_owned(),
+                ["chat", addr, ..] => chat = (*addr).to_owned(),
+                ["exec", addr, ..] => exec = (*addr).to_owned(),
+                ["database", ..] => break,
+                _ => {}
+            }
+        }
+        // Keep reading, so wharfd never blocks on a full pipe.
+        std::thread::spawn(move || for _ in lines {});
+        assert!(!ftp.is_empty() && !chat.is_empty() && !exec.is_empty());
+        Wharfd {
+            child,
+            ftp,
+            chat,
+            exec,
+        }
+    }
+
+    /// SIGTERM, then wait for a clean exit.
+    fn stop(mut self) {
+        let pid = rustix::process::Pid::from_raw(self.child.id() as i32).expect("pid");
+        rustix::process::kill_process(pid, rustix::process::Signal::TERM).expect("SIGTERM");
+        let until = Instant::now() + WAIT;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                assert!(status.success(), "wharfd exited with {status}");
+                return;
+            }
+            assert!(Instant::now() < until, "wharfd did not stop");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Wharfd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn client(dir: &Path, name: &str, server: &str, args: &[&str]) -> Command {
+    let mut cmd = Command::new(bin(name));
+    cmd.current_dir(dir)
+        .args(["--server", server, "--user", "alice"])
+        .args(args)
+        .env("WHARF_PASSWORD", PW)
+        .stdin(Stdio::null());
+    cmd
+}
+
+fn run(cmd: &mut Command) -> Output {
+    let out = cmd.output().expect("run");
+    assert!(
+        out.status.success(),
+        "{cmd:?}: {}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+#[test]
+fn the_whole_suite_survives_a_restart_mid_upload() {
+    let dir = tempfile::tempdir().expect("dir");
+    let dir = dir.path();
+    let data: Vec<u8> = (0..12u32 << 20)
+        .map(|i| (i.wrapping_mul(2654435761) >> 24) as u8)
+        .collect();
+    std::fs::write(dir.join("big.bin"), &data).expect("write");
+
+    let wharfd = Wharfd::start(dir);
+    let mut add = Command::new(bin("admin-cli"))
+        .current_dir(dir)
+        .args([
+            "user",
+            "add",
+            "alice",
+            "--password-stdin",
+            "--services",
+            "ftp,chat,exec",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("admin-cli");
+    add.stdin
+        .take()
+        .expect("stdin")
+        .write_all(format!("{PW}\n").as_bytes())
+        .expect("password");
+    assert!(add.wait().expect("admin-cli").success());
+
+    // Remote exec: a file made by a command.
+    let out = run(&mut client(
+        dir,
+        "wharf-exec",
+        &wharfd.exec,
+        &["--", "echo hello > hello.txt; cat hello.txt"],
+    ));
+    assert_eq!(text(&out.stdout), "hello\n");
+
+    // Chat: a message said, and read back from the history.
+    run(&mut client(
+        dir,
+        "wharf-chat",
+        &wharfd.chat,
+        &["send", "--room", "lobby", "upload starting"],
+    ));
+    let mut script = client(dir, "wharf-chat", &wharfd.chat, &[]);
+    let mut history = script
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("chat");
+    history
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(b"/join lobby\n/history\n")
+        .expect("script");
+    let out = history.wait_with_output().expect("chat");
+    assert!(
+        text(&out.stdout).contains("upload starting"),
+        "{}",
+        text(&out.stdout)
+    );
+
+    // File transfer: a slow upload, cut by SIGTERM (the grace period is 1 s).
+    let put = client(
+        dir,
+        "wharf-ftp",
+        &wharfd.ftp,
+        &["--limit-rate", "2M", "--quiet", "put", "big.bin"],
+    )
+    .stderr(Stdio::piped())
+    .spawn()
+    .expect("put");
+    let until = Instant::now() + WAIT;
+    let partial = dir.join("data/homes/alice/.wharf/partial");
+    while std::fs::read_dir(&partial).map(|d| d.count()).unwrap_or(0) == 0 {
+        assert!(Instant::now() < until, "the upload never started");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(1500));
+    wharfd.stop();
+    let out = put.wait_with_output().expect("put");
+    assert!(!out.status.success(), "the upload was cut short");
+
+    // Restart; the upload resumes where it stopped.
+    let wharfd = Wharfd::start(dir);
+    let out =
+        run(client(dir, "wharf-ftp", &wharfd.ftp, &["put", "big.bin"]).stderr(Stdio::piped()));
+    let said = text(&out.stderr);
+    let resumed: u64 = said
+        .split("resuming at ")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no resume in {said:?}"));
+    assert!(resumed > 0 && resumed < data.len() as u64, "{resumed}");
+    run(&mut client(
+        dir,
+        "wharf-ftp",
+        &wharfd.ftp,
+        &["get", "big.bin", "back.bin"],
+    ));
+    assert!(
+        std::fs::read(dir.join("back.bin")).expect("back") == data,
+        "not the same bytes"
+    );
+
+    // The usage report, to the byte.
+    let usage = run(Command::new(bin("admin-cli"))
+        .current_dir(dir)
+        .args(["usage", "alice", "--rescan", "--json"]));
+    let rows: serde_json::Value = serde_json::from_slice(&usage.stdout).expect("json");
+    let row = &rows[0];
+    let size = data.len() as u64;
+    assert_eq!(row["name"], "alice");
+    assert_eq!(row["files"], 2, "{row}");
+    assert_eq!(row["used_bytes"], size + 6, "{row}");
+    assert_eq!(row["reserved_bytes"], 0, "{row}");
+    assert_eq!(row["uploads"], 1, "{row}");
+    assert_eq!(row["downloads"], 1, "{row}");
+    assert_eq!(
+        row["bytes_up"], size,
+        "{row}: the cut upload and its resumption add up to the file"
+    );
+    assert_eq!(row["bytes_down"], size, "{row}");
+    assert_eq!(row["chat_messages"], 1, "{row}");
+    assert_eq!(row["exec_commands"], 1, "{row}");
+    wharfd.stop();
+}
