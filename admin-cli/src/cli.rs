@@ -158,7 +158,7 @@ pub enum HomeCommand {
 
 #[derive(Debug, Args)]
 pub struct UsageArgs {
-    /// Only this user.
+    /// Only this user, with their latest transfers and commands.
     pub name: Option<String>,
     /// Measure the homes again before reporting (fixes drifted numbers).
     #[arg(long)]

@@ -238,6 +238,9 @@ async fn set_home(store: &Store, name: &str, dir: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Transfers and commands `usage NAME` lists.
+const RECENT: u32 = 10;
+
 async fn usage(store: &Store, args: UsageArgs) -> Result<()> {
     let since = match &args.since {
         None => 0,
@@ -265,8 +268,19 @@ async fn usage(store: &Store, args: UsageArgs) -> Result<()> {
         }
     }
     let rows = store.usage_report(args.name.as_deref(), since).await?;
+    let (transfers, commands) = match &args.name {
+        Some(name) => (
+            store.recent_transfers(name, since, RECENT).await?,
+            store.exec_log(Some(name), since, RECENT).await?,
+        ),
+        None => (Vec::new(), Vec::new()),
+    };
     if args.json.json {
-        let views: Vec<UsageView> = rows.iter().map(UsageView::from).collect();
+        let mut views: Vec<UsageView> = rows.iter().map(UsageView::from).collect();
+        if let (Some(_), Some(view)) = (&args.name, views.first_mut()) {
+            view.recent_transfers = Some(transfers.iter().map(view::TransferView::from).collect());
+            view.recent_commands = Some(commands.iter().map(view::CommandView::from).collect());
+        }
         return view::print_json(&views);
     }
     if rows.is_empty() {
@@ -274,5 +288,19 @@ async fn usage(store: &Store, args: UsageArgs) -> Result<()> {
         return Ok(());
     }
     println!("{}", view::usage_table(&rows));
+    if args.name.is_some() {
+        println!();
+        if transfers.is_empty() {
+            println!("no transfers");
+        } else {
+            println!("latest transfers:\n{}", view::transfers_table(&transfers));
+        }
+        println!();
+        if commands.is_empty() {
+            println!("no commands");
+        } else {
+            println!("latest commands:\n{}", view::commands_table(&commands));
+        }
+    }
     Ok(())
 }

@@ -4,7 +4,7 @@ use comfy_table::{CellAlignment, ContentArrangement, LineStyle, Table, presets};
 use serde::Serialize;
 use wharf_core::User;
 use wharf_core::size::{format_quota, format_size};
-use wharf_core::store::UsageRow;
+use wharf_core::store::{ExecLogRow, TransferRow, UsageRow};
 use wharf_core::time::rfc3339;
 
 /// A user, as `user show --json` and `user list --json` print it.
@@ -57,6 +57,62 @@ pub struct UsageView {
     pub chat_messages: u64,
     pub exec_commands: u64,
     pub last_login_at: Option<String>,
+    /// With `usage NAME` only: the latest transfers, newest first.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub recent_transfers: Option<Vec<TransferView>>,
+    /// With `usage NAME` only: the latest commands, newest first.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub recent_commands: Option<Vec<CommandView>>,
+}
+
+/// A transfer in `usage NAME --json`.
+#[derive(Debug, Serialize)]
+pub struct TransferView {
+    pub at: String,
+    pub direction: &'static str,
+    pub path: String,
+    pub bytes: u64,
+    pub ok: bool,
+    pub md5: Option<String>,
+    pub duration_ms: u64,
+}
+
+impl From<&TransferRow> for TransferView {
+    fn from(t: &TransferRow) -> Self {
+        TransferView {
+            at: rfc3339(t.at),
+            direction: t.direction.as_str(),
+            path: t.path.clone(),
+            bytes: t.bytes,
+            ok: t.ok,
+            md5: t.md5.clone(),
+            duration_ms: t.duration_ms,
+        }
+    }
+}
+
+/// A command in `usage NAME --json`.
+#[derive(Debug, Serialize)]
+pub struct CommandView {
+    pub at: String,
+    pub command: String,
+    pub exit_code: Option<i32>,
+    pub signal: Option<i32>,
+    pub duration_ms: u64,
+    pub bytes_out: u64,
+}
+
+impl From<&ExecLogRow> for CommandView {
+    fn from(e: &ExecLogRow) -> Self {
+        CommandView {
+            at: rfc3339(e.at),
+            command: e.command.clone(),
+            exit_code: e.exit_code,
+            signal: e.signal,
+            duration_ms: e.duration_ms,
+            bytes_out: e.bytes_out,
+        }
+    }
 }
 
 impl From<&UsageRow> for UsageView {
@@ -74,6 +130,8 @@ impl From<&UsageRow> for UsageView {
             bytes_down: r.bytes_down,
             chat_messages: r.chat_messages,
             exec_commands: r.exec_commands,
+            recent_transfers: None,
+            recent_commands: None,
             last_login_at: r.last_login_at.map(rfc3339),
         }
     }
@@ -182,6 +240,46 @@ pub fn usage_table(rows: &[UsageRow]) -> Table {
             r.chat_messages.to_string(),
             r.exec_commands.to_string(),
             when(r.last_login_at),
+        ]);
+    }
+    t
+}
+
+/// One user's latest transfers.
+pub fn transfers_table(rows: &[TransferRow]) -> Table {
+    let mut t = table(&["when", "", "path", "size", "result", "took"], &[3, 5]);
+    for r in rows {
+        t.add_row(vec![
+            rfc3339(r.at),
+            r.direction.as_str().to_owned(),
+            r.path.clone(),
+            format_size(r.bytes),
+            if r.ok { "ok" } else { "cut short" }.to_owned(),
+            format!("{:.1} s", r.duration_ms as f64 / 1000.0),
+        ]);
+    }
+    t
+}
+
+/// One user's latest commands.
+pub fn commands_table(rows: &[ExecLogRow]) -> Table {
+    let mut t = table(&["when", "command", "status", "output", "took"], &[2, 3, 4]);
+    for r in rows {
+        let status = match (r.exit_code, r.signal) {
+            (Some(code), _) => code.to_string(),
+            (None, Some(sig)) => format!("signal {sig}"),
+            (None, None) => "-".to_owned(),
+        };
+        let mut command: String = r.command.chars().take(60).collect();
+        if command.len() < r.command.len() {
+            command.push('…');
+        }
+        t.add_row(vec![
+            rfc3339(r.at),
+            command.replace('\n', " "),
+            status,
+            format_size(r.bytes_out),
+            format!("{:.1} s", r.duration_ms as f64 / 1000.0),
         ]);
     }
     t

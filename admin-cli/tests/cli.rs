@@ -684,3 +684,72 @@ fn an_unusable_database_is_a_clear_failure() {
     );
     assert_eq!(stderr.trim_end().lines().count(), 1);
 }
+
+#[tokio::test]
+async fn usage_of_one_user_lists_latest_transfers_and_commands() {
+    use std::time::Duration;
+    use wharf_core::store::{Direction, ExecRecord, TransferRecord};
+    let admin = Admin::new();
+    admin.add("alice", &["--services", "ftp,exec"]);
+    admin.add("bob", &[]);
+    let store = Store::open(&admin.url()).await.expect("db");
+    let alice = store.require_user("alice").await.expect("alice");
+    for (path, bytes, ok) in [("a.bin", 100u64, false), ("a.bin", 400, true)] {
+        store
+            .record_transfer(&TransferRecord {
+                user_id: alice.id,
+                direction: Direction::Up,
+                path: path.into(),
+                bytes,
+                md5: ok.then(|| "0123456789abcdef0123456789abcdef".into()),
+                ok,
+                duration: Duration::from_millis(1500),
+            })
+            .await
+            .expect("transfer");
+    }
+    store
+        .record_exec(&ExecRecord {
+            user_id: alice.id,
+            command: "make test".into(),
+            exit_code: None,
+            signal: Some(9),
+            duration: Duration::from_millis(2000),
+            bytes_out: 2048,
+        })
+        .await
+        .expect("exec");
+    store.close().await;
+
+    let table = admin.ok(&["usage", "alice"], None);
+    assert!(table.contains("latest transfers:"), "{table}");
+    assert!(
+        table.contains("cut short") && table.contains(" ok "),
+        "{table}"
+    );
+    assert!(table.contains("latest commands:"), "{table}");
+    assert!(
+        table.contains("make test") && table.contains("signal 9"),
+        "{table}"
+    );
+    let rows = admin.json(&["usage", "alice"]);
+    let a = &rows[0];
+    assert_eq!(a["uploads"], 1);
+    assert_eq!(a["bytes_up"], 500);
+    assert_eq!(a["exec_commands"], 1);
+    let t = &a["recent_transfers"];
+    assert_eq!(t.as_array().map(Vec::len), Some(2));
+    assert_eq!(t[0]["bytes"], 400, "newest first");
+    assert_eq!(t[0]["ok"], true);
+    assert_eq!(t[1]["ok"], false);
+    assert_eq!(a["recent_commands"][0]["command"], "make test");
+    assert_eq!(a["recent_commands"][0]["signal"], 9);
+    // bob has nothing; the full report carries no per-user lists.
+    let bob = admin.ok(&["usage", "bob"], None);
+    assert!(
+        bob.contains("no transfers") && bob.contains("no commands"),
+        "{bob}"
+    );
+    let all = admin.json(&["usage"]);
+    assert!(all[0].get("recent_transfers").is_none());
+}

@@ -544,7 +544,7 @@ async fn every_run_is_logged_and_counted_in_usage() {
 
 async fn sqlx_rows(srv: &TestServer) -> Vec<(String, Option<i64>, Option<i64>, i64)> {
     srv.store
-        .exec_log(Some("alice"), 10)
+        .exec_log(Some("alice"), 0, 10)
         .await
         .expect("exec log")
         .into_iter()

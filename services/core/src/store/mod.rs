@@ -18,7 +18,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use crate::error::{Error, Result};
 
 pub use chat::{ChatRecord, HistoryRow};
-pub use usage::{Direction, ExecLogRow, ExecRecord, TransferRecord, UsageRow};
+pub use usage::{Direction, ExecLogRow, ExecRecord, TransferRecord, TransferRow, UsageRow};
 pub use users::{NewUser, User};
 
 /// How long a statement waits for another process's write lock.

@@ -18,7 +18,8 @@ pub enum Direction {
 }
 
 impl Direction {
-    fn as_str(self) -> &'static str {
+    /// `up` or `down`, as stored.
+    pub fn as_str(self) -> &'static str {
         match self {
             Direction::Up => "up",
             Direction::Down => "down",
@@ -60,6 +61,25 @@ pub struct ExecRecord {
     pub duration: Duration,
     /// Bytes of stdout and stderr sent.
     pub bytes_out: u64,
+}
+
+/// One transfer, as read back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TransferRow {
+    /// Which way.
+    pub direction: Direction,
+    /// Virtual path in the home.
+    pub path: String,
+    /// Bytes moved.
+    pub bytes: u64,
+    /// md5 of the whole file, when it completed.
+    pub md5: Option<String>,
+    /// True when it completed and verified.
+    pub ok: bool,
+    /// How long it took, in milliseconds.
+    pub duration_ms: u64,
+    /// When it ended, unix ms.
+    pub at: i64,
 }
 
 /// One line of `exec_log`, as read back.
@@ -153,15 +173,59 @@ impl Store {
         Ok(())
     }
 
-    /// The latest `limit` commands run (of `name`, or of everyone), newest
-    /// first.
-    pub async fn exec_log(&self, name: Option<&str>, limit: u32) -> Result<Vec<ExecLogRow>> {
+    /// The latest `limit` transfers of `name` since `since` (unix ms),
+    /// newest first.
+    pub async fn recent_transfers(
+        &self,
+        name: &str,
+        since: i64,
+        limit: u32,
+    ) -> Result<Vec<TransferRow>> {
+        let rows = sqlx::query(
+            "SELECT t.direction, t.path, t.bytes, t.md5, t.ok, t.duration_ms, t.at \
+             FROM transfers t JOIN users u ON u.id = t.user_id \
+             WHERE u.name = ?1 AND t.at >= ?2 ORDER BY t.id DESC LIMIT ?3",
+        )
+        .bind(name)
+        .bind(since)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                let direction: String = r.try_get("direction")?;
+                Ok(TransferRow {
+                    direction: if direction == "up" {
+                        Direction::Up
+                    } else {
+                        Direction::Down
+                    },
+                    path: r.try_get("path")?,
+                    bytes: to_u64(r.try_get("bytes")?),
+                    md5: r.try_get("md5")?,
+                    ok: r.try_get::<i64, _>("ok")? == 1,
+                    duration_ms: to_u64(r.try_get("duration_ms")?),
+                    at: r.try_get("at")?,
+                })
+            })
+            .collect()
+    }
+
+    /// The latest `limit` commands run since `since` (unix ms), of `name` or
+    /// of everyone, newest first.
+    pub async fn exec_log(
+        &self,
+        name: Option<&str>,
+        since: i64,
+        limit: u32,
+    ) -> Result<Vec<ExecLogRow>> {
         let rows = sqlx::query(
             "SELECT u.name, e.command, e.exit_code, e.signal, e.duration_ms, e.bytes_out, e.at \
              FROM exec_log e JOIN users u ON u.id = e.user_id \
-             WHERE ?1 IS NULL OR u.name = ?1 ORDER BY e.id DESC LIMIT ?2",
+             WHERE (?1 IS NULL OR u.name = ?1) AND e.at >= ?2 ORDER BY e.id DESC LIMIT ?3",
         )
         .bind(name)
+        .bind(since)
         .bind(i64::from(limit))
         .fetch_all(&self.pool)
         .await?;
