@@ -1,0 +1,25 @@
+# Wharf: every binary in one image; docker-compose.yml runs each daemon in
+# its own container over a shared volume.
+
+# Build: the whole workspace, release, with the lockfile as committed.
+FROM rust:1.95-slim-bookworm AS build
+WORKDIR /src
+COPY . .
+RUN cargo build --release --locked --bins \
+ && mkdir /out \
+ && cp target/release/wharfd target/release/wharf-ftpd target/release/wharf-chatd \
+       target/release/wharf-execd target/release/admin-cli target/release/wharf-ftp \
+       target/release/wharf-chat target/release/wharf-exec /out/
+
+# Run: a slim system, an unprivileged user, the data on a volume.
+FROM debian:bookworm-slim
+RUN useradd --system --uid 10001 --user-group --home-dir /var/lib/wharf --create-home wharf \
+ && mkdir -p /var/lib/wharf/data \
+ && chown wharf:wharf /var/lib/wharf/data
+COPY --from=build /out/ /usr/local/bin/
+USER wharf
+WORKDIR /var/lib/wharf
+ENV WHARF_DATA_DIR=/var/lib/wharf/data
+VOLUME ["/var/lib/wharf/data"]
+EXPOSE 2121/tcp 2122/tcp 2122/udp 2123/tcp
+CMD ["wharfd"]

@@ -1,0 +1,175 @@
+//! docker-compose.yml and the Dockerfile agree with the workspace and with
+//! each other: every command names a binary the workspace builds and the
+//! image installs, every daemon listens on the port it publishes and checks,
+//! and every service shares the one data volume where the programs look.
+
+use std::collections::{BTreeSet, HashMap};
+use std::path::Path;
+use std::process::Command;
+
+use serde_yaml_ng::Value;
+
+fn root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .and_then(Path::parent)
+        .expect("workspace root")
+}
+
+fn compose() -> Value {
+    let text = std::fs::read_to_string(root().join("docker-compose.yml")).expect("compose file");
+    let mut value: Value = serde_yaml_ng::from_str(&text).expect("valid YAML");
+    value.apply_merge().expect("merge keys");
+    value
+}
+
+/// The binaries the workspace builds, from `cargo metadata`.
+fn workspace_bins() -> BTreeSet<String> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let out = Command::new(cargo)
+        .args([
+            "metadata",
+            "--format-version",
+            "1",
+            "--no-deps",
+            "--offline",
+        ])
+        .current_dir(root())
+        .output()
+        .expect("cargo metadata");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let meta: serde_json::Value = serde_json::from_slice(&out.stdout).expect("metadata json");
+    let mut bins = BTreeSet::new();
+    for package in meta["packages"].as_array().into_iter().flatten() {
+        for target in package["targets"].as_array().into_iter().flatten() {
+            if target["kind"]
+                .as_array()
+                .is_some_and(|k| k.iter().any(|k| k == "bin"))
+            {
+                bins.insert(target["name"].as_str().unwrap_or_default().to_owned());
+            }
+        }
+    }
+    bins
+}
+
+fn strings(v: &Value) -> Vec<String> {
+    v.as_sequence()
+        .map(|s| {
+            s.iter()
+                .filter_map(|x| x.as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The port of `--listen ADDR` in a command.
+fn listen_port(command: &[String]) -> Option<u16> {
+    let at = command.iter().position(|a| a == "--listen")?;
+    command.get(at + 1)?.rsplit(':').next()?.parse().ok()
+}
+
+#[test]
+fn compose_services_match_the_workspace_and_each_other() {
+    let compose = compose();
+    let bins = workspace_bins();
+    let dockerfile = std::fs::read_to_string(root().join("Dockerfile")).expect("Dockerfile");
+    let services = compose["services"].as_mapping().expect("services");
+    let names: BTreeSet<&str> = services.keys().filter_map(Value::as_str).collect();
+    assert_eq!(names, BTreeSet::from(["admin", "chat", "exec", "ftp"]));
+
+    // The named volume, mounted by everyone where WHARF_DATA_DIR points.
+    let volumes = compose["volumes"].as_mapping().expect("volumes");
+    assert!(
+        volumes.contains_key("wharf-data"),
+        "the named volume is declared"
+    );
+    let mut published: HashMap<String, &str> = HashMap::new();
+    for (name, svc) in services {
+        let name = name.as_str().expect("name");
+        let data_dir = svc["environment"]["WHARF_DATA_DIR"]
+            .as_str()
+            .expect("WHARF_DATA_DIR");
+        let mounts = strings(&svc["volumes"]);
+        assert_eq!(mounts, [format!("wharf-data:{data_dir}")], "{name}: volume");
+        assert!(
+            dockerfile.contains(&format!("ENV WHARF_DATA_DIR={data_dir}")),
+            "{name}: the image's data dir is {data_dir}"
+        );
+
+        // The program it runs is built by the workspace and installed.
+        let mut command = strings(&svc["entrypoint"]);
+        command.extend(strings(&svc["command"]));
+        let program = command.first().expect("a command").clone();
+        assert!(
+            bins.contains(&program),
+            "{name}: {program} is not a workspace binary ({bins:?})"
+        );
+        assert!(
+            dockerfile.contains(&format!("target/release/{program}")),
+            "{name}: the Dockerfile does not install {program}"
+        );
+
+        if name == "admin" {
+            assert_eq!(strings(&svc["profiles"]), ["tools"], "admin is a tool");
+            assert!(svc.get("ports").is_none(), "admin publishes nothing");
+            continue;
+        }
+        // A daemon: restarted, checked, listening where it publishes.
+        assert_eq!(svc["restart"].as_str(), Some("unless-stopped"), "{name}");
+        let port = listen_port(&command).unwrap_or_else(|| panic!("{name}: no --listen"));
+        let check = strings(&svc["healthcheck"]["test"]).join(" ");
+        assert!(
+            check.contains(&format!("/{port}")),
+            "{name}: the healthcheck probes {port}: {check}"
+        );
+        let ports = strings(&svc["ports"]);
+        let mut protocols = BTreeSet::new();
+        for p in &ports {
+            let (mapping, proto) = p.split_once('/').unwrap_or((p.as_str(), "tcp"));
+            let (host, container) = mapping.rsplit_once(':').expect("HOST:CONTAINER");
+            assert_eq!(container.parse::<u16>().ok(), Some(port), "{name}: {p}");
+            assert!(
+                published.insert(format!("{host}/{proto}"), name).is_none(),
+                "{name}: {host}/{proto} is published twice"
+            );
+            assert!(
+                dockerfile
+                    .lines()
+                    .any(|l| l.starts_with("EXPOSE") && l.contains(&format!("{port}/{proto}"))),
+                "{name}: the image does not expose {port}/{proto}"
+            );
+            protocols.insert(proto.to_owned());
+        }
+        let want: BTreeSet<String> = if name == "chat" {
+            ["tcp", "udp"].map(str::to_owned).into()
+        } else {
+            ["tcp"].map(str::to_owned).into()
+        };
+        assert_eq!(protocols, want, "{name}: protocols");
+        let documented = match name {
+            "ftp" => 2121,
+            "chat" => 2122,
+            _ => 2123,
+        };
+        assert_eq!(port, documented, "{name}: the documented port");
+    }
+    // Only one daemon creates the database: the others wait for it.
+    for name in ["chat", "exec", "admin"] {
+        assert_eq!(
+            compose["services"][name]["depends_on"]["ftp"]["condition"].as_str(),
+            Some("service_healthy"),
+            "{name} waits for ftp"
+        );
+    }
+    // The image runs unprivileged.
+    let runtime = dockerfile.rsplit("FROM ").next().unwrap_or_default();
+    assert!(
+        runtime.contains("USER wharf"),
+        "the runtime stage drops root"
+    );
+}
