@@ -2,7 +2,7 @@
 # its own container over a shared volume.
 
 # Build: the whole workspace, release, with the lockfile as committed.
-FROM rust:1.95-slim-bookworm AS build
+FROM rust:1.95-slim-trixie AS build
 WORKDIR /src
 COPY . .
 RUN cargo build --release --locked --bins \
@@ -12,7 +12,7 @@ RUN cargo build --release --locked --bins \
        target/release/wharf-chat target/release/wharf-exec /out/
 
 # Run: a slim system, an unprivileged user, the data on a volume.
-FROM debian:bookworm-slim
+FROM debian:trixie-slim
 RUN useradd --system --uid 10001 --user-group --home-dir /var/lib/wharf --create-home wharf \
  && mkdir -p /var/lib/wharf/data \
  && chown wharf:wharf /var/lib/wharf/data
