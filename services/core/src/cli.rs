@@ -33,12 +33,18 @@ impl DatabaseArgs {
     /// when there is nobody to log in yet.
     pub async fn open(&self) -> Result<(Store, Authenticator)> {
         let url = self.url();
-        let store = Store::open(&url).await?;
+        let (store, auth) = self.open_quietly().await?;
         if store.has_no_users().await? {
             tracing::warn!(
                 "the database has no users yet; add one with `admin-cli --database-url {url} user add NAME`"
             );
         }
+        Ok((store, auth))
+    }
+
+    /// Opens the database (migrating it) and an authenticator over it.
+    pub async fn open_quietly(&self) -> Result<(Store, Authenticator)> {
+        let store = Store::open(&self.url()).await?;
         let auth = Authenticator::new(store.clone(), AuthConfig::default()).await?;
         Ok((store, auth))
     }

@@ -116,7 +116,7 @@ async fn serve(args: Args) -> Result<()> {
     let url = args.database.url();
     let (store, auth) = args
         .database
-        .open()
+        .open_quietly()
         .await
         .with_context(|| format!("cannot open the database {url}"))?;
 
