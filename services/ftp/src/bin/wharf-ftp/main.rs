@@ -34,7 +34,7 @@ struct Args {
     /// Server to connect to.
     #[arg(
         long,
-        env = "WHARF_SERVER",
+        env = "WHARF_FTP_SERVER",
         default_value = "127.0.0.1:2121",
         value_name = "HOST:PORT"
     )]
