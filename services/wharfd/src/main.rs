@@ -180,6 +180,7 @@ async fn serve(args: Args) -> Result<()> {
         };
         println!("No users yet. Add one with:\n  {admin}{db} user add alice");
     }
+    println!("ready; Ctrl-C or SIGTERM stops it");
 
     let shutdown = CancellationToken::new();
     let trigger = shutdown.clone();

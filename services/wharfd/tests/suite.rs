@@ -31,10 +31,19 @@ struct Wharfd {
     ftp: String,
     chat: String,
     exec: String,
+    /// What it printed before serving.
+    banner: Vec<String>,
 }
 
 impl Wharfd {
     fn start(dir: &Path) -> Wharfd {
+        let w = Wharfd::start_as(dir, true);
+        assert!(!w.exec.is_empty(), "{:?}", w.banner);
+        w
+    }
+
+    /// Starts wharfd; as root, with `--allow-root` only if `allow_root`.
+    fn start_as(dir: &Path, allow_root: bool) -> Wharfd {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_wharfd"));
         cmd.current_dir(dir)
             .args(["--ftp-listen", "127.0.0.1:0"])
@@ -44,32 +53,36 @@ impl Wharfd {
             .env("RUST_LOG", "warn")
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit());
-        if rustix::process::geteuid().is_root() {
+        if allow_root && rustix::process::geteuid().is_root() {
             cmd.arg("--allow-root");
         }
         let mut child = cmd.spawn().expect("start wharfd");
         let stdout = child.stdout.take().expect("stdout");
         let mut lines = BufReader::new(stdout).lines();
         let (mut ftp, mut chat, mut exec) = (String::new(), String::new(), String::new());
+        let mut banner = Vec::new();
         for line in lines.by_ref() {
             let line = line.expect("a line from wharfd");
+            banner.push(line.clone());
             let words: Vec<&str> = line.split_whitespace().collect();
+            let is_addr = |a: &str| a.parse::<std::net::SocketAddr>().is_ok();
             match words.as_slice() {
-                ["ftp", addr, ..] => ftp = (*addr).to_owned(),
-                ["chat", addr, ..] => chat = (*addr).to_owned(),
-                ["exec", addr, ..] => exec = (*addr).to_owned(),
-                ["database", ..] => break,
+                ["ftp", addr, ..] if is_addr(addr) => ftp = (*addr).to_owned(),
+                ["chat", addr, ..] if is_addr(addr) => chat = (*addr).to_owned(),
+                ["exec", addr, ..] if is_addr(addr) => exec = (*addr).to_owned(),
+                ["ready;", ..] => break,
                 _ => {}
             }
         }
         // Keep reading, so wharfd never blocks on a full pipe.
         std::thread::spawn(move || for _ in lines {});
-        assert!(!ftp.is_empty() && !chat.is_empty() && !exec.is_empty());
+        assert!(!ftp.is_empty() && !chat.is_empty(), "{banner:?}");
         Wharfd {
             child,
             ftp,
             chat,
             exec,
+            banner,
         }
     }
 
@@ -251,5 +264,30 @@ fn the_whole_suite_survives_a_restart_mid_upload() {
     assert_eq!(row["bytes_down"], size, "{row}");
     assert_eq!(row["chat_messages"], 1, "{row}");
     assert_eq!(row["exec_commands"], 1, "{row}");
+    wharfd.stop();
+}
+
+#[test]
+fn as_root_without_run_as_exec_is_off_and_said_so() {
+    if !rustix::process::geteuid().is_root() {
+        eprintln!("skipped: needs the tests to run as root");
+        return;
+    }
+    let dir = tempfile::tempdir().expect("dir");
+    let wharfd = Wharfd::start_as(dir.path(), false);
+    let said = wharfd.banner.join("\n");
+    assert!(wharfd.exec.is_empty(), "{said}");
+    assert!(
+        said.contains("exec is OFF") && said.contains("--run-as USER"),
+        "{said}"
+    );
+    assert!(
+        said.contains("No users yet. Add one with:") && said.contains("user add alice"),
+        "{said}"
+    );
+    // File transfer and chat are served.
+    for addr in [&wharfd.ftp, &wharfd.chat] {
+        std::net::TcpStream::connect(addr).expect("serving");
+    }
     wharfd.stop();
 }
