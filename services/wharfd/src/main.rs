@@ -150,6 +150,8 @@ async fn serve(args: Args) -> Result<()> {
         ),
     };
 
+    // Caught from here on: once "ready" is printed, SIGTERM stops cleanly.
+    let signal = shutdown_signal();
     let addr = |l: &tokio::net::TcpListener| -> Result<SocketAddr> { Ok(l.local_addr()?) };
     println!("wharfd {} serving:", env!("CARGO_PKG_VERSION"));
     if let Some(l) = &ftp {
@@ -185,7 +187,7 @@ async fn serve(args: Args) -> Result<()> {
     let shutdown = CancellationToken::new();
     let trigger = shutdown.clone();
     tokio::spawn(async move {
-        shutdown_signal().await;
+        signal.await;
         println!("wharfd: stopping; sessions are told, transfers may finish, commands are killed");
         trigger.cancel();
     });

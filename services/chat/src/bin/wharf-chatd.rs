@@ -56,8 +56,9 @@ async fn serve(args: Args) -> Result<()> {
     tracing::info!(%addr, database = %url, "wharf-chatd {} serving chat over TCP and UDP", env!("CARGO_PKG_VERSION"));
     let shutdown = CancellationToken::new();
     let trigger = shutdown.clone();
+    let signal = shutdown_signal();
     tokio::spawn(async move {
-        shutdown_signal().await;
+        signal.await;
         tracing::info!("shutting down: sessions are told, history is written out");
         trigger.cancel();
     });

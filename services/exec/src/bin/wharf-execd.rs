@@ -64,8 +64,9 @@ async fn serve(args: Args) -> Result<()> {
     tracing::info!(%addr, database = %url, commands_run_as = %runs_as, "wharf-execd {} serving remote exec", env!("CARGO_PKG_VERSION"));
     let shutdown = CancellationToken::new();
     let trigger = shutdown.clone();
+    let signal = shutdown_signal();
     tokio::spawn(async move {
-        shutdown_signal().await;
+        signal.await;
         tracing::info!("shutting down: running commands are killed");
         trigger.cancel();
     });

@@ -58,8 +58,9 @@ async fn serve(args: Args) -> Result<()> {
     let config = args.ftp.config(args.limits.limits());
     let shutdown = CancellationToken::new();
     let trigger = shutdown.clone();
+    let signal = shutdown_signal();
     tokio::spawn(async move {
-        shutdown_signal().await;
+        signal.await;
         tracing::info!("shutting down: no new connections; transfers in flight may finish");
         trigger.cancel();
     });
