@@ -214,6 +214,20 @@ pub async fn serve<H: Handler>(
     }
 }
 
+/// A token cancelled on SIGINT or SIGTERM (caught from this call on), after
+/// `say(..)` reports it: the one shutdown of a daemon.
+pub fn cancel_on_signal(say: impl FnOnce() + Send + 'static) -> CancellationToken {
+    let shutdown = CancellationToken::new();
+    let trigger = shutdown.clone();
+    let signal = shutdown_signal();
+    tokio::spawn(async move {
+        signal.await;
+        say();
+        trigger.cancel();
+    });
+    shutdown
+}
+
 /// A future that resolves on SIGINT or SIGTERM, for the daemons' `main`.
 /// The signals are caught from this call on (not from the first poll), so
 /// a daemon can say it is ready once it has called this.

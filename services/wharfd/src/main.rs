@@ -7,10 +7,9 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 use clap::Parser;
-use tokio_util::sync::CancellationToken;
 use wharf_chat::server::ChatArgs;
 use wharf_core::cli::{DatabaseArgs, LimitArgs, init_tracing, run_main};
-use wharf_core::server::shutdown_signal;
+use wharf_core::server::cancel_on_signal;
 use wharf_exec::server::{ExecArgs, ExecConfig, PrivilegeError};
 use wharf_ftp::server::{FtpArgs, FtpServer};
 
@@ -151,7 +150,9 @@ async fn serve(args: Args) -> Result<()> {
     };
 
     // Caught from here on: once "ready" is printed, SIGTERM stops cleanly.
-    let signal = shutdown_signal();
+    let shutdown = cancel_on_signal(|| {
+        println!("wharfd: stopping; sessions are told, transfers may finish, commands are killed");
+    });
     let addr = |l: &tokio::net::TcpListener| -> Result<SocketAddr> { Ok(l.local_addr()?) };
     println!("wharfd {} serving:", env!("CARGO_PKG_VERSION"));
     if let Some(l) = &ftp {
@@ -184,13 +185,6 @@ async fn serve(args: Args) -> Result<()> {
     }
     println!("ready; Ctrl-C or SIGTERM stops it");
 
-    let shutdown = CancellationToken::new();
-    let trigger = shutdown.clone();
-    tokio::spawn(async move {
-        signal.await;
-        println!("wharfd: stopping; sessions are told, transfers may finish, commands are killed");
-        trigger.cancel();
-    });
     // A service that cannot start stops the others.
     let stop_all = |r: Result<()>| {
         if r.is_err() {

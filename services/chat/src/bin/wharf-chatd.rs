@@ -5,10 +5,9 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 use clap::Parser;
-use tokio_util::sync::CancellationToken;
 use wharf_chat::server::{ChatArgs, bind, run};
 use wharf_core::cli::{DatabaseArgs, LimitArgs, init_tracing, run_main};
-use wharf_core::server::shutdown_signal;
+use wharf_core::server::cancel_on_signal;
 
 /// Wharf chat server: rooms, direct messages and history, over TCP and UDP
 /// on one port.
@@ -54,13 +53,8 @@ async fn serve(args: Args) -> Result<()> {
     })?;
     let addr = listener.local_addr()?;
     tracing::info!(%addr, database = %url, "wharf-chatd {} serving chat over TCP and UDP", env!("CARGO_PKG_VERSION"));
-    let shutdown = CancellationToken::new();
-    let trigger = shutdown.clone();
-    let signal = shutdown_signal();
-    tokio::spawn(async move {
-        signal.await;
-        tracing::info!("shutting down: sessions are told, history is written out");
-        trigger.cancel();
+    let shutdown = cancel_on_signal(|| {
+        tracing::info!("shutting down: sessions are told, history is written out")
     });
     run(listener, udp, auth, config, shutdown).await?;
     store.close().await;

@@ -6,9 +6,8 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 use clap::Parser;
-use tokio_util::sync::CancellationToken;
 use wharf_core::cli::{DatabaseArgs, LimitArgs, init_tracing, run_main};
-use wharf_core::server::shutdown_signal;
+use wharf_core::server::cancel_on_signal;
 use wharf_exec::server::{ExecArgs, run};
 
 /// Wharf remote-exec server: users with the exec right run command lines in
@@ -62,14 +61,8 @@ async fn serve(args: Args) -> Result<()> {
         None => "the server's own user".to_owned(),
     };
     tracing::info!(%addr, database = %url, commands_run_as = %runs_as, "wharf-execd {} serving remote exec", env!("CARGO_PKG_VERSION"));
-    let shutdown = CancellationToken::new();
-    let trigger = shutdown.clone();
-    let signal = shutdown_signal();
-    tokio::spawn(async move {
-        signal.await;
-        tracing::info!("shutting down: running commands are killed");
-        trigger.cancel();
-    });
+    let shutdown =
+        cancel_on_signal(|| tracing::info!("shutting down: running commands are killed"));
     run(listener, auth, config, shutdown).await?;
     store.close().await;
     tracing::info!("stopped");

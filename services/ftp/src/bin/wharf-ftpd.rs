@@ -5,9 +5,8 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 use clap::Parser;
-use tokio_util::sync::CancellationToken;
 use wharf_core::cli::{DatabaseArgs, LimitArgs, init_tracing, run_main};
-use wharf_core::server::shutdown_signal;
+use wharf_core::server::cancel_on_signal;
 use wharf_ftp::server::{FtpArgs, FtpServer, run};
 
 /// Wharf file-transfer server: per-user homes, quotas, md5-verified and
@@ -56,13 +55,8 @@ async fn serve(args: Args) -> Result<()> {
     let addr = listener.local_addr()?;
     tracing::info!(%addr, database = %url, "wharf-ftpd {} serving file transfer", env!("CARGO_PKG_VERSION"));
     let config = args.ftp.config(args.limits.limits());
-    let shutdown = CancellationToken::new();
-    let trigger = shutdown.clone();
-    let signal = shutdown_signal();
-    tokio::spawn(async move {
-        signal.await;
-        tracing::info!("shutting down: no new connections; transfers in flight may finish");
-        trigger.cancel();
+    let shutdown = cancel_on_signal(|| {
+        tracing::info!("shutting down: no new connections; transfers in flight may finish")
     });
     run(listener, FtpServer::new(auth, config), shutdown).await;
     store.close().await;
