@@ -6,8 +6,19 @@
 //! over-long names and paths, the servers' internal directory, and any `..`
 //! that would climb above the home. [`Jail`] then checks the real file
 //! system: a symlink whose target lies outside the home is refused.
+//!
+//! Checking a path and then using it leaves a window in which the owner of
+//! the home (through remote exec, say) could swap a directory for a link.
+//! So every operation that reads, writes, creates or removes goes through a
+//! directory opened with `openat2(RESOLVE_BENEATH)` from the home
+//! ([`Jail::open_beneath`], [`Jail::parent_of`]) and the `*at` system calls:
+//! the kernel refuses, at the moment of use, any resolution that leaves the
+//! home.
 
+use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
+
+use rustix::fs::{Mode, OFlags, ResolveFlags};
 
 use wharf_core::home::INTERNAL_DIR;
 
@@ -45,6 +56,15 @@ impl VPath {
     /// True for the home itself.
     pub fn is_root(&self) -> bool {
         self.0.is_empty()
+    }
+
+    /// The path relative to the home (`.` for the home itself).
+    pub fn relative(&self) -> PathBuf {
+        if self.0.is_empty() {
+            PathBuf::from(".")
+        } else {
+            self.0.iter().collect()
+        }
     }
 
     /// Resolves `input` against `self` (the current directory).
@@ -181,6 +201,49 @@ impl Jail {
         Ok((real, canonical))
     }
 
+    /// Opens `rel`, a path relative to the home, such that resolving it can
+    /// never leave the home whatever links appear on the way meanwhile
+    /// (links inside the home are followed). `what` names it in errors.
+    pub fn open_beneath(
+        &self,
+        rel: &Path,
+        flags: OFlags,
+        mode: Mode,
+        what: &str,
+    ) -> Result<OwnedFd, FtpError> {
+        let home = rustix::fs::open(
+            &self.home,
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(|e| FtpError::io("open your home directory", e.into()))?;
+        rustix::fs::openat2(
+            &home,
+            rel,
+            flags | OFlags::CLOEXEC,
+            mode,
+            ResolveFlags::BENEATH | ResolveFlags::NO_MAGICLINKS,
+        )
+        .map_err(|e| beneath_error(what, e))
+    }
+
+    /// The directory that holds `v`, opened beneath the home (so that it can
+    /// be synced and used with the `*at` calls), and `v`'s name in it.
+    pub fn parent_of(&self, v: &VPath) -> Result<(OwnedFd, String), FtpError> {
+        let Some(name) = v.file_name() else {
+            return Err(FtpError::BadRequest(
+                "that is your home directory itself".into(),
+            ));
+        };
+        let dir = self.open_beneath(
+            &v.parent().relative(),
+            OFlags::RDONLY | OFlags::DIRECTORY,
+            Mode::empty(),
+            &v.parent().to_string(),
+        )?;
+        Ok((dir, name.to_owned()))
+    }
+
     /// A path to create or replace: its parent must exist inside the home
     /// and be a directory. Returns the real path (parent resolved).
     pub fn creatable(&self, v: &VPath) -> Result<PathBuf, FtpError> {
@@ -204,6 +267,15 @@ impl Jail {
         }
         Ok(target)
     }
+}
+
+/// An `openat2` failure: leaving the home is a forbidden path, the rest
+/// as other I/O errors.
+fn beneath_error(what: &str, e: rustix::io::Errno) -> FtpError {
+    if e == rustix::io::Errno::XDEV || e == rustix::io::Errno::LOOP {
+        return forbidden(format!("{what} leads outside your home directory"));
+    }
+    FtpError::io(what.to_owned(), e.into())
 }
 
 #[cfg(test)]

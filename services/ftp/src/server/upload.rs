@@ -6,14 +6,16 @@
 //! moment it exists until it is published or swept. It survives disconnects
 //! and restarts; a new `put` of the same path and size resumes it.
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::{Seek, SeekFrom};
+use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use md5::{Digest, Md5};
 use tokio::sync::mpsc;
-use wharf_core::home::{partial_dir, partial_name};
+use rustix::fs::{AtFlags, FileType, Mode, OFlags};
+use wharf_core::home::{INTERNAL_DIR, partial_name};
 use wharf_core::size::MAX_SIZE;
 use wharf_core::store::{Direction, TransferRecord};
 use wharf_proto::Frame;
@@ -22,15 +24,113 @@ use wharf_proto::ftp::{FtpReply, FtpRequest};
 use super::commands::blocking;
 use super::session::{LoggedIn, Session};
 use crate::error::FtpError;
-use crate::paths::{AboveRoot, VPath};
+use crate::paths::{AboveRoot, Jail, VPath};
 use crate::transfer::{DEPTH, hash_prefix, hex, md5_hex, write_and_hash};
 
-/// Opens an existing partial upload and locks it; `None` if there is none.
-fn open_partial(path: &Path, v: &VPath) -> Result<Option<File>, FtpError> {
-    match OpenOptions::new().read(true).write(true).open(path) {
-        Ok(file) => lock(file, v).map(Some),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(FtpError::io(format!("partial upload of {v}"), e)),
+/// A partial upload's file, reached only beneath the home (the home's
+/// owner must not be able to redirect the server's writes with a link).
+#[derive(Debug, Clone)]
+struct Partial {
+    jail: Jail,
+    /// Relative to the home: `.wharf/partial/<size>-<key>.part`.
+    rel: PathBuf,
+}
+
+impl Partial {
+    fn new(jail: &Jail, size: u64, v: &VPath) -> Partial {
+        let name = partial_name(size, &md5_hex(v.to_string().as_bytes()));
+        Partial {
+            jail: jail.clone(),
+            rel: Path::new(INTERNAL_DIR).join("partial").join(name),
+        }
+    }
+
+    /// Opens an existing partial upload and locks it; `None` if there is none.
+    fn open(&self, v: &VPath) -> Result<Option<File>, FtpError> {
+        let what = format!("partial upload of {v}");
+        match self
+            .jail
+            .open_beneath(&self.rel, OFlags::RDWR, Mode::empty(), &what)
+        {
+            Ok(fd) => lock(File::from(fd), v).map(Some),
+            Err(FtpError::NotFound(_)) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Creates the partial upload (and its directory), locked; `None` if
+    /// another session created it first.
+    fn create(&self, v: &VPath) -> Result<Option<File>, FtpError> {
+        let mut dir = PathBuf::from(".");
+        for name in [INTERNAL_DIR, "partial"] {
+            let parent = self.jail.open_beneath(
+                &dir,
+                OFlags::RDONLY | OFlags::DIRECTORY,
+                Mode::empty(),
+                "the partial upload directory",
+            )?;
+            match rustix::fs::mkdirat(&parent, name, Mode::from_raw_mode(0o700)) {
+                Ok(()) | Err(rustix::io::Errno::EXIST) => {}
+                Err(e) => {
+                    return Err(FtpError::io("create the partial upload directory", e.into()));
+                }
+            }
+            dir.push(name);
+        }
+        let what = format!("create partial upload of {v}");
+        match self.jail.open_beneath(
+            &self.rel,
+            OFlags::RDWR | OFlags::CREATE | OFlags::EXCL,
+            Mode::from_raw_mode(0o600),
+            &what,
+        ) {
+            Ok(fd) => lock(File::from(fd), v).map(Some),
+            // Another session created it between our look and now.
+            Err(FtpError::AlreadyExists(_)) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The directory holding the partial, and its name there.
+    fn dir(&self) -> Result<(OwnedFd, &std::ffi::OsStr), FtpError> {
+        let (Some(dir), Some(name)) = (self.rel.parent(), self.rel.file_name()) else {
+            return Err(FtpError::Fatal("malformed partial upload path".into()));
+        };
+        let fd = self.jail.open_beneath(
+            dir,
+            OFlags::RDONLY | OFlags::DIRECTORY,
+            Mode::empty(),
+            "the partial upload directory",
+        )?;
+        Ok((fd, name))
+    }
+
+    fn remove(&self) -> Result<(), FtpError> {
+        let (dir, name) = self.dir()?;
+        rustix::fs::unlinkat(&dir, name, AtFlags::empty())
+            .map_err(|e| FtpError::io("remove a partial upload", e.into()))
+    }
+
+    /// Renames the (synced) partial into place as `v` and makes the rename
+    /// durable; returns the size of the file it replaced, if any.
+    fn publish(&self, v: &VPath) -> Result<Option<u64>, FtpError> {
+        let (target_dir, target) = self.jail.parent_of(v)?;
+        let old = match rustix::fs::statat(&target_dir, target.as_str(), AtFlags::SYMLINK_NOFOLLOW)
+        {
+            Ok(st) if FileType::from_raw_mode(st.st_mode) == FileType::Directory => {
+                return Err(FtpError::BadRequest(format!("{v} is a directory")));
+            }
+            Ok(st) if FileType::from_raw_mode(st.st_mode) == FileType::RegularFile => {
+                Some(u64::try_from(st.st_size).unwrap_or(0))
+            }
+            _ => None,
+        };
+        let (dir, name) = self.dir()?;
+        rustix::fs::renameat(&dir, name, &target_dir, target.as_str())
+            .map_err(|e| FtpError::io(format!("store {v}"), e.into()))?;
+        rustix::fs::fsync(&target_dir)
+            .map_err(|e| FtpError::io(format!("sync the directory of {v}"), e.into()))?;
+        Ok(old)
     }
 }
 
@@ -46,46 +146,6 @@ fn lock(file: File, v: &VPath) -> Result<File, FtpError> {
     }
 }
 
-fn create_partial(path: &Path, v: &VPath) -> Result<Option<File>, FtpError> {
-    use std::os::unix::fs::DirBuilderExt;
-    if let Some(dir) = path.parent() {
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(dir)
-            .map_err(|e| FtpError::io("create the partial upload directory", e))?;
-    }
-    match OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create_new(true)
-        .open(path)
-    {
-        Ok(file) => lock(file, v).map(Some),
-        // Another session created it between our look and now.
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(None),
-        Err(e) => Err(FtpError::io(format!("create partial upload of {v}"), e)),
-    }
-}
-
-/// Writes the file's data to disk, then makes the rename durable too.
-fn publish(partial: &Path, target: &Path, v: &VPath) -> Result<Option<u64>, FtpError> {
-    let old = match std::fs::symlink_metadata(target) {
-        Ok(m) if m.is_dir() => {
-            return Err(FtpError::BadRequest(format!("{v} is a directory")));
-        }
-        Ok(m) if m.is_file() => Some(m.len()),
-        _ => None,
-    };
-    std::fs::rename(partial, target).map_err(|e| FtpError::io(format!("store {v}"), e))?;
-    if let Some(dir) = target.parent() {
-        File::open(dir)
-            .and_then(|d| d.sync_all())
-            .map_err(|e| FtpError::io(format!("sync the directory of {v}"), e))?;
-    }
-    Ok(old)
-}
-
 /// Bodies up to this size are gathered in memory and written in the same
 /// blocking call that syncs and publishes them: a small file costs one
 /// hand-off to the blocking pool instead of a writer thread and three calls.
@@ -93,7 +153,6 @@ const SMALL_BODY: u64 = crate::transfer::CHUNK as u64;
 
 /// A partial upload, found or created, locked, with what it holds.
 struct Prepared {
-    target: PathBuf,
     file: File,
     created: bool,
     held: u64,
@@ -102,23 +161,18 @@ struct Prepared {
 
 /// Checks the target and finds (or creates) its partial upload, in one
 /// blocking call.
-fn prepare(
-    jail: &crate::paths::Jail,
-    v: &VPath,
-    partial: &Path,
-    size: u64,
-) -> Result<Prepared, FtpError> {
+fn prepare(jail: &Jail, v: &VPath, partial: &Partial, size: u64) -> Result<Prepared, FtpError> {
     let target = jail.creatable(v)?;
     if target.is_dir() {
         return Err(FtpError::BadRequest(format!("{v} is a directory")));
     }
-    let (mut file, created) = match open_partial(partial, v)? {
+    let (mut file, created) = match partial.open(v)? {
         Some(f) => (f, false),
-        None => match create_partial(partial, v)? {
+        None => match partial.create(v)? {
             Some(f) => (f, true),
             // Another session created it between our look and now.
             None => (
-                open_partial(partial, v)?.ok_or_else(|| {
+                partial.open(v)?.ok_or_else(|| {
                     FtpError::Busy(format!("another upload of {v} is starting; retry"))
                 })?,
                 false,
@@ -133,7 +187,6 @@ fn prepare(
         file.set_len(0)
             .map_err(|e| FtpError::io("partial upload", e))?;
         return Ok(Prepared {
-            target,
             file,
             created,
             held: 0,
@@ -142,7 +195,6 @@ fn prepare(
     }
     let prefix = hash_prefix(&mut file, held).map_err(|e| FtpError::io("partial upload", e))?;
     Ok(Prepared {
-        target,
         file,
         created,
         held,
@@ -170,8 +222,7 @@ enum Finished {
 fn finish(
     received: Received,
     claimed: &str,
-    partial: &Path,
-    target: &Path,
+    partial: &Partial,
     v: &VPath,
 ) -> Result<Finished, FtpError> {
     let (file, hasher) = match received {
@@ -187,12 +238,12 @@ fn finish(
     let md5 = hex(hasher);
     if md5 != claimed {
         drop(file);
-        let _ = std::fs::remove_file(partial);
+        let _ = partial.remove();
         return Ok(Finished::Mismatch { md5 });
     }
     file.sync_all()
         .map_err(|e| FtpError::io("sync upload", e))?;
-    let replaced = publish(partial, target, v)?;
+    let replaced = partial.publish(v)?;
     Ok(Finished::Stored { md5, replaced })
 }
 
@@ -219,8 +270,7 @@ pub(super) async fn put(
         )));
     }
     let v = li.cwd.resolve(path, AboveRoot::Refuse)?;
-    let partial: PathBuf =
-        partial_dir(li.jail.home()).join(partial_name(size, &md5_hex(v.to_string().as_bytes())));
+    let partial = Partial::new(&li.jail, size, &v);
     let store = s.server.store().clone();
     let user_id = li.user.id;
 
@@ -231,7 +281,6 @@ pub(super) async fn put(
         blocking(move || prepare(&jail, &vv, &p, size)).await?
     };
     let Prepared {
-        target,
         file,
         created,
         held,
@@ -240,8 +289,7 @@ pub(super) async fn put(
     if created && let Err(e) = store.reserve(user_id, size).await {
         drop(file);
         let p = partial.clone();
-        let _ =
-            blocking(move || std::fs::remove_file(&p).map_err(|e| FtpError::io("remove", e))).await;
+        let _ = blocking(move || p.remove()).await;
         return Err(e.into());
     }
     s.send(FtpReply::PutReady {
@@ -368,8 +416,8 @@ pub(super) async fn put(
         }
     };
     let finished = {
-        let (p, t, vv, c) = (partial.clone(), target.clone(), v.clone(), claimed.clone());
-        blocking(move || finish(received, &c, &p, &t, &vv)).await?
+        let (p, vv, c) = (partial.clone(), v.clone(), claimed.clone());
+        blocking(move || finish(received, &c, &p, &vv)).await?
     };
     match finished {
         Finished::Mismatch { md5 } => {
@@ -407,15 +455,14 @@ async fn abandon_if_empty(
     store: &wharf_core::Store,
     user_id: i64,
     size: u64,
-    partial: &Path,
+    partial: &Partial,
     held: u64,
 ) {
     if held > 0 {
         return; // real data: keep it, and its reservation, for a resume
     }
-    let p = partial.to_path_buf();
-    let removed =
-        blocking(move || std::fs::remove_file(&p).map_err(|e| FtpError::io("remove", e))).await;
+    let p = partial.clone();
+    let removed = blocking(move || p.remove()).await;
     if removed.is_ok() {
         let _ = store.release(user_id, size).await;
     }
