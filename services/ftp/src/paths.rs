@@ -334,6 +334,41 @@ mod tests {
     }
 
     #[test]
+    fn a_link_swapped_in_after_the_check_cannot_lead_out() -> Result<(), Box<dyn std::error::Error>>
+    {
+        let tmp = tempfile::tempdir()?;
+        let home = tmp.path().join("home");
+        let outside = tmp.path().join("outside");
+        std::fs::create_dir_all(home.join("d"))?;
+        std::fs::create_dir_all(&outside)?;
+        std::fs::write(outside.join("secret"), b"x")?;
+        std::fs::write(home.join("d/secret"), b"mine")?;
+        let jail = Jail::new(&home)?;
+        let v = VPath::root().resolve("d/secret", AboveRoot::Refuse)?;
+        // The check passes: d is a directory of the home...
+        jail.existing(&v)?;
+        jail.creatable(&v)?;
+        // ...then its owner swaps d for a link out of the home.
+        std::fs::rename(home.join("d"), home.join("d.old"))?;
+        std::os::unix::fs::symlink(&outside, home.join("d"))?;
+        assert!(matches!(
+            jail.parent_of(&v),
+            Err(FtpError::ForbiddenPath(_))
+        ));
+        assert!(matches!(
+            jail.open_beneath(&v.relative(), OFlags::RDONLY, Mode::empty(), "d/secret"),
+            Err(FtpError::ForbiddenPath(_))
+        ));
+        // A link that stays inside the home is followed, as before.
+        std::fs::remove_file(home.join("d"))?;
+        std::os::unix::fs::symlink("d.old", home.join("d"))?;
+        let (dir, name) = jail.parent_of(&v)?;
+        assert_eq!(name, "secret");
+        assert!(rustix::fs::statat(&dir, "secret", rustix::fs::AtFlags::empty()).is_ok());
+        Ok(())
+    }
+
+    #[test]
     fn jail_refuses_symlinks_that_leave_the_home() -> Result<(), Box<dyn std::error::Error>> {
         let tmp = tempfile::tempdir()?;
         let home = tmp.path().join("home");

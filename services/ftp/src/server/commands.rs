@@ -1,8 +1,10 @@
 //! `cd`, `ls`, `mkdir`, `rm`, `rmdir`, `mv`: one function each, returning the
 //! reply. File-system work runs on the blocking pool.
 
-use std::path::Path;
+use std::os::fd::OwnedFd;
 use std::time::SystemTime;
+
+use rustix::fs::{AtFlags, FileType, Mode, RenameFlags};
 
 use wharf_core::Store;
 use wharf_core::home::INTERNAL_DIR;
@@ -134,8 +136,10 @@ pub(super) async fn mkdir(li: &LoggedIn, path: &str) -> Result<FtpReply, FtpErro
     let v = li.cwd.resolve(path, AboveRoot::Refuse)?;
     let jail = li.jail.clone();
     blocking(move || {
-        let target = jail.creatable(&v)?;
-        std::fs::create_dir(&target).map_err(|e| FtpError::io(v.to_string(), e))
+        jail.creatable(&v)?;
+        let (dir, name) = jail.parent_of(&v)?;
+        rustix::fs::mkdirat(&dir, name.as_str(), Mode::from_raw_mode(0o755))
+            .map_err(|e| FtpError::io(v.to_string(), e.into()))
     })
     .await?;
     Ok(FtpReply::Done)
@@ -145,16 +149,19 @@ pub(super) async fn rm(li: &LoggedIn, store: &Store, path: &str) -> Result<FtpRe
     let v = li.cwd.resolve(path, AboveRoot::Refuse)?;
     let jail = li.jail.clone();
     let freed = blocking(move || {
-        let real = jail.creatable(&v)?;
-        let meta = std::fs::symlink_metadata(&real).map_err(|e| FtpError::io(v.to_string(), e))?;
-        if meta.is_dir() {
+        jail.creatable(&v)?;
+        let (dir, name) = jail.parent_of(&v)?;
+        let kind = kind_of(&dir, &name, &v)?;
+        if kind == FileType::Directory {
             return Err(FtpError::BadRequest(format!(
                 "{v} is a directory; use rmdir"
             )));
         }
-        std::fs::remove_file(&real).map_err(|e| FtpError::io(v.to_string(), e))?;
+        let size = size_of(&dir, &name);
+        rustix::fs::unlinkat(&dir, name.as_str(), AtFlags::empty())
+            .map_err(|e| FtpError::io(v.to_string(), e.into()))?;
         // Removing a link frees nothing; removing a file frees its bytes.
-        Ok(meta.is_file().then_some(meta.len()))
+        Ok((kind == FileType::RegularFile).then_some(size))
     })
     .await?;
     if let Some(bytes) = freed {
@@ -172,14 +179,15 @@ pub(super) async fn rmdir(li: &LoggedIn, path: &str) -> Result<FtpReply, FtpErro
     }
     let jail = li.jail.clone();
     blocking(move || {
-        let real = jail.creatable(&v)?;
-        let meta = std::fs::symlink_metadata(&real).map_err(|e| FtpError::io(v.to_string(), e))?;
-        if !meta.is_dir() {
+        jail.creatable(&v)?;
+        let (dir, name) = jail.parent_of(&v)?;
+        if kind_of(&dir, &name, &v)? != FileType::Directory {
             return Err(FtpError::BadRequest(format!(
                 "{v} is not a directory; use rm"
             )));
         }
-        std::fs::remove_dir(&real).map_err(|e| FtpError::io(v.to_string(), e))
+        rustix::fs::unlinkat(&dir, name.as_str(), AtFlags::REMOVEDIR)
+            .map_err(|e| FtpError::io(v.to_string(), e.into()))
     })
     .await?;
     Ok(FtpReply::Done)
@@ -195,21 +203,37 @@ pub(super) async fn mv(li: &LoggedIn, from: &str, to: &str) -> Result<FtpReply, 
     }
     let jail = li.jail.clone();
     blocking(move || {
-        let from_real = jail.creatable(&src)?;
-        std::fs::symlink_metadata(&from_real).map_err(|e| FtpError::io(src.to_string(), e))?;
-        let to_real = jail.creatable(&dst)?;
-        if exists(&to_real) {
-            return Err(FtpError::AlreadyExists(format!(
-                "{dst} exists already; remove it first"
-            )));
-        }
-        std::fs::rename(&from_real, &to_real)
-            .map_err(|e| FtpError::io(format!("{src} -> {dst}"), e))
+        jail.creatable(&src)?;
+        let (from_dir, from) = jail.parent_of(&src)?;
+        kind_of(&from_dir, &from, &src)?;
+        jail.creatable(&dst)?;
+        let (to_dir, to) = jail.parent_of(&dst)?;
+        let exists = || FtpError::AlreadyExists(format!("{dst} exists already; remove it first"));
+        rustix::fs::renameat_with(
+            &from_dir,
+            from.as_str(),
+            &to_dir,
+            to.as_str(),
+            RenameFlags::NOREPLACE,
+        )
+        .map_err(|e| match e {
+            rustix::io::Errno::EXIST => exists(),
+            e => FtpError::io(format!("{src} -> {dst}"), e.into()),
+        })
     })
     .await?;
     Ok(FtpReply::Done)
 }
 
-fn exists(path: &Path) -> bool {
-    std::fs::symlink_metadata(path).is_ok()
+/// What `name` in `dir` is, without following a link.
+fn kind_of(dir: &OwnedFd, name: &str, v: &VPath) -> Result<FileType, FtpError> {
+    rustix::fs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW)
+        .map(|st| FileType::from_raw_mode(st.st_mode))
+        .map_err(|e| FtpError::io(v.to_string(), e.into()))
+}
+
+/// The size of `name` in `dir` (0 if it cannot be read).
+fn size_of(dir: &OwnedFd, name: &str) -> u64 {
+    rustix::fs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW)
+        .map_or(0, |st| u64::try_from(st.st_size).unwrap_or(0))
 }

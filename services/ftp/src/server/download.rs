@@ -1,12 +1,12 @@
 //! `get`: stream a file from an offset while hashing, then the md5 trailer.
 //! A resumed download is only resumed if the client's prefix md5 matches.
 
-use std::fs::OpenOptions;
+use std::fs::File;
 use std::io::{Seek, SeekFrom};
-use std::os::unix::fs::OpenOptionsExt;
 use std::time::Instant;
 
 use md5::{Digest, Md5};
+use rustix::fs::{Mode, OFlags};
 use tokio::sync::mpsc;
 use wharf_core::store::{Direction, TransferRecord};
 use wharf_proto::ftp::FtpReply;
@@ -33,12 +33,15 @@ pub(super) async fn get(
     let jail = li.jail.clone();
     let shown = v.to_string();
     let (file, size, start, hasher) = blocking(move || {
-        let (_, canonical) = jail.existing(&v)?;
-        let mut file = OpenOptions::new()
-            .read(true)
-            .custom_flags(libc::O_NOFOLLOW)
-            .open(&canonical)
-            .map_err(|e| FtpError::io(v.to_string(), e))?;
+        // The checks with their clear errors, then the open that cannot
+        // leave the home whatever changed in between.
+        jail.existing(&v)?;
+        let mut file = File::from(jail.open_beneath(
+            &v.relative(),
+            OFlags::RDONLY,
+            Mode::empty(),
+            &v.to_string(),
+        )?);
         let meta = file
             .metadata()
             .map_err(|e| FtpError::io(v.to_string(), e))?;

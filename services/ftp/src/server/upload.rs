@@ -13,8 +13,8 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use md5::{Digest, Md5};
-use tokio::sync::mpsc;
 use rustix::fs::{AtFlags, FileType, Mode, OFlags};
+use tokio::sync::mpsc;
 use wharf_core::home::{INTERNAL_DIR, partial_name};
 use wharf_core::size::MAX_SIZE;
 use wharf_core::store::{Direction, TransferRecord};
@@ -72,7 +72,10 @@ impl Partial {
             match rustix::fs::mkdirat(&parent, name, Mode::from_raw_mode(0o700)) {
                 Ok(()) | Err(rustix::io::Errno::EXIST) => {}
                 Err(e) => {
-                    return Err(FtpError::io("create the partial upload directory", e.into()));
+                    return Err(FtpError::io(
+                        "create the partial upload directory",
+                        e.into(),
+                    ));
                 }
             }
             dir.push(name);
