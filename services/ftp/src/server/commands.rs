@@ -1,10 +1,12 @@
 //! `cd`, `ls`, `mkdir`, `rm`, `rmdir`, `mv`: one function each, returning the
 //! reply. File-system work runs on the blocking pool.
 
-use std::os::fd::OwnedFd;
+use std::fs::File;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::path::PathBuf;
 use std::time::SystemTime;
 
-use rustix::fs::{AtFlags, FileType, Mode, RenameFlags};
+use rustix::fs::{AtFlags, FileType, Mode, OFlags, RenameFlags};
 
 use wharf_core::Store;
 use wharf_core::home::INTERNAL_DIR;
@@ -63,19 +65,35 @@ fn entry(name: String, meta: &std::fs::Metadata) -> Option<Entry> {
 }
 
 fn list(jail: &Jail, v: &VPath, max: usize) -> Result<Vec<Entry>, FtpError> {
-    let (_, dir) = jail.existing(v)?;
-    let meta = std::fs::metadata(&dir).map_err(|e| FtpError::io(v.to_string(), e))?;
+    let (_, canonical) = jail.existing(v)?;
+    // What is listed is what was opened beneath the home, whatever changed
+    // since the check: read through the open descriptor.
+    let opened = File::from(jail.open_beneath(
+        &v.relative(),
+        OFlags::PATH,
+        Mode::empty(),
+        &v.to_string(),
+    )?);
+    let meta = opened
+        .metadata()
+        .map_err(|e| FtpError::io(v.to_string(), e))?;
     if !meta.is_dir() {
         let name = v.file_name().unwrap_or("/").to_owned();
         return Ok(entry(name, &meta).into_iter().collect());
     }
+    let through_fd = PathBuf::from(format!("/proc/self/fd/{}", opened.as_raw_fd()));
+    let dir = if through_fd.exists() {
+        through_fd
+    } else {
+        canonical // no /proc: the checked path, as before
+    };
     let internal = jail.home().join(INTERNAL_DIR);
     let mut entries = Vec::new();
     let read = std::fs::read_dir(&dir).map_err(|e| FtpError::io(v.to_string(), e))?;
     for item in read {
         let item = item.map_err(|e| FtpError::io(v.to_string(), e))?;
         let path = item.path();
-        if path == internal {
+        if v.is_root() && item.file_name() == INTERNAL_DIR {
             continue;
         }
         let Ok(name) = item.file_name().into_string() else {
