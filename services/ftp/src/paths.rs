@@ -17,6 +17,7 @@
 
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use rustix::fs::{Mode, OFlags, ResolveFlags};
 
@@ -146,13 +147,22 @@ impl std::fmt::Display for VPath {
 #[derive(Debug, Clone)]
 pub struct Jail {
     home: PathBuf,
+    /// The home, opened once: every operation resolves beneath it.
+    dir: Arc<OwnedFd>,
 }
 
 impl Jail {
     /// A jail rooted at `home`, which must exist.
     pub fn new(home: &Path) -> std::io::Result<Jail> {
+        let home = std::fs::canonicalize(home)?;
+        let dir = rustix::fs::open(
+            &home,
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )?;
         Ok(Jail {
-            home: std::fs::canonicalize(home)?,
+            home,
+            dir: Arc::new(dir),
         })
     }
 
@@ -211,14 +221,8 @@ impl Jail {
         mode: Mode,
         what: &str,
     ) -> Result<OwnedFd, FtpError> {
-        let home = rustix::fs::open(
-            &self.home,
-            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
-            Mode::empty(),
-        )
-        .map_err(|e| FtpError::io("open your home directory", e.into()))?;
         rustix::fs::openat2(
-            &home,
+            &*self.dir,
             rel,
             flags | OFlags::CLOEXEC,
             mode,

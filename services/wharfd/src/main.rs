@@ -140,13 +140,14 @@ async fn serve(args: Args) -> Result<()> {
                 .with_context(|| in_use("chat", &args.chat_listen))?,
         ),
     };
-    let exec = match &exec_config {
+    let exec = match exec_config {
         None => None,
-        Some(_) => Some(
+        Some(config) => Some((
             tokio::net::TcpListener::bind(&args.exec_listen)
                 .await
                 .with_context(|| in_use("exec", &args.exec_listen))?,
-        ),
+            config,
+        )),
     };
 
     // Caught from here on: once "ready" is printed, SIGTERM stops cleanly.
@@ -161,7 +162,7 @@ async fn serve(args: Args) -> Result<()> {
     if let Some((l, _)) = &chat {
         println!("  chat  {}  chat, TCP and UDP", addr(l)?);
     }
-    if let (Some(l), Some(config)) = (&exec, &exec_config) {
+    if let Some((l, config)) = &exec {
         let who = match &config.run_as {
             Some(id) => format!("as {} (uid {})", id.name, id.uid),
             None => "as this server's user".to_owned(),
@@ -211,13 +212,13 @@ async fn serve(args: Args) -> Result<()> {
         stop_all(r)
     };
     let exec_task = async {
-        let r = match (exec, exec_config) {
-            (Some(listener), Some(config)) => {
+        let r = match exec {
+            Some((listener, config)) => {
                 wharf_exec::server::run(listener, auth.clone(), config, shutdown.clone())
                     .await
                     .context("remote exec stopped")
             }
-            _ => Ok(()),
+            None => Ok(()),
         };
         stop_all(r)
     };

@@ -12,6 +12,10 @@ use tokio::net::unix::pipe;
 /// Most bytes one frame carries.
 pub(super) const MAX_CHUNK: usize = 1024 * 1024;
 
+/// The first read buffer of a pipe; it doubles while reads fill it, up to
+/// [`MAX_CHUNK`], so short outputs never pay for a big buffer.
+const FIRST_CHUNK: usize = 64 * 1024;
+
 /// Room kept in front of the data for the frame's prefix and header.
 pub(super) const HEAD_ROOM: usize = 64;
 
@@ -27,6 +31,8 @@ pub(super) enum Waiting {
 pub(super) struct OutPipe {
     rx: pipe::Receiver,
     buf: Vec<u8>,
+    /// Bytes the next read takes at most.
+    chunk: usize,
 }
 
 impl OutPipe {
@@ -34,6 +40,7 @@ impl OutPipe {
         Ok(OutPipe {
             rx: pipe::Receiver::from_owned_fd(fd)?,
             buf: Vec::new(),
+            chunk: FIRST_CHUNK,
         })
     }
 
@@ -59,8 +66,10 @@ impl OutPipe {
     /// bytes, without waiting. Returns the buffer: [`HEAD_ROOM`] free bytes,
     /// then the data.
     pub(super) fn take(&mut self, max: usize) -> io::Result<&mut [u8]> {
-        let max = max.min(MAX_CHUNK);
-        self.buf.resize(HEAD_ROOM + MAX_CHUNK, 0);
+        let max = max.min(self.chunk);
+        if self.buf.len() < HEAD_ROOM + self.chunk {
+            self.buf.resize(HEAD_ROOM + self.chunk, 0);
+        }
         let mut got = 0;
         while got < max {
             match self
@@ -72,6 +81,9 @@ impl OutPipe {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) => return Err(e),
             }
+        }
+        if got == self.chunk {
+            self.chunk = (self.chunk * 2).min(MAX_CHUNK);
         }
         Ok(&mut self.buf[..HEAD_ROOM + got])
     }

@@ -2,10 +2,10 @@
 //!
 //! While a command runs, one loop moves everything: the client's frames
 //! (standard input, signals, pings), the command's output (what waits in a
-//! pipe goes out as one `stdout` or `stderr` frame, spliced from the pipe
-//! to the socket), the time limit, the output cap and the server's shutdown. The
-//! command's input is written by a task of its own, so a command that
-//! writes without reading can never block the loop.
+//! pipe goes out as one `stdout` or `stderr` frame), the time limit, the
+//! output cap and the server's shutdown. The command's input is written by
+//! a task of its own, so a command that writes without reading can never
+//! block the loop.
 
 use std::net::SocketAddr;
 use std::os::unix::fs::MetadataExt;
@@ -154,6 +154,9 @@ struct Session {
     shutdown: CancellationToken,
     state: State,
     login_failures: u32,
+    /// The home as stored, and as prepared for commands: prepared once per
+    /// session, again only if an administrator moves it.
+    home: Option<(PathBuf, PathBuf)>,
 }
 
 pub(super) async fn run(
@@ -181,6 +184,7 @@ pub(super) async fn run(
         shutdown,
         state: State::Greeting,
         login_failures: 0,
+        home: None,
     };
     let login_deadline = Instant::now() + limits.login_timeout;
     loop {
@@ -410,9 +414,20 @@ impl Session {
         }
     }
 
-    /// Prepares the home for a command: it exists, and with `--run-as` it
-    /// belongs to the user commands run as.
-    fn prepare_home(&self, home: &Path) -> Result<PathBuf, ExecReply> {
+    /// Prepares the home for commands: it exists, and with `--run-as` it
+    /// belongs to the user commands run as. Done once per session.
+    fn prepare_home(&mut self, stored: &Path) -> Result<PathBuf, ExecReply> {
+        if let Some((path, prepared)) = &self.home
+            && path == stored
+        {
+            return Ok(prepared.clone());
+        }
+        let prepared = self.make_home(stored)?;
+        self.home = Some((stored.to_owned(), prepared.clone()));
+        Ok(prepared)
+    }
+
+    fn make_home(&self, home: &Path) -> Result<PathBuf, ExecReply> {
         let internal = |what: &str, e: &dyn std::fmt::Display| {
             tracing::error!(home = %home.display(), error = %e, "{what}");
             error(
@@ -451,8 +466,9 @@ impl Session {
             Ok(user) => user,
             Err(reply) => return self.reply(reply).await,
         };
-        let config = &self.server.config;
-        let Some(_slot) = self.server.running.enter(user.id, config.max_per_user) else {
+        let server = Arc::clone(&self.server);
+        let config = &server.config;
+        let Some(_slot) = server.running.enter(user.id, config.max_per_user) else {
             let max = config.max_per_user;
             return self
                 .reply(error(
@@ -517,7 +533,7 @@ impl Session {
         };
         let record = ExecRecord {
             user_id: user.id,
-            command: command.clone(),
+            command,
             exit_code: if signal.is_none() { Some(status) } else { None },
             signal,
             duration,
@@ -566,10 +582,7 @@ impl Session {
                 self.out.last(ExecReply::Bye).await;
                 Flow::Close
             }
-            End::Refused(reply) => {
-                let ExecReply::Error(mut e) = reply else {
-                    return Flow::Close;
-                };
+            End::Refused(mut e) => {
                 e.message.push_str("; the running command was killed");
                 self.out.last(ExecReply::Error(e)).await;
                 Flow::Close
@@ -642,8 +655,8 @@ impl Session {
                 _ = tokio::time::sleep_until(deadline) => Ev::Timeout,
                 _ = running.exited(), if drain_until.is_none() => Ev::Exited,
                 _ = sleep_until_some(drain_until) => Ev::DrainOver,
-                w = waiting(&stdout) => Ev::Out(w),
-                w = waiting(&stderr) => Ev::Err(w),
+                w = waiting(&stdout) => Ev::Output { stderr: false, waiting: w },
+                w = waiting(&stderr) => Ev::Output { stderr: true, waiting: w },
                 room = stdin_room(&stdin), if pending.is_some() => Ev::StdinRoom(room),
                 frame = frames.next(), if pending.is_none() => Ev::Frame(frame),
             };
@@ -661,20 +674,16 @@ impl Session {
                         pending = Some(chunk);
                     }
                 }
-                Ev::Out(w) => {
-                    let sent = self
-                        .pump(&mut stdout, w, ExecReply::Stdout, bytes_out, deadline)
-                        .await;
-                    match sent {
-                        Ok(total) => bytes_out = total,
-                        Err(end) => break end,
-                    }
-                }
-                Ev::Err(w) => {
-                    let sent = self
-                        .pump(&mut stderr, w, ExecReply::Stderr, bytes_out, deadline)
-                        .await;
-                    match sent {
+                Ev::Output {
+                    stderr: to_err,
+                    waiting,
+                } => {
+                    let (pipe, msg) = if to_err {
+                        (&mut stderr, ExecReply::Stderr)
+                    } else {
+                        (&mut stdout, ExecReply::Stdout)
+                    };
+                    match self.pump(pipe, waiting, msg, bytes_out, deadline).await {
                         Ok(total) => bytes_out = total,
                         Err(end) => break end,
                     }
@@ -682,9 +691,11 @@ impl Session {
                 Ev::Frame(frame) => {
                     match frame {
                         None => break End::Disconnected,
-                        Some(Err(e)) => break End::Refused(error(e.code(), e.to_string())),
+                        Some(Err(e)) => {
+                            break End::Refused(ErrorReply::new(e.code(), e.to_string()));
+                        }
                         Some(Ok(Frame::Rejected(e))) => {
-                            break End::Refused(error(e.code(), e.to_string()));
+                            break End::Refused(ErrorReply::new(e.code(), e.to_string()));
                         }
                         Some(Ok(Frame::Body { chunk, .. })) => {
                             if let (BodyTo::Stdin, Some(tx)) = (&body_to, &stdin)
@@ -713,20 +724,17 @@ impl Session {
                                     }
                                 }
                                 ExecRequest::Quit => break End::Quit,
-                                other => {
-                                    let what = match other {
-                                    ExecRequest::Run { .. } => {
-                                        "a command is running already; one at a time per connection".to_owned()
-                                    }
-                                    _ => format!(
-                                        "{} is not allowed while a command runs",
-                                        serde_json::to_value(&other)
-                                            .ok()
-                                            .and_then(|v| v.get("op").and_then(|o| o.as_str().map(str::to_owned)))
-                                            .unwrap_or_else(|| "this request".into())
-                                    ),
-                                };
-                                    break End::Refused(error(ErrorCode::BadRequest, what));
+                                ExecRequest::Run { .. } => {
+                                    break End::Refused(ErrorReply::new(
+                                        ErrorCode::BadRequest,
+                                        "a command is running already; one at a time per connection",
+                                    ));
+                                }
+                                _ => {
+                                    break End::Refused(ErrorReply::new(
+                                        ErrorCode::BadRequest,
+                                        "while a command runs, only stdin, stdin_end, signal, ping and quit are allowed, and only stdin has a body",
+                                    ));
                                 }
                             }
                         }
@@ -745,8 +753,11 @@ impl Session {
 enum Ev {
     Frame(Option<Result<Frame<ExecRequest>, wharf_proto::ProtoError>>),
     StdinRoom(bool),
-    Out(std::io::Result<Waiting>),
-    Err(std::io::Result<Waiting>),
+    /// Output waiting in stdout's pipe, or stderr's.
+    Output {
+        stderr: bool,
+        waiting: std::io::Result<Waiting>,
+    },
     Exited,
     DrainOver,
     Timeout,
@@ -775,7 +786,7 @@ enum End {
     /// The client said `quit`.
     Quit,
     /// The client broke the protocol; this error is its answer.
-    Refused(ExecReply),
+    Refused(ErrorReply),
     /// The client went away.
     Disconnected,
 }
