@@ -6,10 +6,11 @@ use anyhow::{Context, Result, bail};
 use wharf_core::auth::hash_password;
 use wharf_core::home::{HomeUsage, default_home, ensure_home, scan_home};
 use wharf_core::names::validate_user_name;
+use wharf_core::owner::{Owner, hand_over};
 use wharf_core::size::{format_quota, format_size, parse_quota};
 use wharf_core::store::NewUser;
 use wharf_core::time::{duration_ms, now_ms};
-use wharf_core::{AuthConfig, Error, Service, ServiceSet, Store};
+use wharf_core::{AuthConfig, Error, Service, ServiceSet, Store, User};
 
 use crate::UsageError;
 use crate::cli::{AddArgs, Cli, Command, HomeCommand, QuotaCommand, UsageArgs, UserCommand};
@@ -95,6 +96,7 @@ async fn add(store: &Store, data_dir: &Path, args: AddArgs) -> Result<()> {
     };
     match store.create_user(&new).await {
         Ok(user) => {
+            give_home(&user)?;
             let services = if user.services == ServiceSet::default() {
                 "none".to_owned()
             } else {
@@ -224,10 +226,27 @@ async fn rescan(store: &Store, name: &str, home: &Path) -> Result<HomeUsage> {
     Ok(usage)
 }
 
+/// Run as root, hands the user's home to the user's own uid, so that
+/// their commands (and nobody else's) can use it.
+fn give_home(user: &User) -> Result<()> {
+    if let Some(owner) = Owner::for_files(user.id) {
+        hand_over(&user.home, owner).with_context(|| {
+            format!(
+                "cannot hand the home {} to uid {}",
+                user.home.display(),
+                owner.uid
+            )
+        })?;
+    }
+    Ok(())
+}
+
 async fn set_home(store: &Store, name: &str, dir: &Path) -> Result<()> {
     store.require_user(name).await?;
+    let user = store.require_user(name).await?;
     let (home, _) = ensure_home(dir)?;
     store.set_home(name, &home).await?;
+    give_home(&User { home: home.clone(), ..user })?;
     let usage = rescan(store, name, &home).await?;
     println!(
         "home of {name} is now {} ({} in {} files; nothing was moved)",

@@ -3,6 +3,7 @@
 use comfy_table::{CellAlignment, ContentArrangement, LineStyle, Table, presets};
 use serde::Serialize;
 use wharf_core::User;
+use wharf_core::owner::Owner;
 use wharf_core::size::{format_quota, format_size};
 use wharf_core::store::{ExecLogRow, TransferRow, UsageRow};
 use wharf_core::time::rfc3339;
@@ -12,6 +13,8 @@ use wharf_core::time::rfc3339;
 pub struct UserView {
     pub name: String,
     pub home: String,
+    /// The kernel identity the user's files and commands have.
+    pub uid: Option<u32>,
     pub quota_bytes: Option<u64>,
     pub used_bytes: u64,
     pub reserved_bytes: u64,
@@ -28,6 +31,7 @@ impl UserView {
         UserView {
             name: user.name.clone(),
             home: user.home.display().to_string(),
+            uid: Owner::of_user(user.id).map(|o| o.uid),
             quota_bytes: user.quota_bytes,
             used_bytes: user.used_bytes,
             reserved_bytes: user.reserved_bytes,
@@ -194,6 +198,7 @@ pub fn user_table(v: &UserView, user: &User) -> Table {
     let rows = [
         ("name", v.name.clone()),
         ("home", v.home.clone()),
+        ("uid", v.uid.map_or_else(|| "-".to_owned(), |u| u.to_string())),
         ("quota", format_quota(v.quota_bytes)),
         ("used", format_size(v.used_bytes)),
         ("reserved", format_size(v.reserved_bytes)),

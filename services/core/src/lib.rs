@@ -16,6 +16,7 @@ pub mod config;
 mod error;
 pub mod home;
 pub mod names;
+pub mod owner;
 pub mod server;
 pub mod service;
 pub mod size;

@@ -22,6 +22,7 @@ use std::sync::Arc;
 use rustix::fs::{Mode, OFlags, ResolveFlags};
 
 use wharf_core::home::INTERNAL_DIR;
+use wharf_core::owner::{Owner, hand_over};
 
 use crate::error::FtpError;
 
@@ -149,6 +150,9 @@ pub struct Jail {
     home: PathBuf,
     /// The home, opened once: every operation resolves beneath it.
     dir: Arc<OwnedFd>,
+    /// Who gets what the server creates here (a server run as root gives
+    /// the user's files to the user's own uid); `None`: the server keeps it.
+    owner: Option<Owner>,
 }
 
 impl Jail {
@@ -163,7 +167,39 @@ impl Jail {
         Ok(Jail {
             home,
             dir: Arc::new(dir),
+            owner: None,
         })
+    }
+
+    /// The jail of a user's home: when `owner` is given (a server run as
+    /// root), the home is handed over to it first if it is not yet its,
+    /// and what the server creates here is given to it. Blocking.
+    pub fn for_user(home: &Path, owner: Option<Owner>) -> std::io::Result<Jail> {
+        let mut jail = Jail::new(home)?;
+        if let Some(owner) = owner {
+            let st = rustix::fs::fstat(&*jail.dir)?;
+            if st.st_uid != owner.uid || st.st_mode & 0o077 != 0 {
+                hand_over(&jail.home, owner).map_err(std::io::Error::other)?;
+            }
+        }
+        jail.owner = owner;
+        Ok(jail)
+    }
+
+    /// Gives `name` in `dir`, just created by the server, to the user.
+    pub fn adopt_at(&self, dir: &OwnedFd, name: &str) -> std::io::Result<()> {
+        match self.owner {
+            Some(owner) => owner.give_at(dir, name),
+            None => Ok(()),
+        }
+    }
+
+    /// Gives the file `fd`, just created by the server, to the user.
+    pub fn adopt(&self, fd: &OwnedFd) -> std::io::Result<()> {
+        match self.owner {
+            Some(owner) => owner.give(fd),
+            None => Ok(()),
+        }
     }
 
     /// The canonical home directory.

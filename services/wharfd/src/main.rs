@@ -10,13 +10,15 @@ use clap::Parser;
 use wharf_chat::server::ChatArgs;
 use wharf_core::cli::{DatabaseArgs, LimitArgs, init_tracing, run_main};
 use wharf_core::server::cancel_on_signal;
-use wharf_exec::server::{ExecArgs, ExecConfig, PrivilegeError};
+use wharf_exec::server::{ExecArgs, ExecConfig, check_sandbox};
 use wharf_ftp::server::{FtpArgs, FtpServer};
 
 const AFTER_HELP: &str = "\
-Started as root, wharfd runs users' commands only with --run-as USER (or
---allow-root); without either it serves file transfer and chat and leaves exec
-off. SIGINT or SIGTERM stops all three: idle sessions are told, transfers in
+Started as root, wharfd runs each user's commands as that user's own uid
+(1900000000 + the user's id) and gives the user's files to it; otherwise as
+itself. Either way every command runs in a sandbox the kernel enforces
+(Landlock, mount and PID namespaces); where the kernel cannot, exec stays off
+and wharfd says what is missing. SIGINT or SIGTERM stops all three: idle sessions are told, transfers in
 flight may finish within --shutdown-grace, running commands are killed.
 
 Add users with `admin-cli user add NAME` (exec is granted only explicitly:
@@ -84,23 +86,20 @@ fn admin_cli() -> String {
     "admin-cli".to_owned()
 }
 
-/// Decides whether exec runs: off when asked, or when root gave no
-/// `--run-as`/`--allow-root` (then said plainly); other flag errors stop
-/// the start.
-fn exec_config(args: &Args) -> Result<Option<ExecConfig>> {
+/// Decides whether exec runs: off when asked, or when the kernel cannot
+/// confine commands (then said plainly, with what is missing; the other
+/// services go on).
+async fn exec_config(args: &Args) -> Option<ExecConfig> {
     if args.no_exec {
-        return Ok(None);
+        return None;
     }
-    match args.exec.config(args.limits.limits()) {
-        Ok(config) => Ok(Some(config)),
-        Err(PrivilegeError::RootRefused) => {
-            println!(
-                "exec is OFF: wharfd runs as root, and users' commands are never run as root unless asked. \
-                 To serve exec, restart with --run-as USER (an unprivileged account) or --allow-root."
-            );
-            Ok(None)
+    let config = args.exec.config(args.limits.limits());
+    match check_sandbox(&config).await {
+        Ok(()) => Some(config),
+        Err(e) => {
+            println!("exec is OFF: {e}");
+            None
         }
-        Err(e) => Err(e.into()),
     }
 }
 
@@ -111,7 +110,7 @@ async fn serve(args: Args) -> Result<()> {
     let limits = args.limits.limits();
     let chat_config = args.chat.config(limits.clone())?;
     let ftp_config = args.ftp.config(limits);
-    let exec_config = exec_config(&args)?;
+    let exec_config = exec_config(&args).await;
     let url = args.database.url();
     let (store, auth) = args
         .database
@@ -163,11 +162,11 @@ async fn serve(args: Args) -> Result<()> {
         println!("  chat  {}  chat, TCP and UDP", addr(l)?);
     }
     if let Some((l, config)) = &exec {
-        let who = match &config.run_as {
-            Some(id) => format!("as {} (uid {})", id.name, id.uid),
-            None => "as this server's user".to_owned(),
-        };
-        println!("  exec  {}  remote exec, commands run {who}", addr(l)?);
+        println!(
+            "  exec  {}  remote exec, commands run {}",
+            addr(l)?,
+            config.runs_as()
+        );
     }
     println!(
         "database {url}; homes under {}",

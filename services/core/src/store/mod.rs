@@ -48,6 +48,9 @@ impl Store {
             std::fs::create_dir_all(dir)
                 .map_err(|e| Error::io("create the database folder", dir, e))?;
         }
+        if file != Path::new(":memory:") {
+            private_files(file)?;
+        }
         let pool = SqlitePoolOptions::new()
             .max_connections(8)
             .connect_with(options)
@@ -60,6 +63,51 @@ impl Store {
     pub async fn close(&self) {
         self.pool.close().await;
     }
+}
+
+/// Makes the database file (created here when missing) and its `-wal` and
+/// `-shm` readable and writable by this account only: they hold every
+/// password hash and every chat message. SQLite gives the `-wal` and `-shm`
+/// it creates the mode of the database file.
+fn private_files(db: &Path) -> Result<()> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+
+    match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(db)
+    {
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(Error::io("create the database file", db, e)),
+    }
+    let mut paths = vec![db.to_path_buf()];
+    for suffix in ["-wal", "-shm"] {
+        let mut name = db.as_os_str().to_owned();
+        name.push(suffix);
+        paths.push(name.into());
+    }
+    for path in paths {
+        let mode = match std::fs::metadata(&path) {
+            Ok(meta) => meta.permissions().mode(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(Error::io("inspect the database file", &path, e)),
+        };
+        if mode & 0o077 != 0 {
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).map_err(
+                |e| {
+                    Error::io(
+                        "make the database private (it is readable by other accounts; chmod 600 it)",
+                        &path,
+                        e,
+                    )
+                },
+            )?;
+            tracing::warn!(path = %path.display(), mode = format!("{:o}", mode & 0o777), "the database was readable by other accounts; made it 0600");
+        }
+    }
+    Ok(())
 }
 
 fn to_u64(v: i64) -> u64 {

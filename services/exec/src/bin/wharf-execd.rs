@@ -16,7 +16,7 @@ use wharf_exec::server::{ExecArgs, run};
 #[command(
     name = "wharf-execd",
     version,
-    after_help = "Grant the right with `admin-cli user grant NAME exec`. Started as root, it needs --run-as USER (or --allow-root). Durations: 10s, 5m; sizes: 64MiB, 1G."
+    after_help = "Grant the right with `admin-cli user grant NAME exec`. Started as root, it runs each user's commands as that user's own uid (1900000000 + the user's id); otherwise as itself. Either way every command runs in a sandbox the kernel enforces (Landlock, mount and PID namespaces). Durations: 10s, 5m; sizes: 64MiB, 1G."
 )]
 struct Args {
     /// Address to listen on.
@@ -40,7 +40,7 @@ fn main() -> ExitCode {
 }
 
 async fn serve(args: Args) -> Result<()> {
-    let config = args.exec.config(args.limits.limits())?;
+    let config = args.exec.config(args.limits.limits());
     let url = args.database.url();
     let (store, auth) = args
         .database
@@ -56,10 +56,7 @@ async fn serve(args: Args) -> Result<()> {
             )
         })?;
     let addr = listener.local_addr()?;
-    let runs_as = match &config.run_as {
-        Some(id) => format!("{} (uid {}, gid {})", id.name, id.uid, id.gid),
-        None => "the server's own user".to_owned(),
-    };
+    let runs_as = config.runs_as();
     tracing::info!(%addr, database = %url, commands_run_as = %runs_as, "wharf-execd {} serving remote exec", env!("CARGO_PKG_VERSION"));
     let shutdown =
         cancel_on_signal(|| tracing::info!("shutting down: running commands are killed"));

@@ -5,13 +5,13 @@ use std::time::Duration;
 use wharf_core::server::Limits;
 use wharf_core::size::parse_size;
 
-use super::{ExecConfig, PrivilegeError, ResourceLimits, decide_identity};
+use super::{ExecConfig, ResourceLimits};
 
 fn size(input: &str) -> Result<u64, String> {
     parse_size(input).map_err(|e| e.to_string())
 }
 
-/// What commands may do, and who they run as.
+/// What commands may do.
 #[derive(Debug, Clone, clap::Args)]
 pub struct ExecArgs {
     /// Wall-clock time a command may run before its processes are killed.
@@ -31,27 +31,31 @@ pub struct ExecArgs {
     /// quota).
     #[arg(long, default_value = "1GiB", value_parser = size, value_name = "SIZE")]
     pub max_file_size: u64,
-    /// Processes and threads the commands' user may have at once, counted
-    /// by the kernel over all of that user's processes (not enforced for
-    /// root).
+    /// Processes and threads a user's commands may have at once (counted
+    /// by the kernel per user when the server runs as root, per command
+    /// otherwise).
     #[arg(long, default_value_t = 512, value_name = "N")]
     pub max_procs: u64,
-    /// When started as root: run commands as this user (a name, UID or
-    /// UID:GID); homes are handed to that user.
-    #[arg(long, value_name = "USER")]
-    pub run_as: Option<String>,
-    /// Allow commands to run as root (when started as root without
-    /// --run-as).
+    /// Memory (address space) each process of a command may use;
+    /// allocations past it fail.
+    #[arg(long, default_value = "1GiB", value_parser = size, value_name = "SIZE")]
+    pub max_memory: u64,
+    /// Size of each command's private /tmp (held in memory, not counted in
+    /// the quota).
+    #[arg(long, default_value = "64MiB", value_parser = size, value_name = "SIZE")]
+    pub tmp_size: u64,
+    /// DANGEROUS: run commands even where the kernel cannot confine them
+    /// (no Landlock, no namespaces): users' commands can then read each
+    /// other's homes and the database, and outlive their run. Without it,
+    /// exec does not serve on such a system and says what is missing.
     #[arg(long)]
-    pub allow_root: bool,
+    pub allow_unconfined_exec: bool,
 }
 
 impl ExecArgs {
-    /// The server settings these flags ask for; fails when started as root
-    /// without `--run-as` or `--allow-root`.
-    pub fn config(&self, limits: Limits) -> Result<ExecConfig, PrivilegeError> {
-        let run_as = decide_identity(self.run_as.as_deref(), self.allow_root)?;
-        Ok(ExecConfig {
+    /// The server settings these flags ask for.
+    pub fn config(&self, limits: Limits) -> ExecConfig {
+        ExecConfig {
             limits,
             command_timeout: self.command_timeout,
             max_output: self.max_output,
@@ -60,9 +64,11 @@ impl ExecArgs {
                 cpu: self.max_cpu.max(Duration::from_secs(1)),
                 file_size: self.max_file_size,
                 processes: self.max_procs.max(1),
+                memory: self.max_memory.max(16 << 20),
+                tmp_size: self.tmp_size.max(1 << 20),
             },
-            run_as,
+            unconfined_ok: self.allow_unconfined_exec,
             ..ExecConfig::default()
-        })
+        }
     }
 }

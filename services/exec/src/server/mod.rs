@@ -1,14 +1,14 @@
-//! The remote-exec server: configuration, privileges and [`run`].
+//! The remote-exec server: configuration, the sandbox check and [`run`].
 
 mod args;
 mod output;
-mod privileges;
 mod process;
+mod quota;
 mod session;
 mod usage;
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -17,9 +17,10 @@ use tokio_util::sync::CancellationToken;
 use wharf_core::Authenticator;
 use wharf_core::server::{Handler, Limits, Rejection, Slots, serve};
 
+use crate::launch::Launch;
+
 pub use args::ExecArgs;
-pub use privileges::{PrivilegeError, decide_identity, lookup_identity};
-pub use process::{COMMAND_PATH, Identity, ResourceLimits};
+pub use process::{COMMAND_PATH, ResourceLimits};
 
 /// Server settings.
 #[derive(Debug, Clone)]
@@ -35,8 +36,9 @@ pub struct ExecConfig {
     pub max_per_user: usize,
     /// Kernel limits on every command.
     pub resources: ResourceLimits,
-    /// Who commands run as; `None`: as the server. See [`decide_identity`].
-    pub run_as: Option<Identity>,
+    /// Run commands even where part of the sandbox is missing
+    /// (`--allow-unconfined-exec`).
+    pub unconfined_ok: bool,
     /// After the shell exits, how long output from processes it left behind
     /// is still read before they are killed.
     pub drain: Duration,
@@ -56,10 +58,21 @@ impl Default for ExecConfig {
             max_output: 64 * 1024 * 1024,
             max_per_user: 4,
             resources: ResourceLimits::default(),
-            run_as: None,
+            unconfined_ok: false,
             drain: Duration::from_millis(250),
             max_login_attempts: 3,
             launcher: std::env::current_exe().unwrap_or_default(),
+        }
+    }
+}
+
+impl ExecConfig {
+    /// Who commands run as, for the banner.
+    pub fn runs_as(&self) -> &'static str {
+        match (rustix::process::geteuid().is_root(), self.unconfined_ok) {
+            (_, true) => "UNCONFINED where the sandbox is missing (--allow-unconfined-exec)",
+            (true, false) => "as each user's own uid, sandboxed",
+            (false, false) => "as this server's user, sandboxed",
         }
     }
 }
@@ -91,44 +104,62 @@ impl Handler for ExecServer {
 
 /// Why the exec server cannot start.
 #[derive(Debug, thiserror::Error)]
-#[error(
-    "cannot start commands through {}: {reason}; the launcher must be a Wharf daemon binary (wharf-execd or wharfd)",
-    launcher.display()
-)]
+#[error("remote exec cannot run commands through {}: {reason}", launcher.display())]
 pub struct LauncherError {
     launcher: PathBuf,
     reason: String,
 }
 
-/// Checks that `launcher` starts commands: runs `exit 3` through it.
-pub async fn check_launcher(launcher: &Path) -> Result<(), LauncherError> {
+/// Checks that commands can start, confined as the configuration asks:
+/// runs `exit 3` through the launcher in a sandbox of its own. The error
+/// names what is missing (Landlock, namespaces...).
+pub async fn check_sandbox(config: &ExecConfig) -> Result<(), LauncherError> {
+    let launcher = config.launcher.clone();
     let fail = |reason: String| LauncherError {
-        launcher: launcher.to_owned(),
+        launcher: config.launcher.clone(),
         reason,
     };
-    let dir = std::env::temp_dir();
-    let mut running = process::Running::spawn(&process::Spawn {
-        launcher,
-        command: "exit 3",
-        home: &dir,
-        user: "wharf",
+    let spec = Launch {
+        cpu_secs: 10,
+        file_size: 0,
+        processes: 64,
+        memory: config.resources.memory,
+        tmp_size: 1 << 20,
         identity: None,
-        limits: ResourceLimits::default(),
-        stdin: false,
-    })
-    .map_err(|e| fail(e.to_string()))?;
-    let status = tokio::time::timeout(Duration::from_secs(10), async {
-        running.exited().await?;
-        running.finish().await
-    })
-    .await
-    .map_err(|_| fail("it did not finish within 10 s".into()))?
-    .map_err(|e| fail(e.to_string()))?;
-    match process::shell_status(status) {
-        (3, None) => Ok(()),
-        (status, _) => Err(fail(format!(
-            "a test command ended with status {status}, not 3"
+        home: std::env::temp_dir(),
+        name: "wharf-check".into(),
+        unconfined_ok: config.unconfined_ok,
+    };
+    let run = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(&launcher)
+            .args(spec.args("exit 3"))
+            .env_clear()
+            .env("PATH", COMMAND_PATH)
+            .stdin(std::process::Stdio::null())
+            .output()
+    });
+    let out = tokio::time::timeout(Duration::from_secs(10), run)
+        .await
+        .map_err(|_| fail("a test command did not finish within 10 s".into()))?
+        .map_err(|e| fail(e.to_string()))?
+        .map_err(|e| {
+            fail(format!(
+                "{e}; the launcher must be a Wharf daemon binary (wharf-execd or wharfd)"
+            ))
+        })?;
+    let said = String::from_utf8_lossy(&out.stderr);
+    let said = said.trim().trim_start_matches("wharf-exec: ");
+    match process::shell_status(out.status) {
+        (3, None) => {
+            if !said.is_empty() {
+                tracing::warn!("{said}");
+            }
+            Ok(())
+        }
+        (status, _) if said.is_empty() => Err(fail(format!(
+            "a test command ended with status {status}, not 3; the launcher must be a Wharf daemon binary (wharf-execd or wharfd)"
         ))),
+        _ => Err(fail(said.to_owned())),
     }
 }
 
@@ -141,7 +172,7 @@ pub async fn run(
     config: ExecConfig,
     shutdown: CancellationToken,
 ) -> Result<(), LauncherError> {
-    check_launcher(&config.launcher).await?;
+    check_sandbox(&config).await?;
     let limits = config.limits.clone();
     let server = Arc::new(ExecServer {
         usage: usage::Rescans::new(auth.store().clone()),

@@ -9,13 +9,14 @@
 //! grandchild holding the pipes open, say). [`Running::finish`] kills the
 //! group, then reaps the shell.
 
-use std::ffi::OsString;
 use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
 use std::process::{ExitStatus, Stdio};
 use std::time::Duration;
 
-use rustix::process::{Pid, Signal, WaitId, WaitIdOptions, kill_process_group, waitid};
+use rustix::process::{
+    Pid, Signal, WaitId, WaitIdOptions, kill_process, kill_process_group, waitid,
+};
 use tokio::process::{Child, ChildStderr, ChildStdin, ChildStdout, Command};
 use tokio::signal::unix::{Signal as SignalStream, SignalKind, signal};
 
@@ -28,17 +29,6 @@ pub const COMMAND_PATH: &str = "/usr/local/bin:/usr/bin:/bin";
 /// Pipe buffer asked for the command's output: fewer, larger reads.
 const PIPE_SIZE: usize = 1024 * 1024;
 
-/// A user and group id to run commands as.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Identity {
-    /// Account name, for messages.
-    pub name: String,
-    /// User id.
-    pub uid: u32,
-    /// Primary group id.
-    pub gid: u32,
-}
-
 /// Kernel limits set on every command (and inherited by what it starts).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ResourceLimits {
@@ -47,9 +37,14 @@ pub struct ResourceLimits {
     /// Largest file a process may write (`RLIMIT_FSIZE`); past it, SIGXFSZ.
     pub file_size: u64,
     /// Processes and threads the command's user may have at once
-    /// (`RLIMIT_NPROC`; counted by the kernel over every process of that
-    /// user, and not enforced for root).
+    /// (`RLIMIT_NPROC`; counted by the kernel over every process of the
+    /// user's uid, or of the command's user namespace when the server is
+    /// not root).
     pub processes: u64,
+    /// Address space of each process (`RLIMIT_AS`): allocations past it fail.
+    pub memory: u64,
+    /// Size of the command's private `/tmp` (memory, not quota).
+    pub tmp_size: u64,
 }
 
 impl Default for ResourceLimits {
@@ -58,6 +53,8 @@ impl Default for ResourceLimits {
             cpu: Duration::from_secs(60),
             file_size: 1 << 30,
             processes: 512,
+            memory: 1 << 30,
+            tmp_size: 64 << 20,
         }
     }
 }
@@ -68,14 +65,17 @@ pub struct Spawn<'a> {
     pub launcher: &'a Path,
     /// The command line, for `sh -c`.
     pub command: &'a str,
-    /// Working directory and `HOME`.
+    /// The home on the server's disk (the command sees it at
+    /// `/home/USER`).
     pub home: &'a Path,
     /// The Wharf user, for `USER`.
     pub user: &'a str,
-    /// Who the command runs as; `None`: as the server.
-    pub identity: Option<&'a Identity>,
+    /// Who the command runs as (uid, gid); `None`: as the server.
+    pub identity: Option<(u32, u32)>,
     /// Kernel limits.
     pub limits: ResourceLimits,
+    /// Run even if part of the sandbox is missing.
+    pub unconfined_ok: bool,
     /// True to give the command a pipe for its input; false gives it
     /// /dev/null.
     pub stdin: bool,
@@ -107,19 +107,23 @@ impl Running {
             cpu_secs: s.limits.cpu.as_secs().max(1),
             file_size: s.limits.file_size,
             processes: s.limits.processes,
-            identity: s.identity.map(|id| (id.uid, id.gid)),
-            command: OsString::from(s.command),
+            memory: s.limits.memory,
+            tmp_size: s.limits.tmp_size,
+            identity: s.identity,
+            home: s.home.to_owned(),
+            name: s.user.to_owned(),
+            unconfined_ok: s.unconfined_ok,
         };
+        // The launcher starts a session of its own (so its pid is the
+        // group's id), sets HOME and the working directory.
         let mut cmd = Command::new(s.launcher);
-        cmd.args(launch.args())
+        cmd.args(launch.args(s.command))
             .env_clear()
             .env("PATH", COMMAND_PATH)
-            .env("HOME", s.home)
             .env("USER", s.user)
             .env("LANG", "C.UTF-8")
             .env("TERM", "dumb")
-            .current_dir(s.home)
-            .process_group(0)
+            .current_dir("/")
             .stdin(if s.stdin {
                 Stdio::piped()
             } else {
@@ -186,10 +190,18 @@ impl Running {
         }
     }
 
+    /// Kills the shell and its group (the shell itself too, in case it has
+    /// not started its session yet). Its PID namespace goes with it: that
+    /// namespace's init dies with its parent, the shell.
+    fn kill_all(&self) {
+        let _ = kill_process(self.pgid, Signal::KILL);
+        let _ = kill_process_group(self.pgid, Signal::KILL);
+    }
+
     /// Kills every process of the group that is left, reaps the shell and
     /// returns how it ended.
     pub async fn finish(mut self) -> std::io::Result<ExitStatus> {
-        let _ = kill_process_group(self.pgid, Signal::KILL);
+        self.kill_all();
         let status = self.child.wait().await;
         self.finished = true;
         status
@@ -201,7 +213,7 @@ impl Drop for Running {
     /// was dropped) still takes its whole group down; tokio reaps the shell.
     fn drop(&mut self) {
         if !self.finished {
-            let _ = kill_process_group(self.pgid, Signal::KILL);
+            self.kill_all();
         }
     }
 }

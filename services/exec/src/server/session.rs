@@ -23,14 +23,17 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::codec::{Encoder, FramedRead};
 use tokio_util::sync::CancellationToken;
+use rustix::process::geteuid;
+use wharf_core::owner::{Owner, hand_over};
 use wharf_core::server::Rejection;
+use wharf_core::size::format_size;
 use wharf_core::store::ExecRecord;
 use wharf_core::{Service, User};
 use wharf_proto::exec::{ExecReply, ExecRequest, MAX_COMMAND_BYTES, MAX_STDIN_CHUNK};
 use wharf_proto::message::{ErrorReply, LoginOk, ServerHello};
 use wharf_proto::{ErrorCode, Frame, FrameCodec, Outbound, PROTOCOL_VERSION};
 
-use super::ExecServer;
+use super::{ExecServer, quota};
 use super::output::{HEAD_ROOM, OutPipe, Waiting};
 use super::process::{Running, Spawn, shell_status};
 
@@ -416,18 +419,18 @@ impl Session {
 
     /// Prepares the home for commands: it exists, and with `--run-as` it
     /// belongs to the user commands run as. Done once per session.
-    fn prepare_home(&mut self, stored: &Path) -> Result<PathBuf, ExecReply> {
+    fn prepare_home(&mut self, stored: &Path, owner: Option<Owner>) -> Result<PathBuf, ExecReply> {
         if let Some((path, prepared)) = &self.home
             && path == stored
         {
             return Ok(prepared.clone());
         }
-        let prepared = self.make_home(stored)?;
+        let prepared = self.make_home(stored, owner)?;
         self.home = Some((stored.to_owned(), prepared.clone()));
         Ok(prepared)
     }
 
-    fn make_home(&self, home: &Path) -> Result<PathBuf, ExecReply> {
+    fn make_home(&self, home: &Path, owner: Option<Owner>) -> Result<PathBuf, ExecReply> {
         let internal = |what: &str, e: &dyn std::fmt::Display| {
             tracing::error!(home = %home.display(), error = %e, "{what}");
             error(
@@ -437,15 +440,12 @@ impl Session {
         };
         let (home, _) = wharf_core::home::ensure_home(home)
             .map_err(|e| internal("your home directory cannot be created", &e))?;
-        if let Some(id) = &self.server.config.run_as {
+        if let Some(owner) = owner {
             let meta = std::fs::metadata(&home)
                 .map_err(|e| internal("your home directory cannot be read", &e))?;
-            if meta.uid() != id.uid {
-                std::os::unix::fs::chown(&home, Some(id.uid), Some(id.gid)).map_err(|e| {
-                    internal(
-                        "your home directory cannot be given to the command user",
-                        &e,
-                    )
+            if meta.uid() != owner.uid || meta.mode() & 0o077 != 0 {
+                hand_over(&home, owner).map_err(|e| {
+                    internal("your home directory cannot be given to your uid", &e)
                 })?;
             }
         }
@@ -480,7 +480,20 @@ impl Session {
                 ))
                 .await;
         };
-        let home = match self.prepare_home(&user.home) {
+        // Run as root, the server runs each user's commands as the user's
+        // own uid; otherwise as itself, kept apart by the sandbox alone.
+        let owner = match (geteuid().is_root(), Owner::of_user(user.id)) {
+            (false, _) => None,
+            (true, Some(owner)) => Some(owner),
+            (true, None) => {
+                let msg = format!(
+                    "{} has no uid of its own (database id {} is out of range); ask an administrator",
+                    user.name, user.id
+                );
+                return self.reply(error(ErrorCode::Internal, msg)).await;
+            }
+        };
+        let home = match self.prepare_home(&user.home, owner) {
             Ok(home) => home,
             Err(reply) => return self.reply(reply).await,
         };
@@ -495,8 +508,9 @@ impl Session {
             command: &command,
             home: &home,
             user: &user.name,
-            identity: config.run_as.as_ref(),
+            identity: owner.map(|o| (o.uid, o.gid)),
             limits,
+            unconfined_ok: config.unconfined_ok,
             stdin: want_stdin,
         });
         let mut running = match spawned {
@@ -517,10 +531,12 @@ impl Session {
             timeout_ms: u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX),
             max_output,
         };
+        let over_quota = quota::exceeded(home.clone(), user.quota_bytes);
         let (end, bytes_out) = if self.out.send(started_reply).await.is_err() {
             (End::Disconnected, 0)
         } else {
-            self.supervise(frames, &mut running, deadline).await
+            self.supervise(frames, &mut running, deadline, over_quota)
+                .await
         };
         let status = running.finish().await;
         let duration = started.elapsed();
@@ -572,6 +588,13 @@ impl Session {
                     "the command wrote more than {max_output} bytes of output (the server's --max-output){killed}; redirect big output to a file and fetch it with wharf-ftp"
                 );
                 self.reply(error(ErrorCode::MessageTooLarge, msg)).await
+            }
+            End::OverQuota => {
+                let quota = user.quota_bytes.map_or_else(String::new, format_size);
+                let msg = format!(
+                    "the command took your home past your quota of {quota}{killed}; remove files to make room"
+                );
+                self.reply(error(ErrorCode::QuotaExceeded, msg)).await
             }
             End::Shutdown => {
                 let msg = format!("the server is shutting down{killed}");
@@ -631,7 +654,9 @@ impl Session {
         frames: &mut Frames,
         running: &mut Running,
         deadline: Instant,
+        over_quota: impl std::future::Future<Output = ()>,
     ) -> (End, u64) {
+        tokio::pin!(over_quota);
         let drain = self.server.config.drain;
         let shutdown = self.shutdown.clone();
         let mut stdout = running.stdout.take();
@@ -653,6 +678,7 @@ impl Session {
                 biased;
                 _ = shutdown.cancelled() => Ev::Shutdown,
                 _ = tokio::time::sleep_until(deadline) => Ev::Timeout,
+                _ = &mut over_quota => Ev::OverQuota,
                 _ = running.exited(), if drain_until.is_none() => Ev::Exited,
                 _ = sleep_until_some(drain_until) => Ev::DrainOver,
                 w = waiting(&stdout) => Ev::Output { stderr: false, waiting: w },
@@ -663,6 +689,7 @@ impl Session {
             match ev {
                 Ev::Shutdown => break End::Shutdown,
                 Ev::Timeout => break End::Timeout,
+                Ev::OverQuota => break End::OverQuota,
                 Ev::Exited => drain_until = Some(Instant::now() + drain),
                 Ev::DrainOver => break End::Exited,
                 Ev::StdinRoom(room) => {
@@ -761,6 +788,7 @@ enum Ev {
     Exited,
     DrainOver,
     Timeout,
+    OverQuota,
     Shutdown,
 }
 
@@ -781,6 +809,8 @@ enum End {
     Timeout,
     /// `--max-output` was reached.
     OutputCap,
+    /// The home went past the user's quota.
+    OverQuota,
     /// The server is stopping.
     Shutdown,
     /// The client said `quit`.
@@ -797,6 +827,7 @@ impl End {
             End::Exited => "exited",
             End::Timeout => "timeout",
             End::OutputCap => "output cap",
+            End::OverQuota => "over quota",
             End::Shutdown => "shutdown",
             End::Quit => "quit",
             End::Refused(_) => "protocol error",

@@ -156,8 +156,10 @@ pub(super) async fn mkdir(li: &LoggedIn, path: &str) -> Result<FtpReply, FtpErro
     blocking(move || {
         jail.creatable(&v)?;
         let (dir, name) = jail.parent_of(&v)?;
-        rustix::fs::mkdirat(&dir, name.as_str(), Mode::from_raw_mode(0o755))
-            .map_err(|e| FtpError::io(v.to_string(), e.into()))
+        rustix::fs::mkdirat(&dir, name.as_str(), Mode::from_raw_mode(0o700))
+            .map_err(|e| FtpError::io(v.to_string(), e.into()))?;
+        jail.adopt_at(&dir, name.as_str())
+            .map_err(|e| FtpError::io(format!("give {v} to its owner"), e))
     })
     .await?;
     Ok(FtpReply::Done)

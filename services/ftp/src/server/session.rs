@@ -10,6 +10,7 @@ use tokio::net::TcpStream;
 use tokio::time::Instant;
 use tokio_util::codec::Framed;
 use tokio_util::sync::CancellationToken;
+use wharf_core::owner::Owner;
 use wharf_core::server::Rejection;
 use wharf_core::{Service, User};
 use wharf_proto::ftp::{FtpReply, FtpRequest};
@@ -251,7 +252,8 @@ impl Session {
             }
         };
         let home = user.home.clone();
-        let jail = tokio::task::spawn_blocking(move || Jail::new(&home))
+        let owner = Owner::for_files(user.id);
+        let jail = tokio::task::spawn_blocking(move || Jail::for_user(&home, owner))
             .await
             .map_err(|e| FtpError::Fatal(format!("internal error: {e}")))?
             .map_err(|e| {

@@ -87,7 +87,14 @@ impl Partial {
             Mode::from_raw_mode(0o600),
             &what,
         ) {
-            Ok(fd) => lock(File::from(fd), v).map(Some),
+            Ok(fd) => {
+                // The partial stays in the servers' own directory until it
+                // is published, already the user's.
+                self.jail
+                    .adopt(&fd)
+                    .map_err(|e| FtpError::io(format!("give {v} to its owner"), e))?;
+                lock(File::from(fd), v).map(Some)
+            }
             // Another session created it between our look and now.
             Err(FtpError::AlreadyExists(_)) => Ok(None),
             Err(e) => Err(e),

@@ -1,0 +1,187 @@
+//! The command launcher: the last step between the server and `sh -c`.
+//!
+//! The server starts each command as `DAEMON --wharf-exec-launch SPEC
+//! COMMAND` (the daemon binary itself, which calls [`launch_if_asked`]
+//! first thing) with `posix_spawn`, its pipes for stdio and the scrubbed
+//! environment. The launcher, a fresh single-threaded process:
+//!
+//! 1. starts a new session (no controlling terminal) and sets the resource
+//!    limits on itself, inherited by everything the command starts;
+//! 2. enters new mount and PID namespaces (and, when not root, a user
+//!    namespace that maps the daemon's uid to itself), see [`sandbox`];
+//! 3. mounts a private `/tmp`, and a `/home` holding only the user's home
+//!    (bound from the real one) at `/home/NAME`;
+//! 4. starts the namespace's init (see [`init`]), which is PID 1: when the
+//!    command's shell ends, init is killed, and with it, by the kernel,
+//!    every process left in the namespace, `setsid` and double forks
+//!    included;
+//! 5. restricts itself with Landlock (read-write beneath the home and
+//!    `/tmp`, read and execute on the system directories, nothing else;
+//!    no signals or abstract sockets out of the sandbox);
+//! 6. becomes the user's own uid and gid when run as root, and replaces
+//!    itself with `sh -c COMMAND` in the home.
+//!
+//! The shell is thus still the server's child (its status is the command's
+//! status) and the leader of the group the server signals, while every
+//! process it starts lives inside the PID namespace. Doing this in a fresh
+//! small process keeps the server on `posix_spawn` (a fork of the server
+//! would copy its page tables) and every step in safe code but one
+//! `unshare`.
+
+pub mod init;
+pub mod sandbox;
+
+use std::os::unix::process::CommandExt;
+use std::path::PathBuf;
+use std::process::Command;
+
+use rustix::process::{Resource, Rlimit, setrlimit};
+use serde::{Deserialize, Serialize};
+
+/// The first argument that makes a daemon binary a launcher.
+pub const LAUNCH_ARG: &str = "--wharf-exec-launch";
+
+/// Exit status when the launcher itself fails (as a shell's for "cannot
+/// execute").
+pub const CANNOT_RUN: i32 = 126;
+
+/// What the launcher is told: one JSON argument after [`LAUNCH_ARG`], then
+/// the command line.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Launch {
+    /// CPU seconds (`RLIMIT_CPU` soft limit; the hard limit is one more).
+    pub cpu_secs: u64,
+    /// Largest file, in bytes (`RLIMIT_FSIZE`).
+    pub file_size: u64,
+    /// Processes of the user (`RLIMIT_NPROC`).
+    pub processes: u64,
+    /// Address space of each process, in bytes (`RLIMIT_AS`).
+    pub memory: u64,
+    /// Size of the private `/tmp`, in bytes.
+    pub tmp_size: u64,
+    /// User and group to become (the user's own, when the server is root).
+    pub identity: Option<(u32, u32)>,
+    /// The home on the server's disk.
+    pub home: PathBuf,
+    /// The Wharf user: the home is shown at `/home/NAME`.
+    pub name: String,
+    /// Run even where a part of the sandbox is missing (the operator's
+    /// `--allow-unconfined-exec`); otherwise a missing part is an error.
+    pub unconfined_ok: bool,
+}
+
+impl Launch {
+    /// The arguments that ask a daemon binary for this launch of `command`.
+    pub fn args(&self, command: &str) -> Vec<String> {
+        vec![
+            LAUNCH_ARG.to_owned(),
+            serde_json::to_string(self).unwrap_or_default(),
+            command.to_owned(),
+        ]
+    }
+
+    fn parse(mut args: impl Iterator<Item = std::ffi::OsString>) -> Option<(Launch, String)> {
+        let spec = args.next()?.into_string().ok()?;
+        let command = args.next()?.into_string().ok()?;
+        let launch = serde_json::from_str(&spec).ok()?;
+        args.next().is_none().then_some((launch, command))
+    }
+}
+
+fn hard(limit: u64) -> Rlimit {
+    Rlimit {
+        current: Some(limit),
+        maximum: Some(limit),
+    }
+}
+
+fn set_limits(l: &Launch) -> std::io::Result<()> {
+    // SIGXCPU at the limit (the shell reports "CPU time limit exceeded"),
+    // SIGKILL a second later if it is ignored. Hard limits are set, so the
+    // command cannot raise them again.
+    setrlimit(
+        Resource::Cpu,
+        Rlimit {
+            current: Some(l.cpu_secs),
+            maximum: Some(l.cpu_secs.saturating_add(1)),
+        },
+    )?;
+    setrlimit(Resource::Fsize, hard(l.file_size))?;
+    setrlimit(Resource::Core, hard(0))?;
+    setrlimit(Resource::As, hard(l.memory))?;
+    Ok(())
+}
+
+fn fail(what: impl std::fmt::Display) -> ! {
+    eprintln!("wharf-exec: {what}");
+    std::process::exit(CANNOT_RUN);
+}
+
+/// When this process was started with [`LAUNCH_ARG`] (or as a sandbox's
+/// init), becomes that and never returns; otherwise returns at once.
+/// Daemons that serve exec call it first thing in `main`.
+pub fn launch_if_asked() {
+    let mut args = std::env::args_os();
+    args.next();
+    match args.next().as_deref().and_then(|a| a.to_str()) {
+        Some(LAUNCH_ARG) => {}
+        Some(init::INIT_ARG) => init::run(args),
+        _ => return,
+    }
+    let Some((launch, command)) = Launch::parse(args) else {
+        fail("malformed launcher arguments (this mode is for wharf-execd only)");
+    };
+    if let Err(e) = rustix::process::setsid() {
+        fail(format_args!("cannot start a new session: {e}"));
+    }
+    if let Err(e) = set_limits(&launch) {
+        fail(format_args!("cannot set resource limits: {e}"));
+    }
+    let place = match sandbox::enter(&launch) {
+        Ok(place) => place,
+        Err(e) => fail(e),
+    };
+    let mut sh = Command::new("/bin/sh");
+    sh.arg0("sh")
+        .arg("-c")
+        .arg(&command)
+        .env("HOME", &place.home)
+        .env("PWD", &place.home)
+        .current_dir(&place.home);
+    if let Some((uid, gid)) = launch.identity {
+        // std drops the supplementary groups when root changes uid.
+        sh.gid(gid).uid(uid);
+    }
+    let err = sh.exec();
+    fail(format_args!("cannot run /bin/sh: {err}"));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn arguments_round_trip() {
+        for identity in [None, Some((65534, 65534))] {
+            let l = Launch {
+                cpu_secs: 60,
+                file_size: 1 << 30,
+                processes: 512,
+                memory: 1 << 30,
+                tmp_size: 1 << 26,
+                identity,
+                home: "/srv/wharf/homes/alice".into(),
+                name: "alice".into(),
+                unconfined_ok: false,
+            };
+            let args = l.args("echo 'a b' | wc -c");
+            assert_eq!(args[0], LAUNCH_ARG);
+            let parsed = Launch::parse(args.into_iter().skip(1).map(Into::into));
+            assert_eq!(parsed, Some((l, "echo 'a b' | wc -c".to_owned())));
+        }
+        let bad = ["{", "true"].map(std::ffi::OsString::from);
+        assert_eq!(Launch::parse(bad.into_iter()), None);
+        let extra = ["{}", "true", "more"].map(std::ffi::OsString::from);
+        assert_eq!(Launch::parse(extra.into_iter()), None);
+    }
+}

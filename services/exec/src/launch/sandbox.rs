@@ -1,0 +1,236 @@
+//! The sandbox of one command: namespaces, mounts and Landlock, set up by
+//! the launcher on itself before it becomes the shell.
+
+use std::io::Read;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use landlock::{
+    ABI, Access, AccessFs, CompatLevel, Compatible, Ruleset, RulesetAttr, RulesetCreatedAttr,
+    RulesetStatus, Scope, path_beneath_rules,
+};
+use rustix::fs::{Mode, OFlags};
+use rustix::mount::{MountFlags, MountPropagationFlags, mount, mount_bind, mount_change};
+use rustix::process::{Resource, geteuid, getgid, getuid, setrlimit};
+use rustix::thread::UnshareFlags;
+
+use super::{Launch, hard, init};
+
+/// Directories a shell and its programs read and run from.
+const SYSTEM_DIRS: &[&str] = &[
+    "/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/etc", "/opt",
+];
+
+/// Devices every program may open.
+const DEVICES: &[&str] = &[
+    "/dev/null",
+    "/dev/zero",
+    "/dev/full",
+    "/dev/random",
+    "/dev/urandom",
+];
+
+/// A part of the sandbox the kernel (or the container) would not give.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "the sandbox is incomplete: {what} failed: {source}; commands are not run unconfined unless the server is started with --allow-unconfined-exec"
+)]
+pub struct Missing {
+    /// The mechanism, as an operator would search for it.
+    pub what: &'static str,
+    /// What the kernel said.
+    pub source: std::io::Error,
+}
+
+fn missing(what: &'static str) -> impl FnOnce(rustix::io::Errno) -> Missing {
+    move |e| Missing {
+        what,
+        source: e.into(),
+    }
+}
+
+/// Where the command finds itself once inside.
+#[derive(Debug)]
+pub struct Place {
+    /// Its home (and working directory), as the command sees it.
+    pub home: PathBuf,
+}
+
+/// Puts this (single-threaded) process into the command's sandbox. A part
+/// that fails is an error unless the operator allowed unconfined commands,
+/// then it is left out.
+pub fn enter(l: &Launch) -> Result<Place, Missing> {
+    let tolerate = |r: Result<(), Missing>| match r {
+        Err(e) if l.unconfined_ok => {
+            eprintln!("wharf-exec: running unconfined: {}", e.source);
+            Ok(false)
+        }
+        Err(e) => Err(e),
+        Ok(()) => Ok(true),
+    };
+    let isolated = tolerate(namespaces())?;
+    // The home, opened in the new mount namespace (a bind mount's source
+    // must be of the caller's namespace) before anything is mounted over
+    // the path to it.
+    let home_fd = rustix::fs::open(
+        &l.home,
+        OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(missing("opening the home"))?;
+    // After the user namespace: its own count, not the daemon's account's.
+    setrlimit(Resource::Nproc, hard(l.processes)).map_err(missing("the process limit"))?;
+    let mut home = l.home.clone();
+    let mut tmp = false;
+    let mut proc = false;
+    if isolated {
+        let shown = Path::new("/home").join(&l.name);
+        if tolerate(mounts(l, &home_fd, &shown))? {
+            home = shown;
+            tmp = true;
+            proc = start_init(l.identity)?;
+        }
+    }
+    tolerate(landlock(&home, tmp, proc))?;
+    Ok(Place { home })
+}
+
+/// New mount and PID namespaces; when not root, inside a new user
+/// namespace where the daemon's uid and gid map to themselves.
+fn namespaces() -> Result<(), Missing> {
+    let root = geteuid().is_root();
+    let (uid, gid) = (getuid().as_raw(), getgid().as_raw());
+    let mut flags = UnshareFlags::NEWNS | UnshareFlags::NEWPID;
+    if !root {
+        flags |= UnshareFlags::NEWUSER;
+    }
+    unshare(flags).map_err(missing(if root {
+        "creating mount and PID namespaces"
+    } else {
+        "creating user, mount and PID namespaces (unprivileged user namespaces)"
+    }))?;
+    if !root {
+        let write = |file: &str, text: String| {
+            std::fs::write(file, text).map_err(|source| Missing {
+                what: "mapping the user namespace",
+                source,
+            })
+        };
+        write("/proc/self/setgroups", "deny".into())?;
+        write("/proc/self/uid_map", format!("{uid} {uid} 1"))?;
+        write("/proc/self/gid_map", format!("{gid} {gid} 1"))?;
+    }
+    Ok(())
+}
+
+#[allow(unsafe_code)]
+fn unshare(flags: UnshareFlags) -> rustix::io::Result<()> {
+    // SAFETY: the launcher is single-threaded and holds no state that the
+    // new namespaces could invalidate: it only mounts, starts init and
+    // execs the shell after this. (rustix marks unshare unsafe for
+    // CLONE_FILES/CLONE_FS in threaded programs; those are not asked for.)
+    unsafe { rustix::thread::unshare_unsafe(flags) }
+}
+
+/// A private `/tmp`; `/home` holding only the user's home, at `shown`.
+fn mounts(l: &Launch, home_fd: &OwnedFd, shown: &Path) -> Result<(), Missing> {
+    // Nothing mounted here reaches the host, and nothing of the host's later
+    // mounts reaches here.
+    mount_change(
+        "/",
+        MountPropagationFlags::REC | MountPropagationFlags::PRIVATE,
+    )
+    .map_err(missing("making the mount namespace private"))?;
+    let private = MountFlags::NOSUID | MountFlags::NODEV;
+    let owner = l
+        .identity
+        .unwrap_or((getuid().as_raw(), getgid().as_raw()));
+    let homes = c"mode=0755,size=64k";
+    mount("tmpfs", "/home", "tmpfs", private, homes).map_err(missing("mounting /home"))?;
+    rustix::fs::mkdir(shown, Mode::from_raw_mode(0o755)).map_err(missing("making /home/NAME"))?;
+    let source = format!("/proc/self/fd/{}", home_fd.as_raw_fd());
+    mount_bind(&source, shown).map_err(missing("binding the home to /home/NAME"))?;
+    let tmp = format!(
+        "mode=0700,uid={},gid={},size={}",
+        owner.0, owner.1, l.tmp_size
+    );
+    let tmp = std::ffi::CString::new(tmp).map_err(|_| Missing {
+        what: "mounting /tmp",
+        source: std::io::Error::other("a NUL in the mount options"),
+    })?;
+    mount("tmpfs", "/tmp", "tmpfs", private, tmp.as_c_str()).map_err(missing("mounting /tmp"))?;
+    Ok(())
+}
+
+/// Starts the namespace's init (PID 1) and waits until it is ready; true
+/// when it could mount the namespace's own `/proc`.
+fn start_init(identity: Option<(u32, u32)>) -> Result<bool, Missing> {
+    let fail = |source: std::io::Error| Missing {
+        what: "starting the PID namespace's init",
+        source,
+    };
+    let exe = std::env::current_exe().map_err(fail)?;
+    let mut child = Command::new(exe)
+        .args(init::args(identity))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(fail)?;
+    let mut ready = [0u8; 1];
+    let read = match child.stdout.take() {
+        Some(mut out) => out.read(&mut ready),
+        None => Ok(0),
+    };
+    match read {
+        Ok(1) => Ok(ready[0] == init::PROC_MOUNTED),
+        Ok(_) => Err(fail(std::io::Error::other("it ended before it was ready"))),
+        Err(e) => Err(fail(e)),
+    }
+}
+
+/// Landlock: read-write beneath the home (and the private `/tmp`), read and
+/// execute on the system directories, a few devices, the namespace's own
+/// `/proc`; no signals and no abstract sockets out of the sandbox.
+fn landlock(home: &Path, tmp: bool, proc: bool) -> Result<(), Missing> {
+    let abi = ABI::V5;
+    let fail = |source: std::io::Error| Missing {
+        what: "Landlock",
+        source,
+    };
+    let other = |e: landlock::RulesetError| fail(std::io::Error::other(e));
+    let mut writable = vec![home.to_path_buf()];
+    if tmp {
+        writable.push("/tmp".into());
+    }
+    let mut readable: Vec<&str> = SYSTEM_DIRS.to_vec();
+    if proc {
+        readable.push("/proc");
+    }
+    let status = Ruleset::default()
+        .handle_access(AccessFs::from_all(abi))
+        .map_err(other)?
+        .set_compatibility(CompatLevel::BestEffort)
+        .scope(Scope::Signal | Scope::AbstractUnixSocket)
+        .map_err(other)?
+        .create()
+        .map_err(other)?
+        .add_rules(path_beneath_rules(&writable, AccessFs::from_all(abi)))
+        .map_err(other)?
+        .add_rules(path_beneath_rules(&readable, AccessFs::from_read(abi)))
+        .map_err(other)?
+        .add_rules(path_beneath_rules(
+            DEVICES,
+            AccessFs::ReadFile | AccessFs::WriteFile,
+        ))
+        .map_err(other)?
+        .restrict_self()
+        .map_err(other)?;
+    if status.ruleset == RulesetStatus::NotEnforced {
+        return Err(fail(std::io::Error::other(
+            "the kernel does not enforce it (Linux 5.13 or newer with landlock in the lsm= list is needed)",
+        )));
+    }
+    Ok(())
+}
