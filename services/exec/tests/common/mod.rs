@@ -95,6 +95,26 @@ impl TestServer {
             .expect("user")
     }
 
+    /// Adds `count` users who never log in, so that the next users' ids
+    /// (and so their uids, when the tests run as root) are not those of
+    /// any other test's users: tests run at once, each with its own
+    /// database, and a process limit counts per uid.
+    pub async fn skip_ids(&self, from: usize, count: usize) {
+        for i in from..from + count {
+            let name = format!("filler{i}");
+            self.store
+                .create_user(&NewUser {
+                    name: name.clone(),
+                    password_hash: "not a hash".into(),
+                    home: self.home(&name),
+                    quota_bytes: None,
+                    services: "ftp".parse().expect("services"),
+                })
+                .await
+                .expect("filler");
+        }
+    }
+
     pub async fn client(&self, name: &str) -> ExecClient {
         ExecClient::connect(&self.addr, name, &Password::new(PW))
             .await
@@ -202,6 +222,56 @@ pub async fn read_pids(path: &std::path::Path, count: usize) -> Vec<u32> {
             tokio::time::Instant::now() < until,
             "only {pids:?} in {}",
             path.display()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Pids of the live processes (zombies left out) whose command line holds
+/// `marker`. Commands in tests mark their processes with odd durations
+/// (`sleep 1000.11`): the pids a command sees are those of its own PID
+/// namespace, so the host's `/proc` is searched instead.
+pub fn marked(marker: &str) -> Vec<u32> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|&pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| {
+                c.windows(marker.len()).any(|w| w == marker.as_bytes())
+            }) && alive(pid)
+        })
+        .collect()
+}
+
+/// Waits until at least `count` processes carry `marker`.
+pub async fn wait_marked(marker: &str, count: usize) -> Vec<u32> {
+    let until = tokio::time::Instant::now() + WAIT;
+    loop {
+        let pids = marked(marker);
+        if pids.len() >= count {
+            return pids;
+        }
+        assert!(
+            tokio::time::Instant::now() < until,
+            "only {pids:?} carry {marker}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Waits until no live process carries `marker`; panics after [`WAIT`].
+pub async fn none_marked(marker: &str) {
+    let until = tokio::time::Instant::now() + WAIT;
+    loop {
+        let pids = marked(marker);
+        if pids.is_empty() {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < until,
+            "still alive, marked {marker}: {pids:?}"
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
