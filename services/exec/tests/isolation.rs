@@ -1,0 +1,404 @@
+//! Attacks by one user on another, on the database and on the server, as a
+//! hostile user with the exec right would try them; in the layout the test
+//! runs in (as root: each user's own uid; otherwise the server's uid in a
+//! user namespace) and, when the tests run as root, with a real
+//! `wharf-execd` started as an unprivileged account.
+
+mod common;
+
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use common::*;
+use wharf_exec::client::{ExecClient, Streams};
+use wharf_exec::server::{ExecConfig, ResourceLimits};
+use wharf_proto::ErrorCode;
+use wharf_proto::exec::{ExecReply, ExecRequest, SignalName};
+
+fn is_root() -> bool {
+    rustix::process::geteuid().is_root()
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// Runs each command as `c`'s user and checks that every one fails.
+async fn all_fail(c: &mut ExecClient, commands: &[String]) {
+    for command in commands {
+        let out = c.output(command).await.expect("run");
+        assert_ne!(
+            out.outcome.status,
+            0,
+            "{command:?} succeeded: {}",
+            text(&out.stdout)
+        );
+    }
+}
+
+/// What alice tries against bob, the database and the data directory,
+/// given where they are on the server's disk.
+fn attacks(bob: &Path, data: &Path, db: &Path) -> Vec<String> {
+    let (bob, data, db) = (bob.display(), data.display(), db.display());
+    vec![
+        format!("cat {bob}/notes.txt"),
+        format!("ls {bob}"),
+        format!("echo x > {bob}/planted"),
+        format!("mv {bob}/notes.txt {bob}/moved"),
+        format!("rm {bob}/notes.txt"),
+        format!("chmod 777 {bob}"),
+        "cat ../bob/notes.txt".into(),
+        "ls ../bob".into(),
+        "ls /home/bob".into(),
+        "ls /home".into(),
+        format!("cat {db}"),
+        format!("head -c 16 {db}-wal"),
+        format!("echo x >> {db}"),
+        format!("ls {data}"),
+        format!("ls {data}/homes"),
+        format!("cat {data}/homes/alice/.wharf/x; ls {data}/homes/alice"),
+        "ls /".into(),
+        "cat /proc/1/environ".into(),
+    ]
+}
+
+fn bob_untouched(bob: &Path) {
+    assert_eq!(
+        std::fs::read(bob.join("notes.txt")).expect("bob's notes"),
+        b"secret\n"
+    );
+    for name in ["planted", "moved"] {
+        assert!(!bob.join(name).exists(), "{name} in bob's home");
+    }
+    let meta = std::fs::metadata(bob).expect("bob's home");
+    assert_eq!(meta.mode() & 0o077, 0, "bob's home is private");
+}
+
+#[tokio::test]
+async fn alice_cannot_reach_bobs_home_the_database_or_the_data_dir() {
+    let srv = spawn().await;
+    srv.add_user("alice", "exec").await;
+    srv.add_user("bob", "exec").await;
+    std::fs::write(srv.home("bob").join("notes.txt"), b"secret\n").expect("notes");
+    // Bob runs a command first: his home is handed to his uid.
+    let mut b = srv.client("bob").await;
+    assert_eq!(b.output("cat notes.txt").await.expect("bob").stdout, b"secret\n");
+    let mut a = srv.client("alice").await;
+    let data = srv.dir.path();
+    let db = data.join("wharf.db");
+    all_fail(&mut a, &attacks(&srv.home("bob"), data, &db)).await;
+    bob_untouched(&srv.home("bob"));
+    let mode = std::fs::metadata(&db).expect("db").mode();
+    assert_eq!(mode & 0o777, 0o600, "the database is private");
+    // Alice's own home works, and she sees only her own name under /home.
+    let out = a
+        .output("echo mine > f && cat f && ls -a /home/alice")
+        .await
+        .expect("run");
+    assert_eq!(text(&out.stdout), "mine\n.\n..\nf\n");
+}
+
+#[tokio::test]
+async fn alice_cannot_signal_the_server_or_bobs_commands() {
+    let srv = spawn().await;
+    // Uids of their own: other tests' users share ids 1 and 2.
+    srv.skip_ids(200, 30).await;
+    srv.add_user("alice", "exec").await;
+    srv.add_user("bob", "exec").await;
+    let mut bob = raw_login(&srv.addr, "bob").await;
+    let started = raw_ask(
+        &mut bob,
+        ExecRequest::Run {
+            command: "sleep 1000.61".into(),
+            stdin: false,
+        },
+    )
+    .await;
+    assert!(matches!(started, ExecReply::Started { .. }), "{started:?}");
+    wait_marked("1000.61", 1).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let victims = marked("1000.61");
+    let server = std::process::id();
+    let mut a = srv.client("alice").await;
+    for target in victims.iter().copied().chain([server]) {
+        let out = a
+            .output(&format!("kill -9 {target}"))
+            .await
+            .expect("run");
+        assert_ne!(out.outcome.status, 0, "kill -9 {target} succeeded");
+    }
+    // kill(-1) says it worked when it reached nothing but refusals.
+    a.output("kill -9 -1; kill -TERM -1").await.expect("run");
+    // The server and bob's command are still there.
+    assert!(victims.iter().all(|&v| alive(v)), "bob's command was hit");
+    let mut b2 = srv.client("bob").await;
+    assert_eq!(b2.output("echo hi").await.expect("bob").stdout, b"hi\n");
+}
+
+#[tokio::test]
+async fn commands_have_no_terminal_and_a_session_of_their_own() {
+    let srv = spawn().await;
+    srv.add_user("alice", "exec").await;
+    let mut a = srv.client("alice").await;
+    let out = a
+        .output("tty; echo hi > /dev/tty; ls /dev/pts")
+        .await
+        .expect("run");
+    assert!(text(&out.stdout).contains("not a tty"), "{}", text(&out.stdout));
+    assert_ne!(out.outcome.status, 0);
+    let mut conn = raw_login(&srv.addr, "alice").await;
+    raw_send(
+        &mut conn,
+        ExecRequest::Run {
+            command: "sleep 1000.71; true".into(),
+            stdin: false,
+        },
+    )
+    .await;
+    let pid = wait_marked("1000.71", 1).await[0];
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("stat");
+    let fields: Vec<&str> = stat.rsplit(')').next().unwrap_or("").split_whitespace().collect();
+    // state ppid pgrp session tty_nr
+    let (session, tty) = (fields[3], fields[4]);
+    assert_eq!(tty, "0", "no controlling terminal");
+    assert_ne!(
+        session.parse::<i64>().ok(),
+        Some(i64::from(rustix::process::getsid(None).expect("sid").as_raw_nonzero().get())),
+        "not the server's session"
+    );
+}
+
+#[tokio::test]
+async fn nothing_outlives_a_run_ended_by_the_user() {
+    let srv = spawn().await;
+    srv.add_user("alice", "exec").await;
+    let mut a = srv.client("alice").await;
+    // A normal end.
+    let out = a
+        .output(
+            "(sleep 1000.81 &) ; setsid sleep 1000.82 & setsid -f sleep 1000.83; \
+             nohup sleep 1000.84 >/dev/null 2>&1 & echo done",
+        )
+        .await
+        .expect("run");
+    assert_eq!(out.stdout, b"done\n");
+    none_marked("1000.8").await;
+    // Cancelled with Ctrl-C.
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let sender = tokio::spawn(async move {
+        wait_marked("1000.9", 4).await;
+        let _ = tx.send(SignalName::Int);
+        tx
+    });
+    let mut stdout = Vec::new();
+    let mut stderr = Vec::new();
+    let outcome = a
+        .run(
+            "(sleep 1000.91 &) ; setsid sleep 1000.92 & setsid -f sleep 1000.93; \
+             nohup sleep 1000.94 >/dev/null 2>&1 & sleep 1000.95",
+            Streams {
+                stdin: None,
+                stdout: &mut stdout,
+                stderr: &mut stderr,
+                signals: Some(&mut rx),
+            },
+        )
+        .await
+        .expect("run");
+    assert_eq!((outcome.status, outcome.signal), (130, Some(2)));
+    drop(sender.await);
+    none_marked("1000.9").await;
+    // Ended by quit while it runs.
+    let mut conn = raw_login(&srv.addr, "alice").await;
+    raw_send(
+        &mut conn,
+        ExecRequest::Run {
+            command: "setsid sleep 1001.01 & setsid -f sleep 1001.02; sleep 1001.03".into(),
+            stdin: false,
+        },
+    )
+    .await;
+    wait_marked("1001.0", 3).await;
+    raw_send(&mut conn, ExecRequest::Quit).await;
+    none_marked("1001.0").await;
+}
+
+#[tokio::test]
+async fn memory_is_capped_per_process() {
+    let srv = spawn_with(ExecConfig {
+        resources: ResourceLimits {
+            memory: 64 << 20,
+            ..ResourceLimits::default()
+        },
+        ..config()
+    })
+    .await;
+    srv.add_user("alice", "exec").await;
+    let mut a = srv.client("alice").await;
+    // awk doubles a string until it cannot.
+    let out = a
+        .output("awk 'BEGIN { s = \"x\"; while (1) s = s s }'")
+        .await
+        .expect("run");
+    assert_ne!(out.outcome.status, 0);
+    assert!(
+        text(&out.stderr).contains("out of memory"),
+        "{}",
+        text(&out.stderr)
+    );
+    // Within the limit, programs run as usual.
+    let out = a
+        .output("head -c 10M /dev/zero | md5sum")
+        .await
+        .expect("run");
+    assert_eq!(out.outcome.status, 0);
+}
+
+#[tokio::test]
+async fn many_files_cannot_take_a_home_past_its_quota() {
+    let srv = spawn().await;
+    srv.add_user("alice", "exec").await;
+    srv.store
+        .set_quota("alice", Some(1024 * 1024))
+        .await
+        .expect("quota");
+    let mut a = srv.client("alice").await;
+    let started = Instant::now();
+    let err = a
+        .output("for i in 1 2 3 4 5 6; do head -c 900K /dev/zero > f$i; done; sleep 1001.11")
+        .await
+        .expect_err("stopped");
+    assert_eq!(err.code(), Some(ErrorCode::QuotaExceeded), "{err}");
+    assert!(err.to_string().contains("quota"), "{err}");
+    assert!(started.elapsed() < Duration::from_secs(5), "stopped late");
+    none_marked("1001.11").await;
+    // Over quota now: not one more byte.
+    let until = tokio::time::Instant::now() + WAIT;
+    loop {
+        let user = srv.store.require_user("alice").await.expect("user");
+        if user.used_bytes > 1024 * 1024 {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < until, "not rescanned");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let out = a
+        .output("head -c 1 /dev/zero > more; echo $?")
+        .await
+        .expect("run");
+    assert_eq!(text(&out.stdout).trim(), "153");
+    // Making room works.
+    let out = a.output("rm f1 f2 f3 f4 f5 f6 more").await.expect("run");
+    assert_eq!(out.outcome.status, 0);
+}
+
+#[tokio::test]
+async fn a_fork_bomb_does_not_stop_bobs_command() {
+    let srv = spawn_with(ExecConfig {
+        command_timeout: Duration::from_secs(3),
+        resources: ResourceLimits {
+            processes: 100,
+            ..ResourceLimits::default()
+        },
+        ..config()
+    })
+    .await;
+    // Uids of their own: other tests' users share ids 1 and 2.
+    srv.skip_ids(100, 30).await;
+    srv.add_user("alice", "exec").await;
+    srv.add_user("bob", "exec").await;
+    let mut a = srv.client("alice").await;
+    let bomb = tokio::spawn(async move {
+        let r = a.output("f() { f | f & }; f; sleep 1001.21").await;
+        (a, r)
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut b = srv.client("bob").await;
+    let out = tokio::time::timeout(WAIT, b.output("echo bob is fine"))
+        .await
+        .expect("bob's command in time")
+        .expect("run");
+    assert_eq!(out.stdout, b"bob is fine\n");
+    let (mut a, r) = bomb.await.expect("bomb");
+    if let Err(e) = r {
+        assert_eq!(e.code(), Some(ErrorCode::Timeout), "{e}");
+    }
+    none_marked("1001.21").await;
+    // Everything of the bomb is gone: alice runs again.
+    let out = a.output("echo again").await.expect("run");
+    assert_eq!(out.stdout, b"again\n");
+}
+
+/// A real `wharf-execd` started as `nobody` over a data directory that
+/// account owns: the layout of a daemon run unprivileged (docker compose,
+/// or an administrator's own account).
+#[tokio::test]
+async fn an_unprivileged_daemon_keeps_users_apart_too() {
+    if !is_root() {
+        eprintln!("skipped: starting a daemon as another account needs root");
+        return;
+    }
+    let srv = spawn().await;
+    srv.add_user("alice", "exec").await;
+    srv.add_user("bob", "exec").await;
+    srv.shutdown.cancel();
+    let data = srv.dir.path();
+    std::fs::write(srv.home("bob").join("notes.txt"), b"secret\n").expect("notes");
+    let chown = std::process::Command::new("chown")
+        .args(["-R", "65534:65534"])
+        .arg(data)
+        .status()
+        .expect("chown");
+    assert!(chown.success());
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        l.local_addr().expect("addr").port()
+    };
+    let addr = format!("127.0.0.1:{port}");
+    let mut daemon = tokio::process::Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+        .arg(env!("CARGO_BIN_EXE_wharf-execd"))
+        .args(["--listen", &addr, "--data-dir"])
+        .arg(data)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("setpriv wharf-execd");
+    let daemon_pid = daemon.id().expect("pid");
+    let password = wharf_core::Password::new(PW);
+    let until = tokio::time::Instant::now() + WAIT;
+    let mut a = loop {
+        match ExecClient::connect(&addr, "alice", &password).await {
+            Ok(c) => break c,
+            Err(e) => {
+                assert!(tokio::time::Instant::now() < until, "no daemon: {e}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    };
+    let out = a.output("id -u").await.expect("run");
+    assert_eq!(text(&out.stdout), "65534\n");
+    let db = data.join("wharf.db");
+    let mut commands = attacks(&srv.home("bob"), data, &db);
+    commands.push(format!("kill -9 {daemon_pid}"));
+    all_fail(&mut a, &commands).await;
+    // Same uid as the daemon: only the sandbox stands between them.
+    a.output("kill -9 -1").await.expect("run");
+    bob_untouched(&srv.home("bob"));
+    let out = a
+        .output("setsid -f sleep 1001.31; nohup sleep 1001.32 >/dev/null 2>&1 & echo ok")
+        .await
+        .expect("run");
+    assert_eq!(out.stdout, b"ok\n");
+    none_marked("1001.3").await;
+    let mut b = ExecClient::connect(&addr, "bob", &password)
+        .await
+        .expect("bob");
+    assert_eq!(
+        b.output("cat notes.txt").await.expect("bob").stdout,
+        b"secret\n"
+    );
+    let _ = daemon.kill().await;
+}
