@@ -246,7 +246,10 @@ async fn set_home(store: &Store, name: &str, dir: &Path) -> Result<()> {
     let user = store.require_user(name).await?;
     let (home, _) = ensure_home(dir)?;
     store.set_home(name, &home).await?;
-    give_home(&User { home: home.clone(), ..user })?;
+    give_home(&User {
+        home: home.clone(),
+        ..user
+    })?;
     let usage = rescan(store, name, &home).await?;
     println!(
         "home of {name} is now {} ({} in {} files; nothing was moved)",

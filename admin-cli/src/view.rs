@@ -198,7 +198,10 @@ pub fn user_table(v: &UserView, user: &User) -> Table {
     let rows = [
         ("name", v.name.clone()),
         ("home", v.home.clone()),
-        ("uid", v.uid.map_or_else(|| "-".to_owned(), |u| u.to_string())),
+        (
+            "uid",
+            v.uid.map_or_else(|| "-".to_owned(), |u| u.to_string()),
+        ),
         ("quota", format_quota(v.quota_bytes)),
         ("used", format_size(v.used_bytes)),
         ("reserved", format_size(v.reserved_bytes)),

@@ -165,10 +165,7 @@ async fn runs_in_the_home_with_a_scrubbed_environment() {
     assert!(text.contains(&format!("\nHOME={home}\n")));
     assert!(text.contains("\nPATH=/usr/local/bin:/usr/bin:/bin\n"));
     // No terminal: the shell leads a session of its own.
-    let out = c
-        .output("tty; echo hi > /dev/tty")
-        .await
-        .expect("run");
+    let out = c.output("tty; echo hi > /dev/tty").await.expect("run");
     let text = String::from_utf8(out.stdout).expect("utf-8");
     assert!(text.contains("not a tty"), "{text}");
     assert_ne!(out.outcome.status, 0);
@@ -183,10 +180,7 @@ async fn the_timeout_kills_the_whole_group() {
     .await;
     srv.add_user("alice", "exec").await;
     let mut c = srv.client("alice").await;
-    let err = c
-        .output(LEAVERS_1)
-        .await
-        .expect_err("timed out");
+    let err = c.output(LEAVERS_1).await.expect_err("timed out");
     assert_eq!(err.code(), Some(ErrorCode::Timeout), "{err}");
     assert!(err.to_string().contains("--command-timeout"), "{err}");
     none_marked("1000.1").await;
@@ -273,9 +267,9 @@ async fn a_background_grandchild_does_not_hold_the_command_open() {
         WAIT,
         c.output("sleep 1000.41 & setsid sleep 1000.42 & echo started"),
     )
-        .await
-        .expect("does not hang")
-        .expect("run");
+    .await
+    .expect("does not hang")
+    .expect("run");
     assert_eq!(
         (out.stdout.as_slice(), out.outcome.status),
         (&b"started\n"[..], 0)
@@ -289,7 +283,6 @@ async fn a_server_shutdown_kills_running_commands() {
     let srv = spawn().await;
     srv.add_user("alice", "exec").await;
     let mut c = srv.client("alice").await;
-    let home = srv.home("alice");
     let stopper = {
         let token = srv.shutdown.clone();
         tokio::spawn(async move {

@@ -83,7 +83,10 @@ async fn alice_cannot_reach_bobs_home_the_database_or_the_data_dir() {
     std::fs::write(srv.home("bob").join("notes.txt"), b"secret\n").expect("notes");
     // Bob runs a command first: his home is handed to his uid.
     let mut b = srv.client("bob").await;
-    assert_eq!(b.output("cat notes.txt").await.expect("bob").stdout, b"secret\n");
+    assert_eq!(
+        b.output("cat notes.txt").await.expect("bob").stdout,
+        b"secret\n"
+    );
     let mut a = srv.client("alice").await;
     let data = srv.dir.path();
     let db = data.join("wharf.db");
@@ -122,10 +125,7 @@ async fn alice_cannot_signal_the_server_or_bobs_commands() {
     let server = std::process::id();
     let mut a = srv.client("alice").await;
     for target in victims.iter().copied().chain([server]) {
-        let out = a
-            .output(&format!("kill -9 {target}"))
-            .await
-            .expect("run");
+        let out = a.output(&format!("kill -9 {target}")).await.expect("run");
         assert_ne!(out.outcome.status, 0, "kill -9 {target} succeeded");
     }
     // kill(-1) says it worked when it reached nothing but refusals.
@@ -145,7 +145,11 @@ async fn commands_have_no_terminal_and_a_session_of_their_own() {
         .output("tty; echo hi > /dev/tty; ls /dev/pts")
         .await
         .expect("run");
-    assert!(text(&out.stdout).contains("not a tty"), "{}", text(&out.stdout));
+    assert!(
+        text(&out.stdout).contains("not a tty"),
+        "{}",
+        text(&out.stdout)
+    );
     assert_ne!(out.outcome.status, 0);
     let mut conn = raw_login(&srv.addr, "alice").await;
     raw_send(
@@ -158,13 +162,23 @@ async fn commands_have_no_terminal_and_a_session_of_their_own() {
     .await;
     let pid = wait_marked("1000.71", 1).await[0];
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("stat");
-    let fields: Vec<&str> = stat.rsplit(')').next().unwrap_or("").split_whitespace().collect();
+    let fields: Vec<&str> = stat
+        .rsplit(')')
+        .next()
+        .unwrap_or("")
+        .split_whitespace()
+        .collect();
     // state ppid pgrp session tty_nr
     let (session, tty) = (fields[3], fields[4]);
     assert_eq!(tty, "0", "no controlling terminal");
     assert_ne!(
         session.parse::<i64>().ok(),
-        Some(i64::from(rustix::process::getsid(None).expect("sid").as_raw_nonzero().get())),
+        Some(i64::from(
+            rustix::process::getsid(None)
+                .expect("sid")
+                .as_raw_nonzero()
+                .get()
+        )),
         "not the server's session"
     );
 }

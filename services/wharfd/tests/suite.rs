@@ -36,14 +36,9 @@ struct Wharfd {
 }
 
 impl Wharfd {
+    /// Starts wharfd as the README's first command does (no flag for
+    /// exec: as root, commands run as each user's own uid).
     fn start(dir: &Path) -> Wharfd {
-        let w = Wharfd::start_as(dir, true);
-        assert!(!w.exec.is_empty(), "{:?}", w.banner);
-        w
-    }
-
-    /// Starts wharfd; as root, with `--allow-root` only if `allow_root`.
-    fn start_as(dir: &Path, allow_root: bool) -> Wharfd {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_wharfd"));
         cmd.current_dir(dir)
             .args(["--ftp-listen", "127.0.0.1:0"])
@@ -53,9 +48,6 @@ impl Wharfd {
             .env("RUST_LOG", "warn")
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit());
-        if allow_root && rustix::process::geteuid().is_root() {
-            cmd.arg("--allow-root");
-        }
         let mut child = cmd.spawn().expect("start wharfd");
         let stdout = child.stdout.take().expect("stdout");
         let mut lines = BufReader::new(stdout).lines();
@@ -76,7 +68,10 @@ impl Wharfd {
         }
         // Keep reading, so wharfd never blocks on a full pipe.
         std::thread::spawn(move || for _ in lines {});
-        assert!(!ftp.is_empty() && !chat.is_empty(), "{banner:?}");
+        assert!(
+            !ftp.is_empty() && !chat.is_empty() && !exec.is_empty(),
+            "{banner:?}"
+        );
         Wharfd {
             child,
             ftp,
@@ -243,6 +238,30 @@ fn the_whole_suite_survives_a_restart_mid_upload() {
         std::fs::read(dir.join("back.bin")).expect("back") == data,
         "not the same bytes"
     );
+    // The upload is alice's: her commands read and may write it.
+    let md5 = Command::new("md5sum")
+        .arg(dir.join("big.bin"))
+        .output()
+        .expect("md5sum");
+    let md5 = text(&md5.stdout)
+        .split_whitespace()
+        .next()
+        .unwrap_or("")
+        .to_owned();
+    let out = run(&mut client(
+        dir,
+        "wharf-exec",
+        &wharfd.exec,
+        &[
+            "--",
+            "md5sum big.bin && test -w big.bin && stat -c %u big.bin",
+        ],
+    ));
+    let said = text(&out.stdout);
+    assert!(said.starts_with(&format!("{md5}  big.bin\n")), "{said}");
+    if rustix::process::geteuid().is_root() {
+        assert!(said.ends_with("1900000001\n"), "alice's own uid: {said}");
+    }
 
     // The usage report, to the byte.
     let usage = run(Command::new(bin("admin-cli"))
@@ -263,30 +282,26 @@ fn the_whole_suite_survives_a_restart_mid_upload() {
     );
     assert_eq!(row["bytes_down"], size, "{row}");
     assert_eq!(row["chat_messages"], 1, "{row}");
-    assert_eq!(row["exec_commands"], 1, "{row}");
+    assert_eq!(row["exec_commands"], 2, "{row}");
     wharfd.stop();
 }
 
 #[test]
-fn as_root_without_run_as_exec_is_off_and_said_so() {
+fn as_root_exec_is_served_with_each_users_own_uid() {
     if !rustix::process::geteuid().is_root() {
         eprintln!("skipped: needs the tests to run as root");
         return;
     }
+    // A temp dir is 0700: the users' uids cannot traverse it, and need not.
     let dir = tempfile::tempdir().expect("dir");
-    let wharfd = Wharfd::start_as(dir.path(), false);
+    let wharfd = Wharfd::start(dir.path());
     let said = wharfd.banner.join("\n");
-    assert!(wharfd.exec.is_empty(), "{said}");
-    assert!(
-        said.contains("exec is OFF") && said.contains("--run-as USER"),
-        "{said}"
-    );
+    assert!(said.contains("as each user's own uid, sandboxed"), "{said}");
     assert!(
         said.contains("No users yet. Add one with:") && said.contains("user add alice"),
         "{said}"
     );
-    // File transfer and chat are served.
-    for addr in [&wharfd.ftp, &wharfd.chat] {
+    for addr in [&wharfd.ftp, &wharfd.chat, &wharfd.exec] {
         std::net::TcpStream::connect(addr).expect("serving");
     }
     wharfd.stop();

@@ -66,7 +66,6 @@ pub fn run(mut args: impl Iterator<Item = std::ffi::OsString>) -> ! {
     if out.write_all(&[ready]).and_then(|()| out.flush()).is_err() {
         std::process::exit(0);
     }
-    drop(out);
     loop {
         match wait(WaitOptions::empty()) {
             Ok(_) => {}

@@ -143,9 +143,7 @@ fn mounts(l: &Launch, home_fd: &OwnedFd, shown: &Path) -> Result<(), Missing> {
     )
     .map_err(missing("making the mount namespace private"))?;
     let private = MountFlags::NOSUID | MountFlags::NODEV;
-    let owner = l
-        .identity
-        .unwrap_or((getuid().as_raw(), getgid().as_raw()));
+    let owner = l.identity.unwrap_or((getuid().as_raw(), getgid().as_raw()));
     let homes = c"mode=0755,size=64k";
     mount("tmpfs", "/home", "tmpfs", private, homes).map_err(missing("mounting /home"))?;
     rustix::fs::mkdir(shown, Mode::from_raw_mode(0o755)).map_err(missing("making /home/NAME"))?;

@@ -15,6 +15,7 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use futures_util::StreamExt;
+use rustix::process::geteuid;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
@@ -23,7 +24,6 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::codec::{Encoder, FramedRead};
 use tokio_util::sync::CancellationToken;
-use rustix::process::geteuid;
 use wharf_core::owner::{Owner, hand_over};
 use wharf_core::server::Rejection;
 use wharf_core::size::format_size;
@@ -33,9 +33,9 @@ use wharf_proto::exec::{ExecReply, ExecRequest, MAX_COMMAND_BYTES, MAX_STDIN_CHU
 use wharf_proto::message::{ErrorReply, LoginOk, ServerHello};
 use wharf_proto::{ErrorCode, Frame, FrameCodec, Outbound, PROTOCOL_VERSION};
 
-use super::{ExecServer, quota};
 use super::output::{HEAD_ROOM, OutPipe, Waiting};
 use super::process::{Running, Spawn, shell_status};
+use super::{ExecServer, quota};
 
 /// Standard-input chunks queued for the command.
 const STDIN_QUEUE: usize = 4;
@@ -444,9 +444,8 @@ impl Session {
             let meta = std::fs::metadata(&home)
                 .map_err(|e| internal("your home directory cannot be read", &e))?;
             if meta.uid() != owner.uid || meta.mode() & 0o077 != 0 {
-                hand_over(&home, owner).map_err(|e| {
-                    internal("your home directory cannot be given to your uid", &e)
-                })?;
+                hand_over(&home, owner)
+                    .map_err(|e| internal("your home directory cannot be given to your uid", &e))?;
             }
         }
         Ok(home)

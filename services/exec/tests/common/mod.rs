@@ -238,9 +238,9 @@ pub fn marked(marker: &str) -> Vec<u32> {
     dir.flatten()
         .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
         .filter(|&pid| {
-            std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| {
-                c.windows(marker.len()).any(|w| w == marker.as_bytes())
-            }) && alive(pid)
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .is_ok_and(|c| c.windows(marker.len()).any(|w| w == marker.as_bytes()))
+                && alive(pid)
         })
         .collect()
 }
