@@ -379,3 +379,33 @@ async fn concurrent_uploads_racing_for_the_last_bytes_never_overshoot() {
         (900, 0, 3)
     );
 }
+
+#[tokio::test]
+async fn what_the_server_writes_belongs_to_the_user() {
+    use std::os::unix::fs::MetadataExt;
+    let srv = spawn().await;
+    let alice = srv.add_user("alice", None, "ftp").await;
+    // Written before the user logged in (by an administrator, say).
+    std::fs::write(srv.home("alice").join("old"), b"x").expect("old");
+    let mut c = srv.client("alice").await;
+    c.mkdir("docs").await.expect("mkdir");
+    let local = srv.local("f");
+    std::fs::write(&local, b"hello").expect("write");
+    c.put(&local, "docs/f", TransferOptions::default(), &mut NoProgress)
+        .await
+        .expect("put");
+    let home = srv.home("alice");
+    let meta = |p: &str| std::fs::metadata(home.join(p)).expect(p);
+    let mode = |p: &str| meta(p).mode() & 0o777;
+    assert_eq!((mode("docs"), mode("docs/f")), (0o700, 0o600));
+    assert_eq!(mode("."), 0o700);
+    if rustix::process::geteuid().is_root() {
+        // The user's own uid, which their commands run as.
+        let uid = wharf_core::owner::Owner::of_user(alice.id).expect("uid").uid;
+        for p in [".", "docs", "docs/f", "old"] {
+            assert_eq!((p, meta(p).uid(), meta(p).gid()), (p, uid, uid));
+        }
+        // The servers' own directory stays theirs.
+        assert_eq!(meta(".wharf").uid(), 0);
+    }
+}
