@@ -11,11 +11,17 @@ RUN cargo build --release --locked --bins \
        target/release/wharf-execd target/release/admin-cli target/release/wharf-ftp \
        target/release/wharf-chat target/release/wharf-exec /out/
 
-# Run: a slim system, an unprivileged user, the data on a volume.
+# Run: a slim system, the data on a volume. The image's default user is the
+# unprivileged `wharf` (file transfer and chat serve; exec stays off, saying
+# why, unless the container may create namespaces). docker-compose.yml runs
+# each daemon as root inside the container instead, with every capability
+# dropped but the few it needs, so that each Wharf user's files and
+# commands get a uid of their own.
 FROM debian:trixie-slim
 RUN useradd --system --uid 10001 --user-group --home-dir /var/lib/wharf --create-home wharf \
- && mkdir -p /var/lib/wharf/data \
- && chown wharf:wharf /var/lib/wharf/data
+ && mkdir -p /var/lib/wharf/data /home \
+ && chown wharf:wharf /var/lib/wharf/data \
+ && chmod 0700 /var/lib/wharf/data
 COPY --from=build /out/ /usr/local/bin/
 USER wharf
 WORKDIR /var/lib/wharf

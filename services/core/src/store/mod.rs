@@ -78,7 +78,7 @@ fn private_files(db: &Path) -> Result<()> {
         .mode(0o600)
         .open(db)
     {
-        Ok(_) => {}
+        Ok(file) => give_to_folder_owner(&file, db)?,
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
         Err(e) => return Err(Error::io("create the database file", db, e)),
     }
@@ -106,6 +106,28 @@ fn private_files(db: &Path) -> Result<()> {
             )?;
             tracing::warn!(path = %path.display(), mode = format!("{:o}", mode & 0o777), "the database was readable by other accounts; made it 0600");
         }
+    }
+    Ok(())
+}
+
+/// A database created by root in a folder that belongs to another account
+/// (a container's data volume, say) is given to that account, so that
+/// daemons run unprivileged there can open it too. SQLite, run as root,
+/// gives the `-wal` and `-shm` it creates the database file's owner.
+fn give_to_folder_owner(file: &std::fs::File, db: &Path) -> Result<()> {
+    use std::os::unix::fs::MetadataExt;
+
+    if !rustix::process::geteuid().is_root() {
+        return Ok(());
+    }
+    let folder = db
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let meta = std::fs::metadata(folder).map_err(|e| Error::io("inspect", folder, e))?;
+    if meta.uid() != 0 {
+        std::os::unix::fs::fchown(file, Some(meta.uid()), Some(meta.gid()))
+            .map_err(|e| Error::io("give the database to its folder's owner", db, e))?;
     }
     Ok(())
 }

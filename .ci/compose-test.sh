@@ -1,0 +1,212 @@
+#!/usr/bin/env bash
+# compose-test.sh: the docker-compose stack started for real, then attacked as a
+# hostile Wharf user would: the same attacks as services/exec/tests/isolation.rs,
+# from the host's clients against the published ports. Run by .ci/run as root.
+#
+#   .ci/compose-test.sh [PROJECT_DIR]
+#
+# Nothing is pulled from an image registry: debian:trixie-slim is made with
+# debootstrap from Debian's archive, and the image is the Dockerfile's runtime
+# stage with the release binaries of PROJECT_DIR/target/release (built first
+# when missing). dockerd (Debian's docker.io) runs in a network namespace of its
+# own with its own roots under $WORK, so the host's network and any Docker on
+# it are untouched. Everything started is stopped on exit; KEEP=1 keeps $WORK.
+# (Adapted from shared/tools/compose-smoke.sh, its prebuilt mode.)
+set -euo pipefail
+
+PROJECT=$(realpath "${1:-.}")
+MODE=prebuilt
+WORK=${WORK:-/tmp/wharf-compose-test}
+NS=${NS:-wharfcompose}
+KEEP=${KEEP:-0}
+T_START=$(date +%s)
+step() { printf '\n== [%4ss] %s\n' "$(( $(date +%s) - T_START ))" "$*"; }
+die() { echo "FAIL: $*" >&2; exit 1; }
+
+[ "$(id -u)" = 0 ] || die "needs root"
+[ -f "$PROJECT/docker-compose.yml" ] && [ -f "$PROJECT/Dockerfile" ] || die "no Dockerfile/docker-compose.yml in $PROJECT"
+case $MODE in prebuilt|full) ;; *) die "MODE is prebuilt or full" ;; esac
+if [ -e "$WORK" ]; then die "$WORK exists (left by an earlier run?); remove it or set WORK"; fi
+mkdir -p "$WORK"
+
+NETNS_MOUNTED_BEFORE=0; mountpoint -q /run/netns && NETNS_MOUNTED_BEFORE=1
+# dockerd 20.10 also writes /etc/docker/key.json and /var/run/docker/plugins whatever its roots
+LEFTOVERS=(); for d in /etc/docker /var/run/docker; do [ -e "$d" ] || LEFTOVERS+=("$d"); done
+DOCKERD_PID=
+cleanup() {
+  rc=$?
+  set +e
+  if [ -n "$DOCKERD_PID" ] && kill -0 "$DOCKERD_PID" 2>/dev/null; then
+    [ -d "$WORK/ctx" ] && (cd "$WORK/ctx" && docker compose --profile tools down -v --timeout 10 >/dev/null 2>&1)
+    kill "$DOCKERD_PID"
+    for _ in $(seq 1 40); do kill -0 "$DOCKERD_PID" 2>/dev/null || break; sleep 0.5; done
+    kill -0 "$DOCKERD_PID" 2>/dev/null && kill -9 "$DOCKERD_PID"
+  fi
+  # anything dockerd or debootstrap left mounted under $WORK, deepest first
+  awk -v w="$WORK" 'index($2, w) == 1 {print $2}' /proc/mounts | sort -r | while read -r m; do umount "$m" || umount -l "$m"; done
+  ip netns del "$NS" 2>/dev/null
+  # `ip netns add` made /run/netns a mount point; undo that when it was not one before
+  if [ "$NETNS_MOUNTED_BEFORE" = 0 ] && mountpoint -q /run/netns && [ -z "$(ip netns list)" ]; then umount /run/netns && rmdir /run/netns; fi
+  [ ${#LEFTOVERS[@]} -gt 0 ] && rm -rf "${LEFTOVERS[@]}"
+  if [ "$KEEP" = 1 ]; then echo "kept $WORK"; else rm -rf "$WORK"; fi
+  if [ $rc = 0 ]; then echo "PASS ($MODE) in $(( $(date +%s) - T_START ))s"; else echo "FAILED ($MODE, rc $rc) after $(( $(date +%s) - T_START ))s; KEEP=1 keeps $WORK and its dockerd.log" >&2; fi
+  exit $rc
+}
+trap cleanup EXIT
+
+# The Debian mirror apt already uses (deb822 or one-line sources).
+MIRROR=$(sed -n 's/^URIs:[[:space:]]*\([^[:space:]]*\).*/\1/p' /etc/apt/sources.list.d/*.sources 2>/dev/null | grep -v security | head -n1)
+[ -n "$MIRROR" ] || MIRROR=$(awk '$1 == "deb" && $0 !~ /security/ {print $2; exit}' /etc/apt/sources.list /etc/apt/sources.list.d/*.list 2>/dev/null || true)
+[ -n "$MIRROR" ] || die "no Debian mirror found in the apt sources"
+
+step "install docker.io and debootstrap (bookworm), docker compose v2 and buildx (.debs from trixie)"
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+apt-get install -y -qq --no-install-recommends docker.io debootstrap >/dev/null
+# bookworm has only compose v1 (python); trixie's docker-compose 2.26 and docker-buildx 0.13
+# depend on libc6 (>= 2.34) alone, so their .debs install on bookworm as they are.
+if ! docker compose version >/dev/null 2>&1; then
+  mkdir -p "$WORK/apt/lists/partial" "$WORK/apt/cache/archives/partial" "$WORK/apt/sources" "$WORK/apt/debs"
+  printf 'Types: deb\nURIs: %s\nSuites: trixie\nComponents: main\nSigned-By: /usr/share/keyrings/debian-archive-keyring.gpg\n' \
+    "$MIRROR" > "$WORK/apt/sources/trixie.sources"
+  A=(-o "Dir::State::Lists=$WORK/apt/lists" -o "Dir::Cache=$WORK/apt/cache" -o Dir::Etc::SourceList=/dev/null
+     -o "Dir::Etc::SourceParts=$WORK/apt/sources" -o APT::Sandbox::User=root)
+  apt-get "${A[@]}" update -qq
+  (cd "$WORK/apt/debs" && apt-get "${A[@]}" download docker-compose docker-buildx >/dev/null)
+  dpkg -i "$WORK"/apt/debs/*.deb >/dev/null
+fi
+docker compose version
+
+step "start dockerd in network namespace $NS"
+ip netns add "$NS"
+ip netns exec "$NS" ip link set lo up
+export DOCKER_HOST="unix://$WORK/docker.sock"
+# nsenter --net only (not `ip netns exec`, which remounts /sys and hides the cgroup mounts);
+# nice, so a build in a container yields to other work on the machine.
+nohup nice -n 10 nsenter --net="/run/netns/$NS" dockerd \
+  --host "$DOCKER_HOST" --data-root "$WORK/docker" --exec-root "$WORK/exec" --pidfile "$WORK/dockerd.pid" \
+  --iptables=false --ip6tables=false --storage-driver=overlay2 >"$WORK/dockerd.log" 2>&1 &
+DOCKERD_PID=$!
+for _ in $(seq 1 60); do docker info >/dev/null 2>&1 && break; kill -0 "$DOCKERD_PID" 2>/dev/null || break; sleep 0.5; done
+docker info >/dev/null 2>&1 || { tail -n 20 "$WORK/dockerd.log"; die "dockerd did not start"; }
+docker version --format 'engine {{.Server.Version}}, client {{.Client.Version}}'
+
+step "base image debian:trixie-slim from $MIRROR (debootstrap minbase)"
+mkdir -p "$WORK/debcache"
+debootstrap --variant=minbase --cache-dir="$WORK/debcache" trixie "$WORK/rootfs-debian" "$MIRROR" >"$WORK/debootstrap.log" 2>&1 \
+  || { tail -n 20 "$WORK/debootstrap.log"; die "debootstrap failed"; }
+rm -rf "$WORK"/rootfs-debian/var/lib/apt/lists/* "$WORK"/rootfs-debian/var/cache/apt/archives/*.deb
+tar -C "$WORK/rootfs-debian" -c . | docker import - debian:trixie-slim >/dev/null
+docker run --rm debian:trixie-slim sh -c 'echo "a container runs: Debian $(cat /etc/debian_version)"'
+
+# The project, without target/ data/ .git (.dockerignore leaves them out anyway).
+mkdir -p "$WORK/ctx"
+tar -C "$PROJECT" --exclude=./target --exclude=./data --exclude=./.git -c . | tar -C "$WORK/ctx" -x
+
+# Host-side clients (and, for MODE=prebuilt, the image's binaries): the names the Dockerfile copies.
+BINS=$(grep -o 'target/release/[A-Za-z0-9_-]*' "$PROJECT/Dockerfile" | sed 's#target/release/##' | sort -u)
+BIN="$PROJECT/target/release"
+for b in $BINS; do
+  if [ ! -x "$BIN/$b" ]; then
+    step "release binaries missing in $BIN: cargo build --release --locked on the host"
+    (cd "$WORK/ctx" && CARGO_TARGET_DIR="$WORK/target" nice cargo build --release --locked --bins)
+    BIN="$WORK/target/release"
+    break
+  fi
+done
+
+if [ "$MODE" = prebuilt ]; then
+  step "image wharf:latest from the Dockerfile's runtime stage + prebuilt binaries"
+  mkdir -p "$WORK/prebuilt/bin"
+  for b in $BINS; do cp "$BIN/$b" "$WORK/prebuilt/bin/"; done
+  awk '/^FROM /{stage++} {line[NR]=$0; st[NR]=stage} END {for (i=1;i<=NR;i++) if (st[i]==stage) print line[i]}' \
+      "$PROJECT/Dockerfile" | sed 's#^COPY --from=[^ ]* [^ ]* #COPY bin/ #' > "$WORK/prebuilt/Dockerfile"
+  cat "$WORK/prebuilt/Dockerfile"
+  docker build -q -t wharf:latest "$WORK/prebuilt"
+  UP=(up -d --no-build --wait --wait-timeout 120)
+fi
+
+cd "$WORK/ctx"
+dc() { docker compose "$@"; }
+step "docker compose config, then docker compose ${UP[*]}"
+dc config -q
+dc "${UP[@]}"
+dc ps
+for s in ftp chat exec; do
+  h=$(docker inspect -f '{{.State.Health.Status}}' "$(dc ps -q "$s")")
+  echo "$s: $h"; [ "$h" = healthy ] || die "$s is $h"
+done
+
+dc logs exec | grep -q "each user's own uid, sandboxed" || { dc logs exec; die "exec does not run commands sandboxed as each user's uid"; }
+
+step "admin service: add alice and bob, with exec"
+export WHARF_PASSWORD='correct horse battery'
+for u in alice bob; do
+  echo "$WHARF_PASSWORD" | dc run --rm -T admin user add "$u" --password-stdin --services ftp,chat,exec
+done
+dc run --rm -T admin user show alice | grep -q 1900000001 || die "alice has no uid of her own"
+
+step "clients from the host ($BIN) against the published ports on 127.0.0.1"
+N=(nsenter --net="/run/netns/$NS")
+mkdir -p "$WORK/client" && cd "$WORK/client"
+head -c 3000000 /dev/urandom > sample.bin
+echo 'bob secret' > notes.txt
+SUM=$(md5sum < sample.bin | cut -d' ' -f1)
+ftp() { "${N[@]}" timeout 60 "$BIN/wharf-ftp" --user "$1" -q "${@:2}"; }
+ex() { "${N[@]}" timeout 60 "$BIN/wharf-exec" --user "$1" -n -- "${@:2}"; }
+ftp alice put sample.bin
+ftp bob put notes.txt
+ftp alice get sample.bin copy.bin
+cmp sample.bin copy.bin && echo "ftp: put and get round trip, md5 $SUM"
+"${N[@]}" timeout 30 "$BIN/wharf-chat" --user alice listen --room lobby --count 1 > listen.out &
+LISTEN=$!
+for _ in $(seq 1 20); do   # send until the listener (which may still be logging in) has seen one
+  sleep 0.5; kill -0 $LISTEN 2>/dev/null || break
+  "${N[@]}" timeout 10 "$BIN/wharf-chat" --user bob send --room lobby 'compose test'
+done
+wait $LISTEN || die "chat listener failed"
+grep -q 'bob: compose test' listen.out || die "chat: nothing heard"
+echo "chat: $(cat listen.out)"
+
+step "exec: alice's own uid, her upload readable and writable by her commands"
+OUT=$(ex alice 'id -u; pwd; md5sum sample.bin; test -w sample.bin && echo writable')
+echo "$OUT"
+[ "$(sed -n 1p <<<"$OUT")" = 1900000001 ] || die "exec: not alice's uid"
+[ "$(sed -n 2p <<<"$OUT")" = /home/alice ] || die "exec: not at /home/alice"
+grep -q "$SUM  sample.bin" <<<"$OUT" && grep -qx writable <<<"$OUT" || die "exec: alice cannot use her upload"
+
+step "exec: alice attacks bob, the database, the data volume and the server"
+DATA=/var/lib/wharf/data
+for attack in \
+  "cat $DATA/homes/bob/notes.txt" "ls $DATA/homes/bob" "echo x > $DATA/homes/bob/planted" \
+  "mv $DATA/homes/bob/notes.txt $DATA/homes/bob/moved" "cat ../bob/notes.txt" "ls /home/bob" \
+  "cat $DATA/wharf.db" "echo x >> $DATA/wharf.db" "ls $DATA" "ls $DATA/homes" \
+  "kill -9 1" "echo hi > /dev/tty" "cat /proc/1/environ"; do
+  if ex alice "$attack" >/dev/null 2>&1; then die "alice's attack worked: $attack"; fi
+  echo "refused: $attack"
+done
+[ "$(ex bob 'cat notes.txt; ls')" = "$(printf 'bob secret\nnotes.txt')" ] || die "bob's home was touched"
+echo "bob's home is as he left it; the server still serves"
+
+step "exec: nothing outlives a run (setsid, setsid -f, nohup, an orphan), the memory cap, the quota"
+ex alice '(sleep 1234.1 &); setsid sleep 1234.2 & setsid -f sleep 1234.3; nohup sleep 1234.4 >/dev/null 2>&1 & echo started'
+sleep 1
+if docker top "$(dc ps -q exec)" -eo pid,args | grep -q 'sleep 1234'; then
+  docker top "$(dc ps -q exec)" -eo pid,args; die "processes outlived their run"
+fi
+echo "no process left in the exec container"
+ERR=$(ex alice "awk 'BEGIN { s = \"x\"; while (1) s = s s }'" 2>&1) && die "memory: no limit"
+grep -q 'out of memory' <<<"$ERR" || die "memory: $ERR"
+echo "memory: $ERR" | head -1
+dc run --rm -T admin quota set alice 8MiB
+ERR=$(ex alice 'for i in 1 2 3 4 5 6; do head -c 2M /dev/zero > f$i; done; sleep 30' 2>&1) && die "quota: not stopped"
+grep -q 'quota' <<<"$ERR" || die "quota: $ERR"
+echo "quota: $ERR"
+OUT=$(ex alice 'head -c 1 /dev/zero > more; echo $?; rm -f f1 f2 f3 f4 f5 f6 more')
+[ "$OUT" = 153 ] || die "quota: a command over quota could write ($OUT)"
+echo "quota: over quota, a new command cannot write"
+cd "$WORK/ctx"
+
+step "docker compose down -v"
+dc --profile tools down -v
+[ -z "$(docker ps -aq)" ] && [ -z "$(docker volume ls -q)" ] || die "containers or volumes left after down -v"
