@@ -114,6 +114,33 @@ fn compose_services_match_the_workspace_and_each_other() {
             "{name}: the Dockerfile does not install {program}"
         );
 
+        // Least privilege: every capability dropped, a few added back.
+        assert_eq!(strings(&svc["cap_drop"]), ["ALL"], "{name}: cap_drop");
+        assert_eq!(svc["read_only"].as_bool(), Some(true), "{name}: read_only");
+        assert!(
+            strings(&svc["security_opt"]).contains(&"no-new-privileges:true".to_owned()),
+            "{name}: no-new-privileges"
+        );
+        let mut caps = strings(&svc["cap_add"]);
+        caps.sort();
+        let allowed: &[&str] = match name {
+            "chat" => &[],
+            "ftp" | "admin" => &["CHOWN", "DAC_OVERRIDE", "FOWNER"],
+            _ => &[
+                "CHOWN",
+                "DAC_OVERRIDE",
+                "FOWNER",
+                "KILL",
+                "SETGID",
+                "SETUID",
+                "SYS_ADMIN",
+            ],
+        };
+        assert_eq!(caps, allowed, "{name}: capabilities");
+        // Who holds no capability runs as the image's unprivileged user.
+        let user = svc["user"].as_str();
+        assert_eq!(user.is_none(), caps.is_empty(), "{name}: user {user:?}");
+
         if name == "admin" {
             assert_eq!(strings(&svc["profiles"]), ["tools"], "admin is a tool");
             assert!(svc.get("ports").is_none(), "admin publishes nothing");
