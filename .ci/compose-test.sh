@@ -127,7 +127,7 @@ if [ "$MODE" = prebuilt ]; then
 fi
 
 cd "$WORK/ctx"
-dc() { docker compose "$@"; }
+dc() { docker compose -f "$WORK/ctx/docker-compose.yml" "$@"; }
 step "docker compose config, then docker compose ${UP[*]}"
 dc config -q
 dc "${UP[@]}"
@@ -207,6 +207,23 @@ OUT=$(ex alice 'head -c 1 /dev/zero > more; echo $?; rm -f f1 f2 f3 f4 f5 f6 mor
 echo "quota: over quota, a new command cannot write"
 cd "$WORK/ctx"
 
+step "where the kernel cannot confine: the image run as its unprivileged user, Docker's default seccomp"
+OUT=$(docker run --rm --network none wharf:latest wharf-execd --listen 127.0.0.1:2123 2>&1) && die "exec served unconfined"
+echo "$OUT" | tail -1
+grep -q 'the sandbox is incomplete: creating user, mount and PID namespaces' <<<"$OUT" || die "exec did not say what is missing"
+docker run -d --name wharfd-probe --network none wharf:latest wharfd >/dev/null
+for _ in $(seq 1 20); do docker logs wharfd-probe 2>&1 | grep -q '^ready' && break; sleep 0.5; done
+docker logs wharfd-probe 2>&1 | grep -E '^(exec is OFF|  (ftp|chat) )' | tee probe.out
+grep -q 'exec is OFF: .*namespaces' probe.out && grep -q '^  ftp' probe.out && grep -q '^  chat' probe.out \
+  || { docker logs wharfd-probe; die "wharfd did not serve ftp and chat with exec off"; }
+docker rm -f wharfd-probe >/dev/null
+docker run -d --name execd-probe --network none wharf:latest wharf-execd --allow-unconfined-exec >/dev/null
+for _ in $(seq 1 20); do docker logs execd-probe 2>&1 | grep -q 'serving remote exec' && break; sleep 0.5; done
+docker logs execd-probe 2>&1 | grep 'serving remote exec' | grep -q UNCONFINED || { docker logs execd-probe; die "--allow-unconfined-exec"; }
+echo "with --allow-unconfined-exec it serves, and says UNCONFINED"
+docker rm -f execd-probe >/dev/null
+
 step "docker compose down -v"
 dc --profile tools down -v
-[ -z "$(docker ps -aq)" ] && [ -z "$(docker volume ls -q)" ] || die "containers or volumes left after down -v"
+[ -z "$(docker ps -aq)" ] && [ -z "$(docker volume ls -q)" ] \
+  || { docker ps -a; docker volume ls; die "containers or volumes left after down -v"; }

@@ -162,4 +162,33 @@ mod tests {
         assert!(Owner::of_user(MAX_ID).is_some_and(|o| o.uid == i32::MAX as u32));
         assert_eq!(Owner::of_user(MAX_ID + 1), None);
     }
+
+    #[test]
+    fn hand_over_gives_the_home_and_never_follows_a_link() -> std::io::Result<()> {
+        use std::os::unix::fs::MetadataExt;
+        if !geteuid().is_root() {
+            eprintln!("skipped: giving files away needs root");
+            return Ok(());
+        }
+        let tmp = tempfile::tempdir()?;
+        let home = tmp.path().join("alice");
+        let outside = tmp.path().join("outside");
+        std::fs::create_dir_all(home.join("sub"))?;
+        std::fs::create_dir_all(home.join(INTERNAL_DIR))?;
+        std::fs::write(home.join("sub/f"), b"x")?;
+        std::fs::write(&outside, b"root's")?;
+        std::os::unix::fs::symlink(&outside, home.join("link"))?;
+        std::os::unix::fs::symlink(tmp.path(), home.join("sub/dirlink"))?;
+        let owner = Owner { uid: UID_BASE + 7, gid: UID_BASE + 7 };
+        hand_over(&home, owner).map_err(std::io::Error::other)?;
+        for p in ["", "sub", "sub/f"] {
+            let meta = std::fs::metadata(home.join(p))?;
+            assert_eq!((p, meta.uid(), meta.gid()), (p, owner.uid, owner.gid));
+            assert_eq!(meta.mode() & 0o077, 0, "{p}: owner only");
+        }
+        assert_eq!(std::fs::metadata(&outside)?.uid(), 0, "a link's target");
+        assert_eq!(std::fs::metadata(tmp.path())?.uid(), 0, "a link's target");
+        assert_eq!(std::fs::metadata(home.join(INTERNAL_DIR))?.uid(), 0);
+        Ok(())
+    }
 }

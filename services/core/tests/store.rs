@@ -257,3 +257,23 @@ async fn usage_report_counts_every_service() {
         .expect("report");
     assert_eq!(recent[0].chat_messages, 0);
 }
+
+#[tokio::test]
+async fn the_database_is_private_and_made_so_when_found_open() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().expect("dir");
+    let url = format!("sqlite://{}/data/wharf.db", dir.path().display());
+    let db = dir.path().join("data/wharf.db");
+    let mode = |p: &std::path::Path| std::fs::metadata(p).expect("meta").permissions().mode() & 0o777;
+    let store = Store::open(&url).await.expect("open");
+    store.user("x").await.expect("a read");
+    assert_eq!(mode(&db), 0o600);
+    let mut wal = db.clone().into_os_string();
+    wal.push("-wal");
+    assert_eq!(mode(std::path::Path::new(&wal)), 0o600, "the -wal too");
+    store.close().await;
+    std::fs::set_permissions(&db, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+    let store = Store::open(&url).await.expect("open again");
+    assert_eq!(mode(&db), 0o600, "found readable by others, made private");
+    store.close().await;
+}

@@ -557,6 +557,9 @@ impl Session {
         if let Err(e) = self.server.auth.store().record_exec(&record).await {
             tracing::error!(user = %user.name, error = %e, "cannot record a command in exec_log");
         }
+        if let End::OverQuota = end {
+            self.server.usage.measure_now(&user.name, home.clone()).await;
+        }
         self.server
             .usage
             .after_command(user.id, &user.name, home.clone());

@@ -78,6 +78,21 @@ impl Rescans {
         });
     }
 
+    /// Measures `home` and records what it holds, before returning: a run
+    /// stopped over quota is on the books before its client hears of it, so
+    /// the next command already finds no room.
+    pub(super) async fn measure_now(&self, name: &str, home: PathBuf) {
+        match tokio::task::spawn_blocking(move || scan_home(&home)).await {
+            Ok(Ok(usage)) => {
+                if let Err(e) = self.store.set_usage(name, &usage).await {
+                    tracing::warn!(user = %name, error = %e, "cannot record home usage");
+                }
+            }
+            Ok(Err(e)) => tracing::warn!(user = %name, error = %e, "cannot measure a home"),
+            Err(e) => tracing::warn!(user = %name, error = %e, "home scan task failed"),
+        }
+    }
+
     /// Waits for the scans in flight.
     pub(super) async fn wait(&self) {
         self.tasks.close();
