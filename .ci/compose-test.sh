@@ -216,12 +216,12 @@ for _ in $(seq 1 20); do docker logs wharfd-probe 2>&1 | grep -q '^ready' && bre
 docker logs wharfd-probe 2>&1 | grep -E '^(exec is OFF|  (ftp|chat) )' | tee probe.out
 grep -q 'exec is OFF: .*namespaces' probe.out && grep -q '^  ftp' probe.out && grep -q '^  chat' probe.out \
   || { docker logs wharfd-probe; die "wharfd did not serve ftp and chat with exec off"; }
-docker rm -f wharfd-probe >/dev/null
+docker rm -fv wharfd-probe >/dev/null
 docker run -d --name execd-probe --network none wharf:latest wharf-execd --allow-unconfined-exec >/dev/null
 for _ in $(seq 1 20); do docker logs execd-probe 2>&1 | grep -q 'serving remote exec' && break; sleep 0.5; done
 docker logs execd-probe 2>&1 | grep 'serving remote exec' | grep -q UNCONFINED || { docker logs execd-probe; die "--allow-unconfined-exec"; }
 echo "with --allow-unconfined-exec it serves, and says UNCONFINED"
-docker rm -f execd-probe >/dev/null
+docker rm -fv execd-probe >/dev/null
 
 step "docker compose down -v"
 dc --profile tools down -v
