@@ -179,7 +179,10 @@ mod tests {
         std::fs::write(&outside, b"root's")?;
         std::os::unix::fs::symlink(&outside, home.join("link"))?;
         std::os::unix::fs::symlink(tmp.path(), home.join("sub/dirlink"))?;
-        let owner = Owner { uid: UID_BASE + 7, gid: UID_BASE + 7 };
+        let owner = Owner {
+            uid: UID_BASE + 7,
+            gid: UID_BASE + 7,
+        };
         hand_over(&home, owner).map_err(std::io::Error::other)?;
         for p in ["", "sub", "sub/f"] {
             let meta = std::fs::metadata(home.join(p))?;

@@ -264,7 +264,8 @@ async fn the_database_is_private_and_made_so_when_found_open() {
     let dir = tempfile::tempdir().expect("dir");
     let url = format!("sqlite://{}/data/wharf.db", dir.path().display());
     let db = dir.path().join("data/wharf.db");
-    let mode = |p: &std::path::Path| std::fs::metadata(p).expect("meta").permissions().mode() & 0o777;
+    let mode =
+        |p: &std::path::Path| std::fs::metadata(p).expect("meta").permissions().mode() & 0o777;
     let store = Store::open(&url).await.expect("open");
     store.user("x").await.expect("a read");
     assert_eq!(mode(&db), 0o600);

@@ -94,12 +94,23 @@ async fn alice_cannot_reach_bobs_home_the_database_or_the_data_dir() {
     bob_untouched(&srv.home("bob"));
     let mode = std::fs::metadata(&db).expect("db").mode();
     assert_eq!(mode & 0o777, 0o600, "the database is private");
-    // Alice's own home works, and she sees only her own name under /home.
+    // Alice's own home works.
     let out = a
         .output("echo mine > f && cat f && ls -a /home/alice")
         .await
         .expect("run");
-    assert_eq!(text(&out.stdout), "mine\n.\n..\nf\n");
+    assert_eq!(text(&out.stdout), "mine\n.\n..\n.wharf\nf\n");
+    // The servers' directory in her home is sealed: empty, read-only, fixed.
+    all_fail(
+        &mut a,
+        &[
+            "touch .wharf/x".into(),
+            "mv .wharf gone".into(),
+            "rmdir .wharf".into(),
+            "test -n \"$(ls -A .wharf)\"".into(),
+        ],
+    )
+    .await;
 }
 
 #[tokio::test]

@@ -391,9 +391,14 @@ async fn what_the_server_writes_belongs_to_the_user() {
     c.mkdir("docs").await.expect("mkdir");
     let local = srv.local("f");
     std::fs::write(&local, b"hello").expect("write");
-    c.put(&local, "docs/f", TransferOptions::default(), &mut NoProgress)
-        .await
-        .expect("put");
+    c.put(
+        &local,
+        "docs/f",
+        TransferOptions::default(),
+        &mut NoProgress,
+    )
+    .await
+    .expect("put");
     let home = srv.home("alice");
     let meta = |p: &str| std::fs::metadata(home.join(p)).expect(p);
     let mode = |p: &str| meta(p).mode() & 0o777;
@@ -401,7 +406,9 @@ async fn what_the_server_writes_belongs_to_the_user() {
     assert_eq!(mode("."), 0o700);
     if rustix::process::geteuid().is_root() {
         // The user's own uid, which their commands run as.
-        let uid = wharf_core::owner::Owner::of_user(alice.id).expect("uid").uid;
+        let uid = wharf_core::owner::Owner::of_user(alice.id)
+            .expect("uid")
+            .uid;
         for p in [".", "docs", "docs/f", "old"] {
             assert_eq!((p, meta(p).uid(), meta(p).gid()), (p, uid, uid));
         }

@@ -15,6 +15,8 @@ use rustix::mount::{MountFlags, MountPropagationFlags, mount, mount_bind, mount_
 use rustix::process::{Resource, geteuid, getgid, getuid, setrlimit};
 use rustix::thread::UnshareFlags;
 
+use wharf_core::home::INTERNAL_DIR;
+
 use super::{Launch, hard, init};
 
 /// Directories a shell and its programs read and run from.
@@ -147,8 +149,19 @@ fn mounts(l: &Launch, home_fd: &OwnedFd, shown: &Path) -> Result<(), Missing> {
     let homes = c"mode=0755,size=64k";
     mount("tmpfs", "/home", "tmpfs", private, homes).map_err(missing("mounting /home"))?;
     rustix::fs::mkdir(shown, Mode::from_raw_mode(0o755)).map_err(missing("making /home/NAME"))?;
+    // The servers' own directory (partial uploads) exists before any
+    // command runs, so no command can make it first, and is covered by an
+    // empty read-only tmpfs: commands can neither read, change nor move it.
+    match rustix::fs::mkdirat(home_fd, INTERNAL_DIR, Mode::from_raw_mode(0o700)) {
+        Ok(()) | Err(rustix::io::Errno::EXIST) => {}
+        Err(e) => return Err(missing("making the home's internal directory")(e)),
+    }
     let source = format!("/proc/self/fd/{}", home_fd.as_raw_fd());
     mount_bind(&source, shown).map_err(missing("binding the home to /home/NAME"))?;
+    let hidden = shown.join(INTERNAL_DIR);
+    let sealed = private | MountFlags::NOEXEC | MountFlags::RDONLY;
+    mount("tmpfs", &hidden, "tmpfs", sealed, c"mode=0500,size=4k")
+        .map_err(missing("hiding the home's internal directory"))?;
     let tmp = format!(
         "mode=0700,uid={},gid={},size={}",
         owner.0, owner.1, l.tmp_size

@@ -10,6 +10,7 @@ mod usage;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use tokio::net::{TcpListener, TcpStream};
@@ -114,11 +115,16 @@ pub struct LauncherError {
 /// runs `exit 3` through the launcher in a sandbox of its own. The error
 /// names what is missing (Landlock, namespaces...).
 pub async fn check_sandbox(config: &ExecConfig) -> Result<(), LauncherError> {
-    let launcher = config.launcher.clone();
+    static CHECKS: AtomicU64 = AtomicU64::new(0);
     let fail = |reason: String| LauncherError {
         launcher: config.launcher.clone(),
         reason,
     };
+    // A home of its own for the test command, removed after.
+    let n = CHECKS.fetch_add(1, Ordering::Relaxed);
+    let home = std::env::temp_dir().join(format!("wharf-check-{}-{n}", std::process::id()));
+    std::fs::create_dir_all(&home)
+        .map_err(|e| fail(format!("cannot make {}: {e}", home.display())))?;
     let spec = Launch {
         cpu_secs: 10,
         file_size: 0,
@@ -126,10 +132,20 @@ pub async fn check_sandbox(config: &ExecConfig) -> Result<(), LauncherError> {
         memory: config.resources.memory,
         tmp_size: 1 << 20,
         identity: None,
-        home: std::env::temp_dir(),
+        home: home.clone(),
         name: "wharf-check".into(),
         unconfined_ok: config.unconfined_ok,
     };
+    let checked = check_with(config.launcher.clone(), spec, fail).await;
+    let _ = std::fs::remove_dir_all(&home);
+    checked
+}
+
+async fn check_with(
+    launcher: PathBuf,
+    spec: Launch,
+    fail: impl Fn(String) -> LauncherError,
+) -> Result<(), LauncherError> {
     let run = tokio::task::spawn_blocking(move || {
         std::process::Command::new(&launcher)
             .args(spec.args("exit 3"))

@@ -558,7 +558,10 @@ impl Session {
             tracing::error!(user = %user.name, error = %e, "cannot record a command in exec_log");
         }
         if let End::OverQuota = end {
-            self.server.usage.measure_now(&user.name, home.clone()).await;
+            self.server
+                .usage
+                .measure_now(&user.name, home.clone())
+                .await;
         }
         self.server
             .usage
