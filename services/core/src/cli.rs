@@ -29,6 +29,21 @@ impl DatabaseArgs {
         database_url(self.database_url.as_deref(), &self.data_dir)
     }
 
+    /// What commands run through exec must never reach: the data directory
+    /// and the folder of the database file.
+    pub fn private_dirs(&self) -> Vec<PathBuf> {
+        let url = self.url();
+        let file = url
+            .strip_prefix("sqlite://")
+            .or_else(|| url.strip_prefix("sqlite:"))
+            .map(|rest| rest.split('?').next().unwrap_or(rest));
+        let mut dirs = vec![self.data_dir.clone()];
+        if let Some(folder) = file.and_then(|f| std::path::Path::new(f).parent()) {
+            dirs.push(folder.to_path_buf());
+        }
+        dirs
+    }
+
     /// Opens the database (migrating it) and an authenticator over it; warns
     /// when there is nobody to log in yet.
     pub async fn open(&self) -> Result<(Store, Authenticator)> {

@@ -73,11 +73,6 @@ async fn main() -> Res<()> {
         .args(["--listen", &addr, "--database-url", &url])
         .args(["--max-output", "4GiB", "--command-timeout", "10m"])
         .args(["--max-cpu", "10m", "--max-file-size", "1GiB"])
-        .args(if rustix::process::geteuid().is_root() {
-            &["--allow-root"][..]
-        } else {
-            &[][..]
-        })
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
         .spawn()?;

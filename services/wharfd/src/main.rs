@@ -93,7 +93,8 @@ async fn exec_config(args: &Args) -> Option<ExecConfig> {
     if args.no_exec {
         return None;
     }
-    let config = args.exec.config(args.limits.limits());
+    let mut config = args.exec.config(args.limits.limits());
+    config.private_dirs = args.database.private_dirs();
     match check_sandbox(&config).await {
         Ok(()) => Some(config),
         Err(e) => {

@@ -40,7 +40,8 @@ fn main() -> ExitCode {
 }
 
 async fn serve(args: Args) -> Result<()> {
-    let config = args.exec.config(args.limits.limits());
+    let mut config = args.exec.config(args.limits.limits());
+    config.private_dirs = args.database.private_dirs();
     let url = args.database.url();
     let (store, auth) = args
         .database

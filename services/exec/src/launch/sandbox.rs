@@ -20,7 +20,7 @@ use wharf_core::home::INTERNAL_DIR;
 use super::{Launch, hard, init};
 
 /// Directories a shell and its programs read and run from.
-const SYSTEM_DIRS: &[&str] = &[
+pub const SYSTEM_DIRS: &[&str] = &[
     "/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/etc", "/opt",
 ];
 

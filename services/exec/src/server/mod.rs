@@ -40,6 +40,10 @@ pub struct ExecConfig {
     /// Run commands even where part of the sandbox is missing
     /// (`--allow-unconfined-exec`).
     pub unconfined_ok: bool,
+    /// Directories commands must never reach (the data directory, the
+    /// database's folder): exec refuses to serve when one lies beneath a
+    /// system directory that the sandbox lets commands read.
+    pub private_dirs: Vec<PathBuf>,
     /// After the shell exits, how long output from processes it left behind
     /// is still read before they are killed.
     pub drain: Duration,
@@ -60,6 +64,7 @@ impl Default for ExecConfig {
             max_per_user: 4,
             resources: ResourceLimits::default(),
             unconfined_ok: false,
+            private_dirs: Vec::new(),
             drain: Duration::from_millis(250),
             max_login_attempts: 3,
             launcher: std::env::current_exe().unwrap_or_default(),
@@ -120,6 +125,14 @@ pub async fn check_sandbox(config: &ExecConfig) -> Result<(), LauncherError> {
         launcher: config.launcher.clone(),
         reason,
     };
+    for dir in &config.private_dirs {
+        if let Some(system) = readable_by_commands(dir) {
+            return Err(fail(format!(
+                "{} lies under {system}, which commands may read; move the data and the database elsewhere (such as /var/lib/wharf)",
+                dir.display()
+            )));
+        }
+    }
     // A home of its own for the test command, removed after.
     let n = CHECKS.fetch_add(1, Ordering::Relaxed);
     let home = std::env::temp_dir().join(format!("wharf-check-{}-{n}", std::process::id()));
@@ -139,6 +152,22 @@ pub async fn check_sandbox(config: &ExecConfig) -> Result<(), LauncherError> {
     let checked = check_with(config.launcher.clone(), spec, fail).await;
     let _ = std::fs::remove_dir_all(&home);
     checked
+}
+
+/// The system directory the sandbox lets commands read that `dir` lies
+/// beneath, if any.
+fn readable_by_commands(dir: &std::path::Path) -> Option<String> {
+    // The nearest folder that exists: the data directory may not yet.
+    let dir = std::path::absolute(dir).ok()?;
+    let dir = dir
+        .ancestors()
+        .find_map(|d| std::fs::canonicalize(d).ok())?;
+    crate::launch::sandbox::SYSTEM_DIRS
+        .iter()
+        .find_map(|system| {
+            let real = std::fs::canonicalize(system).ok()?;
+            dir.starts_with(&real).then(|| system.to_string())
+        })
 }
 
 async fn check_with(
@@ -199,4 +228,24 @@ pub async fn run(
     serve(listener, limits, Arc::clone(&server), shutdown).await;
     server.usage.wait().await;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::readable_by_commands;
+    use std::path::Path;
+
+    #[test]
+    fn private_dirs_under_system_dirs_are_found() {
+        assert_eq!(
+            readable_by_commands(Path::new("/usr/local/wharf/data")).as_deref(),
+            Some("/usr")
+        );
+        assert_eq!(
+            readable_by_commands(Path::new("/etc/wharf/not-yet")).as_deref(),
+            Some("/etc")
+        );
+        assert_eq!(readable_by_commands(Path::new("/var/lib/wharf/data")), None);
+        assert_eq!(readable_by_commands(&std::env::temp_dir()), None);
+    }
 }
