@@ -195,6 +195,17 @@ if docker top "$(dc ps -q exec)" -eo pid,args | grep -q 'sleep 1234'; then
   docker top "$(dc ps -q exec)" -eo pid,args; die "processes outlived their run"
 fi
 echo "no process left in the exec container"
+ex alice 'timeout 4 sh -c "f() { f | f & }; f; sleep 1234.5"; echo bomb over' > bomb.out 2>&1 &
+BOMB=$!
+sleep 1
+[ "$(ex bob 'echo bob is fine')" = "bob is fine" ] || die "alice's fork bomb stopped bob's command"
+wait $BOMB || true
+grep -q 'bomb over' bomb.out || die "the fork bomb's run did not end: $(tail -3 bomb.out)"
+sleep 1
+if docker top "$(dc ps -q exec)" -eo uid,pid,args | awk '$1 == 1900000001' | grep -q .; then
+  docker top "$(dc ps -q exec)" -eo uid,pid,args | head; die "processes of alice left after the fork bomb"
+fi
+echo "a fork bomb by alice: bob's command ran, and nothing of alice's is left"
 ERR=$(ex alice "awk 'BEGIN { s = \"x\"; while (1) s = s s }'" 2>&1) && die "memory: no limit"
 grep -q 'out of memory' <<<"$ERR" || die "memory: $ERR"
 echo "memory: $ERR" | head -1
