@@ -181,8 +181,9 @@ fn start_init(identity: Option<(u32, u32)>) -> Result<bool, Missing> {
         what: "starting the PID namespace's init",
         source,
     };
-    let exe = std::env::current_exe().map_err(fail)?;
-    let mut child = Command::new(exe)
+    // By the magic link: the binary's path may lie under the /tmp or
+    // /home just mounted over.
+    let mut child = Command::new("/proc/self/exe")
         .args(init::args(identity))
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
