@@ -421,3 +421,38 @@ async fn an_unprivileged_daemon_keeps_users_apart_too() {
     );
     let _ = daemon.kill().await;
 }
+
+/// The launcher run by hand, with no server to kill anything: when its
+/// shell exits, the namespace's init follows, and with it everything the
+/// command left behind (here a `setsid` process, out of the shell's group).
+#[test]
+fn the_sandbox_ends_with_its_shell_even_without_a_server() {
+    let home = tempfile::tempdir().expect("home");
+    let spec = wharf_exec::launch::Launch {
+        cpu_secs: 10,
+        file_size: 1 << 20,
+        processes: 64,
+        memory: 1 << 30,
+        tmp_size: 1 << 20,
+        identity: None,
+        home: home.path().to_owned(),
+        name: "alice".into(),
+        unconfined_ok: false,
+    };
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_wharf-execd"))
+        .args(spec.args("setsid sleep 1001.41 & setsid -f sleep 1001.42; echo $HOME"))
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("launcher");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "/home/alice\n");
+    let until = Instant::now() + WAIT;
+    while !marked("1001.4").is_empty() {
+        assert!(
+            Instant::now() < until,
+            "left behind: {:?}",
+            marked("1001.4")
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}

@@ -3,15 +3,22 @@
 //! The launcher starts it right after entering the namespaces (it is the
 //! namespace's first process, so its PID 1). It mounts the namespace's own
 //! `/proc` (as root only: the processes of other users' commands and of
-//! the host stay invisible), gives up root for the user's uid, asks to be
-//! killed when its parent (the launcher, by then the command's shell) dies,
-//! says it is ready, and reaps orphans until then. When it dies the kernel
-//! kills every process left in the namespace: nothing a command starts
-//! outlives it.
+//! the host stay invisible), gives up root for the user's uid, says it is
+//! ready, and reaps orphans until its parent (the launcher, by then the
+//! command's shell) is gone; then it exits. When it dies the kernel kills
+//! every process left in the namespace: nothing a command starts outlives
+//! it.
+//!
+//! The parent is watched through a pidfd the launcher hands down as init's
+//! standard input, not with
+//! `PR_SET_PDEATHSIG` alone: the dying shell is inside Landlock's signal
+//! scope and init is not, so the kernel refuses the death signal on the
+//! shell's behalf.
 
 use std::io::Write;
 use std::time::Duration;
 
+use rustix::event::{PollFd, PollFlags, Timespec, poll};
 use rustix::mount::{MountFlags, mount};
 use rustix::process::{Gid, Signal, Uid, WaitOptions, set_parent_process_death_signal, wait};
 use rustix::thread::{set_thread_groups, set_thread_res_gid, set_thread_res_uid};
@@ -25,7 +32,12 @@ pub const PROC_MOUNTED: u8 = b'P';
 /// What init writes when ready without a `/proc` of its own.
 const NO_PROC: u8 = b'N';
 
-/// The arguments that start init, dropping to `identity` when given.
+/// How often init looks for orphans to reap (it wakes at once when its
+/// parent dies).
+const REAP_EVERY: Duration = Duration::from_millis(100);
+
+/// The arguments that start init, dropping to `identity` when given. Its
+/// standard input must be a pidfd of its parent.
 pub fn args(identity: Option<(u32, u32)>) -> Vec<String> {
     let mut args = vec![INIT_ARG.to_owned()];
     if let Some((uid, gid)) = identity {
@@ -47,6 +59,8 @@ fn drop_to(uid: u32, gid: u32) -> rustix::io::Result<()> {
 pub fn run(mut args: impl Iterator<Item = std::ffi::OsString>) -> ! {
     let mut num = || args.next()?.to_str()?.parse::<u32>().ok();
     let identity = num().zip(num());
+    // A pidfd of the parent: readable once the parent has exited.
+    let parent = std::io::stdin();
     let flags = MountFlags::NOSUID | MountFlags::NODEV | MountFlags::NOEXEC;
     let proc = mount("proc", "/proc", "proc", flags, c"").is_ok();
     if let Some((uid, gid)) = identity
@@ -54,23 +68,24 @@ pub fn run(mut args: impl Iterator<Item = std::ffi::OsString>) -> ! {
     {
         std::process::exit(super::CANNOT_RUN);
     }
-    // After the uid change, which would clear it.
-    if set_parent_process_death_signal(Some(Signal::KILL)).is_err() {
-        std::process::exit(super::CANNOT_RUN);
-    }
-    // The launcher reads this only while alive: once it is written, the
-    // death signal is armed for a living parent. Should the launcher be gone
-    // already, the write fails and init leaves.
+    // A second guard, where the kernel delivers it (no Landlock scope).
+    let _ = set_parent_process_death_signal(Some(Signal::KILL));
     let ready = if proc { PROC_MOUNTED } else { NO_PROC };
     let mut out = std::io::stdout();
     if out.write_all(&[ready]).and_then(|()| out.flush()).is_err() {
         std::process::exit(0);
     }
+    let timeout = Timespec::try_from(REAP_EVERY).unwrap_or(Timespec {
+        tv_sec: 0,
+        tv_nsec: 100_000_000,
+    });
     loop {
-        match wait(WaitOptions::empty()) {
-            Ok(_) => {}
-            // No children yet: orphans may come later.
-            Err(_) => std::thread::sleep(Duration::from_millis(100)),
+        while let Ok(Some(_)) = wait(WaitOptions::NOHANG) {}
+        let mut fds = [PollFd::new(&parent, PollFlags::IN)];
+        match poll(&mut fds, Some(&timeout)) {
+            // The parent has exited: the namespace goes with init.
+            Ok(n) if n > 0 => std::process::exit(0),
+            _ => {}
         }
     }
 }

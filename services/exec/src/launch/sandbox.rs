@@ -12,7 +12,9 @@ use landlock::{
 };
 use rustix::fs::{Mode, OFlags};
 use rustix::mount::{MountFlags, MountPropagationFlags, mount, mount_bind, mount_change};
-use rustix::process::{Resource, geteuid, getgid, getuid, setrlimit};
+use rustix::process::{
+    PidfdFlags, Resource, geteuid, getgid, getpid, getuid, pidfd_open, setrlimit,
+};
 use rustix::thread::UnshareFlags;
 
 use wharf_core::home::INTERNAL_DIR;
@@ -183,9 +185,11 @@ fn start_init(identity: Option<(u32, u32)>) -> Result<bool, Missing> {
     };
     // By the magic link: the binary's path may lie under the /tmp or
     // /home just mounted over.
+    // Init watches this process through a pidfd, its standard input.
+    let me = pidfd_open(getpid(), PidfdFlags::empty()).map_err(|e| fail(e.into()))?;
     let mut child = Command::new("/proc/self/exe")
         .args(init::args(identity))
-        .stdin(Stdio::null())
+        .stdin(Stdio::from(me))
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
