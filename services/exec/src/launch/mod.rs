@@ -5,8 +5,9 @@
 //! first thing) with `posix_spawn`, its pipes for stdio and the scrubbed
 //! environment. The launcher, a fresh single-threaded process:
 //!
-//! 1. starts a new session (no controlling terminal) and sets the resource
-//!    limits on itself, inherited by everything the command starts;
+//! 1. starts a new session (no controlling terminal), sets the resource
+//!    limits on itself, inherited by everything the command starts, and
+//!    enters a memory cgroup of its own where it can (see [`cgroup`]);
 //! 2. enters new mount and PID namespaces (and, when not root, a user
 //!    namespace that maps the daemon's uid to itself), see [`sandbox`];
 //! 3. mounts a private `/tmp`, and a `/home` holding only the user's home
@@ -28,6 +29,7 @@
 //! would copy its page tables) and every step in safe code but one
 //! `unshare`.
 
+pub mod cgroup;
 pub mod init;
 pub mod sandbox;
 
@@ -137,6 +139,8 @@ pub fn launch_if_asked() {
     if let Err(e) = set_limits(&launch) {
         fail(format_args!("cannot set resource limits: {e}"));
     }
+    // Where it can be made; RLIMIT_AS above holds each process regardless.
+    cgroup::enter(launch.memory);
     let place = match sandbox::enter(&launch) {
         Ok(place) => place,
         Err(e) => fail(e),

@@ -176,12 +176,16 @@ async fn check_with(
     fail: impl Fn(String) -> LauncherError,
 ) -> Result<(), LauncherError> {
     let run = tokio::task::spawn_blocking(move || {
-        std::process::Command::new(&launcher)
+        let child = std::process::Command::new(&launcher)
             .args(spec.args("exit 3"))
             .env_clear()
             .env("PATH", COMMAND_PATH)
             .stdin(std::process::Stdio::null())
-            .output()
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()?;
+        let pid = child.id();
+        child.wait_with_output().map(|out| (pid, out))
     });
     let out = tokio::time::timeout(Duration::from_secs(10), run)
         .await
@@ -192,6 +196,8 @@ async fn check_with(
                 "{e}; the launcher must be a Wharf daemon binary (wharf-execd or wharfd)"
             ))
         })?;
+    let (pid, out) = out;
+    crate::launch::cgroup::remove(pid).await;
     let said = String::from_utf8_lossy(&out.stderr);
     let said = said.trim().trim_start_matches("wharf-exec: ");
     match process::shell_status(out.status) {
@@ -218,6 +224,11 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> Result<(), LauncherError> {
     check_sandbox(&config).await?;
+    if crate::launch::cgroup::available() {
+        tracing::info!("memory limit: per command (a memory cgroup each) and per process");
+    } else {
+        tracing::warn!("no memory cgroup can be made here: --max-memory holds per process only");
+    }
     let limits = config.limits.clone();
     let server = Arc::new(ExecServer {
         usage: usage::Rescans::new(auth.store().clone()),

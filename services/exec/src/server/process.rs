@@ -204,6 +204,9 @@ impl Running {
         self.kill_all();
         let status = self.child.wait().await;
         self.finished = true;
+        if let Ok(pid) = u32::try_from(self.pgid.as_raw_nonzero().get()) {
+            tokio::spawn(crate::launch::cgroup::remove(pid));
+        }
         status
     }
 }

@@ -1,0 +1,104 @@
+//! A memory limit for a whole command: a memory cgroup of its own.
+//!
+//! `RLIMIT_AS` bounds each process of a command; a cgroup bounds all of
+//! them together (and the files they keep in the private `/tmp`). The
+//! launcher makes `wharf-PID` beside the daemon's own memory cgroup (cgroup
+//! v1's memory hierarchy, or the unified v2 one when the daemon's cgroup
+//! delegates the memory controller), sets the limit and moves itself in,
+//! before anything of the command runs; past the limit the kernel's OOM
+//! killer ends a process of the command. The server removes the cgroup once
+//! the command is reaped. Where no cgroup can be made (a daemon that is not
+//! root, a container whose `/sys/fs/cgroup` is read-only), `RLIMIT_AS`
+//! alone limits memory, per process; the server says so when it starts.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// The memory cgroup of the command whose launcher has pid `pid`.
+pub fn command_cgroup(pid: u32) -> Option<PathBuf> {
+    let own = std::fs::read_to_string("/proc/self/cgroup").ok()?;
+    let name = format!("wharf-{pid}");
+    let v1 = own.lines().find_map(|line| {
+        let mut parts = line.splitn(3, ':');
+        let (_, controllers, path) = (parts.next()?, parts.next()?, parts.next()?);
+        controllers
+            .split(',')
+            .any(|c| c == "memory")
+            .then(|| PathBuf::from("/sys/fs/cgroup/memory").join(path.trim_start_matches('/')))
+    });
+    let base = match v1 {
+        Some(base) => base,
+        None => {
+            let path = own.lines().find_map(|line| line.strip_prefix("0::"))?;
+            PathBuf::from("/sys/fs/cgroup").join(path.trim_start_matches('/'))
+        }
+    };
+    // A launcher already inside its own cgroup looks from its parent's.
+    let base = match base.file_name().and_then(|n| n.to_str()) {
+        Some(n) if n.starts_with("wharf-") => base.parent()?.to_path_buf(),
+        _ => base,
+    };
+    Some(base.join(name))
+}
+
+/// Moves this process into a new memory cgroup limited to `limit` bytes;
+/// false when none can be made here.
+pub fn enter(limit: u64) -> bool {
+    let Some(dir) = command_cgroup(std::process::id()) else {
+        return false;
+    };
+    if std::fs::create_dir(&dir).is_err() {
+        return false;
+    }
+    let limit = limit.to_string();
+    let limited = std::fs::write(dir.join("memory.limit_in_bytes"), &limit)
+        .or_else(|_| std::fs::write(dir.join("memory.max"), &limit))
+        .is_ok();
+    if limited {
+        // Swap counts too, where it is accounted (v1 with memsw, v2).
+        let _ = std::fs::write(dir.join("memory.memsw.limit_in_bytes"), &limit);
+        let _ = std::fs::write(dir.join("memory.swap.max"), "0");
+        if std::fs::write(dir.join("cgroup.procs"), "0").is_ok() {
+            return true;
+        }
+    }
+    let _ = std::fs::remove_dir(&dir);
+    false
+}
+
+/// Removes the cgroup of the command whose launcher had pid `pid`, once the
+/// kernel has finished with its processes (a few tries, a moment apart).
+pub async fn remove(pid: u32) {
+    let Some(dir) = command_cgroup(pid) else {
+        return;
+    };
+    for _ in 0..100 {
+        match std::fs::remove_dir(&dir) {
+            Err(e) if e.raw_os_error() == Some(16) => {
+                // EBUSY: its last processes are still being torn down.
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            _ => return,
+        }
+    }
+    tracing::warn!(cgroup = %dir.display(), "a command's cgroup is still busy; left in place");
+}
+
+/// True when commands started from here get a memory cgroup of their own:
+/// tried with a cgroup made and removed at once.
+pub fn available() -> bool {
+    let Some(dir) = command_cgroup(std::process::id()) else {
+        return false;
+    };
+    static PROBES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = PROBES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let dir = dir.with_file_name(format!("wharf-probe-{}-{n}", std::process::id()));
+    if std::fs::create_dir(&dir).is_err() {
+        return false;
+    }
+    let ok = std::fs::write(dir.join("memory.limit_in_bytes"), "1073741824")
+        .or_else(|_| std::fs::write(dir.join("memory.max"), "1073741824"))
+        .is_ok();
+    let _ = std::fs::remove_dir(&dir);
+    ok
+}
