@@ -144,6 +144,18 @@ pub fn hand_over(home: &Path, owner: Owner) -> Result<()> {
     Ok(())
 }
 
+/// Hands `home` over to `owner` (see [`hand_over`]) unless it is the
+/// owner's and private already: the walk happens once, the first time.
+pub fn ensure_owned(home: &Path, owner: Owner) -> Result<()> {
+    use std::os::unix::fs::MetadataExt;
+
+    let meta = std::fs::metadata(home).map_err(|e| Error::io("inspect the home", home, e))?;
+    if meta.uid() != owner.uid || meta.mode() & 0o077 != 0 {
+        hand_over(home, owner)?;
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

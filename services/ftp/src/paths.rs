@@ -22,7 +22,7 @@ use std::sync::Arc;
 use rustix::fs::{Mode, OFlags, ResolveFlags};
 
 use wharf_core::home::INTERNAL_DIR;
-use wharf_core::owner::{Owner, hand_over};
+use wharf_core::owner::{Owner, ensure_owned};
 
 use crate::error::FtpError;
 
@@ -177,10 +177,7 @@ impl Jail {
     pub fn for_user(home: &Path, owner: Option<Owner>) -> std::io::Result<Jail> {
         let mut jail = Jail::new(home)?;
         if let Some(owner) = owner {
-            let st = rustix::fs::fstat(&*jail.dir)?;
-            if st.st_uid != owner.uid || st.st_mode & 0o077 != 0 {
-                hand_over(&jail.home, owner).map_err(std::io::Error::other)?;
-            }
+            ensure_owned(&jail.home, owner).map_err(std::io::Error::other)?;
         }
         jail.owner = owner;
         Ok(jail)

@@ -36,10 +36,17 @@ const NO_PROC: u8 = b'N';
 /// parent dies).
 const REAP_EVERY: Duration = Duration::from_millis(100);
 
-/// The arguments that start init, dropping to `identity` when given. Its
-/// standard input must be a pidfd of its parent.
-pub fn args(identity: Option<(u32, u32)>) -> Vec<String> {
-    let mut args = vec![INIT_ARG.to_owned()];
+/// Asks init to mount the namespace's `/proc`.
+const PROC: &str = "proc";
+
+/// Asks init to leave `/proc` alone.
+const NO_PROC_ARG: &str = "no-proc";
+
+/// The arguments that start init, mounting `/proc` if `proc`, dropping to
+/// `identity` when given. Its standard input must be a pidfd of its parent.
+pub fn args(proc: bool, identity: Option<(u32, u32)>) -> Vec<String> {
+    let first = if proc { PROC } else { NO_PROC_ARG };
+    let mut args = vec![INIT_ARG.to_owned(), first.to_owned()];
     if let Some((uid, gid)) = identity {
         args.push(uid.to_string());
         args.push(gid.to_string());
@@ -57,12 +64,13 @@ fn drop_to(uid: u32, gid: u32) -> rustix::io::Result<()> {
 
 /// Runs init with the arguments after [`INIT_ARG`]; never returns.
 pub fn run(mut args: impl Iterator<Item = std::ffi::OsString>) -> ! {
+    let want_proc = args.next().is_some_and(|a| a == PROC);
     let mut num = || args.next()?.to_str()?.parse::<u32>().ok();
     let identity = num().zip(num());
     // A pidfd of the parent: readable once the parent has exited.
     let parent = std::io::stdin();
     let flags = MountFlags::NOSUID | MountFlags::NODEV | MountFlags::NOEXEC;
-    let proc = mount("proc", "/proc", "proc", flags, c"").is_ok();
+    let proc = want_proc && mount("proc", "/proc", "proc", flags, c"").is_ok();
     if let Some((uid, gid)) = identity
         && drop_to(uid, gid).is_err()
     {

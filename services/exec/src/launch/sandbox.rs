@@ -90,11 +90,14 @@ pub fn enter(l: &Launch) -> Result<Place, Missing> {
     let mut proc = false;
     if isolated {
         let shown = Path::new("/home").join(&l.name);
-        if tolerate(mounts(l, &home_fd, &shown))? {
+        let mounted = tolerate(mounts(l, &home_fd, &shown))?;
+        if mounted {
             home = shown;
             tmp = true;
-            proc = start_init(l.identity)?;
         }
+        // A PID namespace needs its init whatever else failed; it mounts a
+        // `/proc` only in a mount namespace known to be private.
+        proc = start_init(l.identity, mounted)?;
     }
     tolerate(landlock(&home, tmp, proc))?;
     Ok(Place { home })
@@ -177,8 +180,8 @@ fn mounts(l: &Launch, home_fd: &OwnedFd, shown: &Path) -> Result<(), Missing> {
 }
 
 /// Starts the namespace's init (PID 1) and waits until it is ready; true
-/// when it could mount the namespace's own `/proc`.
-fn start_init(identity: Option<(u32, u32)>) -> Result<bool, Missing> {
+/// when it mounted the namespace's own `/proc` (asked with `mount_proc`).
+fn start_init(identity: Option<(u32, u32)>, mount_proc: bool) -> Result<bool, Missing> {
     let fail = |source: std::io::Error| Missing {
         what: "starting the PID namespace's init",
         source,
@@ -188,7 +191,7 @@ fn start_init(identity: Option<(u32, u32)>) -> Result<bool, Missing> {
     // Init watches this process through a pidfd, its standard input.
     let me = pidfd_open(getpid(), PidfdFlags::empty()).map_err(|e| fail(e.into()))?;
     let mut child = Command::new("/proc/self/exe")
-        .args(init::args(identity))
+        .args(init::args(mount_proc, identity))
         .stdin(Stdio::from(me))
         .stdout(Stdio::piped())
         .stderr(Stdio::null())

@@ -8,7 +8,6 @@
 //! block the loop.
 
 use std::net::SocketAddr;
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -24,7 +23,7 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::codec::{Encoder, FramedRead};
 use tokio_util::sync::CancellationToken;
-use wharf_core::owner::{Owner, hand_over};
+use wharf_core::owner::{Owner, ensure_owned};
 use wharf_core::server::Rejection;
 use wharf_core::size::format_size;
 use wharf_core::store::ExecRecord;
@@ -241,6 +240,24 @@ pub(super) async fn run(
     tracing::debug!(peer = %s.peer, "exec connection closed");
 }
 
+/// The home exists and, given an owner, is that owner's, private.
+fn make_home(home: &Path, owner: Option<Owner>) -> Result<PathBuf, ExecReply> {
+    let internal = |what: &str, e: &dyn std::fmt::Display| {
+        tracing::error!(home = %home.display(), error = %e, "{what}");
+        error(
+            ErrorCode::Internal,
+            format!("{what}; an administrator can check the server's log"),
+        )
+    };
+    let (home, _) = wharf_core::home::ensure_home(home)
+        .map_err(|e| internal("your home directory cannot be created", &e))?;
+    if let Some(owner) = owner {
+        ensure_owned(&home, owner)
+            .map_err(|e| internal("your home directory cannot be given to your uid", &e))?;
+    }
+    Ok(home)
+}
+
 fn check_command(command: &str) -> Result<(), ExecReply> {
     if command.trim().is_empty() {
         return Err(error(
@@ -417,38 +434,29 @@ impl Session {
         }
     }
 
-    /// Prepares the home for commands: it exists, and with `--run-as` it
-    /// belongs to the user commands run as. Done once per session.
-    fn prepare_home(&mut self, stored: &Path, owner: Option<Owner>) -> Result<PathBuf, ExecReply> {
+    /// Prepares the home for commands: it exists, and when the server runs
+    /// as root it belongs to the user's own uid (a first hand-over walks
+    /// the home, on the blocking pool). Done once per session, again only
+    /// if an administrator moves the home.
+    async fn prepare_home(
+        &mut self,
+        stored: &Path,
+        owner: Option<Owner>,
+    ) -> Result<PathBuf, ExecReply> {
         if let Some((path, prepared)) = &self.home
             && path == stored
         {
             return Ok(prepared.clone());
         }
-        let prepared = self.make_home(stored, owner)?;
+        let path = stored.to_owned();
+        let prepared = tokio::task::spawn_blocking(move || make_home(&path, owner))
+            .await
+            .map_err(|e| {
+                tracing::error!(error = %e, "home preparation task failed");
+                error(ErrorCode::Internal, "internal error; retry")
+            })??;
         self.home = Some((stored.to_owned(), prepared.clone()));
         Ok(prepared)
-    }
-
-    fn make_home(&self, home: &Path, owner: Option<Owner>) -> Result<PathBuf, ExecReply> {
-        let internal = |what: &str, e: &dyn std::fmt::Display| {
-            tracing::error!(home = %home.display(), error = %e, "{what}");
-            error(
-                ErrorCode::Internal,
-                format!("{what}; an administrator can check the server's log"),
-            )
-        };
-        let (home, _) = wharf_core::home::ensure_home(home)
-            .map_err(|e| internal("your home directory cannot be created", &e))?;
-        if let Some(owner) = owner {
-            let meta = std::fs::metadata(&home)
-                .map_err(|e| internal("your home directory cannot be read", &e))?;
-            if meta.uid() != owner.uid || meta.mode() & 0o077 != 0 {
-                hand_over(&home, owner)
-                    .map_err(|e| internal("your home directory cannot be given to your uid", &e))?;
-            }
-        }
-        Ok(home)
     }
 
     async fn execute(
@@ -492,7 +500,7 @@ impl Session {
                 return self.reply(error(ErrorCode::Internal, msg)).await;
             }
         };
-        let home = match self.prepare_home(&user.home, owner) {
+        let home = match self.prepare_home(&user.home, owner).await {
             Ok(home) => home,
             Err(reply) => return self.reply(reply).await,
         };
