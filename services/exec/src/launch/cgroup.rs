@@ -7,7 +7,8 @@
 //! delegates the memory controller), sets the limit and moves itself in,
 //! before anything of the command runs; past the limit the kernel's OOM
 //! killer ends a process of the command. The server removes the cgroup once
-//! the command is reaped. Where no cgroup can be made (a daemon that is not
+//! the command is reaped, and each launcher sweeps away the empty ones a
+//! stopped server left. Where no cgroup can be made (a daemon that is not
 //! root, a container whose `/sys/fs/cgroup` is read-only), `RLIMIT_AS`
 //! alone limits memory, per process; the server says so when it starts.
 
@@ -47,7 +48,35 @@ pub fn enter(limit: u64) -> bool {
     let Some(dir) = command_cgroup(std::process::id()) else {
         return false;
     };
-    if std::fs::create_dir(&dir).is_err() {
+    sweep(&dir);
+    // A sweep by another launcher may take the new, still empty cgroup
+    // away before this process is in it: then make it again.
+    (0..3).any(|_| make_and_join(&dir, limit))
+}
+
+/// Removes the empty cgroups of earlier commands beside `dir` (left when a
+/// server stopped before it could remove them); busy ones stay.
+fn sweep(dir: &std::path::Path) {
+    let Some(parent) = dir.parent() else {
+        return;
+    };
+    let Ok(entries) = std::fs::read_dir(parent) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let is_command = name
+            .to_str()
+            .and_then(|n| n.strip_prefix("wharf-"))
+            .is_some_and(|rest| rest.bytes().all(|b| b.is_ascii_digit()));
+        if is_command {
+            let _ = std::fs::remove_dir(entry.path());
+        }
+    }
+}
+
+fn make_and_join(dir: &std::path::Path, limit: u64) -> bool {
+    if std::fs::create_dir(dir).is_err() {
         return false;
     }
     let limit = limit.to_string();
@@ -62,7 +91,7 @@ pub fn enter(limit: u64) -> bool {
             return true;
         }
     }
-    let _ = std::fs::remove_dir(&dir);
+    let _ = std::fs::remove_dir(dir);
     false
 }
 

@@ -204,19 +204,30 @@ impl Running {
         self.kill_all();
         let status = self.child.wait().await;
         self.finished = true;
-        if let Ok(pid) = u32::try_from(self.pgid.as_raw_nonzero().get()) {
-            tokio::spawn(crate::launch::cgroup::remove(pid));
-        }
+        self.remove_cgroup();
         status
+    }
+
+    /// Removes the command's memory cgroup once the kernel is done with it,
+    /// in the background.
+    fn remove_cgroup(&self) {
+        if let (Ok(pid), Ok(rt)) = (
+            u32::try_from(self.pgid.as_raw_nonzero().get()),
+            tokio::runtime::Handle::try_current(),
+        ) {
+            rt.spawn(crate::launch::cgroup::remove(pid));
+        }
     }
 }
 
 impl Drop for Running {
     /// A command abandoned without [`Running::finish`] (its session's task
-    /// was dropped) still takes its whole group down; tokio reaps the shell.
+    /// was dropped) still takes its whole group down (tokio reaps the
+    /// shell) and its cgroup with it.
     fn drop(&mut self) {
         if !self.finished {
             self.kill_all();
+            self.remove_cgroup();
         }
     }
 }
