@@ -133,7 +133,9 @@ pub async fn check_sandbox(config: &ExecConfig) -> Result<(), LauncherError> {
             )));
         }
     }
-    // A home of its own for the test command, removed after.
+    // A home of its own for the test command, removed after (and those of
+    // checks whose daemon was killed midway, at the next start).
+    sweep_checks();
     let n = CHECKS.fetch_add(1, Ordering::Relaxed);
     let home = std::env::temp_dir().join(format!("wharf-check-{}-{n}", std::process::id()));
     std::fs::create_dir_all(&home)
@@ -152,6 +154,26 @@ pub async fn check_sandbox(config: &ExecConfig) -> Result<(), LauncherError> {
     let checked = check_with(config.launcher.clone(), spec, fail).await;
     let _ = std::fs::remove_dir_all(&home);
     checked
+}
+
+/// Removes the homes of sandbox checks whose daemon is gone.
+fn sweep_checks() {
+    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let pid = name
+            .to_str()
+            .and_then(|n| n.strip_prefix("wharf-check-"))
+            .and_then(|rest| rest.split('-').next())
+            .and_then(|pid| pid.parse::<u32>().ok());
+        if let Some(pid) = pid
+            && !std::path::Path::new(&format!("/proc/{pid}")).exists()
+        {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
 }
 
 /// The system directory the sandbox lets commands read that `dir` lies
