@@ -136,10 +136,12 @@ pub async fn check_sandbox(config: &ExecConfig) -> Result<(), LauncherError> {
     // A home of its own for the test command, removed after (and those of
     // checks whose daemon was killed midway, at the next start).
     sweep_checks();
-    let n = CHECKS.fetch_add(1, Ordering::Relaxed);
-    let home = std::env::temp_dir().join(format!("wharf-check-{}-{n}", std::process::id()));
-    std::fs::create_dir_all(&home)
-        .map_err(|e| fail(format!("cannot make {}: {e}", home.display())))?;
+    let home = scratch_home(&CHECKS).map_err(|e| {
+        fail(format!(
+            "cannot make a scratch directory in {}: {e}",
+            std::env::temp_dir().display()
+        ))
+    })?;
     let spec = Launch {
         cpu_secs: 10,
         file_size: 0,
@@ -156,7 +158,25 @@ pub async fn check_sandbox(config: &ExecConfig) -> Result<(), LauncherError> {
     checked
 }
 
-/// Removes the homes of sandbox checks whose daemon is gone.
+/// A new private directory in the temp dir for a check. Made with
+/// `mkdir`, never reused: the temp dir is writable by everyone, and a name
+/// someone else made first (a link, say) is skipped, not followed.
+fn scratch_home(counter: &AtomicU64) -> std::io::Result<PathBuf> {
+    use std::os::unix::fs::DirBuilderExt;
+    let mut last = std::io::Error::other("no name left");
+    for _ in 0..16 {
+        let n = counter.fetch_add(1, Ordering::Relaxed);
+        let home = std::env::temp_dir().join(format!("wharf-check-{}-{n}", std::process::id()));
+        match std::fs::DirBuilder::new().mode(0o700).create(&home) {
+            Ok(()) => return Ok(home),
+            Err(e) => last = e,
+        }
+    }
+    Err(last)
+}
+
+/// Removes the homes of sandbox checks whose daemon is gone: only
+/// directories (never a link) that this account owns.
 fn sweep_checks() {
     let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
         return;
@@ -168,7 +188,12 @@ fn sweep_checks() {
             .and_then(|n| n.strip_prefix("wharf-check-"))
             .and_then(|rest| rest.split('-').next())
             .and_then(|pid| pid.parse::<u32>().ok());
+        let mine = std::fs::symlink_metadata(entry.path()).is_ok_and(|m| {
+            use std::os::unix::fs::MetadataExt;
+            m.is_dir() && m.uid() == rustix::process::geteuid().as_raw()
+        });
         if let Some(pid) = pid
+            && mine
             && !std::path::Path::new(&format!("/proc/{pid}")).exists()
         {
             let _ = std::fs::remove_dir_all(entry.path());
