@@ -172,26 +172,27 @@ async fn commands_have_no_terminal_and_a_session_of_their_own() {
     )
     .await;
     let pid = wait_marked("1000.71", 1).await[0];
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("stat");
-    let fields: Vec<&str> = stat
-        .rsplit(')')
-        .next()
-        .unwrap_or("")
-        .split_whitespace()
-        .collect();
-    // state ppid pgrp session tty_nr
-    let (session, tty) = (fields[3], fields[4]);
+    // state ppid pgrp session tty_nr, as /proc shows them. The server's
+    // own session is read the same way: where its leader lives outside
+    // this PID namespace (a CI runner's), getsid says 0 and /proc agrees.
+    let stat_of = |who: &str| {
+        let stat = std::fs::read_to_string(format!("/proc/{who}/stat")).expect("stat");
+        let fields: Vec<String> = stat
+            .rsplit(')')
+            .next()
+            .unwrap_or("")
+            .split_whitespace()
+            .map(str::to_owned)
+            .collect();
+        (fields[3].clone(), fields[4].clone())
+    };
+    let (session, tty) = stat_of(&pid.to_string());
     assert_eq!(tty, "0", "no controlling terminal");
     assert_ne!(
-        session.parse::<i64>().ok(),
-        Some(i64::from(
-            rustix::process::getsid(None)
-                .expect("sid")
-                .as_raw_nonzero()
-                .get()
-        )),
-        "not the server's session"
+        session, "0",
+        "the command's session is its own, visible here"
     );
+    assert_ne!(session, stat_of("self").0, "not the server's session");
 }
 
 #[tokio::test]
