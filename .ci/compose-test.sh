@@ -146,9 +146,26 @@ for u in alice bob; do
 done
 dc run --rm -T admin user show alice | grep -q 1900000001 || die "alice has no uid of her own"
 
-step "clients from the host ($BIN) against the published ports on 127.0.0.1"
+step "TLS: the certificate the daemons made, its fingerprint, a first connection"
+FP=$(dc run --rm -T admin tls fingerprint)
+echo "admin-cli tls fingerprint: $FP"
+dc logs ftp | grep -q "fingerprint $FP" || { dc logs ftp; die "ftp does not serve the certificate admin-cli shows"; }
+dc logs chat | grep -q "fingerprint $FP" || { dc logs chat; die "chat does not serve the certificate admin-cli shows"; }
+dc exec -T ftp cat /var/lib/wharf/data/tls/server.crt > "$WORK/server.crt"
 N=(nsenter --net="/run/netns/$NS")
-mkdir -p "$WORK/client" && cd "$WORK/client"
+mkdir -p "$WORK/client" "$WORK/home" && cd "$WORK/client"
+export HOME="$WORK/home"
+unset XDG_CONFIG_HOME WHARF_CA
+echo "$WHARF_PASSWORD" | dc run --rm -T admin user add carol --password-stdin --services ftp
+OUT=$("${N[@]}" timeout 30 "$BIN/wharf-ftp" --user carol ls 2>&1 </dev/null) && die "an unknown server was trusted off a terminal"
+grep -q "$FP" <<<"$OUT" || die "the refusal does not show the fingerprint: $OUT"
+"${N[@]}" timeout 30 "$BIN/wharf-ftp" --user carol --accept-new ls </dev/null
+grep -q "127.0.0.1:2121 $FP" "$HOME/.config/wharf/known_servers" || die "the fingerprint was not pinned"
+"${N[@]}" timeout 30 "$BIN/wharf-ftp" --user carol ls </dev/null || die "the pinned server was refused"
+echo "first connection refused without --accept-new, pinned with it, trusted after"
+export WHARF_CA="$WORK/server.crt"
+
+step "clients from the host ($BIN) against the published ports on 127.0.0.1, over TLS (--ca)"
 head -c 3000000 /dev/urandom > sample.bin
 echo 'bob secret' > notes.txt
 SUM=$(md5sum < sample.bin | cut -d' ' -f1)
@@ -181,7 +198,7 @@ for attack in \
   "cat $DATA/homes/bob/notes.txt" "ls $DATA/homes/bob" "echo x > $DATA/homes/bob/planted" \
   "mv $DATA/homes/bob/notes.txt $DATA/homes/bob/moved" "cat ../bob/notes.txt" "ls /home/bob" \
   "cat $DATA/wharf.db" "echo x >> $DATA/wharf.db" "ls $DATA" "ls $DATA/homes" \
-  "kill -9 1" "echo hi > /dev/tty" "cat /proc/1/environ"; do
+  "cat $DATA/tls/server.key" "kill -9 1" "echo hi > /dev/tty" "cat /proc/1/environ"; do
   if ex alice "$attack" >/dev/null 2>&1; then die "alice's attack worked: $attack"; fi
   echo "refused: $attack"
 done

@@ -16,7 +16,8 @@ Examples:
   admin-cli user add alice --quota 2G
   echo 'correct horse battery' | admin-cli user add bob --password-stdin --services ftp,chat,exec
   admin-cli user grant alice exec
-  admin-cli usage --rescan";
+  admin-cli usage --rescan
+  admin-cli tls fingerprint";
 
 /// Manage Wharf's users, quotas, homes and service rights, and read usage reports.
 #[derive(Debug, Parser)]
@@ -47,6 +48,20 @@ pub enum Command {
     Home(HomeCommand),
     /// Usage report: quota, space used, transfers, chat and commands per user.
     Usage(UsageArgs),
+    /// The servers' TLS certificate.
+    #[command(subcommand)]
+    Tls(TlsCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TlsCommand {
+    /// Print the SHA-256 fingerprint of the servers' certificate, for users
+    /// to compare with what their client shows at the first connection.
+    Fingerprint {
+        /// Certificate (PEM) [default: DATA_DIR/tls/server.crt, made by the daemons].
+        #[arg(long, value_name = "FILE")]
+        cert: Option<PathBuf>,
+    },
 }
 
 #[derive(Debug, Subcommand)]

@@ -10,14 +10,20 @@ use wharf_core::owner::{Owner, hand_over};
 use wharf_core::size::{format_quota, format_size, parse_quota};
 use wharf_core::store::NewUser;
 use wharf_core::time::{duration_ms, now_ms};
+use wharf_core::tls::server::{fingerprint_of_file, made_cert_path};
 use wharf_core::{AuthConfig, Error, Service, ServiceSet, Store, User};
 
 use crate::UsageError;
-use crate::cli::{AddArgs, Cli, Command, HomeCommand, QuotaCommand, UsageArgs, UserCommand};
+use crate::cli::{
+    AddArgs, Cli, Command, HomeCommand, QuotaCommand, TlsCommand, UsageArgs, UserCommand,
+};
 use crate::password::read_new_password;
 use crate::view::{self, UsageView, UserView};
 
 pub async fn run(cli: Cli) -> Result<()> {
+    if let Command::Tls(TlsCommand::Fingerprint { cert }) = &cli.command {
+        return fingerprint(&cli.data_dir, cert.as_deref());
+    }
     let url = wharf_core::config::database_url(cli.database_url.as_deref(), &cli.data_dir);
     let store = Store::open(&url)
         .await
@@ -70,6 +76,7 @@ async fn dispatch(store: &Store, data_dir: &Path, command: Command) -> Result<()
         Command::Quota(QuotaCommand::Set { name, size }) => set_quota(store, &name, &size).await,
         Command::Home(HomeCommand::Set { name, dir }) => set_home(store, &name, &dir).await,
         Command::Usage(args) => usage(store, args).await,
+        Command::Tls(TlsCommand::Fingerprint { cert }) => fingerprint(data_dir, cert.as_deref()),
     }
 }
 
@@ -324,5 +331,21 @@ async fn usage(store: &Store, args: UsageArgs) -> Result<()> {
             println!("latest commands:\n{}", view::commands_table(&commands));
         }
     }
+    Ok(())
+}
+
+/// Prints the certificate's fingerprint, as clients show it.
+fn fingerprint(data_dir: &Path, cert: Option<&Path>) -> Result<()> {
+    let made = made_cert_path(data_dir);
+    let path = cert.unwrap_or(&made);
+    if cert.is_none() && !made.exists() {
+        bail!(
+            "no certificate at {}: the daemons make it at their first start with TLS; start one \
+             (or wharfd) with this --data-dir, or pass the certificate they serve with --cert FILE",
+            made.display()
+        );
+    }
+    let fp = fingerprint_of_file(path)?;
+    println!("{fp}");
     Ok(())
 }

@@ -68,6 +68,8 @@ pub enum ErrorCode {
     SlowConsumer,
     /// Something failed on the server; details are in its log.
     Internal,
+    /// The server speaks TLS only and the client connected without it.
+    TlsRequired,
     /// A code newer than this client.
     #[serde(other)]
     Unknown,
@@ -98,8 +100,8 @@ pub struct ServerHello {
 pub struct Login {
     /// User name.
     pub user: String,
-    /// Password, in the clear: run the transport over a trusted network or a
-    /// tunnel.
+    /// Password, as typed: the connection's TLS layer keeps it private
+    /// (only a `--no-tls` pair sends it in clear).
     pub password: Password,
 }
 

@@ -11,6 +11,9 @@
 //! cores; the login path is otherwise the production one. Flood control is
 //! opened wide for the sender.
 //!
+//! Both are measured twice in one run, with TLS (the default) and with
+//! `--no-tls`, and the TLS figures are given as ratios of the plain ones.
+//!
 //! Run: `cargo bench -p wharf-chat --bench fanout`. Smaller:
 //! `WHARF_BENCH_CLIENTS=200 WHARF_BENCH_MESSAGES=200 WHARF_BENCH_IDLE=2000 cargo bench -p wharf-chat --bench fanout`.
 
@@ -24,6 +27,7 @@ use argon2::{Algorithm, Argon2, Params, Version};
 use tokio::sync::Semaphore;
 use wharf_chat::client::{ChatClient, Event};
 use wharf_core::store::NewUser;
+use wharf_core::tls::ClientTls;
 use wharf_core::{Password, Store};
 
 type Res<T> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
@@ -53,16 +57,22 @@ fn mib(kib: u64) -> f64 {
     kib as f64 / 1024.0
 }
 
-async fn login_many(addr: &str, users: &[String], n: usize) -> Res<Vec<ChatClient>> {
+async fn login_many(
+    addr: &str,
+    tls: &ClientTls,
+    users: &[String],
+    n: usize,
+) -> Res<Vec<ChatClient>> {
     let gate = Arc::new(Semaphore::new(64));
     let mut tasks = Vec::with_capacity(n);
     for i in 0..n {
         let gate = Arc::clone(&gate);
         let addr = addr.to_owned();
         let user = users[i % users.len()].clone();
+        let tls = tls.clone();
         tasks.push(tokio::spawn(async move {
             let _p = gate.acquire().await?;
-            let c = ChatClient::connect(&addr, &user, &Password::new(PASSWORD)).await?;
+            let c = ChatClient::connect(&addr, &tls, &user, &Password::new(PASSWORD)).await?;
             Ok::<_, Box<dyn std::error::Error + Send + Sync>>(c)
         }));
     }
@@ -100,36 +110,77 @@ async fn main() -> Res<()> {
     }
     store.close().await;
 
-    let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
-    let addr = format!("127.0.0.1:{port}");
-    let mut server = Command::new(env!("CARGO_BIN_EXE_wharf-chatd"))
-        .args(["--listen", &addr, "--database-url", &url])
-        .args(["--max-connections", "30000", "--max-per-ip", "30000"])
-        .args(["--flood-burst", "1000000", "--flood-rate", "1000000"])
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .spawn()?;
-    let pid = server.id();
-    let result = bench(&addr, pid, &users, n_clients, n_messages, n_idle).await;
-    let _ = server.kill();
-    let _ = server.wait();
-    result
+    let mut figures = Vec::new();
+    for tls in [true, false] {
+        println!("\n== {} ==", if tls { "TLS" } else { "--no-tls" });
+        let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        let addr = format!("127.0.0.1:{port}");
+        let mut server = Command::new(env!("CARGO_BIN_EXE_wharf-chatd"))
+            .args(["--listen", &addr, "--database-url", &url])
+            .arg("--data-dir")
+            .arg(dir.path())
+            .args(["--max-connections", "30000", "--max-per-ip", "30000"])
+            .args(["--flood-burst", "1000000", "--flood-rate", "1000000"])
+            .args(if tls { &[][..] } else { &["--no-tls"][..] })
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .spawn()?;
+        let pid = server.id();
+        let result = bench(
+            &addr,
+            tls,
+            dir.path(),
+            pid,
+            &users,
+            n_clients,
+            n_messages,
+            n_idle,
+        )
+        .await;
+        let _ = server.kill();
+        let _ = server.wait();
+        figures.push(result?);
+    }
+    let (t, p) = (&figures[0], &figures[1]);
+    println!(
+        "\nTLS / plain: fan-out {:.2}, peak memory {:.2}, memory per idle session {:.2}, logins/s {:.2}",
+        t.deliveries_per_s / p.deliveries_per_s,
+        t.peak_mib / p.peak_mib,
+        t.idle_kib_each / p.idle_kib_each,
+        t.logins_per_s / p.logins_per_s,
+    );
+    Ok(())
 }
 
+struct Figures {
+    deliveries_per_s: f64,
+    peak_mib: f64,
+    idle_kib_each: f64,
+    logins_per_s: f64,
+}
+
+#[allow(clippy::too_many_arguments)]
 async fn bench(
     addr: &str,
+    tls: bool,
+    dir: &std::path::Path,
     pid: u32,
     users: &[String],
     n_clients: usize,
     n_messages: usize,
     n_idle: usize,
-) -> Res<()> {
+) -> Res<Figures> {
     for _ in 0..100 {
         if std::net::TcpStream::connect(addr).is_ok() {
             break;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    let client_tls = if tls {
+        ClientTls::trusting(&wharf_core::tls::server::made_cert_path(dir))?
+    } else {
+        ClientTls::plain()
+    };
     let base_rss = status_kib(pid, "VmRSS:");
     println!(
         "wharf-chatd resident memory at start: {:.1} MiB",
@@ -138,7 +189,7 @@ async fn bench(
 
     // Fan-out.
     let t = Instant::now();
-    let mut listeners = login_many(addr, users, n_clients).await?;
+    let mut listeners = login_many(addr, &client_tls, users, n_clients).await?;
     for c in &mut listeners {
         c.join("bench").await?;
     }
@@ -169,7 +220,8 @@ async fn bench(
             Ok::<_, Box<dyn std::error::Error + Send + Sync>>((latencies, epoch.elapsed(), c))
         }));
     }
-    let mut sender = ChatClient::connect(addr, "sender", &Password::new(PASSWORD)).await?;
+    let mut sender =
+        ChatClient::connect(addr, &client_tls, "sender", &Password::new(PASSWORD)).await?;
     sender.join("bench").await?;
     let padding = "x".repeat(64);
     let start = epoch.elapsed();
@@ -190,10 +242,10 @@ async fn bench(
     let took = (last - start).as_secs_f64();
     all.sort_unstable();
     let pct = |p: f64| all[((all.len() as f64 * p) as usize).min(all.len() - 1)] as f64 / 1000.0;
+    let deliveries_per_s = all.len() as f64 / took;
     println!(
-        "fan-out: {} deliveries in {took:.2} s = {:.0} deliveries/s (sender: {n_messages} messages in {:.2} s)",
+        "fan-out: {} deliveries in {took:.2} s = {deliveries_per_s:.0} deliveries/s (sender: {n_messages} messages in {:.2} s)",
         all.len(),
-        all.len() as f64 / took,
         said.as_secs_f64()
     );
     println!(
@@ -202,10 +254,8 @@ async fn bench(
         pct(0.99),
         pct(1.0)
     );
-    println!(
-        "wharf-chatd peak resident memory so far: {:.1} MiB",
-        mib(status_kib(pid, "VmHWM:"))
-    );
+    let peak_mib = mib(status_kib(pid, "VmHWM:"));
+    println!("wharf-chatd peak resident memory so far: {peak_mib:.1} MiB");
     drop(clients);
     drop(sender);
     tokio::time::sleep(Duration::from_secs(1)).await;
@@ -213,21 +263,27 @@ async fn bench(
     // Idle sessions.
     let before = status_kib(pid, "VmRSS:");
     let t = Instant::now();
-    let idle = login_many(addr, users, n_idle).await?;
+    let idle = login_many(addr, &client_tls, users, n_idle).await?;
+    let logins_per_s = idle.len() as f64 / t.elapsed().as_secs_f64();
     println!(
-        "{} idle sessions logged in in {:.2} s",
+        "{} idle sessions logged in in {:.2} s ({logins_per_s:.0} logins/s)",
         idle.len(),
         t.elapsed().as_secs_f64()
     );
     tokio::time::sleep(Duration::from_secs(1)).await;
     let with = status_kib(pid, "VmRSS:");
+    let idle_kib_each = with.saturating_sub(before) as f64 / idle.len().max(1) as f64;
     println!(
-        "wharf-chatd resident memory: {:.1} MiB with {} idle sessions ({:.1} MiB before them; {:.1} KiB per session)",
+        "wharf-chatd resident memory: {:.1} MiB with {} idle sessions ({:.1} MiB before them; {idle_kib_each:.1} KiB per session)",
         mib(with),
         idle.len(),
         mib(before),
-        with.saturating_sub(before) as f64 / idle.len().max(1) as f64
     );
     drop(idle);
-    Ok(())
+    Ok(Figures {
+        deliveries_per_s,
+        peak_mib,
+        idle_kib_each,
+        logins_per_s,
+    })
 }

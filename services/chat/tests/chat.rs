@@ -198,27 +198,25 @@ async fn logins_are_checked() {
     srv.add_user("locked", "chat").await;
     srv.store.set_locked("locked", true).await.expect("lock");
     let pw = wharf_core::Password::new(PW);
-    let err = wharf_chat::client::ChatClient::connect(&srv.addr, "ftponly", &pw)
+    let err = wharf_chat::client::ChatClient::connect(&srv.addr, client_tls(), "ftponly", &pw)
         .await
         .expect_err("no chat right");
     assert_eq!(err.code(), Some(ErrorCode::NotPermitted));
-    let err = wharf_chat::client::ChatClient::connect_udp(&srv.addr, "ftponly", &pw)
+    let err = wharf_chat::client::ChatClient::connect_udp(&srv.addr, client_tls(), "ftponly", &pw)
         .await
         .expect_err("no chat right over udp either");
     assert_eq!(err.code(), Some(ErrorCode::NotPermitted));
-    let err = wharf_chat::client::ChatClient::connect(&srv.addr, "locked", &pw)
+    let err = wharf_chat::client::ChatClient::connect(&srv.addr, client_tls(), "locked", &pw)
         .await
         .expect_err("locked");
     assert_eq!(err.code(), Some(ErrorCode::AccountLocked));
     let wrong = wharf_core::Password::new("wrong password");
-    let err = wharf_chat::client::ChatClient::connect(&srv.addr, "alice", &wrong)
+    let err = wharf_chat::client::ChatClient::connect(&srv.addr, client_tls(), "alice", &wrong)
         .await
         .expect_err("wrong password");
     assert_eq!(err.code(), Some(ErrorCode::AuthFailed));
     // Before login, nothing but hello and login.
-    let stream = tokio::net::TcpStream::connect(&srv.addr)
-        .await
-        .expect("connect");
+    let stream = connect(&srv.addr).await;
     let mut raw: RawConn = tokio_util::codec::Framed::new(stream, wharf_proto::FrameCodec::new());
     let reply = raw_ask(&mut raw, wharf_proto::chat::ChatRequest::Rooms).await;
     assert!(
@@ -352,6 +350,7 @@ async fn a_member_that_never_reads_is_dropped_and_the_room_goes_on() {
         .connect(srv.addr.parse().expect("addr"))
         .await
         .expect("connect");
+    let stream = client_tls().secure(stream, &srv.addr).await.expect("tls");
     let mut mallory = raw_login_on(stream, "mallory").await;
     let reply = raw_ask(
         &mut mallory,
@@ -418,15 +417,14 @@ async fn garbage_on_tcp_gets_an_error_and_others_are_served() {
         vec![0, 0, 0, 5, b'{', b'"', b'o', 0xff, b'}'],
         vec![0xff; 16],
     ] {
-        let mut s = tokio::net::TcpStream::connect(&srv.addr)
-            .await
-            .expect("connect");
+        let mut s = connect(&srv.addr).await;
         s.write_all(&garbage).await.expect("write");
+        s.flush().await.expect("flush");
         let mut reply = Vec::new();
-        tokio::time::timeout(WAIT, s.read_to_end(&mut reply))
+        // The close may come without TLS's close_notify: what came is kept.
+        let _ = tokio::time::timeout(WAIT, s.read_to_end(&mut reply))
             .await
-            .expect("closed in time")
-            .expect("read");
+            .expect("closed in time");
         let text = String::from_utf8_lossy(&reply);
         assert!(text.contains("\"op\":\"error\""), "{text}");
     }
@@ -447,14 +445,11 @@ async fn a_connection_that_never_logs_in_is_closed() {
         ..ChatConfig::default()
     })
     .await;
-    let mut s = tokio::net::TcpStream::connect(&srv.addr)
-        .await
-        .expect("connect");
+    let mut s = connect(&srv.addr).await;
     let mut reply = Vec::new();
-    tokio::time::timeout(WAIT, s.read_to_end(&mut reply))
+    let _ = tokio::time::timeout(WAIT, s.read_to_end(&mut reply))
         .await
-        .expect("closed in time")
-        .expect("read");
+        .expect("closed in time");
     let text = String::from_utf8_lossy(&reply);
     assert!(
         text.contains("\"code\":\"timeout\"") && text.contains("no login within"),

@@ -13,6 +13,7 @@ fn chat(srv: &TestServer, user: &str, args: &[&str]) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_wharf-chat"));
     cmd.args(["--server", &srv.addr, "--user", user])
         .args(args)
+        .env("WHARF_CA", &tls().2)
         .env("WHARF_PASSWORD", PW)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())

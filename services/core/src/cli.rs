@@ -2,7 +2,6 @@
 //! connection-limit flags of the daemons, logging, and the client's password
 //! and user name.
 
-use std::fmt::Display;
 use std::future::Future;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -10,6 +9,7 @@ use std::time::Duration;
 
 use crate::config::{DATA_DIR_ENV, DATABASE_URL_ENV, DEFAULT_DATA_DIR, database_url};
 use crate::server::Limits;
+use crate::tls::TlsError;
 use crate::{AuthConfig, Authenticator, Password, Result, Store};
 
 /// `--data-dir` and `--database-url`.
@@ -99,8 +99,9 @@ impl LimitArgs {
 }
 
 /// Runs a binary's async body on a tokio runtime; an error is printed on
-/// one line as `program: what went wrong` and exits with 1.
-pub fn run_main<E: Display>(
+/// one line as `program: what went wrong` and exits with 1 (or the code of
+/// [`exit_code_of`]).
+pub fn run_main<E: Into<Box<dyn std::error::Error + Send + Sync>>>(
     program: &str,
     body: impl Future<Output = std::result::Result<ExitCode, E>>,
 ) -> ExitCode {
@@ -112,9 +113,51 @@ pub fn run_main<E: Display>(
         }
     };
     result.unwrap_or_else(|e| {
-        eprintln!("{program}: {}", format!("{e:#}").replace('\n', " "));
-        ExitCode::FAILURE
+        let e: Box<dyn std::error::Error + Send + Sync> = e.into();
+        ExitCode::from(report(program, e.as_ref()).unwrap_or(1))
     })
+}
+
+/// Prints `err` with its causes on stderr, as `program: what: why`, on one
+/// line, but for a changed server certificate, whose warning keeps its
+/// lines. Returns the error's own exit code, if it has one.
+pub fn report(program: &str, err: &(dyn std::error::Error + 'static)) -> Option<u8> {
+    let own = exit_code_of(err);
+    let mut text = err.to_string();
+    let mut cause = err.source();
+    while let Some(c) = cause {
+        let more = c.to_string();
+        if !text.contains(&more) {
+            text.push_str(": ");
+            text.push_str(&more);
+        }
+        cause = c.source();
+    }
+    if own.is_some() {
+        eprintln!("{program}: {text}");
+    } else {
+        eprintln!("{program}: {}", text.replace('\n', " "));
+    }
+    own
+}
+
+/// The exit code a client ends with for `err` (looked for along its
+/// causes), when it has its own: a changed server certificate.
+pub fn exit_code_of(err: &(dyn std::error::Error + 'static)) -> Option<u8> {
+    let mut cause = Some(err);
+    while let Some(c) = cause {
+        if let Some(code) = c.downcast_ref::<TlsError>().and_then(TlsError::exit_code) {
+            return Some(code);
+        }
+        if let Some(code) = c
+            .downcast_ref::<crate::client::SessionError>()
+            .and_then(crate::client::SessionError::exit_code)
+        {
+            return Some(code);
+        }
+        cause = c.source();
+    }
+    None
 }
 
 /// Logs to stderr at `info`, or as `RUST_LOG` says.

@@ -97,6 +97,9 @@ pub enum Error {
     /// A migration failed to apply.
     #[error("cannot bring the database schema up to date: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
+    /// The server's certificate or key cannot be used.
+    #[error("{0}")]
+    Tls(String),
     /// A bug or resource failure inside wharf-core.
     #[error("internal error: {0}")]
     Internal(String),
@@ -117,9 +120,11 @@ impl Error {
             Error::AccountLocked(_) => ErrorCode::AccountLocked,
             Error::NotPermitted { .. } => ErrorCode::NotPermitted,
             Error::QuotaExceeded { .. } => ErrorCode::QuotaExceeded,
-            Error::Io { .. } | Error::Database(_) | Error::Migrate(_) | Error::Internal(_) => {
-                ErrorCode::Internal
-            }
+            Error::Io { .. }
+            | Error::Database(_)
+            | Error::Migrate(_)
+            | Error::Tls(_)
+            | Error::Internal(_) => ErrorCode::Internal,
         }
     }
 

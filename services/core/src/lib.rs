@@ -12,6 +12,7 @@
 
 pub mod auth;
 pub mod cli;
+pub mod client;
 pub mod config;
 mod error;
 pub mod home;
@@ -22,6 +23,7 @@ pub mod service;
 pub mod size;
 pub mod store;
 pub mod time;
+pub mod tls;
 
 pub use auth::{AuthConfig, Authenticator};
 pub use error::{Error, Result};

@@ -6,6 +6,9 @@
 //! dropping them), caps connections per client IP, backs off when `accept`
 //! fails (out of file descriptors), and on shutdown stops accepting, tells
 //! every session through its token, and waits for them up to a grace period.
+//! Under TLS it completes the handshake (within the login timeout) before a
+//! session sees the connection, and answers a client that speaks plain
+//! frames to it with one clear error instead of a protocol dump.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -15,6 +18,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::net::{TcpListener, TcpStream};
+use wharf_proto::ErrorCode;
+
+use crate::tls::{ServerTls, Stream, TLS_HANDSHAKE_BYTE};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -54,6 +60,55 @@ impl Default for Limits {
 pub enum Rejection {
     /// The client's IP has `max_per_ip` connections already.
     TooManyFromIp,
+    /// A client sent plain frames to a TLS server.
+    TlsRequired,
+}
+
+impl Rejection {
+    /// The error code sent for it.
+    pub fn code(self) -> ErrorCode {
+        match self {
+            Rejection::TooManyFromIp => ErrorCode::Busy,
+            Rejection::TlsRequired => ErrorCode::TlsRequired,
+        }
+    }
+
+    /// The message sent for it.
+    pub fn message(self) -> &'static str {
+        match self {
+            Rejection::TooManyFromIp => {
+                "too many connections from your address; close some and retry"
+            }
+            Rejection::TlsRequired => {
+                "this server speaks TLS only and the client connected without it; connect without --no-tls"
+            }
+        }
+    }
+}
+
+/// Where a server listens, and whether it speaks TLS there.
+#[derive(Debug)]
+pub struct Listener {
+    tcp: TcpListener,
+    tls: Option<ServerTls>,
+}
+
+impl Listener {
+    /// TLS on `tcp` with this certificate; `None` serves plain frames
+    /// (`--no-tls`).
+    pub fn new(tcp: TcpListener, tls: Option<ServerTls>) -> Listener {
+        Listener { tcp, tls }
+    }
+
+    /// The address it is bound to.
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.tcp.local_addr()
+    }
+
+    /// True under TLS.
+    pub fn is_tls(&self) -> bool {
+        self.tls.is_some()
+    }
 }
 
 /// A protocol server's per-connection entry points.
@@ -62,7 +117,7 @@ pub trait Handler: Send + Sync + 'static {
     /// idle sessions should end at once, transfers may finish.
     fn handle(
         self: Arc<Self>,
-        stream: TcpStream,
+        stream: Stream,
         peer: SocketAddr,
         shutdown: CancellationToken,
     ) -> impl Future<Output = ()> + Send;
@@ -73,11 +128,22 @@ pub trait Handler: Send + Sync + 'static {
     fn abort(&self) {}
 
     /// Tells a turned-away client why (one error frame), then drops it.
-    fn reject(
-        self: Arc<Self>,
-        stream: TcpStream,
-        why: Rejection,
-    ) -> impl Future<Output = ()> + Send;
+    fn reject(self: Arc<Self>, stream: Stream, why: Rejection) -> impl Future<Output = ()> + Send {
+        reject(stream, why)
+    }
+}
+
+/// Sends a turned-away client one error frame (every service's `error`
+/// reads the same), then closes.
+pub async fn reject(stream: Stream, why: Rejection) {
+    use futures_util::SinkExt;
+    use wharf_proto::message::{CommonReply, ErrorReply};
+    use wharf_proto::{FrameCodec, Outbound};
+
+    let mut conn = tokio_util::codec::Framed::new(stream, FrameCodec::<CommonReply>::new());
+    let error = CommonReply::Error(ErrorReply::new(why.code(), why.message()));
+    let _ = conn.send(Outbound::msg(error)).await;
+    let _ = futures_util::SinkExt::<Outbound<CommonReply>>::close(&mut conn).await;
 }
 
 /// Counts what is in use per key (connections per IP, commands per user)
@@ -138,7 +204,7 @@ impl<K: Hash + Eq + Clone> Drop for Slot<K> {
 /// `limits`, until `shutdown` fires; then waits up to the grace period for
 /// sessions to end and returns.
 pub async fn serve<H: Handler>(
-    listener: TcpListener,
+    listener: Listener,
     limits: Limits,
     handler: Arc<H>,
     shutdown: CancellationToken,
@@ -147,6 +213,7 @@ pub async fn serve<H: Handler>(
     let per_ip: Arc<Slots<IpAddr>> = Arc::new(Slots::default());
     let tracker = TaskTracker::new();
     let mut backoff = Duration::from_millis(10);
+    let Listener { tcp: listener, tls } = listener;
     loop {
         let permit = tokio::select! {
             _ = shutdown.cancelled() => break,
@@ -173,23 +240,35 @@ pub async fn serve<H: Handler>(
         };
         let _ = stream.set_nodelay(true);
         let handler = Arc::clone(&handler);
-        match per_ip.enter(peer.ip(), limits.max_per_ip) {
-            Some(guard) => {
-                let token = shutdown.child_token();
-                tracker.spawn(async move {
+        let guard = per_ip.enter(peer.ip(), limits.max_per_ip);
+        let tls = tls.clone();
+        let handshake_time = limits.login_timeout;
+        let token = shutdown.child_token();
+        tracker.spawn(async move {
+            let stream = match establish(stream, tls.as_ref(), handshake_time).await {
+                Established::Ready(stream) => stream,
+                Established::PlainToTls(stream) => {
+                    tracing::info!(%peer, "refused: a plain client on the TLS port");
+                    handler.reject(stream, Rejection::TlsRequired).await;
+                    return;
+                }
+                Established::Failed(why) => {
+                    tracing::debug!(%peer, "TLS handshake failed: {why}");
+                    return;
+                }
+            };
+            match guard {
+                Some(guard) => {
                     handler.handle(stream, peer, token).await;
                     drop(guard);
-                    drop(permit);
-                });
-            }
-            None => {
-                tracing::info!(%peer, "refused: too many connections from this address");
-                tracker.spawn(async move {
+                }
+                None => {
+                    tracing::info!(%peer, "refused: too many connections from this address");
                     handler.reject(stream, Rejection::TooManyFromIp).await;
-                    drop(permit);
-                });
+                }
             }
-        }
+            drop(permit);
+        });
     }
     drop(listener);
     tracker.close();
@@ -211,6 +290,35 @@ pub async fn serve<H: Handler>(
                 "sessions did not end; stopping with them still open"
             );
         }
+    }
+}
+
+enum Established {
+    Ready(Stream),
+    PlainToTls(Stream),
+    Failed(String),
+}
+
+/// The connection as its session will see it: under TLS, once the
+/// handshake is done (within `time`).
+async fn establish(tcp: TcpStream, tls: Option<&ServerTls>, time: Duration) -> Established {
+    let Some(tls) = tls else {
+        return Established::Ready(Stream::Plain(tcp));
+    };
+    let mut first = [0u8; 1];
+    match tokio::time::timeout(time, tcp.peek(&mut first)).await {
+        Ok(Ok(1..)) => {}
+        Ok(Ok(_)) => return Established::Failed("closed before a byte".into()),
+        Ok(Err(e)) => return Established::Failed(e.to_string()),
+        Err(_) => return Established::Failed("silent past the login timeout".into()),
+    }
+    if first[0] != TLS_HANDSHAKE_BYTE {
+        return Established::PlainToTls(Stream::Plain(tcp));
+    }
+    match tokio::time::timeout(time, tls.acceptor().accept(tcp)).await {
+        Ok(Ok(s)) => Established::Ready(Stream::Server(Box::new(s))),
+        Ok(Err(e)) => Established::Failed(e.to_string()),
+        Err(_) => Established::Failed("not done within the login timeout".into()),
     }
 }
 

@@ -10,24 +10,19 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::net::TcpStream;
 use tokio::sync::mpsc;
-use tokio_util::codec::Framed;
+use wharf_core::client::{Session, SessionError, open_session};
+use wharf_core::tls::{ClientTls, TlsError};
 use wharf_proto::exec::{ExecReply, ExecRequest, MAX_STDIN_CHUNK, SignalName};
-use wharf_proto::message::{ClientHello, ErrorReply, Login};
-use wharf_proto::{ErrorCode, Frame, FrameCodec, Outbound, PROTOCOL_VERSION, Password, ProtoError};
+use wharf_proto::message::ErrorReply;
+use wharf_proto::{ErrorCode, Frame, Outbound, Password, ProtoError};
 
 /// What can go wrong on the client side.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
-    /// No connection could be made.
-    #[error("cannot connect to {addr}: {source}; is wharf-execd running there?")]
-    Connect {
-        /// Where.
-        addr: String,
-        /// Why.
-        source: std::io::Error,
-    },
+    /// No connection could be made, or the server is not trusted.
+    #[error("{0}")]
+    Connect(#[source] TlsError),
     /// The server refused the request, or ended the command.
     #[error("{message}")]
     Server {
@@ -61,6 +56,18 @@ impl ClientError {
         match self {
             ClientError::Server { code, .. } => Some(*code),
             _ => None,
+        }
+    }
+}
+
+impl From<SessionError> for ClientError {
+    fn from(e: SessionError) -> Self {
+        match e {
+            SessionError::Connect(e) => ClientError::Connect(e),
+            SessionError::Server { code, message } => ClientError::Server { code, message },
+            SessionError::Protocol(e) => ClientError::Protocol(e),
+            SessionError::Closed => ClientError::Closed,
+            SessionError::Unexpected(what) => ClientError::Unexpected(what),
         }
     }
 }
@@ -115,7 +122,7 @@ fn unexpected(reply: &ExecReply) -> ClientError {
     ClientError::Unexpected(text.chars().take(200).collect())
 }
 
-type Conn = Framed<TcpStream, FrameCodec<ExecReply>>;
+type Conn = Session<ExecReply>;
 
 /// A logged-in remote-exec client.
 pub struct ExecClient {
@@ -141,36 +148,21 @@ enum Sink {
 }
 
 impl ExecClient {
-    /// Connects to `addr` and logs in as `user`.
-    pub async fn connect(addr: &str, user: &str, password: &Password) -> Result<ExecClient> {
-        let stream = TcpStream::connect(addr)
-            .await
-            .map_err(|source| ClientError::Connect {
-                addr: addr.to_owned(),
-                source,
-            })?;
-        let _ = stream.set_nodelay(true);
-        let mut client = ExecClient {
-            conn: Framed::new(stream, FrameCodec::new()),
+    /// Connects to `addr` (verifying it as `tls` says) and logs in as
+    /// `user`.
+    pub async fn connect(
+        addr: &str,
+        tls: &ClientTls,
+        user: &str,
+        password: &Password,
+    ) -> Result<ExecClient> {
+        let client = format!("wharf-exec/{}", env!("CARGO_PKG_VERSION"));
+        let (conn, _) = open_session(addr, "wharf-execd", &client, tls, user, password).await?;
+        Ok(ExecClient {
+            conn,
             user: user.to_owned(),
             stdin_buf: Vec::new(),
-        };
-        let hello = ExecRequest::Hello(ClientHello {
-            version: PROTOCOL_VERSION,
-            client: format!("wharf-exec/{}", env!("CARGO_PKG_VERSION")),
-        });
-        match client.exchange(hello).await? {
-            ExecReply::Hello(_) => {}
-            other => return Err(unexpected(&other)),
-        }
-        let login = ExecRequest::Login(Login {
-            user: user.to_owned(),
-            password: password.clone(),
-        });
-        match client.exchange(login).await? {
-            ExecReply::LoginOk(_) => Ok(client),
-            other => Err(unexpected(&other)),
-        }
+        })
     }
 
     /// The logged-in user.

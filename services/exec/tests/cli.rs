@@ -14,6 +14,7 @@ fn exec(srv: &TestServer, user: &str, args: &[&str]) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_wharf-exec"));
     cmd.args(["--server", &srv.addr, "--user", user])
         .args(args)
+        .env("WHARF_CA", &tls().2)
         .env("WHARF_PASSWORD", PW)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -128,6 +129,7 @@ async fn failures_say_what_went_wrong_and_exit_255() {
     assert!(text(&out.stderr).contains("exec"), "{}", text(&out.stderr));
     let out = run(Command::new(env!("CARGO_BIN_EXE_wharf-exec"))
         .args(["--server", "127.0.0.1:1", "--user", "alice", "--", "true"])
+        .env("WHARF_CA", &tls().2)
         .env("WHARF_PASSWORD", PW)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped()))

@@ -309,12 +309,12 @@ async fn rights_passwords_and_locks_are_enforced() {
     srv.add_user("alice", "exec").await;
     srv.add_user("bob", "ftp,chat").await;
     let password = wharf_core::Password::new(PW);
-    let err = wharf_exec::client::ExecClient::connect(&srv.addr, "bob", &password)
+    let err = wharf_exec::client::ExecClient::connect(&srv.addr, client_tls(), "bob", &password)
         .await
         .expect_err("no exec right");
     assert_eq!(err.code(), Some(ErrorCode::NotPermitted), "{err}");
     let wrong = wharf_core::Password::new("not the password");
-    let err = wharf_exec::client::ExecClient::connect(&srv.addr, "alice", &wrong)
+    let err = wharf_exec::client::ExecClient::connect(&srv.addr, client_tls(), "alice", &wrong)
         .await
         .expect_err("wrong password");
     assert_eq!(err.code(), Some(ErrorCode::AuthFailed), "{err}");
@@ -334,7 +334,7 @@ async fn rights_passwords_and_locks_are_enforced() {
     srv.store.set_locked("alice", true).await.expect("lock");
     let err = c.output("true").await.expect_err("locked");
     assert_eq!(err.code(), Some(ErrorCode::AccountLocked), "{err}");
-    let err = wharf_exec::client::ExecClient::connect(&srv.addr, "alice", &password)
+    let err = wharf_exec::client::ExecClient::connect(&srv.addr, client_tls(), "alice", &password)
         .await
         .expect_err("locked");
     assert_eq!(err.code(), Some(ErrorCode::AccountLocked), "{err}");
@@ -400,10 +400,9 @@ async fn bad_requests_get_clear_errors_and_the_server_keeps_serving() {
         b"GET / HTTP/1.1\r\nHost: x\r\n\r\n",
         b"\xff\xff\xff\xff",
     ] {
-        let mut s = tokio::net::TcpStream::connect(&srv.addr)
-            .await
-            .expect("connect");
+        let mut s = connect(&srv.addr).await;
         s.write_all(bytes).await.expect("write");
+        s.flush().await.expect("flush");
         let mut conn =
             tokio_util::codec::Framed::new(s, wharf_proto::FrameCodec::<ExecReply>::new());
         let reply = raw_recv(&mut conn).await;
@@ -414,9 +413,7 @@ async fn bad_requests_get_clear_errors_and_the_server_keeps_serving() {
         assert!(raw_recv(&mut conn).await.is_none(), "closed after");
     }
     // Requests before login.
-    let s = tokio::net::TcpStream::connect(&srv.addr)
-        .await
-        .expect("connect");
+    let s = connect(&srv.addr).await;
     let mut conn = tokio_util::codec::Framed::new(s, wharf_proto::FrameCodec::<ExecReply>::new());
     let reply = raw_ask(
         &mut conn,

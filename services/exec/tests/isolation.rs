@@ -11,6 +11,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use common::*;
+use wharf_core::tls::ClientTls;
 use wharf_exec::client::{ExecClient, Streams};
 use wharf_exec::server::{ExecConfig, ResourceLimits};
 use wharf_proto::ErrorCode;
@@ -57,6 +58,7 @@ fn attacks(bob: &Path, data: &Path, db: &Path) -> Vec<String> {
         format!("echo x >> {db}"),
         format!("ls {data}"),
         format!("ls {data}/homes"),
+        format!("cat {data}/tls/server.key"),
         format!("cat {data}/homes/alice/.wharf/x; ls {data}/homes/alice"),
         "ls /".into(),
         "cat /proc/1/environ".into(),
@@ -405,8 +407,17 @@ async fn an_unprivileged_daemon_keeps_users_apart_too() {
     let daemon_pid = daemon.id().expect("pid");
     let password = wharf_core::Password::new(PW);
     let until = tokio::time::Instant::now() + WAIT;
+    // The daemon makes its certificate in the data directory at start.
+    let cert = data.join("tls/server.crt");
+    let trust = || ClientTls::trusting(&cert);
     let mut a = loop {
-        match ExecClient::connect(&addr, "alice", &password).await {
+        let connected = match trust() {
+            Ok(tls) => ExecClient::connect(&addr, &tls, "alice", &password)
+                .await
+                .map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
+        };
+        match connected {
             Ok(c) => break c,
             Err(e) => {
                 assert!(tokio::time::Instant::now() < until, "no daemon: {e}");
@@ -429,7 +440,8 @@ async fn an_unprivileged_daemon_keeps_users_apart_too() {
         .expect("run");
     assert_eq!(out.stdout, b"ok\n");
     none_marked("1001.3").await;
-    let mut b = ExecClient::connect(&addr, "bob", &password)
+    let tls = trust().expect("certificate");
+    let mut b = ExecClient::connect(&addr, &tls, "bob", &password)
         .await
         .expect("bob");
     assert_eq!(

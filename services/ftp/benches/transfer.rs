@@ -6,6 +6,8 @@
 //!   write every byte and sync it before the file counts as stored;
 //! - `wharf-ftp put` and `wharf-ftp get` of that file (real binaries, a real
 //!   `wharf-ftpd` child process), best of 2 rounds, interleaved with md5sum;
+//! - the same put and get against a second server run with `--no-tls`,
+//!   interleaved, so TLS is measured against plaintext in the same run;
 //! - the server's peak resident memory over the whole run;
 //! - 1,000 files of 4 KiB put in one session (the shell, fed by a pipe).
 //!
@@ -101,19 +103,28 @@ fn main() -> Res<()> {
         Ok::<_, wharf_core::Error>(())
     })?;
 
-    let addr = TcpListener::bind("127.0.0.1:0")?.local_addr()?.to_string();
-    let mut server = Command::new(env!("CARGO_BIN_EXE_wharf-ftpd"))
-        .args(["--listen", &addr, "--database-url", &url])
-        .env("RUST_LOG", "warn")
-        .stderr(Stdio::null())
-        .spawn()?;
-    let pid = server.id();
-    for _ in 0..500 {
-        if std::net::TcpStream::connect(&addr).is_ok() {
-            break;
+    let start_server = |tls: bool| -> Res<(String, std::process::Child)> {
+        let addr = TcpListener::bind("127.0.0.1:0")?.local_addr()?.to_string();
+        let server = Command::new(env!("CARGO_BIN_EXE_wharf-ftpd"))
+            .args(["--listen", &addr, "--database-url", &url])
+            .arg("--data-dir")
+            .arg(dir.path())
+            .args(if tls { &[][..] } else { &["--no-tls"][..] })
+            .env("RUST_LOG", "warn")
+            .stderr(Stdio::null())
+            .spawn()?;
+        for _ in 0..500 {
+            if std::net::TcpStream::connect(&addr).is_ok() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(10));
         }
-        std::thread::sleep(Duration::from_millis(10));
-    }
+        Ok((addr, server))
+    };
+    let (addr, mut server) = start_server(true)?;
+    let (plain_addr, mut plain_server) = start_server(false)?;
+    let pid = server.id();
+    let cert = dir.path().join("tls/server.crt");
     let idle_rss = status_kib(pid, "VmRSS:");
 
     let work = dir.path().join("work");
@@ -121,18 +132,25 @@ fn main() -> Res<()> {
     let big = work.join("big.bin");
     println!("preparing a {} file...", format_size(size));
     fill(&big, size)?;
-    let client = |args: &[&str]| {
+    let client_to = |tls: bool, args: &[&str]| {
         let mut c = Command::new(env!("CARGO_BIN_EXE_wharf-ftp"));
-        c.args(["--server", &addr, "--user", "bench", "--quiet"])
+        if tls {
+            c.args(["--server", &addr]).arg("--ca").arg(&cert);
+        } else {
+            c.args(["--server", &plain_addr, "--no-tls"]);
+        }
+        c.args(["--user", "bench", "--quiet"])
             .args(args)
             .current_dir(&work)
             .env("WHARF_PASSWORD", PASSWORD);
         c
     };
+    let client = |args: &[&str]| client_to(true, args);
 
     // Warm the page cache so every contender reads from memory.
     timed(Command::new("md5sum").arg(&big))?;
     let (mut md5sum, mut put, mut get) = (Duration::MAX, Duration::MAX, Duration::MAX);
+    let (mut plain_put, mut plain_get) = (Duration::MAX, Duration::MAX);
     let mut write = Duration::MAX;
     let floor_copy = work.join("floor.bin");
     for round in 0..rounds {
@@ -152,6 +170,12 @@ fn main() -> Res<()> {
                 format!("round {round}: downloaded {copied} bytes, expected {size}").into(),
             );
         }
+        std::fs::remove_file(work.join("copy.bin"))?;
+        plain_put = plain_put.min(timed(&mut client_to(false, &["put", "big.bin"]))?);
+        plain_get = plain_get.min(timed(&mut client_to(
+            false,
+            &["get", "big.bin", "copy.bin"],
+        ))?);
         std::fs::remove_file(work.join("copy.bin"))?;
     }
     let peak_big = status_kib(pid, "VmHWM:");
@@ -185,6 +209,8 @@ fn main() -> Res<()> {
     let peak_all = status_kib(pid, "VmHWM:");
     let _ = Command::new("kill").arg(pid.to_string()).status();
     let _ = server.wait();
+    let _ = plain_server.kill();
+    let _ = plain_server.wait();
 
     let (m, w, p, g) = (
         rate(size, md5sum),
@@ -217,6 +243,18 @@ fn main() -> Res<()> {
         get.as_secs_f64(),
         g / m,
         g / floor
+    );
+    println!(
+        "  --no-tls put        {:6.2} s  {:6.0} MB/s;  TLS put = {:.2}x plaintext",
+        plain_put.as_secs_f64(),
+        rate(size, plain_put),
+        p / rate(size, plain_put)
+    );
+    println!(
+        "  --no-tls get        {:6.2} s  {:6.0} MB/s;  TLS get = {:.2}x plaintext",
+        plain_get.as_secs_f64(),
+        rate(size, plain_get),
+        g / rate(size, plain_get)
     );
     println!(
         "  server memory: {:.1} MiB idle, peak {:.1} MiB during the big transfers, {:.1} MiB overall",

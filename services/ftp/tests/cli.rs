@@ -4,7 +4,7 @@ mod common;
 
 use std::process::Output;
 
-use common::{PW, cut_upload, data, eventually, partials, spawn};
+use common::{PW, cut_upload, data, eventually, partials, spawn, tls};
 use tokio::io::AsyncWriteExt;
 use tokio::process::Command;
 use wharf_ftp::md5_hex;
@@ -14,6 +14,7 @@ async fn ftp(addr: &str, cwd: &std::path::Path, args: &[&str], stdin: Option<&st
     cmd.args(["--server", addr, "--user", "alice"])
         .args(args)
         .current_dir(cwd)
+        .env("WHARF_CA", &tls().2)
         .env("WHARF_PASSWORD", PW)
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
@@ -168,6 +169,7 @@ async fn a_wrong_password_fails_with_one_line() {
     srv.add_user("alice", None, "ftp").await;
     let out = Command::new(env!("CARGO_BIN_EXE_wharf-ftp"))
         .args(["--server", &srv.addr, "--user", "alice", "ls"])
+        .env("WHARF_CA", &tls().2)
         .env("WHARF_PASSWORD", "not the password")
         .output()
         .await

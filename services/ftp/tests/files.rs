@@ -281,22 +281,42 @@ async fn logins_are_checked() {
     let srv = spawn().await;
     srv.add_user("alice", None, "ftp").await;
     srv.add_user("carol", None, "chat").await;
-    let wrong = Client::connect(&srv.addr, "alice", &Password::new("wrong password"))
-        .await
-        .expect_err("wrong");
+    let wrong = Client::connect(
+        &srv.addr,
+        common::client_tls(),
+        "alice",
+        &Password::new("wrong password"),
+    )
+    .await
+    .expect_err("wrong");
     assert_eq!(code(wrong), Some(ErrorCode::AuthFailed));
-    let unknown = Client::connect(&srv.addr, "mallory", &Password::new(common::PW))
-        .await
-        .expect_err("unknown");
+    let unknown = Client::connect(
+        &srv.addr,
+        common::client_tls(),
+        "mallory",
+        &Password::new(common::PW),
+    )
+    .await
+    .expect_err("unknown");
     assert_eq!(code(unknown), Some(ErrorCode::AuthFailed));
-    let no_right = Client::connect(&srv.addr, "carol", &Password::new(common::PW))
-        .await
-        .expect_err("no ftp");
+    let no_right = Client::connect(
+        &srv.addr,
+        common::client_tls(),
+        "carol",
+        &Password::new(common::PW),
+    )
+    .await
+    .expect_err("no ftp");
     assert_eq!(code(no_right), Some(ErrorCode::NotPermitted));
     srv.store.set_locked("alice", true).await.expect("lock");
-    let locked = Client::connect(&srv.addr, "alice", &Password::new(common::PW))
-        .await
-        .expect_err("locked");
+    let locked = Client::connect(
+        &srv.addr,
+        common::client_tls(),
+        "alice",
+        &Password::new(common::PW),
+    )
+    .await
+    .expect_err("locked");
     assert_eq!(code(locked), Some(ErrorCode::AccountLocked));
     srv.store.set_locked("alice", false).await.expect("unlock");
     srv.client("alice").await;

@@ -4,19 +4,21 @@ mod common;
 
 use std::time::Duration;
 
-use common::{raw, raw_recv, raw_send, spawn, spawn_with};
+use common::{connect, raw, raw_recv, raw_send, spawn, spawn_with};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use wharf_core::server::Limits;
+use wharf_core::tls::Stream;
 use wharf_ftp::server::FtpConfig;
 use wharf_proto::ErrorCode;
 use wharf_proto::ftp::{FtpReply, FtpRequest};
 
-async fn error_then_close(stream: &mut TcpStream) -> (ErrorCode, String) {
+async fn error_then_close(stream: &mut Stream) -> (ErrorCode, String) {
     use tokio_util::codec::Decoder;
     let mut buf = bytes::BytesMut::new();
     let mut codec = wharf_proto::FrameCodec::<FtpReply>::new();
     let mut tmp = [0u8; 4096];
+    stream.flush().await.expect("flush");
     loop {
         let n = stream.read(&mut tmp).await.expect("read");
         buf.extend_from_slice(&tmp[..n]);
@@ -26,7 +28,7 @@ async fn error_then_close(stream: &mut TcpStream) -> (ErrorCode, String) {
         }) = codec.decode(&mut buf).expect("decode")
         {
             // Then the server closes.
-            let rest = stream.read(&mut tmp).await.expect("read");
+            let rest = stream.read(&mut tmp).await.unwrap_or(0);
             assert_eq!(rest, 0, "connection closed after the error");
             return (e.code, e.message);
         }
@@ -39,7 +41,7 @@ async fn garbage_and_oversized_headers_get_an_error_and_the_server_serves_on() {
     let srv = spawn().await;
     srv.add_user("alice", None, "ftp").await;
 
-    let mut s = TcpStream::connect(&srv.addr).await.expect("connect");
+    let mut s = connect(&srv.addr).await;
     s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
         .await
         .expect("write");
@@ -47,19 +49,19 @@ async fn garbage_and_oversized_headers_get_an_error_and_the_server_serves_on() {
     assert_eq!(code, ErrorCode::HeaderTooLarge);
     assert!(msg.contains("over the 65536-byte limit"), "{msg}");
 
-    let mut s = TcpStream::connect(&srv.addr).await.expect("connect");
+    let mut s = connect(&srv.addr).await;
     s.write_all(&[0, 0, 0, 5]).await.expect("write");
     s.write_all(b"hello").await.expect("write");
     assert_eq!(error_then_close(&mut s).await.0, ErrorCode::InvalidFrame);
 
-    let mut s = TcpStream::connect(&srv.addr).await.expect("connect");
+    let mut s = connect(&srv.addr).await;
     s.write_all(&[0, 0, 0, 4, 0xff, 0xfe, 0xfd, 0xfc])
         .await
         .expect("write");
     assert_eq!(error_then_close(&mut s).await.0, ErrorCode::InvalidFrame);
 
     // A header claiming a 1 MiB header, never sent: refused before it is buffered.
-    let mut s = TcpStream::connect(&srv.addr).await.expect("connect");
+    let mut s = connect(&srv.addr).await;
     s.write_all(&(1u32 << 20).to_be_bytes())
         .await
         .expect("write");
@@ -81,6 +83,7 @@ async fn unknown_ops_and_requests_before_login_are_refused_without_closing() {
     weird.extend_from_slice(header);
     weird.extend_from_slice(b"abc");
     conn.get_mut().write_all(&weird).await.expect("write");
+    conn.get_mut().flush().await.expect("flush");
     match raw_recv(&mut conn).await {
         Some(FtpReply::Error(e)) => assert_eq!(e.code, ErrorCode::UnknownOp),
         other => panic!("{other:?}"),
@@ -132,9 +135,9 @@ async fn silent_clients_time_out_and_crowds_from_one_address_are_refused() {
     })
     .await;
     srv.add_user("alice", None, "ftp").await;
-    let mut a = TcpStream::connect(&srv.addr).await.expect("connect");
-    let _b = TcpStream::connect(&srv.addr).await.expect("connect");
-    let mut c = TcpStream::connect(&srv.addr).await.expect("connect");
+    let mut a = connect(&srv.addr).await;
+    let _b = connect(&srv.addr).await;
+    let mut c = connect(&srv.addr).await;
     let (code, _) = error_then_close(&mut c).await;
     assert_eq!(code, ErrorCode::Busy);
     let (code, msg) = error_then_close(&mut a).await;

@@ -9,7 +9,8 @@ use anyhow::{Context, Result};
 use clap::Parser;
 use wharf_chat::server::ChatArgs;
 use wharf_core::cli::{DatabaseArgs, LimitArgs, init_tracing, run_main};
-use wharf_core::server::cancel_on_signal;
+use wharf_core::server::{Listener, cancel_on_signal};
+use wharf_core::tls::ServerTlsArgs;
 use wharf_exec::server::{ExecArgs, ExecConfig, check_sandbox};
 use wharf_ftp::server::{FtpArgs, FtpServer};
 
@@ -57,6 +58,8 @@ struct Args {
     chat: ChatArgs,
     #[command(flatten)]
     exec: ExecArgs,
+    #[command(flatten)]
+    tls: ServerTlsArgs,
 }
 
 fn main() -> ExitCode {
@@ -118,6 +121,7 @@ async fn serve(args: Args) -> Result<()> {
         .open_quietly()
         .await
         .with_context(|| format!("cannot open the database {url}"))?;
+    let tls = args.tls.load(&args.database.data_dir)?;
 
     let in_use = |what: &str, addr: &str| {
         format!(
@@ -169,6 +173,14 @@ async fn serve(args: Args) -> Result<()> {
             config.runs_as()
         );
     }
+    match &tls {
+        Some(tls) => println!(
+            "TLS on, certificate {}\n  SHA-256 fingerprint {}",
+            tls.cert_path.display(),
+            tls.fingerprint
+        ),
+        None => println!("TLS OFF (--no-tls): everything crosses the network in clear"),
+    }
     println!(
         "database {url}; homes under {}",
         args.database.data_dir.join("homes").display()
@@ -196,6 +208,7 @@ async fn serve(args: Args) -> Result<()> {
     let ftp_task = async {
         if let Some(listener) = ftp {
             let server = FtpServer::new(auth.clone(), ftp_config);
+            let listener = Listener::new(listener, tls.clone());
             wharf_ftp::server::run(listener, server, shutdown.clone()).await;
         }
         Ok(())
@@ -203,6 +216,7 @@ async fn serve(args: Args) -> Result<()> {
     let chat_task = async {
         let r = match chat {
             Some((listener, udp)) => {
+                let listener = Listener::new(listener, tls.clone());
                 wharf_chat::server::run(listener, udp, auth.clone(), chat_config, shutdown.clone())
                     .await
                     .context("chat stopped")
@@ -214,6 +228,7 @@ async fn serve(args: Args) -> Result<()> {
     let exec_task = async {
         let r = match exec {
             Some((listener, config)) => {
+                let listener = Listener::new(listener, tls.clone());
                 wharf_exec::server::run(listener, auth.clone(), config, shutdown.clone())
                     .await
                     .context("remote exec stopped")

@@ -11,6 +11,7 @@ use clap::{Parser, Subcommand};
 use tokio::io::AsyncBufReadExt;
 use wharf_chat::client::{ChatClient, Event};
 use wharf_core::cli::{client_password, client_user, run_main};
+use wharf_core::tls::ClientTlsArgs;
 use wharf_proto::chat::{ChatMessage, PresenceChange};
 
 const AFTER_HELP: &str = "\
@@ -43,6 +44,8 @@ struct Args {
     /// Chat over UDP (the login still goes over TCP).
     #[arg(long)]
     udp: bool,
+    #[command(flatten)]
+    tls: ClientTlsArgs,
     #[command(subcommand)]
     command: Option<Cmd>,
 }
@@ -76,11 +79,12 @@ fn main() -> ExitCode {
 
 async fn run(args: Args) -> Result<ExitCode> {
     let user = client_user(args.user.clone())?;
+    let tls = args.tls.tls()?;
     let password = client_password(&user, &args.server)?;
     let connected = if args.udp {
-        ChatClient::connect_udp(&args.server, &user, &password).await
+        ChatClient::connect_udp(&args.server, &tls, &user, &password).await
     } else {
-        ChatClient::connect(&args.server, &user, &password).await
+        ChatClient::connect(&args.server, &tls, &user, &password).await
     };
     let mut client =
         connected.with_context(|| format!("cannot log in to {} as {user}", args.server))?;

@@ -7,7 +7,8 @@ use anyhow::{Context, Result};
 use clap::Parser;
 use wharf_chat::server::{ChatArgs, bind, run};
 use wharf_core::cli::{DatabaseArgs, LimitArgs, init_tracing, run_main};
-use wharf_core::server::cancel_on_signal;
+use wharf_core::server::{Listener, cancel_on_signal};
+use wharf_core::tls::ServerTlsArgs;
 
 /// Wharf chat server: rooms, direct messages and history, over TCP and UDP
 /// on one port.
@@ -27,6 +28,8 @@ struct Args {
     limits: LimitArgs,
     #[command(flatten)]
     chat: ChatArgs,
+    #[command(flatten)]
+    tls: ServerTlsArgs,
 }
 
 fn main() -> ExitCode {
@@ -45,6 +48,7 @@ async fn serve(args: Args) -> Result<()> {
         .open()
         .await
         .with_context(|| format!("cannot open the database {url}"))?;
+    let tls = args.tls.load(&args.database.data_dir)?;
     let (listener, udp) = bind(&args.listen).await.with_context(|| {
         format!(
             "cannot listen on {} (TCP and UDP); is the port in use? pick another with --listen",
@@ -56,7 +60,7 @@ async fn serve(args: Args) -> Result<()> {
     let shutdown = cancel_on_signal(|| {
         tracing::info!("shutting down: sessions are told, history is written out")
     });
-    run(listener, udp, auth, config, shutdown).await?;
+    run(Listener::new(listener, tls), udp, auth, config, shutdown).await?;
     store.close().await;
     tracing::info!("stopped");
     Ok(())

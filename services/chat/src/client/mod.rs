@@ -13,14 +13,13 @@ use std::collections::VecDeque;
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
-use tokio::net::TcpStream;
 use tokio::time::Instant;
-use tokio_util::codec::Framed;
+use wharf_core::client::{Session, SessionError, open_session};
+use wharf_core::tls::{ClientTls, TlsError};
 use wharf_proto::chat::{
     ChatMessage, ChatReply, ChatRequest, PresenceChange, RoomInfo, UdpSessionGrant,
 };
-use wharf_proto::message::{ClientHello, Login};
-use wharf_proto::{ErrorCode, Frame, FrameCodec, Outbound, PROTOCOL_VERSION, Password, ProtoError};
+use wharf_proto::{ErrorCode, Frame, Outbound, Password, ProtoError};
 
 use udp::UdpLink;
 
@@ -31,14 +30,9 @@ const TCP_KEEPALIVE: Duration = Duration::from_secs(60);
 /// What can go wrong on the client side.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
-    /// No connection could be made.
-    #[error("cannot connect to {addr}: {source}; is wharf-chatd running there?")]
-    Connect {
-        /// Where.
-        addr: String,
-        /// Why.
-        source: std::io::Error,
-    },
+    /// No connection could be made, or the server is not trusted.
+    #[error("{0}")]
+    Connect(#[source] TlsError),
     /// The server refused the request, or ended the session.
     #[error("{message}")]
     Server {
@@ -82,6 +76,18 @@ impl ClientError {
     }
 }
 
+impl From<SessionError> for ClientError {
+    fn from(e: SessionError) -> Self {
+        match e {
+            SessionError::Connect(e) => ClientError::Connect(e),
+            SessionError::Server { code, message } => ClientError::Server { code, message },
+            SessionError::Protocol(e) => ClientError::Protocol(e),
+            SessionError::Closed => ClientError::Closed,
+            SessionError::Unexpected(what) => ClientError::Unexpected(what),
+        }
+    }
+}
+
 type Result<T> = std::result::Result<T, ClientError>;
 
 /// Something that happened in a room, or a direct message.
@@ -121,7 +127,7 @@ pub struct Members {
 }
 
 enum Link {
-    Tcp(Framed<TcpStream, FrameCodec<ChatReply>>),
+    Tcp(Session<ChatReply>),
     Udp(Box<UdpLink>),
 }
 
@@ -173,46 +179,23 @@ fn unexpected(reply: &ChatReply) -> ClientError {
 /// Opens a logged-in TCP connection.
 async fn tcp_login(
     addr: &str,
+    tls: &ClientTls,
     user: &str,
     password: &Password,
-) -> Result<Framed<TcpStream, FrameCodec<ChatReply>>> {
-    let stream = TcpStream::connect(addr)
-        .await
-        .map_err(|source| ClientError::Connect {
-            addr: addr.to_owned(),
-            source,
-        })?;
-    let _ = stream.set_nodelay(true);
-    let mut conn = Framed::new(stream, FrameCodec::new());
-    let hello = ChatRequest::Hello(ClientHello {
-        version: PROTOCOL_VERSION,
-        client: format!("wharf-chat/{}", env!("CARGO_PKG_VERSION")),
-    });
-    match tcp_exchange(&mut conn, hello).await? {
-        ChatReply::Hello(_) => {}
-        other => return Err(unexpected(&other)),
-    }
-    let login = ChatRequest::Login(Login {
-        user: user.to_owned(),
-        password: password.clone(),
-    });
-    match tcp_exchange(&mut conn, login).await? {
-        ChatReply::LoginOk(_) => Ok(conn),
-        other => Err(unexpected(&other)),
-    }
+) -> Result<Session<ChatReply>> {
+    let client = format!("wharf-chat/{}", env!("CARGO_PKG_VERSION"));
+    let (conn, _) = open_session(addr, "wharf-chatd", &client, tls, user, password).await?;
+    Ok(conn)
 }
 
-async fn tcp_send(
-    conn: &mut Framed<TcpStream, FrameCodec<ChatReply>>,
-    req: ChatRequest,
-) -> Result<()> {
+async fn tcp_send(conn: &mut Session<ChatReply>, req: ChatRequest) -> Result<()> {
     conn.send(Outbound::msg(req)).await.map_err(|e| match e {
         ProtoError::Io(_) => ClientError::Closed,
         other => ClientError::Protocol(other),
     })
 }
 
-async fn tcp_recv(conn: &mut Framed<TcpStream, FrameCodec<ChatReply>>) -> Result<ChatReply> {
+async fn tcp_recv(conn: &mut Session<ChatReply>) -> Result<ChatReply> {
     match conn.next().await {
         None => Err(ClientError::Closed),
         Some(Err(e)) => Err(e.into()),
@@ -225,10 +208,7 @@ async fn tcp_recv(conn: &mut Framed<TcpStream, FrameCodec<ChatReply>>) -> Result
 }
 
 /// One request and its reply, before any room traffic can arrive.
-async fn tcp_exchange(
-    conn: &mut Framed<TcpStream, FrameCodec<ChatReply>>,
-    req: ChatRequest,
-) -> Result<ChatReply> {
+async fn tcp_exchange(conn: &mut Session<ChatReply>, req: ChatRequest) -> Result<ChatReply> {
     tcp_send(conn, req).await?;
     match tcp_recv(conn).await? {
         ChatReply::Error(e) => Err(server_error(e)),
@@ -239,12 +219,14 @@ async fn tcp_exchange(
 /// Asks a logged-in TCP connection for a UDP session, then says goodbye.
 async fn udp_grant(
     addr: &str,
+    tls: &ClientTls,
     user: &str,
     password: &Password,
 ) -> Result<(UdpSessionGrant, std::net::SocketAddr)> {
-    let mut conn = tcp_login(addr, user, password).await?;
+    let mut conn = tcp_login(addr, tls, user, password).await?;
     let server = conn
         .get_ref()
+        .tcp()
         .peer_addr()
         .map_err(|source| ClientError::Io {
             context: "cannot read the server's address".into(),
@@ -259,9 +241,15 @@ async fn udp_grant(
 }
 
 impl ChatClient {
-    /// Connects over TCP to `addr`, says hello and logs in.
-    pub async fn connect(addr: &str, user: &str, password: &Password) -> Result<ChatClient> {
-        let conn = tcp_login(addr, user, password).await?;
+    /// Connects over TCP to `addr` (verifying it as `tls` says), says
+    /// hello and logs in.
+    pub async fn connect(
+        addr: &str,
+        tls: &ClientTls,
+        user: &str,
+        password: &Password,
+    ) -> Result<ChatClient> {
+        let conn = tcp_login(addr, tls, user, password).await?;
         Ok(ChatClient {
             link: Link::Tcp(conn),
             user: user.to_owned(),
@@ -270,10 +258,16 @@ impl ChatClient {
         })
     }
 
-    /// Logs in over TCP to `addr`, takes a UDP session and continues over
-    /// UDP to the same address.
-    pub async fn connect_udp(addr: &str, user: &str, password: &Password) -> Result<ChatClient> {
-        let link = UdpLink::open(addr, user, password).await?;
+    /// Logs in over TCP to `addr` (verifying it as `tls` says), takes a
+    /// UDP session and continues over UDP to the same address: datagrams
+    /// sealed with the session key the TLS connection carried.
+    pub async fn connect_udp(
+        addr: &str,
+        tls: &ClientTls,
+        user: &str,
+        password: &Password,
+    ) -> Result<ChatClient> {
+        let link = UdpLink::open(addr, tls, user, password).await?;
         Ok(ChatClient {
             link: Link::Udp(Box::new(link)),
             user: user.to_owned(),

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use tokio::net::UdpSocket;
 use tokio::time::Instant;
+use wharf_core::tls::ClientTls;
 use wharf_proto::Password;
 use wharf_proto::chat::{ChatReply, ChatRequest, UdpSessionGrant};
 use wharf_proto::datagram::{
@@ -29,6 +30,7 @@ pub(super) struct UdpLink {
     last_sent: Instant,
     last_heard: Instant,
     addr: String,
+    tls: ClientTls,
     user: String,
     password: Password,
     rooms: Vec<String>,
@@ -57,8 +59,13 @@ pub(super) fn check_fits(req: &ChatRequest) -> Result<()> {
 
 impl UdpLink {
     /// Logs in over TCP for a session, then checks that UDP gets through.
-    pub(super) async fn open(addr: &str, user: &str, password: &Password) -> Result<UdpLink> {
-        let (grant, server) = udp_grant(addr, user, password).await?;
+    pub(super) async fn open(
+        addr: &str,
+        tls: &ClientTls,
+        user: &str,
+        password: &Password,
+    ) -> Result<UdpLink> {
+        let (grant, server) = udp_grant(addr, tls, user, password).await?;
         let local = if server.is_ipv4() {
             "0.0.0.0:0"
         } else {
@@ -84,6 +91,7 @@ impl UdpLink {
             last_sent: now,
             last_heard: now,
             addr: addr.to_owned(),
+            tls: tls.clone(),
             user: user.to_owned(),
             password: password.clone(),
             rooms: Vec::new(),
@@ -197,7 +205,7 @@ impl UdpLink {
             return Ok(());
         }
         tracing::info!("the UDP session expired; taking a new one");
-        let (grant, _) = udp_grant(&self.addr, &self.user, &self.password).await?;
+        let (grant, _) = udp_grant(&self.addr, &self.tls, &self.user, &self.password).await?;
         self.adopt(&grant)?;
         self.handshake().await?;
         for room in self.rooms.clone() {

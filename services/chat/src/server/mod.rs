@@ -11,11 +11,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use tokio::net::{TcpListener, TcpStream, UdpSocket};
+use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use wharf_core::Authenticator;
-use wharf_core::server::{Handler, Limits, Rejection, serve};
+use wharf_core::server::{Handler, Limits, Listener, serve};
+use wharf_core::tls::Stream;
 use wharf_proto::datagram::SessionId;
 
 pub use bucket::Rate;
@@ -141,15 +142,11 @@ pub(crate) struct ChatServer {
 impl Handler for ChatServer {
     async fn handle(
         self: Arc<Self>,
-        stream: TcpStream,
+        stream: Stream,
         peer: SocketAddr,
         shutdown: CancellationToken,
     ) {
         tcp::run(self, stream, peer, shutdown).await;
-    }
-
-    async fn reject(self: Arc<Self>, stream: TcpStream, why: Rejection) {
-        tcp::reject(stream, why).await;
     }
 }
 
@@ -174,7 +171,7 @@ pub async fn bind(addr: &str) -> std::io::Result<(TcpListener, UdpSocket)> {
 /// every session and writes out the message history. Fails only when the
 /// database cannot be read at start.
 pub async fn run(
-    listener: TcpListener,
+    listener: Listener,
     udp: UdpSocket,
     auth: Authenticator,
     config: ChatConfig,

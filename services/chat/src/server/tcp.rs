@@ -10,14 +10,13 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use futures_util::StreamExt;
 use tokio::io::AsyncWriteExt;
-use tokio::net::TcpStream;
-use tokio::net::tcp::OwnedWriteHalf;
+use tokio::io::WriteHalf;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::codec::FramedRead;
 use tokio_util::sync::CancellationToken;
 use wharf_core::Service;
-use wharf_core::server::Rejection;
+use wharf_core::tls::Stream;
 use wharf_proto::chat::{ChatReply, ChatRequest, PresenceChange};
 use wharf_proto::datagram::encode_frame;
 use wharf_proto::message::{ErrorReply, LoginOk, ServerHello};
@@ -51,16 +50,6 @@ fn encode(reply: &ChatReply) -> Option<Bytes> {
     }
 }
 
-/// Sends one error frame to a client turned away before its session.
-pub(super) async fn reject(mut stream: TcpStream, why: Rejection) {
-    let message = match why {
-        Rejection::TooManyFromIp => "too many connections from your address; close some and retry",
-    };
-    if let Some(frame) = encode(&error_frame(ErrorCode::Busy, message)) {
-        let _ = tokio::time::timeout(Duration::from_secs(1), stream.write_all(&frame)).await;
-    }
-}
-
 struct Session {
     server: Arc<ChatServer>,
     peer: SocketAddr,
@@ -87,12 +76,12 @@ enum Flow {
 
 pub(super) async fn run(
     server: Arc<ChatServer>,
-    stream: TcpStream,
+    stream: Stream,
     peer: SocketAddr,
     shutdown: CancellationToken,
 ) {
     let limits = server.config.limits.clone();
-    let (rd, wr) = stream.into_split();
+    let (rd, wr) = tokio::io::split(stream);
     let (tx, rx) = mpsc::channel(server.config.member_queue.max(1));
     let kill = CancellationToken::new();
     let writer = tokio::spawn(write_forever(wr, rx, kill.clone()));
@@ -358,7 +347,7 @@ impl Session {
 /// the hub pulls `kill` (the client reads too slowly), a last notice is
 /// tried and the connection closes.
 async fn write_forever(
-    mut wr: OwnedWriteHalf,
+    mut wr: WriteHalf<Stream>,
     mut rx: mpsc::Receiver<Bytes>,
     kill: CancellationToken,
 ) {
@@ -391,18 +380,23 @@ async fn write_forever(
         tokio::select! {
             // Mid-frame: the stream cannot take a notice any more; just close.
             _ = kill.cancelled() => break,
-            r = wr.write_all(&data) => if r.is_err() { break },
+            // Under TLS the record may wait in the TLS layer: flush it out.
+            r = async { wr.write_all(&data).await?; wr.flush().await } => if r.is_err() { break },
         }
     }
     let _ = tokio::time::timeout(Duration::from_secs(1), wr.shutdown()).await;
 }
 
-async fn notify_dropped(wr: &mut OwnedWriteHalf) {
+async fn notify_dropped(wr: &mut WriteHalf<Stream>) {
     let notice = error_frame(
         ErrorCode::SlowConsumer,
         "you were disconnected: messages arrived faster than you read them; reconnect and use history to catch up",
     );
     if let Some(frame) = encode(&notice) {
-        let _ = tokio::time::timeout(Duration::from_secs(1), wr.write_all(&frame)).await;
+        let _ = tokio::time::timeout(Duration::from_secs(1), async {
+            wr.write_all(&frame).await?;
+            wr.flush().await
+        })
+        .await;
     }
 }

@@ -6,13 +6,15 @@ use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use tempfile::TempDir;
-use tokio::net::{TcpStream, UdpSocket};
+use tokio::net::UdpSocket;
 use tokio::task::JoinHandle;
 use tokio_util::codec::Framed;
 use tokio_util::sync::CancellationToken;
 use wharf_chat::client::{ChatClient, Event};
 use wharf_chat::server::{ChatConfig, bind, run};
+use wharf_core::server::Listener;
 use wharf_core::store::NewUser;
+use wharf_core::tls::{ClientTls, ServerTls, Stream};
 use wharf_core::{AuthConfig, Authenticator, Password, Store, User};
 use wharf_proto::chat::{ChatMessage, ChatReply, ChatRequest, UdpSessionGrant};
 use wharf_proto::datagram::{self, Direction, Key, MAX_DATAGRAM, SessionId};
@@ -32,6 +34,33 @@ pub struct TestServer {
     pub config: ChatConfig,
     pub shutdown: CancellationToken,
     pub task: JoinHandle<()>,
+}
+
+/// One certificate per test binary: the servers serve it, the clients
+/// trust it (`--ca`).
+pub fn tls() -> &'static (ServerTls, ClientTls, std::path::PathBuf) {
+    static TLS: std::sync::OnceLock<(ServerTls, ClientTls, std::path::PathBuf)> =
+        std::sync::OnceLock::new();
+    TLS.get_or_init(|| {
+        let dir = tempfile::tempdir().expect("temp dir").keep();
+        let server = ServerTls::made_in(&dir, &[]).expect("certificate");
+        let cert = wharf_core::tls::server::made_cert_path(&dir);
+        let client = ClientTls::trusting(&cert).expect("trust");
+        (server, client, cert)
+    })
+}
+
+/// The client side of [`tls`].
+pub fn client_tls() -> &'static ClientTls {
+    &tls().1
+}
+
+/// A TCP+TLS connection to `addr`, nothing sent yet.
+pub async fn connect(addr: &str) -> Stream {
+    client_tls()
+        .connect(addr, "wharf-chatd")
+        .await
+        .expect("connect")
 }
 
 pub async fn spawn() -> TestServer {
@@ -55,6 +84,7 @@ async fn start(dir: TempDir, url: String, config: ChatConfig) -> TestServer {
     let token = shutdown.clone();
     let cfg = config.clone();
     let task = tokio::spawn(async move {
+        let listener = Listener::new(listener, Some(tls().0.clone()));
         run(listener, udp, auth, cfg, token)
             .await
             .expect("chat server");
@@ -90,13 +120,13 @@ impl TestServer {
     }
 
     pub async fn client(&self, name: &str) -> ChatClient {
-        ChatClient::connect(&self.addr, name, &Password::new(PW))
+        ChatClient::connect(&self.addr, client_tls(), name, &Password::new(PW))
             .await
             .expect("connect and log in")
     }
 
     pub async fn udp_client(&self, name: &str) -> ChatClient {
-        ChatClient::connect_udp(&self.addr, name, &Password::new(PW))
+        ChatClient::connect_udp(&self.addr, client_tls(), name, &Password::new(PW))
             .await
             .expect("connect over UDP")
     }
@@ -138,15 +168,14 @@ pub async fn quiet(client: &mut ChatClient, wait: Duration) {
     }
 }
 
-pub type RawConn = Framed<TcpStream, FrameCodec<ChatReply>>;
+pub type RawConn = Framed<Stream, FrameCodec<ChatReply>>;
 
 /// A raw TCP connection, logged in.
 pub async fn raw_login(addr: &str, user: &str) -> RawConn {
-    let stream = TcpStream::connect(addr).await.expect("connect");
-    raw_login_on(stream, user).await
+    raw_login_on(connect(addr).await, user).await
 }
 
-pub async fn raw_login_on(stream: TcpStream, user: &str) -> RawConn {
+pub async fn raw_login_on(stream: Stream, user: &str) -> RawConn {
     let mut conn = Framed::new(stream, FrameCodec::new());
     let hello = ChatRequest::Hello(ClientHello {
         version: PROTOCOL_VERSION,

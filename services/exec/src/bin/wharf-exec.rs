@@ -15,6 +15,7 @@ use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::mpsc;
 use wharf_core::Password;
 use wharf_core::cli::{client_password, client_user, run_main};
+use wharf_core::tls::{ClientTls, ClientTlsArgs};
 use wharf_exec::client::{ClientError, ExecClient, Outcome, Streams};
 use wharf_proto::exec::SignalName;
 
@@ -65,6 +66,8 @@ struct Args {
     /// Give the command no input instead of this terminal's or pipe's.
     #[arg(short = 'n', long)]
     no_stdin: bool,
+    #[command(flatten)]
+    tls: ClientTlsArgs,
     /// The command line to run; without it, a prompt.
     #[arg(last = true, value_name = "COMMAND")]
     command: Vec<String>,
@@ -77,12 +80,13 @@ fn main() -> ExitCode {
 
 async fn run(args: Args) -> Result<ExitCode> {
     let user = client_user(args.user.clone())?;
+    let tls = args.tls.tls()?;
     let password = client_password(&user, &args.server)?;
-    let client = ExecClient::connect(&args.server, &user, &password)
+    let client = ExecClient::connect(&args.server, &tls, &user, &password)
         .await
         .with_context(|| format!("cannot log in to {} as {user}", args.server))?;
     if args.command.is_empty() {
-        return prompt(client, &args, &user, &password).await;
+        return prompt(client, &args, &tls, &user, &password).await;
     }
     one_shot(client, &args.command.join(" "), !args.no_stdin).await
 }
@@ -243,6 +247,7 @@ fn line_reader() -> mpsc::Receiver<Input> {
 async fn prompt(
     mut client: ExecClient,
     args: &Args,
+    tls: &ClientTls,
     user: &str,
     password: &Password,
 ) -> Result<ExitCode> {
@@ -284,7 +289,7 @@ async fn prompt(
             break;
         }
         if !connected {
-            client = ExecClient::connect(&args.server, user, password)
+            client = ExecClient::connect(&args.server, tls, user, password)
                 .await
                 .with_context(|| format!("cannot log in to {} again", args.server))?;
             connected = true;

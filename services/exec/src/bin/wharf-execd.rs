@@ -7,7 +7,8 @@ use std::process::ExitCode;
 use anyhow::{Context, Result};
 use clap::Parser;
 use wharf_core::cli::{DatabaseArgs, LimitArgs, init_tracing, run_main};
-use wharf_core::server::cancel_on_signal;
+use wharf_core::server::{Listener, cancel_on_signal};
+use wharf_core::tls::ServerTlsArgs;
 use wharf_exec::server::{ExecArgs, run};
 
 /// Wharf remote-exec server: users with the exec right run command lines in
@@ -28,6 +29,8 @@ struct Args {
     limits: LimitArgs,
     #[command(flatten)]
     exec: ExecArgs,
+    #[command(flatten)]
+    tls: ServerTlsArgs,
 }
 
 fn main() -> ExitCode {
@@ -48,6 +51,7 @@ async fn serve(args: Args) -> Result<()> {
         .open()
         .await
         .with_context(|| format!("cannot open the database {url}"))?;
+    let tls = args.tls.load(&args.database.data_dir)?;
     let listener = tokio::net::TcpListener::bind(&args.listen)
         .await
         .with_context(|| {
@@ -61,7 +65,7 @@ async fn serve(args: Args) -> Result<()> {
     tracing::info!(%addr, database = %url, commands_run_as = %runs_as, "wharf-execd {} serving remote exec", env!("CARGO_PKG_VERSION"));
     let shutdown =
         cancel_on_signal(|| tracing::info!("shutting down: running commands are killed"));
-    run(listener, auth, config, shutdown).await?;
+    run(Listener::new(listener, tls), auth, config, shutdown).await?;
     store.close().await;
     tracing::info!("stopped");
     Ok(())

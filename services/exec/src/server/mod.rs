@@ -13,10 +13,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 use wharf_core::Authenticator;
-use wharf_core::server::{Handler, Limits, Rejection, Slots, serve};
+use wharf_core::server::{Handler, Limits, Listener, Slots, serve};
+use wharf_core::tls::Stream;
 
 use crate::launch::Launch;
 
@@ -96,15 +96,11 @@ pub(crate) struct ExecServer {
 impl Handler for ExecServer {
     async fn handle(
         self: Arc<Self>,
-        stream: TcpStream,
+        stream: Stream,
         peer: SocketAddr,
         shutdown: CancellationToken,
     ) {
         session::run(self, stream, peer, shutdown).await;
-    }
-
-    async fn reject(self: Arc<Self>, stream: TcpStream, why: Rejection) {
-        session::reject(stream, why).await;
     }
 }
 
@@ -265,7 +261,7 @@ async fn check_with(
 /// are then killed, their sessions told, and the home scans they started
 /// finish. Fails at once when the launcher does not work.
 pub async fn run(
-    listener: TcpListener,
+    listener: Listener,
     auth: Authenticator,
     config: ExecConfig,
     shutdown: CancellationToken,

@@ -16,17 +16,16 @@ use bytes::{Bytes, BytesMut};
 use futures_util::StreamExt;
 use rustix::process::geteuid;
 use tokio::io::AsyncWriteExt;
-use tokio::net::TcpStream;
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::io::{ReadHalf, WriteHalf};
 use tokio::process::ChildStdin;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::codec::{Encoder, FramedRead};
 use tokio_util::sync::CancellationToken;
 use wharf_core::owner::{Owner, ensure_owned};
-use wharf_core::server::Rejection;
 use wharf_core::size::format_size;
 use wharf_core::store::ExecRecord;
+use wharf_core::tls::Stream;
 use wharf_core::{Service, User};
 use wharf_proto::exec::{ExecReply, ExecRequest, MAX_COMMAND_BYTES, MAX_STDIN_CHUNK};
 use wharf_proto::message::{ErrorReply, LoginOk, ServerHello};
@@ -42,7 +41,7 @@ const STDIN_QUEUE: usize = 4;
 /// How long the final frame of a session may take to write.
 const LAST_WORDS: Duration = Duration::from_secs(5);
 
-type Frames = FramedRead<OwnedReadHalf, FrameCodec<ExecRequest>>;
+type Frames = FramedRead<ReadHalf<Stream>, FrameCodec<ExecRequest>>;
 
 fn error(code: ErrorCode, message: impl Into<String>) -> ExecReply {
     ExecReply::Error(ErrorReply::new(code, message))
@@ -51,7 +50,7 @@ fn error(code: ErrorCode, message: impl Into<String>) -> ExecReply {
 /// The writing half: whole frames, or nothing more once a write failed or
 /// was cut short (the stream would be out of step).
 struct Out {
-    wr: OwnedWriteHalf,
+    wr: WriteHalf<Stream>,
     codec: FrameCodec<ExecRequest>,
     head: BytesMut,
     broken: bool,
@@ -73,6 +72,8 @@ impl Out {
         self.encode(reply, 0)?;
         self.broken = true;
         self.wr.write_all(&self.head).await?;
+        // Under TLS the record may wait in the TLS layer: push it out.
+        self.wr.flush().await?;
         self.broken = false;
         Ok(())
     }
@@ -110,24 +111,10 @@ impl Out {
             self.wr.write_all(&self.head).await?;
             self.wr.write_all(&buf[HEAD_ROOM..]).await?;
         }
+        self.wr.flush().await?;
         self.broken = false;
         Ok(n)
     }
-}
-
-/// Sends one error frame to a client turned away before its session.
-pub(super) async fn reject(stream: TcpStream, why: Rejection) {
-    let message = match why {
-        Rejection::TooManyFromIp => "too many connections from your address; close some and retry",
-    };
-    let (_, wr) = stream.into_split();
-    let mut out = Out {
-        wr,
-        codec: FrameCodec::new(),
-        head: BytesMut::new(),
-        broken: false,
-    };
-    out.last(error(ErrorCode::Busy, message)).await;
 }
 
 enum State {
@@ -163,12 +150,12 @@ struct Session {
 
 pub(super) async fn run(
     server: Arc<ExecServer>,
-    stream: TcpStream,
+    stream: Stream,
     peer: SocketAddr,
     shutdown: CancellationToken,
 ) {
     let limits = server.config.limits.clone();
-    let (rd, wr) = stream.into_split();
+    let (rd, wr) = tokio::io::split(stream);
     let mut frames = FramedRead::with_capacity(
         rd,
         FrameCodec::<ExecRequest>::new().max_body(MAX_STDIN_CHUNK),

@@ -7,11 +7,12 @@ use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use tempfile::TempDir;
-use tokio::net::TcpStream;
 use tokio::task::JoinHandle;
 use tokio_util::codec::Framed;
 use tokio_util::sync::CancellationToken;
+use wharf_core::server::Listener;
 use wharf_core::store::NewUser;
+use wharf_core::tls::{ClientTls, ServerTls, Stream};
 use wharf_core::{AuthConfig, Authenticator, Password, Store, User};
 use wharf_exec::client::ExecClient;
 use wharf_exec::server::{ExecConfig, run};
@@ -31,6 +32,32 @@ pub struct TestServer {
     pub store: Store,
     pub shutdown: CancellationToken,
     pub task: JoinHandle<()>,
+}
+
+/// One certificate per test binary: the servers serve it, the clients
+/// trust it (`--ca`).
+pub fn tls() -> &'static (ServerTls, ClientTls, PathBuf) {
+    static TLS: std::sync::OnceLock<(ServerTls, ClientTls, PathBuf)> = std::sync::OnceLock::new();
+    TLS.get_or_init(|| {
+        let dir = tempfile::tempdir().expect("temp dir").keep();
+        let server = ServerTls::made_in(&dir, &[]).expect("certificate");
+        let cert = wharf_core::tls::server::made_cert_path(&dir);
+        let client = ClientTls::trusting(&cert).expect("trust");
+        (server, client, cert)
+    })
+}
+
+/// The client side of [`tls`].
+pub fn client_tls() -> &'static ClientTls {
+    &tls().1
+}
+
+/// A TCP+TLS connection to `addr`, nothing sent yet.
+pub async fn connect(addr: &str) -> Stream {
+    client_tls()
+        .connect(addr, "the server")
+        .await
+        .expect("connect")
 }
 
 pub async fn spawn() -> TestServer {
@@ -59,6 +86,7 @@ pub async fn spawn_with(config: ExecConfig) -> TestServer {
     let shutdown = CancellationToken::new();
     let token = shutdown.clone();
     let task = tokio::spawn(async move {
+        let listener = Listener::new(listener, Some(tls().0.clone()));
         run(listener, auth, config, token)
             .await
             .expect("exec server");
@@ -116,7 +144,7 @@ impl TestServer {
     }
 
     pub async fn client(&self, name: &str) -> ExecClient {
-        ExecClient::connect(&self.addr, name, &Password::new(PW))
+        ExecClient::connect(&self.addr, client_tls(), name, &Password::new(PW))
             .await
             .expect("connect and log in")
     }
@@ -127,10 +155,10 @@ impl TestServer {
     }
 }
 
-pub type RawConn = Framed<TcpStream, FrameCodec<ExecReply>>;
+pub type RawConn = Framed<Stream, FrameCodec<ExecReply>>;
 
 pub async fn raw_login(addr: &str, user: &str) -> RawConn {
-    let stream = TcpStream::connect(addr).await.expect("connect");
+    let stream = connect(addr).await;
     let mut conn = Framed::new(stream, FrameCodec::new());
     let hello = ExecRequest::Hello(ClientHello {
         version: PROTOCOL_VERSION,

@@ -6,7 +6,8 @@ use std::process::ExitCode;
 use anyhow::{Context, Result};
 use clap::Parser;
 use wharf_core::cli::{DatabaseArgs, LimitArgs, init_tracing, run_main};
-use wharf_core::server::cancel_on_signal;
+use wharf_core::server::{Listener, cancel_on_signal};
+use wharf_core::tls::ServerTlsArgs;
 use wharf_ftp::server::{FtpArgs, FtpServer, run};
 
 /// Wharf file-transfer server: per-user homes, quotas, md5-verified and
@@ -27,6 +28,8 @@ struct Args {
     limits: LimitArgs,
     #[command(flatten)]
     ftp: FtpArgs,
+    #[command(flatten)]
+    tls: ServerTlsArgs,
 }
 
 fn main() -> ExitCode {
@@ -44,6 +47,7 @@ async fn serve(args: Args) -> Result<()> {
         .open()
         .await
         .with_context(|| format!("cannot open the database {url}"))?;
+    let tls = args.tls.load(&args.database.data_dir)?;
     let listener = tokio::net::TcpListener::bind(&args.listen)
         .await
         .with_context(|| {
@@ -58,7 +62,12 @@ async fn serve(args: Args) -> Result<()> {
     let shutdown = cancel_on_signal(|| {
         tracing::info!("shutting down: no new connections; transfers in flight may finish")
     });
-    run(listener, FtpServer::new(auth, config), shutdown).await;
+    run(
+        Listener::new(listener, tls),
+        FtpServer::new(auth, config),
+        shutdown,
+    )
+    .await;
     store.close().await;
     tracing::info!("stopped");
     Ok(())

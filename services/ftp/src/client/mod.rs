@@ -7,11 +7,10 @@
 mod transfer;
 
 use futures_util::{SinkExt, StreamExt};
-use tokio::net::TcpStream;
-use tokio_util::codec::Framed;
+use wharf_core::client::{Session, SessionError, open_session};
+use wharf_core::tls::{ClientTls, TlsError};
 use wharf_proto::ftp::{Entry, FtpReply, FtpRequest};
-use wharf_proto::message::{ClientHello, Login};
-use wharf_proto::{ErrorCode, Frame, FrameCodec, Outbound, PROTOCOL_VERSION, Password, ProtoError};
+use wharf_proto::{ErrorCode, Frame, Outbound, Password, ProtoError};
 
 pub use transfer::{NoProgress, Progress, TransferOptions, Transferred, part_path};
 
@@ -21,14 +20,9 @@ const MAX_LISTING_BYTES: u64 = 64 * 1024 * 1024;
 /// What can go wrong on the client side.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
-    /// No connection could be made.
-    #[error("cannot connect to {addr}: {source}; is wharf-ftpd running there?")]
-    Connect {
-        /// Where.
-        addr: String,
-        /// Why.
-        source: std::io::Error,
-    },
+    /// No connection could be made, or the server is not trusted.
+    #[error("{0}")]
+    Connect(#[source] TlsError),
     /// The server refused the request.
     #[error("{message}")]
     Server {
@@ -76,12 +70,24 @@ impl ClientError {
     }
 }
 
+impl From<SessionError> for ClientError {
+    fn from(e: SessionError) -> Self {
+        match e {
+            SessionError::Connect(e) => ClientError::Connect(e),
+            SessionError::Server { code, message } => ClientError::Server { code, message },
+            SessionError::Protocol(e) => ClientError::Protocol(e),
+            SessionError::Closed => ClientError::Closed,
+            SessionError::Unexpected(what) => ClientError::Unexpected(what),
+        }
+    }
+}
+
 pub(crate) type Result<T> = std::result::Result<T, ClientError>;
 
 /// A logged-in connection to wharf-ftpd.
 #[derive(Debug)]
 pub struct Client {
-    conn: Framed<TcpStream, FrameCodec<FtpReply>>,
+    conn: Session<FtpReply>,
 }
 
 pub(crate) async fn blocking<T: Send + 'static>(
@@ -93,34 +99,17 @@ pub(crate) async fn blocking<T: Send + 'static>(
 }
 
 impl Client {
-    /// Connects to `addr`, says hello and logs in.
-    pub async fn connect(addr: &str, user: &str, password: &Password) -> Result<Client> {
-        let stream = TcpStream::connect(addr)
-            .await
-            .map_err(|source| ClientError::Connect {
-                addr: addr.to_owned(),
-                source,
-            })?;
-        let _ = stream.set_nodelay(true);
-        let mut client = Client {
-            conn: Framed::new(stream, FrameCodec::new()),
-        };
-        let hello = FtpRequest::Hello(ClientHello {
-            version: PROTOCOL_VERSION,
-            client: format!("wharf-ftp/{}", env!("CARGO_PKG_VERSION")),
-        });
-        match client.request(hello).await? {
-            FtpReply::Hello(_) => {}
-            other => return Err(unexpected(&other)),
-        }
-        let login = FtpRequest::Login(Login {
-            user: user.to_owned(),
-            password: password.clone(),
-        });
-        match client.request(login).await? {
-            FtpReply::LoginOk(_) => Ok(client),
-            other => Err(unexpected(&other)),
-        }
+    /// Connects to `addr` (verifying it as `tls` says), says hello and
+    /// logs in.
+    pub async fn connect(
+        addr: &str,
+        tls: &ClientTls,
+        user: &str,
+        password: &Password,
+    ) -> Result<Client> {
+        let client = format!("wharf-ftp/{}", env!("CARGO_PKG_VERSION"));
+        let (conn, _) = open_session(addr, "wharf-ftpd", &client, tls, user, password).await?;
+        Ok(Client { conn })
     }
 
     pub(crate) async fn send(&mut self, req: FtpRequest, body_len: u64) -> Result<()> {

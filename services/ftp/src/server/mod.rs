@@ -9,10 +9,10 @@ mod upload;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 use wharf_core::home::{partial_dir, partial_target_size};
-use wharf_core::server::{Handler, Limits, Rejection, serve};
+use wharf_core::server::{Handler, Limits, Listener, serve};
+use wharf_core::tls::Stream;
 use wharf_core::{Authenticator, Store};
 
 /// Server settings.
@@ -89,7 +89,7 @@ impl FtpServer {
 impl Handler for FtpServer {
     async fn handle(
         self: Arc<Self>,
-        stream: TcpStream,
+        stream: Stream,
         peer: std::net::SocketAddr,
         shutdown: CancellationToken,
     ) {
@@ -99,16 +99,12 @@ impl Handler for FtpServer {
     fn abort(&self) {
         self.stop_now.cancel();
     }
-
-    async fn reject(self: Arc<Self>, stream: TcpStream, why: Rejection) {
-        session::reject(stream, why).await;
-    }
 }
 
 /// Serves file transfer on `listener` until `shutdown` fires, then lets
 /// sessions finish for the grace period. The caller binds the listener, so
 /// tests can use `127.0.0.1:0`.
-pub async fn run(listener: TcpListener, server: FtpServer, shutdown: CancellationToken) {
+pub async fn run(listener: Listener, server: FtpServer, shutdown: CancellationToken) {
     let server = Arc::new(server);
     let sweeper = tokio::spawn(sweep_partials_forever(
         Arc::clone(&server),

@@ -6,12 +6,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
-use tokio::net::TcpStream;
 use tokio::time::Instant;
 use tokio_util::codec::Framed;
 use tokio_util::sync::CancellationToken;
 use wharf_core::owner::Owner;
-use wharf_core::server::Rejection;
+use wharf_core::tls::Stream;
 use wharf_core::{Service, User};
 use wharf_proto::ftp::{FtpReply, FtpRequest};
 use wharf_proto::message::{ErrorReply, LoginOk, ServerHello};
@@ -21,7 +20,7 @@ use super::{FtpServer, commands, download, upload};
 use crate::error::FtpError;
 use crate::paths::{Jail, VPath};
 
-pub(super) type Conn = Framed<TcpStream, FrameCodec<FtpRequest>>;
+pub(super) type Conn = Framed<Stream, FrameCodec<FtpRequest>>;
 
 /// A logged-in user's session state.
 pub(super) struct LoggedIn {
@@ -49,23 +48,9 @@ enum Flow {
     Close,
 }
 
-/// Sends one error frame to a client turned away before its session.
-pub(super) async fn reject(stream: TcpStream, why: Rejection) {
-    let mut conn: Conn = Framed::new(stream, FrameCodec::new());
-    let message = match why {
-        Rejection::TooManyFromIp => "too many connections from your address; close some and retry",
-    };
-    let _ = conn
-        .send(Outbound::msg(FtpReply::Error(ErrorReply::new(
-            ErrorCode::Busy,
-            message,
-        ))))
-        .await;
-}
-
 pub(super) async fn run(
     server: Arc<FtpServer>,
-    stream: TcpStream,
+    stream: Stream,
     peer: SocketAddr,
     shutdown: CancellationToken,
 ) {

@@ -7,7 +7,9 @@ use tempfile::TempDir;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
+use wharf_core::server::Listener;
 use wharf_core::store::NewUser;
+use wharf_core::tls::{ClientTls, ServerTls, Stream};
 use wharf_core::{AuthConfig, Authenticator, Password, Store, User};
 use wharf_ftp::client::Client;
 use wharf_ftp::server::{FtpConfig, FtpServer, run};
@@ -21,6 +23,32 @@ pub struct TestServer {
     pub store: Store,
     pub shutdown: CancellationToken,
     pub task: JoinHandle<()>,
+}
+
+/// One certificate per test binary: the servers serve it, the clients
+/// trust it (`--ca`).
+pub fn tls() -> &'static (ServerTls, ClientTls, PathBuf) {
+    static TLS: std::sync::OnceLock<(ServerTls, ClientTls, PathBuf)> = std::sync::OnceLock::new();
+    TLS.get_or_init(|| {
+        let dir = tempfile::tempdir().expect("temp dir").keep();
+        let server = ServerTls::made_in(&dir, &[]).expect("certificate");
+        let cert = wharf_core::tls::server::made_cert_path(&dir);
+        let client = ClientTls::trusting(&cert).expect("trust");
+        (server, client, cert)
+    })
+}
+
+/// The client side of [`tls`].
+pub fn client_tls() -> &'static ClientTls {
+    &tls().1
+}
+
+/// A TCP+TLS connection to `addr`, nothing sent yet.
+pub async fn connect(addr: &str) -> Stream {
+    client_tls()
+        .connect(addr, "the server")
+        .await
+        .expect("connect")
 }
 
 pub async fn spawn() -> TestServer {
@@ -38,7 +66,7 @@ pub async fn spawn_with(config: FtpConfig) -> TestServer {
     let addr = listener.local_addr().expect("addr").to_string();
     let shutdown = CancellationToken::new();
     let task = tokio::spawn(run(
-        listener,
+        Listener::new(listener, Some(tls().0.clone())),
         FtpServer::new(auth, config),
         shutdown.clone(),
     ));
@@ -72,7 +100,7 @@ impl TestServer {
     }
 
     pub async fn client(&self, name: &str) -> Client {
-        Client::connect(&self.addr, name, &Password::new(PW))
+        Client::connect(&self.addr, client_tls(), name, &Password::new(PW))
             .await
             .expect("connect and log in")
     }
@@ -115,20 +143,16 @@ pub fn data(len: usize, seed: u64) -> Vec<u8> {
 
 use futures_util::{SinkExt, StreamExt};
 use tokio::io::AsyncWriteExt;
-use tokio::net::TcpStream;
 use tokio_util::codec::Framed;
 use wharf_proto::ftp::{FtpReply, FtpRequest};
 use wharf_proto::message::{ClientHello, Login};
 use wharf_proto::{Frame, FrameCodec, Outbound};
 
-pub type Raw = Framed<TcpStream, FrameCodec<FtpReply>>;
+pub type Raw = Framed<Stream, FrameCodec<FtpReply>>;
 
 /// A raw protocol connection, for sending what the client library never would.
 pub async fn raw(addr: &str) -> Raw {
-    Framed::new(
-        TcpStream::connect(addr).await.expect("connect"),
-        FrameCodec::new(),
-    )
+    Framed::new(connect(addr).await, FrameCodec::new())
 }
 
 pub async fn raw_send(conn: &mut Raw, req: FtpRequest, body_len: u64) {

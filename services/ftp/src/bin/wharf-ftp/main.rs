@@ -12,6 +12,7 @@ use std::process::ExitCode;
 use anyhow::{Context, Result};
 use clap::Parser;
 use wharf_core::cli::{client_password, client_user, run_main};
+use wharf_core::tls::ClientTlsArgs;
 use wharf_ftp::client::Client;
 
 use crate::commands::Cmd;
@@ -48,6 +49,8 @@ struct Args {
     /// Most bytes per second for put and get: 500K, 40M, 1G.
     #[arg(long, value_name = "RATE", value_parser = parse_rate)]
     limit_rate: Option<u64>,
+    #[command(flatten)]
+    tls: ClientTlsArgs,
     #[command(subcommand)]
     command: Option<Cmd>,
 }
@@ -63,8 +66,9 @@ fn main() -> ExitCode {
 
 async fn run(args: Args) -> Result<ExitCode> {
     let user = client_user(args.user.clone())?;
+    let tls = args.tls.tls()?;
     let password = client_password(&user, &args.server)?;
-    let mut client = Client::connect(&args.server, &user, &password)
+    let mut client = Client::connect(&args.server, &tls, &user, &password)
         .await
         .with_context(|| format!("cannot log in to {} as {user}", args.server))?;
     let ui = ui::Ui {
