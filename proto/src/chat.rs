@@ -67,6 +67,12 @@ pub enum ChatRequest {
     Ping,
     /// End the session (over UDP: end the UDP session); answered with `bye`.
     Quit,
+    /// UDP only: the answer to a `challenge`, sent from the address that
+    /// was challenged; it moves the session there.
+    Answer {
+        /// The challenge's token, as it came.
+        token: String,
+    },
 }
 
 impl Message for ChatRequest {
@@ -83,6 +89,7 @@ impl Message for ChatRequest {
         "udp_session",
         "ping",
         "quit",
+        "answer",
     ];
 }
 
@@ -225,6 +232,13 @@ pub enum ChatReply {
     Pong,
     /// Answer to `quit`.
     Bye,
+    /// UDP only: a sealed datagram came from an address this session has
+    /// not used before; the server acts on it once that address sends
+    /// `answer` with this token.
+    Challenge {
+        /// 16 random bytes, as lowercase hex.
+        token: String,
+    },
 }
 
 fn is_zero(n: &u32) -> bool {
@@ -247,6 +261,7 @@ impl Message for ChatReply {
         "udp_session",
         "pong",
         "bye",
+        "challenge",
     ];
 }
 
@@ -255,7 +270,8 @@ impl Message for ChatReply {
 pub struct UdpSessionGrant {
     /// Session id, 16 bytes as lowercase hex.
     pub session: String,
-    /// HMAC-SHA256 key, 32 random bytes as lowercase hex.
+    /// ChaCha20-Poly1305 key sealing every datagram, 32 random bytes as
+    /// lowercase hex.
     pub key: String,
     /// The session ends after this many seconds without a valid datagram.
     pub idle_timeout_secs: u64,

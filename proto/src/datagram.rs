@@ -1,24 +1,32 @@
-//! UDP datagrams of the chat service: one frame per datagram, authenticated.
+//! UDP datagrams of the chat service: one frame per datagram, sealed.
 //!
 //! ```text
 //! offset  size  field
 //! 0       1     direction: 1 client to server, 2 server to client
 //! 1       16    session id (from `udp_session`)
 //! 17      8     counter, u64 big-endian: 1, 2, 3... per direction
-//! 25      n     one frame: u32 big-endian header length + JSON header, no body
-//! 25+n    32    HMAC-SHA256 under the session key of bytes 0..25+n
+//! 25      n     one frame (u32 big-endian header length + JSON header, no
+//!               body), encrypted with ChaCha20-Poly1305 under the session key
+//! 25+n    16    Poly1305 tag over bytes 0..25 (as associated data) and the
+//!               encrypted frame
 //! ```
 //!
+//! The nonce is 12 bytes: three zero bytes, the direction byte, and the
+//! counter (big-endian). Each side counts its own datagrams from 1 and never
+//! reuses a counter, so a key and nonce never seal twice. The frame's text
+//! is as private as over TLS; the session id and counter travel in clear,
+//! authenticated.
+//!
 //! A datagram is at most [`MAX_DATAGRAM`] bytes, so it is never fragmented.
-//! The direction byte is under the tag, so a datagram cannot be reflected
-//! back to its sender as if the other side had sent it. A receiver checks the
-//! length, then the session, then the tag (in constant time), then the
-//! counter against a [`ReplayWindow`], and drops silently whatever fails.
+//! The direction byte is in the nonce and under the tag, so a datagram
+//! cannot be reflected back to its sender as if the other side had sent it.
+//! A receiver checks the length, then the session, then opens the seal,
+//! then the counter against a [`ReplayWindow`], and drops silently whatever
+//! fails.
 
 use bytes::BytesMut;
-use hmac::{Hmac, KeyInit, Mac};
+use ring::aead::{Aad, CHACHA20_POLY1305, LessSafeKey, Nonce, UnboundKey};
 use serde::Serialize;
-use sha2::Sha256;
 use tokio_util::codec::{Decoder, Encoder};
 
 use crate::codec::{Frame, FrameCodec, Outbound};
@@ -33,7 +41,7 @@ pub const SESSION_ID_LEN: usize = 16;
 /// Length of a session key, in bytes.
 pub const KEY_LEN: usize = 32;
 /// Length of the tag, in bytes.
-pub const TAG_LEN: usize = 32;
+pub const TAG_LEN: usize = 16;
 /// Length of the fields before the frame.
 pub const HEAD_LEN: usize = 1 + SESSION_ID_LEN + 8;
 /// Largest frame one datagram carries.
@@ -43,8 +51,6 @@ pub const MIN_DATAGRAM: usize = HEAD_LEN + 4 + 2 + TAG_LEN;
 
 /// A session id.
 pub type SessionId = [u8; SESSION_ID_LEN];
-
-type HmacSha256 = Hmac<Sha256>;
 
 /// Which way a datagram goes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -83,13 +89,20 @@ impl Key {
         hex::encode(self.0)
     }
 
-    fn mac(&self) -> HmacSha256 {
-        // HMAC takes keys of any length: this cannot fail.
-        match <HmacSha256 as KeyInit>::new_from_slice(&self.0) {
-            Ok(mac) => mac,
-            Err(_) => unreachable!("HMAC accepts a 32-byte key"),
+    fn aead(&self) -> LessSafeKey {
+        // ChaCha20-Poly1305 takes exactly 32-byte keys, as this one is.
+        match UnboundKey::new(&CHACHA20_POLY1305, &self.0) {
+            Ok(key) => LessSafeKey::new(key),
+            Err(_) => unreachable!("ChaCha20-Poly1305 accepts a 32-byte key"),
         }
     }
+}
+
+fn nonce(direction: u8, counter: u64) -> Nonce {
+    let mut n = [0u8; 12];
+    n[3] = direction;
+    n[4..].copy_from_slice(&counter.to_be_bytes());
+    Nonce::assume_unique_for_key(n)
 }
 
 /// A session id from hex, as `udp_session` sends it.
@@ -127,20 +140,25 @@ pub fn peek(datagram: &[u8], direction: Direction) -> Option<Envelope> {
     })
 }
 
-/// Checks the tag of a datagram (whose envelope [`peek`] read) in constant
-/// time; returns the frame it carries.
-pub fn verify<'a>(key: &Key, datagram: &'a [u8]) -> Option<&'a [u8]> {
+/// Opens a datagram (whose envelope [`peek`] read) in place: checks its tag
+/// (in constant time) and decrypts the frame it carries, which it returns.
+/// `None`, and the bytes are garbage, when the seal does not hold.
+pub fn open<'a>(key: &Key, datagram: &'a mut [u8]) -> Option<&'a [u8]> {
     if datagram.len() < MIN_DATAGRAM {
         return None;
     }
-    let (signed, tag) = datagram.split_at(datagram.len() - TAG_LEN);
-    let mut mac = key.mac();
-    mac.update(signed);
-    mac.verify_slice(tag).ok()?;
-    Some(&signed[HEAD_LEN..])
+    let (head, sealed) = datagram.split_at_mut(HEAD_LEN);
+    let mut counter = [0u8; 8];
+    counter.copy_from_slice(&head[1 + SESSION_ID_LEN..HEAD_LEN]);
+    let nonce = nonce(head[0], u64::from_be_bytes(counter));
+    let frame = key
+        .aead()
+        .open_in_place(nonce, Aad::from(&head[..]), sealed)
+        .ok()?;
+    Some(frame)
 }
 
-/// Wraps `frame` into a datagram in `out` (cleared first).
+/// Wraps `frame` into a sealed datagram in `out` (cleared first).
 pub fn seal(
     key: &Key,
     direction: Direction,
@@ -160,9 +178,15 @@ pub fn seal(
     out.extend_from_slice(session);
     out.extend_from_slice(&counter.to_be_bytes());
     out.extend_from_slice(frame);
-    let mut mac = key.mac();
-    mac.update(out);
-    out.extend_from_slice(&mac.finalize().into_bytes());
+    let (head, body) = out.split_at_mut(HEAD_LEN);
+    let tag = key
+        .aead()
+        .seal_in_place_separate_tag(nonce(direction as u8, counter), Aad::from(&head[..]), body)
+        .map_err(|_| ProtoError::BodyTooLarge {
+            len: frame.len() as u64,
+            max: MAX_FRAME as u64,
+        })?;
+    out.extend_from_slice(tag.as_ref());
     Ok(())
 }
 
@@ -282,13 +306,35 @@ mod tests {
                 counter: 5
             })
         );
-        let frame = verify(&key(), &d).unwrap_or_default();
+        assert!(open(&Key::new([8; KEY_LEN]), &mut d.clone()).is_none());
+        assert!(peek(&d, Direction::ToClient).is_none(), "reflected");
+        let mut flipped = d.clone();
+        flipped[0] = Direction::ToClient as u8;
+        assert!(open(&key(), &mut flipped).is_none(), "direction is sealed");
+        let mut d = d;
+        let frame = open(&key(), &mut d).unwrap_or_default();
         assert!(matches!(
             decode_frame::<ChatRequest>(frame),
             Ok(ChatRequest::Ping)
         ));
-        assert!(verify(&Key::new([8; KEY_LEN]), &d).is_none());
-        assert!(peek(&d, Direction::ToClient).is_none(), "reflected");
+    }
+
+    #[test]
+    fn the_frame_does_not_travel_in_clear() {
+        let frame = encode_frame(ChatRequest::Say {
+            room: "lobby".into(),
+            text: "the launch code is 0000".into(),
+        })
+        .unwrap_or_default();
+        let mut out = Vec::new();
+        assert!(seal(&key(), Direction::ToServer, &[1; 16], 9, &frame, &mut out).is_ok());
+        let text = String::from_utf8_lossy(&out);
+        assert!(
+            !text.contains("launch") && !text.contains("lobby"),
+            "{text}"
+        );
+        assert_eq!(out.len(), HEAD_LEN + frame.len() + TAG_LEN);
+        assert_eq!(open(&key(), &mut out), Some(&frame[..]));
     }
 
     #[test]
@@ -298,7 +344,7 @@ mod tests {
             for bit in 0..8 {
                 let mut bad = d.clone();
                 bad[i] ^= 1 << bit;
-                assert!(verify(&key(), &bad).is_none(), "byte {i} bit {bit}");
+                assert!(open(&key(), &mut bad).is_none(), "byte {i} bit {bit}");
             }
         }
     }

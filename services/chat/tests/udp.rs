@@ -1,5 +1,7 @@
 //! The UDP port: forged, replayed, garbled and stale datagrams draw no reply
-//! and change nothing; sessions expire.
+//! and change nothing; sealed datagrams carry no readable text; a sealed
+//! datagram from a spoofed address moves nothing and draws at most three
+//! times its size; sessions expire.
 
 mod common;
 
@@ -87,18 +89,114 @@ async fn bad_datagrams_draw_no_reply_and_change_nothing() {
 }
 
 #[tokio::test]
-async fn a_new_address_with_a_valid_tag_moves_the_session() {
+async fn a_new_address_moves_the_session_once_it_answers_a_challenge() {
     let srv = spawn().await;
     srv.add_user("alice", "chat").await;
     let mut u = raw_udp(&srv.addr, "alice").await;
-    u.ping_ok().await;
+    assert!(!u.ping_ok().await, "a known address is not challenged");
     // Same session, new socket (as after a NAT rebinding).
     let moved = tokio::net::UdpSocket::bind("127.0.0.1:0")
         .await
         .expect("bind");
     moved.connect(&srv.addr).await.expect("connect");
     u.socket = moved;
-    u.ping_ok().await;
+    assert!(u.ping_ok().await, "the new address is challenged");
+    assert!(!u.ping_ok().await, "then it is the session's address");
+}
+
+#[tokio::test]
+async fn a_sealed_datagram_from_a_spoofed_address_moves_nothing_and_draws_little() {
+    let srv = spawn().await;
+    srv.add_user("alice", "chat").await;
+    srv.add_user("bob", "chat").await;
+    let mut bob = srv.client("bob").await;
+    bob.join("lobby").await.expect("join");
+    let mut u = raw_udp(&srv.addr, "alice").await;
+    let join = u.datagram(&ChatRequest::Join {
+        room: "lobby".into(),
+    });
+    u.send_raw(&join).await;
+    assert!(matches!(u.recv(WAIT).await, Some(ChatReply::Joined { .. })));
+    let _ = event(&mut bob).await; // alice joined
+    // The victim: another socket, standing for a spoofed source address.
+    let victim = tokio::net::UdpSocket::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    victim.connect(&srv.addr).await.expect("connect");
+    // Valid datagrams (fresh counters, right key) that the victim "sent":
+    // a history request (whose answer would be ~200x its size) and a say.
+    let mut sent = 0;
+    for req in [
+        ChatRequest::History {
+            room: "lobby".into(),
+            limit: Some(50),
+        },
+        ChatRequest::Say {
+            room: "lobby".into(),
+            text: "spoofed".into(),
+        },
+    ] {
+        let d = u.datagram(&req);
+        sent += d.len();
+        victim.send(&d).await.expect("send");
+        // Replays of it, from the same address, add no more than their size.
+        for _ in 0..3 {
+            sent += d.len();
+            victim.send(&d).await.expect("send");
+        }
+    }
+    let mut drawn = 0;
+    let mut buf = vec![0u8; MAX_DATAGRAM + 1];
+    while let Ok(Ok(n)) = tokio::time::timeout(SILENCE, victim.recv(&mut buf)).await {
+        drawn += n;
+        let reply = u.open(buf[..n].to_vec());
+        assert!(matches!(reply, ChatReply::Challenge { .. }), "{reply:?}");
+    }
+    assert!(drawn > 0, "the address was challenged");
+    assert!(drawn <= 3 * sent, "{drawn} bytes drawn by {sent} sent");
+    // Nothing was said, and the session still answers at its own address.
+    quiet(&mut bob, SILENCE).await;
+    assert!(!u.ping_ok().await, "the session did not move");
+    let say = u.datagram(&ChatRequest::Say {
+        room: "lobby".into(),
+        text: "from alice".into(),
+    });
+    u.send_raw(&say).await;
+    assert!(matches!(u.recv(WAIT).await, Some(ChatReply::Said { .. })));
+    assert_eq!(message(&mut bob).await.text, "from alice");
+}
+
+#[tokio::test]
+async fn datagrams_carry_no_readable_text_either_way() {
+    let srv = spawn().await;
+    srv.add_user("alice", "chat").await;
+    srv.add_user("bob", "chat").await;
+    let mut u = raw_udp(&srv.addr, "alice").await;
+    let join = u.datagram(&ChatRequest::Join {
+        room: "lobby".into(),
+    });
+    u.send_raw(&join).await;
+    assert!(matches!(u.recv(WAIT).await, Some(ChatReply::Joined { .. })));
+    let say = u.datagram(&ChatRequest::Say {
+        room: "lobby".into(),
+        text: "meet at the old mill".into(),
+    });
+    assert!(!String::from_utf8_lossy(&say).contains("old mill"));
+    let mut bob = srv.client("bob").await;
+    bob.join("lobby").await.expect("join");
+    let _ = u.recv(WAIT).await; // bob joined
+    bob.say("lobby", "the password is swordfish")
+        .await
+        .expect("say");
+    let d = u.recv_bytes(WAIT).await.expect("a datagram");
+    assert!(
+        !String::from_utf8_lossy(&d).contains("swordfish"),
+        "a message crossed in clear"
+    );
+    let ChatReply::Message(m) = u.open(d) else {
+        panic!("not a message");
+    };
+    assert_eq!(m.text, "the password is swordfish");
 }
 
 #[tokio::test]
@@ -115,7 +213,8 @@ async fn datagrams_over_the_session_rate_are_dropped() {
     while u.recv(SILENCE).await.is_some() {
         pongs += 1;
     }
-    assert!(pongs >= burst && pongs < burst + 50, "{pongs} answered");
+    // The session's first ping and its answer to the challenge took two.
+    assert!(pongs + 2 >= burst && pongs < burst + 50, "{pongs} answered");
 }
 
 #[tokio::test]
@@ -148,7 +247,7 @@ async fn an_expired_session_must_ask_for_a_new_one() {
     u.send_raw(&d).await;
     assert!(u.recv(SILENCE).await.is_none(), "expired: no reply");
     let mut fresh = raw_udp(&srv.addr, "alice").await;
-    fresh.ping_ok().await;
+    assert!(!fresh.ping_ok().await);
 
     // The client library renews by itself and rejoins its rooms.
     let mut bob = srv.client("bob").await;

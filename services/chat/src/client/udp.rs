@@ -164,14 +164,14 @@ impl UdpLink {
                 }
                 Err(e) => return Err(io("cannot receive a UDP datagram")(e)),
             };
-            let datagram = &self.buf[..n];
+            let datagram = &mut self.buf[..n];
             let Some(env) = datagram::peek(datagram, Direction::ToClient) else {
                 continue;
             };
             if env.session != self.session || !self.window.is_fresh(env.counter) {
                 continue;
             }
-            let Some(frame) = datagram::verify(&self.key, datagram) else {
+            let Some(frame) = datagram::open(&self.key, datagram) else {
                 continue;
             };
             let Ok(reply) = datagram::decode_frame::<ChatReply>(frame) else {
@@ -179,6 +179,13 @@ impl UdpLink {
             };
             self.window.record(env.counter);
             self.last_heard = Instant::now();
+            if let ChatReply::Challenge { token } = reply {
+                // The server checks that this address is ours before it
+                // acts on what we sent from it (a new port after a NAT
+                // rebinding, or the session's first datagram).
+                self.send(&ChatRequest::Answer { token }).await?;
+                continue;
+            }
             return Ok(reply);
         }
     }

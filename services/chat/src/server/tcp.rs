@@ -339,6 +339,10 @@ impl Session {
                 Err(ErrorReply::new(ErrorCode::BadRequest, "already logged in"))
             }
             ChatRequest::Quit => Ok(ChatReply::Bye),
+            ChatRequest::Answer { .. } => Err(ErrorReply::new(
+                ErrorCode::BadRequest,
+                "answer goes in a datagram, to a challenge",
+            )),
         })
     }
 }

@@ -2,11 +2,20 @@
 //! datagram.
 //!
 //! The receive loop checks, in this order and without replying to anything
-//! that fails: the length and direction byte, the session, the HMAC tag (in
-//! constant time), the counter against the session's replay window, and the
-//! session's datagram rate. No password and no argon2 work ever comes near
-//! this port, and an unauthenticated datagram never causes a single byte to
-//! be sent, so the port cannot bounce or amplify traffic.
+//! that fails: the length and direction byte, the session, the seal
+//! (ChaCha20-Poly1305, whose tag is checked in constant time), the counter
+//! against the session's replay window, and the session's datagram rate.
+//! No password and no argon2 work ever comes near this port, and an
+//! unauthenticated datagram never causes a single byte to be sent.
+//!
+//! Even a sealed datagram may come from a spoofed address (a copy of a
+//! captured one, raced ahead of the original). So replies go only to an
+//! address that proved it receives this session's datagrams: a datagram
+//! from any other address is not acted on; the server sends that address a
+//! sealed `challenge` (at most three times the bytes it received from it,
+//! as QUIC caps what goes to an unvalidated address) and keeps the request.
+//! Only when that address sends back the token in a sealed `answer` does
+//! the session move there, and the kept request runs.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -34,17 +43,41 @@ const DATAGRAM_LIST_BUDGET: usize = 800;
 /// Most messages `history` replays over UDP (one datagram each).
 const DATAGRAM_HISTORY_MAX: u32 = 50;
 
+/// Bytes sent to an unvalidated address at most, per byte received from it.
+const AMPLIFICATION: usize = 3;
+
 struct Session {
     key: Key,
     user_id: i64,
     endpoint: EndpointId,
-    /// Where replies go: the address of the last authentic datagram.
+    /// Where replies go: the last address that answered a challenge.
     addr: Option<SocketAddr>,
+    /// A new address being checked.
+    probe: Option<Probe>,
     window: ReplayWindow,
     sent: u64,
     last_seen: Instant,
     created: Instant,
     bucket: Bucket,
+}
+
+/// An address that sent a sealed datagram and has not answered yet.
+struct Probe {
+    addr: SocketAddr,
+    token: String,
+    /// Bytes received from it, and sent to it: sent <= 3 x received.
+    received: usize,
+    sent: usize,
+    /// The last request it sent, with its counter: acted on once it answers.
+    pending: Option<(u64, Result<ChatRequest, String>)>,
+}
+
+/// What a datagram leads to.
+enum Admitted {
+    /// A request from the session's address.
+    Request(SessionId, EndpointId, Result<ChatRequest, String>),
+    /// A challenge to send to a new address.
+    Challenge(Vec<u8>, SocketAddr),
 }
 
 /// The UDP sessions of a server.
@@ -118,6 +151,7 @@ pub(crate) fn grant(
                 user_id,
                 endpoint,
                 addr: None,
+                probe: None,
                 window: ReplayWindow::default(),
                 sent: 0,
                 last_seen: now,
@@ -167,10 +201,17 @@ pub(crate) async fn serve(
                 }
             },
         };
-        let Some((session, endpoint, request)) = admit(&server, &buf[..n], peer) else {
-            continue;
-        };
-        handle(&server, session, endpoint, request);
+        match admit(&server, &mut buf[..n], peer) {
+            None => {}
+            Some(Admitted::Request(session, endpoint, request)) => {
+                handle(&server, session, endpoint, request);
+            }
+            Some(Admitted::Challenge(datagram, to)) => {
+                if let Err(e) = socket.send_to(&datagram, to).await {
+                    tracing::debug!(error = %e, addr = %to, "UDP send failed");
+                }
+            }
+        }
     }
     sweeper.abort();
     sender.abort();
@@ -182,28 +223,95 @@ pub(crate) async fn serve(
 }
 
 /// The checks, in order; `None` (drop silently) at the first that fails.
-fn admit(
-    server: &ChatServer,
-    datagram: &[u8],
-    peer: SocketAddr,
-) -> Option<(SessionId, EndpointId, Result<ChatRequest, String>)> {
+fn admit(server: &ChatServer, datagram: &mut [u8], peer: SocketAddr) -> Option<Admitted> {
+    let size = datagram.len();
     let envelope = datagram::peek(datagram, Direction::ToServer)?;
     let mut map = server.udp.lock();
     let session = map.get_mut(&envelope.session)?;
-    let frame = datagram::verify(&session.key, datagram)?;
+    let frame = datagram::open(&session.key, datagram)?;
     if !session.window.is_fresh(envelope.counter) {
         return None;
     }
-    session.window.record(envelope.counter);
-    session.last_seen = Instant::now();
     if !session.bucket.take(server.config.udp_rate) {
         return None;
     }
-    // Authentic and fresh: a new address is the same client behind a NAT
-    // that rebound its port.
-    session.addr = Some(peer);
     let request = datagram::decode_frame::<ChatRequest>(frame).map_err(|e| e.to_string());
-    Some((envelope.session, session.endpoint, request))
+    if session.addr == Some(peer) {
+        session.window.record(envelope.counter);
+        session.last_seen = Instant::now();
+        return Some(Admitted::Request(
+            envelope.session,
+            session.endpoint,
+            request,
+        ));
+    }
+    // From an address this session has not validated.
+    if let Ok(ChatRequest::Answer { token }) = &request {
+        let answered = session
+            .probe
+            .as_ref()
+            .is_some_and(|p| p.addr == peer && p.token == *token);
+        if !answered {
+            return None;
+        }
+        session.window.record(envelope.counter);
+        session.last_seen = Instant::now();
+        session.addr = Some(peer);
+        let pending = session.probe.take().and_then(|p| p.pending);
+        let (counter, request) = pending?;
+        if !session.window.is_fresh(counter) {
+            return None; // it came from the session's address meanwhile
+        }
+        session.window.record(counter);
+        return Some(Admitted::Request(
+            envelope.session,
+            session.endpoint,
+            request,
+        ));
+    }
+    if session.probe.as_ref().is_none_or(|p| p.addr != peer) {
+        session.probe = Some(Probe {
+            addr: peer,
+            token: new_token()?,
+            received: 0,
+            sent: 0,
+            pending: None,
+        });
+    }
+    let probe = session.probe.as_mut()?;
+    probe.received += size;
+    probe.pending = Some((envelope.counter, request));
+    let frame = datagram_frame(&ChatReply::Challenge {
+        token: probe.token.clone(),
+    })?;
+    let mut out = Vec::with_capacity(MAX_DATAGRAM);
+    datagram::seal(
+        &session.key,
+        Direction::ToClient,
+        &envelope.session,
+        session.sent + 1,
+        &frame,
+        &mut out,
+    )
+    .ok()?;
+    if probe.sent + out.len() > AMPLIFICATION * probe.received {
+        return None;
+    }
+    probe.sent += out.len();
+    session.sent += 1;
+    Some(Admitted::Challenge(out, peer))
+}
+
+/// 16 random bytes as hex, or `None` if the system's random source fails.
+fn new_token() -> Option<String> {
+    let mut token = [0u8; 16];
+    match getrandom::fill(&mut token) {
+        Ok(()) => Some(hex::encode(token)),
+        Err(e) => {
+            tracing::error!(error = %e, "the system's random source failed");
+            None
+        }
+    }
 }
 
 fn handle(
@@ -258,6 +366,9 @@ fn handle(
             });
             return;
         }
+        // Answers are consumed by `admit`; one from the session's own
+        // address has nothing to do.
+        ChatRequest::Answer { .. } => return,
         ChatRequest::Hello(_) | ChatRequest::Login(_) | ChatRequest::UdpSession => {
             Err(ErrorReply::new(
                 ErrorCode::BadRequest,

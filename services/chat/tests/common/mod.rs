@@ -229,13 +229,15 @@ pub async fn raw_udp(addr: &str, user: &str) -> RawUdp {
     };
     let socket = UdpSocket::bind("127.0.0.1:0").await.expect("udp bind");
     socket.connect(addr).await.expect("udp connect");
-    RawUdp {
+    let mut u = RawUdp {
         socket,
         session: datagram::session_from_hex(&grant.session).expect("session id"),
         key: Key::from_hex(&grant.key).expect("key"),
         counter: 0,
         grant,
-    }
+    };
+    assert!(u.ping_ok().await, "the first address is challenged too");
+    u
 }
 
 impl RawUdp {
@@ -260,24 +262,46 @@ impl RawUdp {
         self.socket.send(bytes).await.expect("udp send");
     }
 
-    /// The next datagram's message within `wait`, or `None`.
-    pub async fn recv(&self, wait: Duration) -> Option<ChatReply> {
+    /// The next datagram's bytes within `wait`, or `None`.
+    pub async fn recv_bytes(&self, wait: Duration) -> Option<Vec<u8>> {
         let mut buf = vec![0u8; MAX_DATAGRAM + 1];
         let n = tokio::time::timeout(wait, self.socket.recv(&mut buf))
             .await
             .ok()?
             .ok()?;
-        let d = &buf[..n];
-        datagram::peek(d, Direction::ToClient).expect("server datagram shape");
-        let frame = datagram::verify(&self.key, d).expect("server tag");
-        Some(datagram::decode_frame(frame).expect("server frame"))
+        buf.truncate(n);
+        Some(buf)
     }
 
-    /// Sends a fresh `ping` and expects `pong`.
-    pub async fn ping_ok(&mut self) {
+    /// Opens a datagram from the server.
+    pub fn open(&self, mut d: Vec<u8>) -> ChatReply {
+        datagram::peek(&d, Direction::ToClient).expect("server datagram shape");
+        let frame = datagram::open(&self.key, &mut d).expect("server seal");
+        datagram::decode_frame(frame).expect("server frame")
+    }
+
+    /// The next datagram's message within `wait`, or `None`.
+    pub async fn recv(&self, wait: Duration) -> Option<ChatReply> {
+        let d = self.recv_bytes(wait).await?;
+        Some(self.open(d))
+    }
+
+    /// Sends a fresh `ping` and expects `pong`, answering a challenge first
+    /// if the server sends one (a new address); returns whether it did.
+    pub async fn ping_ok(&mut self) -> bool {
         let d = self.datagram(&ChatRequest::Ping);
         self.send_raw(&d).await;
-        let reply = self.recv(WAIT).await;
-        assert!(matches!(reply, Some(ChatReply::Pong)), "{reply:?}");
+        let mut challenged = false;
+        loop {
+            match self.recv(WAIT).await {
+                Some(ChatReply::Challenge { token }) if !challenged => {
+                    challenged = true;
+                    let answer = self.datagram(&ChatRequest::Answer { token });
+                    self.send_raw(&answer).await;
+                }
+                Some(ChatReply::Pong) => return challenged,
+                other => panic!("expected pong, got {other:?}"),
+            }
+        }
     }
 }
