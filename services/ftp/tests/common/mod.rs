@@ -56,6 +56,11 @@ pub async fn spawn() -> TestServer {
 }
 
 pub async fn spawn_with(config: FtpConfig) -> TestServer {
+    spawn_on(config, Some(tls().0.clone())).await
+}
+
+/// A server with this certificate, or plain (`--no-tls`) with `None`.
+pub async fn spawn_on(config: FtpConfig, tls: Option<ServerTls>) -> TestServer {
     let dir = tempfile::tempdir().expect("temp dir");
     let url = format!("sqlite://{}/wharf.db", dir.path().display());
     let store = Store::open(&url).await.expect("database");
@@ -66,7 +71,7 @@ pub async fn spawn_with(config: FtpConfig) -> TestServer {
     let addr = listener.local_addr().expect("addr").to_string();
     let shutdown = CancellationToken::new();
     let task = tokio::spawn(run(
-        Listener::new(listener, Some(tls().0.clone())),
+        Listener::new(listener, tls),
         FtpServer::new(auth, config),
         shutdown.clone(),
     ));
