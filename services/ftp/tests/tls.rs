@@ -261,8 +261,7 @@ async fn through_proxy(server: &str, tls: &ClientTls, local: &Path) -> Vec<u8> {
     .expect("put");
     c.ls(None).await.expect("ls");
     c.quit().await.expect("quit");
-    let bytes = seen.lock().unwrap_or_else(|p| p.into_inner()).clone();
-    bytes
+    seen.lock().unwrap_or_else(|p| p.into_inner()).clone()
 }
 
 #[tokio::test]
