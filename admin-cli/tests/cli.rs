@@ -753,3 +753,37 @@ async fn usage_of_one_user_lists_latest_transfers_and_commands() {
     let all = admin.json(&["usage"]);
     assert!(all[0].get("recent_transfers").is_none());
 }
+
+#[test]
+fn tls_fingerprint_prints_what_the_daemons_serve() {
+    let admin = Admin::new();
+    let out = admin.run(&["tls", "fingerprint"], None);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("no certificate at") && err.contains("--cert FILE"),
+        "{err}"
+    );
+    // What a daemon makes at its first start.
+    let tls = wharf_core::tls::ServerTls::made_in(&admin.data(), &[]).expect("certificate");
+    assert_eq!(
+        admin.ok(&["tls", "fingerprint"], None).trim(),
+        tls.fingerprint
+    );
+    let cert = admin.data().join("tls/server.crt");
+    let by_file = admin.ok(
+        &["tls", "fingerprint", "--cert", &cert.to_string_lossy()],
+        None,
+    );
+    assert_eq!(by_file.trim(), tls.fingerprint);
+    // The same digest openssl computes, if it is here.
+    if let Ok(out) = Command::new("openssl")
+        .args(["x509", "-noout", "-fingerprint", "-sha256", "-in"])
+        .arg(&cert)
+        .output()
+        && out.status.success()
+    {
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(text.trim().ends_with(&tls.fingerprint), "{text}");
+    }
+}

@@ -197,3 +197,65 @@ async fn help_reads_well() {
         );
     }
 }
+
+#[tokio::test]
+async fn the_daemon_serves_a_given_certificate_over_tcp_and_udp() {
+    let srv = spawn().await;
+    srv.add_user("alice", "chat").await;
+    srv.add_user("bob", "chat").await;
+    srv.shutdown.cancel();
+    let mut bob = None;
+    let cert = tls().2.clone();
+    let key = cert.with_file_name("server.key");
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        l.local_addr().expect("addr").port()
+    };
+    let addr = format!("127.0.0.1:{port}");
+    let mut daemon = Command::new(env!("CARGO_BIN_EXE_wharf-chatd"))
+        .args(["--listen", &addr, "--database-url", &srv.url, "--data-dir"])
+        .arg(srv.dir.path())
+        .arg("--tls-cert")
+        .arg(&cert)
+        .arg("--tls-key")
+        .arg(&key)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("wharf-chatd");
+    let until = tokio::time::Instant::now() + WAIT;
+    while bob.is_none() {
+        match wharf_chat::client::ChatClient::connect(
+            &addr,
+            client_tls(),
+            "bob",
+            &wharf_core::Password::new(PW),
+        )
+        .await
+        {
+            Ok(c) => bob = Some(c),
+            Err(e) => {
+                assert!(tokio::time::Instant::now() < until, "no daemon: {e}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+    let mut bob = bob.expect("bob");
+    bob.join("lobby").await.expect("join");
+    for udp in [false, true] {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_wharf-chat"));
+        cmd.args(["--server", &addr, "--user", "alice"])
+            .args(if udp { &["--udp"][..] } else { &[][..] })
+            .args(["send", "--room", "lobby", "over a given certificate"])
+            .env("WHARF_CA", &cert)
+            .env("WHARF_PASSWORD", PW)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let out = run(&mut cmd).await;
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        assert_eq!(message(&mut bob).await.text, "over a given certificate");
+    }
+    assert!(!srv.dir.path().join("tls").exists());
+    let _ = daemon.kill().await;
+}

@@ -175,3 +175,49 @@ async fn the_daemon_says_how_commands_run() {
     assert!(banner.contains(expected), "{banner}");
     let _ = daemon.kill().await;
 }
+
+#[tokio::test]
+async fn the_daemon_serves_a_given_certificate() {
+    let srv = spawn().await;
+    srv.add_user("alice", "exec").await;
+    srv.shutdown.cancel();
+    let cert = tls().2.clone();
+    let key = cert.with_file_name("server.key");
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        l.local_addr().expect("addr").port()
+    };
+    let addr = format!("127.0.0.1:{port}");
+    let mut daemon = Command::new(env!("CARGO_BIN_EXE_wharf-execd"))
+        .args(["--listen", &addr, "--data-dir"])
+        .arg(srv.dir.path())
+        .arg("--tls-cert")
+        .arg(&cert)
+        .arg("--tls-key")
+        .arg(&key)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("wharf-execd");
+    let until = tokio::time::Instant::now() + WAIT;
+    let out = loop {
+        let out = run(Command::new(env!("CARGO_BIN_EXE_wharf-exec"))
+            .args(["--server", &addr, "--user", "alice", "-n", "--", "echo hi"])
+            .env("WHARF_CA", &cert)
+            .env("WHARF_PASSWORD", PW)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped()))
+        .await;
+        if out.status.success() || tokio::time::Instant::now() > until {
+            break out;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(text(&out.stdout), "hi\n", "{}", text(&out.stderr));
+    assert!(
+        !srv.dir.path().join("tls").exists(),
+        "no certificate made beside a given one"
+    );
+    let _ = daemon.kill().await;
+}
