@@ -44,7 +44,7 @@ pub struct ClientTlsArgs {
     pub accept_new: bool,
     /// Speak without TLS, to a server run with --no-tls; everything, the
     /// password included, crosses the network in clear.
-    #[arg(long, conflicts_with_all = ["ca", "accept_new"])]
+    #[arg(long, conflicts_with = "accept_new")]
     pub no_tls: bool,
 }
 
