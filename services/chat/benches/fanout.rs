@@ -53,6 +53,19 @@ fn status_kib(pid: u32, key: &str) -> u64 {
         .unwrap_or(0)
 }
 
+/// CPU seconds (user + system) of `pid` so far.
+fn cpu_secs(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let fields: Vec<f64> = stat
+        .rsplit(')')
+        .next()
+        .unwrap_or("")
+        .split_whitespace()
+        .map(|f| f.parse().unwrap_or(0.0))
+        .collect();
+    (fields.get(11).copied().unwrap_or(0.0) + fields.get(12).copied().unwrap_or(0.0)) / 100.0
+}
+
 fn mib(kib: u64) -> f64 {
     kib as f64 / 1024.0
 }
@@ -143,8 +156,9 @@ async fn main() -> Res<()> {
     }
     let (t, p) = (&figures[0], &figures[1]);
     println!(
-        "\nTLS / plain: fan-out {:.2}, peak memory {:.2}, memory per idle session {:.2}, logins/s {:.2}",
+        "\nTLS / plain: fan-out {:.2}, server CPU per delivery {:.2}, peak memory {:.2}, memory per idle session {:.2}, logins/s {:.2}",
         t.deliveries_per_s / p.deliveries_per_s,
+        t.cpu_us_each / p.cpu_us_each,
         t.peak_mib / p.peak_mib,
         t.idle_kib_each / p.idle_kib_each,
         t.logins_per_s / p.logins_per_s,
@@ -154,6 +168,7 @@ async fn main() -> Res<()> {
 
 struct Figures {
     deliveries_per_s: f64,
+    cpu_us_each: f64,
     peak_mib: f64,
     idle_kib_each: f64,
     logins_per_s: f64,
@@ -224,6 +239,7 @@ async fn bench(
         ChatClient::connect(addr, &client_tls, "sender", &Password::new(PASSWORD)).await?;
     sender.join("bench").await?;
     let padding = "x".repeat(64);
+    let cpu_before = cpu_secs(pid);
     let start = epoch.elapsed();
     for _ in 0..n_messages {
         let now = epoch.elapsed().as_micros();
@@ -240,9 +256,12 @@ async fn bench(
         clients.push(c);
     }
     let took = (last - start).as_secs_f64();
+    let server_cpu = cpu_secs(pid) - cpu_before;
     all.sort_unstable();
     let pct = |p: f64| all[((all.len() as f64 * p) as usize).min(all.len() - 1)] as f64 / 1000.0;
     let deliveries_per_s = all.len() as f64 / took;
+    let cpu_us_each = server_cpu * 1e6 / all.len().max(1) as f64;
+    println!("server CPU during the fan-out: {server_cpu:.2} s, {cpu_us_each:.2} us per delivery");
     println!(
         "fan-out: {} deliveries in {took:.2} s = {deliveries_per_s:.0} deliveries/s (sender: {n_messages} messages in {:.2} s)",
         all.len(),
@@ -282,6 +301,7 @@ async fn bench(
     drop(idle);
     Ok(Figures {
         deliveries_per_s,
+        cpu_us_each,
         peak_mib,
         idle_kib_each,
         logins_per_s,
