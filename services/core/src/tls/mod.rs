@@ -91,10 +91,19 @@ impl AsyncRead for Stream {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Stream::Plain(s) => Pin::new(s).poll_read(cx, buf),
+        let read = match self.get_mut() {
+            Stream::Plain(s) => return Pin::new(s).poll_read(cx, buf),
             Stream::Server(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
             Stream::Client(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+        };
+        // A peer that closes TCP without TLS's close_notify (a killed
+        // process, a dropped connection) reads as the end of the stream, as
+        // it does without TLS. Wharf's frames carry their own lengths, and
+        // transfers their own md5, so a cut stream is still told apart from
+        // a finished one.
+        match read {
+            Poll::Ready(Err(e)) if e.kind() == io::ErrorKind::UnexpectedEof => Poll::Ready(Ok(())),
+            other => other,
         }
     }
 }
@@ -152,6 +161,30 @@ impl AsyncWrite for Stream {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_connection_cut_without_close_notify_reads_as_its_end() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let dir = tempfile::tempdir().expect("dir");
+        let server = ServerTls::made_in(dir.path(), &[]).expect("certificate");
+        let client = ClientTls::trusting(&server::made_cert_path(dir.path())).expect("trust");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr").to_string();
+        let serving = tokio::spawn(async move {
+            let (tcp, _) = listener.accept().await.expect("accept");
+            let mut tls = server.acceptor().accept(tcp).await.expect("handshake");
+            tls.write_all(b"last words").await.expect("write");
+            tls.flush().await.expect("flush");
+            // Dropped without shutdown: no close_notify, as when a process dies.
+        });
+        let mut stream = client.connect(&addr, "test").await.expect("connect");
+        serving.await.expect("server");
+        let mut got = Vec::new();
+        stream.read_to_end(&mut got).await.expect("a clean end");
+        assert_eq!(got, b"last words");
+    }
 
     #[test]
     fn fingerprints_read_like_openssls() {

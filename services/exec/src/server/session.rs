@@ -224,6 +224,10 @@ pub(super) async fn run(
             break;
         }
     }
+    // Under TLS, say close_notify: the client sees a clean end.
+    if !s.out.broken {
+        let _ = tokio::time::timeout(Duration::from_secs(1), s.out.wr.shutdown()).await;
+    }
     tracing::debug!(peer = %s.peer, "exec connection closed");
 }
 

@@ -99,6 +99,12 @@ pub(super) async fn run(
             }
         }
     }
+    // Under TLS, say close_notify: the client sees a clean end.
+    let _ = tokio::time::timeout(
+        Duration::from_secs(1),
+        futures_util::SinkExt::<Outbound<FtpReply>>::close(&mut s.conn),
+    )
+    .await;
     tracing::debug!(peer = %s.peer, "disconnected");
 }
 
