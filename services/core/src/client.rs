@@ -52,6 +52,27 @@ impl SessionError {
     }
 }
 
+/// Implements `From<SessionError>` for a client's own error type, which has
+/// the same five variants (`Connect(TlsError)`, `Server { code, message }`,
+/// `Protocol(ProtoError)`, `Closed`, `Unexpected(String)`) beside its own.
+#[macro_export]
+macro_rules! from_session_error {
+    ($error:ty) => {
+        impl From<$crate::client::SessionError> for $error {
+            fn from(e: $crate::client::SessionError) -> Self {
+                use $crate::client::SessionError;
+                match e {
+                    SessionError::Connect(e) => Self::Connect(e),
+                    SessionError::Server { code, message } => Self::Server { code, message },
+                    SessionError::Protocol(e) => Self::Protocol(e),
+                    SessionError::Closed => Self::Closed,
+                    SessionError::Unexpected(what) => Self::Unexpected(what),
+                }
+            }
+        }
+    };
+}
+
 /// Connects to `addr`, verifies it as `tls` says, says hello as `client`
 /// (`wharf-ftp/0.1.0`) and logs in. `service` names the daemon in errors
 /// (`wharf-ftpd`). Returns the session, ready for `R` replies.

@@ -11,7 +11,7 @@ use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
-use wharf_core::client::{Session, SessionError, open_session};
+use wharf_core::client::{Session, open_session};
 use wharf_core::tls::{ClientTls, TlsError};
 use wharf_proto::exec::{ExecReply, ExecRequest, MAX_STDIN_CHUNK, SignalName};
 use wharf_proto::message::ErrorReply;
@@ -60,17 +60,7 @@ impl ClientError {
     }
 }
 
-impl From<SessionError> for ClientError {
-    fn from(e: SessionError) -> Self {
-        match e {
-            SessionError::Connect(e) => ClientError::Connect(e),
-            SessionError::Server { code, message } => ClientError::Server { code, message },
-            SessionError::Protocol(e) => ClientError::Protocol(e),
-            SessionError::Closed => ClientError::Closed,
-            SessionError::Unexpected(what) => ClientError::Unexpected(what),
-        }
-    }
-}
+wharf_core::from_session_error!(ClientError);
 
 type Result<T> = std::result::Result<T, ClientError>;
 

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use tokio::time::Instant;
-use wharf_core::client::{Session, SessionError, open_session};
+use wharf_core::client::{Session, open_session};
 use wharf_core::tls::{ClientTls, TlsError};
 use wharf_proto::chat::{
     ChatMessage, ChatReply, ChatRequest, PresenceChange, RoomInfo, UdpSessionGrant,
@@ -76,17 +76,7 @@ impl ClientError {
     }
 }
 
-impl From<SessionError> for ClientError {
-    fn from(e: SessionError) -> Self {
-        match e {
-            SessionError::Connect(e) => ClientError::Connect(e),
-            SessionError::Server { code, message } => ClientError::Server { code, message },
-            SessionError::Protocol(e) => ClientError::Protocol(e),
-            SessionError::Closed => ClientError::Closed,
-            SessionError::Unexpected(what) => ClientError::Unexpected(what),
-        }
-    }
-}
+wharf_core::from_session_error!(ClientError);
 
 type Result<T> = std::result::Result<T, ClientError>;
 

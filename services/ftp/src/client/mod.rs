@@ -7,7 +7,7 @@
 mod transfer;
 
 use futures_util::{SinkExt, StreamExt};
-use wharf_core::client::{Session, SessionError, open_session};
+use wharf_core::client::{Session, open_session};
 use wharf_core::tls::{ClientTls, TlsError};
 use wharf_proto::ftp::{Entry, FtpReply, FtpRequest};
 use wharf_proto::{ErrorCode, Frame, Outbound, Password, ProtoError};
@@ -70,17 +70,7 @@ impl ClientError {
     }
 }
 
-impl From<SessionError> for ClientError {
-    fn from(e: SessionError) -> Self {
-        match e {
-            SessionError::Connect(e) => ClientError::Connect(e),
-            SessionError::Server { code, message } => ClientError::Server { code, message },
-            SessionError::Protocol(e) => ClientError::Protocol(e),
-            SessionError::Closed => ClientError::Closed,
-            SessionError::Unexpected(what) => ClientError::Unexpected(what),
-        }
-    }
-}
+wharf_core::from_session_error!(ClientError);
 
 pub(crate) type Result<T> = std::result::Result<T, ClientError>;
 
