@@ -109,7 +109,12 @@ impl Admin {
             .await
             .expect("auth");
         let result = auth
-            .authenticate(name, &Password::new(password), service)
+            .authenticate(
+                name,
+                &Password::new(password),
+                service,
+                std::net::Ipv4Addr::LOCALHOST.into(),
+            )
             .await
             .map(|_| ());
         store.close().await;

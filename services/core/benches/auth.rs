@@ -12,6 +12,7 @@ use wharf_core::store::NewUser;
 use wharf_core::{AuthConfig, Authenticator, Password, Service, Store};
 
 const ROUNDS: usize = 20;
+const LOCAL: std::net::IpAddr = std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
 const CONCURRENT: usize = 200;
 
 fn peak_rss_kib() -> u64 {
@@ -46,9 +47,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             services: "ftp".parse()?,
         })
         .await?;
-    // Lockout off for the benchmark: unknown names fail on purpose.
+    // Penalties off for the benchmark: unknown names fail on purpose.
     let config = AuthConfig {
-        max_failures: u32::MAX,
+        source_max_failures: u32::MAX,
+        name_delay_after: u32::MAX,
         ..AuthConfig::default()
     };
     let workers = config.verify_concurrency;
@@ -56,19 +58,23 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     // Warm up: every worker allocates its argon2 buffer once.
     for _ in 0..workers {
-        auth.authenticate("alice", &password, Service::Ftp).await?;
+        auth.authenticate("alice", &password, Service::Ftp, LOCAL)
+            .await?;
     }
 
     let started = Instant::now();
     for _ in 0..ROUNDS {
-        auth.authenticate("alice", &password, Service::Ftp).await?;
+        auth.authenticate("alice", &password, Service::Ftp, LOCAL)
+            .await?;
     }
     let known = started.elapsed() / ROUNDS as u32;
 
     let started = Instant::now();
     for i in 0..ROUNDS {
         let name = format!("ghost{i}");
-        let _ = auth.authenticate(&name, &password, Service::Ftp).await;
+        let _ = auth
+            .authenticate(&name, &password, Service::Ftp, LOCAL)
+            .await;
     }
     let unknown = started.elapsed() / ROUNDS as u32;
 
@@ -79,7 +85,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         let auth = auth.clone();
         let password = password.clone();
         tasks.push(tokio::spawn(async move {
-            auth.authenticate("alice", &password, Service::Ftp)
+            auth.authenticate("alice", &password, Service::Ftp, LOCAL)
                 .await
                 .is_ok()
         }));

@@ -5,8 +5,20 @@
 //! behind a semaphore sized to the cores: a thousand logins at once queue up
 //! instead of taking 19 GiB. An
 //! unknown user name costs the same argon2 work as a known one (checked
-//! against a dummy hash), so timing does not tell who exists. Repeated
-//! failures for a name lock it out for a while.
+//! against a dummy hash), so timing does not tell who exists.
+//!
+//! Failed logins are penalised by where they come from, not by the name
+//! they tried, so a stranger cannot lock anyone out (pam_faillock's known
+//! trade-off, which OpenSSH's `PerSourcePenalties` avoids too): a source
+//! (an IPv4 address, an IPv6 /64) with `source_max_failures` failures within
+//! `source_window` is refused with `rate_limited` for a penalty that doubles
+//! with each further burst, up to `source_max_penalty`, without any argon2
+//! work. A name guessed at from many sources slows down instead: past
+//! `name_delay_after` recent failures on it, every attempt on it waits a
+//! growing delay (at most `name_delay_max`) and attempts on one name run
+//! one at a time, so a distributed guess crawls while the owner's right
+//! password still logs in within a couple of seconds. The counts live in
+//! the database, so every process on it shares them.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -32,10 +44,22 @@ pub const MAX_PASSWORD_BYTES: usize = 1024;
 /// Login policy.
 #[derive(Debug, Clone)]
 pub struct AuthConfig {
-    /// Failed logins within `failure_window` that lock a name out.
-    pub max_failures: u32,
-    /// How far back failures count; a lockout lasts until enough of them
-    /// are older than this.
+    /// Failed logins one source may make within `source_window` before it
+    /// is refused for a while.
+    pub source_max_failures: u32,
+    /// The window of `source_max_failures`, and the first penalty.
+    pub source_window: Duration,
+    /// The longest penalty a source gets (each burst doubles it).
+    pub source_max_penalty: Duration,
+    /// Failures on a name within `failure_window` past which attempts on
+    /// it are delayed.
+    pub name_delay_after: u32,
+    /// The delay for the first failure past `name_delay_after`; it doubles
+    /// with each further one.
+    pub name_delay_step: Duration,
+    /// The longest delay of an attempt on a name.
+    pub name_delay_max: Duration,
+    /// How far back failures on a name count.
     pub failure_window: Duration,
     /// argon2 computations allowed at once.
     pub verify_concurrency: usize,
@@ -44,10 +68,35 @@ pub struct AuthConfig {
 impl Default for AuthConfig {
     fn default() -> Self {
         AuthConfig {
-            max_failures: 5,
+            source_max_failures: 10,
+            source_window: Duration::from_secs(60),
+            source_max_penalty: Duration::from_secs(3600),
+            name_delay_after: 5,
+            name_delay_step: Duration::from_millis(100),
+            name_delay_max: Duration::from_millis(1500),
             failure_window: Duration::from_secs(15 * 60),
             verify_concurrency: std::thread::available_parallelism().map_or(2, |n| n.get()),
         }
+    }
+}
+
+/// Failures are kept this long: a source's penalty grows with its failures
+/// over it.
+const FAILURE_MEMORY: Duration = Duration::from_secs(24 * 3600);
+
+/// The key failures of `ip` count under: the address for IPv4 (and IPv4
+/// mapped into IPv6), its /64 for IPv6 (one host's share of most networks).
+pub fn source_key(ip: std::net::IpAddr) -> String {
+    use std::net::IpAddr;
+    match ip {
+        IpAddr::V4(v4) => v4.to_string(),
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => v4.to_string(),
+            None => {
+                let s = v6.segments();
+                format!("{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
+            }
+        },
     }
 }
 
@@ -87,6 +136,9 @@ struct Inner {
     config: AuthConfig,
     pool: HashPool,
     dummy_hash: String,
+    /// Names under attack, each behind its own lock: attempts on one of
+    /// them run one at a time in this process.
+    names: std::sync::Mutex<std::collections::HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
 
 impl std::fmt::Debug for Authenticator {
@@ -230,6 +282,7 @@ impl Authenticator {
                 config,
                 pool,
                 dummy_hash,
+                names: std::sync::Mutex::new(std::collections::HashMap::new()),
             }),
         })
     }
@@ -247,47 +300,100 @@ impl Authenticator {
             .await?
     }
 
-    /// How long `name` is still locked out for, if it is.
-    async fn lockout_remaining(&self, name: &str, now: i64) -> Result<Option<Duration>> {
+    /// How long `source` must still wait, if it is in penalty.
+    async fn source_penalty(&self, source: &str, now: i64) -> Result<Option<Duration>> {
         let cfg = &self.inner.config;
-        let max = cfg.max_failures.max(1) as usize;
-        let window = duration_ms(cfg.failure_window);
-        let failures = self.inner.store.failures_since(name, now - window).await?;
-        if failures.len() < max {
+        let max = cfg.source_max_failures.max(1) as usize;
+        let failures = self
+            .inner
+            .store
+            .source_failures_since(source, now - duration_ms(FAILURE_MEMORY))
+            .await?;
+        let window = duration_ms(cfg.source_window);
+        let recent = failures.iter().filter(|&&at| at >= now - window).count();
+        if recent < max {
             return Ok(None);
         }
-        // The lock lifts when all but max-1 of the recent failures have aged out.
-        let lifting = failures[failures.len() - max] + window;
-        Ok(Some(Duration::from_millis(
-            u64::try_from(lifting - now).unwrap_or(0).max(1000),
-        )))
+        // The first burst waits one window, each further one twice as long.
+        let bursts = failures.len() / max;
+        let doublings = u32::try_from(bursts.saturating_sub(1))
+            .unwrap_or(u32::MAX)
+            .min(20);
+        let penalty = cfg
+            .source_window
+            .saturating_mul(1 << doublings)
+            .min(cfg.source_max_penalty.max(cfg.source_window));
+        let last = failures.last().copied().unwrap_or(now);
+        let until = last + duration_ms(penalty);
+        // Whole seconds, rounded up: what a person is told to wait.
+        let wait_secs = u64::try_from(until - now)
+            .unwrap_or(0)
+            .div_ceil(1000)
+            .max(1);
+        Ok((until > now).then(|| Duration::from_secs(wait_secs)))
     }
 
-    /// Checks `name` and `password` for `service`.
+    /// The delay an attempt on `name` waits now: none below
+    /// `name_delay_after` recent failures, then growing.
+    pub async fn name_delay(&self, name: &str) -> Result<Duration> {
+        let cfg = &self.inner.config;
+        let since = now_ms() - duration_ms(cfg.failure_window);
+        let failures = self.inner.store.failures_since(name, since).await?.len();
+        let over = failures.saturating_sub(cfg.name_delay_after as usize);
+        if over == 0 {
+            return Ok(Duration::ZERO);
+        }
+        let doublings = u32::try_from(over - 1).unwrap_or(u32::MAX).min(20);
+        Ok(cfg
+            .name_delay_step
+            .saturating_mul(1 << doublings)
+            .min(cfg.name_delay_max))
+    }
+
+    /// The lock attempts on `name` take in turn.
+    fn name_lock(&self, name: &str) -> Arc<tokio::sync::Mutex<()>> {
+        let mut names = self.inner.names.lock().unwrap_or_else(|p| p.into_inner());
+        // Forget names nobody is trying any more.
+        if names.len() > 1024 {
+            names.retain(|_, lock| Arc::strong_count(lock) > 1);
+        }
+        Arc::clone(names.entry(name.to_owned()).or_default())
+    }
+
+    /// Checks `name` and `password` for `service`, tried from `source`.
     ///
-    /// In order: a locked-out name is refused without argon2 work; the
-    /// password is verified (against a dummy hash for unknown names); a
-    /// failure is recorded and reported as `AuthFailed` whether the name
+    /// In order: a source in penalty is refused (`RateLimited`, with the
+    /// wait) without argon2 work; attempts on a name under attack wait
+    /// their turn and a growing delay; the password is verified (against a
+    /// dummy hash for unknown names); a failure is recorded against the
+    /// name and the source and reported as `AuthFailed` whether the name
     /// exists or not; only then are an administrator's lock and the service
     /// right checked, so they are revealed only to someone who knows the
-    /// password. Success clears the failures and records the login.
+    /// password. Success forgets that source's failures on the name and
+    /// records the login.
     pub async fn authenticate(
         &self,
         name: &str,
         password: &Password,
         service: Service,
+        source: std::net::IpAddr,
     ) -> Result<User> {
+        let store = &self.inner.store;
+        let source = source_key(source);
+        if let Some(retry_after) = self.source_penalty(&source, now_ms()).await? {
+            return Err(Error::RateLimited { retry_after });
+        }
         if validate_user_name(name).is_err() {
             // No account can have this name: nothing to protect, nothing to record.
             return Err(Error::AuthFailed);
         }
-        let store = &self.inner.store;
-        let now = now_ms();
-        if let Some(retry_after) = self.lockout_remaining(name, now).await? {
-            return Err(Error::LockedOut {
-                user: name.to_owned(),
-                retry_after,
-            });
+        // A name under attack: attempts on it take turns, each after the
+        // delay (the turn is held through the verification below).
+        let mut _turn = None;
+        if !self.name_delay(name).await?.is_zero() {
+            let lock = self.name_lock(name);
+            _turn = Some(lock.lock_owned().await);
+            tokio::time::sleep(self.name_delay(name).await?).await;
         }
         let user = store.user(name).await?;
         let hash = user.as_ref().map_or_else(
@@ -295,11 +401,14 @@ impl Authenticator {
             |u| u.password_hash.clone(),
         );
         let verified = self.verify(hash, password).await?;
+        let now = now_ms();
         let user = match user {
             Some(user) if verified => user,
             _ => {
-                let forget_before = now - duration_ms(self.inner.config.failure_window);
-                store.record_failure(name, now, forget_before).await?;
+                let forget_before = now - duration_ms(FAILURE_MEMORY);
+                store
+                    .record_failure(name, &source, now, forget_before)
+                    .await?;
                 return Err(Error::AuthFailed);
             }
         };
@@ -312,7 +421,7 @@ impl Authenticator {
                 service,
             });
         }
-        store.clear_failures(name).await?;
+        store.clear_failures_from(name, &source).await?;
         store.record_login(user.id, now).await?;
         Ok(user)
     }

@@ -44,11 +44,11 @@ impl DatabaseArgs {
         dirs
     }
 
-    /// Opens the database (migrating it) and an authenticator over it; warns
-    /// when there is nobody to log in yet.
-    pub async fn open(&self) -> Result<(Store, Authenticator)> {
+    /// Opens the database (migrating it) and an authenticator over it with
+    /// this login policy; warns when there is nobody to log in yet.
+    pub async fn open(&self, policy: AuthConfig) -> Result<(Store, Authenticator)> {
         let url = self.url();
-        let (store, auth) = self.open_quietly().await?;
+        let (store, auth) = self.open_quietly(policy).await?;
         if store.has_no_users().await? {
             tracing::warn!(
                 "the database has no users yet; add one with `admin-cli --database-url {url} user add NAME`"
@@ -57,10 +57,11 @@ impl DatabaseArgs {
         Ok((store, auth))
     }
 
-    /// Opens the database (migrating it) and an authenticator over it.
-    pub async fn open_quietly(&self) -> Result<(Store, Authenticator)> {
+    /// Opens the database (migrating it) and an authenticator over it with
+    /// this login policy.
+    pub async fn open_quietly(&self, policy: AuthConfig) -> Result<(Store, Authenticator)> {
         let store = Store::open(&self.url()).await?;
-        let auth = Authenticator::new(store.clone(), AuthConfig::default()).await?;
+        let auth = Authenticator::new(store.clone(), policy).await?;
         Ok((store, auth))
     }
 }
@@ -83,9 +84,26 @@ pub struct LimitArgs {
     /// On SIGINT/SIGTERM, how long sessions may finish.
     #[arg(long, default_value = "30s", value_parser = humantime::parse_duration, value_name = "DURATION")]
     pub shutdown_grace: Duration,
+    /// Failed logins one address (an IPv6 /64) may make in a minute; past
+    /// that it is refused for a minute, doubling with each further burst.
+    #[arg(long, default_value_t = 10, value_name = "N")]
+    pub login_failures_per_minute: u32,
+    /// The longest an address is refused for failed logins.
+    #[arg(long, default_value = "1h", value_parser = humantime::parse_duration, value_name = "DURATION")]
+    pub login_penalty_max: Duration,
 }
 
 impl LimitArgs {
+    /// The login policy these flags set.
+    pub fn login_policy(&self) -> AuthConfig {
+        AuthConfig {
+            source_max_failures: self.login_failures_per_minute.max(1),
+            source_window: Duration::from_secs(60),
+            source_max_penalty: self.login_penalty_max,
+            ..AuthConfig::default()
+        }
+    }
+
     /// The limits these flags set.
     pub fn limits(&self) -> Limits {
         Limits {

@@ -50,12 +50,10 @@ pub enum Error {
     /// Wrong user name or password (deliberately not saying which).
     #[error("wrong user name or password")]
     AuthFailed,
-    /// Too many failed logins recently.
-    #[error("too many failed logins for {user:?}; try again in {}, or ask an administrator to run `admin-cli user unlock {user}`", humantime::format_duration(*retry_after))]
-    LockedOut {
-        /// The user name tried.
-        user: String,
-        /// When the next attempt will be considered.
+    /// Too many failed logins from the client's address recently.
+    #[error("too many failed logins from your address; try again in {}", humantime::format_duration(*retry_after))]
+    RateLimited {
+        /// When the next attempt from there will be considered.
         retry_after: Duration,
     },
     /// The account is locked by an administrator.
@@ -116,7 +114,7 @@ impl Error {
             Error::NoSuchUser(_) => ErrorCode::NotFound,
             Error::UserExists(_) => ErrorCode::AlreadyExists,
             Error::AuthFailed => ErrorCode::AuthFailed,
-            Error::LockedOut { .. } => ErrorCode::LockedOut,
+            Error::RateLimited { .. } => ErrorCode::RateLimited,
             Error::AccountLocked(_) => ErrorCode::AccountLocked,
             Error::NotPermitted { .. } => ErrorCode::NotPermitted,
             Error::QuotaExceeded { .. } => ErrorCode::QuotaExceeded,

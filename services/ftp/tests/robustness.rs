@@ -198,3 +198,59 @@ async fn an_upload_in_flight_finishes_when_the_server_stops() {
         .expect("server stopped")
         .expect("join");
 }
+
+#[tokio::test]
+async fn an_address_that_keeps_failing_is_told_to_wait_and_others_are_not() {
+    use wharf_core::Password;
+    use wharf_ftp::client::Client;
+    let srv = spawn().await;
+    srv.add_user("alice", None, "ftp").await;
+    // A spray: ten names, one password each, from this address.
+    for i in 0..10 {
+        let err = Client::connect(
+            &srv.addr,
+            common::client_tls(),
+            &format!("user{i}"),
+            &Password::new("Summer2026!"),
+        )
+        .await
+        .expect_err("wrong");
+        assert_eq!(err.code(), Some(ErrorCode::AuthFailed), "{err}");
+    }
+    // Now even the right password is refused from here, with the wait.
+    let err = Client::connect(
+        &srv.addr,
+        common::client_tls(),
+        "alice",
+        &Password::new(common::PW),
+    )
+    .await
+    .expect_err("rate limited");
+    assert_eq!(err.code(), Some(ErrorCode::RateLimited), "{err}");
+    assert!(err.to_string().contains("try again in"), "{err}");
+    // The database shares it: what the other services would see, from
+    // another address, is a login.
+    let auth = wharf_core::Authenticator::new(srv.store.clone(), Default::default())
+        .await
+        .expect("auth");
+    auth.authenticate(
+        "alice",
+        &Password::new(common::PW),
+        wharf_core::Service::Ftp,
+        std::net::Ipv4Addr::new(198, 51, 100, 7).into(),
+    )
+    .await
+    .expect("another address logs in");
+    let refused = auth
+        .authenticate(
+            "alice",
+            &Password::new(common::PW),
+            wharf_core::Service::Ftp,
+            std::net::Ipv4Addr::LOCALHOST.into(),
+        )
+        .await;
+    assert!(matches!(
+        refused,
+        Err(wharf_core::Error::RateLimited { .. })
+    ));
+}

@@ -118,7 +118,7 @@ async fn serve(args: Args) -> Result<()> {
     let url = args.database.url();
     let (store, auth) = args
         .database
-        .open_quietly()
+        .open_quietly(args.limits.login_policy())
         .await
         .with_context(|| format!("cannot open the database {url}"))?;
     let tls = args.tls.load(&args.database.data_dir)?;

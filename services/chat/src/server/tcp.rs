@@ -272,7 +272,7 @@ impl Session {
         let user = match self
             .server
             .auth
-            .authenticate(&login.user, &login.password, Service::Chat)
+            .authenticate(&login.user, &login.password, Service::Chat, self.peer.ip())
             .await
         {
             Ok(user) => user,

@@ -52,15 +52,28 @@ impl Env {
     }
 }
 
+/// The address tests log in from unless they say otherwise.
+pub const HOME_IP: std::net::IpAddr = std::net::IpAddr::V4(std::net::Ipv4Addr::new(192, 0, 2, 1));
+
 impl Env {
-    /// Logs `name` in to ftp with `password`.
+    /// Logs `name` in to ftp with `password`, from [`HOME_IP`].
     pub async fn login(&self, name: &str, password: &str) -> wharf_core::Result<User> {
+        self.login_from(name, password, HOME_IP).await
+    }
+
+    /// Logs `name` in to ftp with `password`, from `ip`.
+    pub async fn login_from(
+        &self,
+        name: &str,
+        password: &str,
+        ip: std::net::IpAddr,
+    ) -> wharf_core::Result<User> {
         self.auth
-            .authenticate(name, &Password::new(password), wharf_core::Service::Ftp)
+            .authenticate(name, &Password::new(password), wharf_core::Service::Ftp, ip)
             .await
     }
 
-    /// Makes `n` failed logins for `name`.
+    /// Makes `n` failed logins for `name`, from [`HOME_IP`].
     pub async fn fail_logins(&self, name: &str, n: usize) {
         for _ in 0..n {
             let _ = self.login(name, "nope nope").await;

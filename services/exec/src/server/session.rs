@@ -366,7 +366,7 @@ impl Session {
         match self
             .server
             .auth
-            .authenticate(name, password, Service::Exec)
+            .authenticate(name, password, Service::Exec, self.peer.ip())
             .await
         {
             Ok(user) => {

@@ -44,7 +44,7 @@ async fn serve(args: Args) -> Result<()> {
     let url = args.database.url();
     let (store, auth) = args
         .database
-        .open()
+        .open(args.limits.login_policy())
         .await
         .with_context(|| format!("cannot open the database {url}"))?;
     let tls = args.tls.load(&args.database.data_dir)?;

@@ -228,7 +228,7 @@ impl Session {
         let user = match self
             .server
             .auth
-            .authenticate(&login.user, &login.password, Service::Ftp)
+            .authenticate(&login.user, &login.password, Service::Ftp, self.peer.ip())
             .await
         {
             Ok(user) => user,
