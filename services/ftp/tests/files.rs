@@ -436,3 +436,36 @@ async fn what_the_server_writes_belongs_to_the_user() {
         assert_eq!(meta(".wharf").uid(), 0);
     }
 }
+
+#[tokio::test]
+async fn a_failed_get_leaves_no_part_file_unless_bytes_arrived() {
+    let srv = spawn().await;
+    srv.add_user("alice", None, "ftp").await;
+    let mut c = srv.client("alice").await;
+    let local = srv.local("missing.bin");
+    let part = wharf_ftp::client::part_path(&local);
+    let err = c
+        .get(
+            "missing.bin",
+            &local,
+            TransferOptions::default(),
+            &mut NoProgress,
+        )
+        .await
+        .expect_err("no such file");
+    assert_eq!(err.code(), Some(ErrorCode::NotFound));
+    assert!(!part.exists(), "an empty .part was left behind");
+    assert!(!local.exists());
+    // A .part that was there before (an interrupted download) is kept.
+    std::fs::write(&part, b"").expect("part");
+    let _ = c
+        .get(
+            "missing.bin",
+            &local,
+            TransferOptions::default(),
+            &mut NoProgress,
+        )
+        .await
+        .expect_err("no such file");
+    assert!(part.exists(), "someone else's .part was removed");
+}

@@ -197,8 +197,25 @@ impl Client {
 
     /// Downloads `remote` to `local` through `local.part`, resuming from an
     /// existing `.part` when the server's prefix matches it. Returns the
-    /// final local path.
+    /// final local path. A download that fails before a byte arrived
+    /// leaves no `.part` behind (one that was there before stays).
     pub async fn get(
+        &mut self,
+        remote: &str,
+        local: &Path,
+        opts: TransferOptions,
+        progress: &mut dyn Progress,
+    ) -> Result<(PathBuf, Transferred)> {
+        let part = part_path(local);
+        let existed = std::fs::symlink_metadata(&part).is_ok();
+        let got = self.get_through(remote, local, opts, progress).await;
+        if got.is_err() && !existed && std::fs::metadata(&part).is_ok_and(|m| m.len() == 0) {
+            let _ = std::fs::remove_file(&part);
+        }
+        got
+    }
+
+    async fn get_through(
         &mut self,
         remote: &str,
         local: &Path,
