@@ -75,6 +75,10 @@ pub struct LimitArgs {
     /// Connections at once from one IP address.
     #[arg(long, default_value_t = 64, value_name = "N")]
     pub max_per_ip: usize,
+    /// Connections not logged in yet, at once; past it the oldest of them
+    /// is dropped (a flood of idle connections never blocks a login).
+    #[arg(long, default_value_t = 256, value_name = "N")]
+    pub max_unauthenticated: usize,
     /// Time allowed from connecting to logging in.
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration, value_name = "DURATION")]
     pub login_timeout: Duration,
@@ -109,6 +113,7 @@ impl LimitArgs {
         Limits {
             max_connections: self.max_connections,
             max_per_ip: self.max_per_ip,
+            max_unauthenticated: self.max_unauthenticated,
             login_timeout: self.login_timeout,
             idle_timeout: self.idle_timeout,
             shutdown_grace: self.shutdown_grace,

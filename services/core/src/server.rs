@@ -6,6 +6,11 @@
 //! dropping them), caps connections per client IP, backs off when `accept`
 //! fails (out of file descriptors), and on shutdown stops accepting, tells
 //! every session through its token, and waits for them up to a grace period.
+//! Connections not logged in yet have a budget of their own
+//! (`max_unauthenticated`, like OpenSSH's `MaxStartups`): past it the oldest
+//! of them is dropped, so a flood of idle connections can never keep a real
+//! client from reaching the login; logged-in sessions are never dropped for
+//! it.
 //! Under TLS it completes the handshake (within the login timeout) before a
 //! session sees the connection, and answers a client that speaks plain
 //! frames to it with one clear error instead of a protocol dump.
@@ -35,6 +40,8 @@ pub struct Limits {
     pub max_connections: usize,
     /// Connections at once from one IP address.
     pub max_per_ip: usize,
+    /// Connections not logged in yet, at once; past it the oldest goes.
+    pub max_unauthenticated: usize,
     /// Time from connect to a successful login.
     pub login_timeout: Duration,
     /// Time a logged-in session may stay silent.
@@ -48,6 +55,7 @@ impl Default for Limits {
         Limits {
             max_connections: 1024,
             max_per_ip: 64,
+            max_unauthenticated: 256,
             login_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(300),
             shutdown_grace: Duration::from_secs(30),
@@ -120,6 +128,7 @@ pub trait Handler: Send + Sync + 'static {
         stream: Stream,
         peer: SocketAddr,
         shutdown: CancellationToken,
+        gate: LoginGate,
     ) -> impl Future<Output = ()> + Send;
 
     /// Called once when a shutdown's grace period runs out with sessions
@@ -144,6 +153,90 @@ pub async fn reject(stream: Stream, why: Rejection) {
     let error = CommonReply::Error(ErrorReply::new(why.code(), why.message()));
     let _ = conn.send(Outbound::msg(error)).await;
     let _ = futures_util::SinkExt::<Outbound<CommonReply>>::close(&mut conn).await;
+}
+
+/// A connection's place among those not logged in yet: the session calls
+/// [`LoginGate::passed`] once its login succeeds, and from then on the
+/// connection is never dropped to make room.
+#[derive(Clone)]
+pub struct LoginGate {
+    inner: Arc<GateInner>,
+}
+
+struct GateInner {
+    pending: Arc<Pending>,
+    id: u64,
+}
+
+impl LoginGate {
+    /// The login succeeded.
+    pub fn passed(&self) {
+        self.inner.pending.remove(self.inner.id);
+    }
+}
+
+impl Drop for GateInner {
+    fn drop(&mut self) {
+        self.pending.remove(self.id);
+    }
+}
+
+/// The connections not logged in yet, oldest first, with the handle that
+/// ends each.
+#[derive(Default)]
+struct Pending {
+    conns: Mutex<std::collections::VecDeque<(u64, Option<tokio::task::AbortHandle>)>>,
+    next: std::sync::atomic::AtomicU64,
+}
+
+impl Pending {
+    fn lock(
+        &self,
+    ) -> std::sync::MutexGuard<
+        '_,
+        std::collections::VecDeque<(u64, Option<tokio::task::AbortHandle>)>,
+    > {
+        self.conns.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A place for a new connection; the oldest waiting one is ended when
+    /// `max` are waiting already.
+    fn admit(self: &Arc<Self>, max: usize) -> LoginGate {
+        let id = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let evicted = {
+            let mut conns = self.lock();
+            let evicted = if conns.len() >= max.max(1) {
+                conns.pop_front()
+            } else {
+                None
+            };
+            conns.push_back((id, None));
+            evicted
+        };
+        if let Some((_, Some(task))) = evicted {
+            tracing::debug!("too many connections not logged in: dropping the oldest");
+            task.abort();
+        }
+        LoginGate {
+            inner: Arc::new(GateInner {
+                pending: Arc::clone(self),
+                id,
+            }),
+        }
+    }
+
+    fn set_task(&self, id: u64, task: tokio::task::AbortHandle) {
+        if let Some(entry) = self.lock().iter_mut().find(|(i, _)| *i == id) {
+            entry.1 = Some(task);
+        }
+    }
+
+    fn remove(&self, id: u64) {
+        let mut conns = self.lock();
+        if let Some(at) = conns.iter().position(|(i, _)| *i == id) {
+            conns.remove(at);
+        }
+    }
 }
 
 /// Counts what is in use per key (connections per IP, commands per user)
@@ -211,6 +304,7 @@ pub async fn serve<H: Handler>(
 ) {
     let permits = Arc::new(Semaphore::new(limits.max_connections.max(1)));
     let per_ip: Arc<Slots<IpAddr>> = Arc::new(Slots::default());
+    let pending: Arc<Pending> = Arc::new(Pending::default());
     let tracker = TaskTracker::new();
     let mut backoff = Duration::from_millis(10);
     let Listener { tcp: listener, tls } = listener;
@@ -244,7 +338,9 @@ pub async fn serve<H: Handler>(
         let tls = tls.clone();
         let handshake_time = limits.login_timeout;
         let token = shutdown.child_token();
-        tracker.spawn(async move {
+        let gate = pending.admit(limits.max_unauthenticated);
+        let gate_id = gate.inner.id;
+        let task = tracker.spawn(async move {
             let stream = match establish(stream, tls.as_ref(), handshake_time).await {
                 Established::Ready(stream) => stream,
                 Established::PlainToTls(stream) => {
@@ -259,7 +355,7 @@ pub async fn serve<H: Handler>(
             };
             match guard {
                 Some(guard) => {
-                    handler.handle(stream, peer, token).await;
+                    handler.handle(stream, peer, token, gate).await;
                     drop(guard);
                 }
                 None => {
@@ -269,6 +365,7 @@ pub async fn serve<H: Handler>(
             }
             drop(permit);
         });
+        pending.set_task(gate_id, task.abort_handle());
     }
     drop(listener);
     tracker.close();

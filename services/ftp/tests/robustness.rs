@@ -254,3 +254,65 @@ async fn an_address_that_keeps_failing_is_told_to_wait_and_others_are_not() {
         Err(wharf_core::Error::RateLimited { .. })
     ));
 }
+
+/// Lets this process hold the flood's file descriptors.
+fn raise_fd_limit() {
+    use rustix::process::{Resource, getrlimit, setrlimit};
+    let mut limit = getrlimit(Resource::Nofile);
+    limit.current = limit.maximum;
+    let _ = setrlimit(Resource::Nofile, limit);
+}
+
+/// A TCP connection from `127.0.0.N`, that never says anything.
+async fn idle_from(addr: &str, n: u8) -> Option<tokio::net::TcpStream> {
+    let socket = tokio::net::TcpSocket::new_v4().ok()?;
+    socket
+        .bind(std::net::SocketAddr::from(([127, 0, 0, n], 0)))
+        .ok()?;
+    socket.connect(addr.parse().ok()?).await.ok()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_idle_connections_never_keeps_a_login_out() {
+    raise_fd_limit();
+    let srv = spawn().await;
+    srv.add_user("alice", None, "ftp").await;
+    // 1,100 idle connections from 20 addresses, more than --max-connections
+    // (1024) would let in at once.
+    let mut flood = Vec::new();
+    for i in 0..1100usize {
+        if let Some(c) = idle_from(&srv.addr, 2 + (i % 20) as u8).await {
+            flood.push(c);
+        }
+    }
+    assert!(
+        flood.len() >= 1100,
+        "only {} flood connections",
+        flood.len()
+    );
+    // And the flood goes on: a new idle connection every few milliseconds.
+    let addr = srv.addr.clone();
+    let flooding = tokio::spawn(async move {
+        let mut i = 0usize;
+        loop {
+            if let Some(c) = idle_from(&addr, 2 + (i % 20) as u8).await {
+                flood.push(c);
+                if flood.len() > 1200 {
+                    flood.remove(0);
+                }
+            }
+            i += 1;
+            tokio::time::sleep(Duration::from_millis(4)).await;
+        }
+    });
+    for round in 0..10 {
+        let started = std::time::Instant::now();
+        let mut c = tokio::time::timeout(Duration::from_secs(5), srv.client("alice"))
+            .await
+            .unwrap_or_else(|_| panic!("round {round}: no login within 5 s"));
+        let took = started.elapsed();
+        assert!(took < Duration::from_secs(2), "round {round}: {took:?}");
+        assert_eq!(c.pwd().await.expect("pwd"), "/");
+    }
+    flooding.abort();
+}

@@ -15,7 +15,7 @@ use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use wharf_core::Authenticator;
-use wharf_core::server::{Handler, Limits, Listener, serve};
+use wharf_core::server::{Handler, Limits, Listener, LoginGate, serve};
 use wharf_core::tls::Stream;
 use wharf_proto::datagram::SessionId;
 
@@ -145,8 +145,9 @@ impl Handler for ChatServer {
         stream: Stream,
         peer: SocketAddr,
         shutdown: CancellationToken,
+        gate: LoginGate,
     ) {
-        tcp::run(self, stream, peer, shutdown).await;
+        tcp::run(self, stream, peer, shutdown, gate).await;
     }
 }
 

@@ -16,6 +16,7 @@ use tokio::time::Instant;
 use tokio_util::codec::FramedRead;
 use tokio_util::sync::CancellationToken;
 use wharf_core::Service;
+use wharf_core::server::LoginGate;
 use wharf_core::tls::Stream;
 use wharf_proto::chat::{ChatReply, ChatRequest, PresenceChange};
 use wharf_proto::datagram::encode_frame;
@@ -57,6 +58,7 @@ struct Session {
     kill: CancellationToken,
     state: State,
     login_failures: u32,
+    gate: LoginGate,
 }
 
 enum State {
@@ -79,6 +81,7 @@ pub(super) async fn run(
     stream: Stream,
     peer: SocketAddr,
     shutdown: CancellationToken,
+    gate: LoginGate,
 ) {
     let limits = server.config.limits.clone();
     let (rd, wr) = tokio::io::split(stream);
@@ -96,6 +99,7 @@ pub(super) async fn run(
         kill,
         state: State::Greeting,
         login_failures: 0,
+        gate,
     };
     let login_deadline = Instant::now() + limits.login_timeout;
     let mut dropped = false;
@@ -292,6 +296,7 @@ impl Session {
             },
         );
         tracing::info!(peer = %self.peer, user = %user.name, "logged in");
+        self.gate.passed();
         self.state = State::LoggedIn {
             user_id: user.id,
             user: user.name.clone(),

@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 use wharf_core::Authenticator;
-use wharf_core::server::{Handler, Limits, Listener, Slots, serve};
+use wharf_core::server::{Handler, Limits, Listener, LoginGate, Slots, serve};
 use wharf_core::tls::Stream;
 
 use crate::launch::Launch;
@@ -99,8 +99,9 @@ impl Handler for ExecServer {
         stream: Stream,
         peer: SocketAddr,
         shutdown: CancellationToken,
+        gate: LoginGate,
     ) {
-        session::run(self, stream, peer, shutdown).await;
+        session::run(self, stream, peer, shutdown, gate).await;
     }
 }
 

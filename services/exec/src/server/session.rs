@@ -23,6 +23,7 @@ use tokio::time::Instant;
 use tokio_util::codec::{Encoder, FramedRead};
 use tokio_util::sync::CancellationToken;
 use wharf_core::owner::{Owner, ensure_owned};
+use wharf_core::server::LoginGate;
 use wharf_core::size::format_size;
 use wharf_core::store::ExecRecord;
 use wharf_core::tls::Stream;
@@ -143,6 +144,7 @@ struct Session {
     shutdown: CancellationToken,
     state: State,
     login_failures: u32,
+    gate: LoginGate,
     /// The home as stored, and as prepared for commands: prepared once per
     /// session, again only if an administrator moves it.
     home: Option<(PathBuf, PathBuf)>,
@@ -153,6 +155,7 @@ pub(super) async fn run(
     stream: Stream,
     peer: SocketAddr,
     shutdown: CancellationToken,
+    gate: LoginGate,
 ) {
     let limits = server.config.limits.clone();
     let (rd, wr) = tokio::io::split(stream);
@@ -173,6 +176,7 @@ pub(super) async fn run(
         shutdown,
         state: State::Greeting,
         login_failures: 0,
+        gate,
         home: None,
     };
     let login_deadline = Instant::now() + limits.login_timeout;
@@ -374,6 +378,7 @@ impl Session {
                 let reply = ExecReply::LoginOk(LoginOk {
                     user: user.name.clone(),
                 });
+                self.gate.passed();
                 self.state = State::LoggedIn(user);
                 self.reply(reply).await
             }

@@ -11,7 +11,7 @@ use std::time::{Duration, SystemTime};
 
 use tokio_util::sync::CancellationToken;
 use wharf_core::home::{partial_dir, partial_target_size};
-use wharf_core::server::{Handler, Limits, Listener, serve};
+use wharf_core::server::{Handler, Limits, Listener, LoginGate, serve};
 use wharf_core::tls::Stream;
 use wharf_core::{Authenticator, Store};
 
@@ -92,8 +92,9 @@ impl Handler for FtpServer {
         stream: Stream,
         peer: std::net::SocketAddr,
         shutdown: CancellationToken,
+        gate: LoginGate,
     ) {
-        session::run(self, stream, peer, shutdown).await;
+        session::run(self, stream, peer, shutdown, gate).await;
     }
 
     fn abort(&self) {

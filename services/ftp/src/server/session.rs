@@ -10,6 +10,7 @@ use tokio::time::Instant;
 use tokio_util::codec::Framed;
 use tokio_util::sync::CancellationToken;
 use wharf_core::owner::Owner;
+use wharf_core::server::LoginGate;
 use wharf_core::tls::Stream;
 use wharf_core::{Service, User};
 use wharf_proto::ftp::{FtpReply, FtpRequest};
@@ -41,6 +42,7 @@ pub(super) struct Session {
     peer: SocketAddr,
     state: State,
     login_failures: u32,
+    gate: LoginGate,
 }
 
 enum Flow {
@@ -53,6 +55,7 @@ pub(super) async fn run(
     stream: Stream,
     peer: SocketAddr,
     shutdown: CancellationToken,
+    gate: LoginGate,
 ) {
     let limits = server.config.limits.clone();
     let login_deadline = Instant::now() + limits.login_timeout;
@@ -62,6 +65,7 @@ pub(super) async fn run(
         peer,
         state: State::Greeting,
         login_failures: 0,
+        gate,
     };
     tracing::debug!(%peer, "connected");
     loop {
@@ -175,7 +179,10 @@ impl Session {
                 self.state = State::AwaitingLogin;
             }
             State::AwaitingLogin => match self.login(msg).await {
-                Ok(li) => self.state = State::LoggedIn(Box::new(li)),
+                Ok(li) => {
+                    self.gate.passed();
+                    self.state = State::LoggedIn(Box::new(li));
+                }
                 Err(e) => {
                     self.state = State::AwaitingLogin;
                     return Err(e);
