@@ -348,12 +348,30 @@ async fn quota_fits_exactly_and_refuses_one_byte_more() {
     assert!(!srv.home("alice").join("one").exists());
     let alice = srv.user("alice").await;
     assert_eq!((alice.used_bytes, alice.reserved_bytes), (1000, 0));
-    // Replacing the file needs room for the new copy until it is in place.
-    let err = c
-        .put(&full, "full", opts, &mut NoProgress)
+    // Replacing the file needs room only for the growth: the same size
+    // fits (new contents), one byte more does not.
+    let other = srv.local("other");
+    std::fs::write(&other, data(1000, 4)).expect("write");
+    c.put(&other, "full", opts, &mut NoProgress)
         .await
-        .expect_err("no room for a second copy");
+        .expect("an overwrite of the same size");
+    assert_eq!(
+        std::fs::read(srv.home("alice").join("full")).expect("full"),
+        data(1000, 4)
+    );
+    let alice = srv.user("alice").await;
+    assert_eq!(
+        (alice.used_bytes, alice.reserved_bytes, alice.file_count),
+        (1000, 0, 1)
+    );
+    let bigger = srv.local("bigger");
+    std::fs::write(&bigger, data(1001, 5)).expect("write");
+    let err = c
+        .put(&bigger, "full", opts, &mut NoProgress)
+        .await
+        .expect_err("one byte of growth over the quota");
     assert_eq!(err.code(), Some(ErrorCode::QuotaExceeded));
+    assert!(err.to_string().contains("needs 1 B"), "{err}");
     c.rm("full").await.expect("rm frees space");
     c.put(&one, "one", opts, &mut NoProgress)
         .await

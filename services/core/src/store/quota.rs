@@ -17,12 +17,22 @@ impl Store {
     /// Reserves `bytes` for an upload, or fails with `QuotaExceeded` saying
     /// how much is free. Nothing changes on failure.
     pub async fn reserve(&self, user_id: i64, bytes: u64) -> Result<()> {
+        self.reserve_replacing(user_id, bytes, 0).await
+    }
+
+    /// Reserves `bytes` for an upload that will replace a file of
+    /// `replacing` bytes: only the growth must be free. The whole `bytes`
+    /// is held (the old copy stays on disk until the new one takes its
+    /// place), so while it runs the home may hold up to `replacing` bytes
+    /// over the quota. Nothing changes on failure.
+    pub async fn reserve_replacing(&self, user_id: i64, bytes: u64, replacing: u64) -> Result<()> {
         let done = sqlx::query(
             "UPDATE users SET reserved_bytes = reserved_bytes + ?1 \
-             WHERE id = ?2 AND (quota_bytes IS NULL OR used_bytes + reserved_bytes + ?1 <= quota_bytes)",
+             WHERE id = ?2 AND (quota_bytes IS NULL OR used_bytes + reserved_bytes + ?1 <= quota_bytes + ?3)",
         )
         .bind(to_i64(bytes))
         .bind(user_id)
+        .bind(to_i64(replacing))
         .execute(&self.pool)
         .await?;
         if done.rows_affected() == 1 {
@@ -40,7 +50,7 @@ impl Store {
         );
         let taken = to_u64(row.try_get("used_bytes")?) + to_u64(row.try_get("reserved_bytes")?);
         Err(Error::QuotaExceeded {
-            needed: bytes,
+            needed: bytes.saturating_sub(replacing),
             free: quota.saturating_sub(taken),
             quota,
         })

@@ -167,6 +167,8 @@ struct Prepared {
     created: bool,
     held: u64,
     prefix: Md5,
+    /// The size of the regular file the upload would replace, if any.
+    replacing: u64,
 }
 
 /// Checks the target and finds (or creates) its partial upload, in one
@@ -176,6 +178,11 @@ fn prepare(jail: &Jail, v: &VPath, partial: &Partial, size: u64) -> Result<Prepa
     if target.is_dir() {
         return Err(FtpError::BadRequest(format!("{v} is a directory")));
     }
+    // A file this upload replaces: only the growth needs to be free.
+    let replacing = std::fs::symlink_metadata(&target)
+        .ok()
+        .filter(|m| m.is_file())
+        .map_or(0, |m| m.len());
     let (mut file, created) = match partial.open(v)? {
         Some(f) => (f, false),
         None => match partial.create(v)? {
@@ -201,6 +208,7 @@ fn prepare(jail: &Jail, v: &VPath, partial: &Partial, size: u64) -> Result<Prepa
             created,
             held: 0,
             prefix: Md5::new(),
+            replacing,
         });
     }
     let prefix = hash_prefix(&mut file, held).map_err(|e| FtpError::io("partial upload", e))?;
@@ -209,6 +217,7 @@ fn prepare(jail: &Jail, v: &VPath, partial: &Partial, size: u64) -> Result<Prepa
         created,
         held,
         prefix,
+        replacing,
     })
 }
 
@@ -295,8 +304,9 @@ pub(super) async fn put(
         created,
         held,
         prefix,
+        replacing,
     } = prepared;
-    if created && let Err(e) = store.reserve(user_id, size).await {
+    if created && let Err(e) = store.reserve_replacing(user_id, size, replacing).await {
         drop(file);
         let p = partial.clone();
         let _ = blocking(move || p.remove()).await;
