@@ -70,6 +70,8 @@ pub enum ErrorCode {
     Internal,
     /// The server speaks TLS only and the client connected without it.
     TlsRequired,
+    /// The server's disk is full or read-only: nothing could be written.
+    NoSpace,
     /// A code newer than this client.
     #[serde(other)]
     Unknown,

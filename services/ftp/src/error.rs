@@ -34,6 +34,9 @@ pub enum FtpError {
     /// A transfer's md5 did not match.
     #[error("{0}")]
     ChecksumMismatch(String),
+    /// The disk is full or read-only; the server goes on.
+    #[error("{0}")]
+    NoSpace(String),
     /// Nothing arrived in time.
     #[error("{0}")]
     Timeout(String),
@@ -80,6 +83,18 @@ impl FtpError {
                 FtpError::BadRequest(format!("{context}: it is a directory"))
             }
             ErrorKind::InvalidInput => FtpError::BadRequest(format!("{context}: not possible")),
+            ErrorKind::StorageFull | ErrorKind::QuotaExceeded => {
+                tracing::warn!(%context, error = %source, "the disk is full");
+                FtpError::NoSpace(format!(
+                    "{context}: the server's disk is full; nothing was kept; try again once the administrator has made room"
+                ))
+            }
+            ErrorKind::ReadOnlyFilesystem => {
+                tracing::warn!(%context, error = %source, "the file system is read-only");
+                FtpError::NoSpace(format!(
+                    "{context}: the server's storage is read-only; nothing was kept; tell the administrator"
+                ))
+            }
             _ => FtpError::Io { context, source },
         }
     }
@@ -105,6 +120,7 @@ impl FtpError {
             FtpError::AlreadyExists(m) => (ErrorCode::AlreadyExists, m.clone()),
             FtpError::Busy(m) => (ErrorCode::Busy, m.clone()),
             FtpError::ChecksumMismatch(m) => (ErrorCode::ChecksumMismatch, m.clone()),
+            FtpError::NoSpace(m) => (ErrorCode::NoSpace, m.clone()),
             FtpError::Timeout(m) => (ErrorCode::Timeout, m.clone()),
             FtpError::Fatal(m) => (ErrorCode::BadRequest, m.clone()),
             FtpError::ShuttingDown(m) => (ErrorCode::ShuttingDown, m.clone()),

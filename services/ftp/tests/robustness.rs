@@ -316,3 +316,60 @@ async fn a_flood_of_idle_connections_never_keeps_a_login_out() {
     }
     flooding.abort();
 }
+
+/// Unmounts on drop, even when the test fails.
+struct Mounted(std::path::PathBuf);
+
+impl Drop for Mounted {
+    fn drop(&mut self) {
+        let _ = rustix::mount::unmount(&self.0, rustix::mount::UnmountFlags::DETACH);
+    }
+}
+
+#[tokio::test]
+async fn a_full_disk_is_an_error_and_the_next_put_works_once_there_is_room() {
+    use wharf_ftp::client::{NoProgress, TransferOptions};
+    if !rustix::process::geteuid().is_root() {
+        eprintln!("skipped: mounting a small file system needs root");
+        return;
+    }
+    let srv = spawn().await;
+    // alice's home is a 1 MiB file system of its own.
+    let home = srv.dir.path().join("homes").join("alice");
+    std::fs::create_dir_all(&home).expect("home");
+    rustix::mount::mount(
+        "wharf-test",
+        &home,
+        "tmpfs",
+        rustix::mount::MountFlags::empty(),
+        Some(c"size=1m,mode=0755"),
+    )
+    .expect("mount a small tmpfs");
+    let _mounted = Mounted(home.clone());
+    srv.add_user("alice", None, "ftp").await;
+    let mut c = srv.client("alice").await;
+    let opts = TransferOptions::default();
+    let big = srv.local("big.bin");
+    std::fs::write(&big, common::data(3 << 20, 9)).expect("local");
+    let err = c
+        .put(&big, "big.bin", opts, &mut NoProgress)
+        .await
+        .expect_err("the disk is full");
+    assert_eq!(err.code(), Some(ErrorCode::NoSpace), "{err}");
+    assert!(err.to_string().contains("disk is full"), "{err}");
+    // Nothing held: no partial, no reservation; the session goes on.
+    let alice = srv.user("alice").await;
+    assert_eq!((alice.reserved_bytes, alice.used_bytes), (0, 0));
+    let partials = std::fs::read_dir(home.join(".wharf/partial"))
+        .map(|d| d.count())
+        .unwrap_or(0);
+    assert_eq!(partials, 0, "a partial was left filling the disk");
+    assert_eq!(c.pwd().await.expect("still serving"), "/");
+    // A small file fits, on the same connection.
+    let small = srv.local("small.bin");
+    std::fs::write(&small, common::data(100_000, 10)).expect("local");
+    c.put(&small, "small.bin", opts, &mut NoProgress)
+        .await
+        .expect("room for this one");
+    assert_eq!(srv.user("alice").await.used_bytes, 100_000);
+}

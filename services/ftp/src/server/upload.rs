@@ -410,9 +410,19 @@ pub(super) async fn put(
         let (file, hasher, written) = match written {
             Ok(w) => w,
             Err(e) => {
+                // The disk refused (full, read-only): the upload cannot go
+                // on. Its partial and reservation go; the rest of the data
+                // and the trailer are read and dropped, so the client gets
+                // the error instead of a reset and the session goes on.
+                let p = partial.clone();
+                let _ = blocking(move || p.remove()).await;
+                store.release(user_id, size).await?;
                 store
                     .record_transfer(&record(false, received, None))
                     .await?;
+                if broken.is_none() {
+                    skip_rest(s, body_len - received).await?;
+                }
                 return Err(FtpError::io(format!("write {v}"), e));
             }
         };
@@ -437,7 +447,17 @@ pub(super) async fn put(
     };
     let finished = {
         let (p, vv, c) = (partial.clone(), v.clone(), claimed.clone());
-        blocking(move || finish(received, &c, &p, &vv)).await?
+        match blocking(move || finish(received, &c, &p, &vv)).await {
+            Ok(f) => f,
+            Err(e @ FtpError::NoSpace(_)) => {
+                let p = partial.clone();
+                let _ = blocking(move || p.remove()).await;
+                store.release(user_id, size).await?;
+                store.record_transfer(&record(false, 0, None)).await?;
+                return Err(e);
+            }
+            Err(e) => return Err(e),
+        }
     };
     match finished {
         Finished::Mismatch { md5 } => {
@@ -467,6 +487,26 @@ pub(super) async fn put(
                 md5,
             })
         }
+    }
+}
+
+/// Reads and drops the rest of an upload's data and its `put_end`, keeping
+/// the stream in step after the disk refused it.
+async fn skip_rest(s: &mut Session, mut left: u64) -> Result<(), FtpError> {
+    while left > 0 {
+        match s.next_frame_idle().await? {
+            Frame::Body { chunk, .. } => left = left.saturating_sub(chunk.len() as u64),
+            _ => return Err(FtpError::Fatal("expected upload data".into())),
+        }
+    }
+    match s.next_frame_idle().await? {
+        Frame::Header {
+            msg: FtpRequest::PutEnd { .. },
+            ..
+        } => Ok(()),
+        _ => Err(FtpError::Fatal(
+            "the upload data must be followed by put_end".into(),
+        )),
     }
 }
 
