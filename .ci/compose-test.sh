@@ -137,20 +137,23 @@ for s in ftp chat exec; do
   echo "$s: $h"; [ "$h" = healthy ] || die "$s is $h"
 done
 
-dc logs exec | grep -q "each user's own uid, sandboxed" || { dc logs exec; die "exec does not run commands sandboxed as each user's uid"; }
+# Logs are read whole before grep: `grep -q` stops at the first match, and
+# the writer's SIGPIPE would fail the pipeline under pipefail.
+has() { local text; text=$("${@:2}" 2>&1); grep -q -- "$1" <<<"$text"; }
+has "each user's own uid, sandboxed" dc logs exec || { dc logs exec; die "exec does not run commands sandboxed as each user's uid"; }
 
 step "admin service: add alice and bob, with exec"
 export WHARF_PASSWORD='correct horse battery'
 for u in alice bob; do
   echo "$WHARF_PASSWORD" | dc run --rm -T admin user add "$u" --password-stdin --services ftp,chat,exec
 done
-dc run --rm -T admin user show alice | grep -q 1900000001 || die "alice has no uid of her own"
+has 1900000001 dc run --rm -T admin user show alice || die "alice has no uid of her own"
 
 step "TLS: the certificate the daemons made, its fingerprint, a first connection"
 FP=$(dc run --rm -T admin tls fingerprint)
 echo "admin-cli tls fingerprint: $FP"
-dc logs ftp | grep -q "fingerprint $FP" || { dc logs ftp; die "ftp does not serve the certificate admin-cli shows"; }
-dc logs chat | grep -q "fingerprint $FP" || { dc logs chat; die "chat does not serve the certificate admin-cli shows"; }
+has "fingerprint $FP" dc logs ftp || { dc logs ftp; die "ftp does not serve the certificate admin-cli shows"; }
+has "fingerprint $FP" dc logs chat || { dc logs chat; die "chat does not serve the certificate admin-cli shows"; }
 dc exec -T ftp cat /var/lib/wharf/data/tls/server.crt > "$WORK/server.crt"
 N=(nsenter --net="/run/netns/$NS")
 mkdir -p "$WORK/client" "$WORK/home" && cd "$WORK/client"
@@ -240,14 +243,14 @@ OUT=$(docker run --rm --network none wharf:latest wharf-execd --listen 127.0.0.1
 echo "$OUT" | tail -1
 grep -q 'the sandbox is incomplete: creating user, mount and PID namespaces' <<<"$OUT" || die "exec did not say what is missing"
 docker run -d --name wharfd-probe --network none wharf:latest wharfd >/dev/null
-for _ in $(seq 1 20); do docker logs wharfd-probe 2>&1 | grep -q '^ready' && break; sleep 0.5; done
+for _ in $(seq 1 20); do has '^ready' docker logs wharfd-probe && break; sleep 0.5; done
 docker logs wharfd-probe 2>&1 | grep -E '^(exec is OFF|  (ftp|chat) )' | tee probe.out
 grep -q 'exec is OFF: .*namespaces' probe.out && grep -q '^  ftp' probe.out && grep -q '^  chat' probe.out \
   || { docker logs wharfd-probe; die "wharfd did not serve ftp and chat with exec off"; }
 docker rm -fv wharfd-probe >/dev/null
 docker run -d --name execd-probe --network none wharf:latest wharf-execd --allow-unconfined-exec >/dev/null
-for _ in $(seq 1 20); do docker logs execd-probe 2>&1 | grep -q 'serving remote exec' && break; sleep 0.5; done
-docker logs execd-probe 2>&1 | grep 'serving remote exec' | grep -q UNCONFINED || { docker logs execd-probe; die "--allow-unconfined-exec"; }
+for _ in $(seq 1 20); do has 'serving remote exec' docker logs execd-probe && break; sleep 0.5; done
+has 'serving remote exec.*UNCONFINED' docker logs execd-probe || { docker logs execd-probe; die "--allow-unconfined-exec"; }
 echo "with --allow-unconfined-exec it serves, and says UNCONFINED"
 docker rm -fv execd-probe >/dev/null
 

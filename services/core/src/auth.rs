@@ -133,6 +133,7 @@ pub struct Authenticator {
 
 struct Inner {
     store: Store,
+    standings: crate::standing::Standings,
     config: AuthConfig,
     pool: HashPool,
     dummy_hash: String,
@@ -278,6 +279,7 @@ impl Authenticator {
             .await??;
         Ok(Authenticator {
             inner: Arc::new(Inner {
+                standings: crate::standing::Standings::new(store.clone()),
                 store,
                 config,
                 pool,
@@ -287,7 +289,12 @@ impl Authenticator {
         })
     }
 
-    /// The store this authenticator checks against.
+    /// The watch that tells open sessions what the administrator changed.
+    pub fn standings(&self) -> &crate::standing::Standings {
+        &self.inner.standings
+    }
+
+    /// The database.
     pub fn store(&self) -> &Store {
         &self.inner.store
     }

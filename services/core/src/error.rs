@@ -56,6 +56,9 @@ pub enum Error {
         /// When the next attempt from there will be considered.
         retry_after: Duration,
     },
+    /// An administrator removed the account while it was logged in.
+    #[error("account {0:?} was removed by an administrator")]
+    AccountRemoved(String),
     /// The account is locked by an administrator.
     #[error("account {0:?} is locked; ask an administrator to unlock it")]
     AccountLocked(String),
@@ -115,7 +118,7 @@ impl Error {
             Error::UserExists(_) => ErrorCode::AlreadyExists,
             Error::AuthFailed => ErrorCode::AuthFailed,
             Error::RateLimited { .. } => ErrorCode::RateLimited,
-            Error::AccountLocked(_) => ErrorCode::AccountLocked,
+            Error::AccountLocked(_) | Error::AccountRemoved(_) => ErrorCode::AccountLocked,
             Error::NotPermitted { .. } => ErrorCode::NotPermitted,
             Error::QuotaExceeded { .. } => ErrorCode::QuotaExceeded,
             Error::Io { .. }

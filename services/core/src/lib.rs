@@ -21,6 +21,7 @@ pub mod owner;
 pub mod server;
 pub mod service;
 pub mod size;
+pub mod standing;
 pub mod store;
 pub mod time;
 pub mod tls;

@@ -54,6 +54,10 @@ pub enum FtpError {
     /// The byte stream is out of step: reply if possible, then close.
     #[error("{0}")]
     Fatal(String),
+    /// An administrator locked, removed or revoked the user: the session
+    /// ends.
+    #[error("{0}")]
+    Ended(wharf_core::Error),
     /// The server is stopping and the grace period for transfers ran out.
     #[error("{0}")]
     ShuttingDown(String),
@@ -108,6 +112,7 @@ impl FtpError {
                 | FtpError::Timeout(_)
                 | FtpError::Protocol(_)
                 | FtpError::ShuttingDown(_)
+                | FtpError::Ended(_)
         )
     }
 
@@ -124,6 +129,7 @@ impl FtpError {
             FtpError::Timeout(m) => (ErrorCode::Timeout, m.clone()),
             FtpError::Fatal(m) => (ErrorCode::BadRequest, m.clone()),
             FtpError::ShuttingDown(m) => (ErrorCode::ShuttingDown, m.clone()),
+            FtpError::Ended(e) => (e.code(), e.client_message()),
             FtpError::Closed => (ErrorCode::Internal, "connection closed".to_owned()),
             FtpError::NotLoggedIn(m) => (ErrorCode::NotLoggedIn, m.clone()),
             FtpError::Frame(e) => (e.code(), e.to_string()),

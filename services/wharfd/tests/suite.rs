@@ -312,3 +312,105 @@ fn as_root_exec_is_served_with_each_users_own_uid() {
     }
     wharfd.stop();
 }
+
+/// Waits for `child` to end, at most `within`; its status and stderr.
+fn ended_within(child: std::process::Child, within: Duration) -> (Option<i32>, String) {
+    let started = Instant::now();
+    let mut child = child;
+    loop {
+        if child.try_wait().expect("wait").is_some() {
+            let out = child.wait_with_output().expect("output");
+            return (out.status.code(), text(&out.stderr));
+        }
+        if started.elapsed() > within {
+            let _ = child.kill();
+            let out = child.wait_with_output().expect("output");
+            panic!(
+                "still running {within:?} after the lock: {}",
+                text(&out.stderr)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn a_lock_by_admin_cli_ends_open_chat_exec_and_ftp_sessions() {
+    let dir = tempfile::tempdir().expect("dir");
+    let dir = dir.path();
+    let wharfd = Wharfd::start(dir);
+    let mut add = Command::new(bin("admin-cli"))
+        .current_dir(dir)
+        .args(["user", "add", "alice", "--password-stdin"])
+        .args(["--services", "ftp,chat,exec"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("admin-cli");
+    add.stdin
+        .take()
+        .expect("stdin")
+        .write_all(format!("{PW}\n").as_bytes())
+        .expect("password");
+    assert!(add.wait().expect("admin-cli").success());
+
+    // Alice listens in a room, runs a long command, and has a file shell
+    // open.
+    let spawn = |name: &str, server: &str, args: &[&str]| {
+        client(dir, name, server, args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("client")
+    };
+    let chat = spawn(
+        "wharf-chat",
+        &wharfd.chat,
+        &["listen", "--room", "lobby", "--count", "1000"],
+    );
+    let exec = spawn("wharf-exec", &wharfd.exec, &["-n", "--", "sleep 60"]);
+    let mut ftp = client(dir, "wharf-ftp", &wharfd.ftp, &[])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("wharf-ftp shell");
+    let mut shell = ftp.stdin.take().expect("stdin");
+    shell.write_all(b"pwd\n").expect("pwd");
+    std::thread::sleep(Duration::from_millis(1500));
+
+    // The administrator, from another process, locks her.
+    let lock = Command::new(bin("admin-cli"))
+        .current_dir(dir)
+        .args(["user", "lock", "alice"])
+        .output()
+        .expect("admin-cli");
+    assert!(lock.status.success(), "{}", text(&lock.stderr));
+    let within = Duration::from_secs(5);
+    let (code, err) = ended_within(chat, within);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("locked"), "chat: {err}");
+    let (code, err) = ended_within(exec, within);
+    assert_eq!(code, Some(255), "{err}");
+    assert!(
+        err.contains("locked") && err.contains("killed"),
+        "exec: {err}"
+    );
+    // The file session was ended too: its next command hears why.
+    std::thread::sleep(Duration::from_millis(1500));
+    shell.write_all(b"ls\n").expect("ls");
+    drop(shell);
+    let (code, err) = ended_within(ftp, within);
+    assert_ne!(code, Some(0), "{err}");
+    assert!(err.contains("locked"), "ftp: {err}");
+    // And she cannot log in again.
+    let out = client(dir, "wharf-ftp", &wharfd.ftp, &["ls"])
+        .output()
+        .expect("wharf-ftp");
+    assert!(
+        text(&out.stderr).contains("locked"),
+        "{}",
+        text(&out.stderr)
+    );
+    wharfd.stop();
+}

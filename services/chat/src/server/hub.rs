@@ -235,10 +235,12 @@ impl Hub {
     }
 
     /// Removes an endpoint (its session ended); its rooms hear `change`.
+    /// Its own session is not killed: it is ending by itself, and what it
+    /// queued last (a reason, say) still goes out.
     pub(crate) fn unregister(&self, id: EndpointId, change: PresenceChange) {
         let kills = {
             let mut st = self.lock();
-            self.remove(&mut st, vec![(id, change)])
+            self.remove(&mut st, vec![(id, change)], Some(id))
         };
         kill(kills);
     }
@@ -255,6 +257,7 @@ impl Hub {
         &self,
         st: &mut State,
         mut work: Vec<(EndpointId, PresenceChange)>,
+        ending: Option<EndpointId>,
     ) -> Vec<CancellationToken> {
         let mut kills = Vec::new();
         while let Some((id, change)) = work.pop() {
@@ -273,7 +276,9 @@ impl Hub {
                 self.leave_room(st, id, &ep.user, room, change, &mut slow);
                 work.extend(slow.into_iter().map(|s| (s, PresenceChange::Dropped)));
             }
-            if let Sink::Tcp { kill, .. } = ep.sink {
+            if let Sink::Tcp { kill, .. } = ep.sink
+                && ending != Some(id)
+            {
                 kills.push(kill);
             }
         }
@@ -371,6 +376,7 @@ impl Hub {
             slow.into_iter()
                 .map(|id| (id, PresenceChange::Dropped))
                 .collect(),
+            None,
         )
     }
 

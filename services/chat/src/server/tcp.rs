@@ -12,11 +12,13 @@ use futures_util::StreamExt;
 use tokio::io::AsyncWriteExt;
 use tokio::io::WriteHalf;
 use tokio::sync::mpsc;
+use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_util::codec::FramedRead;
 use tokio_util::sync::CancellationToken;
 use wharf_core::Service;
 use wharf_core::server::LoginGate;
+use wharf_core::standing::{self, Standing};
 use wharf_core::tls::Stream;
 use wharf_proto::chat::{ChatReply, ChatRequest, PresenceChange};
 use wharf_proto::datagram::encode_frame;
@@ -59,6 +61,9 @@ struct Session {
     state: State,
     login_failures: u32,
     gate: LoginGate,
+    /// The user's standing, once logged in: a lock, a deletion or a revoked
+    /// right ends the session.
+    standing: Option<watch::Receiver<Standing>>,
 }
 
 enum State {
@@ -100,6 +105,7 @@ pub(super) async fn run(
         state: State::Greeting,
         login_failures: 0,
         gate,
+        standing: None,
     };
     let login_deadline = Instant::now() + limits.login_timeout;
     let mut dropped = false;
@@ -120,6 +126,11 @@ pub(super) async fn run(
                     "the server is shutting down; reconnect in a moment",
                 ))
                 .await;
+                break;
+            }
+            why = standing::ended(&mut s.standing, Service::Chat) => {
+                tracing::info!(peer = %s.peer, reason = %why, "session ended by an administrator");
+                s.queue(&error_frame(why.code(), why.client_message())).await;
                 break;
             }
             frame = tokio::time::timeout(wait, frames.next()) => frame,
@@ -297,6 +308,7 @@ impl Session {
         );
         tracing::info!(peer = %self.peer, user = %user.name, "logged in");
         self.gate.passed();
+        self.standing = Some(self.server.auth.standings().watch(&user));
         self.state = State::LoggedIn {
             user_id: user.id,
             user: user.name.clone(),
@@ -337,7 +349,8 @@ impl Session {
                 return None;
             }
             ChatRequest::UdpSession => {
-                udp::grant(&self.server, user_id, user).map(ChatReply::UdpSession)
+                udp::grant(&self.server, user_id, user, self.standing.clone())
+                    .map(ChatReply::UdpSession)
             }
             ChatRequest::Ping => Ok(ChatReply::Pong),
             ChatRequest::Hello(_) | ChatRequest::Login(_) => {

@@ -24,8 +24,9 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use tokio::net::UdpSocket;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
+use wharf_core::standing::Standing;
 use wharf_proto::ErrorCode;
 use wharf_proto::chat::{ChatReply, ChatRequest, PresenceChange, UdpSessionGrant};
 use wharf_proto::datagram::{
@@ -59,6 +60,9 @@ struct Session {
     last_seen: Instant,
     created: Instant,
     bucket: Bucket,
+    /// The user's standing: a lock, a deletion or a revoked right ends the
+    /// session.
+    standing: Option<watch::Receiver<Standing>>,
 }
 
 /// An address that sent a sealed datagram and has not answered yet.
@@ -102,6 +106,7 @@ pub(crate) fn grant(
     server: &ChatServer,
     user_id: i64,
     user: &str,
+    standing: Option<watch::Receiver<Standing>>,
 ) -> Result<UdpSessionGrant, ErrorReply> {
     let cfg = &server.config;
     let mut id = [0u8; SESSION_ID_LEN];
@@ -157,6 +162,7 @@ pub(crate) fn grant(
                 last_seen: now,
                 created: now,
                 bucket: Bucket::full(cfg.udp_rate),
+                standing,
             },
         );
         evicted
@@ -431,7 +437,9 @@ async fn send_forever(
 
 async fn expire_forever(server: Arc<ChatServer>, shutdown: CancellationToken) {
     let idle = server.config.udp_idle;
-    let every = (idle / 4).clamp(Duration::from_millis(50), Duration::from_secs(5));
+    // Often enough that an administrator's lock ends UDP sessions within a
+    // second, as it ends TCP ones.
+    let every = (idle / 4).clamp(Duration::from_millis(50), Duration::from_millis(500));
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return,
@@ -440,9 +448,14 @@ async fn expire_forever(server: Arc<ChatServer>, shutdown: CancellationToken) {
         let expired: Vec<EndpointId> = {
             let mut map = server.udp.lock();
             let now = Instant::now();
+            let refused = |s: &Session| {
+                s.standing
+                    .as_ref()
+                    .is_some_and(|st| st.borrow().refusal(wharf_core::Service::Chat).is_some())
+            };
             let old: Vec<SessionId> = map
                 .iter()
-                .filter(|(_, s)| now.duration_since(s.last_seen) >= idle)
+                .filter(|(_, s)| now.duration_since(s.last_seen) >= idle || refused(s))
                 .map(|(id, _)| *id)
                 .collect();
             old.iter()

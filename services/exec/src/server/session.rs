@@ -19,12 +19,14 @@ use tokio::io::AsyncWriteExt;
 use tokio::io::{ReadHalf, WriteHalf};
 use tokio::process::ChildStdin;
 use tokio::sync::mpsc;
+use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_util::codec::{Encoder, FramedRead};
 use tokio_util::sync::CancellationToken;
 use wharf_core::owner::{Owner, ensure_owned};
 use wharf_core::server::LoginGate;
 use wharf_core::size::format_size;
+use wharf_core::standing::{self, Standing};
 use wharf_core::store::ExecRecord;
 use wharf_core::tls::Stream;
 use wharf_core::{Service, User};
@@ -145,6 +147,9 @@ struct Session {
     state: State,
     login_failures: u32,
     gate: LoginGate,
+    /// The user's standing, once logged in: a lock, a deletion or a revoked
+    /// right ends the session, and the command running.
+    standing: Option<watch::Receiver<Standing>>,
     /// The home as stored, and as prepared for commands: prepared once per
     /// session, again only if an administrator moves it.
     home: Option<(PathBuf, PathBuf)>,
@@ -177,6 +182,7 @@ pub(super) async fn run(
         state: State::Greeting,
         login_failures: 0,
         gate,
+        standing: None,
         home: None,
     };
     let login_deadline = Instant::now() + limits.login_timeout;
@@ -193,6 +199,11 @@ pub(super) async fn run(
                     "the server is shutting down; reconnect in a moment",
                 ))
                 .await;
+                break;
+            }
+            why = standing::ended(&mut s.standing, Service::Exec) => {
+                tracing::info!(peer = %s.peer, reason = %why, "session ended by an administrator");
+                s.out.last(error(why.code(), why.client_message())).await;
                 break;
             }
             frame = tokio::time::timeout(wait, frames.next()) => frame,
@@ -379,6 +390,7 @@ impl Session {
                     user: user.name.clone(),
                 });
                 self.gate.passed();
+                self.standing = Some(self.server.auth.standings().watch(&user));
                 self.state = State::LoggedIn(user);
                 self.reply(reply).await
             }
@@ -686,6 +698,7 @@ impl Session {
             let ev = tokio::select! {
                 biased;
                 _ = shutdown.cancelled() => Ev::Shutdown,
+                why = standing::ended(&mut self.standing, Service::Exec) => Ev::Revoked(why),
                 _ = tokio::time::sleep_until(deadline) => Ev::Timeout,
                 _ = &mut over_quota => Ev::OverQuota,
                 _ = running.exited(), if drain_until.is_none() => Ev::Exited,
@@ -697,6 +710,9 @@ impl Session {
             };
             match ev {
                 Ev::Shutdown => break End::Shutdown,
+                Ev::Revoked(why) => {
+                    break End::Refused(ErrorReply::new(why.code(), why.client_message()));
+                }
                 Ev::Timeout => break End::Timeout,
                 Ev::OverQuota => break End::OverQuota,
                 Ev::Exited => drain_until = Some(Instant::now() + drain),
@@ -799,6 +815,8 @@ enum Ev {
     Timeout,
     OverQuota,
     Shutdown,
+    /// An administrator locked, removed or revoked the user.
+    Revoked(wharf_core::Error),
 }
 
 /// Resolves when the command's input queue has room (true), or never will

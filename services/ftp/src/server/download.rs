@@ -77,6 +77,7 @@ pub(super) async fn get(
     let mut sent = 0u64;
     let mut client_gone = false;
     let stop_now = s.server.stop_now.clone();
+    let mut watch = s.standing.take();
     while let Some(chunk) = rx.recv().await {
         // Past the shutdown's grace period the download ends where it is
         // (recorded, and resumable); a write cut short leaves the stream
@@ -84,6 +85,7 @@ pub(super) async fn get(
         let written = tokio::select! {
             biased;
             _ = stop_now.cancelled() => false,
+            _ = wharf_core::standing::ended(&mut watch, wharf_core::Service::Ftp) => false,
             r = s.write_body(&chunk) => r.is_ok(),
         };
         if !written {
@@ -92,6 +94,7 @@ pub(super) async fn get(
         }
         sent += chunk.len() as u64;
     }
+    s.standing = watch;
     drop(rx);
     let read = reader
         .await

@@ -6,11 +6,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
+use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_util::codec::Framed;
 use tokio_util::sync::CancellationToken;
 use wharf_core::owner::Owner;
 use wharf_core::server::LoginGate;
+use wharf_core::standing::{self, Standing};
 use wharf_core::tls::Stream;
 use wharf_core::{Service, User};
 use wharf_proto::ftp::{FtpReply, FtpRequest};
@@ -43,6 +45,9 @@ pub(super) struct Session {
     state: State,
     login_failures: u32,
     gate: LoginGate,
+    /// The user's standing, once logged in: a lock, a deletion or a revoked
+    /// right ends the session, and a transfer in flight (its partial stays).
+    pub standing: Option<watch::Receiver<Standing>>,
 }
 
 enum Flow {
@@ -66,6 +71,7 @@ pub(super) async fn run(
         state: State::Greeting,
         login_failures: 0,
         gate,
+        standing: None,
     };
     tracing::debug!(%peer, "connected");
     loop {
@@ -73,10 +79,13 @@ pub(super) async fn run(
             State::LoggedIn(_) => limits.idle_timeout,
             _ => login_deadline.saturating_duration_since(Instant::now()),
         };
+        let mut watch = s.standing.take();
         let frame = tokio::select! {
             _ = shutdown.cancelled() => None,
+            why = standing::ended(&mut watch, Service::Ftp) => Some(Err(FtpError::Ended(why))),
             frame = s.next_frame(wait) => Some(frame),
         };
+        s.standing = watch;
         let Some(frame) = frame else {
             let bye = error_frame(
                 ErrorCode::ShuttingDown,
@@ -181,6 +190,7 @@ impl Session {
             State::AwaitingLogin => match self.login(msg).await {
                 Ok(li) => {
                     self.gate.passed();
+                    self.standing = Some(self.server.auth.standings().watch(&li.user));
                     self.state = State::LoggedIn(Box::new(li));
                 }
                 Err(e) => {

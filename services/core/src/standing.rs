@@ -1,0 +1,169 @@
+//! What the administrator decided about a user, as open sessions see it.
+//!
+//! `admin-cli` is another process: a lock, a deletion, a revoked right or a
+//! moved home reaches the servers only through the database. One task per
+//! process reads the users of every open session twice a second and tells
+//! each session whose user changed, so the administrator's word holds
+//! within a second everywhere (one `wharfd`, separate daemons, or several
+//! on one database), at the cost of one small query per half second.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, Once};
+use std::time::Duration;
+
+use tokio::sync::watch;
+
+use crate::error::Error;
+use crate::service::{Service, ServiceSet};
+use crate::store::{Store, User};
+
+/// How often the users of open sessions are read again.
+pub const POLL: Duration = Duration::from_millis(500);
+
+/// A user's standing: what decides whether a session may go on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Standing {
+    /// The user's name.
+    pub name: String,
+    /// False once the user is deleted.
+    pub exists: bool,
+    /// Locked by an administrator.
+    pub locked: bool,
+    /// The services the user may use.
+    pub services: ServiceSet,
+    /// The home directory.
+    pub home: PathBuf,
+}
+
+impl Standing {
+    fn of(user: &User) -> Standing {
+        Standing {
+            name: user.name.clone(),
+            exists: true,
+            locked: user.locked,
+            services: user.services,
+            home: user.home.clone(),
+        }
+    }
+
+    /// Why a session of `service` must end now, if it must.
+    pub fn refusal(&self, service: Service) -> Option<Error> {
+        if !self.exists {
+            return Some(Error::AccountRemoved(self.name.clone()));
+        }
+        if self.locked {
+            return Some(Error::AccountLocked(self.name.clone()));
+        }
+        if !self.services.contains(service) {
+            return Some(Error::NotPermitted {
+                user: self.name.clone(),
+                service,
+            });
+        }
+        None
+    }
+}
+
+/// The watch over the users of open sessions; cheap to clone.
+#[derive(Clone)]
+pub struct Standings {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    store: Store,
+    watched: Mutex<HashMap<i64, watch::Sender<Standing>>>,
+    started: Once,
+}
+
+impl std::fmt::Debug for Standings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Standings").finish_non_exhaustive()
+    }
+}
+
+impl Standings {
+    /// A watch over the users of `store`.
+    pub fn new(store: Store) -> Standings {
+        Standings {
+            inner: Arc::new(Inner {
+                store,
+                watched: Mutex::new(HashMap::new()),
+                started: Once::new(),
+            }),
+        }
+    }
+
+    /// `user`'s standing from now on; the receiver sees every change within
+    /// [`POLL`] and a bit. Starts the polling task at the first call.
+    pub fn watch(&self, user: &User) -> watch::Receiver<Standing> {
+        self.inner.started.call_once(|| {
+            tokio::spawn(poll_forever(Arc::downgrade(&self.inner)));
+        });
+        let mut watched = self.inner.watched.lock().unwrap_or_else(|p| p.into_inner());
+        watched
+            .entry(user.id)
+            .or_insert_with(|| watch::channel(Standing::of(user)).0)
+            .subscribe()
+    }
+}
+
+async fn poll_forever(inner: std::sync::Weak<Inner>) {
+    loop {
+        tokio::time::sleep(POLL).await;
+        let Some(inner) = inner.upgrade() else {
+            return;
+        };
+        let ids: Vec<i64> = {
+            let mut watched = inner.watched.lock().unwrap_or_else(|p| p.into_inner());
+            watched.retain(|_, tx| tx.receiver_count() > 0);
+            watched.keys().copied().collect()
+        };
+        if ids.is_empty() {
+            continue;
+        }
+        let users = match inner.store.list_users().await {
+            Ok(users) => users,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the users of open sessions; retrying");
+                continue;
+            }
+        };
+        let by_id: HashMap<i64, &User> = users.iter().map(|u| (u.id, u)).collect();
+        let watched = inner.watched.lock().unwrap_or_else(|p| p.into_inner());
+        for id in ids {
+            let Some(tx) = watched.get(&id) else {
+                continue;
+            };
+            tx.send_if_modified(|now| {
+                let next = match by_id.get(&id) {
+                    Some(user) => Standing::of(user),
+                    None => Standing {
+                        exists: false,
+                        ..now.clone()
+                    },
+                };
+                let changed = *now != next;
+                *now = next;
+                changed
+            });
+        }
+    }
+}
+
+/// Resolves with the reason once `standing` no longer lets a session of
+/// `service` go on; never resolves without one (before login).
+pub async fn ended(standing: &mut Option<watch::Receiver<Standing>>, service: Service) -> Error {
+    let Some(rx) = standing else {
+        return std::future::pending().await;
+    };
+    loop {
+        if let Some(why) = rx.borrow_and_update().refusal(service) {
+            return why;
+        }
+        if rx.changed().await.is_err() {
+            return std::future::pending().await;
+        }
+    }
+}
