@@ -56,6 +56,9 @@ pub enum Error {
         /// When the next attempt from there will be considered.
         retry_after: Duration,
     },
+    /// An administrator moved the home of a logged-in user.
+    #[error("an administrator moved the home of {0:?}; connect again to work in the new one")]
+    HomeMoved(String),
     /// An administrator removed the account while it was logged in.
     #[error("account {0:?} was removed by an administrator")]
     AccountRemoved(String),
@@ -114,7 +117,7 @@ impl Error {
                 ErrorCode::BadRequest
             }
             Error::WeakPassword(_) => ErrorCode::BadRequest,
-            Error::NoSuchUser(_) => ErrorCode::NotFound,
+            Error::NoSuchUser(_) | Error::HomeMoved(_) => ErrorCode::NotFound,
             Error::UserExists(_) => ErrorCode::AlreadyExists,
             Error::AuthFailed => ErrorCode::AuthFailed,
             Error::RateLimited { .. } => ErrorCode::RateLimited,

@@ -153,14 +153,26 @@ async fn poll_forever(inner: std::sync::Weak<Inner>) {
 }
 
 /// Resolves with the reason once `standing` no longer lets a session of
-/// `service` go on; never resolves without one (before login).
-pub async fn ended(standing: &mut Option<watch::Receiver<Standing>>, service: Service) -> Error {
+/// `service` go on, or, given the `home` the session works in, once an
+/// administrator moved the home elsewhere; never resolves without a
+/// standing (before login).
+pub async fn ended(
+    standing: &mut Option<watch::Receiver<Standing>>,
+    service: Service,
+    home: Option<&std::path::Path>,
+) -> Error {
     let Some(rx) = standing else {
         return std::future::pending().await;
     };
     loop {
-        if let Some(why) = rx.borrow_and_update().refusal(service) {
-            return why;
+        {
+            let now = rx.borrow_and_update();
+            if let Some(why) = now.refusal(service) {
+                return why;
+            }
+            if home.is_some_and(|h| h != now.home) {
+                return Error::HomeMoved(now.name.clone());
+            }
         }
         if rx.changed().await.is_err() {
             return std::future::pending().await;

@@ -373,3 +373,42 @@ async fn a_full_disk_is_an_error_and_the_next_put_works_once_there_is_room() {
         .expect("room for this one");
     assert_eq!(srv.user("alice").await.used_bytes, 100_000);
 }
+
+/// The next reply to `pwd`, within a few seconds of an administrator's
+/// change: an error once the change reached the session.
+async fn refused_soon(c: &mut wharf_ftp::client::Client) -> wharf_ftp::client::ClientError {
+    // The change is read within half a second; the session then says why
+    // and closes, so the next request gets that reason.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    c.pwd().await.expect_err("the session was ended")
+}
+
+#[tokio::test]
+async fn a_revoked_right_a_deletion_or_a_moved_home_ends_open_sessions() {
+    let srv = spawn().await;
+    for u in ["alice", "bob", "carol"] {
+        srv.add_user(u, None, "ftp,chat").await;
+    }
+    let mut a = srv.client("alice").await;
+    let mut b = srv.client("bob").await;
+    let mut c = srv.client("carol").await;
+    srv.store
+        .revoke("alice", wharf_core::Service::Ftp)
+        .await
+        .expect("revoke");
+    srv.store.delete_user("bob").await.expect("delete");
+    let elsewhere = srv.dir.path().join("elsewhere");
+    std::fs::create_dir_all(&elsewhere).expect("dir");
+    srv.store.set_home("carol", &elsewhere).await.expect("move");
+    let err = refused_soon(&mut a).await;
+    assert_eq!(err.code(), Some(ErrorCode::NotPermitted), "{err}");
+    let err = refused_soon(&mut b).await;
+    assert_eq!(err.code(), Some(ErrorCode::AccountLocked), "{err}");
+    assert!(err.to_string().contains("removed"), "{err}");
+    let err = refused_soon(&mut c).await;
+    assert_eq!(err.code(), Some(ErrorCode::NotFound), "{err}");
+    assert!(err.to_string().contains("moved the home"), "{err}");
+    // carol works again in the new home.
+    let mut c = srv.client("carol").await;
+    assert_eq!(c.pwd().await.expect("pwd"), "/");
+}

@@ -128,7 +128,7 @@ pub(super) async fn run(
                 .await;
                 break;
             }
-            why = standing::ended(&mut s.standing, Service::Chat) => {
+            why = standing::ended(&mut s.standing, Service::Chat, None) => {
                 tracing::info!(peer = %s.peer, reason = %why, "session ended by an administrator");
                 s.queue(&error_frame(why.code(), why.client_message())).await;
                 break;

@@ -201,7 +201,7 @@ pub(super) async fn run(
                 .await;
                 break;
             }
-            why = standing::ended(&mut s.standing, Service::Exec) => {
+            why = standing::ended(&mut s.standing, Service::Exec, None) => {
                 tracing::info!(peer = %s.peer, reason = %why, "session ended by an administrator");
                 s.out.last(error(why.code(), why.client_message())).await;
                 break;
@@ -698,7 +698,7 @@ impl Session {
             let ev = tokio::select! {
                 biased;
                 _ = shutdown.cancelled() => Ev::Shutdown,
-                why = standing::ended(&mut self.standing, Service::Exec) => Ev::Revoked(why),
+                why = standing::ended(&mut self.standing, Service::Exec, None) => Ev::Revoked(why),
                 _ = tokio::time::sleep_until(deadline) => Ev::Timeout,
                 _ = &mut over_quota => Ev::OverQuota,
                 _ = running.exited(), if drain_until.is_none() => Ev::Exited,

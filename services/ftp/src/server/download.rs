@@ -78,6 +78,7 @@ pub(super) async fn get(
     let mut client_gone = false;
     let stop_now = s.server.stop_now.clone();
     let mut watch = s.standing.take();
+    let home = s.home.clone();
     while let Some(chunk) = rx.recv().await {
         // Past the shutdown's grace period the download ends where it is
         // (recorded, and resumable); a write cut short leaves the stream
@@ -85,7 +86,7 @@ pub(super) async fn get(
         let written = tokio::select! {
             biased;
             _ = stop_now.cancelled() => false,
-            _ = wharf_core::standing::ended(&mut watch, wharf_core::Service::Ftp) => false,
+            _ = wharf_core::standing::ended(&mut watch, wharf_core::Service::Ftp, home.as_deref()) => false,
             r = s.write_body(&chunk) => r.is_ok(),
         };
         if !written {

@@ -48,6 +48,9 @@ pub(super) struct Session {
     /// The user's standing, once logged in: a lock, a deletion or a revoked
     /// right ends the session, and a transfer in flight (its partial stays).
     pub standing: Option<watch::Receiver<Standing>>,
+    /// The home the session works in (its jail): moved by an
+    /// administrator, the session ends.
+    pub home: Option<std::path::PathBuf>,
 }
 
 enum Flow {
@@ -72,6 +75,7 @@ pub(super) async fn run(
         login_failures: 0,
         gate,
         standing: None,
+        home: None,
     };
     tracing::debug!(%peer, "connected");
     loop {
@@ -80,9 +84,10 @@ pub(super) async fn run(
             _ => login_deadline.saturating_duration_since(Instant::now()),
         };
         let mut watch = s.standing.take();
+        let home = s.home.clone();
         let frame = tokio::select! {
             _ = shutdown.cancelled() => None,
-            why = standing::ended(&mut watch, Service::Ftp) => Some(Err(FtpError::Ended(why))),
+            why = standing::ended(&mut watch, Service::Ftp, home.as_deref()) => Some(Err(FtpError::Ended(why))),
             frame = s.next_frame(wait) => Some(frame),
         };
         s.standing = watch;
@@ -191,6 +196,7 @@ impl Session {
                 Ok(li) => {
                     self.gate.passed();
                     self.standing = Some(self.server.auth.standings().watch(&li.user));
+                    self.home = Some(li.user.home.clone());
                     self.state = State::LoggedIn(Box::new(li));
                 }
                 Err(e) => {

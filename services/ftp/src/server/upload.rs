@@ -379,13 +379,14 @@ pub(super) async fn put(
         let mut received = 0u64;
         let stop_now = s.server.stop_now.clone();
         let mut watch = s.standing.take();
+        let home = s.home.clone();
         while received < body_len {
             let frame = tokio::select! {
                 biased;
                 _ = stop_now.cancelled() => Err(FtpError::ShuttingDown(
                     "the server is shutting down; run the same put again later to resume".into(),
                 )),
-                why = wharf_core::standing::ended(&mut watch, wharf_core::Service::Ftp) => Err(FtpError::Ended(why)),
+                why = wharf_core::standing::ended(&mut watch, wharf_core::Service::Ftp, home.as_deref()) => Err(FtpError::Ended(why)),
                 frame = s.next_frame_idle() => frame,
             };
             match frame {
