@@ -400,6 +400,8 @@ impl Authenticator {
         if !self.name_delay(name).await?.is_zero() {
             let lock = self.name_lock(name);
             _turn = Some(lock.lock_owned().await);
+            // Read again: failures recorded while this attempt waited its
+            // turn lengthen its delay too.
             tokio::time::sleep(self.name_delay(name).await?).await;
         }
         let user = store.user(name).await?;

@@ -65,7 +65,7 @@ impl Default for Limits {
 
 /// Why a connection is turned away without a session.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Rejection {
+enum Rejection {
     /// The client's IP has `max_per_ip` connections already.
     TooManyFromIp,
     /// A client sent plain frames to a TLS server.
@@ -74,7 +74,7 @@ pub enum Rejection {
 
 impl Rejection {
     /// The error code sent for it.
-    pub fn code(self) -> ErrorCode {
+    fn code(self) -> ErrorCode {
         match self {
             Rejection::TooManyFromIp => ErrorCode::Busy,
             Rejection::TlsRequired => ErrorCode::TlsRequired,
@@ -82,7 +82,7 @@ impl Rejection {
     }
 
     /// The message sent for it.
-    pub fn message(self) -> &'static str {
+    fn message(self) -> &'static str {
         match self {
             Rejection::TooManyFromIp => {
                 "too many connections from your address; close some and retry"
@@ -107,16 +107,6 @@ impl Listener {
     pub fn new(tcp: TcpListener, tls: Option<ServerTls>) -> Listener {
         Listener { tcp, tls }
     }
-
-    /// The address it is bound to.
-    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
-        self.tcp.local_addr()
-    }
-
-    /// True under TLS.
-    pub fn is_tls(&self) -> bool {
-        self.tls.is_some()
-    }
 }
 
 /// A protocol server's per-connection entry points.
@@ -135,16 +125,11 @@ pub trait Handler: Send + Sync + 'static {
     /// still open: they should end now, keeping what they can (an upload
     /// records what it received, for a resume).
     fn abort(&self) {}
-
-    /// Tells a turned-away client why (one error frame), then drops it.
-    fn reject(self: Arc<Self>, stream: Stream, why: Rejection) -> impl Future<Output = ()> + Send {
-        reject(stream, why)
-    }
 }
 
 /// Sends a turned-away client one error frame (every service's `error`
 /// reads the same), then closes.
-pub async fn reject(stream: Stream, why: Rejection) {
+async fn reject(stream: Stream, why: Rejection) {
     use futures_util::SinkExt;
     use wharf_proto::message::{CommonReply, ErrorReply};
     use wharf_proto::{FrameCodec, Outbound};
@@ -345,7 +330,7 @@ pub async fn serve<H: Handler>(
                 Established::Ready(stream) => stream,
                 Established::PlainToTls(stream) => {
                     tracing::info!(%peer, "refused: a plain client on the TLS port");
-                    handler.reject(stream, Rejection::TlsRequired).await;
+                    reject(stream, Rejection::TlsRequired).await;
                     return;
                 }
                 Established::Failed(why) => {
@@ -360,7 +345,7 @@ pub async fn serve<H: Handler>(
                 }
                 None => {
                     tracing::info!(%peer, "refused: too many connections from this address");
-                    handler.reject(stream, Rejection::TooManyFromIp).await;
+                    reject(stream, Rejection::TooManyFromIp).await;
                 }
             }
             drop(permit);
@@ -397,26 +382,29 @@ enum Established {
 }
 
 /// The connection as its session will see it: under TLS, once the
-/// handshake is done (within `time`).
+/// handshake is done (the first byte and the handshake within `time`).
 async fn establish(tcp: TcpStream, tls: Option<&ServerTls>, time: Duration) -> Established {
     let Some(tls) = tls else {
         return Established::Ready(Stream::Plain(tcp));
     };
-    let mut first = [0u8; 1];
-    match tokio::time::timeout(time, tcp.peek(&mut first)).await {
-        Ok(Ok(1..)) => {}
-        Ok(Ok(_)) => return Established::Failed("closed before a byte".into()),
-        Ok(Err(e)) => return Established::Failed(e.to_string()),
-        Err(_) => return Established::Failed("silent past the login timeout".into()),
-    }
-    if first[0] != TLS_HANDSHAKE_BYTE {
-        return Established::PlainToTls(Stream::Plain(tcp));
-    }
-    match tokio::time::timeout(time, tls.acceptor().accept(tcp)).await {
-        Ok(Ok(s)) => Established::Ready(Stream::Server(Box::new(s))),
-        Ok(Err(e)) => Established::Failed(e.to_string()),
-        Err(_) => Established::Failed("not done within the login timeout".into()),
-    }
+    let handshake = async {
+        let mut first = [0u8; 1];
+        match tcp.peek(&mut first).await {
+            Ok(1..) => {}
+            Ok(_) => return Established::Failed("closed before a byte".into()),
+            Err(e) => return Established::Failed(e.to_string()),
+        }
+        if first[0] != TLS_HANDSHAKE_BYTE {
+            return Established::PlainToTls(Stream::Plain(tcp));
+        }
+        match tls.acceptor().accept(tcp).await {
+            Ok(s) => Established::Ready(Stream::Server(Box::new(s))),
+            Err(e) => Established::Failed(e.to_string()),
+        }
+    };
+    tokio::time::timeout(time, handshake)
+        .await
+        .unwrap_or_else(|_| Established::Failed("no handshake within the login timeout".into()))
 }
 
 /// A token cancelled on SIGINT or SIGTERM (caught from this call on), after

@@ -120,6 +120,24 @@ fn client(dir: &Path, name: &str, server: &str, args: &[&str]) -> Command {
     cmd
 }
 
+/// `admin-cli user add alice` with every service, the password on stdin.
+fn add_alice(dir: &Path) {
+    let mut add = Command::new(bin("admin-cli"))
+        .current_dir(dir)
+        .args(["user", "add", "alice", "--password-stdin"])
+        .args(["--services", "ftp,chat,exec"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("admin-cli");
+    add.stdin
+        .take()
+        .expect("stdin")
+        .write_all(format!("{PW}\n").as_bytes())
+        .expect("password");
+    assert!(add.wait().expect("admin-cli").success());
+}
+
 fn run(cmd: &mut Command) -> Output {
     let out = cmd.output().expect("run");
     assert!(
@@ -145,26 +163,7 @@ fn the_whole_suite_survives_a_restart_mid_upload() {
     std::fs::write(dir.join("big.bin"), &data).expect("write");
 
     let wharfd = Wharfd::start(dir);
-    let mut add = Command::new(bin("admin-cli"))
-        .current_dir(dir)
-        .args([
-            "user",
-            "add",
-            "alice",
-            "--password-stdin",
-            "--services",
-            "ftp,chat,exec",
-        ])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("admin-cli");
-    add.stdin
-        .take()
-        .expect("stdin")
-        .write_all(format!("{PW}\n").as_bytes())
-        .expect("password");
-    assert!(add.wait().expect("admin-cli").success());
+    add_alice(dir);
 
     // Remote exec: a file made by a command.
     let out = run(&mut client(
@@ -339,20 +338,7 @@ fn a_lock_by_admin_cli_ends_open_chat_exec_and_ftp_sessions() {
     let dir = tempfile::tempdir().expect("dir");
     let dir = dir.path();
     let wharfd = Wharfd::start(dir);
-    let mut add = Command::new(bin("admin-cli"))
-        .current_dir(dir)
-        .args(["user", "add", "alice", "--password-stdin"])
-        .args(["--services", "ftp,chat,exec"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("admin-cli");
-    add.stdin
-        .take()
-        .expect("stdin")
-        .write_all(format!("{PW}\n").as_bytes())
-        .expect("password");
-    assert!(add.wait().expect("admin-cli").success());
+    add_alice(dir);
 
     // Alice listens in a room, runs a long command, and has a file shell
     // open.

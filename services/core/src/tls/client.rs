@@ -169,7 +169,10 @@ pub enum TlsError {
         addr: String,
     },
     /// The handshake failed otherwise.
-    #[error("TLS with {addr} failed: {reason}")]
+    #[error(
+        "TLS with {addr} failed: {reason}; check that {addr} is a Wharf server and that \
+         both ends run the same Wharf version"
+    )]
     Handshake {
         /// Where.
         addr: String,
@@ -282,11 +285,6 @@ impl ClientTls {
                 provider: provider(),
             })),
         }
-    }
-
-    /// True unless plain.
-    pub fn is_tls(&self) -> bool {
-        self.trust.is_some()
     }
 
     /// Connects to `addr` (`HOST:PORT`) and, under TLS, verifies the server

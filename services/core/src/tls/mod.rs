@@ -70,11 +70,6 @@ pub enum Stream {
 }
 
 impl Stream {
-    /// True under TLS.
-    pub fn is_tls(&self) -> bool {
-        !matches!(self, Stream::Plain(_))
-    }
-
     /// The TCP connection underneath.
     pub fn tcp(&self) -> &TcpStream {
         match self {
