@@ -85,6 +85,13 @@ pub enum Error {
         /// The quota.
         quota: u64,
     },
+    /// An administrator lowered the quota while an upload was under way,
+    /// and the upload no longer fits.
+    #[error("an administrator lowered your quota to {}, and this upload no longer fits; it stopped and nothing of it was kept; delete files or ask an administrator to raise the quota", format_size(*quota))]
+    QuotaLowered {
+        /// The new quota.
+        quota: u64,
+    },
     /// A file-system operation failed.
     #[error("cannot {action} {}: {source}", path.display())]
     Io {
@@ -123,7 +130,7 @@ impl Error {
             Error::RateLimited { .. } => ErrorCode::RateLimited,
             Error::AccountLocked(_) | Error::AccountRemoved(_) => ErrorCode::AccountLocked,
             Error::NotPermitted { .. } => ErrorCode::NotPermitted,
-            Error::QuotaExceeded { .. } => ErrorCode::QuotaExceeded,
+            Error::QuotaExceeded { .. } | Error::QuotaLowered { .. } => ErrorCode::QuotaExceeded,
             Error::Io { .. }
             | Error::Database(_)
             | Error::Migrate(_)

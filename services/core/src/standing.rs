@@ -1,7 +1,7 @@
 //! What the administrator decided about a user, as open sessions see it.
 //!
-//! `admin-cli` is another process: a lock, a deletion, a revoked right or a
-//! moved home reaches the servers only through the database. One task per
+//! `admin-cli` is another process: a lock, a deletion, a revoked right, a
+//! lowered quota or a moved home reaches the servers only through the database. One task per
 //! process reads the users of every open session twice a second and tells
 //! each session whose user changed, so the administrator's word holds
 //! within a second everywhere (one `wharfd`, separate daemons, or several
@@ -34,6 +34,12 @@ pub struct Standing {
     pub services: ServiceSet,
     /// The home directory.
     pub home: PathBuf,
+    /// The quota, if any.
+    pub quota: Option<u64>,
+    /// Bytes the home's files take, as last counted.
+    pub used: u64,
+    /// Bytes reserved by uploads under way or interrupted.
+    pub reserved: u64,
 }
 
 impl Standing {
@@ -44,6 +50,9 @@ impl Standing {
             locked: user.locked,
             services: user.services,
             home: user.home.clone(),
+            quota: user.quota_bytes,
+            used: user.used_bytes,
+            reserved: user.reserved_bytes,
         }
     }
 
@@ -178,4 +187,41 @@ pub async fn ended(
             return std::future::pending().await;
         }
     }
+}
+
+/// Resolves once an administrator lowered the quota below `from` (the
+/// quota when the caller's work began; `None` is unlimited) and the home
+/// (files and reservations) no longer fits under the new one, allowing
+/// `slack` bytes over it (the size of a file an upload replaces); returns
+/// the new quota. Never resolves without a standing.
+pub async fn quota_lowered(
+    standing: &mut Option<watch::Receiver<Standing>>,
+    from: Option<u64>,
+    slack: u64,
+) -> u64 {
+    let Some(rx) = standing else {
+        return std::future::pending().await;
+    };
+    loop {
+        {
+            let now = rx.borrow_and_update();
+            if let Some(quota) = now.quota
+                && from.is_none_or(|from| quota < from)
+                && now.used.saturating_add(now.reserved) > quota.saturating_add(slack)
+            {
+                return quota;
+            }
+        }
+        if rx.changed().await.is_err() {
+            return std::future::pending().await;
+        }
+    }
+}
+
+/// The quota `standing` holds now, or `fallback` without a standing.
+pub fn quota_now(
+    standing: &Option<watch::Receiver<Standing>>,
+    fallback: Option<u64>,
+) -> Option<u64> {
+    standing.as_ref().map_or(fallback, |rx| rx.borrow().quota)
 }

@@ -485,3 +485,33 @@ fn the_sandbox_ends_with_its_shell_even_without_a_server() {
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+#[tokio::test]
+async fn a_quota_lowered_while_a_command_runs_stops_it_within_a_second() {
+    let srv = spawn().await;
+    srv.add_user("alice", "exec").await;
+    srv.store
+        .set_quota("alice", Some(64 * 1024 * 1024))
+        .await
+        .expect("quota");
+    let mut a = srv.client("alice").await;
+    let store = srv.store.clone();
+    let lowered = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(800)).await;
+        store
+            .set_quota("alice", Some(1024 * 1024))
+            .await
+            .expect("quota");
+        Instant::now()
+    });
+    // 2 MiB written at once, then waiting: fine under the old quota only.
+    let err = a
+        .output("head -c 2M /dev/zero > f; sleep 1002.22")
+        .await
+        .expect_err("stopped");
+    let since = lowered.await.expect("lowered").elapsed();
+    assert_eq!(err.code(), Some(ErrorCode::QuotaExceeded), "{err}");
+    assert!(err.to_string().contains("quota of 1 MiB"), "{err}");
+    assert!(since < Duration::from_secs(3), "stopped {since:?} after the change");
+    none_marked("1002.22").await;
+}

@@ -58,6 +58,11 @@ pub enum FtpError {
     /// ends.
     #[error("{0}")]
     Ended(wharf_core::Error),
+    /// An upload stopped in the middle of its data for this reason: the
+    /// client hears it, then the connection closes (the rest of the data is
+    /// not read).
+    #[error(transparent)]
+    Stopped(Box<FtpError>),
     /// The server is stopping and the grace period for transfers ran out.
     #[error("{0}")]
     ShuttingDown(String),
@@ -113,6 +118,7 @@ impl FtpError {
                 | FtpError::Protocol(_)
                 | FtpError::ShuttingDown(_)
                 | FtpError::Ended(_)
+                | FtpError::Stopped(_)
         )
     }
 
@@ -130,6 +136,7 @@ impl FtpError {
             FtpError::Fatal(m) => (ErrorCode::BadRequest, m.clone()),
             FtpError::ShuttingDown(m) => (ErrorCode::ShuttingDown, m.clone()),
             FtpError::Ended(e) => (e.code(), e.client_message()),
+            FtpError::Stopped(e) => return e.reply(),
             FtpError::Closed => (ErrorCode::Internal, "connection closed".to_owned()),
             FtpError::NotLoggedIn(m) => (ErrorCode::NotLoggedIn, m.clone()),
             FtpError::Frame(e) => (e.code(), e.to_string()),

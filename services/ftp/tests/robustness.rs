@@ -364,8 +364,10 @@ async fn a_full_disk_is_an_error_and_the_next_put_works_once_there_is_room() {
         .map(|d| d.count())
         .unwrap_or(0);
     assert_eq!(partials, 0, "a partial was left filling the disk");
-    assert_eq!(c.pwd().await.expect("still serving"), "/");
-    // A small file fits, on the same connection.
+    // The stopped upload's connection closed after the error; the server
+    // serves on, and a small file fits.
+    drop(c);
+    let mut c = srv.client("alice").await;
     let small = srv.local("small.bin");
     std::fs::write(&small, common::data(100_000, 10)).expect("local");
     c.put(&small, "small.bin", opts, &mut NoProgress)
@@ -411,4 +413,125 @@ async fn a_revoked_right_a_deletion_or_a_moved_home_ends_open_sessions() {
     // carol works again in the new home.
     let mut c = srv.client("carol").await;
     assert_eq!(c.pwd().await.expect("pwd"), "/");
+}
+
+#[tokio::test]
+async fn a_quota_lowered_during_an_upload_stops_it_and_frees_its_reservation() {
+    use wharf_ftp::client::{NoProgress, TransferOptions};
+    let srv = spawn().await;
+    srv.add_user("alice", Some(64 << 20), "ftp").await;
+    let mut c = srv.client("alice").await;
+    let big = srv.local("big.bin");
+    std::fs::write(&big, common::data(8 << 20, 3)).expect("local");
+    // 2 MiB/s: the upload is under way for seconds when the quota drops.
+    let opts = TransferOptions {
+        rate_limit: Some(2 << 20),
+    };
+    let store = srv.store.clone();
+    let lower = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(700)).await;
+        store
+            .set_quota("alice", Some(4 << 20))
+            .await
+            .expect("quota");
+    });
+    let err = c
+        .put(&big, "big.bin", opts, &mut NoProgress)
+        .await
+        .expect_err("the upload no longer fits");
+    lower.await.expect("lowered");
+    assert_eq!(err.code(), Some(ErrorCode::QuotaExceeded), "{err}");
+    assert!(
+        err.to_string().contains("lowered your quota to 4 MiB"),
+        "{err}"
+    );
+    // Nothing held: no partial, no reservation, nothing stored.
+    let alice = srv.user("alice").await;
+    assert_eq!((alice.reserved_bytes, alice.used_bytes), (0, 0));
+    assert!(common::partials(&srv.home("alice")).is_empty());
+    assert!(!srv.home("alice").join("big.bin").exists());
+    // A file within the new quota goes up on a new connection.
+    let mut c = srv.client("alice").await;
+    let small = srv.local("small.bin");
+    std::fs::write(&small, common::data(1 << 20, 4)).expect("local");
+    c.put(
+        &small,
+        "small.bin",
+        TransferOptions::default(),
+        &mut NoProgress,
+    )
+    .await
+    .expect("fits the new quota");
+    // A quota lowered below what is stored stops no upload that is not
+    // running, and refuses the next one.
+    srv.store
+        .set_quota("alice", Some(1 << 19))
+        .await
+        .expect("quota");
+    let err = c
+        .put(
+            &small,
+            "again.bin",
+            TransferOptions::default(),
+            &mut NoProgress,
+        )
+        .await
+        .expect_err("over the new quota");
+    assert_eq!(err.code(), Some(ErrorCode::QuotaExceeded), "{err}");
+}
+
+#[tokio::test]
+async fn a_lock_stops_a_download_midway_and_the_same_get_resumes_after_the_unlock() {
+    use wharf_ftp::client::{ClientError, NoProgress, TransferOptions, part_path};
+    let srv = spawn().await;
+    srv.add_user("alice", None, "ftp").await;
+    let content = common::data(6 << 20, 5);
+    std::fs::write(srv.home("alice").join("big.bin"), &content).expect("remote file");
+    let local = srv.local("big.bin");
+    let mut c = srv.client("alice").await;
+    let store = srv.store.clone();
+    let lock = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(700)).await;
+        store.set_locked("alice", true).await.expect("lock");
+    });
+    let slow = TransferOptions {
+        rate_limit: Some(2 << 20),
+    };
+    let err = c
+        .get("big.bin", &local, slow, &mut NoProgress)
+        .await
+        .expect_err("the lock stops the download");
+    lock.await.expect("locked");
+    assert!(matches!(err, ClientError::Interrupted(_)), "{err}");
+    assert!(
+        err.to_string().contains("run the same get to resume"),
+        "{err}"
+    );
+    let kept = std::fs::metadata(part_path(&local))
+        .expect("the part stays")
+        .len();
+    assert!(kept > 0 && kept < content.len() as u64, "kept {kept}");
+    // Locked, she cannot log in again; unlocked, the same get resumes.
+    let refused = wharf_ftp::client::Client::connect(
+        &srv.addr,
+        common::client_tls(),
+        "alice",
+        &wharf_proto::Password::new(common::PW),
+    )
+    .await
+    .expect_err("locked");
+    assert_eq!(refused.code(), Some(ErrorCode::AccountLocked), "{refused}");
+    srv.store.set_locked("alice", false).await.expect("unlock");
+    let mut c = srv.client("alice").await;
+    let (_, done) = c
+        .get(
+            "big.bin",
+            &local,
+            TransferOptions::default(),
+            &mut NoProgress,
+        )
+        .await
+        .expect("resumed");
+    assert_eq!(done.resumed_at, kept);
+    assert_eq!(std::fs::read(&local).expect("local"), content);
 }

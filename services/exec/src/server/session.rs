@@ -546,7 +546,11 @@ impl Session {
             timeout_ms: u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX),
             max_output,
         };
-        let over_quota = quota::exceeded(home.clone(), user.quota_bytes);
+        let quota_watch = self.standing.clone();
+        let at_start = user.quota_bytes;
+        let over_quota = quota::exceeded(home.clone(), move || {
+            standing::quota_now(&quota_watch, at_start)
+        });
         let (end, bytes_out) = if self.out.send(started_reply).await.is_err() {
             (End::Disconnected, 0)
         } else {
@@ -573,7 +577,7 @@ impl Session {
         if let Err(e) = self.server.auth.store().record_exec(&record).await {
             tracing::error!(user = %user.name, error = %e, "cannot record a command in exec_log");
         }
-        if let End::OverQuota = end {
+        if let End::OverQuota(_) = end {
             self.server
                 .usage
                 .measure_now(&user.name, home.clone())
@@ -610,8 +614,8 @@ impl Session {
                 );
                 self.reply(error(ErrorCode::MessageTooLarge, msg)).await
             }
-            End::OverQuota => {
-                let quota = user.quota_bytes.map_or_else(String::new, format_size);
+            End::OverQuota(quota) => {
+                let quota = format_size(quota);
                 let msg = format!(
                     "the command took your home past your quota of {quota}{killed}; remove files to make room"
                 );
@@ -675,7 +679,7 @@ impl Session {
         frames: &mut Frames,
         running: &mut Running,
         deadline: Instant,
-        over_quota: impl std::future::Future<Output = ()>,
+        over_quota: impl std::future::Future<Output = u64>,
     ) -> (End, u64) {
         tokio::pin!(over_quota);
         let drain = self.server.config.drain;
@@ -700,7 +704,7 @@ impl Session {
                 _ = shutdown.cancelled() => Ev::Shutdown,
                 why = standing::ended(&mut self.standing, Service::Exec, None) => Ev::Revoked(why),
                 _ = tokio::time::sleep_until(deadline) => Ev::Timeout,
-                _ = &mut over_quota => Ev::OverQuota,
+                quota = &mut over_quota => Ev::OverQuota(quota),
                 _ = running.exited(), if drain_until.is_none() => Ev::Exited,
                 _ = sleep_until_some(drain_until) => Ev::DrainOver,
                 w = waiting(&stdout) => Ev::Output { stderr: false, waiting: w },
@@ -714,7 +718,7 @@ impl Session {
                     break End::Refused(ErrorReply::new(why.code(), why.client_message()));
                 }
                 Ev::Timeout => break End::Timeout,
-                Ev::OverQuota => break End::OverQuota,
+                Ev::OverQuota(quota) => break End::OverQuota(quota),
                 Ev::Exited => drain_until = Some(Instant::now() + drain),
                 Ev::DrainOver => break End::Exited,
                 Ev::StdinRoom(room) => {
@@ -813,7 +817,8 @@ enum Ev {
     Exited,
     DrainOver,
     Timeout,
-    OverQuota,
+    /// The home went past this quota.
+    OverQuota(u64),
     Shutdown,
     /// An administrator locked, removed or revoked the user.
     Revoked(wharf_core::Error),
@@ -836,8 +841,8 @@ enum End {
     Timeout,
     /// `--max-output` was reached.
     OutputCap,
-    /// The home went past the user's quota.
-    OverQuota,
+    /// The home went past the user's quota (this one, as it is now).
+    OverQuota(u64),
     /// The server is stopping.
     Shutdown,
     /// The client said `quit`.
@@ -854,7 +859,7 @@ impl End {
             End::Exited => "exited",
             End::Timeout => "timeout",
             End::OutputCap => "output cap",
-            End::OverQuota => "over quota",
+            End::OverQuota(_) => "over quota",
             End::Shutdown => "shutdown",
             End::Quit => "quit",
             End::Refused(_) => "protocol error",

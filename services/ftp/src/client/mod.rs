@@ -37,6 +37,10 @@ pub enum ClientError {
     /// The connection ended.
     #[error("the server closed the connection")]
     Closed,
+    /// The connection ended in the middle of a transfer; what arrived is
+    /// kept for a resume.
+    #[error("{0}")]
+    Interrupted(String),
     /// A reply that does not fit the request.
     #[error("unexpected reply from the server: {0}")]
     Unexpected(String),

@@ -151,12 +151,26 @@ impl Client {
         let reader = tokio::task::spawn_blocking(move || read_and_hash(file, hasher, body_len, tx));
         let mut pace = Pace::new(opts.rate_limit);
         let mut sent = 0u64;
-        while let Some(chunk) = rx.recv().await {
-            self.conn
-                .get_mut()
-                .write_all(&chunk)
-                .await
-                .map_err(|_| ClientError::Closed)?;
+        loop {
+            // The server may stop the upload midway (full disk, lowered
+            // quota, a lock): its error arrives while we send.
+            let chunk = tokio::select! {
+                chunk = rx.recv() => chunk,
+                early = self.recv() => {
+                    progress.finish();
+                    return Err(match early {
+                        Err(e) => e,
+                        Ok(_) => ClientError::Unexpected("a reply in the middle of an upload".into()),
+                    });
+                }
+            };
+            let Some(chunk) = chunk else {
+                break;
+            };
+            if self.conn.get_mut().write_all(&chunk).await.is_err() {
+                progress.finish();
+                return Err(self.reason_for_cut().await);
+            }
             sent += chunk.len() as u64;
             progress.advance(chunk.len() as u64);
             pace.step(chunk.len()).await;
@@ -193,6 +207,14 @@ impl Client {
         };
         progress.finish();
         result
+    }
+
+    /// Why the server cut the connection, if it said so before it did.
+    async fn reason_for_cut(&mut self) -> ClientError {
+        match tokio::time::timeout(Duration::from_secs(2), self.recv()).await {
+            Ok(Err(e @ ClientError::Server { .. })) => e,
+            _ => ClientError::Closed,
+        }
     }
 
     /// Downloads `remote` to `local` through `local.part`, resuming from an
@@ -315,7 +337,18 @@ impl Client {
             .map_err(|e| ClientError::local(format!("cannot write {}", part.display()), e))?;
         if let Some(e) = broken {
             progress.finish();
-            return Err(e); // LOCAL.part stays for a resume
+            // LOCAL.part stays for a resume.
+            return Err(match e {
+                ClientError::Closed
+                | ClientError::Protocol(wharf_proto::ProtoError::Truncated { .. }) => {
+                    ClientError::Interrupted(format!(
+                        "the server ended the connection after {} of {size} bytes; they are kept in {}: run the same get to resume",
+                        offset + received,
+                        part.display()
+                    ))
+                }
+                e => e,
+            });
         }
         let server_md5 = match self.recv_header().await? {
             (FtpReply::GetEnd { md5 }, 0) => md5.to_ascii_lowercase(),

@@ -78,6 +78,9 @@ pub(super) async fn run(
         home: None,
     };
     tracing::debug!(%peer, "connected");
+    // Set when the session ends on an error the client may still be
+    // sending data past (an upload stopped mid-way).
+    let mut linger = false;
     loop {
         let wait = match s.state {
             State::LoggedIn(_) => limits.idle_timeout,
@@ -112,6 +115,7 @@ pub(super) async fn run(
                     let _ = s.send(FtpReply::Error(e.reply())).await;
                 }
                 if fatal {
+                    linger = !matches!(e, FtpError::Closed);
                     break;
                 }
             }
@@ -123,8 +127,26 @@ pub(super) async fn run(
         futures_util::SinkExt::<Outbound<FtpReply>>::close(&mut s.conn),
     )
     .await;
+    if linger {
+        drain(s.conn.get_mut()).await;
+    }
     tracing::debug!(peer = %s.peer, "disconnected");
 }
+
+/// Reads and drops what the client still sends, for at most [`LINGER`]:
+/// closing with unread data would reset the connection, and the client
+/// could lose the error frame that tells it why.
+async fn drain(stream: &mut Stream) {
+    use tokio::io::AsyncReadExt;
+    let mut buf = vec![0u8; 64 * 1024];
+    let _ = tokio::time::timeout(LINGER, async {
+        while let Ok(1..) = stream.read(&mut buf).await {}
+    })
+    .await;
+}
+
+/// How long a closing session reads on for the client to hear its error.
+const LINGER: Duration = Duration::from_secs(1);
 
 fn error_frame(code: ErrorCode, message: &str) -> FtpReply {
     FtpReply::Error(ErrorReply::new(code, message))

@@ -379,6 +379,9 @@ pub(super) async fn put(
         let mut received = 0u64;
         let stop_now = s.server.stop_now.clone();
         let mut watch = s.standing.take();
+        // A second view of the standing, for a quota lowered meanwhile.
+        let mut quota_watch = watch.clone();
+        let quota_from = wharf_core::standing::quota_now(&quota_watch, li.user.quota_bytes);
         let home = s.home.clone();
         while received < body_len {
             let frame = tokio::select! {
@@ -387,6 +390,9 @@ pub(super) async fn put(
                     "the server is shutting down; run the same put again later to resume".into(),
                 )),
                 why = wharf_core::standing::ended(&mut watch, wharf_core::Service::Ftp, home.as_deref()) => Err(FtpError::Ended(why)),
+                quota = wharf_core::standing::quota_lowered(&mut quota_watch, quota_from, replacing) => {
+                    Err(FtpError::Core(wharf_core::Error::QuotaLowered { quota }))
+                }
                 frame = s.next_frame_idle() => frame,
             };
             match frame {
@@ -415,25 +421,32 @@ pub(super) async fn put(
             Ok(w) => w,
             Err(e) => {
                 // The disk refused (full, read-only): the upload cannot go
-                // on. Its partial and reservation go; the rest of the data
-                // and the trailer are read and dropped, so the client gets
-                // the error instead of a reset and the session goes on.
-                let p = partial.clone();
-                let _ = blocking(move || p.remove()).await;
-                store.release(user_id, size).await?;
+                // on. Its partial and reservation go, and the connection
+                // closes after the error (the rest of the data is not read).
+                drop_partial(&store, user_id, size, &partial).await?;
                 store
                     .record_transfer(&record(false, received, None))
                     .await?;
-                if broken.is_none() {
-                    skip_rest(s, body_len - received).await?;
-                }
-                return Err(FtpError::io(format!("write {v}"), e));
+                return Err(FtpError::Stopped(Box::new(FtpError::io(
+                    format!("write {v}"),
+                    e,
+                ))));
             }
         };
-        if let Some(e) = broken {
-            // The partial stays, with its reservation, for a resume.
-            store.record_transfer(&record(false, written, None)).await?;
-            return Err(e);
+        match broken {
+            // It no longer fits: nothing of it is kept.
+            Some(e @ FtpError::Core(wharf_core::Error::QuotaLowered { .. })) => {
+                drop(file);
+                drop_partial(&store, user_id, size, &partial).await?;
+                store.record_transfer(&record(false, written, None)).await?;
+                return Err(FtpError::Stopped(Box::new(e)));
+            }
+            Some(e) => {
+                // The partial stays, with its reservation, for a resume.
+                store.record_transfer(&record(false, written, None)).await?;
+                return Err(e);
+            }
+            None => {}
         }
         (Received::Written(file, hasher), written)
     };
@@ -454,9 +467,7 @@ pub(super) async fn put(
         match blocking(move || finish(received, &c, &p, &vv)).await {
             Ok(f) => f,
             Err(e @ FtpError::NoSpace(_)) => {
-                let p = partial.clone();
-                let _ = blocking(move || p.remove()).await;
-                store.release(user_id, size).await?;
+                drop_partial(&store, user_id, size, &partial).await?;
                 store.record_transfer(&record(false, 0, None)).await?;
                 return Err(e);
             }
@@ -494,24 +505,17 @@ pub(super) async fn put(
     }
 }
 
-/// Reads and drops the rest of an upload's data and its `put_end`, keeping
-/// the stream in step after the disk refused it.
-async fn skip_rest(s: &mut Session, mut left: u64) -> Result<(), FtpError> {
-    while left > 0 {
-        match s.next_frame_idle().await? {
-            Frame::Body { chunk, .. } => left = left.saturating_sub(chunk.len() as u64),
-            _ => return Err(FtpError::Fatal("expected upload data".into())),
-        }
-    }
-    match s.next_frame_idle().await? {
-        Frame::Header {
-            msg: FtpRequest::PutEnd { .. },
-            ..
-        } => Ok(()),
-        _ => Err(FtpError::Fatal(
-            "the upload data must be followed by put_end".into(),
-        )),
-    }
+/// Removes a partial upload that cannot go on and releases its reservation.
+async fn drop_partial(
+    store: &wharf_core::Store,
+    user_id: i64,
+    size: u64,
+    partial: &Partial,
+) -> Result<(), FtpError> {
+    let p = partial.clone();
+    let _ = blocking(move || p.remove()).await;
+    store.release(user_id, size).await?;
+    Ok(())
 }
 
 /// A put that never sent data leaves no empty partial holding quota.

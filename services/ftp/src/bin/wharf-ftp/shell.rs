@@ -182,6 +182,7 @@ pub async fn run(client: &mut Client, ui: &Ui) -> Result<ExitCode> {
                     matches!(
                         c,
                         wharf_ftp::client::ClientError::Closed
+                            | wharf_ftp::client::ClientError::Interrupted(_)
                             | wharf_ftp::client::ClientError::Protocol(_)
                     )
                 })
