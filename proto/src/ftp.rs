@@ -80,6 +80,16 @@ pub enum FtpRequest {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         prefix_md5: Option<String>,
     },
+    /// List the user's interrupted uploads; answered with `partial_list`.
+    Partials,
+    /// Drop interrupted uploads and release their quota: those of `path`,
+    /// or all of them (uploads under way are left alone); answered with
+    /// `discarded`.
+    Discard {
+        /// Target of the uploads to drop; absent for all.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        path: Option<String>,
+    },
     /// End the session; answered with `bye`.
     Quit,
 }
@@ -87,7 +97,7 @@ pub enum FtpRequest {
 impl Message for FtpRequest {
     const OPS: &'static [&'static str] = &[
         "hello", "login", "pwd", "cd", "ls", "mkdir", "rm", "rmdir", "mv", "put", "put_data",
-        "put_end", "get", "quit",
+        "put_end", "get", "partials", "discard", "quit",
     ];
 }
 
@@ -113,6 +123,24 @@ pub struct Entry {
     pub size: u64,
     /// Last modification, RFC 3339 UTC.
     pub mtime: String,
+}
+
+/// An interrupted upload the server holds for a resume.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartialUpload {
+    /// The upload's target, absolute from the home; absent when the server
+    /// cannot tell (kept by an older version, or on a file system without
+    /// extended attributes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    /// Size of the whole file: the quota the upload holds.
+    pub size: u64,
+    /// Bytes received so far.
+    pub received: u64,
+    /// Last data received, RFC 3339 UTC.
+    pub mtime: String,
+    /// A session is uploading into it now.
+    pub active: bool,
 }
 
 /// Replies of the file-transfer service.
@@ -171,6 +199,19 @@ pub enum FtpReply {
         /// Lowercase hex md5 of the whole file.
         md5: String,
     },
+    /// The interrupted uploads: the body is a JSON array of
+    /// [`PartialUpload`], sorted by path.
+    PartialList {
+        /// Number of entries in the body.
+        count: u64,
+    },
+    /// Interrupted uploads were dropped.
+    Discarded {
+        /// How many.
+        count: u64,
+        /// Quota released, in bytes.
+        bytes: u64,
+    },
     /// Answer to `quit`.
     Bye,
 }
@@ -187,6 +228,8 @@ impl Message for FtpReply {
         "put_ok",
         "get_data",
         "get_end",
+        "partial_list",
+        "discarded",
         "bye",
     ];
 }

@@ -512,6 +512,9 @@ async fn a_quota_lowered_while_a_command_runs_stops_it_within_a_second() {
     let since = lowered.await.expect("lowered").elapsed();
     assert_eq!(err.code(), Some(ErrorCode::QuotaExceeded), "{err}");
     assert!(err.to_string().contains("quota of 1 MiB"), "{err}");
-    assert!(since < Duration::from_secs(3), "stopped {since:?} after the change");
+    assert!(
+        since < Duration::from_secs(3),
+        "stopped {since:?} after the change"
+    );
     none_marked("1002.22").await;
 }

@@ -118,6 +118,49 @@ async fn an_interrupted_upload_says_where_it_resumes() {
 }
 
 #[tokio::test]
+async fn partials_lists_interrupted_uploads_and_discard_drops_them() {
+    let srv = spawn().await;
+    srv.add_user("alice", None, "ftp").await;
+    let work = srv.dir.path().join("work");
+    std::fs::create_dir_all(&work).expect("mkdir");
+    let bytes = data(3 << 20, 23);
+    cut_upload(&srv.addr, "movie.mkv", &bytes, 1 << 20).await;
+    let home = srv.home("alice");
+    eventually("partial", || {
+        partials(&home).first().is_some_and(|p| p.1 == 1 << 20)
+    })
+    .await;
+    let out = ftp(&srv.addr, &work, &["partials"], None).await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let listed = text(&out.stdout);
+    assert!(
+        listed.trim_start().starts_with("1 MiB of 3 MiB "),
+        "{listed}"
+    );
+    assert_eq!(listed.lines().count(), 1, "{listed}");
+    assert!(listed.contains("  /movie.mkv"), "{listed}");
+    let out = ftp(&srv.addr, &work, &["discard"], None).await;
+    assert_eq!(out.status.code(), Some(2), "a path or --all is needed");
+    let mut out = ftp(&srv.addr, &work, &["discard", "movie.mkv"], None).await;
+    for _ in 0..100 {
+        // The cut session may hold the partial for a moment.
+        if out.status.success() || !text(&out.stderr).contains("under way") {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        out = ftp(&srv.addr, &work, &["discard", "movie.mkv"], None).await;
+    }
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(
+        text(&out.stdout).trim(),
+        "discarded 1 interrupted upload; 3 MiB of quota freed"
+    );
+    let out = ftp(&srv.addr, &work, &["partials"], None).await;
+    assert_eq!(text(&out.stdout).trim(), "no interrupted uploads");
+    assert_eq!(srv.user("alice").await.reserved_bytes, 0);
+}
+
+#[tokio::test]
 async fn the_shell_reads_commands_from_a_pipe() {
     let srv = spawn().await;
     srv.add_user("alice", None, "ftp").await;

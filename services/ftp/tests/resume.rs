@@ -98,6 +98,7 @@ async fn a_download_cut_midway_resumes_and_ends_byte_identical() {
     let mut c = srv.client("alice").await;
     let slow = TransferOptions {
         rate_limit: Some(2 * 1024 * 1024),
+        ..TransferOptions::default()
     };
     let l2 = local.clone();
     let task = tokio::spawn(async move { c.get("big", &l2, slow, &mut NoProgress).await });
@@ -245,4 +246,100 @@ async fn a_small_upload_cut_midway_leaves_no_partial_and_no_reservation() {
     }
     assert!(settled, "partials {:?}", partials(&home));
     assert!(!home.join("small").exists());
+}
+
+#[tokio::test]
+async fn interrupted_uploads_are_listed_and_discarded_and_restart_sends_all() {
+    let srv = spawn().await;
+    srv.add_user("alice", Some(10 << 20), "ftp").await;
+    let bytes = data(SIZE, 11);
+    std::fs::create_dir(srv.home("alice").join("docs")).expect("mkdir");
+    cut_upload(&srv.addr, "docs/big.bin", &bytes, HALF).await;
+    cut_upload(&srv.addr, "other.bin", &bytes, HALF).await;
+    let home = srv.home("alice");
+    eventually("two partials written", || {
+        let p = partials(&home);
+        p.len() == 2 && p.iter().all(|p| p.1 == HALF as u64)
+    })
+    .await;
+    let mut c = srv.client("alice").await;
+    let mut listed = Vec::new();
+    for _ in 0..500 {
+        // The cut sessions let go of their partials soon after.
+        listed = c.partials().await.expect("partials");
+        if listed.iter().all(|p| !p.active) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let summary: Vec<_> = listed
+        .iter()
+        .map(|p| (p.path.clone(), p.size, p.received, p.active))
+        .collect();
+    assert_eq!(
+        summary,
+        [
+            (
+                Some("/docs/big.bin".into()),
+                SIZE as u64,
+                HALF as u64,
+                false
+            ),
+            (Some("/other.bin".into()), SIZE as u64, HALF as u64, false),
+        ]
+    );
+    assert_eq!(srv.user("alice").await.reserved_bytes, 2 * SIZE as u64);
+    // One by its path (relative to the current directory), then the rest.
+    c.cd("docs").await.expect("cd");
+    assert_eq!(
+        c.discard(Some("big.bin")).await.expect("discard"),
+        (1, SIZE as u64)
+    );
+    let err = c.discard(Some("big.bin")).await.expect_err("gone");
+    assert_eq!(err.code(), Some(ErrorCode::NotFound), "{err}");
+    assert!(
+        err.to_string()
+            .contains("no interrupted upload of /docs/big.bin"),
+        "{err}"
+    );
+    assert_eq!(srv.user("alice").await.reserved_bytes, SIZE as u64);
+    assert_eq!(c.discard(None).await.expect("all"), (1, SIZE as u64));
+    assert!(partials(&home).is_empty());
+    assert!(c.partials().await.expect("partials").is_empty());
+    assert_eq!(srv.user("alice").await.reserved_bytes, 0);
+    // A path that leaves the home is refused like everywhere else.
+    let err = c.discard(Some("../../x")).await.expect_err("escape");
+    assert_eq!(err.code(), Some(ErrorCode::ForbiddenPath), "{err}");
+
+    // put --restart ignores a matching partial and sends everything.
+    cut_upload(&srv.addr, "again.bin", &bytes, HALF).await;
+    eventually("partial written", || {
+        partials(&home).first().is_some_and(|p| p.1 == HALF as u64)
+    })
+    .await;
+    let local = srv.local("again.bin");
+    std::fs::write(&local, &bytes).expect("write");
+    let mut rec = Recorder::default();
+    let restart = TransferOptions {
+        restart: true,
+        ..TransferOptions::default()
+    };
+    let done = loop {
+        match c.put(&local, "/again.bin", restart, &mut rec).await {
+            Err(e) if e.code() == Some(ErrorCode::Busy) => {
+                // the cut session still holds it for a moment
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            other => break other.expect("put --restart"),
+        }
+    };
+    assert_eq!(done.resumed_at, 0);
+    assert_eq!(rec.advanced, SIZE as u64, "the whole file was sent");
+    assert!(rec.notes.is_empty(), "{:?}", rec.notes);
+    assert_eq!(
+        std::fs::read(home.join("again.bin")).expect("stored"),
+        bytes
+    );
+    let alice = srv.user("alice").await;
+    assert_eq!((alice.used_bytes, alice.reserved_bytes), (SIZE as u64, 0));
 }

@@ -176,6 +176,7 @@ async fn an_upload_in_flight_finishes_when_the_server_stops() {
     // About 1.5 s at 1 MB/s: the stop comes in the middle.
     let slow = wharf_ftp::client::TransferOptions {
         rate_limit: Some(1_000_000),
+        ..wharf_ftp::client::TransferOptions::default()
     };
     let upload = tokio::spawn(async move {
         let mut rec = common::Recorder::default();
@@ -426,6 +427,7 @@ async fn a_quota_lowered_during_an_upload_stops_it_and_frees_its_reservation() {
     // 2 MiB/s: the upload is under way for seconds when the quota drops.
     let opts = TransferOptions {
         rate_limit: Some(2 << 20),
+        ..TransferOptions::default()
     };
     let store = srv.store.clone();
     let lower = tokio::spawn(async move {
@@ -496,6 +498,7 @@ async fn a_lock_stops_a_download_midway_and_the_same_get_resumes_after_the_unloc
     });
     let slow = TransferOptions {
         rate_limit: Some(2 << 20),
+        ..TransferOptions::default()
     };
     let err = c
         .get("big.bin", &local, slow, &mut NoProgress)

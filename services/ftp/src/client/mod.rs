@@ -9,7 +9,7 @@ mod transfer;
 use futures_util::{SinkExt, StreamExt};
 use wharf_core::client::{Session, open_session};
 use wharf_core::tls::{ClientTls, TlsError};
-use wharf_proto::ftp::{Entry, FtpReply, FtpRequest};
+use wharf_proto::ftp::{Entry, FtpReply, FtpRequest, PartialUpload};
 use wharf_proto::{ErrorCode, Frame, Outbound, Password, ProtoError};
 
 pub use transfer::{NoProgress, Progress, TransferOptions, Transferred, part_path};
@@ -192,6 +192,11 @@ impl Client {
         let FtpReply::Listing { .. } = reply else {
             return Err(unexpected(&reply));
         };
+        self.json_body(body_len).await
+    }
+
+    /// A JSON body of `body_len` bytes (a listing).
+    async fn json_body<T: serde::de::DeserializeOwned>(&mut self, body_len: u64) -> Result<T> {
         if body_len > MAX_LISTING_BYTES {
             return Err(ClientError::Unexpected(format!(
                 "listing of {body_len} bytes is too large"
@@ -206,6 +211,31 @@ impl Client {
         }
         serde_json::from_slice(&body)
             .map_err(|e| ClientError::Unexpected(format!("bad listing: {e}")))
+    }
+
+    /// The interrupted uploads the server holds, by path.
+    pub async fn partials(&mut self) -> Result<Vec<PartialUpload>> {
+        self.send(FtpRequest::Partials, 0).await?;
+        let (reply, body_len) = self.recv_header().await?;
+        let FtpReply::PartialList { .. } = reply else {
+            return Err(unexpected(&reply));
+        };
+        self.json_body(body_len).await
+    }
+
+    /// Drops the interrupted uploads of `path` (all of them without one)
+    /// and releases the quota they held; returns how many, and the bytes
+    /// released.
+    pub async fn discard(&mut self, path: Option<&str>) -> Result<(u64, u64)> {
+        match self
+            .request(FtpRequest::Discard {
+                path: path.map(str::to_owned),
+            })
+            .await?
+        {
+            FtpReply::Discarded { count, bytes } => Ok((count, bytes)),
+            other => Err(unexpected(&other)),
+        }
     }
 
     /// Creates a directory.

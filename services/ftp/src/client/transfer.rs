@@ -42,6 +42,9 @@ impl Progress for NoProgress {
 pub struct TransferOptions {
     /// Bytes per second at most.
     pub rate_limit: Option<u64>,
+    /// `put`: send the whole file, whatever the server holds of an
+    /// interrupted upload.
+    pub restart: bool,
 }
 
 /// What a transfer did.
@@ -127,7 +130,7 @@ impl Client {
         let shown = local.display().to_string();
         let (file, hasher, start) = blocking(move || {
             let mut file = file;
-            if offset > 0 && offset <= size {
+            if offset > 0 && offset <= size && !opts.restart {
                 let prefix = hash_prefix(&mut file, offset)
                     .map_err(|e| ClientError::local(format!("cannot read {shown}"), e))?;
                 if prefix_md5.is_some_and(|p| p.eq_ignore_ascii_case(&hex(prefix.clone()))) {
@@ -140,7 +143,7 @@ impl Client {
             Ok((file, Md5::new(), 0))
         })
         .await?;
-        if offset > 0 && start == 0 {
+        if offset > 0 && start == 0 && !opts.restart {
             progress.note("the server's partial upload differs from this file; starting over");
         }
         progress.begin(size, start);

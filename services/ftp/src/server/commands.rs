@@ -43,7 +43,7 @@ pub(super) async fn cd(li: &mut LoggedIn, path: &str) -> Result<FtpReply, FtpErr
     })
 }
 
-fn rfc3339(t: std::io::Result<SystemTime>) -> String {
+pub(super) fn rfc3339(t: std::io::Result<SystemTime>) -> String {
     let t = t.unwrap_or(SystemTime::UNIX_EPOCH);
     humantime::format_rfc3339_seconds(t).to_string()
 }

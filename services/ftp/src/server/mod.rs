@@ -3,6 +3,7 @@
 
 mod commands;
 mod download;
+mod partials;
 mod session;
 mod upload;
 

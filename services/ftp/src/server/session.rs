@@ -19,7 +19,7 @@ use wharf_proto::ftp::{FtpReply, FtpRequest};
 use wharf_proto::message::{ErrorReply, LoginOk, ServerHello};
 use wharf_proto::{ErrorCode, Frame, FrameCodec, Outbound, PROTOCOL_VERSION};
 
-use super::{FtpServer, commands, download, upload};
+use super::{FtpServer, commands, download, partials, upload};
 use crate::error::FtpError;
 use crate::paths::{Jail, VPath};
 
@@ -330,6 +330,13 @@ impl Session {
                 self.write_body(&body).await?;
                 return Ok(None);
             }
+            FtpRequest::Partials => {
+                let (reply, body) = partials::partials(li, self.server.config.max_listing).await?;
+                self.send_header(reply, body.len() as u64).await?;
+                self.write_body(&body).await?;
+                return Ok(None);
+            }
+            FtpRequest::Discard { path } => partials::discard(li, &store, path.as_deref()).await?,
             FtpRequest::Mkdir { path } => commands::mkdir(li, &path).await?,
             FtpRequest::Rm { path } => commands::rm(li, &store, &path).await?,
             FtpRequest::Rmdir { path } => commands::rmdir(li, &path).await?,

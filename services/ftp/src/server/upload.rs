@@ -93,6 +93,7 @@ impl Partial {
                 self.jail
                     .adopt(&fd)
                     .map_err(|e| FtpError::io(format!("give {v} to its owner"), e))?;
+                super::partials::record_target(&fd, &v.to_string());
                 lock(File::from(fd), v).map(Some)
             }
             // Another session created it between our look and now.
@@ -144,16 +145,39 @@ impl Partial {
     }
 }
 
+/// Locks a partial upload for this session. A `partials` listing holds
+/// the lock for a moment, so a busy lock is tried a few times; a partial
+/// discarded between its opening and its locking is refused.
 fn lock(file: File, v: &VPath) -> Result<File, FtpError> {
-    match file.try_lock() {
-        Ok(()) => Ok(file),
-        Err(std::fs::TryLockError::WouldBlock) => Err(FtpError::Busy(format!(
-            "another upload of {v} is in progress; wait for it to finish"
-        ))),
-        Err(std::fs::TryLockError::Error(e)) => {
-            Err(FtpError::io(format!("lock partial upload of {v}"), e))
+    let mut tries = 0;
+    loop {
+        match file.try_lock() {
+            Ok(()) => break,
+            Err(std::fs::TryLockError::WouldBlock) if tries < 5 => {
+                tries += 1;
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            Err(std::fs::TryLockError::WouldBlock) => {
+                return Err(FtpError::Busy(format!(
+                    "another upload of {v} is in progress; wait for it to finish"
+                )));
+            }
+            Err(std::fs::TryLockError::Error(e)) => {
+                return Err(FtpError::io(format!("lock partial upload of {v}"), e));
+            }
         }
     }
+    use std::os::unix::fs::MetadataExt;
+    let links = file
+        .metadata()
+        .map_err(|e| FtpError::io(format!("partial upload of {v}"), e))?
+        .nlink();
+    if links == 0 {
+        return Err(FtpError::Busy(format!(
+            "the interrupted upload of {v} was discarded just now; run the put again"
+        )));
+    }
+    Ok(file)
 }
 
 /// Bodies up to this size are gathered in memory and written in the same

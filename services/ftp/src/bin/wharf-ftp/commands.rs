@@ -6,7 +6,7 @@ use anyhow::{Context, Result};
 use clap::Subcommand;
 use wharf_ftp::client::{Client, TransferOptions};
 
-use crate::ui::{Bar, Ui, print_listing};
+use crate::ui::{Bar, Ui, print_listing, print_partials};
 
 #[derive(Debug, Subcommand)]
 pub enum Cmd {
@@ -16,6 +16,10 @@ pub enum Cmd {
         local: PathBuf,
         /// Remote path [default: the local file's name, in the current directory].
         remote: Option<String>,
+        /// Send the whole file, even if the server holds part of it from an
+        /// interrupted upload.
+        #[arg(long)]
+        restart: bool,
     },
     /// Download a file (resumes from LOCAL.part).
     Get {
@@ -31,6 +35,22 @@ pub enum Cmd {
         /// Print a JSON array of {name, type, size, mtime}.
         #[arg(long)]
         json: bool,
+    },
+    /// List your interrupted uploads: received, size, last data, path.
+    Partials {
+        /// Print a JSON array of {path, size, received, mtime, active}.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Drop interrupted uploads and free the quota they hold.
+    #[command(arg_required_else_help = true)]
+    Discard {
+        /// The upload's target path, as given to put.
+        #[arg(required_unless_present = "all", conflicts_with = "all")]
+        path: Option<String>,
+        /// Every interrupted upload (uploads under way are left alone).
+        #[arg(long)]
+        all: bool,
     },
     /// Create a directory.
     Mkdir {
@@ -66,9 +86,15 @@ fn base_name(remote: &str) -> &str {
 pub async fn execute(client: &mut Client, cmd: Cmd, ui: &Ui) -> Result<()> {
     let opts = TransferOptions {
         rate_limit: ui.rate_limit,
+        restart: false,
     };
     match cmd {
-        Cmd::Put { local, remote } => {
+        Cmd::Put {
+            local,
+            remote,
+            restart,
+        } => {
+            let opts = TransferOptions { restart, ..opts };
             let remote = match remote {
                 Some(r) => r,
                 None => local
@@ -120,6 +146,25 @@ pub async fn execute(client: &mut Client, cmd: Cmd, ui: &Ui) -> Result<()> {
             } else {
                 print_listing(&entries);
             }
+        }
+        Cmd::Partials { json } => {
+            let partials = client.partials().await.context("partials")?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&partials)?);
+            } else {
+                print_partials(&partials);
+            }
+        }
+        Cmd::Discard { path, all: _ } => {
+            let (count, bytes) = client
+                .discard(path.as_deref())
+                .await
+                .with_context(|| format!("discard {}", path.as_deref().unwrap_or("--all")))?;
+            let s = if count == 1 { "" } else { "s" };
+            println!(
+                "discarded {count} interrupted upload{s}; {} of quota freed",
+                wharf_core::size::format_size(bytes)
+            );
         }
         Cmd::Mkdir { path } => client
             .mkdir(&path)

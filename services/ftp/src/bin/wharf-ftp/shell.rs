@@ -103,8 +103,11 @@ commands:
   mkdir PATH | rmdir PATH   create or remove a directory
   rm PATH                   remove a file
   mv FROM TO                rename or move
-  put LOCAL [REMOTE]        upload (resumes an interrupted upload)
+  put LOCAL [REMOTE]        upload (resumes an interrupted upload; --restart
+                            sends the whole file again)
   get REMOTE [LOCAL]        download (resumes from LOCAL.part)
+  partials [--json]         your interrupted uploads
+  discard PATH | --all      drop interrupted uploads, freeing their quota
   help | quit
 Quote names with spaces: put \"my file.txt\"";
 

@@ -5,7 +5,7 @@ use std::time::Duration;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use wharf_core::size::format_size;
 use wharf_ftp::client::Progress;
-use wharf_proto::ftp::{Entry, EntryKind};
+use wharf_proto::ftp::{Entry, EntryKind, PartialUpload};
 
 /// Display settings.
 pub struct Ui {
@@ -74,6 +74,32 @@ impl Progress for Bar {
     }
 }
 
+/// A listing's RFC 3339 time, as people read it.
+fn shown_time(rfc3339: &str) -> String {
+    rfc3339
+        .replacen('T', " ", 1)
+        .trim_end_matches('Z')
+        .to_owned()
+}
+
+/// `partials` for people: received of size, last data, path.
+pub fn print_partials(partials: &[PartialUpload]) {
+    if partials.is_empty() {
+        println!("no interrupted uploads");
+        return;
+    }
+    for p in partials {
+        let path = p.path.as_deref().unwrap_or("(path unknown)");
+        let state = if p.active { "  (uploading now)" } else { "" };
+        println!(
+            "{:>10} of {:<10}  {}  {path}{state}",
+            format_size(p.received),
+            format_size(p.size),
+            shown_time(&p.mtime),
+        );
+    }
+}
+
 /// `ls` for people: type, size, time, name (directories end in `/`).
 pub fn print_listing(entries: &[Entry]) {
     for e in entries {
@@ -81,11 +107,7 @@ pub fn print_listing(entries: &[Entry]) {
             EntryKind::Dir => ('d', "-".to_owned(), "/"),
             EntryKind::File => ('-', format_size(e.size), ""),
         };
-        let when = e
-            .mtime
-            .replacen('T', " ", 1)
-            .trim_end_matches('Z')
-            .to_owned();
+        let when = shown_time(&e.mtime);
         println!("{kind} {size:>10}  {when}  {}{suffix}", e.name);
     }
 }
