@@ -72,6 +72,9 @@ pub enum ErrorCode {
     TlsRequired,
     /// The server's disk is full or read-only: nothing could be written.
     NoSpace,
+    /// The server cannot write its database just now (busy, read-only,
+    /// failing); nothing was changed; retry later.
+    Unavailable,
     /// A code newer than this client.
     #[serde(other)]
     Unknown,

@@ -116,6 +116,37 @@ pub enum Error {
     Internal(String),
 }
 
+/// The code for a database failure: a database that is busy, read-only,
+/// unreachable or failing is `unavailable` (a fault of the moment on the
+/// server's side), one on a full disk `no_space`; anything else (a
+/// constraint, a row that does not decode) is a bug: `internal`.
+fn database_code(e: &sqlx::Error) -> ErrorCode {
+    // SQLite's primary result codes (the low byte of an extended one).
+    const BUSY: i64 = 5;
+    const LOCKED: i64 = 6;
+    const READONLY: i64 = 8;
+    const IOERR: i64 = 10;
+    const FULL: i64 = 13;
+    const CANTOPEN: i64 = 14;
+    match e {
+        sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => {
+            ErrorCode::Unavailable
+        }
+        sqlx::Error::Database(db) => {
+            let primary = db
+                .code()
+                .and_then(|c| c.parse::<i64>().ok())
+                .map(|c| c & 0xff);
+            match primary {
+                Some(FULL) => ErrorCode::NoSpace,
+                Some(BUSY | LOCKED | READONLY | IOERR | CANTOPEN) => ErrorCode::Unavailable,
+                _ => ErrorCode::Internal,
+            }
+        }
+        _ => ErrorCode::Internal,
+    }
+}
+
 impl Error {
     /// The protocol error code a service sends for this error.
     pub fn code(&self) -> ErrorCode {
@@ -131,20 +162,27 @@ impl Error {
             Error::AccountLocked(_) | Error::AccountRemoved(_) => ErrorCode::AccountLocked,
             Error::NotPermitted { .. } => ErrorCode::NotPermitted,
             Error::QuotaExceeded { .. } | Error::QuotaLowered { .. } => ErrorCode::QuotaExceeded,
-            Error::Io { .. }
-            | Error::Database(_)
-            | Error::Migrate(_)
-            | Error::Tls(_)
-            | Error::Internal(_) => ErrorCode::Internal,
+            Error::Database(e) => database_code(e),
+            Error::Io { .. } | Error::Migrate(_) | Error::Tls(_) | Error::Internal(_) => {
+                ErrorCode::Internal
+            }
         }
     }
 
     /// The message a service may send to a client: internal details (paths,
     /// SQL) stay in the server's log.
     pub fn client_message(&self) -> String {
-        match self.code() {
-            ErrorCode::Internal => {
+        match (self, self.code()) {
+            (_, ErrorCode::Internal) => {
                 "internal server error; the administrator can find the details in the server log"
+                    .to_owned()
+            }
+            (Error::Database(_), ErrorCode::NoSpace) => {
+                "the server's database is on a full disk; nothing was changed; tell the administrator"
+                    .to_owned()
+            }
+            (Error::Database(_), _) => {
+                "the server cannot write its database just now (busy, read-only or failing); nothing was changed; try again in a moment, and tell the administrator if it lasts"
                     .to_owned()
             }
             _ => self.to_string(),

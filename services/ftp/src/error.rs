@@ -142,7 +142,7 @@ impl FtpError {
             FtpError::Frame(e) => (e.code(), e.to_string()),
             FtpError::Protocol(e) => (e.code(), e.to_string()),
             FtpError::Core(e) => {
-                if e.code() == ErrorCode::Internal {
+                if e.code() == ErrorCode::Internal || matches!(e, wharf_core::Error::Database(_)) {
                     tracing::error!(error = %e, "internal error");
                 }
                 (e.code(), e.client_message())

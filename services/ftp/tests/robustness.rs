@@ -538,3 +538,44 @@ async fn a_lock_stops_a_download_midway_and_the_same_get_resumes_after_the_unloc
     assert_eq!(done.resumed_at, kept);
     assert_eq!(std::fs::read(&local).expect("local"), content);
 }
+
+#[tokio::test]
+async fn a_database_that_cannot_be_written_is_an_error_and_nothing_is_held() {
+    use sqlx::Connection;
+    use wharf_ftp::client::{NoProgress, TransferOptions};
+    let srv = spawn().await;
+    srv.add_user("alice", Some(10 << 20), "ftp").await;
+    let mut c = srv.client("alice").await;
+    let file = srv.local("f.bin");
+    std::fs::write(&file, common::data(300_000, 12)).expect("local");
+    // Another process holds the database's write lock for longer than the
+    // server waits for it (10 s).
+    let mut blocker = sqlx::SqliteConnection::connect(&srv.url)
+        .await
+        .expect("connect");
+    sqlx::query("BEGIN EXCLUSIVE")
+        .execute(&mut blocker)
+        .await
+        .expect("lock");
+    let err = c
+        .put(&file, "f.bin", TransferOptions::default(), &mut NoProgress)
+        .await
+        .expect_err("the quota cannot be reserved");
+    assert_eq!(err.code(), Some(ErrorCode::Unavailable), "{err}");
+    assert!(
+        err.to_string()
+            .contains("cannot write its database just now"),
+        "{err}"
+    );
+    sqlx::query("COMMIT")
+        .execute(&mut blocker)
+        .await
+        .expect("unlock");
+    // Nothing held, and the same session goes on.
+    assert!(common::partials(&srv.home("alice")).is_empty());
+    assert_eq!(srv.user("alice").await.reserved_bytes, 0);
+    c.put(&file, "f.bin", TransferOptions::default(), &mut NoProgress)
+        .await
+        .expect("the database is back");
+    assert_eq!(srv.user("alice").await.used_bytes, 300_000);
+}

@@ -406,10 +406,7 @@ impl Hub {
         self.journal.flush().await;
         let seq = self.store.last_room_seq(room).await.map_err(|e| {
             tracing::error!(error = %e, room, "cannot read a room's last message number");
-            refuse(
-                ErrorCode::Internal,
-                "the server cannot read its database; try again",
-            )
+            refuse(e.code(), e.client_message())
         })?;
         let mut st = self.lock();
         if !st.endpoints.contains_key(&id) {
@@ -730,10 +727,7 @@ impl Hub {
         self.journal.flush().await;
         let rows = self.store.room_history(room, limit).await.map_err(|e| {
             tracing::error!(error = %e, room, "cannot read chat history");
-            refuse(
-                ErrorCode::Internal,
-                "the server cannot read its database; try again",
-            )
+            refuse(e.code(), e.client_message())
         })?;
         Ok(rows
             .into_iter()
