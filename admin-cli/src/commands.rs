@@ -127,31 +127,39 @@ async fn add(store: &Store, data_dir: &Path, args: AddArgs) -> Result<()> {
     }
 }
 
-async fn failed_logins(store: &Store, name: &str) -> Result<u64> {
-    let since = now_ms() - duration_ms(AuthConfig::default().failure_window);
-    Ok(store.failures_since(name, since).await?.len() as u64)
+/// Users with what their failed logins do to attempts on them now.
+async fn views(store: &Store, users: &[User]) -> Result<Vec<UserView>> {
+    let policy = AuthConfig::default();
+    let mut views = Vec::with_capacity(users.len());
+    for u in users {
+        views.push(UserView::new(
+            u,
+            policy.name_slowdown(store, &u.name).await?,
+        ));
+    }
+    Ok(views)
 }
 
 async fn list(store: &Store, json: bool) -> Result<()> {
     let users = store.list_users().await?;
+    let views = views(store, &users).await?;
     if json {
-        let mut views = Vec::with_capacity(users.len());
-        for u in &users {
-            views.push(UserView::new(u, failed_logins(store, &u.name).await?));
-        }
         return view::print_json(&views);
     }
     if users.is_empty() {
         println!("no users yet; add one with `admin-cli user add NAME`");
         return Ok(());
     }
-    println!("{}", view::users_table(&users));
+    println!("{}", view::users_table(&views));
     Ok(())
 }
 
 async fn show(store: &Store, name: &str, json: bool) -> Result<()> {
     let user = store.require_user(name).await?;
-    let v = UserView::new(&user, failed_logins(store, name).await?);
+    let v = UserView::new(
+        &user,
+        AuthConfig::default().name_slowdown(store, name).await?,
+    );
     if json {
         return view::print_json(&v);
     }

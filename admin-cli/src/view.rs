@@ -3,6 +3,7 @@
 use comfy_table::{CellAlignment, ContentArrangement, LineStyle, Table, presets};
 use serde::Serialize;
 use wharf_core::User;
+use wharf_core::auth::NameSlowdown;
 use wharf_core::owner::Owner;
 use wharf_core::size::{format_quota, format_size};
 use wharf_core::store::{ExecLogRow, TransferRow, UsageRow};
@@ -21,13 +22,18 @@ pub struct UserView {
     pub files: u64,
     pub services: Vec<&'static str>,
     pub locked: bool,
+    /// Failed logins on the name within the last 15 minutes.
     pub failed_logins: u64,
+    /// What each login attempt on the name waits now (0: not slowed).
+    pub login_delay_ms: u64,
+    /// When that slowdown ends unless more failures come.
+    pub slowed_until: Option<String>,
     pub created_at: String,
     pub last_login_at: Option<String>,
 }
 
 impl UserView {
-    pub fn new(user: &User, failed_logins: u64) -> Self {
+    pub fn new(user: &User, slowdown: NameSlowdown) -> Self {
         UserView {
             name: user.name.clone(),
             home: user.home.display().to_string(),
@@ -38,7 +44,9 @@ impl UserView {
             files: user.file_count,
             services: user.services.names(),
             locked: user.locked,
-            failed_logins,
+            failed_logins: slowdown.failures,
+            login_delay_ms: u64::try_from(slowdown.delay.as_millis()).unwrap_or(u64::MAX),
+            slowed_until: slowdown.until.map(rfc3339),
             created_at: rfc3339(user.created_at),
             last_login_at: user.last_login_at.map(rfc3339),
         }
@@ -170,19 +178,42 @@ fn when(ms: Option<i64>) -> String {
     ms.map_or_else(|| "never".to_owned(), rfc3339)
 }
 
-pub fn users_table(users: &[User]) -> Table {
+/// What a user's logins meet: an administrator's lock, a slowdown after
+/// failed logins (and when it ends), or nothing.
+fn login_state(v: &UserView) -> String {
+    if v.locked {
+        return "locked".to_owned();
+    }
+    match &v.slowed_until {
+        Some(until) => format!(
+            "slowed ({} s per attempt) until {}",
+            v.login_delay_ms as f64 / 1000.0,
+            until.replacen('T', " ", 1)
+        ),
+        None => "open".to_owned(),
+    }
+}
+
+pub fn users_table(users: &[UserView]) -> Table {
     let mut t = table(
-        &["user", "services", "quota", "used", "locked", "last login"],
+        &["user", "services", "quota", "used", "login", "last login"],
         &[2, 3],
     );
     for u in users {
+        let services = if u.services.is_empty() {
+            "none".to_owned()
+        } else {
+            u.services.join(",")
+        };
         t.add_row(vec![
             u.name.clone(),
-            u.services.to_string(),
+            services,
             format_quota(u.quota_bytes),
             format_size(u.used_bytes),
-            if u.locked { "yes" } else { "no" }.to_owned(),
-            when(u.last_login_at),
+            login_state(u),
+            u.last_login_at
+                .clone()
+                .unwrap_or_else(|| "never".to_owned()),
         ]);
     }
     t
@@ -208,7 +239,11 @@ pub fn user_table(v: &UserView, user: &User) -> Table {
         ("files", v.files.to_string()),
         ("services", services),
         ("locked", if v.locked { "yes" } else { "no" }.to_owned()),
-        ("failed logins", v.failed_logins.to_string()),
+        ("login", login_state(v)),
+        (
+            "failed logins",
+            format!("{} in the last 15 minutes", v.failed_logins),
+        ),
         ("created", v.created_at.clone()),
         ("last login", when(user.last_login_at)),
     ];

@@ -393,12 +393,38 @@ async fn lock_and_unlock_also_lift_a_lockout() {
         let _ = admin.login("alice", "wrong password", Service::Ftp).await;
     }
     assert_eq!(admin.show("alice")["failed_logins"], 5);
+    assert_eq!(admin.show("alice")["slowed_until"], serde_json::Value::Null);
+    // Past five failures the name is slowed (never locked), and both
+    // listings say so, with when it ends.
+    admin.ok(&["user", "unlock", "alice"], None);
+    for _ in 0..7 {
+        let _ = admin.login("alice", "wrong password", Service::Ftp).await;
+    }
+    let shown = admin.show("alice");
+    assert_eq!(shown["failed_logins"], 7);
+    assert_eq!(shown["login_delay_ms"], 200);
+    let until = shown["slowed_until"].as_str().expect("slowed").to_owned();
+    let table = admin.ok(&["user", "list"], None);
+    let row = table
+        .lines()
+        .find(|l| l.contains("alice"))
+        .expect("alice's row");
+    assert!(
+        row.contains(&format!(
+            "slowed (0.2 s per attempt) until {}",
+            until.replacen('T', " ", 1)
+        )),
+        "{table}"
+    );
+    let table = admin.ok(&["user", "show", "alice"], None);
+    assert!(table.contains("7 in the last 15 minutes"), "{table}");
     assert_eq!(
         admin.ok(&["user", "unlock", "alice"], None).trim(),
         "unlocked alice and cleared their failed logins"
     );
     assert_eq!(admin.show("alice")["locked"], false);
     assert_eq!(admin.show("alice")["failed_logins"], 0);
+    assert_eq!(admin.show("alice")["login_delay_ms"], 0);
     admin
         .login("alice", PW, Service::Ftp)
         .await

@@ -80,6 +80,52 @@ impl Default for AuthConfig {
     }
 }
 
+/// How failed logins on a name slow the attempts on it, now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NameSlowdown {
+    /// Failed logins on the name within [`AuthConfig::failure_window`].
+    pub failures: u64,
+    /// What each attempt on the name waits (zero: not slowed).
+    pub delay: Duration,
+    /// When the slowdown ends by itself (unix ms), unless more failures
+    /// come; `None` when not slowed.
+    pub until: Option<i64>,
+}
+
+impl AuthConfig {
+    /// The slowdown of a name whose recent failures happened at
+    /// `failures` (unix ms, oldest first, all within `failure_window`).
+    pub fn slowdown_of(&self, failures: &[i64]) -> NameSlowdown {
+        let after = self.name_delay_after as usize;
+        let over = failures.len().saturating_sub(after);
+        let (delay, until) = if over == 0 {
+            (Duration::ZERO, None)
+        } else {
+            let doublings = u32::try_from(over - 1).unwrap_or(u32::MAX).min(20);
+            let delay = self
+                .name_delay_step
+                .saturating_mul(1 << doublings)
+                .min(self.name_delay_max);
+            // Slowed while more than `after` failures are in the window:
+            // until the one that would leave `after` behind ages out.
+            let until = failures[over - 1] + duration_ms(self.failure_window);
+            (delay, Some(until))
+        };
+        NameSlowdown {
+            failures: failures.len() as u64,
+            delay,
+            until,
+        }
+    }
+
+    /// The slowdown of `name` now, from the failures `store` records.
+    pub async fn name_slowdown(&self, store: &Store, name: &str) -> Result<NameSlowdown> {
+        let since = now_ms() - duration_ms(self.failure_window);
+        let failures = store.failures_since(name, since).await?;
+        Ok(self.slowdown_of(&failures))
+    }
+}
+
 /// Failures are kept this long: a source's penalty grows with its failures
 /// over it.
 const FAILURE_MEMORY: Duration = Duration::from_secs(24 * 3600);
@@ -343,18 +389,12 @@ impl Authenticator {
     /// The delay an attempt on `name` waits now: none below
     /// `name_delay_after` recent failures, then growing.
     pub async fn name_delay(&self, name: &str) -> Result<Duration> {
-        let cfg = &self.inner.config;
-        let since = now_ms() - duration_ms(cfg.failure_window);
-        let failures = self.inner.store.failures_since(name, since).await?.len();
-        let over = failures.saturating_sub(cfg.name_delay_after as usize);
-        if over == 0 {
-            return Ok(Duration::ZERO);
-        }
-        let doublings = u32::try_from(over - 1).unwrap_or(u32::MAX).min(20);
-        Ok(cfg
-            .name_delay_step
-            .saturating_mul(1 << doublings)
-            .min(cfg.name_delay_max))
+        let slowdown = self
+            .inner
+            .config
+            .name_slowdown(&self.inner.store, name)
+            .await?;
+        Ok(slowdown.delay)
     }
 
     /// The lock attempts on `name` take in turn.
@@ -477,6 +517,27 @@ mod tests {
         }
         assert_eq!(memory.len(), Params::default().block_count());
         Ok(())
+    }
+
+    #[test]
+    fn a_name_is_slowed_past_five_failures_until_the_sixth_newest_ages_out() {
+        let cfg = AuthConfig::default();
+        let window = duration_ms(cfg.failure_window);
+        let at: Vec<i64> = (0..8).map(|i| 1_000_000 + i * 1000).collect();
+        let none = cfg.slowdown_of(&at[..5]);
+        assert_eq!(
+            (none.failures, none.delay, none.until),
+            (5, Duration::ZERO, None)
+        );
+        let six = cfg.slowdown_of(&at[..6]);
+        assert_eq!(six.delay, Duration::from_millis(100));
+        assert_eq!(six.until, Some(at[0] + window));
+        let eight = cfg.slowdown_of(&at);
+        assert_eq!(eight.delay, Duration::from_millis(400));
+        // Three must age out to leave five.
+        assert_eq!(eight.until, Some(at[2] + window));
+        let many: Vec<i64> = (0..40).collect();
+        assert_eq!(cfg.slowdown_of(&many).delay, cfg.name_delay_max);
     }
 
     #[test]
