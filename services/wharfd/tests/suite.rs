@@ -138,6 +138,11 @@ fn add_alice(dir: &Path) {
     assert!(add.wait().expect("admin-cli").success());
 }
 
+/// `admin-cli ARGS` in `dir`, which must succeed.
+fn admin(dir: &Path, args: &[&str]) -> Output {
+    run(Command::new(bin("admin-cli")).current_dir(dir).args(args))
+}
+
 fn run(cmd: &mut Command) -> Output {
     let out = cmd.output().expect("run");
     assert!(
@@ -269,9 +274,7 @@ fn the_whole_suite_survives_a_restart_mid_upload() {
     }
 
     // The usage report, to the byte.
-    let usage = run(Command::new(bin("admin-cli"))
-        .current_dir(dir)
-        .args(["usage", "alice", "--rescan", "--json"]));
+    let usage = admin(dir, &["usage", "alice", "--rescan", "--json"]);
     let rows: serde_json::Value = serde_json::from_slice(&usage.stdout).expect("json");
     let row = &rows[0];
     let size = data.len() as u64;
@@ -355,6 +358,14 @@ fn a_lock_by_admin_cli_ends_open_chat_exec_and_ftp_sessions() {
         &["listen", "--room", "lobby", "--count", "1000"],
     );
     let exec = spawn("wharf-exec", &wharfd.exec, &["-n", "--", "sleep 60"]);
+    // And downloads a big file, slowly.
+    let big: Vec<u8> = (0..24u32 << 20).map(|i| (i % 251) as u8).collect();
+    std::fs::write(dir.join("data/homes/alice/big.bin"), &big).expect("big file");
+    let download = spawn(
+        "wharf-ftp",
+        &wharfd.ftp,
+        &["--limit-rate", "2M", "get", "big.bin"],
+    );
     let mut ftp = client(dir, "wharf-ftp", &wharfd.ftp, &[])
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
@@ -366,12 +377,7 @@ fn a_lock_by_admin_cli_ends_open_chat_exec_and_ftp_sessions() {
     std::thread::sleep(Duration::from_millis(1500));
 
     // The administrator, from another process, locks her.
-    let lock = Command::new(bin("admin-cli"))
-        .current_dir(dir)
-        .args(["user", "lock", "alice"])
-        .output()
-        .expect("admin-cli");
-    assert!(lock.status.success(), "{}", text(&lock.stderr));
+    admin(dir, &["user", "lock", "alice"]);
     let within = Duration::from_secs(5);
     let (code, err) = ended_within(chat, within);
     assert_eq!(code, Some(1), "{err}");
@@ -382,6 +388,14 @@ fn a_lock_by_admin_cli_ends_open_chat_exec_and_ftp_sessions() {
         err.contains("locked") && err.contains("killed"),
         "exec: {err}"
     );
+    // The download stopped where it was, kept for a resume.
+    let (code, err) = ended_within(download, within);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("run the same get to resume"), "get: {err}");
+    let kept = std::fs::metadata(dir.join("big.bin.part"))
+        .expect("big.bin.part")
+        .len();
+    assert!(kept > 0 && kept < big.len() as u64, "kept {kept}");
     // The file session was ended too: its next command hears why.
     std::thread::sleep(Duration::from_millis(1500));
     shell.write_all(b"ls\n").expect("ls");
@@ -398,5 +412,61 @@ fn a_lock_by_admin_cli_ends_open_chat_exec_and_ftp_sessions() {
         "{}",
         text(&out.stderr)
     );
+    // Unlocked, the same get resumes and ends byte-identical.
+    admin(dir, &["user", "unlock", "alice"]);
+    let out = run(&mut client(
+        dir,
+        "wharf-ftp",
+        &wharfd.ftp,
+        &["get", "big.bin"],
+    ));
+    assert!(
+        text(&out.stderr).contains(&format!("resuming at {kept} bytes")),
+        "{}",
+        text(&out.stderr)
+    );
+    assert!(std::fs::read(dir.join("big.bin")).expect("downloaded") == big);
+    wharfd.stop();
+}
+
+#[test]
+fn a_quota_lowered_by_admin_cli_stops_a_running_command_and_an_upload() {
+    let dir = tempfile::tempdir().expect("dir");
+    let dir = dir.path();
+    let wharfd = Wharfd::start(dir);
+    add_alice(dir);
+    let big: Vec<u8> = (0..16u32 << 20).map(|i| (i % 241) as u8).collect();
+    std::fs::write(dir.join("big.bin"), &big).expect("local file");
+    let spawn = |name: &str, server: &str, args: &[&str]| {
+        client(dir, name, server, args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("client")
+    };
+    // Within her 1 GiB: a command that wrote 2 MiB and waits, and a slow upload.
+    let exec = spawn(
+        "wharf-exec",
+        &wharfd.exec,
+        &["-n", "--", "head -c 2M /dev/zero > f; sleep 60"],
+    );
+    let upload = spawn(
+        "wharf-ftp",
+        &wharfd.ftp,
+        &["--limit-rate", "2M", "put", "big.bin"],
+    );
+    std::thread::sleep(Duration::from_millis(1500));
+    admin(dir, &["quota", "set", "alice", "1M"]);
+    let within = Duration::from_secs(5);
+    let (code, err) = ended_within(exec, within);
+    assert_eq!(code, Some(255), "{err}");
+    assert!(err.contains("past your quota of 1 MiB"), "exec: {err}");
+    let (code, err) = ended_within(upload, within);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("lowered your quota to 1 MiB"), "put: {err}");
+    // Nothing of the upload is held.
+    let shown = admin(dir, &["user", "show", "alice", "--json"]);
+    let shown: serde_json::Value = serde_json::from_slice(&shown.stdout).expect("json");
+    assert_eq!(shown["reserved_bytes"], 0, "{shown}");
     wharfd.stop();
 }
