@@ -259,3 +259,40 @@ async fn the_daemon_serves_a_given_certificate_over_tcp_and_udp() {
     assert!(!srv.dir.path().join("tls").exists());
     let _ = daemon.kill().await;
 }
+
+#[tokio::test]
+async fn a_lock_ends_the_interactive_client_while_it_waits_for_a_line() {
+    let srv = spawn().await;
+    srv.add_user("alice", "chat").await;
+    let mut cmd = chat(&srv, "alice", &[]);
+    cmd.stdin(Stdio::piped());
+    let mut child = cmd.spawn().expect("spawn");
+    let mut stdin = child.stdin.take().expect("stdin");
+    stdin.write_all(b"/join lobby\n").await.expect("join");
+    let mut probe = {
+        srv.add_user("probe", "chat").await;
+        srv.client("probe").await
+    };
+    for _ in 0..200 {
+        if probe
+            .who("lobby")
+            .await
+            .expect("who")
+            .users
+            .iter()
+            .any(|u| u == "alice")
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    srv.store.set_locked("alice", true).await.expect("lock");
+    // Her standard input stays open: the client must not wait for a line.
+    let out = finish(child).await;
+    drop(stdin);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        text(&out.stderr).trim(),
+        "wharf-chat: the chat session ended: account \"alice\" is locked; ask an administrator to unlock it"
+    );
+}

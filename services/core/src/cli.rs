@@ -129,7 +129,14 @@ pub fn run_main<E: Into<Box<dyn std::error::Error + Send + Sync>>>(
     body: impl Future<Output = std::result::Result<ExitCode, E>>,
 ) -> ExitCode {
     let result = match tokio::runtime::Runtime::new() {
-        Ok(rt) => rt.block_on(body),
+        Ok(rt) => {
+            let result = rt.block_on(body);
+            // A read of standard input still blocked in its thread (a chat
+            // session the server ended while the user was not typing) must
+            // not hold the exit until the next line.
+            rt.shutdown_background();
+            result
+        }
         Err(e) => {
             eprintln!("{program}: cannot start the async runtime: {e}");
             return ExitCode::FAILURE;
