@@ -53,21 +53,23 @@ pub(crate) fn hash_prefix(file: &mut File, len: u64) -> std::io::Result<Md5> {
     Ok(hasher)
 }
 
-/// Reads exactly `len` bytes from `file`, hashing them into `hasher` and
-/// sending them down `tx` in chunks. Stops early (Ok) if the receiver is
-/// gone. Runs on a blocking thread.
+/// Reads exactly `len` bytes from `file`, hashing them into `hasher` (if
+/// the md5 is wanted) and sending them down `tx` in chunks. Stops early
+/// (Ok) if the receiver is gone. Runs on a blocking thread.
 pub(crate) fn read_and_hash(
     mut file: File,
-    mut hasher: Md5,
+    mut hasher: Option<Md5>,
     len: u64,
     tx: mpsc::Sender<Bytes>,
-) -> std::io::Result<Md5> {
+) -> std::io::Result<Option<Md5>> {
     let mut left = len;
     while left > 0 {
         let want = left.min(CHUNK as u64) as usize;
         let mut buf = vec![0u8; want];
         file.read_exact(&mut buf)?;
-        hasher.update(&buf);
+        if let Some(h) = &mut hasher {
+            h.update(&buf);
+        }
         left -= want as u64;
         if tx.blocking_send(Bytes::from(buf)).is_err() {
             break;

@@ -3,6 +3,7 @@
 //! deployments) means another implementation of this module and nothing else.
 
 mod chat;
+mod digests;
 mod logins;
 mod quota;
 mod usage;
@@ -18,6 +19,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use crate::error::{Error, Result};
 
 pub use chat::{ChatRecord, HistoryRow};
+pub use digests::FileVersion;
 pub use usage::{Direction, ExecLogRow, ExecRecord, TransferRecord, TransferRow, UsageRow};
 pub use users::{NewUser, User};
 

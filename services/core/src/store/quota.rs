@@ -6,7 +6,7 @@
 use sqlx::Row;
 
 use super::usage::{TransferRecord, insert_transfer};
-use super::{Store, to_i64, to_u64};
+use super::{FileVersion, Store, to_i64, to_u64};
 use crate::error::{Error, Result};
 
 const COMMIT: &str = "UPDATE users SET reserved_bytes = MAX(reserved_bytes - ?1, 0), \
@@ -87,13 +87,15 @@ impl Store {
     }
 
     /// [`Store::commit`] and [`Store::record_transfer`] of a finished upload,
-    /// in one transaction: one round trip to the database per upload.
+    /// with the md5 of the stored `version` of the file (the record's), in
+    /// one transaction: one round trip to the database per upload.
     pub async fn commit_upload(
         &self,
         reserved: u64,
         added_bytes: i64,
         added_files: i64,
         record: &TransferRecord,
+        version: Option<&FileVersion>,
     ) -> Result<()> {
         let mut tx = self.pool.begin().await?;
         sqlx::query(COMMIT)
@@ -104,6 +106,11 @@ impl Store {
             .execute(&mut *tx)
             .await?;
         insert_transfer(record).execute(&mut *tx).await?;
+        if let (Some(version), Some(md5)) = (version, &record.md5) {
+            super::digests::remember(record.user_id, version, md5)
+                .execute(&mut *tx)
+                .await?;
+        }
         tx.commit().await?;
         Ok(())
     }

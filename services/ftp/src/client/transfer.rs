@@ -151,7 +151,8 @@ impl Client {
         self.send(FtpRequest::PutData { offset: start }, body_len)
             .await?;
         let (tx, mut rx) = mpsc::channel(DEPTH);
-        let reader = tokio::task::spawn_blocking(move || read_and_hash(file, hasher, body_len, tx));
+        let reader =
+            tokio::task::spawn_blocking(move || read_and_hash(file, Some(hasher), body_len, tx));
         let mut pace = Pace::new(opts.rate_limit);
         let mut sent = 0u64;
         loop {
@@ -181,7 +182,8 @@ impl Client {
         let hasher = reader
             .await
             .map_err(|e| ClientError::Unexpected(format!("internal task failed: {e}")))?
-            .map_err(|e| ClientError::local(format!("cannot read {}", local.display()), e))?;
+            .map_err(|e| ClientError::local(format!("cannot read {}", local.display()), e))?
+            .unwrap_or_default();
         if sent != body_len {
             return Err(ClientError::local(
                 format!("cannot read {}", local.display()),

@@ -1,5 +1,8 @@
-//! `get`: stream a file from an offset while hashing, then the md5 trailer.
-//! A resumed download is only resumed if the client's prefix md5 matches.
+//! `get`: stream a file from an offset, then the md5 trailer. The md5 comes
+//! from the database when it was recorded for this very version of the file
+//! (by its upload, or by an earlier download that hashed it); otherwise the
+//! file is hashed while it is sent, and the result recorded. A resumed
+//! download is only resumed if the client's prefix md5 matches.
 
 use std::fs::File;
 use std::io::{Seek, SeekFrom};
@@ -8,7 +11,7 @@ use std::time::Instant;
 use md5::{Digest, Md5};
 use rustix::fs::{Mode, OFlags};
 use tokio::sync::mpsc;
-use wharf_core::store::{Direction, TransferRecord};
+use wharf_core::store::{Direction, FileVersion, TransferRecord};
 use wharf_proto::ftp::FtpReply;
 
 use super::commands::blocking;
@@ -32,11 +35,11 @@ pub(super) async fn get(
     }
     let jail = li.jail.clone();
     let shown = v.to_string();
-    let (file, size, start, hasher) = blocking(move || {
+    let (file, version) = blocking(move || {
         // The checks with their clear errors, then the open that cannot
         // leave the home whatever changed in between.
         jail.existing(&v)?;
-        let mut file = File::from(jail.open_beneath(
+        let file = File::from(jail.open_beneath(
             &v.relative(),
             OFlags::RDONLY,
             Mode::empty(),
@@ -48,17 +51,38 @@ pub(super) async fn get(
         if !meta.is_file() {
             return Err(FtpError::BadRequest(format!("{v} is not a file")));
         }
-        let size = meta.len();
-        if offset == 0 || offset > size {
-            return Ok((file, size, 0, Md5::new()));
+        Ok((file, FileVersion::of(&meta)))
+    })
+    .await?;
+    let size = version.size;
+    // The md5 recorded for this very version of the file, if any: then
+    // nothing but a resumed prefix is hashed here.
+    let store = s.server.store().clone();
+    let known = match store.known_md5(li.user.id, &version).await {
+        Ok(known) => known,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read recorded md5s; hashing the file");
+            None
         }
-        let prefix = hash_prefix(&mut file, offset).map_err(|e| FtpError::io(v.to_string(), e))?;
+    };
+    let hashing = known.is_none();
+    let fresh = move || hashing.then(Md5::new);
+    let stat_later = file
+        .try_clone()
+        .map_err(|e| FtpError::io(shown.clone(), e))?;
+    let what = shown.clone();
+    let (file, start, hasher) = blocking(move || {
+        let mut file = file;
+        if offset == 0 || offset > size {
+            return Ok((file, 0, fresh()));
+        }
+        let prefix = hash_prefix(&mut file, offset).map_err(|e| FtpError::io(what.clone(), e))?;
         if prefix_md5.is_some_and(|p| p.eq_ignore_ascii_case(&hex(prefix.clone()))) {
-            return Ok((file, size, offset, prefix));
+            return Ok((file, offset, fresh().map(|_| prefix)));
         }
         file.seek(SeekFrom::Start(0))
-            .map_err(|e| FtpError::io(v.to_string(), e))?;
-        Ok((file, size, 0, Md5::new()))
+            .map_err(|e| FtpError::io(what, e))?;
+        Ok((file, 0, fresh()))
     })
     .await?;
 
@@ -100,7 +124,6 @@ pub(super) async fn get(
     let read = reader
         .await
         .map_err(|e| FtpError::Fatal(format!("internal error: {e}")))?;
-    let store = s.server.store().clone();
     let mut record = TransferRecord {
         user_id: li.user.id,
         direction: Direction::Down,
@@ -123,7 +146,20 @@ pub(super) async fn get(
             return Err(FtpError::Closed);
         }
     };
-    let md5 = hex(hasher);
+    let md5 = match (known, hasher) {
+        (Some(known), _) => known,
+        (None, hasher) => {
+            let md5 = hex(hasher.unwrap_or_default());
+            // Hashed once: recorded, if the file stayed as it was meanwhile.
+            let unchanged = stat_later
+                .metadata()
+                .is_ok_and(|m| FileVersion::of(&m) == version);
+            if unchanged && let Err(e) = store.remember_md5(li.user.id, &version, &md5).await {
+                tracing::warn!(error = %e, "cannot record a file's md5");
+            }
+            md5
+        }
+    };
     s.send(FtpReply::GetEnd { md5: md5.clone() }).await?;
     record.ok = true;
     record.md5 = Some(md5);

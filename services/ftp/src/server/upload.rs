@@ -17,7 +17,7 @@ use rustix::fs::{AtFlags, FileType, Mode, OFlags};
 use tokio::sync::mpsc;
 use wharf_core::home::{INTERNAL_DIR, partial_name};
 use wharf_core::size::MAX_SIZE;
-use wharf_core::store::{Direction, TransferRecord};
+use wharf_core::store::{Direction, FileVersion, TransferRecord};
 use wharf_proto::Frame;
 use wharf_proto::ftp::{FtpReply, FtpRequest};
 
@@ -254,8 +254,13 @@ enum Received {
 
 /// What finishing an upload came to.
 enum Finished {
-    /// Published; the size of the file it replaced, if any.
-    Stored { md5: String, replaced: Option<u64> },
+    /// Published; the size of the file it replaced, if any, and the
+    /// version of the file now in place (what its md5 is recorded for).
+    Stored {
+        md5: String,
+        replaced: Option<u64>,
+        version: Option<FileVersion>,
+    },
     /// The md5 did not match; the partial is gone.
     Mismatch { md5: String },
 }
@@ -287,7 +292,13 @@ fn finish(
     file.sync_all()
         .map_err(|e| FtpError::io("sync upload", e))?;
     let replaced = partial.publish(v)?;
-    Ok(Finished::Stored { md5, replaced })
+    // Read after the rename, which moves the ctime.
+    let version = file.metadata().ok().map(|m| FileVersion::of(&m));
+    Ok(Finished::Stored {
+        md5,
+        replaced,
+        version,
+    })
 }
 
 async fn receive_small(s: &mut Session, body_len: u64) -> Result<Vec<u8>, FtpError> {
@@ -508,7 +519,11 @@ pub(super) async fn put(
                 "{v} arrived with md5 {md5}, but the sender's file has md5 {claimed}; nothing was stored, send it again"
             )))
         }
-        Finished::Stored { md5, replaced } => {
+        Finished::Stored {
+            md5,
+            replaced,
+            version,
+        } => {
             let size_i = i64::try_from(size).unwrap_or(i64::MAX);
             let old_i = replaced.map_or(0, |o| i64::try_from(o).unwrap_or(i64::MAX));
             let new_files = if replaced.is_some() { 0 } else { 1 };
@@ -518,6 +533,7 @@ pub(super) async fn put(
                     size_i - old_i,
                     new_files,
                     &record(true, written, Some(md5.clone())),
+                    version.as_ref(),
                 )
                 .await?;
             Ok(FtpReply::PutOk {
