@@ -12,7 +12,9 @@ use wharf_proto::Frame;
 use wharf_proto::ftp::{FtpReply, FtpRequest};
 
 use super::{Client, ClientError, Result, blocking, unexpected};
-use crate::transfer::{DEPTH, hash_prefix, hex, read_and_hash, write_and_hash};
+use crate::transfer::{
+    DEPTH, HASH_APART, WriteMode, hash_prefix, hex, read_and_hash, write_and_hash,
+};
 
 /// Follows a transfer's progress (a progress bar, or nothing).
 pub trait Progress: Send {
@@ -45,6 +47,10 @@ pub struct TransferOptions {
     /// `put`: send the whole file, whatever the server holds of an
     /// interrupted upload.
     pub restart: bool,
+    /// `get`: sync the download to disk before it takes its name. Off by
+    /// default, as in scp, sftp and curl: the md5 is checked either way,
+    /// and what a crash could lose is a copy the server still has.
+    pub fsync: bool,
 }
 
 /// What a transfer did.
@@ -310,7 +316,13 @@ impl Client {
         };
         progress.begin(size, offset);
         let (tx, rx) = mpsc::channel(DEPTH);
-        let writer = tokio::task::spawn_blocking(move || write_and_hash(file, hasher, rx));
+        let writer = tokio::task::spawn_blocking(move || {
+            let mode = WriteMode {
+                durable: opts.fsync,
+                hash_apart: body_len >= HASH_APART,
+            };
+            write_and_hash(file, hasher, mode, rx)
+        });
         let mut pace = Pace::new(opts.rate_limit);
         let mut received = 0u64;
         let mut broken = None;
@@ -368,9 +380,13 @@ impl Client {
                 "{remote} arrived with md5 {md5} but the server's file has md5 {server_md5}; nothing was kept, download it again"
             )));
         }
+        let fsync = opts.fsync;
         blocking(move || {
-            file.sync_all()
-                .map_err(|e| ClientError::local(format!("cannot write {}", part2.display()), e))?;
+            if fsync {
+                file.sync_all().map_err(|e| {
+                    ClientError::local(format!("cannot write {}", part2.display()), e)
+                })?;
+            }
             std::fs::rename(&part2, &local2)
                 .map_err(|e| ClientError::local(format!("cannot create {}", local2.display()), e))
         })

@@ -25,7 +25,7 @@ use super::commands::blocking;
 use super::session::{LoggedIn, Session};
 use crate::error::FtpError;
 use crate::paths::{AboveRoot, Jail, VPath};
-use crate::transfer::{DEPTH, hash_prefix, hex, md5_hex, write_and_hash};
+use crate::transfer::{DEPTH, HASH_APART, WriteMode, hash_prefix, hex, md5_hex, write_and_hash};
 
 /// A partial upload's file, reached only beneath the home (the home's
 /// owner must not be able to redirect the server's writes with a link).
@@ -409,7 +409,13 @@ pub(super) async fn put(
         }
     } else {
         let (tx, rx) = mpsc::channel(DEPTH);
-        let writer = tokio::task::spawn_blocking(move || write_and_hash(file, hasher, rx));
+        let writer = tokio::task::spawn_blocking(move || {
+            let mode = WriteMode {
+                durable: true,
+                hash_apart: body_len >= HASH_APART,
+            };
+            write_and_hash(file, hasher, mode, rx)
+        });
         let mut broken = None;
         let mut received = 0u64;
         let stop_now = s.server.stop_now.clone();

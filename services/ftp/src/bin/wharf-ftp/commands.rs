@@ -87,6 +87,7 @@ pub async fn execute(client: &mut Client, cmd: Cmd, ui: &Ui) -> Result<()> {
     let opts = TransferOptions {
         rate_limit: ui.rate_limit,
         restart: false,
+        fsync: ui.fsync,
     };
     match cmd {
         Cmd::Put {

@@ -49,6 +49,10 @@ struct Args {
     /// Most bytes per second for put and get: 500K, 40M, 1G.
     #[arg(long, value_name = "RATE", value_parser = parse_rate)]
     limit_rate: Option<u64>,
+    /// Sync each download to disk before it takes its name (slower; off by
+    /// default, as in scp and curl: the md5 is checked either way).
+    #[arg(long)]
+    fsync: bool,
     #[command(flatten)]
     tls: ClientTlsArgs,
     #[command(subcommand)]
@@ -74,6 +78,7 @@ async fn run(args: Args) -> Result<ExitCode> {
     let ui = ui::Ui {
         progress: !args.quiet && std::io::stderr().is_terminal(),
         rate_limit: args.limit_rate,
+        fsync: args.fsync,
     };
     let code = match args.command {
         Some(cmd) => {

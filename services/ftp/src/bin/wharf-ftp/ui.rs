@@ -13,6 +13,8 @@ pub struct Ui {
     pub progress: bool,
     /// --limit-rate.
     pub rate_limit: Option<u64>,
+    /// --fsync.
+    pub fsync: bool,
 }
 
 /// A transfer's progress bar on stderr (or nothing); resumes are announced
