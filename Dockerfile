@@ -1,11 +1,15 @@
 # Wharf: every binary in one image; docker-compose.yml runs each daemon in
 # its own container over a shared volume.
 
-# Build: the whole workspace, release, with the lockfile as committed.
+# Build: the whole workspace, release, with the lockfile as committed. The
+# target directory is a BuildKit cache mount: after a change to Wharf's
+# sources only Wharf's crates compile again, not its dependencies (most of
+# a first build's minutes).
 FROM rust:1.95-slim-trixie AS build
 WORKDIR /src
 COPY . .
-RUN cargo build --release --locked --bins \
+RUN --mount=type=cache,target=/src/target \
+    cargo build --release --locked --bins \
  && mkdir /out \
  && cp target/release/wharfd target/release/wharf-ftpd target/release/wharf-chatd \
        target/release/wharf-execd target/release/admin-cli target/release/wharf-ftp \

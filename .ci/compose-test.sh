@@ -123,6 +123,9 @@ if [ "$MODE" = prebuilt ]; then
       "$PROJECT/Dockerfile" | sed 's#^COPY --from=[^ ]* [^ ]* #COPY bin/ #' > "$WORK/prebuilt/Dockerfile"
   cat "$WORK/prebuilt/Dockerfile"
   docker build -q -t wharf:latest "$WORK/prebuilt"
+  SIZE=$(docker image inspect wharf:latest --format '{{.Size}}')
+  echo "image wharf:latest: $(( SIZE / 1048576 )) MiB"
+  [ "$SIZE" -lt $(( 200 * 1048576 )) ] || die "the image is $(( SIZE / 1048576 )) MiB, over 200 MiB: are the release binaries stripped of debug info?"
   UP=(up -d --no-build --wait --wait-timeout 120)
 fi
 

@@ -1,0 +1,145 @@
+#!/usr/bin/env bash
+# compare.sh: Wharf beside the tools people would use instead, on this
+# machine, in one run, on the same files, rounds interleaved so that a noisy
+# neighbour hurts every contender alike. Prints a table with ratios.
+#
+#   bash bench/compare.sh            # 1 GiB file, 1,000 small files, 3 rounds
+#   SIZE=256M FILES=200 ROUNDS=3 COMMANDS=200 bash bench/compare.sh
+#
+# Contenders, each where it can run: md5sum (the floor of a verified
+# transfer), scp and sftp against a throwaway sshd (openssh-server, installed
+# when missing; it listens on 127.0.0.1 only and is stopped at the end), and
+# ssh with a ControlMaster connection for remote commands. Wharf runs with
+# TLS on (its default), its daemons as built by `cargo build --release`.
+# Needs root (sshd, and wharf-execd's sandbox). Not run by .ci/run.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+SIZE=${SIZE:-1G}
+FILES=${FILES:-1000}
+ROUNDS=${ROUNDS:-3}
+COMMANDS=${COMMANDS:-1000}
+W=$(mktemp -d /tmp/wharf-compare.XXXXXX)
+PIDS=()
+cleanup() {
+  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  rm -rf "$W"
+}
+trap cleanup EXIT
+[ "$(id -u)" = 0 ] || { echo "compare.sh needs root (sshd, wharf-execd's sandbox)" >&2; exit 1; }
+
+if [ ! -x /usr/sbin/sshd ]; then
+  echo "installing openssh-server for the comparison..." >&2
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openssh-server >/dev/null
+  systemctl disable --now ssh >/dev/null 2>&1 || true
+fi
+cargo build --release --locked --bins -q
+B=$PWD/target/release
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+now() { date +%s.%N; }
+# runs "$@" with output discarded; prints the seconds it took
+timed() { local t0 t1; t0=$(now); "$@" >/dev/null 2>&1 || { echo "failed: $*" >&2; exit 1; }; t1=$(now); echo "$t1 - $t0" | bc -l; }
+median() { sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+
+# --- a throwaway sshd -------------------------------------------------------
+mkdir -p "$W/ssh" /run/sshd
+ssh-keygen -q -t ed25519 -N '' -f "$W/ssh/host"
+ssh-keygen -q -t ed25519 -N '' -f "$W/ssh/client"
+cp "$W/ssh/client.pub" "$W/ssh/authorized_keys"
+SSH_PORT=$(free_port)
+cat > "$W/ssh/sshd_config" <<CFG
+Port $SSH_PORT
+ListenAddress 127.0.0.1
+HostKey $W/ssh/host
+AuthorizedKeysFile $W/ssh/authorized_keys
+PasswordAuthentication no
+KbdInteractiveAuthentication no
+PermitRootLogin prohibit-password
+StrictModes no
+UsePAM no
+PidFile $W/ssh/sshd.pid
+Subsystem sftp internal-sftp
+CFG
+/usr/sbin/sshd -D -f "$W/ssh/sshd_config" -E "$W/ssh/log" & PIDS+=($!)
+SSHO=(-F none -i "$W/ssh/client" -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o BatchMode=yes -o LogLevel=ERROR)
+for _ in $(seq 50); do ssh "${SSHO[@]}" -p "$SSH_PORT" root@127.0.0.1 true 2>/dev/null && break; sleep 0.1; done
+CM=(-o ControlMaster=auto -o "ControlPath=$W/ssh/cm" -o ControlPersist=60)
+
+# --- Wharf ------------------------------------------------------------------
+FTP_PORT=$(free_port); EXEC_PORT=$(free_port)
+export HOME=$W/home WHARF_PASSWORD='compare password'
+mkdir -p "$HOME"
+DB="sqlite://$W/data/wharf.db"
+echo "$WHARF_PASSWORD" | "$B/admin-cli" --database-url "$DB" user add bench --password-stdin \
+  --services ftp,exec --quota unlimited --home "$W/data/homes/bench" >/dev/null
+"$B/wharf-ftpd" --data-dir "$W/data" --listen "127.0.0.1:$FTP_PORT" >"$W/ftpd.log" 2>&1 & PIDS+=($!)
+"$B/wharf-execd" --data-dir "$W/data" --listen "127.0.0.1:$EXEC_PORT" --max-output 4G >"$W/execd.log" 2>&1 & PIDS+=($!)
+sleep 1
+WF=("$B/wharf-ftp" --server "127.0.0.1:$FTP_PORT" --user bench -q --accept-new)
+WX=("$B/wharf-exec" --server "127.0.0.1:$EXEC_PORT" --user bench --accept-new)
+"${WF[@]}" ls >/dev/null
+"${WX[@]}" -- true >/dev/null
+
+# --- the files --------------------------------------------------------------
+mkdir -p "$W/local" "$W/remote" "$W/small"
+head -c "$SIZE" /dev/urandom > "$W/local/big.bin"
+BYTES=$(stat -c %s "$W/local/big.bin")
+for i in $(seq "$FILES"); do head -c 4096 /dev/urandom > "$W/small/f$i"; done
+printf 'put %s\n' "$W"/small/* > "$W/sftp.batch"
+{ for i in $(seq "$FILES"); do printf 'put %s/small/f%d s%d\n' "$W" "$i" "$i"; done; } > "$W/wharf.batch"
+for _ in $(seq "$COMMANDS"); do echo true; done > "$W/commands"
+CIPHER=$(ssh "${SSHO[@]}" -G -p "$SSH_PORT" 127.0.0.1 | awk '$1=="ciphers"{split($2,c,","); print c[1]}')
+
+declare -A T
+add() { T[$1]+="$2 "; }
+for r in $(seq "$ROUNDS"); do
+  echo "round $r of $ROUNDS..." >&2
+  add md5sum "$(timed md5sum "$W/local/big.bin")"
+  rm -f "$W/remote/big.bin"
+  add scp_up "$(timed scp "${SSHO[@]}" -P "$SSH_PORT" "$W/local/big.bin" "root@127.0.0.1:$W/remote/big.bin")"
+  add wharf_put "$(timed "${WF[@]}" put "$W/local/big.bin" big.bin)"
+  rm -f "$W/down.bin"
+  add scp_down "$(timed scp "${SSHO[@]}" -P "$SSH_PORT" "root@127.0.0.1:$W/remote/big.bin" "$W/down.bin")"
+  rm -f "$W/down.bin"
+  add wharf_get "$(timed "${WF[@]}" get big.bin "$W/down.bin")"
+  cmp -s "$W/down.bin" "$W/local/big.bin" || { echo "wharf get: the copy differs" >&2; exit 1; }
+  rm -rf "$W/remote/small"; mkdir -p "$W/remote/small"
+  add sftp_small "$(timed sftp "${SSHO[@]}" -P "$SSH_PORT" -b "$W/sftp.batch" "root@127.0.0.1:$W/remote/small")"
+  add wharf_small "$(timed "${WF[@]}" < "$W/wharf.batch")"
+  ssh "${SSHO[@]}" "${CM[@]}" -p "$SSH_PORT" root@127.0.0.1 true
+  add ssh_cmds "$(timed bash -c "while read -r c; do ssh ${SSHO[*]} ${CM[*]} -p $SSH_PORT root@127.0.0.1 \"\$c\"; done < $W/commands")"
+  add wharf_cmds "$(timed bash -c "\"\$@\" < $W/commands" _ "${WX[@]}")"
+  add ssh_stream "$(timed ssh "${SSHO[@]}" "${CM[@]}" -p "$SSH_PORT" root@127.0.0.1 "head -c $BYTES /dev/zero")"
+  add wharf_stream "$(timed "${WX[@]}" -- "head -c $BYTES /dev/zero")"
+done
+ssh "${SSHO[@]}" "${CM[@]}" -p "$SSH_PORT" -O exit root@127.0.0.1 2>/dev/null || true
+
+med() { tr ' ' '\n' <<<"${T[$1]}" | grep . | median; }
+mbs() { echo "$BYTES / $(med "$1") / 1000000" | bc -l; }
+per_s() { echo "$2 / $(med "$1")" | bc -l; }
+ms_each() { echo "$(med "$1") * 1000 / $2" | bc -l; }
+ratio() { echo "$1 / $2" | bc -l; }
+
+MD5=$(mbs md5sum)
+printf '\nWharf beside its peers: %s file, %s files of 4 KiB, %s commands; medians of %s interleaved rounds\n' \
+  "$SIZE" "$FILES" "$COMMANDS" "$ROUNDS"
+printf '%s, %s cores, %s; ssh cipher %s; Wharf over TLS 1.3 (AES-128-GCM)\n\n' \
+  "$(date -u +%Y-%m-%d)" "$(nproc)" "$(uname -r)" "$CIPHER"
+printf '| work | Wharf | peer | ratio |\n|---|---|---|---|\n'
+P=$(mbs wharf_put); G=$(mbs wharf_get)
+printf '| put %s (md5-verified, fsynced) | %.0f MB/s = %.2f x md5sum | scp up %.0f MB/s | %.2f x scp |\n' \
+  "$SIZE" "$P" "$(ratio "$P" "$MD5")" "$(mbs scp_up)" "$(ratio "$P" "$(mbs scp_up)")"
+printf '| get %s (md5-verified) | %.0f MB/s = %.2f x md5sum | scp down %.0f MB/s | %.2f x scp |\n' \
+  "$SIZE" "$G" "$(ratio "$G" "$MD5")" "$(mbs scp_down)" "$(ratio "$G" "$(mbs scp_down)")"
+WS=$(per_s wharf_small "$FILES"); SS=$(per_s sftp_small "$FILES")
+printf '| %s files of 4 KiB in one session | %.0f files/s | sftp batch %.0f files/s | %.2f x sftp |\n' \
+  "$FILES" "$WS" "$SS" "$(ratio "$WS" "$SS")"
+WC=$(ms_each wharf_cmds "$COMMANDS"); SC=$(ms_each ssh_cmds "$COMMANDS")
+printf '| exec per command on one connection | %.2f ms | ssh ControlMaster %.2f ms | %.2f x the time |\n' \
+  "$WC" "$SC" "$(ratio "$WC" "$SC")"
+WT=$(mbs wharf_stream); ST=$(mbs ssh_stream)
+printf '| exec streaming `head -c %s` | %.0f MB/s | ssh %.0f MB/s | %.2f x |\n' \
+  "$SIZE" "$WT" "$ST" "$(ratio "$WT" "$ST")"
+printf '\n(md5sum alone: %.0f MB/s)\n' "$MD5"
