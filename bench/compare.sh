@@ -109,7 +109,7 @@ for r in $(seq "$ROUNDS"); do
   add sftp_small "$(timed sftp "${SSHO[@]}" -P "$SSH_PORT" -b "$W/sftp.batch" "root@127.0.0.1:$W/remote/small")"
   add wharf_small "$(timed "${WF[@]}" < "$W/wharf.batch")"
   ssh "${SSHO[@]}" "${CM[@]}" -p "$SSH_PORT" root@127.0.0.1 true
-  add ssh_cmds "$(timed bash -c "while read -r c; do ssh ${SSHO[*]} ${CM[*]} -p $SSH_PORT root@127.0.0.1 \"\$c\"; done < $W/commands")"
+  add ssh_cmds "$(timed bash -c "while read -r c; do ssh -n ${SSHO[*]} ${CM[*]} -p $SSH_PORT root@127.0.0.1 \"\$c\"; done < $W/commands")"
   add wharf_cmds "$(timed bash -c "\"\$@\" < $W/commands" _ "${WX[@]}")"
   add ssh_stream "$(timed ssh "${SSHO[@]}" "${CM[@]}" -p "$SSH_PORT" root@127.0.0.1 "head -c $BYTES /dev/zero")"
   add wharf_stream "$(timed "${WX[@]}" -- "head -c $BYTES /dev/zero")"

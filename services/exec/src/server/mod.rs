@@ -117,6 +117,13 @@ pub struct LauncherError {
 /// runs `exit 3` through the launcher in a sandbox of its own. The error
 /// names what is missing (Landlock, namespaces...).
 pub async fn check_sandbox(config: &ExecConfig) -> Result<(), LauncherError> {
+    if rustix::process::getpid().is_init() {
+        // Each command's sandbox init outlives its shell for a moment and
+        // is then an orphan: PID 1 must reap it, and this server does not.
+        tracing::warn!(
+            "running as PID 1 without an init: the exited sandboxes of commands are never reaped, and past the user's process limit (--max-procs) their commands fail; run under an init (docker run --init, compose `init: true`, systemd)"
+        );
+    }
     static CHECKS: AtomicU64 = AtomicU64::new(0);
     let fail = |reason: String| LauncherError {
         launcher: config.launcher.clone(),
