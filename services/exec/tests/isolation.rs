@@ -518,3 +518,62 @@ async fn a_quota_lowered_while_a_command_runs_stops_it_within_a_second() {
     );
     none_marked("1002.22").await;
 }
+
+/// Exited processes of `uid` anywhere on the machine, by pid.
+fn zombies_of(uid: u32) -> Vec<i32> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir("/proc").expect("/proc").flatten() {
+        let Ok(status) = std::fs::read_to_string(entry.path().join("status")) else {
+            continue;
+        };
+        let field = |name: &str| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(name))
+                .map(|v| v.split_whitespace().next().unwrap_or("").to_owned())
+        };
+        if field("State:").as_deref() == Some("Z") && field("Uid:") == Some(uid.to_string()) {
+            out.extend(
+                entry
+                    .file_name()
+                    .to_str()
+                    .and_then(|p| p.parse::<i32>().ok()),
+            );
+        }
+    }
+    out
+}
+
+#[tokio::test]
+async fn the_sandboxes_commands_leave_are_reaped_by_the_server() {
+    if !rustix::process::geteuid().is_root() {
+        eprintln!("skipped: commands run under a uid of their own only as root");
+        return;
+    }
+    let srv = spawn().await;
+    // A uid no other test uses: ids 1 and 2 are shared.
+    for u in ["z1", "z2", "z3", "z4", "z5", "z6"] {
+        srv.add_user(u, "").await;
+    }
+    let zed = srv.add_user("zed", "exec").await;
+    let uid = wharf_core::owner::Owner::of_user(zed.id).expect("uid").uid;
+    let mut z = srv.client("zed").await;
+    for _ in 0..50 {
+        let out = z.output("true").await.expect("run");
+        assert_eq!(out.outcome.status, 0);
+    }
+    // Each sandbox's init ended as an orphan; the server adopted and reaped
+    // it, whatever PID 1 does (some reap late, and a daemon that is PID 1
+    // itself never would): none is left counting against zed's processes.
+    // Reaped at once (at each SIGCHLD), not in PID 1's own time: within
+    // half a second.
+    let mut left = zombies_of(uid);
+    for _ in 0..5 {
+        if left.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        left = zombies_of(uid);
+    }
+    assert!(left.is_empty(), "unreaped processes of uid {uid}: {left:?}");
+}

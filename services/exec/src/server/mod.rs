@@ -1,6 +1,7 @@
 //! The remote-exec server: configuration, the sandbox check and [`run`].
 
 mod args;
+mod orphans;
 mod output;
 mod process;
 mod quota;
@@ -227,6 +228,8 @@ async fn check_with(
     fail: impl Fn(String) -> LauncherError,
 ) -> Result<(), LauncherError> {
     let run = tokio::task::spawn_blocking(move || {
+        // A launcher: not for the reaper of orphans.
+        let mut launchers = orphans::launchers();
         let child = std::process::Command::new(&launcher)
             .args(spec.args("exit 3"))
             .env_clear()
@@ -236,7 +239,12 @@ async fn check_with(
             .stderr(std::process::Stdio::piped())
             .spawn()?;
         let pid = child.id();
-        child.wait_with_output().map(|out| (pid, out))
+        let key = i32::try_from(pid).unwrap_or(0);
+        launchers.insert(key);
+        drop(launchers);
+        let out = child.wait_with_output();
+        orphans::launchers().remove(&key);
+        out.map(|out| (pid, out))
     });
     let out = tokio::time::timeout(Duration::from_secs(10), run)
         .await
@@ -274,6 +282,7 @@ pub async fn run(
     config: ExecConfig,
     shutdown: CancellationToken,
 ) -> Result<(), LauncherError> {
+    orphans::adopt();
     check_sandbox(&config).await?;
     if crate::launch::cgroup::available() {
         tracing::info!("memory limit: per command (a memory cgroup each) and per process");

@@ -132,12 +132,17 @@ impl Running {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .kill_on_drop(true);
+        // Registered as a launcher before anything can take it for an
+        // orphan to reap.
+        let mut launchers = super::orphans::launchers();
         let mut child = cmd.spawn()?;
         let pgid = child
             .id()
             .and_then(|id| i32::try_from(id).ok())
             .and_then(Pid::from_raw)
             .ok_or_else(|| std::io::Error::other("the new process has no pid"))?;
+        launchers.insert(pgid.as_raw_nonzero().get());
+        drop(launchers);
         let stdout = child.stdout.take().map(ChildStdout::into_owned_fd);
         let stderr = child.stderr.take().map(ChildStderr::into_owned_fd);
         let [stdout, stderr] = [stdout, stderr].map(|pipe| {
@@ -205,6 +210,7 @@ impl Running {
         let status = self.child.wait().await;
         self.finished = true;
         self.remove_cgroup();
+        super::orphans::launchers().remove(&self.pgid.as_raw_nonzero().get());
         status
     }
 
@@ -228,6 +234,9 @@ impl Drop for Running {
         if !self.finished {
             self.kill_all();
             self.remove_cgroup();
+            // tokio reaps it; should the reaper of orphans come first,
+            // tokio finds it gone, which it takes in its stride.
+            super::orphans::launchers().remove(&self.pgid.as_raw_nonzero().get());
         }
     }
 }
