@@ -152,3 +152,43 @@ async fn a_resumed_download_of_a_recorded_file_still_verifies_its_prefix() {
     assert_eq!(got.resumed_at, 1 << 20);
     assert_eq!(std::fs::read(&copy).expect("copy"), bytes);
 }
+
+#[tokio::test]
+async fn without_tls_a_recorded_file_goes_out_through_sendfile_whole_and_resumed() {
+    use wharf_core::tls::ClientTls;
+    let srv = common::spawn_on(wharf_ftp::server::FtpConfig::default(), None).await;
+    srv.add_user("alice", None, "ftp").await;
+    let mut c = wharf_ftp::client::Client::connect(
+        &srv.addr,
+        &ClientTls::plain(),
+        "alice",
+        &wharf_proto::Password::new(common::PW),
+    )
+    .await
+    .expect("plain login");
+    let bytes = data((5 << 20) + 333, 34);
+    let local = srv.local("f.bin");
+    std::fs::write(&local, &bytes).expect("local");
+    c.put(&local, "f.bin", TransferOptions::default(), &mut NoProgress)
+        .await
+        .expect("put");
+    // Recorded: the server sends it with sendfile.
+    let copy = srv.local("copy.bin");
+    let (_, got) = c
+        .get("f.bin", &copy, TransferOptions::default(), &mut NoProgress)
+        .await
+        .expect("get");
+    assert_eq!(got.md5, md5_hex(&bytes));
+    assert_eq!(std::fs::read(&copy).expect("copy"), bytes);
+    // From an offset, too.
+    std::fs::remove_file(&copy).expect("rm");
+    std::fs::write(part_path(&copy), &bytes[..(2 << 20) + 1]).expect("part");
+    let (_, got) = c
+        .get("f.bin", &copy, TransferOptions::default(), &mut NoProgress)
+        .await
+        .expect("resumed");
+    assert_eq!(got.resumed_at, (2 << 20) + 1);
+    assert_eq!(std::fs::read(&copy).expect("copy"), bytes);
+    // And the session goes on.
+    assert_eq!(c.pwd().await.expect("pwd"), "/");
+}

@@ -12,6 +12,7 @@ use md5::{Digest, Md5};
 use rustix::fs::{Mode, OFlags};
 use tokio::sync::mpsc;
 use wharf_core::store::{Direction, FileVersion, TransferRecord};
+use wharf_core::tls::Stream;
 use wharf_proto::ftp::FtpReply;
 
 use super::commands::blocking;
@@ -96,34 +97,92 @@ pub(super) async fn get(
         body_len,
     )
     .await?;
-    let (tx, mut rx) = mpsc::channel(DEPTH);
-    let reader = tokio::task::spawn_blocking(move || read_and_hash(file, hasher, body_len, tx));
-    let mut sent = 0u64;
-    let mut client_gone = false;
     let stop_now = s.server.stop_now.clone();
     let mut watch = s.standing.take();
     let home = s.home.clone();
-    while let Some(chunk) = rx.recv().await {
-        // Past the shutdown's grace period the download ends where it is
-        // (recorded, and resumable); a write cut short leaves the stream
-        // out of step, so the connection closes either way.
-        let written = tokio::select! {
-            biased;
-            _ = stop_now.cancelled() => false,
-            _ = wharf_core::standing::ended(&mut watch, wharf_core::Service::Ftp, home.as_deref()) => false,
-            r = s.write_body(&chunk) => r.is_ok(),
-        };
-        if !written {
-            client_gone = true;
-            break;
+    // Past the shutdown's grace period, or once an administrator ends the
+    // session, the download ends where it is (recorded, and resumable); a
+    // write cut short leaves the stream out of step, so the connection
+    // closes either way.
+    let mut sent = 0u64;
+    let mut client_gone = false;
+    let read = {
+        let mut stopped = std::pin::pin!(async {
+            tokio::select! {
+                _ = stop_now.cancelled() => {}
+                _ = wharf_core::standing::ended(&mut watch, wharf_core::Service::Ftp, home.as_deref()) => {}
+            }
+        });
+        match s.conn.get_ref() {
+            // Plaintext and nothing to hash: the kernel copies the file to the
+            // socket (sendfile), the data never passes through this process.
+            Stream::Plain(tcp) if hasher.is_none() => {
+                let (tcp, mut offset) = (tcp, start);
+                let sending = async {
+                    while sent < body_len {
+                        tcp.writable().await?;
+                        let left = usize::try_from(body_len - sent)
+                            .unwrap_or(usize::MAX)
+                            .min(1 << 30);
+                        match tcp.try_io(tokio::io::Interest::WRITABLE, || {
+                            rustix::fs::sendfile(tcp, &file, Some(&mut offset), left)
+                                .map_err(Into::into)
+                        }) {
+                            Ok(0) => {
+                                return Err(std::io::Error::new(
+                                    std::io::ErrorKind::UnexpectedEof,
+                                    "the file is shorter than it was",
+                                ));
+                            }
+                            Ok(n) => sent += n as u64,
+                            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                            Err(e) => return Err(e),
+                        }
+                    }
+                    Ok(())
+                };
+                tokio::select! {
+                    biased;
+                    _ = &mut stopped => {
+                        client_gone = true;
+                        Ok(None)
+                    }
+                    r = sending => match r {
+                        Ok(()) => Ok(None),
+                        // The socket failed: the client is gone. (A file that
+                        // shrank is the other error, and breaks the stream too.)
+                        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => Err(e),
+                        Err(_) => {
+                            client_gone = true;
+                            Ok(None)
+                        }
+                    },
+                }
+            }
+            _ => {
+                let (tx, mut rx) = mpsc::channel(DEPTH);
+                let reader =
+                    tokio::task::spawn_blocking(move || read_and_hash(file, hasher, body_len, tx));
+                while let Some(chunk) = rx.recv().await {
+                    let written = tokio::select! {
+                        biased;
+                        _ = &mut stopped => false,
+                        r = s.write_body(&chunk) => r.is_ok(),
+                    };
+                    if !written {
+                        client_gone = true;
+                        break;
+                    }
+                    sent += chunk.len() as u64;
+                }
+                drop(rx);
+                reader
+                    .await
+                    .map_err(|e| FtpError::Fatal(format!("internal error: {e}")))?
+            }
         }
-        sent += chunk.len() as u64;
-    }
+    };
     s.standing = watch;
-    drop(rx);
-    let read = reader
-        .await
-        .map_err(|e| FtpError::Fatal(format!("internal error: {e}")))?;
     let mut record = TransferRecord {
         user_id: li.user.id,
         direction: Direction::Down,
