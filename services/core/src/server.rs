@@ -325,8 +325,11 @@ pub async fn serve<H: Handler>(
         let token = shutdown.child_token();
         let gate = pending.admit(limits.max_unauthenticated);
         let gate_id = gate.inner.id;
-        let task = tracker.spawn(async move {
-            let stream = match establish(stream, tls.as_ref(), handshake_time).await {
+        let task_fut = async move {
+            // Boxed, as the session below: a task is as big as its biggest
+            // state, and the handshake's would stay allocated for the
+            // session's whole life (a few KiB per idle session).
+            let stream = match Box::pin(establish(stream, tls.as_ref(), handshake_time)).await {
                 Established::Ready(stream) => stream,
                 Established::PlainToTls(stream) => {
                     tracing::info!(%peer, "refused: a plain client on the TLS port");
@@ -340,7 +343,7 @@ pub async fn serve<H: Handler>(
             };
             match guard {
                 Some(guard) => {
-                    handler.handle(stream, peer, token, gate).await;
+                    Box::pin(handler.handle(stream, peer, token, gate)).await;
                     drop(guard);
                 }
                 None => {
@@ -349,7 +352,8 @@ pub async fn serve<H: Handler>(
                 }
             }
             drop(permit);
-        });
+        };
+        let task = tracker.spawn(task_fut);
         pending.set_task(gate_id, task.abort_handle());
     }
     drop(listener);

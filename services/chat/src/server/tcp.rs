@@ -160,7 +160,9 @@ pub(super) async fn run(
                 Flow::Continue
             }
             Ok(Some(Ok(Frame::Body { .. }))) => Flow::Close, // max_body(0): never happens
-            Ok(Some(Ok(Frame::Header { msg, .. }))) => s.on_request(msg).await,
+            // Boxed: a request's work (login, join, history...) lives on
+            // the heap while it runs, not in every idle session's task.
+            Ok(Some(Ok(Frame::Header { msg, .. }))) => Box::pin(s.on_request(msg)).await,
         };
         if let Flow::Close = flow {
             break;

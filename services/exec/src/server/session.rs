@@ -232,7 +232,7 @@ pub(super) async fn run(
             // The body of standard input that came after its command ended.
             Ok(Some(Ok(Frame::Body { .. }))) => Flow::Continue,
             Ok(Some(Ok(Frame::Header { msg, body_len }))) => {
-                s.on_request(&mut frames, msg, body_len).await
+                Box::pin(s.on_request(&mut frames, msg, body_len)).await
             }
         };
         if let Flow::Close = flow {

@@ -103,7 +103,9 @@ pub(super) async fn run(
             break;
         };
         let result = match frame {
-            Ok(frame) => s.on_frame(frame).await,
+            // Boxed: a request's work lives on the heap while it runs,
+            // not in every idle session's task.
+            Ok(frame) => Box::pin(s.on_frame(frame)).await,
             Err(e) => Err(e),
         };
         match result {
