@@ -28,6 +28,15 @@ async fn fake_every_md5(url: &str, fake: &str) {
         .expect("update");
 }
 
+/// Puts `bytes` as `f.bin` in the home.
+async fn upload(srv: &common::TestServer, c: &mut wharf_ftp::client::Client, bytes: &[u8]) {
+    let local = srv.local("f.bin");
+    std::fs::write(&local, bytes).expect("local");
+    c.put(&local, "f.bin", TransferOptions::default(), &mut NoProgress)
+        .await
+        .expect("put");
+}
+
 const FAKE: &str = "00000000000000000000000000000000";
 
 #[tokio::test]
@@ -36,11 +45,7 @@ async fn an_upload_records_the_md5_that_downloads_then_serve_without_hashing() {
     srv.add_user("alice", None, "ftp").await;
     let mut c = srv.client("alice").await;
     let bytes = data(3 << 20, 31);
-    let local = srv.local("f.bin");
-    std::fs::write(&local, &bytes).expect("local");
-    c.put(&local, "f.bin", TransferOptions::default(), &mut NoProgress)
-        .await
-        .expect("put");
+    upload(&srv, &mut c, &bytes).await;
     assert_eq!(recorded(&srv.url).await, [(3 << 20, md5_hex(&bytes))]);
     let copy = srv.local("copy.bin");
     let (_, got) = c
@@ -67,11 +72,7 @@ async fn a_file_changed_by_hand_is_hashed_again_once_and_its_md5_recorded() {
     srv.add_user("alice", None, "ftp").await;
     let mut c = srv.client("alice").await;
     let bytes = data(1 << 20, 32);
-    let local = srv.local("f.bin");
-    std::fs::write(&local, &bytes).expect("local");
-    c.put(&local, "f.bin", TransferOptions::default(), &mut NoProgress)
-        .await
-        .expect("put");
+    upload(&srv, &mut c, &bytes).await;
     fake_every_md5(&srv.url, FAKE).await;
     // Changed in place: same size, and its mtime set back as it was. Only
     // the ctime, which nobody can set, tells.
@@ -125,11 +126,7 @@ async fn a_resumed_download_of_a_recorded_file_still_verifies_its_prefix() {
     srv.add_user("alice", None, "ftp").await;
     let mut c = srv.client("alice").await;
     let bytes = data(4 << 20, 33);
-    let local = srv.local("f.bin");
-    std::fs::write(&local, &bytes).expect("local");
-    c.put(&local, "f.bin", TransferOptions::default(), &mut NoProgress)
-        .await
-        .expect("put");
+    upload(&srv, &mut c, &bytes).await;
     // A local .part whose first bytes differ from the server's file.
     let copy = srv.local("copy.bin");
     let mut wrong = bytes[..1 << 20].to_vec();
@@ -167,11 +164,7 @@ async fn without_tls_a_recorded_file_goes_out_through_sendfile_whole_and_resumed
     .await
     .expect("plain login");
     let bytes = data((5 << 20) + 333, 34);
-    let local = srv.local("f.bin");
-    std::fs::write(&local, &bytes).expect("local");
-    c.put(&local, "f.bin", TransferOptions::default(), &mut NoProgress)
-        .await
-        .expect("put");
+    upload(&srv, &mut c, &bytes).await;
     // Recorded: the server sends it with sendfile.
     let copy = srv.local("copy.bin");
     let (_, got) = c

@@ -138,6 +138,15 @@ fn add_alice(dir: &Path) {
     assert!(add.wait().expect("admin-cli").success());
 }
 
+/// A client started in the background, its error output kept.
+fn started(dir: &Path, name: &str, server: &str, args: &[&str]) -> std::process::Child {
+    client(dir, name, server, args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("client")
+}
+
 /// `admin-cli ARGS` in `dir`, which must succeed.
 fn admin(dir: &Path, args: &[&str]) -> Output {
     run(Command::new(bin("admin-cli")).current_dir(dir).args(args))
@@ -345,13 +354,7 @@ fn a_lock_by_admin_cli_ends_open_chat_exec_and_ftp_sessions() {
 
     // Alice listens in a room, runs a long command, and has a file shell
     // open.
-    let spawn = |name: &str, server: &str, args: &[&str]| {
-        client(dir, name, server, args)
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("client")
-    };
+    let spawn = |name: &str, server: &str, args: &[&str]| started(dir, name, server, args);
     let chat = spawn(
         "wharf-chat",
         &wharfd.chat,
@@ -437,13 +440,7 @@ fn a_quota_lowered_by_admin_cli_stops_a_running_command_and_an_upload() {
     add_alice(dir);
     let big: Vec<u8> = (0..16u32 << 20).map(|i| (i % 241) as u8).collect();
     std::fs::write(dir.join("big.bin"), &big).expect("local file");
-    let spawn = |name: &str, server: &str, args: &[&str]| {
-        client(dir, name, server, args)
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("client")
-    };
+    let spawn = |name: &str, server: &str, args: &[&str]| started(dir, name, server, args);
     // Within her 1 GiB: a command that wrote 2 MiB and waits, and a slow upload.
     let exec = spawn(
         "wharf-exec",

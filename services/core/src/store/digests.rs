@@ -56,35 +56,41 @@ pub(super) const REMEMBER: &str = "INSERT INTO file_md5 (user_id, dev, ino, size
      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) \
      ON CONFLICT (user_id, dev, ino) DO UPDATE SET size = ?4, mtime_ns = ?5, ctime_ns = ?6, md5 = ?7";
 
+/// `query` with its first six parameters bound to `user_id` and `version`.
+fn bind_version<'q>(
+    query: sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments>,
+    user_id: i64,
+    version: &FileVersion,
+) -> sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments> {
+    query
+        .bind(user_id)
+        .bind(bits(version.dev))
+        .bind(bits(version.ino))
+        .bind(bits(version.size))
+        .bind(version.mtime_ns)
+        .bind(version.ctime_ns)
+}
+
 /// The statement recording `md5` for `version` of a file of `user_id`.
 pub(super) fn remember<'q>(
     user_id: i64,
     version: &FileVersion,
     md5: &'q str,
 ) -> sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments> {
-    sqlx::query(REMEMBER)
-        .bind(user_id)
-        .bind(bits(version.dev))
-        .bind(bits(version.ino))
-        .bind(bits(version.size))
-        .bind(version.mtime_ns)
-        .bind(version.ctime_ns)
-        .bind(md5)
+    bind_version(sqlx::query(REMEMBER), user_id, version).bind(md5)
 }
 
 impl Store {
     /// The md5 recorded for exactly `version` of a file of `user_id`, if any.
     pub async fn known_md5(&self, user_id: i64, version: &FileVersion) -> Result<Option<String>> {
-        let row = sqlx::query(
-            "SELECT md5 FROM file_md5 WHERE user_id = ?1 AND dev = ?2 AND ino = ?3 \
-             AND size = ?4 AND mtime_ns = ?5 AND ctime_ns = ?6",
+        let row = bind_version(
+            sqlx::query(
+                "SELECT md5 FROM file_md5 WHERE user_id = ?1 AND dev = ?2 AND ino = ?3 \
+                 AND size = ?4 AND mtime_ns = ?5 AND ctime_ns = ?6",
+            ),
+            user_id,
+            version,
         )
-        .bind(user_id)
-        .bind(bits(version.dev))
-        .bind(bits(version.ino))
-        .bind(bits(version.size))
-        .bind(version.mtime_ns)
-        .bind(version.ctime_ns)
         .fetch_optional(&self.pool)
         .await?;
         Ok(row.map(|r| r.try_get("md5")).transpose()?)
