@@ -487,3 +487,57 @@ async fn a_failed_get_leaves_no_part_file_unless_bytes_arrived() {
         .expect_err("no such file");
     assert!(part.exists(), "someone else's .part was removed");
 }
+
+#[tokio::test]
+async fn a_small_put_sent_in_one_go_that_is_refused_leaves_the_session_in_step() {
+    let srv = spawn().await;
+    srv.add_user("alice", Some(1000), "ftp").await;
+    let mut c = srv.client("alice").await;
+    let big = srv.local("big.bin");
+    std::fs::write(&big, data(4096, 41)).expect("local");
+    // Refused before put_ready: over quota, a path out of the home, a
+    // directory. The data sent without waiting is dropped by the server.
+    let err = c
+        .put(&big, "big.bin", TransferOptions::default(), &mut NoProgress)
+        .await
+        .expect_err("over quota");
+    assert_eq!(code(err), Some(ErrorCode::QuotaExceeded));
+    let small = srv.local("small.bin");
+    std::fs::write(&small, data(500, 42)).expect("local");
+    let err = c
+        .put(
+            &small,
+            "../small.bin",
+            TransferOptions::default(),
+            &mut NoProgress,
+        )
+        .await
+        .expect_err("outside");
+    assert_eq!(code(err), Some(ErrorCode::ForbiddenPath));
+    c.mkdir("dir").await.expect("mkdir");
+    let err = c
+        .put(&small, "dir", TransferOptions::default(), &mut NoProgress)
+        .await
+        .expect_err("a directory");
+    assert_eq!(code(err), Some(ErrorCode::BadRequest));
+    // Still in step: the next put and a listing work.
+    let done = c
+        .put(
+            &small,
+            "small.bin",
+            TransferOptions::default(),
+            &mut NoProgress,
+        )
+        .await
+        .expect("fits");
+    assert_eq!((done.size, done.md5), (500, md5_hex(&data(500, 42))));
+    let names: Vec<String> = c
+        .ls(None)
+        .await
+        .expect("ls")
+        .into_iter()
+        .map(|e| e.name)
+        .collect();
+    assert_eq!(names, ["dir", "small.bin"]);
+    assert_eq!(srv.user("alice").await.reserved_bytes, 0);
+}

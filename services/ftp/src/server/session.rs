@@ -51,6 +51,12 @@ pub(super) struct Session {
     /// The home the session works in (its jail): moved by an
     /// administrator, the session ends.
     pub home: Option<std::path::PathBuf>,
+    /// Set by `put` once it said `put_ready`.
+    pub upload_began: bool,
+    /// A `put` was refused before `put_ready`: a client that sent its data
+    /// without waiting (a small file) has its `put_data`, body and
+    /// `put_end` on the way, to be dropped.
+    refused_put: bool,
 }
 
 enum Flow {
@@ -76,6 +82,8 @@ pub(super) async fn run(
         gate,
         standing: None,
         home: None,
+        upload_began: false,
+        refused_put: false,
     };
     tracing::debug!(%peer, "connected");
     // Set when the session ends on an error the client may still be
@@ -195,6 +203,15 @@ impl Session {
     }
 
     async fn on_frame(&mut self, frame: Frame<FtpRequest>) -> Result<Flow, FtpError> {
+        if std::mem::take(&mut self.refused_put)
+            && let Frame::Header {
+                msg: FtpRequest::PutData { .. },
+                body_len,
+            } = frame
+        {
+            self.drop_upload(body_len).await?;
+            return Ok(Flow::Continue);
+        }
         let (msg, body_len) = match frame {
             Frame::Header { msg, body_len } => (msg, body_len),
             Frame::Rejected(e) => return Err(FtpError::Frame(e)),
@@ -343,7 +360,16 @@ impl Session {
             FtpRequest::Rm { path } => commands::rm(li, &store, &path).await?,
             FtpRequest::Rmdir { path } => commands::rmdir(li, &path).await?,
             FtpRequest::Mv { from, to } => commands::mv(li, &from, &to).await?,
-            FtpRequest::Put { path, size } => upload::put(self, li, &path, size).await?,
+            FtpRequest::Put { path, size } => {
+                self.upload_began = false;
+                match upload::put(self, li, &path, size).await {
+                    Ok(reply) => reply,
+                    Err(e) => {
+                        self.refused_put = !self.upload_began && !e.is_fatal();
+                        return Err(e);
+                    }
+                }
+            }
             FtpRequest::Get {
                 path,
                 offset,
@@ -363,6 +389,27 @@ impl Session {
             }
             FtpRequest::Quit => FtpReply::Bye,
         }))
+    }
+
+    /// Reads and drops the data of a refused upload (`body_len` bytes, then
+    /// its `put_end`): the client already has the refusal.
+    async fn drop_upload(&mut self, body_len: u64) -> Result<(), FtpError> {
+        let mut left = body_len;
+        while left > 0 {
+            match self.next_frame_idle().await? {
+                Frame::Body { chunk, .. } => left = left.saturating_sub(chunk.len() as u64),
+                _ => return Err(FtpError::Fatal("expected upload data".into())),
+            }
+        }
+        match self.next_frame_idle().await? {
+            Frame::Header {
+                msg: FtpRequest::PutEnd { .. },
+                body_len: 0,
+            } => Ok(()),
+            _ => Err(FtpError::Fatal(
+                "the upload data must be followed by put_end".into(),
+            )),
+        }
     }
 
     /// Writes raw body bytes straight to the socket.

@@ -352,6 +352,7 @@ pub(super) async fn put(
         prefix_md5: (held > 0).then(|| hex(prefix.clone())),
     })
     .await?;
+    s.upload_began = true;
 
     let (offset, body_len) = match s.next_frame_idle().await {
         Ok(Frame::Header {
