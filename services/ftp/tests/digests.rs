@@ -185,3 +185,19 @@ async fn without_tls_a_recorded_file_goes_out_through_sendfile_whole_and_resumed
     // And the session goes on.
     assert_eq!(c.pwd().await.expect("pwd"), "/");
 }
+
+#[tokio::test]
+async fn removing_or_replacing_a_file_forgets_its_md5() {
+    let srv = spawn().await;
+    srv.add_user("alice", None, "ftp").await;
+    let mut c = srv.client("alice").await;
+    let first = data(300_000, 35);
+    upload(&srv, &mut c, &first).await;
+    // Replaced: one record, the new file's.
+    let second = data(400_000, 36);
+    upload(&srv, &mut c, &second).await;
+    assert_eq!(recorded(&srv.url).await, [(400_000, md5_hex(&second))]);
+    // Removed: none.
+    c.rm("f.bin").await.expect("rm");
+    assert!(recorded(&srv.url).await.is_empty());
+}

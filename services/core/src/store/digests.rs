@@ -96,6 +96,18 @@ impl Store {
         Ok(row.map(|r| r.try_get("md5")).transpose()?)
     }
 
+    /// Forgets the digest of the file of `user_id` at inode `ino` of device
+    /// `dev` (it was removed or replaced).
+    pub async fn forget_md5(&self, user_id: i64, dev: u64, ino: u64) -> Result<()> {
+        sqlx::query("DELETE FROM file_md5 WHERE user_id = ?1 AND dev = ?2 AND ino = ?3")
+            .bind(user_id)
+            .bind(bits(dev))
+            .bind(bits(ino))
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
     /// Records `md5` as the digest of `version` of a file of `user_id`.
     pub async fn remember_md5(&self, user_id: i64, version: &FileVersion, md5: &str) -> Result<()> {
         remember(user_id, version, md5).execute(&self.pool).await?;

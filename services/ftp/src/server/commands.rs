@@ -177,15 +177,25 @@ pub(super) async fn rm(li: &LoggedIn, store: &Store, path: &str) -> Result<FtpRe
                 "{v} is a directory; use rmdir"
             )));
         }
-        let size = size_of(&dir, &name);
+        let st = rustix::fs::statat(&dir, name.as_str(), AtFlags::SYMLINK_NOFOLLOW).ok();
+        let size = st
+            .as_ref()
+            .map_or(0, |st| u64::try_from(st.st_size).unwrap_or(0));
+        // The inode goes with its last name: its recorded md5 goes too.
+        let gone = st
+            .filter(|st| st.st_nlink == 1)
+            .map(|st| (st.st_dev, st.st_ino));
         rustix::fs::unlinkat(&dir, name.as_str(), AtFlags::empty())
             .map_err(|e| FtpError::io(v.to_string(), e.into()))?;
         // Removing a link frees nothing; removing a file frees its bytes.
-        Ok((kind == FileType::RegularFile).then_some(size))
+        Ok(((kind == FileType::RegularFile).then_some(size), gone))
     })
     .await?;
-    if let Some(bytes) = freed {
+    if let (Some(bytes), gone) = freed {
         store.free(li.user.id, bytes, 1).await?;
+        if let Some((dev, ino)) = gone {
+            store.forget_md5(li.user.id, dev, ino).await?;
+        }
     }
     Ok(FtpReply::Done)
 }
@@ -250,10 +260,4 @@ fn kind_of(dir: &OwnedFd, name: &str, v: &VPath) -> Result<FileType, FtpError> {
     rustix::fs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW)
         .map(|st| FileType::from_raw_mode(st.st_mode))
         .map_err(|e| FtpError::io(v.to_string(), e.into()))
-}
-
-/// The size of `name` in `dir` (0 if it cannot be read).
-fn size_of(dir: &OwnedFd, name: &str) -> u64 {
-    rustix::fs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW)
-        .map_or(0, |st| u64::try_from(st.st_size).unwrap_or(0))
 }

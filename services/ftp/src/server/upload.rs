@@ -123,8 +123,8 @@ impl Partial {
     }
 
     /// Renames the (synced) partial into place as `v` and makes the rename
-    /// durable; returns the size of the file it replaced, if any.
-    fn publish(&self, v: &VPath) -> Result<Option<u64>, FtpError> {
+    /// durable; returns the file it replaced, if any.
+    fn publish(&self, v: &VPath) -> Result<Option<Replaced>, FtpError> {
         let (target_dir, target) = self.jail.parent_of(v)?;
         let old = match rustix::fs::statat(&target_dir, target.as_str(), AtFlags::SYMLINK_NOFOLLOW)
         {
@@ -132,7 +132,10 @@ impl Partial {
                 return Err(FtpError::BadRequest(format!("{v} is a directory")));
             }
             Ok(st) if FileType::from_raw_mode(st.st_mode) == FileType::RegularFile => {
-                Some(u64::try_from(st.st_size).unwrap_or(0))
+                Some(Replaced {
+                    size: u64::try_from(st.st_size).unwrap_or(0),
+                    gone: (st.st_nlink == 1).then_some((st.st_dev, st.st_ino)),
+                })
             }
             _ => None,
         };
@@ -143,6 +146,13 @@ impl Partial {
             .map_err(|e| FtpError::io(format!("sync the directory of {v}"), e.into()))?;
         Ok(old)
     }
+}
+
+/// The file an upload replaced.
+struct Replaced {
+    size: u64,
+    /// Its device and inode, when the replacement was its last name.
+    gone: Option<(u64, u64)>,
 }
 
 /// Locks a partial upload for this session. A `partials` listing holds
@@ -254,11 +264,11 @@ enum Received {
 
 /// What finishing an upload came to.
 enum Finished {
-    /// Published; the size of the file it replaced, if any, and the
-    /// version of the file now in place (what its md5 is recorded for).
+    /// Published; the file it replaced, if any, and the version of the
+    /// file now in place (what its md5 is recorded for).
     Stored {
         md5: String,
-        replaced: Option<u64>,
+        replaced: Option<Replaced>,
         version: Option<FileVersion>,
     },
     /// The md5 did not match; the partial is gone.
@@ -532,8 +542,13 @@ pub(super) async fn put(
             version,
         } => {
             let size_i = i64::try_from(size).unwrap_or(i64::MAX);
-            let old_i = replaced.map_or(0, |o| i64::try_from(o).unwrap_or(i64::MAX));
+            let old_i = replaced
+                .as_ref()
+                .map_or(0, |o| i64::try_from(o.size).unwrap_or(i64::MAX));
             let new_files = if replaced.is_some() { 0 } else { 1 };
+            if let Some((dev, ino)) = replaced.and_then(|r| r.gone) {
+                store.forget_md5(user_id, dev, ino).await?;
+            }
             store
                 .commit_upload(
                     size,
