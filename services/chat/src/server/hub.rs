@@ -33,7 +33,7 @@ pub(crate) enum Sink {
     /// A TCP session's outgoing queue of encoded frames; `kill` ends the
     /// session.
     Tcp {
-        tx: mpsc::Sender<Bytes>,
+        tx: super::outbox::Outbox,
         kill: CancellationToken,
     },
     /// A UDP session: frames go through the shared UDP sender.
@@ -348,9 +348,9 @@ impl Hub {
             match &ep.sink {
                 Sink::Tcp { tx, .. } => match tx.try_send(out.tcp.clone()) {
                     Ok(()) => {}
-                    Err(mpsc::error::TrySendError::Full(_)) => slow.push(*id),
+                    Err(super::outbox::Refused::Full) => slow.push(*id),
                     // The session is ending and will unregister itself.
-                    Err(mpsc::error::TrySendError::Closed(_)) => {}
+                    Err(super::outbox::Refused::Closed) => {}
                 },
                 Sink::Udp(session) => {
                     if let Some(frame) = out.udp() {

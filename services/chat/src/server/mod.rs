@@ -3,6 +3,7 @@
 mod bucket;
 mod hub;
 mod journal;
+mod outbox;
 mod tcp;
 mod udp;
 

@@ -7,11 +7,11 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::outbox::{Inbox, Outbox, outbox};
 use bytes::{Bytes, BytesMut};
 use futures_util::StreamExt;
 use tokio::io::AsyncWriteExt;
 use tokio::io::WriteHalf;
-use tokio::sync::mpsc;
 use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_util::codec::FramedRead;
@@ -56,7 +56,7 @@ fn encode(reply: &ChatReply) -> Option<Bytes> {
 struct Session {
     server: Arc<ChatServer>,
     peer: SocketAddr,
-    tx: mpsc::Sender<Bytes>,
+    tx: Outbox,
     kill: CancellationToken,
     state: State,
     login_failures: u32,
@@ -90,7 +90,7 @@ pub(super) async fn run(
 ) {
     let limits = server.config.limits.clone();
     let (rd, wr) = tokio::io::split(stream);
-    let (tx, rx) = mpsc::channel(server.config.member_queue.max(1));
+    let (tx, rx) = outbox(server.config.member_queue.max(1));
     let kill = CancellationToken::new();
     let writer = tokio::spawn(write_forever(wr, rx, kill.clone()));
     // Small to start: most sessions sit idle, and the buffer grows for a
@@ -370,11 +370,7 @@ impl Session {
 /// Writes queued frames, several per system call when they pile up. When
 /// the hub pulls `kill` (the client reads too slowly), a last notice is
 /// tried and the connection closes.
-async fn write_forever(
-    mut wr: WriteHalf<Stream>,
-    mut rx: mpsc::Receiver<Bytes>,
-    kill: CancellationToken,
-) {
+async fn write_forever(mut wr: WriteHalf<Stream>, rx: Inbox, kill: CancellationToken) {
     let mut batch = BytesMut::new();
     loop {
         let first = tokio::select! {
@@ -395,8 +391,8 @@ async fn write_forever(
             batch.extend_from_slice(&first);
             while batch.len() < WRITE_BATCH {
                 match rx.try_recv() {
-                    Ok(f) => batch.extend_from_slice(&f),
-                    Err(_) => break,
+                    Some(f) => batch.extend_from_slice(&f),
+                    None => break,
                 }
             }
             batch.split().freeze()
