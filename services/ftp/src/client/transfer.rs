@@ -206,23 +206,7 @@ impl Client {
         let md5 = hex(hasher);
         self.send(FtpRequest::PutEnd { md5: md5.clone() }, 0)
             .await?;
-        let result = match self.recv_header().await {
-            Ok((
-                FtpReply::PutOk {
-                    path,
-                    size,
-                    md5: server_md5,
-                },
-                0,
-            )) if server_md5 == md5 => Ok(Transferred {
-                path,
-                size,
-                md5,
-                resumed_at: start,
-            }),
-            Ok((other, _)) => Err(unexpected(&other)),
-            Err(e) => Err(e),
-        };
+        let result = self.put_ok(md5, start).await;
         progress.finish();
         result
     }
@@ -287,28 +271,32 @@ impl Client {
             .map_err(|_| ClientError::Closed)?;
         progress.advance(size);
         let result = match self.recv_header().await {
-            Ok((FtpReply::PutReady { .. }, 0)) => match self.recv_header().await {
-                Ok((
-                    FtpReply::PutOk {
-                        path,
-                        size,
-                        md5: server_md5,
-                    },
-                    0,
-                )) if server_md5 == md5 => Ok(Transferred {
-                    path,
-                    size,
-                    md5,
-                    resumed_at: 0,
-                }),
-                Ok((other, _)) => Err(unexpected(&other)),
-                Err(e) => Err(e),
-            },
+            Ok((FtpReply::PutReady { .. }, 0)) => self.put_ok(md5, 0).await,
             Ok((other, _)) => Err(unexpected(&other)),
             Err(e) => Err(e),
         };
         progress.finish();
         result
+    }
+
+    /// The server's `put_ok`, which must carry the `md5` this end sent.
+    async fn put_ok(&mut self, md5: String, resumed_at: u64) -> Result<Transferred> {
+        match self.recv_header().await? {
+            (
+                FtpReply::PutOk {
+                    path,
+                    size,
+                    md5: server_md5,
+                },
+                0,
+            ) if server_md5 == md5 => Ok(Transferred {
+                path,
+                size,
+                md5,
+                resumed_at,
+            }),
+            (other, _) => Err(unexpected(&other)),
+        }
     }
 
     /// Why the server cut the connection, if it said so before it did.
