@@ -579,3 +579,35 @@ async fn a_database_that_cannot_be_written_is_an_error_and_nothing_is_held() {
         .expect("the database is back");
     assert_eq!(srv.user("alice").await.used_bytes, 300_000);
 }
+
+#[tokio::test]
+async fn data_sent_unasked_after_a_refused_put_is_dropped_only_up_to_a_mebibyte() {
+    let srv = spawn().await;
+    srv.add_user("alice", None, "ftp").await;
+    let mut conn = common::raw_login(&srv.addr, "alice").await;
+    let refused = |reply: Option<FtpReply>| match reply {
+        Some(FtpReply::Error(e)) => (e.code, e.message),
+        other => panic!("expected an error, got {other:?}"),
+    };
+    // Refused, then 2 MiB announced without waiting: the server will not
+    // read that much for nothing.
+    let size = 2u64 << 20;
+    raw_send(
+        &mut conn,
+        FtpRequest::Put {
+            path: "../x".into(),
+            size,
+        },
+        0,
+    )
+    .await;
+    raw_send(&mut conn, FtpRequest::PutData { offset: 0 }, size).await;
+    let (code, _) = refused(raw_recv(&mut conn).await);
+    assert_eq!(code, ErrorCode::ForbiddenPath);
+    let (code, message) = refused(raw_recv(&mut conn).await);
+    assert_eq!(code, ErrorCode::BadRequest);
+    assert!(message.contains("at most 1048576 bytes"), "{message}");
+    assert_eq!(raw_recv(&mut conn).await, None, "the connection closes");
+    // Others are served.
+    assert_eq!(srv.client("alice").await.pwd().await.expect("pwd"), "/");
+}

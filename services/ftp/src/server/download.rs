@@ -68,24 +68,32 @@ pub(super) async fn get(
     };
     let hashing = known.is_none();
     let fresh = move || hashing.then(Md5::new);
-    let stat_later = file
-        .try_clone()
-        .map_err(|e| FtpError::io(shown.clone(), e))?;
-    let what = shown.clone();
-    let (file, start, hasher) = blocking(move || {
-        let mut file = file;
-        if offset == 0 || offset > size {
-            return Ok((file, 0, fresh()));
-        }
-        let prefix = hash_prefix(&mut file, offset).map_err(|e| FtpError::io(what.clone(), e))?;
-        if prefix_md5.is_some_and(|p| p.eq_ignore_ascii_case(&hex(prefix.clone()))) {
-            return Ok((file, offset, fresh().map(|_| prefix)));
-        }
-        file.seek(SeekFrom::Start(0))
-            .map_err(|e| FtpError::io(what, e))?;
-        Ok((file, 0, fresh()))
-    })
-    .await?;
+    // Hashed here, it is recorded at the end if the file did not change.
+    let stat_later = if hashing {
+        Some(
+            file.try_clone()
+                .map_err(|e| FtpError::io(shown.clone(), e))?,
+        )
+    } else {
+        None
+    };
+    let (file, start, hasher) = if offset == 0 || offset > size {
+        (file, 0, fresh())
+    } else {
+        let what = shown.clone();
+        blocking(move || {
+            let mut file = file;
+            let prefix =
+                hash_prefix(&mut file, offset).map_err(|e| FtpError::io(what.clone(), e))?;
+            if prefix_md5.is_some_and(|p| p.eq_ignore_ascii_case(&hex(prefix.clone()))) {
+                return Ok((file, offset, fresh().map(|_| prefix)));
+            }
+            file.seek(SeekFrom::Start(0))
+                .map_err(|e| FtpError::io(what, e))?;
+            Ok((file, 0, fresh()))
+        })
+        .await?
+    };
 
     let started = Instant::now();
     let body_len = size - start;
@@ -211,8 +219,8 @@ pub(super) async fn get(
             let md5 = hex(hasher.unwrap_or_default());
             // Hashed once: recorded, if the file stayed as it was meanwhile.
             let unchanged = stat_later
-                .metadata()
-                .is_ok_and(|m| FileVersion::of(&m) == version);
+                .and_then(|f| f.metadata().ok())
+                .is_some_and(|m| FileVersion::of(&m) == version);
             if unchanged && let Err(e) = store.remember_md5(li.user.id, &version, &md5).await {
                 tracing::warn!(error = %e, "cannot record a file's md5");
             }

@@ -155,6 +155,11 @@ async fn drain(stream: &mut Stream) {
     .await;
 }
 
+/// Most data the server reads and drops after a refused `put`, from a
+/// client that sent it without waiting for `put_ready`; more closes the
+/// connection (nobody gets the server to read gigabytes it refused).
+const MAX_UNASKED_DATA: u64 = 1024 * 1024;
+
 /// How long a closing session reads on for the client to hear its error.
 const LINGER: Duration = Duration::from_secs(1);
 
@@ -394,6 +399,11 @@ impl Session {
     /// Reads and drops the data of a refused upload (`body_len` bytes, then
     /// its `put_end`): the client already has the refusal.
     async fn drop_upload(&mut self, body_len: u64) -> Result<(), FtpError> {
+        if body_len > MAX_UNASKED_DATA {
+            return Err(FtpError::Fatal(format!(
+                "put_data sent without waiting for put_ready may carry at most {MAX_UNASKED_DATA} bytes; wait for put_ready before sending bigger files"
+            )));
+        }
         let mut left = body_len;
         while left > 0 {
             match self.next_frame_idle().await? {
