@@ -58,6 +58,15 @@ pub enum FtpRequest {
         path: String,
         /// Total size of the file.
         size: u64,
+        /// The data follows at once, without waiting for `put_ready`:
+        /// `put_data` from offset 0 with the whole file (at most 1 MiB),
+        /// then `put_end`. The server answers only with `put_ok` or an
+        /// error (a refused put's data is read and dropped), and may hold
+        /// `put_ok` back to make several such uploads durable together;
+        /// answers come in request order, so a client may send several
+        /// before reading them.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        at_once: bool,
     },
     /// The data of the upload, from `offset` to the end, in the body.
     PutData {

@@ -308,6 +308,7 @@ fn every_ftp_op_round_trips_and_is_listed() {
         FtpRequest::Put {
             path: "f".into(),
             size: 3,
+            at_once: false,
         },
         FtpRequest::PutData { offset: 0 },
         FtpRequest::PutEnd { md5: "00".into() },

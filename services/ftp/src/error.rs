@@ -66,6 +66,10 @@ pub enum FtpError {
     /// The server is stopping and the grace period for transfers ran out.
     #[error("{0}")]
     ShuttingDown(String),
+    /// An error already put in words for the client (one cause answering
+    /// several requests).
+    #[error("{}", .0.message)]
+    Replied(ErrorReply),
     /// The connection is over (the peer left, or was already told why):
     /// close without a reply.
     #[error("connection closed")]
@@ -137,6 +141,7 @@ impl FtpError {
             FtpError::ShuttingDown(m) => (ErrorCode::ShuttingDown, m.clone()),
             FtpError::Ended(e) => (e.code(), e.client_message()),
             FtpError::Stopped(e) => return e.reply(),
+            FtpError::Replied(r) => return r.clone(),
             FtpError::Closed => (ErrorCode::Internal, "connection closed".to_owned()),
             FtpError::NotLoggedIn(m) => (ErrorCode::NotLoggedIn, m.clone()),
             FtpError::Frame(e) => (e.code(), e.to_string()),

@@ -226,3 +226,70 @@ async fn a_wrong_password_fails_with_one_line() {
         )
     );
 }
+
+#[tokio::test]
+async fn put_r_and_mput_send_trees_and_patterns_and_say_what_failed() {
+    let srv = spawn().await;
+    srv.add_user("alice", None, "ftp").await;
+    let work = srv.dir.path().join("work");
+    let tree = work.join("tree");
+    std::fs::create_dir_all(tree.join("sub/deeper")).expect("mkdir");
+    std::fs::create_dir_all(tree.join("empty")).expect("mkdir");
+    std::fs::write(tree.join("a.txt"), b"a").expect("write");
+    std::fs::write(tree.join("sub/b.bin"), data(400_000, 1)).expect("write");
+    std::fs::write(tree.join("sub/deeper/c.txt"), b"c").expect("write");
+    std::os::unix::fs::symlink(&tree, tree.join("sub/loop")).expect("link");
+
+    let out = ftp(&srv.addr, &work, &["put", "-r", "tree", "backup"], None).await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let home = srv.home("alice");
+    assert_eq!(std::fs::read(home.join("backup/a.txt")).expect("a"), b"a");
+    assert_eq!(
+        std::fs::read(home.join("backup/sub/b.bin")).expect("b"),
+        data(400_000, 1)
+    );
+    assert_eq!(
+        std::fs::read(home.join("backup/sub/deeper/c.txt")).expect("c"),
+        b"c"
+    );
+    assert!(home.join("backup/empty").is_dir());
+    assert!(!home.join("backup/sub/loop").exists());
+    assert!(text(&out.stderr).contains("skipping tree/sub/loop: a link to a directory"));
+    let lines: Vec<String> = text(&out.stdout).lines().map(str::to_owned).collect();
+    assert_eq!(lines.len(), 3, "{lines:?}");
+    assert!(lines[0].starts_with("tree/a.txt -> /backup/a.txt (1 bytes, md5 "));
+
+    // Again, into the same tree: files are replaced, directories kept.
+    let out = ftp(&srv.addr, &work, &["put", "-r", "tree", "backup"], None).await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+
+    // mput with a pattern matched by the client (in the shell, no shell
+    // expands it), into a directory; one file cannot go.
+    for i in 0..5 {
+        std::fs::write(work.join(format!("n{i}.log")), format!("log {i}")).expect("write");
+    }
+    let out = ftp(
+        &srv.addr,
+        &work,
+        &[],
+        Some("mkdir logs\nmput n*.log -O logs\nmput n0.log -O nowhere\nput n1.log logs/\n"),
+    )
+    .await;
+    assert!(!out.status.success(), "a failed command fails the script");
+    for i in 0..5 {
+        assert_eq!(
+            std::fs::read_to_string(home.join(format!("logs/n{i}.log"))).expect("log"),
+            format!("log {i}")
+        );
+    }
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains("wharf-ftp: put n0.log: ") && stderr.contains("1 of 1 file failed"),
+        "{stderr}"
+    );
+    assert!(text(&out.stdout).contains("n1.log -> /logs/n1.log"));
+
+    let out = ftp(&srv.addr, &work, &["mput", "zz*"], None).await;
+    assert!(!out.status.success());
+    assert!(text(&out.stderr).contains("no local file matches zz*"));
+}

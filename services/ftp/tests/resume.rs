@@ -158,6 +158,7 @@ async fn a_wrong_md5_stores_nothing_and_releases_the_quota() {
         FtpRequest::Put {
             path: "f".into(),
             size: 5,
+            at_once: false,
         },
         0,
     )

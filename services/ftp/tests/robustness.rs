@@ -597,6 +597,7 @@ async fn data_sent_unasked_after_a_refused_put_is_dropped_only_up_to_a_mebibyte(
         FtpRequest::Put {
             path: "../x".into(),
             size,
+            at_once: false,
         },
         0,
     )

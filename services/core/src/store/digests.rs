@@ -80,6 +80,18 @@ pub(super) fn remember<'q>(
     bind_version(sqlx::query(REMEMBER), user_id, version).bind(md5)
 }
 
+/// The statement forgetting the digest of inode `ino` of device `dev`.
+pub(super) fn forget<'q>(
+    user_id: i64,
+    dev: u64,
+    ino: u64,
+) -> sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments> {
+    sqlx::query("DELETE FROM file_md5 WHERE user_id = ?1 AND dev = ?2 AND ino = ?3")
+        .bind(user_id)
+        .bind(bits(dev))
+        .bind(bits(ino))
+}
+
 impl Store {
     /// The md5 recorded for exactly `version` of a file of `user_id`, if any.
     pub async fn known_md5(&self, user_id: i64, version: &FileVersion) -> Result<Option<String>> {
@@ -99,12 +111,7 @@ impl Store {
     /// Forgets the digest of the file of `user_id` at inode `ino` of device
     /// `dev` (it was removed or replaced).
     pub async fn forget_md5(&self, user_id: i64, dev: u64, ino: u64) -> Result<()> {
-        sqlx::query("DELETE FROM file_md5 WHERE user_id = ?1 AND dev = ?2 AND ino = ?3")
-            .bind(user_id)
-            .bind(bits(dev))
-            .bind(bits(ino))
-            .execute(&self.pool)
-            .await?;
+        forget(user_id, dev, ino).execute(&self.pool).await?;
         Ok(())
     }
 

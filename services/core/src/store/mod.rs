@@ -20,6 +20,7 @@ use crate::error::{Error, Result};
 
 pub use chat::{ChatRecord, HistoryRow};
 pub use digests::FileVersion;
+pub use quota::UploadCommit;
 pub use usage::{Direction, ExecLogRow, ExecRecord, TransferRecord, TransferRow, UsageRow};
 pub use users::{NewUser, User};
 

@@ -97,19 +97,42 @@ impl Store {
         record: &TransferRecord,
         version: Option<&FileVersion>,
     ) -> Result<()> {
+        self.commit_uploads(&[UploadCommit {
+            reserved,
+            added_bytes,
+            added_files,
+            record: record.clone(),
+            version: version.copied(),
+            replaced: None,
+        }])
+        .await
+    }
+
+    /// Several finished uploads (a batch made durable together) in one
+    /// transaction, each as [`Store::commit_upload`] does it, and the md5 of
+    /// each file it replaced forgotten.
+    pub async fn commit_uploads(&self, uploads: &[UploadCommit]) -> Result<()> {
         let mut tx = self.pool.begin().await?;
-        sqlx::query(COMMIT)
-            .bind(to_i64(reserved))
-            .bind(added_bytes)
-            .bind(added_files)
-            .bind(record.user_id)
-            .execute(&mut *tx)
-            .await?;
-        insert_transfer(record).execute(&mut *tx).await?;
-        if let (Some(version), Some(md5)) = (version, &record.md5) {
-            super::digests::remember(record.user_id, version, md5)
+        for u in uploads {
+            let user_id = u.record.user_id;
+            if let Some((dev, ino)) = u.replaced {
+                super::digests::forget(user_id, dev, ino)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            sqlx::query(COMMIT)
+                .bind(to_i64(u.reserved))
+                .bind(u.added_bytes)
+                .bind(u.added_files)
+                .bind(user_id)
                 .execute(&mut *tx)
                 .await?;
+            insert_transfer(&u.record).execute(&mut *tx).await?;
+            if let (Some(version), Some(md5)) = (&u.version, &u.record.md5) {
+                super::digests::remember(user_id, version, md5)
+                    .execute(&mut *tx)
+                    .await?;
+            }
         }
         tx.commit().await?;
         Ok(())
@@ -120,4 +143,21 @@ impl Store {
         self.commit(user_id, 0, -to_i64(bytes), -to_i64(files))
             .await
     }
+}
+
+/// One finished upload for [`Store::commit_uploads`].
+#[derive(Debug, Clone)]
+pub struct UploadCommit {
+    /// The reservation it held.
+    pub reserved: u64,
+    /// Change in stored bytes (negative when it replaced a larger file).
+    pub added_bytes: i64,
+    /// Change in stored files (0 when it replaced one).
+    pub added_files: i64,
+    /// The transfer, with the md5 of the stored file.
+    pub record: TransferRecord,
+    /// The stored file's version, for its md5 to be recorded.
+    pub version: Option<FileVersion>,
+    /// Device and inode of a file it replaced for good, whose md5 goes.
+    pub replaced: Option<(u64, u64)>,
 }

@@ -4,6 +4,7 @@
 //! local file, `get` continues from `LOCAL.part` if the server's prefix
 //! matches; either starts over otherwise.
 
+mod batch;
 mod transfer;
 
 use futures_util::{SinkExt, StreamExt};
@@ -12,6 +13,7 @@ use wharf_core::tls::{ClientTls, TlsError};
 use wharf_proto::ftp::{Entry, FtpReply, FtpRequest, PartialUpload};
 use wharf_proto::{ErrorCode, Frame, Outbound, Password, ProtoError};
 
+pub use batch::PutJob;
 pub use transfer::{NoProgress, Progress, TransferOptions, Transferred, part_path};
 
 /// Largest listing body the client accepts.

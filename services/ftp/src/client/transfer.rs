@@ -18,7 +18,7 @@ use crate::transfer::{
 
 /// Files up to this size are put in one go, without waiting for
 /// `put_ready` (one round trip instead of two).
-const SMALL_PUT: u64 = 256 * 1024;
+pub(super) const SMALL_PUT: u64 = 256 * 1024;
 
 /// Follows a transfer's progress (a progress bar, or nothing).
 pub trait Progress: Send {
@@ -71,14 +71,14 @@ pub struct Transferred {
 }
 
 /// Keeps a transfer under a byte rate.
-struct Pace {
+pub(super) struct Pace {
     rate: Option<u64>,
     start: Instant,
     bytes: u64,
 }
 
 impl Pace {
-    fn new(rate: Option<u64>) -> Self {
+    pub(super) fn new(rate: Option<u64>) -> Self {
         Pace {
             rate: rate.filter(|r| *r > 0),
             start: Instant::now(),
@@ -86,7 +86,7 @@ impl Pace {
         }
     }
 
-    async fn step(&mut self, n: usize) {
+    pub(super) async fn step(&mut self, n: usize) {
         self.bytes += n as u64;
         if let Some(rate) = self.rate {
             let due = Duration::from_secs_f64(self.bytes as f64 / rate as f64);
@@ -108,30 +108,41 @@ impl Client {
         opts: TransferOptions,
         progress: &mut dyn Progress,
     ) -> Result<Transferred> {
-        let shown = local.display().to_string();
-        let path = local.to_path_buf();
-        let (file, size) = blocking(move || {
-            let file = std::fs::File::open(&path)
-                .map_err(|e| ClientError::local(format!("cannot open {shown}"), e))?;
-            let meta = file
-                .metadata()
-                .map_err(|e| ClientError::local(format!("cannot read {shown}"), e))?;
-            if !meta.is_file() {
-                return Err(ClientError::local(
-                    shown,
-                    std::io::Error::other("not a regular file"),
-                ));
-            }
-            Ok((file, meta.len()))
-        })
-        .await?;
+        let (file, size) = open_local(local).await?;
         if size <= SMALL_PUT {
-            return self.put_small(file, size, local, remote, progress).await;
+            let (body, md5) = read_small(file, size, local).await?;
+            progress.begin(size, 0);
+            let sent = self.send_at_once(remote, body, &md5).await;
+            let result = match sent {
+                Ok(()) => {
+                    progress.advance(size);
+                    self.put_ok(md5, 0).await
+                }
+                Err(e) => Err(e),
+            };
+            progress.finish();
+            return result;
         }
+        self.put_file(file, size, local, remote, opts, progress)
+            .await
+    }
+
+    /// Uploads the open `file` of `size` bytes, waiting for `put_ready`
+    /// (to resume what the server holds).
+    pub(super) async fn put_file(
+        &mut self,
+        file: std::fs::File,
+        size: u64,
+        local: &Path,
+        remote: &str,
+        opts: TransferOptions,
+        progress: &mut dyn Progress,
+    ) -> Result<Transferred> {
         self.send(
             FtpRequest::Put {
                 path: remote.to_owned(),
                 size,
+                at_once: false,
             },
             0,
         )
@@ -211,42 +222,23 @@ impl Client {
         result
     }
 
-    /// A small file in one go: `put`, its data from 0 and `put_end`, sent
-    /// without waiting for `put_ready` (what the server may hold of an
-    /// interrupted upload of it is not worth a round trip); then the
-    /// replies. A refused `put` makes the server drop what follows it.
-    async fn put_small(
+    /// Queues a small file's `put` (sent at once), its data and its
+    /// `put_end` without flushing them: the server answers with `put_ok`
+    /// or an error only, and drops the data of a put it refuses.
+    pub(super) async fn feed_at_once(
         &mut self,
-        file: std::fs::File,
-        size: u64,
-        local: &Path,
         remote: &str,
-        progress: &mut dyn Progress,
-    ) -> Result<Transferred> {
+        body: bytes::Bytes,
+        md5: &str,
+    ) -> Result<()> {
         use futures_util::SinkExt;
-        let shown = local.display().to_string();
-        let (body, md5) = blocking(move || {
-            use std::io::Read;
-            let mut body = Vec::with_capacity(usize::try_from(size).unwrap_or(0));
-            let mut file = file;
-            file.read_to_end(&mut body)
-                .map_err(|e| ClientError::local(format!("cannot read {shown}"), e))?;
-            if body.len() as u64 != size {
-                return Err(ClientError::local(
-                    shown,
-                    std::io::Error::other("the file changed size while it was being read"),
-                ));
-            }
-            let md5 = crate::transfer::md5_hex(&body);
-            Ok((bytes::Bytes::from(body), md5))
-        })
-        .await?;
-        progress.begin(size, 0);
+        let size = body.len() as u64;
         let frames = [
             Outbound::Header {
                 msg: FtpRequest::Put {
                     path: remote.to_owned(),
                     size,
+                    at_once: true,
                 },
                 body_len: 0,
             },
@@ -256,7 +248,9 @@ impl Client {
             },
             Outbound::Body(body),
             Outbound::Header {
-                msg: FtpRequest::PutEnd { md5: md5.clone() },
+                msg: FtpRequest::PutEnd {
+                    md5: md5.to_owned(),
+                },
                 body_len: 0,
             },
         ];
@@ -266,37 +260,27 @@ impl Client {
                 .await
                 .map_err(|_| ClientError::Closed)?;
         }
+        Ok(())
+    }
+
+    /// Sends what was fed.
+    pub(super) async fn flush(&mut self) -> Result<()> {
+        use futures_util::SinkExt;
         SinkExt::<Outbound<FtpRequest>>::flush(&mut self.conn)
             .await
-            .map_err(|_| ClientError::Closed)?;
-        progress.advance(size);
-        let result = match self.recv_header().await {
-            Ok((FtpReply::PutReady { .. }, 0)) => self.put_ok(md5, 0).await,
-            Ok((other, _)) => Err(unexpected(&other)),
-            Err(e) => Err(e),
-        };
-        progress.finish();
-        result
+            .map_err(|_| ClientError::Closed)
+    }
+
+    /// A small file in one go (see [`Client::feed_at_once`]).
+    async fn send_at_once(&mut self, remote: &str, body: bytes::Bytes, md5: &str) -> Result<()> {
+        self.feed_at_once(remote, body, md5).await?;
+        self.flush().await
     }
 
     /// The server's `put_ok`, which must carry the `md5` this end sent.
-    async fn put_ok(&mut self, md5: String, resumed_at: u64) -> Result<Transferred> {
-        match self.recv_header().await? {
-            (
-                FtpReply::PutOk {
-                    path,
-                    size,
-                    md5: server_md5,
-                },
-                0,
-            ) if server_md5 == md5 => Ok(Transferred {
-                path,
-                size,
-                md5,
-                resumed_at,
-            }),
-            (other, _) => Err(unexpected(&other)),
-        }
+    pub(super) async fn put_ok(&mut self, md5: String, resumed_at: u64) -> Result<Transferred> {
+        let reply = self.recv_header().await;
+        put_answer(reply, md5, resumed_at)
     }
 
     /// Why the server cut the connection, if it said so before it did.
@@ -487,4 +471,80 @@ pub fn part_path(local: &Path) -> PathBuf {
     let mut name = local.as_os_str().to_owned();
     name.push(".part");
     PathBuf::from(name)
+}
+
+/// Opens a local file to upload; returns it and its size.
+pub(super) fn open_file(local: &Path) -> Result<(std::fs::File, u64)> {
+    let shown = local.display().to_string();
+    let file = std::fs::File::open(local)
+        .map_err(|e| ClientError::local(format!("cannot open {shown}"), e))?;
+    let meta = file
+        .metadata()
+        .map_err(|e| ClientError::local(format!("cannot read {shown}"), e))?;
+    if !meta.is_file() {
+        return Err(ClientError::local(
+            shown,
+            std::io::Error::other("not a regular file"),
+        ));
+    }
+    Ok((file, meta.len()))
+}
+
+async fn open_local(local: &Path) -> Result<(std::fs::File, u64)> {
+    let path = local.to_path_buf();
+    blocking(move || open_file(&path)).await
+}
+
+/// Reads a small file whole; returns its bytes and md5.
+pub(super) fn read_whole(
+    mut file: std::fs::File,
+    size: u64,
+    local: &Path,
+) -> Result<(bytes::Bytes, String)> {
+    use std::io::Read;
+    let shown = local.display();
+    let mut body = Vec::with_capacity(usize::try_from(size).unwrap_or(0));
+    file.read_to_end(&mut body)
+        .map_err(|e| ClientError::local(format!("cannot read {shown}"), e))?;
+    if body.len() as u64 != size {
+        return Err(ClientError::local(
+            shown.to_string(),
+            std::io::Error::other("the file changed size while it was being read"),
+        ));
+    }
+    let md5 = crate::transfer::md5_hex(&body);
+    Ok((bytes::Bytes::from(body), md5))
+}
+
+async fn read_small(
+    file: std::fs::File,
+    size: u64,
+    local: &Path,
+) -> Result<(bytes::Bytes, String)> {
+    let local = local.to_path_buf();
+    blocking(move || read_whole(file, size, &local)).await
+}
+
+/// The answer to an upload: `put_ok` with the md5 that was sent.
+pub(super) fn put_answer(
+    reply: Result<(FtpReply, u64)>,
+    md5: String,
+    resumed_at: u64,
+) -> Result<Transferred> {
+    match reply? {
+        (
+            FtpReply::PutOk {
+                path,
+                size,
+                md5: server_md5,
+            },
+            0,
+        ) if server_md5 == md5 => Ok(Transferred {
+            path,
+            size,
+            md5,
+            resumed_at,
+        }),
+        (other, _) => Err(unexpected(&other)),
+    }
 }

@@ -1,6 +1,7 @@
 //! The file-transfer server: configuration, [`run`], and the sweeper that
 //! removes stale partial uploads.
 
+mod batch;
 mod commands;
 mod download;
 mod partials;

@@ -19,7 +19,7 @@ use wharf_proto::ftp::{FtpReply, FtpRequest};
 use wharf_proto::message::{ErrorReply, LoginOk, ServerHello};
 use wharf_proto::{ErrorCode, Frame, FrameCodec, Outbound, PROTOCOL_VERSION};
 
-use super::{FtpServer, commands, download, partials, upload};
+use super::{FtpServer, batch, commands, download, partials, upload};
 use crate::error::FtpError;
 use crate::paths::{Jail, VPath};
 
@@ -57,6 +57,11 @@ pub(super) struct Session {
     /// without waiting (a small file) has its `put_data`, body and
     /// `put_end` on the way, to be dropped.
     refused_put: bool,
+    /// Uploads sent at once, received and verified, waiting to be made
+    /// durable together (see `batch`).
+    batch: Vec<batch::Verified>,
+    /// A frame read ahead to see whether the client is still sending.
+    peeked: Option<Result<Frame<FtpRequest>, FtpError>>,
 }
 
 enum Flow {
@@ -84,6 +89,8 @@ pub(super) async fn run(
         home: None,
         upload_began: false,
         refused_put: false,
+        batch: Vec::new(),
+        peeked: None,
     };
     tracing::debug!(%peer, "connected");
     // Set when the session ends on an error the client may still be
@@ -103,6 +110,7 @@ pub(super) async fn run(
         };
         s.standing = watch;
         let Some(frame) = frame else {
+            let _ = s.commit_batch().await;
             let bye = error_frame(
                 ErrorCode::ShuttingDown,
                 "the server is shutting down; reconnect later (interrupted uploads resume)",
@@ -115,6 +123,21 @@ pub(super) async fn run(
             // not in every idle session's task.
             Ok(frame) => Box::pin(s.on_frame(frame)).await,
             Err(e) => Err(e),
+        };
+        // A batch of uploads is committed when the client pauses, when it
+        // is full, or before any other answer.
+        let result = match result {
+            Ok(Flow::Continue)
+                if !s.batch.is_empty()
+                    && (s.batch.len() >= batch::MAX_BATCH || !s.frame_waiting()) =>
+            {
+                s.commit_batch().await.map(|()| Flow::Continue)
+            }
+            Err(e) => {
+                let committed = s.commit_batch().await;
+                committed.and(Err(e))
+            }
+            other => other,
         };
         match result {
             Ok(Flow::Continue) => {}
@@ -167,19 +190,62 @@ fn error_frame(code: ErrorCode, message: &str) -> FtpReply {
     FtpReply::Error(ErrorReply::new(code, message))
 }
 
+/// A frame as the connection gave it, in the session's terms. A closed
+/// connection is `Closed`: nobody is left to tell.
+fn read_frame(
+    got: Option<Result<Frame<FtpRequest>, wharf_proto::ProtoError>>,
+) -> Result<Frame<FtpRequest>, FtpError> {
+    match got {
+        None => Err(FtpError::Closed),
+        Some(Err(e)) => Err(FtpError::Protocol(e)),
+        Some(Ok(frame)) => Ok(frame),
+    }
+}
+
 impl Session {
-    /// The next frame, within `wait`. A closed connection is `Closed`:
-    /// nobody is left to tell.
+    /// The next frame, within `wait`.
     pub async fn next_frame(&mut self, wait: Duration) -> Result<Frame<FtpRequest>, FtpError> {
+        if let Some(frame) = self.peeked.take() {
+            return frame;
+        }
         match tokio::time::timeout(wait, self.conn.next()).await {
             Err(_) => Err(FtpError::Timeout(format!(
                 "nothing received for {}; closing the connection",
                 humantime::format_duration(wait)
             ))),
-            Ok(None) => Err(FtpError::Closed),
-            Ok(Some(Err(e))) => Err(FtpError::Protocol(e)),
-            Ok(Some(Ok(frame))) => Ok(frame),
+            Ok(got) => read_frame(got),
         }
+    }
+
+    /// Whether the client has sent more than what was handled: a frame is
+    /// ready without waiting (it is kept for `next_frame`).
+    fn frame_waiting(&mut self) -> bool {
+        use futures_util::FutureExt;
+        if self.peeked.is_none()
+            && let Some(got) = self.conn.next().now_or_never()
+        {
+            self.peeked = Some(read_frame(got));
+        }
+        self.peeked.is_some()
+    }
+
+    /// Makes the uploads of the batch durable and answers each, in order.
+    async fn commit_batch(&mut self) -> Result<(), FtpError> {
+        if self.batch.is_empty() {
+            return Ok(());
+        }
+        let uploads = std::mem::take(&mut self.batch);
+        let answers = batch::commit(self.server.store(), uploads).await;
+        for answer in answers {
+            let reply = answer.unwrap_or_else(|e| FtpReply::Error(e.reply()));
+            self.conn
+                .feed(Outbound::msg(reply))
+                .await
+                .map_err(|_| FtpError::Closed)?;
+        }
+        SinkExt::<Outbound<FtpReply>>::flush(&mut self.conn)
+            .await
+            .map_err(|_| FtpError::Closed)
     }
 
     /// The next frame within the idle timeout.
@@ -228,6 +294,10 @@ impl Session {
             return Err(FtpError::Fatal(
                 "only put_data carries a body, after put_ready".into(),
             ));
+        }
+        if !matches!(msg, FtpRequest::Put { at_once: true, .. }) {
+            // Answers go in request order, and what follows sees the files.
+            self.commit_batch().await?;
         }
         if let FtpRequest::Quit = msg {
             self.send(FtpReply::Bye).await?;
@@ -365,7 +435,28 @@ impl Session {
             FtpRequest::Rm { path } => commands::rm(li, &store, &path).await?,
             FtpRequest::Rmdir { path } => commands::rmdir(li, &path).await?,
             FtpRequest::Mv { from, to } => commands::mv(li, &from, &to).await?,
-            FtpRequest::Put { path, size } => {
+            FtpRequest::Put {
+                path,
+                size,
+                at_once: true,
+            } => {
+                self.upload_began = false;
+                match batch::receive(self, li, &path, size).await {
+                    Ok(verified) => {
+                        self.batch.push(verified);
+                        return Ok(None);
+                    }
+                    Err(e) => {
+                        self.refused_put = !self.upload_began && !e.is_fatal();
+                        return Err(e);
+                    }
+                }
+            }
+            FtpRequest::Put {
+                path,
+                size,
+                at_once: false,
+            } => {
                 self.upload_began = false;
                 match upload::put(self, li, &path, size).await {
                     Ok(reply) => reply,

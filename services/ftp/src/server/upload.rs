@@ -30,14 +30,14 @@ use crate::transfer::{DEPTH, HASH_APART, WriteMode, hash_prefix, hex, md5_hex, w
 /// A partial upload's file, reached only beneath the home (the home's
 /// owner must not be able to redirect the server's writes with a link).
 #[derive(Debug, Clone)]
-struct Partial {
+pub(super) struct Partial {
     jail: Jail,
     /// Relative to the home: `.wharf/partial/<size>-<key>.part`.
     rel: PathBuf,
 }
 
 impl Partial {
-    fn new(jail: &Jail, size: u64, v: &VPath) -> Partial {
+    pub(super) fn new(jail: &Jail, size: u64, v: &VPath) -> Partial {
         let name = partial_name(size, &md5_hex(v.to_string().as_bytes()));
         Partial {
             jail: jail.clone(),
@@ -116,7 +116,7 @@ impl Partial {
         Ok((fd, name))
     }
 
-    fn remove(&self) -> Result<(), FtpError> {
+    pub(super) fn remove(&self) -> Result<(), FtpError> {
         let (dir, name) = self.dir()?;
         rustix::fs::unlinkat(&dir, name, AtFlags::empty())
             .map_err(|e| FtpError::io("remove a partial upload", e.into()))
@@ -125,6 +125,19 @@ impl Partial {
     /// Renames the (synced) partial into place as `v` and makes the rename
     /// durable; returns the file it replaced, if any.
     fn publish(&self, v: &VPath) -> Result<Option<Replaced>, FtpError> {
+        let (target_dir, old) = self.rename_into_place(v)?;
+        rustix::fs::fsync(&target_dir)
+            .map_err(|e| FtpError::io(format!("sync the directory of {v}"), e.into()))?;
+        Ok(old)
+    }
+
+    /// Renames the (synced) partial into place as `v`; returns the
+    /// directory it is now in, for the caller to sync, and the file it
+    /// replaced, if any.
+    pub(super) fn rename_into_place(
+        &self,
+        v: &VPath,
+    ) -> Result<(OwnedFd, Option<Replaced>), FtpError> {
         let (target_dir, target) = self.jail.parent_of(v)?;
         let old = match rustix::fs::statat(&target_dir, target.as_str(), AtFlags::SYMLINK_NOFOLLOW)
         {
@@ -142,17 +155,15 @@ impl Partial {
         let (dir, name) = self.dir()?;
         rustix::fs::renameat(&dir, name, &target_dir, target.as_str())
             .map_err(|e| FtpError::io(format!("store {v}"), e.into()))?;
-        rustix::fs::fsync(&target_dir)
-            .map_err(|e| FtpError::io(format!("sync the directory of {v}"), e.into()))?;
-        Ok(old)
+        Ok((target_dir, old))
     }
 }
 
 /// The file an upload replaced.
-struct Replaced {
-    size: u64,
+pub(super) struct Replaced {
+    pub size: u64,
     /// Its device and inode, when the replacement was its last name.
-    gone: Option<(u64, u64)>,
+    pub gone: Option<(u64, u64)>,
 }
 
 /// Locks a partial upload for this session. A `partials` listing holds
@@ -196,18 +207,23 @@ fn lock(file: File, v: &VPath) -> Result<File, FtpError> {
 const SMALL_BODY: u64 = crate::transfer::CHUNK as u64;
 
 /// A partial upload, found or created, locked, with what it holds.
-struct Prepared {
-    file: File,
-    created: bool,
-    held: u64,
-    prefix: Md5,
+pub(super) struct Prepared {
+    pub file: File,
+    pub created: bool,
+    pub held: u64,
+    pub prefix: Md5,
     /// The size of the regular file the upload would replace, if any.
-    replacing: u64,
+    pub replacing: u64,
 }
 
 /// Checks the target and finds (or creates) its partial upload, in one
 /// blocking call.
-fn prepare(jail: &Jail, v: &VPath, partial: &Partial, size: u64) -> Result<Prepared, FtpError> {
+pub(super) fn prepare(
+    jail: &Jail,
+    v: &VPath,
+    partial: &Partial,
+    size: u64,
+) -> Result<Prepared, FtpError> {
     let target = jail.creatable(v)?;
     if target.is_dir() {
         return Err(FtpError::BadRequest(format!("{v} is a directory")));
@@ -311,7 +327,7 @@ fn finish(
     })
 }
 
-async fn receive_small(s: &mut Session, body_len: u64) -> Result<Vec<u8>, FtpError> {
+pub(super) async fn receive_small(s: &mut Session, body_len: u64) -> Result<Vec<u8>, FtpError> {
     let mut body = Vec::with_capacity(body_len as usize);
     while (body.len() as u64) < body_len {
         match s.next_frame_idle().await? {
@@ -568,7 +584,7 @@ pub(super) async fn put(
 }
 
 /// Removes a partial upload that cannot go on and releases its reservation.
-async fn drop_partial(
+pub(super) async fn drop_partial(
     store: &wharf_core::Store,
     user_id: i64,
     size: u64,
@@ -581,7 +597,7 @@ async fn drop_partial(
 }
 
 /// A put that never sent data leaves no empty partial holding quota.
-async fn abandon_if_empty(
+pub(super) async fn abandon_if_empty(
     store: &wharf_core::Store,
     user_id: i64,
     size: u64,

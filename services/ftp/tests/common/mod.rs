@@ -267,6 +267,7 @@ pub async fn cut_upload(addr: &str, path: &str, bytes: &[u8], cut: usize) {
         FtpRequest::Put {
             path: path.into(),
             size: bytes.len() as u64,
+            at_once: false,
         },
         0,
     )

@@ -6,20 +6,37 @@ use anyhow::{Context, Result};
 use clap::Subcommand;
 use wharf_ftp::client::{Client, TransferOptions};
 
+use crate::many::{Plan, expand, name_of};
 use crate::ui::{Bar, Ui, print_listing, print_partials};
 
 #[derive(Debug, Subcommand)]
 pub enum Cmd {
-    /// Upload a file (resumes an interrupted upload of the same file).
+    /// Upload a file (resumes an interrupted upload of the same file), or
+    /// a directory tree with -r.
     Put {
-        /// Local file.
+        /// Local file (a directory with -r).
         local: PathBuf,
-        /// Remote path [default: the local file's name, in the current directory].
+        /// Remote path [default: the local file's name, in the current
+        /// directory]; ending in `/`, a directory to put it in.
         remote: Option<String>,
         /// Send the whole file, even if the server holds part of it from an
         /// interrupted upload.
         #[arg(long)]
         restart: bool,
+        /// Upload the directory LOCAL and everything under it (remote
+        /// directories are created as needed).
+        #[arg(short = 'r', long)]
+        recursive: bool,
+    },
+    /// Upload several files, pipelined on one connection (`*`, `?` and
+    /// `[...]` are matched here).
+    Mput {
+        /// Local files or patterns.
+        #[arg(required = true)]
+        locals: Vec<PathBuf>,
+        /// Remote directory to put them in [default: the current one].
+        #[arg(short = 'O', long = "to", value_name = "DIR")]
+        to: Option<String>,
     },
     /// Download a file (resumes from LOCAL.part).
     Get {
@@ -94,20 +111,32 @@ pub async fn execute(client: &mut Client, cmd: Cmd, ui: &Ui) -> Result<()> {
             local,
             remote,
             restart,
+            recursive: true,
         } => {
             let opts = TransferOptions { restart, ..opts };
             let remote = match remote {
                 Some(r) => r,
-                None => local
-                    .file_name()
-                    .and_then(|n| n.to_str())
-                    .map(str::to_owned)
-                    .with_context(|| {
-                        format!(
-                            "{} has no usable file name; give the remote path",
-                            local.display()
-                        )
-                    })?,
+                None => name_of(&local)?.to_owned(),
+            };
+            Plan::tree(&local, &remote)?.run(client, opts, ui).await?;
+        }
+        Cmd::Mput { locals, to } => {
+            let files = expand(&locals)?;
+            Plan::files(&files, to.as_deref())?
+                .run(client, opts, ui)
+                .await?;
+        }
+        Cmd::Put {
+            local,
+            remote,
+            restart,
+            recursive: false,
+        } => {
+            let opts = TransferOptions { restart, ..opts };
+            let remote = match remote {
+                Some(dir) if dir.ends_with('/') => format!("{dir}{}", name_of(&local)?),
+                Some(r) => r,
+                None => name_of(&local)?.to_owned(),
             };
             let mut bar = Bar::new(ui, &remote);
             let done = client

@@ -104,7 +104,9 @@ commands:
   rm PATH                   remove a file
   mv FROM TO                rename or move
   put LOCAL [REMOTE]        upload (resumes an interrupted upload; --restart
-                            sends the whole file again)
+                            sends the whole file again; REMOTE/ puts it there)
+  put -r DIR [REMOTE]       upload a directory tree
+  mput FILE... [-O DIR]     upload many files at once (patterns: *.txt)
   get REMOTE [LOCAL]        download (resumes from LOCAL.part)
   partials [--json]         your interrupted uploads
   discard PATH | --all      drop interrupted uploads, freeing their quota

@@ -35,6 +35,39 @@ impl Bar {
     }
 }
 
+impl Bar {
+    /// Prints lines without tearing the bar (once it has begun).
+    pub fn printer(&self) -> Printer {
+        Printer {
+            bar: self.bar.clone(),
+        }
+    }
+}
+
+/// Prints whole lines above a progress bar.
+#[derive(Clone)]
+pub struct Printer {
+    bar: Option<ProgressBar>,
+}
+
+impl Printer {
+    /// A line on stdout.
+    pub fn out(&self, line: &str) {
+        match &self.bar {
+            Some(bar) => bar.suspend(|| println!("{line}")),
+            None => println!("{line}"),
+        }
+    }
+
+    /// A line on stderr.
+    pub fn err(&self, line: &str) {
+        match &self.bar {
+            Some(bar) => bar.suspend(|| eprintln!("{line}")),
+            None => eprintln!("{line}"),
+        }
+    }
+}
+
 impl Progress for Bar {
     fn begin(&mut self, total: u64, resumed_at: u64) {
         if resumed_at > 0 {

@@ -1,0 +1,191 @@
+//! `mput` and `put -r`: many files on one connection, pipelined.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use wharf_core::size::format_size;
+use wharf_ftp::client::{Client, ClientError, Progress, PutJob, TransferOptions, Transferred};
+use wharf_proto::ErrorCode;
+
+use crate::ui::{Bar, Ui};
+
+/// What to upload: directories to create first (parents before children),
+/// then the files, and their total size.
+#[derive(Debug, Default)]
+pub struct Plan {
+    dirs: Vec<String>,
+    jobs: Vec<PutJob>,
+    bytes: u64,
+}
+
+/// `remote` joined with `name` (`remote` empty: just `name`).
+fn join(remote: &str, name: &str) -> String {
+    match remote.trim_end_matches('/') {
+        "" if remote.starts_with('/') => format!("/{name}"),
+        "" => name.to_owned(),
+        dir => format!("{dir}/{name}"),
+    }
+}
+
+/// The name a local path has, as UTF-8 (the remote side needs one).
+pub fn name_of(path: &Path) -> Result<&str> {
+    path.file_name().and_then(|n| n.to_str()).with_context(|| {
+        format!(
+            "{} has no usable file name (it must be UTF-8); rename it or give the remote path",
+            path.display()
+        )
+    })
+}
+
+/// The local files `patterns` name: each a path, or a pattern (`*`, `?`,
+/// `[...]`) matched here, since the file shell has no shell to expand it.
+pub fn expand(patterns: &[PathBuf]) -> Result<Vec<PathBuf>> {
+    let mut files = Vec::new();
+    for p in patterns {
+        let text = p.to_string_lossy();
+        if p.exists() || !text.contains(['*', '?', '[']) {
+            files.push(p.clone());
+            continue;
+        }
+        let matches = glob::glob(&text).with_context(|| format!("bad pattern {text}"))?;
+        let before = files.len();
+        for m in matches {
+            files.push(m.with_context(|| format!("cannot read what {text} matches"))?);
+        }
+        if files.len() == before {
+            bail!("no local file matches {text}");
+        }
+    }
+    Ok(files)
+}
+
+impl Plan {
+    /// Each of `files` into remote directory `to` (the current one when
+    /// absent), under its own name.
+    pub fn files(files: &[PathBuf], to: Option<&str>) -> Result<Plan> {
+        let mut plan = Plan::default();
+        for local in files {
+            let meta = std::fs::metadata(local)
+                .with_context(|| format!("cannot read {}", local.display()))?;
+            if meta.is_dir() {
+                bail!(
+                    "{} is a directory; use put -r to upload a tree",
+                    local.display()
+                );
+            }
+            plan.bytes += meta.len();
+            plan.jobs.push(PutJob {
+                local: local.clone(),
+                remote: join(to.unwrap_or(""), name_of(local)?),
+            });
+        }
+        Ok(plan)
+    }
+
+    /// The tree under `root` into `remote` (created if missing). Links to
+    /// files are followed; links to directories are skipped (they could
+    /// loop), with a note.
+    pub fn tree(root: &Path, remote: &str) -> Result<Plan> {
+        if !std::fs::metadata(root)
+            .with_context(|| format!("cannot read {}", root.display()))?
+            .is_dir()
+        {
+            bail!(
+                "{} is not a directory; put -r uploads a tree",
+                root.display()
+            );
+        }
+        let mut plan = Plan::default();
+        let mut stack = vec![(root.to_path_buf(), remote.trim_end_matches('/').to_owned())];
+        while let Some((dir, rdir)) = stack.pop() {
+            if !rdir.is_empty() {
+                plan.dirs.push(rdir.clone());
+            }
+            let mut entries = std::fs::read_dir(&dir)
+                .with_context(|| format!("cannot list {}", dir.display()))?
+                .map(|e| e.map(|e| e.path()))
+                .collect::<std::io::Result<Vec<_>>>()
+                .with_context(|| format!("cannot list {}", dir.display()))?;
+            entries.sort();
+            let mut subdirs = Vec::new();
+            for path in entries {
+                let name = name_of(&path)?;
+                let link = std::fs::symlink_metadata(&path)
+                    .with_context(|| format!("cannot read {}", path.display()))?
+                    .file_type()
+                    .is_symlink();
+                let meta = match std::fs::metadata(&path) {
+                    Ok(m) => m,
+                    Err(e) => {
+                        eprintln!("wharf-ftp: skipping {}: {e}", path.display());
+                        continue;
+                    }
+                };
+                if meta.is_dir() && link {
+                    eprintln!(
+                        "wharf-ftp: skipping {}: a link to a directory",
+                        path.display()
+                    );
+                } else if meta.is_dir() {
+                    subdirs.push((path.clone(), join(&rdir, name)));
+                } else if meta.is_file() {
+                    plan.bytes += meta.len();
+                    plan.jobs.push(PutJob {
+                        remote: join(&rdir, name),
+                        local: path,
+                    });
+                } else {
+                    eprintln!("wharf-ftp: skipping {}: not a regular file", path.display());
+                }
+            }
+            // Popped in name order.
+            stack.extend(subdirs.into_iter().rev());
+        }
+        Ok(plan)
+    }
+
+    /// Creates the directories, uploads the files, prints a line for each
+    /// and a summary; fails if any file did.
+    pub async fn run(self, client: &mut Client, opts: TransferOptions, ui: &Ui) -> Result<()> {
+        for dir in &self.dirs {
+            match client.mkdir(dir).await {
+                Ok(()) => {}
+                Err(e) if e.code() == Some(ErrorCode::AlreadyExists) => {}
+                Err(e) => return Err(e).with_context(|| format!("mkdir {dir}")),
+            }
+        }
+        let count = self.jobs.len();
+        let s = if count == 1 { "" } else { "s" };
+        let mut bar = Bar::new(ui, &format!("{count} file{s}"));
+        bar.begin(self.bytes, 0);
+        let lines = bar.printer();
+        let mut failed = 0usize;
+        let mut sent = 0u64;
+        let mut report = |job: PutJob, result: Result<Transferred, ClientError>| match result {
+            Ok(done) => {
+                sent += done.size;
+                lines.out(&format!(
+                    "{} -> {} ({} bytes, md5 {})",
+                    job.local.display(),
+                    done.path,
+                    done.size,
+                    done.md5
+                ));
+            }
+            Err(e) => {
+                failed += 1;
+                lines.err(&format!("wharf-ftp: put {}: {e}", job.local.display()));
+            }
+        };
+        let outcome = client.put_all(self.jobs, opts, &mut bar, &mut report).await;
+        bar.finish();
+        outcome.context("the connection to the server was lost; run the same command again to send what is missing")?;
+        if failed > 0 {
+            bail!(
+                "{failed} of {count} file{s} failed ({} sent)",
+                format_size(sent)
+            );
+        }
+        Ok(())
+    }
+}
