@@ -6,12 +6,16 @@
 #   bash bench/compare.sh            # 1 GiB file, 1,000 small files, 3 rounds
 #   SIZE=256M FILES=200 ROUNDS=3 COMMANDS=200 bash bench/compare.sh
 #
-# Contenders, each where it can run: md5sum (the floor of a verified
-# transfer), scp and sftp against a throwaway sshd (openssh-server, installed
-# when missing; it listens on 127.0.0.1 only and is stopped at the end), and
-# ssh with a ControlMaster connection for remote commands. Wharf runs with
-# TLS on (its default), its daemons as built by `cargo build --release`.
-# Needs root (sshd, and wharf-execd's sandbox). Not run by .ci/run.
+# Contenders: md5sum (the floor of a verified transfer); scp and sftp
+# against a throwaway sshd (openssh-server); curl and lftp against a
+# throwaway vsftpd (plain FTP, anonymous uploads into a scratch directory);
+# ssh with a ControlMaster connection for remote commands; and ngircd for
+# chat, through `cargo bench -p wharf-chat --bench fanout` (its "beside
+# ngircd" part). Missing packages are installed (apt-get); every server
+# listens on 127.0.0.1 only and is stopped at the end. Wharf runs with TLS
+# on (its default), its daemons as built by `cargo build --release`. Needs
+# root (sshd, vsftpd, and wharf-execd's sandbox). Not run by .ci/run.
+# CHAT=0 leaves the chat comparison out.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -29,10 +33,16 @@ cleanup() {
 trap cleanup EXIT
 [ "$(id -u)" = 0 ] || { echo "compare.sh needs root (sshd, wharf-execd's sandbox)" >&2; exit 1; }
 
-if [ ! -x /usr/sbin/sshd ]; then
-  echo "installing openssh-server for the comparison..." >&2
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openssh-server >/dev/null
-  systemctl disable --now ssh >/dev/null 2>&1 || true
+missing=()
+[ -x /usr/sbin/sshd ] || missing+=(openssh-server)
+[ -x /usr/sbin/vsftpd ] || missing+=(vsftpd)
+command -v lftp >/dev/null || missing+=(lftp)
+command -v curl >/dev/null || missing+=(curl)
+[ "${CHAT:-1}" = 0 ] || [ -x /usr/sbin/ngircd ] || missing+=(ngircd)
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "installing ${missing[*]} for the comparison..." >&2
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+  for unit in ssh vsftpd ngircd; do systemctl disable --now "$unit" >/dev/null 2>&1 || true; done
 fi
 cargo build --release --locked --bins -q
 B=$PWD/target/release
@@ -67,6 +77,38 @@ SSHO=(-F none -i "$W/ssh/client" -o StrictHostKeyChecking=no -o UserKnownHostsFi
 for _ in $(seq 50); do ssh "${SSHO[@]}" -p "$SSH_PORT" root@127.0.0.1 true 2>/dev/null && break; sleep 0.1; done
 CM=(-o ControlMaster=auto -o "ControlPath=$W/ssh/cm" -o ControlPersist=60)
 
+# --- a throwaway vsftpd -----------------------------------------------------
+# Anonymous, into $W/vsftpd/up (vsftpd refuses a writable anonymous root).
+mkdir -p "$W/vsftpd/up" "$W/vsftpd-empty"
+chown ftp "$W/vsftpd/up"
+FTPD_PORT=$(free_port); PASV=$(free_port)
+cat > "$W/vsftpd.conf" <<CFG
+listen=YES
+listen_address=127.0.0.1
+listen_port=$FTPD_PORT
+background=NO
+anonymous_enable=YES
+local_enable=NO
+write_enable=YES
+anon_upload_enable=YES
+anon_mkdir_write_enable=YES
+anon_other_write_enable=YES
+anon_root=$W/vsftpd
+no_anon_password=YES
+pasv_enable=YES
+pasv_address=127.0.0.1
+pasv_min_port=$PASV
+pasv_max_port=$((PASV + 50))
+seccomp_sandbox=NO
+isolate=NO
+isolate_network=NO
+secure_chroot_dir=$W/vsftpd-empty
+xferlog_enable=NO
+ftp_username=ftp
+CFG
+/usr/sbin/vsftpd "$W/vsftpd.conf" & PIDS+=($!)
+VS=ftp://127.0.0.1:$FTPD_PORT
+
 # --- Wharf ------------------------------------------------------------------
 FTP_PORT=$(free_port); EXEC_PORT=$(free_port)
 export HOME=$W/home WHARF_PASSWORD='compare password'
@@ -88,7 +130,6 @@ head -c "$SIZE" /dev/urandom > "$W/local/big.bin"
 BYTES=$(stat -c %s "$W/local/big.bin")
 for i in $(seq "$FILES"); do head -c 4096 /dev/urandom > "$W/small/f$i"; done
 printf 'put %s\n' "$W"/small/* > "$W/sftp.batch"
-{ for i in $(seq "$FILES"); do printf 'put %s/small/f%d s%d\n' "$W" "$i" "$i"; done; } > "$W/wharf.batch"
 for _ in $(seq "$COMMANDS"); do echo true; done > "$W/commands"
 CIPHER=$(ssh "${SSHO[@]}" -G -p "$SSH_PORT" 127.0.0.1 | awk '$1=="ciphers"{split($2,c,","); print c[1]}')
 
@@ -100,14 +141,20 @@ for r in $(seq "$ROUNDS"); do
   rm -f "$W/remote/big.bin"
   add scp_up "$(timed scp "${SSHO[@]}" -P "$SSH_PORT" "$W/local/big.bin" "root@127.0.0.1:$W/remote/big.bin")"
   add wharf_put "$(timed "${WF[@]}" put "$W/local/big.bin" big.bin)"
+  rm -f "$W/vsftpd/up/big.bin"
+  add curl_up "$(timed curl -sS -T "$W/local/big.bin" "$VS/up/big.bin")"
   rm -f "$W/down.bin"
   add scp_down "$(timed scp "${SSHO[@]}" -P "$SSH_PORT" "root@127.0.0.1:$W/remote/big.bin" "$W/down.bin")"
   rm -f "$W/down.bin"
   add wharf_get "$(timed "${WF[@]}" get big.bin "$W/down.bin")"
   cmp -s "$W/down.bin" "$W/local/big.bin" || { echo "wharf get: the copy differs" >&2; exit 1; }
+  rm -f "$W/down.bin"
+  add curl_down "$(timed curl -sS -o "$W/down.bin" "$VS/up/big.bin")"
   rm -rf "$W/remote/small"; mkdir -p "$W/remote/small"
   add sftp_small "$(timed sftp "${SSHO[@]}" -P "$SSH_PORT" -b "$W/sftp.batch" "root@127.0.0.1:$W/remote/small")"
-  add wharf_small "$(timed "${WF[@]}" < "$W/wharf.batch")"
+  add wharf_small "$(timed "${WF[@]}" put -r "$W/small" small)"
+  rm -rf "$W/vsftpd/up/small"
+  add lftp_small "$(timed lftp -e "set cmd:fail-exit yes; mkdir up/small; cd up/small; mput $W/small/*; quit" "ftp://anonymous:@127.0.0.1:$FTPD_PORT")"
   ssh "${SSHO[@]}" "${CM[@]}" -p "$SSH_PORT" root@127.0.0.1 true
   add ssh_cmds "$(timed bash -c "while read -r c; do ssh -n ${SSHO[*]} ${CM[*]} -p $SSH_PORT root@127.0.0.1 \"\$c\"; done < $W/commands")"
   add wharf_cmds "$(timed bash -c "\"\$@\" < $W/commands" _ "${WX[@]}")"
@@ -131,11 +178,17 @@ printf '| work | Wharf | peer | ratio |\n|---|---|---|---|\n'
 P=$(mbs wharf_put); G=$(mbs wharf_get)
 printf '| put %s (md5-verified, fsynced) | %.0f MB/s = %.2f x md5sum | scp up %.0f MB/s | %.2f x scp |\n' \
   "$SIZE" "$P" "$(ratio "$P" "$MD5")" "$(mbs scp_up)" "$(ratio "$P" "$(mbs scp_up)")"
+printf '| | | curl to vsftpd %.0f MB/s (plain FTP, no md5, no fsync) | %.2f x curl |\n' \
+  "$(mbs curl_up)" "$(ratio "$P" "$(mbs curl_up)")"
 printf '| get %s (md5-verified) | %.0f MB/s = %.2f x md5sum | scp down %.0f MB/s | %.2f x scp |\n' \
   "$SIZE" "$G" "$(ratio "$G" "$MD5")" "$(mbs scp_down)" "$(ratio "$G" "$(mbs scp_down)")"
-WS=$(per_s wharf_small "$FILES"); SS=$(per_s sftp_small "$FILES")
-printf '| %s files of 4 KiB in one session | %.0f files/s | sftp batch %.0f files/s | %.2f x sftp |\n' \
+printf '| | | curl from vsftpd %.0f MB/s (plain FTP, no md5) | %.2f x curl |\n' \
+  "$(mbs curl_down)" "$(ratio "$G" "$(mbs curl_down)")"
+WS=$(per_s wharf_small "$FILES"); SS=$(per_s sftp_small "$FILES"); LS=$(per_s lftp_small "$FILES")
+printf '| %s files of 4 KiB in one session (`put -r`, each fsynced) | %.0f files/s | sftp batch %.0f files/s | %.2f x sftp |\n' \
   "$FILES" "$WS" "$SS" "$(ratio "$WS" "$SS")"
+printf '| | | lftp mput to vsftpd %.0f files/s (no fsync) | %.2f x lftp |\n' \
+  "$LS" "$(ratio "$WS" "$LS")"
 WC=$(ms_each wharf_cmds "$COMMANDS"); SC=$(ms_each ssh_cmds "$COMMANDS")
 printf '| exec per command on one connection | %.2f ms | ssh ControlMaster %.2f ms | %.2f x the time |\n' \
   "$WC" "$SC" "$(ratio "$WC" "$SC")"
@@ -143,3 +196,9 @@ WT=$(mbs wharf_stream); ST=$(mbs ssh_stream)
 printf '| exec streaming `head -c %s` | %.0f MB/s | ssh %.0f MB/s | %.2f x |\n' \
   "$SIZE" "$WT" "$ST" "$(ratio "$WT" "$ST")"
 printf '\n(md5sum alone: %.0f MB/s)\n' "$MD5"
+
+if [ "${CHAT:-1}" != 0 ]; then
+  echo "chat beside ngircd (cargo bench -p wharf-chat --bench fanout)..." >&2
+  printf '\nChat, 500 members all talking (2 messages each, 10 bursts) and 10,000 idle sessions:\n\n'
+  WHARF_BENCH_PEERS_ONLY=1 cargo bench -q -p wharf-chat --bench fanout 2>/dev/null | grep '^|'
+fi

@@ -14,8 +14,19 @@
 //! Both are measured twice in one run, with TLS (the default) and with
 //! `--no-tls`, and the TLS figures are given as ratios of the plain ones.
 //!
-//! Run: `cargo bench -p wharf-chat --bench fanout`. Smaller:
+//! Then, beside ngircd when it is installed (Debian's `ngircd`): 500
+//! members in one room all talk at once, 2 messages each, 10 bursts
+//! (about 5 million deliveries), on a fresh wharf-chatd with TLS and on a
+//! throwaway ngircd (plain IRC); deliveries per second, server CPU per
+//! delivery, peak memory after the first burst and after the last (growth
+//! over bursts), and memory per idle session, as ratios.
+//!
+//! Run: `cargo bench -p wharf-chat --bench fanout` (only the ngircd part:
+//! `WHARF_BENCH_PEERS_ONLY=1`). Smaller:
 //! `WHARF_BENCH_CLIENTS=200 WHARF_BENCH_MESSAGES=200 WHARF_BENCH_IDLE=2000 cargo bench -p wharf-chat --bench fanout`.
+
+#[path = "peers/ngircd.rs"]
+mod ngircd;
 
 use std::net::TcpListener;
 use std::process::{Command, Stdio};
@@ -24,7 +35,7 @@ use std::time::{Duration, Instant};
 
 use argon2::password_hash::PasswordHasher;
 use argon2::{Algorithm, Argon2, Params, Version};
-use tokio::sync::Semaphore;
+use tokio::sync::{Barrier, Semaphore};
 use wharf_chat::client::{ChatClient, Event};
 use wharf_core::store::NewUser;
 use wharf_core::tls::ClientTls;
@@ -123,6 +134,14 @@ async fn main() -> Res<()> {
     }
     store.close().await;
 
+    let talk = (
+        env_num("WHARF_BENCH_MEMBERS", 500),
+        env_num("WHARF_BENCH_EACH", 2),
+        env_num("WHARF_BENCH_BURSTS", 10),
+    );
+    if std::env::var_os("WHARF_BENCH_PEERS_ONLY").is_some() {
+        return beside_ngircd(&url, dir.path(), &users, talk, n_idle).await;
+    }
     let mut figures = Vec::new();
     for tls in [true, false] {
         println!("\n== {} ==", if tls { "TLS" } else { "--no-tls" });
@@ -155,6 +174,7 @@ async fn main() -> Res<()> {
         figures.push(result?);
     }
     let (t, p) = (&figures[0], &figures[1]);
+    beside_ngircd(&url, dir.path(), &users, talk, n_idle).await?;
     println!(
         "\nTLS / plain: fan-out {:.2}, server CPU per delivery {:.2}, peak memory {:.2}, memory per idle session {:.2}, logins/s {:.2}",
         t.deliveries_per_s / p.deliveries_per_s,
@@ -305,5 +325,188 @@ async fn bench(
         peak_mib,
         idle_kib_each,
         logins_per_s,
+    })
+}
+
+/// Figures of the "everyone talks" fan-out and of idle sessions.
+pub struct Talk {
+    deliveries_per_s: f64,
+    cpu_us_each: f64,
+    peak_first_mib: f64,
+    peak_mib: f64,
+    idle_kib_each: f64,
+    idle_mib: f64,
+}
+
+fn free_addr() -> Res<String> {
+    let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    Ok(format!("127.0.0.1:{port}"))
+}
+
+/// wharf-chatd (TLS) and ngircd, one after the other in this run, on the
+/// same workload; prints both and their ratios.
+async fn beside_ngircd(
+    url: &str,
+    dir: &std::path::Path,
+    users: &[String],
+    talk: (usize, usize, usize),
+    n_idle: usize,
+) -> Res<()> {
+    let Some(bin) = ngircd::binary() else {
+        println!("\nngircd is not installed (apt-get install ngircd): no comparison");
+        return Ok(());
+    };
+    let (members, each, bursts) = talk;
+    println!(
+        "\n== beside ngircd: {members} members all talking, {each} messages each, {bursts} bursts; {n_idle} idle sessions =="
+    );
+    let addr = free_addr()?;
+    let mut server = Command::new(env!("CARGO_BIN_EXE_wharf-chatd"))
+        .args(["--listen", &addr, "--database-url", url])
+        .arg("--data-dir")
+        .arg(dir)
+        .args(["--max-connections", "30000", "--max-per-ip", "30000"])
+        .args(["--flood-burst", "1000000", "--flood-rate", "1000000"])
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .spawn()?;
+    let wharf = talk_wharf(&addr, dir, server.id(), users, talk, n_idle).await;
+    let _ = server.kill();
+    let _ = server.wait();
+    let wharf = wharf?;
+    let addr = free_addr()?;
+    let port = addr.rsplit(':').next().unwrap_or("0").parse()?;
+    let mut peer = ngircd::start(bin, dir, port)?;
+    let irc = ngircd::bench(&addr, peer.id(), talk, n_idle).await;
+    let _ = peer.kill();
+    let _ = peer.wait();
+    let irc = irc?;
+    println!("| | wharf-chatd (TLS) | ngircd (plain) | ratio |");
+    println!("|---|---|---|---|");
+    let row = |what: &str, w: f64, n: f64, unit: &str| {
+        println!(
+            "| {what} | {w:.2} {unit} | {n:.2} {unit} | {:.2} x |",
+            w / n
+        );
+    };
+    row(
+        "deliveries per second",
+        wharf.deliveries_per_s / 1e6,
+        irc.deliveries_per_s / 1e6,
+        "M/s",
+    );
+    row(
+        "server CPU per delivery",
+        wharf.cpu_us_each,
+        irc.cpu_us_each,
+        "us",
+    );
+    row(
+        "peak memory after the first burst",
+        wharf.peak_first_mib,
+        irc.peak_first_mib,
+        "MiB",
+    );
+    row(
+        &format!("peak memory after {bursts} bursts"),
+        wharf.peak_mib,
+        irc.peak_mib,
+        "MiB",
+    );
+    row(
+        "memory per idle session",
+        wharf.idle_kib_each,
+        irc.idle_kib_each,
+        "KiB",
+    );
+    row(
+        &format!("resident memory with {n_idle} idle sessions"),
+        wharf.idle_mib,
+        irc.idle_mib,
+        "MiB",
+    );
+    Ok(())
+}
+
+/// The "everyone talks" fan-out and the idle sessions, on wharf-chatd.
+async fn talk_wharf(
+    addr: &str,
+    dir: &std::path::Path,
+    pid: u32,
+    users: &[String],
+    (members, each, bursts): (usize, usize, usize),
+    n_idle: usize,
+) -> Res<Talk> {
+    for _ in 0..100 {
+        if std::net::TcpStream::connect(addr).is_ok() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let client_tls = ClientTls::trusting(&wharf_core::tls::server::made_cert_path(dir))?;
+    let mut clients = login_many(addr, &client_tls, users, members).await?;
+    for c in &mut clients {
+        c.join("bench").await?;
+    }
+    let expected = (members - 1) * each;
+    let padding = "x".repeat(64);
+    let mut took = 0.0;
+    let mut server_cpu = 0.0;
+    let mut peak_first = 0.0;
+    for burst in 0..bursts {
+        let cpu_before = cpu_secs(pid);
+        let start = Arc::new(Barrier::new(members));
+        let t0 = Instant::now();
+        let mut tasks = Vec::with_capacity(members);
+        for (i, mut c) in clients.into_iter().enumerate() {
+            let start = Arc::clone(&start);
+            let padding = padding.clone();
+            tasks.push(tokio::spawn(async move {
+                start.wait().await;
+                for k in 0..each {
+                    c.say("bench", &format!("{i} {k} {padding}")).await?;
+                }
+                let me = i.to_string();
+                let mut got = 0;
+                while got < expected {
+                    if let Event::Message(m) = c.next_event().await?
+                        && m.text.split(' ').next() != Some(me.as_str())
+                    {
+                        got += 1;
+                    }
+                }
+                Ok::<_, Box<dyn std::error::Error + Send + Sync>>((Instant::now(), c))
+            }));
+        }
+        let mut last = t0;
+        clients = Vec::with_capacity(members);
+        for t in tasks {
+            let (done, c) = t.await??;
+            last = last.max(done);
+            clients.push(c);
+        }
+        took += (last - t0).as_secs_f64();
+        server_cpu += cpu_secs(pid) - cpu_before;
+        if burst == 0 {
+            peak_first = mib(status_kib(pid, "VmHWM:"));
+        }
+    }
+    let deliveries = (members * expected * bursts) as f64;
+    let peak_mib = mib(status_kib(pid, "VmHWM:"));
+    drop(clients);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let before = status_kib(pid, "VmRSS:");
+    let idle = login_many(addr, &client_tls, users, n_idle).await?;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let with = status_kib(pid, "VmRSS:");
+    let idle_kib_each = with.saturating_sub(before) as f64 / idle.len().max(1) as f64;
+    drop(idle);
+    Ok(Talk {
+        deliveries_per_s: deliveries / took,
+        cpu_us_each: server_cpu * 1e6 / deliveries,
+        peak_first_mib: peak_first,
+        peak_mib,
+        idle_kib_each,
+        idle_mib: mib(with),
     })
 }

@@ -1,0 +1,187 @@
+//! ngircd beside wharf-chatd: the same "everyone talks" fan-out and the same
+//! idle sessions, driven by a minimal IRC client (NICK, USER, JOIN,
+//! PRIVMSG). ngircd runs plain (no TLS), with its penalties off so one
+//! client's burst is not spread over seconds.
+
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpStream;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::sync::{Barrier, Semaphore};
+
+use super::{Res, Talk, cpu_secs, mib, status_kib};
+
+/// The ngircd binary, when installed.
+pub fn binary() -> Option<&'static str> {
+    ["/usr/sbin/ngircd", "/usr/bin/ngircd"]
+        .into_iter()
+        .find(|p| std::path::Path::new(p).exists())
+}
+
+/// A throwaway ngircd on `port`, configured in `dir`.
+pub fn start(bin: &str, dir: &std::path::Path, port: u16) -> Res<Child> {
+    let conf = dir.join("ngircd.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "[Global]\nName = bench.wharf.test\nInfo = Wharf benchmark peer\nListen = 127.0.0.1\n\
+             Ports = {port}\nMotdPhrase = bench\n\
+             [Limits]\nMaxConnections = 0\nMaxConnectionsIP = 0\nMaxPenaltyTime = 0\nMaxJoins = 0\n\
+             PingTimeout = 600\nPongTimeout = 600\n\
+             [Options]\nDNS = no\nIdent = no\nPAM = no\n"
+        ),
+    )?;
+    Ok(Command::new(bin)
+        .arg("-n")
+        .arg("-f")
+        .arg(&conf)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()?)
+}
+
+struct Irc {
+    lines: BufReader<OwnedReadHalf>,
+    out: OwnedWriteHalf,
+}
+
+impl Irc {
+    /// Connects and registers as `nick`; returns once the server welcomed it.
+    async fn connect(addr: &str, nick: &str) -> Res<Irc> {
+        let (r, w) = TcpStream::connect(addr).await?.into_split();
+        let mut irc = Irc {
+            lines: BufReader::new(r),
+            out: w,
+        };
+        irc.send(&format!("NICK {nick}\r\nUSER {nick} 0 * :bench\r\n"))
+            .await?;
+        irc.until(" 001 ").await?;
+        Ok(irc)
+    }
+
+    async fn send(&mut self, text: &str) -> Res<()> {
+        self.out.write_all(text.as_bytes()).await?;
+        Ok(())
+    }
+
+    async fn line(&mut self) -> Res<String> {
+        let mut line = String::new();
+        if self.lines.read_line(&mut line).await? == 0 {
+            return Err("ngircd closed the connection".into());
+        }
+        if line.starts_with("PING ") {
+            let pong = line.replacen("PING", "PONG", 1);
+            self.send(&pong).await?;
+        }
+        Ok(line)
+    }
+
+    /// Reads lines until one containing `mark`.
+    async fn until(&mut self, mark: &str) -> Res<()> {
+        while !self.line().await?.contains(mark) {}
+        Ok(())
+    }
+}
+
+async fn connect_many(addr: &str, prefix: &str, n: usize) -> Res<Vec<Irc>> {
+    let gate = Arc::new(Semaphore::new(64));
+    let mut tasks = Vec::with_capacity(n);
+    for i in 0..n {
+        let gate = Arc::clone(&gate);
+        let addr = addr.to_owned();
+        let nick = format!("{prefix}{i}");
+        tasks.push(tokio::spawn(async move {
+            let _p = gate.acquire().await?;
+            Irc::connect(&addr, &nick).await
+        }));
+    }
+    let mut all = Vec::with_capacity(n);
+    for t in tasks {
+        all.push(t.await??);
+    }
+    Ok(all)
+}
+
+/// The "everyone talks" fan-out and the idle sessions, on ngircd.
+pub async fn bench(
+    addr: &str,
+    pid: u32,
+    (members, each, bursts): (usize, usize, usize),
+    n_idle: usize,
+) -> Res<Talk> {
+    for _ in 0..100 {
+        if std::net::TcpStream::connect(addr).is_ok() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mut clients = connect_many(addr, "m", members).await?;
+    for c in &mut clients {
+        c.send("JOIN #bench\r\n").await?;
+        c.until(" 366 ").await?; // end of the names list: joined
+    }
+    let expected = (members - 1) * each;
+    let padding = "x".repeat(64);
+    let mut took = 0.0;
+    let mut server_cpu = 0.0;
+    let mut peak_first = 0.0;
+    for burst in 0..bursts {
+        let cpu_before = cpu_secs(pid);
+        let start = Arc::new(Barrier::new(members));
+        let t0 = Instant::now();
+        let mut tasks = Vec::with_capacity(members);
+        for (i, mut c) in clients.into_iter().enumerate() {
+            let start = Arc::clone(&start);
+            let padding = padding.clone();
+            tasks.push(tokio::spawn(async move {
+                start.wait().await;
+                let mut lines = String::new();
+                for k in 0..each {
+                    lines.push_str(&format!("PRIVMSG #bench :{i} {k} {padding}\r\n"));
+                }
+                c.send(&lines).await?;
+                let mut got = 0;
+                while got < expected {
+                    if c.line().await?.contains(" PRIVMSG #bench :") {
+                        got += 1;
+                    }
+                }
+                Ok::<_, Box<dyn std::error::Error + Send + Sync>>((Instant::now(), c))
+            }));
+        }
+        let mut last = t0;
+        clients = Vec::with_capacity(members);
+        for t in tasks {
+            let (done, c) = t.await??;
+            last = last.max(done);
+            clients.push(c);
+        }
+        took += (last - t0).as_secs_f64();
+        server_cpu += cpu_secs(pid) - cpu_before;
+        if burst == 0 {
+            peak_first = mib(status_kib(pid, "VmHWM:"));
+        }
+    }
+    let deliveries = (members * expected * bursts) as f64;
+    let peak_mib = mib(status_kib(pid, "VmHWM:"));
+    drop(clients);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+
+    let before = status_kib(pid, "VmRSS:");
+    let idle = connect_many(addr, "i", n_idle).await?;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let with = status_kib(pid, "VmRSS:");
+    let idle_kib_each = with.saturating_sub(before) as f64 / idle.len().max(1) as f64;
+    drop(idle);
+    Ok(Talk {
+        deliveries_per_s: deliveries / took,
+        cpu_us_each: server_cpu * 1e6 / deliveries,
+        peak_first_mib: peak_first,
+        peak_mib,
+        idle_kib_each,
+        idle_mib: mib(with),
+    })
+}
