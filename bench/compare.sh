@@ -95,6 +95,7 @@ anon_mkdir_write_enable=YES
 anon_other_write_enable=YES
 anon_root=$W/vsftpd
 no_anon_password=YES
+anon_umask=022
 pasv_enable=YES
 pasv_address=127.0.0.1
 pasv_min_port=$PASV
