@@ -135,7 +135,8 @@ for _ in $(seq "$COMMANDS"); do echo true; done > "$W/commands"
 CIPHER=$(ssh "${SSHO[@]}" -G -p "$SSH_PORT" 127.0.0.1 | awk '$1=="ciphers"{split($2,c,","); print c[1]}')
 
 declare -A T
-add() { T[$1]+="$2 "; }
+# (timed runs in a subshell: a failure there leaves its figure empty)
+add() { [ -n "$2" ] || { echo "compare.sh: the $1 run failed; stopping" >&2; exit 1; }; T[$1]+="$2 "; }
 for r in $(seq "$ROUNDS"); do
   echo "round $r of $ROUNDS..." >&2
   add md5sum "$(timed md5sum "$W/local/big.bin")"
