@@ -86,8 +86,11 @@ impl Irc {
     }
 }
 
+/// Connects `n` clients, a few at a time: ngircd listens with a backlog
+/// of 10 and scans every connection on each turn of its loop, so a crowd of
+/// connection attempts overflows its queue (those are retried).
 async fn connect_many(addr: &str, prefix: &str, n: usize) -> Res<Vec<Irc>> {
-    let gate = Arc::new(Semaphore::new(64));
+    let gate = Arc::new(Semaphore::new(8));
     let mut tasks = Vec::with_capacity(n);
     for i in 0..n {
         let gate = Arc::clone(&gate);
@@ -95,7 +98,17 @@ async fn connect_many(addr: &str, prefix: &str, n: usize) -> Res<Vec<Irc>> {
         let nick = format!("{prefix}{i}");
         tasks.push(tokio::spawn(async move {
             let _p = gate.acquire().await?;
-            Irc::connect(&addr, &nick).await
+            let mut tries = 0;
+            loop {
+                match Irc::connect(&addr, &nick).await {
+                    Ok(irc) => return Ok(irc),
+                    Err(e) if tries >= 20 => return Err(e),
+                    Err(_) => {
+                        tries += 1;
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                }
+            }
         }));
     }
     let mut all = Vec::with_capacity(n);
