@@ -37,7 +37,7 @@ const FRAME_LIST_BUDGET: usize = 48 * 1024;
 const REPLY_WAIT: Duration = Duration::from_secs(30);
 
 /// Writes gathered into one system call.
-const WRITE_BATCH: usize = 64 * 1024;
+const WRITE_BATCH: usize = 16 * 1024;
 
 fn error_frame(code: ErrorCode, message: impl Into<String>) -> ChatReply {
     ChatReply::Error(ErrorReply::new(code, message))
@@ -371,7 +371,6 @@ impl Session {
 /// the hub pulls `kill` (the client reads too slowly), a last notice is
 /// tried and the connection closes.
 async fn write_forever(mut wr: WriteHalf<Stream>, rx: Inbox, kill: CancellationToken) {
-    let mut batch = BytesMut::new();
     loop {
         let first = tokio::select! {
             biased;
@@ -384,18 +383,27 @@ async fn write_forever(mut wr: WriteHalf<Stream>, rx: Inbox, kill: CancellationT
                 None => break,
             },
         };
+        // Several queued frames go in one write, gathered in a buffer made
+        // for them and freed after: a session keeps nothing between bursts.
         let data = if rx.is_empty() {
             first
         } else {
-            batch.clear();
-            batch.extend_from_slice(&first);
-            while batch.len() < WRITE_BATCH {
+            let mut frames = vec![first];
+            let mut len = frames[0].len();
+            while len < WRITE_BATCH {
                 match rx.try_recv() {
-                    Some(f) => batch.extend_from_slice(&f),
+                    Some(f) => {
+                        len += f.len();
+                        frames.push(f);
+                    }
                     None => break,
                 }
             }
-            batch.split().freeze()
+            let mut batch = BytesMut::with_capacity(len);
+            for f in frames {
+                batch.extend_from_slice(&f);
+            }
+            batch.freeze()
         };
         tokio::select! {
             // Mid-frame: the stream cannot take a notice any more; just close.
