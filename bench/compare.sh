@@ -154,7 +154,9 @@ for r in $(seq "$ROUNDS"); do
   add curl_down "$(timed curl -sS -o "$W/down.bin" "$VS/up/big.bin")"
   rm -rf "$W/remote/small"; mkdir -p "$W/remote/small"
   add sftp_small "$(timed sftp "${SSHO[@]}" -P "$SSH_PORT" -b "$W/sftp.batch" "root@127.0.0.1:$W/remote/small")"
-  add wharf_small "$(timed "${WF[@]}" put -r "$W/small" small)"
+  # A fresh directory each round, as for sftp and lftp (replacing files
+  # costs the file system more than creating them).
+  add wharf_small "$(timed "${WF[@]}" put -r "$W/small" "small$r")"
   rm -rf "$W/vsftpd/up/small"
   add lftp_small "$(timed lftp -e "set cmd:fail-exit yes; mkdir up/small; cd up/small; mput $W/small/*; quit" "ftp://anonymous:@127.0.0.1:$FTPD_PORT")"
   ssh "${SSHO[@]}" "${CM[@]}" -p "$SSH_PORT" root@127.0.0.1 true

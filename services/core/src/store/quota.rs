@@ -26,34 +26,29 @@ impl Store {
     /// place), so while it runs the home may hold up to `replacing` bytes
     /// over the quota. Nothing changes on failure.
     pub async fn reserve_replacing(&self, user_id: i64, bytes: u64, replacing: u64) -> Result<()> {
-        let done = sqlx::query(
-            "UPDATE users SET reserved_bytes = reserved_bytes + ?1 \
-             WHERE id = ?2 AND (quota_bytes IS NULL OR used_bytes + reserved_bytes + ?1 <= quota_bytes + ?3)",
-        )
-        .bind(to_i64(bytes))
-        .bind(user_id)
-        .bind(to_i64(replacing))
-        .execute(&self.pool)
-        .await?;
-        if done.rows_affected() == 1 {
-            return Ok(());
+        let mut conn = self.pool.acquire().await?;
+        reserve_on(&mut conn, user_id, bytes, replacing).await
+    }
+
+    /// Reserves for several uploads of one user, each `(bytes, replacing)`
+    /// as [`Store::reserve_replacing`] does it, in one transaction; returns
+    /// each one's outcome, in order (one that does not fit does not stop
+    /// the others).
+    pub async fn reserve_each(
+        &self,
+        user_id: i64,
+        uploads: &[(u64, u64)],
+    ) -> Result<Vec<Result<()>>> {
+        let mut tx = self.pool.begin().await?;
+        let mut outcomes = Vec::with_capacity(uploads.len());
+        for &(bytes, replacing) in uploads {
+            match reserve_on(&mut tx, user_id, bytes, replacing).await {
+                Err(Error::Database(e)) => return Err(Error::Database(e)),
+                outcome => outcomes.push(outcome),
+            }
         }
-        let row =
-            sqlx::query("SELECT quota_bytes, used_bytes, reserved_bytes FROM users WHERE id = ?1")
-                .bind(user_id)
-                .fetch_optional(&self.pool)
-                .await?
-                .ok_or_else(|| Error::NoSuchUser(format!("#{user_id}")))?;
-        let quota = to_u64(
-            row.try_get::<Option<i64>, _>("quota_bytes")?
-                .unwrap_or(i64::MAX),
-        );
-        let taken = to_u64(row.try_get("used_bytes")?) + to_u64(row.try_get("reserved_bytes")?);
-        Err(Error::QuotaExceeded {
-            needed: bytes.saturating_sub(replacing),
-            free: quota.saturating_sub(taken),
-            quota,
-        })
+        tx.commit().await?;
+        Ok(outcomes)
     }
 
     /// Gives back reserved bytes that will not be used (failed upload).
@@ -160,4 +155,41 @@ pub struct UploadCommit {
     pub version: Option<FileVersion>,
     /// Device and inode of a file it replaced for good, whose md5 goes.
     pub replaced: Option<(u64, u64)>,
+}
+
+/// The conditional reservation, on one connection.
+async fn reserve_on(
+    conn: &mut sqlx::SqliteConnection,
+    user_id: i64,
+    bytes: u64,
+    replacing: u64,
+) -> Result<()> {
+    let done = sqlx::query(
+        "UPDATE users SET reserved_bytes = reserved_bytes + ?1 \
+         WHERE id = ?2 AND (quota_bytes IS NULL OR used_bytes + reserved_bytes + ?1 <= quota_bytes + ?3)",
+    )
+    .bind(to_i64(bytes))
+    .bind(user_id)
+    .bind(to_i64(replacing))
+    .execute(&mut *conn)
+    .await?;
+    if done.rows_affected() == 1 {
+        return Ok(());
+    }
+    let row =
+        sqlx::query("SELECT quota_bytes, used_bytes, reserved_bytes FROM users WHERE id = ?1")
+            .bind(user_id)
+            .fetch_optional(&mut *conn)
+            .await?
+            .ok_or_else(|| Error::NoSuchUser(format!("#{user_id}")))?;
+    let quota = to_u64(
+        row.try_get::<Option<i64>, _>("quota_bytes")?
+            .unwrap_or(i64::MAX),
+    );
+    let taken = to_u64(row.try_get("used_bytes")?) + to_u64(row.try_get("reserved_bytes")?);
+    Err(Error::QuotaExceeded {
+        needed: bytes.saturating_sub(replacing),
+        free: quota.saturating_sub(taken),
+        quota,
+    })
 }

@@ -12,8 +12,9 @@ use tokio::sync::mpsc;
 use super::transfer::{Pace, SMALL_PUT, open_file, put_answer, read_whole};
 use super::{Client, ClientError, Progress, Result, TransferOptions, Transferred};
 
-/// Most small uploads sent and not yet answered.
-const WINDOW: usize = 32;
+/// Most small uploads sent and not yet answered: two of the server's
+/// batches, so one is sent while the other is committed.
+const WINDOW: usize = 128;
 
 /// One file of [`Client::put_all`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -80,7 +81,7 @@ fn connection_lost(e: &ClientError) -> bool {
 }
 
 impl Client {
-    /// Uploads `jobs` on this connection: small files pipelined (up to 32
+    /// Uploads `jobs` on this connection: small files pipelined (up to 128
     /// in flight, made durable by the server in batches), large ones one
     /// at a time and resumable. `done` hears each file's outcome as it is
     /// known; a `put_ok` arrives only for a file that is durable on the

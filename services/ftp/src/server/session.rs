@@ -25,6 +25,9 @@ use crate::paths::{Jail, VPath};
 
 pub(super) type Conn = Framed<Stream, FrameCodec<FtpRequest>>;
 
+/// A committed batch's answers, as its task ended.
+type Answers = Result<Vec<Result<FtpReply, FtpError>>, tokio::task::JoinError>;
+
 /// A logged-in user's session state.
 pub(super) struct LoggedIn {
     pub user: User,
@@ -59,7 +62,10 @@ pub(super) struct Session {
     refused_put: bool,
     /// Uploads sent at once, received and verified, waiting to be made
     /// durable together (see `batch`).
-    batch: Vec<batch::Verified>,
+    batch: Vec<batch::Received>,
+    /// The batch being committed meanwhile, whose answers come before any
+    /// other.
+    committing: Option<tokio::task::JoinHandle<Vec<Result<FtpReply, FtpError>>>>,
     /// A frame read ahead to see whether the client is still sending.
     peeked: Option<Result<Frame<FtpRequest>, FtpError>>,
 }
@@ -90,6 +96,7 @@ pub(super) async fn run(
         upload_began: false,
         refused_put: false,
         batch: Vec::new(),
+        committing: None,
         peeked: None,
     };
     tracing::debug!(%peer, "connected");
@@ -103,12 +110,30 @@ pub(super) async fn run(
         };
         let mut watch = s.standing.take();
         let home = s.home.clone();
+        let mut committing = s.committing.take();
         let frame = tokio::select! {
             _ = shutdown.cancelled() => None,
             why = standing::ended(&mut watch, Service::Ftp, home.as_deref()) => Some(Err(FtpError::Ended(why))),
+            // A batch committed meanwhile: its answers go out at once (the
+            // client may be waiting for them to send more).
+            answers = async {
+                match committing.as_mut() {
+                    Some(task) => task.await,
+                    None => std::future::pending().await,
+                }
+            } => {
+                committing = None;
+                let sent = s.send_answers(answers).await;
+                s.standing = watch;
+                if sent.is_err() {
+                    break;
+                }
+                continue;
+            }
             frame = s.next_frame(wait) => Some(frame),
         };
         s.standing = watch;
+        s.committing = committing;
         let Some(frame) = frame else {
             let _ = s.commit_batch().await;
             let bye = error_frame(
@@ -127,11 +152,8 @@ pub(super) async fn run(
         // A batch of uploads is committed when the client pauses, when it
         // is full, or before any other answer.
         let result = match result {
-            Ok(Flow::Continue)
-                if !s.batch.is_empty()
-                    && (s.batch.len() >= batch::MAX_BATCH || !s.frame_waiting()) =>
-            {
-                s.commit_batch().await.map(|()| Flow::Continue)
+            Ok(Flow::Continue) if !s.batch.is_empty() && (s.batch_full() || !s.frame_waiting()) => {
+                s.start_commit().await.map(|()| Flow::Continue)
             }
             Err(e) => {
                 let committed = s.commit_batch().await;
@@ -154,6 +176,8 @@ pub(super) async fn run(
             }
         }
     }
+    // Uploads received whole are kept even when the client is gone.
+    let _ = s.commit_batch().await;
     // Under TLS, say close_notify: the client sees a clean end.
     let _ = tokio::time::timeout(
         Duration::from_secs(1),
@@ -229,13 +253,50 @@ impl Session {
         self.peeked.is_some()
     }
 
-    /// Makes the uploads of the batch durable and answers each, in order.
+    /// Whether the batch holds as much as it may.
+    fn batch_full(&self) -> bool {
+        self.batch.len() >= batch::MAX_BATCH
+            || self.batch.iter().map(batch::Received::len).sum::<usize>() >= batch::MAX_BATCH_BYTES
+    }
+
+    /// Commits the batch while the session reads on; the batch being
+    /// committed before it is finished and answered first.
+    async fn start_commit(&mut self) -> Result<(), FtpError> {
+        self.finish_commit().await?;
+        let uploads = std::mem::take(&mut self.batch);
+        let store = self.server.store().clone();
+        self.committing = Some(tokio::spawn(
+            async move { batch::commit(&store, uploads).await },
+        ));
+        Ok(())
+    }
+
+    /// Waits for the batch being committed, if any, and sends its answers.
+    async fn finish_commit(&mut self) -> Result<(), FtpError> {
+        match self.committing.take() {
+            Some(task) => {
+                let answers = task.await;
+                self.send_answers(answers).await
+            }
+            None => Ok(()),
+        }
+    }
+
+    /// Makes every upload received durable and answers each, in order.
     async fn commit_batch(&mut self) -> Result<(), FtpError> {
+        self.finish_commit().await?;
         if self.batch.is_empty() {
             return Ok(());
         }
         let uploads = std::mem::take(&mut self.batch);
         let answers = batch::commit(self.server.store(), uploads).await;
+        self.send_answers(Ok(answers)).await
+    }
+
+    /// Sends a batch's answers.
+    async fn send_answers(&mut self, answers: Answers) -> Result<(), FtpError> {
+        let answers = answers
+            .map_err(|e| FtpError::Fatal(format!("internal error committing uploads: {e}")))?;
         for answer in answers {
             let reply = answer.unwrap_or_else(|e| FtpReply::Error(e.reply()));
             self.conn

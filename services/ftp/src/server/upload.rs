@@ -37,11 +37,28 @@ pub(super) struct Partial {
 }
 
 impl Partial {
-    pub(super) fn new(jail: &Jail, size: u64, v: &VPath) -> Partial {
+    fn new(jail: &Jail, size: u64, v: &VPath) -> Partial {
         let name = partial_name(size, &md5_hex(v.to_string().as_bytes()));
         Partial {
             jail: jail.clone(),
             rel: Path::new(INTERNAL_DIR).join("partial").join(name),
+        }
+    }
+
+    /// A partial of its own for an upload of `v` that does not resume (a
+    /// put sent at once): a name no other upload has.
+    pub(super) fn unique(jail: &Jail, size: u64, v: &VPath) -> Partial {
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        let key = md5_hex(format!("{v}\0{}\0{nanos}\0{n}", std::process::id()).as_bytes());
+        Partial {
+            jail: jail.clone(),
+            rel: Path::new(INTERNAL_DIR)
+                .join("partial")
+                .join(partial_name(size, &key)),
         }
     }
 
@@ -60,7 +77,7 @@ impl Partial {
 
     /// Creates the partial upload (and its directory), locked; `None` if
     /// another session created it first.
-    fn create(&self, v: &VPath) -> Result<Option<File>, FtpError> {
+    pub(super) fn create(&self, v: &VPath) -> Result<Option<File>, FtpError> {
         let mut dir = PathBuf::from(".");
         for name in [INTERNAL_DIR, "partial"] {
             let parent = self.jail.open_beneath(
@@ -207,23 +224,18 @@ fn lock(file: File, v: &VPath) -> Result<File, FtpError> {
 const SMALL_BODY: u64 = crate::transfer::CHUNK as u64;
 
 /// A partial upload, found or created, locked, with what it holds.
-pub(super) struct Prepared {
-    pub file: File,
-    pub created: bool,
-    pub held: u64,
-    pub prefix: Md5,
+struct Prepared {
+    file: File,
+    created: bool,
+    held: u64,
+    prefix: Md5,
     /// The size of the regular file the upload would replace, if any.
-    pub replacing: u64,
+    replacing: u64,
 }
 
 /// Checks the target and finds (or creates) its partial upload, in one
 /// blocking call.
-pub(super) fn prepare(
-    jail: &Jail,
-    v: &VPath,
-    partial: &Partial,
-    size: u64,
-) -> Result<Prepared, FtpError> {
+fn prepare(jail: &Jail, v: &VPath, partial: &Partial, size: u64) -> Result<Prepared, FtpError> {
     let target = jail.creatable(v)?;
     if target.is_dir() {
         return Err(FtpError::BadRequest(format!("{v} is a directory")));
@@ -584,7 +596,7 @@ pub(super) async fn put(
 }
 
 /// Removes a partial upload that cannot go on and releases its reservation.
-pub(super) async fn drop_partial(
+async fn drop_partial(
     store: &wharf_core::Store,
     user_id: i64,
     size: u64,
@@ -597,7 +609,7 @@ pub(super) async fn drop_partial(
 }
 
 /// A put that never sent data leaves no empty partial holding quota.
-pub(super) async fn abandon_if_empty(
+async fn abandon_if_empty(
     store: &wharf_core::Store,
     user_id: i64,
     size: u64,
