@@ -284,3 +284,29 @@ async fn a_put_sent_at_once_is_capped_at_one_mebibyte() {
         other => panic!("expected a refusal, got {other:?}"),
     }
 }
+
+#[tokio::test]
+async fn the_same_file_twice_in_a_batch_ends_with_the_last_one() {
+    let srv = spawn().await;
+    srv.add_user("alice", None, "ftp").await;
+    let mut conn = raw_login(&srv.addr, "alice").await;
+    at_once(&mut conn, "x", b"first version", None).await;
+    at_once(&mut conn, "x", b"second", None).await;
+    at_once(&mut conn, "x", b"the third one", None).await;
+    for _ in 0..3 {
+        assert!(matches!(
+            raw_recv(&mut conn).await,
+            Some(FtpReply::PutOk { .. })
+        ));
+    }
+    assert_eq!(
+        std::fs::read(srv.home("alice").join("x")).expect("x"),
+        b"the third one"
+    );
+    let user = srv.user("alice").await;
+    assert_eq!(
+        (user.used_bytes, user.file_count, user.reserved_bytes),
+        (13, 1, 0)
+    );
+    assert!(partials(&srv.home("alice")).is_empty());
+}
