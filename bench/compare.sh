@@ -112,6 +112,7 @@ VS=ftp://127.0.0.1:$FTPD_PORT
 
 # --- Wharf ------------------------------------------------------------------
 FTP_PORT=$(free_port); EXEC_PORT=$(free_port)
+REAL_HOME=$HOME
 export HOME=$W/home WHARF_PASSWORD='compare password'
 mkdir -p "$HOME"
 DB="sqlite://$W/data/wharf.db"
@@ -204,5 +205,6 @@ printf '\n(md5sum alone: %.0f MB/s)\n' "$MD5"
 if [ "${CHAT:-1}" != 0 ]; then
   echo "chat beside ngircd (cargo bench -p wharf-chat --bench fanout)..." >&2
   printf '\nChat, 500 members all talking (2 messages each, 10 bursts) and 10,000 idle sessions:\n\n'
-  WHARF_BENCH_PEERS_ONLY=1 cargo bench -q -p wharf-chat --bench fanout 2>/dev/null | grep '^|'
+  HOME=$REAL_HOME WHARF_BENCH_PEERS_ONLY=1 cargo bench -q -p wharf-chat --bench fanout 2>"$W/chat.log" | grep '^|' \
+    || { echo "compare.sh: the chat comparison failed:" >&2; tail -5 "$W/chat.log" >&2; exit 1; }
 fi
