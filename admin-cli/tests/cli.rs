@@ -818,3 +818,25 @@ fn tls_fingerprint_prints_what_the_daemons_serve() {
         assert!(text.trim().ends_with(&tls.fingerprint), "{text}");
     }
 }
+
+#[test]
+fn a_closed_output_pipe_ends_the_listing_quietly() {
+    let admin = Admin::new();
+    admin.add("alice", &[]);
+    // The reading end is closed before admin-cli writes (as `| head -1`
+    // does once it has its line): no panic, the status a shell gives a
+    // program its pipe closed on.
+    let (reader, writer) = std::io::pipe().expect("pipe");
+    drop(reader);
+    let out = Command::new(env!("CARGO_BIN_EXE_admin-cli"))
+        .args(["--database-url", &admin.url(), "--data-dir"])
+        .arg(admin.data())
+        .args(["user", "list"])
+        .stdout(writer)
+        .stderr(Stdio::piped())
+        .output()
+        .expect("admin-cli");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(141), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}

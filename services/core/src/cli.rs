@@ -128,6 +128,17 @@ pub fn run_main<E: Into<Box<dyn std::error::Error + Send + Sync>>>(
     program: &str,
     body: impl Future<Output = std::result::Result<ExitCode, E>>,
 ) -> ExitCode {
+    run_main_failing_with(program, 1, body)
+}
+
+/// [`run_main`] for a program whose own failures end with `failure`
+/// (`wharf-exec`: 255, since 1 to 254 are the remote command's).
+pub fn run_main_failing_with<E: Into<Box<dyn std::error::Error + Send + Sync>>>(
+    program: &str,
+    failure: u8,
+    body: impl Future<Output = std::result::Result<ExitCode, E>>,
+) -> ExitCode {
+    quiet_broken_pipe();
     let result = match tokio::runtime::Runtime::new() {
         Ok(rt) => {
             let result = rt.block_on(body);
@@ -139,13 +150,36 @@ pub fn run_main<E: Into<Box<dyn std::error::Error + Send + Sync>>>(
         }
         Err(e) => {
             eprintln!("{program}: cannot start the async runtime: {e}");
-            return ExitCode::FAILURE;
+            return ExitCode::from(failure);
         }
     };
     result.unwrap_or_else(|e| {
         let e: Box<dyn std::error::Error + Send + Sync> = e.into();
-        ExitCode::from(report(program, e.as_ref()).unwrap_or(1))
+        ExitCode::from(report(program, e.as_ref()).unwrap_or(failure))
     })
+}
+
+/// Exit status of a program whose output pipe was closed (what a shell
+/// reports for a program killed by SIGPIPE).
+pub const BROKEN_PIPE_EXIT: i32 = 141;
+
+/// Makes a closed standard output (`admin-cli user list | head -1`) end
+/// the program quietly, as it ends `ls` or `cat`, instead of with a panic
+/// message: Rust ignores SIGPIPE, so `println!` panics on a closed pipe.
+pub fn quiet_broken_pipe() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let message = info
+            .payload()
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| info.payload().downcast_ref::<&str>().copied())
+            .unwrap_or("");
+        if message.starts_with("failed printing to stdout") && message.contains("Broken pipe") {
+            std::process::exit(BROKEN_PIPE_EXIT);
+        }
+        default(info);
+    }));
 }
 
 /// Prints `err` with its causes on stderr, as `program: what: why`, on one
@@ -153,6 +187,18 @@ pub fn run_main<E: Into<Box<dyn std::error::Error + Send + Sync>>>(
 /// lines. Returns the error's own exit code, if it has one.
 pub fn report(program: &str, err: &(dyn std::error::Error + 'static)) -> Option<u8> {
     let own = exit_code_of(err);
+    let text = describe(err);
+    if own.is_some() {
+        eprintln!("{program}: {text}");
+    } else {
+        eprintln!("{program}: {}", text.replace('\n', " "));
+    }
+    own
+}
+
+/// `err` and its causes as `what: why: why`, each said once (a cause
+/// that its error's own message already quotes is not repeated).
+pub fn describe(err: &(dyn std::error::Error + 'static)) -> String {
     let mut text = err.to_string();
     let mut cause = err.source();
     while let Some(c) = cause {
@@ -163,12 +209,7 @@ pub fn report(program: &str, err: &(dyn std::error::Error + 'static)) -> Option<
         }
         cause = c.source();
     }
-    if own.is_some() {
-        eprintln!("{program}: {text}");
-    } else {
-        eprintln!("{program}: {}", text.replace('\n', " "));
-    }
-    own
+    text
 }
 
 /// The exit code a client ends with for `err` (looked for along its
@@ -190,9 +231,14 @@ pub fn exit_code_of(err: &(dyn std::error::Error + 'static)) -> Option<u8> {
     None
 }
 
-/// Logs to stderr at `info`, or as `RUST_LOG` says.
+/// Logs to stderr at `info`, or as `RUST_LOG` says; in colour only on a
+/// terminal, and never with `NO_COLOR` set (https://no-color.org).
 pub fn init_tracing() {
+    use std::io::IsTerminal;
+    let colour = std::io::stderr().is_terminal()
+        && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
     tracing_subscriber::fmt()
+        .with_ansi(colour)
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
@@ -220,12 +266,15 @@ pub fn client_user(given: Option<String>) -> std::result::Result<String, Credent
         .ok_or(CredentialsError::NoUser)
 }
 
-/// The password: `WHARF_PASSWORD` when set, else asked on the terminal.
+/// The password: `WHARF_PASSWORD` when set and not empty, else asked on
+/// the terminal.
 pub fn client_password(
     user: &str,
     server: &str,
 ) -> std::result::Result<Password, CredentialsError> {
-    if let Ok(pw) = std::env::var("WHARF_PASSWORD") {
+    if let Ok(pw) = std::env::var("WHARF_PASSWORD")
+        && !pw.is_empty()
+    {
         return Ok(Password::new(pw));
     }
     rpassword::prompt_password(format!("Password for {user} at {server}: "))

@@ -118,14 +118,16 @@ async fn failures_say_what_went_wrong_and_exit_255() {
     );
     let out =
         run(exec(&srv, "alice", &["--", "true"]).env("WHARF_PASSWORD", "wrong password")).await;
-    assert_eq!(out.status.code(), Some(1));
+    // wharf-exec's own failures are 255, as its help says: 1 to 254 are
+    // the remote command's.
+    assert_eq!(out.status.code(), Some(255));
     assert!(
         text(&out.stderr).contains("wrong user name or password"),
         "{}",
         text(&out.stderr)
     );
     let out = run(&mut exec(&srv, "bob", &["--", "true"])).await;
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(out.status.code(), Some(255));
     assert!(text(&out.stderr).contains("exec"), "{}", text(&out.stderr));
     let out = run(Command::new(env!("CARGO_BIN_EXE_wharf-exec"))
         .args(["--server", "127.0.0.1:1", "--user", "alice", "--", "true"])
@@ -134,11 +136,13 @@ async fn failures_say_what_went_wrong_and_exit_255() {
         .stdout(Stdio::piped())
         .stderr(Stdio::piped()))
     .await;
-    assert_eq!(out.status.code(), Some(1));
-    assert!(
-        text(&out.stderr).contains("is wharf-execd running there?"),
-        "{}",
-        text(&out.stderr)
+    assert_eq!(out.status.code(), Some(255));
+    let stderr = text(&out.stderr);
+    assert!(stderr.contains("is wharf-execd running there?"), "{stderr}");
+    assert_eq!(
+        stderr.matches("Connection refused").count(),
+        1,
+        "each error said once: {stderr}"
     );
 }
 
@@ -149,7 +153,7 @@ async fn the_daemon_says_how_commands_run() {
     let mut daemon = Command::new(env!("CARGO_BIN_EXE_wharf-execd"))
         .args(["--listen", "127.0.0.1:0", "--data-dir"])
         .arg(dir.path())
-        .env("NO_COLOR", "1")
+        .env_remove("NO_COLOR")
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .kill_on_drop(true)
@@ -173,6 +177,10 @@ async fn the_daemon_says_how_commands_run() {
         "as this server's user, sandboxed"
     };
     assert!(banner.contains(expected), "{banner}");
+    assert!(
+        !banner.contains('\x1b'),
+        "no colour codes when stderr is not a terminal: {banner:?}"
+    );
     let _ = daemon.kill().await;
 }
 

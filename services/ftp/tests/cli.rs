@@ -293,3 +293,38 @@ async fn put_r_and_mput_send_trees_and_patterns_and_say_what_failed() {
     assert!(!out.status.success());
     assert!(text(&out.stderr).contains("no local file matches zz*"));
 }
+
+#[tokio::test]
+async fn an_empty_password_variable_is_not_sent_and_errors_are_said_once() {
+    let srv = spawn().await;
+    srv.add_user("alice", None, "ftp").await;
+    let work = srv.dir.path().join("work");
+    std::fs::create_dir_all(work.join("adir")).expect("mkdir");
+
+    // WHARF_PASSWORD set but empty: asked for instead, and without a
+    // terminal to ask on (setsid: no controlling terminal), refused here.
+    let out = Command::new("setsid")
+        .arg(env!("CARGO_BIN_EXE_wharf-ftp"))
+        .args(["--server", &srv.addr, "--user", "alice", "ls"])
+        .current_dir(&work)
+        .env("WHARF_CA", &tls().2)
+        .env("WHARF_PASSWORD", "")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .await
+        .expect("setsid wharf-ftp");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("no password: set WHARF_PASSWORD or run in a terminal"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    let out = ftp(&srv.addr, &work, &[], Some("put adir\n")).await;
+    let stderr = text(&out.stderr);
+    assert_eq!(
+        stderr.trim_end(),
+        "wharf-ftp: put adir: adir: not a regular file",
+        "said once"
+    );
+}

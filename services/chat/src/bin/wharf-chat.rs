@@ -232,7 +232,10 @@ async fn interactive(client: &mut ChatClient, view: &mut View) -> Result<ExitCod
                     Ok(false) => break,
                     Err(e) => {
                         failed = true;
-                        eprintln!("wharf-chat: {}", format!("{e:#}").replace('\n', " "));
+                        eprintln!(
+                            "wharf-chat: {}",
+                            wharf_core::cli::describe(e.as_ref()).replace('\n', " ")
+                        );
                     }
                 }
             }

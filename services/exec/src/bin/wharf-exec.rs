@@ -14,7 +14,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::mpsc;
 use wharf_core::Password;
-use wharf_core::cli::{client_password, client_user, run_main};
+use wharf_core::cli::{client_password, client_user, run_main_failing_with};
 use wharf_core::tls::{ClientTls, ClientTlsArgs};
 use wharf_exec::client::{ClientError, ExecClient, Outcome, Streams};
 use wharf_proto::exec::SignalName;
@@ -75,7 +75,7 @@ struct Args {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    run_main("wharf-exec", run(args))
+    run_main_failing_with("wharf-exec", OWN_FAILURE, run(args))
 }
 
 async fn run(args: Args) -> Result<ExitCode> {

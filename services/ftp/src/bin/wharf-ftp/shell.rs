@@ -180,7 +180,10 @@ pub async fn run(client: &mut Client, ui: &Ui) -> Result<ExitCode> {
             ShellCmd::Cmd(cmd) => execute(client, cmd, ui).await,
         };
         if let Err(e) = result {
-            eprintln!("wharf-ftp: {}", format!("{e:#}").replace('\n', " "));
+            eprintln!(
+                "wharf-ftp: {}",
+                wharf_core::cli::describe(e.as_ref()).replace('\n', " ")
+            );
             failed = true;
             if e.downcast_ref::<wharf_ftp::client::ClientError>()
                 .is_some_and(|c| {
