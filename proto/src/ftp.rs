@@ -99,6 +99,8 @@ pub enum FtpRequest {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         path: Option<String>,
     },
+    /// The user's disk quota and use; answered with `quota`.
+    Quota,
     /// End the session; answered with `bye`.
     Quit,
 }
@@ -106,7 +108,7 @@ pub enum FtpRequest {
 impl Message for FtpRequest {
     const OPS: &'static [&'static str] = &[
         "hello", "login", "pwd", "cd", "ls", "mkdir", "rm", "rmdir", "mv", "put", "put_data",
-        "put_end", "get", "partials", "discard", "quit",
+        "put_end", "get", "partials", "discard", "quota", "quit",
     ];
 }
 
@@ -221,6 +223,18 @@ pub enum FtpReply {
         /// Quota released, in bytes.
         bytes: u64,
     },
+    /// The user's disk quota and what uses it.
+    Quota {
+        /// Bytes stored.
+        used: u64,
+        /// Bytes held for uploads under way or interrupted.
+        reserved: u64,
+        /// The quota in bytes; absent when unlimited.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        quota: Option<u64>,
+        /// Files stored.
+        files: u64,
+    },
     /// Answer to `quit`.
     Bye,
 }
@@ -239,6 +253,7 @@ impl Message for FtpReply {
         "get_end",
         "partial_list",
         "discarded",
+        "quota",
         "bye",
     ];
 }

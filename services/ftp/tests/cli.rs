@@ -328,3 +328,42 @@ async fn an_empty_password_variable_is_not_sent_and_errors_are_said_once() {
         "said once"
     );
 }
+
+#[tokio::test]
+async fn quota_shows_used_held_and_free() {
+    let srv = spawn().await;
+    srv.add_user("alice", Some(1_000_000), "ftp").await;
+    let work = srv.dir.path().join("work");
+    std::fs::create_dir_all(&work).expect("mkdir");
+    std::fs::write(work.join("f"), data(2_000, 3)).expect("write");
+    let out = ftp(&srv.addr, &work, &["put", "f"], None).await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    // An interrupted upload holds its whole size.
+    cut_upload(&srv.addr, "big", &data(400_000, 4), 100_000).await;
+    // The server notices the cut when its read fails.
+    for _ in 0..100 {
+        if partials(&srv.home("alice"))
+            .iter()
+            .any(|(_, n)| *n == 100_000)
+        {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+
+    let out = ftp(&srv.addr, &work, &["quota", "--json"], None).await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let q: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(
+        q,
+        serde_json::json!({"used": 2000, "reserved": 400_000, "quota": 1_000_000, "files": 1, "free": 598_000})
+    );
+    let out = ftp(&srv.addr, &work, &[], Some("df\n")).await;
+    assert_eq!(
+        text(&out.stdout),
+        "used           2 KiB  (1 file)\n\
+         reserved   390.6 KiB  (uploads under way or interrupted; see `partials`)\n\
+         quota      976.6 KiB\n\
+         free         584 KiB\n"
+    );
+}

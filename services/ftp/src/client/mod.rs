@@ -80,6 +80,27 @@ wharf_core::from_session_error!(ClientError);
 
 pub(crate) type Result<T> = std::result::Result<T, ClientError>;
 
+/// A user's disk quota and what uses it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct Quota {
+    /// Bytes stored.
+    pub used: u64,
+    /// Bytes held for uploads under way or interrupted.
+    pub reserved: u64,
+    /// The quota in bytes; `None` when unlimited.
+    pub quota: Option<u64>,
+    /// Files stored.
+    pub files: u64,
+}
+
+impl Quota {
+    /// Bytes an upload may still take; `None` when unlimited.
+    pub fn free(&self) -> Option<u64> {
+        self.quota
+            .map(|q| q.saturating_sub(self.used.saturating_add(self.reserved)))
+    }
+}
+
 /// A logged-in connection to wharf-ftpd.
 #[derive(Debug)]
 pub struct Client {
@@ -236,6 +257,24 @@ impl Client {
             .await?
         {
             FtpReply::Discarded { count, bytes } => Ok((count, bytes)),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// The user's quota and use.
+    pub async fn quota(&mut self) -> Result<Quota> {
+        match self.request(FtpRequest::Quota).await? {
+            FtpReply::Quota {
+                used,
+                reserved,
+                quota,
+                files,
+            } => Ok(Quota {
+                used,
+                reserved,
+                quota,
+                files,
+            }),
             other => Err(unexpected(&other)),
         }
     }

@@ -544,6 +544,15 @@ impl Session {
             FtpRequest::Hello(_) | FtpRequest::Login(_) => {
                 return Err(FtpError::BadRequest("already logged in".into()));
             }
+            FtpRequest::Quota => {
+                let user = store.require_user(&li.user.name).await?;
+                FtpReply::Quota {
+                    used: user.used_bytes,
+                    reserved: user.reserved_bytes,
+                    quota: user.quota_bytes,
+                    files: user.file_count,
+                }
+            }
             FtpRequest::Quit => FtpReply::Bye,
         }))
     }

@@ -7,7 +7,7 @@ use clap::Subcommand;
 use wharf_ftp::client::{Client, TransferOptions};
 
 use crate::many::{Plan, expand, name_of};
-use crate::ui::{Bar, Ui, print_listing, print_partials};
+use crate::ui::{Bar, Ui, print_listing, print_partials, print_quota};
 
 #[derive(Debug, Subcommand)]
 pub enum Cmd {
@@ -68,6 +68,13 @@ pub enum Cmd {
         /// Every interrupted upload (uploads under way are left alone).
         #[arg(long)]
         all: bool,
+    },
+    /// Your disk quota: used, held by uploads, free.
+    #[command(alias = "df")]
+    Quota {
+        /// Print {used, reserved, quota, files, free} as JSON.
+        #[arg(long)]
+        json: bool,
     },
     /// Create a directory.
     Mkdir {
@@ -195,6 +202,16 @@ pub async fn execute(client: &mut Client, cmd: Cmd, ui: &Ui) -> Result<()> {
                 "discarded {count} interrupted upload{s}; {} of quota freed",
                 wharf_core::size::format_size(bytes)
             );
+        }
+        Cmd::Quota { json } => {
+            let q = client.quota().await.context("quota")?;
+            if json {
+                let mut v = serde_json::to_value(q)?;
+                v["free"] = serde_json::json!(q.free());
+                println!("{}", serde_json::to_string_pretty(&v)?);
+            } else {
+                print_quota(&q);
+            }
         }
         Cmd::Mkdir { path } => client
             .mkdir(&path)

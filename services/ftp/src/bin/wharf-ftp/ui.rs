@@ -146,3 +146,26 @@ pub fn print_listing(entries: &[Entry]) {
         println!("{kind} {size:>10}  {when}  {}{suffix}", e.name);
     }
 }
+
+/// `quota` for people.
+pub fn print_quota(q: &wharf_ftp::client::Quota) {
+    let files = if q.files == 1 { "file" } else { "files" };
+    println!(
+        "used      {:>10}  ({} {files})",
+        format_size(q.used),
+        q.files
+    );
+    if q.reserved > 0 {
+        println!(
+            "reserved  {:>10}  (uploads under way or interrupted; see `partials`)",
+            format_size(q.reserved)
+        );
+    }
+    match (q.quota, q.free()) {
+        (Some(quota), Some(free)) => {
+            println!("quota     {:>10}", format_size(quota));
+            println!("free      {:>10}", format_size(free));
+        }
+        _ => println!("quota     unlimited"),
+    }
+}
