@@ -367,3 +367,74 @@ async fn quota_shows_used_held_and_free() {
          free         584 KiB\n"
     );
 }
+
+/// Every file under `root`, relative, with its bytes.
+fn tree_of(root: &std::path::Path) -> Vec<(String, Vec<u8>)> {
+    let mut out = Vec::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for e in std::fs::read_dir(&dir).expect("read_dir") {
+            let path = e.expect("entry").path();
+            if path.is_dir() {
+                stack.push(path);
+            } else {
+                let rel = path
+                    .strip_prefix(root)
+                    .expect("inside")
+                    .display()
+                    .to_string();
+                out.push((rel, std::fs::read(&path).expect("read")));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+#[tokio::test]
+async fn a_tree_goes_up_with_put_r_and_comes_back_identical_with_get_r_and_mget_matches() {
+    let srv = spawn().await;
+    srv.add_user("alice", None, "ftp").await;
+    let work = srv.dir.path().join("work");
+    let tree = work.join("project");
+    std::fs::create_dir_all(tree.join("src/deep")).expect("mkdir");
+    std::fs::create_dir_all(tree.join("empty")).expect("mkdir");
+    std::fs::write(tree.join("a.log"), b"first log").expect("write");
+    std::fs::write(tree.join("b.log"), b"second log").expect("write");
+    std::fs::write(tree.join("notes.txt"), b"notes").expect("write");
+    std::fs::write(tree.join("src/main.rs"), data(300_000, 7)).expect("write");
+    std::fs::write(tree.join("src/deep/x.bin"), data(1_000, 8)).expect("write");
+
+    let out = ftp(&srv.addr, &work, &["put", "-r", "project"], None).await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let out = ftp(&srv.addr, &work, &["get", "-r", "project", "copy"], None).await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(tree_of(&work.join("copy")), tree_of(&tree));
+    assert!(work.join("copy/empty").is_dir());
+    assert_eq!(text(&out.stdout).lines().count(), 5);
+
+    // In the shell, where no shell expands the pattern.
+    std::fs::create_dir_all(work.join("logs")).expect("mkdir");
+    let out = ftp(
+        &srv.addr,
+        &work,
+        &[],
+        Some("mget 'project/*.log' -O logs\nmget 'project/*.none'\n"),
+    )
+    .await;
+    assert_eq!(
+        std::fs::read(work.join("logs/a.log")).expect("a.log"),
+        b"first log"
+    );
+    assert_eq!(
+        std::fs::read(work.join("logs/b.log")).expect("b.log"),
+        b"second log"
+    );
+    assert!(!work.join("logs/notes.txt").exists());
+    assert!(
+        text(&out.stderr).contains("no remote file matches project/*.none"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert!(!out.status.success());
+}

@@ -54,7 +54,7 @@ fn load(jobs: Vec<PutJob>, tx: mpsc::Sender<(PutJob, Loaded)>) {
 
 /// A [`Progress`] for one file inside a batch: its bytes count towards the
 /// batch's bar, which it neither starts nor ends.
-struct Within<'a>(&'a mut dyn Progress);
+pub struct Within<'a>(pub &'a mut dyn Progress);
 
 impl Progress for Within<'_> {
     fn begin(&mut self, _: u64, resumed_at: u64) {

@@ -13,7 +13,7 @@ use wharf_core::tls::{ClientTls, TlsError};
 use wharf_proto::ftp::{Entry, FtpReply, FtpRequest, PartialUpload};
 use wharf_proto::{ErrorCode, Frame, Outbound, Password, ProtoError};
 
-pub use batch::PutJob;
+pub use batch::{PutJob, Within};
 pub use transfer::{NoProgress, Progress, TransferOptions, Transferred, part_path};
 
 /// Largest listing body the client accepts.

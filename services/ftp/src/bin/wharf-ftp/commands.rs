@@ -6,7 +6,7 @@ use anyhow::{Context, Result};
 use clap::Subcommand;
 use wharf_ftp::client::{Client, TransferOptions};
 
-use crate::many::{Plan, expand, name_of};
+use crate::many::{Fetch, Plan, expand, name_of};
 use crate::ui::{Bar, Ui, print_listing, print_partials, print_quota};
 
 #[derive(Debug, Subcommand)]
@@ -38,12 +38,26 @@ pub enum Cmd {
         #[arg(short = 'O', long = "to", value_name = "DIR")]
         to: Option<String>,
     },
-    /// Download a file (resumes from LOCAL.part).
+    /// Download a file (resumes from LOCAL.part), or a directory tree
+    /// with -r.
     Get {
-        /// Remote file.
+        /// Remote file (a directory with -r).
         remote: String,
         /// Local path or directory [default: the remote file's name, here].
         local: Option<PathBuf>,
+        /// Download the directory REMOTE and everything under it.
+        #[arg(short = 'r', long)]
+        recursive: bool,
+    },
+    /// Download several files (`*`, `?` and `[...]` in the last part of a
+    /// path are matched against the server's listing).
+    Mget {
+        /// Remote files or patterns (quote patterns: 'logs/*.log').
+        #[arg(required = true)]
+        remotes: Vec<String>,
+        /// Local directory to put them in [default: here].
+        #[arg(short = 'O', long = "to", value_name = "DIR")]
+        to: Option<PathBuf>,
     },
     /// List a directory: type, size, modification time, name.
     Ls {
@@ -158,7 +172,28 @@ pub async fn execute(client: &mut Client, cmd: Cmd, ui: &Ui) -> Result<()> {
                 done.md5
             );
         }
-        Cmd::Get { remote, local } => {
+        Cmd::Get {
+            remote,
+            local,
+            recursive: true,
+        } => {
+            let local = local.unwrap_or_else(|| PathBuf::from(base_name(&remote)));
+            Fetch::tree(client, &remote, &local)
+                .await?
+                .run(client, opts, ui)
+                .await?;
+        }
+        Cmd::Mget { remotes, to } => {
+            Fetch::matching(client, &remotes, to.as_deref())
+                .await?
+                .run(client, opts, ui)
+                .await?;
+        }
+        Cmd::Get {
+            remote,
+            local,
+            recursive: false,
+        } => {
             let mut local = local.unwrap_or_else(|| PathBuf::from(base_name(&remote)));
             if local.is_dir() {
                 local = local.join(base_name(&remote));

@@ -1,11 +1,15 @@
-//! `mput` and `put -r`: many files on one connection, pipelined.
+//! `mput` and `put -r`: many files on one connection, pipelined; `mget`
+//! and `get -r`: many files down, one after the other, each resumable.
 
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 use wharf_core::size::format_size;
-use wharf_ftp::client::{Client, ClientError, Progress, PutJob, TransferOptions, Transferred};
+use wharf_ftp::client::{
+    Client, ClientError, Progress, PutJob, TransferOptions, Transferred, Within,
+};
 use wharf_proto::ErrorCode;
+use wharf_proto::ftp::EntryKind;
 
 use crate::ui::{Bar, Ui};
 
@@ -187,5 +191,191 @@ impl Plan {
             );
         }
         Ok(())
+    }
+}
+
+/// What to download: local directories to create first, then the files
+/// (remote path, local path), and their total size.
+#[derive(Debug, Default)]
+pub struct Fetch {
+    dirs: Vec<PathBuf>,
+    jobs: Vec<(String, PathBuf)>,
+    bytes: u64,
+}
+
+/// A name from the server, as one local path component: a server must not
+/// be able to make the client write outside the directory it asked for.
+fn local_component(name: &str) -> Result<&str> {
+    if name.is_empty() || name == "." || name == ".." || name.contains(['/', '\0']) {
+        bail!("the server listed a file named {name:?}; refusing to write it");
+    }
+    Ok(name)
+}
+
+/// A remote pattern split into its directory (absent: the current one)
+/// and the pattern for names in it.
+fn split_remote(pattern: &str) -> (Option<&str>, &str) {
+    match pattern.rsplit_once('/') {
+        Some(("", name)) => (Some("/"), name),
+        Some((dir, name)) => (Some(dir), name),
+        None => (None, pattern),
+    }
+}
+
+impl Fetch {
+    /// The remote files `patterns` name (each a path, or a pattern with
+    /// `*`, `?` or `[...]` in its last part, matched against the listing of
+    /// its directory), into local directory `to` (here when absent).
+    pub async fn matching(
+        client: &mut Client,
+        patterns: &[String],
+        to: Option<&Path>,
+    ) -> Result<Fetch> {
+        let to = to.unwrap_or(Path::new("."));
+        let mut fetch = Fetch::default();
+        for pattern in patterns {
+            let (dir, name) = split_remote(pattern);
+            if !name.contains(['*', '?', '[']) {
+                let entries = client
+                    .ls(Some(pattern))
+                    .await
+                    .with_context(|| format!("mget {pattern}"))?;
+                let size = entries.first().map_or(0, |e| e.size);
+                fetch.bytes += size;
+                fetch
+                    .jobs
+                    .push((pattern.clone(), to.join(local_component(name)?)));
+                continue;
+            }
+            let matcher =
+                glob::Pattern::new(name).with_context(|| format!("bad pattern {pattern}"))?;
+            let entries = client
+                .ls(dir)
+                .await
+                .with_context(|| format!("mget {pattern}"))?;
+            let before = fetch.jobs.len();
+            for e in entries {
+                if e.kind == EntryKind::File && matcher.matches(&e.name) {
+                    fetch.bytes += e.size;
+                    let local = to.join(local_component(&e.name)?);
+                    fetch.jobs.push((join(dir.unwrap_or(""), &e.name), local));
+                }
+            }
+            if fetch.jobs.len() == before {
+                bail!("no remote file matches {pattern}");
+            }
+        }
+        Ok(fetch)
+    }
+
+    /// The remote tree under `remote` into local directory `local`
+    /// (created if missing).
+    pub async fn tree(client: &mut Client, remote: &str, local: &Path) -> Result<Fetch> {
+        let mut fetch = Fetch::default();
+        let mut stack = vec![(remote.trim_end_matches('/').to_owned(), local.to_path_buf())];
+        while let Some((rdir, ldir)) = stack.pop() {
+            let entries = client
+                .ls(Some(if rdir.is_empty() { "/" } else { &rdir }))
+                .await
+                .with_context(|| format!("get -r {rdir}"))?;
+            fetch.dirs.push(ldir.clone());
+            let mut subdirs = Vec::new();
+            for e in entries {
+                let local = ldir.join(local_component(&e.name)?);
+                let remote = join(&rdir, &e.name);
+                match e.kind {
+                    EntryKind::Dir => subdirs.push((remote, local)),
+                    EntryKind::File => {
+                        fetch.bytes += e.size;
+                        fetch.jobs.push((remote, local));
+                    }
+                }
+            }
+            stack.extend(subdirs.into_iter().rev());
+        }
+        Ok(fetch)
+    }
+
+    /// Creates the directories, downloads the files one by one (each
+    /// resumable from its `.part`), prints a line for each and fails if
+    /// any did.
+    pub async fn run(self, client: &mut Client, opts: TransferOptions, ui: &Ui) -> Result<()> {
+        for dir in &self.dirs {
+            std::fs::create_dir_all(dir)
+                .with_context(|| format!("cannot create {}", dir.display()))?;
+        }
+        let count = self.jobs.len();
+        let s = if count == 1 { "" } else { "s" };
+        let mut bar = Bar::new(ui, &format!("{count} file{s}"));
+        bar.begin(self.bytes, 0);
+        let lines = bar.printer();
+        let mut failed = 0usize;
+        let mut got = 0u64;
+        for (remote, local) in self.jobs {
+            match client
+                .get(&remote, &local, opts, &mut Within(&mut bar))
+                .await
+            {
+                Ok((path, done)) => {
+                    got += done.size;
+                    lines.out(&format!(
+                        "{remote} -> {} ({} bytes, md5 {})",
+                        path.display(),
+                        done.size,
+                        done.md5
+                    ));
+                }
+                Err(e) if lost(&e) => {
+                    bar.finish();
+                    return Err(e).with_context(|| {
+                        format!("get {remote}: the connection to the server was lost; run the same command again to resume")
+                    });
+                }
+                Err(e) => {
+                    failed += 1;
+                    lines.err(&format!("wharf-ftp: get {remote}: {e}"));
+                }
+            }
+        }
+        bar.finish();
+        if failed > 0 {
+            bail!(
+                "{failed} of {count} file{s} failed ({} received)",
+                format_size(got)
+            );
+        }
+        Ok(())
+    }
+}
+
+/// Whether an error leaves the connection unusable.
+fn lost(e: &ClientError) -> bool {
+    matches!(
+        e,
+        ClientError::Closed | ClientError::Interrupted(_) | ClientError::Protocol(_)
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{join, local_component, split_remote};
+
+    #[test]
+    fn a_server_cannot_name_a_file_outside_the_target() {
+        for bad in ["", ".", "..", "../x", "a/b", "/etc", "x\0y"] {
+            assert!(local_component(bad).is_err(), "{bad:?}");
+        }
+        assert_eq!(local_component("report.pdf").ok(), Some("report.pdf"));
+        assert_eq!(local_component("..hidden").ok(), Some("..hidden"));
+    }
+
+    #[test]
+    fn remote_patterns_split_at_their_last_slash() {
+        assert_eq!(split_remote("*.log"), (None, "*.log"));
+        assert_eq!(split_remote("logs/*.log"), (Some("logs"), "*.log"));
+        assert_eq!(split_remote("/*.log"), (Some("/"), "*.log"));
+        assert_eq!(join("", "a"), "a");
+        assert_eq!(join("/", "a"), "/a");
+        assert_eq!(join("d/", "a"), "d/a");
     }
 }

@@ -108,6 +108,8 @@ commands:
   put -r DIR [REMOTE]       upload a directory tree
   mput FILE... [-O DIR]     upload many files at once (patterns: *.txt)
   get REMOTE [LOCAL]        download (resumes from LOCAL.part)
+  get -r DIR [LOCAL]        download a directory tree
+  mget FILE... [-O DIR]     download many files ('*.log' matched on the server's listing)
   quota | df [--json]       your quota: used, held by uploads, free
   partials [--json]         your interrupted uploads
   discard PATH | --all      drop interrupted uploads, freeing their quota
