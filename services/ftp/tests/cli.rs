@@ -438,3 +438,78 @@ async fn a_tree_goes_up_with_put_r_and_comes_back_identical_with_get_r_and_mget_
     );
     assert!(!out.status.success());
 }
+
+#[tokio::test]
+async fn ctrl_c_cancels_the_transfer_and_the_shell_goes_on() {
+    let srv = spawn().await;
+    srv.add_user("alice", None, "ftp").await;
+    let work = srv.dir.path().join("work");
+    std::fs::create_dir_all(&work).expect("mkdir");
+    let bytes = data(2_000_000, 9);
+    std::fs::write(work.join("big.bin"), &bytes).expect("write");
+    let out = ftp(&srv.addr, &work, &["mkdir", "d"], None).await;
+    assert!(out.status.success());
+    let out = ftp(&srv.addr, &work, &["put", "big.bin", "d/big.bin"], None).await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    std::fs::remove_file(work.join("big.bin")).expect("rm");
+
+    let mut child = Command::new(env!("CARGO_BIN_EXE_wharf-ftp"))
+        .args([
+            "--server",
+            &srv.addr,
+            "--user",
+            "alice",
+            "--limit-rate",
+            "200K",
+        ])
+        .current_dir(&work)
+        .env("WHARF_CA", &tls().2)
+        .env("WHARF_PASSWORD", PW)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("wharf-ftp");
+    let mut input = child.stdin.take().expect("stdin");
+    input
+        .write_all(b"cd d\nget big.bin\n")
+        .await
+        .expect("stdin");
+    let part = work.join("big.bin.part");
+    eventually("the download is under way", || {
+        std::fs::metadata(&part).is_ok_and(|m| m.len() > 0)
+    })
+    .await;
+    let pid =
+        rustix::process::Pid::from_raw(child.id().and_then(|p| i32::try_from(p).ok()).unwrap_or(0))
+            .expect("pid");
+    rustix::process::kill_process(pid, rustix::process::Signal::INT).expect("SIGINT");
+    input.write_all(b"pwd\n").await.expect("stdin");
+    drop(input);
+    let out = child.wait_with_output().await.expect("wait");
+    let stderr = text(&out.stderr);
+    assert!(stderr.contains("wharf-ftp: cancelled"), "{stderr}");
+    assert_eq!(
+        text(&out.stdout),
+        "/d\n",
+        "the shell went on, in the same directory"
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "a cancelled command fails the script"
+    );
+    let kept = std::fs::metadata(&part)
+        .expect("the partial download stays")
+        .len();
+    assert!(kept > 0 && kept < 2_000_000, "{kept}");
+
+    let out = ftp(&srv.addr, &work, &["get", "d/big.bin"], None).await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("resuming at"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert!(std::fs::read(work.join("big.bin")).expect("big") == bytes);
+}

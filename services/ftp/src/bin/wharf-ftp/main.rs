@@ -86,7 +86,15 @@ async fn run(args: Args) -> Result<ExitCode> {
             commands::execute(&mut client, cmd, &ui).await?;
             ExitCode::SUCCESS
         }
-        None => shell::run(&mut client, &ui).await?,
+        None => {
+            let login = shell::Login {
+                server: args.server.clone(),
+                tls,
+                user,
+                password,
+            };
+            shell::run(&mut client, &ui, &login).await?
+        }
     };
     let _ = client.quit().await;
     Ok(code)

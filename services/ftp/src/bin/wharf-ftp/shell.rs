@@ -116,9 +116,29 @@ commands:
   help | quit
 Quote names with spaces: put \"my file.txt\"";
 
+/// How to log in again, after Ctrl-C cut a command short.
+pub struct Login {
+    pub server: String,
+    pub tls: wharf_core::tls::ClientTls,
+    pub user: String,
+    pub password: wharf_proto::Password,
+}
+
+impl Login {
+    async fn connect(&self) -> Result<Client> {
+        Ok(
+            Client::connect(&self.server, &self.tls, &self.user, &self.password)
+                .await
+                .map_err(|e| anyhow::Error::new(e).context("cannot log in again"))?,
+        )
+    }
+}
+
 /// Runs the shell until `quit` or end of input. Reading from a pipe, the exit
-/// code is 1 if any command failed.
-pub async fn run(client: &mut Client, ui: &Ui) -> Result<ExitCode> {
+/// code is 1 if any command failed. Ctrl-C cancels the command running (a
+/// transfer's partial stays, to resume) and the shell goes on, on a new
+/// connection in the same directory; at the prompt it is ignored.
+pub async fn run(client: &mut Client, ui: &Ui, login: &Login) -> Result<ExitCode> {
     let interactive = std::io::stdin().is_terminal();
     let mut cwd = client.pwd().await?;
     let mut failed = false;
@@ -139,7 +159,16 @@ pub async fn run(client: &mut Client, ui: &Ui) -> Result<ExitCode> {
             eprint!("wharf:{cwd}> ");
             let _ = std::io::stderr().flush();
         }
-        let Some(line) = rx.recv().await else { break };
+        let line = tokio::select! {
+            line = rx.recv() => line,
+            _ = tokio::signal::ctrl_c() => {
+                if interactive {
+                    eprintln!();
+                }
+                continue;
+            }
+        };
+        let Some(line) = line else { break };
         let line = line?;
         let words = match split_words(&line) {
             Ok(w) if w.is_empty() => continue,
@@ -180,7 +209,25 @@ pub async fn run(client: &mut Client, ui: &Ui) -> Result<ExitCode> {
                 }
                 Err(e) => Err(anyhow::Error::new(e).context("cd")),
             },
-            ShellCmd::Cmd(cmd) => execute(client, cmd, ui).await,
+            ShellCmd::Cmd(cmd) => {
+                let cancelled = tokio::select! {
+                    result = execute(client, cmd, ui) => Err(result),
+                    _ = tokio::signal::ctrl_c() => Ok(()),
+                };
+                match cancelled {
+                    Err(result) => result,
+                    Ok(()) => {
+                        // The connection is out of step mid-command: a new one.
+                        eprintln!(
+                            "wharf-ftp: cancelled (what was transferred is kept: run the same command to resume)"
+                        );
+                        *client = login.connect().await?;
+                        cwd = client.cd(&cwd).await?;
+                        failed = true;
+                        continue;
+                    }
+                }
+            }
         };
         if let Err(e) = result {
             eprintln!(
