@@ -126,11 +126,9 @@ pub struct Login {
 
 impl Login {
     async fn connect(&self) -> Result<Client> {
-        Ok(
-            Client::connect(&self.server, &self.tls, &self.user, &self.password)
-                .await
-                .map_err(|e| anyhow::Error::new(e).context("cannot log in again"))?,
-        )
+        Client::connect(&self.server, &self.tls, &self.user, &self.password)
+            .await
+            .map_err(|e| anyhow::Error::new(e).context("cannot log in again"))
     }
 }
 

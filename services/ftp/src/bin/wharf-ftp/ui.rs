@@ -85,6 +85,9 @@ impl Progress for Bar {
         bar.set_style(style);
         bar.set_message(self.label.clone());
         bar.set_position(resumed_at);
+        // The rate and the ETA count what moves from now on, not the
+        // resumed bytes that were already there.
+        bar.reset_eta();
         bar.enable_steady_tick(Duration::from_millis(200));
         self.bar = Some(bar);
     }
