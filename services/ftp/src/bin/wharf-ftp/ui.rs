@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use indicatif::{HumanBytes, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use wharf_core::size::format_size;
 use wharf_ftp::client::Progress;
 use wharf_proto::ftp::{Entry, EntryKind, PartialUpload};
@@ -76,18 +76,35 @@ impl Progress for Bar {
         if !self.enabled {
             return;
         }
-        let bar = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr());
+        // The bar counts only what moves from now on, so that its rate and
+        // ETA are true after a resume; the figures shown add what was
+        // already there.
+        let bar = ProgressBar::with_draw_target(
+            Some(total.saturating_sub(resumed_at)),
+            ProgressDrawTarget::stderr(),
+        );
         let style = ProgressStyle::with_template(
-            "{msg:20!} [{bar:30}] {bytes:>10}/{total_bytes:<10} {binary_bytes_per_sec:>12} ETA {eta}",
+            "{msg:20!} [{bar:30}] {done:>10}/{whole:<10} {binary_bytes_per_sec:>12} ETA {eta}",
         )
+        .map(|style| {
+            style
+                .with_key(
+                    "done",
+                    move |state: &indicatif::ProgressState, w: &mut dyn std::fmt::Write| {
+                        let _ = write!(w, "{}", HumanBytes(resumed_at + state.pos()));
+                    },
+                )
+                .with_key(
+                    "whole",
+                    move |_: &indicatif::ProgressState, w: &mut dyn std::fmt::Write| {
+                        let _ = write!(w, "{}", HumanBytes(total));
+                    },
+                )
+        })
         .unwrap_or_else(|_| ProgressStyle::default_bar())
         .progress_chars("=> ");
         bar.set_style(style);
         bar.set_message(self.label.clone());
-        bar.set_position(resumed_at);
-        // The rate and the ETA count what moves from now on, not the
-        // resumed bytes that were already there.
-        bar.reset_eta();
         bar.enable_steady_tick(Duration::from_millis(200));
         self.bar = Some(bar);
     }
