@@ -450,36 +450,65 @@ async fn talk_wharf(
     }
     let expected = (members - 1) * each;
     let padding = "x".repeat(64);
+    let talk = move |i: usize, mut c: ChatClient| {
+        let padding = padding.clone();
+        async move {
+            for k in 0..each {
+                c.say("bench", &format!("{i} {k} {padding}")).await?;
+            }
+            let me = i.to_string();
+            let mut got = 0;
+            while got < expected {
+                if let Event::Message(m) = c.next_event().await?
+                    && m.text.split(' ').next() != Some(me.as_str())
+                {
+                    got += 1;
+                }
+            }
+            Ok(c)
+        }
+    };
+    let idle = || login_many(addr, &client_tls, users, n_idle);
+    measure_talk(pid, clients, members * expected, bursts, talk, idle).await
+}
+
+/// Runs `bursts` bursts in which every client does its part of `talk` at
+/// once (`deliveries` in each burst), then opens idle sessions with
+/// `idle`; measures the server `pid` throughout.
+async fn measure_talk<C, F, Fut, I, IFut, D>(
+    pid: u32,
+    mut clients: Vec<C>,
+    deliveries: usize,
+    bursts: usize,
+    talk: F,
+    idle: I,
+) -> Res<Talk>
+where
+    C: Send + 'static,
+    F: Fn(usize, C) -> Fut,
+    Fut: std::future::Future<Output = Res<C>> + Send + 'static,
+    I: FnOnce() -> IFut,
+    IFut: std::future::Future<Output = Res<Vec<D>>>,
+{
     let mut took = 0.0;
     let mut server_cpu = 0.0;
     let mut peak_first = 0.0;
     for burst in 0..bursts {
         let cpu_before = cpu_secs(pid);
-        let start = Arc::new(Barrier::new(members));
+        let start = Arc::new(Barrier::new(clients.len()));
         let t0 = Instant::now();
-        let mut tasks = Vec::with_capacity(members);
-        for (i, mut c) in clients.into_iter().enumerate() {
+        let mut tasks = Vec::with_capacity(clients.len());
+        for (i, c) in clients.into_iter().enumerate() {
             let start = Arc::clone(&start);
-            let padding = padding.clone();
+            let part = talk(i, c);
             tasks.push(tokio::spawn(async move {
                 start.wait().await;
-                for k in 0..each {
-                    c.say("bench", &format!("{i} {k} {padding}")).await?;
-                }
-                let me = i.to_string();
-                let mut got = 0;
-                while got < expected {
-                    if let Event::Message(m) = c.next_event().await?
-                        && m.text.split(' ').next() != Some(me.as_str())
-                    {
-                        got += 1;
-                    }
-                }
+                let c = part.await?;
                 Ok::<_, Box<dyn std::error::Error + Send + Sync>>((Instant::now(), c))
             }));
         }
         let mut last = t0;
-        clients = Vec::with_capacity(members);
+        clients = Vec::with_capacity(tasks.len());
         for t in tasks {
             let (done, c) = t.await??;
             last = last.max(done);
@@ -491,12 +520,12 @@ async fn talk_wharf(
             peak_first = mib(status_kib(pid, "VmHWM:"));
         }
     }
-    let deliveries = (members * expected * bursts) as f64;
+    let deliveries = (deliveries * bursts) as f64;
     let peak_mib = mib(status_kib(pid, "VmHWM:"));
     drop(clients);
     tokio::time::sleep(Duration::from_secs(1)).await;
     let before = status_kib(pid, "VmRSS:");
-    let idle = login_many(addr, &client_tls, users, n_idle).await?;
+    let idle = idle().await?;
     tokio::time::sleep(Duration::from_secs(1)).await;
     let with = status_kib(pid, "VmRSS:");
     let idle_kib_each = with.saturating_sub(before) as f64 / idle.len().max(1) as f64;

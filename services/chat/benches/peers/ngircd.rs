@@ -5,14 +5,14 @@
 
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
-use tokio::sync::{Barrier, Semaphore};
+use tokio::sync::Semaphore;
 
-use super::{Res, Talk, cpu_secs, mib, status_kib};
+use super::{Res, Talk, measure_talk};
 
 /// The ngircd binary, when installed.
 pub fn binary() -> Option<&'static str> {
@@ -138,63 +138,23 @@ pub async fn bench(
     }
     let expected = (members - 1) * each;
     let padding = "x".repeat(64);
-    let mut took = 0.0;
-    let mut server_cpu = 0.0;
-    let mut peak_first = 0.0;
-    for burst in 0..bursts {
-        let cpu_before = cpu_secs(pid);
-        let start = Arc::new(Barrier::new(members));
-        let t0 = Instant::now();
-        let mut tasks = Vec::with_capacity(members);
-        for (i, mut c) in clients.into_iter().enumerate() {
-            let start = Arc::clone(&start);
-            let padding = padding.clone();
-            tasks.push(tokio::spawn(async move {
-                start.wait().await;
-                let mut lines = String::new();
-                for k in 0..each {
-                    lines.push_str(&format!("PRIVMSG #bench :{i} {k} {padding}\r\n"));
+    let talk = move |i: usize, mut c: Irc| {
+        let padding = padding.clone();
+        async move {
+            let mut lines = String::new();
+            for k in 0..each {
+                lines.push_str(&format!("PRIVMSG #bench :{i} {k} {padding}\r\n"));
+            }
+            c.send(&lines).await?;
+            let mut got = 0;
+            while got < expected {
+                if c.line().await?.contains(" PRIVMSG #bench :") {
+                    got += 1;
                 }
-                c.send(&lines).await?;
-                let mut got = 0;
-                while got < expected {
-                    if c.line().await?.contains(" PRIVMSG #bench :") {
-                        got += 1;
-                    }
-                }
-                Ok::<_, Box<dyn std::error::Error + Send + Sync>>((Instant::now(), c))
-            }));
+            }
+            Ok(c)
         }
-        let mut last = t0;
-        clients = Vec::with_capacity(members);
-        for t in tasks {
-            let (done, c) = t.await??;
-            last = last.max(done);
-            clients.push(c);
-        }
-        took += (last - t0).as_secs_f64();
-        server_cpu += cpu_secs(pid) - cpu_before;
-        if burst == 0 {
-            peak_first = mib(status_kib(pid, "VmHWM:"));
-        }
-    }
-    let deliveries = (members * expected * bursts) as f64;
-    let peak_mib = mib(status_kib(pid, "VmHWM:"));
-    drop(clients);
-    tokio::time::sleep(Duration::from_secs(1)).await;
-
-    let before = status_kib(pid, "VmRSS:");
-    let idle = connect_many(addr, "i", n_idle).await?;
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    let with = status_kib(pid, "VmRSS:");
-    let idle_kib_each = with.saturating_sub(before) as f64 / idle.len().max(1) as f64;
-    drop(idle);
-    Ok(Talk {
-        deliveries_per_s: deliveries / took,
-        cpu_us_each: server_cpu * 1e6 / deliveries,
-        peak_first_mib: peak_first,
-        peak_mib,
-        idle_kib_each,
-        idle_mib: mib(with),
-    })
+    };
+    let idle = || connect_many(addr, "i", n_idle);
+    measure_talk(pid, clients, members * expected, bursts, talk, idle).await
 }

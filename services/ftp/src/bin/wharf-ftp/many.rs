@@ -11,7 +11,7 @@ use wharf_ftp::client::{
 use wharf_proto::ErrorCode;
 use wharf_proto::ftp::EntryKind;
 
-use crate::ui::{Bar, Ui};
+use crate::ui::{Bar, Printer, Ui};
 
 /// What to upload: directories to create first (parents before children),
 /// then the files, and their total size.
@@ -158,39 +158,15 @@ impl Plan {
                 Err(e) => return Err(e).with_context(|| format!("mkdir {dir}")),
             }
         }
-        let count = self.jobs.len();
-        let s = if count == 1 { "" } else { "s" };
-        let mut bar = Bar::new(ui, &format!("{count} file{s}"));
-        bar.begin(self.bytes, 0);
-        let lines = bar.printer();
-        let mut failed = 0usize;
-        let mut sent = 0u64;
+        let (mut bar, mut tally) = Tally::begin(ui, self.jobs.len(), self.bytes);
         let mut report = |job: PutJob, result: Result<Transferred, ClientError>| match result {
-            Ok(done) => {
-                sent += done.size;
-                lines.out(&format!(
-                    "{} -> {} ({} bytes, md5 {})",
-                    job.local.display(),
-                    done.path,
-                    done.size,
-                    done.md5
-                ));
-            }
-            Err(e) => {
-                failed += 1;
-                lines.err(&format!("wharf-ftp: put {}: {e}", job.local.display()));
-            }
+            Ok(done) => tally.done(&job.local.display().to_string(), &done.path, &done),
+            Err(e) => tally.failed(&format!("put {}: {e}", job.local.display())),
         };
         let outcome = client.put_all(self.jobs, opts, &mut bar, &mut report).await;
         bar.finish();
         outcome.context("the connection to the server was lost; run the same command again to send what is missing")?;
-        if failed > 0 {
-            bail!(
-                "{failed} of {count} file{s} failed ({} sent)",
-                format_size(sent)
-            );
-        }
-        Ok(())
+        tally.end("sent")
     }
 }
 
@@ -304,44 +280,73 @@ impl Fetch {
             std::fs::create_dir_all(dir)
                 .with_context(|| format!("cannot create {}", dir.display()))?;
         }
-        let count = self.jobs.len();
-        let s = if count == 1 { "" } else { "s" };
-        let mut bar = Bar::new(ui, &format!("{count} file{s}"));
-        bar.begin(self.bytes, 0);
-        let lines = bar.printer();
-        let mut failed = 0usize;
-        let mut got = 0u64;
+        let (mut bar, mut tally) = Tally::begin(ui, self.jobs.len(), self.bytes);
         for (remote, local) in self.jobs {
             match client
                 .get(&remote, &local, opts, &mut Within(&mut bar))
                 .await
             {
-                Ok((path, done)) => {
-                    got += done.size;
-                    lines.out(&format!(
-                        "{remote} -> {} ({} bytes, md5 {})",
-                        path.display(),
-                        done.size,
-                        done.md5
-                    ));
-                }
+                Ok((path, done)) => tally.done(&remote, &path.display().to_string(), &done),
                 Err(e) if lost(&e) => {
                     bar.finish();
                     return Err(e).with_context(|| {
                         format!("get {remote}: the connection to the server was lost; run the same command again to resume")
                     });
                 }
-                Err(e) => {
-                    failed += 1;
-                    lines.err(&format!("wharf-ftp: get {remote}: {e}"));
-                }
+                Err(e) => tally.failed(&format!("get {remote}: {e}")),
             }
         }
         bar.finish();
-        if failed > 0 {
+        tally.end("received")
+    }
+}
+
+/// The outcome of many transfers: a line for each, then a summary.
+struct Tally {
+    lines: Printer,
+    count: usize,
+    failed: usize,
+    bytes: u64,
+}
+
+impl Tally {
+    /// A bar for `count` files of `bytes` in all, begun, and its tally.
+    fn begin(ui: &Ui, count: usize, bytes: u64) -> (Bar, Tally) {
+        let s = if count == 1 { "" } else { "s" };
+        let mut bar = Bar::new(ui, &format!("{count} file{s}"));
+        bar.begin(bytes, 0);
+        let lines = bar.printer();
+        let tally = Tally {
+            lines,
+            count,
+            failed: 0,
+            bytes: 0,
+        };
+        (bar, tally)
+    }
+
+    fn done(&mut self, from: &str, to: &str, done: &Transferred) {
+        self.bytes += done.size;
+        self.lines.out(&format!(
+            "{from} -> {to} ({} bytes, md5 {})",
+            done.size, done.md5
+        ));
+    }
+
+    fn failed(&mut self, what: &str) {
+        self.failed += 1;
+        self.lines.err(&format!("wharf-ftp: {what}"));
+    }
+
+    /// Fails if any file did.
+    fn end(self, moved: &str) -> Result<()> {
+        if self.failed > 0 {
+            let s = if self.count == 1 { "" } else { "s" };
             bail!(
-                "{failed} of {count} file{s} failed ({} received)",
-                format_size(got)
+                "{} of {} file{s} failed ({} {moved})",
+                self.failed,
+                self.count,
+                format_size(self.bytes)
             );
         }
         Ok(())
