@@ -286,7 +286,14 @@ pub(super) async fn commit(store: &Store, batch: Vec<Received>) -> Vec<Result<Ft
         return Vec::new();
     };
     let started = Instant::now();
-    let internal = |e: tokio::task::JoinError| FtpError::Fatal(format!("internal error: {e}"));
+    let count = batch.len();
+    // Every upload gets an answer, whatever happens: the client counts them.
+    let internal = |e: tokio::task::JoinError| {
+        let reply = FtpError::Fatal(format!("internal error: {e}")).reply();
+        (0..count)
+            .map(|_| Err(FtpError::Replied(reply.clone())))
+            .collect::<Vec<_>>()
+    };
     let checked = tokio::task::spawn_blocking(move || {
         let steps: Vec<Step> = batch.iter().map(check).collect();
         (batch, steps)
@@ -294,7 +301,7 @@ pub(super) async fn commit(store: &Store, batch: Vec<Received>) -> Vec<Result<Ft
     .await;
     let (batch, mut steps) = match checked {
         Ok(done) => done,
-        Err(e) => return vec![Err(internal(e))],
+        Err(e) => return internal(e),
     };
 
     // The quota, in one transaction.
@@ -351,7 +358,7 @@ pub(super) async fn commit(store: &Store, batch: Vec<Received>) -> Vec<Result<Ft
     .await;
     let (batch, steps) = match stored {
         Ok(done) => done,
-        Err(e) => return vec![Err(internal(e))],
+        Err(e) => return internal(e),
     };
     let answers = record(store, user_id, &batch, steps).await;
     tracing::debug!(
