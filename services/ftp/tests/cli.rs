@@ -513,3 +513,45 @@ async fn ctrl_c_cancels_the_transfer_and_the_shell_goes_on() {
     );
     assert!(std::fs::read(work.join("big.bin")).expect("big") == bytes);
 }
+
+#[tokio::test]
+async fn the_shell_works_here_too_lcd_lls_and_bang() {
+    let srv = spawn().await;
+    srv.add_user("alice", None, "ftp").await;
+    let work = srv.dir.path().join("work");
+    std::fs::create_dir_all(work.join("sub/inner")).expect("mkdir");
+    let out = ftp(
+        &srv.addr,
+        &work,
+        &[],
+        Some("lcd sub\nlpwd\n!printf 'made here\\n' > made.txt\nput made.txt\nlls\n!exit 3\nlcd /no/such/dir\n"),
+    )
+    .await;
+    let stdout = text(&out.stdout);
+    let lines: Vec<&str> = stdout.lines().collect();
+    let sub = work.join("sub").canonicalize().expect("sub");
+    assert_eq!(lines[0], sub.display().to_string());
+    assert!(
+        lines[1].starts_with("made.txt -> /made.txt (10 bytes"),
+        "{stdout}"
+    );
+    assert!(
+        lines[2].starts_with("d          -  ") && lines[2].ends_with("  inner/"),
+        "{stdout}"
+    );
+    assert!(
+        lines[3].starts_with("-       10 B  ") && lines[3].ends_with("  made.txt"),
+        "{stdout}"
+    );
+    assert_eq!(
+        std::fs::read(srv.home("alice").join("made.txt")).expect("made"),
+        b"made here\n"
+    );
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains("wharf-ftp: !exit 3: exit status: 3"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("wharf-ftp: lcd /no/such/dir: "), "{stderr}");
+    assert!(!out.status.success());
+}

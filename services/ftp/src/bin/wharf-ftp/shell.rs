@@ -3,7 +3,7 @@
 use std::io::{BufRead, IsTerminal, Write};
 use std::process::ExitCode;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use wharf_ftp::client::Client;
 
@@ -33,6 +33,18 @@ enum ShellCmd {
     },
     /// Print the current directory.
     Pwd,
+    /// Change the local directory [default: $HOME].
+    Lcd {
+        /// Local directory.
+        path: Option<std::path::PathBuf>,
+    },
+    /// Print the local directory.
+    Lpwd,
+    /// List a local directory: type, size, modification time, name.
+    Lls {
+        /// Local directory [default: the local directory].
+        path: Option<std::path::PathBuf>,
+    },
     /// Leave the shell.
     #[command(alias = "exit")]
     Quit,
@@ -113,6 +125,8 @@ commands:
   quota | df [--json]       your quota: used, held by uploads, free
   partials [--json]         your interrupted uploads
   discard PATH | --all      drop interrupted uploads, freeing their quota
+  lcd [DIR] | lpwd | lls [DIR]   the local directory: change, show, list
+  !COMMAND                  run a command here, with sh
   help | quit
 Quote names with spaces: put \"my file.txt\"";
 
@@ -168,6 +182,13 @@ pub async fn run(client: &mut Client, ui: &Ui, login: &Login) -> Result<ExitCode
         };
         let Some(line) = line else { break };
         let line = line?;
+        if let Some(command) = line.trim_start().strip_prefix('!') {
+            if let Err(e) = local_command(command).await {
+                eprintln!("wharf-ftp: {}", wharf_core::cli::describe(e.as_ref()));
+                failed = true;
+            }
+            continue;
+        }
         let words = match split_words(&line) {
             Ok(w) if w.is_empty() => continue,
             Ok(w) => w,
@@ -200,6 +221,11 @@ pub async fn run(client: &mut Client, ui: &Ui, login: &Login) -> Result<ExitCode
                 println!("{cwd}");
                 Ok(())
             }
+            ShellCmd::Lcd { path } => lcd(path),
+            ShellCmd::Lpwd => std::env::current_dir()
+                .map(|d| println!("{}", d.display()))
+                .context("lpwd"),
+            ShellCmd::Lls { path } => lls(path.as_deref()),
             ShellCmd::Cd { path } => match client.cd(path.as_deref().unwrap_or("/")).await {
                 Ok(now) => {
                     cwd = now;
@@ -252,6 +278,65 @@ pub async fn run(client: &mut Client, ui: &Ui, login: &Login) -> Result<ExitCode
     } else {
         ExitCode::SUCCESS
     })
+}
+
+/// `lcd`: the local directory, `$HOME` without one.
+fn lcd(path: Option<std::path::PathBuf>) -> Result<()> {
+    let path = match path {
+        Some(p) => p,
+        None => std::env::var_os("HOME")
+            .map(std::path::PathBuf::from)
+            .context("lcd: HOME is not set; give a directory")?,
+    };
+    std::env::set_current_dir(&path).with_context(|| format!("lcd {}", path.display()))
+}
+
+/// `lls`: a local directory listed as `ls` lists a remote one.
+fn lls(path: Option<&std::path::Path>) -> Result<()> {
+    use wharf_proto::ftp::{Entry, EntryKind};
+    let dir = path.unwrap_or(std::path::Path::new("."));
+    let what = || format!("lls {}", dir.display());
+    let mut entries = Vec::new();
+    for e in std::fs::read_dir(dir).with_context(what)? {
+        let e = e.with_context(what)?;
+        let Ok(meta) = std::fs::metadata(e.path()) else {
+            continue; // a dangling link
+        };
+        let mtime = meta
+            .modified()
+            .ok()
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(0));
+        entries.push(Entry {
+            name: e.file_name().to_string_lossy().into_owned(),
+            kind: if meta.is_dir() {
+                EntryKind::Dir
+            } else {
+                EntryKind::File
+            },
+            size: if meta.is_dir() { 0 } else { meta.len() },
+            mtime: wharf_core::time::rfc3339(mtime),
+        });
+    }
+    entries.sort_by(|a, b| a.name.cmp(&b.name));
+    crate::ui::print_listing(&entries);
+    Ok(())
+}
+
+/// `!COMMAND`: runs `sh -c COMMAND` here, its output on the terminal; it
+/// does not read the shell's input (commands may come from a pipe).
+async fn local_command(command: &str) -> Result<()> {
+    let status = tokio::process::Command::new("sh")
+        .arg("-c")
+        .arg(command)
+        .stdin(std::process::Stdio::null())
+        .status()
+        .await
+        .context("cannot run sh")?;
+    if !status.success() {
+        anyhow::bail!("!{command}: {status}");
+    }
+    Ok(())
 }
 
 #[cfg(test)]
