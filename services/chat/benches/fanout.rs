@@ -77,6 +77,16 @@ fn cpu_secs(pid: u32) -> f64 {
     (fields.get(11).copied().unwrap_or(0.0) + fields.get(12).copied().unwrap_or(0.0)) / 100.0
 }
 
+/// Waits (5 s at most) until a server started as a child accepts on `addr`.
+async fn wait_listening(addr: &str) {
+    for _ in 0..100 {
+        if std::net::TcpStream::connect(addr).is_ok() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 fn mib(kib: u64) -> f64 {
     kib as f64 / 1024.0
 }
@@ -205,12 +215,7 @@ async fn bench(
     n_messages: usize,
     n_idle: usize,
 ) -> Res<Figures> {
-    for _ in 0..100 {
-        if std::net::TcpStream::connect(addr).is_ok() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_listening(addr).await;
     let client_tls = if tls {
         ClientTls::trusting(&wharf_core::tls::server::made_cert_path(dir))?
     } else {
@@ -437,12 +442,7 @@ async fn talk_wharf(
     (members, each, bursts): (usize, usize, usize),
     n_idle: usize,
 ) -> Res<Talk> {
-    for _ in 0..100 {
-        if std::net::TcpStream::connect(addr).is_ok() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_listening(addr).await;
     let client_tls = ClientTls::trusting(&wharf_core::tls::server::made_cert_path(dir))?;
     let mut clients = login_many(addr, &client_tls, users, members).await?;
     for c in &mut clients {

@@ -12,7 +12,7 @@ use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::Semaphore;
 
-use super::{Res, Talk, measure_talk};
+use super::{Res, Talk, measure_talk, wait_listening};
 
 /// The ngircd binary, when installed.
 pub fn binary() -> Option<&'static str> {
@@ -125,12 +125,7 @@ pub async fn bench(
     (members, each, bursts): (usize, usize, usize),
     n_idle: usize,
 ) -> Res<Talk> {
-    for _ in 0..100 {
-        if std::net::TcpStream::connect(addr).is_ok() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_listening(addr).await;
     let mut clients = connect_many(addr, "m", members).await?;
     for c in &mut clients {
         c.send("JOIN #bench\r\n").await?;

@@ -81,31 +81,11 @@ impl Store {
         Ok(())
     }
 
-    /// [`Store::commit`] and [`Store::record_transfer`] of a finished upload,
-    /// with the md5 of the stored `version` of the file (the record's), in
-    /// one transaction: one round trip to the database per upload.
-    pub async fn commit_upload(
-        &self,
-        reserved: u64,
-        added_bytes: i64,
-        added_files: i64,
-        record: &TransferRecord,
-        version: Option<&FileVersion>,
-    ) -> Result<()> {
-        self.commit_uploads(&[UploadCommit {
-            reserved,
-            added_bytes,
-            added_files,
-            record: record.clone(),
-            version: version.copied(),
-            replaced: None,
-        }])
-        .await
-    }
-
-    /// Several finished uploads (a batch made durable together) in one
-    /// transaction, each as [`Store::commit_upload`] does it, and the md5 of
-    /// each file it replaced forgotten.
+    /// Finished uploads (one, or a batch made durable together) in one
+    /// transaction: for each, [`Store::commit`] of its reservation,
+    /// [`Store::record_transfer`], the md5 of the stored version of the
+    /// file (the record's) remembered and that of the file it replaced
+    /// forgotten. One round trip to the database for them all.
     pub async fn commit_uploads(&self, uploads: &[UploadCommit]) -> Result<()> {
         let mut tx = self.pool.begin().await?;
         for u in uploads {

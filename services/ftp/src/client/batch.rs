@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use tokio::sync::mpsc;
 
 use super::transfer::{Pace, SMALL_PUT, open_file, put_answer, read_whole};
-use super::{Client, ClientError, Progress, Result, TransferOptions, Transferred};
+use super::{Client, Progress, Result, TransferOptions, Transferred};
 
 /// Most small uploads sent and not yet answered: two of the server's
 /// batches, so one is sent while the other is committed.
@@ -25,27 +25,32 @@ pub struct PutJob {
     pub remote: String,
 }
 
-/// A job as the reader thread prepared it.
-enum Loaded {
+/// A file to upload, as [`load`] prepared it.
+pub(super) enum Loaded {
     /// Read whole, with its md5.
     Small(bytes::Bytes, String),
     /// Too big to send at once: opened, with its size.
     Large(std::fs::File, u64),
-    /// Could not be read.
-    Failed(ClientError),
 }
 
-/// Reads the jobs in order, small files whole, on a blocking thread.
-fn load(jobs: Vec<PutJob>, tx: mpsc::Sender<(PutJob, Loaded)>) {
+/// Files loaded ahead of the connection (small ones are held whole).
+const LOAD_AHEAD: usize = 16;
+
+/// Opens a file to upload and, when it is small enough to send at once,
+/// reads it whole and hashes it.
+pub(super) fn load(local: &std::path::Path) -> Result<Loaded> {
+    let (file, size) = open_file(local)?;
+    if size > SMALL_PUT {
+        return Ok(Loaded::Large(file, size));
+    }
+    let (body, md5) = read_whole(file, size, local)?;
+    Ok(Loaded::Small(body, md5))
+}
+
+/// Loads the jobs in order, on a blocking thread.
+fn load_all(jobs: Vec<PutJob>, tx: mpsc::Sender<(PutJob, Result<Loaded>)>) {
     for job in jobs {
-        let loaded = match open_file(&job.local) {
-            Ok((file, size)) if size <= SMALL_PUT => match read_whole(file, size, &job.local) {
-                Ok((body, md5)) => Loaded::Small(body, md5),
-                Err(e) => Loaded::Failed(e),
-            },
-            Ok((file, size)) => Loaded::Large(file, size),
-            Err(e) => Loaded::Failed(e),
-        };
+        let loaded = load(&job.local);
         if tx.blocking_send((job, loaded)).is_err() {
             return;
         }
@@ -69,17 +74,6 @@ impl Progress for Within<'_> {
     fn finish(&mut self) {}
 }
 
-/// Whether an error leaves the connection usable for the next file.
-fn connection_lost(e: &ClientError) -> bool {
-    matches!(
-        e,
-        ClientError::Closed
-            | ClientError::Interrupted(_)
-            | ClientError::Protocol(_)
-            | ClientError::Unexpected(_)
-    )
-}
-
 impl Client {
     /// Uploads `jobs` on this connection: small files pipelined (up to 128
     /// in flight, made durable by the server in batches), large ones one
@@ -97,8 +91,8 @@ impl Client {
         progress: &mut dyn Progress,
         done: &mut (dyn FnMut(PutJob, Result<Transferred>) + Send),
     ) -> Result<()> {
-        let (tx, mut rx) = mpsc::channel(WINDOW);
-        let reader = tokio::task::spawn_blocking(move || load(jobs, tx));
+        let (tx, mut rx) = mpsc::channel(LOAD_AHEAD);
+        let reader = tokio::task::spawn_blocking(move || load_all(jobs, tx));
         let mut in_flight: VecDeque<(PutJob, String)> = VecDeque::new();
         let mut pace = Pace::new(opts.rate_limit);
         let mut loading = true;
@@ -109,11 +103,8 @@ impl Client {
             tokio::select! {
                 biased;
                 reply = self.recv_header(), if !in_flight.is_empty() => {
-                    let Some((job, md5)) = in_flight.pop_front() else { continue };
-                    match put_answer(reply, md5, 0) {
-                        Ok(t) => done(job, Ok(t)),
-                        Err(e) if connection_lost(&e) => break Err(e),
-                        Err(e) => done(job, Err(e)),
+                    if let Err(e) = answered(reply, &mut in_flight, done) {
+                        break Err(e);
                     }
                 }
                 item = rx.recv(), if loading && in_flight.len() < WINDOW => {
@@ -140,41 +131,37 @@ impl Client {
     async fn send_loaded(
         &mut self,
         job: PutJob,
-        loaded: Loaded,
+        loaded: Result<Loaded>,
         in_flight: &mut VecDeque<(PutJob, String)>,
         opts: TransferOptions,
         progress: &mut dyn Progress,
         done: &mut (dyn FnMut(PutJob, Result<Transferred>) + Send),
         pace: &mut Pace,
-        rx: &mut mpsc::Receiver<(PutJob, Loaded)>,
+        rx: &mut mpsc::Receiver<(PutJob, Result<Loaded>)>,
     ) -> Result<()> {
         let mut next = Some((job, loaded));
         while let Some((job, loaded)) = next.take() {
             match loaded {
-                Loaded::Failed(e) => done(job, Err(e)),
-                Loaded::Small(body, md5) => {
+                Err(e) => done(job, Err(e)),
+                Ok(Loaded::Small(body, md5)) => {
                     let size = body.len() as u64;
                     self.feed_at_once(&job.remote, body, &md5).await?;
                     in_flight.push_back((job, md5));
                     progress.advance(size);
                     pace.step(usize::try_from(size).unwrap_or(usize::MAX)).await;
                 }
-                Loaded::Large(file, size) => {
+                Ok(Loaded::Large(file, size)) => {
                     self.flush().await?;
-                    while let Some((job, md5)) = in_flight.pop_front() {
+                    while !in_flight.is_empty() {
                         let reply = self.recv_header().await;
-                        match put_answer(reply, md5, 0) {
-                            Ok(t) => done(job, Ok(t)),
-                            Err(e) if connection_lost(&e) => return Err(e),
-                            Err(e) => done(job, Err(e)),
-                        }
+                        answered(reply, in_flight, done)?;
                     }
                     let local = job.local.clone();
                     let result = self
                         .put_file(file, size, &local, &job.remote, opts, &mut Within(progress))
                         .await;
                     match result {
-                        Err(e) if connection_lost(&e) => return Err(e),
+                        Err(e) if e.is_connection_lost() => return Err(e),
                         result => done(job, result),
                     }
                 }
@@ -184,5 +171,24 @@ impl Client {
             }
         }
         self.flush().await
+    }
+}
+
+/// Hands the answer `reply` to the oldest upload in flight to `done`; an
+/// error only when the connection is lost.
+fn answered(
+    reply: Result<(wharf_proto::ftp::FtpReply, u64)>,
+    in_flight: &mut VecDeque<(PutJob, String)>,
+    done: &mut (dyn FnMut(PutJob, Result<Transferred>) + Send),
+) -> Result<()> {
+    let Some((job, md5)) = in_flight.pop_front() else {
+        return Ok(());
+    };
+    match put_answer(reply, md5, 0) {
+        Err(e) if e.is_connection_lost() => Err(e),
+        result => {
+            done(job, result);
+            Ok(())
+        }
     }
 }

@@ -68,6 +68,18 @@ impl ClientError {
         }
     }
 
+    /// Whether the connection cannot carry another request after this
+    /// error: it ended, or the stream is out of step.
+    pub fn is_connection_lost(&self) -> bool {
+        matches!(
+            self,
+            ClientError::Closed
+                | ClientError::Interrupted(_)
+                | ClientError::Protocol(_)
+                | ClientError::Unexpected(_)
+        )
+    }
+
     pub(crate) fn local(context: impl Into<String>, source: std::io::Error) -> Self {
         ClientError::Local {
             context: context.into(),

@@ -16,8 +16,8 @@ use crate::transfer::{
     DEPTH, HASH_APART, WriteMode, hash_prefix, hex, read_and_hash, write_and_hash,
 };
 
-/// Files up to this size are put in one go, without waiting for
-/// `put_ready` (one round trip instead of two).
+/// Files up to this size are put at once, without waiting for
+/// `put_ready`.
 pub(super) const SMALL_PUT: u64 = 256 * 1024;
 
 /// Follows a transfer's progress (a progress bar, or nothing).
@@ -108,21 +108,24 @@ impl Client {
         opts: TransferOptions,
         progress: &mut dyn Progress,
     ) -> Result<Transferred> {
-        let (file, size) = open_local(local).await?;
-        if size <= SMALL_PUT {
-            let (body, md5) = read_small(file, size, local).await?;
-            progress.begin(size, 0);
-            let sent = self.send_at_once(remote, body, &md5).await;
-            let result = match sent {
-                Ok(()) => {
-                    progress.advance(size);
-                    self.put_ok(md5, 0).await
-                }
-                Err(e) => Err(e),
-            };
-            progress.finish();
-            return result;
-        }
+        let path = local.to_path_buf();
+        let (file, size) = match blocking(move || super::batch::load(&path)).await? {
+            super::batch::Loaded::Large(file, size) => (file, size),
+            super::batch::Loaded::Small(body, md5) => {
+                let size = body.len() as u64;
+                progress.begin(size, 0);
+                let sent = self.send_at_once(remote, body, &md5).await;
+                let result = match sent {
+                    Ok(()) => {
+                        progress.advance(size);
+                        self.put_ok(md5, 0).await
+                    }
+                    Err(e) => Err(e),
+                };
+                progress.finish();
+                return result;
+            }
+        };
         self.put_file(file, size, local, remote, opts, progress)
             .await
     }
@@ -490,11 +493,6 @@ pub(super) fn open_file(local: &Path) -> Result<(std::fs::File, u64)> {
     Ok((file, meta.len()))
 }
 
-async fn open_local(local: &Path) -> Result<(std::fs::File, u64)> {
-    let path = local.to_path_buf();
-    blocking(move || open_file(&path)).await
-}
-
 /// Reads a small file whole; returns its bytes and md5.
 pub(super) fn read_whole(
     mut file: std::fs::File,
@@ -514,15 +512,6 @@ pub(super) fn read_whole(
     }
     let md5 = crate::transfer::md5_hex(&body);
     Ok((bytes::Bytes::from(body), md5))
-}
-
-async fn read_small(
-    file: std::fs::File,
-    size: u64,
-    local: &Path,
-) -> Result<(bytes::Bytes, String)> {
-    let local = local.to_path_buf();
-    blocking(move || read_whole(file, size, &local)).await
 }
 
 /// The answer to an upload: `put_ok` with the md5 that was sent.

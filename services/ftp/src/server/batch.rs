@@ -19,12 +19,12 @@ use std::io::Write;
 use std::time::Instant;
 
 use wharf_core::Store;
-use wharf_core::store::{Direction, FileVersion, TransferRecord, UploadCommit};
+use wharf_core::store::{Direction, FileVersion, TransferRecord};
 use wharf_proto::Frame;
 use wharf_proto::ftp::{FtpReply, FtpRequest};
 
 use super::session::{LoggedIn, Session};
-use super::upload::{Partial, receive_small};
+use super::upload::{Partial, Replaced, commit_of, receive_small};
 use crate::error::FtpError;
 use crate::paths::{AboveRoot, Jail, VPath};
 use crate::transfer::md5_hex;
@@ -37,7 +37,7 @@ pub(super) const MAX_AT_ONCE: u64 = 1024 * 1024;
 pub(super) const MAX_BATCH: usize = 64;
 
 /// Most bytes a batch holds in memory before it is committed.
-pub(super) const MAX_BATCH_BYTES: usize = 8 * 1024 * 1024;
+pub(super) const MAX_BATCH_BYTES: usize = 2 * 1024 * 1024;
 
 /// An upload received whole, waiting for its batch's commit.
 pub(super) struct Received {
@@ -116,15 +116,7 @@ async fn receive_whole(s: &mut Session, size: u64) -> Result<(Vec<u8>, String), 
         }
     }
     let body = receive_small(s, size).await?;
-    match s.next_frame_idle().await? {
-        Frame::Header {
-            msg: FtpRequest::PutEnd { md5 },
-            body_len: 0,
-        } => Ok((body, md5.to_ascii_lowercase())),
-        _ => Err(FtpError::Fatal(
-            "the upload data must be followed by put_end".into(),
-        )),
-    }
+    Ok((body, s.put_end().await?))
 }
 
 /// A file of the batch whose md5 matched and whose target can take it.
@@ -161,9 +153,8 @@ fn check(r: &Received) -> Step {
 
 /// What making one upload of a batch durable came to.
 struct Durable {
-    /// The file it replaced: its size, and its device and inode when that
-    /// was its last name.
-    replaced: Option<(u64, Option<(u64, u64)>)>,
+    /// The file it replaced.
+    replaced: Option<Replaced>,
     version: Option<FileVersion>,
 }
 
@@ -235,7 +226,7 @@ fn make_durable(batch: &[&Received]) -> Vec<Result<Durable, FtpError>> {
             // Read after the rename, which moves the ctime.
             let version = file.metadata().ok().map(|m| FileVersion::of(&m));
             Ok(Durable {
-                replaced: old.map(|o| (o.size, o.gone)),
+                replaced: old,
                 version,
             })
         })
@@ -385,18 +376,8 @@ async fn record(
     for (r, step) in batch.iter().zip(steps) {
         answers.push(match step {
             Step::Stored(c, d) => {
-                let size = i64::try_from(r.size()).unwrap_or(i64::MAX);
-                let (old, gone) = d.replaced.map_or((0, None), |(old, gone)| {
-                    (i64::try_from(old).unwrap_or(i64::MAX), gone)
-                });
-                commits.push(UploadCommit {
-                    reserved: r.size(),
-                    added_bytes: size - old,
-                    added_files: if d.replaced.is_some() { 0 } else { 1 },
-                    record: r.record(true, Some(c.md5.clone())),
-                    version: d.version,
-                    replaced: gone,
-                });
+                let record = r.record(true, Some(c.md5.clone()));
+                commits.push(commit_of(r.size(), d.replaced.as_ref(), record, d.version));
                 Ok(FtpReply::PutOk {
                     path: r.v.to_string(),
                     size: r.size(),

@@ -202,11 +202,6 @@ async fn drain(stream: &mut Stream) {
     .await;
 }
 
-/// Most data the server reads and drops after a refused `put`, from a
-/// client that sent it without waiting for `put_ready`; more closes the
-/// connection (nobody gets the server to read gigabytes it refused).
-const MAX_UNASKED_DATA: u64 = 1024 * 1024;
-
 /// How long a closing session reads on for the client to hear its error.
 const LINGER: Duration = Duration::from_secs(1);
 
@@ -499,33 +494,23 @@ impl Session {
             FtpRequest::Put {
                 path,
                 size,
-                at_once: true,
+                at_once,
             } => {
                 self.upload_began = false;
-                match batch::receive(self, li, &path, size).await {
-                    Ok(verified) => {
-                        self.batch.push(verified);
-                        return Ok(None);
-                    }
-                    Err(e) => {
-                        self.refused_put = !self.upload_began && !e.is_fatal();
-                        return Err(e);
-                    }
-                }
-            }
-            FtpRequest::Put {
-                path,
-                size,
-                at_once: false,
-            } => {
-                self.upload_began = false;
-                match upload::put(self, li, &path, size).await {
-                    Ok(reply) => reply,
-                    Err(e) => {
-                        self.refused_put = !self.upload_began && !e.is_fatal();
-                        return Err(e);
-                    }
-                }
+                // A put sent at once waits in the batch for its answer.
+                let put = if at_once {
+                    batch::receive(self, li, &path, size)
+                        .await
+                        .map(|received| self.batch.push(received))
+                        .map(|()| None)
+                } else {
+                    upload::put(self, li, &path, size).await.map(Some)
+                };
+                return put.inspect_err(|e| {
+                    // Refused before its data was asked for: the data a
+                    // client sent without waiting is to be dropped.
+                    self.refused_put = !self.upload_began && !e.is_fatal();
+                });
             }
             FtpRequest::Get {
                 path,
@@ -560,9 +545,10 @@ impl Session {
     /// Reads and drops the data of a refused upload (`body_len` bytes, then
     /// its `put_end`): the client already has the refusal.
     async fn drop_upload(&mut self, body_len: u64) -> Result<(), FtpError> {
-        if body_len > MAX_UNASKED_DATA {
+        if body_len > batch::MAX_AT_ONCE {
             return Err(FtpError::Fatal(format!(
-                "put_data sent without waiting for put_ready may carry at most {MAX_UNASKED_DATA} bytes; wait for put_ready before sending bigger files"
+                "put_data sent without waiting for put_ready may carry at most {} bytes; wait for put_ready before sending bigger files",
+                batch::MAX_AT_ONCE
             )));
         }
         let mut left = body_len;
@@ -572,11 +558,17 @@ impl Session {
                 _ => return Err(FtpError::Fatal("expected upload data".into())),
             }
         }
+        self.put_end().await.map(drop)
+    }
+
+    /// The `put_end` that must follow an upload's data: the md5 the client
+    /// claims, lowercase.
+    pub async fn put_end(&mut self) -> Result<String, FtpError> {
         match self.next_frame_idle().await? {
             Frame::Header {
-                msg: FtpRequest::PutEnd { .. },
+                msg: FtpRequest::PutEnd { md5 },
                 body_len: 0,
-            } => Ok(()),
+            } => Ok(md5.to_ascii_lowercase()),
             _ => Err(FtpError::Fatal(
                 "the upload data must be followed by put_end".into(),
             )),

@@ -17,7 +17,7 @@ use rustix::fs::{AtFlags, FileType, Mode, OFlags};
 use tokio::sync::mpsc;
 use wharf_core::home::{INTERNAL_DIR, partial_name};
 use wharf_core::size::MAX_SIZE;
-use wharf_core::store::{Direction, FileVersion, TransferRecord};
+use wharf_core::store::{Direction, FileVersion, TransferRecord, UploadCommit};
 use wharf_proto::Frame;
 use wharf_proto::ftp::{FtpReply, FtpRequest};
 
@@ -531,17 +531,7 @@ pub(super) async fn put(
         (Received::Written(file, hasher), written)
     };
 
-    let claimed = match s.next_frame_idle().await? {
-        Frame::Header {
-            msg: FtpRequest::PutEnd { md5 },
-            body_len: 0,
-        } => md5.to_ascii_lowercase(),
-        _ => {
-            return Err(FtpError::Fatal(
-                "the upload data must be followed by put_end".into(),
-            ));
-        }
-    };
+    let claimed = s.put_end().await?;
     let finished = {
         let (p, vv, c) = (partial.clone(), v.clone(), claimed.clone());
         match blocking(move || finish(received, &c, &p, &vv)).await {
@@ -569,22 +559,9 @@ pub(super) async fn put(
             replaced,
             version,
         } => {
-            let size_i = i64::try_from(size).unwrap_or(i64::MAX);
-            let old_i = replaced
-                .as_ref()
-                .map_or(0, |o| i64::try_from(o.size).unwrap_or(i64::MAX));
-            let new_files = if replaced.is_some() { 0 } else { 1 };
-            if let Some((dev, ino)) = replaced.and_then(|r| r.gone) {
-                store.forget_md5(user_id, dev, ino).await?;
-            }
+            let record = record(true, written, Some(md5.clone()));
             store
-                .commit_upload(
-                    size,
-                    size_i - old_i,
-                    new_files,
-                    &record(true, written, Some(md5.clone())),
-                    version.as_ref(),
-                )
+                .commit_uploads(&[commit_of(size, replaced.as_ref(), record, version)])
                 .await?;
             Ok(FtpReply::PutOk {
                 path: v.to_string(),
@@ -592,6 +569,26 @@ pub(super) async fn put(
                 md5,
             })
         }
+    }
+}
+
+/// What the database records of an upload of `size` bytes now in place:
+/// its reservation becomes use (less what the file it replaced held), its
+/// md5 is remembered for `version`, the replaced file's md5 forgotten.
+pub(super) fn commit_of(
+    size: u64,
+    replaced: Option<&Replaced>,
+    record: TransferRecord,
+    version: Option<FileVersion>,
+) -> UploadCommit {
+    let old = replaced.map_or(0, |r| i64::try_from(r.size).unwrap_or(i64::MAX));
+    UploadCommit {
+        reserved: size,
+        added_bytes: i64::try_from(size).unwrap_or(i64::MAX) - old,
+        added_files: if replaced.is_some() { 0 } else { 1 },
+        record,
+        version,
+        replaced: replaced.and_then(|r| r.gone),
     }
 }
 

@@ -287,7 +287,7 @@ impl Fetch {
                 .await
             {
                 Ok((path, done)) => tally.done(&remote, &path.display().to_string(), &done),
-                Err(e) if lost(&e) => {
+                Err(e) if e.is_connection_lost() => {
                     bar.finish();
                     return Err(e).with_context(|| {
                         format!("get {remote}: the connection to the server was lost; run the same command again to resume")
@@ -351,14 +351,6 @@ impl Tally {
         }
         Ok(())
     }
-}
-
-/// Whether an error leaves the connection unusable.
-fn lost(e: &ClientError) -> bool {
-    matches!(
-        e,
-        ClientError::Closed | ClientError::Interrupted(_) | ClientError::Protocol(_)
-    )
 }
 
 #[cfg(test)]

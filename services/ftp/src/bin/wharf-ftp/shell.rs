@@ -260,14 +260,7 @@ pub async fn run(client: &mut Client, ui: &Ui, login: &Login) -> Result<ExitCode
             );
             failed = true;
             if e.downcast_ref::<wharf_ftp::client::ClientError>()
-                .is_some_and(|c| {
-                    matches!(
-                        c,
-                        wharf_ftp::client::ClientError::Closed
-                            | wharf_ftp::client::ClientError::Interrupted(_)
-                            | wharf_ftp::client::ClientError::Protocol(_)
-                    )
-                })
+                .is_some_and(wharf_ftp::client::ClientError::is_connection_lost)
             {
                 anyhow::bail!("the connection to the server is lost");
             }
