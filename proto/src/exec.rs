@@ -7,6 +7,13 @@
 //! the command (time limit, output cap, shutdown). Standard input, when the
 //! client asked for it, goes the other way as `stdin` frames and one
 //! `stdin_end`.
+//!
+//! A `run` with `tty` runs on a pseudo-terminal instead, like `ssh -t`: the
+//! command (or, with an empty command, the user's login shell) sees a
+//! terminal of the size given, `resize` changes it, `stdin` frames are the
+//! keys typed (Ctrl-C is a byte like any other, delivered by the terminal),
+//! and all output comes as `stdout`. The time limit is then an idle limit:
+//! the command is ended when no input came for that long.
 
 use serde::{Deserialize, Serialize};
 
@@ -17,6 +24,40 @@ pub const MAX_COMMAND_BYTES: usize = 32 * 1024;
 
 /// Largest `stdin` body a server accepts in one frame.
 pub const MAX_STDIN_CHUNK: u64 = 256 * 1024;
+
+/// Longest `TERM` value a client may send.
+pub const MAX_TERM_BYTES: usize = 64;
+
+/// The terminal a `run` asks for.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Tty {
+    /// The client's `TERM` (letters, digits, `.`, `_`, `+`, `-`), passed to
+    /// the command.
+    pub term: String,
+    /// The window's size.
+    #[serde(flatten)]
+    pub size: WindowSize,
+}
+
+/// A terminal window's size in character cells.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WindowSize {
+    /// Columns.
+    pub cols: u16,
+    /// Rows.
+    pub rows: u16,
+}
+
+impl Tty {
+    /// Whether `term` is a value the server accepts.
+    pub fn term_is_valid(term: &str) -> bool {
+        !term.is_empty()
+            && term.len() <= MAX_TERM_BYTES
+            && term
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"._+-".contains(&b))
+    }
+}
 
 /// A signal a client may forward to its running command.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -57,17 +98,28 @@ pub enum ExecRequest {
     Login(Login),
     /// Run `command` with `sh -c` in the home; answered with `started`.
     Run {
-        /// The command line, at most [`MAX_COMMAND_BYTES`], no NUL byte.
+        /// The command line, at most [`MAX_COMMAND_BYTES`], no NUL byte;
+        /// empty with `tty` for the user's login shell.
         command: String,
         /// True when the client will stream standard input (`stdin` frames,
         /// then `stdin_end`); false closes the command's input at once.
         #[serde(default)]
         stdin: bool,
+        /// The directory to start in, as commands see it (an absolute path,
+        /// or one relative to the home); none: the home.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        cwd: Option<String>,
+        /// Run on a pseudo-terminal like this one (input is then always
+        /// streamed).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        tty: Option<Tty>,
     },
     /// Bytes for the running command's standard input, in the body.
     Stdin,
     /// End of standard input: the command reads EOF.
     StdinEnd,
+    /// The client's window changed size (a `run` with `tty` only).
+    Resize(WindowSize),
     /// Send a signal to the running command's whole process group.
     Signal {
         /// Which signal.
@@ -86,6 +138,7 @@ impl Message for ExecRequest {
         "run",
         "stdin",
         "stdin_end",
+        "resize",
         "signal",
         "ping",
         "quit",
@@ -105,7 +158,8 @@ pub enum ExecReply {
     Error(ErrorReply),
     /// The command is running.
     Started {
-        /// Wall-clock time it may run, in milliseconds.
+        /// Wall-clock time it may run, in milliseconds (on a terminal: how
+        /// long it may go without input).
         timeout_ms: u64,
         /// Bytes of output (stdout and stderr together) it may write.
         max_output: u64,
@@ -148,11 +202,39 @@ mod tests {
         let run = ExecRequest::Run {
             command: "ls -la".into(),
             stdin: false,
+            cwd: None,
+            tty: None,
         };
         assert_eq!(
             serde_json::to_string(&run).unwrap_or_default(),
             r#"{"op":"run","command":"ls -la","stdin":false}"#
         );
+        let tty = ExecRequest::Run {
+            command: String::new(),
+            stdin: true,
+            cwd: Some("projects".into()),
+            tty: Some(Tty {
+                term: "xterm-256color".into(),
+                size: WindowSize { cols: 80, rows: 24 },
+            }),
+        };
+        assert_eq!(
+            serde_json::to_string(&tty).unwrap_or_default(),
+            r#"{"op":"run","command":"","stdin":true,"cwd":"projects","tty":{"term":"xterm-256color","cols":80,"rows":24}}"#
+        );
+        let resize = ExecRequest::Resize(WindowSize {
+            cols: 120,
+            rows: 40,
+        });
+        assert_eq!(
+            serde_json::to_string(&resize).unwrap_or_default(),
+            r#"{"op":"resize","cols":120,"rows":40}"#
+        );
+        assert!(Tty::term_is_valid("xterm-256color"));
+        assert!(Tty::term_is_valid("screen.xterm+x_y"));
+        assert!(!Tty::term_is_valid(""));
+        assert!(!Tty::term_is_valid("xterm;rm -rf"));
+        assert!(!Tty::term_is_valid(&"x".repeat(65)));
         let sig = ExecRequest::Signal {
             signal: SignalName::Int,
         };

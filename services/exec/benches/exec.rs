@@ -243,6 +243,7 @@ async fn bench(
                     stdout: &mut sink,
                     stderr: &mut errors,
                     signals: None,
+                    resizes: None,
                 },
             )
             .await?;

@@ -13,7 +13,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
 use wharf_core::client::{Session, open_session};
 use wharf_core::tls::{ClientTls, TlsError};
-use wharf_proto::exec::{ExecReply, ExecRequest, MAX_STDIN_CHUNK, SignalName};
+use wharf_proto::exec::{ExecReply, ExecRequest, MAX_STDIN_CHUNK, SignalName, Tty, WindowSize};
 use wharf_proto::message::ErrorReply;
 use wharf_proto::{ErrorCode, Frame, Outbound, Password, ProtoError};
 
@@ -98,6 +98,33 @@ pub struct Streams<'a> {
     pub stderr: &'a mut (dyn AsyncWrite + Unpin + Send),
     /// Signals to forward to it while it runs (Ctrl-C, say).
     pub signals: Option<&'a mut mpsc::UnboundedReceiver<SignalName>>,
+    /// New sizes of the window, for a command on a terminal.
+    pub resizes: Option<&'a mut mpsc::UnboundedReceiver<WindowSize>>,
+}
+
+/// A command to run, and how.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Command<'a> {
+    /// The command line for `sh -c`; empty, on a terminal, for the login
+    /// shell.
+    pub line: &'a str,
+    /// The directory to start in, as commands see it (absolute, or relative
+    /// to the home); none: the home.
+    pub cwd: Option<&'a str>,
+    /// Run it on a pseudo-terminal like this one (`ssh -t`): its output all
+    /// comes as stdout, and the input is the keys typed.
+    pub tty: Option<Tty>,
+}
+
+impl<'a> Command<'a> {
+    /// `line`, in the home, without a terminal.
+    pub fn new(line: &'a str) -> Command<'a> {
+        Command {
+            line,
+            cwd: None,
+            tty: None,
+        }
+    }
 }
 
 fn server_error(e: ErrorReply) -> ClientError {
@@ -222,11 +249,21 @@ impl ExecClient {
         command: &str,
         input: Option<&[u8]>,
     ) -> Result<Output> {
+        self.collect(Command::new(command), input).await
+    }
+
+    /// Runs `command` (in its directory, on its terminal if asked) with no
+    /// input, collecting its output in memory.
+    pub async fn output_of(&mut self, command: Command<'_>) -> Result<Output> {
+        self.collect(command, None).await
+    }
+
+    async fn collect(&mut self, command: Command<'_>, input: Option<&[u8]>) -> Result<Output> {
         let mut stdout = Vec::new();
         let mut stderr = Vec::new();
         let mut input = input;
         let outcome = self
-            .run(
+            .run_command(
                 command,
                 Streams {
                     stdin: input
@@ -235,6 +272,7 @@ impl ExecClient {
                     stdout: &mut stdout,
                     stderr: &mut stderr,
                     signals: None,
+                    resizes: None,
                 },
             )
             .await?;
@@ -250,15 +288,25 @@ impl ExecClient {
     /// process group. Returns how it ended; a command the server ended
     /// (time limit, output cap, shutdown) is [`ClientError::Server`].
     pub async fn run(&mut self, command: &str, io: Streams<'_>) -> Result<Outcome> {
+        self.run_command(Command::new(command), io).await
+    }
+
+    /// Runs `command` as [`ExecClient::run`] does, in its directory and on
+    /// its terminal if it asks for them; `io.resizes` then passes the
+    /// window's new sizes on.
+    pub async fn run_command(&mut self, command: Command<'_>, io: Streams<'_>) -> Result<Outcome> {
         let Streams {
             mut stdin,
             stdout,
             stderr,
             mut signals,
+            mut resizes,
         } = io;
         let run = ExecRequest::Run {
-            command: command.to_owned(),
+            command: command.line.to_owned(),
             stdin: stdin.is_some(),
+            cwd: command.cwd.map(str::to_owned),
+            tty: command.tty,
         };
         match self.exchange(run).await? {
             ExecReply::Started { .. } => {}
@@ -320,8 +368,13 @@ impl ExecClient {
                         break Err(e);
                     }
                 }
-                Some(signal) = next_signal(&mut signals) => {
+                Some(signal) = next_of(&mut signals) => {
                     if let Err(e) = self.send(ExecRequest::Signal { signal }).await {
+                        break Err(e);
+                    }
+                }
+                Some(size) = next_of(&mut resizes) => {
+                    if let Err(e) = self.send(ExecRequest::Resize(size)).await {
                         break Err(e);
                     }
                 }
@@ -356,10 +409,8 @@ async fn read_input(
     }
 }
 
-async fn next_signal(
-    signals: &mut Option<&mut mpsc::UnboundedReceiver<SignalName>>,
-) -> Option<SignalName> {
-    match signals {
+async fn next_of<T>(rx: &mut Option<&mut mpsc::UnboundedReceiver<T>>) -> Option<T> {
+    match rx {
         Some(rx) => rx.recv().await,
         None => std::future::pending().await,
     }

@@ -91,6 +91,7 @@ async fn signals_map_to_128_plus_n() {
                 stdout: &mut stdout,
                 stderr: &mut stderr,
                 signals: Some(&mut rx),
+                resizes: None,
             },
         )
         .await
@@ -210,6 +211,7 @@ async fn the_output_cap_kills_the_whole_group() {
                 stdout: &mut stdout,
                 stderr: &mut stderr,
                 signals: None,
+                resizes: None,
             },
         )
         .await
@@ -233,6 +235,8 @@ async fn a_client_disconnect_kills_the_whole_group() {
         ExecRequest::Run {
             command: LEAVERS_3.into(),
             stdin: true,
+            cwd: None,
+            tty: None,
         },
     )
     .await;
@@ -359,6 +363,8 @@ async fn each_user_runs_at_most_the_limit_at_once() {
             ExecRequest::Run {
                 command: "sleep 100".into(),
                 stdin: false,
+                cwd: None,
+                tty: None,
             },
         )
         .await;
@@ -420,6 +426,8 @@ async fn bad_requests_get_clear_errors_and_the_server_keeps_serving() {
         ExecRequest::Run {
             command: "id".into(),
             stdin: false,
+            cwd: None,
+            tty: None,
         },
     )
     .await;
@@ -437,6 +445,8 @@ async fn bad_requests_get_clear_errors_and_the_server_keeps_serving() {
             ExecRequest::Run {
                 command,
                 stdin: false,
+                cwd: None,
+                tty: None,
             },
         )
         .await;
@@ -492,6 +502,8 @@ async fn bad_requests_get_clear_errors_and_the_server_keeps_serving() {
         ExecRequest::Run {
             command: "echo $$ > pids; sleep 100".into(),
             stdin: false,
+            cwd: None,
+            tty: None,
         },
     )
     .await;
@@ -502,6 +514,8 @@ async fn bad_requests_get_clear_errors_and_the_server_keeps_serving() {
         ExecRequest::Run {
             command: "true".into(),
             stdin: false,
+            cwd: None,
+            tty: None,
         },
     )
     .await;

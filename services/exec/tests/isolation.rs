@@ -128,6 +128,8 @@ async fn alice_cannot_signal_the_server_or_bobs_commands() {
         ExecRequest::Run {
             command: "sleep 1000.61".into(),
             stdin: false,
+            cwd: None,
+            tty: None,
         },
     )
     .await;
@@ -170,6 +172,8 @@ async fn commands_have_no_terminal_and_a_session_of_their_own() {
         ExecRequest::Run {
             command: "sleep 1000.71; true".into(),
             stdin: false,
+            cwd: None,
+            tty: None,
         },
     )
     .await;
@@ -230,6 +234,7 @@ async fn nothing_outlives_a_run_ended_by_the_user() {
                 stdout: &mut stdout,
                 stderr: &mut stderr,
                 signals: Some(&mut rx),
+                resizes: None,
             },
         )
         .await
@@ -244,6 +249,8 @@ async fn nothing_outlives_a_run_ended_by_the_user() {
         ExecRequest::Run {
             command: "setsid sleep 1001.01 & setsid -f sleep 1001.02; sleep 1001.03".into(),
             stdin: false,
+            cwd: None,
+            tty: None,
         },
     )
     .await;
@@ -467,6 +474,8 @@ fn the_sandbox_ends_with_its_shell_even_without_a_server() {
         home: home.path().to_owned(),
         name: "alice".into(),
         unconfined_ok: false,
+        tty: None,
+        cwd: None,
     };
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_wharf-execd"))
         .args(spec.args("setsid sleep 1001.41 & setsid -f sleep 1001.42; echo $HOME"))

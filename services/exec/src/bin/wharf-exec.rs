@@ -1,6 +1,7 @@
 //! `wharf-exec`: the remote-exec client. With a command, runs it once and
-//! exits with its status; without, an interactive prompt that runs one line
-//! at a time (also fed from a pipe).
+//! exits with its status; without, on a terminal, a remote login shell on a
+//! pseudo-terminal (like `ssh`); without, fed from a pipe, one command per
+//! line.
 
 use std::io::{IsTerminal, Read, Write};
 use std::process::ExitCode;
@@ -10,14 +11,16 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::Parser;
+use rustix::termios::{OptionalActions, Termios, tcgetattr, tcgetwinsize, tcsetattr};
 use tokio::io::AsyncWriteExt;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::mpsc;
 use wharf_core::Password;
+use wharf_core::cli::describe;
 use wharf_core::cli::{client_password, client_user, run_main_failing_with};
 use wharf_core::tls::{ClientTls, ClientTlsArgs};
-use wharf_exec::client::{ClientError, ExecClient, Outcome, Streams};
-use wharf_proto::exec::SignalName;
+use wharf_exec::client::{ClientError, Command, ExecClient, Outcome, Streams};
+use wharf_proto::exec::{SignalName, Tty, WindowSize};
 
 /// Exit status when wharf-exec itself, or the server, ended the command.
 const OWN_FAILURE: u8 = 255;
@@ -36,17 +39,29 @@ streamed to it (-n: none), Ctrl-C is passed on to it, and wharf-exec exits with 
 status (128+N when signal N ended it; 255 when wharf-exec or the server ended it:
 cannot connect, refused, time limit, output cap).
 
-Without a command, wharf-exec is a prompt: each line runs as one command (with no
-input); `cd DIR` changes the directory later lines start in; `exit` leaves. It reads
-standard input when it is not a terminal and then exits 0 only if every line
-succeeded, else with the status of the last that failed.
+Without a command, on a terminal, you get your login shell on the server, on a
+terminal of its own like ssh gives: line editing, job control, `top`, `vim` and
+`less` work, Ctrl-C goes to the remote program, the window's size follows yours.
+It ends after the server's idle limit (30 minutes unless set otherwise) without
+a key typed. -t does the same for a command (`wharf-exec -t -- top`); -T never
+asks for a terminal.
+
+Without a command and without a terminal (-T, or lines from a pipe), each line
+runs as one command with no input; `cd DIR` changes the directory later lines
+start in; `exit` leaves. wharf-exec then exits 0 only if every line succeeded,
+else with the status of the last that failed.
 The password comes from WHARF_PASSWORD when set, else it is asked for.
 
+Exit status: the command's (or the shell's) own; 128+N when signal N ended it;
+255 when wharf-exec could not connect or log in, or the server ended the command.
+
 Examples:
+  wharf-exec --user alice
   wharf-exec --user alice -- ls -la
+  wharf-exec --user alice -t -- top
   wharf-exec --user alice -- 'cat > notes.txt' < notes.txt
   wharf-exec --user alice -- tar czf - projects > projects.tgz
-  wharf-exec --user alice";
+  printf 'cd projects\\nls\\n' | wharf-exec --user alice";
 
 /// Wharf remote-exec client: run commands in your home on a Wharf server.
 #[derive(Debug, Parser)]
@@ -66,6 +81,13 @@ struct Args {
     /// Give the command no input instead of this terminal's or pipe's.
     #[arg(short = 'n', long)]
     no_stdin: bool,
+    /// Run the command on a terminal of its own on the server (as ssh -t),
+    /// even when this side has none.
+    #[arg(short = 't', long, conflicts_with_all = ["no_tty", "no_stdin"])]
+    tty: bool,
+    /// Never ask for a terminal: without a command, one command per line.
+    #[arg(short = 'T', long)]
+    no_tty: bool,
     #[command(flatten)]
     tls: ClientTlsArgs,
     /// The command line to run; without it, a prompt.
@@ -85,10 +107,15 @@ async fn run(args: Args) -> Result<ExitCode> {
     let client = ExecClient::connect(&args.server, &tls, &user, &password)
         .await
         .with_context(|| format!("cannot log in to {} as {user}", args.server))?;
-    if args.command.is_empty() {
+    let command = args.command.join(" ");
+    let here = std::io::stdin().is_terminal() && std::io::stdout().is_terminal();
+    if args.tty || (command.is_empty() && here && !args.no_tty) {
+        return on_terminal(client, &command).await;
+    }
+    if command.is_empty() {
         return prompt(client, &args, &tls, &user, &password).await;
     }
-    one_shot(client, &args.command.join(" "), !args.no_stdin).await
+    one_shot(client, &command, !args.no_stdin).await
 }
 
 /// Forwards Ctrl-C (and TERM, HUP) to the running command; with no command
@@ -171,20 +198,27 @@ fn stdin_reader() -> tokio::io::DuplexStream {
 async fn run_one(
     client: &mut ExecClient,
     command: &str,
+    cwd: Option<&str>,
     stdin: Option<&mut tokio::io::DuplexStream>,
     interrupts: &mut Interrupts,
 ) -> Result<Outcome, ClientError> {
     let mut stdout = tokio::io::stdout();
     let mut stderr = tokio::io::stderr();
     interrupts.running(true);
+    let run = Command {
+        line: command,
+        cwd,
+        tty: None,
+    };
     let outcome = client
-        .run(
-            command,
+        .run_command(
+            run,
             Streams {
                 stdin: stdin.map(|s| s as &mut (dyn tokio::io::AsyncRead + Unpin + Send)),
                 stdout: &mut stdout,
                 stderr: &mut stderr,
                 signals: Some(&mut interrupts.rx),
+                resizes: None,
             },
         )
         .await;
@@ -199,7 +233,7 @@ fn exit_status(status: i32) -> ExitCode {
 async fn one_shot(mut client: ExecClient, command: &str, with_stdin: bool) -> Result<ExitCode> {
     let mut interrupts = Interrupts::start()?;
     let mut stdin = with_stdin.then(stdin_reader);
-    match run_one(&mut client, command, stdin.as_mut(), &mut interrupts).await {
+    match run_one(&mut client, command, None, stdin.as_mut(), &mut interrupts).await {
         Ok(outcome) => {
             let _ = client.quit().await;
             Ok(exit_status(outcome.status))
@@ -211,9 +245,113 @@ async fn one_shot(mut client: ExecClient, command: &str, with_stdin: bool) -> Re
     }
 }
 
-/// Quotes `s` for `sh` in single quotes.
-fn quote(s: &str) -> String {
-    format!("'{}'", s.replace('\'', r"'\''"))
+/// This terminal in raw mode (keys go to the remote terminal as typed,
+/// Ctrl-C included) until dropped, which puts it back as it was.
+struct RawMode {
+    saved: Termios,
+}
+
+impl RawMode {
+    fn enter() -> Result<RawMode> {
+        let stdin = std::io::stdin();
+        let saved = tcgetattr(&stdin).context("cannot read this terminal's settings")?;
+        let mut raw = saved.clone();
+        raw.make_raw();
+        tcsetattr(&stdin, OptionalActions::Drain, &raw)
+            .context("cannot put this terminal in raw mode")?;
+        Ok(RawMode { saved })
+    }
+}
+
+impl Drop for RawMode {
+    fn drop(&mut self) {
+        let _ = tcsetattr(std::io::stdin(), OptionalActions::Drain, &self.saved);
+    }
+}
+
+/// This side's window size, if it has a window.
+fn window_size() -> Option<WindowSize> {
+    let size = tcgetwinsize(std::io::stdout()).ok()?;
+    (size.ws_col > 0 && size.ws_row > 0).then_some(WindowSize {
+        cols: size.ws_col,
+        rows: size.ws_row,
+    })
+}
+
+/// The window's new sizes, as they change (SIGWINCH).
+fn window_changes() -> Result<mpsc::UnboundedReceiver<WindowSize>> {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let mut winch = signal(SignalKind::window_change()).context("cannot catch SIGWINCH")?;
+    tokio::spawn(async move {
+        while winch.recv().await.is_some() {
+            if let Some(size) = window_size()
+                && tx.send(size).is_err()
+            {
+                break;
+            }
+        }
+    });
+    Ok(rx)
+}
+
+/// Runs `command` (empty: the login shell) on a terminal on the server,
+/// this terminal in raw mode meanwhile, as `ssh -t` does.
+async fn on_terminal(mut client: ExecClient, command: &str) -> Result<ExitCode> {
+    let tty = Tty {
+        term: std::env::var("TERM")
+            .ok()
+            .filter(|t| Tty::term_is_valid(t))
+            .unwrap_or_else(|| "dumb".to_owned()),
+        size: window_size().unwrap_or(WindowSize { cols: 80, rows: 24 }),
+    };
+    let mut interrupts = Interrupts::start()?;
+    let mut resizes = window_changes()?;
+    let mut stdin = stdin_reader();
+    let raw = if std::io::stdin().is_terminal() {
+        Some(RawMode::enter()?)
+    } else {
+        None
+    };
+    let mut stdout = tokio::io::stdout();
+    let mut stderr = tokio::io::stderr();
+    interrupts.running(true);
+    let run = Command {
+        line: command,
+        cwd: None,
+        tty: Some(tty),
+    };
+    let outcome = client
+        .run_command(
+            run,
+            Streams {
+                stdin: Some(&mut stdin),
+                stdout: &mut stdout,
+                stderr: &mut stderr,
+                signals: Some(&mut interrupts.rx),
+                resizes: Some(&mut resizes),
+            },
+        )
+        .await;
+    drop(raw);
+    match outcome {
+        Ok(outcome) => {
+            let _ = client.quit().await;
+            Ok(exit_status(outcome.status))
+        }
+        Err(e) => {
+            eprintln!("\nwharf-exec: {}", describe(&e));
+            Ok(ExitCode::from(OWN_FAILURE))
+        }
+    }
+}
+
+/// How the pipe-mode prompt shows `dir`: beneath `home` as `~/...`.
+fn shown_dir(dir: &str, home: &str) -> String {
+    match dir.strip_prefix(home) {
+        Some("") => "~".to_owned(),
+        Some(rest) if rest.starts_with('/') => format!("~{rest}"),
+        _ => dir.to_owned(),
+    }
 }
 
 /// A line read by the prompt.
@@ -254,7 +392,9 @@ async fn prompt(
     let interactive = std::io::stdin().is_terminal();
     let mut interrupts = Interrupts::start()?;
     let mut lines = line_reader();
-    let mut cwd: Option<String> = None;
+    // The directory later lines start in, as commands see it, and as the
+    // prompt shows it.
+    let mut cwd: Option<(String, String)> = None;
     let mut failed: Option<i32> = None;
     let mut connected = true;
     if interactive {
@@ -265,7 +405,7 @@ async fn prompt(
     }
     loop {
         if interactive {
-            let place = cwd.as_deref().unwrap_or("~");
+            let place = cwd.as_ref().map_or("~", |(_, shown)| shown.as_str());
             print!("{user}@{}:{place}$ ", args.server);
             let _ = std::io::stdout().flush();
         }
@@ -294,31 +434,33 @@ async fn prompt(
                 .with_context(|| format!("cannot log in to {} again", args.server))?;
             connected = true;
         }
-        let enter = cwd
-            .as_deref()
-            .map(|dir| format!("cd -- {} || exit 1\n", quote(dir)))
-            .unwrap_or_default();
+        let dir = cwd.as_ref().map(|(dir, _)| dir.as_str());
         let is_cd = line == "cd" || line.starts_with("cd ");
         let result = if is_cd {
             let target = line.strip_prefix("cd").unwrap_or("").trim();
             let target = if target.is_empty() { "~" } else { target };
-            let mut probe = client.output(&format!("{enter}cd {target} && pwd")).await;
+            // The shell resolves the target; the new directory and the home
+            // come back, one per line.
+            let probe_line = format!("cd {target} >/dev/null && pwd && printf '%s\\n' \"$HOME\"");
+            let probe = Command {
+                line: &probe_line,
+                cwd: dir,
+                tty: None,
+            };
+            let mut probe = client.output_of(probe).await;
             if let Ok(out) = &mut probe {
                 let _ = tokio::io::stderr().write_all(&out.stderr).await;
-                if out.outcome.status == 0 {
-                    let dir = String::from_utf8_lossy(&out.stdout).trim_end().to_owned();
-                    cwd = Some(dir);
+                let text = String::from_utf8_lossy(&out.stdout);
+                let mut lines = text.lines();
+                if out.outcome.status == 0
+                    && let (Some(dir), Some(home)) = (lines.next(), lines.next())
+                {
+                    cwd = Some((dir.to_owned(), shown_dir(dir, home)));
                 }
             }
             probe.map(|out| out.outcome)
         } else {
-            run_one(
-                &mut client,
-                &format!("{enter}{line}"),
-                None,
-                &mut interrupts,
-            )
-            .await
+            run_one(&mut client, line, dir, None, &mut interrupts).await
         };
         match result {
             Ok(outcome) if outcome.status == 0 => {}

@@ -54,7 +54,8 @@ pub fn args(proc: bool, identity: Option<(u32, u32)>) -> Vec<String> {
     args
 }
 
-fn drop_to(uid: u32, gid: u32) -> rustix::io::Result<()> {
+/// Gives up root for `uid` and `gid`, with no supplementary groups.
+pub(super) fn drop_to(uid: u32, gid: u32) -> rustix::io::Result<()> {
     set_thread_groups(&[])?;
     let gid = Gid::from_raw(gid);
     set_thread_res_gid(gid, gid, gid)?;

@@ -22,6 +22,13 @@
 //! 6. becomes the user's own uid and gid when run as root, and replaces
 //!    itself with `sh -c COMMAND` in the home.
 //!
+//! On a pseudo-terminal (the server passes its far end as standard input,
+//! output and error), the launcher makes that terminal the new session's
+//! controlling terminal in step 1, lets the command open it (`/dev/tty`
+//! and its own `/dev/pts/N`, nothing else of `/dev/pts`) in step 5, and
+//! with an empty command starts a login shell (`bash`, else `sh`) instead
+//! of `sh -c`.
+//!
 //! The shell is thus still the server's child (its status is the command's
 //! status) and the leader of the group the server signals, while every
 //! process it starts lives inside the PID namespace. Doing this in a fresh
@@ -70,7 +77,18 @@ pub struct Launch {
     /// Run even where a part of the sandbox is missing (the operator's
     /// `--allow-unconfined-exec`); otherwise a missing part is an error.
     pub unconfined_ok: bool,
+    /// The pseudo-terminal on standard input, output and error, if any:
+    /// its path, which the command may open.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tty: Option<PathBuf>,
+    /// Where to start, as the command sees it: absolute, or relative to the
+    /// home; none: the home.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cwd: Option<String>,
 }
+
+/// Shells tried, in order, for an interactive login shell.
+const LOGIN_SHELLS: &[&str] = &["/bin/bash", "/bin/sh"];
 
 impl Launch {
     /// The arguments that ask a daemon binary for this launch of `command`.
@@ -136,6 +154,11 @@ pub fn launch_if_asked() {
     if let Err(e) = rustix::process::setsid() {
         fail(format_args!("cannot start a new session: {e}"));
     }
+    if launch.tty.is_some()
+        && let Err(e) = rustix::process::ioctl_tiocsctty(std::io::stdin())
+    {
+        fail(format_args!("cannot take the terminal: {e}"));
+    }
     if let Err(e) = set_limits(&launch) {
         fail(format_args!("cannot set resource limits: {e}"));
     }
@@ -145,19 +168,74 @@ pub fn launch_if_asked() {
         Ok(place) => place,
         Err(e) => fail(e),
     };
-    let mut sh = Command::new("/bin/sh");
-    sh.arg0("sh")
-        .arg("-c")
-        .arg(&command)
-        .env("HOME", &place.home)
-        .env("PWD", &place.home)
-        .current_dir(&place.home);
+    let mut sh = if command.is_empty() && launch.tty.is_some() {
+        let shell = LOGIN_SHELLS
+            .iter()
+            .find(|s| std::path::Path::new(s).exists())
+            .copied()
+            .unwrap_or("/bin/sh");
+        let name = shell.rsplit('/').next().unwrap_or("sh");
+        let mut sh = Command::new(shell);
+        // A leading '-' in its name: a login shell, as login(1) starts it.
+        sh.arg0(format!("-{name}")).env("SHELL", shell);
+        sh
+    } else {
+        let mut sh = Command::new("/bin/sh");
+        sh.arg0("sh").arg("-c").arg(&command);
+        sh
+    };
+    // Like the shell's own `cd`: a directory that is not there is the
+    // command's failure (status 1), said as the shell would.
+    let dir = match &launch.cwd {
+        Some(cwd) => place.home.join(cwd),
+        None => place.home.clone(),
+    };
+    if let Err(e) = std::env::set_current_dir(&dir) {
+        let shown = launch.cwd.as_deref().unwrap_or("~");
+        let reason = e.to_string();
+        let reason = reason.split(" (os error").next().unwrap_or(&reason);
+        eprintln!("wharf-exec: cd: {shown}: {reason}");
+        std::process::exit(1);
+    }
+    sh.env("HOME", &place.home).env("PWD", &dir);
     if let Some((uid, gid)) = launch.identity {
         // std drops the supplementary groups when root changes uid.
         sh.gid(gid).uid(uid);
     }
+    if launch.tty.is_some() {
+        wait_for(sh, launch.identity);
+    }
     let err = sh.exec();
     fail(format_args!("cannot run /bin/sh: {err}"));
+}
+
+/// On a terminal, the shell runs as a child, inside the PID namespace (as
+/// `exec` would leave it outside, where its job control's process-group
+/// ids would not be its children's); the launcher stays, as the user,
+/// waits for it and exits with its status. Init watches the launcher: when
+/// the launcher ends, or is killed, the namespace goes with it.
+fn wait_for(mut sh: Command, identity: Option<(u32, u32)>) -> ! {
+    let mut child = match sh.spawn() {
+        Ok(child) => child,
+        Err(e) => fail(format_args!("cannot start the shell: {e}")),
+    };
+    if let Some((uid, gid)) = identity
+        && let Err(e) = init::drop_to(uid, gid)
+    {
+        let _ = child.kill();
+        fail(format_args!("cannot give up root: {e}"));
+    }
+    match child.wait() {
+        Ok(status) => {
+            use std::os::unix::process::ExitStatusExt;
+            let code = status
+                .code()
+                .or_else(|| status.signal().map(|n| 128 + n))
+                .unwrap_or(CANNOT_RUN);
+            std::process::exit(code)
+        }
+        Err(e) => fail(format_args!("cannot wait for the shell: {e}")),
+    }
 }
 
 #[cfg(test)]
@@ -177,6 +255,8 @@ mod tests {
                 home: "/srv/wharf/homes/alice".into(),
                 name: "alice".into(),
                 unconfined_ok: false,
+                tty: identity.map(|_| "/dev/pts/7".into()),
+                cwd: identity.map(|_| "projects/a b".into()),
             };
             let args = l.args("echo 'a b' | wc -c");
             assert_eq!(args[0], LAUNCH_ARG);

@@ -99,7 +99,7 @@ pub fn enter(l: &Launch) -> Result<Place, Missing> {
         // `/proc` only in a mount namespace known to be private.
         proc = start_init(l.identity, mounted)?;
     }
-    tolerate(landlock(&home, tmp, proc))?;
+    tolerate(landlock(&home, tmp, proc, l.tty.as_deref()))?;
     Ok(Place { home })
 }
 
@@ -211,8 +211,9 @@ fn start_init(identity: Option<(u32, u32)>, mount_proc: bool) -> Result<bool, Mi
 
 /// Landlock: read-write beneath the home (and the private `/tmp`), read and
 /// execute on the system directories, a few devices, the namespace's own
-/// `/proc`; no signals and no abstract sockets out of the sandbox.
-fn landlock(home: &Path, tmp: bool, proc: bool) -> Result<(), Missing> {
+/// `/proc`, the command's own terminal if it has one; no signals and no
+/// abstract sockets out of the sandbox.
+fn landlock(home: &Path, tmp: bool, proc: bool, tty: Option<&Path>) -> Result<(), Missing> {
     let abi = ABI::V5;
     let fail = |source: std::io::Error| Missing {
         what: "Landlock",
@@ -222,6 +223,10 @@ fn landlock(home: &Path, tmp: bool, proc: bool) -> Result<(), Missing> {
     let mut writable = vec![home.to_path_buf()];
     if tmp {
         writable.push("/tmp".into());
+    }
+    let mut devices: Vec<&Path> = DEVICES.iter().map(Path::new).collect();
+    if let Some(tty) = tty {
+        devices.extend([Path::new("/dev/tty"), tty]);
     }
     let mut readable: Vec<&str> = SYSTEM_DIRS.to_vec();
     if proc {
@@ -240,8 +245,8 @@ fn landlock(home: &Path, tmp: bool, proc: bool) -> Result<(), Missing> {
         .add_rules(path_beneath_rules(&readable, AccessFs::from_read(abi)))
         .map_err(other)?
         .add_rules(path_beneath_rules(
-            DEVICES,
-            AccessFs::ReadFile | AccessFs::WriteFile,
+            &devices,
+            AccessFs::ReadFile | AccessFs::WriteFile | AccessFs::IoctlDev,
         ))
         .map_err(other)?
         .restrict_self()

@@ -17,6 +17,11 @@ pub struct ExecArgs {
     /// Wall-clock time a command may run before its processes are killed.
     #[arg(long, default_value = "60s", value_parser = humantime::parse_duration, value_name = "DURATION")]
     pub command_timeout: Duration,
+    /// How long a command on a terminal (`wharf-exec` with no command, or
+    /// -t) may go without input before its processes are killed; it has no
+    /// wall-clock limit.
+    #[arg(long, default_value = "30m", value_parser = humantime::parse_duration, value_name = "DURATION")]
+    pub tty_idle_timeout: Duration,
     /// Output (stdout and stderr together) a command may write before its
     /// processes are killed.
     #[arg(long, default_value = "64MiB", value_parser = size, value_name = "SIZE")]
@@ -58,6 +63,7 @@ impl ExecArgs {
         ExecConfig {
             limits,
             command_timeout: self.command_timeout,
+            tty_idle_timeout: self.tty_idle_timeout.max(Duration::from_secs(1)),
             max_output: self.max_output,
             max_per_user: self.max_commands_per_user.max(1),
             resources: ResourceLimits {

@@ -32,6 +32,9 @@ pub struct ExecConfig {
     pub limits: Limits,
     /// Wall-clock time a command may run.
     pub command_timeout: Duration,
+    /// How long a command on a terminal may go without input (it has no
+    /// wall-clock limit, and no output cap: a person is watching it).
+    pub tty_idle_timeout: Duration,
     /// Bytes of output (stdout and stderr together) a command may write.
     pub max_output: u64,
     /// Commands one user may run at once, over all connections.
@@ -61,6 +64,7 @@ impl Default for ExecConfig {
         ExecConfig {
             limits: Limits::default(),
             command_timeout: Duration::from_secs(60),
+            tty_idle_timeout: Duration::from_secs(30 * 60),
             max_output: 64 * 1024 * 1024,
             max_per_user: 4,
             resources: ResourceLimits::default(),
@@ -157,6 +161,8 @@ pub async fn check_sandbox(config: &ExecConfig) -> Result<(), LauncherError> {
         home: home.clone(),
         name: "wharf-check".into(),
         unconfined_ok: config.unconfined_ok,
+        tty: None,
+        cwd: None,
     };
     let checked = check_with(config.launcher.clone(), spec, fail).await;
     let _ = std::fs::remove_dir_all(&home);

@@ -1,13 +1,16 @@
-//! A command's output pipe. Output goes out in frames as large as the pipe
-//! offers at once: when woken, the server reads what is waiting, and keeps
-//! reading while more keeps coming (up to [`MAX_CHUNK`]), then sends it
-//! all as one frame with its header in front, in one write.
+//! A command's output pipe (or the near end of its terminal). Output goes
+//! out in frames as large as the pipe offers at once: when woken, the
+//! server reads what is waiting, and keeps reading while more keeps coming
+//! (up to [`MAX_CHUNK`]), then sends it all as one frame with its header in
+//! front, in one write.
 
 use std::io;
 use std::os::fd::OwnedFd;
 
+use rustix::fs::{OFlags, fcntl_getfl, fcntl_setfl};
+use rustix::io::Errno;
 use tokio::io::Interest;
-use tokio::net::unix::pipe;
+use tokio::io::unix::AsyncFd;
 
 /// Most bytes one frame carries.
 pub(super) const MAX_CHUNK: usize = 1024 * 1024;
@@ -27,9 +30,29 @@ pub(super) enum Waiting {
     End,
 }
 
-/// The reading end of a command's stdout or stderr.
+/// A descriptor registered with the runtime, made non-blocking.
+#[allow(unsafe_code)]
+fn registered(fd: OwnedFd, interest: Interest) -> io::Result<AsyncFd<OwnedFd>> {
+    fcntl_setfl(&fd, fcntl_getfl(&fd)? | OFlags::NONBLOCK)?;
+    // SAFETY: an OwnedFd is an open descriptor that stays open, and the
+    // same, for as long as it is owned (here, by the AsyncFd).
+    Ok(unsafe { AsyncFd::register_with_interest(fd, interest) }?)
+}
+
+/// Reads `buf` from `fd` without blocking. The near end of a terminal says
+/// EIO once every process has closed the far end: that is its end of file.
+fn read_some(fd: &AsyncFd<OwnedFd>, buf: &mut [u8]) -> io::Result<usize> {
+    match rustix::io::read(fd.get_ref(), buf) {
+        Ok(n) => Ok(n),
+        Err(Errno::IO) => Ok(0),
+        Err(Errno::AGAIN) => Err(io::ErrorKind::WouldBlock.into()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// The reading end of a command's stdout or stderr, or of its terminal.
 pub(super) struct OutPipe {
-    rx: pipe::Receiver,
+    rx: AsyncFd<OwnedFd>,
     buf: Vec<u8>,
     /// Bytes the next read takes at most.
     chunk: usize,
@@ -38,7 +61,7 @@ pub(super) struct OutPipe {
 impl OutPipe {
     pub(super) fn new(fd: OwnedFd) -> io::Result<OutPipe> {
         Ok(OutPipe {
-            rx: pipe::Receiver::from_owned_fd(fd)?,
+            rx: registered(fd, Interest::READABLE)?,
             buf: Vec::new(),
             chunk: FIRST_CHUNK,
         })
@@ -48,17 +71,15 @@ impl OutPipe {
     /// looks.
     pub(super) async fn waiting(&self) -> io::Result<Waiting> {
         loop {
-            let ready = self.rx.ready(Interest::READABLE).await?;
-            if rustix::io::ioctl_fionread(&self.rx)? > 0 {
+            let mut ready = self.rx.readable().await?;
+            if rustix::io::ioctl_fionread(self.rx.get_ref())? > 0 {
                 return Ok(Waiting::Bytes);
             }
-            if ready.is_read_closed() {
+            if ready.ready().is_read_closed() {
                 return Ok(Waiting::End);
             }
             // Woken with nothing to read: forget the readiness and wait again.
-            let _ = self
-                .rx
-                .try_io(|| Err::<(), _>(io::ErrorKind::WouldBlock.into()));
+            ready.clear_ready();
         }
     }
 
@@ -72,12 +93,10 @@ impl OutPipe {
         }
         let mut got = 0;
         while got < max {
-            match self
-                .rx
-                .try_read(&mut self.buf[HEAD_ROOM + got..HEAD_ROOM + max])
-            {
+            match read_some(&self.rx, &mut self.buf[HEAD_ROOM + got..HEAD_ROOM + max]) {
                 Ok(0) => break,
                 Ok(n) => got += n,
+                // Nothing more now; `waiting` forgets the stale readiness.
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) => return Err(e),
             }
@@ -86,5 +105,33 @@ impl OutPipe {
             self.chunk = (self.chunk * 2).min(MAX_CHUNK);
         }
         Ok(&mut self.buf[..HEAD_ROOM + got])
+    }
+}
+
+/// The near end of a command's terminal, written with the keys typed.
+pub struct PtyInput {
+    fd: AsyncFd<OwnedFd>,
+}
+
+impl PtyInput {
+    pub(super) fn new(fd: OwnedFd) -> io::Result<PtyInput> {
+        Ok(PtyInput {
+            fd: registered(fd, Interest::WRITABLE)?,
+        })
+    }
+
+    /// Writes all of `buf`, waiting while the terminal's input is full (the
+    /// program is not reading).
+    pub(super) async fn write_all(&self, mut buf: &[u8]) -> io::Result<()> {
+        while !buf.is_empty() {
+            let mut ready = self.fd.writable().await?;
+            match ready.try_io(|fd| Ok(rustix::io::write(fd.get_ref(), buf)?)) {
+                Ok(Ok(0)) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(Ok(n)) => buf = &buf[n..],
+                Ok(Err(e)) => return Err(e),
+                Err(_would_block) => {}
+            }
+        }
+        Ok(())
     }
 }

@@ -9,18 +9,25 @@
 //! grandchild holding the pipes open, say). [`Running::finish`] kills the
 //! group, then reaps the shell.
 
+use std::os::fd::OwnedFd;
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::process::ExitStatusExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
 use std::time::Duration;
 
+use rustix::fs::{Mode, Uid, fchmod, fchown};
 use rustix::process::{
     Pid, Signal, WaitId, WaitIdOptions, kill_process, kill_process_group, waitid,
 };
+use rustix::pty::{OpenptFlags, grantpt, ioctl_tiocgptpeer, openpt, ptsname, unlockpt};
+use rustix::termios::{Winsize, tcsetwinsize};
+use tokio::io::AsyncWriteExt;
 use tokio::process::{Child, ChildStderr, ChildStdin, ChildStdout, Command};
 use tokio::signal::unix::{Signal as SignalStream, SignalKind, signal};
+use wharf_proto::exec::{Tty, WindowSize};
 
-use super::output::OutPipe;
+use super::output::{OutPipe, PtyInput};
 use crate::launch::Launch;
 
 /// `PATH` of every command.
@@ -79,6 +86,79 @@ pub struct Spawn<'a> {
     /// True to give the command a pipe for its input; false gives it
     /// /dev/null.
     pub stdin: bool,
+    /// Where it starts, as commands see it (relative to the home, or
+    /// absolute); none: the home.
+    pub cwd: Option<&'a str>,
+    /// Run it on a pseudo-terminal like this (input, output and error all
+    /// on it; `stdin` is then ignored).
+    pub tty: Option<&'a Tty>,
+}
+
+/// A command's pseudo-terminal, as the server holds it (its input and
+/// output are [`Running::input`] and [`Running::stdout`]).
+pub struct Terminal {
+    /// The near (master) end, for window sizes.
+    control: OwnedFd,
+}
+
+impl Terminal {
+    /// Tells the command its window is now `size`.
+    pub fn resize(&self, size: WindowSize) -> std::io::Result<()> {
+        tcsetwinsize(&self.control, winsize(size))?;
+        Ok(())
+    }
+}
+
+fn winsize(size: WindowSize) -> Winsize {
+    Winsize {
+        ws_row: size.rows.clamp(1, MAX_CELLS),
+        ws_col: size.cols.clamp(1, MAX_CELLS),
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    }
+}
+
+/// Most rows or columns a window may claim.
+const MAX_CELLS: u16 = 4096;
+
+/// Opens a pseudo-terminal: its near end, its far end and the far end's
+/// path. The far end goes to `identity`, readable and writable by it alone
+/// (as sshd gives a login's terminal).
+fn open_pty(
+    size: WindowSize,
+    identity: Option<(u32, u32)>,
+) -> std::io::Result<(OwnedFd, OwnedFd, PathBuf)> {
+    let flags = OpenptFlags::RDWR | OpenptFlags::NOCTTY | OpenptFlags::CLOEXEC;
+    let master = openpt(flags)?;
+    grantpt(&master)?;
+    unlockpt(&master)?;
+    let path = ptsname(&master, Vec::new())?;
+    let path = PathBuf::from(std::ffi::OsStr::from_bytes(path.as_bytes()));
+    let far = ioctl_tiocgptpeer(&master, flags)?;
+    if let Some((uid, _)) = identity {
+        fchown(&far, Some(Uid::from_raw(uid)), None)?;
+        fchmod(&far, Mode::from_raw_mode(0o600))?;
+    }
+    tcsetwinsize(&master, winsize(size))?;
+    Ok((master, far, path))
+}
+
+/// Where a command's input is written.
+pub enum Input {
+    /// Its standard input pipe.
+    Pipe(ChildStdin),
+    /// Its terminal (keys typed).
+    Pty(PtyInput),
+}
+
+impl Input {
+    /// Writes all of `buf`.
+    pub async fn write_all(&mut self, buf: &[u8]) -> std::io::Result<()> {
+        match self {
+            Input::Pipe(pipe) => pipe.write_all(buf).await,
+            Input::Pty(pty) => pty.write_all(buf).await,
+        }
+    }
 }
 
 /// A running command.
@@ -90,9 +170,11 @@ pub struct Running {
     look: bool,
     exited: bool,
     finished: bool,
-    /// The command's input, when asked for.
-    pub stdin: Option<ChildStdin>,
-    /// Its output.
+    /// The command's input, when asked for: a pipe, or its terminal.
+    pub input: Option<Input>,
+    /// Its terminal, when it runs on one.
+    pub terminal: Option<Terminal>,
+    /// Its output (on a terminal: everything it shows).
     pub stdout: Option<OutPipe>,
     /// Its error output.
     pub stderr: Option<OutPipe>,
@@ -103,6 +185,10 @@ impl Running {
     pub fn spawn(s: &Spawn<'_>) -> std::io::Result<Running> {
         // Listening before the spawn: no exit can be missed.
         let sigchld = signal(SignalKind::child())?;
+        let pty = s
+            .tty
+            .map(|tty| open_pty(tty.size, s.identity))
+            .transpose()?;
         let launch = Launch {
             cpu_secs: s.limits.cpu.as_secs().max(1),
             file_size: s.limits.file_size,
@@ -113,6 +199,8 @@ impl Running {
             home: s.home.to_owned(),
             name: s.user.to_owned(),
             unconfined_ok: s.unconfined_ok,
+            tty: pty.as_ref().map(|(_, _, path)| path.clone()),
+            cwd: s.cwd.map(str::to_owned),
         };
         // The launcher starts a session of its own (so its pid is the
         // group's id), sets HOME and the working directory.
@@ -122,16 +210,26 @@ impl Running {
             .env("PATH", COMMAND_PATH)
             .env("USER", s.user)
             .env("LANG", "C.UTF-8")
-            .env("TERM", "dumb")
+            .env("TERM", s.tty.map_or("dumb", |t| t.term.as_str()))
             .current_dir("/")
-            .stdin(if s.stdin {
+            .kill_on_drop(true);
+        let mut terminal = None;
+        if let Some((master, far, _)) = pty {
+            cmd.stdin(far.try_clone()?)
+                .stdout(far.try_clone()?)
+                .stderr(far);
+            let output = master.try_clone()?;
+            let input = PtyInput::new(master.try_clone()?)?;
+            terminal = Some((Terminal { control: master }, input, output));
+        } else {
+            cmd.stdin(if s.stdin {
                 Stdio::piped()
             } else {
                 Stdio::null()
             })
             .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true);
+            .stderr(Stdio::piped());
+        }
         // Registered as a launcher before anything can take it for an
         // orphan to reap.
         let mut launchers = super::orphans::launchers();
@@ -143,20 +241,36 @@ impl Running {
             .ok_or_else(|| std::io::Error::other("the new process has no pid"))?;
         launchers.insert(pgid.as_raw_nonzero().get());
         drop(launchers);
-        let stdout = child.stdout.take().map(ChildStdout::into_owned_fd);
-        let stderr = child.stderr.take().map(ChildStderr::into_owned_fd);
-        let [stdout, stderr] = [stdout, stderr].map(|pipe| {
-            pipe.transpose()?
-                .map(|fd| {
-                    // Best effort: the default 64 KiB works, only slower.
-                    let _ = rustix::pipe::fcntl_setpipe_size(&fd, PIPE_SIZE);
-                    OutPipe::new(fd)
-                })
-                .transpose()
-        });
-        let (stdout, stderr) = (stdout?, stderr?);
+        // The far end is the command's alone now (the Command held the
+        // last copy here): when it and its processes end, reads of the
+        // near end end too.
+        drop(cmd);
+        let (terminal, input, stdout, stderr) = match terminal {
+            Some((terminal, input, output)) => (
+                Some(terminal),
+                Some(Input::Pty(input)),
+                Some(OutPipe::new(output)?),
+                None,
+            ),
+            None => {
+                let stdout = child.stdout.take().map(ChildStdout::into_owned_fd);
+                let stderr = child.stderr.take().map(ChildStderr::into_owned_fd);
+                let [stdout, stderr] = [stdout, stderr].map(|pipe| {
+                    pipe.transpose()?
+                        .map(|fd| {
+                            // Best effort: the default 64 KiB works, only slower.
+                            let _ = rustix::pipe::fcntl_setpipe_size(&fd, PIPE_SIZE);
+                            OutPipe::new(fd)
+                        })
+                        .transpose()
+                });
+                let input = child.stdin.take().map(Input::Pipe);
+                (None, input, stdout?, stderr?)
+            }
+        };
         Ok(Running {
-            stdin: child.stdin.take(),
+            input,
+            terminal,
             stdout,
             stderr,
             child,

@@ -17,7 +17,6 @@ use futures_util::StreamExt;
 use rustix::process::geteuid;
 use tokio::io::AsyncWriteExt;
 use tokio::io::{ReadHalf, WriteHalf};
-use tokio::process::ChildStdin;
 use tokio::sync::mpsc;
 use tokio::sync::watch;
 use tokio::time::Instant;
@@ -30,12 +29,14 @@ use wharf_core::standing::{self, Standing};
 use wharf_core::store::ExecRecord;
 use wharf_core::tls::Stream;
 use wharf_core::{Service, User};
-use wharf_proto::exec::{ExecReply, ExecRequest, MAX_COMMAND_BYTES, MAX_STDIN_CHUNK};
+use wharf_proto::exec::{
+    ExecReply, ExecRequest, MAX_COMMAND_BYTES, MAX_STDIN_CHUNK, MAX_TERM_BYTES, Tty,
+};
 use wharf_proto::message::{ErrorReply, LoginOk, ServerHello};
 use wharf_proto::{ErrorCode, Frame, FrameCodec, Outbound, PROTOCOL_VERSION};
 
 use super::output::{HEAD_ROOM, OutPipe, Waiting};
-use super::process::{Running, Spawn, shell_status};
+use super::process::{Input, Running, Spawn, shell_status};
 use super::{ExecServer, quota};
 
 /// Standard-input chunks queued for the command.
@@ -264,6 +265,43 @@ fn make_home(home: &Path, owner: Option<Owner>) -> Result<PathBuf, ExecReply> {
     Ok(home)
 }
 
+/// A `run` request.
+struct Run {
+    command: String,
+    stdin: bool,
+    cwd: Option<String>,
+    tty: Option<Tty>,
+}
+
+/// Longest `cwd` a client may send, in bytes (as `PATH_MAX`).
+const MAX_CWD_BYTES: usize = 4096;
+
+fn check_run(run: &Run) -> Result<(), ExecReply> {
+    // An empty command on a terminal is the login shell.
+    if run.tty.is_none() || !run.command.is_empty() {
+        check_command(&run.command)?;
+    }
+    if let Some(tty) = &run.tty
+        && !Tty::term_is_valid(&tty.term)
+    {
+        return Err(error(
+            ErrorCode::BadRequest,
+            format!(
+                "TERM must be 1 to {MAX_TERM_BYTES} letters, digits or . _ + -; set TERM to a usual value such as xterm-256color"
+            ),
+        ));
+    }
+    if let Some(cwd) = &run.cwd
+        && (cwd.is_empty() || cwd.len() > MAX_CWD_BYTES || cwd.contains('\0'))
+    {
+        return Err(error(
+            ErrorCode::BadRequest,
+            format!("the directory to start in must be 1 to {MAX_CWD_BYTES} bytes with no NUL"),
+        ));
+    }
+    Ok(())
+}
+
 fn check_command(command: &str) -> Result<(), ExecReply> {
     if command.trim().is_empty() {
         return Err(error(
@@ -314,7 +352,10 @@ impl Session {
             ExecRequest::Ping => self.reply(ExecReply::Pong).await,
             // Input or a signal for a command that has just ended: too late,
             // and not an error (the client could not know).
-            ExecRequest::Stdin | ExecRequest::StdinEnd | ExecRequest::Signal { .. }
+            ExecRequest::Stdin
+            | ExecRequest::StdinEnd
+            | ExecRequest::Signal { .. }
+            | ExecRequest::Resize(_)
                 if matches!(self.state, State::LoggedIn(_)) =>
             {
                 Flow::Continue
@@ -360,17 +401,31 @@ impl Session {
                         .await
                 }
             },
-            ExecRequest::Run { command, stdin } => match &self.state {
+            ExecRequest::Run {
+                command,
+                stdin,
+                cwd,
+                tty,
+            } => match &self.state {
                 State::LoggedIn(user) => {
                     let user = user.clone();
-                    self.execute(frames, &user, command, stdin).await
+                    let run = Run {
+                        command,
+                        stdin,
+                        cwd,
+                        tty,
+                    };
+                    self.execute(frames, &user, run).await
                 }
                 _ => {
                     self.reply(error(ErrorCode::NotLoggedIn, "log in first"))
                         .await
                 }
             },
-            ExecRequest::Stdin | ExecRequest::StdinEnd | ExecRequest::Signal { .. } => {
+            ExecRequest::Stdin
+            | ExecRequest::StdinEnd
+            | ExecRequest::Signal { .. }
+            | ExecRequest::Resize(_) => {
                 self.reply(error(ErrorCode::NotLoggedIn, "log in first"))
                     .await
             }
@@ -467,16 +522,16 @@ impl Session {
         Ok(prepared)
     }
 
-    async fn execute(
-        &mut self,
-        frames: &mut Frames,
-        user: &User,
-        command: String,
-        want_stdin: bool,
-    ) -> Flow {
-        if let Err(reply) = check_command(&command) {
+    async fn execute(&mut self, frames: &mut Frames, user: &User, run: Run) -> Flow {
+        if let Err(reply) = check_run(&run) {
             return self.reply(reply).await;
         }
+        let Run {
+            command,
+            stdin: want_stdin,
+            cwd,
+            tty,
+        } = run;
         let user = match self.current_user(user).await {
             Ok(user) => user,
             Err(reply) => return self.reply(reply).await,
@@ -527,6 +582,8 @@ impl Session {
             limits,
             unconfined_ok: config.unconfined_ok,
             stdin: want_stdin,
+            cwd: cwd.as_deref(),
+            tty: tty.as_ref(),
         });
         let mut running = match spawned {
             Ok(r) => r,
@@ -539,9 +596,15 @@ impl Session {
                 return self.reply(error(ErrorCode::Internal, msg)).await;
             }
         };
-        let deadline = started + config.command_timeout;
-        let max_output = config.max_output;
-        let timeout = config.command_timeout;
+        // On a terminal a person is at the keys: the limit is on idleness,
+        // and there is no output cap (they can press Ctrl-C).
+        let on_tty = tty.is_some();
+        let (timeout, max_output) = if on_tty {
+            (config.tty_idle_timeout, u64::MAX)
+        } else {
+            (config.command_timeout, config.max_output)
+        };
+        let deadline = started + timeout;
         let started_reply = ExecReply::Started {
             timeout_ms: u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX),
             max_output,
@@ -554,7 +617,12 @@ impl Session {
         let (end, bytes_out) = if self.out.send(started_reply).await.is_err() {
             (End::Disconnected, 0)
         } else {
-            self.supervise(frames, &mut running, deadline, over_quota)
+            let limits = RunLimits {
+                deadline,
+                idle: on_tty.then_some(timeout),
+                max_output,
+            };
+            self.supervise(frames, &mut running, limits, over_quota)
                 .await
         };
         let status = running.finish().await;
@@ -568,7 +636,11 @@ impl Session {
         };
         let record = ExecRecord {
             user_id: user.id,
-            command,
+            command: if command.is_empty() {
+                LOGIN_SHELL_RECORD.to_owned()
+            } else {
+                command
+            },
             exit_code: if signal.is_none() { Some(status) } else { None },
             signal,
             duration,
@@ -600,6 +672,13 @@ impl Session {
                     bytes_out,
                 })
                 .await
+            }
+            End::Timeout if on_tty => {
+                let msg = format!(
+                    "nothing was typed for {} (the server's --tty-idle-timeout){killed}",
+                    humantime::format_duration(timeout)
+                );
+                self.reply(error(ErrorCode::Timeout, msg)).await
             }
             End::Timeout => {
                 let msg = format!(
@@ -648,7 +727,7 @@ impl Session {
         waiting: std::io::Result<Waiting>,
         msg: ExecReply,
         sent: u64,
-        deadline: Instant,
+        limits: &RunLimits,
     ) -> Result<u64, End> {
         let Some(p) = pipe
             .as_mut()
@@ -657,7 +736,7 @@ impl Session {
             *pipe = None;
             return Ok(sent);
         };
-        let room = self.server.config.max_output.saturating_sub(sent);
+        let room = limits.max_output.saturating_sub(sent);
         if room == 0 {
             return Err(End::OutputCap);
         }
@@ -666,7 +745,7 @@ impl Session {
         let n = tokio::select! {
             biased;
             _ = shutdown.cancelled() => return Err(End::Shutdown),
-            _ = tokio::time::sleep_until(deadline) => return Err(End::Timeout),
+            _ = tokio::time::sleep_until(limits.deadline) => return Err(End::Timeout),
             r = self.out.output(msg, p, max) => r.map_err(|_| End::Disconnected)?,
         };
         Ok(sent + n as u64)
@@ -678,7 +757,7 @@ impl Session {
         &mut self,
         frames: &mut Frames,
         running: &mut Running,
-        deadline: Instant,
+        mut limits: RunLimits,
         over_quota: impl std::future::Future<Output = u64>,
     ) -> (End, u64) {
         tokio::pin!(over_quota);
@@ -686,9 +765,10 @@ impl Session {
         let shutdown = self.shutdown.clone();
         let mut stdout = running.stdout.take();
         let mut stderr = running.stderr.take();
-        let mut stdin = running.stdin.take().map(|pipe| {
+        let terminal = running.terminal.take();
+        let mut stdin = running.input.take().map(|input| {
             let (tx, rx) = mpsc::channel(STDIN_QUEUE);
-            tokio::spawn(feed_stdin(pipe, rx));
+            tokio::spawn(feed_stdin(input, rx));
             tx
         });
         let mut pending: Option<Bytes> = None;
@@ -703,7 +783,7 @@ impl Session {
                 biased;
                 _ = shutdown.cancelled() => Ev::Shutdown,
                 why = standing::ended(&mut self.standing, Service::Exec, None) => Ev::Revoked(why),
-                _ = tokio::time::sleep_until(deadline) => Ev::Timeout,
+                _ = tokio::time::sleep_until(limits.deadline) => Ev::Timeout,
                 quota = &mut over_quota => Ev::OverQuota(quota),
                 _ = running.exited(), if drain_until.is_none() => Ev::Exited,
                 _ = sleep_until_some(drain_until) => Ev::DrainOver,
@@ -739,7 +819,7 @@ impl Session {
                     } else {
                         (&mut stdout, ExecReply::Stdout)
                     };
-                    match self.pump(pipe, waiting, msg, bytes_out, deadline).await {
+                    match self.pump(pipe, waiting, msg, bytes_out, &limits).await {
                         Ok(total) => bytes_out = total,
                         Err(end) => break end,
                     }
@@ -763,6 +843,12 @@ impl Session {
                         }
                         Some(Ok(Frame::Header { msg, body_len })) => {
                             body_to = BodyTo::Discard;
+                            // Keys typed or a window resized: someone is there.
+                            if let (Some(idle), ExecRequest::Stdin | ExecRequest::Resize(_)) =
+                                (limits.idle, &msg)
+                            {
+                                limits.deadline = Instant::now() + idle;
+                            }
                             match msg {
                                 ExecRequest::Stdin if stdin.is_some() || body_len == 0 => {
                                     body_to = BodyTo::Stdin;
@@ -770,7 +856,24 @@ impl Session {
                                 // The client asked for input and the command
                                 // closed it early: the rest is dropped.
                                 ExecRequest::Stdin => {}
+                                // On a terminal, the end of input is the
+                                // terminal's end-of-file key, Ctrl-D.
+                                ExecRequest::StdinEnd if terminal.is_some() => {
+                                    if let Some(tx) = &stdin
+                                        && let Err(mpsc::error::TrySendError::Full(chunk)) =
+                                            tx.try_send(Bytes::from_static(b"\x04"))
+                                    {
+                                        pending = Some(chunk);
+                                    }
+                                }
                                 ExecRequest::StdinEnd => stdin = None,
+                                ExecRequest::Resize(size) if body_len == 0 => {
+                                    if let Some(t) = &terminal
+                                        && let Err(e) = t.resize(size)
+                                    {
+                                        tracing::warn!(error = %e, "cannot resize a terminal");
+                                    }
+                                }
                                 ExecRequest::Signal { signal } if body_len == 0 => {
                                     running.signal_group(signal.number());
                                 }
@@ -789,7 +892,7 @@ impl Session {
                                 _ => {
                                     break End::Refused(ErrorReply::new(
                                         ErrorCode::BadRequest,
-                                        "while a command runs, only stdin, stdin_end, signal, ping and quit are allowed, and only stdin has a body",
+                                        "while a command runs, only stdin, stdin_end, resize, signal, ping and quit are allowed, and only stdin has a body",
                                     ));
                                 }
                             }
@@ -799,7 +902,7 @@ impl Session {
             }
         };
         if let End::OutputCap = end {
-            bytes_out = self.server.config.max_output;
+            bytes_out = limits.max_output;
         }
         (end, bytes_out)
     }
@@ -883,9 +986,22 @@ async fn sleep_until_some(at: Option<Instant>) {
     }
 }
 
+/// The limits of one run.
+struct RunLimits {
+    /// When it is ended.
+    deadline: Instant,
+    /// On a terminal: input moves the deadline this far ahead.
+    idle: Option<Duration>,
+    /// Output it may send.
+    max_output: u64,
+}
+
+/// What the exec log says for an interactive login shell.
+const LOGIN_SHELL_RECORD: &str = "(login shell on a terminal)";
+
 /// Writes the client's input to the command until the client ends it or
 /// the command closes its end.
-async fn feed_stdin(mut pipe: ChildStdin, mut rx: mpsc::Receiver<Bytes>) {
+async fn feed_stdin(mut pipe: Input, mut rx: mpsc::Receiver<Bytes>) {
     while let Some(chunk) = rx.recv().await {
         if pipe.write_all(&chunk).await.is_err() {
             return;

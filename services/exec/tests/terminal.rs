@@ -1,0 +1,270 @@
+//! `wharf-exec` on a terminal: the real binary on a pseudo-terminal of the
+//! test's own (expectrl), against an in-process server whose commands run
+//! on pseudo-terminals of the server's, in the sandbox.
+
+mod common;
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use common::*;
+use expectrl::session::OsSession as Session;
+use expectrl::{ControlCode, Expect};
+use wharf_exec::server::ExecConfig;
+use wharf_proto::ErrorCode;
+use wharf_proto::exec::{ExecReply, ExecRequest, Tty, WindowSize};
+
+/// `wharf-exec ARGS` for alice on a terminal of `cols` x `rows`.
+fn on_terminal(srv: &TestServer, args: &[&str], cols: u16, rows: u16) -> Session {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_wharf-exec"));
+    cmd.args(["--server", &srv.addr, "--user", "alice"])
+        .args(args)
+        .env("WHARF_CA", &tls().2)
+        .env("WHARF_PASSWORD", PW)
+        .env("TERM", "xterm-256color");
+    let mut session = Session::spawn(cmd).expect("start wharf-exec on a terminal");
+    session
+        .get_process_mut()
+        .set_window_size(cols, rows)
+        .expect("window size");
+    session.set_expect_timeout(Some(WAIT));
+    session
+}
+
+/// Waits for `needle` in what the terminal shows, failing with a clear
+/// message.
+fn sees(session: &mut Session, needle: &str) {
+    if let Err(e) = session.expect(needle) {
+        panic!("the terminal never showed {needle:?}: {e}");
+    }
+}
+
+/// Whether a status the terminal's process ended with is exit `code`
+/// (expectrl hands back nix's `WaitStatus`, which it does not re-export).
+fn exited_with(status: &impl std::fmt::Debug, code: i32) -> bool {
+    let status = format!("{status:?}");
+    status.starts_with("Exited(") && status.ends_with(&format!(", {code})"))
+}
+
+/// Runs `f` (which blocks on a terminal) off the runtime's threads.
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    tokio::task::spawn_blocking(f).await.expect("terminal test")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_remote_login_shell_is_a_real_terminal() {
+    let srv = spawn().await;
+    srv.add_user("alice", "exec").await;
+    let mut term = on_terminal(&srv, &[], 100, 30);
+    let status = blocking(move || {
+        let t = &mut term;
+        // Arithmetic the shell does: the echo of the line typed cannot match.
+        t.send_line("echo ready-$((6*7))").expect("type");
+        sees(t, "ready-42");
+        // The terminal, its size and TERM as this side has them.
+        t.send_line("tty; stty size; tput cols; echo term=$TERM")
+            .expect("type");
+        sees(t, "/dev/pts/");
+        sees(t, "30 100");
+        sees(t, "\n100");
+        sees(t, "term=xterm-256color");
+        // The window follows this one's (SIGWINCH, then resize).
+        t.get_process_mut()
+            .set_window_size(120, 40)
+            .expect("resize");
+        std::thread::sleep(Duration::from_millis(300));
+        t.send_line("echo size=$(stty size)").expect("type");
+        sees(t, "size=40 120");
+        // One shell: state persists from line to line, read reads the keys.
+        t.send_line("export X=$((40+1)); cd /tmp").expect("type");
+        t.send_line("echo x=$X in=$(pwd)").expect("type");
+        sees(t, "x=41 in=/tmp");
+        t.send_line("read answer; echo got-$answer-done")
+            .expect("type");
+        std::thread::sleep(Duration::from_millis(200));
+        t.send_line("yes").expect("type");
+        sees(t, "got-yes-done");
+        // Ctrl-C goes to the remote program, not to wharf-exec.
+        t.send_line("sleep 100").expect("type");
+        std::thread::sleep(Duration::from_millis(500));
+        t.send(ControlCode::EndOfText).expect("Ctrl-C");
+        t.send_line("echo status-$?").expect("type");
+        sees(t, "status-130");
+        // Job control: a pipeline in the background, a stopped job.
+        t.send_line("sleep 60 | cat & jobs").expect("type");
+        sees(t, "Running");
+        t.send_line("sleep 100").expect("type");
+        std::thread::sleep(Duration::from_millis(500));
+        t.send(ControlCode::Substitute).expect("Ctrl-Z");
+        sees(t, "Stopped");
+        t.send_line("kill %1 %2; wait; exit 7").expect("type");
+        t.get_process().wait().expect("wharf-exec ends")
+    })
+    .await;
+    assert!(exited_with(&status, 7), "the shell's status: {status:?}");
+    let log = srv.store.exec_log(Some("alice"), 0, 10).await.expect("log");
+    assert_eq!(log.len(), 1, "{log:?}");
+    assert_eq!(log[0].command, "(login shell on a terminal)");
+    assert_eq!(log[0].exit_code, Some(7));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_screen_program_draws_and_leaves_a_clean_terminal() {
+    let srv = spawn().await;
+    srv.add_user("alice", "exec").await;
+    let mut term = on_terminal(&srv, &["-t", "--", "top -d 0.2"], 90, 25);
+    let status = blocking(move || {
+        let t = &mut term;
+        // top's header, drawn for this window, then q quits it.
+        sees(t, "load average");
+        sees(t, "PID");
+        t.send("q").expect("q");
+        t.get_process().wait().expect("wharf-exec ends")
+    })
+    .await;
+    assert!(exited_with(&status, 0), "{status:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn t_without_a_local_terminal_still_gives_the_command_one() {
+    let srv = spawn().await;
+    srv.add_user("alice", "exec").await;
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_wharf-exec"))
+        .args(["--server", &srv.addr, "--user", "alice", "-t", "--"])
+        .arg("test -t 0 && test -t 1 && stty size && exit 3")
+        .env("WHARF_CA", &tls().2)
+        .env("WHARF_PASSWORD", PW)
+        .env_remove("TERM")
+        .stdin(Stdio::null())
+        .output()
+        .await
+        .expect("wharf-exec -t");
+    // Both streams are the terminal; the default window is 80 x 24.
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "24 80\r\n");
+    assert_eq!(out.status.code(), Some(3));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_terminal_is_ended_after_the_idle_limit_not_the_command_limit() {
+    let srv = spawn_with(ExecConfig {
+        command_timeout: Duration::from_millis(300),
+        tty_idle_timeout: Duration::from_secs(2),
+        ..config()
+    })
+    .await;
+    srv.add_user("alice", "exec").await;
+    let mut term = on_terminal(&srv, &[], 80, 24);
+    let status = blocking(move || {
+        let t = &mut term;
+        // Typing keeps it alive past the command limit...
+        for i in 0..4 {
+            t.send_line(format!("echo tick-$((100+{i}))"))
+                .expect("type");
+            sees(t, &format!("tick-{}", 100 + i));
+            std::thread::sleep(Duration::from_millis(700));
+        }
+        // ...output without typing does not.
+        t.send_line("while :; do echo busy; sleep 0.2; done")
+            .expect("type");
+        sees(
+            t,
+            "nothing was typed for 2s (the server's --tty-idle-timeout)",
+        );
+        t.get_process().wait().expect("wharf-exec ends")
+    })
+    .await;
+    assert!(exited_with(&status, 255), "{status:?}");
+}
+
+#[tokio::test]
+async fn terminal_requests_are_checked() {
+    let srv = spawn().await;
+    srv.add_user("alice", "exec").await;
+    let mut conn = raw_login(&srv.addr, "alice").await;
+    let tty = |term: &str| Tty {
+        term: term.into(),
+        size: WindowSize { cols: 80, rows: 24 },
+    };
+    let bad = [
+        // Not a TERM value: it would reach the command's environment.
+        (String::new(), None, Some(tty("xterm;reboot"))),
+        (String::new(), None, Some(tty(&"x".repeat(65)))),
+        // An empty command is the login shell only on a terminal.
+        (String::new(), None, None),
+        (String::from("pwd"), Some("a\0b".to_owned()), None),
+        (String::from("pwd"), Some(String::new()), None),
+        (String::from("pwd"), Some("d".repeat(5000)), None),
+    ];
+    for (command, cwd, tty) in bad {
+        let reply = raw_ask(
+            &mut conn,
+            ExecRequest::Run {
+                command,
+                stdin: false,
+                cwd,
+                tty,
+            },
+        )
+        .await;
+        assert!(
+            matches!(&reply, ExecReply::Error(e) if e.code == ErrorCode::BadRequest),
+            "{reply:?}"
+        );
+    }
+    // A resize with no command running is too late, not an error.
+    raw_send(
+        &mut conn,
+        ExecRequest::Resize(WindowSize { cols: 0, rows: 0 }),
+    )
+    .await;
+    assert_eq!(raw_ask(&mut conn, ExecRequest::Ping).await, ExecReply::Pong);
+    // The session still serves; a missing directory fails as `cd` would.
+    let mut client = srv.client("alice").await;
+    std::fs::create_dir(srv.home("alice").join("sub dir")).expect("mkdir");
+    let run = |cwd: &'static str| wharf_exec::client::Command {
+        line: "pwd",
+        cwd: Some(cwd),
+        tty: None,
+    };
+    let out = client.output_of(run("sub dir")).await.expect("run");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "/home/alice/sub dir\n"
+    );
+    let out = client.output_of(run("/tmp")).await.expect("run");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "/tmp\n");
+    let out = client.output_of(run("nowhere")).await.expect("run");
+    assert_eq!(out.outcome.status, 1);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        "wharf-exec: cd: nowhere: No such file or directory\n"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_terminal_the_prompt_shows_and_logs_what_was_typed() {
+    let srv = spawn().await;
+    srv.add_user("alice", "exec").await;
+    let mut term = on_terminal(&srv, &["-T"], 80, 24);
+    let addr = srv.addr.clone();
+    let status = blocking(move || {
+        let t = &mut term;
+        sees(t, &format!("alice@{addr}:~$ "));
+        t.send_line("mkdir -p 'a dir/b'").expect("type");
+        t.send_line("cd 'a dir/b'").expect("type");
+        sees(t, &format!("alice@{addr}:~/a dir/b$ "));
+        t.send_line("pwd").expect("type");
+        sees(t, "/home/alice/a dir/b");
+        t.send_line("cd /tmp").expect("type");
+        sees(t, &format!("alice@{addr}:/tmp$ "));
+        t.send_line("exit").expect("type");
+        t.get_process().wait().expect("wharf-exec ends")
+    })
+    .await;
+    assert!(exited_with(&status, 0), "{status:?}");
+    let log = srv.store.exec_log(Some("alice"), 0, 10).await.expect("log");
+    let typed: Vec<&str> = log.iter().rev().map(|e| e.command.as_str()).collect();
+    assert_eq!(typed[0], "mkdir -p 'a dir/b'");
+    assert_eq!(typed[2], "pwd", "{typed:?}");
+    assert!(typed.iter().all(|c| !c.contains("|| exit")), "{typed:?}");
+}
