@@ -14,6 +14,7 @@ pub mod auth;
 pub mod cli;
 pub mod client;
 pub mod config;
+pub mod editor;
 mod error;
 pub mod home;
 pub mod names;

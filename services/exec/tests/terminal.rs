@@ -3,52 +3,26 @@
 //! on pseudo-terminals of the server's, in the sandbox.
 
 mod common;
+#[path = "../../testing/terminal.rs"]
+mod terminal;
 
 use std::process::Stdio;
 use std::time::Duration;
 
 use common::*;
-use expectrl::session::OsSession as Session;
-use expectrl::{ControlCode, Expect};
+use terminal::{Terminal, blocking};
 use wharf_exec::server::ExecConfig;
 use wharf_proto::ErrorCode;
 use wharf_proto::exec::{ExecReply, ExecRequest, Tty, WindowSize};
 
 /// `wharf-exec ARGS` for alice on a terminal of `cols` x `rows`.
-fn on_terminal(srv: &TestServer, args: &[&str], cols: u16, rows: u16) -> Session {
+fn on_terminal(srv: &TestServer, args: &[&str], cols: u16, rows: u16) -> Terminal {
     let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_wharf-exec"));
     cmd.args(["--server", &srv.addr, "--user", "alice"])
         .args(args)
         .env("WHARF_CA", &tls().2)
-        .env("WHARF_PASSWORD", PW)
-        .env("TERM", "xterm-256color");
-    let mut session = Session::spawn(cmd).expect("start wharf-exec on a terminal");
-    session
-        .get_process_mut()
-        .set_window_size(cols, rows)
-        .expect("window size");
-    session.set_expect_timeout(Some(WAIT));
-    session
-}
-
-/// Waits for `needle` in what the terminal shows, failing with a clear
-/// message.
-fn sees(session: &mut Session, needle: &str) {
-    if let Err(e) = session.expect(needle) {
-        panic!("the terminal never showed {needle:?}: {e}");
-    }
-}
-
-/// Whether a status the terminal's process ended with is exit `code`
-/// (expectrl hands back nix's `WaitStatus`, which it does not re-export).
-fn exited_with(status: &impl std::fmt::Debug, code: i32) -> bool {
-    let status = format!("{status:?}");
-    status.starts_with("Exited(") && status.ends_with(&format!(", {code})"))
-}
-
-/// Runs `f` (which blocks on a terminal) off the runtime's threads.
-async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
-    tokio::task::spawn_blocking(f).await.expect("terminal test")
+        .env("WHARF_PASSWORD", PW);
+    Terminal::start(cmd, cols, rows)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -59,49 +33,45 @@ async fn a_remote_login_shell_is_a_real_terminal() {
     let status = blocking(move || {
         let t = &mut term;
         // Arithmetic the shell does: the echo of the line typed cannot match.
-        t.send_line("echo ready-$((6*7))").expect("type");
-        sees(t, "ready-42");
+        t.line("echo ready-$((6*7))");
+        t.sees("ready-42");
         // The terminal, its size and TERM as this side has them.
-        t.send_line("tty; stty size; tput cols; echo term=$TERM")
-            .expect("type");
-        sees(t, "/dev/pts/");
-        sees(t, "30 100");
-        sees(t, "\n100");
-        sees(t, "term=xterm-256color");
+        t.line("tty; stty size; tput cols; echo term=$TERM");
+        t.sees("/dev/pts/");
+        t.sees("30 100");
+        t.sees("\n100");
+        t.sees("term=xterm-256color");
         // The window follows this one's (SIGWINCH, then resize).
-        t.get_process_mut()
-            .set_window_size(120, 40)
-            .expect("resize");
+        t.resize(120, 40);
         std::thread::sleep(Duration::from_millis(300));
-        t.send_line("echo size=$(stty size)").expect("type");
-        sees(t, "size=40 120");
+        t.line("echo size=$(stty size)");
+        t.sees("size=40 120");
         // One shell: state persists from line to line, read reads the keys.
-        t.send_line("export X=$((40+1)); cd /tmp").expect("type");
-        t.send_line("echo x=$X in=$(pwd)").expect("type");
-        sees(t, "x=41 in=/tmp");
-        t.send_line("read answer; echo got-$answer-done")
-            .expect("type");
+        t.line("export X=$((40+1)); cd /tmp");
+        t.line("echo x=$X in=$(pwd)");
+        t.sees("x=41 in=/tmp");
+        t.line("read answer; echo got-$answer-done");
         std::thread::sleep(Duration::from_millis(200));
-        t.send_line("yes").expect("type");
-        sees(t, "got-yes-done");
+        t.line("yes");
+        t.sees("got-yes-done");
         // Ctrl-C goes to the remote program, not to wharf-exec.
-        t.send_line("sleep 100").expect("type");
+        t.line("sleep 100");
         std::thread::sleep(Duration::from_millis(500));
-        t.send(ControlCode::EndOfText).expect("Ctrl-C");
-        t.send_line("echo status-$?").expect("type");
-        sees(t, "status-130");
+        t.ctrl_c();
+        t.line("echo status-$?");
+        t.sees("status-130");
         // Job control: a pipeline in the background, a stopped job.
-        t.send_line("sleep 60 | cat & jobs").expect("type");
-        sees(t, "Running");
-        t.send_line("sleep 100").expect("type");
+        t.line("sleep 60 | cat & jobs");
+        t.sees("Running");
+        t.line("sleep 100");
         std::thread::sleep(Duration::from_millis(500));
-        t.send(ControlCode::Substitute).expect("Ctrl-Z");
-        sees(t, "Stopped");
-        t.send_line("kill %1 %2; wait; exit 7").expect("type");
-        t.get_process().wait().expect("wharf-exec ends")
+        t.ctrl_z();
+        t.sees("Stopped");
+        t.line("kill %1 %2; wait; exit 7");
+        t.exit_code()
     })
     .await;
-    assert!(exited_with(&status, 7), "the shell's status: {status:?}");
+    assert_eq!(status, Some(7), "the shell's status: {status:?}");
     let log = srv.store.exec_log(Some("alice"), 0, 10).await.expect("log");
     assert_eq!(log.len(), 1, "{log:?}");
     assert_eq!(log[0].command, "(login shell on a terminal)");
@@ -116,13 +86,13 @@ async fn a_full_screen_program_draws_and_leaves_a_clean_terminal() {
     let status = blocking(move || {
         let t = &mut term;
         // top's header, drawn for this window, then q quits it.
-        sees(t, "load average");
-        sees(t, "PID");
-        t.send("q").expect("q");
-        t.get_process().wait().expect("wharf-exec ends")
+        t.sees("load average");
+        t.sees("PID");
+        t.keys("q");
+        t.exit_code()
     })
     .await;
-    assert!(exited_with(&status, 0), "{status:?}");
+    assert_eq!(status, Some(0), "{status:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -158,22 +128,17 @@ async fn a_terminal_is_ended_after_the_idle_limit_not_the_command_limit() {
         let t = &mut term;
         // Typing keeps it alive past the command limit...
         for i in 0..4 {
-            t.send_line(format!("echo tick-$((100+{i}))"))
-                .expect("type");
-            sees(t, &format!("tick-{}", 100 + i));
+            t.line(&format!("echo tick-$((100+{i}))"));
+            t.sees(&format!("tick-{}", 100 + i));
             std::thread::sleep(Duration::from_millis(700));
         }
         // ...output without typing does not.
-        t.send_line("while :; do echo busy; sleep 0.2; done")
-            .expect("type");
-        sees(
-            t,
-            "nothing was typed for 2s (the server's --tty-idle-timeout)",
-        );
-        t.get_process().wait().expect("wharf-exec ends")
+        t.line("while :; do echo busy; sleep 0.2; done");
+        t.sees("nothing was typed for 2s (the server's --tty-idle-timeout)");
+        t.exit_code()
     })
     .await;
-    assert!(exited_with(&status, 255), "{status:?}");
+    assert_eq!(status, Some(255), "{status:?}");
 }
 
 #[tokio::test]
@@ -249,19 +214,19 @@ async fn without_a_terminal_the_prompt_shows_and_logs_what_was_typed() {
     let addr = srv.addr.clone();
     let status = blocking(move || {
         let t = &mut term;
-        sees(t, &format!("alice@{addr}:~$ "));
-        t.send_line("mkdir -p 'a dir/b'").expect("type");
-        t.send_line("cd 'a dir/b'").expect("type");
-        sees(t, &format!("alice@{addr}:~/a dir/b$ "));
-        t.send_line("pwd").expect("type");
-        sees(t, "/home/alice/a dir/b");
-        t.send_line("cd /tmp").expect("type");
-        sees(t, &format!("alice@{addr}:/tmp$ "));
-        t.send_line("exit").expect("type");
-        t.get_process().wait().expect("wharf-exec ends")
+        t.sees(&format!("alice@{addr}:~$ "));
+        t.line("mkdir -p 'a dir/b'");
+        t.line("cd 'a dir/b'");
+        t.sees(&format!("alice@{addr}:~/a dir/b$ "));
+        t.line("pwd");
+        t.sees("/home/alice/a dir/b");
+        t.line("cd /tmp");
+        t.sees(&format!("alice@{addr}:/tmp$ "));
+        t.line("exit");
+        t.exit_code()
     })
     .await;
-    assert!(exited_with(&status, 0), "{status:?}");
+    assert_eq!(status, Some(0), "{status:?}");
     let log = srv.store.exec_log(Some("alice"), 0, 10).await.expect("log");
     let typed: Vec<&str> = log.iter().rev().map(|e| e.command.as_str()).collect();
     assert_eq!(typed[0], "mkdir -p 'a dir/b'");

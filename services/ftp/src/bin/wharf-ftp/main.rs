@@ -3,6 +3,7 @@
 //! command is given).
 
 mod commands;
+mod complete;
 mod many;
 mod shell;
 mod ui;

@@ -1,13 +1,16 @@
 //! The interactive shell: one command per line, from a terminal or a pipe.
 
-use std::io::{BufRead, IsTerminal, Write};
+use std::io::{BufRead, IsTerminal};
 use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
+use tokio::sync::mpsc::UnboundedReceiver;
+use wharf_core::editor::{Input, LineEditor};
 use wharf_ftp::client::Client;
 
 use crate::commands::{Cmd, execute};
+use crate::complete::{self, Ask};
 use crate::ui::Ui;
 
 /// One line of the shell.
@@ -150,38 +153,82 @@ impl Login {
 /// code is 1 if any command failed. Ctrl-C cancels the command running (a
 /// transfer's partial stays, to resume) and the shell goes on, on a new
 /// connection in the same directory; at the prompt it is ignored.
+/// Where the shell's lines come from.
+enum Lines {
+    /// A terminal: a line editor, with completion asking for listings.
+    Editor {
+        editor: LineEditor,
+        asks: UnboundedReceiver<Ask>,
+    },
+    /// A pipe or file, read on a thread of its own.
+    Pipe(tokio::sync::mpsc::Receiver<std::io::Result<String>>),
+}
+
+impl Lines {
+    fn start() -> Result<Lines> {
+        if std::io::stdin().is_terminal() {
+            let (tx, asks) = tokio::sync::mpsc::unbounded_channel();
+            let editor = LineEditor::start("ftp", complete::completer(tx))
+                .context("cannot start the line editor")?;
+            return Ok(Lines::Editor { editor, asks });
+        }
+        let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<String>>(1);
+        // stdin is read on its own thread so the runtime never blocks on it.
+        std::thread::spawn(move || {
+            for line in std::io::stdin().lock().lines() {
+                if tx.blocking_send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Ok(Lines::Pipe(rx))
+    }
+
+    /// The next line (None at the end); on a terminal, after `prompt`,
+    /// answering completion's listings meanwhile.
+    async fn next(&mut self, prompt: &str, client: &mut Client) -> Result<Option<String>> {
+        match self {
+            Lines::Pipe(rx) => rx.recv().await.transpose().context("cannot read a command"),
+            Lines::Editor { editor, asks } => {
+                editor.ask(prompt);
+                loop {
+                    tokio::select! {
+                        read = editor.next() => {
+                            return match read.context("cannot read a command")? {
+                                Input::Line(line) => Ok(Some(line)),
+                                // Ctrl-C at the prompt: a fresh line.
+                                Input::Interrupted => Ok(Some(String::new())),
+                                Input::End => Ok(None),
+                            };
+                        }
+                        Some(ask) = asks.recv() => {
+                            let dir = (!ask.dir.is_empty()).then_some(ask.dir.as_str());
+                            let entries = client.ls(dir).await.unwrap_or_default();
+                            let _ = ask.reply.try_send(entries);
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
 pub async fn run(client: &mut Client, ui: &Ui, login: &Login) -> Result<ExitCode> {
     let interactive = std::io::stdin().is_terminal();
     let mut cwd = client.pwd().await?;
     let mut failed = false;
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<std::io::Result<String>>(1);
-    // stdin is read on its own thread so the runtime never blocks on it.
-    std::thread::spawn(move || {
-        for line in std::io::stdin().lock().lines() {
-            if tx.blocking_send(line).is_err() {
-                break;
-            }
-        }
-    });
+    let mut lines = Lines::start()?;
     if interactive {
-        eprintln!("connected; type `help` for commands");
+        eprintln!("connected; type `help` for commands (Tab completes, Up and Ctrl-R recall)");
     }
     loop {
-        if interactive {
-            eprint!("wharf:{cwd}> ");
-            let _ = std::io::stderr().flush();
-        }
+        let prompt = format!("wharf:{cwd}> ");
         let line = tokio::select! {
-            line = rx.recv() => line,
-            _ = tokio::signal::ctrl_c() => {
-                if interactive {
-                    eprintln!();
-                }
-                continue;
-            }
+            line = lines.next(&prompt, client) => line?,
+            // Lines from a pipe: Ctrl-C between commands is ignored.
+            _ = tokio::signal::ctrl_c(), if !interactive => continue,
         };
         let Some(line) = line else { break };
-        let line = line?;
         if let Some(command) = line.trim_start().strip_prefix('!') {
             if let Err(e) = local_command(command).await {
                 eprintln!("wharf-ftp: {}", wharf_core::cli::describe(e.as_ref()));
