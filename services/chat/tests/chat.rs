@@ -456,3 +456,55 @@ async fn a_connection_that_never_logs_in_is_closed() {
         "{text}"
     );
 }
+
+#[tokio::test]
+async fn a_shutdown_is_called_a_shutdown_however_full_the_room() {
+    // Small queues and a full room: were every member's leaving announced
+    // to every other, the notices would overflow the queues and members
+    // would be told they read too slowly.
+    let srv = spawn_with(ChatConfig {
+        member_queue: 4,
+        ..ChatConfig::default()
+    })
+    .await;
+    let mut clients = Vec::new();
+    for i in 0..40 {
+        let name = format!("user{i}");
+        srv.add_user(&name, "chat").await;
+        let mut c = srv.client(&name).await;
+        c.join("lobby").await.expect("join");
+        clients.push(c);
+    }
+    // Each client reads on, and goes away the moment its session ends, as
+    // wharf-chat does.
+    let readers: Vec<_> = clients
+        .into_iter()
+        .map(|mut c| {
+            tokio::spawn(async move {
+                let mut notices = Vec::new();
+                loop {
+                    match c.next_event().await {
+                        Ok(Event::Presence { user, change, .. })
+                            if change != PresenceChange::Joined =>
+                        {
+                            notices.push((user, change));
+                        }
+                        Ok(_) => continue,
+                        Err(e) => return (e.code(), notices),
+                    }
+                }
+            })
+        })
+        .collect();
+    srv.shutdown.cancel();
+    for reader in readers {
+        let (code, notices) = tokio::time::timeout(WAIT, reader)
+            .await
+            .expect("the session ends")
+            .expect("reader");
+        assert_eq!(code, Some(ErrorCode::ShuttingDown));
+        // No one left, and no one was dropped for reading slowly: the
+        // server stopped, and says only that.
+        assert_eq!(notices, [], "presence notices at a shutdown");
+    }
+}

@@ -9,6 +9,7 @@
 //! it waits.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use bytes::Bytes;
@@ -84,6 +85,10 @@ pub(crate) struct Hub {
     store: Store,
     udp_out: mpsc::Sender<(SessionId, Bytes)>,
     config: HubConfig,
+    /// The server is stopping: members go without notices (every member
+    /// is told the server is shutting down instead, and notices of all
+    /// leaving at once would only flood the queues).
+    closing: AtomicBool,
 }
 
 /// Who is asking: an endpoint, by id.
@@ -204,7 +209,13 @@ impl Hub {
             store,
             udp_out,
             config,
+            closing: AtomicBool::new(false),
         }
+    }
+
+    /// The server is stopping: from now on members leave without notices.
+    pub(crate) fn close(&self) {
+        self.closing.store(true, Ordering::SeqCst);
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -315,7 +326,7 @@ impl Hub {
             st.rooms.remove(room_name);
             return;
         }
-        if last_of_user {
+        if last_of_user && !self.closing.load(Ordering::SeqCst) {
             let notice = ChatReply::Presence {
                 room: room_name.to_owned(),
                 user: user.to_string(),

@@ -121,6 +121,7 @@ pub(super) async fn run(
                 break;
             }
             _ = shutdown.cancelled() => {
+                s.server.hub.close();
                 s.queue(&error_frame(
                     ErrorCode::ShuttingDown,
                     "the server is shutting down; reconnect in a moment",

@@ -197,7 +197,10 @@ pub(crate) async fn serve(
     let mut buf = vec![0u8; MAX_DATAGRAM + 1];
     loop {
         let (n, peer) = tokio::select! {
-            _ = shutdown.cancelled() => break,
+            _ = shutdown.cancelled() => {
+                server.hub.close();
+                break;
+            }
             r = socket.recv_from(&mut buf) => match r {
                 Ok(r) => r,
                 Err(e) => {
