@@ -40,6 +40,14 @@ impl Terminal {
         }
     }
 
+    /// Waits until the terminal shows a match of the regular expression
+    /// `pattern`.
+    pub fn sees_pattern(&mut self, pattern: &str) {
+        if let Err(e) = self.session.expect(expectrl::Regex(pattern)) {
+            panic!("the terminal never showed a match of {pattern:?}: {e}");
+        }
+    }
+
     /// Waits for `prompt`, the line editor's sign that it reads keys.
     pub fn prompt(&mut self, prompt: &str) {
         self.sees(prompt);

@@ -74,11 +74,15 @@ pub async fn spawn_with(config: ChatConfig) -> TestServer {
 }
 
 async fn start(dir: TempDir, url: String, config: ChatConfig) -> TestServer {
+    start_on(dir, url, config, "127.0.0.1:0").await
+}
+
+async fn start_on(dir: TempDir, url: String, config: ChatConfig, addr: &str) -> TestServer {
     let store = Store::open(&url).await.expect("database");
     let auth = Authenticator::new(store.clone(), AuthConfig::default())
         .await
         .expect("auth");
-    let (listener, udp) = bind("127.0.0.1:0").await.expect("bind");
+    let (listener, udp) = bind(addr).await.expect("bind");
     let addr = listener.local_addr().expect("addr").to_string();
     let shutdown = CancellationToken::new();
     let token = shutdown.clone();
@@ -141,6 +145,20 @@ impl TestServer {
             .expect("server task");
         self.store.close().await;
         start(self.dir, self.url, self.config).await
+    }
+
+    /// Stops the server, and after `down` starts a new one on the same
+    /// database and the same port, as an administrator's restart does.
+    pub async fn restart_here(self, down: Duration) -> TestServer {
+        let addr = self.addr.clone();
+        self.shutdown.cancel();
+        tokio::time::timeout(WAIT, self.task)
+            .await
+            .expect("server stops")
+            .expect("server task");
+        self.store.close().await;
+        tokio::time::sleep(down).await;
+        start_on(self.dir, self.url, self.config, &addr).await
     }
 }
 
