@@ -8,7 +8,9 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::message::{ClientHello, ErrorReply, Login, LoginOk, Message, ServerHello};
+use crate::message::{
+    ChangePassword, ClientHello, ErrorReply, Login, LoginOk, Message, ServerHello,
+};
 
 /// Longest message text, in bytes of UTF-8.
 pub const MAX_TEXT_BYTES: usize = 4096;
@@ -21,6 +23,8 @@ pub enum ChatRequest {
     Hello(ClientHello),
     /// Login (TCP only); see [`Login`].
     Login(Login),
+    /// Change the logged-in user's password; see [`ChangePassword`].
+    Passwd(ChangePassword),
     /// Join a room (created on first join); answered with `joined`.
     Join {
         /// Room name.
@@ -79,6 +83,7 @@ impl Message for ChatRequest {
     const OPS: &'static [&'static str] = &[
         "hello",
         "login",
+        "passwd",
         "join",
         "leave",
         "say",
@@ -157,6 +162,8 @@ pub enum ChatReply {
     Hello(ServerHello),
     /// Login accepted; see [`LoginOk`].
     LoginOk(LoginOk),
+    /// The password was changed; the next login takes the new one.
+    PasswdOk,
     /// A request failed; see [`ErrorReply`].
     Error(ErrorReply),
     /// Answer to `join`.
@@ -249,6 +256,7 @@ impl Message for ChatReply {
     const OPS: &'static [&'static str] = &[
         "hello",
         "login_ok",
+        "passwd_ok",
         "error",
         "joined",
         "left",

@@ -17,7 +17,9 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::message::{ClientHello, ErrorReply, Login, LoginOk, Message, ServerHello};
+use crate::message::{
+    ChangePassword, ClientHello, ErrorReply, Login, LoginOk, Message, ServerHello,
+};
 
 /// Longest command line a client may send, in bytes.
 pub const MAX_COMMAND_BYTES: usize = 32 * 1024;
@@ -96,6 +98,8 @@ pub enum ExecRequest {
     Hello(ClientHello),
     /// Login; see [`Login`].
     Login(Login),
+    /// Change the logged-in user's password; see [`ChangePassword`].
+    Passwd(ChangePassword),
     /// Run `command` with `sh -c` in the home; answered with `started`.
     Run {
         /// The command line, at most [`MAX_COMMAND_BYTES`], no NUL byte;
@@ -135,6 +139,7 @@ impl Message for ExecRequest {
     const OPS: &'static [&'static str] = &[
         "hello",
         "login",
+        "passwd",
         "run",
         "stdin",
         "stdin_end",
@@ -153,6 +158,8 @@ pub enum ExecReply {
     Hello(ServerHello),
     /// Login accepted; see [`LoginOk`].
     LoginOk(LoginOk),
+    /// The password was changed; the next login takes the new one.
+    PasswdOk,
     /// A request failed, or the server ended the running command; see
     /// [`ErrorReply`].
     Error(ErrorReply),
@@ -189,7 +196,16 @@ pub enum ExecReply {
 
 impl Message for ExecReply {
     const OPS: &'static [&'static str] = &[
-        "hello", "login_ok", "error", "started", "stdout", "stderr", "exit", "pong", "bye",
+        "hello",
+        "login_ok",
+        "passwd_ok",
+        "error",
+        "started",
+        "stdout",
+        "stderr",
+        "exit",
+        "pong",
+        "bye",
     ];
 }
 

@@ -7,7 +7,9 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::message::{ClientHello, ErrorReply, Login, LoginOk, Message, ServerHello};
+use crate::message::{
+    ChangePassword, ClientHello, ErrorReply, Login, LoginOk, Message, ServerHello,
+};
 
 /// Requests of the file-transfer service.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -17,6 +19,8 @@ pub enum FtpRequest {
     Hello(ClientHello),
     /// Login; see [`Login`].
     Login(Login),
+    /// Change the logged-in user's password; see [`ChangePassword`].
+    Passwd(ChangePassword),
     /// Current directory; answered with `cwd`.
     Pwd,
     /// Change directory; answered with `cwd`.
@@ -107,8 +111,8 @@ pub enum FtpRequest {
 
 impl Message for FtpRequest {
     const OPS: &'static [&'static str] = &[
-        "hello", "login", "pwd", "cd", "ls", "mkdir", "rm", "rmdir", "mv", "put", "put_data",
-        "put_end", "get", "partials", "discard", "quota", "quit",
+        "hello", "login", "passwd", "pwd", "cd", "ls", "mkdir", "rm", "rmdir", "mv", "put",
+        "put_data", "put_end", "get", "partials", "discard", "quota", "quit",
     ];
 }
 
@@ -162,6 +166,8 @@ pub enum FtpReply {
     Hello(ServerHello),
     /// Login accepted; see [`LoginOk`].
     LoginOk(LoginOk),
+    /// The password was changed; the next login takes the new one.
+    PasswdOk,
     /// A request failed; see [`ErrorReply`].
     Error(ErrorReply),
     /// The current directory, after `pwd` or `cd`.
@@ -243,6 +249,7 @@ impl Message for FtpReply {
     const OPS: &'static [&'static str] = &[
         "hello",
         "login_ok",
+        "passwd_ok",
         "error",
         "cwd",
         "listing",

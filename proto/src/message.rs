@@ -110,6 +110,16 @@ pub struct Login {
     pub password: Password,
 }
 
+/// `passwd` from a logged-in client: change its own password. Every
+/// service takes it; the answer is `passwd_ok` or an error.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChangePassword {
+    /// The password now (asked again, as passwd(1) does).
+    pub old: Password,
+    /// The new one: 8 characters or more, at most 1024 bytes.
+    pub new: Password,
+}
+
 /// `login_ok` from the server: the session is authenticated.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LoginOk {

@@ -296,3 +296,52 @@ async fn a_lock_ends_the_interactive_client_while_it_waits_for_a_line() {
         "wharf-chat: the chat session ended: account \"alice\" is locked; ask an administrator to unlock it"
     );
 }
+
+#[tokio::test]
+async fn passwd_from_a_script_changes_the_password_for_every_service() {
+    let srv = spawn().await;
+    srv.add_user("alice", "chat").await;
+    let mut child = chat(&srv, "alice", &["passwd", "--password-stdin"])
+        .stdin(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let mut input = child.stdin.take().expect("stdin");
+    input.write_all(b"battery staple\n").await.expect("write");
+    drop(input);
+    let out = finish(child).await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(
+        text(&out.stderr),
+        "password changed for alice; use the new one from the next login on\n"
+    );
+    let connect = |pw: &'static str| {
+        let addr = srv.addr.clone();
+        async move {
+            wharf_chat::client::ChatClient::connect(
+                &addr,
+                client_tls(),
+                "alice",
+                &wharf_core::Password::new(pw),
+            )
+            .await
+        }
+    };
+    assert!(connect(PW).await.is_err(), "the old password is refused");
+    assert!(connect("battery staple").await.is_ok());
+    // A weak one is refused, said once, and nothing changes.
+    let mut child = chat(&srv, "alice", &["passwd", "--password-stdin"])
+        .env("WHARF_PASSWORD", "battery staple")
+        .stdin(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let mut input = child.stdin.take().expect("stdin");
+    input.write_all(b"short\n").await.expect("write");
+    drop(input);
+    let out = finish(child).await;
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        text(&out.stderr),
+        "wharf-chat: the password was not changed: password refused: it must be at least 8 characters long\n"
+    );
+    assert!(connect("battery staple").await.is_ok());
+}

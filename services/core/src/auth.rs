@@ -474,6 +474,34 @@ impl Authenticator {
         store.record_login(user.id, now).await?;
         Ok(user)
     }
+
+    /// Changes the password of `name`, logged in to `service` from
+    /// `source`, from `old` to `new`. The old password is checked as a
+    /// login is (a wrong one counts as a failed login, penalties and all):
+    /// a session left open is not enough to take the account. The new one
+    /// must meet the policy ([`check_new_password`]) and differ from the
+    /// old.
+    pub async fn change_password(
+        &self,
+        name: &str,
+        old: &Password,
+        new: &Password,
+        service: Service,
+        source: std::net::IpAddr,
+    ) -> Result<()> {
+        check_new_password(new)?;
+        if old.expose() == new.expose() {
+            return Err(Error::WeakPassword("it is the same as the old one"));
+        }
+        let user = self.authenticate(name, old, service, source).await?;
+        let hash = hash_password(new).await?;
+        self.inner
+            .store
+            .set_password_hash(&user.name, &hash)
+            .await?;
+        tracing::info!(user = %user.name, %service, "password changed by its user");
+        Ok(())
+    }
 }
 
 #[cfg(test)]

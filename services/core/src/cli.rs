@@ -256,6 +256,45 @@ pub enum CredentialsError {
     /// No `WHARF_PASSWORD` and no terminal to ask on.
     #[error("no password: set WHARF_PASSWORD or run in a terminal ({0})")]
     NoPassword(std::io::Error),
+    /// A new password was to be asked for, and there is no terminal.
+    #[error("no terminal to ask for the new password on; pipe it in with --password-stdin")]
+    NoTerminal,
+    /// The new password, typed twice, differed.
+    #[error("the two passwords differ; nothing was changed, try again")]
+    Mismatch,
+    /// The new password could not be read.
+    #[error("cannot read the new password: {0}")]
+    Unreadable(std::io::Error),
+}
+
+/// Reads a new password for `user`: one line of standard input with
+/// `from_stdin`, else asked twice on the terminal.
+pub fn read_new_password(
+    user: &str,
+    from_stdin: bool,
+) -> std::result::Result<Password, CredentialsError> {
+    use std::io::{BufRead, IsTerminal};
+    if from_stdin {
+        let mut line = String::new();
+        std::io::stdin()
+            .lock()
+            .read_line(&mut line)
+            .map_err(CredentialsError::Unreadable)?;
+        let line = line.strip_suffix('\n').unwrap_or(&line);
+        let line = line.strip_suffix('\r').unwrap_or(line);
+        return Ok(Password::new(line));
+    }
+    if !std::io::stdin().is_terminal() {
+        return Err(CredentialsError::NoTerminal);
+    }
+    let ask =
+        |prompt: String| rpassword::prompt_password(prompt).map_err(CredentialsError::Unreadable);
+    let first = ask(format!("New password for {user}: "))?;
+    let second = ask("Repeat the password: ".to_owned())?;
+    if first != second {
+        return Err(CredentialsError::Mismatch);
+    }
+    Ok(Password::new(first))
 }
 
 /// The user to log in as: the flag, else `$USER`.

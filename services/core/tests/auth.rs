@@ -234,3 +234,41 @@ async fn weak_passwords_are_refused_when_set() {
         }
     }
 }
+
+#[tokio::test]
+async fn users_change_their_own_password_knowing_the_old_one() {
+    let env = common::env().await;
+    env.add_user("alice", "correct horse", None, "ftp").await;
+    let change = |old: &str, new: &str| {
+        let (old, new) = (Password::new(old), Password::new(new));
+        let auth = env.auth.clone();
+        async move {
+            auth.change_password("alice", &old, &new, Service::Ftp, common::HOME_IP)
+                .await
+        }
+    };
+    // The old password is checked as a login is: wrong is wrong, and
+    // counts as a failure.
+    assert!(matches!(
+        change("wrong horse", "battery staple").await,
+        Err(Error::AuthFailed)
+    ));
+    // The new one meets the policy and is new.
+    for (new, why) in [
+        ("short", "at least 8 characters"),
+        ("correct horse", "the same as the old one"),
+    ] {
+        match change("correct horse", new).await {
+            Err(e @ Error::WeakPassword(_)) => {
+                assert_eq!(e.code(), ErrorCode::BadRequest);
+                assert!(e.to_string().contains(why), "{e}");
+            }
+            other => panic!("expected WeakPassword, got {other:?}"),
+        }
+    }
+    change("correct horse", "battery staple")
+        .await
+        .expect("changed");
+    assert!(env.login("alice", "correct horse").await.is_err());
+    assert!(env.login("alice", "battery staple").await.is_ok());
+}

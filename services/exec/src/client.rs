@@ -14,7 +14,7 @@ use tokio::sync::mpsc;
 use wharf_core::client::{Session, open_session};
 use wharf_core::tls::{ClientTls, TlsError};
 use wharf_proto::exec::{ExecReply, ExecRequest, MAX_STDIN_CHUNK, SignalName, Tty, WindowSize};
-use wharf_proto::message::ErrorReply;
+use wharf_proto::message::{ChangePassword, ErrorReply};
 use wharf_proto::{ErrorCode, Frame, Outbound, Password, ProtoError};
 
 /// What can go wrong on the client side.
@@ -226,6 +226,18 @@ impl ExecClient {
         match self.header().await? {
             ExecReply::Error(e) => Err(server_error(e)),
             reply => Ok(reply),
+        }
+    }
+
+    /// Changes the user's password from `old` to `new`.
+    pub async fn passwd(&mut self, old: &Password, new: &Password) -> Result<()> {
+        let change = ExecRequest::Passwd(ChangePassword {
+            old: old.clone(),
+            new: new.clone(),
+        });
+        match self.exchange(change).await? {
+            ExecReply::PasswdOk => Ok(()),
+            other => Err(unexpected(&other)),
         }
     }
 

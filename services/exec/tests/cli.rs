@@ -229,3 +229,21 @@ async fn the_daemon_serves_a_given_certificate() {
     );
     let _ = daemon.kill().await;
 }
+
+#[tokio::test]
+async fn passwd_changes_the_password_and_exits_0() {
+    let srv = spawn().await;
+    srv.add_user("alice", "exec").await;
+    let out = run_with_input(
+        &mut exec(&srv, "alice", &["passwd", "--password-stdin"]),
+        b"battery staple\n",
+    )
+    .await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let out = run(&mut exec(&srv, "alice", &["--", "true"])).await;
+    assert_eq!(out.status.code(), Some(255), "the old password is refused");
+    let out =
+        run(exec(&srv, "alice", &["--", "echo", "in"]).env("WHARF_PASSWORD", "battery staple"))
+            .await;
+    assert_eq!(text(&out.stdout), "in\n");
+}

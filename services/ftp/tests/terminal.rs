@@ -147,3 +147,48 @@ async fn ctrl_c_on_a_terminal_cancels_the_transfer_and_the_prompt_comes_back() {
     assert!(kept > 0 && kept < 2_000_000, "{kept}");
     assert!(home.join("d/big.bin").exists(), "the rm typed was dropped");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn passwd_in_the_shell_then_only_the_new_password_logs_in() {
+    let srv = spawn().await;
+    srv.add_user("alice", None, "ftp").await;
+    let work = srv.dir.path().join("work");
+    std::fs::create_dir_all(&work).expect("mkdir");
+    let (addr, w) = (srv.addr.clone(), work.clone());
+    let code = blocking(move || {
+        let mut t = shell(&addr, &w, &w, &[]);
+        t.prompt("wharf:/> ");
+        t.line("passwd");
+        t.sees("New password for alice: ");
+        t.line("battery staple");
+        t.sees("Repeat the password: ");
+        t.line("battery stable");
+        t.sees("the two passwords differ; nothing was changed");
+        t.prompt("wharf:/> ");
+        t.line("passwd");
+        t.sees("New password for alice: ");
+        t.line("battery staple");
+        t.sees("Repeat the password: ");
+        t.line("battery staple");
+        t.sees("password changed for alice");
+        t.prompt("wharf:/> ");
+        t.line("quit");
+        t.exit_code()
+    })
+    .await;
+    assert_eq!(code, Some(0));
+    let connect = |pw: &'static str| {
+        let addr = srv.addr.clone();
+        async move {
+            wharf_ftp::client::Client::connect(
+                &addr,
+                &tls().1,
+                "alice",
+                &wharf_core::Password::new(pw),
+            )
+            .await
+        }
+    };
+    assert!(connect(PW).await.is_err(), "the old password is refused");
+    assert!(connect("battery staple").await.is_ok());
+}

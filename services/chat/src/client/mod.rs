@@ -19,6 +19,7 @@ use wharf_core::tls::{ClientTls, TlsError};
 use wharf_proto::chat::{
     ChatMessage, ChatReply, ChatRequest, PresenceChange, RoomInfo, UdpSessionGrant,
 };
+use wharf_proto::message::ChangePassword;
 use wharf_proto::{ErrorCode, Frame, Outbound, Password, ProtoError};
 
 use udp::UdpLink;
@@ -56,6 +57,9 @@ pub enum ClientError {
     /// A message too long to send.
     #[error("{0}")]
     TooLong(String),
+    /// A request this kind of session cannot make.
+    #[error("{0}")]
+    Unsupported(String),
     /// A local socket error.
     #[error("{context}: {source}")]
     Io {
@@ -347,6 +351,23 @@ impl ChatClient {
             "no answer from the server over UDP (datagrams lost, or the server is down); try again"
                 .into(),
         ))
+    }
+
+    /// Changes the user's password from `old` to `new` (over TCP only: the
+    /// passwords never go in datagrams).
+    pub async fn passwd(&mut self, old: &Password, new: &Password) -> Result<()> {
+        if self.is_udp() {
+            return Err(ClientError::Unsupported(
+                "passwords change over TCP only: run wharf-chat without --udp".into(),
+            ));
+        }
+        let change = ChatRequest::Passwd(ChangePassword {
+            old: old.clone(),
+            new: new.clone(),
+        });
+        self.request(change, |r| matches!(r, ChatReply::PasswdOk), 1)
+            .await
+            .map(|_| ())
     }
 
     /// Joins `room`; returns the `seq` of its last message so far.

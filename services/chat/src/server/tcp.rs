@@ -356,6 +356,19 @@ impl Session {
                     .map(ChatReply::UdpSession)
             }
             ChatRequest::Ping => Ok(ChatReply::Pong),
+            ChatRequest::Passwd(change) => self
+                .server
+                .auth
+                .change_password(
+                    user,
+                    &change.old,
+                    &change.new,
+                    Service::Chat,
+                    self.peer.ip(),
+                )
+                .await
+                .map(|()| ChatReply::PasswdOk)
+                .map_err(|e| ErrorReply::new(e.code(), e.client_message())),
             ChatRequest::Hello(_) | ChatRequest::Login(_) => {
                 Err(ErrorReply::new(ErrorCode::BadRequest, "already logged in"))
             }

@@ -378,12 +378,13 @@ fn handle(
         // Answers are consumed by `admit`; one from the session's own
         // address has nothing to do.
         ChatRequest::Answer { .. } => return,
-        ChatRequest::Hello(_) | ChatRequest::Login(_) | ChatRequest::UdpSession => {
-            Err(ErrorReply::new(
-                ErrorCode::BadRequest,
-                "hello, login and udp_session go over TCP, never in a datagram",
-            ))
-        }
+        ChatRequest::Hello(_)
+        | ChatRequest::Login(_)
+        | ChatRequest::UdpSession
+        | ChatRequest::Passwd(_) => Err(ErrorReply::new(
+            ErrorCode::BadRequest,
+            "hello, login, passwd and udp_session go over TCP, never in a datagram",
+        )),
     };
     reply_to(server, session, flatten(reply));
 }

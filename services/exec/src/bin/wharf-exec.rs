@@ -61,6 +61,7 @@ Examples:
   wharf-exec --user alice -t -- top
   wharf-exec --user alice -- 'cat > notes.txt' < notes.txt
   wharf-exec --user alice -- tar czf - projects > projects.tgz
+  wharf-exec --user alice passwd
   printf 'cd projects\\nls\\n' | wharf-exec --user alice";
 
 /// Wharf remote-exec client: run commands in your home on a Wharf server.
@@ -93,6 +94,20 @@ struct Args {
     /// The command line to run; without it, a prompt.
     #[arg(last = true, value_name = "COMMAND")]
     command: Vec<String>,
+    #[command(subcommand)]
+    action: Option<Action>,
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum Action {
+    /// Change your password: the new one is asked twice (or read from one
+    /// line of standard input with --password-stdin); it takes effect at
+    /// the next login, in every service.
+    Passwd {
+        /// Read the new password from one line of standard input.
+        #[arg(long)]
+        password_stdin: bool,
+    },
 }
 
 fn main() -> ExitCode {
@@ -104,9 +119,19 @@ async fn run(args: Args) -> Result<ExitCode> {
     let user = client_user(args.user.clone())?;
     let tls = args.tls.tls()?;
     let password = client_password(&user, &args.server)?;
-    let client = ExecClient::connect(&args.server, &tls, &user, &password)
+    let mut client = ExecClient::connect(&args.server, &tls, &user, &password)
         .await
         .with_context(|| format!("cannot log in to {} as {user}", args.server))?;
+    if let Some(Action::Passwd { password_stdin }) = args.action {
+        let new = wharf_core::cli::read_new_password(&user, password_stdin)?;
+        client
+            .passwd(&password, &new)
+            .await
+            .context("the password was not changed")?;
+        eprintln!("password changed for {user}; use the new one from the next login on");
+        let _ = client.quit().await;
+        return Ok(ExitCode::SUCCESS);
+    }
     let command = args.command.join(" ");
     let here = std::io::stdin().is_terminal() && std::io::stdout().is_terminal();
     if args.tty || (command.is_empty() && here && !args.no_tty) {

@@ -401,6 +401,29 @@ impl Session {
                         .await
                 }
             },
+            ExecRequest::Passwd(change) => match &self.state {
+                State::LoggedIn(user) => {
+                    let changed = self
+                        .server
+                        .auth
+                        .change_password(
+                            &user.name,
+                            &change.old,
+                            &change.new,
+                            Service::Exec,
+                            self.peer.ip(),
+                        )
+                        .await;
+                    match changed {
+                        Ok(()) => self.reply(ExecReply::PasswdOk).await,
+                        Err(e) => self.reply(error(e.code(), e.client_message())).await,
+                    }
+                }
+                _ => {
+                    self.reply(error(ErrorCode::NotLoggedIn, "log in first"))
+                        .await
+                }
+            },
             ExecRequest::Run {
                 command,
                 stdin,

@@ -11,6 +11,7 @@ use futures_util::{SinkExt, StreamExt};
 use wharf_core::client::{Session, open_session};
 use wharf_core::tls::{ClientTls, TlsError};
 use wharf_proto::ftp::{Entry, FtpReply, FtpRequest, PartialUpload};
+use wharf_proto::message::ChangePassword;
 use wharf_proto::{ErrorCode, Frame, Outbound, Password, ProtoError};
 
 pub use batch::{PutJob, Within};
@@ -117,6 +118,7 @@ impl Quota {
 #[derive(Debug)]
 pub struct Client {
     conn: Session<FtpReply>,
+    user: String,
 }
 
 pub(crate) async fn blocking<T: Send + 'static>(
@@ -138,7 +140,15 @@ impl Client {
     ) -> Result<Client> {
         let client = format!("wharf-ftp/{}", env!("CARGO_PKG_VERSION"));
         let (conn, _) = open_session(addr, "wharf-ftpd", &client, tls, user, password).await?;
-        Ok(Client { conn })
+        Ok(Client {
+            conn,
+            user: user.to_owned(),
+        })
+    }
+
+    /// The logged-in user.
+    pub fn user(&self) -> &str {
+        &self.user
     }
 
     pub(crate) async fn send(&mut self, req: FtpRequest, body_len: u64) -> Result<()> {
@@ -189,6 +199,18 @@ impl Client {
     async fn expect_done(&mut self, req: FtpRequest) -> Result<()> {
         match self.request(req).await? {
             FtpReply::Done => Ok(()),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// Changes the user's password from `old` to `new`.
+    pub async fn passwd(&mut self, old: &Password, new: &Password) -> Result<()> {
+        let change = FtpRequest::Passwd(ChangePassword {
+            old: old.clone(),
+            new: new.clone(),
+        });
+        match self.request(change).await? {
+            FtpReply::PasswdOk => Ok(()),
             other => Err(unexpected(&other)),
         }
     }

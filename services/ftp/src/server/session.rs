@@ -529,6 +529,20 @@ impl Session {
             FtpRequest::Hello(_) | FtpRequest::Login(_) => {
                 return Err(FtpError::BadRequest("already logged in".into()));
             }
+            FtpRequest::Passwd(change) => {
+                self.server
+                    .auth
+                    .change_password(
+                        &li.user.name,
+                        &change.old,
+                        &change.new,
+                        Service::Ftp,
+                        self.peer.ip(),
+                    )
+                    .await
+                    .map_err(FtpError::Core)?;
+                FtpReply::PasswdOk
+            }
             FtpRequest::Quota => {
                 let user = store.require_user(&li.user.name).await?;
                 FtpReply::Quota {

@@ -23,7 +23,7 @@ use wharf_proto::chat::{ChatMessage, PresenceChange};
 const AFTER_HELP: &str = "\
 Without a command, wharf-chat is interactive: a line is said to the current room;
 /join ROOM, /part [ROOM], /me ACTION, /msg USER TEXT, /query [USER], /names [ROOM],
-/rooms, /history [N], /help, /quit. Room names may be written #room.
+/rooms, /history [N], /passwd, /help, /quit. Room names may be written #room.
 On a terminal, messages appear above the line you type, with the time; Up and
 Ctrl-R recall earlier lines, Tab completes commands, rooms and names; a lost
 connection is made again (1 s, 2 s, 4 s... up to 30 s apart), the rooms rejoined
@@ -73,6 +73,14 @@ enum Cmd {
         #[arg(required = true, num_args = 1..)]
         text: Vec<String>,
     },
+    /// Change your password: the new one is asked twice (or read from one
+    /// line of standard input with --password-stdin); it takes effect at
+    /// the next login, in every service.
+    Passwd {
+        /// Read the new password from one line of standard input.
+        #[arg(long)]
+        password_stdin: bool,
+    },
     /// Print the messages said in ROOM, one line each: `[room] sender: text`.
     Listen {
         /// Room to listen to.
@@ -113,7 +121,7 @@ async fn run(args: Args) -> Result<ExitCode> {
     let user = client_user(args.user.clone())?;
     let tls = args.tls.tls()?;
     let password = client_password(&user, &args.server)?;
-    let login = Login {
+    let mut login = Login {
         server: args.server.clone(),
         tls,
         user,
@@ -133,6 +141,14 @@ async fn run(args: Args) -> Result<ExitCode> {
                 .say(room, &text.join(" "))
                 .await
                 .with_context(|| format!("cannot say it in {room}"))?;
+            ExitCode::SUCCESS
+        }
+        Some(Cmd::Passwd { password_stdin }) => {
+            passwd(&mut client, &login.password, password_stdin).await?;
+            eprintln!(
+                "password changed for {}; use the new one from the next login on",
+                login.user
+            );
             ExitCode::SUCCESS
         }
         Some(Cmd::Listen { room, count }) => {
@@ -155,12 +171,22 @@ async fn run(args: Args) -> Result<ExitCode> {
             ExitCode::SUCCESS
         }
         None if std::io::stdin().is_terminal() && std::io::stdout().is_terminal() => {
-            return screen::run(client, &login).await;
+            return screen::run(client, &mut login).await;
         }
         None => piped(&mut client, &mut view).await?,
     };
     let _ = client.quit().await;
     Ok(code)
+}
+
+/// Changes the password from `old`; returns the new one.
+pub async fn passwd(client: &mut ChatClient, old: &Password, from_stdin: bool) -> Result<Password> {
+    let new = wharf_core::cli::read_new_password(client.user(), from_stdin)?;
+    client
+        .passwd(old, &new)
+        .await
+        .context("the password was not changed")?;
+    Ok(new)
 }
 
 /// A room as typed: IRC's `#room` is Wharf's `room`.
@@ -346,6 +372,7 @@ const HELP: &str = "\
   /names [ROOM]       who is in ROOM (default: the current one); also /who
   /rooms              rooms with people in them
   /history [N]        the last N messages of the current room (default 50)
+  /passwd             change your password (on a terminal)
   /quit               leave";
 
 /// Lines from a pipe: each is said or run; the session ends at the end of
@@ -477,6 +504,11 @@ pub async fn command(client: &mut ChatClient, view: &mut View, line: &str) -> Re
                     for m in client.history(&room, limit).await? {
                         view.show(&m, client.user());
                     }
+                }
+                "passwd" => {
+                    anyhow::bail!(
+                        "/passwd asks on a terminal; from a script, use: wharf-chat passwd --password-stdin"
+                    )
                 }
                 "quit" | "exit" => return Ok(false),
                 "help" => match &view.screen {

@@ -18,8 +18,8 @@ use crate::{Login, Names, Screen, Target, View, command};
 
 /// Commands, as completed.
 const COMMANDS: &[&str] = &[
-    "/help", "/history", "/join", "/leave", "/me", "/msg", "/names", "/part", "/query", "/quit",
-    "/rooms", "/who",
+    "/help", "/history", "/join", "/leave", "/me", "/msg", "/names", "/part", "/passwd", "/query",
+    "/quit", "/rooms", "/who",
 ];
 
 /// Quiet this long, the session pings (the server closes idle sessions).
@@ -35,7 +35,7 @@ const CATCH_UP: u32 = 200;
 
 /// Runs the screen until `/quit`, Ctrl-D, or a refusal that reconnecting
 /// cannot mend (the account locked, say).
-pub async fn run(client: ChatClient, login: &Login) -> Result<ExitCode> {
+pub async fn run(client: ChatClient, login: &mut Login) -> Result<ExitCode> {
     let names = Arc::new(Mutex::new(Names::default()));
     let mut editor = LineEditor::start("chat", completer(Arc::clone(&names)))?;
     let mut view = View {
@@ -114,6 +114,16 @@ pub async fn run(client: ChatClient, login: &Login) -> Result<ExitCode> {
                 let quit = matches!(line, "/quit" | "/exit");
                 match client.as_mut() {
                     _ if quit => break,
+                    Some(c) if line == "/passwd" => {
+                        // The editor is not reading: the terminal is free to ask.
+                        match crate::passwd(c, &login.password, false).await {
+                            Ok(new) => {
+                                login.password = new;
+                                view.note("password changed; use the new one from the next login on");
+                            }
+                            Err(e) => view.note(&format!("error: {}", describe(e.as_ref()))),
+                        }
+                    }
                     None if !line.is_empty() => {
                         let wait = retry_at.saturating_duration_since(Instant::now());
                         view.note(&format!(

@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use clap::Subcommand;
+use wharf_core::Password;
 use wharf_ftp::client::{Client, TransferOptions};
 
 use crate::many::{Fetch, Plan, expand, name_of};
@@ -83,6 +84,14 @@ pub enum Cmd {
         #[arg(long)]
         all: bool,
     },
+    /// Change your password: the new one is asked twice (or read from one
+    /// line of standard input with --password-stdin); it takes effect at
+    /// the next login, in every service.
+    Passwd {
+        /// Read the new password from one line of standard input.
+        #[arg(long)]
+        password_stdin: bool,
+    },
     /// Your disk quota: used, held by uploads, free.
     #[command(alias = "df")]
     Quota {
@@ -121,7 +130,13 @@ fn base_name(remote: &str) -> &str {
         .unwrap_or("download")
 }
 
-pub async fn execute(client: &mut Client, cmd: Cmd, ui: &Ui) -> Result<()> {
+/// Runs `cmd`; `password` is the one logged in with (`passwd` changes it).
+pub async fn execute(
+    client: &mut Client,
+    cmd: Cmd,
+    ui: &Ui,
+    password: &mut Password,
+) -> Result<()> {
     let opts = TransferOptions {
         rate_limit: ui.rate_limit,
         restart: false,
@@ -237,6 +252,16 @@ pub async fn execute(client: &mut Client, cmd: Cmd, ui: &Ui) -> Result<()> {
                 "discarded {count} interrupted upload{s}; {} of quota freed",
                 wharf_core::size::format_size(bytes)
             );
+        }
+        Cmd::Passwd { password_stdin } => {
+            let user = client.user().to_owned();
+            let new = wharf_core::cli::read_new_password(&user, password_stdin)?;
+            client
+                .passwd(password, &new)
+                .await
+                .context("the password was not changed")?;
+            *password = new;
+            eprintln!("password changed for {user}; use the new one from the next login on");
         }
         Cmd::Quota { json } => {
             let q = client.quota().await.context("quota")?;

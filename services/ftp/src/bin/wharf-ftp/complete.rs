@@ -14,7 +14,7 @@ use crate::shell::split_words;
 /// Commands of the shell, as completed.
 const COMMANDS: &[&str] = &[
     "cd", "df", "discard", "exit", "get", "help", "lcd", "lls", "lpwd", "ls", "mget", "mkdir",
-    "mput", "mv", "partials", "put", "pwd", "quit", "quota", "rm", "rmdir",
+    "mput", "mv", "partials", "passwd", "put", "pwd", "quit", "quota", "rm", "rmdir",
 ];
 
 /// How long completion waits for the server's listing.

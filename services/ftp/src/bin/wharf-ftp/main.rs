@@ -73,7 +73,7 @@ fn main() -> ExitCode {
 async fn run(args: Args) -> Result<ExitCode> {
     let user = client_user(args.user.clone())?;
     let tls = args.tls.tls()?;
-    let password = client_password(&user, &args.server)?;
+    let mut password = client_password(&user, &args.server)?;
     let mut client = Client::connect(&args.server, &tls, &user, &password)
         .await
         .with_context(|| format!("cannot log in to {} as {user}", args.server))?;
@@ -84,17 +84,17 @@ async fn run(args: Args) -> Result<ExitCode> {
     };
     let code = match args.command {
         Some(cmd) => {
-            commands::execute(&mut client, cmd, &ui).await?;
+            commands::execute(&mut client, cmd, &ui, &mut password).await?;
             ExitCode::SUCCESS
         }
         None => {
-            let login = shell::Login {
+            let mut login = shell::Login {
                 server: args.server.clone(),
                 tls,
                 user,
                 password,
             };
-            shell::run(&mut client, &ui, &login).await?
+            shell::run(&mut client, &ui, &mut login).await?
         }
     };
     let _ = client.quit().await;

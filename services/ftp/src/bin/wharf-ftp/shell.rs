@@ -126,6 +126,7 @@ commands:
   get -r DIR [LOCAL]        download a directory tree
   mget FILE... [-O DIR]     download many files ('*.log' matched on the server's listing)
   quota | df [--json]       your quota: used, held by uploads, free
+  passwd                    change your password (asked twice)
   partials [--json]         your interrupted uploads
   discard PATH | --all      drop interrupted uploads, freeing their quota
   lcd [DIR] | lpwd | lls [DIR]   the local directory: change, show, list
@@ -213,7 +214,7 @@ impl Lines {
     }
 }
 
-pub async fn run(client: &mut Client, ui: &Ui, login: &Login) -> Result<ExitCode> {
+pub async fn run(client: &mut Client, ui: &Ui, login: &mut Login) -> Result<ExitCode> {
     let interactive = std::io::stdin().is_terminal();
     let mut cwd = client.pwd().await?;
     let mut failed = false;
@@ -282,7 +283,7 @@ pub async fn run(client: &mut Client, ui: &Ui, login: &Login) -> Result<ExitCode
             },
             ShellCmd::Cmd(cmd) => {
                 let cancelled = tokio::select! {
-                    result = execute(client, cmd, ui) => Err(result),
+                    result = execute(client, cmd, ui, &mut login.password) => Err(result),
                     _ = tokio::signal::ctrl_c() => Ok(()),
                 };
                 match cancelled {
