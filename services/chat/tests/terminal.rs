@@ -92,7 +92,7 @@ async fn incoming_messages_never_overwrite_the_line_being_typed() {
         t.line("/query");
         t.prompt("#dev> ");
         // Tab completes commands and names.
-        t.keys("/pa\t");
+        t.keys("/par\t");
         t.sees("/part ");
         t.keys("#d\t");
         t.sees("/part #dev ");
