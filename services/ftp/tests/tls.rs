@@ -128,6 +128,24 @@ async fn trust_on_first_use_pins_and_a_changed_certificate_is_refused() {
     let out = ftp(home.path(), &srv.addr, &["ls"]).await;
     assert!(out.status.success(), "{}", text(&out.stderr));
 
+    // Another port of the same host with the same certificate (wharfd's
+    // other services): the same server, trusted without asking again.
+    let sibling = spawn().await;
+    sibling.add_user("alice", None, "ftp").await;
+    let out = ftp(home.path(), &sibling.addr, &["ls"]).await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains(&format!(
+            "{} presents the certificate already trusted for {}",
+            sibling.addr, srv.addr
+        )),
+        "{}",
+        text(&out.stderr)
+    );
+    let pins = std::fs::read_to_string(&known).expect("known_servers");
+    assert_eq!(pins, format!("{} {fp}\n{} {fp}\n", srv.addr, sibling.addr));
+    std::fs::write(&known, format!("{} {fp}\n", srv.addr)).expect("pins");
+
     // The same address now serves another certificate.
     let other_dir = tempfile::tempdir().expect("dir");
     let other = ServerTls::made_in(other_dir.path(), &[]).expect("another certificate");

@@ -377,6 +377,18 @@ async fn decide(trust: &Trust, addr: &str, fp: &str) -> Result<(), TlsError> {
         addr: addr.to_owned(),
         fingerprint: fp.to_owned(),
     };
+    // The same certificate, already trusted for this host on another port
+    // (wharfd serves its three services with one): it is the same server.
+    if let Some(file) = &trust.known
+        && let Some(other) = same_certificate_pinned(file, addr, fp)?
+    {
+        add_pin(file, &pin_key(addr), fp)?;
+        eprintln!(
+            "Note: {addr} presents the certificate already trusted for {other}; added to the known servers ({}).",
+            file.display()
+        );
+        return Ok(());
+    }
     let yes = if trust.accept_new {
         true
     } else if trust.ask {
@@ -477,6 +489,35 @@ fn find_pin(file: &Path, key: &str) -> Result<Option<(String, usize)>, TlsError>
         }
     }
     Ok(None)
+}
+
+/// Another `HOST:PORT` of the same host as `addr` that `fp` is pinned for,
+/// if any.
+fn same_certificate_pinned(file: &Path, addr: &str, fp: &str) -> Result<Option<String>, TlsError> {
+    let key = pin_key(addr);
+    let Ok(host) = host_of(&key) else {
+        return Ok(None);
+    };
+    let text = match std::fs::read_to_string(file) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(source) => {
+            return Err(TlsError::KnownServers {
+                action: "read",
+                path: file.to_path_buf(),
+                source,
+            });
+        }
+    };
+    Ok(text.lines().find_map(|line| {
+        let mut words = line.split_whitespace();
+        let (k, pinned) = (words.next()?, words.next()?);
+        let same = !k.starts_with('#')
+            && k != key
+            && host_of(k).is_ok_and(|h| h == host)
+            && pinned.eq_ignore_ascii_case(fp);
+        same.then(|| k.to_owned())
+    }))
 }
 
 fn add_pin(file: &Path, key: &str, fp: &str) -> Result<(), TlsError> {
@@ -672,5 +713,21 @@ mod tests {
         use std::os::unix::fs::PermissionsExt;
         let mode = std::fs::metadata(&file).expect("meta").permissions().mode();
         assert_eq!(mode & 0o777, 0o600);
+    }
+
+    #[test]
+    fn the_same_certificate_on_another_port_of_the_host_is_recognised() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("known_servers");
+        add_pin(&file, "files.example:2121", "AA:BB").expect("add");
+        let found = |addr: &str, fp: &str| same_certificate_pinned(&file, addr, fp).ok().flatten();
+        assert_eq!(
+            found("files.example:2122", "aa:bb").as_deref(),
+            Some("files.example:2121")
+        );
+        // Another certificate, or another host with it: asked as new.
+        assert_eq!(found("files.example:2122", "AA:BC"), None);
+        assert_eq!(found("other.example:2122", "AA:BB"), None);
+        assert_eq!(found("files.example:2121", "AA:BB"), None);
     }
 }
