@@ -345,3 +345,68 @@ async fn passwd_from_a_script_changes_the_password_for_every_service() {
     );
     assert!(connect("battery staple").await.is_ok());
 }
+
+#[tokio::test]
+async fn the_config_file_gives_server_user_and_ca_and_flags_win() {
+    let srv = spawn().await;
+    srv.add_user("alice", "chat").await;
+    srv.add_user("bob", "chat").await;
+    let dir = tempfile::tempdir().expect("dir");
+    let config = dir.path().join("config.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "user = \"alice\"\nca = {:?}\n[chat]\nserver = {:?}\n",
+            tls().2.display().to_string(),
+            srv.addr
+        ),
+    )
+    .expect("config");
+    let wharf_chat = |args: &[&str]| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_wharf-chat"));
+        cmd.args(args)
+            .env("WHARF_CLIENT_CONFIG", &config)
+            .env("WHARF_PASSWORD", PW)
+            .env_remove("WHARF_CA")
+            .env_remove("WHARF_USER")
+            .env_remove("WHARF_CHAT_SERVER")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        cmd
+    };
+    let mut listener = srv.client("bob").await;
+    listener.join("lobby").await.expect("join");
+    // Server, user and CA from the file alone.
+    let out = run(&mut wharf_chat(&[
+        "send",
+        "--room",
+        "lobby",
+        "from the config",
+    ]))
+    .await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let m = message(&mut listener).await;
+    assert_eq!(
+        (m.from.as_str(), m.text.as_str()),
+        ("alice", "from the config")
+    );
+    // A flag wins over the file.
+    let out = run(&mut wharf_chat(&[
+        "--user", "bob", "send", "--room", "lobby", "flag",
+    ]))
+    .await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    // A mistake in the file is named, with its line.
+    std::fs::write(&config, "user = \"alice\"\n[chat]\nsevrer = \"x:1\"\n").expect("config");
+    let out = run(&mut wharf_chat(&["send", "--room", "lobby", "x"])).await;
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        text(&out.stderr),
+        format!(
+            "wharf-chat: the client config {} is invalid: line 3: unknown field `sevrer`, expected `server` or `user`; fix or remove that line\n",
+            config.display()
+        )
+    );
+}

@@ -13,6 +13,7 @@
 pub mod auth;
 pub mod cli;
 pub mod client;
+pub mod client_config;
 pub mod config;
 pub mod editor;
 mod error;

@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use clap::Parser;
+use clap::{CommandFactory, FromArgMatches, Parser};
 use rustix::termios::{OptionalActions, Termios, tcgetattr, tcgetwinsize, tcsetattr};
 use tokio::io::AsyncWriteExt;
 use tokio::signal::unix::{SignalKind, signal};
@@ -111,11 +111,22 @@ enum Action {
 }
 
 fn main() -> ExitCode {
-    let args = Args::parse();
-    run_main_failing_with("wharf-exec", OWN_FAILURE, run(args))
+    let matches = Args::command().get_matches();
+    let args = match Args::from_arg_matches(&matches) {
+        Ok(args) => args,
+        Err(e) => e.exit(),
+    };
+    run_main_failing_with("wharf-exec", OWN_FAILURE, run(args, matches))
 }
 
-async fn run(args: Args) -> Result<ExitCode> {
+async fn run(mut args: Args, matches: clap::ArgMatches) -> Result<ExitCode> {
+    wharf_core::client_config::apply(
+        &matches,
+        "exec",
+        &mut args.server,
+        &mut args.user,
+        &mut args.tls.ca,
+    )?;
     let user = client_user(args.user.clone())?;
     let tls = args.tls.tls()?;
     let password = client_password(&user, &args.server)?;

@@ -11,7 +11,7 @@ use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
 
 use anyhow::{Context, Result};
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use tokio::io::AsyncBufReadExt;
 use wharf_chat::client::{ChatClient, Event};
 use wharf_core::Password;
@@ -93,8 +93,12 @@ enum Cmd {
 }
 
 fn main() -> ExitCode {
-    let args = Args::parse();
-    run_main("wharf-chat", run(args))
+    let matches = Args::command().get_matches();
+    let args = match Args::from_arg_matches(&matches) {
+        Ok(args) => args,
+        Err(e) => e.exit(),
+    };
+    run_main("wharf-chat", run(args, matches))
 }
 
 /// How to log in (again, after a lost connection).
@@ -117,7 +121,14 @@ impl Login {
     }
 }
 
-async fn run(args: Args) -> Result<ExitCode> {
+async fn run(mut args: Args, matches: clap::ArgMatches) -> Result<ExitCode> {
+    wharf_core::client_config::apply(
+        &matches,
+        "chat",
+        &mut args.server,
+        &mut args.user,
+        &mut args.tls.ca,
+    )?;
     let user = client_user(args.user.clone())?;
     let tls = args.tls.tls()?;
     let password = client_password(&user, &args.server)?;

@@ -12,7 +12,7 @@ use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use anyhow::{Context, Result};
-use clap::Parser;
+use clap::{CommandFactory, FromArgMatches, Parser};
 use wharf_core::cli::{client_password, client_user, run_main};
 use wharf_core::tls::ClientTlsArgs;
 use wharf_ftp::client::Client;
@@ -66,11 +66,22 @@ fn parse_rate(s: &str) -> Result<u64, String> {
 }
 
 fn main() -> ExitCode {
-    let args = Args::parse();
-    run_main("wharf-ftp", run(args))
+    let matches = Args::command().get_matches();
+    let args = match Args::from_arg_matches(&matches) {
+        Ok(args) => args,
+        Err(e) => e.exit(),
+    };
+    run_main("wharf-ftp", run(args, matches))
 }
 
-async fn run(args: Args) -> Result<ExitCode> {
+async fn run(mut args: Args, matches: clap::ArgMatches) -> Result<ExitCode> {
+    wharf_core::client_config::apply(
+        &matches,
+        "ftp",
+        &mut args.server,
+        &mut args.user,
+        &mut args.tls.ca,
+    )?;
     let user = client_user(args.user.clone())?;
     let tls = args.tls.tls()?;
     let mut password = client_password(&user, &args.server)?;
