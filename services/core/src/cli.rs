@@ -320,3 +320,39 @@ pub fn client_password(
         .map(Password::new)
         .map_err(CredentialsError::NoPassword)
 }
+
+/// The flags that print a client's shell completions or man page.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct DocsArgs {
+    /// Print completions for SHELL (bash, zsh, fish, elvish, powershell)
+    /// and exit.
+    #[arg(long, value_name = "SHELL")]
+    pub completions: Option<clap_complete::Shell>,
+    /// Print the man page (roff) and exit.
+    #[arg(long)]
+    pub man: bool,
+}
+
+impl DocsArgs {
+    /// Prints what was asked for the program `A`; true when something was
+    /// asked (the program then exits).
+    pub fn print<A: clap::CommandFactory>(&self) -> std::io::Result<bool> {
+        use std::io::Write;
+        let mut cmd = A::command();
+        let name = cmd.get_name().to_owned();
+        // Made in memory first: clap_complete panics on a failed write (a
+        // closed pipe, say), and a failed write here is just an error.
+        let mut text = Vec::new();
+        if let Some(shell) = self.completions {
+            clap_complete::generate(shell, &mut cmd, name, &mut text);
+        } else if self.man {
+            clap_mangen::Man::new(cmd).render(&mut text)?;
+        } else {
+            return Ok(false);
+        }
+        let mut out = std::io::stdout().lock();
+        out.write_all(&text)?;
+        out.flush()?;
+        Ok(true)
+    }
+}

@@ -91,6 +91,8 @@ struct Args {
     no_tty: bool,
     #[command(flatten)]
     tls: ClientTlsArgs,
+    #[command(flatten)]
+    docs: wharf_core::cli::DocsArgs,
     /// The command line to run; without it, a prompt.
     #[arg(last = true, value_name = "COMMAND")]
     command: Vec<String>,
@@ -116,6 +118,15 @@ fn main() -> ExitCode {
         Ok(args) => args,
         Err(e) => e.exit(),
     };
+    match args.docs.print::<Args>() {
+        Ok(true) => return ExitCode::SUCCESS,
+        Ok(false) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => return ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("cannot print it: {e}");
+            return ExitCode::FAILURE;
+        }
+    }
     run_main_failing_with("wharf-exec", OWN_FAILURE, run(args, matches))
 }
 

@@ -58,6 +58,8 @@ struct Args {
     udp: bool,
     #[command(flatten)]
     tls: ClientTlsArgs,
+    #[command(flatten)]
+    docs: wharf_core::cli::DocsArgs,
     #[command(subcommand)]
     command: Option<Cmd>,
 }
@@ -98,6 +100,15 @@ fn main() -> ExitCode {
         Ok(args) => args,
         Err(e) => e.exit(),
     };
+    match args.docs.print::<Args>() {
+        Ok(true) => return ExitCode::SUCCESS,
+        Ok(false) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => return ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("cannot print it: {e}");
+            return ExitCode::FAILURE;
+        }
+    }
     run_main("wharf-chat", run(args, matches))
 }
 

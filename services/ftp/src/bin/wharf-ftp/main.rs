@@ -57,6 +57,8 @@ struct Args {
     fsync: bool,
     #[command(flatten)]
     tls: ClientTlsArgs,
+    #[command(flatten)]
+    docs: wharf_core::cli::DocsArgs,
     #[command(subcommand)]
     command: Option<Cmd>,
 }
@@ -71,6 +73,15 @@ fn main() -> ExitCode {
         Ok(args) => args,
         Err(e) => e.exit(),
     };
+    match args.docs.print::<Args>() {
+        Ok(true) => return ExitCode::SUCCESS,
+        Ok(false) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => return ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("cannot print it: {e}");
+            return ExitCode::FAILURE;
+        }
+    }
     run_main("wharf-ftp", run(args, matches))
 }
 
