@@ -128,14 +128,24 @@ pub fn run_main<E: Into<Box<dyn std::error::Error + Send + Sync>>>(
     program: &str,
     body: impl Future<Output = std::result::Result<ExitCode, E>>,
 ) -> ExitCode {
-    run_main_failing_with(program, 1, body)
+    finish(program, 1, true, body)
 }
 
-/// [`run_main`] for a program whose own failures end with `failure`
-/// (`wharf-exec`: 255, since 1 to 254 are the remote command's).
+/// [`run_main`] for a program whose own failures all end with `failure`
+/// (`wharf-exec`: 255, as ssh, since 0 to 254 are the remote command's),
+/// a changed server certificate included.
 pub fn run_main_failing_with<E: Into<Box<dyn std::error::Error + Send + Sync>>>(
     program: &str,
     failure: u8,
+    body: impl Future<Output = std::result::Result<ExitCode, E>>,
+) -> ExitCode {
+    finish(program, failure, false, body)
+}
+
+fn finish<E: Into<Box<dyn std::error::Error + Send + Sync>>>(
+    program: &str,
+    failure: u8,
+    own_codes: bool,
     body: impl Future<Output = std::result::Result<ExitCode, E>>,
 ) -> ExitCode {
     quiet_broken_pipe();
@@ -155,7 +165,8 @@ pub fn run_main_failing_with<E: Into<Box<dyn std::error::Error + Send + Sync>>>(
     };
     result.unwrap_or_else(|e| {
         let e: Box<dyn std::error::Error + Send + Sync> = e.into();
-        ExitCode::from(report(program, e.as_ref()).unwrap_or(failure))
+        let own = report(program, e.as_ref()).filter(|_| own_codes);
+        ExitCode::from(own.unwrap_or(failure))
     })
 }
 

@@ -270,3 +270,13 @@ fn completions_and_a_man_page_come_from_the_binary() {
     assert!(man.contains(".TH wharf-exec 1"), "{man}");
     assert!(man.contains(r"\-\-server"), "{man}");
 }
+
+#[tokio::test]
+async fn a_usage_error_exits_255_not_a_status_a_command_could_have() {
+    let srv = spawn().await;
+    let out = run(&mut exec(&srv, "alice", &["--bogus"])).await;
+    assert_eq!(out.status.code(), Some(255));
+    assert!(text(&out.stderr).contains("unexpected argument '--bogus'"));
+    let out = run(&mut exec(&srv, "alice", &["--version"])).await;
+    assert_eq!(out.status.code(), Some(0));
+}

@@ -113,10 +113,13 @@ enum Action {
 }
 
 fn main() -> ExitCode {
-    let matches = Args::command().get_matches();
+    let matches = match Args::command().try_get_matches() {
+        Ok(matches) => matches,
+        Err(e) => usage_error(e),
+    };
     let args = match Args::from_arg_matches(&matches) {
         Ok(args) => args,
-        Err(e) => e.exit(),
+        Err(e) => usage_error(e),
     };
     match args.docs.print::<Args>() {
         Ok(true) => return ExitCode::SUCCESS,
@@ -128,6 +131,17 @@ fn main() -> ExitCode {
         }
     }
     run_main_failing_with("wharf-exec", OWN_FAILURE, run(args, matches))
+}
+
+/// Says what is wrong with the command line and exits: with 255, as ssh,
+/// since 0 to 254 are the remote command's (help and version exit 0).
+fn usage_error(e: clap::Error) -> ! {
+    let _ = e.print();
+    std::process::exit(if e.use_stderr() {
+        i32::from(OWN_FAILURE)
+    } else {
+        0
+    });
 }
 
 async fn run(mut args: Args, matches: clap::ArgMatches) -> Result<ExitCode> {
