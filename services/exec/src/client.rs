@@ -342,7 +342,13 @@ impl ExecClient {
                                 Sink::Stderr => (&mut *stderr, "cannot write the command's error output"),
                                 Sink::None => continue,
                             };
-                            if let Err(source) = out.write_all(&chunk).await {
+                            // Flushed at once: a prompt has no newline, and a
+                            // line-buffered stdout would hold it back.
+                            let written = async {
+                                out.write_all(&chunk).await?;
+                                out.flush().await
+                            };
+                            if let Err(source) = written.await {
                                 break Err(ClientError::Local { context: what, source });
                             }
                         }

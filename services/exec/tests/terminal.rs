@@ -32,9 +32,14 @@ async fn a_remote_login_shell_is_a_real_terminal() {
     let mut term = on_terminal(&srv, &[], 100, 30);
     let status = blocking(move || {
         let t = &mut term;
+        // bash's own prompt: the user has a name in the sandbox.
+        t.sees("alice@");
         // Arithmetic the shell does: the echo of the line typed cannot match.
         t.line("echo ready-$((6*7))");
         t.sees("ready-42");
+        t.line("echo me=$(whoami); echo x >> /etc/passwd");
+        t.sees("me=alice");
+        t.sees("/etc/passwd: Permission denied");
         // The terminal, its size and TERM as this side has them.
         t.line("tty; stty size; tput cols; echo term=$TERM");
         t.sees("/dev/pts/");

@@ -126,7 +126,6 @@ fn set_limits(l: &Launch) -> std::io::Result<()> {
             maximum: Some(l.cpu_secs.saturating_add(1)),
         },
     )?;
-    setrlimit(Resource::Fsize, hard(l.file_size))?;
     setrlimit(Resource::Core, hard(0))?;
     setrlimit(Resource::As, hard(l.memory))?;
     Ok(())
@@ -168,16 +167,22 @@ pub fn launch_if_asked() {
         Ok(place) => place,
         Err(e) => fail(e),
     };
+    // After the sandbox, which writes files of its own (the user's entry
+    // in /etc/passwd) whatever the user's free quota.
+    if let Err(e) = setrlimit(Resource::Fsize, hard(launch.file_size)) {
+        fail(format_args!("cannot set the file size limit: {e}"));
+    }
     let mut sh = if command.is_empty() && launch.tty.is_some() {
         let shell = LOGIN_SHELLS
             .iter()
             .find(|s| std::path::Path::new(s).exists())
             .copied()
             .unwrap_or("/bin/sh");
-        let name = shell.rsplit('/').next().unwrap_or("sh");
         let mut sh = Command::new(shell);
-        // A leading '-' in its name: a login shell, as login(1) starts it.
-        sh.arg0(format!("-{name}")).env("SHELL", shell);
+        // A login shell, as login(1) starts one, but asked with --login /
+        // -l: bash started as "-bash" takes itself for /bin/sh ($BASH), and
+        // the system's profile then skips its bashrc and prompt.
+        sh.arg("-l").env("SHELL", shell);
         sh
     } else {
         let mut sh = Command::new("/bin/sh");

@@ -176,6 +176,41 @@ fn mounts(l: &Launch, home_fd: &OwnedFd, shown: &Path) -> Result<(), Missing> {
         source: std::io::Error::other("a NUL in the mount options"),
     })?;
     mount("tmpfs", "/tmp", "tmpfs", private, tmp.as_c_str()).map_err(missing("mounting /tmp"))?;
+    name_the_user(l, owner)
+}
+
+/// Gives the user a name on this system, as commands look it up
+/// (`whoami`, `ls -l`, a shell prompt's `\u`): `/etc/passwd` and
+/// `/etc/group` are seen with the user's entry first, from files on the
+/// sandbox's own `/home` tmpfs, which Landlock keeps read-only to commands.
+fn name_the_user(l: &Launch, (uid, gid): (u32, u32)) -> Result<(), Missing> {
+    let fail = |source: std::io::Error| Missing {
+        what: "naming the user in /etc/passwd",
+        source,
+    };
+    let dir = Path::new("/home/.etc");
+    std::fs::create_dir(dir).map_err(fail)?;
+    let entries = [
+        (
+            "passwd",
+            format!(
+                "{name}:x:{uid}:{gid}:Wharf user {name}:/home/{name}:/bin/bash\n",
+                name = l.name
+            ),
+        ),
+        ("group", format!("{}:x:{gid}:\n", l.name)),
+    ];
+    for (file, ours) in entries {
+        let host = Path::new("/etc").join(file);
+        let mut text = ours;
+        // The system's own entries after ours (a missing file: just ours).
+        text.push_str(&std::fs::read_to_string(&host).unwrap_or_default());
+        let made = dir.join(file);
+        std::fs::write(&made, text).map_err(fail)?;
+        if host.exists() {
+            mount_bind(&made, &host).map_err(missing("naming the user in /etc"))?;
+        }
+    }
     Ok(())
 }
 

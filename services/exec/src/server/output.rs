@@ -56,6 +56,8 @@ pub(super) struct OutPipe {
     buf: Vec<u8>,
     /// Bytes the next read takes at most.
     chunk: usize,
+    /// Bytes [`OutPipe::waiting`] read, at the start of the data room.
+    held: usize,
 }
 
 impl OutPipe {
@@ -64,40 +66,54 @@ impl OutPipe {
             rx: registered(fd, Interest::READABLE)?,
             buf: Vec::new(),
             chunk: FIRST_CHUNK,
+            held: 0,
         })
     }
 
-    /// Waits until the pipe has bytes, or has ended. Cancel-safe: it only
-    /// looks.
-    pub(super) async fn waiting(&self) -> io::Result<Waiting> {
-        loop {
-            let mut ready = self.rx.readable().await?;
-            if rustix::io::ioctl_fionread(self.rx.get_ref())? > 0 {
-                return Ok(Waiting::Bytes);
-            }
-            if ready.ready().is_read_closed() {
-                return Ok(Waiting::End);
-            }
-            // Woken with nothing to read: forget the readiness and wait again.
-            ready.clear_ready();
-        }
-    }
-
-    /// Reads what is waiting, and what comes while reading, up to `max`
-    /// bytes, without waiting. Returns the buffer: [`HEAD_ROOM`] free bytes,
-    /// then the data.
-    pub(super) fn take(&mut self, max: usize) -> io::Result<&mut [u8]> {
-        let max = max.min(self.chunk);
+    fn make_room(&mut self) {
         if self.buf.len() < HEAD_ROOM + self.chunk {
             self.buf.resize(HEAD_ROOM + self.chunk, 0);
         }
-        let mut got = 0;
+    }
+
+    /// Waits until the pipe has bytes, or has ended. It reads to know (a
+    /// terminal may say it is readable before its bytes can be counted),
+    /// and keeps what it read for [`OutPipe::take`]: cancel-safe.
+    pub(super) async fn waiting(&mut self) -> io::Result<Waiting> {
+        loop {
+            if self.held > 0 {
+                return Ok(Waiting::Bytes);
+            }
+            self.make_room();
+            let mut ready = self.rx.readable().await?;
+            match read_some(&self.rx, &mut self.buf[HEAD_ROOM..HEAD_ROOM + self.chunk]) {
+                Ok(0) => return Ok(Waiting::End),
+                Ok(n) => self.held = n,
+                // Woken with nothing to read: forget the readiness, wait again.
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => ready.clear_ready(),
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// What [`OutPipe::waiting`] read, and what is waiting or comes while
+    /// reading, up to `max` bytes, without waiting. Returns the buffer:
+    /// [`HEAD_ROOM`] free bytes, then the data.
+    pub(super) fn take(&mut self, max: usize) -> io::Result<&mut [u8]> {
+        let max = max.min(self.chunk);
+        self.make_room();
+        let mut got = std::mem::take(&mut self.held).min(max);
         while got < max {
             match read_some(&self.rx, &mut self.buf[HEAD_ROOM + got..HEAD_ROOM + max]) {
                 Ok(0) => break,
                 Ok(n) => got += n,
                 // Nothing more now; `waiting` forgets the stale readiness.
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                // The end, after data: `waiting` says so next.
+                Err(e) if got > 0 => {
+                    tracing::debug!(error = %e, "an output pipe failed after data");
+                    break;
+                }
                 Err(e) => return Err(e),
             }
         }

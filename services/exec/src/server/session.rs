@@ -810,8 +810,8 @@ impl Session {
                 quota = &mut over_quota => Ev::OverQuota(quota),
                 _ = running.exited(), if drain_until.is_none() => Ev::Exited,
                 _ = sleep_until_some(drain_until) => Ev::DrainOver,
-                w = waiting(&stdout) => Ev::Output { stderr: false, waiting: w },
-                w = waiting(&stderr) => Ev::Output { stderr: true, waiting: w },
+                w = waiting(&mut stdout) => Ev::Output { stderr: false, waiting: w },
+                w = waiting(&mut stderr) => Ev::Output { stderr: true, waiting: w },
                 room = stdin_room(&stdin), if pending.is_some() => Ev::StdinRoom(room),
                 frame = frames.next(), if pending.is_none() => Ev::Frame(frame),
             };
@@ -995,7 +995,7 @@ impl End {
 }
 
 /// What an output pipe that is still open has; pends forever once closed.
-async fn waiting(pipe: &Option<OutPipe>) -> std::io::Result<Waiting> {
+async fn waiting(pipe: &mut Option<OutPipe>) -> std::io::Result<Waiting> {
     match pipe {
         Some(p) => p.waiting().await,
         None => std::future::pending().await,

@@ -140,6 +140,7 @@ pub async fn run(client: ChatClient, login: &mut Login) -> Result<ExitCode> {
                                 .downcast_ref::<ClientError>()
                                 .is_some_and(connection_lost);
                             if gone {
+                                view.note("that line was not sent; Up recalls it");
                                 lost(&mut view, e.as_ref(), backoff);
                                 client = None;
                                 retry_at = Instant::now() + backoff;
