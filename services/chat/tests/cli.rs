@@ -1,6 +1,8 @@
 //! The real `wharf-chat` binary against an in-process server.
 
 mod common;
+#[path = "../../testing/docs.rs"]
+mod docs;
 
 use std::process::{Output, Stdio};
 use std::time::Duration;
@@ -413,23 +415,5 @@ async fn the_config_file_gives_server_user_and_ca_and_flags_win() {
 
 #[test]
 fn completions_and_a_man_page_come_from_the_binary() {
-    let run = |args: &[&str]| {
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_wharf-chat"))
-            .args(args)
-            .env_remove("WHARF_PASSWORD")
-            .output()
-            .expect("run wharf-chat");
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    };
-    let bash = run(&["--completions", "bash"]);
-    assert!(bash.contains("complete -F _wharf__chat"), "{bash}");
-    assert!(run(&["--completions", "zsh"]).starts_with("#compdef wharf-chat"));
-    let man = run(&["--man"]);
-    assert!(man.contains(".TH wharf-chat 1"), "{man}");
-    assert!(man.contains(r"\-\-server"), "{man}");
+    docs::completions_and_man_page(env!("CARGO_BIN_EXE_wharf-chat"), "wharf-chat");
 }

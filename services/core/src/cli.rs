@@ -332,6 +332,69 @@ pub fn client_password(
         .map_err(CredentialsError::NoPassword)
 }
 
+/// Wharf's folder in one of the user's XDG directories: `$XDG_VAR/wharf`,
+/// else `~/UNDER_HOME/wharf` (`.config`, `.local/share`).
+pub fn user_dir(xdg_var: &str, under_home: &str) -> Option<std::path::PathBuf> {
+    use std::path::PathBuf;
+    let base = std::env::var_os(xdg_var)
+        .filter(|d| !d.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| {
+            std::env::var_os("HOME")
+                .filter(|d| !d.is_empty())
+                .map(|h| PathBuf::from(h).join(under_home))
+        })?;
+    Some(base.join("wharf"))
+}
+
+/// What [`parse_client`] fills in from the config file, and the docs
+/// flags it answers.
+pub struct ClientFields<'a> {
+    /// `--server`.
+    pub server: &'a mut String,
+    /// `--user`.
+    pub user: &'a mut Option<String>,
+    /// `--ca`.
+    pub ca: &'a mut Option<std::path::PathBuf>,
+    /// `--completions`, `--man`.
+    pub docs: &'a DocsArgs,
+}
+
+/// Parses a client's command line: a usage error exits with
+/// `usage_failure` (clap's message printed), `--completions` and `--man`
+/// print and exit 0, and what the flags and environment left to defaults is
+/// taken from the config file for `service`. A bad config file is said and
+/// exits with 1 (with `usage_failure` when that is not clap's 2:
+/// `wharf-exec` ends every failure of its own with 255).
+pub fn parse_client<A: clap::Parser>(
+    program: &str,
+    service: &str,
+    usage_failure: i32,
+    fields: impl FnOnce(&mut A) -> ClientFields<'_>,
+) -> A {
+    let usage = |e: clap::Error| -> ! {
+        let _ = e.print();
+        std::process::exit(if e.use_stderr() { usage_failure } else { 0 });
+    };
+    let matches = A::command().try_get_matches().unwrap_or_else(|e| usage(e));
+    let mut args = A::from_arg_matches(&matches).unwrap_or_else(|e| usage(e));
+    let f = fields(&mut args);
+    match f.docs.print::<A>() {
+        Ok(true) => std::process::exit(0),
+        Ok(false) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => std::process::exit(0),
+        Err(e) => {
+            eprintln!("{program}: cannot print it: {e}");
+            std::process::exit(1);
+        }
+    }
+    if let Err(e) = crate::client_config::apply(&matches, service, f.server, f.user, f.ca) {
+        eprintln!("{program}: {e}");
+        std::process::exit(if usage_failure == 2 { 1 } else { usage_failure });
+    }
+    args
+}
+
 /// The flags that print a client's shell completions or man page.
 #[derive(Debug, Clone, Default, clap::Args)]
 pub struct DocsArgs {

@@ -99,8 +99,7 @@ pub fn default_path() -> Option<PathBuf> {
     if let Some(path) = std::env::var_os(CONFIG_ENV).filter(|p| !p.is_empty()) {
         return Some(PathBuf::from(path));
     }
-    crate::tls::client::default_known_servers()
-        .and_then(|known| known.parent().map(|dir| dir.join("config.toml")))
+    Some(crate::cli::user_dir("XDG_CONFIG_HOME", ".config")?.join("config.toml"))
 }
 
 fn home() -> Option<PathBuf> {

@@ -111,15 +111,8 @@ impl Printer {
 /// The history file of the client `name`: `$XDG_DATA_HOME/wharf/NAME_history`,
 /// else `~/.local/share/wharf/NAME_history`.
 pub fn history_file(name: &str) -> Option<PathBuf> {
-    let data = std::env::var_os("XDG_DATA_HOME")
-        .filter(|d| !d.is_empty())
-        .map(PathBuf::from)
-        .or_else(|| {
-            std::env::var_os("HOME")
-                .filter(|d| !d.is_empty())
-                .map(|h| PathBuf::from(h).join(".local").join("share"))
-        })?;
-    Some(data.join("wharf").join(format!("{name}_history")))
+    let data = crate::cli::user_dir("XDG_DATA_HOME", ".local/share")?;
+    Some(data.join(format!("{name}_history")))
 }
 
 /// Makes the history file private (it may hold anything typed) before

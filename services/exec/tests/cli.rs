@@ -1,6 +1,8 @@
 //! The real `wharf-exec` and `wharf-execd` binaries.
 
 mod common;
+#[path = "../../testing/docs.rs"]
+mod docs;
 
 use std::process::{Output, Stdio};
 use std::time::Duration;
@@ -250,25 +252,7 @@ async fn passwd_changes_the_password_and_exits_0() {
 
 #[test]
 fn completions_and_a_man_page_come_from_the_binary() {
-    let run = |args: &[&str]| {
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_wharf-exec"))
-            .args(args)
-            .env_remove("WHARF_PASSWORD")
-            .output()
-            .expect("run wharf-exec");
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    };
-    let bash = run(&["--completions", "bash"]);
-    assert!(bash.contains("complete -F _wharf__exec"), "{bash}");
-    assert!(run(&["--completions", "zsh"]).starts_with("#compdef wharf-exec"));
-    let man = run(&["--man"]);
-    assert!(man.contains(".TH wharf-exec 1"), "{man}");
-    assert!(man.contains(r"\-\-server"), "{man}");
+    docs::completions_and_man_page(env!("CARGO_BIN_EXE_wharf-exec"), "wharf-exec");
 }
 
 #[tokio::test]

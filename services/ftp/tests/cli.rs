@@ -1,6 +1,8 @@
 //! The real `wharf-ftp` binary against an in-process server.
 
 mod common;
+#[path = "../../testing/docs.rs"]
+mod docs;
 
 use std::process::Output;
 
@@ -558,23 +560,5 @@ async fn the_shell_works_here_too_lcd_lls_and_bang() {
 
 #[test]
 fn completions_and_a_man_page_come_from_the_binary() {
-    let run = |args: &[&str]| {
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_wharf-ftp"))
-            .args(args)
-            .env_remove("WHARF_PASSWORD")
-            .output()
-            .expect("run wharf-ftp");
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    };
-    let bash = run(&["--completions", "bash"]);
-    assert!(bash.contains("complete -F _wharf__ftp"), "{bash}");
-    assert!(run(&["--completions", "zsh"]).starts_with("#compdef wharf-ftp"));
-    let man = run(&["--man"]);
-    assert!(man.contains(".TH wharf-ftp 1"), "{man}");
-    assert!(man.contains(r"\-\-server"), "{man}");
+    docs::completions_and_man_page(env!("CARGO_BIN_EXE_wharf-ftp"), "wharf-ftp");
 }

@@ -138,27 +138,28 @@ impl TestServer {
     /// Stops the server (as SIGTERM would) and starts a new one on the same
     /// database, on a new port.
     pub async fn restart(self) -> TestServer {
-        self.shutdown.cancel();
-        tokio::time::timeout(WAIT, self.task)
-            .await
-            .expect("server stops")
-            .expect("server task");
-        self.store.close().await;
-        start(self.dir, self.url, self.config).await
+        let (dir, url, config) = self.stop_all().await;
+        start(dir, url, config).await
     }
 
     /// Stops the server, and after `down` starts a new one on the same
     /// database and the same port, as an administrator's restart does.
     pub async fn restart_here(self, down: Duration) -> TestServer {
         let addr = self.addr.clone();
+        let (dir, url, config) = self.stop_all().await;
+        tokio::time::sleep(down).await;
+        start_on(dir, url, config, &addr).await
+    }
+
+    /// Stops the server and closes its database; what a new one needs.
+    async fn stop_all(self) -> (TempDir, String, ChatConfig) {
         self.shutdown.cancel();
         tokio::time::timeout(WAIT, self.task)
             .await
             .expect("server stops")
             .expect("server task");
         self.store.close().await;
-        tokio::time::sleep(down).await;
-        start_on(self.dir, self.url, self.config, &addr).await
+        (self.dir, self.url, self.config)
     }
 }
 

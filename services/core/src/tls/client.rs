@@ -70,15 +70,7 @@ impl ClientTlsArgs {
 /// `$XDG_CONFIG_HOME/wharf/known_servers`, else
 /// `~/.config/wharf/known_servers`.
 pub fn default_known_servers() -> Option<PathBuf> {
-    let config = std::env::var_os("XDG_CONFIG_HOME")
-        .filter(|d| !d.is_empty())
-        .map(PathBuf::from)
-        .or_else(|| {
-            std::env::var_os("HOME")
-                .filter(|d| !d.is_empty())
-                .map(|h| PathBuf::from(h).join(".config"))
-        })?;
-    Some(config.join("wharf").join("known_servers"))
+    Some(crate::cli::user_dir("XDG_CONFIG_HOME", ".config")?.join("known_servers"))
 }
 
 /// Why a connection was not made.
@@ -466,19 +458,22 @@ fn pin_key(addr: &str) -> String {
     addr.trim().to_ascii_lowercase()
 }
 
+/// The known-servers file's text; a missing file is empty.
+fn read_pins(file: &Path) -> Result<String, TlsError> {
+    match std::fs::read_to_string(file) {
+        Ok(t) => Ok(t),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(String::new()),
+        Err(source) => Err(TlsError::KnownServers {
+            action: "read",
+            path: file.to_path_buf(),
+            source,
+        }),
+    }
+}
+
 /// The pinned fingerprint of `key` and its line, if any.
 fn find_pin(file: &Path, key: &str) -> Result<Option<(String, usize)>, TlsError> {
-    let text = match std::fs::read_to_string(file) {
-        Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(source) => {
-            return Err(TlsError::KnownServers {
-                action: "read",
-                path: file.to_path_buf(),
-                source,
-            });
-        }
-    };
+    let text = read_pins(file)?;
     for (i, line) in text.lines().enumerate() {
         let mut words = line.split_whitespace();
         if let (Some(k), Some(fp)) = (words.next(), words.next())
@@ -498,17 +493,7 @@ fn same_certificate_pinned(file: &Path, addr: &str, fp: &str) -> Result<Option<S
     let Ok(host) = host_of(&key) else {
         return Ok(None);
     };
-    let text = match std::fs::read_to_string(file) {
-        Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(source) => {
-            return Err(TlsError::KnownServers {
-                action: "read",
-                path: file.to_path_buf(),
-                source,
-            });
-        }
-    };
+    let text = read_pins(file)?;
     Ok(text.lines().find_map(|line| {
         let mut words = line.split_whitespace();
         let (k, pinned) = (words.next()?, words.next()?);

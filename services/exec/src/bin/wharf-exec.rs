@@ -10,14 +10,16 @@ use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use clap::{CommandFactory, FromArgMatches, Parser};
+use clap::Parser;
 use rustix::termios::{OptionalActions, Termios, tcgetattr, tcgetwinsize, tcsetattr};
 use tokio::io::AsyncWriteExt;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::mpsc;
 use wharf_core::Password;
 use wharf_core::cli::describe;
-use wharf_core::cli::{client_password, client_user, run_main_failing_with};
+use wharf_core::cli::{
+    ClientFields, client_password, client_user, parse_client, run_main_failing_with,
+};
 use wharf_core::tls::{ClientTls, ClientTlsArgs};
 use wharf_exec::client::{ClientError, Command, ExecClient, Outcome, Streams};
 use wharf_proto::exec::{SignalName, Tty, WindowSize};
@@ -113,45 +115,18 @@ enum Action {
 }
 
 fn main() -> ExitCode {
-    let matches = match Args::command().try_get_matches() {
-        Ok(matches) => matches,
-        Err(e) => usage_error(e),
-    };
-    let args = match Args::from_arg_matches(&matches) {
-        Ok(args) => args,
-        Err(e) => usage_error(e),
-    };
-    match args.docs.print::<Args>() {
-        Ok(true) => return ExitCode::SUCCESS,
-        Ok(false) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => return ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("cannot print it: {e}");
-            return ExitCode::FAILURE;
+    let args = parse_client::<Args>("wharf-exec", "exec", i32::from(OWN_FAILURE), |a| {
+        ClientFields {
+            server: &mut a.server,
+            user: &mut a.user,
+            ca: &mut a.tls.ca,
+            docs: &a.docs,
         }
-    }
-    run_main_failing_with("wharf-exec", OWN_FAILURE, run(args, matches))
-}
-
-/// Says what is wrong with the command line and exits: with 255, as ssh,
-/// since 0 to 254 are the remote command's (help and version exit 0).
-fn usage_error(e: clap::Error) -> ! {
-    let _ = e.print();
-    std::process::exit(if e.use_stderr() {
-        i32::from(OWN_FAILURE)
-    } else {
-        0
     });
+    run_main_failing_with("wharf-exec", OWN_FAILURE, run(args))
 }
 
-async fn run(mut args: Args, matches: clap::ArgMatches) -> Result<ExitCode> {
-    wharf_core::client_config::apply(
-        &matches,
-        "exec",
-        &mut args.server,
-        &mut args.user,
-        &mut args.tls.ca,
-    )?;
+async fn run(args: Args) -> Result<ExitCode> {
     let user = client_user(args.user.clone())?;
     let tls = args.tls.tls()?;
     let password = client_password(&user, &args.server)?;

@@ -11,11 +11,11 @@ use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
 
 use anyhow::{Context, Result};
-use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
+use clap::{Parser, Subcommand};
 use tokio::io::AsyncBufReadExt;
 use wharf_chat::client::{ChatClient, Event};
 use wharf_core::Password;
-use wharf_core::cli::{client_password, client_user, run_main};
+use wharf_core::cli::{ClientFields, client_password, client_user, parse_client, run_main};
 use wharf_core::editor::Printer;
 use wharf_core::tls::{ClientTls, ClientTlsArgs};
 use wharf_proto::chat::{ChatMessage, PresenceChange};
@@ -95,21 +95,13 @@ enum Cmd {
 }
 
 fn main() -> ExitCode {
-    let matches = Args::command().get_matches();
-    let args = match Args::from_arg_matches(&matches) {
-        Ok(args) => args,
-        Err(e) => e.exit(),
-    };
-    match args.docs.print::<Args>() {
-        Ok(true) => return ExitCode::SUCCESS,
-        Ok(false) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => return ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("cannot print it: {e}");
-            return ExitCode::FAILURE;
-        }
-    }
-    run_main("wharf-chat", run(args, matches))
+    let args = parse_client::<Args>("wharf-chat", "chat", 2, |a| ClientFields {
+        server: &mut a.server,
+        user: &mut a.user,
+        ca: &mut a.tls.ca,
+        docs: &a.docs,
+    });
+    run_main("wharf-chat", run(args))
 }
 
 /// How to log in (again, after a lost connection).
@@ -132,14 +124,7 @@ impl Login {
     }
 }
 
-async fn run(mut args: Args, matches: clap::ArgMatches) -> Result<ExitCode> {
-    wharf_core::client_config::apply(
-        &matches,
-        "chat",
-        &mut args.server,
-        &mut args.user,
-        &mut args.tls.ca,
-    )?;
+async fn run(args: Args) -> Result<ExitCode> {
     let user = client_user(args.user.clone())?;
     let tls = args.tls.tls()?;
     let password = client_password(&user, &args.server)?;

@@ -12,8 +12,8 @@ use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use anyhow::{Context, Result};
-use clap::{CommandFactory, FromArgMatches, Parser};
-use wharf_core::cli::{client_password, client_user, run_main};
+use clap::Parser;
+use wharf_core::cli::{ClientFields, client_password, client_user, parse_client, run_main};
 use wharf_core::tls::ClientTlsArgs;
 use wharf_ftp::client::Client;
 
@@ -68,31 +68,16 @@ fn parse_rate(s: &str) -> Result<u64, String> {
 }
 
 fn main() -> ExitCode {
-    let matches = Args::command().get_matches();
-    let args = match Args::from_arg_matches(&matches) {
-        Ok(args) => args,
-        Err(e) => e.exit(),
-    };
-    match args.docs.print::<Args>() {
-        Ok(true) => return ExitCode::SUCCESS,
-        Ok(false) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => return ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("cannot print it: {e}");
-            return ExitCode::FAILURE;
-        }
-    }
-    run_main("wharf-ftp", run(args, matches))
+    let args = parse_client::<Args>("wharf-ftp", "ftp", 2, |a| ClientFields {
+        server: &mut a.server,
+        user: &mut a.user,
+        ca: &mut a.tls.ca,
+        docs: &a.docs,
+    });
+    run_main("wharf-ftp", run(args))
 }
 
-async fn run(mut args: Args, matches: clap::ArgMatches) -> Result<ExitCode> {
-    wharf_core::client_config::apply(
-        &matches,
-        "ftp",
-        &mut args.server,
-        &mut args.user,
-        &mut args.tls.ca,
-    )?;
+async fn run(args: Args) -> Result<ExitCode> {
     let user = client_user(args.user.clone())?;
     let tls = args.tls.tls()?;
     let mut password = client_password(&user, &args.server)?;
