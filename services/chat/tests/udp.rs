@@ -266,3 +266,17 @@ async fn an_expired_session_must_ask_for_a_new_one() {
         }
     }
 }
+
+#[tokio::test]
+async fn udp_clients_are_told_of_a_shutdown_at_once() {
+    let srv = spawn().await;
+    srv.add_user("bob", "chat").await;
+    let mut bob = srv.udp_client("bob").await;
+    bob.join("lobby").await.expect("join");
+    srv.shutdown.cancel();
+    let ended = tokio::time::timeout(WAIT, bob.next_event())
+        .await
+        .expect("told within the wait, not at the next keepalive");
+    let code = ended.err().and_then(|e| e.code());
+    assert_eq!(code, Some(wharf_proto::ErrorCode::ShuttingDown));
+}

@@ -91,7 +91,8 @@ pub fn format_size(bytes: u64) -> String {
     }
     let mut value = bytes as f64 / 1024.0;
     let mut unit = 0;
-    while value >= 1024.0 && unit < UNITS.len() - 1 {
+    // As shown, to one decimal: 1023.96 KiB would read "1024 KiB".
+    while (value * 10.0).round() >= 10240.0 && unit < UNITS.len() - 1 {
         value /= 1024.0;
         unit += 1;
     }
@@ -167,6 +168,10 @@ mod tests {
         assert_eq!(format_size(1536), "1.5 KiB");
         assert_eq!(format_size(1 << 30), "1 GiB");
         assert_eq!(format_size(500 << 20), "500 MiB");
+        // Just under a unit reads as that unit, not as 1024 of the one below.
+        assert_eq!(format_size((1 << 30) - 20), "1 GiB");
+        assert_eq!(format_size((1 << 20) - 1), "1 MiB");
+        assert_eq!(format_size((1 << 20) - 60_000), "965.4 KiB");
         assert_eq!(format_quota(None), "unlimited");
     }
 }

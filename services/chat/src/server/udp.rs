@@ -224,6 +224,7 @@ pub(crate) async fn serve(
     }
     sweeper.abort();
     sender.abort();
+    say_shutting_down(&server, &socket).await;
     // Sessions end with the server: take their endpoints out of the rooms.
     let ended: Vec<EndpointId> = server.udp.lock().drain().map(|(_, s)| s.endpoint).collect();
     for endpoint in ended {
@@ -415,27 +416,53 @@ async fn send_forever(
             let Some(s) = map.get_mut(&sid) else {
                 continue;
             };
-            let Some(addr) = s.addr else {
-                continue; // the client has not spoken yet: nowhere to send
-            };
-            s.sent += 1;
-            if datagram::seal(
-                &s.key,
-                Direction::ToClient,
-                &sid,
-                s.sent,
-                &frame,
-                &mut datagram,
-            )
-            .is_err()
-            {
+            let Some(addr) = seal_for(s, &sid, &frame, &mut datagram) else {
                 continue;
-            }
+            };
             addr
         };
         if let Err(e) = socket.send_to(&datagram, addr).await {
             tracing::debug!(error = %e, %addr, "UDP send failed");
         }
+    }
+}
+
+/// Seals `frame` for the session `sid` into `datagram`; where to send it,
+/// or None (the client has not spoken yet: nowhere to send).
+fn seal_for(
+    s: &mut Session,
+    sid: &SessionId,
+    frame: &[u8],
+    datagram: &mut Vec<u8>,
+) -> Option<SocketAddr> {
+    let addr = s.addr?;
+    s.sent += 1;
+    datagram::seal(&s.key, Direction::ToClient, sid, s.sent, frame, datagram).ok()?;
+    Some(addr)
+}
+
+/// Tells every UDP session the server is stopping (one datagram each,
+/// lossy as every datagram): clients reconnect at once instead of at their
+/// next send or keepalive.
+async fn say_shutting_down(server: &ChatServer, socket: &UdpSocket) {
+    let notice = ChatReply::Error(ErrorReply::new(
+        ErrorCode::ShuttingDown,
+        "the server is shutting down; reconnect in a moment",
+    ));
+    let Some(frame) = datagram_frame(&notice) else {
+        return;
+    };
+    let sealed: Vec<(SocketAddr, Vec<u8>)> = {
+        let mut map = server.udp.lock();
+        map.iter_mut()
+            .filter_map(|(sid, s)| {
+                let mut datagram = Vec::with_capacity(MAX_DATAGRAM);
+                seal_for(s, sid, &frame, &mut datagram).map(|addr| (addr, datagram))
+            })
+            .collect()
+    };
+    for (addr, datagram) in sealed {
+        let _ = socket.send_to(&datagram, addr).await;
     }
 }
 
