@@ -17,7 +17,7 @@ use crate::error::FtpError;
 use crate::paths::{AboveRoot, Jail, VPath};
 
 /// Runs blocking file-system work off the async runtime.
-pub(super) async fn blocking<T: Send + 'static>(
+pub(crate) async fn blocking<T: Send + 'static>(
     work: impl FnOnce() -> Result<T, FtpError> + Send + 'static,
 ) -> Result<T, FtpError> {
     tokio::task::spawn_blocking(work)
@@ -64,7 +64,7 @@ fn entry(name: String, meta: &std::fs::Metadata) -> Option<Entry> {
     })
 }
 
-fn list(jail: &Jail, v: &VPath, max: usize) -> Result<Vec<Entry>, FtpError> {
+pub(crate) fn list(jail: &Jail, v: &VPath, max: usize) -> Result<Vec<Entry>, FtpError> {
     let (_, canonical) = jail.existing(v)?;
     // What is listed is what was opened beneath the home, whatever changed
     // since the check: read through the open descriptor.
@@ -152,7 +152,13 @@ pub(super) async fn ls(
 
 pub(super) async fn mkdir(li: &LoggedIn, path: &str) -> Result<FtpReply, FtpError> {
     let v = li.cwd.resolve(path, AboveRoot::Refuse)?;
-    let jail = li.jail.clone();
+    mkdir_at(&li.jail, v).await?;
+    Ok(FtpReply::Done)
+}
+
+/// Makes the directory `v`, the user's.
+pub(crate) async fn mkdir_at(jail: &Jail, v: VPath) -> Result<(), FtpError> {
+    let jail = jail.clone();
     blocking(move || {
         jail.creatable(&v)?;
         let (dir, name) = jail.parent_of(&v)?;
@@ -161,13 +167,23 @@ pub(super) async fn mkdir(li: &LoggedIn, path: &str) -> Result<FtpReply, FtpErro
         jail.adopt_at(&dir, name.as_str())
             .map_err(|e| FtpError::io(format!("give {v} to its owner"), e))
     })
-    .await?;
-    Ok(FtpReply::Done)
+    .await
 }
 
 pub(super) async fn rm(li: &LoggedIn, store: &Store, path: &str) -> Result<FtpReply, FtpError> {
     let v = li.cwd.resolve(path, AboveRoot::Refuse)?;
-    let jail = li.jail.clone();
+    rm_at(&li.jail, store, li.user.id, v).await?;
+    Ok(FtpReply::Done)
+}
+
+/// Removes the file `v` of the user `user_id`, freeing its quota.
+pub(crate) async fn rm_at(
+    jail: &Jail,
+    store: &Store,
+    user_id: i64,
+    v: VPath,
+) -> Result<(), FtpError> {
+    let jail = jail.clone();
     let freed = blocking(move || {
         jail.creatable(&v)?;
         let (dir, name) = jail.parent_of(&v)?;
@@ -192,22 +208,28 @@ pub(super) async fn rm(li: &LoggedIn, store: &Store, path: &str) -> Result<FtpRe
     })
     .await?;
     if let (Some(bytes), gone) = freed {
-        store.free(li.user.id, bytes, 1).await?;
+        store.free(user_id, bytes, 1).await?;
         if let Some((dev, ino)) = gone {
-            store.forget_md5(li.user.id, dev, ino).await?;
+            store.forget_md5(user_id, dev, ino).await?;
         }
     }
-    Ok(FtpReply::Done)
+    Ok(())
 }
 
 pub(super) async fn rmdir(li: &LoggedIn, path: &str) -> Result<FtpReply, FtpError> {
     let v = li.cwd.resolve(path, AboveRoot::Refuse)?;
+    rmdir_at(&li.jail, v).await?;
+    Ok(FtpReply::Done)
+}
+
+/// Removes the empty directory `v`.
+pub(crate) async fn rmdir_at(jail: &Jail, v: VPath) -> Result<(), FtpError> {
     if v.is_root() {
         return Err(FtpError::BadRequest(
             "cannot remove your home directory".into(),
         ));
     }
-    let jail = li.jail.clone();
+    let jail = jail.clone();
     blocking(move || {
         jail.creatable(&v)?;
         let (dir, name) = jail.parent_of(&v)?;
@@ -219,19 +241,24 @@ pub(super) async fn rmdir(li: &LoggedIn, path: &str) -> Result<FtpReply, FtpErro
         rustix::fs::unlinkat(&dir, name.as_str(), AtFlags::REMOVEDIR)
             .map_err(|e| FtpError::io(v.to_string(), e.into()))
     })
-    .await?;
-    Ok(FtpReply::Done)
+    .await
 }
 
 pub(super) async fn mv(li: &LoggedIn, from: &str, to: &str) -> Result<FtpReply, FtpError> {
     let src = li.cwd.resolve(from, AboveRoot::Refuse)?;
     let dst = li.cwd.resolve(to, AboveRoot::Refuse)?;
+    mv_at(&li.jail, src, dst).await?;
+    Ok(FtpReply::Done)
+}
+
+/// Renames `src` to `dst`, never over an existing name.
+pub(crate) async fn mv_at(jail: &Jail, src: VPath, dst: VPath) -> Result<(), FtpError> {
     if src.is_root() || dst.is_root() {
         return Err(FtpError::BadRequest(
             "cannot move your home directory".into(),
         ));
     }
-    let jail = li.jail.clone();
+    let jail = jail.clone();
     blocking(move || {
         jail.creatable(&src)?;
         let (from_dir, from) = jail.parent_of(&src)?;
@@ -251,8 +278,7 @@ pub(super) async fn mv(li: &LoggedIn, from: &str, to: &str) -> Result<FtpReply, 
             e => FtpError::io(format!("{src} -> {dst}"), e.into()),
         })
     })
-    .await?;
-    Ok(FtpReply::Done)
+    .await
 }
 
 /// What `name` in `dir` is, without following a link.

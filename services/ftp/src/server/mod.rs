@@ -6,6 +6,7 @@ mod commands;
 mod download;
 mod partials;
 mod session;
+pub mod stdftp;
 mod upload;
 
 use std::sync::Arc;

@@ -30,7 +30,7 @@ use crate::transfer::{DEPTH, HASH_APART, WriteMode, hash_prefix, hex, md5_hex, w
 /// A partial upload's file, reached only beneath the home (the home's
 /// owner must not be able to redirect the server's writes with a link).
 #[derive(Debug, Clone)]
-pub(super) struct Partial {
+pub(crate) struct Partial {
     jail: Jail,
     /// Relative to the home: `.wharf/partial/<size>-<key>.part`.
     rel: PathBuf,
@@ -62,8 +62,75 @@ impl Partial {
         }
     }
 
+    /// The partial upload of `v` whose size is not known up front (standard
+    /// FTP's `STOR`), named after the quota it holds, `held`.
+    pub(super) fn streamed(jail: &Jail, held: u64, v: &VPath) -> Partial {
+        Partial {
+            jail: jail.clone(),
+            rel: Path::new(INTERNAL_DIR)
+                .join("partial")
+                .join(partial_name(held, &streamed_key(v))),
+        }
+    }
+
+    /// The streamed partial upload of `v` there is, and the quota it holds.
+    pub(super) fn find_streamed(
+        jail: &Jail,
+        v: &VPath,
+    ) -> Result<Option<(Partial, u64)>, FtpError> {
+        let suffix = format!("-{}.part", streamed_key(v));
+        let dir = match jail.open_beneath(
+            &Path::new(INTERNAL_DIR).join("partial"),
+            OFlags::RDONLY | OFlags::DIRECTORY,
+            Mode::empty(),
+            "the partial upload directory",
+        ) {
+            Ok(dir) => dir,
+            Err(FtpError::NotFound(_)) => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let entries = rustix::fs::Dir::read_from(&dir)
+            .map_err(|e| FtpError::io("read the partial upload directory", e.into()))?;
+        for entry in entries.flatten() {
+            let Ok(name) = entry.file_name().to_str() else {
+                continue;
+            };
+            if let (true, Some(held)) = (
+                name.ends_with(&suffix),
+                wharf_core::home::partial_target_size(name),
+            ) {
+                return Ok(Some((Partial::streamed(jail, held, v), held)));
+            }
+        }
+        Ok(None)
+    }
+
+    /// The partial's metadata (its length: what it holds so far).
+    pub(super) fn metadata(&self, v: &VPath) -> Result<std::fs::Metadata, FtpError> {
+        let fd = self.jail.open_beneath(
+            &self.rel,
+            OFlags::PATH,
+            Mode::empty(),
+            &format!("partial upload of {v}"),
+        )?;
+        File::from(fd)
+            .metadata()
+            .map_err(|e| FtpError::io(format!("partial upload of {v}"), e))
+    }
+
+    /// Renames a streamed partial after the quota it now holds.
+    pub(super) fn hold(&mut self, held: u64, v: &VPath) -> Result<(), FtpError> {
+        let next = Partial::streamed(&self.jail, held, v);
+        let (dir, from) = self.dir()?;
+        let to = next.rel.file_name().unwrap_or_default();
+        rustix::fs::renameat(&dir, from, &dir, to)
+            .map_err(|e| FtpError::io(format!("partial upload of {v}"), e.into()))?;
+        *self = next;
+        Ok(())
+    }
+
     /// Opens an existing partial upload and locks it; `None` if there is none.
-    fn open(&self, v: &VPath) -> Result<Option<File>, FtpError> {
+    pub(super) fn open(&self, v: &VPath) -> Result<Option<File>, FtpError> {
         let what = format!("partial upload of {v}");
         match self
             .jail
@@ -176,8 +243,14 @@ impl Partial {
     }
 }
 
+/// The key of a streamed partial's name: not a native one's (those are
+/// found by target size and path), so neither resumes the other.
+fn streamed_key(v: &VPath) -> String {
+    md5_hex(format!("ftp\0{v}").as_bytes())
+}
+
 /// The file an upload replaced.
-pub(super) struct Replaced {
+pub(crate) struct Replaced {
     pub size: u64,
     /// Its device and inode, when the replacement was its last name.
     pub gone: Option<(u64, u64)>,
@@ -575,7 +648,7 @@ pub(super) async fn put(
 /// What the database records of an upload of `size` bytes now in place:
 /// its reservation becomes use (less what the file it replaced held), its
 /// md5 is remembered for `version`, the replaced file's md5 forgotten.
-pub(super) fn commit_of(
+pub(crate) fn commit_of(
     size: u64,
     replaced: Option<&Replaced>,
     record: TransferRecord,

@@ -1,0 +1,759 @@
+//! Standard FTP and FTPS (RFC 959, 2228, 3659) on Wharf's own users, homes,
+//! jail and quotas, built on libunftp: Wharf supplies the authenticator
+//! (the same argon2 logins, rights, locks and per-source penalties as the
+//! native protocol) and the storage back end (every path resolved beneath
+//! the home by the same [`Jail`], the same md5s and usage tables).
+//!
+//! Work in progress (issue 16): the read side, directories, renames and
+//! removals are here and tested; uploads (`STOR`/`APPE` with quota held as
+//! they grow, partials, `REST`) and the listener's flags are not yet, so
+//! nothing starts this listener outside the tests.
+
+use std::fmt::{Debug, Display};
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+use async_trait::async_trait;
+use rustix::fs::{Mode, OFlags};
+use unftp_core::auth::{
+    AuthenticationError, Authenticator as FtpAuthenticator, Credentials, Principal, UserDetail,
+    UserDetailError, UserDetailProvider,
+};
+use unftp_core::storage::{
+    Error as StorageError, ErrorKind, FEATURE_RESTART, FEATURE_SITEMD5, Fileinfo, Metadata,
+    StorageBackend,
+};
+use wharf_core::owner::Owner;
+use wharf_core::store::FileVersion;
+use wharf_core::{Authenticator, Password, Service, Store, User};
+
+use md5::{Digest, Md5};
+use wharf_core::store::{Direction, TransferRecord};
+
+use super::commands::{blocking, list, mkdir_at, mv_at, rm_at, rmdir_at};
+use super::upload::{Partial, commit_of};
+use crate::error::FtpError;
+use crate::paths::{AboveRoot, Jail, VPath};
+
+/// Entries a listing may hold, as in the native protocol.
+const MAX_LISTING: usize = 100_000;
+
+/// A user logged in over standard FTP.
+#[derive(Debug, Clone)]
+pub struct FtpUser {
+    user: User,
+    jail: Jail,
+}
+
+impl Display for FtpUser {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.user.name)
+    }
+}
+
+/// No home of libunftp's: Wharf's jail confines every path.
+impl UserDetail for FtpUser {}
+
+/// Wharf's logins for libunftp.
+#[derive(Debug)]
+pub struct WharfAuthenticator {
+    auth: Authenticator,
+}
+
+impl WharfAuthenticator {
+    /// Logins checked by `auth`, as the native service checks them.
+    pub fn new(auth: Authenticator) -> Self {
+        WharfAuthenticator { auth }
+    }
+}
+
+#[async_trait]
+impl FtpAuthenticator for WharfAuthenticator {
+    async fn authenticate(
+        &self,
+        username: &str,
+        creds: &Credentials,
+    ) -> Result<Principal, AuthenticationError> {
+        let password = Password::new(creds.password.clone().unwrap_or_default());
+        let peer = creds.source_ip;
+        match self
+            .auth
+            .authenticate(username, &password, Service::Ftp, peer)
+            .await
+        {
+            Ok(user) => {
+                tracing::info!(%peer, user = %user.name, via = "standard ftp", "logged in");
+                Ok(Principal {
+                    username: user.name,
+                })
+            }
+            Err(e) => {
+                tracing::info!(%peer, user = %username, via = "standard ftp", error = %e, "login refused");
+                Err(match e {
+                    wharf_core::Error::AuthFailed => AuthenticationError::BadPassword,
+                    e => AuthenticationError::new(e.client_message()),
+                })
+            }
+        }
+    }
+}
+
+/// Turns a logged-in name into the user and their jail.
+#[derive(Debug)]
+pub struct WharfUsers {
+    store: Store,
+}
+
+impl WharfUsers {
+    /// Users read from `store`.
+    pub fn new(store: Store) -> Self {
+        WharfUsers { store }
+    }
+}
+
+#[async_trait]
+impl UserDetailProvider for WharfUsers {
+    type User = FtpUser;
+
+    async fn provide_user_detail(&self, principal: &Principal) -> Result<FtpUser, UserDetailError> {
+        let user = match self.store.user(&principal.username).await {
+            Ok(Some(user)) => user,
+            Ok(None) => {
+                return Err(UserDetailError::UserNotFound {
+                    username: principal.username.clone(),
+                });
+            }
+            Err(e) => return Err(UserDetailError::Generic(e.client_message())),
+        };
+        let home = user.home.clone();
+        let owner = Owner::for_files(user.id);
+        let jail = tokio::task::spawn_blocking(move || Jail::for_user(&home, owner))
+            .await
+            .map_err(|e| UserDetailError::Generic(format!("internal error: {e}")))?
+            .map_err(|e| {
+                tracing::error!(user = %user.name, error = %e, "cannot prepare a home");
+                UserDetailError::Generic("your home directory cannot be prepared".into())
+            })?;
+        Ok(FtpUser { user, jail })
+    }
+}
+
+/// What a listing or `SIZE`/`MDTM` shows of a file or directory.
+#[derive(Debug, Clone)]
+pub struct Meta {
+    len: u64,
+    dir: bool,
+    modified: SystemTime,
+    uid: u32,
+    gid: u32,
+}
+
+impl Meta {
+    fn of(m: &std::fs::Metadata) -> Meta {
+        use std::os::unix::fs::MetadataExt;
+        Meta {
+            len: if m.is_dir() { 0 } else { m.len() },
+            dir: m.is_dir(),
+            modified: m.modified().unwrap_or(SystemTime::UNIX_EPOCH),
+            uid: m.uid(),
+            gid: m.gid(),
+        }
+    }
+}
+
+impl Metadata for Meta {
+    fn len(&self) -> u64 {
+        self.len
+    }
+    fn is_dir(&self) -> bool {
+        self.dir
+    }
+    fn is_file(&self) -> bool {
+        !self.dir
+    }
+    fn is_symlink(&self) -> bool {
+        false
+    }
+    fn modified(&self) -> unftp_core::storage::Result<SystemTime> {
+        Ok(self.modified)
+    }
+    fn gid(&self) -> u32 {
+        self.gid
+    }
+    fn uid(&self) -> u32 {
+        self.uid
+    }
+}
+
+/// The homes, as libunftp's storage.
+#[derive(Debug, Clone)]
+pub struct WharfStorage {
+    store: Store,
+}
+
+impl WharfStorage {
+    /// Storage recording in `store`.
+    pub fn new(store: Store) -> Self {
+        WharfStorage { store }
+    }
+}
+
+/// A path libunftp hands over (absolute, from its own current directory),
+/// as a path beneath the home; `..` past the top is refused.
+fn vpath(path: &Path) -> Result<VPath, StorageError> {
+    let text = path.to_str().ok_or_else(|| {
+        StorageError::new(ErrorKind::FileNameNotAllowedError, "the name is not UTF-8")
+    })?;
+    VPath::root()
+        .resolve(text, AboveRoot::Refuse)
+        .map_err(storage_error)
+}
+
+/// Wharf's errors as FTP replies: a missing file is 550, a name Wharf
+/// refuses (an escape, a link out of the home) 553, the rest 451.
+fn storage_error(e: FtpError) -> StorageError {
+    let kind = match &e {
+        FtpError::NotFound(_) => ErrorKind::PermanentFileNotAvailable,
+        FtpError::ForbiddenPath(_) => ErrorKind::FileNameNotAllowedError,
+        FtpError::AlreadyExists(_) | FtpError::BadRequest(_) => {
+            ErrorKind::PermanentFileNotAvailable
+        }
+        FtpError::NoSpace(_) => ErrorKind::InsufficientStorageSpaceError,
+        FtpError::Core(wharf_core::Error::QuotaExceeded { .. }) => {
+            ErrorKind::ExceededStorageAllocationError
+        }
+        FtpError::Busy(_) => ErrorKind::TransientFileNotAvailable,
+        _ => ErrorKind::LocalError,
+    };
+    StorageError::new(kind, e.to_string())
+}
+
+/// The file `v`, opened beneath the home, with its metadata.
+fn open_file(jail: &Jail, v: &VPath) -> Result<(std::fs::File, std::fs::Metadata), FtpError> {
+    jail.existing(v)?;
+    let file = std::fs::File::from(jail.open_beneath(
+        &v.relative(),
+        OFlags::RDONLY,
+        Mode::empty(),
+        &v.to_string(),
+    )?);
+    let meta = file
+        .metadata()
+        .map_err(|e| FtpError::io(v.to_string(), e))?;
+    if !meta.is_file() {
+        return Err(FtpError::BadRequest(format!("{v} is not a file")));
+    }
+    Ok((file, meta))
+}
+
+async fn run<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, FtpError> + Send + 'static,
+) -> Result<T, StorageError> {
+    blocking(work).await.map_err(storage_error)
+}
+
+#[async_trait]
+impl StorageBackend<FtpUser> for WharfStorage {
+    type Metadata = Meta;
+
+    fn name(&self) -> &str {
+        "wharf"
+    }
+
+    fn supported_features(&self) -> u32 {
+        FEATURE_RESTART | FEATURE_SITEMD5
+    }
+
+    async fn metadata<P: AsRef<Path> + Send + Debug>(
+        &self,
+        user: &FtpUser,
+        path: P,
+    ) -> unftp_core::storage::Result<Meta> {
+        let v = vpath(path.as_ref())?;
+        let jail = user.jail.clone();
+        run(move || {
+            match jail.existing(&v) {
+                Ok((_, canonical)) => {
+                    let meta = std::fs::metadata(&canonical)
+                        .map_err(|e| FtpError::io(v.to_string(), e))?;
+                    Ok(Meta::of(&meta))
+                }
+                // No file yet, but an interrupted upload of it: its size is
+                // what a client asks (SIZE) before it resumes (REST + STOR,
+                // or APPE); the file itself stays invisible.
+                Err(FtpError::NotFound(missing)) => {
+                    let found = Partial::find_streamed(&jail, &v)?;
+                    let meta = found.map(|(p, _)| p.metadata(&v)).transpose()?;
+                    meta.map(|m| Meta::of(&m))
+                        .ok_or(FtpError::NotFound(missing))
+                }
+                Err(e) => Err(e),
+            }
+        })
+        .await
+    }
+
+    async fn md5<P: AsRef<Path> + Send + Debug>(
+        &self,
+        user: &FtpUser,
+        path: P,
+    ) -> unftp_core::storage::Result<String> {
+        let v = vpath(path.as_ref())?;
+        let jail = user.jail.clone();
+        let (file, meta) = run(move || open_file(&jail, &v)).await?;
+        let version = FileVersion::of(&meta);
+        let user_id = user.user.id;
+        if let Ok(Some(md5)) = self.store.known_md5(user_id, &version).await {
+            return Ok(md5);
+        }
+        let md5 = run(move || {
+            let mut file = file;
+            let digest = crate::transfer::hash_prefix(&mut file, version.size)
+                .map_err(|e| FtpError::io("hash the file", e))?;
+            Ok(crate::transfer::hex(digest))
+        })
+        .await?;
+        if let Err(e) = self.store.remember_md5(user_id, &version, &md5).await {
+            tracing::warn!(error = %e, "cannot record an md5");
+        }
+        Ok(md5)
+    }
+
+    async fn list<P: AsRef<Path> + Send + Debug>(
+        &self,
+        user: &FtpUser,
+        path: P,
+    ) -> unftp_core::storage::Result<Vec<Fileinfo<PathBuf, Meta>>> {
+        let v = vpath(path.as_ref())?;
+        let jail = user.jail.clone();
+        run(move || {
+            let entries = list(&jail, &v, MAX_LISTING)?;
+            let mut out = Vec::with_capacity(entries.len());
+            for e in entries {
+                let modified = humantime::parse_rfc3339(&e.mtime).unwrap_or(SystemTime::UNIX_EPOCH);
+                out.push(Fileinfo {
+                    path: PathBuf::from(&e.name),
+                    metadata: Meta {
+                        len: e.size,
+                        dir: e.kind == wharf_proto::ftp::EntryKind::Dir,
+                        modified,
+                        uid: 0,
+                        gid: 0,
+                    },
+                });
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn get<P: AsRef<Path> + Send + Debug>(
+        &self,
+        user: &FtpUser,
+        path: P,
+        start_pos: u64,
+    ) -> unftp_core::storage::Result<Box<dyn tokio::io::AsyncRead + Send + Sync + Unpin>> {
+        let v = vpath(path.as_ref())?;
+        let jail = user.jail.clone();
+        let file = run(move || {
+            use std::io::{Seek, SeekFrom};
+            let (mut file, meta) = open_file(&jail, &v)?;
+            file.seek(SeekFrom::Start(start_pos.min(meta.len())))
+                .map_err(|e| FtpError::io(v.to_string(), e))?;
+            Ok(file)
+        })
+        .await?;
+        Ok(Box::new(tokio::fs::File::from_std(file)))
+    }
+
+    async fn put<
+        P: AsRef<Path> + Send + Debug,
+        R: tokio::io::AsyncRead + Send + Sync + Unpin + 'static,
+    >(
+        &self,
+        user: &FtpUser,
+        input: R,
+        path: P,
+        start_pos: u64,
+    ) -> unftp_core::storage::Result<u64> {
+        let v = vpath(path.as_ref())?;
+        stor(&self.store, user, v, input, start_pos)
+            .await
+            .map_err(storage_error)
+    }
+
+    async fn del<P: AsRef<Path> + Send + Debug>(
+        &self,
+        user: &FtpUser,
+        path: P,
+    ) -> unftp_core::storage::Result<()> {
+        let v = vpath(path.as_ref())?;
+        rm_at(&user.jail, &self.store, user.user.id, v)
+            .await
+            .map_err(storage_error)
+    }
+
+    async fn mkd<P: AsRef<Path> + Send + Debug>(
+        &self,
+        user: &FtpUser,
+        path: P,
+    ) -> unftp_core::storage::Result<()> {
+        let v = vpath(path.as_ref())?;
+        mkdir_at(&user.jail, v).await.map_err(storage_error)
+    }
+
+    async fn rename<P: AsRef<Path> + Send + Debug>(
+        &self,
+        user: &FtpUser,
+        from: P,
+        to: P,
+    ) -> unftp_core::storage::Result<()> {
+        let (src, dst) = (vpath(from.as_ref())?, vpath(to.as_ref())?);
+        mv_at(&user.jail, src, dst).await.map_err(storage_error)
+    }
+
+    async fn rmd<P: AsRef<Path> + Send + Debug>(
+        &self,
+        user: &FtpUser,
+        path: P,
+    ) -> unftp_core::storage::Result<()> {
+        let v = vpath(path.as_ref())?;
+        rmdir_at(&user.jail, v).await.map_err(storage_error)
+    }
+
+    async fn cwd<P: AsRef<Path> + Send + Debug>(
+        &self,
+        user: &FtpUser,
+        path: P,
+    ) -> unftp_core::storage::Result<()> {
+        let v = vpath(path.as_ref())?;
+        let jail = user.jail.clone();
+        run(move || {
+            let (_, canonical) = jail.existing(&v)?;
+            if !canonical.is_dir() {
+                return Err(FtpError::BadRequest(format!("{v} is not a directory")));
+            }
+            Ok(())
+        })
+        .await
+    }
+}
+
+/// Quota an upload of unknown size holds ahead of the bytes it wrote.
+const HOLD_AHEAD: u64 = 4 << 20;
+
+/// Bytes read from the data connection at a time.
+const STOR_CHUNK: usize = 256 << 10;
+
+/// An upload in progress: its partial (named after the quota it holds),
+/// its file, what it wrote and its md5 so far.
+struct Stream {
+    partial: Partial,
+    file: Option<std::fs::File>,
+    held: u64,
+    written: u64,
+    md5: Option<Md5>,
+    replacing: u64,
+}
+
+/// `STOR` (and `REST n` + `STOR`): into a hidden partial of the home, the
+/// quota held as it grows (so an upload of unknown size stops the moment it
+/// would pass the quota), synced and renamed into place only at a clean
+/// end. Cut short, the partial stays, holding what it wrote, for a `REST`.
+async fn stor<R: tokio::io::AsyncRead + Unpin>(
+    store: &Store,
+    user: &FtpUser,
+    v: VPath,
+    mut input: R,
+    start_pos: u64,
+) -> Result<u64, FtpError> {
+    use tokio::io::AsyncReadExt;
+    let uid = user.user.id;
+    let started = std::time::Instant::now();
+    let mut up = prepare_stream(store, user, &v, start_pos).await?;
+    let mut buf = vec![0u8; STOR_CHUNK];
+    let outcome = loop {
+        let n = match input.read(&mut buf).await {
+            Ok(0) => break Ok(()),
+            Ok(n) => n,
+            Err(e) => break Err(FtpError::io("the data connection", e)),
+        };
+        let need = up.written + n as u64;
+        if need > up.held
+            && let Err(e) = grow(store, uid, &v, &mut up, need).await
+        {
+            break Err(e);
+        }
+        let (mut file, mut md5) = (up.file.take(), up.md5.take());
+        let chunk = buf[..n].to_vec();
+        let what = v.to_string();
+        let wrote = blocking(move || {
+            use std::io::Write;
+            if let Some(f) = file.as_mut() {
+                f.write_all(&chunk).map_err(|e| FtpError::io(what, e))?;
+            }
+            if let Some(m) = md5.as_mut() {
+                m.update(&chunk);
+            }
+            Ok((file, md5))
+        })
+        .await;
+        match wrote {
+            Ok((file, md5)) => {
+                (up.file, up.md5) = (file, md5);
+                up.written += n as u64;
+            }
+            Err(e) => break Err(e),
+        }
+    };
+    let record = |ok: bool, md5: Option<String>| TransferRecord {
+        user_id: uid,
+        direction: Direction::Up,
+        path: v.to_string(),
+        bytes: up.written - start_pos,
+        md5,
+        ok,
+        duration: started.elapsed(),
+    };
+    if let Err(e) = outcome {
+        // Cut short: the partial keeps what it wrote, and holds just that.
+        let failed = record(false, None);
+        shrink(store, uid, &v, &mut up).await;
+        if let Err(e) = store.record_transfer(&failed).await {
+            tracing::warn!(error = %e, "cannot record a transfer");
+        }
+        return Err(e);
+    }
+    let written = up.written;
+    if up.held > written {
+        store.release(uid, up.held - written).await?;
+        up.held = written;
+    }
+    let md5 = up.md5.take().map(crate::transfer::hex);
+    let (partial, file, target) = (up.partial.clone(), up.file.take(), v.clone());
+    let (replaced, version) = blocking(move || {
+        let file = file.ok_or_else(|| FtpError::Fatal("the upload lost its file".into()))?;
+        file.sync_data()
+            .map_err(|e| FtpError::io(format!("sync {target}"), e))?;
+        let version = file.metadata().ok().map(|m| FileVersion::of(&m));
+        let (dir, replaced) = partial.rename_into_place(&target)?;
+        rustix::fs::fsync(&dir)
+            .map_err(|e| FtpError::io(format!("sync the directory of {target}"), e.into()))?;
+        Ok((replaced, version))
+    })
+    .await?;
+    let commit = commit_of(written, replaced.as_ref(), record(true, md5), version);
+    store.commit_uploads(&[commit]).await?;
+    tracing::info!(user = %user.user.name, path = %v, bytes = written, via = "standard ftp", "upload stored");
+    Ok(written - start_pos)
+}
+
+/// Finds or starts the partial of `v`: `start_pos` 0 starts anew (an
+/// interrupted upload of the same path is dropped), `start_pos` n resumes
+/// one of exactly n bytes.
+async fn prepare_stream(
+    store: &Store,
+    user: &FtpUser,
+    v: &VPath,
+    start_pos: u64,
+) -> Result<Stream, FtpError> {
+    let uid = user.user.id;
+    let (jail, target) = (user.jail.clone(), v.clone());
+    let found = blocking(move || {
+        let path = jail.creatable(&target)?;
+        let replacing = match std::fs::symlink_metadata(&path) {
+            Ok(m) if m.is_dir() => {
+                return Err(FtpError::BadRequest(format!("{target} is a directory")));
+            }
+            Ok(m) if m.is_file() => m.len(),
+            _ => 0,
+        };
+        let found = Partial::find_streamed(&jail, &target)?;
+        let opened = match &found {
+            Some((p, _)) => p.open(&target)?,
+            None => None,
+        };
+        Ok((found, opened, replacing))
+    })
+    .await?;
+    let (found, opened, replacing) = found;
+    if start_pos > 0 {
+        let (Some((partial, held)), Some(file)) = (found, opened) else {
+            return Err(FtpError::NotFound(format!(
+                "no interrupted upload of {v} to resume at {start_pos} bytes; send it whole (without REST)"
+            )));
+        };
+        let what = v.to_string();
+        let (file, md5, len) = blocking(move || {
+            let mut file = file;
+            let len = file.metadata().map_err(|e| FtpError::io(what.clone(), e))?.len();
+            if len != start_pos {
+                return Err(FtpError::BadRequest(format!(
+                    "the interrupted upload of {what} holds {len} bytes, not {start_pos}; resume at {len}"
+                )));
+            }
+            let md5 = crate::transfer::hash_prefix(&mut file, len).map_err(|e| FtpError::io(what, e))?;
+            Ok((file, md5, len))
+        })
+        .await?;
+        return Ok(Stream {
+            partial,
+            file: Some(file),
+            held,
+            written: len,
+            md5: Some(md5),
+            replacing,
+        });
+    }
+    if let Some((partial, held)) = found {
+        // A new STOR of the same path: the interrupted one goes.
+        let p = partial.clone();
+        blocking(move || p.remove()).await?;
+        store.release(uid, held).await?;
+    }
+    let partial = Partial::streamed(&user.jail, 0, v);
+    let (p, target) = (partial.clone(), v.clone());
+    let file = blocking(move || {
+        p.create(&target)?.ok_or_else(|| {
+            FtpError::Busy(format!(
+                "another upload of {target} is in progress; wait for it to finish"
+            ))
+        })
+    })
+    .await?;
+    Ok(Stream {
+        partial,
+        file: Some(file),
+        held: 0,
+        written: 0,
+        md5: Some(Md5::new()),
+        replacing,
+    })
+}
+
+/// Holds quota for at least `need` bytes (a few MiB ahead when the quota
+/// allows, else exactly); past the quota the upload ends and its partial
+/// goes, with all it held.
+async fn grow(
+    store: &Store,
+    uid: i64,
+    v: &VPath,
+    up: &mut Stream,
+    need: u64,
+) -> Result<(), FtpError> {
+    let ahead = need + HOLD_AHEAD - up.held;
+    let exact = need - up.held;
+    let took = match store.reserve_replacing(uid, ahead, up.replacing).await {
+        Ok(()) => ahead,
+        Err(_) => match store.reserve_replacing(uid, exact, up.replacing).await {
+            Ok(()) => exact,
+            Err(e) => {
+                let p = up.partial.clone();
+                let _ = blocking(move || p.remove()).await;
+                store.release(uid, up.held).await?;
+                up.held = 0;
+                return Err(FtpError::Core(e));
+            }
+        },
+    };
+    up.held += took;
+    let (mut partial, held, target) = (up.partial.clone(), up.held, v.clone());
+    up.partial = blocking(move || {
+        partial.hold(held, &target)?;
+        Ok(partial)
+    })
+    .await?;
+    Ok(())
+}
+
+/// After an upload cut short: the partial holds just what it wrote.
+async fn shrink(store: &Store, uid: i64, v: &VPath, up: &mut Stream) {
+    if up.held <= up.written {
+        return;
+    }
+    let (mut partial, written, target) = (up.partial.clone(), up.written, v.clone());
+    let file = up.file.take();
+    let renamed = blocking(move || {
+        if let Some(f) = file {
+            let _ = f.sync_data();
+        }
+        partial.hold(written, &target)?;
+        Ok(partial)
+    })
+    .await;
+    match renamed {
+        Ok(partial) => {
+            if let Err(e) = store.release(uid, up.held - written).await {
+                tracing::warn!(error = %e, "cannot release quota");
+            }
+            up.partial = partial;
+            up.held = written;
+        }
+        Err(e) => tracing::warn!(error = %e, "cannot rename a partial upload"),
+    }
+}
+
+/// Settings of the standard FTP listener.
+#[derive(Debug, Clone)]
+pub struct StdFtpConfig {
+    /// Ports passive data connections are offered on.
+    pub passive_ports: std::ops::RangeInclusive<u16>,
+    /// How long a session may sit idle.
+    pub idle_timeout: std::time::Duration,
+    /// The service's certificate and key (PEM), for `AUTH TLS`.
+    pub tls: Option<(PathBuf, PathBuf)>,
+    /// Refuse logins (and data) without TLS.
+    pub require_tls: bool,
+}
+
+/// Serves standard FTP on `listener` until `shutdown`: each connection is
+/// a libunftp session over Wharf's users and homes.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    auth: Authenticator,
+    store: Store,
+    config: StdFtpConfig,
+    shutdown: tokio_util::sync::CancellationToken,
+) {
+    let auth = std::sync::Arc::new(WharfAuthenticator::new(auth));
+    let users = std::sync::Arc::new(WharfUsers::new(store.clone()));
+    loop {
+        let (stream, peer) = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    tracing::warn!(error = %e, "standard ftp: accept failed");
+                    continue;
+                }
+            },
+        };
+        let storage = store.clone();
+        let mut builder = libunftp::ServerBuilder::with_user_detail_provider(
+            Box::new(move || WharfStorage::new(storage.clone())),
+            users.clone(),
+        )
+        // Never libunftp's anonymous default: Wharf's logins only.
+        .authenticator(auth.clone())
+        .greeting("Wharf file transfer (standard FTP)")
+        .passive_ports(config.passive_ports.clone())
+        .idle_session_timeout(config.idle_timeout.as_secs().max(1));
+        if let Some((cert, key)) = &config.tls {
+            builder = builder
+                .ftps(cert.clone(), key.clone())
+                .ftps_required(config.require_tls, config.require_tls);
+        }
+        let server = match builder.build() {
+            Ok(server) => server,
+            Err(e) => {
+                tracing::error!(error = %e, "standard ftp: cannot serve a connection");
+                continue;
+            }
+        };
+        tokio::spawn(async move {
+            if let Err(e) = server.service(stream).await {
+                tracing::debug!(%peer, error = %e, "standard ftp session ended");
+            }
+        });
+    }
+}

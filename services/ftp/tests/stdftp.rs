@@ -1,0 +1,310 @@
+//! Standard FTP on Wharf's users and homes (issue 16, in progress): a real
+//! FTP client, curl, against the libunftp listener in-process, beside the
+//! native server on the same database and homes.
+
+mod common;
+
+use std::process::Output;
+use std::time::Duration;
+
+use common::{PW, TestServer, data, spawn};
+use wharf_core::{AuthConfig, Authenticator};
+use wharf_ftp::md5_hex;
+use wharf_ftp::server::stdftp::{StdFtpConfig, serve};
+
+/// The standard FTP listener on `srv`'s database; its address.
+async fn std_ftp(srv: &TestServer) -> String {
+    let auth = Authenticator::new(srv.store.clone(), AuthConfig::default())
+        .await
+        .expect("auth");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr").to_string();
+    let config = StdFtpConfig {
+        passive_ports: 50000..=50999,
+        idle_timeout: Duration::from_secs(30),
+        tls: None,
+        require_tls: false,
+    };
+    tokio::spawn(serve(
+        listener,
+        auth,
+        srv.store.clone(),
+        config,
+        srv.shutdown.clone(),
+    ));
+    addr
+}
+
+/// curl with `args`, as alice unless the args say otherwise.
+async fn curl(args: &[&str]) -> Output {
+    tokio::process::Command::new("curl")
+        .args(["--silent", "--show-error", "--max-time", "20"])
+        .args(args)
+        .output()
+        .await
+        .expect("curl (install it: apt-get install curl)")
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+#[tokio::test]
+async fn curl_uploads_lists_downloads_and_wharf_sees_the_same_files() {
+    let srv = spawn().await;
+    srv.add_user("alice", None, "ftp").await;
+    let addr = std_ftp(&srv).await;
+    let work = tempfile::tempdir().expect("dir");
+    let bytes = data(3_000_000, 7);
+    let local = work.path().join("report.bin");
+    std::fs::write(&local, &bytes).expect("write");
+    let user = format!("alice:{PW}");
+    let url = |path: &str| format!("ftp://{addr}/{path}");
+
+    // Upload into a new directory, list it, fetch it back.
+    let out = curl(&[
+        "--user",
+        &user,
+        "--ftp-create-dirs",
+        "-T",
+        &local.display().to_string(),
+        &url("docs/report.bin"),
+    ])
+    .await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let out = curl(&["--user", &user, &url("docs/")]).await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("report.bin"),
+        "{}",
+        text(&out.stdout)
+    );
+    assert!(
+        text(&out.stdout).contains("3000000"),
+        "{}",
+        text(&out.stdout)
+    );
+    let back = work.path().join("back.bin");
+    let out = curl(&[
+        "--user",
+        &user,
+        "-o",
+        &back.display().to_string(),
+        &url("docs/report.bin"),
+    ])
+    .await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(std::fs::read(&back).expect("back") == bytes);
+
+    // The file is in alice's home, and the quota and usage tables count it.
+    let stored = srv.home("alice").join("docs/report.bin");
+    assert!(std::fs::read(&stored).expect("stored") == bytes);
+    let alice = srv.store.require_user("alice").await.expect("alice");
+    assert_eq!(
+        (alice.used_bytes, alice.reserved_bytes, alice.file_count),
+        (3_000_000, 0, 1)
+    );
+    let transfers = srv
+        .store
+        .recent_transfers("alice", 0, 10)
+        .await
+        .expect("transfers");
+    let up = transfers
+        .iter()
+        .find(|t| t.direction == wharf_core::store::Direction::Up)
+        .expect("the upload is recorded");
+    assert!(up.ok);
+    assert_eq!(up.bytes, 3_000_000);
+    assert_eq!(up.md5.as_deref(), Some(md5_hex(&bytes).as_str()));
+
+    // The native client fetches it, md5-verified against what FTP stored.
+    let mut native = wharf_ftp::client::Client::connect(
+        &srv.addr,
+        common::client_tls(),
+        "alice",
+        &wharf_core::Password::new(PW),
+    )
+    .await
+    .expect("native login");
+    let got = work.path().join("native.bin");
+    native
+        .get(
+            "docs/report.bin",
+            &got,
+            wharf_ftp::client::TransferOptions::default(),
+            &mut wharf_ftp::client::NoProgress,
+        )
+        .await
+        .expect("native get");
+    assert!(std::fs::read(&got).expect("native") == bytes);
+
+    // A download resumed with -C -.
+    let part = work.path().join("resumed.bin");
+    std::fs::write(&part, &bytes[..1_000_000]).expect("prefix");
+    let out = curl(&[
+        "--user",
+        &user,
+        "-C",
+        "-",
+        "-o",
+        &part.display().to_string(),
+        &url("docs/report.bin"),
+    ])
+    .await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(std::fs::read(&part).expect("resumed") == bytes);
+
+    // Rename, delete (its quota freed), remove the directory.
+    let out = curl(&[
+        "--user",
+        &user,
+        "-Q",
+        "RNFR docs/report.bin",
+        "-Q",
+        "RNTO docs/old.bin",
+        &url(""),
+    ])
+    .await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(srv.home("alice").join("docs/old.bin").exists());
+    let out = curl(&[
+        "--user",
+        &user,
+        "-Q",
+        "DELE docs/old.bin",
+        "-Q",
+        "RMD docs",
+        &url(""),
+    ])
+    .await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(!srv.home("alice").join("docs").exists());
+    let alice = srv.store.require_user("alice").await.expect("alice");
+    assert_eq!((alice.used_bytes, alice.file_count), (0, 0));
+}
+
+#[tokio::test]
+async fn wrong_logins_escapes_and_the_quota_are_refused() {
+    let srv = spawn().await;
+    srv.add_user("alice", Some(1_000_000), "ftp").await;
+    srv.add_user("carol", None, "chat").await;
+    let addr = std_ftp(&srv).await;
+    let url = |path: &str| format!("ftp://{addr}/{path}");
+    let user = format!("alice:{PW}");
+
+    // A wrong password, no ftp right: curl's "login denied".
+    let out = curl(&["--user", "alice:wrong horse", &url("")]).await;
+    assert_eq!(out.status.code(), Some(67), "{}", text(&out.stderr));
+    let out = curl(&["--user", &format!("carol:{PW}"), &url("")]).await;
+    assert_eq!(out.status.code(), Some(67), "{}", text(&out.stderr));
+
+    // Out of the home: by .., and by a link that leads out.
+    std::os::unix::fs::symlink("/etc", srv.home("alice").join("etc")).expect("link");
+    for path in ["../../etc/passwd", "etc/passwd", "%2e%2e/%2e%2e/etc/passwd"] {
+        let out = curl(&["--user", &user, "-o", "/dev/null", &url(path)]).await;
+        assert!(!out.status.success(), "{path} was served");
+    }
+
+    // An upload larger than the quota stops at it, and leaves nothing.
+    let work = tempfile::tempdir().expect("dir");
+    let big = work.path().join("big.bin");
+    std::fs::write(&big, data(3_000_000, 1)).expect("write");
+    let out = curl(&[
+        "--user",
+        &user,
+        "-T",
+        &big.display().to_string(),
+        &url("big.bin"),
+    ])
+    .await;
+    assert!(!out.status.success(), "an over-quota upload succeeded");
+    assert!(!srv.home("alice").join("big.bin").exists());
+    let alice = srv.store.require_user("alice").await.expect("alice");
+    assert_eq!((alice.used_bytes, alice.reserved_bytes), (0, 0));
+    let partials = std::fs::read_dir(srv.home("alice").join(".wharf/partial"))
+        .map(|d| d.count())
+        .unwrap_or(0);
+    assert_eq!(partials, 0, "no partial left holding quota");
+
+    // The server still serves: a small upload fits.
+    let small = work.path().join("small.txt");
+    std::fs::write(&small, b"fits").expect("write");
+    let out = curl(&[
+        "--user",
+        &user,
+        "-T",
+        &small.display().to_string(),
+        &url("small.txt"),
+    ])
+    .await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(
+        std::fs::read(srv.home("alice").join("small.txt")).expect("small"),
+        b"fits"
+    );
+}
+
+/// Python's ftplib: an upload cut by a connection reset, resumed with SIZE
+/// and REST + STOR; SIZE, MLSD and SITE MD5 of the result.
+const FTPLIB_RESUME: &str = r#"
+import ftplib, socket, struct, sys, time
+host, port, user, pw = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
+data = bytes((i * 7 + 3) % 251 for i in range(2_000_000))
+ftp = ftplib.FTP()
+ftp.connect(host, port, timeout=20)
+ftp.login(user, pw)
+ftp.voidcmd("TYPE I")
+conn = ftp.transfercmd("STOR big.bin")
+conn.sendall(data[:700_000])
+# A reset, as a dropped network gives: no clean end of file.
+conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+conn.close()
+try:
+    ftp.voidresp()
+    print("cut upload accepted")
+except ftplib.all_errors as e:
+    print("cut upload refused:", str(e)[:3])
+time.sleep(0.5)
+have = ftp.size("big.bin")
+print("held", have)
+from io import BytesIO
+ftp.storbinary("STOR big.bin", BytesIO(data[have:]), rest=have)
+print("size", ftp.size("big.bin"))
+names = [name for name, facts in ftp.mlsd() if facts.get("type") == "file"]
+print("mlsd", ",".join(sorted(names)))
+print("md5", ftp.sendcmd("SITE MD5 big.bin"))
+ftp.quit()
+"#;
+
+#[tokio::test]
+async fn python_ftplib_resumes_a_cut_upload_with_rest_and_the_md5_matches() {
+    let srv = spawn().await;
+    srv.add_user("alice", None, "ftp").await;
+    let addr = std_ftp(&srv).await;
+    let (host, port) = addr.rsplit_once(':').expect("addr");
+    let out = tokio::process::Command::new("python3")
+        .args(["-c", FTPLIB_RESUME, host, port, "alice", PW])
+        .output()
+        .await
+        .expect("python3");
+    let said = text(&out.stdout);
+    assert!(out.status.success(), "{said}{}", text(&out.stderr));
+    assert!(said.contains("cut upload refused: 4"), "{said}");
+    let held: u64 = said
+        .lines()
+        .find_map(|l| l.strip_prefix("held "))
+        .and_then(|n| n.parse().ok())
+        .expect("held");
+    assert!(held > 0 && held <= 700_000, "{said}");
+    assert!(said.contains("size 2000000"), "{said}");
+    assert!(said.contains("mlsd big.bin"), "{said}");
+    let bytes: Vec<u8> = (0..2_000_000u32)
+        .map(|i| ((i * 7 + 3) % 251) as u8)
+        .collect();
+    assert!(said.contains(&md5_hex(&bytes)), "{said}");
+    assert!(std::fs::read(srv.home("alice").join("big.bin")).expect("stored") == bytes);
+    let alice = srv.store.require_user("alice").await.expect("alice");
+    assert_eq!((alice.used_bytes, alice.reserved_bytes), (2_000_000, 0));
+}
