@@ -5,7 +5,6 @@
 mod common;
 
 use std::process::Output;
-use std::time::Duration;
 
 use common::{PW, TestServer, data, spawn};
 use wharf_core::{AuthConfig, Authenticator};
@@ -14,6 +13,20 @@ use wharf_ftp::server::stdftp::{StdFtpConfig, serve};
 
 /// The standard FTP listener on `srv`'s database; its address.
 async fn std_ftp(srv: &TestServer) -> String {
+    std_ftp_with(srv, None).await
+}
+
+/// The same, serving FTPS with the test certificate, TLS required.
+async fn ftps(srv: &TestServer) -> String {
+    let cert = common::tls().2.clone();
+    let key = cert.with_file_name("server.key");
+    std_ftp_with(srv, Some((cert, key))).await
+}
+
+async fn std_ftp_with(
+    srv: &TestServer,
+    tls: Option<(std::path::PathBuf, std::path::PathBuf)>,
+) -> String {
     let auth = Authenticator::new(srv.store.clone(), AuthConfig::default())
         .await
         .expect("auth");
@@ -23,9 +36,10 @@ async fn std_ftp(srv: &TestServer) -> String {
     let addr = listener.local_addr().expect("addr").to_string();
     let config = StdFtpConfig {
         passive_ports: 50000..=50999,
-        idle_timeout: Duration::from_secs(30),
-        tls: None,
-        require_tls: false,
+        passive_host: None,
+        limits: wharf_core::server::Limits::default(),
+        require_tls: tls.is_some(),
+        tls,
     };
     tokio::spawn(serve(
         listener,
@@ -307,4 +321,100 @@ async fn python_ftplib_resumes_a_cut_upload_with_rest_and_the_md5_matches() {
     assert!(std::fs::read(srv.home("alice").join("big.bin")).expect("stored") == bytes);
     let alice = srv.store.require_user("alice").await.expect("alice");
     assert_eq!((alice.used_bytes, alice.reserved_bytes), (2_000_000, 0));
+}
+
+#[tokio::test]
+async fn ftps_with_auth_tls_works_and_plaintext_is_refused_when_tls_is_required() {
+    let srv = spawn().await;
+    srv.add_user("alice", None, "ftp").await;
+    let addr = ftps(&srv).await;
+    let user = format!("alice:{PW}");
+    let url = |path: &str| format!("ftp://{addr}/{path}");
+    let work = tempfile::tempdir().expect("dir");
+    let local = work.path().join("secret.txt");
+    std::fs::write(&local, b"over TLS only").expect("write");
+    let ca = common::tls().2.display().to_string();
+    // AUTH TLS, then PROT P for the data: an upload and a listing.
+    let out = curl(&[
+        "--ssl-reqd",
+        "--cacert",
+        &ca,
+        "--user",
+        &user,
+        "-T",
+        &local.display().to_string(),
+        &url("secret.txt"),
+    ])
+    .await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let out = curl(&["--ssl-reqd", "--cacert", &ca, "--user", &user, &url("")]).await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("secret.txt"),
+        "{}",
+        text(&out.stdout)
+    );
+    // Without TLS the password is never taken.
+    let out = curl(&["--user", &user, &url("")]).await;
+    assert!(!out.status.success(), "a plaintext login was accepted");
+}
+
+#[tokio::test]
+async fn lftp_mirrors_a_tree_both_ways_over_ftps_and_mput_mget_work() {
+    let srv = spawn().await;
+    srv.add_user("alice", None, "ftp").await;
+    let addr = ftps(&srv).await;
+    let work = tempfile::tempdir().expect("dir");
+    let tree = work.path().join("tree");
+    std::fs::create_dir_all(tree.join("sub/deeper")).expect("mkdir");
+    std::fs::write(tree.join("a.txt"), b"one").expect("write");
+    std::fs::write(tree.join("sub/b.log"), data(300_000, 2)).expect("write");
+    std::fs::write(tree.join("sub/deeper/c.log"), data(5_000, 3)).expect("write");
+    let script = format!(
+        "set ssl:ca-file {ca}; set ftp:ssl-force true; set ftp:ssl-protect-data true; \
+         mirror -R tree tree; mirror tree back; mkdir loose; mput -O loose tree/a.txt; \
+         mget -O got tree/sub/*.log; quit",
+        ca = common::tls().2.display()
+    );
+    std::fs::create_dir_all(work.path().join("got")).expect("mkdir");
+    let out = tokio::process::Command::new("lftp")
+        .args([
+            "-u",
+            &format!("alice,{PW}"),
+            "-e",
+            &script,
+            &format!("ftp://{addr}"),
+        ])
+        .current_dir(work.path())
+        .output()
+        .await
+        .expect("lftp (install it: apt-get install lftp)");
+    assert!(
+        out.status.success(),
+        "{}{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    let read =
+        |p: &std::path::Path| std::fs::read(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+    for rel in ["a.txt", "sub/b.log", "sub/deeper/c.log"] {
+        assert_eq!(
+            read(&srv.home("alice").join("tree").join(rel)),
+            read(&tree.join(rel)),
+            "{rel} up"
+        );
+        assert_eq!(
+            read(&work.path().join("back").join(rel)),
+            read(&tree.join(rel)),
+            "{rel} back"
+        );
+    }
+    assert_eq!(read(&srv.home("alice").join("loose/a.txt")), b"one");
+    assert_eq!(
+        read(&work.path().join("got/b.log")),
+        read(&tree.join("sub/b.log"))
+    );
+    let alice = srv.store.require_user("alice").await.expect("alice");
+    assert_eq!(alice.file_count, 4);
+    assert_eq!(alice.reserved_bytes, 0);
 }

@@ -136,6 +136,21 @@ async fn serve(args: Args) -> Result<()> {
                 .with_context(|| in_use("ftp", &args.ftp_listen))?,
         ),
     };
+    // Standard FTP beside the native protocol, when asked for.
+    let std_ftp = match (&args.ftp.std_ftp_listen, args.no_ftp) {
+        (Some(at), false) => {
+            let l = tokio::net::TcpListener::bind(at).await.with_context(|| {
+                format!("cannot listen on {at} for standard FTP; is the port in use? pick another with --std-ftp-listen")
+            })?;
+            let config = args.ftp.std_ftp(
+                l.local_addr()?,
+                args.tls.files(&args.database.data_dir),
+                args.limits.limits(),
+            );
+            Some((l, config))
+        }
+        _ => None,
+    };
     let chat = match args.no_chat {
         true => None,
         false => Some(
@@ -162,6 +177,20 @@ async fn serve(args: Args) -> Result<()> {
     println!("wharfd {} serving:", env!("CARGO_PKG_VERSION"));
     if let Some(l) = &ftp {
         println!("  ftp   {}  file transfer", addr(l)?);
+    }
+    if let Some((l, config)) = &std_ftp {
+        let tls = match (&config.tls, config.require_tls) {
+            (Some(_), true) => "FTPS required (AUTH TLS)",
+            (Some(_), false) => "FTPS offered (AUTH TLS), plaintext allowed",
+            (None, _) => "plaintext only (--no-tls)",
+        };
+        let ports = &config.passive_ports;
+        println!(
+            "  std   {}  standard FTP, {tls}, passive ports {}-{}",
+            addr(l)?,
+            ports.start(),
+            ports.end()
+        );
     }
     if let Some((l, _)) = &chat {
         println!("  chat  {}  chat, TCP and UDP", addr(l)?);
@@ -205,6 +234,15 @@ async fn serve(args: Args) -> Result<()> {
         }
         r
     };
+    if let Some((listener, config)) = std_ftp {
+        tokio::spawn(wharf_ftp::server::stdftp::serve(
+            listener,
+            auth.clone(),
+            store.clone(),
+            config,
+            shutdown.clone(),
+        ));
+    }
     let ftp_task = async {
         if let Some(listener) = ftp {
             let server = FtpServer::new(auth.clone(), ftp_config);

@@ -59,6 +59,23 @@ pub struct ServerTlsArgs {
 }
 
 impl ServerTlsArgs {
+    /// The certificate and key files these flags serve (those made in
+    /// `data_dir/tls/` unless given), for servers that read them themselves
+    /// (standard FTP); `None` under `--no-tls`. Call after [`Self::load`],
+    /// which makes them.
+    pub fn files(&self, data_dir: &Path) -> Option<(PathBuf, PathBuf)> {
+        if self.no_tls {
+            return None;
+        }
+        match (&self.tls_cert, &self.tls_key) {
+            (Some(cert), Some(key)) => Some((cert.clone(), key.clone())),
+            _ => {
+                let dir = data_dir.join(TLS_DIR);
+                Some((dir.join(CERT_FILE), dir.join(KEY_FILE)))
+            }
+        }
+    }
+
     /// The TLS these flags ask for: `None` under `--no-tls` (said loudly in
     /// the log), else the given certificate or the one in
     /// `data_dir/tls/`, made there if missing. Logs the fingerprint.

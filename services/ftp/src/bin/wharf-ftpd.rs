@@ -62,6 +62,28 @@ async fn serve(args: Args) -> Result<()> {
     let shutdown = cancel_on_signal(|| {
         tracing::info!("shutting down: no new connections; transfers in flight may finish")
     });
+    if let Some(at) = &args.ftp.std_ftp_listen {
+        let l = tokio::net::TcpListener::bind(at).await.with_context(|| {
+            format!("cannot listen on {at} for standard FTP; is the port in use? pick another with --std-ftp-listen")
+        })?;
+        let config = args.ftp.std_ftp(
+            l.local_addr()?,
+            args.tls.files(&args.database.data_dir),
+            args.limits.limits(),
+        );
+        tracing::info!(
+            addr = %l.local_addr()?, tls = config.tls.is_some(), require_tls = config.require_tls,
+            passive_ports = ?config.passive_ports, "serving standard FTP"
+        );
+        let stop = shutdown.clone();
+        tokio::spawn(wharf_ftp::server::stdftp::serve(
+            l,
+            auth.clone(),
+            store.clone(),
+            config,
+            stop,
+        ));
+    }
     run(
         Listener::new(listener, tls),
         FtpServer::new(auth, config),

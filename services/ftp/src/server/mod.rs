@@ -52,9 +52,62 @@ pub struct FtpArgs {
     /// Interrupted uploads untouched this long are deleted and their quota released.
     #[arg(long, default_value = "7d", value_parser = humantime::parse_duration, value_name = "DURATION")]
     pub partial_ttl: Duration,
+    /// Also serve standard FTP (curl, lftp, FileZilla, ftplib) on ADDR, with
+    /// FTPS by AUTH TLS, on the same users, homes and quotas [default: off].
+    #[arg(long, env = "WHARF_STD_FTP_LISTEN", value_name = "ADDR")]
+    pub std_ftp_listen: Option<String>,
+    /// Refuse standard FTP logins and data without TLS, even on loopback
+    /// (the default on any other address).
+    #[arg(long, conflicts_with = "std_ftp_allow_plaintext")]
+    pub std_ftp_require_tls: bool,
+    /// Allow standard FTP without TLS on an address other than loopback:
+    /// passwords then cross the network in clear.
+    #[arg(long)]
+    pub std_ftp_allow_plaintext: bool,
+    /// Ports offered for standard FTP's passive data connections.
+    #[arg(long, default_value = "50000-50049", value_parser = port_range, value_name = "FIRST-LAST")]
+    pub std_ftp_passive_ports: std::ops::RangeInclusive<u16>,
+    /// The address to announce for passive data connections (behind NAT,
+    /// in a container) [default: the one the client connected to].
+    #[arg(long, value_name = "IPV4")]
+    pub std_ftp_passive_host: Option<std::net::Ipv4Addr>,
+}
+
+fn port_range(s: &str) -> Result<std::ops::RangeInclusive<u16>, String> {
+    let bad = || format!("{s:?} is not a port range: write FIRST-LAST, such as 50000-50049");
+    let (a, b) = s.split_once('-').ok_or_else(bad)?;
+    let (a, b): (u16, u16) = (
+        a.trim().parse().map_err(|_| bad())?,
+        b.trim().parse().map_err(|_| bad())?,
+    );
+    if a == 0 || a > b {
+        return Err(bad());
+    }
+    Ok(a..=b)
 }
 
 impl FtpArgs {
+    /// The standard FTP listener's settings, for a listener bound at
+    /// `addr` with the service's TLS `files`; TLS is required unless the
+    /// address is loopback or plaintext was allowed.
+    pub fn std_ftp(
+        &self,
+        addr: std::net::SocketAddr,
+        files: Option<(std::path::PathBuf, std::path::PathBuf)>,
+        limits: Limits,
+    ) -> stdftp::StdFtpConfig {
+        let require_tls = files.is_some()
+            && (self.std_ftp_require_tls
+                || !(addr.ip().is_loopback() || self.std_ftp_allow_plaintext));
+        stdftp::StdFtpConfig {
+            passive_ports: self.std_ftp_passive_ports.clone(),
+            passive_host: self.std_ftp_passive_host,
+            limits,
+            tls: files,
+            require_tls,
+        }
+    }
+
     /// The server settings these flags ask for.
     pub fn config(&self, limits: Limits) -> FtpConfig {
         FtpConfig {

@@ -698,8 +698,12 @@ async fn shrink(store: &Store, uid: i64, v: &VPath, up: &mut Stream) {
 pub struct StdFtpConfig {
     /// Ports passive data connections are offered on.
     pub passive_ports: std::ops::RangeInclusive<u16>,
-    /// How long a session may sit idle.
-    pub idle_timeout: std::time::Duration,
+    /// The address announced for passive data connections, if not the one
+    /// the client connected to.
+    pub passive_host: Option<std::net::Ipv4Addr>,
+    /// Connections at once, per source, and the idle timeout, as the
+    /// native service has them.
+    pub limits: wharf_core::server::Limits,
     /// The service's certificate and key (PEM), for `AUTH TLS`.
     pub tls: Option<(PathBuf, PathBuf)>,
     /// Refuse logins (and data) without TLS.
@@ -717,6 +721,13 @@ pub async fn serve(
 ) {
     let auth = std::sync::Arc::new(WharfAuthenticator::new(auth));
     let users = std::sync::Arc::new(WharfUsers::new(store.clone()));
+    let open = std::sync::Arc::new(std::sync::Mutex::new(std::collections::HashMap::<
+        std::net::IpAddr,
+        usize,
+    >::new()));
+    let total = std::sync::Arc::new(tokio::sync::Semaphore::new(
+        config.limits.max_connections.max(1),
+    ));
     loop {
         let (stream, peer) = tokio::select! {
             _ = shutdown.cancelled() => return,
@@ -728,6 +739,36 @@ pub async fn serve(
                 }
             },
         };
+        // The native service's limits: connections at once, and per source.
+        let Ok(slot) = total.clone().try_acquire_owned() else {
+            refuse(stream, "421 Too many connections; try again later.\r\n").await;
+            continue;
+        };
+        let ip = peer.ip();
+        let from_here = {
+            let mut open = open.lock().unwrap_or_else(|p| p.into_inner());
+            let n = open.entry(ip).or_default();
+            *n += 1;
+            *n
+        };
+        let leave = {
+            let open = open.clone();
+            move || {
+                let mut open = open.lock().unwrap_or_else(|p| p.into_inner());
+                if let Some(n) = open.get_mut(&ip) {
+                    *n -= 1;
+                    if *n == 0 {
+                        open.remove(&ip);
+                    }
+                }
+            }
+        };
+        if from_here > config.limits.max_per_ip.max(1) {
+            leave();
+            refuse(stream, "421 Too many connections from your address.\r\n").await;
+            continue;
+        }
+        let _ = stream.set_nodelay(true);
         let storage = store.clone();
         let mut builder = libunftp::ServerBuilder::with_user_detail_provider(
             Box::new(move || WharfStorage::new(storage.clone())),
@@ -737,7 +778,10 @@ pub async fn serve(
         .authenticator(auth.clone())
         .greeting("Wharf file transfer (standard FTP)")
         .passive_ports(config.passive_ports.clone())
-        .idle_session_timeout(config.idle_timeout.as_secs().max(1));
+        .idle_session_timeout(config.limits.idle_timeout.as_secs().max(1));
+        if let Some(host) = config.passive_host {
+            builder = builder.passive_host(host);
+        }
         if let Some((cert, key)) = &config.tls {
             builder = builder
                 .ftps(cert.clone(), key.clone())
@@ -747,6 +791,7 @@ pub async fn serve(
             Ok(server) => server,
             Err(e) => {
                 tracing::error!(error = %e, "standard ftp: cannot serve a connection");
+                leave();
                 continue;
             }
         };
@@ -754,6 +799,18 @@ pub async fn serve(
             if let Err(e) = server.service(stream).await {
                 tracing::debug!(%peer, error = %e, "standard ftp session ended");
             }
+            leave();
+            drop(slot);
         });
     }
+}
+
+/// Turns a connection away with a reply it can show.
+async fn refuse(mut stream: tokio::net::TcpStream, reply: &str) {
+    use tokio::io::AsyncWriteExt;
+    let _ = tokio::time::timeout(
+        std::time::Duration::from_secs(1),
+        stream.write_all(reply.as_bytes()),
+    )
+    .await;
 }
