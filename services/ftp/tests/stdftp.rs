@@ -154,6 +154,67 @@ async fn curl_uploads_lists_downloads_and_wharf_sees_the_same_files() {
         .expect("native get");
     assert!(std::fs::read(&got).expect("native") == bytes);
 
+    // The download is in the usage tables too.
+    let mut downloads = 0;
+    for _ in 0..50 {
+        let rows = srv
+            .store
+            .recent_transfers("alice", 0, 20)
+            .await
+            .expect("transfers");
+        downloads = rows
+            .iter()
+            .filter(|t| {
+                t.direction == wharf_core::store::Direction::Down && t.ok && t.bytes == 3_000_000
+            })
+            .count();
+        if downloads > 0 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert!(downloads > 0, "the FTP download is recorded");
+
+    // A file put by the native client comes down over FTP.
+    let native_up = work.path().join("native-up.bin");
+    let up_bytes = data(123_456, 5);
+    std::fs::write(&native_up, &up_bytes).expect("write");
+    native
+        .put(
+            &native_up,
+            "docs/native.bin",
+            wharf_ftp::client::TransferOptions::default(),
+            &mut wharf_ftp::client::NoProgress,
+        )
+        .await
+        .expect("native put");
+    let via_ftp = work.path().join("via-ftp.bin");
+    let out = curl(&[
+        "--user",
+        &user,
+        "-o",
+        &via_ftp.display().to_string(),
+        &url("docs/native.bin"),
+    ])
+    .await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(std::fs::read(&via_ftp).expect("via ftp") == up_bytes);
+    let out = curl(&["--user", &user, "-Q", "DELE docs/native.bin", &url("")]).await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+
+    // Appending to a visible file would write it in place: refused, unchanged.
+    let out = curl(&[
+        "--user",
+        &user,
+        "--append",
+        "-T",
+        &native_up.display().to_string(),
+        &url("docs/report.bin"),
+    ])
+    .await;
+    assert!(!out.status.success(), "APPE wrote into a visible file");
+    assert!(std::fs::read(&stored).expect("stored") == bytes);
+
     // A download resumed with -C -.
     let part = work.path().join("resumed.bin");
     std::fs::write(&part, &bytes[..1_000_000]).expect("prefix");
@@ -213,6 +274,10 @@ async fn wrong_logins_escapes_and_the_quota_are_refused() {
     assert_eq!(out.status.code(), Some(67), "{}", text(&out.stderr));
     let out = curl(&["--user", &format!("carol:{PW}"), &url("")]).await;
     assert_eq!(out.status.code(), Some(67), "{}", text(&out.stderr));
+    srv.add_user("dave", None, "ftp").await;
+    srv.store.set_locked("dave", true).await.expect("lock");
+    let out = curl(&["--user", &format!("dave:{PW}"), &url("")]).await;
+    assert_eq!(out.status.code(), Some(67), "a locked user logged in");
 
     // Out of the home: by .., and by a link that leads out.
     std::os::unix::fs::symlink("/etc", srv.home("alice").join("etc")).expect("link");

@@ -354,16 +354,23 @@ impl StorageBackend<FtpUser> for WharfStorage {
         start_pos: u64,
     ) -> unftp_core::storage::Result<Box<dyn tokio::io::AsyncRead + Send + Sync + Unpin>> {
         let v = vpath(path.as_ref())?;
-        let jail = user.jail.clone();
-        let file = run(move || {
+        let (jail, shown) = (user.jail.clone(), v.to_string());
+        let (file, left) = run(move || {
             use std::io::{Seek, SeekFrom};
             let (mut file, meta) = open_file(&jail, &v)?;
-            file.seek(SeekFrom::Start(start_pos.min(meta.len())))
+            let start = start_pos.min(meta.len());
+            file.seek(SeekFrom::Start(start))
                 .map_err(|e| FtpError::io(v.to_string(), e))?;
-            Ok(file)
+            Ok((file, meta.len() - start))
         })
         .await?;
-        Ok(Box::new(tokio::fs::File::from_std(file)))
+        Ok(Box::new(Counted {
+            file: tokio::fs::File::from_std(file),
+            sent: 0,
+            left,
+            record: Some((self.store.clone(), user.user.id, shown)),
+            started: std::time::Instant::now(),
+        }))
     }
 
     async fn put<
@@ -813,4 +820,53 @@ async fn refuse(mut stream: tokio::net::TcpStream, reply: &str) {
         stream.write_all(reply.as_bytes()),
     )
     .await;
+}
+
+/// A download's file, counting what is read from it; when the transfer is
+/// over (the reader dropped), it is recorded in the usage tables as the
+/// native service records downloads.
+struct Counted {
+    file: tokio::fs::File,
+    sent: u64,
+    left: u64,
+    record: Option<(Store, i64, String)>,
+    started: std::time::Instant,
+}
+
+impl tokio::io::AsyncRead for Counted {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let polled = std::pin::Pin::new(&mut self.file).poll_read(cx, buf);
+        let read = (buf.filled().len() - before) as u64;
+        self.sent += read;
+        polled
+    }
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        let Some((store, user_id, path)) = self.record.take() else {
+            return;
+        };
+        let record = TransferRecord {
+            user_id,
+            direction: Direction::Down,
+            path,
+            bytes: self.sent,
+            md5: None,
+            ok: self.sent >= self.left,
+            duration: self.started.elapsed(),
+        };
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            rt.spawn(async move {
+                if let Err(e) = store.record_transfer(&record).await {
+                    tracing::warn!(error = %e, "cannot record a transfer");
+                }
+            });
+        }
+    }
 }
