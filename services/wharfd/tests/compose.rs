@@ -67,6 +67,12 @@ fn strings(v: &Value) -> Vec<String> {
         .unwrap_or_default()
 }
 
+/// The value after `name` in a command.
+fn flag(command: &[String], name: &str) -> Option<String> {
+    let at = command.iter().position(|a| a == name)?;
+    command.get(at + 1).cloned()
+}
+
 /// The port of `--listen ADDR` in a command.
 fn listen_port(command: &[String]) -> Option<u16> {
     let at = command.iter().position(|a| a == "--listen")?;
@@ -156,10 +162,22 @@ fn compose_services_match_the_workspace_and_each_other() {
         );
         let ports = strings(&svc["ports"]);
         let mut protocols = BTreeSet::new();
+        // What it may publish: its --listen port, and standard FTP's port
+        // and passive range when it serves them.
+        let mut served = vec![port.to_string()];
+        served.extend(
+            flag(&command, "--std-ftp-listen")
+                .and_then(|a| a.rsplit(':').next().map(str::to_owned)),
+        );
+        served.extend(flag(&command, "--std-ftp-passive-ports"));
         for p in &ports {
             let (mapping, proto) = p.split_once('/').unwrap_or((p.as_str(), "tcp"));
             let (host, container) = mapping.rsplit_once(':').expect("HOST:CONTAINER");
-            assert_eq!(container.parse::<u16>().ok(), Some(port), "{name}: {p}");
+            assert!(
+                served.iter().any(|s| s == container),
+                "{name}: {p} is not served"
+            );
+            assert_eq!(host, container, "{name}: {p} is published on another port");
             assert!(
                 published.insert(format!("{host}/{proto}"), name).is_none(),
                 "{name}: {host}/{proto} is published twice"
@@ -167,8 +185,8 @@ fn compose_services_match_the_workspace_and_each_other() {
             assert!(
                 dockerfile
                     .lines()
-                    .any(|l| l.starts_with("EXPOSE") && l.contains(&format!("{port}/{proto}"))),
-                "{name}: the image does not expose {port}/{proto}"
+                    .any(|l| l.starts_with("EXPOSE") && l.contains(&format!("{container}/{proto}"))),
+                "{name}: the image does not expose {container}/{proto}"
             );
             protocols.insert(proto.to_owned());
         }
