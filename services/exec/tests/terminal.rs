@@ -60,7 +60,8 @@ async fn a_remote_login_shell_is_a_real_terminal() {
         t.line("yes");
         t.sees("got-yes-done");
         // Ctrl-C goes to the remote program, not to wharf-exec.
-        t.line("sleep 100");
+        t.line("echo running-c; sleep 100");
+        t.sees("running-c\r\n");
         std::thread::sleep(Duration::from_millis(500));
         t.ctrl_c();
         t.line("echo status-$?");
@@ -68,11 +69,16 @@ async fn a_remote_login_shell_is_a_real_terminal() {
         // Job control: a pipeline in the background, a stopped job.
         t.line("sleep 60 | cat & jobs");
         t.sees("Running");
-        t.line("sleep 100");
+        t.line("echo running-z; sleep 100");
+        t.sees("running-z\r\n");
         std::thread::sleep(Duration::from_millis(500));
         t.ctrl_z();
         t.sees("Stopped");
-        t.line("kill %1 %2; wait; exit 7");
+        // SIGKILL: a stopped job would sit on a SIGTERM until continued,
+        // and bash will not exit while a job is stopped.
+        t.line("kill -KILL %1 %2; wait; echo jobs-left-$(jobs | wc -l)");
+        t.sees("jobs-left-0");
+        t.line("exit 7");
         t.exit_code()
     })
     .await;
