@@ -137,19 +137,14 @@ async fn serve(args: Args) -> Result<()> {
         ),
     };
     // Standard FTP beside the native protocol, when asked for.
-    let std_ftp = match (&args.ftp.std_ftp_listen, args.no_ftp) {
-        (Some(at), false) => {
-            let l = tokio::net::TcpListener::bind(at).await.with_context(|| {
-                format!("cannot listen on {at} for standard FTP; is the port in use? pick another with --std-ftp-listen")
-            })?;
-            let config = args.ftp.std_ftp(
-                l.local_addr()?,
-                args.tls.files(&args.database.data_dir),
-                args.limits.limits(),
-            );
-            Some((l, config))
+    let std_ftp = match args.no_ftp {
+        true => None,
+        false => {
+            let files = args.tls.files(&args.database.data_dir);
+            args.ftp
+                .std_ftp_listener(files, args.limits.limits())
+                .await?
         }
-        _ => None,
     };
     let chat = match args.no_chat {
         true => None,

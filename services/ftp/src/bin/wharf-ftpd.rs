@@ -62,15 +62,14 @@ async fn serve(args: Args) -> Result<()> {
     let shutdown = cancel_on_signal(|| {
         tracing::info!("shutting down: no new connections; transfers in flight may finish")
     });
-    if let Some(at) = &args.ftp.std_ftp_listen {
-        let l = tokio::net::TcpListener::bind(at).await.with_context(|| {
-            format!("cannot listen on {at} for standard FTP; is the port in use? pick another with --std-ftp-listen")
-        })?;
-        let config = args.ftp.std_ftp(
-            l.local_addr()?,
+    let std_ftp = args
+        .ftp
+        .std_ftp_listener(
             args.tls.files(&args.database.data_dir),
             args.limits.limits(),
-        );
+        )
+        .await?;
+    if let Some((l, config)) = std_ftp {
         tracing::info!(
             addr = %l.local_addr()?, tls = config.tls.is_some(), require_tls = config.require_tls,
             passive_ports = ?config.passive_ports, "serving standard FTP"

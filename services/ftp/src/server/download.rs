@@ -18,8 +18,28 @@ use wharf_proto::ftp::FtpReply;
 use super::commands::blocking;
 use super::session::{LoggedIn, Session};
 use crate::error::FtpError;
-use crate::paths::AboveRoot;
+use crate::paths::{AboveRoot, Jail, VPath};
 use crate::transfer::{DEPTH, hash_prefix, hex, read_and_hash};
+
+/// The file `v` opened for reading, with its metadata: the checks with
+/// their clear errors, then the open that cannot leave the home whatever
+/// changed in between.
+pub(super) fn open_file(jail: &Jail, v: &VPath) -> Result<(File, std::fs::Metadata), FtpError> {
+    jail.existing(v)?;
+    let file = File::from(jail.open_beneath(
+        &v.relative(),
+        OFlags::RDONLY,
+        Mode::empty(),
+        &v.to_string(),
+    )?);
+    let meta = file
+        .metadata()
+        .map_err(|e| FtpError::io(v.to_string(), e))?;
+    if !meta.is_file() {
+        return Err(FtpError::BadRequest(format!("{v} is not a file")));
+    }
+    Ok((file, meta))
+}
 
 pub(super) async fn get(
     s: &mut Session,
@@ -37,21 +57,7 @@ pub(super) async fn get(
     let jail = li.jail.clone();
     let shown = v.to_string();
     let (file, version) = blocking(move || {
-        // The checks with their clear errors, then the open that cannot
-        // leave the home whatever changed in between.
-        jail.existing(&v)?;
-        let file = File::from(jail.open_beneath(
-            &v.relative(),
-            OFlags::RDONLY,
-            Mode::empty(),
-            &v.to_string(),
-        )?);
-        let meta = file
-            .metadata()
-            .map_err(|e| FtpError::io(v.to_string(), e))?;
-        if !meta.is_file() {
-            return Err(FtpError::BadRequest(format!("{v} is not a file")));
-        }
+        let (file, meta) = open_file(&jail, &v)?;
         Ok((file, FileVersion::of(&meta)))
     })
     .await?;

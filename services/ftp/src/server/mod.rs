@@ -110,6 +110,27 @@ impl FtpArgs {
         }
     }
 
+    /// The standard FTP listener, bound, with its settings, when
+    /// `--std-ftp-listen` asks for one; `files` are the service's TLS
+    /// certificate and key. A bind error says what to do.
+    pub async fn std_ftp_listener(
+        &self,
+        files: Option<(std::path::PathBuf, std::path::PathBuf)>,
+        limits: Limits,
+    ) -> std::io::Result<Option<(tokio::net::TcpListener, stdftp::StdFtpConfig)>> {
+        let Some(at) = &self.std_ftp_listen else {
+            return Ok(None);
+        };
+        let listener = tokio::net::TcpListener::bind(at).await.map_err(|e| {
+            std::io::Error::new(
+                e.kind(),
+                format!("cannot listen on {at} for standard FTP ({e}); is the port in use? pick another with --std-ftp-listen"),
+            )
+        })?;
+        let config = self.std_ftp(listener.local_addr()?, files, limits);
+        Ok(Some((listener, config)))
+    }
+
     /// The server settings these flags ask for.
     pub fn config(&self, limits: Limits) -> FtpConfig {
         FtpConfig {

@@ -14,7 +14,6 @@ use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
 use async_trait::async_trait;
-use rustix::fs::{Mode, OFlags};
 use unftp_core::auth::{
     AuthenticationError, Authenticator as FtpAuthenticator, Credentials, Principal, UserDetail,
     UserDetailError, UserDetailProvider,
@@ -31,6 +30,7 @@ use md5::{Digest, Md5};
 use wharf_core::store::{Direction, TransferRecord};
 
 use super::commands::{blocking, list, mkdir_at, mv_at, rm_at, rmdir_at};
+use super::download::open_file;
 use super::upload::{Partial, commit_of};
 use crate::error::FtpError;
 use crate::paths::{AboveRoot, Jail, VPath};
@@ -226,24 +226,6 @@ fn storage_error(e: FtpError) -> StorageError {
         _ => ErrorKind::LocalError,
     };
     StorageError::new(kind, e.to_string())
-}
-
-/// The file `v`, opened beneath the home, with its metadata.
-fn open_file(jail: &Jail, v: &VPath) -> Result<(std::fs::File, std::fs::Metadata), FtpError> {
-    jail.existing(v)?;
-    let file = std::fs::File::from(jail.open_beneath(
-        &v.relative(),
-        OFlags::RDONLY,
-        Mode::empty(),
-        &v.to_string(),
-    )?);
-    let meta = file
-        .metadata()
-        .map_err(|e| FtpError::io(v.to_string(), e))?;
-    if !meta.is_file() {
-        return Err(FtpError::BadRequest(format!("{v} is not a file")));
-    }
-    Ok((file, meta))
 }
 
 async fn run<T: Send + 'static>(
