@@ -65,7 +65,7 @@ impl Default for Limits {
 
 /// Why a connection is turned away without a session.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Rejection {
+pub enum Rejection {
     /// The client's IP has `max_per_ip` connections already.
     TooManyFromIp,
     /// A client sent plain frames to a TLS server.
@@ -82,7 +82,7 @@ impl Rejection {
     }
 
     /// The message sent for it.
-    fn message(self) -> &'static str {
+    pub fn message(self) -> &'static str {
         match self {
             Rejection::TooManyFromIp => {
                 "too many connections from your address; close some and retry"
@@ -125,6 +125,12 @@ pub trait Handler: Send + Sync + 'static {
     /// still open: they should end now, keeping what they can (an upload
     /// records what it received, for a resume).
     fn abort(&self) {}
+
+    /// Turns a connection away before its session, saying why in the
+    /// protocol's words; Wharf's protocols send one error frame.
+    fn reject(&self, stream: Stream, why: Rejection) -> impl Future<Output = ()> + Send {
+        reject(stream, why)
+    }
 }
 
 /// Sends a turned-away client one error frame (every service's `error`
@@ -333,7 +339,7 @@ pub async fn serve<H: Handler>(
                 Established::Ready(stream) => stream,
                 Established::PlainToTls(stream) => {
                     tracing::info!(%peer, "refused: a plain client on the TLS port");
-                    reject(stream, Rejection::TlsRequired).await;
+                    handler.reject(stream, Rejection::TlsRequired).await;
                     return;
                 }
                 Established::Failed(why) => {
@@ -348,7 +354,7 @@ pub async fn serve<H: Handler>(
                 }
                 None => {
                     tracing::info!(%peer, "refused: too many connections from this address");
-                    reject(stream, Rejection::TooManyFromIp).await;
+                    handler.reject(stream, Rejection::TooManyFromIp).await;
                 }
             }
             drop(permit);

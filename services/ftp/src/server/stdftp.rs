@@ -4,10 +4,10 @@
 //! native protocol) and the storage back end (every path resolved beneath
 //! the home by the same [`Jail`], the same md5s and usage tables).
 //!
-//! Work in progress (issue 16): the read side, directories, renames and
-//! removals are here and tested; uploads (`STOR`/`APPE` with quota held as
-//! they grow, partials, `REST`) and the listener's flags are not yet, so
-//! nothing starts this listener outside the tests.
+//! Connections come through the native services' accept loop
+//! ([`wharf_core::server::serve`]), with the same limits; libunftp (with a
+//! cap on a control line's length, vendor/libunftp/WHARF.md) runs each
+//! session, and speaks TLS itself after `AUTH TLS`.
 
 use std::fmt::{Debug, Display};
 use std::path::{Path, PathBuf};
@@ -23,7 +23,9 @@ use unftp_core::storage::{
     StorageBackend,
 };
 use wharf_core::owner::Owner;
+use wharf_core::server::{Handler, Listener, LoginGate, Rejection};
 use wharf_core::store::FileVersion;
+use wharf_core::tls::Stream as Connection;
 use wharf_core::{Authenticator, Password, Service, Store, User};
 
 use md5::{Digest, Md5};
@@ -699,8 +701,10 @@ pub struct StdFtpConfig {
     pub require_tls: bool,
 }
 
-/// Serves standard FTP on `listener` until `shutdown`: each connection is
-/// a libunftp session over Wharf's users and homes.
+/// Serves standard FTP on `listener` until `shutdown`, with the native
+/// service's accept loop and limits (connections at once and per source,
+/// connections not logged in yet, the shutdown's grace period): each
+/// connection is a libunftp session over Wharf's users and homes.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     auth: Authenticator,
@@ -708,63 +712,47 @@ pub async fn serve(
     config: StdFtpConfig,
     shutdown: tokio_util::sync::CancellationToken,
 ) {
-    let auth = std::sync::Arc::new(WharfAuthenticator::new(auth));
-    let users = std::sync::Arc::new(WharfUsers::new(store.clone()));
-    let open = std::sync::Arc::new(std::sync::Mutex::new(std::collections::HashMap::<
-        std::net::IpAddr,
-        usize,
-    >::new()));
-    let total = std::sync::Arc::new(tokio::sync::Semaphore::new(
-        config.limits.max_connections.max(1),
-    ));
-    loop {
-        let (stream, peer) = tokio::select! {
-            _ = shutdown.cancelled() => return,
-            accepted = listener.accept() => match accepted {
-                Ok(a) => a,
-                Err(e) => {
-                    tracing::warn!(error = %e, "standard ftp: accept failed");
-                    continue;
-                }
-            },
-        };
-        // The native service's limits: connections at once, and per source.
-        let Ok(slot) = total.clone().try_acquire_owned() else {
-            refuse(stream, "421 Too many connections; try again later.\r\n").await;
-            continue;
-        };
-        let ip = peer.ip();
-        let from_here = {
-            let mut open = open.lock().unwrap_or_else(|p| p.into_inner());
-            let n = open.entry(ip).or_default();
-            *n += 1;
-            *n
-        };
-        let leave = {
-            let open = open.clone();
-            move || {
-                let mut open = open.lock().unwrap_or_else(|p| p.into_inner());
-                if let Some(n) = open.get_mut(&ip) {
-                    *n -= 1;
-                    if *n == 0 {
-                        open.remove(&ip);
-                    }
-                }
-            }
-        };
-        if from_here > config.limits.max_per_ip.max(1) {
-            leave();
-            refuse(stream, "421 Too many connections from your address.\r\n").await;
-            continue;
-        }
-        let _ = stream.set_nodelay(true);
-        let storage = store.clone();
+    let limits = config.limits.clone();
+    let server = std::sync::Arc::new(StdFtpServer {
+        auth: std::sync::Arc::new(WharfAuthenticator::new(auth)),
+        users: std::sync::Arc::new(WharfUsers::new(store.clone())),
+        store,
+        config,
+        stop_now: tokio_util::sync::CancellationToken::new(),
+    });
+    // libunftp speaks TLS itself, after `AUTH TLS`: the accept loop hands it
+    // the plain connection.
+    wharf_core::server::serve(Listener::new(listener, None), limits, server, shutdown).await;
+}
+
+/// What every standard FTP session shares.
+struct StdFtpServer {
+    auth: std::sync::Arc<WharfAuthenticator>,
+    users: std::sync::Arc<WharfUsers>,
+    store: Store,
+    config: StdFtpConfig,
+    /// Fires when a shutdown's grace period is over.
+    stop_now: tokio_util::sync::CancellationToken,
+}
+
+impl StdFtpServer {
+    /// A libunftp server for one connection, whose logins are told to
+    /// `on_login`.
+    fn session(
+        &self,
+        on_login: tokio::sync::oneshot::Sender<()>,
+    ) -> Result<libunftp::Server<WharfStorage, FtpUser>, libunftp::ServerError> {
+        let storage = self.store.clone();
+        let config = &self.config;
         let mut builder = libunftp::ServerBuilder::with_user_detail_provider(
             Box::new(move || WharfStorage::new(storage.clone())),
-            users.clone(),
+            self.users.clone(),
         )
         // Never libunftp's anonymous default: Wharf's logins only.
-        .authenticator(auth.clone())
+        .authenticator(std::sync::Arc::new(SessionLogin {
+            auth: self.auth.clone(),
+            on_login: std::sync::Mutex::new(Some(on_login)),
+        }))
         .greeting("Wharf file transfer (standard FTP)")
         .passive_ports(config.passive_ports.clone())
         .idle_session_timeout(config.limits.idle_timeout.as_secs().max(1));
@@ -776,32 +764,132 @@ pub async fn serve(
                 .ftps(cert.clone(), key.clone())
                 .ftps_required(config.require_tls, config.require_tls);
         }
-        let server = match builder.build() {
-            Ok(server) => server,
-            Err(e) => {
-                tracing::error!(error = %e, "standard ftp: cannot serve a connection");
-                leave();
-                continue;
-            }
-        };
-        tokio::spawn(async move {
-            if let Err(e) = server.service(stream).await {
-                tracing::debug!(%peer, error = %e, "standard ftp session ended");
-            }
-            leave();
-            drop(slot);
-        });
+        builder.build()
     }
 }
 
-/// Turns a connection away with a reply it can show.
-async fn refuse(mut stream: tokio::net::TcpStream, reply: &str) {
-    use tokio::io::AsyncWriteExt;
-    let _ = tokio::time::timeout(
-        std::time::Duration::from_secs(1),
-        stream.write_all(reply.as_bytes()),
-    )
-    .await;
+impl Handler for StdFtpServer {
+    async fn handle(
+        self: std::sync::Arc<Self>,
+        stream: Connection,
+        peer: std::net::SocketAddr,
+        shutdown: tokio_util::sync::CancellationToken,
+        gate: LoginGate,
+    ) {
+        let Connection::Plain(tcp) = stream else {
+            return;
+        };
+        // libunftp owns the connection and runs it in a task of its own;
+        // this second handle on the socket is how the limits below end it.
+        let hangup = match Hangup::of(&tcp) {
+            Ok(h) => h,
+            Err(e) => {
+                tracing::warn!(%peer, error = %e, "standard ftp: cannot serve a connection");
+                return;
+            }
+        };
+        let (on_login, logged_in) = tokio::sync::oneshot::channel();
+        let server = match self.session(on_login) {
+            Ok(server) => server,
+            Err(e) => {
+                tracing::error!(%peer, error = %e, "standard ftp: cannot serve a connection (is the certificate readable?)");
+                return;
+            }
+        };
+        let session = server.service(tcp);
+        tokio::pin!(session);
+        let login_time = self.config.limits.login_timeout;
+        // Until the login: within the login timeout, and not past a shutdown.
+        tokio::select! {
+            _ = &mut session => return,
+            _ = shutdown.cancelled() => {
+                hangup.now();
+            }
+            login = tokio::time::timeout(login_time, logged_in) => match login {
+                Ok(Ok(())) => gate.passed(),
+                Ok(Err(_)) => {}
+                Err(_) => {
+                    tracing::info!(%peer, via = "standard ftp", "no login within {login_time:?}: connection closed");
+                    hangup.now();
+                }
+            }
+        }
+        // Logged in: until the session ends, or the grace period after a
+        // shutdown does.
+        tokio::select! {
+            _ = &mut session => {}
+            _ = self.stop_now.cancelled() => {
+                hangup.now();
+                let _ = session.await;
+            }
+        }
+    }
+
+    fn abort(&self) {
+        self.stop_now.cancel();
+    }
+
+    async fn reject(&self, stream: Connection, why: Rejection) {
+        let reply = format!("421 {}.\r\n", why.message());
+        let _ = tokio::time::timeout(
+            std::time::Duration::from_secs(1),
+            tokio::io::AsyncWriteExt::write_all(&mut { stream }, reply.as_bytes()),
+        )
+        .await;
+    }
+}
+
+/// A second handle on a connection libunftp owns: [`Hangup::now`] (or
+/// dropping it, as when the connection is dropped to make room for others)
+/// shuts the socket down, which ends libunftp's session.
+struct Hangup(std::net::TcpStream);
+
+impl Hangup {
+    fn of(tcp: &tokio::net::TcpStream) -> std::io::Result<Hangup> {
+        use std::os::fd::AsFd;
+        Ok(Hangup(std::net::TcpStream::from(
+            tcp.as_fd().try_clone_to_owned()?,
+        )))
+    }
+
+    fn now(&self) {
+        let _ = self.0.shutdown(std::net::Shutdown::Both);
+    }
+}
+
+impl Drop for Hangup {
+    fn drop(&mut self) {
+        self.now();
+    }
+}
+
+/// One connection's view of Wharf's logins: tells the connection's handler
+/// when a login succeeds (for the login timeout and the budget of
+/// connections not logged in yet).
+#[derive(Debug)]
+struct SessionLogin {
+    auth: std::sync::Arc<WharfAuthenticator>,
+    on_login: std::sync::Mutex<Option<tokio::sync::oneshot::Sender<()>>>,
+}
+
+#[async_trait]
+impl FtpAuthenticator for SessionLogin {
+    async fn authenticate(
+        &self,
+        username: &str,
+        creds: &Credentials,
+    ) -> Result<Principal, AuthenticationError> {
+        let principal = self.auth.authenticate(username, creds).await?;
+        let told = self
+            .on_login
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        if let Some(tell) = told {
+            let _ = tell.send(());
+        }
+        Ok(principal)
+    }
 }
 
 /// A download's file, counting what is read from it; when the transfer is
