@@ -1,33 +1,42 @@
-//! Standard FTP on Wharf's users and homes (issue 16, in progress): a real
-//! FTP client, curl, against the libunftp listener in-process, beside the
-//! native server on the same database and homes.
+//! Standard FTP on Wharf's users and homes: real FTP clients (curl, lftp,
+//! Python's ftplib) and a raw socket against the libunftp listener
+//! in-process, beside the native server on the same database and homes.
 
 mod common;
 
 use std::process::Output;
 
 use common::{PW, TestServer, data, spawn};
+use wharf_core::server::Limits;
 use wharf_core::{AuthConfig, Authenticator};
 use wharf_ftp::md5_hex;
 use wharf_ftp::server::stdftp::{StdFtpConfig, serve};
 
 /// The standard FTP listener on `srv`'s database; its address.
 async fn std_ftp(srv: &TestServer) -> String {
-    std_ftp_with(srv, None).await
+    std_ftp_with(srv, None, Limits::default(), AuthConfig::default()).await
 }
 
 /// The same, serving FTPS with the test certificate, TLS required.
 async fn ftps(srv: &TestServer) -> String {
     let cert = common::tls().2.clone();
     let key = cert.with_file_name("server.key");
-    std_ftp_with(srv, Some((cert, key))).await
+    std_ftp_with(
+        srv,
+        Some((cert, key)),
+        Limits::default(),
+        AuthConfig::default(),
+    )
+    .await
 }
 
 async fn std_ftp_with(
     srv: &TestServer,
     tls: Option<(std::path::PathBuf, std::path::PathBuf)>,
+    limits: Limits,
+    auth: AuthConfig,
 ) -> String {
-    let auth = Authenticator::new(srv.store.clone(), AuthConfig::default())
+    let auth = Authenticator::new(srv.store.clone(), auth)
         .await
         .expect("auth");
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
@@ -37,7 +46,7 @@ async fn std_ftp_with(
     let config = StdFtpConfig {
         passive_ports: 50000..=50999,
         passive_host: None,
-        limits: wharf_core::server::Limits::default(),
+        limits,
         require_tls: tls.is_some(),
         tls,
     };
@@ -482,4 +491,347 @@ async fn lftp_mirrors_a_tree_both_ways_over_ftps_and_mput_mget_work() {
     let alice = srv.store.require_user("alice").await.expect("alice");
     assert_eq!(alice.file_count, 4);
     assert_eq!(alice.reserved_bytes, 0);
+}
+
+/// A control connection spoken to byte by byte, as an attacker would.
+struct Raw {
+    read: tokio::io::BufReader<tokio::net::tcp::OwnedReadHalf>,
+    write: tokio::net::tcp::OwnedWriteHalf,
+}
+
+impl Raw {
+    /// Connected, the greeting read.
+    async fn connect(addr: &str) -> Raw {
+        let mut raw = Raw::open(addr).await;
+        let hello = raw.reply().await;
+        assert!(hello.starts_with("220"), "{hello}");
+        raw
+    }
+
+    /// Connected, nothing read yet.
+    async fn open(addr: &str) -> Raw {
+        let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        let (read, write) = tcp.into_split();
+        Raw {
+            read: tokio::io::BufReader::new(read),
+            write,
+        }
+    }
+
+    /// The next reply, every line of it ("" once the server has closed).
+    async fn reply(&mut self) -> String {
+        use tokio::io::AsyncBufReadExt;
+        let mut all = String::new();
+        loop {
+            let mut line = String::new();
+            let read = tokio::time::timeout(
+                std::time::Duration::from_secs(20),
+                self.read.read_line(&mut line),
+            )
+            .await
+            .expect("a reply within 20 s");
+            if matches!(read, Ok(0) | Err(_)) {
+                return all;
+            }
+            all.push_str(&line);
+            let b = line.as_bytes();
+            if b.len() >= 4 && b[..3].iter().all(u8::is_ascii_digit) && b[3] == b' ' {
+                return all;
+            }
+        }
+    }
+
+    async fn send(&mut self, bytes: &[u8]) {
+        use tokio::io::AsyncWriteExt;
+        let _ = self.write.write_all(bytes).await;
+    }
+
+    /// `line` sent, its reply.
+    async fn cmd(&mut self, line: &str) -> String {
+        self.send(format!("{line}\r\n").as_bytes()).await;
+        self.reply().await
+    }
+
+    /// USER and PASS; the reply to PASS.
+    async fn login(addr: &str, user: &str, pw: &str) -> (Raw, String) {
+        let mut raw = Raw::connect(addr).await;
+        let said = raw.cmd(&format!("USER {user}")).await;
+        assert!(said.starts_with("331"), "{said}");
+        let said = raw.cmd(&format!("PASS {pw}")).await;
+        (raw, said)
+    }
+
+    /// Logged in as `user`, binary mode.
+    async fn user(addr: &str, user: &str) -> Raw {
+        let (mut raw, said) = Raw::login(addr, user, PW).await;
+        assert!(said.starts_with("230"), "{said}");
+        let said = raw.cmd("TYPE I").await;
+        assert!(said.starts_with("200"), "{said}");
+        raw
+    }
+
+    /// A passive data connection (EPSV).
+    async fn data(&mut self, addr: &str) -> tokio::net::TcpStream {
+        let said = self.cmd("EPSV").await;
+        assert!(said.starts_with("229"), "{said}");
+        let port = said
+            .split("|||")
+            .nth(1)
+            .and_then(|p| p.split('|').next())
+            .and_then(|p| p.parse::<u16>().ok())
+            .expect("an EPSV port");
+        let host = addr.rsplit_once(':').expect("addr").0;
+        tokio::net::TcpStream::connect((host, port))
+            .await
+            .expect("data connection")
+    }
+}
+
+/// Everything a client could say wrong, said on a raw socket: each gets a
+/// clear reply, and the server goes on serving.
+#[tokio::test]
+async fn a_raw_socket_is_refused_everything_it_should_be_and_the_server_keeps_serving() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let srv = spawn().await;
+    srv.add_user("alice", Some(1_000_000), "ftp").await;
+    srv.add_user("carol", None, "chat").await;
+    srv.add_user("dave", None, "ftp").await;
+    srv.store.set_locked("dave", true).await.expect("lock");
+    let addr = std_ftp(&srv).await;
+
+    // Wrong password, no ftp right, locked: 530 with the native reason.
+    let (_, said) = Raw::login(&addr, "alice", "wrong horse").await;
+    assert_eq!(said.trim(), "530 wrong user name or password");
+    let (_, said) = Raw::login(&addr, "nobody", PW).await;
+    assert_eq!(said.trim(), "530 wrong user name or password");
+    let (_, said) = Raw::login(&addr, "carol", PW).await;
+    assert!(
+        said.starts_with("530 user \"carol\" may not use ftp; ask an administrator"),
+        "{said}"
+    );
+    let (_, said) = Raw::login(&addr, "dave", PW).await;
+    assert_eq!(
+        said.trim(),
+        "530 account \"dave\" is locked; ask an administrator to unlock it"
+    );
+    // Nothing before a login.
+    let mut raw = Raw::connect(&addr).await;
+    let said = raw.cmd("LIST").await;
+    assert!(said.starts_with("530"), "{said}");
+
+    // Out of the home, by .. and by a link: refused, and nothing sent.
+    std::os::unix::fs::symlink("/etc", srv.home("alice").join("etc")).expect("link");
+    let mut alice = Raw::user(&addr, "alice").await;
+    for cmd in [
+        "SIZE ../../etc/passwd",
+        "SIZE etc/passwd",
+        "MDTM etc/passwd",
+        "CWD etc",
+        "MKD etc/x",
+        "DELE ../alice",
+        "RNFR etc/passwd",
+        "SITE MD5 etc/passwd",
+        "MLST etc/passwd",
+    ] {
+        let said = alice.cmd(cmd).await;
+        assert!(said.starts_with('5'), "{cmd}: {said}");
+    }
+    let said = alice.cmd("CWD ../..").await;
+    assert!(said.starts_with("250") || said.starts_with('5'), "{said}");
+    let said = alice.cmd("PWD").await;
+    assert!(said.contains("\"/\""), "{said}");
+    let mut data = alice.data(&addr).await;
+    let said = alice.cmd("RETR etc/passwd").await;
+    let mut leaked = Vec::new();
+    let _ = data.read_to_end(&mut leaked).await;
+    assert!(leaked.is_empty(), "the link's target was sent");
+    let said = if said.starts_with("150") {
+        alice.reply().await
+    } else {
+        said
+    };
+    assert!(said.starts_with('5'), "{said}");
+
+    // An upload of unknown size past the quota stops at it: nothing visible,
+    // nothing held.
+    let mut data = alice.data(&addr).await;
+    let said = alice.cmd("STOR big.bin").await;
+    assert!(said.starts_with("150"), "{said}");
+    let chunk = vec![7u8; 64 * 1024];
+    let mut sent = 0usize;
+    while sent < 3_000_000 {
+        if data.write_all(&chunk).await.is_err() {
+            break;
+        }
+        sent += chunk.len();
+    }
+    drop(data);
+    let said = alice.reply().await;
+    assert!(said.starts_with('4') || said.starts_with('5'), "{said}");
+    let listed = alice.cmd("SIZE big.bin").await;
+    assert!(listed.starts_with("550"), "{listed}");
+    assert!(!srv.home("alice").join("big.bin").exists());
+    let user = srv.store.require_user("alice").await.expect("alice");
+    assert_eq!((user.used_bytes, user.reserved_bytes), (0, 0));
+
+    // An upload cut by a reset, resumed with REST + STOR: byte-identical,
+    // with the md5 the native client sees.
+    let bytes = data_of(900_000);
+    let mut data = alice.data(&addr).await;
+    let said = alice.cmd("STOR cut.bin").await;
+    assert!(said.starts_with("150"), "{said}");
+    data.write_all(&bytes[..300_000]).await.expect("send");
+    // A reset, as a dropped network gives (blocking on drop is moot here).
+    #[allow(deprecated)]
+    data.set_linger(Some(std::time::Duration::ZERO))
+        .expect("linger");
+    drop(data);
+    let said = alice.reply().await;
+    assert!(said.starts_with('4'), "a cut upload was accepted: {said}");
+    let said = alice.cmd("SIZE cut.bin").await;
+    let held: u64 = said
+        .strip_prefix("213 ")
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or_else(|| panic!("{said}"));
+    assert!(held > 0 && held <= 300_000, "{said}");
+    let mut data = alice.data(&addr).await;
+    let said = alice.cmd(&format!("REST {held}")).await;
+    assert!(said.starts_with("350"), "{said}");
+    let said = alice.cmd("STOR cut.bin").await;
+    assert!(said.starts_with("150"), "{said}");
+    data.write_all(&bytes[held as usize..]).await.expect("send");
+    drop(data);
+    let said = alice.reply().await;
+    assert!(said.starts_with("226"), "{said}");
+    let said = alice.cmd("SITE MD5 cut.bin").await;
+    assert!(said.contains(&md5_hex(&bytes)), "{said}");
+    let work = tempfile::tempdir().expect("dir");
+    let got = work.path().join("cut.bin");
+    let mut native = srv.client("alice").await;
+    native
+        .get(
+            "cut.bin",
+            &got,
+            wharf_ftp::client::TransferOptions::default(),
+            &mut wharf_ftp::client::NoProgress,
+        )
+        .await
+        .expect("native get");
+    assert!(std::fs::read(&got).expect("got") == bytes);
+
+    // Garbage: a clear reply. A line past the cap: 500, and the connection
+    // is closed, nothing kept.
+    let mut raw = Raw::user(&addr, "alice").await;
+    let said = raw.cmd("XYZZY plugh").await;
+    assert!(said.starts_with("50"), "{said}");
+    raw.send(b"NOOP ").await;
+    raw.send(&vec![b'a'; 64 * 1024]).await;
+    let said = raw.reply().await;
+    assert!(
+        said.starts_with("500 Command line longer than 8192 bytes"),
+        "{said}"
+    );
+    assert_eq!(raw.reply().await, "", "the connection stays open");
+    let mut raw = Raw::user(&addr, "alice").await;
+    raw.send(b"\xff\xfe\x00\x01 binary\r\n").await;
+    let said = raw.reply().await;
+    assert!(said.starts_with("50"), "{said}");
+
+    // And alice's session, and new ones, are served all along.
+    let said = alice.cmd("NOOP").await;
+    assert!(said.starts_with("200"), "{said}");
+    let mut again = Raw::user(&addr, "alice").await;
+    let said = again.cmd("SIZE cut.bin").await;
+    assert_eq!(said.trim(), "213 900000");
+}
+
+fn data_of(len: usize) -> Vec<u8> {
+    data(len, 11)
+}
+
+/// The login timeout, the budget of connections not logged in yet, and the
+/// limit per source, as the native service has them.
+#[tokio::test]
+async fn logins_are_timed_and_idle_connections_and_floods_are_bounded() {
+    let srv = spawn().await;
+    srv.add_user("alice", None, "ftp").await;
+    let limits = Limits {
+        login_timeout: std::time::Duration::from_secs(1),
+        max_unauthenticated: 2,
+        ..Limits::default()
+    };
+    let addr = std_ftp_with(&srv, None, limits, AuthConfig::default()).await;
+
+    // Silent past the login timeout: closed. Logged in: kept past it.
+    let mut idle = Raw::connect(&addr).await;
+    let mut alice = Raw::user(&addr, "alice").await;
+    let started = std::time::Instant::now();
+    assert_eq!(idle.reply().await, "", "a silent connection stays open");
+    assert!(started.elapsed() < std::time::Duration::from_secs(5));
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let said = alice.cmd("NOOP").await;
+    assert!(said.starts_with("200"), "{said}");
+
+    // A third connection not logged in ends the oldest of them.
+    let mut first = Raw::connect(&addr).await;
+    let _second = Raw::connect(&addr).await;
+    let _third = Raw::connect(&addr).await;
+    assert_eq!(first.reply().await, "", "the oldest stays open");
+    let said = alice.cmd("NOOP").await;
+    assert!(
+        said.starts_with("200"),
+        "a logged-in session was ended: {said}"
+    );
+
+    // Past the limit per source: a 421 that says why.
+    let srv2 = spawn().await;
+    let limits = Limits {
+        max_per_ip: 2,
+        ..Limits::default()
+    };
+    let addr = std_ftp_with(&srv2, None, limits, AuthConfig::default()).await;
+    let _a = Raw::connect(&addr).await;
+    let _b = Raw::connect(&addr).await;
+    let mut c = Raw::open(&addr).await;
+    let said = c.reply().await;
+    assert!(
+        said.starts_with("421 too many connections from your address"),
+        "{said}"
+    );
+}
+
+/// A source that keeps failing is refused for a while, over FTP as over the
+/// native protocol (one table of failures for both).
+#[tokio::test]
+async fn a_source_that_keeps_failing_waits_and_the_native_service_agrees() {
+    let srv = spawn().await;
+    srv.add_user("alice", None, "ftp").await;
+    // The native service's policy (10 failures a minute), with failures on
+    // names that do not exist (no delay per name).
+    let addr = std_ftp(&srv).await;
+    for i in 0..AuthConfig::default().source_max_failures {
+        let (_, said) = Raw::login(&addr, &format!("nobody{i}"), "wrong horse").await;
+        assert_eq!(said.trim(), "530 wrong user name or password");
+    }
+    // Now even the right password waits: the reply says for how long.
+    let (_, said) = Raw::login(&addr, "alice", PW).await;
+    assert!(
+        said.starts_with("530 too many failed logins from your address; try again in"),
+        "{said}"
+    );
+    // curl reads it as a refused login.
+    let out = curl(&["--user", &format!("alice:{PW}"), &format!("ftp://{addr}/")]).await;
+    assert_eq!(out.status.code(), Some(67), "{}", text(&out.stderr));
+    // The native service keeps the same table: the source waits there too.
+    let native = wharf_ftp::client::Client::connect(
+        &srv.addr,
+        common::client_tls(),
+        "alice",
+        &wharf_core::Password::new(PW),
+    )
+    .await;
+    let Err(e) = native else {
+        panic!("the native service let a source in penalty log in");
+    };
+    assert!(e.to_string().contains("too many failed logins"), "{e}");
 }

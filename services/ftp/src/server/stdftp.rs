@@ -91,10 +91,9 @@ impl FtpAuthenticator for WharfAuthenticator {
             }
             Err(e) => {
                 tracing::info!(%peer, user = %username, via = "standard ftp", error = %e, "login refused");
-                Err(match e {
-                    wharf_core::Error::AuthFailed => AuthenticationError::BadPassword,
-                    e => AuthenticationError::new(e.client_message()),
-                })
+                // The native protocol's words, which the vendored libunftp
+                // sends after 530 (vendor/libunftp/WHARF.md).
+                Err(AuthenticationError::new(e.client_message()))
             }
         }
     }

@@ -127,6 +127,8 @@ pub enum ControlChanMsg {
     AuthSuccess { username: String, trace_id: TraceId },
     /// Authentication failed
     AuthFailed,
+    /// Authentication refused, with the authenticator's reason for the client (Wharf's patch)
+    AuthRefused { reason: String },
     /// Sent to switch the control channel to TLS/SSL mode.
     SecureControlChannel,
     /// Sent to switch the control channel from TLS/SSL mode back to plaintext.

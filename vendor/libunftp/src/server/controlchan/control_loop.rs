@@ -406,6 +406,13 @@ where
                 session.state = New; // According to RFC 959, a PASS command MUST precede a USER command
                 Ok(Reply::new(ReplyCode::NotLoggedIn, "Authentication failed"))
             }
+            // Wharf's patch: the authenticator's reason, on one line.
+            AuthRefused { reason } => {
+                let mut session = self.session.lock().await;
+                session.state = New;
+                let reason = reason.replace(['\r', '\n'], " ");
+                Ok(Reply::new_with_string(ReplyCode::NotLoggedIn, reason))
+            }
             StorageError(error_type) => match error_type.kind() {
                 ErrorKind::ExceededStorageAllocationError => Ok(Reply::new(ReplyCode::ExceededStorageAllocation, "Exceeded storage allocation")),
                 ErrorKind::FileNameNotAllowedError => Ok(Reply::new(ReplyCode::BadFileName, "File name not allowed")),

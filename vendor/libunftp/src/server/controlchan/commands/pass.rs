@@ -164,7 +164,12 @@ where
                                 }
                             }
 
-                            ControlChanMsg::AuthFailed
+                            match err {
+                                // Wharf's patch: the authenticator's own words (locked, no right,
+                                // wait N s) reach the client, not only "Authentication failed".
+                                unftp_core::auth::AuthenticationError::ImplPropagated(reason, _) => ControlChanMsg::AuthRefused { reason },
+                                _ => ControlChanMsg::AuthFailed,
+                            }
                         }
                     };
                     tokio::spawn(async move {
