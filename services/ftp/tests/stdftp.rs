@@ -667,7 +667,7 @@ async fn a_raw_socket_is_refused_everything_it_should_be_and_the_server_keeps_se
     }
     drop(data);
     let said = alice.reply().await;
-    assert!(said.starts_with('4') || said.starts_with('5'), "{said}");
+    assert!(said.starts_with("552 over quota: this needs"), "{said}");
     let listed = alice.cmd("SIZE big.bin").await;
     assert!(listed.starts_with("550"), "{listed}");
     assert!(!srv.home("alice").join("big.bin").exists());
@@ -834,4 +834,106 @@ async fn a_source_that_keeps_failing_waits_and_the_native_service_agrees() {
         panic!("the native service let a source in penalty log in");
     };
     assert!(e.to_string().contains("too many failed logins"), "{e}");
+}
+
+/// Python's ftplib over FTPS through every refusal: logins, escapes, the
+/// quota on an upload of unknown size, a line past the cap inside TLS.
+const FTPLIB_REFUSALS: &str = r#"
+import ftplib, ssl, sys
+host, port, ca, pw = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
+ctx = ssl.create_default_context(cafile=ca)
+ctx.check_hostname = False
+def login(user, password):
+    f = ftplib.FTP_TLS(context=ctx, timeout=20)
+    f.connect(host, port)
+    try:
+        f.login(user, password)
+    except ftplib.error_perm as e:
+        print("login", user, "refused:", e)
+        return None
+    f.prot_p()
+    return f
+login("alice", "wrong horse")
+login("carol", pw)
+login("dave", pw)
+f = login("alice", pw)
+for cmd in ["CWD etc", "SIZE ../../etc/passwd", "SIZE etc/passwd", "DELE etc/passwd"]:
+    try:
+        f.sendcmd(cmd)
+        print(cmd, "ALLOWED")
+    except ftplib.error_perm as e:
+        print(cmd, "refused:", e)
+got = []
+try:
+    f.retrbinary("RETR etc/passwd", got.append)
+    print("RETR ALLOWED")
+except ftplib.error_perm as e:
+    print("RETR refused:", e, "bytes", sum(map(len, got)))
+class Endless:
+    # A stream whose length nobody knows in advance: 3 MB, 64 KiB at a time.
+    left = 3_000_000
+    def read(self, n):
+        n = min(n, self.left)
+        self.left -= n
+        return b"x" * n
+try:
+    f.storbinary("STOR big.bin", Endless(), blocksize=65536)
+    print("over quota ALLOWED")
+except ftplib.all_errors as e:
+    # The server stops reading at the quota (a reset for the sender); the
+    # reply on the control connection says why.
+    try:
+        print("over quota reply:", f.getresp())
+    except ftplib.all_errors as e:
+        print("over quota refused:", e)
+f = login("alice", pw)
+print("listed", sorted(f.nlst()))
+# A line past the cap, inside TLS.
+f.sock.sendall(b"NOOP " + b"a" * 20000)
+try:
+    print("long line:", f.getresp())
+except ftplib.all_errors as e:
+    print("long line refused:", e)
+f = login("alice", pw)
+print("still serving:", f.voidcmd("NOOP"))
+"#;
+
+#[tokio::test]
+async fn python_ftplib_over_ftps_is_refused_everything_it_should_be() {
+    let srv = spawn().await;
+    srv.add_user("alice", Some(1_000_000), "ftp").await;
+    srv.add_user("carol", None, "chat").await;
+    srv.add_user("dave", None, "ftp").await;
+    srv.store.set_locked("dave", true).await.expect("lock");
+    std::os::unix::fs::symlink("/etc", srv.home("alice").join("etc")).expect("link");
+    let addr = ftps(&srv).await;
+    let (host, port) = addr.rsplit_once(':').expect("addr");
+    let ca = common::tls().2.display().to_string();
+    let out = tokio::process::Command::new("python3")
+        .args(["-c", FTPLIB_REFUSALS, host, port, &ca, PW])
+        .output()
+        .await
+        .expect("python3");
+    let said = text(&out.stdout);
+    assert!(out.status.success(), "{said}{}", text(&out.stderr));
+    for line in [
+        "login alice refused: 530 wrong user name or password",
+        "login carol refused: 530 user \"carol\" may not use ftp",
+        "login dave refused: 530 account \"dave\" is locked",
+        "CWD etc refused: 553 /etc is a link that leads outside your home directory",
+        "SIZE ../../etc/passwd refused: 553 \"/../../etc/passwd\" leads above your home directory",
+        "SIZE etc/passwd refused: 553 /etc/passwd is a link that leads outside your home directory",
+        "DELE etc/passwd refused: 553 /etc is a link",
+        "RETR refused: 553 /etc/passwd is a link that leads outside your home directory bytes 0",
+        "over quota refused: 552 over quota: ",
+        "listed []",
+        "long line refused: 500 Command line longer than 8192 bytes",
+        "still serving: 200",
+    ] {
+        assert!(said.contains(line), "no {line:?} in:\n{said}");
+    }
+    assert!(!said.contains("ALLOWED"), "{said}");
+    assert!(!srv.home("alice").join("big.bin").exists());
+    let alice = srv.store.require_user("alice").await.expect("alice");
+    assert_eq!((alice.used_bytes, alice.reserved_bytes), (0, 0));
 }

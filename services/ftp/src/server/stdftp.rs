@@ -226,7 +226,10 @@ fn storage_error(e: FtpError) -> StorageError {
         FtpError::Busy(_) => ErrorKind::TransientFileNotAvailable,
         _ => ErrorKind::LocalError,
     };
-    StorageError::new(kind, e.to_string())
+    // The native protocol's words for it (internal details only in the
+    // log), sent after the reply code by the vendored libunftp.
+    let reason = e.reply().message;
+    StorageError::new(kind, libunftp::storage::ClientReason(reason))
 }
 
 async fn run<T: Send + 'static>(

@@ -413,20 +413,31 @@ where
                 let reason = reason.replace(['\r', '\n'], " ");
                 Ok(Reply::new_with_string(ReplyCode::NotLoggedIn, reason))
             }
-            StorageError(error_type) => match error_type.kind() {
-                ErrorKind::ExceededStorageAllocationError => Ok(Reply::new(ReplyCode::ExceededStorageAllocation, "Exceeded storage allocation")),
-                ErrorKind::FileNameNotAllowedError => Ok(Reply::new(ReplyCode::BadFileName, "File name not allowed")),
-                ErrorKind::InsufficientStorageSpaceError => Ok(Reply::new(ReplyCode::OutOfSpace, "Insufficient storage space")),
-                ErrorKind::LocalError => Ok(Reply::new(ReplyCode::LocalError, "Local error")),
-                ErrorKind::PageTypeUnknown => Ok(Reply::new(ReplyCode::PageTypeUnknown, "Page type unknown")),
-                ErrorKind::TransientFileNotAvailable => Ok(Reply::new(ReplyCode::TransientFileError, "File not found")),
-                ErrorKind::PermanentFileNotAvailable => Ok(Reply::new(ReplyCode::FileError, "File not found")),
-                ErrorKind::PermanentDirectoryNotAvailable => Ok(Reply::new(ReplyCode::FileError, "Directory not found")),
-                ErrorKind::PermanentDirectoryNotEmpty => Ok(Reply::new(ReplyCode::FileError, "Directory not empty")),
-                ErrorKind::PermissionDenied => Ok(Reply::new(ReplyCode::FileError, "Permission denied")),
-                ErrorKind::CommandNotImplemented => Ok(Reply::new(ReplyCode::CommandNotImplemented, "Command not implemented")),
-                ErrorKind::ConnectionClosed => Ok(Reply::new(ReplyCode::ConnectionClosed, "Connection closed")),
-            },
+            StorageError(error_type) => {
+                let (code, text) = match error_type.kind() {
+                    ErrorKind::ExceededStorageAllocationError => (ReplyCode::ExceededStorageAllocation, "Exceeded storage allocation"),
+                    ErrorKind::FileNameNotAllowedError => (ReplyCode::BadFileName, "File name not allowed"),
+                    ErrorKind::InsufficientStorageSpaceError => (ReplyCode::OutOfSpace, "Insufficient storage space"),
+                    ErrorKind::LocalError => (ReplyCode::LocalError, "Local error"),
+                    ErrorKind::PageTypeUnknown => (ReplyCode::PageTypeUnknown, "Page type unknown"),
+                    ErrorKind::TransientFileNotAvailable => (ReplyCode::TransientFileError, "File not found"),
+                    ErrorKind::PermanentFileNotAvailable => (ReplyCode::FileError, "File not found"),
+                    ErrorKind::PermanentDirectoryNotAvailable => (ReplyCode::FileError, "Directory not found"),
+                    ErrorKind::PermanentDirectoryNotEmpty => (ReplyCode::FileError, "Directory not empty"),
+                    ErrorKind::PermissionDenied => (ReplyCode::FileError, "Permission denied"),
+                    ErrorKind::CommandNotImplemented => (ReplyCode::CommandNotImplemented, "Command not implemented"),
+                    ErrorKind::ConnectionClosed => (ReplyCode::ConnectionClosed, "Connection closed"),
+                };
+                // Wharf's patch: a back end's reason meant for the client is sent instead of the
+                // generic text.
+                let reason = std::error::Error::source(&error_type)
+                    .and_then(|source| source.downcast_ref::<crate::storage::ClientReason>())
+                    .map(|reason| reason.0.replace(['\r', '\n'], " "));
+                Ok(match reason {
+                    Some(reason) => Reply::new_with_string(code, reason),
+                    None => Reply::new(code, text),
+                })
+            }
             CommandChannelReply(reply) => Ok(reply),
         }
     }
