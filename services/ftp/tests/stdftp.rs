@@ -937,3 +937,154 @@ async fn python_ftplib_over_ftps_is_refused_everything_it_should_be() {
     let alice = srv.store.require_user("alice").await.expect("alice");
     assert_eq!((alice.used_bytes, alice.reserved_bytes), (0, 0));
 }
+
+/// An upload of `bytes` to `name` cut by a reset after `n` bytes, as a
+/// dropped network leaves it; what the server holds of it (`SIZE`).
+async fn cut_upload(addr: &str, name: &str, bytes: &[u8], n: usize) -> u64 {
+    use tokio::io::AsyncWriteExt;
+    let mut raw = Raw::user(addr, "alice").await;
+    let mut data = raw.data(addr).await;
+    let said = raw.cmd(&format!("STOR {name}")).await;
+    assert!(said.starts_with("150"), "{said}");
+    data.write_all(&bytes[..n]).await.expect("send");
+    // A reset, as a dropped network gives (blocking on drop is moot here).
+    #[allow(deprecated)]
+    data.set_linger(Some(std::time::Duration::ZERO))
+        .expect("linger");
+    drop(data);
+    let said = raw.reply().await;
+    assert!(said.starts_with('4'), "a cut upload was accepted: {said}");
+    let said = raw.cmd(&format!("SIZE {name}")).await;
+    said.strip_prefix("213 ")
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or_else(|| panic!("{said}"))
+}
+
+/// lftp over FTPS with `script`, as `user`, in `dir`.
+async fn lftp(addr: &str, user: &str, pw: &str, script: &str, dir: &std::path::Path) -> Output {
+    let script = format!(
+        "set ssl:ca-file {ca}; set ftp:ssl-force true; set ftp:ssl-protect-data true; \
+         set net:max-retries 1; set net:reconnect-interval-base 1; set cmd:fail-exit false; {script}",
+        ca = common::tls().2.display()
+    );
+    tokio::process::Command::new("lftp")
+        .args([
+            "-u",
+            &format!("{user},{pw}"),
+            "-e",
+            &format!("{script}; quit"),
+            &format!("ftp://{addr}"),
+        ])
+        .current_dir(dir)
+        .output()
+        .await
+        .expect("lftp (install it: apt-get install lftp)")
+}
+
+/// lftp through every refusal, and a cut upload finished by `put -c`
+/// (SIZE, then REST + STOR); curl finishes another with `-C -` (SIZE, then
+/// APPE). Both end byte-identical, with the md5 the native client checks.
+#[tokio::test]
+async fn lftp_and_curl_are_refused_what_they_should_be_and_resume_cut_uploads() {
+    let srv = spawn().await;
+    srv.add_user("alice", Some(5_000_000), "ftp").await;
+    srv.add_user("carol", None, "chat").await;
+    srv.add_user("dave", None, "ftp").await;
+    srv.store.set_locked("dave", true).await.expect("lock");
+    std::os::unix::fs::symlink("/etc", srv.home("alice").join("etc")).expect("link");
+    let addr = ftps(&srv).await;
+    let work = tempfile::tempdir().expect("dir");
+
+    for (user, pw, why) in [
+        ("alice", "wrong horse", "530 wrong user name or password"),
+        ("carol", PW, "530 user \"carol\" may not use ftp"),
+        ("dave", PW, "530 account \"dave\" is locked"),
+    ] {
+        let out = lftp(&addr, user, pw, "ls", work.path()).await;
+        assert!(!out.status.success(), "{user} logged in");
+        assert!(
+            text(&out.stderr).contains(why),
+            "{user}: {}",
+            text(&out.stderr)
+        );
+    }
+
+    let big = work.path().join("big.bin");
+    std::fs::write(&big, data(6_000_000, 4)).expect("write");
+    let out = lftp(
+        &addr,
+        "alice",
+        PW,
+        "cd etc; get etc/passwd; get ../../etc/passwd; put big.bin",
+        work.path(),
+    )
+    .await;
+    let said = text(&out.stderr);
+    for why in [
+        "cd: Access failed: 553 /etc is a link that leads outside your home directory",
+        "553 /etc/passwd is a link that leads outside your home directory",
+        "leads above your home directory",
+        "552 over quota: this needs",
+    ] {
+        assert!(said.contains(why), "no {why:?} in:\n{said}");
+    }
+    assert!(
+        !work.path().join("passwd").exists(),
+        "a file out of the home came down"
+    );
+    assert!(!srv.home("alice").join("big.bin").exists());
+    let alice = srv.store.require_user("alice").await.expect("alice");
+    assert_eq!((alice.used_bytes, alice.reserved_bytes), (0, 0));
+
+    // A cut upload (cut over a plaintext listener on the same homes, the
+    // raw socket speaks no TLS), finished by lftp's put -c.
+    let plain = std_ftp(&srv).await;
+    let bytes = data(1_500_000, 8);
+    let local = work.path().join("report.bin");
+    std::fs::write(&local, &bytes).expect("write");
+    let held = cut_upload(&plain, "report.bin", &bytes, 600_000).await;
+    assert!(held > 0 && held <= 600_000, "{held}");
+    let out = lftp(&addr, "alice", PW, "put -c report.bin", work.path()).await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    // Another, finished by curl -C -.
+    let other = data(1_200_000, 9);
+    let local_other = work.path().join("other.bin");
+    std::fs::write(&local_other, &other).expect("write");
+    let held = cut_upload(&plain, "other.bin", &other, 500_000).await;
+    assert!(held > 0 && held <= 500_000, "{held}");
+    let ca = common::tls().2.display().to_string();
+    let out = curl(&[
+        "--ssl-reqd",
+        "--cacert",
+        &ca,
+        "--user",
+        &format!("alice:{PW}"),
+        "-C",
+        "-",
+        "-T",
+        &local_other.display().to_string(),
+        &format!("ftp://{addr}/other.bin"),
+    ])
+    .await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+
+    let mut native = srv.client("alice").await;
+    for (name, want) in [("report.bin", &bytes), ("other.bin", &other)] {
+        let got = work.path().join(format!("native-{name}"));
+        native
+            .get(
+                name,
+                &got,
+                wharf_ftp::client::TransferOptions::default(),
+                &mut wharf_ftp::client::NoProgress,
+            )
+            .await
+            .expect("native get, md5-verified");
+        assert!(std::fs::read(&got).expect("got") == *want, "{name}");
+    }
+    let alice = srv.store.require_user("alice").await.expect("alice");
+    assert_eq!(
+        (alice.used_bytes, alice.reserved_bytes, alice.file_count),
+        (2_700_000, 0, 2)
+    );
+}
