@@ -31,5 +31,5 @@ USER wharf
 WORKDIR /var/lib/wharf
 ENV WHARF_DATA_DIR=/var/lib/wharf/data
 VOLUME ["/var/lib/wharf/data"]
-EXPOSE 2121/tcp 2122/tcp 2122/udp 2123/tcp
+EXPOSE 2121/tcp 2100/tcp 50000-50009/tcp 2122/tcp 2122/udp 2123/tcp
 CMD ["wharfd"]

@@ -192,6 +192,18 @@ wait $LISTEN || die "chat listener failed"
 grep -q 'bob: compose test' listen.out || die "chat: nothing heard"
 echo "chat: $(cat listen.out)"
 
+step "standard FTP: FTPS with curl on the published port and passive range; plaintext refused"
+"${N[@]}" timeout 60 curl -sS --ssl-reqd --cacert "$WORK/server.crt" --user "alice:$WHARF_PASSWORD" \
+  -o ftps.bin ftp://127.0.0.1:2100/sample.bin || die "FTPS download failed"
+cmp sample.bin ftps.bin || die "FTPS download differs"
+"${N[@]}" timeout 60 curl -sS --ssl-reqd --cacert "$WORK/server.crt" --user "alice:$WHARF_PASSWORD" \
+  -T notes.txt ftp://127.0.0.1:2100/from-ftps.txt || die "FTPS upload failed"
+has 'bob secret' ex alice cat from-ftps.txt || die "the FTPS upload is not in alice's home"
+if "${N[@]}" timeout 30 curl -sS --user "alice:$WHARF_PASSWORD" ftp://127.0.0.1:2100/ >/dev/null 2>&1; then
+  die "a plaintext standard FTP login was accepted off loopback"
+fi
+echo "standard FTP: FTPS download and upload, md5 $SUM; plaintext refused"
+
 step "exec: alice's own uid, her upload readable and writable by her commands"
 OUT=$(ex alice 'id -u; pwd; md5sum sample.bin; test -w sample.bin && echo writable')
 echo "$OUT"

@@ -8,7 +8,9 @@
 #
 # Contenders: md5sum (the floor of a verified transfer); scp and sftp
 # against a throwaway sshd (openssh-server); curl and lftp against a
-# throwaway vsftpd (plain FTP, anonymous uploads into a scratch directory);
+# throwaway vsftpd (plain FTP, anonymous uploads into a scratch directory),
+# and the same two clients against Wharf's standard FTP listener (plain FTP
+# on loopback, as vsftpd here);
 # ssh with a ControlMaster connection for remote commands; and ngircd for
 # chat, through `cargo bench -p wharf-chat --bench fanout` (its "beside
 # ngircd" part). Missing packages are installed (apt-get); every server
@@ -111,14 +113,17 @@ CFG
 VS=ftp://127.0.0.1:$FTPD_PORT
 
 # --- Wharf ------------------------------------------------------------------
-FTP_PORT=$(free_port); EXEC_PORT=$(free_port)
+FTP_PORT=$(free_port); EXEC_PORT=$(free_port); STD_PORT=$(free_port); STD_PASV=$(free_port)
 REAL_HOME=$HOME
 export HOME=$W/home WHARF_PASSWORD='compare password'
 mkdir -p "$HOME"
 DB="sqlite://$W/data/wharf.db"
 echo "$WHARF_PASSWORD" | "$B/admin-cli" --database-url "$DB" user add bench --password-stdin \
   --services ftp,exec --quota unlimited --home "$W/data/homes/bench" >/dev/null
-"$B/wharf-ftpd" --data-dir "$W/data" --listen "127.0.0.1:$FTP_PORT" >"$W/ftpd.log" 2>&1 & PIDS+=($!)
+"$B/wharf-ftpd" --data-dir "$W/data" --listen "127.0.0.1:$FTP_PORT" \
+  --std-ftp-listen "127.0.0.1:$STD_PORT" --std-ftp-passive-ports "$STD_PASV-$((STD_PASV + 50))" \
+  >"$W/ftpd.log" 2>&1 & PIDS+=($!)
+WS_URL="ftp://bench:compare%20password@127.0.0.1:$STD_PORT"
 "$B/wharf-execd" --data-dir "$W/data" --listen "127.0.0.1:$EXEC_PORT" --max-output 4G >"$W/execd.log" 2>&1 & PIDS+=($!)
 sleep 1
 WF=("$B/wharf-ftp" --server "127.0.0.1:$FTP_PORT" --user bench -q --accept-new)
@@ -146,6 +151,8 @@ for r in $(seq "$ROUNDS"); do
   add wharf_put "$(timed "${WF[@]}" put "$W/local/big.bin" big.bin)"
   rm -f "$W/vsftpd/up/big.bin"
   add curl_up "$(timed curl -sS -T "$W/local/big.bin" "$VS/up/big.bin")"
+  "${WF[@]}" rm std.bin >/dev/null 2>&1 || true
+  add curl_wharf_up "$(timed curl -sS -T "$W/local/big.bin" "$WS_URL/std.bin")"
   rm -f "$W/down.bin"
   add scp_down "$(timed scp "${SSHO[@]}" -P "$SSH_PORT" "root@127.0.0.1:$W/remote/big.bin" "$W/down.bin")"
   rm -f "$W/down.bin"
@@ -153,6 +160,9 @@ for r in $(seq "$ROUNDS"); do
   cmp -s "$W/down.bin" "$W/local/big.bin" || { echo "wharf get: the copy differs" >&2; exit 1; }
   rm -f "$W/down.bin"
   add curl_down "$(timed curl -sS -o "$W/down.bin" "$VS/up/big.bin")"
+  rm -f "$W/down.bin"
+  add curl_wharf_down "$(timed curl -sS -o "$W/down.bin" "$WS_URL/std.bin")"
+  cmp -s "$W/down.bin" "$W/local/big.bin" || { echo "curl from Wharf: the copy differs" >&2; exit 1; }
   rm -rf "$W/remote/small"; mkdir -p "$W/remote/small"
   add sftp_small "$(timed sftp "${SSHO[@]}" -P "$SSH_PORT" -b "$W/sftp.batch" "root@127.0.0.1:$W/remote/small")"
   # A fresh directory each round, as for sftp and lftp (replacing files
@@ -160,6 +170,7 @@ for r in $(seq "$ROUNDS"); do
   add wharf_small "$(timed "${WF[@]}" put -r "$W/small" "small$r")"
   rm -rf "$W/vsftpd/up/small"
   add lftp_small "$(timed lftp -e "set cmd:fail-exit yes; mkdir up/small; cd up/small; mput $W/small/*; quit" "ftp://anonymous:@127.0.0.1:$FTPD_PORT")"
+  add lftp_wharf_small "$(timed lftp -e "set cmd:fail-exit yes; mkdir lftp$r; cd lftp$r; mput $W/small/*; quit" "$WS_URL")"
   ssh "${SSHO[@]}" "${CM[@]}" -p "$SSH_PORT" root@127.0.0.1 true
   add ssh_cmds "$(timed bash -c "while read -r c; do ssh -n ${SSHO[*]} ${CM[*]} -p $SSH_PORT root@127.0.0.1 \"\$c\"; done < $W/commands")"
   add wharf_cmds "$(timed bash -c "\"\$@\" < $W/commands" _ "${WX[@]}")"
@@ -194,6 +205,13 @@ printf '| %s files of 4 KiB in one session (`put -r`, each fsynced) | %.0f files
   "$FILES" "$WS" "$SS" "$(ratio "$WS" "$SS")"
 printf '| | | lftp mput to vsftpd %.0f files/s (no fsync) | %.2f x lftp |\n' \
   "$LS" "$(ratio "$WS" "$LS")"
+CU=$(mbs curl_wharf_up); CD=$(mbs curl_wharf_down); LW=$(per_s lftp_wharf_small "$FILES")
+printf '| standard FTP: curl put %s to Wharf (md5 kept, fsynced) | %.0f MB/s | curl to vsftpd %.0f MB/s | %.2f x vsftpd |\n' \
+  "$SIZE" "$CU" "$(mbs curl_up)" "$(ratio "$CU" "$(mbs curl_up)")"
+printf '| standard FTP: curl get %s from Wharf | %.0f MB/s | curl from vsftpd %.0f MB/s | %.2f x vsftpd |\n' \
+  "$SIZE" "$CD" "$(mbs curl_down)" "$(ratio "$CD" "$(mbs curl_down)")"
+printf '| standard FTP: lftp mput %s files of 4 KiB to Wharf (each fsynced) | %.0f files/s | lftp to vsftpd %.0f files/s | %.2f x vsftpd |\n' \
+  "$FILES" "$LW" "$LS" "$(ratio "$LW" "$LS")"
 WC=$(ms_each wharf_cmds "$COMMANDS"); SC=$(ms_each ssh_cmds "$COMMANDS")
 printf '| exec per command on one connection | %.2f ms | ssh ControlMaster %.2f ms | %.2f x the time |\n' \
   "$WC" "$SC" "$(ratio "$WC" "$SC")"

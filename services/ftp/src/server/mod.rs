@@ -54,8 +54,6 @@ pub struct FtpArgs {
     pub partial_ttl: Duration,
     /// Also serve standard FTP (curl, lftp, FileZilla, ftplib) on ADDR, with
     /// FTPS by AUTH TLS, on the same users, homes and quotas [default: off].
-    /// The length of a control line is not capped yet: serve it to trusted
-    /// networks only.
     #[arg(long, env = "WHARF_STD_FTP_LISTEN", value_name = "ADDR")]
     pub std_ftp_listen: Option<String>,
     /// Refuse standard FTP logins and data without TLS, even on loopback
