@@ -202,7 +202,16 @@ has 'bob secret' ex alice cat from-ftps.txt || die "the FTPS upload is not in al
 if "${N[@]}" timeout 30 curl -sS --user "alice:$WHARF_PASSWORD" ftp://127.0.0.1:2100/ >/dev/null 2>&1; then
   die "a plaintext standard FTP login was accepted off loopback"
 fi
-echo "standard FTP: FTPS download and upload, md5 $SUM; plaintext refused"
+LONG=$("${N[@]}" timeout 30 python3 -c '
+import socket
+s = socket.create_connection(("127.0.0.1", 2100), timeout=20)
+f = s.makefile("rb")
+f.readline()
+s.sendall(b"NOOP " + b"a" * 100000)
+print(f.readline().decode().strip())
+') || die "the long-line probe failed"
+[[ "$LONG" == "500 Command line longer than 8192 bytes"* ]] || die "a line past the cap got: $LONG"
+echo "standard FTP: FTPS download and upload, md5 $SUM; plaintext refused; a 100 kB line refused ($LONG)"
 
 step "exec: alice's own uid, her upload readable and writable by her commands"
 OUT=$(ex alice 'id -u; pwd; md5sum sample.bin; test -w sample.bin && echo writable')

@@ -705,6 +705,14 @@ async fn a_raw_socket_is_refused_everything_it_should_be_and_the_server_keeps_se
     assert!(said.starts_with("226"), "{said}");
     let said = alice.cmd("SITE MD5 cut.bin").await;
     assert!(said.contains(&md5_hex(&bytes)), "{said}");
+    let said = alice.cmd("MDTM cut.bin").await;
+    assert!(
+        said.starts_with("213 20") && said.trim().len() == "213 YYYYMMDDHHMMSS".len(),
+        "{said}"
+    );
+    let said = alice.cmd("MLST cut.bin").await;
+    assert!(said.starts_with("250-"), "{said}");
+    assert!(said.to_lowercase().contains("size=900000;"), "{said}");
     let work = tempfile::tempdir().expect("dir");
     let got = work.path().join("cut.bin");
     let mut native = srv.client("alice").await;
