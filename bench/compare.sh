@@ -170,7 +170,7 @@ for r in $(seq "$ROUNDS"); do
   add wharf_small "$(timed "${WF[@]}" put -r "$W/small" "small$r")"
   rm -rf "$W/vsftpd/up/small"
   add lftp_small "$(timed lftp -e "set cmd:fail-exit yes; mkdir up/small; cd up/small; mput $W/small/*; quit" "ftp://anonymous:@127.0.0.1:$FTPD_PORT")"
-  add lftp_wharf_small "$(timed lftp -e "set cmd:fail-exit yes; mkdir lftp$r; cd lftp$r; mput $W/small/*; quit" "$WS_URL")"
+  add lftp_wharf_small "$(timed lftp -e "set cmd:fail-exit yes; set ftp:ssl-allow no; mkdir lftp$r; cd lftp$r; mput $W/small/*; quit" "$WS_URL")"
   ssh "${SSHO[@]}" "${CM[@]}" -p "$SSH_PORT" root@127.0.0.1 true
   add ssh_cmds "$(timed bash -c "while read -r c; do ssh -n ${SSHO[*]} ${CM[*]} -p $SSH_PORT root@127.0.0.1 \"\$c\"; done < $W/commands")"
   add wharf_cmds "$(timed bash -c "\"\$@\" < $W/commands" _ "${WX[@]}")"

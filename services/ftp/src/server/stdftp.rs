@@ -40,6 +40,9 @@ use crate::paths::{AboveRoot, Jail, VPath};
 /// Entries a listing may hold, as in the native protocol.
 const MAX_LISTING: usize = 100_000;
 
+/// How much of a file a download reads at once.
+const READ_CHUNK: usize = 1 << 20;
+
 /// A user logged in over standard FTP.
 #[derive(Debug, Clone)]
 pub struct FtpUser {
@@ -351,7 +354,9 @@ impl StorageBackend<FtpUser> for WharfStorage {
         })
         .await?;
         Ok(Box::new(Counted {
-            file: tokio::fs::File::from_std(file),
+            // libunftp copies 8 KiB at a time: each would be a blocking read
+            // of its own; the file is read 1 MiB at a time instead.
+            file: tokio::io::BufReader::with_capacity(READ_CHUNK, tokio::fs::File::from_std(file)),
             sent: 0,
             left,
             record: Some((self.store.clone(), user.user.id, shown)),
@@ -438,6 +443,34 @@ const HOLD_AHEAD: u64 = 4 << 20;
 /// Bytes read from the data connection at a time.
 const STOR_CHUNK: usize = 256 << 10;
 
+/// A chunk of an upload being written and hashed: gives back the file, the
+/// md5 state and the buffer.
+type WriteJob = std::pin::Pin<
+    Box<
+        dyn std::future::Future<
+                Output = Result<(Option<std::fs::File>, Option<Md5>, Vec<u8>), FtpError>,
+            > + Send,
+    >,
+>;
+
+/// Reads from `input` until `buf` is full or the input ends: how much was
+/// read, and the error that ended it early, if one did.
+async fn fill<R: tokio::io::AsyncRead + Unpin>(
+    input: &mut R,
+    buf: &mut [u8],
+) -> (usize, Option<std::io::Error>) {
+    use tokio::io::AsyncReadExt;
+    let mut n = 0;
+    while n < buf.len() {
+        match input.read(&mut buf[n..]).await {
+            Ok(0) => break,
+            Ok(got) => n += got,
+            Err(e) => return (n, Some(e)),
+        }
+    }
+    (n, None)
+}
+
 /// An upload in progress: its partial (named after the quota it holds),
 /// its file, what it wrote and its md5 so far.
 struct Stream {
@@ -460,17 +493,42 @@ async fn stor<R: tokio::io::AsyncRead + Unpin>(
     mut input: R,
     start_pos: u64,
 ) -> Result<u64, FtpError> {
-    use tokio::io::AsyncReadExt;
     let uid = user.user.id;
     let started = std::time::Instant::now();
     let mut up = prepare_stream(store, user, &v, start_pos).await?;
-    let mut buf = vec![0u8; STOR_CHUNK];
+    // Two buffers: the next chunk is read from the client while the one
+    // before is written and hashed.
+    let mut next = vec![0u8; STOR_CHUNK];
+    let mut spare: Option<Vec<u8>> = None;
+    let mut writing: Option<(usize, WriteJob)> = None;
     let outcome = loop {
-        let n = match input.read(&mut buf).await {
-            Ok(0) => break Ok(()),
-            Ok(n) => n,
-            Err(e) => break Err(FtpError::io("the data connection", e)),
+        let filled = fill(&mut input, &mut next);
+        let (filled, wrote) = match writing.take() {
+            Some((n, job)) => {
+                let (filled, wrote) = tokio::join!(filled, job);
+                (filled, Some((n, wrote)))
+            }
+            None => (filled.await, None),
         };
+        if let Some((n, wrote)) = wrote {
+            match wrote {
+                Ok((file, md5, buf)) => {
+                    (up.file, up.md5) = (file, md5);
+                    up.written += n as u64;
+                    spare = Some(buf);
+                }
+                Err(e) => break Err(e),
+            }
+        }
+        // What came before the data connection broke is kept, for a resume.
+        let (n, broke) = filled;
+        let broke = broke.map(|e| FtpError::io("the data connection", e));
+        if n == 0 {
+            match broke {
+                None => break Ok(()),
+                Some(e) => break Err(e),
+            }
+        }
         let need = up.written + n as u64;
         if need > up.held
             && let Err(e) = grow(store, uid, &v, &mut up, need).await
@@ -478,26 +536,31 @@ async fn stor<R: tokio::io::AsyncRead + Unpin>(
             break Err(e);
         }
         let (mut file, mut md5) = (up.file.take(), up.md5.take());
-        let chunk = buf[..n].to_vec();
+        let fresh = spare.take().unwrap_or_else(|| vec![0u8; STOR_CHUNK]);
+        let chunk = std::mem::replace(&mut next, fresh);
         let what = v.to_string();
-        let wrote = blocking(move || {
+        let job: WriteJob = Box::pin(blocking(move || {
             use std::io::Write;
             if let Some(f) = file.as_mut() {
-                f.write_all(&chunk).map_err(|e| FtpError::io(what, e))?;
+                f.write_all(&chunk[..n])
+                    .map_err(|e| FtpError::io(what, e))?;
             }
             if let Some(m) = md5.as_mut() {
-                m.update(&chunk);
+                m.update(&chunk[..n]);
             }
-            Ok((file, md5))
-        })
-        .await;
-        match wrote {
-            Ok((file, md5)) => {
-                (up.file, up.md5) = (file, md5);
-                up.written += n as u64;
+            Ok((file, md5, chunk))
+        }));
+        if let Some(e) = broke {
+            match job.await {
+                Ok((file, md5, _)) => {
+                    (up.file, up.md5) = (file, md5);
+                    up.written += n as u64;
+                    break Err(e);
+                }
+                Err(write) => break Err(write),
             }
-            Err(e) => break Err(e),
         }
+        writing = Some((n, job));
     };
     let record = |ok: bool, md5: Option<String>| TransferRecord {
         user_id: uid,
@@ -898,7 +961,7 @@ impl FtpAuthenticator for SessionLogin {
 /// over (the reader dropped), it is recorded in the usage tables as the
 /// native service records downloads.
 struct Counted {
-    file: tokio::fs::File,
+    file: tokio::io::BufReader<tokio::fs::File>,
     sent: u64,
     left: u64,
     record: Option<(Store, i64, String)>,
