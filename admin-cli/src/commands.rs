@@ -25,9 +25,12 @@ pub async fn run(cli: Cli) -> Result<()> {
         return fingerprint(&cli.data_dir, cert.as_deref());
     }
     let url = wharf_core::config::database_url(cli.database_url.as_deref(), &cli.data_dir);
-    let store = Store::open(&url)
-        .await
-        .with_context(|| format!("cannot open the database {url}"))?;
+    let store = Store::open(&url).await.with_context(|| {
+        format!(
+            "cannot open the database {}",
+            wharf_core::config::shown_database_url(&url)
+        )
+    })?;
     let result = dispatch(&store, &cli.data_dir, cli.command).await;
     store.close().await;
     result

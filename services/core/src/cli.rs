@@ -51,7 +51,8 @@ impl DatabaseArgs {
         let (store, auth) = self.open_quietly(policy).await?;
         if store.has_no_users().await? {
             tracing::warn!(
-                "the database has no users yet; add one with `admin-cli --database-url {url} user add NAME`"
+                "the database has no users yet; add one with `admin-cli --database-url {} user add NAME`",
+                crate::config::shown_database_url(&url)
             );
         }
         Ok((store, auth))

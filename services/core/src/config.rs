@@ -20,3 +20,43 @@ pub fn database_url(given: Option<&str>, data_dir: &std::path::Path) -> String {
         None => format!("sqlite://{}/wharf.db", data_dir.display()),
     }
 }
+
+/// `url` as it may be shown or logged: a password in it is replaced by
+/// `***`.
+pub fn shown_database_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let (authority, tail) = match rest.find(['/', '?']) {
+        Some(at) => rest.split_at(at),
+        None => (rest, ""),
+    };
+    match authority.rsplit_once('@') {
+        Some((credentials, host)) => match credentials.split_once(':') {
+            Some((user, _)) => format!("{scheme}://{user}:***@{host}{tail}"),
+            None => url.to_owned(),
+        },
+        None => url.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::shown_database_url;
+
+    #[test]
+    fn a_password_in_a_database_url_is_never_shown() {
+        assert_eq!(
+            shown_database_url("postgres://wharf:s3cret@db.example:5432/wharf?sslmode=require"),
+            "postgres://wharf:***@db.example:5432/wharf?sslmode=require"
+        );
+        assert_eq!(
+            shown_database_url("postgres://wharf@db/wharf"),
+            "postgres://wharf@db/wharf"
+        );
+        assert_eq!(
+            shown_database_url("sqlite://data/wharf.db"),
+            "sqlite://data/wharf.db"
+        );
+    }
+}

@@ -102,6 +102,9 @@ pub enum Error {
         /// The OS error.
         source: std::io::Error,
     },
+    /// A database URL Wharf cannot use.
+    #[error("cannot use that database URL: {0}")]
+    BadDatabaseUrl(String),
     /// The database failed.
     #[error("database error: {0}")]
     Database(#[from] sqlx::Error),
@@ -133,6 +136,18 @@ fn database_code(e: &sqlx::Error) -> ErrorCode {
             ErrorCode::Unavailable
         }
         sqlx::Error::Database(db) => {
+            if let Some(pg) = db.try_downcast_ref::<sqlx::postgres::PgDatabaseError>() {
+                // PostgreSQL's SQLSTATE classes: 53 insufficient resources
+                // (53100 disk full), 08 connection, 57 operator intervention
+                // (shutdown), 40 serialization or deadlock, 25006 read-only.
+                let code = pg.code();
+                return match code.get(..2) {
+                    _ if code == "53100" => ErrorCode::NoSpace,
+                    Some("08" | "57" | "40" | "53") => ErrorCode::Unavailable,
+                    _ if code == "25006" => ErrorCode::Unavailable,
+                    _ => ErrorCode::Internal,
+                };
+            }
             let primary = db
                 .code()
                 .and_then(|c| c.parse::<i64>().ok())
@@ -163,9 +178,11 @@ impl Error {
             Error::NotPermitted { .. } => ErrorCode::NotPermitted,
             Error::QuotaExceeded { .. } | Error::QuotaLowered { .. } => ErrorCode::QuotaExceeded,
             Error::Database(e) => database_code(e),
-            Error::Io { .. } | Error::Migrate(_) | Error::Tls(_) | Error::Internal(_) => {
-                ErrorCode::Internal
-            }
+            Error::Io { .. }
+            | Error::Migrate(_)
+            | Error::Tls(_)
+            | Error::Internal(_)
+            | Error::BadDatabaseUrl(_) => ErrorCode::Internal,
         }
     }
 

@@ -4,258 +4,270 @@ mod common;
 
 use std::time::Duration;
 
+use wharf_core::store::Backend;
 use wharf_core::store::{ChatRecord, Direction, ExecRecord, NewUser, TransferRecord};
 use wharf_core::{Error, Service, Store};
 
 #[tokio::test]
 async fn open_creates_the_folder_and_migrates_idempotently() {
-    let env = common::env().await;
-    assert!(env.dir.path().join("db/wharf.db").exists());
-    assert!(env.store.has_no_users().await.expect("query"));
-    // A second process opening the same file finds the schema in place.
-    let again = Store::open(&env.url).await.expect("reopen");
-    assert!(again.has_no_users().await.expect("query"));
+    for env in common::envs().await {
+        if env.store.backend() == Backend::Sqlite {
+            assert!(env.dir.path().join("db/wharf.db").exists());
+        }
+        assert!(env.store.has_no_users().await.expect("query"));
+        // A second process opening the same database finds the schema in place.
+        let again = Store::open(&env.url).await.expect("reopen");
+        assert!(again.has_no_users().await.expect("query"));
+    }
 }
 
 #[tokio::test]
 async fn users_are_created_listed_changed_and_deleted() {
-    let env = common::env().await;
-    let alice = env
-        .add_user("alice", "correct horse", Some(1000), "ftp,chat")
-        .await;
-    assert_eq!(alice.name, "alice");
-    assert_eq!(alice.quota_bytes, Some(1000));
-    assert_eq!(alice.services.to_string(), "ftp,chat");
-    assert!(!alice.locked);
-    assert!(alice.password_hash.starts_with("$argon2id$"));
-    env.add_user("bob", "battery staple", None, "").await;
+    for env in common::envs().await {
+        let alice = env
+            .add_user("alice", "correct horse", Some(1000), "ftp,chat")
+            .await;
+        assert_eq!(alice.name, "alice");
+        assert_eq!(alice.quota_bytes, Some(1000));
+        assert_eq!(alice.services.to_string(), "ftp,chat");
+        assert!(!alice.locked);
+        assert!(alice.password_hash.starts_with("$argon2id$"));
+        env.add_user("bob", "battery staple", None, "").await;
 
-    let names: Vec<String> = env
-        .store
-        .list_users()
-        .await
-        .expect("list")
-        .into_iter()
-        .map(|u| u.name)
-        .collect();
-    assert_eq!(names, ["alice", "bob"]);
+        let names: Vec<String> = env
+            .store
+            .list_users()
+            .await
+            .expect("list")
+            .into_iter()
+            .map(|u| u.name)
+            .collect();
+        assert_eq!(names, ["alice", "bob"]);
 
-    assert!(
-        env.store
-            .grant("alice", Service::Exec)
-            .await
-            .expect("grant")
-    );
-    assert!(
-        !env.store
-            .grant("alice", Service::Exec)
-            .await
-            .expect("grant again")
-    );
-    assert!(
-        env.store
-            .revoke("alice", Service::Chat)
-            .await
-            .expect("revoke")
-    );
-    assert!(
-        !env.store
-            .revoke("alice", Service::Chat)
-            .await
-            .expect("revoke again")
-    );
-    env.store.set_locked("alice", true).await.expect("lock");
-    env.store.set_quota("alice", None).await.expect("quota");
-    let alice = env.store.require_user("alice").await.expect("alice");
-    assert_eq!(alice.services.to_string(), "ftp,exec");
-    assert!(alice.locked);
-    assert_eq!(alice.quota_bytes, None);
+        assert!(
+            env.store
+                .grant("alice", Service::Exec)
+                .await
+                .expect("grant")
+        );
+        assert!(
+            !env.store
+                .grant("alice", Service::Exec)
+                .await
+                .expect("grant again")
+        );
+        assert!(
+            env.store
+                .revoke("alice", Service::Chat)
+                .await
+                .expect("revoke")
+        );
+        assert!(
+            !env.store
+                .revoke("alice", Service::Chat)
+                .await
+                .expect("revoke again")
+        );
+        env.store.set_locked("alice", true).await.expect("lock");
+        env.store.set_quota("alice", None).await.expect("quota");
+        let alice = env.store.require_user("alice").await.expect("alice");
+        assert_eq!(alice.services.to_string(), "ftp,exec");
+        assert!(alice.locked);
+        assert_eq!(alice.quota_bytes, None);
 
-    env.store.delete_user("bob").await.expect("delete");
-    assert!(env.store.user("bob").await.expect("query").is_none());
-    assert!(matches!(env.store.delete_user("bob").await, Err(Error::NoSuchUser(n)) if n == "bob"));
-    assert!(matches!(
-        env.store.set_locked("nobody", true).await,
-        Err(Error::NoSuchUser(_))
-    ));
+        env.store.delete_user("bob").await.expect("delete");
+        assert!(env.store.user("bob").await.expect("query").is_none());
+        assert!(
+            matches!(env.store.delete_user("bob").await, Err(Error::NoSuchUser(n)) if n == "bob")
+        );
+        assert!(matches!(
+            env.store.set_locked("nobody", true).await,
+            Err(Error::NoSuchUser(_))
+        ));
+    }
 }
 
 #[tokio::test]
 async fn duplicate_user_is_refused_and_nothing_changes() {
-    let env = common::env().await;
-    let first = env.add_user("alice", "correct horse", Some(5), "ftp").await;
-    let again = env
-        .store
-        .create_user(&NewUser {
-            name: "alice".into(),
-            password_hash: "x".into(),
-            home: "/elsewhere".into(),
-            quota_bytes: None,
-            services: "exec".parse().expect("services"),
-        })
-        .await;
-    assert!(matches!(again, Err(Error::UserExists(n)) if n == "alice"));
-    let now = env.store.require_user("alice").await.expect("alice");
-    assert_eq!(now.password_hash, first.password_hash);
-    assert_eq!(now.services.to_string(), "ftp");
+    for env in common::envs().await {
+        let first = env.add_user("alice", "correct horse", Some(5), "ftp").await;
+        let again = env
+            .store
+            .create_user(&NewUser {
+                name: "alice".into(),
+                password_hash: "x".into(),
+                home: "/elsewhere".into(),
+                quota_bytes: None,
+                services: "exec".parse().expect("services"),
+            })
+            .await;
+        assert!(matches!(again, Err(Error::UserExists(n)) if n == "alice"));
+        let now = env.store.require_user("alice").await.expect("alice");
+        assert_eq!(now.password_hash, first.password_hash);
+        assert_eq!(now.services.to_string(), "ftp");
+    }
 }
 
 #[tokio::test]
 async fn reservations_fit_exactly_and_refuse_one_byte_more() {
-    let env = common::env().await;
-    let u = env
-        .add_user("alice", "correct horse", Some(1000), "ftp")
-        .await;
-    env.store.reserve(u.id, 600).await.expect("first");
-    match env.store.reserve(u.id, 401).await {
-        Err(Error::QuotaExceeded {
-            needed,
-            free,
-            quota,
-        }) => assert_eq!((needed, free, quota), (401, 400, 1000)),
-        other => panic!("expected QuotaExceeded, got {other:?}"),
+    for env in common::envs().await {
+        let u = env
+            .add_user("alice", "correct horse", Some(1000), "ftp")
+            .await;
+        env.store.reserve(u.id, 600).await.expect("first");
+        match env.store.reserve(u.id, 401).await {
+            Err(Error::QuotaExceeded {
+                needed,
+                free,
+                quota,
+            }) => assert_eq!((needed, free, quota), (401, 400, 1000)),
+            other => panic!("expected QuotaExceeded, got {other:?}"),
+        }
+        env.store.reserve(u.id, 400).await.expect("exact fit");
+        // Commit the first upload, give the second back.
+        env.store.commit(u.id, 600, 600, 1).await.expect("commit");
+        env.store.release(u.id, 400).await.expect("release");
+        let u2 = env.store.require_user("alice").await.expect("alice");
+        assert_eq!(
+            (u2.used_bytes, u2.reserved_bytes, u2.file_count),
+            (600, 0, 1)
+        );
+        env.store.free(u.id, 600, 1).await.expect("free");
+        let u3 = env.store.require_user("alice").await.expect("alice");
+        assert_eq!((u3.used_bytes, u3.reserved_bytes, u3.file_count), (0, 0, 0));
     }
-    env.store.reserve(u.id, 400).await.expect("exact fit");
-    // Commit the first upload, give the second back.
-    env.store.commit(u.id, 600, 600, 1).await.expect("commit");
-    env.store.release(u.id, 400).await.expect("release");
-    let u2 = env.store.require_user("alice").await.expect("alice");
-    assert_eq!(
-        (u2.used_bytes, u2.reserved_bytes, u2.file_count),
-        (600, 0, 1)
-    );
-    env.store.free(u.id, 600, 1).await.expect("free");
-    let u3 = env.store.require_user("alice").await.expect("alice");
-    assert_eq!((u3.used_bytes, u3.reserved_bytes, u3.file_count), (0, 0, 0));
 }
 
 #[tokio::test]
 async fn concurrent_reservations_across_pools_never_overshoot() {
-    let env = common::env().await;
-    let u = env
-        .add_user("alice", "correct horse", Some(1000), "ftp")
-        .await;
-    // A second pool on the same file behaves like a second server process.
-    let other = Store::open(&env.url).await.expect("second pool");
-    let mut tasks = Vec::new();
-    for i in 0..60 {
-        let store = if i % 2 == 0 {
-            env.store.clone()
-        } else {
-            other.clone()
-        };
-        tasks.push(tokio::spawn(async move {
-            store.reserve(u.id, 100).await.is_ok()
-        }));
-    }
-    let mut granted = 0;
-    for t in tasks {
-        if t.await.expect("task") {
-            granted += 1;
+    for env in common::envs().await {
+        let u = env
+            .add_user("alice", "correct horse", Some(1000), "ftp")
+            .await;
+        // A second pool on the same file behaves like a second server process.
+        let other = Store::open(&env.url).await.expect("second pool");
+        let mut tasks = Vec::new();
+        for i in 0..60 {
+            let store = if i % 2 == 0 {
+                env.store.clone()
+            } else {
+                other.clone()
+            };
+            tasks.push(tokio::spawn(async move {
+                store.reserve(u.id, 100).await.is_ok()
+            }));
         }
+        let mut granted = 0;
+        for t in tasks {
+            if t.await.expect("task") {
+                granted += 1;
+            }
+        }
+        assert_eq!(granted, 10);
+        let u = env.store.require_user("alice").await.expect("alice");
+        assert_eq!(u.reserved_bytes, 1000);
     }
-    assert_eq!(granted, 10);
-    let u = env.store.require_user("alice").await.expect("alice");
-    assert_eq!(u.reserved_bytes, 1000);
 }
 
 #[tokio::test]
 async fn unlimited_quota_reserves_anything() {
-    let env = common::env().await;
-    let u = env.add_user("alice", "correct horse", None, "ftp").await;
-    env.store.reserve(u.id, 1 << 50).await.expect("unlimited");
+    for env in common::envs().await {
+        let u = env.add_user("alice", "correct horse", None, "ftp").await;
+        env.store.reserve(u.id, 1 << 50).await.expect("unlimited");
+    }
 }
 
 #[tokio::test]
 async fn usage_report_counts_every_service() {
-    let env = common::env().await;
-    let a = env
-        .add_user("alice", "correct horse", Some(1 << 30), "ftp,chat,exec")
-        .await;
-    let b = env.add_user("bob", "battery staple", None, "chat").await;
-    for (direction, bytes, ok) in [
-        (Direction::Up, 100, true),
-        (Direction::Up, 50, false),
-        (Direction::Down, 30, true),
-    ] {
+    for env in common::envs().await {
+        let a = env
+            .add_user("alice", "correct horse", Some(1 << 30), "ftp,chat,exec")
+            .await;
+        let b = env.add_user("bob", "battery staple", None, "chat").await;
+        for (direction, bytes, ok) in [
+            (Direction::Up, 100, true),
+            (Direction::Up, 50, false),
+            (Direction::Down, 30, true),
+        ] {
+            env.store
+                .record_transfer(&TransferRecord {
+                    user_id: a.id,
+                    direction,
+                    path: "/f".into(),
+                    bytes,
+                    md5: None,
+                    ok,
+                    duration: Duration::from_millis(5),
+                })
+                .await
+                .expect("transfer");
+        }
         env.store
-            .record_transfer(&TransferRecord {
+            .record_chat_messages(&[
+                ChatRecord {
+                    id: 1,
+                    sender_id: a.id,
+                    room: Some("lobby".into()),
+                    seq: Some(1),
+                    recipient_id: None,
+                    body: "hi".into(),
+                    at: 1,
+                },
+                ChatRecord {
+                    id: 2,
+                    sender_id: b.id,
+                    room: None,
+                    seq: None,
+                    recipient_id: Some(a.id),
+                    body: "psst".into(),
+                    at: 2,
+                },
+            ])
+            .await
+            .expect("chat");
+        assert_eq!(env.store.last_chat_id().await.expect("last id"), 2);
+        assert_eq!(env.store.last_room_seq("lobby").await.expect("seq"), 1);
+        let history = env.store.room_history("lobby", 10).await.expect("history");
+        assert_eq!(history.len(), 1);
+        assert_eq!(
+            (history[0].sender.as_str(), history[0].body.as_str()),
+            ("alice", "hi")
+        );
+        env.store
+            .record_exec(&ExecRecord {
                 user_id: a.id,
-                direction,
-                path: "/f".into(),
-                bytes,
-                md5: None,
-                ok,
-                duration: Duration::from_millis(5),
+                command: "true".into(),
+                exit_code: Some(0),
+                signal: None,
+                duration: Duration::from_millis(3),
+                bytes_out: 0,
             })
             .await
-            .expect("transfer");
-    }
-    env.store
-        .record_chat_messages(&[
-            ChatRecord {
-                id: 1,
-                sender_id: a.id,
-                room: Some("lobby".into()),
-                seq: Some(1),
-                recipient_id: None,
-                body: "hi".into(),
-                at: 1,
-            },
-            ChatRecord {
-                id: 2,
-                sender_id: b.id,
-                room: None,
-                seq: None,
-                recipient_id: Some(a.id),
-                body: "psst".into(),
-                at: 2,
-            },
-        ])
-        .await
-        .expect("chat");
-    assert_eq!(env.store.last_chat_id().await.expect("last id"), 2);
-    assert_eq!(env.store.last_room_seq("lobby").await.expect("seq"), 1);
-    let history = env.store.room_history("lobby", 10).await.expect("history");
-    assert_eq!(history.len(), 1);
-    assert_eq!(
-        (history[0].sender.as_str(), history[0].body.as_str()),
-        ("alice", "hi")
-    );
-    env.store
-        .record_exec(&ExecRecord {
-            user_id: a.id,
-            command: "true".into(),
-            exit_code: Some(0),
-            signal: None,
-            duration: Duration::from_millis(3),
-            bytes_out: 0,
-        })
-        .await
-        .expect("exec");
+            .expect("exec");
 
-    let rows = env.store.usage_report(None, 0).await.expect("report");
-    assert_eq!(rows.len(), 2);
-    let ra = &rows[0];
-    assert_eq!(ra.name, "alice");
-    assert_eq!(
-        (ra.uploads, ra.downloads, ra.bytes_up, ra.bytes_down),
-        (1, 1, 150, 30)
-    );
-    assert_eq!((ra.chat_messages, ra.exec_commands), (1, 1));
-    assert_eq!((rows[1].name.as_str(), rows[1].chat_messages), ("bob", 1));
-    let only_bob = env
-        .store
-        .usage_report(Some("bob"), 0)
-        .await
-        .expect("report");
-    assert_eq!(only_bob.len(), 1);
-    let recent = env
-        .store
-        .usage_report(Some("bob"), 10)
-        .await
-        .expect("report");
-    assert_eq!(recent[0].chat_messages, 0);
+        let rows = env.store.usage_report(None, 0).await.expect("report");
+        assert_eq!(rows.len(), 2);
+        let ra = &rows[0];
+        assert_eq!(ra.name, "alice");
+        assert_eq!(
+            (ra.uploads, ra.downloads, ra.bytes_up, ra.bytes_down),
+            (1, 1, 150, 30)
+        );
+        assert_eq!((ra.chat_messages, ra.exec_commands), (1, 1));
+        assert_eq!((rows[1].name.as_str(), rows[1].chat_messages), ("bob", 1));
+        let only_bob = env
+            .store
+            .usage_report(Some("bob"), 0)
+            .await
+            .expect("report");
+        assert_eq!(only_bob.len(), 1);
+        let recent = env
+            .store
+            .usage_report(Some("bob"), 10)
+            .await
+            .expect("report");
+        assert_eq!(recent[0].chat_messages, 0);
+    }
 }
 
 #[tokio::test]
@@ -277,4 +289,39 @@ async fn the_database_is_private_and_made_so_when_found_open() {
     let store = Store::open(&url).await.expect("open again");
     assert_eq!(mode(&db), 0o600, "found readable by others, made private");
     store.close().await;
+}
+
+#[tokio::test]
+async fn a_database_url_wharf_does_not_serve_is_refused_and_nothing_is_made() {
+    let dir = tempfile::tempdir().expect("dir");
+    let here = std::env::current_dir().expect("cwd");
+    std::env::set_current_dir(dir.path()).expect("cd");
+    for (url, says) in [
+        ("mysql://root@db/wharf", "Wharf does not serve mysql"),
+        ("postgress://host/db", "Wharf does not serve postgress"),
+        ("data/wharf.db", "it has no scheme"),
+    ] {
+        let Err(e) = Store::open(url).await else {
+            panic!("{url} was opened");
+        };
+        let text = e.to_string();
+        assert!(text.contains(says), "{url}: {text}");
+        assert!(
+            text.contains("sqlite://FILE") && text.contains("postgres://"),
+            "{text}"
+        );
+    }
+    // A PostgreSQL URL is never taken for a file name: nothing appears here.
+    let _ = Store::open("postgres://nobody@127.0.0.1:1/wharf").await;
+    std::env::set_current_dir(here).expect("cd back");
+    let made: Vec<_> = std::fs::read_dir(dir.path()).expect("ls").collect();
+    assert!(made.is_empty(), "{made:?}");
+}
+
+#[tokio::test]
+async fn a_password_in_a_postgres_url_is_never_in_an_error() {
+    let Err(e) = Store::open("postgres://wharf:s3cret-pw@127.0.0.1:1/wharf").await else {
+        panic!("nothing listens on port 1");
+    };
+    assert!(!format!("{e} {e:?}").contains("s3cret-pw"), "{e:?}");
 }

@@ -120,7 +120,12 @@ async fn serve(args: Args) -> Result<()> {
         .database
         .open_quietly(args.limits.login_policy())
         .await
-        .with_context(|| format!("cannot open the database {url}"))?;
+        .with_context(|| {
+            format!(
+                "cannot open the database {}",
+                wharf_core::config::shown_database_url(&url)
+            )
+        })?;
     let tls = args.tls.load(&args.database.data_dir)?;
 
     let in_use = |what: &str, addr: &str| {
@@ -206,13 +211,17 @@ async fn serve(args: Args) -> Result<()> {
         None => println!("TLS OFF (--no-tls): everything crosses the network in clear"),
     }
     println!(
-        "database {url}; homes under {}",
+        "database {}; homes under {}",
+        wharf_core::config::shown_database_url(&url),
         args.database.data_dir.join("homes").display()
     );
     if store.has_no_users().await? {
         let admin = admin_cli();
         let db = if args.database.database_url.is_some() {
-            format!(" --database-url {url}")
+            format!(
+                " --database-url {}",
+                wharf_core::config::shown_database_url(&url)
+            )
         } else if args.database.data_dir.as_os_str() != wharf_core::config::DEFAULT_DATA_DIR {
             format!(" --data-dir {}", args.database.data_dir.display())
         } else {

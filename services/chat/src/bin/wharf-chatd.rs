@@ -47,7 +47,12 @@ async fn serve(args: Args) -> Result<()> {
         .database
         .open(args.limits.login_policy())
         .await
-        .with_context(|| format!("cannot open the database {url}"))?;
+        .with_context(|| {
+            format!(
+                "cannot open the database {}",
+                wharf_core::config::shown_database_url(&url)
+            )
+        })?;
     let tls = args.tls.load(&args.database.data_dir)?;
     let (listener, udp) = bind(&args.listen).await.with_context(|| {
         format!(
@@ -56,7 +61,7 @@ async fn serve(args: Args) -> Result<()> {
         )
     })?;
     let addr = listener.local_addr()?;
-    tracing::info!(%addr, database = %url, "wharf-chatd {} serving chat over TCP and UDP", env!("CARGO_PKG_VERSION"));
+    tracing::info!(%addr, database = %wharf_core::config::shown_database_url(&url), "wharf-chatd {} serving chat over TCP and UDP", env!("CARGO_PKG_VERSION"));
     let shutdown = cancel_on_signal(|| {
         tracing::info!("shutting down: sessions are told, history is written out")
     });

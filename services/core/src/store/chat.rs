@@ -47,7 +47,7 @@ impl Store {
         for m in messages {
             sqlx::query(
                 "INSERT INTO chat_messages (id, room, seq, recipient_id, sender_id, body, at) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                 VALUES ($1, $2, $3, $4, $5, $6, $7)",
             )
             .bind(to_i64(m.id))
             .bind(&m.room)
@@ -74,7 +74,7 @@ impl Store {
     /// The highest `seq` in `room` so far (0 for none).
     pub async fn last_room_seq(&self, room: &str) -> Result<u64> {
         let row =
-            sqlx::query("SELECT COALESCE(MAX(seq), 0) AS seq FROM chat_messages WHERE room = ?1")
+            sqlx::query("SELECT COALESCE(MAX(seq), 0) AS seq FROM chat_messages WHERE room = $1")
                 .bind(room)
                 .fetch_one(&self.pool)
                 .await?;
@@ -86,7 +86,7 @@ impl Store {
         let rows = sqlx::query(
             "SELECT c.id, c.seq, u.name, c.body, c.at FROM chat_messages c \
              JOIN users u ON u.id = c.sender_id \
-             WHERE c.room = ?1 ORDER BY c.seq DESC LIMIT ?2",
+             WHERE c.room = $1 ORDER BY c.seq DESC LIMIT $2",
         )
         .bind(room)
         .bind(i64::from(limit))

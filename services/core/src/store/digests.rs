@@ -53,15 +53,15 @@ fn bits(n: u64) -> i64 {
 }
 
 pub(super) const REMEMBER: &str = "INSERT INTO file_md5 (user_id, dev, ino, size, mtime_ns, ctime_ns, md5) \
-     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) \
-     ON CONFLICT (user_id, dev, ino) DO UPDATE SET size = ?4, mtime_ns = ?5, ctime_ns = ?6, md5 = ?7";
+     VALUES ($1, $2, $3, $4, $5, $6, $7) \
+     ON CONFLICT (user_id, dev, ino) DO UPDATE SET size = $4, mtime_ns = $5, ctime_ns = $6, md5 = $7";
 
 /// `query` with its first six parameters bound to `user_id` and `version`.
 fn bind_version<'q>(
-    query: sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments>,
+    query: sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments>,
     user_id: i64,
     version: &FileVersion,
-) -> sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments> {
+) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments> {
     query
         .bind(user_id)
         .bind(bits(version.dev))
@@ -76,7 +76,7 @@ pub(super) fn remember<'q>(
     user_id: i64,
     version: &FileVersion,
     md5: &'q str,
-) -> sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments> {
+) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments> {
     bind_version(sqlx::query(REMEMBER), user_id, version).bind(md5)
 }
 
@@ -85,8 +85,8 @@ pub(super) fn forget<'q>(
     user_id: i64,
     dev: u64,
     ino: u64,
-) -> sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments> {
-    sqlx::query("DELETE FROM file_md5 WHERE user_id = ?1 AND dev = ?2 AND ino = ?3")
+) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments> {
+    sqlx::query("DELETE FROM file_md5 WHERE user_id = $1 AND dev = $2 AND ino = $3")
         .bind(user_id)
         .bind(bits(dev))
         .bind(bits(ino))
@@ -97,8 +97,8 @@ impl Store {
     pub async fn known_md5(&self, user_id: i64, version: &FileVersion) -> Result<Option<String>> {
         let row = bind_version(
             sqlx::query(
-                "SELECT md5 FROM file_md5 WHERE user_id = ?1 AND dev = ?2 AND ino = ?3 \
-                 AND size = ?4 AND mtime_ns = ?5 AND ctime_ns = ?6",
+                "SELECT md5 FROM file_md5 WHERE user_id = $1 AND dev = $2 AND ino = $3 \
+                 AND size = $4 AND mtime_ns = $5 AND ctime_ns = $6",
             ),
             user_id,
             version,

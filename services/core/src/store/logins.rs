@@ -10,7 +10,7 @@ impl Store {
     /// Times (unix ms, oldest first) of failed logins for `name` since `since`.
     pub async fn failures_since(&self, name: &str, since: i64) -> Result<Vec<i64>> {
         let rows =
-            sqlx::query("SELECT at FROM login_failures WHERE name = ?1 AND at >= ?2 ORDER BY at")
+            sqlx::query("SELECT at FROM login_failures WHERE name = $1 AND at >= $2 ORDER BY at")
                 .bind(name)
                 .bind(since)
                 .fetch_all(&self.pool)
@@ -22,7 +22,7 @@ impl Store {
     /// `since`.
     pub async fn source_failures_since(&self, source: &str, since: i64) -> Result<Vec<i64>> {
         let rows =
-            sqlx::query("SELECT at FROM login_failures WHERE source = ?1 AND at >= ?2 ORDER BY at")
+            sqlx::query("SELECT at FROM login_failures WHERE source = $1 AND at >= $2 ORDER BY at")
                 .bind(source)
                 .bind(since)
                 .fetch_all(&self.pool)
@@ -40,11 +40,11 @@ impl Store {
         forget_before: i64,
     ) -> Result<()> {
         let mut tx = self.pool.begin().await?;
-        sqlx::query("DELETE FROM login_failures WHERE at < ?1")
+        sqlx::query("DELETE FROM login_failures WHERE at < $1")
             .bind(forget_before)
             .execute(&mut *tx)
             .await?;
-        sqlx::query("INSERT INTO login_failures (name, source, at) VALUES (?1, ?2, ?3)")
+        sqlx::query("INSERT INTO login_failures (name, source, at) VALUES ($1, $2, $3)")
             .bind(name)
             .bind(source)
             .bind(at)
@@ -56,7 +56,7 @@ impl Store {
 
     /// Forgets every failed login of `name` (an admin unlock).
     pub async fn clear_failures(&self, name: &str) -> Result<()> {
-        sqlx::query("DELETE FROM login_failures WHERE name = ?1")
+        sqlx::query("DELETE FROM login_failures WHERE name = $1")
             .bind(name)
             .execute(&self.pool)
             .await?;
@@ -66,7 +66,7 @@ impl Store {
     /// Forgets the failed logins of `name` from `source` (its right
     /// password from there): others' failures on the name stay.
     pub async fn clear_failures_from(&self, name: &str, source: &str) -> Result<()> {
-        sqlx::query("DELETE FROM login_failures WHERE name = ?1 AND source = ?2")
+        sqlx::query("DELETE FROM login_failures WHERE name = $1 AND source = $2")
             .bind(name)
             .bind(source)
             .execute(&self.pool)
@@ -76,7 +76,7 @@ impl Store {
 
     /// Records a successful login.
     pub async fn record_login(&self, user_id: i64, at: i64) -> Result<()> {
-        sqlx::query("UPDATE users SET last_login_at = ?1 WHERE id = ?2")
+        sqlx::query("UPDATE users SET last_login_at = $1 WHERE id = $2")
             .bind(at)
             .bind(user_id)
             .execute(&self.pool)

@@ -1,6 +1,10 @@
 //! The database: opening it, migrating it, and every SQL statement Wharf
-//! runs. SQL lives only here, so another back end (PostgreSQL for replicated
-//! deployments) means another implementation of this module and nothing else.
+//! runs. SQL lives only here. Two back ends: SQLite (`sqlite://FILE`, one
+//! machine, the default) and PostgreSQL (`postgres://...`, several
+//! replicas on one database). Both go through sqlx's `Any` driver with the
+//! same statements (`$N` parameters, which SQLite reads too); the few that
+//! differ ask [`Store::backend`]. Each back end has its own migrations
+//! (`migrations/sqlite`, `migrations/postgres`).
 
 mod chat;
 mod digests;
@@ -13,8 +17,9 @@ use std::path::Path;
 use std::str::FromStr;
 use std::time::Duration;
 
-use sqlx::SqlitePool;
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
+use sqlx::sqlite::SqliteConnectOptions;
+use sqlx::{AnyPool, ConnectOptions};
 
 use crate::error::{Error, Result};
 
@@ -24,26 +29,65 @@ pub use quota::UploadCommit;
 pub use usage::{Direction, ExecLogRow, ExecRecord, TransferRecord, TransferRow, UsageRow};
 pub use users::{NewUser, User};
 
-/// How long a statement waits for another process's write lock.
+/// How long a statement waits for another process's write lock (SQLite).
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Which database a [`Store`] is on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// One SQLite file.
+    Sqlite,
+    /// A PostgreSQL database.
+    Postgres,
+}
+
+impl Backend {
+    /// The back end a database URL names, or an error that says which URLs
+    /// Wharf takes (never quoting the URL itself: it may hold a password).
+    pub fn of_url(url: &str) -> Result<Backend> {
+        let scheme = url.split_once(':').map(|(s, _)| s.to_ascii_lowercase());
+        match scheme.as_deref() {
+            Some("sqlite") => Ok(Backend::Sqlite),
+            Some("postgres" | "postgresql") => Ok(Backend::Postgres),
+            Some(other) if other.chars().all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c)) => {
+                Err(Error::BadDatabaseUrl(format!(
+                    "Wharf does not serve {other}: databases are sqlite://FILE (one machine) or postgres://USER@HOST/DATABASE"
+                )))
+            }
+            _ => Err(Error::BadDatabaseUrl(
+                "it has no scheme: write sqlite://FILE (one machine) or postgres://USER@HOST/DATABASE".into(),
+            )),
+        }
+    }
+}
 
 /// A handle on the shared database; cheap to clone.
 #[derive(Debug, Clone)]
 pub struct Store {
-    pool: SqlitePool,
+    pool: AnyPool,
+    backend: Backend,
 }
 
 impl Store {
-    /// Opens the database at `url` (`sqlite://data/wharf.db`), creating the
-    /// file and its folder when missing, and applies pending migrations.
+    /// Opens the database at `url` (`sqlite://data/wharf.db`, or
+    /// `postgres://USER@HOST/DATABASE`), creating a SQLite file and its
+    /// folder when missing, and applies pending migrations.
     pub async fn open(url: &str) -> Result<Store> {
+        sqlx::any::install_default_drivers();
+        match Backend::of_url(url)? {
+            Backend::Sqlite => Self::open_sqlite(url).await,
+            Backend::Postgres => Self::open_postgres(url).await,
+        }
+    }
+
+    async fn open_sqlite(url: &str) -> Result<Store> {
         let options = SqliteConnectOptions::from_str(url)
-            .map_err(|e| Error::Internal(format!("invalid database URL {url:?}: {e}")))?
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(SqliteSynchronous::Normal)
-            .foreign_keys(true)
-            .busy_timeout(BUSY_TIMEOUT);
+            .map_err(|e| {
+                Error::BadDatabaseUrl(format!(
+                    "{url:?} is not a SQLite URL ({e}); write sqlite://FILE"
+                ))
+            })?
+            .create_if_missing(true);
         let file = options.get_filename();
         if file != Path::new(":memory:")
             && let Some(dir) = file.parent().filter(|d| !d.as_os_str().is_empty())
@@ -54,15 +98,59 @@ impl Store {
         if file != Path::new(":memory:") {
             private_files(file)?;
         }
-        let pool = SqlitePoolOptions::new()
+        // The Any driver takes a URL; what it cannot say is set on every
+        // new connection.
+        let any = AnyConnectOptions::from_url(&options.to_url_lossy())?;
+        let pool = AnyPoolOptions::new()
             .max_connections(8)
-            .connect_with(options)
+            .after_connect(|conn, _| {
+                Box::pin(async move {
+                    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+                        "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
+                         PRAGMA foreign_keys = ON; PRAGMA busy_timeout = {};",
+                        BUSY_TIMEOUT.as_millis()
+                    )))
+                    .execute(conn)
+                    .await?;
+                    Ok(())
+                })
+            })
+            .connect_with(any)
             .await?;
-        sqlx::migrate!("../../migrations").run(&pool).await?;
-        Ok(Store { pool })
+        sqlx::migrate!("../../migrations/sqlite").run(&pool).await?;
+        Ok(Store {
+            pool,
+            backend: Backend::Sqlite,
+        })
     }
 
-    /// Closes every connection, checkpointing the WAL.
+    async fn open_postgres(url: &str) -> Result<Store> {
+        let any = AnyConnectOptions::from_str(url).map_err(|_| {
+            Error::BadDatabaseUrl(
+                "it is not a PostgreSQL URL: write postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE"
+                    .into(),
+            )
+        })?;
+        let pool = AnyPoolOptions::new()
+            .max_connections(16)
+            .acquire_timeout(Duration::from_secs(10))
+            .connect_with(any)
+            .await?;
+        sqlx::migrate!("../../migrations/postgres")
+            .run(&pool)
+            .await?;
+        Ok(Store {
+            pool,
+            backend: Backend::Postgres,
+        })
+    }
+
+    /// Which database this is.
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// Closes every connection (on SQLite, checkpointing the WAL).
     pub async fn close(&self) {
         self.pool.close().await;
     }

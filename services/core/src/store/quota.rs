@@ -9,9 +9,11 @@ use super::usage::{TransferRecord, insert_transfer};
 use super::{FileVersion, Store, to_i64, to_u64};
 use crate::error::{Error, Result};
 
-const COMMIT: &str = "UPDATE users SET reserved_bytes = MAX(reserved_bytes - ?1, 0), \
-     used_bytes = MAX(used_bytes + ?2, 0), file_count = MAX(file_count + ?3, 0) \
-     WHERE id = ?4";
+const COMMIT: &str = "UPDATE users SET \
+     reserved_bytes = CASE WHEN reserved_bytes > $1 THEN reserved_bytes - $1 ELSE 0 END, \
+     used_bytes = CASE WHEN used_bytes + $2 > 0 THEN used_bytes + $2 ELSE 0 END, \
+     file_count = CASE WHEN file_count + $3 > 0 THEN file_count + $3 ELSE 0 END \
+     WHERE id = $4";
 
 impl Store {
     /// Reserves `bytes` for an upload, or fails with `QuotaExceeded` saying
@@ -53,11 +55,14 @@ impl Store {
 
     /// Gives back reserved bytes that will not be used (failed upload).
     pub async fn release(&self, user_id: i64, bytes: u64) -> Result<()> {
-        sqlx::query("UPDATE users SET reserved_bytes = MAX(reserved_bytes - ?1, 0) WHERE id = ?2")
-            .bind(to_i64(bytes))
-            .bind(user_id)
-            .execute(&self.pool)
-            .await?;
+        sqlx::query(
+            "UPDATE users SET reserved_bytes = \
+             CASE WHEN reserved_bytes > $1 THEN reserved_bytes - $1 ELSE 0 END WHERE id = $2",
+        )
+        .bind(to_i64(bytes))
+        .bind(user_id)
+        .execute(&self.pool)
+        .await?;
         Ok(())
     }
 
@@ -139,14 +144,14 @@ pub struct UploadCommit {
 
 /// The conditional reservation, on one connection.
 async fn reserve_on(
-    conn: &mut sqlx::SqliteConnection,
+    conn: &mut sqlx::AnyConnection,
     user_id: i64,
     bytes: u64,
     replacing: u64,
 ) -> Result<()> {
     let done = sqlx::query(
-        "UPDATE users SET reserved_bytes = reserved_bytes + ?1 \
-         WHERE id = ?2 AND (quota_bytes IS NULL OR used_bytes + reserved_bytes + ?1 <= quota_bytes + ?3)",
+        "UPDATE users SET reserved_bytes = reserved_bytes + $1 \
+         WHERE id = $2 AND (quota_bytes IS NULL OR used_bytes + reserved_bytes + $1 <= quota_bytes + $3)",
     )
     .bind(to_i64(bytes))
     .bind(user_id)
@@ -157,7 +162,7 @@ async fn reserve_on(
         return Ok(());
     }
     let row =
-        sqlx::query("SELECT quota_bytes, used_bytes, reserved_bytes FROM users WHERE id = ?1")
+        sqlx::query("SELECT quota_bytes, used_bytes, reserved_bytes FROM users WHERE id = $1")
             .bind(user_id)
             .fetch_optional(&mut *conn)
             .await?

@@ -131,12 +131,12 @@ pub struct UsageRow {
 }
 
 const INSERT_TRANSFER: &str = "INSERT INTO transfers (user_id, direction, path, bytes, md5, ok, duration_ms, at) \
-     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)";
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8)";
 
 /// The statement recording `t`, ready to run on a pool or in a transaction.
 pub(super) fn insert_transfer(
     t: &TransferRecord,
-) -> sqlx::query::Query<'_, sqlx::Sqlite, sqlx::sqlite::SqliteArguments> {
+) -> sqlx::query::Query<'_, sqlx::Any, sqlx::any::AnyArguments> {
     sqlx::query(INSERT_TRANSFER)
         .bind(t.user_id)
         .bind(t.direction.as_str())
@@ -159,7 +159,7 @@ impl Store {
     pub async fn record_exec(&self, e: &ExecRecord) -> Result<()> {
         sqlx::query(
             "INSERT INTO exec_log (user_id, command, exit_code, signal, duration_ms, bytes_out, at) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
         )
         .bind(e.user_id)
         .bind(&e.command)
@@ -184,7 +184,7 @@ impl Store {
         let rows = sqlx::query(
             "SELECT t.direction, t.path, t.bytes, t.md5, t.ok, t.duration_ms, t.at \
              FROM transfers t JOIN users u ON u.id = t.user_id \
-             WHERE u.name = ?1 AND t.at >= ?2 ORDER BY t.id DESC LIMIT ?3",
+             WHERE u.name = $1 AND t.at >= $2 ORDER BY t.id DESC LIMIT $3",
         )
         .bind(name)
         .bind(since)
@@ -222,7 +222,7 @@ impl Store {
         let rows = sqlx::query(
             "SELECT u.name, e.command, e.exit_code, e.signal, e.duration_ms, e.bytes_out, e.at \
              FROM exec_log e JOIN users u ON u.id = e.user_id \
-             WHERE (?1 IS NULL OR u.name = ?1) AND e.at >= ?2 ORDER BY e.id DESC LIMIT ?3",
+             WHERE (CAST($1 AS TEXT) IS NULL OR u.name = $1) AND e.at >= $2 ORDER BY e.id DESC LIMIT $3",
         )
         .bind(name)
         .bind(since)
@@ -249,13 +249,13 @@ impl Store {
     pub async fn usage_report(&self, name: Option<&str>, since: i64) -> Result<Vec<UsageRow>> {
         let rows = sqlx::query(
             "SELECT u.name, u.quota_bytes, u.used_bytes, u.reserved_bytes, u.file_count, u.last_login_at, \
-               (SELECT COUNT(*) FROM transfers t WHERE t.user_id = u.id AND t.ok = 1 AND t.direction = 'up' AND t.at >= ?1) AS uploads, \
-               (SELECT COUNT(*) FROM transfers t WHERE t.user_id = u.id AND t.ok = 1 AND t.direction = 'down' AND t.at >= ?1) AS downloads, \
-               (SELECT COALESCE(SUM(t.bytes), 0) FROM transfers t WHERE t.user_id = u.id AND t.direction = 'up' AND t.at >= ?1) AS bytes_up, \
-               (SELECT COALESCE(SUM(t.bytes), 0) FROM transfers t WHERE t.user_id = u.id AND t.direction = 'down' AND t.at >= ?1) AS bytes_down, \
-               (SELECT COUNT(*) FROM chat_messages c WHERE c.sender_id = u.id AND c.at >= ?1) AS chat_messages, \
-               (SELECT COUNT(*) FROM exec_log e WHERE e.user_id = u.id AND e.at >= ?1) AS exec_commands \
-             FROM users u WHERE ?2 IS NULL OR u.name = ?2 ORDER BY u.name",
+               (SELECT COUNT(*) FROM transfers t WHERE t.user_id = u.id AND t.ok = 1 AND t.direction = 'up' AND t.at >= $1) AS uploads, \
+               (SELECT COUNT(*) FROM transfers t WHERE t.user_id = u.id AND t.ok = 1 AND t.direction = 'down' AND t.at >= $1) AS downloads, \
+               (SELECT CAST(COALESCE(SUM(t.bytes), 0) AS BIGINT) FROM transfers t WHERE t.user_id = u.id AND t.direction = 'up' AND t.at >= $1) AS bytes_up, \
+               (SELECT CAST(COALESCE(SUM(t.bytes), 0) AS BIGINT) FROM transfers t WHERE t.user_id = u.id AND t.direction = 'down' AND t.at >= $1) AS bytes_down, \
+               (SELECT COUNT(*) FROM chat_messages c WHERE c.sender_id = u.id AND c.at >= $1) AS chat_messages, \
+               (SELECT COUNT(*) FROM exec_log e WHERE e.user_id = u.id AND e.at >= $1) AS exec_commands \
+             FROM users u WHERE CAST($2 AS TEXT) IS NULL OR u.name = $2 ORDER BY u.name",
         )
         .bind(since)
         .bind(name)

@@ -3,9 +3,9 @@
 use std::path::PathBuf;
 
 use sqlx::Row;
-use sqlx::sqlite::SqliteRow;
+use sqlx::any::AnyRow;
 
-use super::{Store, is_unique_violation, to_i64, to_u64};
+use super::{Backend, Store, is_unique_violation, to_i64, to_u64};
 use crate::error::{Error, Result};
 use crate::service::{Service, ServiceSet};
 use crate::time::now_ms;
@@ -68,12 +68,31 @@ pub struct NewUser {
     pub services: ServiceSet,
 }
 
-const SELECT_USER: &str = "SELECT u.id, u.name, u.password_hash, u.home, u.quota_bytes, u.used_bytes, \
-     u.reserved_bytes, u.file_count, u.locked, u.created_at, u.last_login_at, \
-     (SELECT group_concat(s.service, ',') FROM user_services s WHERE s.user_id = u.id) AS services \
-     FROM users u";
+/// Every column of a user, with the services joined by commas in the
+/// back end's words for that.
+macro_rules! select_user {
+    ($agg:literal) => {
+        concat!(
+            "SELECT u.id, u.name, u.password_hash, u.home, u.quota_bytes, u.used_bytes, \
+             u.reserved_bytes, u.file_count, u.locked, u.created_at, u.last_login_at, \
+             (SELECT ",
+            $agg,
+            "(s.service, ',') FROM user_services s WHERE s.user_id = u.id) AS services \
+             FROM users u"
+        )
+    };
+}
 
-fn user_from_row(row: &SqliteRow) -> Result<User> {
+impl Store {
+    fn select_user(&self) -> &'static str {
+        match self.backend {
+            Backend::Sqlite => select_user!("group_concat"),
+            Backend::Postgres => select_user!("string_agg"),
+        }
+    }
+}
+
+fn user_from_row(row: &AnyRow) -> Result<User> {
     let services: Option<String> = row.try_get("services")?;
     Ok(User {
         id: row.try_get("id")?,
@@ -97,7 +116,7 @@ impl Store {
         let mut tx = self.pool.begin().await?;
         let inserted = sqlx::query(
             "INSERT INTO users (name, password_hash, home, quota_bytes, created_at) \
-             VALUES (?1, ?2, ?3, ?4, ?5) RETURNING id",
+             VALUES ($1, $2, $3, $4, $5) RETURNING id",
         )
         .bind(&new.name)
         .bind(&new.password_hash)
@@ -112,7 +131,7 @@ impl Store {
             Err(e) => return Err(e.into()),
         };
         for svc in new.services.iter() {
-            sqlx::query("INSERT INTO user_services (user_id, service) VALUES (?1, ?2)")
+            sqlx::query("INSERT INTO user_services (user_id, service) VALUES ($1, $2)")
                 .bind(id)
                 .bind(svc.as_str())
                 .execute(&mut *tx)
@@ -125,7 +144,8 @@ impl Store {
     /// The user named `name`, if any.
     pub async fn user(&self, name: &str) -> Result<Option<User>> {
         let row = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "{SELECT_USER} WHERE u.name = ?1"
+            "{} WHERE u.name = $1",
+            self.select_user()
         )))
         .bind(name)
         .fetch_optional(&self.pool)
@@ -143,7 +163,8 @@ impl Store {
     /// Every user, by name.
     pub async fn list_users(&self) -> Result<Vec<User>> {
         let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "{SELECT_USER} ORDER BY u.name"
+            "{} ORDER BY u.name",
+            self.select_user()
         )))
         .fetch_all(&self.pool)
         .await?;
@@ -152,9 +173,10 @@ impl Store {
 
     /// True when no user exists yet.
     pub async fn has_no_users(&self) -> Result<bool> {
-        let row = sqlx::query("SELECT NOT EXISTS (SELECT 1 FROM users) AS empty")
-            .fetch_one(&self.pool)
-            .await?;
+        let row =
+            sqlx::query("SELECT CASE WHEN EXISTS (SELECT 1 FROM users) THEN 0 ELSE 1 END AS empty")
+                .fetch_one(&self.pool)
+                .await?;
         Ok(row.try_get::<i64, _>("empty")? != 0)
     }
 
@@ -162,7 +184,7 @@ impl Store {
     /// as it was.
     pub async fn delete_user(&self, name: &str) -> Result<User> {
         let user = self.require_user(name).await?;
-        sqlx::query("DELETE FROM users WHERE id = ?1")
+        sqlx::query("DELETE FROM users WHERE id = $1")
             .bind(user.id)
             .execute(&self.pool)
             .await?;
@@ -172,7 +194,7 @@ impl Store {
     async fn update_user(
         &self,
         name: &str,
-        query: sqlx::query::Query<'_, sqlx::Sqlite, sqlx::sqlite::SqliteArguments>,
+        query: sqlx::query::Query<'_, sqlx::Any, sqlx::any::AnyArguments>,
     ) -> Result<()> {
         let done = query.execute(&self.pool).await?;
         if done.rows_affected() == 0 {
@@ -183,7 +205,7 @@ impl Store {
 
     /// Replaces a user's password hash.
     pub async fn set_password_hash(&self, name: &str, hash: &str) -> Result<()> {
-        let q = sqlx::query("UPDATE users SET password_hash = ?1 WHERE name = ?2")
+        let q = sqlx::query("UPDATE users SET password_hash = $1 WHERE name = $2")
             .bind(hash.to_owned())
             .bind(name.to_owned());
         self.update_user(name, q).await
@@ -191,7 +213,7 @@ impl Store {
 
     /// Locks or unlocks an account.
     pub async fn set_locked(&self, name: &str, locked: bool) -> Result<()> {
-        let q = sqlx::query("UPDATE users SET locked = ?1 WHERE name = ?2")
+        let q = sqlx::query("UPDATE users SET locked = $1 WHERE name = $2")
             .bind(i64::from(locked))
             .bind(name.to_owned());
         self.update_user(name, q).await
@@ -199,7 +221,7 @@ impl Store {
 
     /// Sets the quota; `None` is unlimited.
     pub async fn set_quota(&self, name: &str, quota: Option<u64>) -> Result<()> {
-        let q = sqlx::query("UPDATE users SET quota_bytes = ?1 WHERE name = ?2")
+        let q = sqlx::query("UPDATE users SET quota_bytes = $1 WHERE name = $2")
             .bind(quota.map(to_i64))
             .bind(name.to_owned());
         self.update_user(name, q).await
@@ -207,7 +229,7 @@ impl Store {
 
     /// Points the user at another home directory.
     pub async fn set_home(&self, name: &str, home: &std::path::Path) -> Result<()> {
-        let q = sqlx::query("UPDATE users SET home = ?1 WHERE name = ?2")
+        let q = sqlx::query("UPDATE users SET home = $1 WHERE name = $2")
             .bind(home.to_string_lossy().into_owned())
             .bind(name.to_owned());
         self.update_user(name, q).await
@@ -216,7 +238,7 @@ impl Store {
     /// Records what a scan of the home found.
     pub async fn set_usage(&self, name: &str, usage: &crate::home::HomeUsage) -> Result<()> {
         let q = sqlx::query(
-            "UPDATE users SET used_bytes = ?1, file_count = ?2, reserved_bytes = ?3 WHERE name = ?4",
+            "UPDATE users SET used_bytes = $1, file_count = $2, reserved_bytes = $3 WHERE name = $4",
         )
         .bind(to_i64(usage.bytes))
         .bind(to_i64(usage.files))
@@ -228,19 +250,20 @@ impl Store {
     /// Grants a service; false when the user had it already.
     pub async fn grant(&self, name: &str, service: Service) -> Result<bool> {
         let user = self.require_user(name).await?;
-        let done =
-            sqlx::query("INSERT OR IGNORE INTO user_services (user_id, service) VALUES (?1, ?2)")
-                .bind(user.id)
-                .bind(service.as_str())
-                .execute(&self.pool)
-                .await?;
+        let done = sqlx::query(
+            "INSERT INTO user_services (user_id, service) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+        )
+        .bind(user.id)
+        .bind(service.as_str())
+        .execute(&self.pool)
+        .await?;
         Ok(done.rows_affected() == 1)
     }
 
     /// Revokes a service; false when the user did not have it.
     pub async fn revoke(&self, name: &str, service: Service) -> Result<bool> {
         let user = self.require_user(name).await?;
-        let done = sqlx::query("DELETE FROM user_services WHERE user_id = ?1 AND service = ?2")
+        let done = sqlx::query("DELETE FROM user_services WHERE user_id = $1 AND service = $2")
             .bind(user.id)
             .bind(service.as_str())
             .execute(&self.pool)

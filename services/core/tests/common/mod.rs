@@ -1,5 +1,9 @@
-//! Shared helpers: a real SQLite file in a temp dir.
+//! Shared helpers: a real SQLite file in a temp dir, and a real PostgreSQL
+//! database when a test cluster is given.
 #![allow(dead_code)]
+
+#[path = "../../../testing/postgres.rs"]
+mod postgres;
 
 use tempfile::TempDir;
 use wharf_core::store::NewUser;
@@ -15,7 +19,29 @@ pub struct Env {
 pub async fn env() -> Env {
     let dir = tempfile::tempdir().expect("temp dir");
     let url = format!("sqlite://{}/db/wharf.db", dir.path().display());
+    env_at(dir, url).await
+}
+
+/// One environment per back end: SQLite, and PostgreSQL when a test cluster
+/// is given (see `testing/postgres.rs`).
+pub async fn envs() -> Vec<Env> {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let urls = postgres::database_urls(&dir.path().join("db")).await;
+    let mut dirs = vec![dir];
+    let mut out = Vec::new();
+    for url in urls {
+        // The SQLite file's folder is the first environment's.
+        let dir = dirs
+            .pop()
+            .unwrap_or_else(|| tempfile::tempdir().expect("temp dir"));
+        out.push(env_at(dir, url).await);
+    }
+    out
+}
+
+async fn env_at(dir: TempDir, url: String) -> Env {
     let store = Store::open(&url).await.expect("open database");
+    eprintln!("on {:?}", store.backend());
     let auth = Authenticator::new(store.clone(), AuthConfig::default())
         .await
         .expect("authenticator");

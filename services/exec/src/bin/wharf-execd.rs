@@ -50,7 +50,12 @@ async fn serve(args: Args) -> Result<()> {
         .database
         .open(args.limits.login_policy())
         .await
-        .with_context(|| format!("cannot open the database {url}"))?;
+        .with_context(|| {
+            format!(
+                "cannot open the database {}",
+                wharf_core::config::shown_database_url(&url)
+            )
+        })?;
     let tls = args.tls.load(&args.database.data_dir)?;
     let listener = tokio::net::TcpListener::bind(&args.listen)
         .await
@@ -62,7 +67,7 @@ async fn serve(args: Args) -> Result<()> {
         })?;
     let addr = listener.local_addr()?;
     let runs_as = config.runs_as();
-    tracing::info!(%addr, database = %url, commands_run_as = %runs_as, "wharf-execd {} serving remote exec", env!("CARGO_PKG_VERSION"));
+    tracing::info!(%addr, database = %wharf_core::config::shown_database_url(&url), commands_run_as = %runs_as, "wharf-execd {} serving remote exec", env!("CARGO_PKG_VERSION"));
     let shutdown =
         cancel_on_signal(|| tracing::info!("shutting down: running commands are killed"));
     run(Listener::new(listener, tls), auth, config, shutdown).await?;

@@ -46,7 +46,12 @@ async fn serve(args: Args) -> Result<()> {
         .database
         .open(args.limits.login_policy())
         .await
-        .with_context(|| format!("cannot open the database {url}"))?;
+        .with_context(|| {
+            format!(
+                "cannot open the database {}",
+                wharf_core::config::shown_database_url(&url)
+            )
+        })?;
     let tls = args.tls.load(&args.database.data_dir)?;
     let listener = tokio::net::TcpListener::bind(&args.listen)
         .await
@@ -57,7 +62,7 @@ async fn serve(args: Args) -> Result<()> {
             )
         })?;
     let addr = listener.local_addr()?;
-    tracing::info!(%addr, database = %url, "wharf-ftpd {} serving file transfer", env!("CARGO_PKG_VERSION"));
+    tracing::info!(%addr, database = %wharf_core::config::shown_database_url(&url), "wharf-ftpd {} serving file transfer", env!("CARGO_PKG_VERSION"));
     let config = args.ftp.config(args.limits.limits());
     let shutdown = cancel_on_signal(|| {
         tracing::info!("shutting down: no new connections; transfers in flight may finish")

@@ -1,0 +1,48 @@
+//! The databases a test runs on: SQLite always, and PostgreSQL when a test
+//! cluster is given in `WHARF_TEST_POSTGRES_URL` (`bash .ci/test` starts
+//! one). Shared by the test crates through `#[path]`.
+#![allow(dead_code)]
+
+/// The environment variable naming the test cluster.
+pub const POSTGRES_ENV: &str = "WHARF_TEST_POSTGRES_URL";
+
+/// The database URLs to run a test on: a SQLite file under `dir`, and a
+/// fresh PostgreSQL database when a cluster is given. Under CI a missing
+/// cluster is an error, so that the PostgreSQL runs are never skipped
+/// quietly.
+pub async fn database_urls(dir: &std::path::Path) -> Vec<String> {
+    let mut urls = vec![format!("sqlite://{}/wharf.db", dir.display())];
+    match fresh_postgres().await {
+        Some(url) => urls.push(url),
+        None if std::env::var_os("CI").is_some() => {
+            panic!(
+                "CI runs every test on PostgreSQL too: run `bash .ci/test`, which starts a cluster and sets {POSTGRES_ENV}"
+            )
+        }
+        None => {}
+    }
+    urls
+}
+
+/// A new, empty database on the test cluster; its URL. `None` when no
+/// cluster is given.
+pub async fn fresh_postgres() -> Option<String> {
+    use sqlx::Connection;
+    let base = std::env::var(POSTGRES_ENV).ok()?;
+    let mut admin = sqlx::PgConnection::connect(&base)
+        .await
+        .unwrap_or_else(|e| panic!("{POSTGRES_ENV}={base}: cannot connect ({e})"));
+    let name = format!(
+        "wharf_test_{}_{}",
+        std::process::id(),
+        NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    );
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+        .execute(&mut admin)
+        .await
+        .expect("create a test database");
+    let (prefix, _) = base.rsplit_once('/').expect("a database URL with a path");
+    Some(format!("{prefix}/{name}"))
+}
+
+static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
