@@ -17,7 +17,8 @@ Examples:
   echo 'correct horse battery' | admin-cli user add bob --password-stdin --services ftp,chat,exec
   admin-cli user grant alice exec
   admin-cli usage --rescan
-  admin-cli tls fingerprint";
+  admin-cli tls fingerprint
+  admin-cli db copy --to postgres://wharf@db.example/wharf";
 
 /// Manage Wharf's users, quotas, homes and service rights, and read usage reports.
 #[derive(Debug, Parser)]
@@ -51,6 +52,23 @@ pub enum Command {
     /// The servers' TLS certificate.
     #[command(subcommand)]
     Tls(TlsCommand),
+    /// The database itself.
+    #[command(subcommand)]
+    Db(DbCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DbCommand {
+    /// Copy every user, right, quota, usage record, chat message and command
+    /// log of this database (--database-url) into a new, empty one, ids
+    /// kept: how Wharf moves from SQLite to PostgreSQL. Stop the services
+    /// first; then start them with --database-url set to the new one.
+    Copy {
+        /// The database to fill (postgres://USER@HOST/DATABASE or
+        /// sqlite://FILE); its tables are made, and it must hold no user.
+        #[arg(long, value_name = "URL")]
+        to: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]

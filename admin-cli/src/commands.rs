@@ -15,7 +15,7 @@ use wharf_core::{AuthConfig, Error, Service, ServiceSet, Store, User};
 
 use crate::UsageError;
 use crate::cli::{
-    AddArgs, Cli, Command, HomeCommand, QuotaCommand, TlsCommand, UsageArgs, UserCommand,
+    AddArgs, Cli, Command, DbCommand, HomeCommand, QuotaCommand, TlsCommand, UsageArgs, UserCommand,
 };
 use crate::password::read_new_password;
 use crate::view::{self, UsageView, UserView};
@@ -80,7 +80,38 @@ async fn dispatch(store: &Store, data_dir: &Path, command: Command) -> Result<()
         Command::Home(HomeCommand::Set { name, dir }) => set_home(store, &name, &dir).await,
         Command::Usage(args) => usage(store, args).await,
         Command::Tls(TlsCommand::Fingerprint { cert }) => fingerprint(data_dir, cert.as_deref()),
+        Command::Db(DbCommand::Copy { to }) => copy(store, &to).await,
     }
+}
+
+/// `db copy --to URL`: every row into a new database, then the counts of
+/// both compared.
+async fn copy(store: &Store, to: &str) -> Result<()> {
+    let shown = wharf_core::config::shown_database_url(to);
+    let target = Store::open(to)
+        .await
+        .with_context(|| format!("cannot open the database to copy into, {shown}"))?;
+    let copied = store
+        .copy_into(&target)
+        .await
+        .with_context(|| format!("cannot copy into {shown}; it may hold part of the copy: drop it and make it again before retrying"));
+    let copied = match copied {
+        Ok(report) => report,
+        Err(e) => {
+            target.close().await;
+            return Err(e);
+        }
+    };
+    let (from, into) = (store.row_counts().await?, target.row_counts().await?);
+    target.close().await;
+    if from != into {
+        bail!(
+            "the copy in {shown} does not hold what this database holds ({into:?}, not {from:?}); drop it and copy again"
+        );
+    }
+    println!("{}", view::copy_table(&copied.tables));
+    println!("copied into {shown}; start the services with --database-url set to it");
+    Ok(())
 }
 
 async fn add(store: &Store, data_dir: &Path, args: AddArgs) -> Result<()> {

@@ -345,3 +345,12 @@ mod tests {
         assert_eq!(used_percent(5, None), None);
     }
 }
+
+/// What `db copy` wrote, per table.
+pub fn copy_table(tables: &[(&str, u64)]) -> Table {
+    let mut t = table(&["table", "rows copied"], &[1]);
+    for (name, rows) in tables {
+        t.add_row(vec![name.to_string(), rows.to_string()]);
+    }
+    t
+}

@@ -10,6 +10,9 @@ use wharf_core::{AuthConfig, Authenticator, Error, Password, Service, Store};
 
 const PW: &str = "correct horse battery";
 
+#[path = "../../services/testing/postgres.rs"]
+mod postgres;
+
 struct Admin {
     dir: tempfile::TempDir,
 }
@@ -31,8 +34,13 @@ impl Admin {
 
     /// Runs admin-cli with `args`, feeding `stdin` (or nothing).
     fn run(&self, args: &[&str], stdin: Option<&str>) -> Output {
+        self.run_on(&self.url(), args, stdin)
+    }
+
+    /// The same, on the database at `url`.
+    fn run_on(&self, url: &str, args: &[&str], stdin: Option<&str>) -> Output {
         let mut child = Command::new(env!("CARGO_BIN_EXE_admin-cli"))
-            .args(["--database-url", &self.url(), "--data-dir"])
+            .args(["--database-url", url, "--data-dir"])
             .arg(self.data())
             .args(args)
             .env_remove("WHARF_DATABASE_URL")
@@ -839,4 +847,78 @@ fn a_closed_output_pipe_ends_the_listing_quietly() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(141), "{stderr}");
     assert!(!stderr.contains("panicked"), "{stderr}");
+}
+
+#[test]
+fn a_database_url_of_another_kind_is_refused_and_nothing_is_made() {
+    let admin = Admin::new();
+    for (url, says) in [
+        ("mysql://root@db/wharf", "Wharf does not serve mysql"),
+        ("wharf.db", "it has no scheme"),
+    ] {
+        let out = admin.run_on(url, &["user", "list"], None);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{url}: {stderr}");
+        assert!(stderr.contains(says), "{url}: {stderr}");
+        assert!(stderr.contains("sqlite://FILE"), "{stderr}");
+    }
+    let made: Vec<_> = std::fs::read_dir(admin.dir.path()).expect("ls").collect();
+    assert!(made.is_empty(), "{made:?}");
+}
+
+#[tokio::test]
+async fn db_copy_moves_a_sqlite_database_into_postgres() {
+    let Some(pg) = postgres::fresh_postgres().await else {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI runs this on PostgreSQL: bash .ci/test"
+        );
+        eprintln!("skipped: no PostgreSQL test cluster");
+        return;
+    };
+    let admin = Admin::new();
+    admin.ok(
+        &["user", "add", "alice", "--password-stdin", "--quota", "2G"],
+        Some(PW),
+    );
+    admin.ok(
+        &[
+            "user",
+            "add",
+            "bob",
+            "--password-stdin",
+            "--services",
+            "ftp,exec",
+        ],
+        Some(PW),
+    );
+    admin.ok(&["user", "lock", "bob"], None);
+    let before = admin.ok(&["user", "list", "--json"], None);
+
+    let said = admin.ok(&["db", "copy", "--to", &pg], None);
+    assert!(
+        said.contains("users") && said.contains("user_services"),
+        "{said}"
+    );
+    assert!(said.contains("copied into postgres://"), "{said}");
+    // The copy answers as the original did.
+    let out = admin.run_on(&pg, &["user", "list", "--json"], None);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout), before);
+    // A user added on PostgreSQL, as the first try did.
+    let out = admin.run_on(&pg, &["user", "add", "carol", "--password-stdin"], Some(PW));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Copying again into a database with users is refused.
+    let out = admin.run(&["db", "copy", "--to", &pg], None);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("already has users"), "{stderr}");
 }

@@ -325,3 +325,132 @@ async fn a_password_in_a_postgres_url_is_never_in_an_error() {
     };
     assert!(!format!("{e} {e:?}").contains("s3cret-pw"), "{e:?}");
 }
+
+/// A SQLite database filled with one of every kind of row.
+async fn filled() -> common::Env {
+    use wharf_core::store::{ChatRecord, Direction, ExecRecord, FileVersion, TransferRecord};
+    let env = common::env().await;
+    let alice = env
+        .add_user("alice", "pw one two three", Some(1 << 30), "ftp,chat")
+        .await;
+    let bob = env
+        .add_user("bob", "pw four five six", None, "ftp,chat,exec")
+        .await;
+    env.store.set_locked("bob", true).await.expect("lock");
+    env.store.reserve(alice.id, 1000).await.expect("reserve");
+    env.store
+        .commit(alice.id, 1000, 1000, 1)
+        .await
+        .expect("commit");
+    for (i, (user, dir)) in [(alice.id, Direction::Up), (bob.id, Direction::Down)]
+        .into_iter()
+        .enumerate()
+    {
+        env.store
+            .record_transfer(&TransferRecord {
+                user_id: user,
+                direction: dir,
+                path: format!("/f{i}.bin"),
+                bytes: 1000 + i as u64,
+                md5: Some(format!("{i:032x}")),
+                ok: true,
+                duration: std::time::Duration::from_millis(5),
+            })
+            .await
+            .expect("transfer");
+    }
+    let said = |id: u64, seq: Option<u64>, room: Option<&str>, to: Option<i64>| ChatRecord {
+        id,
+        sender_id: alice.id,
+        room: room.map(str::to_owned),
+        seq,
+        recipient_id: to,
+        body: format!("message {id}"),
+        at: 1_700_000_000_000 + id as i64,
+    };
+    env.store
+        .record_chat_messages(&[
+            said(1, Some(1), Some("lobby"), None),
+            said(2, Some(2), Some("lobby"), None),
+            said(3, None, None, Some(bob.id)),
+        ])
+        .await
+        .expect("chat");
+    env.store
+        .record_exec(&ExecRecord {
+            user_id: bob.id,
+            command: "echo hi".into(),
+            exit_code: Some(0),
+            signal: None,
+            duration: std::time::Duration::from_millis(3),
+            bytes_out: 3,
+        })
+        .await
+        .expect("exec");
+    env.store
+        .record_failure("mallory", "192.0.2.9/32", 1_700_000_000_000, 0)
+        .await
+        .expect("failure");
+    let version = FileVersion {
+        dev: 1,
+        ino: 2,
+        size: 1000,
+        mtime_ns: 3,
+        ctime_ns: 4,
+    };
+    env.store
+        .remember_md5(alice.id, &version, "0123456789abcdef0123456789abcdef")
+        .await
+        .expect("md5");
+    env
+}
+
+#[tokio::test]
+async fn a_copy_into_postgres_keeps_every_row_and_the_ids_go_on() {
+    let Some(url) = common::postgres::fresh_postgres().await else {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI runs this on PostgreSQL: bash .ci/test"
+        );
+        eprintln!("skipped: no PostgreSQL test cluster");
+        return;
+    };
+    let src = filled().await;
+    let dst = Store::open(&url).await.expect("open the copy");
+    let report = src.store.copy_into(&dst).await.expect("copy");
+    let counts = src.store.row_counts().await.expect("counts");
+    assert_eq!(report.tables, counts);
+    assert_eq!(dst.row_counts().await.expect("counts"), counts);
+    assert!(counts.iter().all(|(_, n)| *n > 0), "{counts:?}");
+    // The same users, rights, quotas, locks; the same reports and history.
+    assert_eq!(
+        format!("{:?}", dst.list_users().await.expect("users")),
+        format!("{:?}", src.store.list_users().await.expect("users"))
+    );
+    assert_eq!(
+        dst.usage_report(None, 0).await.expect("usage"),
+        src.store.usage_report(None, 0).await.expect("usage")
+    );
+    assert_eq!(
+        dst.room_history("lobby", 10).await.expect("history"),
+        src.store.room_history("lobby", 10).await.expect("history")
+    );
+    // A user made on the copy gets a new id.
+    let hash = wharf_core::auth::hash_password(&wharf_core::Password::new("pw seven eight"))
+        .await
+        .expect("hash");
+    let carol = dst
+        .create_user(&wharf_core::store::NewUser {
+            name: "carol".into(),
+            password_hash: hash,
+            home: src.dir.path().join("homes/carol"),
+            quota_bytes: None,
+            services: "ftp".parse().expect("services"),
+        })
+        .await
+        .expect("a new user on the copy");
+    assert!(carol.id > 2, "{}", carol.id);
+    // A second copy into a database with users is refused.
+    let again = src.store.copy_into(&dst).await;
+    assert!(again.is_err(), "copied twice into one database");
+}

@@ -1,7 +1,11 @@
 //! The whole suite as its users meet it: the real `wharfd` on ports 0, a
 //! user added with the real `admin-cli`, the three real clients, a SIGTERM
 //! in the middle of an upload, a restart, the upload resumed, and the usage
-//! report checked to the byte.
+//! report checked to the byte. The suite and the lock run on SQLite and on
+//! PostgreSQL (when a test cluster is given: `bash .ci/test`).
+
+#[path = "../../testing/postgres.rs"]
+mod postgres;
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
@@ -10,6 +14,45 @@ use std::time::{Duration, Instant};
 
 const PW: &str = "correct horse battery";
 const WAIT: Duration = Duration::from_secs(30);
+
+/// The database of each test's folder, when it is not the SQLite default
+/// (`data/wharf.db` there): every wharfd and admin-cli started in that
+/// folder gets it.
+static DATABASES: std::sync::Mutex<Vec<(PathBuf, String)>> = std::sync::Mutex::new(Vec::new());
+
+/// A fresh PostgreSQL database for the tests in `dir`; false when there is
+/// no test cluster (and the test is skipped; under CI it fails).
+fn on_postgres(dir: &Path) -> bool {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let urls = runtime.block_on(postgres::database_urls(dir));
+    let Some(url) = urls.into_iter().find(|u| u.starts_with("postgres")) else {
+        eprintln!(
+            "skipped: no PostgreSQL test cluster ({})",
+            postgres::POSTGRES_ENV
+        );
+        return false;
+    };
+    DATABASES
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .push((dir.to_path_buf(), url));
+    true
+}
+
+/// `cmd`, run in `dir`, on that folder's database.
+fn in_dir<'c>(cmd: &'c mut Command, dir: &Path) -> &'c mut Command {
+    cmd.current_dir(dir);
+    let dbs = DATABASES.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some((_, url)) = dbs.iter().find(|(d, _)| d == dir) {
+        cmd.env("WHARF_DATABASE_URL", url);
+    } else {
+        cmd.env_remove("WHARF_DATABASE_URL");
+    }
+    cmd
+}
 
 /// A workspace binary beside wharfd; built when missing (`cargo test -p
 /// wharfd` alone does not build other packages' binaries).
@@ -40,7 +83,7 @@ impl Wharfd {
     /// exec: as root, commands run as each user's own uid).
     fn start(dir: &Path) -> Wharfd {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_wharfd"));
-        cmd.current_dir(dir)
+        in_dir(&mut cmd, dir)
             .args(["--ftp-listen", "127.0.0.1:0"])
             .args(["--chat-listen", "127.0.0.1:0"])
             .args(["--exec-listen", "127.0.0.1:0"])
@@ -106,7 +149,7 @@ impl Drop for Wharfd {
 
 fn client(dir: &Path, name: &str, server: &str, args: &[&str]) -> Command {
     let mut cmd = Command::new(bin(name));
-    cmd.current_dir(dir)
+    in_dir(&mut cmd, dir)
         .args(["--server", server, "--user", "alice"])
         // The first connection pins the made certificate in
         // DIR/.config/wharf/known_servers; later ones check it.
@@ -122,8 +165,7 @@ fn client(dir: &Path, name: &str, server: &str, args: &[&str]) -> Command {
 
 /// `admin-cli user add alice` with every service, the password on stdin.
 fn add_alice(dir: &Path) {
-    let mut add = Command::new(bin("admin-cli"))
-        .current_dir(dir)
+    let mut add = in_dir(&mut Command::new(bin("admin-cli")), dir)
         .args(["user", "add", "alice", "--password-stdin"])
         .args(["--services", "ftp,chat,exec"])
         .stdin(Stdio::piped())
@@ -149,7 +191,7 @@ fn started(dir: &Path, name: &str, server: &str, args: &[&str]) -> std::process:
 
 /// `admin-cli ARGS` in `dir`, which must succeed.
 fn admin(dir: &Path, args: &[&str]) -> Output {
-    run(Command::new(bin("admin-cli")).current_dir(dir).args(args))
+    run(in_dir(&mut Command::new(bin("admin-cli")), dir).args(args))
 }
 
 fn run(cmd: &mut Command) -> Output {
@@ -170,7 +212,18 @@ fn text(b: &[u8]) -> String {
 #[test]
 fn the_whole_suite_survives_a_restart_mid_upload() {
     let dir = tempfile::tempdir().expect("dir");
-    let dir = dir.path();
+    suite(dir.path());
+}
+
+#[test]
+fn the_whole_suite_survives_a_restart_mid_upload_on_postgres() {
+    let dir = tempfile::tempdir().expect("dir");
+    if on_postgres(dir.path()) {
+        suite(dir.path());
+    }
+}
+
+fn suite(dir: &Path) {
     let data: Vec<u8> = (0..12u32 << 20)
         .map(|i| (i.wrapping_mul(2654435761) >> 24) as u8)
         .collect();
@@ -348,7 +401,18 @@ fn ended_within(child: std::process::Child, within: Duration) -> (Option<i32>, S
 #[test]
 fn a_lock_by_admin_cli_ends_open_chat_exec_and_ftp_sessions() {
     let dir = tempfile::tempdir().expect("dir");
-    let dir = dir.path();
+    lock_ends_sessions(dir.path());
+}
+
+#[test]
+fn a_lock_by_admin_cli_ends_open_sessions_on_postgres() {
+    let dir = tempfile::tempdir().expect("dir");
+    if on_postgres(dir.path()) {
+        lock_ends_sessions(dir.path());
+    }
+}
+
+fn lock_ends_sessions(dir: &Path) {
     let wharfd = Wharfd::start(dir);
     add_alice(dir);
 

@@ -7,6 +7,7 @@
 //! (`migrations/sqlite`, `migrations/postgres`).
 
 mod chat;
+mod copy;
 mod digests;
 mod logins;
 mod quota;
@@ -24,6 +25,7 @@ use sqlx::{AnyPool, ConnectOptions};
 use crate::error::{Error, Result};
 
 pub use chat::{ChatRecord, HistoryRow};
+pub use copy::CopyReport;
 pub use digests::FileVersion;
 pub use quota::UploadCommit;
 pub use usage::{Direction, ExecLogRow, ExecRecord, TransferRecord, TransferRow, UsageRow};
@@ -131,6 +133,14 @@ impl Store {
                     .into(),
             )
         })?;
+        // One connection first, for the real reason when there is none (a
+        // pool only says it timed out).
+        let probe = <sqlx::AnyConnection as sqlx::Connection>::connect_with(&any).await.map_err(|e| {
+            Error::BadDatabaseUrl(format!(
+                "cannot connect to PostgreSQL ({e}); check that it runs there and that the URL's user, password and database are right"
+            ))
+        })?;
+        let _ = sqlx::Connection::close(probe).await;
         let pool = AnyPoolOptions::new()
             .max_connections(16)
             .acquire_timeout(Duration::from_secs(10))

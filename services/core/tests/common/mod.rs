@@ -3,7 +3,7 @@
 #![allow(dead_code)]
 
 #[path = "../../../testing/postgres.rs"]
-mod postgres;
+pub mod postgres;
 
 use tempfile::TempDir;
 use wharf_core::store::NewUser;
