@@ -333,6 +333,15 @@ pub fn print_json<T: Serialize>(value: &T) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// What `db copy` wrote, per table.
+pub fn copy_table(tables: &[(&str, u64)]) -> Table {
+    let mut t = table(&["table", "rows copied"], &[1]);
+    for (name, rows) in tables {
+        t.add_row(vec![name.to_string(), rows.to_string()]);
+    }
+    t
+}
+
 #[cfg(test)]
 mod tests {
     use super::used_percent;
@@ -344,13 +353,4 @@ mod tests {
         assert_eq!(used_percent(5, Some(0)), Some(100.0));
         assert_eq!(used_percent(5, None), None);
     }
-}
-
-/// What `db copy` wrote, per table.
-pub fn copy_table(tables: &[(&str, u64)]) -> Table {
-    let mut t = table(&["table", "rows copied"], &[1]);
-    for (name, rows) in tables {
-        t.add_row(vec![name.to_string(), rows.to_string()]);
-    }
-    t
 }
