@@ -16,6 +16,9 @@ use wharf_ftp::server::{FtpConfig, FtpServer, run};
 
 pub const PW: &str = "correct horse battery";
 
+#[path = "../../../testing/postgres.rs"]
+pub mod postgres;
+
 pub struct TestServer {
     pub dir: TempDir,
     pub url: String,
@@ -63,6 +66,46 @@ pub async fn spawn_with(config: FtpConfig) -> TestServer {
 pub async fn spawn_on(config: FtpConfig, tls: Option<ServerTls>) -> TestServer {
     let dir = tempfile::tempdir().expect("temp dir");
     let url = format!("sqlite://{}/wharf.db", dir.path().display());
+    spawn_at(dir, url, config, tls).await
+}
+
+/// Two servers, as two replicas: one PostgreSQL database and one folder of
+/// homes (a fresh database on the test cluster); `None` when there is no
+/// test cluster (under CI, an error).
+pub async fn spawn_replicas() -> Option<(TestServer, TestServer)> {
+    let Some(url) = postgres::fresh_postgres().await else {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI runs the replica tests on PostgreSQL: bash .ci/test"
+        );
+        eprintln!(
+            "skipped: no PostgreSQL test cluster ({})",
+            postgres::POSTGRES_ENV
+        );
+        return None;
+    };
+    let a = spawn_at(
+        tempfile::tempdir().expect("temp dir"),
+        url.clone(),
+        FtpConfig::default(),
+        Some(tls().0.clone()),
+    )
+    .await;
+    // The second replica's folder is a link to the first's: the same
+    // homes, as a shared file system gives them.
+    let b_dir = tempfile::tempdir().expect("temp dir");
+    std::fs::remove_dir(b_dir.path()).expect("rmdir");
+    std::os::unix::fs::symlink(a.dir.path(), b_dir.path()).expect("link");
+    let b = spawn_at(b_dir, url, FtpConfig::default(), Some(tls().0.clone())).await;
+    Some((a, b))
+}
+
+async fn spawn_at(
+    dir: TempDir,
+    url: String,
+    config: FtpConfig,
+    tls: Option<ServerTls>,
+) -> TestServer {
     let store = Store::open(&url).await.expect("database");
     let auth = Authenticator::new(store.clone(), AuthConfig::default())
         .await
