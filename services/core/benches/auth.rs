@@ -4,6 +4,13 @@
 //!
 //! Run with `cargo bench -p wharf-core --bench auth`. Figures are printed as
 //! ratios taken side by side in one run, since the machine is shared.
+//!
+//! With a PostgreSQL test cluster in `WHARF_TEST_POSTGRES_URL` (`bash
+//! .ci/postgres.sh start DIR` prints one), it also runs logins and the
+//! database's share of a login on PostgreSQL beside SQLite.
+
+#[path = "../../testing/postgres.rs"]
+mod postgres;
 
 use std::time::{Duration, Instant};
 
@@ -122,5 +129,95 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         peak_rss_kib() as f64 / 1024.0
     );
     store.close().await;
+
+    if let Some(pg_url) = postgres::fresh_postgres().await {
+        let pg = Store::open(&pg_url).await?;
+        let lite = Store::open(&format!("sqlite://{}/side.db", dir.path().display())).await?;
+        let mut rates = [(Vec::new(), Vec::new()), (Vec::new(), Vec::new())];
+        for s in [&lite, &pg] {
+            add_alice(s, dir.path()).await?;
+        }
+        // Rounds interleaved, so that a noisy neighbour hurts both alike.
+        for _ in 0..3 {
+            for (i, s) in [&lite, &pg].into_iter().enumerate() {
+                let (logins, lookups) = db_rates(s, &password).await?;
+                rates[i].0.push(logins);
+                rates[i].1.push(lookups);
+            }
+        }
+        let median = |v: &mut Vec<f64>| {
+            v.sort_by(|a, b| a.total_cmp(b));
+            v[v.len() / 2]
+        };
+        let [(mut ll, mut lk), (mut pl, mut pk)] = rates;
+        let (ll, lk, pl, pk) = (
+            median(&mut ll),
+            median(&mut lk),
+            median(&mut pl),
+            median(&mut pk),
+        );
+        println!("PostgreSQL beside SQLite (medians of 3 interleaved rounds)");
+        println!(
+            "  {CONCURRENT} concurrent logins:   SQLite {ll:6.0}/s  PostgreSQL {pl:6.0}/s  ({:.2}x)",
+            pl / ll
+        );
+        println!(
+            "  a login's database work:  SQLite {lk:6.0}/s  PostgreSQL {pk:6.0}/s  ({:.2}x)  (find the user, record the login)",
+            pk / lk
+        );
+        pg.close().await;
+        lite.close().await;
+    }
     Ok(())
+}
+
+async fn add_alice(store: &Store, dir: &std::path::Path) -> Result<(), Box<dyn std::error::Error>> {
+    store
+        .create_user(&NewUser {
+            name: "alice".into(),
+            password_hash: hash_password(&Password::new("correct horse battery")).await?,
+            home: dir.join("alice"),
+            quota_bytes: None,
+            services: "ftp".parse()?,
+        })
+        .await?;
+    Ok(())
+}
+
+/// Logins per second with `CONCURRENT` at once, and per second of the
+/// database's share of a login alone.
+async fn db_rates(
+    store: &Store,
+    password: &Password,
+) -> Result<(f64, f64), Box<dyn std::error::Error>> {
+    let config = AuthConfig {
+        source_max_failures: u32::MAX,
+        name_delay_after: u32::MAX,
+        ..AuthConfig::default()
+    };
+    let auth = Authenticator::new(store.clone(), config).await?;
+    let started = Instant::now();
+    let mut tasks = Vec::with_capacity(CONCURRENT);
+    for _ in 0..CONCURRENT {
+        let (auth, password) = (auth.clone(), password.clone());
+        tasks.push(tokio::spawn(async move {
+            auth.authenticate("alice", &password, Service::Ftp, LOCAL)
+                .await
+                .is_ok()
+        }));
+    }
+    for t in tasks {
+        t.await?;
+    }
+    let logins = CONCURRENT as f64 / started.elapsed().as_secs_f64();
+    const LOOKUPS: usize = 2000;
+    let started = Instant::now();
+    for _ in 0..LOOKUPS {
+        let user = store.require_user("alice").await?;
+        store
+            .record_login(user.id, wharf_core::time::now_ms())
+            .await?;
+    }
+    let lookups = LOOKUPS as f64 / started.elapsed().as_secs_f64();
+    Ok((logins, lookups))
 }
