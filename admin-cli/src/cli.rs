@@ -18,6 +18,8 @@ Examples:
   admin-cli user grant alice exec
   admin-cli usage --rescan
   admin-cli tls fingerprint
+  admin-cli db backup backups/wharf-2026-12-01.db
+  admin-cli db check
   admin-cli db copy --to postgres://wharf@db.example/wharf";
 
 /// Manage Wharf's users, quotas, homes and service rights, and read usage reports.
@@ -68,6 +70,23 @@ pub enum DbCommand {
         /// sqlite://FILE); its tables are made, and it must hold no user.
         #[arg(long, value_name = "URL")]
         to: String,
+    },
+    /// Write a consistent copy of the database to FILE while the services
+    /// run (SQLite; PostgreSQL is backed up with pg_dump), then check the
+    /// copy. FILE must not exist; it is readable by you only.
+    Backup {
+        /// Where the copy goes.
+        file: PathBuf,
+    },
+    /// Check the database: its integrity, and each user's quota
+    /// bookkeeping against what their home holds. Changes nothing unless
+    /// --fix is given. Exits 1 when something is wrong.
+    Check {
+        /// Store what the homes hold as each user's usage (as `usage
+        /// --rescan` does) where it differs. Run it with no upload in
+        /// progress: an upload's reservation counts as a difference.
+        #[arg(long)]
+        fix: bool,
     },
 }
 

@@ -81,6 +81,8 @@ async fn dispatch(store: &Store, data_dir: &Path, command: Command) -> Result<()
         Command::Usage(args) => usage(store, args).await,
         Command::Tls(TlsCommand::Fingerprint { cert }) => fingerprint(data_dir, cert.as_deref()),
         Command::Db(DbCommand::Copy { to }) => copy(store, &to).await,
+        Command::Db(DbCommand::Backup { file }) => backup(store, &file).await,
+        Command::Db(DbCommand::Check { fix }) => check(store, fix).await,
     }
 }
 
@@ -390,4 +392,100 @@ fn fingerprint(data_dir: &Path, cert: Option<&Path>) -> Result<()> {
     let fp = fingerprint_of_file(path)?;
     println!("{fp}");
     Ok(())
+}
+
+/// `db backup FILE`: a consistent copy, opened and checked.
+async fn backup(store: &Store, file: &Path) -> Result<()> {
+    store
+        .backup_to(file)
+        .await
+        .with_context(|| format!("cannot back up the database to {}", file.display()))?;
+    let url = format!("sqlite://{}", file.display());
+    let copy = Store::open(&url)
+        .await
+        .with_context(|| format!("the backup {} does not open", file.display()))?;
+    let problems = copy.integrity_problems().await;
+    let users = copy.list_users().await;
+    copy.close().await;
+    let problems = problems?;
+    if !problems.is_empty() {
+        bail!(
+            "the backup {} is not sound ({}); take it again",
+            file.display(),
+            problems.join("; ")
+        );
+    }
+    let size = std::fs::metadata(file).map(|m| m.len()).unwrap_or(0);
+    let users = users?.len();
+    println!(
+        "backed up {users} user{} to {} ({}); it passes the integrity check",
+        if users == 1 { "" } else { "s" },
+        file.display(),
+        format_size(size)
+    );
+    Ok(())
+}
+
+/// `db check [--fix]`: the database's integrity, then each user's usage
+/// against their home.
+async fn check(store: &Store, fix: bool) -> Result<()> {
+    let problems = store.integrity_problems().await?;
+    for p in &problems {
+        println!("integrity: {p}");
+    }
+    let mut differ = Vec::new();
+    for user in store.list_users().await? {
+        let home = user.home.clone();
+        let found = match tokio::task::spawn_blocking(move || scan_home(&home))
+            .await
+            .context("home scan task failed")?
+        {
+            Ok(found) => found,
+            Err(e) => {
+                println!(
+                    "{}: cannot measure the home {}: {e}",
+                    user.name,
+                    user.home.display()
+                );
+                differ.push(user.name.clone());
+                continue;
+            }
+        };
+        let kept = HomeUsage {
+            bytes: user.used_bytes,
+            files: user.file_count,
+            reserved: user.reserved_bytes,
+        };
+        if found != kept {
+            println!(
+                "{}: the database says {} in {} files ({} reserved), the home holds {} in {} files ({} reserved){}",
+                user.name,
+                format_size(kept.bytes),
+                kept.files,
+                format_size(kept.reserved),
+                format_size(found.bytes),
+                found.files,
+                format_size(found.reserved),
+                if fix { "; fixed" } else { "" }
+            );
+            if fix {
+                store.set_usage(&user.name, &found).await?;
+            } else {
+                differ.push(user.name.clone());
+            }
+        }
+    }
+    if problems.is_empty() && differ.is_empty() {
+        println!("the database is sound and every user's usage matches their home");
+        return Ok(());
+    }
+    if !problems.is_empty() {
+        bail!(
+            "the database is damaged: restore the last backup (see the README's restore procedure)"
+        );
+    }
+    bail!(
+        "the usage of {} differs from the home; run `admin-cli db check --fix` with no upload in progress",
+        differ.join(", ")
+    );
 }

@@ -922,3 +922,70 @@ async fn db_copy_moves_a_sqlite_database_into_postgres() {
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("already has users"), "{stderr}");
 }
+
+/// The README's backup and restore procedure, run as written (with this
+/// test's database in place of data/wharf.db), and `db check`.
+#[test]
+fn a_backup_restores_users_and_quotas_and_check_finds_drift() {
+    let admin = Admin::new();
+    admin.ok(
+        &["user", "add", "alice", "--password-stdin", "--quota", "2G"],
+        Some(PW),
+    );
+    admin.ok(
+        &[
+            "user",
+            "add",
+            "bob",
+            "--password-stdin",
+            "--services",
+            "ftp,exec",
+        ],
+        Some(PW),
+    );
+    admin.ok(&["user", "lock", "bob"], None);
+    let before = admin.ok(&["user", "list", "--json"], None);
+    let backup = admin.dir.path().join("wharf-backup.db");
+    let said = admin.ok(&["db", "backup", &backup.display().to_string()], None);
+    assert!(said.starts_with("backed up 2 users to "), "{said}");
+    assert!(said.contains("passes the integrity check"), "{said}");
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&backup)
+        .expect("backup")
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600, "the backup holds password hashes");
+    // A second backup to the same file is refused, the first kept.
+    let err = admin.fails(&["db", "backup", &backup.display().to_string()], None, 1);
+    assert!(err.contains("must not exist yet"), "{err}");
+
+    // Disaster: alice removed, bob's quota changed.
+    admin.ok(&["user", "del", "alice"], None);
+    admin.ok(&["quota", "set", "bob", "1MiB"], None);
+    // The restore: stop the services, copy the backup over the database,
+    // remove its write-ahead log, check.
+    let db = admin.dir.path().join("wharf.db");
+    std::fs::copy(&backup, &db).expect("restore");
+    for side in ["wharf.db-wal", "wharf.db-shm"] {
+        let _ = std::fs::remove_file(admin.dir.path().join(side));
+    }
+    let said = admin.ok(&["db", "check"], None);
+    assert!(said.contains("the database is sound"), "{said}");
+    assert_eq!(admin.ok(&["user", "list", "--json"], None), before);
+
+    // A file put in a home by hand: check says so and fails; --fix stores it.
+    let home = admin.data().join("homes/alice");
+    std::fs::write(home.join("by-hand.txt"), vec![0u8; 1000]).expect("write");
+    let out = admin.run(&["db", "check"], None);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(
+        stdout.contains("alice: the database says 0 B in 0 files (0 B reserved), the home holds 1000 B in 1 files"),
+        "{stdout}"
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("db check --fix"));
+    let said = admin.ok(&["db", "check", "--fix"], None);
+    assert!(said.contains("; fixed"), "{said}");
+    let said = admin.ok(&["db", "check"], None);
+    assert!(said.contains("the database is sound"), "{said}");
+}

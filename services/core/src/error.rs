@@ -102,6 +102,9 @@ pub enum Error {
         /// The OS error.
         source: std::io::Error,
     },
+    /// What this kind of database does with its own tools.
+    #[error("{0}")]
+    OtherTool(String),
     /// A database URL Wharf cannot use.
     #[error("cannot use that database URL: {0}")]
     BadDatabaseUrl(String),
@@ -182,7 +185,8 @@ impl Error {
             | Error::Migrate(_)
             | Error::Tls(_)
             | Error::Internal(_)
-            | Error::BadDatabaseUrl(_) => ErrorCode::Internal,
+            | Error::BadDatabaseUrl(_)
+            | Error::OtherTool(_) => ErrorCode::Internal,
         }
     }
 

@@ -612,3 +612,50 @@ async fn data_sent_unasked_after_a_refused_put_is_dropped_only_up_to_a_mebibyte(
     // Others are served.
     assert_eq!(srv.client("alice").await.pwd().await.expect("pwd"), "/");
 }
+
+/// A backup taken while eight uploads write: it opens, passes the
+/// integrity check and holds every user; the uploads all finish.
+#[tokio::test]
+async fn a_backup_taken_during_eight_uploads_is_sound() {
+    use wharf_ftp::client::{NoProgress, TransferOptions};
+    let srv = spawn().await;
+    srv.add_user("alice", None, "ftp").await;
+    srv.add_user("bob", Some(1 << 30), "ftp,chat").await;
+    let mut uploads = Vec::new();
+    for i in 0..8u64 {
+        let local = srv.local(&format!("up{i}.bin"));
+        std::fs::write(&local, common::data(4 << 20, i)).expect("write");
+        let mut c = srv.client(if i % 2 == 0 { "alice" } else { "bob" }).await;
+        uploads.push(tokio::spawn(async move {
+            let slow = TransferOptions {
+                rate_limit: Some(8 << 20),
+                ..TransferOptions::default()
+            };
+            c.put(&local, &format!("up{i}.bin"), slow, &mut NoProgress)
+                .await
+                .map(|_| ())
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let file = srv.dir.path().join("backup.db");
+    srv.store.backup_to(&file).await.expect("backup");
+    for u in uploads {
+        u.await.expect("upload task").expect("upload");
+    }
+    let copy = wharf_core::Store::open(&format!("sqlite://{}", file.display()))
+        .await
+        .expect("the backup opens");
+    assert_eq!(
+        copy.integrity_problems().await.expect("check"),
+        Vec::<String>::new()
+    );
+    let names: Vec<String> = copy
+        .list_users()
+        .await
+        .expect("users")
+        .into_iter()
+        .map(|u| u.name)
+        .collect();
+    assert_eq!(names, ["alice", "bob"]);
+    copy.close().await;
+}

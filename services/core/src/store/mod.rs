@@ -244,3 +244,74 @@ fn to_i64(v: u64) -> i64 {
 fn is_unique_violation(e: &sqlx::Error) -> bool {
     matches!(e, sqlx::Error::Database(db) if db.is_unique_violation())
 }
+
+impl Store {
+    /// A consistent copy of the whole database in `file`, taken while the
+    /// services run and write (SQLite's `VACUUM INTO`); the file is made
+    /// readable by this account only (it holds every password hash) and
+    /// must not exist yet. PostgreSQL's own tool does this there.
+    pub async fn backup_to(&self, file: &Path) -> Result<()> {
+        use std::os::unix::fs::OpenOptionsExt;
+        if self.backend == Backend::Postgres {
+            return Err(Error::OtherTool(
+                "a PostgreSQL database is backed up with PostgreSQL's tools: pg_dump -Fc -f FILE URL (restore with pg_restore -d URL FILE)".into(),
+            ));
+        }
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(file)
+            .map_err(|e| Error::io("create the backup file (it must not exist yet)", file, e))?;
+        let done = sqlx::query("VACUUM INTO $1")
+            .bind(file.to_string_lossy().into_owned())
+            .execute(&self.pool)
+            .await;
+        if let Err(e) = done {
+            let _ = std::fs::remove_file(file);
+            return Err(e.into());
+        }
+        Ok(())
+    }
+
+    /// What is wrong inside the database: nothing when it is sound. On
+    /// SQLite, `PRAGMA integrity_check` and `PRAGMA foreign_key_check`; on
+    /// PostgreSQL, whose server checks its own pages, every row's
+    /// references.
+    pub async fn integrity_problems(&self) -> Result<Vec<String>> {
+        use sqlx::Row;
+        let mut problems = Vec::new();
+        if self.backend == Backend::Sqlite {
+            for row in sqlx::query("PRAGMA integrity_check")
+                .fetch_all(&self.pool)
+                .await?
+            {
+                let said: String = row.try_get(0)?;
+                if said != "ok" {
+                    problems.push(said);
+                }
+            }
+        }
+        // A row whose user is gone (SQLite with foreign keys once off, or a
+        // hand-made change).
+        for (table, column) in [
+            ("user_services", "user_id"),
+            ("transfers", "user_id"),
+            ("exec_log", "user_id"),
+            ("file_md5", "user_id"),
+            ("chat_messages", "sender_id"),
+        ] {
+            let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+                "SELECT COUNT(*) AS n FROM {table} t \
+                 WHERE NOT EXISTS (SELECT 1 FROM users u WHERE u.id = t.{column})"
+            )))
+            .fetch_one(&self.pool)
+            .await?;
+            let n: i64 = row.try_get("n")?;
+            if n > 0 {
+                problems.push(format!("{n} rows of {table} belong to no user"));
+            }
+        }
+        Ok(problems)
+    }
+}
