@@ -31,6 +31,8 @@ Add users with `admin-cli user add NAME` (exec is granted only explicitly:
 #[command(name = "wharfd", version, after_help = AFTER_HELP)]
 struct Args {
     #[command(flatten)]
+    config: wharf_core::daemon_config::ConfigArgs,
+    #[command(flatten)]
     database: DatabaseArgs,
     /// Address of the file-transfer service.
     #[arg(long, default_value = "0.0.0.0:2121", value_name = "ADDR")]
@@ -64,7 +66,7 @@ struct Args {
 
 fn main() -> ExitCode {
     wharf_exec::launch::launch_if_asked();
-    let args = Args::parse();
+    let args: Args = wharf_core::daemon_config::parse();
     init_tracing();
     run_main("wharfd", async {
         serve(args).await.map(|()| ExitCode::SUCCESS)

@@ -19,6 +19,8 @@ use wharf_core::tls::ServerTlsArgs;
     after_help = "Add users with `admin-cli user add NAME` (chat is granted by default). Durations: 10s, 5m, 2h."
 )]
 struct Args {
+    #[command(flatten)]
+    config: wharf_core::daemon_config::ConfigArgs,
     /// Address to listen on, TCP and UDP.
     #[arg(long, default_value = "0.0.0.0:2122", value_name = "ADDR")]
     listen: String,
@@ -33,7 +35,7 @@ struct Args {
 }
 
 fn main() -> ExitCode {
-    let args = Args::parse();
+    let args: Args = wharf_core::daemon_config::parse();
     init_tracing();
     run_main("wharf-chatd", async {
         serve(args).await.map(|()| ExitCode::SUCCESS)

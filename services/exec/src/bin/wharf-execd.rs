@@ -20,6 +20,8 @@ use wharf_exec::server::{ExecArgs, run};
     after_help = "Grant the right with `admin-cli user grant NAME exec`. Started as root, it runs each user's commands as that user's own uid (1900000000 + the user's id); otherwise as itself. Either way every command runs in a sandbox the kernel enforces (Landlock, mount and PID namespaces). Durations: 10s, 5m; sizes: 64MiB, 1G."
 )]
 struct Args {
+    #[command(flatten)]
+    config: wharf_core::daemon_config::ConfigArgs,
     /// Address to listen on.
     #[arg(long, default_value = "0.0.0.0:2123", value_name = "ADDR")]
     listen: String,
@@ -35,7 +37,7 @@ struct Args {
 
 fn main() -> ExitCode {
     wharf_exec::launch::launch_if_asked();
-    let args = Args::parse();
+    let args: Args = wharf_core::daemon_config::parse();
     init_tracing();
     run_main("wharf-execd", async {
         serve(args).await.map(|()| ExitCode::SUCCESS)
