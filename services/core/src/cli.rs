@@ -243,21 +243,39 @@ pub fn exit_code_of(err: &(dyn std::error::Error + 'static)) -> Option<u8> {
     None
 }
 
-/// Logs to stderr at `info`, or as `RUST_LOG` says; in colour only on a
-/// terminal, and never with `NO_COLOR` set (https://no-color.org).
-pub fn init_tracing() {
+/// How a daemon writes its log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Lines for people: time, level, message, fields.
+    Text,
+    /// One JSON object per line (for journald and log shippers): `timestamp`,
+    /// `level`, `target`, `message` and the event's fields.
+    Json,
+}
+
+/// Logs to stderr at `info`, or as `RUST_LOG` says, as text (in colour
+/// only on a terminal, and never with `NO_COLOR` set,
+/// https://no-color.org) or as JSON lines.
+pub fn init_tracing(format: LogFormat) {
     use std::io::IsTerminal;
-    let colour = std::io::stderr().is_terminal()
-        && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
-    tracing_subscriber::fmt()
-        .with_ansi(colour)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
-                tracing_subscriber::EnvFilter::new("info,sqlx::postgres::notice=warn")
-            }),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx::postgres::notice=warn"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => {
+            let colour = std::io::stderr().is_terminal()
+                && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
+            builder.with_ansi(colour).init();
+        }
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .with_span_list(false)
+            .init(),
+    }
 }
 
 /// Why a client has no credentials.

@@ -28,6 +28,16 @@ pub struct ConfigArgs {
     /// in a comment, secrets hidden) and exit.
     #[arg(long)]
     pub print_config: bool,
+    /// How the log is written on stderr: text, or json (one object per line,
+    /// for journald and log shippers).
+    #[arg(
+        long,
+        env = "WHARF_LOG_FORMAT",
+        value_enum,
+        default_value = "text",
+        value_name = "FORMAT"
+    )]
+    pub log_format: crate::cli::LogFormat,
 }
 
 /// Arguments that are not settings.

@@ -67,7 +67,7 @@ struct Args {
 fn main() -> ExitCode {
     wharf_exec::launch::launch_if_asked();
     let args: Args = wharf_core::daemon_config::parse();
-    init_tracing();
+    init_tracing(args.config.log_format);
     run_main("wharfd", async {
         serve(args).await.map(|()| ExitCode::SUCCESS)
     })

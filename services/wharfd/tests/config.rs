@@ -126,3 +126,37 @@ fn the_example_file_in_the_repository_is_accepted() {
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert!(text(&out.stdout).contains("# from the config file"));
 }
+
+#[test]
+fn the_log_is_json_lines_when_asked() {
+    let dir = tempfile::tempdir().expect("dir");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_wharfd"))
+        .current_dir(dir.path())
+        .args(["--log-format", "json", "--no-exec"])
+        .args([
+            "--ftp-listen",
+            "127.0.0.1:0",
+            "--chat-listen",
+            "127.0.0.1:0",
+        ])
+        .env_remove("WHARF_CONFIG")
+        .env_remove("RUST_LOG")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("wharfd");
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    let _ = child.kill();
+    let out = child.wait_with_output().expect("wait");
+    let log = text(&out.stderr);
+    let lines: Vec<&str> = log.lines().collect();
+    assert!(lines.len() >= 2, "{log}");
+    for line in lines {
+        let v: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
+        assert!(
+            v["timestamp"].is_string() && v["level"].is_string() && v["message"].is_string(),
+            "{line}"
+        );
+    }
+}

@@ -531,3 +531,99 @@ fn a_quota_lowered_by_admin_cli_stops_a_running_command_and_an_upload() {
     assert_eq!(shown["reserved_bytes"], 0, "{shown}");
     wharfd.stop();
 }
+
+/// The service unit and its installer: the unit passes `systemd-analyze
+/// verify` (when systemd's tools are here), its command line is one wharfd
+/// takes, and `deploy/install.sh` puts everything in place.
+#[test]
+fn the_systemd_unit_is_valid_and_installs() {
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let unit = std::fs::read_to_string(repo.join("deploy/systemd/wharfd.service")).expect("unit");
+    let exec_start = unit
+        .lines()
+        .find_map(|l| l.strip_prefix("ExecStart="))
+        .expect("ExecStart");
+    let dir = tempfile::tempdir().expect("dir");
+    let wharfd = env!("CARGO_BIN_EXE_wharfd");
+    if Command::new("systemd-analyze")
+        .arg("--version")
+        .output()
+        .is_ok()
+    {
+        let here = dir.path().join("wharfd.service");
+        std::fs::write(&here, unit.replace("/usr/local/bin/wharfd", wharfd)).expect("write");
+        let out = Command::new("systemd-analyze")
+            .arg("verify")
+            .arg(&here)
+            .output()
+            .expect("systemd-analyze");
+        assert!(
+            out.status.success() && out.stderr.is_empty(),
+            "{}",
+            text(&out.stderr)
+        );
+    } else {
+        eprintln!("systemd-analyze is not here: the unit's syntax is not checked");
+    }
+    // Its command line, with the example settings and --print-config.
+    let args: Vec<String> = exec_start
+        .split_whitespace()
+        .skip(1)
+        .map(|a| {
+            a.replace(
+                "/etc/wharf/wharfd.toml",
+                &repo.join("wharfd.example.toml").display().to_string(),
+            )
+            .replace("/var/lib/wharf", &dir.path().display().to_string())
+        })
+        .collect();
+    let out = run(Command::new(wharfd).args(&args).arg("--print-config"));
+    assert!(
+        text(&out.stdout).contains("log-format = \"json\""),
+        "{}",
+        text(&out.stdout)
+    );
+
+    // The installer, into a folder of its own.
+    let bins = Path::new(wharfd).parent().expect("bin dir");
+    for b in [
+        "admin-cli",
+        "wharf-ftpd",
+        "wharf-chatd",
+        "wharf-execd",
+        "wharf-ftp",
+        "wharf-chat",
+        "wharf-exec",
+    ] {
+        bin(b);
+    }
+    let root = dir.path().join("root");
+    let out = run(Command::new("bash")
+        .arg(repo.join("deploy/install.sh"))
+        .env("ROOT", &root)
+        .env("BIN_DIR", bins));
+    assert!(
+        text(&out.stdout).contains("installed"),
+        "{}",
+        text(&out.stdout)
+    );
+    for f in [
+        "usr/local/bin/wharfd",
+        "usr/local/bin/admin-cli",
+        "etc/systemd/system/wharfd.service",
+        "etc/wharf/wharfd.toml",
+    ] {
+        assert!(root.join(f).exists(), "{f} not installed");
+    }
+    // A second run keeps the settings an administrator edited.
+    std::fs::write(root.join("etc/wharf/wharfd.toml"), "max-connections = 5\n").expect("edit");
+    let out = run(Command::new("bash")
+        .arg(repo.join("deploy/install.sh"))
+        .env("ROOT", &root)
+        .env("BIN_DIR", bins));
+    assert!(text(&out.stdout).contains("kept"), "{}", text(&out.stdout));
+    assert_eq!(
+        std::fs::read_to_string(root.join("etc/wharf/wharfd.toml")).expect("kept"),
+        "max-connections = 5\n"
+    );
+}

@@ -38,7 +38,7 @@ struct Args {
 fn main() -> ExitCode {
     wharf_exec::launch::launch_if_asked();
     let args: Args = wharf_core::daemon_config::parse();
-    init_tracing();
+    init_tracing(args.config.log_format);
     run_main("wharf-execd", async {
         serve(args).await.map(|()| ExitCode::SUCCESS)
     })

@@ -36,7 +36,7 @@ struct Args {
 
 fn main() -> ExitCode {
     let args: Args = wharf_core::daemon_config::parse();
-    init_tracing();
+    init_tracing(args.config.log_format);
     run_main("wharf-ftpd", async {
         serve(args).await.map(|()| ExitCode::SUCCESS)
     })
