@@ -347,9 +347,15 @@ impl Authenticator {
 
     async fn verify(&self, hash: String, password: &Password) -> Result<bool> {
         let bytes = password.expose().as_bytes().to_vec();
+        let queued = std::time::Instant::now();
         self.inner
             .pool
-            .run(move |memory| verify_blocking(memory, &bytes, &hash))
+            .run(move |memory| {
+                crate::metrics::metrics()
+                    .argon2_wait
+                    .observe(queued.elapsed().as_secs_f64());
+                verify_blocking(memory, &bytes, &hash)
+            })
             .await?
     }
 
@@ -419,6 +425,29 @@ impl Authenticator {
     /// password. Success forgets that source's failures on the name and
     /// records the login.
     pub async fn authenticate(
+        &self,
+        name: &str,
+        password: &Password,
+        service: Service,
+        source: std::net::IpAddr,
+    ) -> Result<User> {
+        let result = self.check_login(name, password, service, source).await;
+        let outcome = match &result {
+            Ok(_) => "ok",
+            Err(Error::AuthFailed) => "wrong_password",
+            Err(Error::RateLimited { .. }) => "rate_limited",
+            Err(Error::AccountLocked(_)) => "locked",
+            Err(Error::NotPermitted { .. }) => "not_permitted",
+            Err(_) => "error",
+        };
+        crate::metrics::metrics()
+            .logins
+            .get_or_create(&crate::metrics::svc_outcome(service.as_str(), outcome))
+            .inc();
+        result
+    }
+
+    async fn check_login(
         &self,
         name: &str,
         password: &Password,

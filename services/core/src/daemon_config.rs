@@ -38,6 +38,40 @@ pub struct ConfigArgs {
         value_name = "FORMAT"
     )]
     pub log_format: crate::cli::LogFormat,
+    /// Serve Prometheus metrics at http://ADDR/metrics and a health check
+    /// at http://ADDR/health (200 when the database answers and every
+    /// listener accepts) [default: off].
+    #[arg(long, env = "WHARF_METRICS_LISTEN", value_name = "ADDR")]
+    pub metrics_listen: Option<String>,
+}
+
+impl ConfigArgs {
+    /// Starts the metrics and health endpoint when `--metrics-listen` asks
+    /// for one; its address. `listeners` are the process's, by name.
+    pub async fn start_metrics(
+        &self,
+        store: &crate::Store,
+        listeners: Vec<(&'static str, std::net::SocketAddr)>,
+        shutdown: &tokio_util::sync::CancellationToken,
+    ) -> std::io::Result<Option<std::net::SocketAddr>> {
+        let Some(at) = &self.metrics_listen else {
+            return Ok(None);
+        };
+        let listener = tokio::net::TcpListener::bind(at).await.map_err(|e| {
+            std::io::Error::new(
+                e.kind(),
+                format!("cannot listen on {at} for metrics ({e}); is the port in use? pick another with --metrics-listen"),
+            )
+        })?;
+        let addr = listener.local_addr()?;
+        tokio::spawn(crate::metrics::serve(
+            listener,
+            store.clone(),
+            listeners,
+            shutdown.clone(),
+        ));
+        Ok(Some(addr))
+    }
 }
 
 /// Arguments that are not settings.

@@ -19,6 +19,7 @@ pub mod daemon_config;
 pub mod editor;
 mod error;
 pub mod home;
+pub mod metrics;
 pub mod names;
 pub mod owner;
 pub mod server;

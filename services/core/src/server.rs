@@ -25,6 +25,7 @@ use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
 use wharf_proto::ErrorCode;
 
+use crate::metrics::{metrics, svc, svc_outcome};
 use crate::tls::{ServerTls, Stream, TLS_HANDSHAKE_BYTE};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
@@ -125,6 +126,11 @@ pub trait Handler: Send + Sync + 'static {
     /// still open: they should end now, keeping what they can (an upload
     /// records what it received, for a resume).
     fn abort(&self) {}
+
+    /// The service's name in metrics (`ftp`, `chat`, ...).
+    fn service_name(&self) -> &'static str {
+        "service"
+    }
 
     /// Turns a connection away before its session, saying why in the
     /// protocol's words; Wharf's protocols send one error frame.
@@ -339,6 +345,10 @@ pub async fn serve<H: Handler>(
                 Established::Ready(stream) => stream,
                 Established::PlainToTls(stream) => {
                     tracing::info!(%peer, "refused: a plain client on the TLS port");
+                    metrics()
+                        .connections_refused
+                        .get_or_create(&svc_outcome(handler.service_name(), "tls_required"))
+                        .inc();
                     handler.reject(stream, Rejection::TlsRequired).await;
                     return;
                 }
@@ -349,11 +359,26 @@ pub async fn serve<H: Handler>(
             };
             match guard {
                 Some(guard) => {
+                    let open = metrics()
+                        .connections_open
+                        .get_or_create(&svc(handler.service_name()))
+                        .clone();
+                    open.inc();
+                    let _open = OnDrop(move || {
+                        open.dec();
+                    });
                     Box::pin(handler.handle(stream, peer, token, gate)).await;
                     drop(guard);
                 }
                 None => {
                     tracing::info!(%peer, "refused: too many connections from this address");
+                    metrics()
+                        .connections_refused
+                        .get_or_create(&svc_outcome(
+                            handler.service_name(),
+                            "too_many_from_address",
+                        ))
+                        .inc();
                     handler.reject(stream, Rejection::TooManyFromIp).await;
                 }
             }
@@ -453,5 +478,15 @@ pub fn shutdown_signal() -> impl Future<Output = ()> + Send + 'static {
                 let _ = tokio::signal::ctrl_c().await;
             }
         }
+    }
+}
+
+/// Runs its closure when dropped (a session's gauge, even when the session
+/// is aborted).
+struct OnDrop<F: FnMut()>(F);
+
+impl<F: FnMut()> Drop for OnDrop<F> {
+    fn drop(&mut self) {
+        (self.0)();
     }
 }

@@ -204,6 +204,22 @@ async fn serve(args: Args) -> Result<()> {
             config.runs_as()
         );
     }
+    let mut own = Vec::new();
+    if let Some(l) = &ftp {
+        own.push(("ftp", addr(l)?));
+    }
+    if let Some((l, _)) = &std_ftp {
+        own.push(("std-ftp", addr(l)?));
+    }
+    if let Some((l, _)) = &chat {
+        own.push(("chat", addr(l)?));
+    }
+    if let Some((l, _)) = &exec {
+        own.push(("exec", addr(l)?));
+    }
+    if let Some(at) = args.config.start_metrics(&store, own, &shutdown).await? {
+        println!("  metrics http://{at}/metrics and /health");
+    }
     match &tls {
         Some(tls) => println!(
             "TLS on, certificate {}\n  SHA-256 fingerprint {}",

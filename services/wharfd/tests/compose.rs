@@ -155,10 +155,14 @@ fn compose_services_match_the_workspace_and_each_other() {
         // A daemon: restarted, checked, listening where it publishes.
         assert_eq!(svc["restart"].as_str(), Some("unless-stopped"), "{name}");
         let port = listen_port(&command).unwrap_or_else(|| panic!("{name}: no --listen"));
+        // The healthcheck asks the daemon's /health (database and listeners).
+        let metrics = flag(&command, "--metrics-listen")
+            .and_then(|a| a.rsplit(':').next().map(str::to_owned))
+            .unwrap_or_else(|| panic!("{name}: no --metrics-listen"));
         let check = strings(&svc["healthcheck"]["test"]).join(" ");
         assert!(
-            check.contains(&format!("/{port}")),
-            "{name}: the healthcheck probes {port}: {check}"
+            check.contains(&format!("/{metrics}")) && check.contains("GET /health"),
+            "{name}: the healthcheck asks /health on {metrics}: {check}"
         );
         let ports = strings(&svc["ports"]);
         let mut protocols = BTreeSet::new();

@@ -76,14 +76,22 @@ struct Wharfd {
     exec: String,
     /// What it printed before serving.
     banner: Vec<String>,
+    /// Where it serves metrics, when asked to.
+    metrics: Option<String>,
 }
 
 impl Wharfd {
     /// Starts wharfd as the README's first command does (no flag for
     /// exec: as root, commands run as each user's own uid).
     fn start(dir: &Path) -> Wharfd {
+        Self::start_with(dir, &[])
+    }
+
+    /// The same, with `extra` flags.
+    fn start_with(dir: &Path, extra: &[&str]) -> Wharfd {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_wharfd"));
         in_dir(&mut cmd, dir)
+            .args(extra)
             .args(["--ftp-listen", "127.0.0.1:0"])
             .args(["--chat-listen", "127.0.0.1:0"])
             .args(["--exec-listen", "127.0.0.1:0"])
@@ -95,6 +103,7 @@ impl Wharfd {
         let stdout = child.stdout.take().expect("stdout");
         let mut lines = BufReader::new(stdout).lines();
         let (mut ftp, mut chat, mut exec) = (String::new(), String::new(), String::new());
+        let mut metrics = None;
         let mut banner = Vec::new();
         for line in lines.by_ref() {
             let line = line.expect("a line from wharfd");
@@ -105,6 +114,12 @@ impl Wharfd {
                 ["ftp", addr, ..] if is_addr(addr) => ftp = (*addr).to_owned(),
                 ["chat", addr, ..] if is_addr(addr) => chat = (*addr).to_owned(),
                 ["exec", addr, ..] if is_addr(addr) => exec = (*addr).to_owned(),
+                ["metrics", url, ..] => {
+                    metrics = url
+                        .strip_prefix("http://")
+                        .and_then(|u| u.strip_suffix("/metrics"))
+                        .map(str::to_owned)
+                }
                 ["ready;", ..] => break,
                 _ => {}
             }
@@ -121,6 +136,7 @@ impl Wharfd {
             chat,
             exec,
             banner,
+            metrics,
         }
     }
 
@@ -626,4 +642,137 @@ fn the_systemd_unit_is_valid_and_installs() {
         std::fs::read_to_string(root.join("etc/wharf/wharfd.toml")).expect("kept"),
         "max-connections = 5\n"
     );
+}
+
+/// `GET path` on `addr`: the status line and the body.
+fn http_get(addr: &str, path: &str) -> (String, String) {
+    use std::io::Read;
+    let mut conn = std::net::TcpStream::connect(addr).expect("connect to the metrics");
+    write!(conn, "GET {path} HTTP/1.1\r\nHost: wharf\r\n\r\n").expect("request");
+    let mut all = String::new();
+    conn.read_to_string(&mut all).expect("response");
+    let (head, body) = all.split_once("\r\n\r\n").expect("a head and a body");
+    (
+        head.lines().next().unwrap_or("").to_owned(),
+        body.to_owned(),
+    )
+}
+
+/// The sum of the samples of `name` whose labels include `labels`.
+fn sample(body: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
+    let scrape = prometheus_parse::Scrape::parse(body.lines().map(|l| Ok(l.to_owned())))
+        .expect("Prometheus text");
+    scrape
+        .samples
+        .iter()
+        .filter(|s| s.metric == name)
+        .filter(|s| labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v)))
+        .map(|s| match s.value {
+            prometheus_parse::Value::Counter(v)
+            | prometheus_parse::Value::Gauge(v)
+            | prometheus_parse::Value::Untyped(v) => v,
+            _ => 0.0,
+        })
+        .sum()
+}
+
+#[test]
+fn metrics_move_with_a_login_a_put_and_a_chat_message_and_health_follows_the_database() {
+    let dir = tempfile::tempdir().expect("dir");
+    let dir = dir.path();
+    let wharfd = Wharfd::start_with(dir, &["--metrics-listen", "127.0.0.1:0"]);
+    let metrics = wharfd
+        .metrics
+        .clone()
+        .expect("a metrics address in the banner");
+    add_alice(dir);
+    let (status, before) = http_get(&metrics, "/metrics");
+    assert!(status.contains("200"), "{status}");
+
+    std::fs::write(dir.join("up.bin"), vec![7u8; 300_000]).expect("write");
+    run(&mut client(
+        dir,
+        "wharf-ftp",
+        &wharfd.ftp,
+        &["put", "up.bin"],
+    ));
+    run(&mut client(
+        dir,
+        "wharf-chat",
+        &wharfd.chat,
+        &["send", "--room", "lobby", "hello"],
+    ));
+    run(&mut client(
+        dir,
+        "wharf-exec",
+        &wharfd.exec,
+        &["--", "true"],
+    ));
+    let (_, after) = http_get(&metrics, "/metrics");
+    let delta = |name: &str, labels: &[(&str, &str)]| {
+        sample(&after, name, labels) - sample(&before, name, labels)
+    };
+    for service in ["ftp", "chat", "exec"] {
+        assert!(
+            delta(
+                "wharf_logins_total",
+                &[("service", service), ("outcome", "ok")]
+            ) >= 1.0,
+            "no {service} login counted:\n{after}"
+        );
+    }
+    assert_eq!(
+        delta(
+            "wharf_transfers_total",
+            &[("direction", "up"), ("outcome", "ok")]
+        ),
+        1.0,
+        "{after}"
+    );
+    assert!(
+        delta("wharf_transfer_bytes_total", &[("direction", "up")]) >= 300_000.0,
+        "{after}"
+    );
+    assert_eq!(
+        delta("wharf_chat_messages_total", &[("outcome", "room")]),
+        1.0,
+        "{after}"
+    );
+    assert_eq!(
+        delta("wharf_commands_total", &[("outcome", "exit_0")]),
+        1.0,
+        "{after}"
+    );
+    assert!(
+        sample(&after, "wharf_quota_used_bytes", &[]) >= 300_000.0,
+        "{after}"
+    );
+    assert!(
+        after.contains("wharf_argon2_wait_seconds_bucket"),
+        "{after}"
+    );
+    assert!(after.contains("wharf_command_seconds_count"), "{after}");
+
+    // Health: 200 while the database answers; 503 when its file is gone
+    // (a folder in its place); 200 again once it is back.
+    let (status, body) = http_get(&metrics, "/health");
+    assert!(status.contains("200"), "{status} {body}");
+    assert!(
+        body.contains("\"database\":\"ok\"") && body.contains("\"exec\":\"ok\""),
+        "{body}"
+    );
+    let db = dir.join("data/wharf.db");
+    let aside = dir.join("data/wharf.db.aside");
+    std::fs::rename(&db, &aside).expect("move the database away");
+    std::fs::create_dir(&db).expect("a folder in its place");
+    let (status, body) = http_get(&metrics, "/health");
+    assert!(status.contains("503"), "{status} {body}");
+    assert!(body.contains("\"database\":\"failing"), "{body}");
+    std::fs::remove_dir(&db).expect("rmdir");
+    std::fs::rename(&aside, &db).expect("put it back");
+    let (status, _) = http_get(&metrics, "/health");
+    assert!(status.contains("200"), "{status}");
+    let (status, _) = http_get(&metrics, "/nothing");
+    assert!(status.contains("404"), "{status}");
+    wharfd.stop();
 }

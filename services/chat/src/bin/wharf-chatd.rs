@@ -67,6 +67,13 @@ async fn serve(args: Args) -> Result<()> {
     let shutdown = cancel_on_signal(|| {
         tracing::info!("shutting down: sessions are told, history is written out")
     });
+    if let Some(at) = args
+        .config
+        .start_metrics(&store, vec![("chat", addr)], &shutdown)
+        .await?
+    {
+        tracing::info!(%at, "serving metrics at /metrics and a health check at /health");
+    }
     run(Listener::new(listener, tls), udp, auth, config, shutdown).await?;
     store.close().await;
     tracing::info!("stopped");

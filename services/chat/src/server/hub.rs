@@ -349,6 +349,7 @@ impl Hub {
         out: &mut Outgoing<'_>,
         slow: &mut Vec<EndpointId>,
     ) {
+        let mut delivered = 0u64;
         for id in targets {
             if Some(*id) == skip {
                 continue;
@@ -358,18 +359,23 @@ impl Hub {
             };
             match &ep.sink {
                 Sink::Tcp { tx, .. } => match tx.try_send(out.tcp.clone()) {
-                    Ok(()) => {}
+                    Ok(()) => delivered += 1,
                     Err(super::outbox::Refused::Full) => slow.push(*id),
                     // The session is ending and will unregister itself.
                     Err(super::outbox::Refused::Closed) => {}
                 },
                 Sink::Udp(session) => {
-                    if let Some(frame) = out.udp() {
-                        let _ = self.udp_out.try_send((*session, frame));
+                    if let Some(frame) = out.udp()
+                        && self.udp_out.try_send((*session, frame)).is_ok()
+                    {
+                        delivered += 1;
                     }
                 }
             }
         }
+        wharf_core::metrics::metrics()
+            .chat_deliveries
+            .inc_by(delivered);
     }
 
     /// Drops the members found slow during a delivery.
@@ -377,6 +383,9 @@ impl Hub {
         if slow.is_empty() {
             return Vec::new();
         }
+        wharf_core::metrics::metrics()
+            .chat_dropped
+            .inc_by(slow.len() as u64);
         for id in &slow {
             if let Some(ep) = st.endpoints.get(id) {
                 tracing::info!(user = %ep.user, "dropping a chat session that does not read its messages");
@@ -605,6 +614,10 @@ impl Hub {
             })?;
             room.seq = seq;
             st.last_id = msg_id;
+            wharf_core::metrics::metrics()
+                .chat_messages
+                .get_or_create(&wharf_core::metrics::outcome("room"))
+                .inc();
             let (said, slow) = self.publish(
                 &st.endpoints,
                 &room.members,
@@ -663,6 +676,10 @@ impl Hub {
                 at,
             })?;
             st.last_id = msg_id;
+            wharf_core::metrics::metrics()
+                .chat_messages
+                .get_or_create(&wharf_core::metrics::outcome("direct"))
+                .inc();
             let mut targets = recipients;
             if *user != *to {
                 targets.extend(st.by_user.get(&user).into_iter().flatten().copied());

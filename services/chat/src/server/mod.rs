@@ -141,6 +141,10 @@ pub(crate) struct ChatServer {
 }
 
 impl Handler for ChatServer {
+    fn service_name(&self) -> &'static str {
+        "chat"
+    }
+
     async fn handle(
         self: Arc<Self>,
         stream: Stream,

@@ -68,6 +68,8 @@ impl Backend {
 pub struct Store {
     pool: AnyPool,
     backend: Backend,
+    /// The SQLite file, for health checks on a connection of their own.
+    file: Option<std::sync::Arc<Path>>,
 }
 
 impl Store {
@@ -120,9 +122,11 @@ impl Store {
             .connect_with(any)
             .await?;
         sqlx::migrate!("../../migrations/sqlite").run(&pool).await?;
+        let file = (file != Path::new(":memory:")).then(|| std::sync::Arc::from(file));
         Ok(Store {
             pool,
             backend: Backend::Sqlite,
+            file,
         })
     }
 
@@ -152,6 +156,7 @@ impl Store {
         Ok(Store {
             pool,
             backend: Backend::Postgres,
+            file: None,
         })
     }
 
@@ -313,5 +318,47 @@ impl Store {
             }
         }
         Ok(problems)
+    }
+}
+
+impl Store {
+    /// Bytes stored and bytes reserved, over all users.
+    pub async fn quota_totals(&self) -> Result<(u64, u64)> {
+        use sqlx::Row;
+        let row = sqlx::query(
+            "SELECT CAST(COALESCE(SUM(used_bytes), 0) AS BIGINT) AS used, \
+             CAST(COALESCE(SUM(reserved_bytes), 0) AS BIGINT) AS reserved FROM users",
+        )
+        .fetch_one(&self.pool)
+        .await?;
+        Ok((
+            to_u64(row.try_get("used")?),
+            to_u64(row.try_get("reserved")?),
+        ))
+    }
+
+    /// Whether the database answers now: for SQLite, a new connection to
+    /// the file reads it (the pool's connections would go on reading a
+    /// file deleted or replaced under them); for PostgreSQL, the server
+    /// answers a query.
+    pub async fn health(&self) -> Result<()> {
+        use sqlx::Connection;
+        match &self.file {
+            Some(file) => {
+                let options = SqliteConnectOptions::new()
+                    .filename(file.as_ref())
+                    .read_only(true)
+                    .create_if_missing(false);
+                let mut conn = sqlx::SqliteConnection::connect_with(&options).await?;
+                sqlx::query("SELECT COUNT(*) FROM users")
+                    .execute(&mut conn)
+                    .await?;
+                let _ = conn.close().await;
+            }
+            None => {
+                sqlx::query("SELECT 1").execute(&self.pool).await?;
+            }
+        }
+        Ok(())
     }
 }

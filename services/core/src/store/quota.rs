@@ -115,6 +115,9 @@ impl Store {
             }
         }
         tx.commit().await?;
+        for u in uploads {
+            super::usage::count_transfer(&u.record);
+        }
         Ok(())
     }
 

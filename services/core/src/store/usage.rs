@@ -152,6 +152,7 @@ impl Store {
     /// Records a transfer.
     pub async fn record_transfer(&self, t: &TransferRecord) -> Result<()> {
         insert_transfer(t).execute(&self.pool).await?;
+        count_transfer(t);
         Ok(())
     }
 
@@ -170,6 +171,16 @@ impl Store {
         .bind(now_ms())
         .execute(&self.pool)
         .await?;
+        let m = crate::metrics::metrics();
+        let outcome = match (e.exit_code, e.signal) {
+            (Some(0), _) => "exit_0",
+            (Some(_), _) => "exit_nonzero",
+            (None, _) => "signal",
+        };
+        m.commands
+            .get_or_create(&crate::metrics::outcome(outcome))
+            .inc();
+        m.command_seconds.observe(e.duration.as_secs_f64());
         Ok(())
     }
 
@@ -280,4 +291,21 @@ impl Store {
             })
             .collect()
     }
+}
+
+/// A recorded transfer in the metrics.
+pub(super) fn count_transfer(t: &TransferRecord) {
+    let m = crate::metrics::metrics();
+    let direction = t.direction.as_str().to_owned();
+    m.bytes
+        .get_or_create(&crate::metrics::Dir {
+            direction: direction.clone(),
+        })
+        .inc_by(t.bytes);
+    m.transfers
+        .get_or_create(&crate::metrics::DirOutcome {
+            direction,
+            outcome: if t.ok { "ok" } else { "failed" }.to_owned(),
+        })
+        .inc();
 }

@@ -72,6 +72,13 @@ async fn serve(args: Args) -> Result<()> {
     tracing::info!(%addr, database = %wharf_core::config::shown_database_url(&url), commands_run_as = %runs_as, "wharf-execd {} serving remote exec", env!("CARGO_PKG_VERSION"));
     let shutdown =
         cancel_on_signal(|| tracing::info!("shutting down: running commands are killed"));
+    if let Some(at) = args
+        .config
+        .start_metrics(&store, vec![("exec", addr)], &shutdown)
+        .await?
+    {
+        tracing::info!(%at, "serving metrics at /metrics and a health check at /health");
+    }
     run(Listener::new(listener, tls), auth, config, shutdown).await?;
     store.close().await;
     tracing::info!("stopped");

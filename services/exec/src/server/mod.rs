@@ -99,6 +99,10 @@ pub(crate) struct ExecServer {
 }
 
 impl Handler for ExecServer {
+    fn service_name(&self) -> &'static str {
+        "exec"
+    }
+
     async fn handle(
         self: Arc<Self>,
         stream: Stream,

@@ -76,6 +76,13 @@ async fn serve(args: Args) -> Result<()> {
             args.limits.limits(),
         )
         .await?;
+    let mut own = vec![("ftp", addr)];
+    if let Some((l, _)) = &std_ftp {
+        own.push(("std-ftp", l.local_addr()?));
+    }
+    if let Some(at) = args.config.start_metrics(&store, own, &shutdown).await? {
+        tracing::info!(%at, "serving metrics at /metrics and a health check at /health");
+    }
     if let Some((l, config)) = std_ftp {
         tracing::info!(
             addr = %l.local_addr()?, tls = config.tls.is_some(), require_tls = config.require_tls,

@@ -164,6 +164,10 @@ impl FtpServer {
 }
 
 impl Handler for FtpServer {
+    fn service_name(&self) -> &'static str {
+        "ftp"
+    }
+
     async fn handle(
         self: Arc<Self>,
         stream: Stream,

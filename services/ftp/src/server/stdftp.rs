@@ -834,6 +834,10 @@ impl StdFtpServer {
 }
 
 impl Handler for StdFtpServer {
+    fn service_name(&self) -> &'static str {
+        "std-ftp"
+    }
+
     async fn handle(
         self: std::sync::Arc<Self>,
         stream: Connection,

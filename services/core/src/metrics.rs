@@ -1,0 +1,367 @@
+//! What the services count, for Prometheus (`--metrics-listen ADDR`):
+//! `/metrics` in Prometheus's text format (encoded by `prometheus-client`),
+//! `/health` 200 only when the database answers and every listener of the
+//! process accepts. One set of metrics per process, labelled by service.
+
+use std::net::SocketAddr;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio_util::sync::CancellationToken;
+
+use crate::Store;
+
+/// A service's label.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct Svc {
+    /// `ftp`, `std-ftp`, `chat`, `exec`.
+    pub service: String,
+}
+
+/// A service and an outcome or reason.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SvcOutcome {
+    /// The service.
+    pub service: String,
+    /// What happened.
+    pub outcome: String,
+}
+
+/// A transfer's direction.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct Dir {
+    /// `up` or `down`.
+    pub direction: String,
+}
+
+/// A transfer's direction and outcome.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DirOutcome {
+    /// `up` or `down`.
+    pub direction: String,
+    /// `ok` or `failed`.
+    pub outcome: String,
+}
+
+/// An outcome alone.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct Outcome {
+    /// What happened.
+    pub outcome: String,
+}
+
+/// Every metric of the process.
+pub struct Metrics {
+    registry: Registry,
+    /// Sessions open now.
+    pub connections_open: Family<Svc, Gauge>,
+    /// Connections turned away, by reason.
+    pub connections_refused: Family<SvcOutcome, Counter>,
+    /// Logins, by outcome (`ok`, `wrong_password`, `locked`, ...).
+    pub logins: Family<SvcOutcome, Counter>,
+    /// Time a password waited for an argon2 worker.
+    pub argon2_wait: Histogram,
+    /// File bytes moved.
+    pub bytes: Family<Dir, Counter>,
+    /// Transfers, by outcome.
+    pub transfers: Family<DirOutcome, Counter>,
+    /// Bytes stored over all users (read from the database when scraped).
+    pub quota_used: Gauge,
+    /// Bytes reserved by uploads over all users (likewise).
+    pub quota_reserved: Gauge,
+    /// Chat messages said, room or direct.
+    pub chat_messages: Family<Outcome, Counter>,
+    /// Chat messages handed to a member's queue.
+    pub chat_deliveries: Counter,
+    /// Chat members dropped for not reading.
+    pub chat_dropped: Counter,
+    /// Commands run, by outcome (`exit_0`, `exit_nonzero`, `signal`).
+    pub commands: Family<Outcome, Counter>,
+    /// How long commands ran.
+    pub command_seconds: Histogram,
+}
+
+/// The process's metrics.
+pub fn metrics() -> &'static Metrics {
+    static METRICS: OnceLock<Metrics> = OnceLock::new();
+    METRICS.get_or_init(Metrics::new)
+}
+
+/// The label of `service`.
+pub fn svc(service: &str) -> Svc {
+    Svc {
+        service: service.to_owned(),
+    }
+}
+
+/// The labels of `service` and `outcome`.
+pub fn svc_outcome(service: &str, outcome: &str) -> SvcOutcome {
+    SvcOutcome {
+        service: service.to_owned(),
+        outcome: outcome.to_owned(),
+    }
+}
+
+/// The label of `outcome`.
+pub fn outcome(outcome: &str) -> Outcome {
+    Outcome {
+        outcome: outcome.to_owned(),
+    }
+}
+
+impl Metrics {
+    fn new() -> Metrics {
+        let mut registry = Registry::with_prefix("wharf");
+        let m = Metrics {
+            connections_open: Family::default(),
+            connections_refused: Family::default(),
+            logins: Family::default(),
+            argon2_wait: Histogram::new(exponential_buckets(0.001, 2.0, 14)),
+            bytes: Family::default(),
+            transfers: Family::default(),
+            quota_used: Gauge::default(),
+            quota_reserved: Gauge::default(),
+            chat_messages: Family::default(),
+            chat_deliveries: Counter::default(),
+            chat_dropped: Counter::default(),
+            commands: Family::default(),
+            command_seconds: Histogram::new(exponential_buckets(0.001, 4.0, 12)),
+            registry: Registry::default(),
+        };
+        registry.register(
+            "connections_open",
+            "Sessions open now",
+            m.connections_open.clone(),
+        );
+        registry.register(
+            "connections_refused",
+            "Connections turned away, by reason",
+            m.connections_refused.clone(),
+        );
+        registry.register("logins", "Logins, by outcome", m.logins.clone());
+        registry.register(
+            "argon2_wait_seconds",
+            "Time a password waited for an argon2 worker",
+            m.argon2_wait.clone(),
+        );
+        registry.register("transfer_bytes", "File bytes moved", m.bytes.clone());
+        registry.register(
+            "transfers",
+            "File transfers, by outcome",
+            m.transfers.clone(),
+        );
+        registry.register(
+            "quota_used_bytes",
+            "Bytes stored over all users",
+            m.quota_used.clone(),
+        );
+        registry.register(
+            "quota_reserved_bytes",
+            "Bytes reserved by uploads in progress over all users",
+            m.quota_reserved.clone(),
+        );
+        registry.register(
+            "chat_messages",
+            "Chat messages said",
+            m.chat_messages.clone(),
+        );
+        registry.register(
+            "chat_deliveries",
+            "Chat messages handed to a member",
+            m.chat_deliveries.clone(),
+        );
+        registry.register(
+            "chat_members_dropped",
+            "Chat members dropped for not reading their messages",
+            m.chat_dropped.clone(),
+        );
+        registry.register("commands", "Commands run, by outcome", m.commands.clone());
+        registry.register(
+            "command_seconds",
+            "How long commands ran",
+            m.command_seconds.clone(),
+        );
+        Metrics { registry, ..m }
+    }
+
+    /// Everything, in Prometheus's text format.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        if let Err(e) = prometheus_client::encoding::text::encode(&mut out, &self.registry) {
+            tracing::warn!(error = %e, "cannot encode the metrics");
+        }
+        out
+    }
+}
+
+/// Longest request line and headers read from a scraper.
+const MAX_REQUEST: usize = 8 * 1024;
+/// Time a scraper has to send its request.
+const REQUEST_TIME: Duration = Duration::from_secs(5);
+/// Time a health check gives the database and each listener.
+const CHECK_TIME: Duration = Duration::from_secs(2);
+
+/// Serves `/metrics` and `/health` on `listener` until `shutdown`.
+/// `listeners` are the process's own, by name, which `/health` connects to.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    store: Store,
+    listeners: Vec<(&'static str, SocketAddr)>,
+    shutdown: CancellationToken,
+) {
+    let listeners = std::sync::Arc::new(listeners);
+    let busy = std::sync::Arc::new(tokio::sync::Semaphore::new(16));
+    loop {
+        let (stream, _) = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    tracing::warn!(error = %e, "metrics: accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+        };
+        let Ok(permit) = busy.clone().try_acquire_owned() else {
+            continue;
+        };
+        let (store, listeners) = (store.clone(), listeners.clone());
+        tokio::spawn(async move {
+            answer(stream, &store, &listeners).await;
+            drop(permit);
+        });
+    }
+}
+
+async fn answer(
+    mut stream: tokio::net::TcpStream,
+    store: &Store,
+    listeners: &[(&'static str, SocketAddr)],
+) {
+    let mut request = Vec::with_capacity(512);
+    let read = tokio::time::timeout(REQUEST_TIME, async {
+        let mut buf = [0u8; 1024];
+        while !request.windows(4).any(|w| w == b"\r\n\r\n")
+            && !request.windows(2).any(|w| w == b"\n\n")
+        {
+            let n = stream.read(&mut buf).await?;
+            if n == 0 || request.len() + n > MAX_REQUEST {
+                break;
+            }
+            request.extend_from_slice(&buf[..n]);
+        }
+        Ok::<_, std::io::Error>(())
+    })
+    .await;
+    if !matches!(read, Ok(Ok(()))) {
+        return;
+    }
+    let line = request.split(|b| *b == b'\n').next().unwrap_or(&[]);
+    let line = String::from_utf8_lossy(line);
+    let mut words = line.split_whitespace();
+    let (method, path) = (words.next().unwrap_or(""), words.next().unwrap_or(""));
+    let (status, kind, body) = match (method, path) {
+        ("GET", "/metrics") => {
+            refresh_quota(store).await;
+            (
+                "200 OK",
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                metrics().encode(),
+            )
+        }
+        ("GET", "/health") => {
+            let (ok, body) = health(store, listeners).await;
+            (
+                if ok {
+                    "200 OK"
+                } else {
+                    "503 Service Unavailable"
+                },
+                "application/json",
+                body,
+            )
+        }
+        ("GET", _) => (
+            "404 Not Found",
+            "text/plain",
+            "only /metrics and /health are here\n".into(),
+        ),
+        _ => (
+            "405 Method Not Allowed",
+            "text/plain",
+            "only GET is served\n".into(),
+        ),
+    };
+    let head = format!(
+        "HTTP/1.1 {status}\r\nContent-Type: {kind}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    let _ = tokio::time::timeout(REQUEST_TIME, async {
+        stream.write_all(head.as_bytes()).await?;
+        stream.write_all(body.as_bytes()).await?;
+        stream.shutdown().await
+    })
+    .await;
+}
+
+/// The quota gauges, read from the database.
+async fn refresh_quota(store: &Store) {
+    match tokio::time::timeout(CHECK_TIME, store.quota_totals()).await {
+        Ok(Ok((used, reserved))) => {
+            metrics()
+                .quota_used
+                .set(i64::try_from(used).unwrap_or(i64::MAX));
+            metrics()
+                .quota_reserved
+                .set(i64::try_from(reserved).unwrap_or(i64::MAX));
+        }
+        Ok(Err(e)) => tracing::warn!(error = %e, "metrics: cannot read the quota totals"),
+        Err(_) => tracing::warn!("metrics: the database did not answer for the quota totals"),
+    }
+}
+
+/// Whether the database answers and every listener accepts; a JSON body
+/// saying which.
+async fn health(store: &Store, listeners: &[(&'static str, SocketAddr)]) -> (bool, String) {
+    let database = match tokio::time::timeout(CHECK_TIME, store.health()).await {
+        Ok(Ok(())) => "ok".to_owned(),
+        Ok(Err(e)) => format!("failing: {e}"),
+        Err(_) => "failing: no answer within 2 s".to_owned(),
+    };
+    let mut ok = database == "ok";
+    let mut parts = vec![format!("\"database\":{}", json_string(&database))];
+    for (name, addr) in listeners {
+        let target = match addr.ip() {
+            ip if ip.is_unspecified() => SocketAddr::new(
+                if addr.is_ipv4() {
+                    std::net::Ipv4Addr::LOCALHOST.into()
+                } else {
+                    std::net::Ipv6Addr::LOCALHOST.into()
+                },
+                addr.port(),
+            ),
+            _ => *addr,
+        };
+        let state =
+            match tokio::time::timeout(CHECK_TIME, tokio::net::TcpStream::connect(target)).await {
+                Ok(Ok(_)) => "ok".to_owned(),
+                Ok(Err(e)) => format!("failing: {e}"),
+                Err(_) => "failing: no answer within 2 s".to_owned(),
+            };
+        ok &= state == "ok";
+        parts.push(format!("{}:{}", json_string(name), json_string(&state)));
+    }
+    (ok, format!("{{{}}}\n", parts.join(",")))
+}
+
+fn json_string(s: &str) -> String {
+    serde_json::Value::String(s.to_owned()).to_string()
+}
