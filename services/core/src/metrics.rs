@@ -188,6 +188,30 @@ impl Metrics {
             "How long commands ran",
             m.command_seconds.clone(),
         );
+        // The usual series exist from the start, at 0, so that a rate or an
+        // alert has something to read before the first event.
+        for service in ["ftp", "chat", "exec"] {
+            for outcome in ["ok", "wrong_password"] {
+                let _ = m.logins.get_or_create(&svc_outcome(service, outcome));
+            }
+        }
+        for direction in ["up", "down"] {
+            let _ = m.bytes.get_or_create(&Dir {
+                direction: direction.to_owned(),
+            });
+            for result in ["ok", "failed"] {
+                let _ = m.transfers.get_or_create(&DirOutcome {
+                    direction: direction.to_owned(),
+                    outcome: result.to_owned(),
+                });
+            }
+        }
+        for kind in ["room", "direct"] {
+            let _ = m.chat_messages.get_or_create(&outcome(kind));
+        }
+        for result in ["exit_0", "exit_nonzero", "signal"] {
+            let _ = m.commands.get_or_create(&outcome(result));
+        }
         Metrics { registry, ..m }
     }
 
