@@ -18,6 +18,28 @@ struct Admin {
 }
 
 impl Admin {
+    /// alice with a 2 GiB quota, and bob (ftp and exec) locked.
+    fn with_alice_and_bob() -> Admin {
+        let admin = Admin::new();
+        admin.ok(
+            &["user", "add", "alice", "--password-stdin", "--quota", "2G"],
+            Some(PW),
+        );
+        admin.ok(
+            &[
+                "user",
+                "add",
+                "bob",
+                "--password-stdin",
+                "--services",
+                "ftp,exec",
+            ],
+            Some(PW),
+        );
+        admin.ok(&["user", "lock", "bob"], None);
+        admin
+    }
+
     fn new() -> Admin {
         Admin {
             dir: tempfile::tempdir().expect("temp dir"),
@@ -876,23 +898,7 @@ async fn db_copy_moves_a_sqlite_database_into_postgres() {
         eprintln!("skipped: no PostgreSQL test cluster");
         return;
     };
-    let admin = Admin::new();
-    admin.ok(
-        &["user", "add", "alice", "--password-stdin", "--quota", "2G"],
-        Some(PW),
-    );
-    admin.ok(
-        &[
-            "user",
-            "add",
-            "bob",
-            "--password-stdin",
-            "--services",
-            "ftp,exec",
-        ],
-        Some(PW),
-    );
-    admin.ok(&["user", "lock", "bob"], None);
+    let admin = Admin::with_alice_and_bob();
     let before = admin.ok(&["user", "list", "--json"], None);
 
     let said = admin.ok(&["db", "copy", "--to", &pg], None);
@@ -909,6 +915,17 @@ async fn db_copy_moves_a_sqlite_database_into_postgres() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert_eq!(String::from_utf8_lossy(&out.stdout), before);
+    // db check reads PostgreSQL too; a backup there is PostgreSQL's tools'.
+    let out = admin.run_on(&pg, &["db", "check"], None);
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("the database is sound"),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = admin.run_on(&pg, &["db", "backup", "x.db"], None);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("pg_dump"));
     // A user added on PostgreSQL, as the first try did.
     let out = admin.run_on(&pg, &["user", "add", "carol", "--password-stdin"], Some(PW));
     assert!(
@@ -927,23 +944,7 @@ async fn db_copy_moves_a_sqlite_database_into_postgres() {
 /// test's database in place of data/wharf.db), and `db check`.
 #[test]
 fn a_backup_restores_users_and_quotas_and_check_finds_drift() {
-    let admin = Admin::new();
-    admin.ok(
-        &["user", "add", "alice", "--password-stdin", "--quota", "2G"],
-        Some(PW),
-    );
-    admin.ok(
-        &[
-            "user",
-            "add",
-            "bob",
-            "--password-stdin",
-            "--services",
-            "ftp,exec",
-        ],
-        Some(PW),
-    );
-    admin.ok(&["user", "lock", "bob"], None);
+    let admin = Admin::with_alice_and_bob();
     let before = admin.ok(&["user", "list", "--json"], None);
     let backup = admin.dir.path().join("wharf-backup.db");
     let said = admin.ok(&["db", "backup", &backup.display().to_string()], None);

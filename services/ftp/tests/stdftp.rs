@@ -60,6 +60,16 @@ async fn std_ftp_with(
     addr
 }
 
+/// The users every refusal test meets: alice (ftp, with `quota`, and a link
+/// from her home to /etc), carol (chat only), dave (ftp, locked).
+async fn refusal_cast(srv: &TestServer, quota: Option<u64>) {
+    srv.add_user("alice", quota, "ftp").await;
+    srv.add_user("carol", None, "chat").await;
+    srv.add_user("dave", None, "ftp").await;
+    srv.store.set_locked("dave", true).await.expect("lock");
+    std::os::unix::fs::symlink("/etc", srv.home("alice").join("etc")).expect("link");
+}
+
 /// curl with `args`, as alice unless the args say otherwise.
 async fn curl(args: &[&str]) -> Output {
     tokio::process::Command::new("curl")
@@ -593,10 +603,7 @@ impl Raw {
 async fn a_raw_socket_is_refused_everything_it_should_be_and_the_server_keeps_serving() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let srv = spawn().await;
-    srv.add_user("alice", Some(1_000_000), "ftp").await;
-    srv.add_user("carol", None, "chat").await;
-    srv.add_user("dave", None, "ftp").await;
-    srv.store.set_locked("dave", true).await.expect("lock");
+    refusal_cast(&srv, Some(1_000_000)).await;
     let addr = std_ftp(&srv).await;
 
     // Wrong password, no ftp right, locked: 530 with the native reason.
@@ -620,7 +627,6 @@ async fn a_raw_socket_is_refused_everything_it_should_be_and_the_server_keeps_se
     assert!(said.starts_with("530"), "{said}");
 
     // Out of the home, by .. and by a link: refused, and nothing sent.
-    std::os::unix::fs::symlink("/etc", srv.home("alice").join("etc")).expect("link");
     let mut alice = Raw::user(&addr, "alice").await;
     for cmd in [
         "SIZE ../../etc/passwd",
@@ -677,23 +683,8 @@ async fn a_raw_socket_is_refused_everything_it_should_be_and_the_server_keeps_se
     // An upload cut by a reset, resumed with REST + STOR: byte-identical,
     // with the md5 the native client sees.
     let bytes = data_of(900_000);
-    let mut data = alice.data(&addr).await;
-    let said = alice.cmd("STOR cut.bin").await;
-    assert!(said.starts_with("150"), "{said}");
-    data.write_all(&bytes[..300_000]).await.expect("send");
-    // A reset, as a dropped network gives (blocking on drop is moot here).
-    #[allow(deprecated)]
-    data.set_linger(Some(std::time::Duration::ZERO))
-        .expect("linger");
-    drop(data);
-    let said = alice.reply().await;
-    assert!(said.starts_with('4'), "a cut upload was accepted: {said}");
-    let said = alice.cmd("SIZE cut.bin").await;
-    let held: u64 = said
-        .strip_prefix("213 ")
-        .and_then(|n| n.trim().parse().ok())
-        .unwrap_or_else(|| panic!("{said}"));
-    assert!(held > 0 && held <= 300_000, "{said}");
+    let held = cut_upload(&addr, "cut.bin", &bytes, 300_000).await;
+    assert!(held > 0 && held <= 300_000, "{held}");
     let mut data = alice.data(&addr).await;
     let said = alice.cmd(&format!("REST {held}")).await;
     assert!(said.starts_with("350"), "{said}");
@@ -909,11 +900,7 @@ print("still serving:", f.voidcmd("NOOP"))
 #[tokio::test]
 async fn python_ftplib_over_ftps_is_refused_everything_it_should_be() {
     let srv = spawn().await;
-    srv.add_user("alice", Some(1_000_000), "ftp").await;
-    srv.add_user("carol", None, "chat").await;
-    srv.add_user("dave", None, "ftp").await;
-    srv.store.set_locked("dave", true).await.expect("lock");
-    std::os::unix::fs::symlink("/etc", srv.home("alice").join("etc")).expect("link");
+    refusal_cast(&srv, Some(1_000_000)).await;
     let addr = ftps(&srv).await;
     let (host, port) = addr.rsplit_once(':').expect("addr");
     let ca = common::tls().2.display().to_string();
@@ -995,11 +982,7 @@ async fn lftp(addr: &str, user: &str, pw: &str, script: &str, dir: &std::path::P
 #[tokio::test]
 async fn lftp_and_curl_are_refused_what_they_should_be_and_resume_cut_uploads() {
     let srv = spawn().await;
-    srv.add_user("alice", Some(5_000_000), "ftp").await;
-    srv.add_user("carol", None, "chat").await;
-    srv.add_user("dave", None, "ftp").await;
-    srv.store.set_locked("dave", true).await.expect("lock");
-    std::os::unix::fs::symlink("/etc", srv.home("alice").join("etc")).expect("link");
+    refusal_cast(&srv, Some(5_000_000)).await;
     let addr = ftps(&srv).await;
     let work = tempfile::tempdir().expect("dir");
 
