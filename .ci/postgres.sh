@@ -15,6 +15,10 @@ dir=${2:?usage: postgres.sh start|stop DIR}
 
 bin=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1 || true)
 if [ -z "$bin" ] || [ ! -x "$bin/initdb" ]; then
+  if [ "$(id -u)" != 0 ]; then
+    echo "postgres.sh: PostgreSQL is not installed, and installing it needs root (sudo apt-get install postgresql)" >&2
+    exit 1
+  fi
   echo "installing postgresql for the tests..." >&2
   apt-get update -qq >&2 && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >&2
   # Debian starts a cluster of its own: not ours, and not wanted.
