@@ -454,3 +454,109 @@ async fn a_copy_into_postgres_keeps_every_row_and_the_ids_go_on() {
     let again = src.store.copy_into(&dst).await;
     assert!(again.is_err(), "copied twice into one database");
 }
+
+#[tokio::test]
+async fn chat_messages_posted_through_two_handles_are_numbered_by_the_database() {
+    use wharf_core::store::NewChatMessage;
+    for env in common::envs().await {
+        let alice = env
+            .add_user("alice", "pw one two three", None, "chat")
+            .await;
+        let bob = env.add_user("bob", "pw four five six", None, "chat").await;
+        // A second handle on the same database, as a second server has.
+        let other = Store::open(&env.url).await.expect("second handle");
+        let mut listener = if env.store.backend() == Backend::Postgres {
+            let mut l = sqlx::postgres::PgListener::connect(&env.url)
+                .await
+                .expect("listen");
+            l.listen(wharf_core::store::CHAT_CHANNEL)
+                .await
+                .expect("listen");
+            Some(l)
+        } else {
+            None
+        };
+        let mut posters = Vec::new();
+        for i in 0..4 {
+            let store = if i % 2 == 0 {
+                env.store.clone()
+            } else {
+                other.clone()
+            };
+            let (alice, bob) = (alice.id, bob.id);
+            posters.push(tokio::spawn(async move {
+                let mut got = Vec::new();
+                for n in 0..25 {
+                    let body = format!("poster {i} message {n}");
+                    let room = store
+                        .post_chat_message(&NewChatMessage {
+                            sender_id: alice,
+                            room: Some("lobby"),
+                            recipient_id: None,
+                            body: &body,
+                            at: 1_700_000_000_000 + n,
+                        })
+                        .await
+                        .expect("post");
+                    got.push(room);
+                    if n % 5 == 0 {
+                        let direct = store
+                            .post_chat_message(&NewChatMessage {
+                                sender_id: alice,
+                                room: None,
+                                recipient_id: Some(bob),
+                                body: "psst",
+                                at: 1_700_000_000_000 + n,
+                            })
+                            .await
+                            .expect("direct");
+                        assert_eq!(direct.1, None, "a direct message has no room number");
+                        got.push(direct);
+                    }
+                }
+                got
+            }));
+        }
+        let mut ids = std::collections::BTreeSet::new();
+        let mut seqs = Vec::new();
+        for p in posters {
+            for (id, seq) in p.await.expect("poster") {
+                assert!(ids.insert(id), "id {id} twice");
+                seqs.extend(seq);
+            }
+        }
+        seqs.sort_unstable();
+        assert_eq!(
+            seqs,
+            (1..=100).collect::<Vec<u64>>(),
+            "numbered without gaps or repeats"
+        );
+        assert_eq!(ids.len(), 120);
+        let history = env.store.room_history("lobby", 200).await.expect("history");
+        assert_eq!(history.len(), 100);
+        assert!(history.windows(2).all(|w| w[0].seq + 1 == w[1].seq));
+        // PostgreSQL announces each message as it commits, in the order of
+        // the room's numbers.
+        if let Some(listener) = listener.as_mut() {
+            let mut announced = Vec::new();
+            while announced.len() < 120 {
+                let n = tokio::time::timeout(std::time::Duration::from_secs(10), listener.recv())
+                    .await
+                    .expect("a notification within 10 s")
+                    .expect("notification");
+                announced.push(n.payload().parse::<u64>().expect("an id"));
+            }
+            let by_id: std::collections::HashMap<u64, u64> =
+                history.iter().map(|h| (h.id, h.seq)).collect();
+            let in_order: Vec<u64> = announced
+                .iter()
+                .filter_map(|id| by_id.get(id).copied())
+                .collect();
+            assert_eq!(
+                in_order,
+                (1..=100).collect::<Vec<u64>>(),
+                "announced in room order"
+            );
+        }
+    }
+}

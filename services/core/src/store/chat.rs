@@ -3,7 +3,7 @@
 
 use sqlx::Row;
 
-use super::{Store, to_i64, to_u64};
+use super::{Backend, Store, to_i64, to_u64};
 use crate::error::Result;
 
 /// One chat message: to a room, or direct to a user.
@@ -106,5 +106,115 @@ impl Store {
             .collect::<Result<Vec<_>>>()?;
         out.reverse();
         Ok(out)
+    }
+}
+
+/// The channel a posted chat message is announced on (PostgreSQL's
+/// `NOTIFY`), its id as the payload.
+pub const CHAT_CHANNEL: &str = "wharf_chat";
+
+/// A message to post with [`Store::post_chat_message`]: its id and room
+/// number come from the database.
+#[derive(Debug, Clone)]
+pub struct NewChatMessage<'a> {
+    /// Sender.
+    pub sender_id: i64,
+    /// Room, for a room message.
+    pub room: Option<&'a str>,
+    /// Recipient, for a direct message.
+    pub recipient_id: Option<i64>,
+    /// Text.
+    pub body: &'a str,
+    /// When said, unix ms.
+    pub at: i64,
+}
+
+/// Attempts at posting a message before giving up on a busy room.
+const POST_TRIES: usize = 20;
+
+impl Store {
+    /// Writes a chat message and gives it its id and, in a room, the room's
+    /// next number, both from the database: several chat servers on one
+    /// database number one room without gaps or repeats. On PostgreSQL the
+    /// room's numbering is held by a lock per room for the transaction,
+    /// ids come from a sequence, and the message is announced on
+    /// [`CHAT_CHANNEL`] when it commits; on SQLite one statement reads the
+    /// numbers and inserts, inside SQLite's write transaction. (Should two
+    /// writers ever meet on a room's number, the unique index refuses the
+    /// second and it is retried.)
+    pub async fn post_chat_message(&self, m: &NewChatMessage<'_>) -> Result<(u64, Option<u64>)> {
+        let mut tries = 0;
+        loop {
+            tries += 1;
+            match self.try_post_chat_message(m).await {
+                Err(crate::Error::Database(e))
+                    if super::is_unique_violation(&e) && tries < POST_TRIES =>
+                {
+                    continue;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    async fn try_post_chat_message(&self, m: &NewChatMessage<'_>) -> Result<(u64, Option<u64>)> {
+        if self.backend == Backend::Sqlite {
+            // One statement: SQLite runs it inside its write transaction, so
+            // the numbers it reads cannot be taken by another writer.
+            let row = sqlx::query(
+                "INSERT INTO chat_messages (id, room, seq, recipient_id, sender_id, body, at) \
+                 VALUES ((SELECT COALESCE(MAX(id), 0) + 1 FROM chat_messages), $1, \
+                 CASE WHEN $1 IS NULL THEN NULL \
+                 ELSE (SELECT COALESCE(MAX(seq), 0) + 1 FROM chat_messages WHERE room = $1) END, \
+                 $2, $3, $4, $5) RETURNING id, seq",
+            )
+            .bind(m.room)
+            .bind(m.recipient_id)
+            .bind(m.sender_id)
+            .bind(m.body)
+            .bind(m.at)
+            .fetch_one(&self.pool)
+            .await?;
+            let seq: Option<i64> = row.try_get("seq")?;
+            return Ok((to_u64(row.try_get("id")?), seq.map(to_u64)));
+        }
+        let mut tx = self.pool.begin().await?;
+        let seq = match m.room {
+            Some(room) => {
+                // The room's numbering is this transaction's until it ends.
+                sqlx::query("SELECT pg_advisory_xact_lock(hashtext($1))")
+                    .bind(room)
+                    .execute(&mut *tx)
+                    .await?;
+                let row = sqlx::query(
+                    "SELECT CAST(COALESCE(MAX(seq), 0) + 1 AS BIGINT) AS seq FROM chat_messages WHERE room = $1",
+                )
+                .bind(room)
+                .fetch_one(&mut *tx)
+                .await?;
+                Some(row.try_get::<i64, _>("seq")?)
+            }
+            None => None,
+        };
+        let row = sqlx::query(
+            "INSERT INTO chat_messages (id, room, seq, recipient_id, sender_id, body, at) \
+             VALUES (nextval('chat_message_ids'), $1, $2, $3, $4, $5, $6) RETURNING id",
+        )
+        .bind(m.room)
+        .bind(seq)
+        .bind(m.recipient_id)
+        .bind(m.sender_id)
+        .bind(m.body)
+        .bind(m.at)
+        .fetch_one(&mut *tx)
+        .await?;
+        let id: i64 = row.try_get("id")?;
+        sqlx::query("SELECT pg_notify($1, $2)")
+            .bind(CHAT_CHANNEL)
+            .bind(id.to_string())
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok((to_u64(id), seq.map(to_u64)))
     }
 }

@@ -178,6 +178,12 @@ impl Store {
                 .execute(&to.pool)
                 .await?;
             }
+            sqlx::query(
+                "SELECT setval('chat_message_ids', \
+                 COALESCE((SELECT MAX(id) FROM chat_messages), 0) + 1, false)",
+            )
+            .execute(&to.pool)
+            .await?;
         }
         Ok(report)
     }

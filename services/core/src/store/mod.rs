@@ -24,7 +24,7 @@ use sqlx::{AnyPool, ConnectOptions};
 
 use crate::error::{Error, Result};
 
-pub use chat::{ChatRecord, HistoryRow};
+pub use chat::{CHAT_CHANNEL, ChatRecord, HistoryRow, NewChatMessage};
 pub use copy::CopyReport;
 pub use digests::FileVersion;
 pub use quota::UploadCommit;
