@@ -21,12 +21,19 @@
 //! delivery, peak memory after the first burst and after the last (growth
 //! over bursts), and memory per idle session, as ratios.
 //!
+//! With `WHARF_BENCH_POSTGRES=1` and a PostgreSQL test cluster in
+//! `WHARF_TEST_POSTGRES_URL` (`bash .ci/postgres.sh start DIR` prints one),
+//! only the fan-out runs, with TLS, on PostgreSQL beside SQLite, rounds
+//! interleaved, and prints the ratios.
+//!
 //! Run: `cargo bench -p wharf-chat --bench fanout` (only the ngircd part:
 //! `WHARF_BENCH_PEERS_ONLY=1`). Smaller:
 //! `WHARF_BENCH_CLIENTS=200 WHARF_BENCH_MESSAGES=200 WHARF_BENCH_IDLE=2000 cargo bench -p wharf-chat --bench fanout`.
 
 #[path = "peers/ngircd.rs"]
 mod ngircd;
+#[path = "../../testing/postgres.rs"]
+mod postgres;
 
 use std::net::TcpListener;
 use std::process::{Command, Stdio};
@@ -124,26 +131,10 @@ async fn main() -> Res<()> {
     let n_idle = env_num("WHARF_BENCH_IDLE", 10_000);
     let dir = tempfile::tempdir()?;
     let url = format!("sqlite://{}/wharf.db", dir.path().display());
-    let store = Store::open(&url).await?;
-    let cheap = Params::new(64, 1, 1, None).map_err(|e| e.to_string())?;
-    let hash = Argon2::new(Algorithm::Argon2id, Version::V0x13, cheap)
-        .hash_password(PASSWORD.as_bytes())
-        .map_err(|e| e.to_string())?
-        .to_string();
-    let users: Vec<String> = (0..50).map(|i| format!("user{i}")).collect();
-    for u in users.iter().chain(std::iter::once(&"sender".to_owned())) {
-        store
-            .create_user(&NewUser {
-                name: u.clone(),
-                password_hash: hash.clone(),
-                home: dir.path().join("homes").join(u),
-                quota_bytes: None,
-                services: "chat".parse()?,
-            })
-            .await?;
+    let users = bench_users(&url, dir.path()).await?;
+    if std::env::var_os("WHARF_BENCH_POSTGRES").is_some() {
+        return on_postgres_beside_sqlite(&url, dir.path(), &users, n_clients, n_messages).await;
     }
-    store.close().await;
-
     let talk = (
         env_num("WHARF_BENCH_MEMBERS", 500),
         env_num("WHARF_BENCH_EACH", 2),
@@ -155,18 +146,7 @@ async fn main() -> Res<()> {
     let mut figures = Vec::new();
     for tls in [true, false] {
         println!("\n== {} ==", if tls { "TLS" } else { "--no-tls" });
-        let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
-        let addr = format!("127.0.0.1:{port}");
-        let mut server = Command::new(env!("CARGO_BIN_EXE_wharf-chatd"))
-            .args(["--listen", &addr, "--database-url", &url])
-            .arg("--data-dir")
-            .arg(dir.path())
-            .args(["--max-connections", "30000", "--max-per-ip", "30000"])
-            .args(["--flood-burst", "1000000", "--flood-rate", "1000000"])
-            .args(if tls { &[][..] } else { &["--no-tls"][..] })
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .spawn()?;
+        let (mut server, addr) = start_server(&url, dir.path(), tls)?;
         let pid = server.id();
         let result = bench(
             &addr,
@@ -194,6 +174,102 @@ async fn main() -> Res<()> {
         t.logins_per_s / p.logins_per_s,
     );
     Ok(())
+}
+
+/// A wharf-chatd on `url` listening on a free port; its address.
+fn start_server(url: &str, dir: &std::path::Path, tls: bool) -> Res<(std::process::Child, String)> {
+    let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    let addr = format!("127.0.0.1:{port}");
+    let server = Command::new(env!("CARGO_BIN_EXE_wharf-chatd"))
+        .args(["--listen", &addr, "--database-url", url])
+        .arg("--data-dir")
+        .arg(dir)
+        .args(["--max-connections", "30000", "--max-per-ip", "30000"])
+        .args(["--flood-burst", "1000000", "--flood-rate", "1000000"])
+        .args(if tls { &[][..] } else { &["--no-tls"][..] })
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .spawn()?;
+    Ok((server, addr))
+}
+
+/// The fan-out with TLS on PostgreSQL beside SQLite, three rounds
+/// interleaved; the medians and their ratios.
+async fn on_postgres_beside_sqlite(
+    sqlite: &str,
+    dir: &std::path::Path,
+    users: &[String],
+    n_clients: usize,
+    n_messages: usize,
+) -> Res<()> {
+    let Some(pg) = postgres::fresh_postgres().await else {
+        return Err(format!(
+            "WHARF_BENCH_POSTGRES needs a cluster in {}",
+            postgres::POSTGRES_ENV
+        )
+        .into());
+    };
+    bench_users(&pg, dir).await?;
+    let mut rates: [Vec<f64>; 2] = [Vec::new(), Vec::new()];
+    let mut cpu: [Vec<f64>; 2] = [Vec::new(), Vec::new()];
+    for round in 1..=3 {
+        for (i, url) in [sqlite, pg.as_str()].into_iter().enumerate() {
+            println!(
+                "\n== round {round}, {} ==",
+                if i == 0 { "SQLite" } else { "PostgreSQL" }
+            );
+            let (mut server, addr) = start_server(url, dir, true)?;
+            let pid = server.id();
+            let result = bench(&addr, true, dir, pid, users, n_clients, n_messages, 0).await;
+            let _ = server.kill();
+            let _ = server.wait();
+            let f = result?;
+            rates[i].push(f.deliveries_per_s);
+            cpu[i].push(f.cpu_us_each);
+        }
+    }
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(|a, b| a.total_cmp(b));
+        v[v.len() / 2]
+    };
+    let (ls, ps) = (median(&mut rates[0]), median(&mut rates[1]));
+    let (lc, pc) = (median(&mut cpu[0]), median(&mut cpu[1]));
+    println!(
+        "\nPostgreSQL beside SQLite, {n_clients} members, {n_messages} messages, TLS (medians of 3 interleaved rounds):"
+    );
+    println!(
+        "  deliveries/s: SQLite {ls:.0}, PostgreSQL {ps:.0} ({:.2}x)",
+        ps / ls
+    );
+    println!(
+        "  server CPU per delivery: SQLite {lc:.2} us, PostgreSQL {pc:.2} us ({:.2}x)",
+        pc / lc
+    );
+    Ok(())
+}
+
+/// The bench's users (cheap argon2 hashes) in the database at `url`.
+async fn bench_users(url: &str, dir: &std::path::Path) -> Res<Vec<String>> {
+    let store = Store::open(url).await?;
+    let cheap = Params::new(64, 1, 1, None).map_err(|e| e.to_string())?;
+    let hash = Argon2::new(Algorithm::Argon2id, Version::V0x13, cheap)
+        .hash_password(PASSWORD.as_bytes())
+        .map_err(|e| e.to_string())?
+        .to_string();
+    let users: Vec<String> = (0..50).map(|i| format!("user{i}")).collect();
+    for u in users.iter().chain(std::iter::once(&"sender".to_owned())) {
+        store
+            .create_user(&NewUser {
+                name: u.clone(),
+                password_hash: hash.clone(),
+                home: dir.join("homes").join(u),
+                quota_bytes: None,
+                services: "chat".parse()?,
+            })
+            .await?;
+    }
+    store.close().await;
+    Ok(users)
 }
 
 struct Figures {
