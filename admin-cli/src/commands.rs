@@ -433,7 +433,7 @@ async fn check(store: &Store, fix: bool) -> Result<()> {
     for p in &problems {
         println!("integrity: {p}");
     }
-    let mut differ = Vec::new();
+    let (mut differ, mut unmeasured) = (Vec::new(), Vec::new());
     for user in store.list_users().await? {
         let home = user.home.clone();
         let found = match tokio::task::spawn_blocking(move || scan_home(&home))
@@ -447,7 +447,7 @@ async fn check(store: &Store, fix: bool) -> Result<()> {
                     user.name,
                     user.home.display()
                 );
-                differ.push(user.name.clone());
+                unmeasured.push(user.name.clone());
                 continue;
             }
         };
@@ -475,13 +475,19 @@ async fn check(store: &Store, fix: bool) -> Result<()> {
             }
         }
     }
-    if problems.is_empty() && differ.is_empty() {
+    if problems.is_empty() && differ.is_empty() && unmeasured.is_empty() {
         println!("the database is sound and every user's usage matches their home");
         return Ok(());
     }
     if !problems.is_empty() {
         bail!(
             "the database is damaged: restore the last backup (see the README's restore procedure)"
+        );
+    }
+    if !unmeasured.is_empty() {
+        bail!(
+            "the home of {} cannot be measured (see above); make it readable, or move it with `admin-cli home set`, then check again",
+            unmeasured.join(", ")
         );
     }
     bail!(

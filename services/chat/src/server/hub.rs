@@ -614,10 +614,7 @@ impl Hub {
             })?;
             room.seq = seq;
             st.last_id = msg_id;
-            wharf_core::metrics::metrics()
-                .chat_messages
-                .get_or_create(&wharf_core::metrics::outcome("room"))
-                .inc();
+            wharf_core::metrics::metrics().chat_room_messages.inc();
             let (said, slow) = self.publish(
                 &st.endpoints,
                 &room.members,
@@ -676,10 +673,7 @@ impl Hub {
                 at,
             })?;
             st.last_id = msg_id;
-            wharf_core::metrics::metrics()
-                .chat_messages
-                .get_or_create(&wharf_core::metrics::outcome("direct"))
-                .inc();
+            wharf_core::metrics::metrics().chat_direct_messages.inc();
             let mut targets = recipients;
             if *user != *to {
                 targets.extend(st.by_user.get(&user).into_iter().flatten().copied());

@@ -267,7 +267,14 @@ impl Store {
             .create_new(true)
             .mode(0o600)
             .open(file)
-            .map_err(|e| Error::io("create the backup file (it must not exist yet)", file, e))?;
+            .map_err(|e| {
+                let action = if e.kind() == std::io::ErrorKind::AlreadyExists {
+                    "create the backup file (it must not exist yet, and one of that name does: pick a new name; a backup never overwrites)"
+                } else {
+                    "create the backup file"
+                };
+                Error::io(action, file, e)
+            })?;
         let done = sqlx::query("VACUUM INTO $1")
             .bind(file.to_string_lossy().into_owned())
             .execute(&self.pool)
@@ -280,9 +287,8 @@ impl Store {
     }
 
     /// What is wrong inside the database: nothing when it is sound. On
-    /// SQLite, `PRAGMA integrity_check` and `PRAGMA foreign_key_check`; on
-    /// PostgreSQL, whose server checks its own pages, every row's
-    /// references.
+    /// SQLite, `PRAGMA integrity_check` (PostgreSQL's server checks its own
+    /// pages); on both, rows that belong to no user.
     pub async fn integrity_problems(&self) -> Result<Vec<String>> {
         use sqlx::Row;
         let mut problems = Vec::new();
