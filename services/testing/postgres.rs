@@ -46,3 +46,21 @@ pub async fn fresh_postgres() -> Option<String> {
 }
 
 static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// Ends every connection to the database at `url` that listens for
+/// notifications (as a server restart or a network cut would); how many.
+pub async fn end_listeners(url: &str) -> u64 {
+    use sqlx::{Connection, Row};
+    let mut conn = sqlx::PgConnection::connect(url)
+        .await
+        .expect("connect to the test database");
+    let row = sqlx::query(
+        "SELECT COUNT(pg_terminate_backend(pid)) AS n FROM pg_stat_activity \
+         WHERE datname = current_database() AND pid <> pg_backend_pid() AND query LIKE 'LISTEN%'",
+    )
+    .fetch_one(&mut conn)
+    .await
+    .expect("end the listening connections");
+    let n: i64 = row.get("n");
+    u64::try_from(n).unwrap_or(0)
+}

@@ -457,7 +457,7 @@ async fn a_copy_into_postgres_keeps_every_row_and_the_ids_go_on() {
 
 #[tokio::test]
 async fn chat_messages_posted_through_two_handles_are_numbered_by_the_database() {
-    use wharf_core::store::NewChatMessage;
+    use wharf_core::store::{ChatNotice, NewChatMessage};
     for env in common::envs().await {
         let alice = env
             .add_user("alice", "pw one two three", None, "chat")
@@ -491,10 +491,13 @@ async fn chat_messages_posted_through_two_handles_are_numbered_by_the_database()
                     let room = store
                         .post_chat_message(&NewChatMessage {
                             sender_id: alice,
+                            sender: "alice",
                             room: Some("lobby"),
                             recipient_id: None,
+                            recipient: None,
                             body: &body,
                             at: 1_700_000_000_000 + n,
+                            replica: "test",
                         })
                         .await
                         .expect("post");
@@ -503,10 +506,13 @@ async fn chat_messages_posted_through_two_handles_are_numbered_by_the_database()
                         let direct = store
                             .post_chat_message(&NewChatMessage {
                                 sender_id: alice,
+                                sender: "alice",
                                 room: None,
                                 recipient_id: Some(bob),
+                                recipient: Some("bob"),
                                 body: "psst",
                                 at: 1_700_000_000_000 + n,
+                                replica: "test",
                             })
                             .await
                             .expect("direct");
@@ -544,7 +550,18 @@ async fn chat_messages_posted_through_two_handles_are_numbered_by_the_database()
                     .await
                     .expect("a notification within 10 s")
                     .expect("notification");
-                announced.push(n.payload().parse::<u64>().expect("an id"));
+                let notice: ChatNotice = serde_json::from_str(n.payload()).expect("a chat notice");
+                let ChatNotice::Message(m) = notice else {
+                    panic!("not a message: {notice:?}");
+                };
+                assert_eq!((m.from.as_str(), m.replica.as_str()), ("alice", "test"));
+                if m.room.is_none() {
+                    assert_eq!(
+                        (m.to.as_deref(), m.text.as_deref()),
+                        (Some("bob"), Some("psst"))
+                    );
+                }
+                announced.push(m.id);
             }
             let by_id: std::collections::HashMap<u64, u64> =
                 history.iter().map(|h| (h.id, h.seq)).collect();

@@ -7,8 +7,14 @@
 //! dropped (with a notice to the room), so one slow reader never stalls a
 //! room or the server. Everything here runs under one short lock; nothing in
 //! it waits.
+//!
+//! On SQLite the hub numbers messages itself and writes them through the
+//! [`Journal`]. On PostgreSQL several chat servers (replicas) share one
+//! room space: see [`shared`].
 
-use std::collections::HashMap;
+pub(crate) mod shared;
+
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -59,12 +65,42 @@ struct Endpoint {
 }
 
 struct Room {
+    /// The number of the last message delivered here.
     seq: u64,
     members: Vec<EndpointId>,
     /// Sessions per user in the room: presence notices go out when a user's
     /// first session joins and when their last one leaves.
     users: HashMap<Arc<str>, u32>,
+    /// Shared rooms: the other replicas each user is in the room on (a user
+    /// present there is present here too: no notice when they join here).
+    remote: HashMap<Arc<str>, HashSet<Arc<str>>>,
+    /// Shared rooms: messages that came before the ones numbered ahead of
+    /// them, held until those arrive, and since when the oldest waits.
+    pending: BTreeMap<u64, (ChatMessage, Option<EndpointId>)>,
+    pending_since: Option<std::time::Instant>,
 }
+
+impl Room {
+    fn new(seq: u64) -> Room {
+        Room {
+            seq,
+            members: Vec::new(),
+            users: HashMap::new(),
+            remote: HashMap::new(),
+            pending: BTreeMap::new(),
+            pending_since: None,
+        }
+    }
+
+    /// Whether `user` is in the room here or on another replica.
+    fn present(&self, user: &str) -> bool {
+        self.users.contains_key(user) || self.remote.contains_key(user)
+    }
+}
+
+/// A user's presence the shared database must learn of: in a room, or
+/// (`None`) online at all.
+type PresenceKey = (Option<String>, Arc<str>);
 
 #[derive(Default)]
 struct State {
@@ -74,6 +110,11 @@ struct State {
     floods: HashMap<i64, Bucket>,
     next_endpoint: EndpointId,
     last_id: u64,
+    /// Shared rooms: presence changed here and not yet written to the
+    /// database, with the user's id and what to announce.
+    dirty: HashMap<PresenceKey, (i64, PresenceChange)>,
+    /// Bumped by each wait for the presence writer.
+    dirty_generation: u64,
 }
 
 pub(crate) struct Hub {
@@ -89,6 +130,8 @@ pub(crate) struct Hub {
     /// is told the server is shutting down instead, and notices of all
     /// leaving at once would only flood the queues).
     closing: AtomicBool,
+    /// On PostgreSQL: the room space shared with the other replicas.
+    shared: Option<shared::Shared>,
 }
 
 /// Who is asking: an endpoint, by id.
@@ -198,8 +241,10 @@ impl Hub {
         last_id: u64,
         udp_out: mpsc::Sender<(SessionId, Bytes)>,
         config: HubConfig,
+        replica: Option<Arc<str>>,
     ) -> Self {
         Hub {
+            shared: replica.map(shared::Shared::new),
             state: Mutex::new(State {
                 last_id,
                 ..State::default()
@@ -232,7 +277,11 @@ impl Hub {
         st.next_endpoint += 1;
         let id = st.next_endpoint;
         let user: Arc<str> = Arc::from(user);
-        st.by_user.entry(Arc::clone(&user)).or_default().push(id);
+        let sessions = st.by_user.entry(Arc::clone(&user)).or_default();
+        sessions.push(id);
+        if sessions.len() == 1 {
+            self.mark(&mut st, None, &user, user_id, PresenceChange::Joined);
+        }
         st.endpoints.insert(
             id,
             Endpoint {
@@ -280,11 +329,12 @@ impl Hub {
                 if list.is_empty() {
                     st.by_user.remove(&ep.user);
                     st.floods.remove(&ep.user_id);
+                    self.mark(st, None, &ep.user, ep.user_id, change);
                 }
             }
             for room in &ep.rooms {
                 let mut slow = Vec::new();
-                self.leave_room(st, id, &ep.user, room, change, &mut slow);
+                self.leave_room(st, id, (ep.user_id, &ep.user), room, change, &mut slow);
                 work.extend(slow.into_iter().map(|s| (s, PresenceChange::Dropped)));
             }
             if let Sink::Tcp { kill, .. } = ep.sink
@@ -302,7 +352,7 @@ impl Hub {
         &self,
         st: &mut State,
         id: EndpointId,
-        user: &Arc<str>,
+        (user_id, user): (i64, &Arc<str>),
         room_name: &str,
         change: PresenceChange,
         slow: &mut Vec<EndpointId>,
@@ -322,11 +372,17 @@ impl Hub {
             }
             None => false,
         };
+        let elsewhere = room.remote.contains_key(user);
         if room.members.is_empty() {
             st.rooms.remove(room_name);
-            return;
         }
-        if last_of_user && !self.closing.load(Ordering::SeqCst) {
+        if last_of_user {
+            self.mark(st, Some(room_name), user, user_id, change);
+        }
+        let Some(room) = st.rooms.get(room_name) else {
+            return;
+        };
+        if last_of_user && !elsewhere && !self.closing.load(Ordering::SeqCst) {
             let notice = ChatReply::Presence {
                 room: room_name.to_owned(),
                 user: user.to_string(),
@@ -402,6 +458,12 @@ impl Hub {
 
     /// `join`: answers with the room's last `seq`.
     pub(crate) async fn join(&self, id: EndpointId, room: &str) -> Reply {
+        let joined = self.join_or_make(id, room).await?;
+        self.settle().await;
+        Ok(joined)
+    }
+
+    async fn join_or_make(&self, id: EndpointId, room: &str) -> Reply {
         check_room(room)?;
         if let Some(reply) = self.join_existing(id, room)? {
             return Ok(reply);
@@ -428,23 +490,21 @@ impl Hub {
             tracing::error!(error = %e, room, "cannot read a room's last message number");
             refuse(e.code(), e.client_message())
         })?;
-        let mut st = self.lock();
-        if !st.endpoints.contains_key(&id) {
-            return Err(gone());
+        {
+            let mut st = self.lock();
+            if !st.endpoints.contains_key(&id) {
+                return Err(gone());
+            }
+            st.rooms.insert(room.to_owned(), Room::new(seq));
         }
-        st.rooms.insert(
-            room.to_owned(),
-            Room {
-                seq,
-                members: Vec::new(),
-                users: HashMap::new(),
-            },
-        );
-        drop(st);
-        match self.join_existing(id, room)? {
-            Some(reply) => Ok(reply),
-            None => Err(refuse(ErrorCode::Internal, "the room vanished; join again")),
-        }
+        let joined = match self.join_existing(id, room)? {
+            Some(reply) => reply,
+            None => return Err(refuse(ErrorCode::Internal, "the room vanished; join again")),
+        };
+        // What the other replicas said and who joined there while the
+        // room was being made here.
+        self.sync_room(room).await;
+        Ok(joined)
     }
 
     /// Joins `room` if it exists; `None` when it must be created first.
@@ -478,12 +538,20 @@ impl Hub {
             ));
         }
         ep.rooms.push(room_name.to_owned());
-        let user = Arc::clone(&ep.user);
+        let (user_id, user) = (ep.user_id, Arc::clone(&ep.user));
         room.members.push(id);
+        let elsewhere = room.remote.contains_key(&user);
         let count = room.users.entry(Arc::clone(&user)).or_insert(0);
         *count += 1;
+        let first = *count == 1;
+        if first {
+            self.mark(st, Some(room_name), &user, user_id, PresenceChange::Joined);
+        }
+        let Some(room) = st.rooms.get(room_name) else {
+            return Ok(None);
+        };
         let mut slow = Vec::new();
-        if *count == 1 {
+        if first && !elsewhere {
             let notice = ChatReply::Presence {
                 room: room_name.to_owned(),
                 user: user.to_string(),
@@ -514,9 +582,16 @@ impl Hub {
                 ));
             };
             ep.rooms.swap_remove(pos);
-            let user = Arc::clone(&ep.user);
+            let who = (ep.user_id, Arc::clone(&ep.user));
             let mut slow = Vec::new();
-            self.leave_room(st, id, &user, room, PresenceChange::Left, &mut slow);
+            self.leave_room(
+                st,
+                id,
+                (who.0, &who.1),
+                room,
+                PresenceChange::Left,
+                &mut slow,
+            );
             self.drop_slow(st, slow)
         };
         kill(kills);
@@ -581,8 +656,17 @@ impl Hub {
     }
 
     /// `say`: everyone else in the room gets the message; the sayer gets
-    /// `said`.
-    pub(crate) fn say(&self, id: EndpointId, room_name: &str, text: &str) -> Reply {
+    /// `said`. On SQLite it never waits (see [`Hub::say_here`]).
+    pub(crate) async fn say(&self, id: EndpointId, room_name: &str, text: &str) -> Reply {
+        match &self.shared {
+            Some(shared) => self.say_shared(shared, id, room_name, text).await,
+            None => self.say_here(id, room_name, text),
+        }
+    }
+
+    /// `say` numbered here and written through the journal (SQLite: one
+    /// chat server per database).
+    pub(crate) fn say_here(&self, id: EndpointId, room_name: &str, text: &str) -> Reply {
         check_room(room_name)?;
         check_text(text)?;
         let (said, kills) = {
@@ -639,7 +723,15 @@ impl Hub {
 
     /// `dm`: every session of the recipient, and the sender's other
     /// sessions, get the message.
-    pub(crate) fn dm(&self, id: EndpointId, to: &str, text: &str) -> Reply {
+    pub(crate) async fn dm(&self, id: EndpointId, to: &str, text: &str) -> Reply {
+        match &self.shared {
+            Some(shared) => self.dm_shared(shared, id, to, text).await,
+            None => self.dm_here(id, to, text),
+        }
+    }
+
+    /// `dm` numbered here and written through the journal.
+    pub(crate) fn dm_here(&self, id: EndpointId, to: &str, text: &str) -> Reply {
         check_text(text)?;
         let (said, kills) = {
             let mut guard = self.lock();
@@ -700,27 +792,39 @@ impl Hub {
         Ok(said)
     }
 
-    /// `who`: the room's users, sorted; at most `budget` bytes of names.
-    pub(crate) fn who(&self, room: &str, budget: usize) -> Reply {
+    /// `who`: the room's users (on every replica), sorted; at most
+    /// `budget` bytes of names.
+    pub(crate) async fn who(&self, room: &str, budget: usize) -> Reply {
+        match &self.shared {
+            Some(shared) => self.who_shared(shared, room, budget).await,
+            None => self.who_here(room, budget),
+        }
+    }
+
+    /// `who` of the rooms of this server.
+    pub(crate) fn who_here(&self, room: &str, budget: usize) -> Reply {
         check_room(room)?;
-        let mut users: Vec<String> = self
+        let users: Vec<String> = self
             .lock()
             .rooms
             .get(room)
             .map(|r| r.users.keys().map(|u| u.to_string()).collect())
             .unwrap_or_default();
-        users.sort();
-        let (users, more) = fit(users, budget, |u| u.len() + 3);
-        Ok(ChatReply::Members {
-            room: room.to_owned(),
-            users,
-            more,
-        })
+        Ok(members_reply(room, users, budget))
     }
 
-    /// `rooms`: rooms with members, sorted; at most `budget` bytes' worth.
-    pub(crate) fn rooms(&self, budget: usize) -> Reply {
-        let mut rooms: Vec<RoomInfo> = self
+    /// `rooms`: rooms with members (on every replica), sorted; at most
+    /// `budget` bytes' worth.
+    pub(crate) async fn rooms(&self, budget: usize) -> Reply {
+        match &self.shared {
+            Some(shared) => self.rooms_shared(shared, budget).await,
+            None => self.rooms_here(budget),
+        }
+    }
+
+    /// `rooms` of this server.
+    pub(crate) fn rooms_here(&self, budget: usize) -> Reply {
+        let rooms: Vec<RoomInfo> = self
             .lock()
             .rooms
             .iter()
@@ -729,9 +833,7 @@ impl Hub {
                 members: u32::try_from(r.users.len()).unwrap_or(u32::MAX),
             })
             .collect();
-        rooms.sort_by(|a, b| a.name.cmp(&b.name));
-        let (rooms, more) = fit(rooms, budget, |r| r.name.len() + 32);
-        Ok(ChatReply::RoomList { rooms, more })
+        Ok(room_list_reply(rooms, budget))
     }
 
     /// `history`: the room's last messages, oldest first.
@@ -766,6 +868,22 @@ impl Hub {
             })
             .collect())
     }
+}
+
+fn members_reply(room: &str, mut users: Vec<String>, budget: usize) -> ChatReply {
+    users.sort();
+    let (users, more) = fit(users, budget, |u| u.len() + 3);
+    ChatReply::Members {
+        room: room.to_owned(),
+        users,
+        more,
+    }
+}
+
+fn room_list_reply(mut rooms: Vec<RoomInfo>, budget: usize) -> ChatReply {
+    rooms.sort_by(|a, b| a.name.cmp(&b.name));
+    let (rooms, more) = fit(rooms, budget, |r| r.name.len() + 32);
+    ChatReply::RoomList { rooms, more }
 }
 
 /// Keeps the leading items whose `size` adds up to at most `budget`;

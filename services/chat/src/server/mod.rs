@@ -185,6 +185,13 @@ pub async fn run(
 ) -> Result<(), wharf_core::Error> {
     let store = auth.store().clone();
     let last_id = store.last_chat_id().await?;
+    // On PostgreSQL the rooms are shared with every chat server on the
+    // database.
+    let replica =
+        (store.backend() == wharf_core::store::Backend::Postgres).then(hub::shared::replica_name);
+    if let Some(replica) = &replica {
+        tracing::info!(replica = %replica, "chat rooms shared through PostgreSQL with the other chat servers on this database");
+    }
     let (journal, writer) = Journal::start(store.clone(), config.journal_queue);
     let (udp_out, udp_rx) = mpsc::channel(config.member_queue.max(1) * 4);
     let hub = Hub::new(
@@ -199,6 +206,7 @@ pub async fn run(
             history_default: config.history_default,
             history_max: config.history_max,
         },
+        replica,
     );
     let limits = config.limits.clone();
     let server = Arc::new(ChatServer {
@@ -214,8 +222,10 @@ pub async fn run(
         udp_rx,
         shutdown.clone(),
     ));
+    let shared = tokio::spawn(hub::shared::run(Arc::clone(&server), shutdown.clone()));
     serve(listener, limits, Arc::clone(&server), shutdown).await;
     let _ = datagrams.await;
+    let _ = shared.await;
     server.hub.journal().flush().await;
     tracing::debug!(
         endpoints = server.hub.endpoint_count(),

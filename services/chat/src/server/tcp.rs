@@ -309,6 +309,8 @@ impl Session {
                 kill: self.kill.clone(),
             },
         );
+        // Reachable from every replica before the client hears it is in.
+        self.server.hub.settle().await;
         tracing::info!(peer = %self.peer, user = %user.name, "logged in");
         self.gate.passed();
         self.standing = Some(self.server.auth.standings().watch(&user));
@@ -333,10 +335,10 @@ impl Session {
         Some(match msg {
             ChatRequest::Join { room } => hub.join(endpoint, &room).await,
             ChatRequest::Leave { room } => hub.leave(endpoint, &room),
-            ChatRequest::Say { room, text } => hub.say(endpoint, &room, &text),
-            ChatRequest::Dm { to, text } => hub.dm(endpoint, &to, &text),
-            ChatRequest::Who { room } => hub.who(&room, FRAME_LIST_BUDGET),
-            ChatRequest::Rooms => hub.rooms(FRAME_LIST_BUDGET),
+            ChatRequest::Say { room, text } => hub.say(endpoint, &room, &text).await,
+            ChatRequest::Dm { to, text } => hub.dm(endpoint, &to, &text).await,
+            ChatRequest::Who { room } => hub.who(&room, FRAME_LIST_BUDGET).await,
+            ChatRequest::Rooms => hub.rooms(FRAME_LIST_BUDGET).await,
             ChatRequest::History { room, limit } => {
                 let messages = match hub.history(&room, limit, u32::MAX).await {
                     Ok(m) => m,
@@ -352,8 +354,10 @@ impl Session {
                 return None;
             }
             ChatRequest::UdpSession => {
-                udp::grant(&self.server, user_id, user, self.standing.clone())
-                    .map(ChatReply::UdpSession)
+                let granted = udp::grant(&self.server, user_id, user, self.standing.clone())
+                    .map(ChatReply::UdpSession);
+                hub.settle().await;
+                granted
             }
             ChatRequest::Ping => Ok(ChatReply::Pong),
             ChatRequest::Passwd(change) => self

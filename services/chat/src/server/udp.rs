@@ -338,12 +338,36 @@ fn handle(
             return reply_to(server, session, ChatReply::Error(reply));
         }
     };
+    if hub.is_shared()
+        && matches!(
+            request,
+            ChatRequest::Say { .. }
+                | ChatRequest::Dm { .. }
+                | ChatRequest::Who { .. }
+                | ChatRequest::Rooms
+        )
+    {
+        // These wait for the shared database: answered from a task of
+        // their own (datagrams carry no order anyway).
+        let server = Arc::clone(server);
+        tokio::spawn(async move {
+            let hub = &server.hub;
+            let reply = match request {
+                ChatRequest::Say { room, text } => hub.say(endpoint, &room, &text).await,
+                ChatRequest::Dm { to, text } => hub.dm(endpoint, &to, &text).await,
+                ChatRequest::Who { room } => hub.who(&room, DATAGRAM_LIST_BUDGET).await,
+                _ => hub.rooms(DATAGRAM_LIST_BUDGET).await,
+            };
+            reply_to(&server, session, flatten(reply));
+        });
+        return;
+    }
     let reply = match request {
-        ChatRequest::Say { room, text } => hub.say(endpoint, &room, &text),
-        ChatRequest::Dm { to, text } => hub.dm(endpoint, &to, &text),
+        ChatRequest::Say { room, text } => hub.say_here(endpoint, &room, &text),
+        ChatRequest::Dm { to, text } => hub.dm_here(endpoint, &to, &text),
         ChatRequest::Leave { room } => hub.leave(endpoint, &room),
-        ChatRequest::Who { room } => hub.who(&room, DATAGRAM_LIST_BUDGET),
-        ChatRequest::Rooms => hub.rooms(DATAGRAM_LIST_BUDGET),
+        ChatRequest::Who { room } => hub.who_here(&room, DATAGRAM_LIST_BUDGET),
+        ChatRequest::Rooms => hub.rooms_here(DATAGRAM_LIST_BUDGET),
         ChatRequest::Ping => Ok(ChatReply::Pong),
         ChatRequest::Quit => {
             reply_to(server, session, ChatReply::Bye);

@@ -21,6 +21,9 @@ use wharf_proto::datagram::{self, Direction, Key, MAX_DATAGRAM, SessionId};
 use wharf_proto::message::{ClientHello, Login};
 use wharf_proto::{Frame, FrameCodec, Outbound, PROTOCOL_VERSION};
 
+#[path = "../../../testing/postgres.rs"]
+pub mod postgres;
+
 pub const PW: &str = "correct horse battery";
 
 /// Long enough for anything that should happen on loopback.
@@ -71,6 +74,35 @@ pub async fn spawn_with(config: ChatConfig) -> TestServer {
     let dir = tempfile::tempdir().expect("temp dir");
     let url = format!("sqlite://{}/wharf.db", dir.path().display());
     start(dir, url, config).await
+}
+
+/// Two chat servers on one fresh PostgreSQL database, as replicas behind a
+/// load balancer run. `None` (the test is skipped) without a test cluster;
+/// under CI that is an error.
+pub async fn spawn_replicas() -> Option<(TestServer, TestServer)> {
+    let Some(url) = postgres::fresh_postgres().await else {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI runs the replica tests on PostgreSQL: bash .ci/test"
+        );
+        eprintln!(
+            "skipped: no PostgreSQL test cluster ({})",
+            postgres::POSTGRES_ENV
+        );
+        return None;
+    };
+    let dir = || tempfile::tempdir().expect("temp dir");
+    // Flood control would only slow the tests down.
+    let config = ChatConfig {
+        flood: wharf_chat::server::Rate {
+            burst: 10_000,
+            per_sec: 10_000.0,
+        },
+        ..ChatConfig::default()
+    };
+    let a = start(dir(), url.clone(), config.clone()).await;
+    let b = start(dir(), url, config).await;
+    Some((a, b))
 }
 
 async fn start(dir: TempDir, url: String, config: ChatConfig) -> TestServer {
@@ -149,6 +181,11 @@ impl TestServer {
         let (dir, url, config) = self.stop_all().await;
         tokio::time::sleep(down).await;
         start_on(dir, url, config, &addr).await
+    }
+
+    /// Stops the server (as SIGTERM would).
+    pub async fn stop(self) {
+        self.stop_all().await;
     }
 
     /// Stops the server and closes its database; what a new one needs.

@@ -1,10 +1,12 @@
 //! Chat messages: written in batches by the chat service, read back by
 //! `history`.
 
+use serde::{Deserialize, Serialize};
 use sqlx::Row;
+use wharf_proto::chat::PresenceChange;
 
 use super::{Backend, Store, to_i64, to_u64};
-use crate::error::Result;
+use crate::error::{Error, Result};
 
 /// One chat message: to a room, or direct to a user.
 #[derive(Debug, Clone)]
@@ -92,25 +94,14 @@ impl Store {
         .bind(i64::from(limit))
         .fetch_all(&self.pool)
         .await?;
-        let mut out = rows
-            .iter()
-            .map(|r| {
-                Ok(HistoryRow {
-                    id: to_u64(r.try_get("id")?),
-                    seq: to_u64(r.try_get::<Option<i64>, _>("seq")?.unwrap_or(0)),
-                    sender: r.try_get("name")?,
-                    body: r.try_get("body")?,
-                    at: r.try_get("at")?,
-                })
-            })
-            .collect::<Result<Vec<_>>>()?;
+        let mut out = rows.iter().map(history_row).collect::<Result<Vec<_>>>()?;
         out.reverse();
         Ok(out)
     }
 }
 
-/// The channel a posted chat message is announced on (PostgreSQL's
-/// `NOTIFY`), its id as the payload.
+/// The channel chat servers sharing a PostgreSQL database announce
+/// messages and presence on (`NOTIFY`), as [`ChatNotice`]s.
 pub const CHAT_CHANNEL: &str = "wharf_chat";
 
 /// A message to post with [`Store::post_chat_message`]: its id and room
@@ -119,14 +110,91 @@ pub const CHAT_CHANNEL: &str = "wharf_chat";
 pub struct NewChatMessage<'a> {
     /// Sender.
     pub sender_id: i64,
+    /// The sender's name (for the announcement).
+    pub sender: &'a str,
     /// Room, for a room message.
     pub room: Option<&'a str>,
     /// Recipient, for a direct message.
     pub recipient_id: Option<i64>,
+    /// The recipient's name, for a direct message (for the announcement).
+    pub recipient: Option<&'a str>,
     /// Text.
     pub body: &'a str,
     /// When said, unix ms.
     pub at: i64,
+    /// The chat server posting it (so that it can tell its own
+    /// announcements from the others').
+    pub replica: &'a str,
+}
+
+/// What a chat server announces on [`CHAT_CHANNEL`] (PostgreSQL's
+/// `NOTIFY`) for the others sharing the database, as JSON.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum ChatNotice {
+    /// A message was posted.
+    Message(PostedMessage),
+    /// A user's first session on `replica` joined `room`, or their last
+    /// one there left it.
+    Presence {
+        /// The server where it happened.
+        replica: String,
+        /// The room.
+        room: String,
+        /// The user.
+        user: String,
+        /// What happened.
+        change: PresenceChange,
+    },
+    /// A chat server stopped, or stopped refreshing its row: everyone it
+    /// held is gone.
+    ReplicaGone {
+        /// The server.
+        replica: String,
+    },
+}
+
+/// A posted message as announced, and as read back by id.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PostedMessage {
+    /// The server that posted it.
+    pub replica: String,
+    /// Message id.
+    pub id: u64,
+    /// Room, for a room message.
+    pub room: Option<String>,
+    /// Number in the room.
+    pub seq: Option<u64>,
+    /// Sender's name.
+    pub from: String,
+    /// Recipient's name, for a direct message.
+    pub to: Option<String>,
+    /// When said, unix ms.
+    pub at: i64,
+    /// The text; left out of an announcement it would not fit in
+    /// (PostgreSQL's payloads hold under 8000 bytes): read it with
+    /// [`Store::chat_message`].
+    pub text: Option<String>,
+}
+
+/// The largest announcement sent whole; a longer one goes without its text.
+const MAX_PAYLOAD: usize = 7900;
+
+impl PostedMessage {
+    fn payload(&self) -> Result<String> {
+        let whole = encode(&ChatNotice::Message(self.clone()))?;
+        if whole.len() <= MAX_PAYLOAD {
+            return Ok(whole);
+        }
+        let mut short = self.clone();
+        short.text = None;
+        encode(&ChatNotice::Message(short))
+    }
+}
+
+fn encode(notice: &ChatNotice) -> Result<String> {
+    serde_json::to_string(notice)
+        .map_err(|e| Error::Internal(format!("cannot encode a chat announcement: {e}")))
 }
 
 /// Attempts at posting a message before giving up on a busy room.
@@ -209,12 +277,331 @@ impl Store {
         .fetch_one(&mut *tx)
         .await?;
         let id: i64 = row.try_get("id")?;
-        sqlx::query("SELECT pg_notify($1, $2)")
-            .bind(CHAT_CHANNEL)
-            .bind(id.to_string())
-            .execute(&mut *tx)
-            .await?;
+        let posted = PostedMessage {
+            replica: m.replica.to_owned(),
+            id: to_u64(id),
+            room: m.room.map(str::to_owned),
+            seq: seq.map(to_u64),
+            from: m.sender.to_owned(),
+            to: m.recipient.map(str::to_owned),
+            at: m.at,
+            text: Some(m.body.to_owned()),
+        };
+        notify(&mut tx, &posted.payload()?).await?;
         tx.commit().await?;
         Ok((to_u64(id), seq.map(to_u64)))
     }
+}
+
+async fn notify(tx: &mut sqlx::Transaction<'_, sqlx::Any>, payload: &str) -> Result<()> {
+    sqlx::query("SELECT pg_notify($1, $2)")
+        .bind(CHAT_CHANNEL)
+        .bind(payload)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
+/// What a [`ChatListener`] hears.
+#[derive(Debug)]
+pub enum ChatEvent {
+    /// An announcement.
+    Notice(ChatNotice),
+    /// The connection to PostgreSQL was lost (and made again): what was
+    /// announced meanwhile is lost, so read again what matters.
+    Lost,
+}
+
+/// Listens to [`CHAT_CHANNEL`] on a connection of its own (PostgreSQL).
+pub struct ChatListener {
+    inner: sqlx::postgres::PgListener,
+}
+
+impl std::fmt::Debug for ChatListener {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ChatListener")
+    }
+}
+
+impl ChatListener {
+    /// The next announcement, or `Lost`. An error means PostgreSQL cannot
+    /// be reached now: wait a little and call again (it reconnects).
+    pub async fn next(&mut self) -> Result<ChatEvent> {
+        loop {
+            let Some(n) = self.inner.try_recv().await? else {
+                return Ok(ChatEvent::Lost);
+            };
+            match serde_json::from_str(n.payload()) {
+                Ok(notice) => return Ok(ChatEvent::Notice(notice)),
+                Err(e) => {
+                    tracing::warn!(error = %e, "an announcement on the chat channel that is not Wharf's; ignored");
+                }
+            }
+        }
+    }
+}
+
+/// A chat server's state in the database after [`Store::chat_replica_beat`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Beat {
+    /// The server's row was missing (first beat, or the others took it for
+    /// gone): whatever presence it had written is gone and must be written
+    /// again.
+    pub new: bool,
+    /// Servers found silent and removed (with their presence).
+    pub gone: Vec<String>,
+}
+
+impl Store {
+    fn require_postgres(&self, what: &str) -> Result<()> {
+        if self.backend == Backend::Postgres {
+            Ok(())
+        } else {
+            Err(Error::OtherTool(format!(
+                "{what} needs PostgreSQL: chat servers share rooms only on a postgres:// database"
+            )))
+        }
+    }
+
+    /// Listens for what the chat servers sharing this database announce
+    /// (PostgreSQL only).
+    pub async fn chat_listener(&self) -> Result<ChatListener> {
+        self.require_postgres("listening to other chat servers")?;
+        let Some(url) = &self.url else {
+            return Err(Error::OtherTool("no PostgreSQL URL to listen on".into()));
+        };
+        let mut inner = sqlx::postgres::PgListener::connect(url.expose()).await?;
+        inner.listen(CHAT_CHANNEL).await?;
+        Ok(ChatListener { inner })
+    }
+
+    /// Refreshes chat server `replica`'s row (made when missing), and
+    /// removes the servers not seen since `stale_before` (unix ms), with
+    /// their presence, announcing each as gone.
+    pub async fn chat_replica_beat(
+        &self,
+        replica: &str,
+        now: i64,
+        stale_before: i64,
+    ) -> Result<Beat> {
+        self.require_postgres("chat presence")?;
+        let mut tx = self.pool.begin().await?;
+        let updated = sqlx::query("UPDATE chat_replicas SET seen = $2 WHERE id = $1")
+            .bind(replica)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        if updated == 0 {
+            sqlx::query("INSERT INTO chat_replicas (id, seen) VALUES ($1, $2)")
+                .bind(replica)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+        }
+        let gone: Vec<String> =
+            sqlx::query("DELETE FROM chat_replicas WHERE seen < $1 AND id <> $2 RETURNING id")
+                .bind(stale_before)
+                .bind(replica)
+                .fetch_all(&mut *tx)
+                .await?
+                .iter()
+                .map(|r| r.try_get("id"))
+                .collect::<std::result::Result<_, _>>()?;
+        for g in &gone {
+            let notice = ChatNotice::ReplicaGone { replica: g.clone() };
+            notify(&mut tx, &encode(&notice)?).await?;
+        }
+        tx.commit().await?;
+        Ok(Beat {
+            new: updated == 0,
+            gone,
+        })
+    }
+
+    /// Chat server `replica` stops: its row and presence go, announced.
+    pub async fn chat_replica_leave(&self, replica: &str) -> Result<()> {
+        self.require_postgres("chat presence")?;
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("DELETE FROM chat_replicas WHERE id = $1")
+            .bind(replica)
+            .execute(&mut *tx)
+            .await?;
+        let notice = ChatNotice::ReplicaGone {
+            replica: replica.to_owned(),
+        };
+        notify(&mut tx, &encode(&notice)?).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Records that `user` has (`present`) or no longer has a session on
+    /// chat server `replica`: in `room`, announced with `change`, or, with
+    /// no room, online at all.
+    pub async fn chat_presence(
+        &self,
+        replica: &str,
+        room: Option<&str>,
+        user_id: i64,
+        user: &str,
+        present: bool,
+        change: PresenceChange,
+    ) -> Result<()> {
+        self.require_postgres("chat presence")?;
+        let mut tx = self.pool.begin().await?;
+        let statement = match (room.is_some(), present) {
+            (true, true) => {
+                "INSERT INTO chat_members (replica, room, user_id) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING"
+            }
+            (true, false) => {
+                "DELETE FROM chat_members WHERE replica = $1 AND room = $2 AND user_id = $3"
+            }
+            (false, true) => {
+                "INSERT INTO chat_online (replica, user_id) VALUES ($1, $3) ON CONFLICT DO NOTHING"
+            }
+            (false, false) => "DELETE FROM chat_online WHERE replica = $1 AND user_id = $3",
+        };
+        let done = sqlx::query(statement)
+            .bind(replica)
+            .bind(room.unwrap_or(""))
+            .bind(user_id)
+            .execute(&mut *tx)
+            .await;
+        // A replica's row removed by the others while it was silent: it
+        // writes its presence again once its heartbeat makes the row anew.
+        if let Err(sqlx::Error::Database(e)) = &done
+            && e.is_foreign_key_violation()
+        {
+            return Ok(());
+        }
+        done?;
+        if let Some(room) = room {
+            let notice = ChatNotice::Presence {
+                replica: replica.to_owned(),
+                room: room.to_owned(),
+                user: user.to_owned(),
+                change,
+            };
+            notify(&mut tx, &encode(&notice)?).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// The users in `room` on any chat server, sorted.
+    pub async fn chat_room_users(&self, room: &str) -> Result<Vec<String>> {
+        self.require_postgres("chat presence")?;
+        let rows = sqlx::query(
+            "SELECT DISTINCT u.name FROM chat_members m JOIN users u ON u.id = m.user_id \
+             WHERE m.room = $1 ORDER BY u.name",
+        )
+        .bind(room)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .iter()
+            .map(|r| r.try_get("name"))
+            .collect::<std::result::Result<_, _>>()?)
+    }
+
+    /// Who is in `room` on which chat server: (server, user) pairs.
+    pub async fn chat_room_presence(&self, room: &str) -> Result<Vec<(String, String)>> {
+        self.require_postgres("chat presence")?;
+        let rows = sqlx::query(
+            "SELECT m.replica, u.name FROM chat_members m JOIN users u ON u.id = m.user_id \
+             WHERE m.room = $1",
+        )
+        .bind(room)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get("replica")?, r.try_get("name")?)))
+            .collect()
+    }
+
+    /// Rooms with members on any chat server, sorted, with their number of
+    /// users.
+    pub async fn chat_rooms(&self) -> Result<Vec<(String, u32)>> {
+        self.require_postgres("chat presence")?;
+        let rows = sqlx::query(
+            "SELECT room, COUNT(DISTINCT user_id) AS n FROM chat_members GROUP BY room ORDER BY room",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                let n: i64 = r.try_get("n")?;
+                Ok((r.try_get("room")?, u32::try_from(n).unwrap_or(u32::MAX)))
+            })
+            .collect()
+    }
+
+    /// The id of user `name` when they have a chat session on any server.
+    pub async fn chat_online_user(&self, name: &str) -> Result<Option<i64>> {
+        self.require_postgres("chat presence")?;
+        let row = sqlx::query(
+            "SELECT u.id FROM chat_online o JOIN users u ON u.id = o.user_id \
+             WHERE u.name = $1 LIMIT 1",
+        )
+        .bind(name)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.map(|r| r.try_get("id")).transpose()?)
+    }
+
+    /// Message `id`, as it would have been announced (`replica` empty).
+    pub async fn chat_message(&self, id: u64) -> Result<Option<PostedMessage>> {
+        let row = sqlx::query(
+            "SELECT c.id, c.room, c.seq, s.name AS sender, r.name AS recipient, c.at, c.body \
+             FROM chat_messages c JOIN users s ON s.id = c.sender_id \
+             LEFT JOIN users r ON r.id = c.recipient_id WHERE c.id = $1",
+        )
+        .bind(to_i64(id))
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|r| {
+            let seq: Option<i64> = r.try_get("seq")?;
+            Ok(PostedMessage {
+                replica: String::new(),
+                id: to_u64(r.try_get("id")?),
+                room: r.try_get("room")?,
+                seq: seq.map(to_u64),
+                from: r.try_get("sender")?,
+                to: r.try_get("recipient")?,
+                at: r.try_get("at")?,
+                text: Some(r.try_get("body")?),
+            })
+        })
+        .transpose()
+    }
+
+    /// Up to `limit` messages of `room` numbered after `after`, in order.
+    pub async fn room_messages_after(
+        &self,
+        room: &str,
+        after: u64,
+        limit: u32,
+    ) -> Result<Vec<HistoryRow>> {
+        let rows = sqlx::query(
+            "SELECT c.id, c.seq, u.name, c.body, c.at FROM chat_messages c \
+             JOIN users u ON u.id = c.sender_id \
+             WHERE c.room = $1 AND c.seq > $2 ORDER BY c.seq LIMIT $3",
+        )
+        .bind(room)
+        .bind(to_i64(after))
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(history_row).collect()
+    }
+}
+
+fn history_row(r: &sqlx::any::AnyRow) -> Result<HistoryRow> {
+    Ok(HistoryRow {
+        id: to_u64(r.try_get("id")?),
+        seq: to_u64(r.try_get::<Option<i64>, _>("seq")?.unwrap_or(0)),
+        sender: r.try_get("name")?,
+        body: r.try_get("body")?,
+        at: r.try_get("at")?,
+    })
 }

@@ -24,7 +24,10 @@ use sqlx::{AnyPool, ConnectOptions};
 
 use crate::error::{Error, Result};
 
-pub use chat::{CHAT_CHANNEL, ChatRecord, HistoryRow, NewChatMessage};
+pub use chat::{
+    Beat, CHAT_CHANNEL, ChatEvent, ChatListener, ChatNotice, ChatRecord, HistoryRow,
+    NewChatMessage, PostedMessage,
+};
 pub use copy::CopyReport;
 pub use digests::FileVersion;
 pub use quota::UploadCommit;
@@ -70,6 +73,24 @@ pub struct Store {
     backend: Backend,
     /// The SQLite file, for health checks on a connection of their own.
     file: Option<std::sync::Arc<Path>>,
+    /// The PostgreSQL URL, for listeners on a connection of their own.
+    url: Option<SecretUrl>,
+}
+
+/// A database URL that may hold a password: never printed.
+#[derive(Clone)]
+struct SecretUrl(std::sync::Arc<str>);
+
+impl SecretUrl {
+    fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for SecretUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&crate::config::shown_database_url(&self.0))
+    }
 }
 
 impl Store {
@@ -127,6 +148,7 @@ impl Store {
             pool,
             backend: Backend::Sqlite,
             file,
+            url: None,
         })
     }
 
@@ -157,6 +179,7 @@ impl Store {
             pool,
             backend: Backend::Postgres,
             file: None,
+            url: Some(SecretUrl(std::sync::Arc::from(url))),
         })
     }
 
