@@ -277,3 +277,51 @@ async fn messages_said_while_a_replica_lost_its_listener_still_arrive_once() {
     assert_eq!(said, (1..=30).collect::<Vec<_>>());
     quiet(&mut bob, Duration::from_millis(500)).await;
 }
+
+#[tokio::test]
+async fn a_number_lost_with_a_deleted_account_is_not_waited_for() {
+    use wharf_core::store::ChatRecord;
+    let Some((a, b)) = spawn_replicas().await else {
+        return;
+    };
+    users(&[&a], &["alice", "bob"]).await;
+    let frank = a.add_user("frank", "chat").await;
+    let alice_id = a.store.require_user("alice").await.expect("alice").id;
+    let mut alice = a.client("alice").await;
+    let mut bob = b.client("bob").await;
+    alice.join("lobby").await.expect("join");
+    bob.join("lobby").await.expect("join");
+    // Two messages reach the database unannounced: frank's number 1 and
+    // alice's number 2; then frank's account goes, and his message with it.
+    let record = |id: u64, sender_id: i64, seq: u64, body: &str| ChatRecord {
+        id,
+        sender_id,
+        room: Some("lobby".into()),
+        seq: Some(seq),
+        recipient_id: None,
+        body: body.into(),
+        at: wharf_core::time::now_ms(),
+    };
+    a.store
+        .record_chat_messages(&[
+            record(1_000_000, frank.id, 1, "from frank"),
+            record(1_000_001, alice_id, 2, "unannounced"),
+        ])
+        .await
+        .expect("record");
+    a.store.delete_user("frank").await.expect("delete frank");
+    // Number 3 comes announced; B finds 2 in the database and does not
+    // wait for 1, which no longer exists.
+    let s = alice.say("lobby", "three").await.expect("say");
+    assert_eq!(s.seq, Some(3));
+    let got = messages(&mut bob, 2).await;
+    assert_eq!(
+        got.iter()
+            .map(|m| (m.seq, m.text.as_str()))
+            .collect::<Vec<_>>(),
+        [(Some(2), "unannounced"), (Some(3), "three")]
+    );
+    let s = alice.say("lobby", "four").await.expect("say");
+    let m = message(&mut bob).await;
+    assert_eq!((m.seq, m.text.as_str()), (s.seq, "four"));
+}
