@@ -96,6 +96,13 @@ pub struct LimitArgs {
     /// The longest an address is refused for failed logins.
     #[arg(long, default_value = "1h", value_parser = humantime::parse_duration, value_name = "DURATION")]
     pub login_penalty_max: Duration,
+    /// A TCP load balancer's address (or network, 10.0.0.0/24): its
+    /// connections must start with a PROXY protocol v2 header (HAProxy's
+    /// `send-proxy-v2`), whose client address then counts for every limit
+    /// and login penalty. Repeat for several. Never a network clients
+    /// connect from: they could claim any address.
+    #[arg(long, value_name = "ADDRESS[/PREFIX]")]
+    pub proxy_protocol_from: Vec<crate::proxy_protocol::Network>,
 }
 
 impl LimitArgs {
@@ -118,6 +125,7 @@ impl LimitArgs {
             login_timeout: self.login_timeout,
             idle_timeout: self.idle_timeout,
             shutdown_grace: self.shutdown_grace,
+            proxy_protocol_from: self.proxy_protocol_from.clone(),
         }
     }
 }

@@ -22,6 +22,7 @@ pub mod home;
 pub mod metrics;
 pub mod names;
 pub mod owner;
+pub mod proxy_protocol;
 pub mod server;
 pub mod service;
 pub mod size;

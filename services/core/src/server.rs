@@ -31,6 +31,8 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::proxy_protocol::Network;
+
 /// How long sessions told to end now (after the grace period) may take.
 const ABORT_WAIT: Duration = Duration::from_secs(5);
 
@@ -49,6 +51,10 @@ pub struct Limits {
     pub idle_timeout: Duration,
     /// How long a shutdown waits for sessions to finish.
     pub shutdown_grace: Duration,
+    /// Load balancers: connections from these addresses start with a PROXY
+    /// protocol v2 header naming the client, and the client's address is
+    /// what every limit and penalty per address counts.
+    pub proxy_protocol_from: Vec<Network>,
 }
 
 impl Default for Limits {
@@ -60,6 +66,7 @@ impl Default for Limits {
             login_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(300),
             shutdown_grace: Duration::from_secs(30),
+            proxy_protocol_from: Vec::new(),
         }
     }
 }
@@ -331,13 +338,40 @@ pub async fn serve<H: Handler>(
         };
         let _ = stream.set_nodelay(true);
         let handler = Arc::clone(&handler);
-        let guard = per_ip.enter(peer.ip(), limits.max_per_ip);
+        let per_ip = Arc::clone(&per_ip);
+        let max_per_ip = limits.max_per_ip;
+        let proxied = limits
+            .proxy_protocol_from
+            .iter()
+            .any(|n| n.contains(peer.ip()));
         let tls = tls.clone();
         let handshake_time = limits.login_timeout;
         let token = shutdown.child_token();
         let gate = pending.admit(limits.max_unauthenticated);
         let gate_id = gate.inner.id;
         let task_fut = async move {
+            let mut stream = stream;
+            let peer = if proxied {
+                match tokio::time::timeout(
+                    handshake_time,
+                    crate::proxy_protocol::read_header(&mut stream),
+                )
+                .await
+                {
+                    Ok(Ok(client)) => client.unwrap_or(peer),
+                    Ok(Err(e)) => {
+                        tracing::info!(balancer = %peer, "connection dropped: {e}");
+                        return;
+                    }
+                    Err(_) => {
+                        tracing::debug!(balancer = %peer, "no PROXY protocol header in time; connection dropped");
+                        return;
+                    }
+                }
+            } else {
+                peer
+            };
+            let guard = per_ip.enter(peer.ip(), max_per_ip);
             // Boxed, as the session below: a task is as big as its biggest
             // state, and the handshake's would stay allocated for the
             // session's whole life (a few KiB per idle session).
