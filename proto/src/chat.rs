@@ -287,4 +287,9 @@ pub struct UdpSessionGrant {
     pub keepalive_secs: u64,
     /// Largest datagram accepted, in bytes.
     pub max_datagram: usize,
+    /// The port datagrams go to, on the host the TCP connection reached,
+    /// when it is not the TCP connection's port (a replica behind a TCP
+    /// load balancer: its own UDP port). Absent: the same port.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub udp_port: Option<u16>,
 }

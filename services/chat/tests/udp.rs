@@ -280,3 +280,80 @@ async fn udp_clients_are_told_of_a_shutdown_at_once() {
     let code = ended.err().and_then(|e| e.code());
     assert_eq!(code, Some(wharf_proto::ErrorCode::ShuttingDown));
 }
+
+/// Behind a TCP load balancer a replica tells clients its own UDP port
+/// (`--udp-public-port`); the client sends its datagrams there, to the
+/// host its TCP connection reached. Here a relay on another port stands
+/// for that published port.
+#[tokio::test]
+async fn datagrams_go_to_the_port_the_server_names() {
+    use std::sync::Arc;
+    let relay = Arc::new(
+        tokio::net::UdpSocket::bind("127.0.0.1:0")
+            .await
+            .expect("relay"),
+    );
+    let public = relay.local_addr().expect("relay address").port();
+    let srv = spawn_with(ChatConfig {
+        udp_public_port: Some(public),
+        ..ChatConfig::default()
+    })
+    .await;
+    srv.add_user("alice", "chat").await;
+    srv.add_user("bob", "chat").await;
+    let upstream = Arc::new(
+        tokio::net::UdpSocket::bind("127.0.0.1:0")
+            .await
+            .expect("upstream"),
+    );
+    upstream.connect(&srv.addr).await.expect("connect");
+    let relayed = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let client_addr = Arc::new(std::sync::Mutex::new(None));
+    {
+        let (relay, upstream, relayed, client_addr) = (
+            Arc::clone(&relay),
+            Arc::clone(&upstream),
+            Arc::clone(&relayed),
+            Arc::clone(&client_addr),
+        );
+        tokio::spawn(async move {
+            let mut buf = vec![0u8; 2048];
+            while let Ok((n, from)) = relay.recv_from(&mut buf).await {
+                *client_addr.lock().expect("lock") = Some(from);
+                relayed.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let _ = upstream.send(&buf[..n]).await;
+            }
+        });
+    }
+    {
+        let (relay, upstream, client_addr) = (
+            Arc::clone(&relay),
+            Arc::clone(&upstream),
+            Arc::clone(&client_addr),
+        );
+        tokio::spawn(async move {
+            let mut buf = vec![0u8; 2048];
+            while let Ok(n) = upstream.recv(&mut buf).await {
+                let to = *client_addr.lock().expect("lock");
+                if let Some(to) = to {
+                    let _ = relay.send_to(&buf[..n], to).await;
+                }
+            }
+        });
+    }
+    let mut bob = srv.client("bob").await;
+    bob.join("lobby").await.expect("join");
+    let mut alice = srv.udp_client("alice").await;
+    alice.join("lobby").await.expect("join over UDP");
+    alice
+        .say("lobby", "through the named port")
+        .await
+        .expect("say");
+    assert_eq!(message(&mut bob).await.text, "through the named port");
+    bob.say("lobby", "and back").await.expect("say");
+    assert_eq!(message(&mut alice).await.text, "and back");
+    assert!(
+        relayed.load(std::sync::atomic::Ordering::SeqCst) >= 3,
+        "the datagrams did not go through the named port"
+    );
+}

@@ -231,6 +231,12 @@ async fn udp_grant(
         other => return Err(unexpected(&other)),
     };
     let _ = tcp_exchange(&mut conn, ChatRequest::Quit).await;
+    // Behind a TCP load balancer the replica that granted the session has
+    // a UDP port of its own on the same host.
+    let server = match grant.udp_port {
+        Some(port) => std::net::SocketAddr::new(server.ip(), port),
+        None => server,
+    };
     Ok((grant, server))
 }
 

@@ -212,7 +212,15 @@ impl UdpLink {
             return Ok(());
         }
         tracing::info!("the UDP session expired; taking a new one");
-        let (grant, _) = udp_grant(&self.addr, &self.tls, &self.user, &self.password).await?;
+        let (grant, server) = udp_grant(&self.addr, &self.tls, &self.user, &self.password).await?;
+        if server != self.server {
+            // Another replica granted it (behind a load balancer).
+            self.socket
+                .connect(server)
+                .await
+                .map_err(io("cannot address the server over UDP"))?;
+            self.server = server;
+        }
         self.adopt(&grant)?;
         self.handshake().await?;
         for room in self.rooms.clone() {

@@ -59,6 +59,9 @@ pub struct ChatConfig {
     /// Messages waiting to be written to the database; past it, `say`
     /// answers `busy`.
     pub journal_queue: usize,
+    /// The UDP port clients are told to send datagrams to, when not the
+    /// port their TCP connection reached (behind a TCP load balancer).
+    pub udp_public_port: Option<u16>,
 }
 
 impl Default for ChatConfig {
@@ -81,6 +84,7 @@ impl Default for ChatConfig {
             max_udp_sessions_per_user: 8,
             max_login_attempts: 3,
             journal_queue: 100_000,
+            udp_public_port: None,
         }
     }
 }
@@ -104,6 +108,12 @@ pub struct ChatArgs {
     /// UDP sessions at once.
     #[arg(long, default_value_t = 10_000, value_name = "N")]
     pub max_udp_sessions: usize,
+    /// The port clients send chat datagrams to, on the host they reached
+    /// over TCP, when it is not that TCP port: behind a TCP load balancer
+    /// (which carries no UDP), this replica's own UDP port as published
+    /// there. A UDP session stays with the replica that granted it.
+    #[arg(long, value_name = "PORT")]
+    pub udp_public_port: Option<u16>,
 }
 
 /// A chat flag that makes no sense.
@@ -126,6 +136,7 @@ impl ChatArgs {
             member_queue: self.member_queue.max(1),
             udp_idle: self.udp_idle,
             max_udp_sessions: self.max_udp_sessions,
+            udp_public_port: self.udp_public_port,
             ..ChatConfig::default()
         })
     }

@@ -176,6 +176,7 @@ pub(crate) fn grant(
         idle_timeout_secs: cfg.udp_idle.as_secs().max(1),
         keepalive_secs: cfg.udp_keepalive.min(cfg.udp_idle / 3).as_secs().max(1),
         max_datagram: MAX_DATAGRAM,
+        udp_port: cfg.udp_public_port,
     })
 }
 
