@@ -37,7 +37,7 @@ cleanup() {
   rc=$?
   set +e
   if [ -n "$DOCKERD_PID" ] && kill -0 "$DOCKERD_PID" 2>/dev/null; then
-    [ -d "$WORK/ctx" ] && (cd "$WORK/ctx" && docker compose --profile tools down -v --timeout 10 >/dev/null 2>&1)
+    [ -d "$WORK/ctx" ] && (cd "$WORK/ctx" && docker compose --profile tools --profile scale --profile scale-tools down -v --timeout 10 >/dev/null 2>&1)
     kill "$DOCKERD_PID"
     for _ in $(seq 1 40); do kill -0 "$DOCKERD_PID" 2>/dev/null || break; sleep 0.5; done
     kill -0 "$DOCKERD_PID" 2>/dev/null && kill -9 "$DOCKERD_PID"
@@ -284,7 +284,98 @@ has 'serving remote exec.*UNCONFINED' docker logs execd-probe || { docker logs e
 echo "with --allow-unconfined-exec it serves, and says UNCONFINED"
 docker rm -fv execd-probe >/dev/null
 
+step "profile scale: images for PostgreSQL and HAProxy from Debian's archive"
+# Build containers reach no network here: the packages go into a base made
+# with debootstrap, and the Dockerfiles find them installed.
+debootstrap --variant=minbase --include=postgresql,haproxy --cache-dir="$WORK/debcache" trixie "$WORK/rootfs-scale" "$MIRROR" \
+  >"$WORK/debootstrap-scale.log" 2>&1 || { tail -n 20 "$WORK/debootstrap-scale.log"; die "debootstrap (scale) failed"; }
+rm -rf "$WORK"/rootfs-scale/var/lib/apt/lists/* "$WORK"/rootfs-scale/var/cache/apt/archives/*.deb "$WORK"/rootfs-scale/var/lib/postgresql/*
+tar -C "$WORK/rootfs-scale" -c . | docker import - wharf-scale-base:latest >/dev/null
+rm -rf "$WORK/rootfs-scale"
+docker build -q --build-arg BASE=wharf-scale-base:latest -t wharf-postgres:latest -f deploy/scale/postgres.Dockerfile deploy/scale
+docker build -q --build-arg BASE=wharf-scale-base:latest -t wharf-haproxy:latest -f deploy/scale/haproxy.Dockerfile deploy/scale
+
+step "profile scale: PostgreSQL, two replicas on one volume, HAProxy in front"
+dc --profile scale up -d --no-build --wait --wait-timeout 180 balancer
+dc --profile scale ps -a
+scale_logs() { dc --profile scale ps -a; dc --profile scale logs --tail 40 balancer replica-1 replica-2 postgres; }
+for s in postgres replica-1 replica-2; do
+  h=$(docker inspect -f '{{.State.Health.Status}}' "$(dc --profile scale ps -q "$s")")
+  echo "$s: $h"; [ "$h" = healthy ] || die "$s is $h"
+done
+has 'shared through PostgreSQL' dc --profile scale logs replica-1 || { dc --profile scale logs replica-1; die "replica-1 does not share chat rooms"; }
+if has 'wharf:[0-9a-f]\{16\}' dc --profile scale logs; then die "the database password is in a log"; fi
+if grep -q "$(dc --profile scale exec -T replica-1 cat /run/wharf-db/password)" docker-compose.yml; then die "the password is in the compose file"; fi
+SFP1=$(dc --profile scale logs replica-1 2>&1 | grep -o 'fingerprint [0-9A-Fa-f:]*' | head -n1)
+SFP2=$(dc --profile scale logs replica-2 2>&1 | grep -o 'fingerprint [0-9A-Fa-f:]*' | head -n1)
+[ -n "$SFP1" ] && [ "$SFP1" = "$SFP2" ] || die "the replicas serve different certificates ($SFP1 / $SFP2)"
+echo "both replicas serve one certificate: $SFP1"
+sa() { dc --profile scale-tools run --rm -T scale-admin "$@"; }
+for u in alice bob; do
+  echo "$WHARF_PASSWORD" | sa user add "$u" --password-stdin --services ftp,chat,exec
+done
+USERS=$(dc --profile scale exec -T -u postgres postgres psql -d wharf -Atc 'SELECT name FROM users ORDER BY name' | tr '\n' ' ')
+[ "$USERS" = "alice bob " ] || die "the users are not in PostgreSQL: $USERS"
+echo "users in PostgreSQL: $USERS"
+dc --profile scale exec -T replica-1 cat /var/lib/wharf/data/tls/server.crt > "$WORK/scale.crt"
+export WHARF_CA="$WORK/scale.crt"
+cd "$WORK/client"
+sftp() { "${N[@]}" timeout 60 "$BIN/wharf-ftp" --server 127.0.0.1:2221 --user "$1" -q "${@:2}"; }
+schat() { "${N[@]}" timeout 30 "$BIN/wharf-chat" --server 127.0.0.1:2222 --user "$@"; }
+sftp alice put sample.bin scaled.bin || { scale_logs; die "upload through the balancer failed"; }
+for i in 1 2 3 4; do sftp alice get scaled.bin "back$i.bin"; cmp sample.bin "back$i.bin" || die "download $i through the balancer differs"; done
+echo "files through the balancer: put once, got back four times, md5 $SUM"
+OUT=$("${N[@]}" timeout 60 "$BIN/wharf-exec" --server 127.0.0.1:2223 --user alice -n -- 'id -u; md5sum scaled.bin')
+grep -q "$SUM  scaled.bin" <<<"$OUT" || die "exec through the balancer: $OUT"
+echo "exec through the balancer sees the upload: $(tail -n1 <<<"$OUT")"
+# A listener on each replica (inside its container, straight to it), the
+# messages said through the balancer and straight to each replica.
+for r in 1 2; do
+  dc --profile scale exec -T -e WHARF_PASSWORD replica-$r timeout 30 wharf-chat --ca /var/lib/wharf/data/tls/server.crt \
+    --user alice listen --room lobby > "listen-$r.out" 2>&1 &
+done
+heard() { grep -l -- "$1" listen-1.out listen-2.out 2>/dev/null | wc -l; }
+for _ in $(seq 1 40); do
+  schat bob send --room lobby 'probe' >/dev/null 2>&1 || true
+  [ "$(heard 'bob: probe')" = 2 ] && break; sleep 0.5
+done
+[ "$(heard 'bob: probe')" = 2 ] || { cat listen-1.out listen-2.out; die "the listeners on both replicas did not hear a probe"; }
+for r in 1 2; do
+  dc --profile scale exec -T -e WHARF_PASSWORD replica-$r wharf-chat --ca /var/lib/wharf/data/tls/server.crt \
+    --user bob send --room lobby "said on replica $r"
+done
+for _ in $(seq 1 20); do
+  [ "$(heard 'bob: said on replica 1')" = 2 ] && [ "$(heard 'bob: said on replica 2')" = 2 ] && break; sleep 0.5
+done
+[ "$(heard 'bob: said on replica 1')" = 2 ] && [ "$(heard 'bob: said on replica 2')" = 2 ] \
+  || { cat listen-1.out listen-2.out; die "a listener missed a message said on the other replica"; }
+for r in 1 2; do
+  [ "$(grep -c 'said on replica' "listen-$r.out")" = 2 ] || { cat "listen-$r.out"; die "a message came twice to replica $r's listener"; }
+done
+echo "chat: a listener on each replica heard what was said on both, once"
+schat bob --udp send --room lobby 'over UDP' || die "chat over UDP through the balancer failed"
+HIST=$(dc --profile scale exec -T -u postgres postgres psql -d wharf -Atc "SELECT string_agg(seq::text, ',' ORDER BY seq) FROM chat_messages WHERE room = 'lobby'")
+echo "room lobby, numbered in PostgreSQL: $HIST"
+grep -q 'over UDP' <<<"$(dc --profile scale exec -T -u postgres postgres psql -d wharf -Atc "SELECT body FROM chat_messages WHERE room = 'lobby'")" \
+  || die "the message over UDP is not in the history"
+N_SEQ=$(tr ',' '\n' <<<"$HIST" | wc -l)
+[ "$HIST" = "$(seq -s, 1 "$N_SEQ")" ] || die "the room's numbers have gaps or repeats: $HIST"
+echo "chat over UDP through the balancer (datagrams to the granting replica's own port); the room numbered 1..$N_SEQ"
+# A stranger's wrong passwords: penalised as the client, never as the balancer.
+for _ in 1 2 3; do WHARF_PASSWORD=wrong "${N[@]}" timeout 20 "$BIN/wharf-ftp" --server 127.0.0.1:2221 --user alice ls >/dev/null 2>&1 || true; done
+LOGS=$(dc --profile scale logs replica-1 replica-2 2>&1)
+grep -q 'login refused' <<<"$LOGS" || die "no refused login in the logs"
+if grep 'login refused' <<<"$LOGS" | grep -q 'peer=172.30.77.10:'; then die "a login was counted against the balancer's address"; fi
+echo "refused logins are counted against $(grep 'login refused' <<<"$LOGS" | grep -o 'peer=[0-9.]*' | sort -u | tr '\n' ' ')(not the balancer)"
+# One replica stops: the other serves through the balancer.
+dc --profile scale stop replica-1
+sftp alice get scaled.bin after-stop.bin && cmp sample.bin after-stop.bin || die "the balancer did not move to the remaining replica"
+echo "replica-1 stopped: files still served through the balancer"
+dc --profile scale start replica-1
+cd "$WORK/ctx"
+
 step "docker compose down -v"
+dc --profile scale --profile scale-tools down -v
 dc --profile tools down -v
 [ -z "$(docker ps -aq)" ] && [ -z "$(docker volume ls -q)" ] \
   || { docker ps -a; docker volume ls; die "containers or volumes left after down -v"; }
