@@ -104,11 +104,21 @@ async fn login_many(
     users: &[String],
     n: usize,
 ) -> Res<Vec<ChatClient>> {
+    login_spread(&[addr.to_owned()], tls, users, n).await
+}
+
+/// [`login_many`], the clients spread over several servers in turn.
+async fn login_spread(
+    addrs: &[String],
+    tls: &ClientTls,
+    users: &[String],
+    n: usize,
+) -> Res<Vec<ChatClient>> {
     let gate = Arc::new(Semaphore::new(64));
     let mut tasks = Vec::with_capacity(n);
     for i in 0..n {
         let gate = Arc::clone(&gate);
-        let addr = addr.to_owned();
+        let addr = addrs[i % addrs.len()].clone();
         let user = users[i % users.len()].clone();
         let tls = tls.clone();
         tasks.push(tokio::spawn(async move {
@@ -153,6 +163,7 @@ async fn main() -> Res<()> {
             tls,
             dir.path(),
             pid,
+            None,
             &users,
             n_clients,
             n_messages,
@@ -210,19 +221,35 @@ async fn on_postgres_beside_sqlite(
         .into());
     };
     bench_users(&pg, dir).await?;
-    let mut rates: [Vec<f64>; 2] = [Vec::new(), Vec::new()];
-    let mut cpu: [Vec<f64>; 2] = [Vec::new(), Vec::new()];
+    let mut rates: [Vec<f64>; 3] = [Vec::new(), Vec::new(), Vec::new()];
+    let mut cpu: [Vec<f64>; 3] = [Vec::new(), Vec::new(), Vec::new()];
+    const SETUPS: [&str; 3] = [
+        "SQLite",
+        "PostgreSQL",
+        "PostgreSQL, two replicas (members split, the sender on the first)",
+    ];
     for round in 1..=3 {
-        for (i, url) in [sqlite, pg.as_str()].into_iter().enumerate() {
-            println!(
-                "\n== round {round}, {} ==",
-                if i == 0 { "SQLite" } else { "PostgreSQL" }
-            );
+        for (i, url) in [sqlite, pg.as_str(), pg.as_str()].into_iter().enumerate() {
+            println!("\n== round {round}, {} ==", SETUPS[i]);
             let (mut server, addr) = start_server(url, dir, true)?;
             let pid = server.id();
-            let result = bench(&addr, true, dir, pid, users, n_clients, n_messages, 0).await;
-            let _ = server.kill();
-            let _ = server.wait();
+            let mut second = None;
+            if i == 2 {
+                // After the first has made the certificate both serve.
+                wait_listening(&addr).await;
+                let (child, other) = start_server(url, dir, true)?;
+                wait_listening(&other).await;
+                second = Some((child, other));
+            }
+            let other = second.as_ref().map(|(c, a)| (a.as_str(), c.id()));
+            let result = bench(
+                &addr, true, dir, pid, other, users, n_clients, n_messages, 0,
+            )
+            .await;
+            for child in std::iter::once(&mut server).chain(second.as_mut().map(|(c, _)| c)) {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
             let f = result?;
             rates[i].push(f.deliveries_per_s);
             cpu[i].push(f.cpu_us_each);
@@ -232,18 +259,28 @@ async fn on_postgres_beside_sqlite(
         v.sort_by(|a, b| a.total_cmp(b));
         v[v.len() / 2]
     };
-    let (ls, ps) = (median(&mut rates[0]), median(&mut rates[1]));
-    let (lc, pc) = (median(&mut cpu[0]), median(&mut cpu[1]));
+    let (ls, ps, rs) = (
+        median(&mut rates[0]),
+        median(&mut rates[1]),
+        median(&mut rates[2]),
+    );
+    let (lc, pc, rc) = (
+        median(&mut cpu[0]),
+        median(&mut cpu[1]),
+        median(&mut cpu[2]),
+    );
     println!(
         "\nPostgreSQL beside SQLite, {n_clients} members, {n_messages} messages, TLS (medians of 3 interleaved rounds):"
     );
     println!(
-        "  deliveries/s: SQLite {ls:.0}, PostgreSQL {ps:.0} ({:.2}x)",
-        ps / ls
+        "  deliveries/s: SQLite {ls:.0}, PostgreSQL {ps:.0} ({:.2}x), two replicas on PostgreSQL {rs:.0} ({:.2}x)",
+        ps / ls,
+        rs / ls
     );
     println!(
-        "  server CPU per delivery: SQLite {lc:.2} us, PostgreSQL {pc:.2} us ({:.2}x)",
-        pc / lc
+        "  server CPU per delivery: SQLite {lc:.2} us, PostgreSQL {pc:.2} us ({:.2}x), two replicas {rc:.2} us ({:.2}x)",
+        pc / lc,
+        rc / lc
     );
     Ok(())
 }
@@ -286,6 +323,7 @@ async fn bench(
     tls: bool,
     dir: &std::path::Path,
     pid: u32,
+    other: Option<(&str, u32)>,
     users: &[String],
     n_clients: usize,
     n_messages: usize,
@@ -305,7 +343,11 @@ async fn bench(
 
     // Fan-out.
     let t = Instant::now();
-    let mut listeners = login_many(addr, &client_tls, users, n_clients).await?;
+    let mut addrs = vec![addr.to_owned()];
+    addrs.extend(other.map(|(a, _)| a.to_owned()));
+    let pids: Vec<u32> = std::iter::once(pid).chain(other.map(|(_, p)| p)).collect();
+    let cpu_all = || pids.iter().map(|p| cpu_secs(*p)).sum::<f64>();
+    let mut listeners = login_spread(&addrs, &client_tls, users, n_clients).await?;
     for c in &mut listeners {
         c.join("bench").await?;
     }
@@ -340,7 +382,7 @@ async fn bench(
         ChatClient::connect(addr, &client_tls, "sender", &Password::new(PASSWORD)).await?;
     sender.join("bench").await?;
     let padding = "x".repeat(64);
-    let cpu_before = cpu_secs(pid);
+    let cpu_before = cpu_all();
     let start = epoch.elapsed();
     for _ in 0..n_messages {
         let now = epoch.elapsed().as_micros();
@@ -357,7 +399,7 @@ async fn bench(
         clients.push(c);
     }
     let took = (last - start).as_secs_f64();
-    let server_cpu = cpu_secs(pid) - cpu_before;
+    let server_cpu = cpu_all() - cpu_before;
     all.sort_unstable();
     let pct = |p: f64| all[((all.len() as f64 * p) as usize).min(all.len() - 1)] as f64 / 1000.0;
     let deliveries_per_s = all.len() as f64 / took;

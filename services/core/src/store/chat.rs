@@ -177,20 +177,10 @@ pub struct PostedMessage {
     pub text: Option<String>,
 }
 
-/// The largest announcement sent whole; a longer one goes without its text.
-const MAX_PAYLOAD: usize = 7900;
-
-impl PostedMessage {
-    fn payload(&self) -> Result<String> {
-        let whole = encode(&ChatNotice::Message(self.clone()))?;
-        if whole.len() <= MAX_PAYLOAD {
-            return Ok(whole);
-        }
-        let mut short = self.clone();
-        short.text = None;
-        encode(&ChatNotice::Message(short))
-    }
-}
+/// The longest text (JSON-escaped) an announcement carries; past it the
+/// announcement goes without it (PostgreSQL's payloads hold under 8000
+/// bytes, and the other fields take a few hundred at most).
+const MAX_INLINE_TEXT: i64 = 7400;
 
 fn encode(notice: &ChatNotice) -> Result<String> {
     serde_json::to_string(notice)
@@ -203,10 +193,12 @@ const POST_TRIES: usize = 20;
 impl Store {
     /// Writes a chat message and gives it its id and, in a room, the room's
     /// next number, both from the database: several chat servers on one
-    /// database number one room without gaps or repeats. On PostgreSQL the
-    /// room's numbering is held by a lock per room for the transaction,
-    /// ids come from a sequence, and the message is announced on
-    /// [`CHAT_CHANNEL`] when it commits; on SQLite one statement reads the
+    /// database number one room without gaps or repeats. On PostgreSQL one
+    /// statement takes the room's next number from its row in
+    /// `chat_room_seqs` (locked to the commit), the id from a sequence, and
+    /// announces the message on [`CHAT_CHANNEL`] when it commits (the whole
+    /// message, or without its text when that would not fit: read it with
+    /// [`Store::chat_message`]); on SQLite one statement reads the
     /// numbers and inserts, inside SQLite's write transaction. (Should two
     /// writers ever meet on a room's number, the unique index refuses the
     /// second and it is retried.)
@@ -246,49 +238,53 @@ impl Store {
             let seq: Option<i64> = row.try_get("seq")?;
             return Ok((to_u64(row.try_get("id")?), seq.map(to_u64)));
         }
-        let mut tx = self.pool.begin().await?;
-        let seq = match m.room {
-            Some(room) => {
-                // The room's numbering is this transaction's until it ends.
-                sqlx::query("SELECT pg_advisory_xact_lock(hashtext($1))")
-                    .bind(room)
-                    .execute(&mut *tx)
-                    .await?;
-                let row = sqlx::query(
-                    "SELECT CAST(COALESCE(MAX(seq), 0) + 1 AS BIGINT) AS seq FROM chat_messages WHERE room = $1",
-                )
-                .bind(room)
-                .fetch_one(&mut *tx)
-                .await?;
-                Some(row.try_get::<i64, _>("seq")?)
-            }
-            None => None,
-        };
-        let row = sqlx::query(
-            "INSERT INTO chat_messages (id, room, seq, recipient_id, sender_id, body, at) \
-             VALUES (nextval('chat_message_ids'), $1, $2, $3, $4, $5, $6) RETURNING id",
-        )
+        // One statement, one round trip: the room's counter row is
+        // updated (and locked until the commit, which numbers the room's
+        // messages in commit order), the message inserted, and announced on
+        // commit. A counter behind the messages (a database copied in, rows
+        // written by other means) catches up with them.
+        let row = match m.room {
+            Some(_) => sqlx::query(
+                "WITH n AS ( \
+                   INSERT INTO chat_room_seqs (room, seq) \
+                   VALUES ($1::text, (SELECT COALESCE(MAX(seq), 0) + 1 FROM chat_messages WHERE room = $1::text)) \
+                   ON CONFLICT (room) DO UPDATE SET seq = GREATEST(chat_room_seqs.seq + 1, EXCLUDED.seq) \
+                   RETURNING seq), \
+                 m AS ( \
+                   INSERT INTO chat_messages (id, room, seq, recipient_id, sender_id, body, at) \
+                   SELECT nextval('chat_message_ids'), $1::text, n.seq, NULL, $2::bigint, $3::text, $4::bigint FROM n \
+                   RETURNING id, seq) \
+                 SELECT m.id, m.seq, pg_notify('wharf_chat', json_build_object( \
+                   'kind', 'message', 'replica', $5::text, 'id', m.id, 'room', $1::text, 'seq', m.seq, \
+                   'from', $6::text, 'to', NULL, 'at', $4::bigint, \
+                   'text', CASE WHEN octet_length(to_json($3::text)::text) <= $7::bigint THEN $3::text END)::text)::text IS NULL AS sent \
+                 FROM m",
+            ),
+            None => sqlx::query(
+                "WITH m AS ( \
+                   INSERT INTO chat_messages (id, room, seq, recipient_id, sender_id, body, at) \
+                   VALUES (nextval('chat_message_ids'), NULL, NULL, $8::bigint, $2::bigint, $3::text, $4::bigint) \
+                   RETURNING id, seq) \
+                 SELECT m.id, m.seq, pg_notify('wharf_chat', json_build_object( \
+                   'kind', 'message', 'replica', $5::text, 'id', m.id, 'room', $1::text, 'seq', NULL, \
+                   'from', $6::text, 'to', $9::text, 'at', $4::bigint, \
+                   'text', CASE WHEN octet_length(to_json($3::text)::text) <= $7::bigint THEN $3::text END)::text)::text IS NULL AS sent \
+                 FROM m",
+            ),
+        }
         .bind(m.room)
-        .bind(seq)
-        .bind(m.recipient_id)
         .bind(m.sender_id)
         .bind(m.body)
         .bind(m.at)
-        .fetch_one(&mut *tx)
+        .bind(m.replica)
+        .bind(m.sender)
+        .bind(MAX_INLINE_TEXT)
+        .bind(m.recipient_id)
+        .bind(m.recipient)
+        .fetch_one(&self.pool)
         .await?;
         let id: i64 = row.try_get("id")?;
-        let posted = PostedMessage {
-            replica: m.replica.to_owned(),
-            id: to_u64(id),
-            room: m.room.map(str::to_owned),
-            seq: seq.map(to_u64),
-            from: m.sender.to_owned(),
-            to: m.recipient.map(str::to_owned),
-            at: m.at,
-            text: Some(m.body.to_owned()),
-        };
-        notify(&mut tx, &posted.payload()?).await?;
-        tx.commit().await?;
+        let seq: Option<i64> = row.try_get("seq")?;
         Ok((to_u64(id), seq.map(to_u64)))
     }
 }
