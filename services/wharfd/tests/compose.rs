@@ -19,7 +19,11 @@ fn root() -> &'static Path {
 fn compose() -> Value {
     let text = std::fs::read_to_string(root().join("docker-compose.yml")).expect("compose file");
     let mut value: Value = serde_yaml_ng::from_str(&text).expect("valid YAML");
-    value.apply_merge().expect("merge keys");
+    // A merged mapping may hold merge keys of its own (a replica made from
+    // another): merge until none is left, as docker compose does.
+    for _ in 0..4 {
+        value.apply_merge().expect("merge keys");
+    }
     value
 }
 
@@ -84,7 +88,18 @@ fn compose_services_match_the_workspace_and_each_other() {
     let compose = compose();
     let bins = workspace_bins();
     let dockerfile = std::fs::read_to_string(root().join("Dockerfile")).expect("Dockerfile");
-    let services = compose["services"].as_mapping().expect("services");
+    // The one-machine stack: the services of no profile, and its tool.
+    let services: serde_yaml_ng::Mapping = compose["services"]
+        .as_mapping()
+        .expect("services")
+        .iter()
+        .filter(|(_, svc)| {
+            let profiles = strings(&svc["profiles"]);
+            profiles.is_empty() || profiles == ["tools"]
+        })
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    let services = &services;
     let names: BTreeSet<&str> = services.keys().filter_map(Value::as_str).collect();
     assert_eq!(names, BTreeSet::from(["admin", "chat", "exec", "ftp"]));
 
@@ -221,4 +236,99 @@ fn compose_services_match_the_workspace_and_each_other() {
         runtime.contains("USER wharf"),
         "the runtime stage drops root"
     );
+}
+
+#[test]
+fn the_scale_profile_runs_replicas_behind_the_balancer_they_trust() {
+    let compose = compose();
+    let services = compose["services"].as_mapping().expect("services");
+    let scale: BTreeSet<&str> = services
+        .iter()
+        .filter(|(_, svc)| strings(&svc["profiles"]) == ["scale"])
+        .filter_map(|(k, _)| k.as_str())
+        .collect();
+    assert_eq!(
+        scale,
+        BTreeSet::from(["balancer", "postgres", "replica-1", "replica-2"])
+    );
+    assert_eq!(
+        strings(&compose["services"]["scale-admin"]["profiles"]),
+        ["scale-tools"]
+    );
+    let balancer = &compose["services"]["balancer"];
+    let balancer_ip = balancer["networks"]["wharf-scale"]["ipv4_address"]
+        .as_str()
+        .expect("the balancer's fixed address");
+    let haproxy =
+        std::fs::read_to_string(root().join("deploy/scale/haproxy.cfg")).expect("haproxy.cfg");
+    assert!(
+        haproxy.contains("send-proxy-v2"),
+        "the balancer sends PROXY v2"
+    );
+    // The database is reachable only on the scale network, never published.
+    assert!(compose["services"]["postgres"].get("ports").is_none());
+    let file = std::fs::read_to_string(root().join("docker-compose.yml")).expect("compose");
+    assert!(
+        !file.contains("postgres://wharf:") || file.contains("$$(cat /run/wharf-db/password)"),
+        "the database password is read from its volume, never written here"
+    );
+    let mut udp_ports = BTreeSet::new();
+    for name in ["replica-1", "replica-2"] {
+        let svc = &compose["services"][name];
+        let command = strings(&svc["command"]);
+        assert_eq!(
+            command.first().map(String::as_str),
+            Some("wharfd"),
+            "{name}"
+        );
+        assert_eq!(
+            flag(&command, "--proxy-protocol-from").as_deref(),
+            Some(balancer_ip),
+            "{name} takes PROXY headers from the balancer alone"
+        );
+        // The UDP port it names is the one it publishes, for its chat port.
+        let udp = flag(&command, "--udp-public-port").expect("--udp-public-port");
+        assert_eq!(
+            strings(&svc["ports"]),
+            [format!("{udp}:2122/udp")],
+            "{name}"
+        );
+        assert!(udp_ports.insert(udp), "{name}: a UDP port used twice");
+        // As the exec service: every capability dropped but the sandbox's.
+        assert_eq!(strings(&svc["cap_drop"]), ["ALL"], "{name}");
+        assert_eq!(svc["read_only"].as_bool(), Some(true), "{name}");
+        let mut caps = strings(&svc["cap_add"]);
+        caps.sort();
+        assert_eq!(
+            caps,
+            [
+                "CHOWN",
+                "DAC_OVERRIDE",
+                "FOWNER",
+                "KILL",
+                "SETGID",
+                "SETUID",
+                "SYS_ADMIN"
+            ],
+            "{name}"
+        );
+        assert!(
+            strings(&svc["volumes"]).contains(&"wharf-db-secret:/run/wharf-db:ro".to_owned()),
+            "{name}: reads the password, read-only"
+        );
+        // The balancer sends each service to the replica's port for it.
+        for port in ["2121", "2122", "2123"] {
+            assert!(
+                haproxy.contains(&format!("server {name} {name}:{port}")),
+                "{name}:{port} is not behind the balancer"
+            );
+        }
+    }
+    for (public, port) in [("2221", "2121"), ("2222", "2122"), ("2223", "2123")] {
+        assert!(haproxy.contains(&format!("bind :{public}")), "{public}");
+        assert!(
+            strings(&balancer["ports"]).contains(&format!("{public}:{public}/tcp")),
+            "the balancer publishes {public} (for {port})"
+        );
+    }
 }
