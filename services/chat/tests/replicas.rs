@@ -221,9 +221,8 @@ async fn presence_who_rooms_and_direct_messages_see_both_replicas() {
     // ago, erin in the room there) is removed by the next heartbeat of the
     // living, and its users leave the rooms.
     let erin = a.add_user("erin", "chat").await;
-    let hour_ago = wharf_core::time::now_ms() - 3_600_000;
     a.store
-        .chat_replica_beat("ghost", hour_ago, 0)
+        .chat_replica_beat("ghost", Duration::from_secs(3600))
         .await
         .expect("a ghost's row");
     a.store
@@ -241,6 +240,15 @@ async fn presence_who_rooms_and_direct_messages_see_both_replicas() {
         presence(&mut alice).await,
         ("erin".into(), PresenceChange::Joined)
     );
+    // Its last sign of life an hour ago.
+    {
+        use sqlx::Connection;
+        let mut conn = sqlx::PgConnection::connect(&a.url).await.expect("connect");
+        sqlx::query("UPDATE chat_replicas SET seen = seen - 3600000 WHERE id = 'ghost'")
+            .execute(&mut conn)
+            .await
+            .expect("an hour ago");
+    }
     assert_eq!(
         presence(&mut alice).await,
         ("erin".into(), PresenceChange::Dropped)

@@ -1079,3 +1079,57 @@ async fn lftp_and_curl_are_refused_what_they_should_be_and_resume_cut_uploads() 
         (2_700_000, 0, 2)
     );
 }
+
+/// Behind a load balancer speaking the PROXY protocol, standard FTP counts
+/// failed logins against the client the balancer names, as the native
+/// service does (libunftp itself only sees the balancer's address).
+#[tokio::test]
+async fn behind_a_balancer_failed_logins_count_against_the_client() {
+    let srv = spawn().await;
+    srv.add_user("alice", None, "ftp").await;
+    let limits = Limits {
+        proxy_protocol_from: vec!["127.0.0.1".parse().expect("network")],
+        ..Limits::default()
+    };
+    let addr = std_ftp_with(&srv, None, limits, AuthConfig::default()).await;
+    let server: std::net::SocketAddr = addr.parse().expect("address");
+    let addr_ref = &addr;
+    let as_client = move |client: &'static str| async move {
+        let mut raw = Raw::open(addr_ref).await;
+        let client: std::net::SocketAddr = client.parse().expect("client");
+        raw.send(&wharf_core::proxy_protocol::header(client, server))
+            .await;
+        let hello = raw.reply().await;
+        assert!(hello.starts_with("220"), "{hello}");
+        raw
+    };
+    for _ in 0..AuthConfig::default().source_max_failures {
+        let mut raw = as_client("203.0.113.8:4000").await;
+        assert!(raw.cmd("USER alice").await.starts_with("331"));
+        let said = raw.cmd("PASS wrong horse").await;
+        assert_eq!(said.trim(), "530 wrong user name or password");
+    }
+    let mut raw = as_client("203.0.113.8:4001").await;
+    raw.cmd("USER alice").await;
+    let said = raw.cmd(&format!("PASS {PW}")).await;
+    assert!(
+        said.starts_with("530 too many failed logins from your address"),
+        "{said}"
+    );
+    // Alice, through the same balancer from her own address, is in.
+    let mut raw = as_client("198.51.100.4:4000").await;
+    raw.cmd("USER alice").await;
+    let said = raw.cmd(&format!("PASS {PW}")).await;
+    assert!(said.starts_with("230"), "{said}");
+    let at = wharf_core::time::now_ms() - 120_000;
+    let balancer = srv
+        .store
+        .source_failures_since("127.0.0.1", at)
+        .await
+        .expect("failures");
+    assert!(balancer.is_empty(), "{balancer:?}");
+    // Without a header, the balancer's own connection is dropped.
+    let mut bare = Raw::open(&addr).await;
+    bare.send(b"USER alice\r\n").await;
+    assert_eq!(bare.reply().await, "");
+}

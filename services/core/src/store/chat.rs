@@ -372,38 +372,43 @@ impl Store {
     }
 
     /// Refreshes chat server `replica`'s row (made when missing), and
-    /// removes the servers not seen since `stale_before` (unix ms), with
-    /// their presence, announcing each as gone.
+    /// removes the servers not seen for `stale_after`, with their presence,
+    /// announcing each as gone. Times are the database's clock, so the
+    /// replicas' own clocks need not agree.
     pub async fn chat_replica_beat(
         &self,
         replica: &str,
-        now: i64,
-        stale_before: i64,
+        stale_after: std::time::Duration,
     ) -> Result<Beat> {
         self.require_postgres("chat presence")?;
+        const NOW: &str = "CAST(EXTRACT(EPOCH FROM clock_timestamp()) * 1000 AS BIGINT)";
         let mut tx = self.pool.begin().await?;
-        let updated = sqlx::query("UPDATE chat_replicas SET seen = $2 WHERE id = $1")
-            .bind(replica)
-            .bind(now)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
+        let updated = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "UPDATE chat_replicas SET seen = {NOW} WHERE id = $1"
+        )))
+        .bind(replica)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
         if updated == 0 {
-            sqlx::query("INSERT INTO chat_replicas (id, seen) VALUES ($1, $2)")
-                .bind(replica)
-                .bind(now)
-                .execute(&mut *tx)
-                .await?;
+            sqlx::query(sqlx::AssertSqlSafe(format!(
+                "INSERT INTO chat_replicas (id, seen) VALUES ($1, {NOW})"
+            )))
+            .bind(replica)
+            .execute(&mut *tx)
+            .await?;
         }
-        let gone: Vec<String> =
-            sqlx::query("DELETE FROM chat_replicas WHERE seen < $1 AND id <> $2 RETURNING id")
-                .bind(stale_before)
-                .bind(replica)
-                .fetch_all(&mut *tx)
-                .await?
-                .iter()
-                .map(|r| r.try_get("id"))
-                .collect::<std::result::Result<_, _>>()?;
+        let stale = i64::try_from(stale_after.as_millis()).unwrap_or(i64::MAX);
+        let gone: Vec<String> = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "DELETE FROM chat_replicas WHERE seen < {NOW} - $1 AND id <> $2 RETURNING id"
+        )))
+        .bind(stale)
+        .bind(replica)
+        .fetch_all(&mut *tx)
+        .await?
+        .iter()
+        .map(|r| r.try_get("id"))
+        .collect::<std::result::Result<_, _>>()?;
         for g in &gone {
             let notice = ChatNotice::ReplicaGone { replica: g.clone() };
             notify(&mut tx, &encode(&notice)?).await?;

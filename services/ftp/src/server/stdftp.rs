@@ -806,6 +806,7 @@ impl StdFtpServer {
     fn session(
         &self,
         on_login: tokio::sync::oneshot::Sender<()>,
+        peer: std::net::IpAddr,
     ) -> Result<libunftp::Server<WharfStorage, FtpUser>, libunftp::ServerError> {
         let storage = self.store.clone();
         let config = &self.config;
@@ -817,6 +818,7 @@ impl StdFtpServer {
         .authenticator(std::sync::Arc::new(SessionLogin {
             auth: self.auth.clone(),
             on_login: std::sync::Mutex::new(Some(on_login)),
+            peer,
         }))
         .greeting("Wharf file transfer (standard FTP)")
         .passive_ports(config.passive_ports.clone())
@@ -858,7 +860,7 @@ impl Handler for StdFtpServer {
             }
         };
         let (on_login, logged_in) = tokio::sync::oneshot::channel();
-        let server = match self.session(on_login) {
+        let server = match self.session(on_login, peer.ip()) {
             Ok(server) => server,
             Err(e) => {
                 tracing::error!(%peer, error = %e, "standard ftp: cannot serve a connection (is the certificate readable?)");
@@ -939,6 +941,10 @@ impl Drop for Hangup {
 struct SessionLogin {
     auth: std::sync::Arc<WharfAuthenticator>,
     on_login: std::sync::Mutex<Option<tokio::sync::oneshot::Sender<()>>>,
+    /// The client's address as the accept loop knows it: behind a load
+    /// balancer, the one its PROXY header named (libunftp sees the
+    /// balancer's).
+    peer: std::net::IpAddr,
 }
 
 #[async_trait]
@@ -948,7 +954,13 @@ impl FtpAuthenticator for SessionLogin {
         username: &str,
         creds: &Credentials,
     ) -> Result<Principal, AuthenticationError> {
-        let principal = self.auth.authenticate(username, creds).await?;
+        let creds = Credentials {
+            password: creds.password.clone(),
+            certificate_chain: creds.certificate_chain.clone(),
+            source_ip: self.peer,
+            command_channel_security: creds.command_channel_security,
+        };
+        let principal = self.auth.authenticate(username, &creds).await?;
         let told = self
             .on_login
             .lock()

@@ -742,9 +742,7 @@ async fn write_presence_forever(
             _ = shutdown.cancelled() => return,
             _ = shared.wake.notified() => {}
             _ = beat.tick() => {
-                let now = now_ms();
-                let stale = now - i64::try_from(STALE_AFTER.as_millis()).unwrap_or(i64::MAX);
-                match hub.store.chat_replica_beat(&shared.replica, now, stale).await {
+                match hub.store.chat_replica_beat(&shared.replica, STALE_AFTER).await {
                     Ok(b) => {
                         if b.new && !first {
                             tracing::warn!("this chat server was taken for gone by the others; writing its presence again");
