@@ -619,6 +619,28 @@ impl Hub {
         }
     }
 
+    /// Who may say something in `room_name` now: endpoint `id`'s user, when
+    /// it is in the room and within its flood allowance (one taken).
+    fn sayer(
+        &self,
+        st: &mut State,
+        id: EndpointId,
+        room_name: &str,
+    ) -> Result<(i64, Arc<str>), ErrorReply> {
+        let Some(ep) = st.endpoints.get(&id) else {
+            return Err(gone());
+        };
+        if !ep.rooms.iter().any(|r| r == room_name) {
+            return Err(refuse(
+                ErrorCode::NotFound,
+                format!("you are not in room {room_name}; join it first"),
+            ));
+        }
+        let who = (ep.user_id, Arc::clone(&ep.user));
+        self.take_flood_token(st, who.0)?;
+        Ok(who)
+    }
+
     /// Queues a message for the database; `busy` when the database is not
     /// keeping up (nothing is delivered then).
     fn enqueue(&self, record: ChatRecord) -> Result<(), ErrorReply> {
@@ -672,17 +694,7 @@ impl Hub {
         let (said, kills) = {
             let mut guard = self.lock();
             let st = &mut *guard;
-            let Some(ep) = st.endpoints.get(&id) else {
-                return Err(gone());
-            };
-            if !ep.rooms.iter().any(|r| r == room_name) {
-                return Err(refuse(
-                    ErrorCode::NotFound,
-                    format!("you are not in room {room_name}; join it first"),
-                ));
-            }
-            let (user_id, user) = (ep.user_id, Arc::clone(&ep.user));
-            self.take_flood_token(st, user_id)?;
+            let (user_id, user) = self.sayer(st, id, room_name)?;
             let Some(room) = st.rooms.get_mut(room_name) else {
                 return Err(refuse(ErrorCode::NotFound, format!("no room {room_name}")));
             };

@@ -199,49 +199,10 @@ impl Hub {
     ) -> Reply {
         check_room(room_name)?;
         check_text(text)?;
-        let (user_id, user) = {
-            let mut guard = self.lock();
-            let st = &mut *guard;
-            let Some(ep) = st.endpoints.get(&id) else {
-                return Err(gone());
-            };
-            if !ep.rooms.iter().any(|r| r == room_name) {
-                return Err(refuse(
-                    ErrorCode::NotFound,
-                    format!("you are not in room {room_name}; join it first"),
-                ));
-            }
-            let who = (ep.user_id, Arc::clone(&ep.user));
-            self.take_flood_token(st, who.0)?;
-            who
-        };
-        let at = now_ms();
-        let (msg_id, seq) = self
-            .store
-            .post_chat_message(&NewChatMessage {
-                sender_id: user_id,
-                sender: &user,
-                room: Some(room_name),
-                recipient_id: None,
-                recipient: None,
-                body: text,
-                at,
-                replica: &shared.replica,
-            })
-            .await
-            .map_err(|e| database_refusal(&e, "post a chat message"))?;
-        wharf_core::metrics::metrics().chat_room_messages.inc();
-        let message = ChatMessage {
-            id: msg_id,
-            room: Some(room_name.to_owned()),
-            to: None,
-            seq,
-            from: user.to_string(),
-            at,
-            text: text.to_owned(),
-            truncated: false,
-            replay: false,
-        };
+        let (user_id, user) = self.sayer(&mut self.lock(), id, room_name)?;
+        let message = self
+            .post(shared, (user_id, &user), Some(room_name), None, text)
+            .await?;
         let said = said_for(&message);
         let kills = {
             let mut st = self.lock();
@@ -250,6 +211,49 @@ impl Hub {
         };
         kill(kills);
         Ok(said)
+    }
+
+    /// Posts a message through the database (to `room`, or to
+    /// `recipient`); the message as delivered.
+    async fn post(
+        &self,
+        shared: &Shared,
+        (sender_id, sender): (i64, &str),
+        room: Option<&str>,
+        recipient: Option<(i64, &str)>,
+        text: &str,
+    ) -> Result<ChatMessage, ErrorReply> {
+        let at = now_ms();
+        let (id, seq) = self
+            .store
+            .post_chat_message(&NewChatMessage {
+                sender_id,
+                sender,
+                room,
+                recipient_id: recipient.map(|r| r.0),
+                recipient: recipient.map(|r| r.1),
+                body: text,
+                at,
+                replica: &shared.replica,
+            })
+            .await
+            .map_err(|e| database_refusal(&e, "post a chat message"))?;
+        let counted = match room {
+            Some(_) => &wharf_core::metrics::metrics().chat_room_messages,
+            None => &wharf_core::metrics::metrics().chat_direct_messages,
+        };
+        counted.inc();
+        Ok(ChatMessage {
+            id,
+            room: room.map(str::to_owned),
+            to: recipient.map(|r| r.1.to_owned()),
+            seq,
+            from: sender.to_owned(),
+            at,
+            text: text.to_owned(),
+            truncated: false,
+            replay: false,
+        })
     }
 
     /// `dm` through the database: the recipient may be on any replica.
@@ -291,33 +295,15 @@ impl Hub {
                 })?,
         };
         self.take_flood_token(&mut self.lock(), user_id)?;
-        let at = now_ms();
-        let (msg_id, _) = self
-            .store
-            .post_chat_message(&NewChatMessage {
-                sender_id: user_id,
-                sender: &user,
-                room: None,
-                recipient_id: Some(recipient_id),
-                recipient: Some(to),
-                body: text,
-                at,
-                replica: &shared.replica,
-            })
-            .await
-            .map_err(|e| database_refusal(&e, "post a direct message"))?;
-        wharf_core::metrics::metrics().chat_direct_messages.inc();
-        let message = ChatMessage {
-            id: msg_id,
-            room: None,
-            to: Some(to.to_owned()),
-            seq: None,
-            from: user.to_string(),
-            at,
-            text: text.to_owned(),
-            truncated: false,
-            replay: false,
-        };
+        let message = self
+            .post(
+                shared,
+                (user_id, &user),
+                None,
+                Some((recipient_id, to)),
+                text,
+            )
+            .await?;
         let said = said_for(&message);
         self.deliver_direct(message, Some(id));
         Ok(said)
