@@ -333,3 +333,42 @@ async fn a_number_lost_with_a_deleted_account_is_not_waited_for() {
     let m = message(&mut bob).await;
     assert_eq!((m.seq, m.text.as_str()), (s.seq, "four"));
 }
+
+#[tokio::test]
+async fn datagrams_sent_back_to_back_are_said_in_the_order_sent() {
+    let Some((a, b)) = spawn_replicas().await else {
+        return;
+    };
+    users(&[&a], &["alice", "bob"]).await;
+    let mut alice = a.client("alice").await;
+    alice.join("lobby").await.expect("join");
+    // Bob over UDP on the other replica, sending without waiting for
+    // answers: each `say` waits for the database, yet they are said in the
+    // order they were sent.
+    let mut u = common::raw_udp(&b.addr, "bob").await;
+    u.ping_ok().await;
+    let join = u.datagram(&wharf_proto::chat::ChatRequest::Join {
+        room: "lobby".into(),
+    });
+    u.send_raw(&join).await;
+    let joined = u.recv(WAIT).await;
+    assert!(
+        matches!(joined, Some(wharf_proto::chat::ChatReply::Joined { .. })),
+        "{joined:?}"
+    );
+    let says: Vec<Vec<u8>> = (0..20)
+        .map(|i| {
+            u.datagram(&wharf_proto::chat::ChatRequest::Say {
+                room: "lobby".into(),
+                text: format!("datagram {i}"),
+            })
+        })
+        .collect();
+    for d in &says {
+        u.send_raw(d).await;
+    }
+    let got = messages(&mut alice, 20).await;
+    let texts: Vec<String> = got.into_iter().map(|m| m.text).collect();
+    let sent: Vec<String> = (0..20).map(|i| format!("datagram {i}")).collect();
+    assert_eq!(texts, sent);
+}

@@ -63,7 +63,15 @@ struct Session {
     /// The user's standing: a lock, a deletion or a revoked right ends the
     /// session.
     standing: Option<watch::Receiver<Standing>>,
+    /// Shared rooms (PostgreSQL): the session's requests that wait for the
+    /// database, answered one after another, in the order they came, by a
+    /// task of their own (it ends with the session).
+    queue: Option<mpsc::Sender<ChatRequest>>,
 }
+
+/// Requests of one UDP session waiting for the database; past it, a
+/// datagram is dropped as a full network would.
+const QUEUE: usize = 64;
 
 /// An address that sent a sealed datagram and has not answered yet.
 struct Probe {
@@ -163,6 +171,7 @@ pub(crate) fn grant(
                 created: now,
                 bucket: Bucket::full(cfg.udp_rate),
                 standing,
+                queue: None,
             },
         );
         evicted
@@ -348,19 +357,18 @@ fn handle(
                 | ChatRequest::Rooms
         )
     {
-        // These wait for the shared database: answered from a task of
-        // their own (datagrams carry no order anyway).
-        let server = Arc::clone(server);
-        tokio::spawn(async move {
-            let hub = &server.hub;
-            let reply = match request {
-                ChatRequest::Say { room, text } => hub.say(endpoint, &room, &text).await,
-                ChatRequest::Dm { to, text } => hub.dm(endpoint, &to, &text).await,
-                ChatRequest::Who { room } => hub.who(&room, DATAGRAM_LIST_BUDGET).await,
-                _ => hub.rooms(DATAGRAM_LIST_BUDGET).await,
-            };
-            reply_to(&server, session, flatten(reply));
+        // These wait for the shared database: queued for the session's own
+        // task, so that they are answered, and said, in the order they came.
+        let mut map = server.udp.lock();
+        let Some(s) = map.get_mut(&session) else {
+            return;
+        };
+        let queue = s.queue.get_or_insert_with(|| {
+            let (tx, rx) = mpsc::channel(QUEUE);
+            tokio::spawn(answer_in_order(Arc::clone(server), session, endpoint, rx));
+            tx
         });
+        let _ = queue.try_send(request);
         return;
     }
     let reply = match request {
@@ -413,6 +421,27 @@ fn handle(
         )),
     };
     reply_to(server, session, flatten(reply));
+}
+
+/// Answers a session's requests that wait for the shared database, one
+/// after another, until the session ends.
+async fn answer_in_order(
+    server: Arc<ChatServer>,
+    session: SessionId,
+    endpoint: EndpointId,
+    mut requests: mpsc::Receiver<ChatRequest>,
+) {
+    let hub = &server.hub;
+    while let Some(request) = requests.recv().await {
+        let reply = match request {
+            ChatRequest::Say { room, text } => hub.say(endpoint, &room, &text).await,
+            ChatRequest::Dm { to, text } => hub.dm(endpoint, &to, &text).await,
+            ChatRequest::Who { room } => hub.who(&room, DATAGRAM_LIST_BUDGET).await,
+            ChatRequest::Rooms => hub.rooms(DATAGRAM_LIST_BUDGET).await,
+            _ => continue,
+        };
+        reply_to(&server, session, flatten(reply));
+    }
 }
 
 fn flatten(reply: Result<ChatReply, ErrorReply>) -> ChatReply {
