@@ -45,6 +45,21 @@ pub async fn fresh_postgres() -> Option<String> {
     Some(format!("{prefix}/{name}"))
 }
 
+/// A fresh database for a test that needs PostgreSQL (two replicas on one
+/// database): `None`, and the test skips, without a cluster; under CI a
+/// missing cluster is an error.
+pub async fn postgres_or_skip() -> Option<String> {
+    let url = fresh_postgres().await;
+    if url.is_none() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI runs the replica tests on PostgreSQL: bash .ci/test"
+        );
+        eprintln!("skipped: no PostgreSQL test cluster ({POSTGRES_ENV})");
+    }
+    url
+}
+
 static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 /// Ends every connection to the database at `url` that listens for

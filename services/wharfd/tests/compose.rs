@@ -9,6 +9,18 @@ use std::process::Command;
 
 use serde_yaml_ng::Value;
 
+/// What a container running commands needs (sorted): switch to each
+/// user's uid, end their processes, give files to them, make namespaces.
+const EXEC_CAPS: &[&str] = &[
+    "CHOWN",
+    "DAC_OVERRIDE",
+    "FOWNER",
+    "KILL",
+    "SETGID",
+    "SETUID",
+    "SYS_ADMIN",
+];
+
 fn root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
@@ -147,15 +159,7 @@ fn compose_services_match_the_workspace_and_each_other() {
         let allowed: &[&str] = match name {
             "chat" => &[],
             "ftp" | "admin" => &["CHOWN", "DAC_OVERRIDE", "FOWNER"],
-            _ => &[
-                "CHOWN",
-                "DAC_OVERRIDE",
-                "FOWNER",
-                "KILL",
-                "SETGID",
-                "SETUID",
-                "SYS_ADMIN",
-            ],
+            _ => EXEC_CAPS,
         };
         assert_eq!(caps, allowed, "{name}: capabilities");
         // Who holds no capability runs as the image's unprivileged user.
@@ -299,19 +303,7 @@ fn the_scale_profile_runs_replicas_behind_the_balancer_they_trust() {
         assert_eq!(svc["read_only"].as_bool(), Some(true), "{name}");
         let mut caps = strings(&svc["cap_add"]);
         caps.sort();
-        assert_eq!(
-            caps,
-            [
-                "CHOWN",
-                "DAC_OVERRIDE",
-                "FOWNER",
-                "KILL",
-                "SETGID",
-                "SETUID",
-                "SYS_ADMIN"
-            ],
-            "{name}"
-        );
+        assert_eq!(caps, EXEC_CAPS, "{name}");
         assert!(
             strings(&svc["volumes"]).contains(&"wharf-db-secret:/run/wharf-db:ro".to_owned()),
             "{name}: reads the password, read-only"

@@ -22,7 +22,7 @@ use bytes::Bytes;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use wharf_core::Store;
-use wharf_core::store::ChatRecord;
+use wharf_core::store::{ChatRecord, HistoryRow};
 use wharf_core::time::now_ms;
 use wharf_proto::ErrorCode;
 use wharf_proto::chat::{ChatMessage, ChatReply, MAX_TEXT_BYTES, PresenceChange, RoomInfo};
@@ -139,6 +139,39 @@ pub(crate) type Reply = Result<ChatReply, ErrorReply>;
 
 fn refuse(code: ErrorCode, message: impl Into<String>) -> ErrorReply {
     ErrorReply::new(code, message)
+}
+
+/// The database failed: the details to the log, to the client what it may
+/// know.
+fn database_refusal(e: &wharf_core::Error, what: &str) -> ErrorReply {
+    tracing::error!(error = %e, "cannot {what}");
+    refuse(e.code(), e.client_message())
+}
+
+/// A room message read from the database (`replay` for `history`).
+fn room_message(room: &str, r: HistoryRow, replay: bool) -> ChatMessage {
+    ChatMessage {
+        id: r.id,
+        room: Some(room.to_owned()),
+        to: None,
+        seq: Some(r.seq),
+        from: r.sender,
+        at: r.at,
+        text: r.body,
+        truncated: false,
+        replay,
+    }
+}
+
+/// The sender's answer for `message`.
+fn said_for(m: &ChatMessage) -> ChatReply {
+    ChatReply::Said {
+        id: m.id,
+        room: m.room.clone(),
+        to: m.to.clone(),
+        seq: m.seq,
+        at: m.at,
+    }
 }
 
 fn gone() -> ErrorReply {
@@ -487,8 +520,7 @@ impl Hub {
         // Messages of an earlier life of this room may still be queued.
         self.journal.flush().await;
         let seq = self.store.last_room_seq(room).await.map_err(|e| {
-            tracing::error!(error = %e, room, "cannot read a room's last message number");
-            refuse(e.code(), e.client_message())
+            database_refusal(&e, &format!("read the last message number of room {room}"))
         })?;
         {
             let mut st = self.lock();
@@ -663,13 +695,7 @@ impl Hub {
         origin: EndpointId,
         message: ChatMessage,
     ) -> Result<(ChatReply, Vec<EndpointId>), ErrorReply> {
-        let said = ChatReply::Said {
-            id: message.id,
-            room: message.room.clone(),
-            to: message.to.clone(),
-            seq: message.seq,
-            at: message.at,
-        };
+        let said = said_for(&message);
         let event = ChatReply::Message(message);
         let mut out = Outgoing::new(&event)?;
         let mut slow = Vec::new();
@@ -861,23 +887,14 @@ impl Hub {
             .min(self.config.history_max)
             .min(most);
         self.journal.flush().await;
-        let rows = self.store.room_history(room, limit).await.map_err(|e| {
-            tracing::error!(error = %e, room, "cannot read chat history");
-            refuse(e.code(), e.client_message())
-        })?;
+        let rows = self
+            .store
+            .room_history(room, limit)
+            .await
+            .map_err(|e| database_refusal(&e, &format!("read the history of room {room}")))?;
         Ok(rows
             .into_iter()
-            .map(|r| ChatMessage {
-                id: r.id,
-                room: Some(room.to_owned()),
-                to: None,
-                seq: Some(r.seq),
-                from: r.sender,
-                at: r.at,
-                text: r.body,
-                truncated: false,
-                replay: true,
-            })
+            .map(|r| room_message(room, r, true))
             .collect())
     }
 }

@@ -80,17 +80,7 @@ pub async fn spawn_with(config: ChatConfig) -> TestServer {
 /// load balancer run. `None` (the test is skipped) without a test cluster;
 /// under CI that is an error.
 pub async fn spawn_replicas() -> Option<(TestServer, TestServer)> {
-    let Some(url) = postgres::fresh_postgres().await else {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "CI runs the replica tests on PostgreSQL: bash .ci/test"
-        );
-        eprintln!(
-            "skipped: no PostgreSQL test cluster ({})",
-            postgres::POSTGRES_ENV
-        );
-        return None;
-    };
+    let url = postgres::postgres_or_skip().await?;
     let dir = || tempfile::tempdir().expect("temp dir");
     // Flood control would only slow the tests down.
     let config = ChatConfig {

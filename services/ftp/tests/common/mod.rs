@@ -73,17 +73,7 @@ pub async fn spawn_on(config: FtpConfig, tls: Option<ServerTls>) -> TestServer {
 /// homes (a fresh database on the test cluster); `None` when there is no
 /// test cluster (under CI, an error).
 pub async fn spawn_replicas() -> Option<(TestServer, TestServer)> {
-    let Some(url) = postgres::fresh_postgres().await else {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "CI runs the replica tests on PostgreSQL: bash .ci/test"
-        );
-        eprintln!(
-            "skipped: no PostgreSQL test cluster ({})",
-            postgres::POSTGRES_ENV
-        );
-        return None;
-    };
+    let url = postgres::postgres_or_skip().await?;
     let a = spawn_at(
         tempfile::tempdir().expect("temp dir"),
         url.clone(),

@@ -28,15 +28,15 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{Notify, mpsc, watch};
 use tokio_util::sync::CancellationToken;
-use wharf_core::store::{ChatEvent, ChatNotice, HistoryRow, NewChatMessage, PostedMessage};
+use wharf_core::store::{ChatEvent, ChatNotice, NewChatMessage, PostedMessage};
 use wharf_core::time::now_ms;
 use wharf_proto::ErrorCode;
 use wharf_proto::chat::{ChatMessage, ChatReply, PresenceChange, RoomInfo};
 use wharf_proto::message::ErrorReply;
 
 use super::{
-    EndpointId, Hub, Outgoing, PresenceKey, Reply, State, check_room, check_text, gone, kill,
-    members_reply, refuse, room_list_reply,
+    EndpointId, Hub, Outgoing, PresenceKey, Reply, State, check_room, check_text, database_refusal,
+    gone, kill, members_reply, refuse, room_list_reply, room_message, said_for,
 };
 
 /// How often a replica refreshes its row and writes waiting presence.
@@ -74,11 +74,6 @@ impl Shared {
     }
 }
 
-fn database_refusal(e: &wharf_core::Error, what: &str) -> ErrorReply {
-    tracing::error!(error = %e, "cannot {what}");
-    refuse(e.code(), e.client_message())
-}
-
 fn from_posted(m: PostedMessage, text: String) -> ChatMessage {
     ChatMessage {
         id: m.id,
@@ -90,30 +85,6 @@ fn from_posted(m: PostedMessage, text: String) -> ChatMessage {
         text,
         truncated: false,
         replay: false,
-    }
-}
-
-fn from_row(room: &str, r: HistoryRow) -> ChatMessage {
-    ChatMessage {
-        id: r.id,
-        room: Some(room.to_owned()),
-        to: None,
-        seq: Some(r.seq),
-        from: r.sender,
-        at: r.at,
-        text: r.body,
-        truncated: false,
-        replay: false,
-    }
-}
-
-fn said_for(m: &ChatMessage) -> ChatReply {
-    ChatReply::Said {
-        id: m.id,
-        room: m.room.clone(),
-        to: m.to.clone(),
-        seq: m.seq,
-        at: m.at,
     }
 }
 
@@ -438,7 +409,7 @@ impl Hub {
                     if let Some(here) = st.rooms.get_mut(room) {
                         here.seq = here.seq.max(r.seq.saturating_sub(1));
                     }
-                    slow.extend(self.accept(st, room, from_row(room, r), None));
+                    slow.extend(self.accept(st, room, room_message(room, r, false), None));
                 }
                 if let Some(r) = st.rooms.get_mut(room)
                     && r.pending.len() > MAX_PENDING
