@@ -10,7 +10,7 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, Once};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
 
@@ -82,8 +82,16 @@ pub struct Standings {
 
 struct Inner {
     store: Store,
-    watched: Mutex<HashMap<i64, watch::Sender<Standing>>>,
+    watched: Mutex<HashMap<i64, Watched>>,
     started: Once,
+}
+
+/// One watched user: the channel, and when its view was last set from a
+/// user read by a login (a poll that began before then must not put an
+/// older view over it).
+struct Watched {
+    tx: watch::Sender<Standing>,
+    fresh_at: Instant,
 }
 
 impl std::fmt::Debug for Standings {
@@ -106,15 +114,28 @@ impl Standings {
 
     /// `user`'s standing from now on; the receiver sees every change within
     /// [`POLL`] and a bit. Starts the polling task at the first call.
+    ///
+    /// `user` was just read by a login, so it is the newest word there is:
+    /// it replaces the view other sessions of the same user share (an
+    /// unlock is seen by the very next login, and by them), and a poll that
+    /// began before it cannot put an older view back.
     pub fn watch(&self, user: &User) -> watch::Receiver<Standing> {
         self.inner.started.call_once(|| {
             tokio::spawn(poll_forever(Arc::downgrade(&self.inner)));
         });
+        let fresh = Standing::of(user);
         let mut watched = self.inner.watched.lock().unwrap_or_else(|p| p.into_inner());
-        watched
-            .entry(user.id)
-            .or_insert_with(|| watch::channel(Standing::of(user)).0)
-            .subscribe()
+        let entry = watched.entry(user.id).or_insert_with(|| Watched {
+            tx: watch::channel(fresh.clone()).0,
+            fresh_at: Instant::now(),
+        });
+        entry.fresh_at = Instant::now();
+        entry.tx.send_if_modified(|now| {
+            let changed = *now != fresh;
+            *now = fresh;
+            changed
+        });
+        entry.tx.subscribe()
     }
 }
 
@@ -124,9 +145,10 @@ async fn poll_forever(inner: std::sync::Weak<Inner>) {
         let Some(inner) = inner.upgrade() else {
             return;
         };
+        let began = Instant::now();
         let ids: Vec<i64> = {
             let mut watched = inner.watched.lock().unwrap_or_else(|p| p.into_inner());
-            watched.retain(|_, tx| tx.receiver_count() > 0);
+            watched.retain(|_, w| w.tx.receiver_count() > 0);
             watched.keys().copied().collect()
         };
         if ids.is_empty() {
@@ -142,10 +164,14 @@ async fn poll_forever(inner: std::sync::Weak<Inner>) {
         let by_id: HashMap<i64, &User> = users.iter().map(|u| (u.id, u)).collect();
         let watched = inner.watched.lock().unwrap_or_else(|p| p.into_inner());
         for id in ids {
-            let Some(tx) = watched.get(&id) else {
+            let Some(w) = watched.get(&id) else {
                 continue;
             };
-            tx.send_if_modified(|now| {
+            if w.fresh_at >= began {
+                // A login read the user after this poll did.
+                continue;
+            }
+            w.tx.send_if_modified(|now| {
                 let next = match by_id.get(&id) {
                     Some(user) => Standing::of(user),
                     None => Standing {

@@ -344,3 +344,40 @@ async fn interrupted_uploads_are_listed_and_discarded_and_restart_sends_all() {
     let alice = srv.user("alice").await;
     assert_eq!((alice.used_bytes, alice.reserved_bytes), (SIZE as u64, 0));
 }
+
+/// A quota lowered after an upload was cut holds for its resume: the put
+/// is refused with `quota_exceeded`, and the partial and its reservation go.
+#[tokio::test]
+async fn a_resume_that_no_longer_fits_a_lowered_quota_is_refused_and_its_partial_dropped() {
+    let srv = spawn().await;
+    srv.add_user("alice", Some(10 << 20), "ftp").await;
+    let bytes = data(SIZE, 8);
+    cut_upload(&srv.addr, "big.bin", &bytes, HALF).await;
+    let home = srv.home("alice");
+    eventually("the partial upload holds the first half", || {
+        partials(&home).first().is_some_and(|p| p.1 == HALF as u64)
+    })
+    .await;
+    srv.store
+        .set_quota("alice", Some(1 << 20))
+        .await
+        .expect("lower the quota");
+    let local = srv.local("big.bin");
+    std::fs::write(&local, &bytes).expect("write");
+    let mut c = srv.client("alice").await;
+    let err = c
+        .put(
+            &local,
+            "big.bin",
+            TransferOptions::default(),
+            &mut NoProgress,
+        )
+        .await
+        .expect_err("the resume no longer fits");
+    assert_eq!(err.code(), Some(ErrorCode::QuotaExceeded), "{err}");
+    assert!(err.to_string().contains("lowered your quota"), "{err}");
+    assert!(partials(&home).is_empty(), "the partial is dropped");
+    assert!(!home.join("big.bin").exists());
+    let alice = srv.user("alice").await;
+    assert_eq!((alice.used_bytes, alice.reserved_bytes), (0, 0));
+}

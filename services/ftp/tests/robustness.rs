@@ -659,3 +659,38 @@ async fn a_backup_taken_during_eight_uploads_is_sound() {
     assert_eq!(names, ["alice", "bob"]);
     copy.close().await;
 }
+
+/// An unlock is seen by the very next login: a session that ended on the
+/// lock leaves no older view behind for the next session to be ended by.
+#[tokio::test]
+async fn a_login_right_after_an_unlock_is_served() {
+    let srv = spawn().await;
+    srv.add_user("alice", None, "ftp").await;
+    for round in 0..5 {
+        let mut c = srv.client("alice").await;
+        c.pwd().await.expect("served before the lock");
+        srv.store.set_locked("alice", true).await.expect("lock");
+        // The open session hears of the lock.
+        let mut refused = None;
+        for _ in 0..40 {
+            match c.pwd().await {
+                Ok(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+                Err(e) => {
+                    refused = Some(e);
+                    break;
+                }
+            }
+        }
+        let refused = refused.expect("the lock reached the open session");
+        assert_eq!(refused.code(), Some(ErrorCode::AccountLocked), "{refused}");
+        srv.store.set_locked("alice", false).await.expect("unlock");
+        let mut again = srv.client("alice").await;
+        for _ in 0..4 {
+            again
+                .pwd()
+                .await
+                .unwrap_or_else(|e| panic!("round {round}: refused after the unlock: {e}"));
+            tokio::time::sleep(Duration::from_millis(150)).await;
+        }
+    }
+}

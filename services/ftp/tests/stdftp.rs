@@ -1133,3 +1133,63 @@ async fn behind_a_balancer_failed_logins_count_against_the_client() {
     bare.send(b"USER alice\r\n").await;
     assert_eq!(bare.reply().await, "");
 }
+
+/// A file being replaced over standard FTP and removed meanwhile (over the
+/// native protocol) is not credited twice: its bytes were freed by the
+/// removal, so the upload must stop at the quota.
+#[tokio::test]
+async fn a_replaced_file_removed_midway_is_not_credited_twice() {
+    use tokio::io::AsyncWriteExt;
+    const MIB: usize = 1 << 20;
+    let srv = spawn().await;
+    srv.add_user("alice", Some(20 * MIB as u64), "ftp").await;
+    let addr = std_ftp(&srv).await;
+    let first = data_of(18 * MIB);
+    std::fs::write(srv.local("f.bin"), &first).expect("local");
+    let mut c = srv.client("alice").await;
+    c.put(
+        &srv.local("f.bin"),
+        "f.bin",
+        wharf_ftp::client::TransferOptions::default(),
+        &mut wharf_ftp::client::NoProgress,
+    )
+    .await
+    .expect("the first version");
+
+    let mut raw = Raw::user(&addr, "alice").await;
+    let mut data = raw.data(&addr).await;
+    let said = raw.cmd("STOR f.bin").await;
+    assert!(said.starts_with("150"), "{said}");
+    let chunk = vec![7u8; MIB];
+    for _ in 0..2 {
+        data.write_all(&chunk).await.expect("send");
+    }
+    data.flush().await.expect("flush");
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    c.rm("f.bin")
+        .await
+        .expect("removed over the native protocol");
+    // 32 MiB more: only 20 MiB can be stored.
+    let mut sent = 2 * MIB;
+    for _ in 0..32 {
+        if data.write_all(&chunk).await.is_err() {
+            break;
+        }
+        sent += MIB;
+    }
+    let _ = data.shutdown().await;
+    drop(data);
+    let said = raw.reply().await;
+    assert!(
+        said.starts_with("552"),
+        "stored past the quota ({sent} bytes sent): {said}"
+    );
+    assert!(!srv.home("alice").join("f.bin").exists());
+    let alice = srv.store.require_user("alice").await.expect("alice");
+    assert!(
+        alice.used_bytes + alice.reserved_bytes <= 20 * MIB as u64,
+        "{} used, {} reserved",
+        alice.used_bytes,
+        alice.reserved_bytes
+    );
+}

@@ -53,6 +53,28 @@ impl Store {
         Ok(outcomes)
     }
 
+    /// Whether what the user holds (files and reservations, a resumed
+    /// upload's among them) still fits under the quota, allowing `slack`
+    /// bytes over it (a file the upload will replace): an administrator
+    /// may have lowered the quota since the reservation was made. Fails
+    /// with `QuotaLowered` when it does not.
+    pub async fn still_fits(&self, user_id: i64, slack: u64) -> Result<()> {
+        let row =
+            sqlx::query("SELECT quota_bytes, used_bytes, reserved_bytes FROM users WHERE id = $1")
+                .bind(user_id)
+                .fetch_optional(&self.pool)
+                .await?
+                .ok_or_else(|| Error::NoSuchUser(format!("#{user_id}")))?;
+        let Some(quota) = row.try_get::<Option<i64>, _>("quota_bytes")?.map(to_u64) else {
+            return Ok(());
+        };
+        let taken = to_u64(row.try_get("used_bytes")?) + to_u64(row.try_get("reserved_bytes")?);
+        if taken > quota.saturating_add(slack) {
+            return Err(Error::QuotaLowered { quota });
+        }
+        Ok(())
+    }
+
     /// Gives back reserved bytes that will not be used (failed upload).
     pub async fn release(&self, user_id: i64, bytes: u64) -> Result<()> {
         sqlx::query(

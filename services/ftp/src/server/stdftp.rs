@@ -531,7 +531,7 @@ async fn stor<R: tokio::io::AsyncRead + Unpin>(
         }
         let need = up.written + n as u64;
         if need > up.held
-            && let Err(e) = grow(store, uid, &v, &mut up, need).await
+            && let Err(e) = grow(store, user, &v, &mut up, need).await
         {
             break Err(e);
         }
@@ -616,14 +616,7 @@ async fn prepare_stream(
     let uid = user.user.id;
     let (jail, target) = (user.jail.clone(), v.clone());
     let found = blocking(move || {
-        let path = jail.creatable(&target)?;
-        let replacing = match std::fs::symlink_metadata(&path) {
-            Ok(m) if m.is_dir() => {
-                return Err(FtpError::BadRequest(format!("{target} is a directory")));
-            }
-            Ok(m) if m.is_file() => m.len(),
-            _ => 0,
-        };
+        let replacing = replaced_size(&jail, &target)?;
         let found = Partial::find_streamed(&jail, &target)?;
         let opened = match &found {
             Some((p, _)) => p.open(&target)?,
@@ -687,16 +680,35 @@ async fn prepare_stream(
     })
 }
 
+/// The size of the regular file at `target` that storing it would replace
+/// (0 for none); a directory there is refused.
+fn replaced_size(jail: &Jail, target: &VPath) -> Result<u64, FtpError> {
+    let path = jail.creatable(target)?;
+    match std::fs::symlink_metadata(&path) {
+        Ok(m) if m.is_dir() => Err(FtpError::BadRequest(format!("{target} is a directory"))),
+        Ok(m) if m.is_file() => Ok(m.len()),
+        _ => Ok(0),
+    }
+}
+
 /// Holds quota for at least `need` bytes (a few MiB ahead when the quota
 /// allows, else exactly); past the quota the upload ends and its partial
 /// goes, with all it held.
+///
+/// The file the upload will replace is looked at again each time: only
+/// what is there now (and so still on the books) is credited, never a size
+/// read when the upload began (a file removed meanwhile has freed its
+/// bytes already, and would be credited twice).
 async fn grow(
     store: &Store,
-    uid: i64,
+    user: &FtpUser,
     v: &VPath,
     up: &mut Stream,
     need: u64,
 ) -> Result<(), FtpError> {
+    let uid = user.user.id;
+    let (jail, target) = (user.jail.clone(), v.clone());
+    up.replacing = blocking(move || replaced_size(&jail, &target)).await?;
     let ahead = need + HOLD_AHEAD - up.held;
     let exact = need - up.held;
     let took = match store.reserve_replacing(uid, ahead, up.replacing).await {

@@ -458,6 +458,16 @@ pub(super) async fn put(
         let _ = blocking(move || p.remove()).await;
         return Err(e.into());
     }
+    // A resume holds the reservation made when the upload began; if an
+    // administrator lowered the quota since and it no longer fits, it ends
+    // as a live upload would: refused, and its partial dropped.
+    if !created && let Err(e) = store.still_fits(user_id, replacing).await {
+        drop(file);
+        let p = partial.clone();
+        blocking(move || p.remove()).await?;
+        store.release(user_id, size).await?;
+        return Err(e.into());
+    }
     s.send(FtpReply::PutReady {
         offset: held,
         prefix_md5: (held > 0).then(|| hex(prefix.clone())),
