@@ -164,6 +164,10 @@ pub struct AddArgs {
     /// Byte quota (a size or "unlimited").
     #[arg(long, default_value = DEFAULT_QUOTA, value_name = "SIZE")]
     pub quota: String,
+    /// File quota: how many entries (files, folders, links, interrupted
+    /// uploads) the home may hold, or "unlimited".
+    #[arg(long, default_value = "unlimited", value_name = "N")]
+    pub files: String,
     /// Home directory [default: DATA_DIR/homes/NAME]; created if missing.
     #[arg(long, value_name = "DIR")]
     pub home: Option<PathBuf>,
@@ -188,12 +192,17 @@ pub struct JsonFlag {
 
 #[derive(Debug, Subcommand)]
 pub enum QuotaCommand {
-    /// Set a user's quota (a size or "unlimited").
+    /// Set a user's quota (a size or "unlimited"), and with --files their
+    /// file quota.
     Set {
         /// User name.
         name: String,
         /// 500MiB, 2G, 1.5GB, 1048576 or unlimited.
         size: String,
+        /// How many entries (files, folders, links, interrupted uploads)
+        /// the home may hold, or "unlimited"; left as it is when not given.
+        #[arg(long, value_name = "N")]
+        files: Option<String>,
     },
 }
 

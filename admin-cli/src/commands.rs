@@ -4,7 +4,7 @@ use std::path::Path;
 
 use anyhow::{Context, Result, bail};
 use wharf_core::auth::hash_password;
-use wharf_core::home::{HomeUsage, default_home, ensure_home, scan_home};
+use wharf_core::home::{HomeUsage, apply_quota, btrfs, default_home, ensure_home, scan_home};
 use wharf_core::names::validate_user_name;
 use wharf_core::owner::{Owner, hand_over};
 use wharf_core::size::{format_quota, format_size, parse_quota};
@@ -76,7 +76,9 @@ async fn dispatch(store: &Store, data_dir: &Path, command: Command) -> Result<()
                 Ok(())
             }
         },
-        Command::Quota(QuotaCommand::Set { name, size }) => set_quota(store, &name, &size).await,
+        Command::Quota(QuotaCommand::Set { name, size, files }) => {
+            set_quota(store, &name, &size, files.as_deref()).await
+        }
         Command::Home(HomeCommand::Set { name, dir }) => set_home(store, &name, &dir).await,
         Command::Usage(args) => usage(store, args).await,
         Command::Tls(TlsCommand::Fingerprint { cert }) => fingerprint(data_dir, cert.as_deref()),
@@ -120,6 +122,7 @@ async fn add(store: &Store, data_dir: &Path, args: AddArgs) -> Result<()> {
     // Check everything that can be checked before asking for a password.
     validate_user_name(&args.name)?;
     let quota = parse_quota(&args.quota)?;
+    let quota_files = parse_file_quota(&args.files)?;
     let services: ServiceSet = args.services.parse()?;
     if store.user(&args.name).await?.is_some() {
         return Err(Error::UserExists(args.name).into());
@@ -135,21 +138,36 @@ async fn add(store: &Store, data_dir: &Path, args: AddArgs) -> Result<()> {
         password_hash,
         home: home.clone(),
         quota_bytes: quota,
+        quota_files,
         services,
     };
     match store.create_user(&new).await {
         Ok(user) => {
             give_home(&user)?;
+            let kernel = apply_quota(&user.home, user.quota_bytes).with_context(|| {
+                format!(
+                    "user {} is added, but the kernel's limit on its home could not be set; run `admin-cli db check --fix` as root",
+                    user.name
+                )
+            })?;
             let services = if user.services == ServiceSet::default() {
                 "none".to_owned()
             } else {
                 user.services.to_string()
             };
             println!(
-                "added user {}: home {}, quota {}, services {services}",
+                "added user {}: home {}{}, quota {}{}, services {services}",
                 user.name,
                 user.home.display(),
+                if kernel {
+                    " (a btrfs subvolume: the kernel holds it to the quota)"
+                } else {
+                    ""
+                },
                 format_quota(user.quota_bytes),
+                user.quota_files
+                    .map(|n| format!(" and {n} files"))
+                    .unwrap_or_default(),
             );
             Ok(())
         }
@@ -221,7 +239,15 @@ async fn del(store: &Store, name: &str, purge_home: bool) -> Result<()> {
     }
     store.delete_user(name).await?;
     println!("deleted user {name}");
-    if purge_home {
+    if purge_home && btrfs::is_subvolume(&user.home) {
+        btrfs::delete_subvolume(&user.home).with_context(|| {
+            format!(
+                "user {name} is deleted, but its home {} could not be removed",
+                user.home.display()
+            )
+        })?;
+        println!("removed home {} (its subvolume)", user.home.display());
+    } else if purge_home {
         match std::fs::remove_dir_all(&user.home) {
             Ok(()) => println!("removed home {}", user.home.display()),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
@@ -248,10 +274,29 @@ async fn passwd(store: &Store, name: &str, from_stdin: bool) -> Result<()> {
     Ok(())
 }
 
-async fn set_quota(store: &Store, name: &str, size: &str) -> Result<()> {
+async fn set_quota(store: &Store, name: &str, size: &str, files: Option<&str>) -> Result<()> {
     let quota = parse_quota(size)?;
+    let quota_files = files.map(parse_file_quota).transpose()?;
     store.set_quota(name, quota).await?;
+    let home = store.require_user(name).await?.home;
+    apply_quota(&home, quota).with_context(|| {
+        format!(
+            "the quota of {name} is set in the database, but the kernel's limit on {} could not be changed; run `admin-cli db check --fix` as root",
+            home.display()
+        )
+    })?;
+    if let Some(quota_files) = quota_files {
+        store.set_quota_files(name, quota_files).await?;
+    }
     let user = store.require_user(name).await?;
+    if quota_files.is_some() {
+        println!(
+            "file quota of {name} is now {} ({} held)",
+            user.quota_files
+                .map_or_else(|| "unlimited".to_owned(), |n| format!("{n} files")),
+            user.file_count + user.reserved_files
+        );
+    }
     println!(
         "quota of {name} is now {} ({} used)",
         format_quota(quota),
@@ -265,6 +310,19 @@ async fn set_quota(store: &Store, name: &str, size: &str) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// A file quota as given on the command line: a count, or "unlimited".
+fn parse_file_quota(s: &str) -> Result<Option<u64>> {
+    let s = s.trim();
+    if s.eq_ignore_ascii_case("unlimited") || s.eq_ignore_ascii_case("none") {
+        return Ok(None);
+    }
+    s.replace('_', "").parse::<u64>().map(Some).map_err(|_| {
+        anyhow::anyhow!(
+            "cannot read {s:?} as a file quota: give a whole number of files (10000) or unlimited"
+        )
+    })
 }
 
 /// Measures `home` again and stores the result as `name`'s usage.
@@ -297,6 +355,7 @@ async fn set_home(store: &Store, name: &str, dir: &Path) -> Result<()> {
     let user = store.require_user(name).await?;
     let (home, _) = ensure_home(dir)?;
     store.set_home(name, &home).await?;
+    apply_quota(&home, user.quota_bytes)?;
     give_home(&User {
         home: home.clone(),
         ..user
@@ -426,6 +485,51 @@ async fn backup(store: &Store, file: &Path) -> Result<()> {
     Ok(())
 }
 
+/// What is wrong with the kernel's hold on `user`'s home, where the homes
+/// are on btrfs with quotas on: not a subvolume, or a limit that is not
+/// the quota.
+fn kernel_problem(user: &User) -> Option<String> {
+    let home = &user.home;
+    let quotas_on = home.parent().is_some_and(btrfs::quotas_on);
+    if !btrfs::is_subvolume(home) {
+        return quotas_on.then(|| {
+            format!(
+                "the home {} is on btrfs with quotas on but is not a subvolume, so the kernel does not hold it to its quota",
+                home.display()
+            )
+        });
+    }
+    match btrfs::qgroup(home) {
+        Ok(q) if q.limit == user.quota_bytes => None,
+        Ok(q) => Some(format!(
+            "the kernel's limit on the home {} is {}, its quota {}",
+            home.display(),
+            format_quota(q.limit),
+            format_quota(user.quota_bytes)
+        )),
+        Err(e) => Some(format!(
+            "the home {} is a subvolume, but its quota group cannot be read ({e}); turn quotas on with `btrfs quota enable` on its mount point, as root",
+            home.display()
+        )),
+    }
+}
+
+/// Makes `user`'s home a subvolume held to its quota.
+async fn fix_kernel_quota(user: &User) -> Result<()> {
+    let home = user.home.clone();
+    let quota = user.quota_bytes;
+    tokio::task::spawn_blocking(move || -> Result<()> {
+        if !btrfs::is_subvolume(&home) {
+            btrfs::convert_to_subvolume(&home)?;
+        }
+        btrfs::set_limit(&home, quota)?;
+        Ok(())
+    })
+    .await
+    .context("the subvolume task failed")??;
+    give_home(user)
+}
+
 /// `db check [--fix]`: the database's integrity, then each user's usage
 /// against their home.
 async fn check(store: &Store, fix: bool) -> Result<()> {
@@ -435,6 +539,18 @@ async fn check(store: &Store, fix: bool) -> Result<()> {
     }
     let (mut differ, mut unmeasured) = (Vec::new(), Vec::new());
     for user in store.list_users().await? {
+        if let Some(problem) = kernel_problem(&user) {
+            println!(
+                "{}: {problem}{}",
+                user.name,
+                if fix { "; fixing" } else { "" }
+            );
+            if fix {
+                fix_kernel_quota(&user).await?;
+            } else {
+                differ.push(user.name.clone());
+            }
+        }
         let home = user.home.clone();
         let found = match tokio::task::spawn_blocking(move || scan_home(&home))
             .await
@@ -455,7 +571,21 @@ async fn check(store: &Store, fix: bool) -> Result<()> {
             bytes: user.used_bytes,
             files: user.file_count,
             reserved: user.reserved_bytes,
+            reserved_files: user.reserved_files,
         };
+        if let Some(why) = &user.usage_problem {
+            println!(
+                "{}: a server could not measure the home ({why}), so its writes are refused{}",
+                user.name,
+                if fix { "; measured now" } else { "" }
+            );
+            if fix {
+                store.set_usage(&user.name, &found).await?;
+            } else {
+                differ.push(user.name.clone());
+            }
+            continue;
+        }
         if found != kept {
             println!(
                 "{}: the database says {} in {} files ({} reserved), the home holds {} in {} files ({} reserved){}",

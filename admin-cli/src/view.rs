@@ -19,7 +19,15 @@ pub struct UserView {
     pub quota_bytes: Option<u64>,
     pub used_bytes: u64,
     pub reserved_bytes: u64,
+    /// Entries stored (files, folders, links).
     pub files: u64,
+    /// Entries held by interrupted uploads.
+    pub reserved_files: u64,
+    /// The file quota; `None` is unlimited.
+    pub quota_files: Option<u64>,
+    /// Why a server could not measure the home, while it cannot (its
+    /// writes are refused meanwhile).
+    pub usage_problem: Option<String>,
     pub services: Vec<&'static str>,
     pub locked: bool,
     /// Failed logins on the name within the last 15 minutes.
@@ -42,6 +50,9 @@ impl UserView {
             used_bytes: user.used_bytes,
             reserved_bytes: user.reserved_bytes,
             files: user.file_count,
+            reserved_files: user.reserved_files,
+            quota_files: user.quota_files,
+            usage_problem: user.usage_problem.clone(),
             services: user.services.names(),
             locked: user.locked,
             failed_logins: slowdown.failures,
@@ -62,6 +73,8 @@ pub struct UsageView {
     pub reserved_bytes: u64,
     pub used_percent: Option<f64>,
     pub files: u64,
+    pub reserved_files: u64,
+    pub quota_files: Option<u64>,
     pub uploads: u64,
     pub downloads: u64,
     pub bytes_up: u64,
@@ -136,6 +149,8 @@ impl From<&UsageRow> for UsageView {
             reserved_bytes: r.reserved_bytes,
             used_percent: used_percent(r.used_bytes, r.quota_bytes),
             files: r.file_count,
+            reserved_files: r.reserved_files,
+            quota_files: r.quota_files,
             uploads: r.uploads,
             downloads: r.downloads,
             bytes_up: r.bytes_up,
@@ -236,7 +251,7 @@ pub fn user_table(v: &UserView, user: &User) -> Table {
         ("quota", format_quota(v.quota_bytes)),
         ("used", format_size(v.used_bytes)),
         ("reserved", format_size(v.reserved_bytes)),
-        ("files", v.files.to_string()),
+        ("files", files_of(v.files + v.reserved_files, v.quota_files)),
         ("services", services),
         ("locked", if v.locked { "yes" } else { "no" }.to_owned()),
         ("login", login_state(v)),
@@ -250,7 +265,23 @@ pub fn user_table(v: &UserView, user: &User) -> Table {
     for (k, val) in rows {
         t.add_row(vec![k.to_owned(), val]);
     }
+    if let Some(why) = &v.usage_problem {
+        t.add_row(vec![
+            "usage".to_owned(),
+            format!(
+                "cannot be measured ({why}): writes are refused; fix the home, then run `admin-cli db check --fix`"
+            ),
+        ]);
+    }
     t
+}
+
+/// Entries held, of the file quota.
+fn files_of(held: u64, quota: Option<u64>) -> String {
+    match quota {
+        Some(q) => format!("{held} of {q}"),
+        None => held.to_string(),
+    }
 }
 
 pub fn usage_table(rows: &[UsageRow]) -> Table {
@@ -277,7 +308,7 @@ pub fn usage_table(rows: &[UsageRow]) -> Table {
             format_quota(r.quota_bytes),
             format_size(r.used_bytes),
             pct,
-            r.file_count.to_string(),
+            files_of(r.file_count + r.reserved_files, r.quota_files),
             format_size(r.bytes_up),
             format_size(r.bytes_down),
             r.chat_messages.to_string(),

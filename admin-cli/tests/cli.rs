@@ -549,7 +549,8 @@ fn home_set_creates_the_directory_and_measures_it() {
     assert_eq!(
         out.trim(),
         format!(
-            "home of alice is now {} (5 B in 1 files; nothing was moved)",
+            // The folder counts one block, as every folder does.
+            "home of alice is now {} (4 KiB in 2 files; nothing was moved)",
             canonical.display()
         )
     );
@@ -557,7 +558,7 @@ fn home_set_creates_the_directory_and_measures_it() {
     assert_eq!(v["home"], canonical.display().to_string());
     assert_eq!(
         (v["used_bytes"].as_u64(), v["files"].as_u64()),
-        (Some(5), Some(1))
+        (Some(4096 + 5), Some(2))
     );
     let fresh = admin.dir.path().join("fresh/home");
     admin.ok(
@@ -651,8 +652,9 @@ fn usage_prints_a_table_json_and_rescans() {
     assert!(
         lines[2].contains("alice")
             && lines[2].contains("10 KiB")
-            && lines[2].contains("2 KiB")
-            && lines[2].contains("20.0%"),
+            // Two 1 KiB files and a folder (a block).
+            && lines[2].contains("6 KiB")
+            && lines[2].contains("60.0%"),
         "{}",
         lines[2]
     );
@@ -667,9 +669,9 @@ fn usage_prints_a_table_json_and_rescans() {
     let a = &rows[0];
     assert_eq!(a["name"], "alice");
     assert_eq!(a["quota_bytes"], 10240);
-    assert_eq!(a["used_bytes"], 2048);
-    assert_eq!(a["used_percent"], 20.0);
-    assert_eq!(a["files"], 2);
+    assert_eq!(a["used_bytes"], 2048 + 4096);
+    assert_eq!(a["used_percent"], 60.0);
+    assert_eq!(a["files"], 3);
     for zero in [
         "uploads",
         "downloads",

@@ -301,6 +301,7 @@ async fn bench_users(url: &str, dir: &std::path::Path) -> Res<Vec<String>> {
                 password_hash: hash.clone(),
                 home: dir.join("homes").join(u),
                 quota_bytes: None,
+                quota_files: None,
                 services: "chat".parse()?,
             })
             .await?;

@@ -51,6 +51,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             password_hash,
             home: dir.path().join("alice"),
             quota_bytes: None,
+            quota_files: None,
             services: "ftp".parse()?,
         })
         .await?;
@@ -178,6 +179,7 @@ async fn add_alice(store: &Store, dir: &std::path::Path) -> Result<(), Box<dyn s
             password_hash: hash_password(&Password::new("correct horse battery")).await?,
             home: dir.join("alice"),
             quota_bytes: None,
+            quota_files: None,
             services: "ftp".parse()?,
         })
         .await?;

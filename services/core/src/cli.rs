@@ -29,6 +29,12 @@ impl DatabaseArgs {
         database_url(self.database_url.as_deref(), &self.data_dir)
     }
 
+    /// How the quota of the homes under the data directory is enforced, in
+    /// the words of a banner.
+    pub fn quota_enforcement(&self) -> String {
+        crate::home::btrfs::describe(&self.data_dir.join("homes"))
+    }
+
     /// What commands run through exec must never reach: the data directory
     /// and the folder of the database file.
     pub fn private_dirs(&self) -> Vec<PathBuf> {

@@ -337,6 +337,15 @@ fn print(cmd: &Command, matches: &clap::ArgMatches, from_file: &[String]) -> Str
         };
         out.push_str(&format!("{line:<48} # {source}\n"));
     }
+    if let Some(data_dir) = matches.get_raw("data_dir").and_then(|mut v| v.next())
+        && cmd.get_name() != "wharf-chatd"
+    {
+        let homes = Path::new(data_dir).join("homes");
+        out.push_str(&format!(
+            "# quota: {}\n",
+            crate::home::btrfs::describe(&homes)
+        ));
+    }
     out
 }
 

@@ -85,6 +85,27 @@ pub enum Error {
         /// The quota.
         quota: u64,
     },
+    /// A new entry that would go over the file-count quota.
+    #[error(
+        "over the file quota: your home holds {held} of the {quota} entries (files, folders, links and interrupted uploads) it may; delete some, discard interrupted uploads, or ask an administrator to raise the quota"
+    )]
+    FileQuotaExceeded {
+        /// Entries held now.
+        held: u64,
+        /// The quota, in entries.
+        quota: u64,
+    },
+    /// The home could not be measured: it counts as over its quota until it
+    /// can be.
+    #[error(
+        "the home of {user:?} could not be measured ({why}), so nothing more may be written to it; ask an administrator to run `admin-cli db check --fix`"
+    )]
+    HomeUnmeasured {
+        /// The user.
+        user: String,
+        /// What went wrong.
+        why: String,
+    },
     /// An administrator lowered the quota while an upload was under way,
     /// and the upload no longer fits.
     #[error("an administrator lowered your quota to {}, and this upload no longer fits; it stopped and nothing of it was kept; delete files or ask an administrator to raise the quota", format_size(*quota))]
@@ -179,7 +200,10 @@ impl Error {
             Error::RateLimited { .. } => ErrorCode::RateLimited,
             Error::AccountLocked(_) | Error::AccountRemoved(_) => ErrorCode::AccountLocked,
             Error::NotPermitted { .. } => ErrorCode::NotPermitted,
-            Error::QuotaExceeded { .. } | Error::QuotaLowered { .. } => ErrorCode::QuotaExceeded,
+            Error::QuotaExceeded { .. }
+            | Error::QuotaLowered { .. }
+            | Error::FileQuotaExceeded { .. }
+            | Error::HomeUnmeasured { .. } => ErrorCode::QuotaExceeded,
             Error::Database(e) => database_code(e),
             Error::Io { .. }
             | Error::Migrate(_)

@@ -36,6 +36,8 @@ pub struct Standing {
     pub home: PathBuf,
     /// The quota, if any.
     pub quota: Option<u64>,
+    /// The file quota, if any.
+    pub quota_files: Option<u64>,
     /// Bytes the home's files take, as last counted.
     pub used: u64,
     /// Bytes reserved by uploads under way or interrupted.
@@ -51,6 +53,7 @@ impl Standing {
             services: user.services,
             home: user.home.clone(),
             quota: user.quota_bytes,
+            quota_files: user.quota_files,
             used: user.used_bytes,
             reserved: user.reserved_bytes,
         }
@@ -250,4 +253,16 @@ pub fn quota_now(
     fallback: Option<u64>,
 ) -> Option<u64> {
     standing.as_ref().map_or(fallback, |rx| rx.borrow().quota)
+}
+
+/// The byte and file quotas `standing` holds now, or `fallback` without a
+/// standing.
+pub fn quotas_now(
+    standing: &Option<watch::Receiver<Standing>>,
+    fallback: (Option<u64>, Option<u64>),
+) -> (Option<u64>, Option<u64>) {
+    standing.as_ref().map_or(fallback, |rx| {
+        let now = rx.borrow();
+        (now.quota, now.quota_files)
+    })
 }

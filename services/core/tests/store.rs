@@ -5,7 +5,7 @@ mod common;
 use std::time::Duration;
 
 use wharf_core::store::Backend;
-use wharf_core::store::{ChatRecord, Direction, ExecRecord, NewUser, TransferRecord};
+use wharf_core::store::{ChatRecord, Direction, ExecRecord, Need, NewUser, TransferRecord};
 use wharf_core::{Error, Service, Store};
 
 #[tokio::test]
@@ -98,6 +98,7 @@ async fn duplicate_user_is_refused_and_nothing_changes() {
                 password_hash: "x".into(),
                 home: "/elsewhere".into(),
                 quota_bytes: None,
+                quota_files: None,
                 services: "exec".parse().expect("services"),
             })
             .await;
@@ -114,8 +115,11 @@ async fn reservations_fit_exactly_and_refuse_one_byte_more() {
         let u = env
             .add_user("alice", "correct horse", Some(1000), "ftp")
             .await;
-        env.store.reserve(u.id, 600).await.expect("first");
-        match env.store.reserve(u.id, 401).await {
+        env.store
+            .reserve(u.id, Need::upload(600))
+            .await
+            .expect("first");
+        match env.store.reserve(u.id, Need::upload(401)).await {
             Err(Error::QuotaExceeded {
                 needed,
                 free,
@@ -123,10 +127,16 @@ async fn reservations_fit_exactly_and_refuse_one_byte_more() {
             }) => assert_eq!((needed, free, quota), (401, 400, 1000)),
             other => panic!("expected QuotaExceeded, got {other:?}"),
         }
-        env.store.reserve(u.id, 400).await.expect("exact fit");
+        env.store
+            .reserve(u.id, Need::upload(400))
+            .await
+            .expect("exact fit");
         // Commit the first upload, give the second back.
-        env.store.commit(u.id, 600, 600, 1).await.expect("commit");
-        env.store.release(u.id, 400).await.expect("release");
+        env.store
+            .commit(u.id, (600, 1), 600, 1)
+            .await
+            .expect("commit");
+        env.store.release(u.id, 400, 1).await.expect("release");
         let u2 = env.store.require_user("alice").await.expect("alice");
         assert_eq!(
             (u2.used_bytes, u2.reserved_bytes, u2.file_count),
@@ -135,6 +145,78 @@ async fn reservations_fit_exactly_and_refuse_one_byte_more() {
         env.store.free(u.id, 600, 1).await.expect("free");
         let u3 = env.store.require_user("alice").await.expect("alice");
         assert_eq!((u3.used_bytes, u3.reserved_bytes, u3.file_count), (0, 0, 0));
+    }
+}
+
+/// The file quota counts every entry, partial uploads among them; growing
+/// a partial needs no entry; a home that could not be measured refuses
+/// every write until it is measured.
+#[tokio::test]
+async fn the_file_quota_counts_entries_and_an_unmeasured_home_refuses_writes() {
+    for env in common::envs().await {
+        let u = env.add_user("alice", "correct horse", None, "ftp").await;
+        env.store
+            .set_quota_files("alice", Some(3))
+            .await
+            .expect("file quota");
+        env.store.add_entry(u.id, 4096).await.expect("a folder");
+        env.store
+            .reserve(u.id, Need::upload(10))
+            .await
+            .expect("a partial");
+        env.store
+            .reserve(u.id, Need::upload(10))
+            .await
+            .expect("another");
+        match env.store.reserve(u.id, Need::upload(10)).await {
+            Err(Error::FileQuotaExceeded { held, quota }) => assert_eq!((held, quota), (3, 3)),
+            other => panic!("expected FileQuotaExceeded, got {other:?}"),
+        }
+        let grow = Need {
+            bytes: 100,
+            ..Need::default()
+        };
+        env.store
+            .reserve(u.id, grow)
+            .await
+            .expect("growing needs no entry");
+        // Replacing a file adds no entry in the end: it may go ahead.
+        env.store
+            .reserve(u.id, Need::replacing(10, Some(10)))
+            .await
+            .expect("a replacement");
+        env.store.release(u.id, 10, 1).await.expect("release");
+        env.store.release(u.id, 10, 1).await.expect("release");
+        env.store
+            .reserve(u.id, Need::upload(10))
+            .await
+            .expect("room again");
+        let now = env.store.require_user("alice").await.expect("alice");
+        assert_eq!(
+            (now.file_count, now.reserved_files, now.used_bytes),
+            (1, 2, 4096)
+        );
+
+        env.store
+            .set_usage_problem("alice", "it changed too fast")
+            .await
+            .expect("problem");
+        match env.store.reserve(u.id, Need::upload(1)).await {
+            Err(e @ Error::HomeUnmeasured { .. }) => {
+                assert_eq!(e.code(), wharf_proto::ErrorCode::QuotaExceeded);
+                assert!(e.to_string().contains("it changed too fast"), "{e}");
+            }
+            other => panic!("expected HomeUnmeasured, got {other:?}"),
+        }
+        assert!(env.store.add_entry(u.id, 4096).await.is_err());
+        env.store
+            .set_usage("alice", &wharf_core::home::HomeUsage::default())
+            .await
+            .expect("measured");
+        env.store
+            .reserve(u.id, Need::upload(1))
+            .await
+            .expect("measured again");
     }
 }
 
@@ -154,7 +236,7 @@ async fn concurrent_reservations_across_pools_never_overshoot() {
                 other.clone()
             };
             tasks.push(tokio::spawn(async move {
-                store.reserve(u.id, 100).await.is_ok()
+                store.reserve(u.id, Need::upload(100)).await.is_ok()
             }));
         }
         let mut granted = 0;
@@ -173,7 +255,10 @@ async fn concurrent_reservations_across_pools_never_overshoot() {
 async fn unlimited_quota_reserves_anything() {
     for env in common::envs().await {
         let u = env.add_user("alice", "correct horse", None, "ftp").await;
-        env.store.reserve(u.id, 1 << 50).await.expect("unlimited");
+        env.store
+            .reserve(u.id, Need::upload(1 << 50))
+            .await
+            .expect("unlimited");
     }
 }
 
@@ -337,9 +422,12 @@ async fn filled() -> common::Env {
         .add_user("bob", "pw four five six", None, "ftp,chat,exec")
         .await;
     env.store.set_locked("bob", true).await.expect("lock");
-    env.store.reserve(alice.id, 1000).await.expect("reserve");
     env.store
-        .commit(alice.id, 1000, 1000, 1)
+        .reserve(alice.id, Need::upload(1000))
+        .await
+        .expect("reserve");
+    env.store
+        .commit(alice.id, (1000, 1), 1000, 1)
         .await
         .expect("commit");
     for (i, (user, dir)) in [(alice.id, Direction::Up), (bob.id, Direction::Down)]
@@ -445,6 +533,7 @@ async fn a_copy_into_postgres_keeps_every_row_and_the_ids_go_on() {
             password_hash: hash,
             home: src.dir.path().join("homes/carol"),
             quota_bytes: None,
+            quota_files: None,
             services: "ftp".parse().expect("services"),
         })
         .await

@@ -67,6 +67,7 @@ async fn main() -> Res<()> {
             password_hash: hash,
             home,
             quota_bytes: None,
+            quota_files: None,
             services: "exec".parse()?,
         })
         .await?;

@@ -96,6 +96,7 @@ fn main() -> Res<()> {
                 password_hash: hash,
                 home,
                 quota_bytes: None,
+                quota_files: None,
                 services: "ftp".parse()?,
             })
             .await?;

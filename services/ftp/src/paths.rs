@@ -153,9 +153,19 @@ pub struct Jail {
     /// Who gets what the server creates here (a server run as root gives
     /// the user's files to the user's own uid); `None`: the server keeps it.
     owner: Option<Owner>,
+    /// The home is a btrfs subvolume: the kernel counts every byte in it.
+    kernel_quota: bool,
 }
 
 impl Jail {
+    /// What an upload that would replace a file of `size` bytes (if there
+    /// is one) may count on: that file's bytes and entry, which it frees
+    /// when it takes its place; on a home whose quota the kernel enforces,
+    /// nothing, as the kernel counts both copies until then.
+    pub fn replace_credit(&self, size: Option<u64>) -> Option<u64> {
+        size.filter(|_| !self.kernel_quota)
+    }
+
     /// A jail rooted at `home`, which must exist.
     pub fn new(home: &Path) -> std::io::Result<Jail> {
         let home = std::fs::canonicalize(home)?;
@@ -164,10 +174,12 @@ impl Jail {
             OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
             Mode::empty(),
         )?;
+        let kernel_quota = wharf_core::home::btrfs::is_subvolume(&home);
         Ok(Jail {
             home,
             dir: Arc::new(dir),
             owner: None,
+            kernel_quota,
         })
     }
 

@@ -75,8 +75,9 @@ async fn many_files_go_up_pipelined_each_acknowledged_once_and_durable() {
         assert!(stored == bytes, "{} is byte-identical", job.remote);
     }
     let user = srv.user("alice").await;
-    assert_eq!(user.used_bytes, total);
-    assert_eq!(user.file_count, 300);
+    // The files, and the folder d (a block).
+    assert_eq!(user.used_bytes, total + wharf_core::home::ENTRY_COST);
+    assert_eq!(user.file_count, 301);
     assert_eq!(user.reserved_bytes, 0);
     assert!(partials(&srv.home("alice")).is_empty());
     let usage = srv.store.usage_report(None, 0).await.expect("usage");
@@ -88,7 +89,10 @@ async fn many_files_go_up_pipelined_each_acknowledged_once_and_durable() {
     let outcomes = put_all(&mut client, jobs).await;
     assert!(outcomes.iter().all(|(_, r)| r.is_ok()));
     let user = srv.user("alice").await;
-    assert_eq!((user.used_bytes, user.file_count), (total, 300));
+    assert_eq!(
+        (user.used_bytes, user.file_count),
+        (total + wharf_core::home::ENTRY_COST, 301)
+    );
 }
 
 #[tokio::test]

@@ -491,10 +491,11 @@ async fn a_failed_get_leaves_no_part_file_unless_bytes_arrived() {
 #[tokio::test]
 async fn a_small_put_sent_in_one_go_that_is_refused_leaves_the_session_in_step() {
     let srv = spawn().await;
-    srv.add_user("alice", Some(1000), "ftp").await;
+    // Room for a folder (a block) and a small file, not for the big one.
+    srv.add_user("alice", Some(5000), "ftp").await;
     let mut c = srv.client("alice").await;
     let big = srv.local("big.bin");
-    std::fs::write(&big, data(4096, 41)).expect("local");
+    std::fs::write(&big, data(8192, 41)).expect("local");
     // Refused before put_ready: over quota, a path out of the home, a
     // directory. The data sent without waiting is dropped by the server.
     let err = c

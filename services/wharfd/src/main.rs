@@ -233,6 +233,9 @@ async fn serve(args: Args) -> Result<()> {
         wharf_core::config::shown_database_url(&url),
         args.database.data_dir.join("homes").display()
     );
+    if ftp.is_some() || std_ftp.is_some() || exec.is_some() {
+        println!("quota: {}", args.database.quota_enforcement());
+    }
     if store.has_no_users().await? {
         let admin = admin_cli();
         let db = if args.database.database_url.is_some() {

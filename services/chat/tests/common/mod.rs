@@ -139,6 +139,7 @@ impl TestServer {
                 password_hash: hash,
                 home,
                 quota_bytes: None,
+                quota_files: None,
                 services: services.parse().expect("services"),
             })
             .await

@@ -12,39 +12,67 @@ use crate::error::{Error, Result};
 const COMMIT: &str = "UPDATE users SET \
      reserved_bytes = CASE WHEN reserved_bytes > $1 THEN reserved_bytes - $1 ELSE 0 END, \
      used_bytes = CASE WHEN used_bytes + $2 > 0 THEN used_bytes + $2 ELSE 0 END, \
-     file_count = CASE WHEN file_count + $3 > 0 THEN file_count + $3 ELSE 0 END \
+     file_count = CASE WHEN file_count + $3 > 0 THEN file_count + $3 ELSE 0 END, \
+     reserved_files = CASE WHEN reserved_files > $5 THEN reserved_files - $5 ELSE 0 END \
      WHERE id = $4";
 
+/// What a reservation asks for, and what it may count on: an upload that
+/// replaces a file only needs its growth to be free.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Need {
+    /// Bytes to hold.
+    pub bytes: u64,
+    /// Entries to hold: 1 for a new partial upload, 0 to grow one.
+    pub files: u64,
+    /// Bytes of the file the upload will replace, still on the books.
+    pub replacing: u64,
+    /// 1 when the upload replaces a file (which it then does not add).
+    pub replacing_files: u64,
+}
+
+impl Need {
+    /// A new partial upload of `bytes` (one entry), replacing nothing.
+    pub fn upload(bytes: u64) -> Need {
+        Need {
+            bytes,
+            files: 1,
+            ..Need::default()
+        }
+    }
+
+    /// A new partial upload of `bytes` that will take the place of a
+    /// regular file of `replaced` bytes, if there is one.
+    pub fn replacing(bytes: u64, replaced: Option<u64>) -> Need {
+        Need {
+            bytes,
+            files: 1,
+            replacing: replaced.unwrap_or(0),
+            replacing_files: u64::from(replaced.is_some()),
+        }
+    }
+}
+
 impl Store {
-    /// Reserves `bytes` for an upload, or fails with `QuotaExceeded` saying
-    /// how much is free. Nothing changes on failure.
-    pub async fn reserve(&self, user_id: i64, bytes: u64) -> Result<()> {
-        self.reserve_replacing(user_id, bytes, 0).await
-    }
-
-    /// Reserves `bytes` for an upload that will replace a file of
-    /// `replacing` bytes: only the growth must be free. The whole `bytes`
-    /// is held (the old copy stays on disk until the new one takes its
-    /// place), so while it runs the home may hold up to `replacing` bytes
-    /// over the quota. Nothing changes on failure.
-    pub async fn reserve_replacing(&self, user_id: i64, bytes: u64, replacing: u64) -> Result<()> {
+    /// Reserves what `need` asks for, or fails with `QuotaExceeded` (bytes)
+    /// or `FileQuotaExceeded` saying what is free, or with `HomeUnmeasured`
+    /// while the home could not be measured. Nothing changes on failure.
+    ///
+    /// The whole size is held, also when a file is replaced (the old copy
+    /// stays on disk until the new one takes its place), so while it runs
+    /// the home may hold up to the replaced file's size over the quota.
+    pub async fn reserve(&self, user_id: i64, need: Need) -> Result<()> {
         let mut conn = self.pool.acquire().await?;
-        reserve_on(&mut conn, user_id, bytes, replacing).await
+        reserve_on(&mut conn, user_id, need).await
     }
 
-    /// Reserves for several uploads of one user, each `(bytes, replacing)`
-    /// as [`Store::reserve_replacing`] does it, in one transaction; returns
-    /// each one's outcome, in order (one that does not fit does not stop
-    /// the others).
-    pub async fn reserve_each(
-        &self,
-        user_id: i64,
-        uploads: &[(u64, u64)],
-    ) -> Result<Vec<Result<()>>> {
+    /// Reserves for several uploads of one user in one transaction;
+    /// returns each one's outcome, in order (one that does not fit does not
+    /// stop the others).
+    pub async fn reserve_each(&self, user_id: i64, needs: &[Need]) -> Result<Vec<Result<()>>> {
         let mut tx = self.pool.begin().await?;
-        let mut outcomes = Vec::with_capacity(uploads.len());
-        for &(bytes, replacing) in uploads {
-            match reserve_on(&mut tx, user_id, bytes, replacing).await {
+        let mut outcomes = Vec::with_capacity(needs.len());
+        for &need in needs {
+            match reserve_on(&mut tx, user_id, need).await {
                 Err(Error::Database(e)) => return Err(Error::Database(e)),
                 outcome => outcomes.push(outcome),
             }
@@ -75,13 +103,18 @@ impl Store {
         Ok(())
     }
 
-    /// Gives back reserved bytes that will not be used (failed upload).
-    pub async fn release(&self, user_id: i64, bytes: u64) -> Result<()> {
+    /// Gives back reserved bytes and entries that will not be used (a
+    /// failed or discarded upload gives its entry back too; a partial
+    /// that only shrinks keeps it).
+    pub async fn release(&self, user_id: i64, bytes: u64, files: u64) -> Result<()> {
         sqlx::query(
-            "UPDATE users SET reserved_bytes = \
-             CASE WHEN reserved_bytes > $1 THEN reserved_bytes - $1 ELSE 0 END WHERE id = $2",
+            "UPDATE users SET \
+             reserved_bytes = CASE WHEN reserved_bytes > $1 THEN reserved_bytes - $1 ELSE 0 END, \
+             reserved_files = CASE WHEN reserved_files > $2 THEN reserved_files - $2 ELSE 0 END \
+             WHERE id = $3",
         )
         .bind(to_i64(bytes))
+        .bind(to_i64(files))
         .bind(user_id)
         .execute(&self.pool)
         .await?;
@@ -89,21 +122,39 @@ impl Store {
     }
 
     /// Turns a reservation into usage in one statement: `reserved` bytes
-    /// leave the reservation, `added_bytes` and `added_files` (negative when
-    /// an upload replaced a larger file) change what is stored.
+    /// and `reserved_files` entries leave the reservation, `added_bytes`
+    /// and `added_files` (negative when an upload replaced a larger file)
+    /// change what is stored.
     pub async fn commit(
         &self,
         user_id: i64,
-        reserved: u64,
+        reserved: (u64, u64),
         added_bytes: i64,
         added_files: i64,
     ) -> Result<()> {
         sqlx::query(COMMIT)
-            .bind(to_i64(reserved))
+            .bind(to_i64(reserved.0))
             .bind(added_bytes)
             .bind(added_files)
             .bind(user_id)
+            .bind(to_i64(reserved.1))
             .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Charges a new entry that is not an upload (a directory) of `bytes`,
+    /// if it fits: one conditional statement, as [`Store::reserve`].
+    pub async fn add_entry(&self, user_id: i64, bytes: u64) -> Result<()> {
+        let mut conn = self.pool.acquire().await?;
+        reserve_on(&mut conn, user_id, Need::upload(bytes)).await?;
+        sqlx::query(COMMIT)
+            .bind(to_i64(bytes))
+            .bind(to_i64(bytes))
+            .bind(1i64)
+            .bind(user_id)
+            .bind(1i64)
+            .execute(&mut *conn)
             .await?;
         Ok(())
     }
@@ -127,6 +178,7 @@ impl Store {
                 .bind(u.added_bytes)
                 .bind(u.added_files)
                 .bind(user_id)
+                .bind(to_i64(u.reserved_files))
                 .execute(&mut *tx)
                 .await?;
             insert_transfer(&u.record).execute(&mut *tx).await?;
@@ -143,9 +195,9 @@ impl Store {
         Ok(())
     }
 
-    /// Frees stored bytes (a file was removed).
+    /// Frees stored bytes and entries (something was removed).
     pub async fn free(&self, user_id: i64, bytes: u64, files: u64) -> Result<()> {
-        self.commit(user_id, 0, -to_i64(bytes), -to_i64(files))
+        self.commit(user_id, (0, 0), -to_i64(bytes), -to_i64(files))
             .await
     }
 }
@@ -155,6 +207,8 @@ impl Store {
 pub struct UploadCommit {
     /// The reservation it held.
     pub reserved: u64,
+    /// The entries it held (1: its partial).
+    pub reserved_files: u64,
     /// Change in stored bytes (negative when it replaced a larger file).
     pub added_bytes: i64,
     /// Change in stored files (0 when it replaced one).
@@ -168,38 +222,55 @@ pub struct UploadCommit {
 }
 
 /// The conditional reservation, on one connection.
-async fn reserve_on(
-    conn: &mut sqlx::AnyConnection,
-    user_id: i64,
-    bytes: u64,
-    replacing: u64,
-) -> Result<()> {
+async fn reserve_on(conn: &mut sqlx::AnyConnection, user_id: i64, need: Need) -> Result<()> {
     let done = sqlx::query(
-        "UPDATE users SET reserved_bytes = reserved_bytes + $1 \
-         WHERE id = $2 AND (quota_bytes IS NULL OR used_bytes + reserved_bytes + $1 <= quota_bytes + $3)",
+        "UPDATE users SET reserved_bytes = reserved_bytes + $1, reserved_files = reserved_files + $2 \
+         WHERE id = $3 AND usage_problem IS NULL \
+         AND (quota_bytes IS NULL OR used_bytes + reserved_bytes + $1 <= quota_bytes + $4) \
+         AND ($2 = 0 OR quota_files IS NULL OR file_count + reserved_files + $2 <= quota_files + $5)",
     )
-    .bind(to_i64(bytes))
+    .bind(to_i64(need.bytes))
+    .bind(to_i64(need.files))
     .bind(user_id)
-    .bind(to_i64(replacing))
+    .bind(to_i64(need.replacing))
+    .bind(to_i64(need.replacing_files))
     .execute(&mut *conn)
     .await?;
     if done.rows_affected() == 1 {
         return Ok(());
     }
-    let row =
-        sqlx::query("SELECT quota_bytes, used_bytes, reserved_bytes FROM users WHERE id = $1")
-            .bind(user_id)
-            .fetch_optional(&mut *conn)
-            .await?
-            .ok_or_else(|| Error::NoSuchUser(format!("#{user_id}")))?;
+    let row = sqlx::query(
+        "SELECT name, quota_bytes, used_bytes, reserved_bytes, quota_files, file_count, \
+         reserved_files, usage_problem FROM users WHERE id = $1",
+    )
+    .bind(user_id)
+    .fetch_optional(&mut *conn)
+    .await?
+    .ok_or_else(|| Error::NoSuchUser(format!("#{user_id}")))?;
+    if let Some(why) = row.try_get::<Option<String>, _>("usage_problem")? {
+        return Err(Error::HomeUnmeasured {
+            user: row.try_get("name")?,
+            why,
+        });
+    }
     let quota = to_u64(
         row.try_get::<Option<i64>, _>("quota_bytes")?
             .unwrap_or(i64::MAX),
     );
     let taken = to_u64(row.try_get("used_bytes")?) + to_u64(row.try_get("reserved_bytes")?);
-    Err(Error::QuotaExceeded {
-        needed: bytes.saturating_sub(replacing),
-        free: quota.saturating_sub(taken),
-        quota,
+    if taken.saturating_add(need.bytes) > quota.saturating_add(need.replacing) {
+        return Err(Error::QuotaExceeded {
+            needed: need.bytes.saturating_sub(need.replacing),
+            free: quota.saturating_sub(taken),
+            quota,
+        });
+    }
+    let files = to_u64(
+        row.try_get::<Option<i64>, _>("quota_files")?
+            .unwrap_or(i64::MAX),
+    );
+    Err(Error::FileQuotaExceeded {
+        held: to_u64(row.try_get("file_count")?) + to_u64(row.try_get("reserved_files")?),
+        quota: files,
     })
 }

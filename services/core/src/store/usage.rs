@@ -112,8 +112,12 @@ pub struct UsageRow {
     pub used_bytes: u64,
     /// Bytes reserved by uploads in progress.
     pub reserved_bytes: u64,
-    /// Files stored.
+    /// Entries stored (files, folders, links).
     pub file_count: u64,
+    /// Entries held by interrupted uploads.
+    pub reserved_files: u64,
+    /// The file quota; `None` is unlimited.
+    pub quota_files: Option<u64>,
     /// Completed uploads in the period.
     pub uploads: u64,
     /// Completed downloads in the period.
@@ -259,7 +263,8 @@ impl Store {
     /// counted from `since` (unix ms; 0 for all time).
     pub async fn usage_report(&self, name: Option<&str>, since: i64) -> Result<Vec<UsageRow>> {
         let rows = sqlx::query(
-            "SELECT u.name, u.quota_bytes, u.used_bytes, u.reserved_bytes, u.file_count, u.last_login_at, \
+            "SELECT u.name, u.quota_bytes, u.used_bytes, u.reserved_bytes, u.file_count, \
+               u.reserved_files, u.quota_files, u.last_login_at, \
                (SELECT COUNT(*) FROM transfers t WHERE t.user_id = u.id AND t.ok = 1 AND t.direction = 'up' AND t.at >= $1) AS uploads, \
                (SELECT COUNT(*) FROM transfers t WHERE t.user_id = u.id AND t.ok = 1 AND t.direction = 'down' AND t.at >= $1) AS downloads, \
                (SELECT CAST(COALESCE(SUM(t.bytes), 0) AS BIGINT) FROM transfers t WHERE t.user_id = u.id AND t.direction = 'up' AND t.at >= $1) AS bytes_up, \
@@ -280,6 +285,8 @@ impl Store {
                     used_bytes: to_u64(r.try_get("used_bytes")?),
                     reserved_bytes: to_u64(r.try_get("reserved_bytes")?),
                     file_count: to_u64(r.try_get("file_count")?),
+                    reserved_files: to_u64(r.try_get("reserved_files")?),
+                    quota_files: r.try_get::<Option<i64>, _>("quota_files")?.map(to_u64),
                     uploads: to_u64(r.try_get("uploads")?),
                     downloads: to_u64(r.try_get("downloads")?),
                     bytes_up: to_u64(r.try_get("bytes_up")?),

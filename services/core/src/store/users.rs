@@ -27,8 +27,15 @@ pub struct User {
     pub used_bytes: u64,
     /// Bytes reserved by uploads in progress.
     pub reserved_bytes: u64,
-    /// Files stored in the home.
+    /// Entries stored in the home (files, directories, links).
     pub file_count: u64,
+    /// The file-count quota, in entries; `None` is unlimited.
+    pub quota_files: Option<u64>,
+    /// Entries held by partial uploads.
+    pub reserved_files: u64,
+    /// Why the home could not be measured, while it cannot: its writes are
+    /// refused until it can.
+    pub usage_problem: Option<String>,
     /// Services the user may use.
     pub services: ServiceSet,
     /// Locked by an administrator.
@@ -64,6 +71,8 @@ pub struct NewUser {
     pub home: PathBuf,
     /// Quota; `None` is unlimited.
     pub quota_bytes: Option<u64>,
+    /// File-count quota; `None` is unlimited.
+    pub quota_files: Option<u64>,
     /// Rights.
     pub services: ServiceSet,
 }
@@ -74,7 +83,8 @@ macro_rules! select_user {
     ($agg:literal) => {
         concat!(
             "SELECT u.id, u.name, u.password_hash, u.home, u.quota_bytes, u.used_bytes, \
-             u.reserved_bytes, u.file_count, u.locked, u.created_at, u.last_login_at, \
+             u.reserved_bytes, u.file_count, u.quota_files, u.reserved_files, u.usage_problem, \
+             u.locked, u.created_at, u.last_login_at, \
              (SELECT ",
             $agg,
             "(s.service, ',') FROM user_services s WHERE s.user_id = u.id) AS services \
@@ -103,6 +113,9 @@ fn user_from_row(row: &AnyRow) -> Result<User> {
         used_bytes: to_u64(row.try_get("used_bytes")?),
         reserved_bytes: to_u64(row.try_get("reserved_bytes")?),
         file_count: to_u64(row.try_get("file_count")?),
+        quota_files: row.try_get::<Option<i64>, _>("quota_files")?.map(to_u64),
+        reserved_files: to_u64(row.try_get("reserved_files")?),
+        usage_problem: row.try_get("usage_problem")?,
         services: services.as_deref().unwrap_or("").parse()?,
         locked: row.try_get::<i64, _>("locked")? != 0,
         created_at: row.try_get("created_at")?,
@@ -115,14 +128,15 @@ impl Store {
     pub async fn create_user(&self, new: &NewUser) -> Result<User> {
         let mut tx = self.pool.begin().await?;
         let inserted = sqlx::query(
-            "INSERT INTO users (name, password_hash, home, quota_bytes, created_at) \
-             VALUES ($1, $2, $3, $4, $5) RETURNING id",
+            "INSERT INTO users (name, password_hash, home, quota_bytes, created_at, quota_files) \
+             VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
         )
         .bind(&new.name)
         .bind(&new.password_hash)
         .bind(new.home.to_string_lossy().into_owned())
         .bind(new.quota_bytes.map(to_i64))
         .bind(now_ms())
+        .bind(new.quota_files.map(to_i64))
         .fetch_one(&mut *tx)
         .await;
         let id: i64 = match inserted {
@@ -227,6 +241,23 @@ impl Store {
         self.update_user(name, q).await
     }
 
+    /// Sets the file-count quota; `None` is unlimited.
+    pub async fn set_quota_files(&self, name: &str, files: Option<u64>) -> Result<()> {
+        let q = sqlx::query("UPDATE users SET quota_files = $1 WHERE name = $2")
+            .bind(files.map(to_i64))
+            .bind(name.to_owned());
+        self.update_user(name, q).await
+    }
+
+    /// Records that the home could not be measured, and why: the user's
+    /// writes are refused until a measurement succeeds.
+    pub async fn set_usage_problem(&self, name: &str, why: &str) -> Result<()> {
+        let q = sqlx::query("UPDATE users SET usage_problem = $1 WHERE name = $2")
+            .bind(why.to_owned())
+            .bind(name.to_owned());
+        self.update_user(name, q).await
+    }
+
     /// Points the user at another home directory.
     pub async fn set_home(&self, name: &str, home: &std::path::Path) -> Result<()> {
         let q = sqlx::query("UPDATE users SET home = $1 WHERE name = $2")
@@ -235,14 +266,17 @@ impl Store {
         self.update_user(name, q).await
     }
 
-    /// Records what a scan of the home found.
+    /// Records what a measurement of the home found (and that it could be
+    /// measured).
     pub async fn set_usage(&self, name: &str, usage: &crate::home::HomeUsage) -> Result<()> {
         let q = sqlx::query(
-            "UPDATE users SET used_bytes = $1, file_count = $2, reserved_bytes = $3 WHERE name = $4",
+            "UPDATE users SET used_bytes = $1, file_count = $2, reserved_bytes = $3, \
+             reserved_files = $4, usage_problem = NULL WHERE name = $5",
         )
         .bind(to_i64(usage.bytes))
         .bind(to_i64(usage.files))
         .bind(to_i64(usage.reserved))
+        .bind(to_i64(usage.reserved_files))
         .bind(name.to_owned());
         self.update_user(name, q).await
     }

@@ -71,6 +71,7 @@ impl Env {
                 password_hash: hash,
                 home: self.dir.path().join("homes").join(name),
                 quota_bytes: quota,
+                quota_files: None,
                 services,
             })
             .await

@@ -70,6 +70,7 @@ async fn serve(args: Args) -> Result<()> {
     let addr = listener.local_addr()?;
     let runs_as = config.runs_as();
     tracing::info!(%addr, database = %wharf_core::config::shown_database_url(&url), commands_run_as = %runs_as, "wharf-execd {} serving remote exec", env!("CARGO_PKG_VERSION"));
+    tracing::info!(quota = %args.database.quota_enforcement(), "quota enforcement");
     let shutdown =
         cancel_on_signal(|| tracing::info!("shutting down: running commands are killed"));
     if let Some(at) = args

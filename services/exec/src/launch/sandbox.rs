@@ -100,7 +100,58 @@ pub fn enter(l: &Launch) -> Result<Place, Missing> {
         proc = start_init(l.identity, mounted)?;
     }
     tolerate(landlock(&home, tmp, proc, l.tty.as_deref()))?;
+    tolerate(no_new_subvolumes())?;
     Ok(Place { home })
+}
+
+/// The btrfs requests that make a subvolume or a snapshot, each `_IOW(0x94,
+/// nr, 4096-byte args)`: a subvolume made inside a home would be outside
+/// the home's quota group, and so outside the kernel's hold on the quota.
+const BTRFS_SUBVOLUME_MAKERS: [u64; 4] = [
+    btrfs_iow(1),  // BTRFS_IOC_SNAP_CREATE
+    btrfs_iow(14), // BTRFS_IOC_SUBVOL_CREATE
+    btrfs_iow(23), // BTRFS_IOC_SNAP_CREATE_V2
+    btrfs_iow(24), // BTRFS_IOC_SUBVOL_CREATE_V2
+];
+
+const fn btrfs_iow(nr: u64) -> u64 {
+    (1 << 30) | (4096 << 16) | (0x94 << 8) | nr
+}
+
+/// A seccomp filter that refuses (`EPERM`) the ioctls making btrfs
+/// subvolumes and snapshots, for the command and all it starts. The
+/// request is compared on its low 32 bits, as the kernel reads it. A
+/// process of another architecture (a 32-bit program) is killed, so the
+/// filter cannot be stepped around with other syscall numbers.
+fn no_new_subvolumes() -> Result<(), Missing> {
+    use seccompiler::{
+        BpfProgram, SeccompAction, SeccompCmpArgLen, SeccompCmpOp, SeccompCondition, SeccompFilter,
+        SeccompRule, TargetArch,
+    };
+    fn fail(e: impl std::fmt::Display) -> Missing {
+        Missing {
+            what: "seccomp",
+            source: std::io::Error::other(e.to_string()),
+        }
+    }
+    let arch = TargetArch::try_from(std::env::consts::ARCH).map_err(fail)?;
+    let rules = BTRFS_SUBVOLUME_MAKERS
+        .iter()
+        .map(|&request| {
+            SeccompCondition::new(1, SeccompCmpArgLen::Dword, SeccompCmpOp::Eq, request)
+                .and_then(|c| SeccompRule::new(vec![c]))
+        })
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(fail)?;
+    let filter = SeccompFilter::new(
+        [(libc::SYS_ioctl, rules)].into_iter().collect(),
+        SeccompAction::Allow,
+        SeccompAction::Errno(libc::EPERM as u32),
+        arch,
+    )
+    .map_err(fail)?;
+    let program: BpfProgram = filter.try_into().map_err(fail)?;
+    seccompiler::apply_filter(&program).map_err(fail)
 }
 
 /// New mount and PID namespaces; when not root, inside a new user

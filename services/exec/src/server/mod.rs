@@ -96,6 +96,8 @@ pub(crate) struct ExecServer {
     running: Arc<Slots<i64>>,
     /// Home scans after commands, per user id.
     usage: usage::Rescans,
+    /// Which homes the kernel holds to their quota.
+    kernel: quota::KernelQuotas,
 }
 
 impl Handler for ExecServer {
@@ -305,6 +307,7 @@ pub async fn run(
         auth,
         config,
         running: Arc::new(Slots::default()),
+        kernel: quota::KernelQuotas::default(),
     });
     serve(listener, limits, Arc::clone(&server), shutdown).await;
     server.usage.wait().await;

@@ -282,6 +282,11 @@ impl Running {
         })
     }
 
+    /// The shell's pid (the launcher's, which became the shell).
+    pub fn pid(&self) -> u32 {
+        u32::try_from(self.pgid.as_raw_nonzero().get()).unwrap_or(0)
+    }
+
     /// Resolves when the shell has exited; it stays unreaped until
     /// [`Running::finish`].
     pub async fn exited(&mut self) -> std::io::Result<()> {

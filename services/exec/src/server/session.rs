@@ -24,7 +24,6 @@ use tokio_util::codec::{Encoder, FramedRead};
 use tokio_util::sync::CancellationToken;
 use wharf_core::owner::{Owner, ensure_owned};
 use wharf_core::server::LoginGate;
-use wharf_core::size::format_size;
 use wharf_core::standing::{self, Standing};
 use wharf_core::store::ExecRecord;
 use wharf_core::tls::Stream;
@@ -633,9 +632,10 @@ impl Session {
             max_output,
         };
         let quota_watch = self.standing.clone();
-        let at_start = user.quota_bytes;
-        let over_quota = quota::exceeded(home.clone(), move || {
-            standing::quota_now(&quota_watch, at_start)
+        let at_start = (user.quota_bytes, user.quota_files);
+        let kernel = server.kernel.enforce(&home, user.quota_bytes).await;
+        let over_quota = quota::exceeded(home.clone(), Some(running.pid()), kernel, move || {
+            standing::quotas_now(&quota_watch, at_start)
         });
         let (end, bytes_out) = if self.out.send(started_reply).await.is_err() {
             (End::Disconnected, 0)
@@ -717,9 +717,8 @@ impl Session {
                 self.reply(error(ErrorCode::MessageTooLarge, msg)).await
             }
             End::OverQuota(quota) => {
-                let quota = format_size(quota);
                 let msg = format!(
-                    "the command took your home past your quota of {quota}{killed}; remove files to make room"
+                    "the command took your home past {quota}{killed}; remove files to make room"
                 );
                 self.reply(error(ErrorCode::QuotaExceeded, msg)).await
             }
@@ -781,7 +780,7 @@ impl Session {
         frames: &mut Frames,
         running: &mut Running,
         mut limits: RunLimits,
-        over_quota: impl std::future::Future<Output = u64>,
+        over_quota: impl std::future::Future<Output = String>,
     ) -> (End, u64) {
         tokio::pin!(over_quota);
         let drain = self.server.config.drain;
@@ -944,7 +943,7 @@ enum Ev {
     DrainOver,
     Timeout,
     /// The home went past this quota.
-    OverQuota(u64),
+    OverQuota(String),
     Shutdown,
     /// An administrator locked, removed or revoked the user.
     Revoked(wharf_core::Error),
@@ -968,7 +967,7 @@ enum End {
     /// `--max-output` was reached.
     OutputCap,
     /// The home went past the user's quota (this one, as it is now).
-    OverQuota(u64),
+    OverQuota(String),
     /// The server is stopping.
     Shutdown,
     /// The client said `quit`.

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use tokio_util::task::TaskTracker;
 use wharf_core::Store;
-use wharf_core::home::scan_home;
+use wharf_core::home::measure_and_record;
 
 /// How long after a command its home is measured.
 const SETTLE: Duration = Duration::from_millis(250);
@@ -54,18 +54,7 @@ impl Rescans {
                 {
                     *again = false;
                 }
-                let dir = home.clone();
-                match tokio::task::spawn_blocking(move || scan_home(&dir)).await {
-                    Ok(Ok(usage)) => {
-                        if let Err(e) = store.set_usage(&name, &usage).await {
-                            tracing::warn!(user = %name, error = %e, "cannot record home usage after a command");
-                        }
-                    }
-                    Ok(Err(e)) => {
-                        tracing::warn!(user = %name, error = %e, "cannot measure home after a command")
-                    }
-                    Err(e) => tracing::warn!(user = %name, error = %e, "home scan task failed"),
-                }
+                measure_and_record(&store, &name, home.clone()).await;
                 let mut pending = pending.lock().unwrap_or_else(|p| p.into_inner());
                 match pending.get_mut(&user_id) {
                     Some(again) if *again => *again = false,
@@ -82,15 +71,7 @@ impl Rescans {
     /// stopped over quota is on the books before its client hears of it, so
     /// the next command already finds no room.
     pub(super) async fn measure_now(&self, name: &str, home: PathBuf) {
-        match tokio::task::spawn_blocking(move || scan_home(&home)).await {
-            Ok(Ok(usage)) => {
-                if let Err(e) = self.store.set_usage(name, &usage).await {
-                    tracing::warn!(user = %name, error = %e, "cannot record home usage");
-                }
-            }
-            Ok(Err(e)) => tracing::warn!(user = %name, error = %e, "cannot measure a home"),
-            Err(e) => tracing::warn!(user = %name, error = %e, "home scan task failed"),
-        }
+        measure_and_record(&self.store, name, home).await;
     }
 
     /// Waits for the scans in flight.

@@ -117,6 +117,7 @@ impl TestServer {
                 password_hash: hash,
                 home,
                 quota_bytes: None,
+                quota_files: None,
                 services: services.parse().expect("services"),
             })
             .await
@@ -136,6 +137,7 @@ impl TestServer {
                     password_hash: "not a hash".into(),
                     home: self.home(&name),
                     quota_bytes: None,
+                    quota_files: None,
                     services: "ftp".parse().expect("services"),
                 })
                 .await

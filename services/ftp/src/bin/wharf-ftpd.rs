@@ -65,6 +65,7 @@ async fn serve(args: Args) -> Result<()> {
         })?;
     let addr = listener.local_addr()?;
     tracing::info!(%addr, database = %wharf_core::config::shown_database_url(&url), "wharf-ftpd {} serving file transfer", env!("CARGO_PKG_VERSION"));
+    tracing::info!(quota = %args.database.quota_enforcement(), "quota enforcement");
     let config = args.ftp.config(args.limits.limits());
     let shutdown = cancel_on_signal(|| {
         tracing::info!("shutting down: no new connections; transfers in flight may finish")

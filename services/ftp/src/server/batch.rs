@@ -19,7 +19,7 @@ use std::io::Write;
 use std::time::Instant;
 
 use wharf_core::Store;
-use wharf_core::store::{Direction, FileVersion, TransferRecord};
+use wharf_core::store::{Direction, FileVersion, Need, TransferRecord};
 use wharf_proto::Frame;
 use wharf_proto::ftp::{FtpReply, FtpRequest};
 
@@ -122,9 +122,9 @@ async fn receive_whole(s: &mut Session, size: u64) -> Result<(Vec<u8>, String), 
 /// A file of the batch whose md5 matched and whose target can take it.
 struct Checked {
     md5: String,
-    /// Size of the regular file it would replace (only the growth needs
-    /// room).
-    replacing: u64,
+    /// Size of the regular file it would replace, if any (only the growth
+    /// needs room).
+    replacing: Option<u64>,
 }
 
 /// Checks an upload's md5 and its target.
@@ -145,8 +145,8 @@ fn check(r: &Received) -> Step {
         Ok(m) if m.is_dir() => {
             return Step::Refused(FtpError::BadRequest(format!("{} is a directory", r.v)));
         }
-        Ok(m) if m.is_file() => m.len(),
-        _ => 0,
+        Ok(m) if m.is_file() => Some(m.len()),
+        _ => None,
     };
     Step::Checked(Checked { md5, replacing })
 }
@@ -296,11 +296,14 @@ pub(super) async fn commit(store: &Store, batch: Vec<Received>) -> Vec<Result<Ft
     };
 
     // The quota, in one transaction.
-    let wanted: Vec<(u64, u64)> = batch
+    let wanted: Vec<Need> = batch
         .iter()
         .zip(&steps)
         .filter_map(|(r, step)| match step {
-            Step::Checked(c) => Some((r.size(), c.replacing)),
+            Step::Checked(c) => Some(Need::replacing(
+                r.size(),
+                r.jail.replace_credit(c.replacing),
+            )),
             _ => None,
         })
         .collect();
@@ -371,7 +374,7 @@ async fn record(
 ) -> Vec<Result<FtpReply, FtpError>> {
     let mut commits = Vec::new();
     let mut failed = Vec::new();
-    let mut release = 0u64;
+    let (mut release, mut released) = (0u64, 0u64);
     let mut answers = Vec::with_capacity(batch.len());
     for (r, step) in batch.iter().zip(steps) {
         answers.push(match step {
@@ -390,6 +393,7 @@ async fn record(
             }
             Step::Unwritten(e) => {
                 release += r.size();
+                released += 1;
                 failed.push(r.record(false, None));
                 Err(e)
             }
@@ -401,7 +405,7 @@ async fn record(
     }
     let mut stored = store.commit_uploads(&commits).await;
     if stored.is_ok() && release > 0 {
-        stored = store.release(user_id, release).await;
+        stored = store.release(user_id, release, released).await;
     }
     for record in &failed {
         if let Err(e) = store.record_transfer(record).await {

@@ -9,7 +9,7 @@ use std::time::SystemTime;
 use rustix::fs::{AtFlags, FileType, Mode, OFlags, RenameFlags};
 
 use wharf_core::Store;
-use wharf_core::home::INTERNAL_DIR;
+use wharf_core::home::{ENTRY_COST, INTERNAL_DIR, charge};
 use wharf_proto::ftp::{Entry, EntryKind, FtpReply};
 
 use super::session::LoggedIn;
@@ -150,16 +150,23 @@ pub(super) async fn ls(
     ))
 }
 
-pub(super) async fn mkdir(li: &LoggedIn, path: &str) -> Result<FtpReply, FtpError> {
+pub(super) async fn mkdir(li: &LoggedIn, store: &Store, path: &str) -> Result<FtpReply, FtpError> {
     let v = li.cwd.resolve(path, AboveRoot::Refuse)?;
-    mkdir_at(&li.jail, v).await?;
+    mkdir_at(&li.jail, store, li.user.id, v).await?;
     Ok(FtpReply::Done)
 }
 
-/// Makes the directory `v`, the user's.
-pub(crate) async fn mkdir_at(jail: &Jail, v: VPath) -> Result<(), FtpError> {
+/// Makes the directory `v`, the user's: an entry of the home, charged
+/// (bytes and file quota) before it is made.
+pub(crate) async fn mkdir_at(
+    jail: &Jail,
+    store: &Store,
+    user_id: i64,
+    v: VPath,
+) -> Result<(), FtpError> {
+    store.add_entry(user_id, ENTRY_COST).await?;
     let jail = jail.clone();
-    blocking(move || {
+    let made = blocking(move || {
         jail.creatable(&v)?;
         let (dir, name) = jail.parent_of(&v)?;
         rustix::fs::mkdirat(&dir, name.as_str(), Mode::from_raw_mode(0o700))
@@ -167,7 +174,11 @@ pub(crate) async fn mkdir_at(jail: &Jail, v: VPath) -> Result<(), FtpError> {
         jail.adopt_at(&dir, name.as_str())
             .map_err(|e| FtpError::io(format!("give {v} to its owner"), e))
     })
-    .await
+    .await;
+    if made.is_err() {
+        store.free(user_id, ENTRY_COST, 1).await?;
+    }
+    made
 }
 
 pub(super) async fn rm(li: &LoggedIn, store: &Store, path: &str) -> Result<FtpReply, FtpError> {
@@ -193,18 +204,16 @@ pub(crate) async fn rm_at(
                 "{v} is a directory; use rmdir"
             )));
         }
-        let st = rustix::fs::statat(&dir, name.as_str(), AtFlags::SYMLINK_NOFOLLOW).ok();
-        let size = st
-            .as_ref()
-            .map_or(0, |st| u64::try_from(st.st_size).unwrap_or(0));
-        // The inode goes with its last name: its recorded md5 goes too.
-        let gone = st
-            .filter(|st| st.st_nlink == 1)
-            .map(|st| (st.st_dev, st.st_ino));
+        let st = rustix::fs::statat(&dir, name.as_str(), AtFlags::SYMLINK_NOFOLLOW)
+            .map_err(|e| FtpError::io(v.to_string(), e.into()))?;
+        // A file with other names stays (and stays on the books); the last
+        // name takes the entry, what it was charged, and its md5 with it.
+        let last = kind != FileType::RegularFile || st.st_nlink == 1;
+        let freed = last.then(|| charge(&st));
+        let gone = (kind == FileType::RegularFile && last).then_some((st.st_dev, st.st_ino));
         rustix::fs::unlinkat(&dir, name.as_str(), AtFlags::empty())
             .map_err(|e| FtpError::io(v.to_string(), e.into()))?;
-        // Removing a link frees nothing; removing a file frees its bytes.
-        Ok(((kind == FileType::RegularFile).then_some(size), gone))
+        Ok((freed, gone))
     })
     .await?;
     if let (Some(bytes), gone) = freed {
@@ -216,32 +225,42 @@ pub(crate) async fn rm_at(
     Ok(())
 }
 
-pub(super) async fn rmdir(li: &LoggedIn, path: &str) -> Result<FtpReply, FtpError> {
+pub(super) async fn rmdir(li: &LoggedIn, store: &Store, path: &str) -> Result<FtpReply, FtpError> {
     let v = li.cwd.resolve(path, AboveRoot::Refuse)?;
-    rmdir_at(&li.jail, v).await?;
+    rmdir_at(&li.jail, store, li.user.id, v).await?;
     Ok(FtpReply::Done)
 }
 
-/// Removes the empty directory `v`.
-pub(crate) async fn rmdir_at(jail: &Jail, v: VPath) -> Result<(), FtpError> {
+/// Removes the empty directory `v`, freeing what it was charged.
+pub(crate) async fn rmdir_at(
+    jail: &Jail,
+    store: &Store,
+    user_id: i64,
+    v: VPath,
+) -> Result<(), FtpError> {
     if v.is_root() {
         return Err(FtpError::BadRequest(
             "cannot remove your home directory".into(),
         ));
     }
     let jail = jail.clone();
-    blocking(move || {
+    let freed = blocking(move || {
         jail.creatable(&v)?;
         let (dir, name) = jail.parent_of(&v)?;
-        if kind_of(&dir, &name, &v)? != FileType::Directory {
+        let st = rustix::fs::statat(&dir, name.as_str(), AtFlags::SYMLINK_NOFOLLOW)
+            .map_err(|e| FtpError::io(v.to_string(), e.into()))?;
+        if FileType::from_raw_mode(st.st_mode) != FileType::Directory {
             return Err(FtpError::BadRequest(format!(
                 "{v} is not a directory; use rm"
             )));
         }
         rustix::fs::unlinkat(&dir, name.as_str(), AtFlags::REMOVEDIR)
-            .map_err(|e| FtpError::io(v.to_string(), e.into()))
+            .map_err(|e| FtpError::io(v.to_string(), e.into()))?;
+        Ok(charge(&st))
     })
-    .await
+    .await?;
+    store.free(user_id, freed, 1).await?;
+    Ok(())
 }
 
 pub(super) async fn mv(li: &LoggedIn, from: &str, to: &str) -> Result<FtpReply, FtpError> {

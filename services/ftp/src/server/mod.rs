@@ -220,7 +220,7 @@ pub async fn sweep_partials(store: &Store, ttl: Duration) -> Result<u64, wharf_c
             .await
             .map_err(|e| wharf_core::Error::Internal(format!("sweep task failed: {e}")))?;
         for size in stale {
-            store.release(user.id, size).await?;
+            store.release(user.id, size, 1).await?;
             removed += 1;
         }
     }

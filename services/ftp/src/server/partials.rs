@@ -199,8 +199,9 @@ pub(super) async fn discard(
     let jail = li.jail.clone();
     let removed = blocking(move || remove(&jail, key.as_deref())).await?;
     let bytes: u64 = removed.sizes.iter().sum();
-    if bytes > 0 {
-        store.release(li.user.id, bytes).await?;
+    if !removed.sizes.is_empty() {
+        let count = removed.sizes.len() as u64;
+        store.release(li.user.id, bytes, count).await?;
     }
     if let Some(v) = &target
         && removed.sizes.is_empty()

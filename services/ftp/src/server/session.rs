@@ -487,9 +487,9 @@ impl Session {
                 return Ok(None);
             }
             FtpRequest::Discard { path } => partials::discard(li, &store, path.as_deref()).await?,
-            FtpRequest::Mkdir { path } => commands::mkdir(li, &path).await?,
+            FtpRequest::Mkdir { path } => commands::mkdir(li, &store, &path).await?,
             FtpRequest::Rm { path } => commands::rm(li, &store, &path).await?,
-            FtpRequest::Rmdir { path } => commands::rmdir(li, &path).await?,
+            FtpRequest::Rmdir { path } => commands::rmdir(li, &store, &path).await?,
             FtpRequest::Mv { from, to } => commands::mv(li, &from, &to).await?,
             FtpRequest::Put {
                 path,

@@ -29,7 +29,7 @@ use wharf_core::tls::Stream as Connection;
 use wharf_core::{Authenticator, Password, Service, Store, User};
 
 use md5::{Digest, Md5};
-use wharf_core::store::{Direction, TransferRecord};
+use wharf_core::store::{Direction, Need, TransferRecord};
 
 use super::commands::{blocking, list, mkdir_at, mv_at, rm_at, rmdir_at};
 use super::download::open_file;
@@ -397,7 +397,9 @@ impl StorageBackend<FtpUser> for WharfStorage {
         path: P,
     ) -> unftp_core::storage::Result<()> {
         let v = vpath(path.as_ref())?;
-        mkdir_at(&user.jail, v).await.map_err(storage_error)
+        mkdir_at(&user.jail, &self.store, user.user.id, v)
+            .await
+            .map_err(storage_error)
     }
 
     async fn rename<P: AsRef<Path> + Send + Debug>(
@@ -416,7 +418,9 @@ impl StorageBackend<FtpUser> for WharfStorage {
         path: P,
     ) -> unftp_core::storage::Result<()> {
         let v = vpath(path.as_ref())?;
-        rmdir_at(&user.jail, v).await.map_err(storage_error)
+        rmdir_at(&user.jail, &self.store, user.user.id, v)
+            .await
+            .map_err(storage_error)
     }
 
     async fn cwd<P: AsRef<Path> + Send + Debug>(
@@ -479,7 +483,8 @@ struct Stream {
     held: u64,
     written: u64,
     md5: Option<Md5>,
-    replacing: u64,
+    /// The size of the file it will replace, if there is one.
+    replacing: Option<u64>,
 }
 
 /// `STOR` (and `REST n` + `STOR`): into a hidden partial of the home, the
@@ -582,7 +587,7 @@ async fn stor<R: tokio::io::AsyncRead + Unpin>(
     }
     let written = up.written;
     if up.held > written {
-        store.release(uid, up.held - written).await?;
+        store.release(uid, up.held - written, 0).await?;
         up.held = written;
     }
     let md5 = up.md5.take().map(crate::transfer::hex);
@@ -616,7 +621,7 @@ async fn prepare_stream(
     let uid = user.user.id;
     let (jail, target) = (user.jail.clone(), v.clone());
     let found = blocking(move || {
-        let replacing = replaced_size(&jail, &target)?;
+        let replacing = jail.replace_credit(replaced_size(&jail, &target)?);
         let found = Partial::find_streamed(&jail, &target)?;
         let opened = match &found {
             Some((p, _)) => p.open(&target)?,
@@ -658,8 +663,21 @@ async fn prepare_stream(
         // A new STOR of the same path: the interrupted one goes.
         let p = partial.clone();
         blocking(move || p.remove()).await?;
-        store.release(uid, held).await?;
+        store.release(uid, held, 1).await?;
     }
+    // The partial is an entry of the home from the start: its bytes are
+    // held as they come.
+    store
+        .reserve(
+            uid,
+            Need {
+                bytes: 0,
+                files: 1,
+                replacing: 0,
+                replacing_files: u64::from(replacing.is_some()),
+            },
+        )
+        .await?;
     let partial = Partial::streamed(&user.jail, 0, v);
     let (p, target) = (partial.clone(), v.clone());
     let file = blocking(move || {
@@ -669,7 +687,14 @@ async fn prepare_stream(
             ))
         })
     })
-    .await?;
+    .await;
+    let file = match file {
+        Ok(file) => file,
+        Err(e) => {
+            store.release(uid, 0, 1).await?;
+            return Err(e);
+        }
+    };
     Ok(Stream {
         partial,
         file: Some(file),
@@ -680,14 +705,14 @@ async fn prepare_stream(
     })
 }
 
-/// The size of the regular file at `target` that storing it would replace
-/// (0 for none); a directory there is refused.
-fn replaced_size(jail: &Jail, target: &VPath) -> Result<u64, FtpError> {
+/// The size of the regular file at `target` that storing it would
+/// replace, if there is one; a directory there is refused.
+fn replaced_size(jail: &Jail, target: &VPath) -> Result<Option<u64>, FtpError> {
     let path = jail.creatable(target)?;
     match std::fs::symlink_metadata(&path) {
         Ok(m) if m.is_dir() => Err(FtpError::BadRequest(format!("{target} is a directory"))),
-        Ok(m) if m.is_file() => Ok(m.len()),
-        _ => Ok(0),
+        Ok(m) if m.is_file() => Ok(Some(m.len())),
+        _ => Ok(None),
     }
 }
 
@@ -708,17 +733,26 @@ async fn grow(
 ) -> Result<(), FtpError> {
     let uid = user.user.id;
     let (jail, target) = (user.jail.clone(), v.clone());
-    up.replacing = blocking(move || replaced_size(&jail, &target)).await?;
+    up.replacing = blocking(move || {
+        let size = replaced_size(&jail, &target)?;
+        Ok(jail.replace_credit(size))
+    })
+    .await?;
     let ahead = need + HOLD_AHEAD - up.held;
     let exact = need - up.held;
-    let took = match store.reserve_replacing(uid, ahead, up.replacing).await {
+    let need = |bytes| Need {
+        bytes,
+        replacing: up.replacing.unwrap_or(0),
+        ..Need::default()
+    };
+    let took = match store.reserve(uid, need(ahead)).await {
         Ok(()) => ahead,
-        Err(_) => match store.reserve_replacing(uid, exact, up.replacing).await {
+        Err(_) => match store.reserve(uid, need(exact)).await {
             Ok(()) => exact,
             Err(e) => {
                 let p = up.partial.clone();
                 let _ = blocking(move || p.remove()).await;
-                store.release(uid, up.held).await?;
+                store.release(uid, up.held, 1).await?;
                 up.held = 0;
                 return Err(FtpError::Core(e));
             }
@@ -751,7 +785,7 @@ async fn shrink(store: &Store, uid: i64, v: &VPath, up: &mut Stream) {
     .await;
     match renamed {
         Ok(partial) => {
-            if let Err(e) = store.release(uid, up.held - written).await {
+            if let Err(e) = store.release(uid, up.held - written, 0).await {
                 tracing::warn!(error = %e, "cannot release quota");
             }
             up.partial = partial;

@@ -17,7 +17,7 @@ use rustix::fs::{AtFlags, FileType, Mode, OFlags};
 use tokio::sync::mpsc;
 use wharf_core::home::{INTERNAL_DIR, partial_name};
 use wharf_core::size::MAX_SIZE;
-use wharf_core::store::{Direction, FileVersion, TransferRecord, UploadCommit};
+use wharf_core::store::{Direction, FileVersion, Need, TransferRecord, UploadCommit};
 use wharf_proto::Frame;
 use wharf_proto::ftp::{FtpReply, FtpRequest};
 
@@ -303,7 +303,7 @@ struct Prepared {
     held: u64,
     prefix: Md5,
     /// The size of the regular file the upload would replace, if any.
-    replacing: u64,
+    replacing: Option<u64>,
 }
 
 /// Checks the target and finds (or creates) its partial upload, in one
@@ -317,7 +317,7 @@ fn prepare(jail: &Jail, v: &VPath, partial: &Partial, size: u64) -> Result<Prepa
     let replacing = std::fs::symlink_metadata(&target)
         .ok()
         .filter(|m| m.is_file())
-        .map_or(0, |m| m.len());
+        .map(|m| m.len());
     let (mut file, created) = match partial.open(v)? {
         Some(f) => (f, false),
         None => match partial.create(v)? {
@@ -452,7 +452,14 @@ pub(super) async fn put(
         prefix,
         replacing,
     } = prepared;
-    if created && let Err(e) = store.reserve_replacing(user_id, size, replacing).await {
+    if created
+        && let Err(e) = store
+            .reserve(
+                user_id,
+                Need::replacing(size, li.jail.replace_credit(replacing)),
+            )
+            .await
+    {
         drop(file);
         let p = partial.clone();
         let _ = blocking(move || p.remove()).await;
@@ -461,11 +468,12 @@ pub(super) async fn put(
     // A resume holds the reservation made when the upload began; if an
     // administrator lowered the quota since and it no longer fits, it ends
     // as a live upload would: refused, and its partial dropped.
+    let replacing = li.jail.replace_credit(replacing).unwrap_or(0);
     if !created && let Err(e) = store.still_fits(user_id, replacing).await {
         drop(file);
         let p = partial.clone();
         blocking(move || p.remove()).await?;
-        store.release(user_id, size).await?;
+        store.release(user_id, size, 1).await?;
         return Err(e.into());
     }
     s.send(FtpReply::PutReady {
@@ -629,7 +637,7 @@ pub(super) async fn put(
     };
     match finished {
         Finished::Mismatch { md5 } => {
-            store.release(user_id, size).await?;
+            store.release(user_id, size, 1).await?;
             store
                 .record_transfer(&record(false, written, Some(md5.clone())))
                 .await?;
@@ -664,11 +672,15 @@ pub(crate) fn commit_of(
     record: TransferRecord,
     version: Option<FileVersion>,
 ) -> UploadCommit {
-    let old = replaced.map_or(0, |r| i64::try_from(r.size).unwrap_or(i64::MAX));
+    // A file replaced under its last name is gone, and its bytes and entry
+    // with it; one with other names stays on the books under them.
+    let gone = replaced.filter(|r| r.gone.is_some());
+    let old = gone.map_or(0, |r| i64::try_from(r.size).unwrap_or(i64::MAX));
     UploadCommit {
         reserved: size,
+        reserved_files: 1,
         added_bytes: i64::try_from(size).unwrap_or(i64::MAX) - old,
-        added_files: if replaced.is_some() { 0 } else { 1 },
+        added_files: if gone.is_some() { 0 } else { 1 },
         record,
         version,
         replaced: replaced.and_then(|r| r.gone),
@@ -684,7 +696,7 @@ async fn drop_partial(
 ) -> Result<(), FtpError> {
     let p = partial.clone();
     let _ = blocking(move || p.remove()).await;
-    store.release(user_id, size).await?;
+    store.release(user_id, size, 1).await?;
     Ok(())
 }
 
@@ -702,6 +714,6 @@ async fn abandon_if_empty(
     let p = partial.clone();
     let removed = blocking(move || p.remove()).await;
     if removed.is_ok() {
-        let _ = store.release(user_id, size).await;
+        let _ = store.release(user_id, size, 1).await;
     }
 }

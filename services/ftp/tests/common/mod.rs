@@ -131,6 +131,7 @@ impl TestServer {
                 password_hash: hash,
                 home,
                 quota_bytes: quota,
+                quota_files: None,
                 services: services.parse().expect("services"),
             })
             .await
