@@ -586,3 +586,193 @@ async fn the_sandboxes_commands_leave_are_reaped_by_the_server() {
     }
     assert!(left.is_empty(), "unreaped processes of uid {uid}: {left:?}");
 }
+
+/// The most a command passed its quota by in these tests where the kernel
+/// does not hold it (what it writes between two readings of the write
+/// meter and one measurement, on this machine, with room to spare); the
+/// README and the banner give the bound measured.
+const MEASURED_OVERSHOOT: u64 = 16 * 1024 * 1024;
+
+/// A loop of small writers, each file under the per-file limit: together
+/// they pass the quota only by the bound where Wharf measures, and not by a
+/// byte where the kernel holds the home; the next command finds no room.
+#[tokio::test]
+async fn a_burst_of_files_cannot_take_a_home_far_past_its_quota() {
+    for root in roots() {
+        let srv = spawn_in(config(), root.as_deref()).await;
+        srv.add_user("alice", "exec").await;
+        let quota = 1024 * 1024;
+        srv.set_quota("alice", Some(quota), None).await;
+        let kernel = srv.on_kernel_quota("alice");
+        assert_eq!(kernel, root.is_some(), "a home on btrfs is a subvolume");
+        let mut a = srv.client("alice").await;
+        let run = a
+            .output(
+                "i=0; while [ $i -lt 300 ]; do head -c 1M /dev/zero > f$i 2>/dev/null; i=$((i+1)); done; echo done",
+            )
+            .await;
+        let on_disk = srv.on_disk("alice");
+        if kernel {
+            // The kernel refused every byte past the quota; the command ran
+            // to its end, its writes failing.
+            let out = run.expect("the command ends by itself");
+            assert_eq!(text(&out.stdout).trim(), "done");
+            assert!(on_disk <= quota, "{on_disk} bytes on disk under {quota}");
+        } else {
+            let err = run.expect_err("stopped");
+            assert_eq!(err.code(), Some(ErrorCode::QuotaExceeded), "{err}");
+            assert!(
+                on_disk <= quota + MEASURED_OVERSHOOT,
+                "{on_disk} bytes on disk under {quota}"
+            );
+            eprintln!("burst: {} KiB past a 1 MiB quota", (on_disk - quota) / 1024);
+        }
+        // No room after the burst: the write fails, or the run is stopped.
+        match a.output("head -c 100K /dev/zero > more; echo $?").await {
+            Ok(out) => assert_ne!(text(&out.stdout).trim(), "0", "room after the burst"),
+            Err(e) => assert_eq!(e.code(), Some(ErrorCode::QuotaExceeded), "{e}"),
+        }
+        assert!(srv.on_disk("alice") <= on_disk.max(quota));
+    }
+}
+
+/// A tree deeper than PATH_MAX is measured (it used to blind the scan,
+/// which left the usage at 0), and folders and links count: thousands of
+/// empty folders take a home past a 1 MiB quota.
+#[tokio::test]
+async fn deep_trees_and_empty_folders_count_against_the_quota() {
+    for root in roots() {
+        let srv = spawn_in(config(), root.as_deref()).await;
+        srv.add_user("alice", "exec").await;
+        srv.set_quota("alice", Some(4 * 1024 * 1024), None).await;
+        let mut a = srv.client("alice").await;
+        // 30 levels of 200-byte names: 6 KB of path, then 3 MiB in files.
+        // bash, whose cd goes by relative steps past PATH_MAX (dash's
+        // does not).
+        let deep = "bash -c 'n=$(printf \"d%.0s\" $(seq 200)); for i in $(seq 30); do mkdir $n && cd $n || exit 9; done; \
+                    for j in 1 2 3; do head -c 1M /dev/zero > f$j; done; echo built'";
+        let out = a.output(deep).await.expect("deep tree");
+        assert_eq!(text(&out.stdout).trim(), "built", "{}", text(&out.stderr));
+        // Measured, whole: the files and 30 folders are on the books.
+        eventually_usage(&srv, "alice", 3 * 1024 * 1024 + 30 * 4096).await;
+        if srv.on_kernel_quota("alice") {
+            // btrfs counts its folders in its own way (metadata); Wharf's
+            // measure and the file quota count each at a block.
+            continue;
+        }
+        let run = a
+            .output("for k in $(seq 2000); do mkdir e$k 2>/dev/null; done; sleep 1003.33")
+            .await;
+        let user = srv.store.require_user("alice").await.expect("alice");
+        {
+            let err = run.expect_err("2000 folders take it past 4 MiB");
+            assert_eq!(err.code(), Some(ErrorCode::QuotaExceeded), "{err}");
+            assert!(user.used_bytes > 4 * 1024 * 1024, "{user:?}");
+        }
+        none_marked("1003.33").await;
+    }
+}
+
+/// The file quota holds for commands: past it, the run ends.
+#[tokio::test]
+async fn the_file_quota_stops_a_command_that_makes_too_many_entries() {
+    let srv = spawn().await;
+    srv.add_user("alice", "exec").await;
+    srv.set_quota("alice", None, Some(100)).await;
+    let mut a = srv.client("alice").await;
+    let err = a
+        .output("for k in $(seq 500); do : > f$k; done; sleep 1004.44")
+        .await
+        .expect_err("past 100 entries");
+    assert_eq!(err.code(), Some(ErrorCode::QuotaExceeded), "{err}");
+    assert!(err.to_string().contains("file quota of 100"), "{err}");
+    none_marked("1004.44").await;
+    let user = srv.store.require_user("alice").await.expect("alice");
+    assert!(user.file_count > 100, "{user:?}");
+}
+
+/// Four commands at once, writing as fast as they can, in deep trees,
+/// removing folders as they go and linking files: the home ends within the
+/// bound of its 4 MiB quota where Wharf measures, within it where the
+/// kernel holds it, and the books agree with the disk.
+#[tokio::test]
+async fn four_commands_racing_cannot_take_a_home_far_past_its_quota() {
+    for root in roots() {
+        let srv = spawn_in(config(), root.as_deref()).await;
+        srv.add_user("alice", "exec").await;
+        let quota = 4 * 1024 * 1024;
+        srv.set_quota("alice", Some(quota), None).await;
+        let mut tasks = Vec::new();
+        for w in 0..4 {
+            let mut c = srv.client("alice").await;
+            tasks.push(tokio::spawn(async move {
+                let script = format!(
+                    "mkdir -p w{w} && cd w{w} || exit 9; i=0; while [ $i -lt 200 ]; do \
+                       mkdir -p t$i/a/b/c && head -c 512K /dev/zero > t$i/a/b/c/f 2>/dev/null; \
+                       ln t$i/a/b/c/f h$i 2>/dev/null; rm -rf t$((i-1)); i=$((i+1)); done"
+                );
+                c.output(&script).await
+            }));
+        }
+        for t in tasks {
+            let _ = t.await.expect("task");
+        }
+        let on_disk = srv.on_disk("alice");
+        if srv.on_kernel_quota("alice") {
+            assert!(on_disk <= quota, "{on_disk} bytes on disk under {quota}");
+        } else {
+            assert!(
+                on_disk <= quota + 4 * MEASURED_OVERSHOOT,
+                "{on_disk} bytes on disk under {quota}"
+            );
+            eprintln!(
+                "racing: {} KiB past a 4 MiB quota",
+                on_disk.saturating_sub(quota) / 1024
+            );
+        }
+        // The books follow the disk once the commands are over.
+        eventually_usage(&srv, "alice", on_disk).await;
+    }
+}
+
+/// A command cannot make a btrfs subvolume (which would be outside the
+/// home's quota group, so outside the kernel's hold on the quota).
+#[tokio::test]
+async fn a_command_cannot_make_a_subvolume_outside_the_quota() {
+    let Some(root) = btrfs_root() else {
+        return;
+    };
+    if !Path::new("/usr/bin/btrfs").exists() && !Path::new("/bin/btrfs").exists() {
+        panic!("the btrfs command is needed (Debian's btrfs-progs)");
+    }
+    let srv = spawn_in(config(), Some(&root)).await;
+    srv.add_user("alice", "exec").await;
+    srv.set_quota("alice", Some(1024 * 1024), None).await;
+    let mut a = srv.client("alice").await;
+    let out = a
+        .output("btrfs subvolume create escape; btrfs subvolume snapshot . snap; echo ---; ls")
+        .await
+        .expect("run");
+    let said = text(&out.stderr);
+    assert!(said.contains("Operation not permitted"), "{said}");
+    let listed = text(&out.stdout);
+    let after = listed.split("---").nth(1).unwrap_or_default();
+    assert_eq!(after.trim(), "", "the home holds {after}");
+}
+
+/// Waits until the books say `name`'s home holds `bytes` or more.
+async fn eventually_usage(srv: &TestServer, name: &str, bytes: u64) {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let user = srv.store.require_user(name).await.expect("user");
+        if user.used_bytes + user.reserved_bytes >= bytes {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the books say {} bytes, the home holds {bytes}",
+            user.used_bytes
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

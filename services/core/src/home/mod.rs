@@ -63,15 +63,13 @@ pub fn ensure_home(path: &Path) -> Result<(PathBuf, bool)> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             // On btrfs with quotas on, a home is a subvolume of its own, so
             // the kernel can hold it to its quota.
+            if let Some(parent) = path.parent() {
+                std::fs::create_dir_all(parent)
+                    .map_err(|e| Error::io("create home directory", parent, e))?;
+            }
             match path.parent() {
                 Some(parent) if btrfs::quotas_on(parent) => btrfs::create_subvolume(path)?,
-                Some(parent) => {
-                    std::fs::create_dir_all(parent)
-                        .map_err(|e| Error::io("create home directory", parent, e))?;
-                    std::fs::create_dir(path)
-                        .map_err(|e| Error::io("create home directory", path, e))?;
-                }
-                None => std::fs::create_dir_all(path)
+                _ => std::fs::create_dir(path)
                     .map_err(|e| Error::io("create home directory", path, e))?,
             }
             std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o700))

@@ -634,9 +634,13 @@ impl Session {
         let quota_watch = self.standing.clone();
         let at_start = (user.quota_bytes, user.quota_files);
         let kernel = server.kernel.enforce(&home, user.quota_bytes).await;
-        let over_quota = quota::exceeded(home.clone(), Some(running.pid()), kernel, move || {
-            standing::quotas_now(&quota_watch, at_start)
-        });
+        let free = user
+            .quota_bytes
+            .map(|q| q.saturating_sub(user.used_bytes.saturating_add(user.reserved_bytes)));
+        let over_quota =
+            quota::exceeded(home.clone(), Some(running.pid()), kernel, free, move || {
+                standing::quotas_now(&quota_watch, at_start)
+            });
         let (end, bytes_out) = if self.out.send(started_reply).await.is_err() {
             (End::Disconnected, 0)
         } else {

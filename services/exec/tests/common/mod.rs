@@ -72,8 +72,44 @@ pub fn config() -> ExecConfig {
     }
 }
 
+/// A btrfs file system with quotas on, for the tests that the kernel
+/// enforces the quota on: `WHARF_TEST_BTRFS` names its mount point
+/// (`.ci/test` makes one in a loop file). Without it such tests are
+/// skipped, and fail under CI.
+pub fn btrfs_root() -> Option<PathBuf> {
+    match std::env::var_os("WHARF_TEST_BTRFS") {
+        Some(dir) => Some(PathBuf::from(dir)),
+        None if std::env::var_os("CI").is_some() => {
+            panic!("WHARF_TEST_BTRFS is not set under CI: .ci/test makes the btrfs file system")
+        }
+        None => {
+            eprintln!("skipped on btrfs: set WHARF_TEST_BTRFS to a btrfs mount with quotas on");
+            None
+        }
+    }
+}
+
+/// Where the tests' servers keep their data: the ordinary disk, and a
+/// btrfs file system with quotas on when there is one.
+pub fn roots() -> Vec<Option<PathBuf>> {
+    let mut roots = vec![None];
+    if let Some(b) = btrfs_root() {
+        roots.push(Some(b));
+    }
+    roots
+}
+
 pub async fn spawn_with(config: ExecConfig) -> TestServer {
-    let dir = tempfile::tempdir().expect("temp dir");
+    spawn_in(config, None).await
+}
+
+/// A server whose data folder is beneath `root` (a btrfs mount), or in
+/// the temporary folder.
+pub async fn spawn_in(config: ExecConfig, root: Option<&std::path::Path>) -> TestServer {
+    let dir = match root {
+        Some(root) => tempfile::tempdir_in(root).expect("temp dir"),
+        None => tempfile::tempdir().expect("temp dir"),
+    };
     let url = format!("sqlite://{}/wharf.db", dir.path().display());
     let store = Store::open(&url).await.expect("database");
     let auth = Authenticator::new(store.clone(), AuthConfig::default())
@@ -122,6 +158,30 @@ impl TestServer {
             })
             .await
             .expect("user")
+    }
+
+    /// Sets `name`'s quotas as `admin-cli quota set` does: in the database,
+    /// and on the home's subvolume where the kernel enforces it.
+    pub async fn set_quota(&self, name: &str, bytes: Option<u64>, files: Option<u64>) {
+        self.store.set_quota(name, bytes).await.expect("quota");
+        self.store
+            .set_quota_files(name, files)
+            .await
+            .expect("file quota");
+        let home = self.store.require_user(name).await.expect("user").home;
+        wharf_core::home::apply_quota(&home, bytes).expect("the kernel's limit");
+    }
+
+    /// True when the kernel holds `name`'s home to its quota.
+    pub fn on_kernel_quota(&self, name: &str) -> bool {
+        wharf_core::home::btrfs::is_subvolume(&self.home(name))
+    }
+
+    /// What `name`'s home holds on disk now (every entry, as the quota
+    /// counts it).
+    pub fn on_disk(&self, name: &str) -> u64 {
+        let usage = wharf_core::home::scan_home(&self.home(name)).expect("measure");
+        usage.bytes + usage.reserved
     }
 
     /// Adds `count` users who never log in, so that the next users' ids
