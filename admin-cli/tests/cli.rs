@@ -12,6 +12,8 @@ const PW: &str = "correct horse battery";
 
 #[path = "../../services/testing/postgres.rs"]
 mod postgres;
+#[path = "../../services/testing/btrfs.rs"]
+mod test_btrfs;
 
 struct Admin {
     dir: tempfile::TempDir,
@@ -43,6 +45,13 @@ impl Admin {
     fn new() -> Admin {
         Admin {
             dir: tempfile::tempdir().expect("temp dir"),
+        }
+    }
+
+    /// An admin whose data folder is on the btrfs file system of the tests.
+    fn on(root: &Path) -> Admin {
+        Admin {
+            dir: tempfile::tempdir_in(root).expect("temp dir"),
         }
     }
 
@@ -991,4 +1000,78 @@ fn a_backup_restores_users_and_quotas_and_check_finds_drift() {
     assert!(said.contains("; fixed"), "{said}");
     let said = admin.ok(&["db", "check"], None);
     assert!(said.contains("the database is sound"), "{said}");
+}
+
+/// The file quota: set with `user add --files` and `quota set --files`,
+/// shown by `user show` and `usage`, refused when it is not a count.
+#[test]
+fn the_file_quota_is_set_and_shown() {
+    let admin = Admin::new();
+    let said = admin.add("alice", &["--quota", "1G", "--files", "500"]);
+    assert!(said.contains("quota 1 GiB and 500 files"), "{said}");
+    let v = admin.show("alice");
+    assert_eq!(v["quota_files"], 500);
+    assert_eq!(v["files"], 0);
+    let said = admin.ok(&["quota", "set", "alice", "2G", "--files", "1_000"], None);
+    assert!(
+        said.contains("file quota of alice is now 1000 files"),
+        "{said}"
+    );
+    let table = admin.ok(&["user", "show", "alice"], None);
+    assert!(table.contains("0 of 1000"), "{table}");
+    let rows = admin.json(&["usage"]);
+    assert_eq!(rows[0]["quota_files"], 1000);
+    let err = admin.fails(&["quota", "set", "alice", "2G", "--files", "lots"], None, 1);
+    assert!(err.contains("give a whole number of files"), "{err}");
+    admin.ok(
+        &["quota", "set", "alice", "2G", "--files", "unlimited"],
+        None,
+    );
+    assert_eq!(admin.show("alice")["quota_files"], Value::Null);
+}
+
+/// On btrfs with quotas on: a new home is a subvolume held to its quota,
+/// `quota set` moves the limit, `db check` finds a home that is a plain
+/// folder and `--fix` makes it a subvolume (its files kept), and
+/// `--purge-home` removes the subvolume.
+#[test]
+fn homes_on_btrfs_are_subvolumes_held_to_their_quota() {
+    use wharf_core::home::btrfs;
+    let Some(root) = test_btrfs::btrfs_root() else {
+        return;
+    };
+    let admin = Admin::on(&root);
+    let said = admin.add("alice", &["--quota", "5M"]);
+    assert!(said.contains("the kernel holds it to the quota"), "{said}");
+    let home = PathBuf::from(admin.show("alice")["home"].as_str().expect("home"));
+    assert!(btrfs::is_subvolume(&home));
+    assert_eq!(btrfs::qgroup(&home).expect("qgroup").limit, Some(5 << 20));
+    admin.ok(&["quota", "set", "alice", "7M"], None);
+    assert_eq!(btrfs::qgroup(&home).expect("qgroup").limit, Some(7 << 20));
+
+    // A home made before quotas were on (or by hand): a plain folder.
+    let plain = admin.dir.path().join("plain-bob");
+    std::fs::create_dir_all(plain.join("sub")).expect("mkdir");
+    std::fs::write(plain.join("sub/kept.txt"), b"kept").expect("write");
+    admin.add(
+        "bob",
+        &["--quota", "3M", "--home", plain.to_str().expect("utf-8")],
+    );
+    assert!(!btrfs::is_subvolume(&plain));
+    let out = admin.run(&["db", "check"], None);
+    assert_eq!(out.status.code(), Some(1));
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(said.contains("is not a subvolume"), "{said}");
+    let said = admin.ok(&["db", "check", "--fix"], None);
+    assert!(said.contains("fixing"), "{said}");
+    assert!(btrfs::is_subvolume(&plain));
+    assert_eq!(btrfs::qgroup(&plain).expect("qgroup").limit, Some(3 << 20));
+    assert_eq!(
+        std::fs::read(plain.join("sub/kept.txt")).expect("kept"),
+        b"kept"
+    );
+    admin.ok(&["db", "check"], None);
+
+    admin.ok(&["user", "del", "alice", "--purge-home"], None);
+    assert!(!home.exists());
 }

@@ -238,8 +238,15 @@ pub enum FtpReply {
         /// The quota in bytes; absent when unlimited.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         quota: Option<u64>,
-        /// Files stored.
+        /// Entries stored (files, folders, links).
         files: u64,
+        /// Entries held by interrupted or unfinished uploads; absent from
+        /// servers before the file quota.
+        #[serde(default)]
+        reserved_files: u64,
+        /// The file quota, in entries; absent when unlimited.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        files_quota: Option<u64>,
     },
     /// Answer to `quit`.
     Bye,

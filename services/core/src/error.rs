@@ -106,6 +106,20 @@ pub enum Error {
         /// What went wrong.
         why: String,
     },
+    /// Too many partial uploads held at once.
+    #[error(
+        "you have {max} interrupted or unfinished uploads, the most a user may; resume some, or discard them (`wharf-ftp partials`, `discard`)"
+    )]
+    TooManyPartials {
+        /// The most there may be.
+        max: u64,
+    },
+    /// The kernel refused a write: the file system holds the home to its
+    /// quota (a btrfs qgroup) and it is full.
+    #[error(
+        "over quota: your home is full (the file system holds it to its quota, counting its own bookkeeping too); delete files or ask an administrator to raise the quota"
+    )]
+    DiskQuota,
     /// An administrator lowered the quota while an upload was under way,
     /// and the upload no longer fits.
     #[error("an administrator lowered your quota to {}, and this upload no longer fits; it stopped and nothing of it was kept; delete files or ask an administrator to raise the quota", format_size(*quota))]
@@ -203,6 +217,8 @@ impl Error {
             Error::QuotaExceeded { .. }
             | Error::QuotaLowered { .. }
             | Error::FileQuotaExceeded { .. }
+            | Error::DiskQuota
+            | Error::TooManyPartials { .. }
             | Error::HomeUnmeasured { .. } => ErrorCode::QuotaExceeded,
             Error::Database(e) => database_code(e),
             Error::Io { .. }

@@ -217,6 +217,23 @@ async fn the_file_quota_counts_entries_and_an_unmeasured_home_refuses_writes() {
             .reserve(u.id, Need::upload(1))
             .await
             .expect("measured again");
+
+        // Whatever the quotas, a user holds at most MAX_PARTIALS partial
+        // uploads (empty ones are entries on disk too).
+        let bob = env.add_user("bob", "correct horse", None, "ftp").await;
+        let max = wharf_core::store::MAX_PARTIALS as usize;
+        let outcomes = env
+            .store
+            .reserve_each(bob.id, &vec![Need::upload(0); max + 1])
+            .await
+            .expect("reserve");
+        assert!(outcomes[..max].iter().all(Result::is_ok));
+        match &outcomes[max] {
+            Err(e @ Error::TooManyPartials { .. }) => {
+                assert!(e.to_string().contains("discard"), "{e}")
+            }
+            other => panic!("expected TooManyPartials, got {other:?}"),
+        }
     }
 }
 

@@ -333,9 +333,28 @@ async fn many_files_cannot_take_a_home_past_its_quota() {
         .await
         .expect("run");
     assert_eq!(text(&out.stdout).trim(), "153");
-    // Making room works.
-    let out = a.output("rm f1 f2 f3 f4 f5 f6 more").await.expect("run");
+    // Making room works (the run was stopped after the first files: the
+    // write meter noticed them).
+    let out = a.output("rm -f f1 f2 f3 f4 f5 f6 more").await.expect("run");
     assert_eq!(out.outcome.status, 0);
+    // Once the home is measured again after the rm, there is room.
+    let deadline = Instant::now() + WAIT;
+    while srv
+        .store
+        .require_user("alice")
+        .await
+        .expect("user")
+        .used_bytes
+        > 1024 * 1024
+    {
+        assert!(Instant::now() < deadline, "the rm never reached the books");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let out = a
+        .output("head -c 1000 /dev/zero > more; echo $?")
+        .await
+        .expect("run");
+    assert_eq!(text(&out.stdout).trim(), "0");
 }
 
 #[tokio::test]

@@ -96,7 +96,10 @@ impl FtpError {
                 FtpError::BadRequest(format!("{context}: it is a directory"))
             }
             ErrorKind::InvalidInput => FtpError::BadRequest(format!("{context}: not possible")),
-            ErrorKind::StorageFull | ErrorKind::QuotaExceeded => {
+            // The kernel's quota on the home (btrfs qgroups): the user's
+            // own limit, not the server's disk.
+            ErrorKind::QuotaExceeded => FtpError::Core(wharf_core::Error::DiskQuota),
+            ErrorKind::StorageFull => {
                 tracing::warn!(%context, error = %source, "the disk is full");
                 FtpError::NoSpace(format!(
                     "{context}: the server's disk is full; nothing was kept; try again once the administrator has made room"

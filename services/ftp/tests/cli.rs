@@ -358,7 +358,8 @@ async fn quota_shows_used_held_and_free() {
     let q: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
     assert_eq!(
         q,
-        serde_json::json!({"used": 2000, "reserved": 400_000, "quota": 1_000_000, "files": 1, "free": 598_000})
+        serde_json::json!({"used": 2000, "reserved": 400_000, "quota": 1_000_000, "files": 1,
+            "reserved_files": 1, "files_quota": null, "free": 598_000})
     );
     let out = ftp(&srv.addr, &work, &[], Some("df\n")).await;
     assert_eq!(

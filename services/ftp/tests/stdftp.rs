@@ -6,7 +6,7 @@ mod common;
 
 use std::process::Output;
 
-use common::{PW, TestServer, data, spawn};
+use common::{PW, TestServer, data, roots, spawn, spawn_in};
 use wharf_core::server::Limits;
 use wharf_core::{AuthConfig, Authenticator};
 use wharf_ftp::md5_hex;
@@ -1194,4 +1194,102 @@ async fn a_replaced_file_removed_midway_is_not_credited_twice() {
         alice.used_bytes,
         alice.reserved_bytes
     );
+}
+
+/// The quota holds for both FTP doors, on the ordinary disk (Wharf's books)
+/// and on btrfs (the kernel's qgroup as well): what fits is stored, what
+/// does not is refused with nothing left, the disk never holds more than
+/// the quota, and interrupted standard FTP uploads are bounded by the file
+/// quota.
+#[tokio::test]
+async fn the_quota_holds_for_both_doors_on_both_file_systems() {
+    use tokio::io::AsyncWriteExt;
+    use wharf_ftp::client::{NoProgress, TransferOptions};
+    const MIB: u64 = 1 << 20;
+    for root in roots() {
+        let srv = spawn_in(root.as_deref()).await;
+        srv.add_user("alice", Some(4 * MIB), "ftp").await;
+        let kernel = wharf_core::home::btrfs::is_subvolume(&srv.home("alice"));
+        assert_eq!(kernel, root.is_some(), "a home on btrfs is a subvolume");
+        let addr = std_ftp(&srv).await;
+        let mut c = srv.client("alice").await;
+        let opts = TransferOptions::default();
+        std::fs::write(srv.local("three"), data_of(3 * MIB as usize)).expect("local");
+        std::fs::write(srv.local("two"), data_of(2 * MIB as usize)).expect("local");
+        c.put(&srv.local("three"), "three.bin", opts, &mut NoProgress)
+            .await
+            .expect("3 MiB fit under 4");
+        let err = c
+            .put(&srv.local("two"), "two.bin", opts, &mut NoProgress)
+            .await
+            .expect_err("2 MiB more do not");
+        assert_eq!(
+            err.code(),
+            Some(wharf_proto::ErrorCode::QuotaExceeded),
+            "{err}"
+        );
+        // A replacement of the same size: room for the growth only where
+        // Wharf keeps the books; where the kernel counts, both copies must
+        // fit until the new one takes the old one's place.
+        let replaced = c
+            .put(&srv.local("three"), "three.bin", opts, &mut NoProgress)
+            .await;
+        if kernel {
+            let err = replaced.expect_err("no room for a second copy");
+            assert_eq!(
+                err.code(),
+                Some(wharf_proto::ErrorCode::QuotaExceeded),
+                "{err}"
+            );
+        } else {
+            replaced.expect("the same size replaces");
+        }
+
+        // Standard FTP: an upload of unknown size stops at the quota.
+        let mut raw = Raw::user(&addr, "alice").await;
+        let mut data = raw.data(&addr).await;
+        let said = raw.cmd("STOR big.bin").await;
+        assert!(said.starts_with("150"), "{said}");
+        let chunk = vec![7u8; 64 * 1024];
+        for _ in 0..64 {
+            if data.write_all(&chunk).await.is_err() {
+                break;
+            }
+        }
+        drop(data);
+        let said = raw.reply().await;
+        assert!(said.starts_with("552"), "{said}");
+        assert!(!srv.home("alice").join("big.bin").exists());
+
+        let usage = wharf_core::home::scan_home(&srv.home("alice")).expect("measure");
+        assert!(usage.bytes + usage.reserved <= 4 * MIB, "{usage:?}");
+        if kernel {
+            let q = wharf_core::home::btrfs::qgroup(&srv.home("alice")).expect("qgroup");
+            assert_eq!(q.limit, Some(4 * MIB));
+            assert!(q.referenced <= 4 * MIB, "{q:?}");
+        }
+        let alice = srv.store.require_user("alice").await.expect("alice");
+        assert_eq!((alice.used_bytes, alice.reserved_bytes), (3 * MIB, 0));
+
+        // Interrupted uploads each hold an entry: with a file quota of 10,
+        // the eleventh entry is refused, whatever it holds.
+        srv.store
+            .set_quota_files("alice", Some(10))
+            .await
+            .expect("file quota");
+        for i in 0..9 {
+            cut_upload(&addr, &format!("cut{i}.bin"), &data_of(10_000), 1000).await;
+        }
+        let mut data = raw.data(&addr).await;
+        let said = raw.cmd("STOR one-too-many.bin").await;
+        drop(data.shutdown().await);
+        let said = if said.starts_with("150") {
+            raw.reply().await
+        } else {
+            said
+        };
+        assert!(said.starts_with("552 over the file quota"), "{said}");
+        let alice = srv.store.require_user("alice").await.expect("alice");
+        assert_eq!(alice.file_count + alice.reserved_files, 10, "{alice:?}");
+    }
 }

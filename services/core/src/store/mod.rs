@@ -30,7 +30,7 @@ pub use chat::{
 };
 pub use copy::CopyReport;
 pub use digests::FileVersion;
-pub use quota::{Need, UploadCommit};
+pub use quota::{MAX_PARTIALS, Need, UploadCommit};
 pub use usage::{Direction, ExecLogRow, ExecRecord, TransferRecord, TransferRow, UsageRow};
 pub use users::{NewUser, User};
 

@@ -16,6 +16,10 @@ const COMMIT: &str = "UPDATE users SET \
      reserved_files = CASE WHEN reserved_files > $5 THEN reserved_files - $5 ELSE 0 END \
      WHERE id = $4";
 
+/// The most partial uploads (interrupted or under way) a user may hold at
+/// once, whatever their quotas: each is an entry on disk, kept for a week.
+pub const MAX_PARTIALS: u64 = 1000;
+
 /// What a reservation asks for, and what it may count on: an upload that
 /// replaces a file only needs its growth to be free.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -227,13 +231,15 @@ async fn reserve_on(conn: &mut sqlx::AnyConnection, user_id: i64, need: Need) ->
         "UPDATE users SET reserved_bytes = reserved_bytes + $1, reserved_files = reserved_files + $2 \
          WHERE id = $3 AND usage_problem IS NULL \
          AND (quota_bytes IS NULL OR used_bytes + reserved_bytes + $1 <= quota_bytes + $4) \
-         AND ($2 = 0 OR quota_files IS NULL OR file_count + reserved_files + $2 <= quota_files + $5)",
+         AND ($2 = 0 OR quota_files IS NULL OR file_count + reserved_files + $2 <= quota_files + $5) \
+         AND ($2 = 0 OR reserved_files + $2 <= $6)",
     )
     .bind(to_i64(need.bytes))
     .bind(to_i64(need.files))
     .bind(user_id)
     .bind(to_i64(need.replacing))
     .bind(to_i64(need.replacing_files))
+    .bind(to_i64(MAX_PARTIALS))
     .execute(&mut *conn)
     .await?;
     if done.rows_affected() == 1 {
@@ -265,12 +271,16 @@ async fn reserve_on(conn: &mut sqlx::AnyConnection, user_id: i64, need: Need) ->
             quota,
         });
     }
+    let partials = to_u64(row.try_get("reserved_files")?);
+    if partials.saturating_add(need.files) > MAX_PARTIALS {
+        return Err(Error::TooManyPartials { max: MAX_PARTIALS });
+    }
     let files = to_u64(
         row.try_get::<Option<i64>, _>("quota_files")?
             .unwrap_or(i64::MAX),
     );
     Err(Error::FileQuotaExceeded {
-        held: to_u64(row.try_get("file_count")?) + to_u64(row.try_get("reserved_files")?),
+        held: to_u64(row.try_get("file_count")?) + partials,
         quota: files,
     })
 }

@@ -42,15 +42,18 @@ const MIN_SCAN_EVERY: Duration = Duration::from_millis(50);
 /// The quotas at a moment: bytes and entries (`None`: unlimited).
 pub(super) type Quotas = (Option<u64>, Option<u64>);
 
-/// Why a run went past its quota, in the words its client gets.
-pub(super) fn over(usage: &HomeUsage, (bytes, files): Quotas) -> Option<String> {
+/// Why a run went past its quota, in the words its client gets. A home
+/// that was over its quota already when the command started (`start`:
+/// bytes and entries on the books then) may stay there, not grow: a
+/// command that makes room must be able to run.
+pub(super) fn over(usage: &HomeUsage, (bytes, files): Quotas, start: (u64, u64)) -> Option<String> {
     if let Some(quota) = bytes
-        && usage.bytes.saturating_add(usage.reserved) > quota
+        && usage.bytes.saturating_add(usage.reserved) > quota.max(start.0)
     {
         return Some(format!("your quota of {}", format_size(quota)));
     }
     if let Some(quota) = files
-        && usage.files.saturating_add(usage.reserved_files) > quota
+        && usage.files.saturating_add(usage.reserved_files) > quota.max(start.1)
     {
         return Some(format!("your file quota of {quota} entries"));
     }
@@ -67,7 +70,7 @@ pub(super) async fn exceeded(
     home: PathBuf,
     command: Option<u32>,
     kernel: bool,
-    free_at_start: Option<u64>,
+    start: (u64, u64),
     quotas: impl Fn() -> Quotas,
 ) -> String {
     let meter = command.filter(|_| !kernel).map(Meter::new);
@@ -80,6 +83,7 @@ pub(super) async fn exceeded(
     let mut last_scan = Instant::now();
     // What the command may still write before the home is measured again:
     // the meter's reading then, and the bytes that were free.
+    let free_at_start = quotas().0.map(|q| q.max(start.0).saturating_sub(start.0));
     let mut budget: Option<(u64, u64)> = free_at_start.filter(|_| meter.is_some()).map(|f| (0, f));
     loop {
         let tick = match (&meter, budget) {
@@ -109,14 +113,12 @@ pub(super) async fn exceeded(
         let limits = quotas();
         match measured {
             Ok(Ok(usage)) => {
-                if let Some(why) = over(&usage, limits) {
+                if let Some(why) = over(&usage, limits, start) {
                     return why;
                 }
                 budget = limits.0.zip(written).map(|(quota, base)| {
-                    (
-                        base,
-                        quota.saturating_sub(usage.bytes.saturating_add(usage.reserved)),
-                    )
+                    let held = usage.bytes.saturating_add(usage.reserved);
+                    (base, quota.max(start.0).saturating_sub(held))
                 });
             }
             Ok(Err(e)) => {

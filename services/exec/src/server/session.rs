@@ -634,11 +634,12 @@ impl Session {
         let quota_watch = self.standing.clone();
         let at_start = (user.quota_bytes, user.quota_files);
         let kernel = server.kernel.enforce(&home, user.quota_bytes).await;
-        let free = user
-            .quota_bytes
-            .map(|q| q.saturating_sub(user.used_bytes.saturating_add(user.reserved_bytes)));
+        let held = (
+            user.used_bytes.saturating_add(user.reserved_bytes),
+            user.file_count.saturating_add(user.reserved_files),
+        );
         let over_quota =
-            quota::exceeded(home.clone(), Some(running.pid()), kernel, free, move || {
+            quota::exceeded(home.clone(), Some(running.pid()), kernel, held, move || {
                 standing::quotas_now(&quota_watch, at_start)
             });
         let (end, bytes_out) = if self.out.send(started_reply).await.is_err() {

@@ -20,6 +20,11 @@ use wharf_proto::exec::{ExecReply, ExecRequest};
 use wharf_proto::message::{ClientHello, Login};
 use wharf_proto::{Frame, FrameCodec, Outbound, PROTOCOL_VERSION};
 
+#[path = "../../../testing/btrfs.rs"]
+mod btrfs;
+#[allow(unused_imports)]
+pub use btrfs::{btrfs_root, roots};
+
 pub const PW: &str = "correct horse battery";
 
 /// Long enough for anything that should happen on loopback.
@@ -70,33 +75,6 @@ pub fn config() -> ExecConfig {
         launcher: env!("CARGO_BIN_EXE_wharf-execd").into(),
         ..ExecConfig::default()
     }
-}
-
-/// A btrfs file system with quotas on, for the tests that the kernel
-/// enforces the quota on: `WHARF_TEST_BTRFS` names its mount point
-/// (`.ci/test` makes one in a loop file). Without it such tests are
-/// skipped, and fail under CI.
-pub fn btrfs_root() -> Option<PathBuf> {
-    match std::env::var_os("WHARF_TEST_BTRFS") {
-        Some(dir) => Some(PathBuf::from(dir)),
-        None if std::env::var_os("CI").is_some() => {
-            panic!("WHARF_TEST_BTRFS is not set under CI: .ci/test makes the btrfs file system")
-        }
-        None => {
-            eprintln!("skipped on btrfs: set WHARF_TEST_BTRFS to a btrfs mount with quotas on");
-            None
-        }
-    }
-}
-
-/// Where the tests' servers keep their data: the ordinary disk, and a
-/// btrfs file system with quotas on when there is one.
-pub fn roots() -> Vec<Option<PathBuf>> {
-    let mut roots = vec![None];
-    if let Some(b) = btrfs_root() {
-        roots.push(Some(b));
-    }
-    roots
 }
 
 pub async fn spawn_with(config: ExecConfig) -> TestServer {

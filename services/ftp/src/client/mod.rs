@@ -102,8 +102,12 @@ pub struct Quota {
     pub reserved: u64,
     /// The quota in bytes; `None` when unlimited.
     pub quota: Option<u64>,
-    /// Files stored.
+    /// Entries stored (files, folders, links).
     pub files: u64,
+    /// Entries held by interrupted or unfinished uploads.
+    pub reserved_files: u64,
+    /// The file quota, in entries; `None` when unlimited.
+    pub files_quota: Option<u64>,
 }
 
 impl Quota {
@@ -303,11 +307,15 @@ impl Client {
                 reserved,
                 quota,
                 files,
+                reserved_files,
+                files_quota,
             } => Ok(Quota {
                 used,
                 reserved,
                 quota,
                 files,
+                reserved_files,
+                files_quota,
             }),
             other => Err(unexpected(&other)),
         }

@@ -550,6 +550,8 @@ impl Session {
                     reserved: user.reserved_bytes,
                     quota: user.quota_bytes,
                     files: user.file_count,
+                    reserved_files: user.reserved_files,
+                    files_quota: user.quota_files,
                 }
             }
             FtpRequest::Quit => FtpReply::Bye,

@@ -223,7 +223,9 @@ fn storage_error(e: FtpError) -> StorageError {
             ErrorKind::PermanentFileNotAvailable
         }
         FtpError::NoSpace(_) => ErrorKind::InsufficientStorageSpaceError,
-        FtpError::Core(wharf_core::Error::QuotaExceeded { .. }) => {
+        // Over the byte or the file quota, or a home that cannot be
+        // measured (which counts as over it).
+        FtpError::Core(e) if e.code() == wharf_proto::ErrorCode::QuotaExceeded => {
             ErrorKind::ExceededStorageAllocationError
         }
         FtpError::Busy(_) => ErrorKind::TransientFileNotAvailable,
@@ -577,9 +579,20 @@ async fn stor<R: tokio::io::AsyncRead + Unpin>(
         duration: started.elapsed(),
     };
     if let Err(e) = outcome {
-        // Cut short: the partial keeps what it wrote, and holds just that.
         let failed = record(false, None);
-        shrink(store, uid, &v, &mut up).await;
+        if matches!(&e, FtpError::Core(c) if c.code() == wharf_proto::ErrorCode::QuotaExceeded)
+            && up.held > 0
+        {
+            // Refused by the kernel's quota: as past Wharf's, nothing is
+            // kept and nothing held.
+            drop(up.file.take());
+            let p = up.partial.clone();
+            let _ = blocking(move || p.remove()).await;
+            store.release(uid, up.held, 1).await?;
+        } else {
+            // Cut short: the partial keeps what it wrote, and holds just that.
+            shrink(store, uid, &v, &mut up).await;
+        }
         if let Err(e) = store.record_transfer(&failed).await {
             tracing::warn!(error = %e, "cannot record a transfer");
         }

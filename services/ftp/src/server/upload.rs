@@ -627,7 +627,7 @@ pub(super) async fn put(
         let (p, vv, c) = (partial.clone(), v.clone(), claimed.clone());
         match blocking(move || finish(received, &c, &p, &vv)).await {
             Ok(f) => f,
-            Err(e @ FtpError::NoSpace(_)) => {
+            Err(e @ (FtpError::NoSpace(_) | FtpError::Core(wharf_core::Error::DiskQuota))) => {
                 drop_partial(&store, user_id, size, &partial).await?;
                 store.record_transfer(&record(false, 0, None)).await?;
                 return Err(e);

@@ -16,6 +16,10 @@ use wharf_ftp::server::{FtpConfig, FtpServer, run};
 
 pub const PW: &str = "correct horse battery";
 
+#[path = "../../../testing/btrfs.rs"]
+mod btrfs;
+#[allow(unused_imports)]
+pub use btrfs::roots;
 #[path = "../../../testing/postgres.rs"]
 pub mod postgres;
 
@@ -60,6 +64,18 @@ pub async fn spawn() -> TestServer {
 
 pub async fn spawn_with(config: FtpConfig) -> TestServer {
     spawn_on(config, Some(tls().0.clone())).await
+}
+
+/// A server whose data folder is beneath `root` (a btrfs mount, where
+/// homes are subvolumes held to their quota by the kernel), or in the
+/// temporary folder.
+pub async fn spawn_in(root: Option<&std::path::Path>) -> TestServer {
+    let dir = match root {
+        Some(root) => tempfile::tempdir_in(root).expect("temp dir"),
+        None => tempfile::tempdir().expect("temp dir"),
+    };
+    let url = format!("sqlite://{}/wharf.db", dir.path().display());
+    spawn_at(dir, url, FtpConfig::default(), Some(tls().0.clone())).await
 }
 
 /// A server with this certificate, or plain (`--no-tls`) with `None`.
@@ -135,7 +151,20 @@ impl TestServer {
                 services: services.parse().expect("services"),
             })
             .await
+            .map(|user| {
+                // As admin-cli does: the kernel holds a subvolume home.
+                wharf_core::home::apply_quota(&user.home, quota).expect("the kernel's limit");
+                user
+            })
             .expect("user")
+    }
+
+    /// Sets `name`'s quota as `admin-cli quota set` does: in the database,
+    /// and on the home's subvolume where the kernel enforces it.
+    pub async fn set_quota(&self, name: &str, quota: Option<u64>) {
+        self.store.set_quota(name, quota).await.expect("quota");
+        let home = self.store.require_user(name).await.expect("user").home;
+        wharf_core::home::apply_quota(&home, quota).expect("the kernel's limit");
     }
 
     pub async fn client(&self, name: &str) -> Client {

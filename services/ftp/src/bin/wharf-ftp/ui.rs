@@ -188,4 +188,10 @@ pub fn print_quota(q: &wharf_ftp::client::Quota) {
         }
         _ => println!("quota     unlimited"),
     }
+    if let Some(of) = q.files_quota {
+        println!(
+            "files     {:>10}  of {of} (files, folders, links and interrupted uploads)",
+            q.files + q.reserved_files
+        );
+    }
 }
