@@ -151,10 +151,9 @@ impl TestServer {
                 services: services.parse().expect("services"),
             })
             .await
-            .map(|user| {
+            .inspect(|user| {
                 // As admin-cli does: the kernel holds a subvolume home.
                 wharf_core::home::apply_quota(&user.home, quota).expect("the kernel's limit");
-                user
             })
             .expect("user")
     }
