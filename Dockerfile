@@ -22,7 +22,13 @@ RUN --mount=type=cache,target=/src/target \
 # dropped but the few it needs, so that each Wharf user's files and
 # commands get a uid of their own.
 FROM debian:trixie-slim
-RUN useradd --system --uid 10001 --user-group --home-dir /var/lib/wharf --create-home wharf \
+# btrfs-progs: where the data volume is on btrfs with quotas on, each home
+# is a subvolume the kernel holds to its quota (README: "Quotas").
+RUN if ! command -v btrfs >/dev/null 2>&1; then \
+      apt-get update && apt-get install -y --no-install-recommends btrfs-progs \
+      && rm -rf /var/lib/apt/lists/*; \
+    fi \
+ && useradd --system --uid 10001 --user-group --home-dir /var/lib/wharf --create-home wharf \
  && mkdir -p /var/lib/wharf/data /home \
  && chown wharf:wharf /var/lib/wharf/data \
  && chmod 0700 /var/lib/wharf/data

@@ -93,7 +93,9 @@ docker version --format 'engine {{.Server.Version}}, client {{.Client.Version}}'
 
 step "base image debian:trixie-slim from $MIRROR (debootstrap minbase)"
 mkdir -p "$WORK/debcache"
-debootstrap --variant=minbase --cache-dir="$WORK/debcache" trixie "$WORK/rootfs-debian" "$MIRROR" >"$WORK/debootstrap.log" 2>&1 \
+# btrfs-progs is in the base here, as build containers have no network for
+# the Dockerfile's apt-get (which installs it where the base lacks it).
+debootstrap --variant=minbase --include=btrfs-progs --cache-dir="$WORK/debcache" trixie "$WORK/rootfs-debian" "$MIRROR" >"$WORK/debootstrap.log" 2>&1 \
   || { tail -n 20 "$WORK/debootstrap.log"; die "debootstrap failed"; }
 rm -rf "$WORK"/rootfs-debian/var/lib/apt/lists/* "$WORK"/rootfs-debian/var/cache/apt/archives/*.deb
 tar -C "$WORK/rootfs-debian" -c . | docker import - debian:trixie-slim >/dev/null

@@ -795,3 +795,24 @@ async fn eventually_usage(srv: &TestServer, name: &str, bytes: u64) {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// `fallocate` takes space without writing (past the write meter): it is
+/// refused as unsupported, and space must be written to be had.
+#[tokio::test]
+async fn fallocate_cannot_take_space_past_the_quota() {
+    let srv = spawn().await;
+    srv.add_user("alice", "exec").await;
+    srv.set_quota("alice", Some(1024 * 1024), None).await;
+    let mut a = srv.client("alice").await;
+    let out = a
+        .output("for i in 1 2 3 4 5 6 7 8; do fallocate -l 1000K f$i; done; echo $?")
+        .await
+        .expect("run");
+    assert_eq!(text(&out.stdout).trim(), "1", "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("Operation not supported"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert!(srv.on_disk("alice") <= 8 * 4096, "{}", srv.on_disk("alice"));
+}

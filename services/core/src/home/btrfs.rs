@@ -217,7 +217,7 @@ pub fn describe(homes: &Path) -> String {
         )
     } else if on_btrfs(homes) {
         format!(
-            "measured (the homes are on btrfs, but its quotas are off: `btrfs quota enable` on its mount point and `admin-cli db check --fix` make it exact, enforced by the kernel); a command can pass it by at most {}",
+            "measured (the homes are on btrfs, but its quota groups cannot be used from here: quotas are off, or this is not root; `btrfs quota enable` on its mount point and `admin-cli db check --fix`, as root, make it exact, enforced by the kernel); a command can pass it by at most {}",
             OVERSHOOT
         )
     } else {

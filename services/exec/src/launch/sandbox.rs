@@ -100,7 +100,7 @@ pub fn enter(l: &Launch) -> Result<Place, Missing> {
         proc = start_init(l.identity, mounted)?;
     }
     tolerate(landlock(&home, tmp, proc, l.tty.as_deref()))?;
-    tolerate(no_new_subvolumes())?;
+    tolerate(seccomp_filters())?;
     Ok(Place { home })
 }
 
@@ -118,12 +118,19 @@ const fn btrfs_iow(nr: u64) -> u64 {
     (1 << 30) | (4096 << 16) | (0x94 << 8) | nr
 }
 
-/// A seccomp filter that refuses (`EPERM`) the ioctls making btrfs
-/// subvolumes and snapshots, for the command and all it starts. The
-/// request is compared on its low 32 bits, as the kernel reads it. A
-/// process of another architecture (a 32-bit program) is killed, so the
-/// filter cannot be stepped around with other syscall numbers.
-fn no_new_subvolumes() -> Result<(), Missing> {
+/// Two seccomp filters, for the command and all it starts:
+///
+/// - the ioctls making btrfs subvolumes and snapshots are refused
+///   (`EPERM`), the request compared on its low 32 bits as the kernel
+///   reads it;
+/// - `fallocate` is refused (`EOPNOTSUPP`, as file systems without it say):
+///   it takes disk space without writing a byte, so past the quota's write
+///   meter. glibc's `posix_fallocate` then writes the zeros itself, which
+///   the meter counts; where the kernel holds the quota it counts either.
+///
+/// A process of another architecture (a 32-bit program) is killed, so the
+/// filters cannot be stepped around with other syscall numbers.
+fn seccomp_filters() -> Result<(), Missing> {
     use seccompiler::{
         BpfProgram, SeccompAction, SeccompCmpArgLen, SeccompCmpOp, SeccompCondition, SeccompFilter,
         SeccompRule, TargetArch,
@@ -143,15 +150,22 @@ fn no_new_subvolumes() -> Result<(), Missing> {
         })
         .collect::<Result<Vec<_>, _>>()
         .map_err(fail)?;
-    let filter = SeccompFilter::new(
-        [(libc::SYS_ioctl, rules)].into_iter().collect(),
-        SeccompAction::Allow,
-        SeccompAction::Errno(libc::EPERM as u32),
-        arch,
-    )
-    .map_err(fail)?;
-    let program: BpfProgram = filter.try_into().map_err(fail)?;
-    seccompiler::apply_filter(&program).map_err(fail)
+    let filters = [
+        ((libc::SYS_ioctl, rules), libc::EPERM),
+        ((libc::SYS_fallocate, Vec::new()), libc::EOPNOTSUPP),
+    ];
+    for (rule, errno) in filters {
+        let filter = SeccompFilter::new(
+            [rule].into_iter().collect(),
+            SeccompAction::Allow,
+            SeccompAction::Errno(errno as u32),
+            arch,
+        )
+        .map_err(fail)?;
+        let program: BpfProgram = filter.try_into().map_err(fail)?;
+        seccompiler::apply_filter(&program).map_err(fail)?;
+    }
+    Ok(())
 }
 
 /// New mount and PID namespaces; when not root, inside a new user
