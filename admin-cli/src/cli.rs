@@ -3,7 +3,9 @@
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
-use wharf_core::config::{DATA_DIR_ENV, DATABASE_URL_ENV, DEFAULT_DATA_DIR, DEFAULT_QUOTA};
+use wharf_core::config::{
+    DATA_DIR_ENV, DATABASE_URL_ENV, DEFAULT_DATA_DIR, DEFAULT_FILE_QUOTA, DEFAULT_QUOTA,
+};
 
 const AFTER_HELP: &str = "\
 Sizes: 500MiB, 2G (powers of 1024), 1.5GB (powers of 1000), 1048576 (bytes), unlimited.
@@ -166,7 +168,7 @@ pub struct AddArgs {
     pub quota: String,
     /// File quota: how many entries (files, folders, links, interrupted
     /// uploads) the home may hold, or "unlimited".
-    #[arg(long, default_value = "unlimited", value_name = "N")]
+    #[arg(long, default_value = DEFAULT_FILE_QUOTA, value_name = "N")]
     pub files: String,
     /// Home directory [default: DATA_DIR/homes/NAME]; created if missing.
     #[arg(long, value_name = "DIR")]

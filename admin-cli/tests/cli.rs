@@ -212,7 +212,7 @@ async fn user_add_creates_the_user_and_home_with_defaults() {
     assert_eq!(
         out.trim(),
         format!(
-            "added user alice: home {}, quota 1 GiB, services ftp,chat",
+            "added user alice: home {}, quota 1 GiB and 100000 files, services ftp,chat",
             home.display()
         )
     );

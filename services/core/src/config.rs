@@ -12,6 +12,10 @@ pub const DATA_DIR_ENV: &str = "WHARF_DATA_DIR";
 /// Quota of a new user unless the administrator gives one.
 pub const DEFAULT_QUOTA: &str = "1GiB";
 
+/// The file quota a new user gets unless told otherwise: entries of any
+/// kind, so that no home can take a file system's inodes.
+pub const DEFAULT_FILE_QUOTA: &str = "100000";
+
 /// The database URL to use: the one given (flag or environment), else the
 /// SQLite file `wharf.db` in the data directory.
 pub fn database_url(given: Option<&str>, data_dir: &std::path::Path) -> String {
