@@ -1293,3 +1293,136 @@ async fn the_quota_holds_for_both_doors_on_both_file_systems() {
         assert_eq!(alice.file_count + alice.reserved_files, 10, "{alice:?}");
     }
 }
+
+/// Python's ftplib against FTPS required: with `PROT C`, or no `PROT`,
+/// neither EPSV nor PASV nor a transfer is allowed (the file never crosses
+/// in clear); a plain connection to the passive port after `PROT P` fails
+/// that transfer (no panic, no hang) and the session serves on.
+const FTPLIB_DATA_PROTECTION: &str = r#"
+import ftplib, socket, ssl, sys
+host, port, ca, pw = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
+ctx = ssl.create_default_context(cafile=ca)
+ctx.check_hostname = False
+for prot in ["none", "C"]:
+    f = ftplib.FTP_TLS(context=ctx, timeout=20)
+    f.connect(host, port)
+    f.login("alice", pw)
+    if prot == "C":
+        f.sendcmd("PBSZ 0")
+        f.sendcmd("PROT C")
+    for cmd in ["EPSV", "PASV"]:
+        try:
+            f.sendcmd(cmd)
+            print(prot, cmd, "ALLOWED")
+        except ftplib.error_perm as e:
+            print(prot, cmd, "refused:", e)
+    got = []
+    try:
+        f.retrbinary("RETR secret.txt", got.append)
+        print(prot, "RETR ALLOWED", b"".join(got))
+    except ftplib.all_errors as e:
+        print(prot, "RETR refused:", e)
+    f.close()
+f = ftplib.FTP_TLS(context=ctx, timeout=20)
+f.connect(host, port)
+f.login("alice", pw)
+f.prot_p()
+said = f.sendcmd("EPSV")
+data_port = int(said.split("|||")[1].split("|")[0])
+plain = socket.create_connection((host, data_port))
+plain.sendall(b"plain text, not a TLS record\r\n" * 4)
+f.putcmd("RETR secret.txt")
+print("plain data:", f.getmultiline())
+try:
+    print("after:", f.getmultiline())
+except Exception as e:
+    print("after:", e)
+plain.close()
+got = []
+f.retrbinary("RETR secret.txt", got.append)
+print("then over TLS:", b"".join(got).decode())
+"#;
+
+#[tokio::test]
+async fn data_connections_are_protected_on_every_command_and_a_plain_one_after_prot_p_fails_cleanly()
+ {
+    let srv = spawn().await;
+    srv.add_user("alice", None, "ftp").await;
+    std::fs::write(srv.home("alice").join("secret.txt"), b"the secret").expect("file");
+    let addr = ftps(&srv).await;
+    let (host, port) = addr.rsplit_once(':').expect("addr");
+    let ca = common::tls().2.display().to_string();
+    let out = tokio::time::timeout(
+        std::time::Duration::from_secs(60),
+        tokio::process::Command::new("python3")
+            .args(["-c", FTPLIB_DATA_PROTECTION, host, port, &ca, PW])
+            .output(),
+    )
+    .await
+    .expect("python3 within a minute")
+    .expect("python3");
+    let said = text(&out.stdout);
+    assert!(out.status.success(), "{said}{}", text(&out.stderr));
+    for prot in ["none", "C"] {
+        for cmd in ["EPSV", "PASV"] {
+            let line = format!("{prot} {cmd} refused: 534");
+            assert!(said.contains(&line), "no {line:?} in:\n{said}");
+        }
+        let line = format!("{prot} RETR refused: 534");
+        assert!(said.contains(&line), "no {line:?} in:\n{said}");
+    }
+    assert!(!said.contains("ALLOWED"), "{said}");
+    assert!(!said.contains("the secret") || said.contains("then over TLS: the secret"));
+    assert!(said.contains("then over TLS: the secret"), "{said}");
+    let after_plain = said
+        .lines()
+        .find(|l| l.starts_with("after:"))
+        .unwrap_or_default();
+    assert!(after_plain.contains("after: 4"), "{said}");
+}
+
+/// A stranger (another address) who connects to a client's passive port
+/// first is dropped: the client's own transfer goes through whole.
+#[tokio::test]
+async fn a_stranger_on_the_passive_port_cannot_take_the_transfer() {
+    use tokio::io::AsyncReadExt;
+    let srv = spawn().await;
+    srv.add_user("alice", None, "ftp").await;
+    let content = data_of(300_000);
+    std::fs::write(srv.home("alice").join("f.bin"), &content).expect("file");
+    let addr = std_ftp(&srv).await;
+    let mut alice = Raw::user(&addr, "alice").await;
+    let said = alice.cmd("EPSV").await;
+    let port: u16 = said
+        .split("|||")
+        .nth(1)
+        .and_then(|p| p.split('|').next())
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("{said}"));
+    // The stranger, from 127.0.0.2, is first.
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket
+        .bind("127.0.0.2:0".parse().expect("addr"))
+        .expect("bind 127.0.0.2");
+    let mut stranger = socket
+        .connect(format!("127.0.0.1:{port}").parse().expect("addr"))
+        .await
+        .expect("the stranger connects");
+    let mut data = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .expect("data connection");
+    let said = alice.cmd("RETR f.bin").await;
+    assert!(said.starts_with("150"), "{said}");
+    let mut got = Vec::new();
+    data.read_to_end(&mut got).await.expect("read");
+    let said = alice.reply().await;
+    assert!(said.starts_with("226"), "{said}");
+    assert!(got == content, "{} of {} bytes", got.len(), content.len());
+    let mut stolen = Vec::new();
+    let _ = tokio::time::timeout(
+        std::time::Duration::from_secs(2),
+        stranger.read_to_end(&mut stolen),
+    )
+    .await;
+    assert!(stolen.is_empty(), "the stranger got {} bytes", stolen.len());
+}

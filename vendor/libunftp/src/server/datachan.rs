@@ -566,13 +566,15 @@ where
             FtpsConfig::Off => Box::new(MeasuringWriter::new(socket, command)) as Box<dyn AsyncWrite + Send + Unpin + Sync>,
             FtpsConfig::Building { .. } => panic!("Illegal state"),
             FtpsConfig::On { tls_config } => {
-                let io = async move {
-                    let acceptor: TlsAcceptor = tls_config.into();
-                    let tls_stream = acceptor.accept(socket).await.unwrap();
-                    MeasuringWriter::new(tls_stream, command)
+                // Wharf's patch: a data connection that does not complete
+                // the TLS handshake (a plain client after PROT P) was an
+                // `unwrap` and a panic; it is now a stream whose every
+                // write fails, so the transfer fails with a 4xx reply.
+                let acceptor: TlsAcceptor = tls_config.into();
+                match acceptor.accept(socket).await {
+                    Ok(tls_stream) => Box::new(MeasuringWriter::new(tls_stream, command)) as Box<dyn AsyncWrite + Send + Unpin + Sync>,
+                    Err(e) => Box::new(NoTls(e.to_string())) as Box<dyn AsyncWrite + Send + Unpin + Sync>,
                 }
-                .await;
-                Box::new(io) as Box<dyn AsyncWrite + Send + Unpin + Sync>
             }
         }
     }
@@ -583,13 +585,13 @@ where
             FtpsConfig::Off => Box::new(MeasuringReader::new(socket, command)) as Box<dyn AsyncRead + Send + Unpin + Sync>,
             FtpsConfig::Building { .. } => panic!("Illegal state"),
             FtpsConfig::On { tls_config } => {
-                let io = async move {
-                    let acceptor: TlsAcceptor = tls_config.into();
-                    let tls_stream = acceptor.accept(socket).await.unwrap();
-                    MeasuringReader::new(tls_stream, command)
+                // Wharf's patch: as in `writer`, no panic on a failed
+                // handshake; every read fails instead.
+                let acceptor: TlsAcceptor = tls_config.into();
+                match acceptor.accept(socket).await {
+                    Ok(tls_stream) => Box::new(MeasuringReader::new(tls_stream, command)) as Box<dyn AsyncRead + Send + Unpin + Sync>,
+                    Err(e) => Box::new(NoTls(e.to_string())) as Box<dyn AsyncRead + Send + Unpin + Sync>,
                 }
-                .await;
-                Box::new(io) as Box<dyn AsyncRead + Send + Unpin + Sync>
             }
         }
     }
@@ -825,5 +827,36 @@ impl ListCommand {
             ListCommand::List => "list",
             ListCommand::Nlst => "nlst",
         }
+    }
+}
+
+/// Wharf's patch: a data connection whose TLS handshake failed; every read
+/// and write fails with why.
+struct NoTls(String);
+
+impl NoTls {
+    fn error(&self) -> std::io::Error {
+        std::io::Error::new(
+            std::io::ErrorKind::ConnectionAborted,
+            format!("the data connection did not complete its TLS handshake ({})", self.0),
+        )
+    }
+}
+
+impl AsyncRead for NoTls {
+    fn poll_read(self: std::pin::Pin<&mut Self>, _: &mut std::task::Context<'_>, _: &mut tokio::io::ReadBuf<'_>) -> std::task::Poll<std::io::Result<()>> {
+        std::task::Poll::Ready(Err(self.error()))
+    }
+}
+
+impl AsyncWrite for NoTls {
+    fn poll_write(self: std::pin::Pin<&mut Self>, _: &mut std::task::Context<'_>, _: &[u8]) -> std::task::Poll<std::io::Result<usize>> {
+        std::task::Poll::Ready(Err(self.error()))
+    }
+    fn poll_flush(self: std::pin::Pin<&mut Self>, _: &mut std::task::Context<'_>) -> std::task::Poll<std::io::Result<()>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+    fn poll_shutdown(self: std::pin::Pin<&mut Self>, _: &mut std::task::Context<'_>) -> std::task::Poll<std::io::Result<()>> {
+        std::task::Poll::Ready(Ok(()))
     }
 }

@@ -109,8 +109,23 @@ where
     async fn handle(&mut self, event: Event) -> Result<Reply, ControlChanError> {
         match (self.ftps_requirement, event) {
             (FtpsRequired::None, event) => self.next.handle(event).await,
+            // Wharf's patch: the protection level is enforced on every
+            // command that opens or uses a data connection (EPSV, PORT and
+            // the transfers too), not on PASV only: after `PROT C`, or with
+            // no `PROT`, EPSV and RETR sent files in clear.
             (FtpsRequired::All, event) => match event {
-                Event::Command(Command::Pasv) => {
+                Event::Command(
+                    Command::Pasv
+                    | Command::Epsv
+                    | Command::Port { .. }
+                    | Command::Retr { .. }
+                    | Command::Stor { .. }
+                    | Command::Appe { .. }
+                    | Command::Stou
+                    | Command::List { .. }
+                    | Command::Nlst { .. }
+                    | Command::Mlsd { .. },
+                ) => {
                     let is_tls = async {
                         let session = self.session.lock().await;
                         session.data_tls
@@ -118,7 +133,10 @@ where
                     .await;
                     match is_tls {
                         true => self.next.handle(event).await,
-                        false => Ok(Reply::new(ReplyCode::FtpsRequired, "A TLS connection is required on the data channel")),
+                        false => Ok(Reply::new(
+                            ReplyCode::FtpsRequired,
+                            "A TLS connection is required on the data channel: send PBSZ 0 and PROT P first",
+                        )),
                     }
                 }
                 _ => self.next.handle(event).await,

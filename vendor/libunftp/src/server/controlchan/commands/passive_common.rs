@@ -108,9 +108,25 @@ where
         // We cannot await this since we first need to let the client know where to connect :-)
         tokio::spawn(async move {
             // Timeout if the client doesn't connect to the socket in a while, to avoid leaving the socket hanging open permanently.
-            let r = tokio::time::timeout(Duration::from_secs(15), listener.accept()).await;
-            match r {
-                Ok(Ok((socket, _socket_addr))) => datachan::spawn_processing(args.logger, args.session, socket).await,
+            // Wharf's patch: only a connection from the control
+            // connection's address is taken (vsftpd's pasv_promiscuous=NO);
+            // a stranger who connects first is dropped and the port waits
+            // on for its client, so nobody can steal or spoil a transfer.
+            let client_ip = args.session.lock().await.source.ip();
+            let accepted = tokio::time::timeout(Duration::from_secs(15), async {
+                loop {
+                    match listener.accept().await {
+                        Ok((socket, from)) if from.ip() == client_ip => return Ok(socket),
+                        Ok((_stranger, from)) => {
+                            slog::warn!(args.logger, "Refused a data connection from {}, not the client's address", from.ip());
+                        }
+                        Err(e) => return Err(e),
+                    }
+                }
+            })
+            .await;
+            match accepted {
+                Ok(Ok(socket)) => datachan::spawn_processing(args.logger, args.session, socket).await,
                 Ok(Err(e)) => slog::error!(args.logger, "Error waiting for data connection: {}", e),
                 Err(_) => slog::warn!(args.logger, "Client did not connect to data port in time"),
             }
