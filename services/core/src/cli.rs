@@ -267,13 +267,19 @@ pub enum LogFormat {
     Json,
 }
 
+/// What is logged unless `RUST_LOG` says otherwise: Wharf's own lines at
+/// `info`; nothing of libunftp's (its per-command chatter, and spans whose
+/// fields print a whole session with `Debug`): the standard FTP listener
+/// logs its logins, transfers and refusals itself, one line each.
+pub const DEFAULT_LOG_FILTER: &str = "info,sqlx::postgres::notice=warn,libunftp=off,unftp_core=off";
+
 /// Logs to stderr at `info`, or as `RUST_LOG` says, as text (in colour
 /// only on a terminal, and never with `NO_COLOR` set,
 /// https://no-color.org) or as JSON lines.
 pub fn init_tracing(format: LogFormat) {
     use std::io::IsTerminal;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx::postgres::notice=warn"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(DEFAULT_LOG_FILTER));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);

@@ -776,3 +776,110 @@ fn metrics_move_with_a_login_a_put_and_a_chat_message_and_health_follows_the_dat
     assert!(status.contains("404"), "{status}");
     wharfd.stop();
 }
+
+/// A standard FTP session as Python's ftplib makes one: login, a listing,
+/// an upload, a download, a refused command, then an upload cut by a reset.
+const FTPLIB_SESSION: &str = r#"
+import ftplib, socket, struct, sys, io
+host, port, pw = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+f = ftplib.FTP()
+f.connect(host, port, timeout=20)
+f.login("alice", pw)
+f.nlst()
+f.storbinary("STOR up.bin", io.BytesIO(b"x" * 200000))
+f.retrbinary("RETR up.bin", lambda b: None)
+try:
+    f.sendcmd("SIZE missing.bin")
+except ftplib.error_perm as e:
+    print("refused:", e)
+f.voidcmd("TYPE I")
+said = f.sendcmd("EPSV")
+data = socket.create_connection((host, int(said.split("|||")[1].split("|")[0])))
+f.putcmd("STOR cut.bin")
+f.getresp()
+data.sendall(b"y" * 100000)
+data.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+data.close()
+try:
+    f.getresp()
+except ftplib.all_errors as e:
+    print("cut:", e)
+f.quit()
+"#;
+
+/// Standard FTP logs like the native services: a whole session (login,
+/// list, put, get, a refusal, a cut upload) leaves a few short lines, none
+/// of libunftp's chatter or its sessions printed with `Debug`.
+#[test]
+fn standard_ftp_logs_a_line_per_login_transfer_and_refusal() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    add_alice(dir.path());
+    let log_path = dir.path().join("wharfd.log");
+    let log = std::fs::File::create(&log_path).expect("log");
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_wharfd"));
+    in_dir(&mut cmd, dir.path())
+        .args(["--no-tls", "--shutdown-grace", "1s"])
+        .args(["--ftp-listen", "127.0.0.1:0"])
+        .args(["--chat-listen", "127.0.0.1:0"])
+        .args(["--exec-listen", "127.0.0.1:0"])
+        .args(["--std-ftp-listen", "127.0.0.1:0"])
+        .args(["--std-ftp-passive-ports", "50100-50149"])
+        .env_remove("RUST_LOG")
+        .stdout(Stdio::piped())
+        .stderr(log);
+    let mut child = cmd.spawn().expect("start wharfd");
+    let stdout = child.stdout.take().expect("stdout");
+    let mut lines = BufReader::new(stdout).lines();
+    let mut std_ftp = String::new();
+    for line in lines.by_ref() {
+        let line = line.expect("a line from wharfd");
+        let words: Vec<&str> = line.split_whitespace().collect();
+        if let ["std", addr, ..] = words.as_slice() {
+            std_ftp = (*addr).to_owned();
+        }
+        if line.starts_with("ready;") {
+            break;
+        }
+    }
+    std::thread::spawn(move || for _ in lines {});
+    let wharfd = Wharfd {
+        child,
+        ftp: String::new(),
+        chat: String::new(),
+        exec: String::new(),
+        banner: Vec::new(),
+        metrics: None,
+    };
+    let (host, port) = std_ftp.rsplit_once(':').expect("the std address");
+    let before = std::fs::read_to_string(&log_path)
+        .expect("log")
+        .lines()
+        .count();
+    let out = run(Command::new("python3").args(["-c", FTPLIB_SESSION, host, port, PW]));
+    let said = text(&out.stdout);
+    assert!(said.contains("refused: 550"), "{said}");
+    // The cut upload is seen when its data connection is reset.
+    std::thread::sleep(Duration::from_millis(500));
+    wharfd.stop();
+    let logged = std::fs::read_to_string(&log_path).expect("log");
+    let session: Vec<&str> = logged.lines().skip(before).collect();
+    let shown = session.join("\n");
+    assert!(session.len() < 15, "{} lines:\n{shown}", session.len());
+    for line in &session {
+        assert!(
+            line.len() <= 500,
+            "a line of {} characters: {line}",
+            line.len()
+        );
+    }
+    for expected in [
+        "logged in",
+        "upload stored",
+        "download sent",
+        "refused",
+        "upload cut short",
+    ] {
+        assert!(shown.contains(expected), "no {expected:?} in:\n{shown}");
+    }
+    assert!(!shown.contains("libunftp"), "{shown}");
+}

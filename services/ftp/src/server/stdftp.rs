@@ -234,6 +234,14 @@ fn storage_error(e: FtpError) -> StorageError {
     // The native protocol's words for it (internal details only in the
     // log), sent after the reply code by the vendored libunftp.
     let reason = e.reply().message;
+    match (&e, kind) {
+        // Already said where it happened.
+        (FtpError::Replied(_), _) => {}
+        (_, ErrorKind::LocalError) => {
+            tracing::warn!(error = %e, via = "standard ftp", "a command failed")
+        }
+        _ => tracing::info!(reason = %reason, via = "standard ftp", "refused"),
+    }
     StorageError::new(kind, libunftp::storage::ClientReason(reason))
 }
 
@@ -580,6 +588,21 @@ async fn stor<R: tokio::io::AsyncRead + Unpin>(
     };
     if let Err(e) = outcome {
         let failed = record(false, None);
+        // A broken data connection is said once, here (the reply needs no
+        // log line of its own); a refusal is logged with its reply.
+        let e = match e {
+            FtpError::Io { context, source } => {
+                tracing::info!(user = %user.user.name, path = %v, bytes = up.written, error = %source, via = "standard ftp", "upload cut short");
+                FtpError::Replied(wharf_proto::message::ErrorReply::new(
+                    wharf_proto::ErrorCode::Unavailable,
+                    format!(
+                        "{context}: {source}; what arrived is kept: resume with REST {} and STOR",
+                        up.written
+                    ),
+                ))
+            }
+            other => other,
+        };
         if matches!(&e, FtpError::Core(c) if c.code() == wharf_proto::ErrorCode::QuotaExceeded)
             && up.held > 0
         {
@@ -1071,6 +1094,11 @@ impl Drop for Counted {
             ok: self.sent >= self.left,
             duration: self.started.elapsed(),
         };
+        if record.ok {
+            tracing::info!(user_id, path = %record.path, bytes = record.bytes, via = "standard ftp", "download sent");
+        } else {
+            tracing::info!(user_id, path = %record.path, bytes = record.bytes, of = self.left, via = "standard ftp", "download cut short");
+        }
         if let Ok(rt) = tokio::runtime::Handle::try_current() {
             rt.spawn(async move {
                 if let Err(e) = store.record_transfer(&record).await {
