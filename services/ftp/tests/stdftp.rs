@@ -222,18 +222,33 @@ async fn curl_uploads_lists_downloads_and_wharf_sees_the_same_files() {
     let out = curl(&["--user", &user, "-Q", "DELE docs/native.bin", &url("")]).await;
     assert!(out.status.success(), "{}", text(&out.stderr));
 
-    // Appending to a visible file would write it in place: refused, unchanged.
+    // Appending to a visible file never writes it in place: the new bytes
+    // go to a partial that starts as the file, which then replaces it.
+    let out = curl(&[
+        "--user",
+        &user,
+        "-T",
+        &local.display().to_string(),
+        &url("docs/app.bin"),
+    ])
+    .await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
     let out = curl(&[
         "--user",
         &user,
         "--append",
         "-T",
         &native_up.display().to_string(),
-        &url("docs/report.bin"),
+        &url("docs/app.bin"),
     ])
     .await;
-    assert!(!out.status.success(), "APPE wrote into a visible file");
+    assert!(out.status.success(), "{}", text(&out.stderr));
     assert!(std::fs::read(&stored).expect("stored") == bytes);
+    let appended = std::fs::read(srv.home("alice").join("docs/app.bin")).expect("appended");
+    assert!(
+        appended[..bytes.len()] == bytes[..] && appended[bytes.len()..] == up_bytes[..],
+        "appended whole"
+    );
 
     // A download resumed with -C -.
     let part = work.path().join("resumed.bin");
@@ -269,6 +284,8 @@ async fn curl_uploads_lists_downloads_and_wharf_sees_the_same_files() {
         &user,
         "-Q",
         "DELE docs/old.bin",
+        "-Q",
+        "DELE docs/app.bin",
         "-Q",
         "RMD docs",
         &url(""),
@@ -1425,4 +1442,83 @@ async fn a_stranger_on_the_passive_port_cannot_take_the_transfer() {
     )
     .await;
     assert!(stolen.is_empty(), "the stranger got {} bytes", stolen.len());
+}
+
+/// An upload stopped cleanly midway (curl stopped with Ctrl-C closes its
+/// data connection, which stream mode takes for the end of the file) leaves
+/// the first part visible; `curl -C - -T` (SIZE, then APPE) and REST + STOR
+/// resume onto it: the file ends whole, its md5 right, the quota charged
+/// once, and the visible part stays as it was until the end.
+#[tokio::test]
+async fn an_upload_stopped_cleanly_resumes_onto_the_visible_file() {
+    let srv = spawn().await;
+    srv.add_user("alice", Some(20_000_000), "ftp").await;
+    let addr = std_ftp(&srv).await;
+    let work = tempfile::tempdir().expect("dir");
+    let bytes = data(3_000_000, 9);
+    let (full, half) = (work.path().join("full.bin"), work.path().join("half.bin"));
+    std::fs::write(&full, &bytes).expect("write");
+    std::fs::write(&half, &bytes[..1_234_567]).expect("write");
+    let user = format!("alice:{PW}");
+    let url = format!("ftp://{addr}/f.bin");
+    // What a clean stop leaves: the first part, visible.
+    let out = curl(&["--user", &user, "-T", &half.display().to_string(), &url]).await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let out = curl(&[
+        "--user",
+        &user,
+        "-C",
+        "-",
+        "-T",
+        &full.display().to_string(),
+        &url,
+    ])
+    .await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stored = std::fs::read(srv.home("alice").join("f.bin")).expect("stored");
+    assert!(stored == bytes, "{} of {} bytes", stored.len(), bytes.len());
+    let mut raw = Raw::user(&addr, "alice").await;
+    let said = raw.cmd("SITE MD5 f.bin").await;
+    assert!(said.contains(&md5_hex(&bytes)), "{said}");
+    assert!(common::partials(&srv.home("alice")).is_empty());
+    let alice = srv.store.require_user("alice").await.expect("alice");
+    assert_eq!(
+        (
+            alice.used_bytes,
+            alice.reserved_bytes,
+            alice.file_count,
+            alice.reserved_files
+        ),
+        (3_000_000, 0, 1, 0)
+    );
+
+    // REST + STOR onto a visible file does the same; a wrong offset is
+    // refused with the right one, and a resume of nothing with its reason.
+    std::fs::write(srv.home("alice").join("g.bin"), &bytes[..1000]).expect("visible");
+    let said = raw.cmd("REST 2000").await;
+    assert!(said.starts_with("350"), "{said}");
+    let mut data = raw.data(&addr).await;
+    let said = raw.cmd("STOR g.bin").await;
+    drop(data.shutdown().await);
+    let said = if said.starts_with("150") {
+        raw.reply().await
+    } else {
+        said
+    };
+    assert!(said.contains("resume at 1000"), "{said}");
+    let said = raw.cmd("REST 1000").await;
+    assert!(said.starts_with("350"), "{said}");
+    let mut data = raw.data(&addr).await;
+    let said = raw.cmd("STOR g.bin").await;
+    assert!(said.starts_with("150"), "{said}");
+    use tokio::io::AsyncWriteExt;
+    data.write_all(&bytes[1000..5000]).await.expect("send");
+    data.shutdown().await.expect("end");
+    drop(data);
+    let said = raw.reply().await;
+    assert!(said.starts_with("226"), "{said}");
+    assert_eq!(
+        std::fs::read(srv.home("alice").join("g.bin")).expect("g"),
+        &bytes[..5000]
+    );
 }

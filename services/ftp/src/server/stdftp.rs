@@ -669,9 +669,7 @@ async fn prepare_stream(
     let (found, opened, replacing) = found;
     if start_pos > 0 {
         let (Some((partial, held)), Some(file)) = (found, opened) else {
-            return Err(FtpError::NotFound(format!(
-                "no interrupted upload of {v} to resume at {start_pos} bytes; send it whole (without REST)"
-            )));
+            return resume_visible(store, user, v, start_pos, replacing).await;
         };
         let what = v.to_string();
         let (file, md5, len) = blocking(move || {
@@ -739,6 +737,106 @@ async fn prepare_stream(
         md5: Some(Md5::new()),
         replacing,
     })
+}
+
+/// A resume (`REST n` + `STOR`, or `APPE`) onto a visible file with no
+/// interrupted upload behind it: an upload stopped cleanly midway (curl
+/// stopped with Ctrl-C closes its data connection, which stream mode takes
+/// for the end of the file) left the first `start_pos` bytes visible. The
+/// upload goes on in a new partial that starts as those bytes (copied with
+/// `copy_file_range`, a reflink where the file system offers one), so the
+/// visible file stays whole until the upload ends, then is replaced at
+/// once with the md5 recorded; the quota holds the partial as it grows,
+/// crediting the file it will replace.
+async fn resume_visible(
+    store: &Store,
+    user: &FtpUser,
+    v: &VPath,
+    start_pos: u64,
+    replacing: Option<u64>,
+) -> Result<Stream, FtpError> {
+    let uid = user.user.id;
+    let need = Need {
+        bytes: start_pos,
+        files: 1,
+        replacing: replacing.unwrap_or(0),
+        replacing_files: u64::from(replacing.is_some()),
+    };
+    store.reserve(uid, need).await?;
+    let partial = Partial::streamed(&user.jail, start_pos, v);
+    let (jail, p, target) = (user.jail.clone(), partial.clone(), v.clone());
+    let made = blocking(move || {
+        let (visible, meta) = super::download::open_file(&jail, &target).map_err(|e| match e {
+            FtpError::NotFound(_) => FtpError::NotFound(format!(
+                "no interrupted upload of {target}, and no file, to resume at {start_pos} bytes; send it whole (without REST)"
+            )),
+            other => other,
+        })?;
+        if meta.len() < start_pos {
+            return Err(FtpError::BadRequest(format!(
+                "{target} holds {} bytes, not {start_pos}; resume at {}",
+                meta.len(),
+                meta.len()
+            )));
+        }
+        let mut file = p.create(&target)?.ok_or_else(|| {
+            FtpError::Busy(format!(
+                "another upload of {target} is in progress; wait for it to finish"
+            ))
+        })?;
+        // From here on the partial is this upload's own: on a failure it goes.
+        let copied = copy_start(&visible, &mut file, start_pos, &target);
+        if copied.is_err() {
+            drop(file);
+            let _ = p.remove();
+        }
+        copied
+    })
+    .await;
+    match made {
+        Ok((file, md5)) => Ok(Stream {
+            partial,
+            file: Some(file),
+            held: start_pos,
+            written: start_pos,
+            md5: Some(md5),
+            replacing,
+        }),
+        Err(e) => {
+            store.release(uid, start_pos, 1).await?;
+            Err(e)
+        }
+    }
+}
+
+/// Copies the first `start_pos` bytes of `visible` into the new partial
+/// `file` (a reflink where the file system can) and hashes them.
+fn copy_start(
+    visible: &std::fs::File,
+    file: &mut std::fs::File,
+    start_pos: u64,
+    target: &VPath,
+) -> Result<(std::fs::File, Md5), FtpError> {
+    {
+        let (mut from, mut to) = (0u64, 0u64);
+        while from < start_pos {
+            let left = usize::try_from(start_pos - from).unwrap_or(usize::MAX);
+            let copied =
+                rustix::fs::copy_file_range(visible, Some(&mut from), &*file, Some(&mut to), left)
+                    .map_err(|e| FtpError::io(format!("copy the start of {target}"), e.into()))?;
+            if copied == 0 {
+                return Err(FtpError::BadRequest(format!(
+                    "{target} changed while it was resumed; send it whole (without REST)"
+                )));
+            }
+        }
+        let md5 = crate::transfer::hash_prefix(file, start_pos)
+            .map_err(|e| FtpError::io(target.to_string(), e))?;
+        let file = file
+            .try_clone()
+            .map_err(|e| FtpError::io(target.to_string(), e))?;
+        Ok((file, md5))
+    }
 }
 
 /// The size of the regular file at `target` that storing it would
