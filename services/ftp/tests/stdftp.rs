@@ -1522,3 +1522,83 @@ async fn an_upload_stopped_cleanly_resumes_onto_the_visible_file() {
         &bytes[..5000]
     );
 }
+
+/// `LIST` shows each entry's own permission bits and the user's name (not
+/// `-rwxr-xr-x 0 0` for everything); `NLST` lists a folder of more than
+/// 100,000 names.
+#[tokio::test]
+async fn listings_show_real_permissions_and_names_and_nlst_lists_big_folders() {
+    use std::os::unix::fs::PermissionsExt;
+    let srv = spawn().await;
+    srv.add_user("alice", None, "ftp").await;
+    let addr = std_ftp(&srv).await;
+    let home = srv.home("alice");
+    std::fs::write(home.join("private.txt"), b"p").expect("file");
+    std::fs::set_permissions(
+        home.join("private.txt"),
+        std::fs::Permissions::from_mode(0o600),
+    )
+    .expect("chmod");
+    // (A home is its owner's alone: run as root, the server takes the group
+    // and other bits away when it hands the home over.)
+    std::fs::write(home.join("run.sh"), b"s").expect("file");
+    std::fs::set_permissions(home.join("run.sh"), std::fs::Permissions::from_mode(0o700))
+        .expect("chmod");
+    std::fs::write(home.join("read-only.txt"), b"r").expect("file");
+    std::fs::set_permissions(
+        home.join("read-only.txt"),
+        std::fs::Permissions::from_mode(0o400),
+    )
+    .expect("chmod");
+    std::fs::create_dir(home.join("big")).expect("mkdir");
+    std::fs::set_permissions(home.join("big"), std::fs::Permissions::from_mode(0o700))
+        .expect("chmod");
+    let user = format!("alice:{PW}");
+    let out = curl(&["--user", &user, &format!("ftp://{addr}/")]).await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let listed = text(&out.stdout);
+    let line = |name: &str| {
+        listed
+            .lines()
+            .find(|l| l.ends_with(name))
+            .unwrap_or_else(|| panic!("no {name} in:\n{listed}"))
+            .to_owned()
+    };
+    assert!(
+        line("private.txt").starts_with("-rw------- 1 alice    alice"),
+        "{listed}"
+    );
+    assert!(
+        line("run.sh").starts_with("-rwx------ 1 alice    alice"),
+        "{listed}"
+    );
+    assert!(
+        line("read-only.txt").starts_with("-r-------- 1 alice    alice"),
+        "{listed}"
+    );
+    assert!(
+        line("big").starts_with("drwx------ 1 alice    alice"),
+        "{listed}"
+    );
+
+    let count = 100_001;
+    for i in 0..count {
+        std::fs::File::create(home.join("big").join(format!("f{i:06}"))).expect("create");
+    }
+    let out = curl(&[
+        "--user",
+        &user,
+        "--list-only",
+        &format!("ftp://{addr}/big/"),
+    ])
+    .await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let names = text(&out.stdout);
+    assert_eq!(
+        names.lines().count(),
+        count,
+        "{}",
+        &names[..200.min(names.len())]
+    );
+    assert_eq!(names.lines().next().map(str::trim_end), Some("f000000"));
+}

@@ -65,6 +65,19 @@ fn entry(name: String, meta: &std::fs::Metadata) -> Option<Entry> {
 }
 
 pub(crate) fn list(jail: &Jail, v: &VPath, max: usize) -> Result<Vec<Entry>, FtpError> {
+    Ok(list_with_modes(jail, v, max)?
+        .into_iter()
+        .map(|(e, _)| e)
+        .collect())
+}
+
+/// [`list`], each entry with its permission bits (of what a link leads to).
+pub(crate) fn list_with_modes(
+    jail: &Jail,
+    v: &VPath,
+    max: usize,
+) -> Result<Vec<(Entry, u32)>, FtpError> {
+    use std::os::unix::fs::PermissionsExt;
     let (_, canonical) = jail.existing(v)?;
     // What is listed is what was opened beneath the home, whatever changed
     // since the check: read through the open descriptor.
@@ -79,7 +92,8 @@ pub(crate) fn list(jail: &Jail, v: &VPath, max: usize) -> Result<Vec<Entry>, Ftp
         .map_err(|e| FtpError::io(v.to_string(), e))?;
     if !meta.is_dir() {
         let name = v.file_name().unwrap_or("/").to_owned();
-        return Ok(entry(name, &meta).into_iter().collect());
+        let mode = meta.permissions().mode();
+        return Ok(entry(name, &meta).map(|e| (e, mode)).into_iter().collect());
     }
     let through_fd = PathBuf::from(format!("/proc/self/fd/{}", opened.as_raw_fd()));
     let dir = if through_fd.exists() {
@@ -117,7 +131,7 @@ pub(crate) fn list(jail: &Jail, v: &VPath, max: usize) -> Result<Vec<Entry>, Ftp
             link_meta
         };
         if let Some(e) = entry(name, &meta) {
-            entries.push(e);
+            entries.push((e, meta.permissions().mode()));
             if entries.len() > max {
                 return Err(FtpError::BadRequest(format!(
                     "{v} has more than {max} entries; list a subdirectory instead"
@@ -125,7 +139,7 @@ pub(crate) fn list(jail: &Jail, v: &VPath, max: usize) -> Result<Vec<Entry>, Ftp
             }
         }
     }
-    entries.sort_by(|a, b| a.name.cmp(&b.name));
+    entries.sort_by(|a, b| a.0.name.cmp(&b.0.name));
     Ok(entries)
 }
 

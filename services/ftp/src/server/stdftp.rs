@@ -31,7 +31,7 @@ use wharf_core::{Authenticator, Password, Service, Store, User};
 use md5::{Digest, Md5};
 use wharf_core::store::{Direction, Need, TransferRecord};
 
-use super::commands::{blocking, list, mkdir_at, mv_at, rm_at, rmdir_at};
+use super::commands::{blocking, list_with_modes, mkdir_at, mv_at, rm_at, rmdir_at};
 use super::download::open_file;
 use super::upload::{Partial, commit_of};
 use crate::error::FtpError;
@@ -150,6 +150,8 @@ pub struct Meta {
     modified: SystemTime,
     uid: u32,
     gid: u32,
+    /// Permission bits.
+    mode: u32,
 }
 
 impl Meta {
@@ -161,6 +163,7 @@ impl Meta {
             modified: m.modified().unwrap_or(SystemTime::UNIX_EPOCH),
             uid: m.uid(),
             gid: m.gid(),
+            mode: m.mode(),
         }
     }
 }
@@ -186,6 +189,9 @@ impl Metadata for Meta {
     }
     fn uid(&self) -> u32 {
         self.uid
+    }
+    fn permissions(&self) -> unftp_core::storage::Permissions {
+        unftp_core::storage::Permissions(self.mode & 0o777)
     }
 }
 
@@ -318,6 +324,64 @@ impl StorageBackend<FtpUser> for WharfStorage {
         Ok(md5)
     }
 
+    /// `NLST`: names only, read without looking at each entry (a folder of
+    /// a million names lists in a moment), links shown only when they lead
+    /// somewhere inside the home, as `LIST` shows them.
+    async fn nlst<P>(
+        &self,
+        user: &FtpUser,
+        path: P,
+    ) -> Result<std::io::Cursor<Vec<u8>>, std::io::Error>
+    where
+        P: AsRef<Path> + Send + Debug,
+        Self::Metadata: Metadata + 'static,
+    {
+        let v = vpath(path.as_ref()).map_err(|e| std::io::Error::other(e.to_string()))?;
+        let jail = user.jail.clone();
+        let named = blocking(move || names(&jail, &v, MAX_NAMES)).await;
+        named
+            .map(|n| std::io::Cursor::new(n.into_bytes()))
+            .map_err(|e| std::io::Error::other(e.reply().message))
+    }
+
+    /// `LIST`: as `ls -l` shows it, with the entries' own permission bits
+    /// and the user's name as owner and group (no numeric ids).
+    async fn list_fmt<P>(
+        &self,
+        user: &FtpUser,
+        path: P,
+    ) -> Result<std::io::Cursor<Vec<u8>>, StorageError>
+    where
+        P: AsRef<Path> + Send + Debug,
+        Self::Metadata: Metadata + 'static,
+    {
+        let entries = self.list(user, path).await?;
+        let name = &user.user.name;
+        let this_year = jiff::Timestamp::now()
+            .to_zoned_datetime(jiff::tz::TimeZone::UTC)
+            .year();
+        let mut out = String::with_capacity(entries.len() * 64);
+        for e in &entries {
+            let m = &e.metadata;
+            let kind = if m.dir { 'd' } else { '-' };
+            let when = jiff::Timestamp::try_from(m.modified)
+                .unwrap_or(jiff::Timestamp::UNIX_EPOCH)
+                .to_zoned_datetime(jiff::tz::TimeZone::UTC);
+            let when = if when.year() == this_year {
+                when.strftime("%b %d %H:%M").to_string()
+            } else {
+                when.strftime("%b %d  %Y").to_string()
+            };
+            let file = e.path.to_string_lossy();
+            out.push_str(&format!(
+                "{kind}{} 1 {name:<8} {name:<8} {:>12} {when} {file}\r\n",
+                m.permissions(),
+                m.len
+            ));
+        }
+        Ok(std::io::Cursor::new(out.into_bytes()))
+    }
+
     async fn list<P: AsRef<Path> + Send + Debug>(
         &self,
         user: &FtpUser,
@@ -326,9 +390,9 @@ impl StorageBackend<FtpUser> for WharfStorage {
         let v = vpath(path.as_ref())?;
         let jail = user.jail.clone();
         run(move || {
-            let entries = list(&jail, &v, MAX_LISTING)?;
+            let entries = list_with_modes(&jail, &v, MAX_LISTING)?;
             let mut out = Vec::with_capacity(entries.len());
-            for e in entries {
+            for (e, mode) in entries {
                 let modified = humantime::parse_rfc3339(&e.mtime).unwrap_or(SystemTime::UNIX_EPOCH);
                 out.push(Fileinfo {
                     path: PathBuf::from(&e.name),
@@ -338,6 +402,7 @@ impl StorageBackend<FtpUser> for WharfStorage {
                         modified,
                         uid: 0,
                         gid: 0,
+                        mode,
                     },
                 });
             }
@@ -837,6 +902,63 @@ fn copy_start(
             .map_err(|e| FtpError::io(target.to_string(), e))?;
         Ok((file, md5))
     }
+}
+
+/// The most names `NLST` lists.
+const MAX_NAMES: usize = 1_000_000;
+
+/// The names in the folder `v`, one per line (CRLF), for `NLST`.
+fn names(jail: &Jail, v: &VPath, max: usize) -> Result<String, FtpError> {
+    use rustix::fs::{FileType, Mode, OFlags};
+    jail.existing(v)?;
+    let dir = jail.open_beneath(
+        &v.relative(),
+        OFlags::RDONLY | OFlags::DIRECTORY,
+        Mode::empty(),
+        &v.to_string(),
+    )?;
+    let internal = jail.home().join(wharf_core::home::INTERNAL_DIR);
+    let mut names = Vec::new();
+    for entry in
+        rustix::fs::Dir::read_from(&dir).map_err(|e| FtpError::io(v.to_string(), e.into()))?
+    {
+        let entry = entry.map_err(|e| FtpError::io(v.to_string(), e.into()))?;
+        let Ok(name) = entry.file_name().to_str() else {
+            continue; // not UTF-8: cannot be named in the protocol
+        };
+        if name == "." || name == ".." || (v.is_root() && name == wharf_core::home::INTERNAL_DIR) {
+            continue;
+        }
+        let kind = match entry.file_type() {
+            FileType::Unknown => {
+                rustix::fs::statat(&dir, name, rustix::fs::AtFlags::SYMLINK_NOFOLLOW)
+                    .map(|st| FileType::from_raw_mode(st.st_mode))
+                    .unwrap_or(FileType::Unknown)
+            }
+            kind => kind,
+        };
+        let shown = match kind {
+            FileType::RegularFile | FileType::Directory => true,
+            FileType::Symlink => std::fs::canonicalize(jail.home().join(v.relative()).join(name))
+                .is_ok_and(|t| t.starts_with(jail.home()) && !t.starts_with(&internal)),
+            _ => false,
+        };
+        if shown {
+            names.push(name.to_owned());
+            if names.len() > max {
+                return Err(FtpError::BadRequest(format!(
+                    "{v} has more than {max} entries; list a subfolder instead"
+                )));
+            }
+        }
+    }
+    names.sort();
+    let mut out = String::with_capacity(names.iter().map(|n| n.len() + 2).sum());
+    for n in names {
+        out.push_str(&n);
+        out.push_str("\r\n");
+    }
+    Ok(out)
 }
 
 /// The size of the regular file at `target` that storing it would
