@@ -1602,3 +1602,59 @@ async fn listings_show_real_permissions_and_names_and_nlst_lists_big_folders() {
     );
     assert_eq!(names.lines().next().map(str::trim_end), Some("f000000"));
 }
+
+/// FTPS's TLS policy: TLS 1.3, and TLS 1.2 with AEAD suites only (what
+/// FTP clients that stop at 1.2 need; rustls has no other 1.2 suites);
+/// anything older is refused.
+const FTPLIB_TLS_POLICY: &str = r#"
+import ftplib, ssl, sys
+host, port, ca, pw = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
+for name, version in [("1.3", ssl.TLSVersion.TLSv1_3), ("1.2", ssl.TLSVersion.TLSv1_2), ("1.1", ssl.TLSVersion.TLSv1_1)]:
+    ctx = ssl.create_default_context(cafile=ca)
+    ctx.check_hostname = False
+    try:
+        ctx.minimum_version = version
+        ctx.maximum_version = version
+        if version == ssl.TLSVersion.TLSv1_2:
+            # Offer CBC suites too: the server must pick an AEAD one.
+            ctx.set_ciphers("ALL:@SECLEVEL=0")
+    except (ValueError, ssl.SSLError) as e:
+        print(name, "cannot be offered here:", e)
+        continue
+    f = ftplib.FTP_TLS(context=ctx, timeout=20)
+    f.connect(host, port)
+    try:
+        f.auth()
+        cipher = f.sock.cipher()
+        print(name, "accepted:", f.sock.version(), cipher[0])
+        f.login("alice", pw)
+        f.quit()
+    except Exception as e:
+        print(name, "refused:", type(e).__name__)
+"#;
+
+#[tokio::test]
+async fn ftps_speaks_tls_1_3_and_1_2_with_aead_suites_only() {
+    let srv = spawn().await;
+    srv.add_user("alice", None, "ftp").await;
+    let addr = ftps(&srv).await;
+    let (host, port) = addr.rsplit_once(':').expect("addr");
+    let ca = common::tls().2.display().to_string();
+    let out = tokio::process::Command::new("python3")
+        .args(["-c", FTPLIB_TLS_POLICY, host, port, &ca, PW])
+        .output()
+        .await
+        .expect("python3");
+    let said = text(&out.stdout);
+    assert!(out.status.success(), "{said}{}", text(&out.stderr));
+    assert!(said.contains("1.3 accepted: TLSv1.3"), "{said}");
+    let twelve = said
+        .lines()
+        .find(|l| l.starts_with("1.2 accepted: TLSv1.2"))
+        .unwrap_or_else(|| panic!("{said}"));
+    assert!(
+        twelve.contains("GCM") || twelve.contains("CHACHA20"),
+        "a suite that is not AEAD: {twelve}"
+    );
+    assert!(!said.contains("1.1 accepted"), "{said}");
+}

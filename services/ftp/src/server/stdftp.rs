@@ -1129,8 +1129,18 @@ impl StdFtpServer {
             builder = builder.passive_host(host);
         }
         if let Some((cert, key)) = &config.tls {
+            // TLS 1.3, and 1.2 for the FTP clients that stop there (rustls
+            // has only AEAD suites for it, with forward secrecy); libunftp's
+            // default was 1.2 alone.
+            use libunftp::options::TlsFlags;
             builder = builder
                 .ftps(cert.clone(), key.clone())
+                .ftps_tls_flags(
+                    TlsFlags::V1_2
+                        | TlsFlags::V1_3
+                        | TlsFlags::RESUMPTION_SESS_ID
+                        | TlsFlags::RESUMPTION_TICKETS,
+                )
                 .ftps_required(config.require_tls, config.require_tls);
         }
         builder.build()
