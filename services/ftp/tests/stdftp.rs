@@ -1658,3 +1658,40 @@ async fn ftps_speaks_tls_1_3_and_1_2_with_aead_suites_only() {
     );
     assert!(!said.contains("1.1 accepted"), "{said}");
 }
+
+/// `HASH` (draft-bryan-ftpext-hash), as FileZilla verifies with it: MD5
+/// by default (the md5 Wharf keeps), SHA-256 once chosen with `OPTS HASH`.
+#[tokio::test]
+async fn hash_gives_the_md5_and_the_sha256_of_a_file() {
+    use sha2::Digest;
+    let srv = spawn().await;
+    srv.add_user("alice", None, "ftp").await;
+    let content = data_of(1_000_000);
+    std::fs::write(srv.home("alice").join("f.bin"), &content).expect("file");
+    let addr = std_ftp(&srv).await;
+    let mut raw = Raw::user(&addr, "alice").await;
+    let feat = raw.cmd("FEAT").await;
+    assert!(feat.contains("HASH SHA-256;MD5*"), "{feat}");
+    let said = raw.cmd("HASH f.bin").await;
+    assert_eq!(
+        said.trim_end(),
+        format!("213 MD5 0-999999 {} /f.bin", md5_hex(&content))
+    );
+    assert_eq!(raw.cmd("OPTS HASH").await.trim_end(), "200 MD5");
+    assert_eq!(raw.cmd("OPTS HASH SHA-256").await.trim_end(), "200 SHA-256");
+    let sha: String = sha2::Sha256::digest(&content)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let said = raw.cmd("HASH f.bin").await;
+    assert_eq!(
+        said.trim_end(),
+        format!("213 SHA-256 0-999999 {sha} /f.bin")
+    );
+    let said = raw.cmd("OPTS HASH BLAKE3").await;
+    assert!(said.starts_with("501"), "{said}");
+    let said = raw.cmd("HASH missing.bin").await;
+    assert!(said.starts_with("550"), "{said}");
+    let said = raw.cmd("HASH ../../etc/passwd").await;
+    assert!(said.starts_with("553"), "{said}");
+}

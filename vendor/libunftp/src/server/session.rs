@@ -100,6 +100,8 @@ where
     pub cmd_tls: bool,
     // True if the data channel is in secure mode at the moment. Changed by the PROT command.
     pub data_tls: bool,
+    /// Wharf's patch: `HASH` answers with SHA-256 (else MD5).
+    pub hash_sha256: bool,
     // True if metrics for prometheus are updated.
     pub collect_metrics: bool,
     // The starting byte for a STOR or RETR command. Set by the _Restart of Interrupted Transfer (REST)_
@@ -142,6 +144,7 @@ where
             ftps_config: FtpsConfig::Off,
             cmd_tls: false,
             data_tls: false,
+            hash_sha256: false,
             collect_metrics: false,
             start_pos: 0,
             data_busy: false,

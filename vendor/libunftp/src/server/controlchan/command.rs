@@ -136,6 +136,10 @@ pub enum Command {
     Md5 {
         file: PathBuf,
     },
+    /// Wharf's patch: `HASH` (draft-bryan-ftpext-hash).
+    Hash {
+        file: PathBuf,
+    },
     /// A SITE subcommand that is not built-in (i.e. not SITE MD5). When a developer registers a
     /// handler via [`ServerBuilder::site_command`](crate::ServerBuilder::site_command) the
     /// `command` field will match the registered name.

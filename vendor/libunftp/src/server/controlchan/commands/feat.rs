@@ -40,6 +40,8 @@ where
         }
         if args.sitemd5 != SiteMd5::None && args.storage_features & FEATURE_SITEMD5 > 0 {
             feat_text.push(" SITE MD5");
+            // Wharf's patch: HASH, MD5 by default (marked).
+            feat_text.push(" HASH SHA-256;MD5*");
         }
 
         // Show them in alphabetical order.

@@ -24,6 +24,8 @@ use async_trait::async_trait;
 pub enum Opt {
     /// The client wants us to enable UTF-8 encoding for file paths and such.
     Utf8 { on: bool },
+    /// Wharf's patch: the algorithm `HASH` uses (`None`: which it is).
+    Hash { algorithm: Option<String> },
 }
 
 #[derive(Debug)]
@@ -45,10 +47,26 @@ where
     Storage::Metadata: Metadata,
 {
     #[tracing_attributes::instrument]
-    async fn handle(&self, _args: CommandContext<Storage, User>) -> Result<Reply, ControlChanError> {
+    async fn handle(&self, args: CommandContext<Storage, User>) -> Result<Reply, ControlChanError> {
         match &self.option {
             Opt::Utf8 { on: true } => Ok(Reply::new(ReplyCode::CommandOkay, "Always in UTF-8 mode.")),
             Opt::Utf8 { on: false } => Ok(Reply::new(ReplyCode::CommandNotImplementedForParameter, "Non UTF-8 mode not supported")),
+            Opt::Hash { algorithm } => {
+                let mut session = args.session.lock().await;
+                match algorithm.as_deref() {
+                    None => {}
+                    Some("SHA-256") => session.hash_sha256 = true,
+                    Some("MD5") => session.hash_sha256 = false,
+                    Some(_) => {
+                        return Ok(Reply::new(
+                            ReplyCode::ParameterSyntaxError,
+                            "Unknown algorithm (SHA-256 or MD5); the selection was not changed",
+                        ));
+                    }
+                }
+                let now = if session.hash_sha256 { "SHA-256" } else { "MD5" };
+                Ok(Reply::new(ReplyCode::CommandOkay, now))
+            }
         }
     }
 }

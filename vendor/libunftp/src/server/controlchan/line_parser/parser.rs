@@ -219,6 +219,15 @@ where
                 b"UTF8 OFF" | b"utf8 off" => Command::Opts {
                     option: Opt::Utf8 { on: false },
                 },
+                // Wharf's patch: `OPTS HASH [ALGORITHM]`.
+                p if p.len() >= 4 && p[..4].eq_ignore_ascii_case(b"HASH") => {
+                    let algorithm = String::from_utf8_lossy(&p[4..]).trim().to_uppercase();
+                    Command::Opts {
+                        option: Opt::Hash {
+                            algorithm: (!algorithm.is_empty()).then_some(algorithm),
+                        },
+                    }
+                }
                 _ => return Err(ParseErrorKind::InvalidCommand.into()),
             }
         }
@@ -371,6 +380,15 @@ where
 
             let file = String::from_utf8_lossy(&params).to_string().into();
             Command::Mdtm { file }
+        }
+        // Wharf's patch: `HASH FILE` (draft-bryan-ftpext-hash).
+        "HASH" => {
+            let params = parse_to_eol(cmd_params)?;
+            if params.is_empty() {
+                return Err(ParseErrorKind::InvalidCommand.into());
+            }
+            let file = String::from_utf8_lossy(&params).to_string().into();
+            Command::Hash { file }
         }
         "SITE" => {
             let (cmd_token, cmd_params) = split_token_params(cmd_params);
