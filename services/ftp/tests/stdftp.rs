@@ -1695,3 +1695,43 @@ async fn hash_gives_the_md5_and_the_sha256_of_a_file() {
     let said = raw.cmd("HASH ../../etc/passwd").await;
     assert!(said.starts_with("553"), "{said}");
 }
+
+/// curl stopped with Ctrl-C (SIGINT) mid-upload, then `curl -C - -T`: the
+/// upload goes on from what the server kept and ends byte-identical.
+#[tokio::test]
+async fn curl_stopped_with_ctrl_c_resumes_with_dash_c() {
+    let srv = spawn().await;
+    srv.add_user("alice", None, "ftp").await;
+    let addr = std_ftp(&srv).await;
+    let work = tempfile::tempdir().expect("dir");
+    let bytes = data(6_000_000, 11);
+    let local = work.path().join("big.bin");
+    std::fs::write(&local, &bytes).expect("write");
+    let user = format!("alice:{PW}");
+    let url = format!("ftp://{addr}/big.bin");
+    let mut slow = tokio::process::Command::new("curl")
+        .args(["--silent", "--limit-rate", "1M", "--user", &user, "-T"])
+        .arg(&local)
+        .arg(&url)
+        .spawn()
+        .expect("curl");
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    let pid = rustix::process::Pid::from_raw(slow.id().expect("pid") as i32).expect("pid");
+    rustix::process::kill_process(pid, rustix::process::Signal::INT).expect("SIGINT");
+    let _ = slow.wait().await;
+    let out = curl(&[
+        "--user",
+        &user,
+        "-C",
+        "-",
+        "-T",
+        &local.display().to_string(),
+        &url,
+    ])
+    .await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stored = std::fs::read(srv.home("alice").join("big.bin")).expect("stored");
+    assert!(stored == bytes, "{} of {} bytes", stored.len(), bytes.len());
+    let alice = srv.store.require_user("alice").await.expect("alice");
+    assert_eq!((alice.used_bytes, alice.reserved_bytes), (6_000_000, 0));
+}
