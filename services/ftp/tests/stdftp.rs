@@ -1735,3 +1735,63 @@ async fn curl_stopped_with_ctrl_c_resumes_with_dash_c() {
     let alice = srv.store.require_user("alice").await.expect("alice");
     assert_eq!((alice.used_bytes, alice.reserved_bytes), (6_000_000, 0));
 }
+
+/// lftp killed mid-upload over FTPS, then `put -c` (SIZE, then REST +
+/// STOR onto what the server kept): byte-identical at the end. With
+/// `ftp:ssl-protect-data no` against required TLS, a transfer is refused.
+#[tokio::test]
+async fn lftp_killed_mid_upload_resumes_with_put_c_and_plain_data_is_refused() {
+    let srv = spawn().await;
+    srv.add_user("alice", None, "ftp").await;
+    let addr = ftps(&srv).await;
+    let work = tempfile::tempdir().expect("dir");
+    let bytes = data(6_000_000, 12);
+    std::fs::write(work.path().join("big.bin"), &bytes).expect("write");
+    let ca = common::tls().2.display().to_string();
+    let mut slow = tokio::process::Command::new("lftp")
+        .args([
+            "-u",
+            &format!("alice,{PW}"),
+            "-e",
+            &format!(
+                "set ssl:ca-file {ca}; set ftp:ssl-force true; set ftp:ssl-protect-data true; \
+                 set net:limit-rate 1000000; put big.bin; quit"
+            ),
+            &format!("ftp://{addr}"),
+        ])
+        .current_dir(work.path())
+        .spawn()
+        .expect("lftp");
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    let _ = slow.start_kill();
+    let _ = slow.wait().await;
+    let out = lftp(&addr, "alice", PW, "put -c big.bin", work.path()).await;
+    assert!(
+        out.status.success(),
+        "{}{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    let stored = std::fs::read(srv.home("alice").join("big.bin")).expect("stored");
+    assert!(stored == bytes, "{} of {} bytes", stored.len(), bytes.len());
+
+    let out = lftp(
+        &addr,
+        "alice",
+        PW,
+        "set ftp:ssl-protect-data no; get big.bin -o plain.bin",
+        work.path(),
+    )
+    .await;
+    assert!(
+        !work.path().join("plain.bin").exists()
+            || std::fs::read(work.path().join("plain.bin"))
+                .expect("plain")
+                .is_empty(),
+        "a file crossed in clear: {}{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    let said = format!("{}{}", text(&out.stdout), text(&out.stderr));
+    assert!(said.contains("534"), "{said}");
+}
