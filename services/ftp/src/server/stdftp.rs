@@ -1129,17 +1129,17 @@ impl StdFtpServer {
             builder = builder.passive_host(host);
         }
         if let Some((cert, key)) = &config.tls {
-            // TLS 1.3, and 1.2 for the FTP clients that stop there (rustls
-            // has only AEAD suites for it, with forward secrecy); libunftp's
-            // default was 1.2 alone.
+            // FTPS speaks TLS 1.2 with AEAD suites only (rustls has no
+            // others), with forward secrecy, nothing older. Not 1.3: curl
+            // ends a TLS 1.3 data connection without close_notify, which
+            // must count as a cut upload (else anyone on the path could
+            // truncate a file by closing the connection), so every curl
+            // upload would fail.
             use libunftp::options::TlsFlags;
             builder = builder
                 .ftps(cert.clone(), key.clone())
                 .ftps_tls_flags(
-                    TlsFlags::V1_2
-                        | TlsFlags::V1_3
-                        | TlsFlags::RESUMPTION_SESS_ID
-                        | TlsFlags::RESUMPTION_TICKETS,
+                    TlsFlags::V1_2 | TlsFlags::RESUMPTION_SESS_ID | TlsFlags::RESUMPTION_TICKETS,
                 )
                 .ftps_required(config.require_tls, config.require_tls);
         }

@@ -112,8 +112,18 @@ where
         // TODO: Use configured timeout
         tokio::select! {
             Some(command) = data_cmd_rx.recv() => {
-                let session = session_arc.lock().await;
-                self.handle_incoming(DataChanMsg::ExternalCommand(command), session.start_pos).await;
+                let start_pos = session_arc.lock().await.start_pos;
+                // Wharf's patch: ABOR is honoured during a transfer too, not
+                // only before one starts: the transfer is dropped where it
+                // is (an upload is not committed, so a truncated file never
+                // replaces the one that was there).
+                let logger = self.logger.clone();
+                tokio::select! {
+                    _ = self.handle_incoming(DataChanMsg::ExternalCommand(command), start_pos) => {},
+                    Some(_) = data_abort_rx.recv() => {
+                        slog::info!(logger, "Data channel aborted during a transfer");
+                    }
+                }
             },
             Some(_) = data_abort_rx.recv() => {
                 self.handle_incoming(DataChanMsg::Abort, 0).await;

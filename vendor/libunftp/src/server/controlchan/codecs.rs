@@ -45,6 +45,17 @@ impl Decoder for FtpCodec {
             let line = buf.split_to(newline_index + 1);
             self.next_index = 0;
             Ok(Some(line_parser::parse(line)?))
+        } else if is_synch_abor(&buf[..]) {
+            // Wharf's patch: `ABOR` sent as a Telnet "Synch" (its last byte,
+            // the `\n`, urgent: Python's ftplib sends it so) arrives
+            // without its `\n`, which TCP keeps out of band: the `\r` ends
+            // it. Telnet IP and the IAC before it are dropped.
+            let line = buf.split_to(buf.len());
+            self.next_index = 0;
+            let text: Vec<u8> = line.iter().copied().filter(|b| *b < 0x80).collect();
+            let mut text = text;
+            text.push(b'\n');
+            Ok(Some(line_parser::parse(bytes::Bytes::from(text))?))
         } else if buf.len() >= MAX_LINE {
             // Nothing more of this line is kept: the connection is closed after the reply.
             buf.clear();
@@ -55,6 +66,13 @@ impl Decoder for FtpCodec {
             Ok(None)
         }
     }
+}
+
+/// Wharf's patch: a whole `ABOR` line but for its urgent `\n`, possibly
+/// after Telnet IAC IP / IAC DM bytes.
+fn is_synch_abor(buf: &[u8]) -> bool {
+    let text: Vec<u8> = buf.iter().copied().filter(|b| *b < 0x80).collect();
+    text.eq_ignore_ascii_case(b"ABOR\r")
 }
 
 impl Encoder<Reply> for FtpCodec {
