@@ -1844,3 +1844,41 @@ async fn abor_during_an_upload_is_answered_and_keeps_the_old_file() {
         b"the old version"
     );
 }
+
+/// curl asking to clear the command channel after the login (`CCC`,
+/// `--ftp-ssl-ccc`) under required TLS: refused (534), so the commands stay
+/// in TLS, and the file still comes down over a protected data channel.
+#[tokio::test]
+async fn curl_asking_for_a_clear_command_channel_is_refused() {
+    let srv = spawn().await;
+    srv.add_user("alice", None, "ftp").await;
+    std::fs::write(srv.home("alice").join("f.txt"), b"protected").expect("file");
+    let addr = ftps(&srv).await;
+    let ca = common::tls().2.display().to_string();
+    let user = format!("alice:{PW}");
+    let url = format!("ftp://{addr}/f.txt");
+    let out = curl(&[
+        "-v",
+        "--ssl-reqd",
+        "--ftp-ssl-ccc",
+        "--cacert",
+        &ca,
+        "--user",
+        &user,
+        &url,
+    ])
+    .await;
+    let said = text(&out.stderr);
+    let after_ccc = said
+        .split("> CCC")
+        .nth(1)
+        .unwrap_or_else(|| panic!("{said}"));
+    let answer = after_ccc
+        .lines()
+        .find(|l| l.starts_with('<'))
+        .unwrap_or_default();
+    assert!(answer.starts_with("< 534"), "{said}");
+    assert!(said.contains("> PROT P"), "{said}");
+    assert!(out.status.success(), "{said}");
+    assert_eq!(text(&out.stdout), "protected");
+}
