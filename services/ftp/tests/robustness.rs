@@ -487,7 +487,9 @@ async fn a_lock_stops_a_download_midway_and_the_same_get_resumes_after_the_unloc
     use wharf_ftp::client::{ClientError, NoProgress, TransferOptions, part_path};
     let srv = spawn().await;
     srv.add_user("alice", None, "ftp").await;
-    let content = common::data(6 << 20, 5);
+    // Bigger than what loopback's socket buffers can hold, so the server is
+    // still sending when the lock comes.
+    let content = common::data(16 << 20, 5);
     std::fs::write(srv.home("alice").join("big.bin"), &content).expect("remote file");
     let local = srv.local("big.bin");
     let mut c = srv.client("alice").await;
