@@ -219,7 +219,11 @@ async fn nothing_outlives_a_run_ended_by_the_user() {
     // Cancelled with Ctrl-C.
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
     let sender = tokio::spawn(async move {
-        wait_marked("1000.9", 4).await;
+        // The foreground sleep itself (its arguments NUL-separated, unlike
+        // the shell's): a Ctrl-C that comes while the shell is still forking
+        // it reaches the shell only, which then waits for the sleep, as
+        // every shell does.
+        wait_marked("sleep\u{0}1000.95", 1).await;
         let _ = tx.send(SignalName::Int);
         tx
     });

@@ -532,7 +532,19 @@ fn a_quota_lowered_by_admin_cli_stops_a_running_command_and_an_upload() {
         &wharfd.ftp,
         &["--limit-rate", "2M", "put", "big.bin"],
     );
-    std::thread::sleep(Duration::from_millis(1500));
+    // Both under way before the quota moves: the 2 MiB written, the upload's
+    // partial there (under load, either can take seconds to start).
+    let home = dir.join("data/homes/alice");
+    let until = Instant::now() + WAIT;
+    while std::fs::metadata(home.join("f")).map_or(0, |m| m.len()) < 2 << 20
+        || std::fs::read_dir(home.join(".wharf/partial")).map_or(0, |d| d.count()) == 0
+    {
+        assert!(
+            Instant::now() < until,
+            "the command or the upload never started"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
     admin(dir, &["quota", "set", "alice", "1M"]);
     let within = Duration::from_secs(5);
     let (code, err) = ended_within(exec, within);
