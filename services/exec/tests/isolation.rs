@@ -499,6 +499,7 @@ fn the_sandbox_ends_with_its_shell_even_without_a_server() {
         unconfined_ok: false,
         tty: None,
         cwd: None,
+        net: Default::default(),
     };
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_wharf-execd"))
         .args(spec.args("setsid sleep 1001.41 & setsid -f sleep 1001.42; echo $HOME"))

@@ -100,7 +100,7 @@ async fn exec_config(args: &Args) -> Option<ExecConfig> {
     }
     let mut config = args.exec.config(args.limits.limits());
     config.private_dirs = args.database.private_dirs();
-    match check_sandbox(&config).await {
+    match check_sandbox(&mut config).await {
         Ok(()) => Some(config),
         Err(e) => {
             println!("exec is OFF: {e}");
@@ -199,9 +199,10 @@ async fn serve(args: Args) -> Result<()> {
     }
     if let Some((l, config)) = &exec {
         println!(
-            "  exec  {}  remote exec, commands run {}",
+            "  exec  {}  remote exec, commands run {}, {}",
             addr(l)?,
-            config.runs_as()
+            config.runs_as(),
+            config.network()
         );
     }
     let mut own = Vec::new();

@@ -38,6 +38,7 @@
 
 pub mod cgroup;
 pub mod init;
+pub mod net;
 pub mod sandbox;
 
 use std::os::unix::process::CommandExt;
@@ -85,6 +86,9 @@ pub struct Launch {
     /// home; none: the home.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cwd: Option<String>,
+    /// The network the command sees.
+    #[serde(default)]
+    pub net: net::NetPlace,
 }
 
 /// Shells tried, in order, for an interactive login shell.
@@ -145,6 +149,8 @@ pub fn launch_if_asked() {
     match args.next().as_deref().and_then(|a| a.to_str()) {
         Some(LAUNCH_ARG) => {}
         Some(init::INIT_ARG) => init::run(args),
+        Some(net::KEEPER_ARG) => net::run_keeper(args),
+        Some(net::HOLDER_ARG) => net::run_holder(args),
         _ => return,
     }
     let Some((launch, command)) = Launch::parse(args) else {
@@ -262,6 +268,7 @@ mod tests {
                 unconfined_ok: false,
                 tty: identity.map(|_| "/dev/pts/7".into()),
                 cwd: identity.map(|_| "projects/a b".into()),
+                net: Default::default(),
             };
             let args = l.args("echo 'a b' | wc -c");
             assert_eq!(args[0], LAUNCH_ARG);

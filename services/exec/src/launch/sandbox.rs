@@ -19,6 +19,7 @@ use rustix::thread::UnshareFlags;
 
 use wharf_core::home::INTERNAL_DIR;
 
+use super::net::{self, NetPlace};
 use super::{Launch, hard, init};
 
 /// Directories a shell and its programs read and run from.
@@ -73,7 +74,7 @@ pub fn enter(l: &Launch) -> Result<Place, Missing> {
         Err(e) => Err(e),
         Ok(()) => Ok(true),
     };
-    let isolated = tolerate(namespaces())?;
+    let isolated = tolerate(namespaces(&l.net))?;
     // The home, opened in the new mount namespace (a bind mount's source
     // must be of the caller's namespace) before anything is mounted over
     // the path to it.
@@ -168,13 +169,19 @@ fn seccomp_filters() -> Result<(), Missing> {
     Ok(())
 }
 
-/// New mount and PID namespaces; when not root, inside a new user
-/// namespace where the daemon's uid and gid map to themselves.
-fn namespaces() -> Result<(), Missing> {
+/// New mount and PID namespaces, in the network `place` says; when not
+/// root, inside a new user namespace where the daemon's uid and gid map to
+/// themselves (or the private network's, which maps them so too).
+fn namespaces(place: &NetPlace) -> Result<(), Missing> {
     let root = geteuid().is_root();
     let (uid, gid) = (getuid().as_raw(), getgid().as_raw());
-    let mut flags = UnshareFlags::NEWNS | UnshareFlags::NEWPID;
-    if !root {
+    let joined = net::join(place).map_err(|source| Missing {
+        what: "joining the user's private network",
+        source,
+    })?;
+    let mut flags = UnshareFlags::NEWNS | UnshareFlags::NEWPID | joined;
+    let own_user = !root && !matches!(place, NetPlace::Join { user: Some(_), .. });
+    if own_user {
         flags |= UnshareFlags::NEWUSER;
     }
     unshare(flags).map_err(missing(if root {
@@ -182,7 +189,7 @@ fn namespaces() -> Result<(), Missing> {
     } else {
         "creating user, mount and PID namespaces (unprivileged user namespaces)"
     }))?;
-    if !root {
+    if own_user {
         let write = |file: &str, text: String| {
             std::fs::write(file, text).map_err(|source| Missing {
                 what: "mapping the user namespace",
@@ -192,6 +199,12 @@ fn namespaces() -> Result<(), Missing> {
         write("/proc/self/setgroups", "deny".into())?;
         write("/proc/self/uid_map", format!("{uid} {uid} 1"))?;
         write("/proc/self/gid_map", format!("{gid} {gid} 1"))?;
+    }
+    if *place == NetPlace::Own {
+        net::loopback_up().map_err(|source| Missing {
+            what: "bringing up the command's loopback",
+            source,
+        })?;
     }
     Ok(())
 }

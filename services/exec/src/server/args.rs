@@ -5,7 +5,7 @@ use std::time::Duration;
 use wharf_core::server::Limits;
 use wharf_core::size::parse_size;
 
-use super::{ExecConfig, ResourceLimits};
+use super::{ExecConfig, ExecNetwork, ResourceLimits};
 
 fn size(input: &str) -> Result<u64, String> {
     parse_size(input).map_err(|e| e.to_string())
@@ -49,6 +49,13 @@ pub struct ExecArgs {
     /// the quota).
     #[arg(long, default_value = "64MiB", value_parser = size, value_name = "SIZE")]
     pub tmp_size: u64,
+    /// What commands may reach: `private` (the internet through pasta, not
+    /// this host: not its loopback, its addresses or its unix sockets),
+    /// `none` (nothing), or `host` (DANGEROUS: this host's network, its
+    /// loopback services included). Where `private` cannot be set up (no
+    /// pasta, no /dev/net/tun), commands get `none`, and the server says so.
+    #[arg(long, value_enum, default_value = "private", value_name = "MODE")]
+    pub exec_network: ExecNetwork,
     /// DANGEROUS: run commands even where the kernel cannot confine them
     /// (no Landlock, no namespaces): users' commands can then read each
     /// other's homes and the database, and outlive their run. Without it,
@@ -74,6 +81,7 @@ impl ExecArgs {
                 tmp_size: self.tmp_size.max(1 << 20),
             },
             unconfined_ok: self.allow_unconfined_exec,
+            network: self.exec_network,
             ..ExecConfig::default()
         }
     }

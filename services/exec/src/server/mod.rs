@@ -1,6 +1,7 @@
 //! The remote-exec server: configuration, the sandbox check and [`run`].
 
 mod args;
+mod network;
 mod orphans;
 mod output;
 mod process;
@@ -22,6 +23,7 @@ use wharf_core::tls::Stream;
 use crate::launch::Launch;
 
 pub use args::ExecArgs;
+pub use network::ExecNetwork;
 pub use process::{COMMAND_PATH, ResourceLimits};
 
 /// Server settings.
@@ -57,6 +59,11 @@ pub struct ExecConfig {
     /// [`crate::launch::launch_if_asked`] first thing; by default, this
     /// process's own executable.
     pub launcher: PathBuf,
+    /// What commands may reach (`--exec-network`); after
+    /// [`check_sandbox`], what they will reach.
+    pub network: ExecNetwork,
+    /// pasta, found by [`check_sandbox`] for the private network.
+    pub pasta: Option<PathBuf>,
 }
 
 impl Default for ExecConfig {
@@ -73,11 +80,18 @@ impl Default for ExecConfig {
             drain: Duration::from_millis(250),
             max_login_attempts: 3,
             launcher: std::env::current_exe().unwrap_or_default(),
+            network: ExecNetwork::default(),
+            pasta: None,
         }
     }
 }
 
 impl ExecConfig {
+    /// Who commands run as, for the banner.
+    pub fn network(&self) -> &'static str {
+        self.network.describe()
+    }
+
     /// Who commands run as, for the banner.
     pub fn runs_as(&self) -> &'static str {
         match (rustix::process::geteuid().is_root(), self.unconfined_ok) {
@@ -98,6 +112,8 @@ pub(crate) struct ExecServer {
     usage: usage::Rescans,
     /// Which homes the kernel holds to their quota.
     kernel: quota::KernelQuotas,
+    /// The users' private networks.
+    networks: network::Networks,
 }
 
 impl Handler for ExecServer {
@@ -127,7 +143,7 @@ pub struct LauncherError {
 /// Checks that commands can start, confined as the configuration asks:
 /// runs `exit 3` through the launcher in a sandbox of its own. The error
 /// names what is missing (Landlock, namespaces...).
-pub async fn check_sandbox(config: &ExecConfig) -> Result<(), LauncherError> {
+pub async fn check_sandbox(config: &mut ExecConfig) -> Result<(), LauncherError> {
     if rustix::process::getpid().is_init() {
         // Each command's sandbox init outlives its shell for a moment and
         // is then an orphan: PID 1 must reap it, and this server does not.
@@ -169,10 +185,63 @@ pub async fn check_sandbox(config: &ExecConfig) -> Result<(), LauncherError> {
         unconfined_ok: config.unconfined_ok,
         tty: None,
         cwd: None,
+        net: match config.network {
+            ExecNetwork::Host => crate::launch::net::NetPlace::Host,
+            _ => crate::launch::net::NetPlace::Own,
+        },
     };
-    let checked = check_with(config.launcher.clone(), spec, fail).await;
+    let checked = check_with(config.launcher.clone(), spec, &fail).await;
     let _ = std::fs::remove_dir_all(&home);
-    checked
+    checked?;
+    reachable_proxy(config).map_err(fail)?;
+    if config.network == ExecNetwork::Private {
+        let started = match network::find_pasta() {
+            None => Err("pasta is not installed (Debian's package passt)".to_owned()),
+            Some(pasta) => network::start(&config.launcher, &pasta).await.map(|net| {
+                drop(net);
+                pasta
+            }),
+        };
+        match started {
+            Ok(pasta) => config.pasta = Some(pasta),
+            Err(e) => {
+                tracing::warn!(
+                    "commands get NO network (as with --exec-network none): their private network cannot be set up here: {e}"
+                );
+                config.network = ExecNetwork::None;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Refuses a trusted PROXY-protocol source that commands could reach: on
+/// the host's network, a command connecting from the host's loopback or
+/// one of its addresses could send a PROXY header naming any client (and
+/// get that client rate-limited, or take its allowances). On a private
+/// network or none, no command can connect from those addresses.
+fn reachable_proxy(config: &ExecConfig) -> Result<(), String> {
+    if config.network != ExecNetwork::Host {
+        return Ok(());
+    }
+    let mut own: Vec<std::net::IpAddr> = crate::launch::net::refused_destinations()
+        .into_iter()
+        .map(|(ip, _)| ip)
+        .collect();
+    own.extend([
+        std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST),
+        std::net::IpAddr::V6(std::net::Ipv6Addr::LOCALHOST),
+    ]);
+    let trusted = &config.limits.proxy_protocol_from;
+    match own
+        .iter()
+        .find(|ip| trusted.iter().any(|n| n.contains(**ip)))
+    {
+        Some(ip) => Err(format!(
+            "--proxy-protocol-from trusts {ip}, an address of this host, and with --exec-network host any user's command could connect from it and send PROXY headers naming any client; use --exec-network private (the default) or none, or trust only the load balancer's own address on another machine"
+        )),
+        None => Ok(()),
+    }
 }
 
 /// A new private directory in the temp dir for a check. Made with
@@ -237,7 +306,7 @@ fn readable_by_commands(dir: &std::path::Path) -> Option<String> {
 async fn check_with(
     launcher: PathBuf,
     spec: Launch,
-    fail: impl Fn(String) -> LauncherError,
+    fail: &impl Fn(String) -> LauncherError,
 ) -> Result<(), LauncherError> {
     let run = tokio::task::spawn_blocking(move || {
         // A launcher: not for the reaper of orphans.
@@ -291,25 +360,46 @@ async fn check_with(
 pub async fn run(
     listener: Listener,
     auth: Authenticator,
-    config: ExecConfig,
+    mut config: ExecConfig,
     shutdown: CancellationToken,
 ) -> Result<(), LauncherError> {
     orphans::adopt();
-    check_sandbox(&config).await?;
+    check_sandbox(&mut config).await?;
+    tracing::info!(network = config.network(), "what commands can reach");
     if crate::launch::cgroup::available() {
         tracing::info!("memory limit: per command (a memory cgroup each) and per process");
     } else {
         tracing::warn!("no memory cgroup can be made here: --max-memory holds per process only");
     }
     let limits = config.limits.clone();
+    let config_network = (
+        config.network,
+        config.launcher.clone(),
+        config.pasta.clone(),
+    );
     let server = Arc::new(ExecServer {
         usage: usage::Rescans::new(auth.store().clone()),
         auth,
         config,
         running: Arc::new(Slots::default()),
         kernel: quota::KernelQuotas::default(),
+        networks: network::Networks::new(config_network.0, config_network.1, config_network.2),
     });
+    let sweeper = {
+        let server = Arc::clone(&server);
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(network::IDLE / 4);
+            loop {
+                tokio::select! {
+                    _ = shutdown.cancelled() => break,
+                    _ = every.tick() => { server.networks.sweep().await; }
+                }
+            }
+        })
+    };
     serve(listener, limits, Arc::clone(&server), shutdown).await;
+    sweeper.abort();
     server.usage.wait().await;
     Ok(())
 }

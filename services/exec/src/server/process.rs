@@ -92,6 +92,8 @@ pub struct Spawn<'a> {
     /// Run it on a pseudo-terminal like this (input, output and error all
     /// on it; `stdin` is then ignored).
     pub tty: Option<&'a Tty>,
+    /// The network it runs in.
+    pub net: &'a crate::launch::net::NetPlace,
 }
 
 /// A command's pseudo-terminal, as the server holds it (its input and
@@ -201,6 +203,7 @@ impl Running {
             unconfined_ok: s.unconfined_ok,
             tty: pty.as_ref().map(|(_, _, path)| path.clone()),
             cwd: s.cwd.map(str::to_owned),
+            net: s.net.clone(),
         };
         // The launcher starts a session of its own (so its pid is the
         // group's id), sets HOME and the working directory.

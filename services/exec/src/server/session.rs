@@ -594,6 +594,16 @@ impl Session {
             let free = quota.saturating_sub(user.used_bytes + user.reserved_bytes);
             limits.file_size = limits.file_size.min(free);
         }
+        let lease = match self.server.networks.lease(user.id).await {
+            Ok(lease) => lease,
+            Err(e) => {
+                tracing::error!(user = %user.name, error = %e, "cannot set up a private network");
+                let msg = format!(
+                    "your commands' private network could not be set up: {e}; ask an administrator"
+                );
+                return self.reply(error(ErrorCode::Internal, msg)).await;
+            }
+        };
         let started = Instant::now();
         let spawned = Running::spawn(&Spawn {
             launcher: &config.launcher,
@@ -606,6 +616,7 @@ impl Session {
             stdin: want_stdin,
             cwd: cwd.as_deref(),
             tty: tty.as_ref(),
+            net: &lease.place,
         });
         let mut running = match spawned {
             Ok(r) => r,

@@ -438,6 +438,9 @@ pub(super) async fn put(
     let partial = Partial::new(&li.jail, size, &v);
     let store = s.server.store().clone();
     let user_id = li.user.id;
+    // The quota before anything is reserved: one an administrator lowers
+    // from here on, even before the bytes start to flow, ends the upload.
+    let quota_from = wharf_core::standing::quota_now(&s.standing, li.user.quota_bytes);
 
     // A partial exists if and only if its reservation is held: a new one
     // reserves its full size, or goes away again.
@@ -552,7 +555,6 @@ pub(super) async fn put(
         let mut watch = s.standing.take();
         // A second view of the standing, for a quota lowered meanwhile.
         let mut quota_watch = watch.clone();
-        let quota_from = wharf_core::standing::quota_now(&quota_watch, li.user.quota_bytes);
         let home = s.home.clone();
         while received < body_len {
             let frame = tokio::select! {
