@@ -12,7 +12,8 @@
 //! Each remote figure is measured against two servers in the same run, one
 //! with TLS (the default) and one with `--no-tls`, and compared.
 //!
-//! Run: `cargo bench -p wharf-exec --bench exec`. Smaller:
+//! Run: `cargo bench -p wharf-exec --bench exec`. With other server flags:
+//! `WHARF_BENCH_SERVER_ARGS="--exec-network host"`. Smaller:
 //! `WHARF_BENCH_COMMANDS=200 WHARF_BENCH_MIB=256 cargo bench -p wharf-exec --bench exec`.
 
 use std::net::TcpListener;
@@ -73,7 +74,9 @@ async fn main() -> Res<()> {
         .await?;
     store.close().await;
 
-    // Two servers on one database: TLS (the default) and --no-tls.
+    // Two servers on one database: TLS (the default) and --no-tls, both
+    // with the flags in WHARF_BENCH_SERVER_ARGS (`--exec-network host`, say).
+    let server_args = std::env::var("WHARF_BENCH_SERVER_ARGS").unwrap_or_default();
     let mut servers = Vec::new();
     let mut addrs = Vec::new();
     for tls in [true, false] {
@@ -86,6 +89,7 @@ async fn main() -> Res<()> {
             .args(["--max-output", "4GiB", "--command-timeout", "10m"])
             .args(["--max-cpu", "10m", "--max-file-size", "1GiB"])
             .args(if tls { &[][..] } else { &["--no-tls"][..] })
+            .args(server_args.split_whitespace())
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())
             .spawn()?;
