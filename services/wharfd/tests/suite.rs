@@ -521,30 +521,34 @@ fn a_quota_lowered_by_admin_cli_stops_a_running_command_and_an_upload() {
     let big: Vec<u8> = (0..16u32 << 20).map(|i| (i % 241) as u8).collect();
     std::fs::write(dir.join("big.bin"), &big).expect("local file");
     let spawn = |name: &str, server: &str, args: &[&str]| started(dir, name, server, args);
-    // Within her 1 GiB: a command that wrote 2 MiB and waits, and a slow upload.
-    let exec = spawn(
-        "wharf-exec",
-        &wharfd.exec,
-        &["-n", "--", "head -c 2M /dev/zero > f; sleep 60"],
-    );
+    // Within her 1 GiB: a slow upload, and a command started after it (while
+    // the upload's 16 MiB are reserved) that wrote 2 MiB and waits. When
+    // the quota moves, the upload ends and its reservation goes; that must
+    // not leave the command room.
+    let home = dir.join("data/homes/alice");
+    let wait_for = |what: &str, there: &dyn Fn() -> bool| {
+        let until = Instant::now() + WAIT;
+        while !there() {
+            assert!(Instant::now() < until, "{what} never started");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
     let upload = spawn(
         "wharf-ftp",
         &wharfd.ftp,
         &["--limit-rate", "2M", "put", "big.bin"],
     );
-    // Both under way before the quota moves: the 2 MiB written, the upload's
-    // partial there (under load, either can take seconds to start).
-    let home = dir.join("data/homes/alice");
-    let until = Instant::now() + WAIT;
-    while std::fs::metadata(home.join("f")).map_or(0, |m| m.len()) < 2 << 20
-        || std::fs::read_dir(home.join(".wharf/partial")).map_or(0, |d| d.count()) == 0
-    {
-        assert!(
-            Instant::now() < until,
-            "the command or the upload never started"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_for("the upload", &|| {
+        std::fs::read_dir(home.join(".wharf/partial")).map_or(0, |d| d.count()) > 0
+    });
+    let exec = spawn(
+        "wharf-exec",
+        &wharfd.exec,
+        &["-n", "--", "head -c 2M /dev/zero > f; sleep 60"],
+    );
+    wait_for("the command", &|| {
+        std::fs::metadata(home.join("f")).map_or(0, |m| m.len()) >= 2 << 20
+    });
     admin(dir, &["quota", "set", "alice", "1M"]);
     let within = Duration::from_secs(5);
     let (code, err) = ended_within(exec, within);

@@ -44,8 +44,8 @@ pub(super) type Quotas = (Option<u64>, Option<u64>);
 
 /// Why a run went past its quota, in the words its client gets. A home
 /// that was over its quota already when the command started (`start`:
-/// bytes and entries on the books then) may stay there, not grow: a
-/// command that makes room must be able to run.
+/// the bytes and entries it stored then, reservations aside) may stay
+/// there, not grow: a command that makes room must be able to run.
 pub(super) fn over(usage: &HomeUsage, (bytes, files): Quotas, start: (u64, u64)) -> Option<String> {
     if let Some(quota) = bytes
         && usage.bytes.saturating_add(usage.reserved) > quota.max(start.0)

@@ -645,10 +645,10 @@ impl Session {
         let quota_watch = self.standing.clone();
         let at_start = (user.quota_bytes, user.quota_files);
         let kernel = server.kernel.enforce(&home, user.quota_bytes).await;
-        let held = (
-            user.used_bytes.saturating_add(user.reserved_bytes),
-            user.file_count.saturating_add(user.reserved_files),
-        );
+        // What the home stored at the start, not what uploads had reserved:
+        // an upload that ends (as one does when the quota is lowered) must
+        // not leave its reservation to the command as room.
+        let held = (user.used_bytes, user.file_count);
         let over_quota =
             quota::exceeded(home.clone(), Some(running.pid()), kernel, held, move || {
                 standing::quotas_now(&quota_watch, at_start)
