@@ -1882,3 +1882,48 @@ async fn curl_asking_for_a_clear_command_channel_is_refused() {
     assert!(out.status.success(), "{said}");
     assert_eq!(text(&out.stdout), "protected");
 }
+
+/// Clients that send their bytes and reset the data connection at once,
+/// many together: each gets its reply on the control connection (libunftp
+/// dropped a data connection reset before it was served, without a word,
+/// and its client waited).
+const FTPLIB_RESET_AT_ONCE: &str = r#"
+import ftplib, socket, struct, sys
+host, port, user, pw, name = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4], sys.argv[5]
+f = ftplib.FTP()
+f.connect(host, port, timeout=15)
+f.login(user, pw)
+f.voidcmd("TYPE I")
+said = f.sendcmd("EPSV")
+data = socket.create_connection((host, int(said.split("|||")[1].split("|")[0])))
+f.putcmd("STOR " + name)
+f.getresp()
+data.sendall(b"y" * 100000)
+data.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+data.close()
+try:
+    print("reply", f.getresp())
+except ftplib.error_temp as e:
+    print("reply", e)
+f.quit()
+"#;
+
+#[tokio::test]
+async fn a_data_connection_reset_at_once_still_gets_its_reply() {
+    let srv = spawn().await;
+    srv.add_user("alice", None, "ftp").await;
+    let addr = std_ftp(&srv).await;
+    let (host, port) = addr.rsplit_once(':').expect("addr");
+    let runs = (0..12).map(|i| {
+        tokio::process::Command::new("python3")
+            .args(["-c", FTPLIB_RESET_AT_ONCE, host, port, "alice", PW])
+            .arg(format!("cut{i}.bin"))
+            .output()
+    });
+    for out in futures_util::future::join_all(runs).await {
+        let out = out.expect("python3");
+        let said = text(&out.stdout);
+        assert!(out.status.success(), "{said}{}", text(&out.stderr));
+        assert!(said.starts_with("reply 4"), "{said}");
+    }
+}

@@ -2,7 +2,7 @@
 //!
 //! The launcher starts it right after entering the namespaces (it is the
 //! namespace's first process, so its PID 1). It mounts the namespace's own
-//! `/proc` (as root only: the processes of other users' commands and of
+//! `/proc` in the command's root being built (in a private mount namespace only: the processes of other users' commands and of
 //! the host stay invisible), gives up root for the user's uid, says it is
 //! ready, and reaps orphans until its parent (the launcher, by then the
 //! command's shell) is gone; then it exits. When it dies the kernel kills
@@ -42,11 +42,15 @@ const PROC: &str = "proc";
 /// Asks init to leave `/proc` alone.
 const NO_PROC_ARG: &str = "no-proc";
 
-/// The arguments that start init, mounting `/proc` if `proc`, dropping to
-/// `identity` when given. Its standard input must be a pidfd of its parent.
-pub fn args(proc: bool, identity: Option<(u32, u32)>) -> Vec<String> {
-    let first = if proc { PROC } else { NO_PROC_ARG };
-    let mut args = vec![INIT_ARG.to_owned(), first.to_owned()];
+/// The arguments that start init, mounting `/proc` at `proc` when given,
+/// dropping to `identity` when given. Its standard input must be a pidfd
+/// of its parent.
+pub fn args(proc: Option<&std::path::Path>, identity: Option<(u32, u32)>) -> Vec<String> {
+    let mut args = vec![INIT_ARG.to_owned()];
+    match proc {
+        Some(at) => args.extend([PROC.to_owned(), at.to_string_lossy().into_owned()]),
+        None => args.push(NO_PROC_ARG.to_owned()),
+    }
     if let Some((uid, gid)) = identity {
         args.push(uid.to_string());
         args.push(gid.to_string());
@@ -65,13 +69,16 @@ pub(super) fn drop_to(uid: u32, gid: u32) -> rustix::io::Result<()> {
 
 /// Runs init with the arguments after [`INIT_ARG`]; never returns.
 pub fn run(mut args: impl Iterator<Item = std::ffi::OsString>) -> ! {
-    let want_proc = args.next().is_some_and(|a| a == PROC);
+    let proc_at = match args.next() {
+        Some(a) if a == PROC => args.next(),
+        _ => None,
+    };
     let mut num = || args.next()?.to_str()?.parse::<u32>().ok();
     let identity = num().zip(num());
     // A pidfd of the parent: readable once the parent has exited.
     let parent = std::io::stdin();
     let flags = MountFlags::NOSUID | MountFlags::NODEV | MountFlags::NOEXEC;
-    let proc = want_proc && mount("proc", "/proc", "proc", flags, c"").is_ok();
+    let proc = proc_at.is_some_and(|at| mount("proc", at.as_os_str(), "proc", flags, c"").is_ok());
     if let Some((uid, gid)) = identity
         && drop_to(uid, gid).is_err()
     {

@@ -10,14 +10,17 @@
 //!    enters a memory cgroup of its own where it can (see [`cgroup`]);
 //! 2. enters new mount and PID namespaces (and, when not root, a user
 //!    namespace that maps the daemon's uid to itself), see [`sandbox`];
-//! 3. mounts a private `/tmp`, and a `/home` holding only the user's home
-//!    (bound from the real one) at `/home/NAME`;
-//! 4. starts the namespace's init (see [`init`]), which is PID 1: when the
+//! 3. builds the command's root on a tmpfs: the system directories
+//!    (read-only), `/home/NAME` (bound from the real home), private `/tmp`,
+//!    `/run` and `/dev/shm`, a few devices; nothing else of the host's;
+//! 4. starts the namespace's init (see [`init`]), which is PID 1 and mounts
+//!    the namespace's `/proc` in that root: when the
 //!    command's shell ends, init is killed, and with it, by the kernel,
 //!    every process left in the namespace, `setsid` and double forks
-//!    included;
-//! 5. restricts itself with Landlock (read-write beneath the home and
-//!    `/tmp`, read and execute on the system directories, nothing else;
+//!    included; then makes the built root `/` (`pivot_root`) and lets go
+//!    of the host's;
+//! 5. restricts itself with Landlock (read-write beneath the home, `/tmp`,
+//!    `/run` and `/dev/shm`, read and execute on the system directories, nothing else;
 //!    no signals or abstract sockets out of the sandbox);
 //! 6. becomes the user's own uid and gid when run as root, and replaces
 //!    itself with `sh -c COMMAND` in the home.

@@ -13,6 +13,10 @@
 //!   is routed to `prohibit` inside it, so a connection to the host's own
 //!   address fails with "permission denied" instead of reaching the
 //!   host's services through pasta.
+//!   Names resolve through pasta too: it carries what a command sends to
+//!   [`DNS_FORWARD`] port 53 to the host's first resolver (which may be on
+//!   the host's loopback, as systemd-resolved's and Docker's are), and the
+//!   command's `/etc/resolv.conf` names that address alone.
 //! - `host`: the host's network, as before this existed.
 //!
 //! A network namespace also holds the abstract unix sockets: a command
@@ -52,6 +56,12 @@ use serde::{Deserialize, Serialize};
 pub const KEEPER_ARG: &str = "--wharf-exec-net";
 /// The holder's mode: `DAEMON --wharf-exec-netns ADDR/PREFIX...`.
 pub const HOLDER_ARG: &str = "--wharf-exec-netns";
+
+/// The address a private network's commands send their DNS queries to
+/// (UDP port 53 only), which pasta answers from the host's first resolver.
+/// From the range set aside for benchmarks (RFC 2544): no real service
+/// lives there.
+pub const DNS_FORWARD: std::net::Ipv4Addr = std::net::Ipv4Addr::new(198, 18, 0, 53);
 
 /// The account that owns the namespaces and runs pasta when the server is
 /// root (pasta itself gives up root for it).
@@ -387,6 +397,8 @@ pub fn run_keeper(mut args: impl Iterator<Item = std::ffi::OsString>) -> ! {
     }
     let started = Command::new(&pasta)
         .args(["--config-net", "--quiet", "--no-map-gw"])
+        .arg("--dns-forward")
+        .arg(DNS_FORWARD.to_string())
         .args(["-t", "none", "-u", "none", "-T", "none", "-U", "none"])
         .arg(holder.id().to_string())
         .stdin(Stdio::null())

@@ -11,7 +11,9 @@ use landlock::{
     RulesetStatus, Scope, path_beneath_rules,
 };
 use rustix::fs::{Mode, OFlags};
-use rustix::mount::{MountFlags, MountPropagationFlags, mount, mount_bind, mount_change};
+use rustix::mount::{
+    MountFlags, MountPropagationFlags, mount, mount_bind, mount_bind_recursive, mount_change,
+};
 use rustix::process::{
     PidfdFlags, Resource, geteuid, getgid, getpid, getuid, pidfd_open, setrlimit,
 };
@@ -91,14 +93,17 @@ pub fn enter(l: &Launch) -> Result<Place, Missing> {
     let mut proc = false;
     if isolated {
         let shown = Path::new("/home").join(&l.name);
-        let mounted = tolerate(mounts(l, &home_fd, &shown))?;
-        if mounted {
+        let built = tolerate(build_root(l, &home_fd, &shown))?;
+        // A PID namespace needs its init whatever else failed; it mounts a
+        // `/proc` only in a mount namespace known to be private, in the
+        // new root while the host's `/proc` is still there to spawn it
+        // from (and, in a user namespace, to show that nothing is hidden).
+        let proc_at = built.then(|| Path::new(NEW_ROOT).join("proc"));
+        proc = start_init(l.identity, proc_at.as_deref())?;
+        if built && tolerate(pivot())? {
             home = shown;
             tmp = true;
         }
-        // A PID namespace needs its init whatever else failed; it mounts a
-        // `/proc` only in a mount namespace known to be private.
-        proc = start_init(l.identity, mounted)?;
     }
     tolerate(landlock(&home, tmp, proc, l.tty.as_deref()))?;
     tolerate(seccomp_filters())?;
@@ -217,8 +222,19 @@ fn unshare(flags: UnshareFlags) -> rustix::io::Result<()> {
     unsafe { rustix::thread::unshare_unsafe(flags) }
 }
 
-/// A private `/tmp`; `/home` holding only the user's home, at `shown`.
-fn mounts(l: &Launch, home_fd: &OwnedFd, shown: &Path) -> Result<(), Missing> {
+/// Where the command's root is built, then made `/`: a directory every
+/// system has, covered in the command's mount namespace only.
+const NEW_ROOT: &str = "/tmp";
+
+/// Builds the command's root on a tmpfs at [`NEW_ROOT`], holding only:
+/// the system directories, read-only (or their symlinks, as on the host);
+/// `/home/NAME`, the user's home, bound from the real one; private and
+/// empty `/tmp`, `/run` and `/dev/shm` of the command's own (`/var/tmp`
+/// and `/var/run` lead there); in `/dev`, the devices every program opens
+/// and the command's terminal; an empty `/proc` for init to mount on.
+/// Nothing else of the host is there: not its `/var`, its `/run` and their
+/// sockets, not the data folder's path.
+fn build_root(l: &Launch, home_fd: &OwnedFd, shown: &Path) -> Result<(), Missing> {
     // Nothing mounted here reaches the host, and nothing of the host's later
     // mounts reaches here.
     mount_change(
@@ -228,9 +244,42 @@ fn mounts(l: &Launch, home_fd: &OwnedFd, shown: &Path) -> Result<(), Missing> {
     .map_err(missing("making the mount namespace private"))?;
     let private = MountFlags::NOSUID | MountFlags::NODEV;
     let owner = l.identity.unwrap_or((getuid().as_raw(), getgid().as_raw()));
-    let homes = c"mode=0755,size=64k";
-    mount("tmpfs", "/home", "tmpfs", private, homes).map_err(missing("mounting /home"))?;
-    rustix::fs::mkdir(shown, Mode::from_raw_mode(0o755)).map_err(missing("making /home/NAME"))?;
+    let root = Path::new(NEW_ROOT);
+    mount("tmpfs", root, "tmpfs", private, c"mode=0755,size=1m")
+        .map_err(missing("mounting the command's root"))?;
+    let dir = |path: &Path, mode: u32| {
+        rustix::fs::mkdir(path, Mode::from_raw_mode(mode))
+            .map_err(missing("making the command's root"))
+    };
+    for system in SYSTEM_DIRS.iter().copied() {
+        let inside = root.join(system.trim_start_matches('/'));
+        match std::fs::symlink_metadata(system) {
+            Ok(m) if m.is_symlink() => {
+                let to = std::fs::read_link(system).map_err(|source| Missing {
+                    what: "reading a system directory's link",
+                    source,
+                })?;
+                rustix::fs::symlink(&to, &inside).map_err(missing("linking a system directory"))?;
+            }
+            Ok(m) if m.is_dir() => {
+                dir(&inside, 0o755)?;
+                mount_bind_recursive(system, &inside)
+                    .map_err(missing("binding a system directory"))?;
+                read_only(&inside);
+            }
+            _ => {}
+        }
+    }
+    for (path, mode) in [
+        ("home", 0o755),
+        ("proc", 0o555),
+        ("dev", 0o755),
+        ("var", 0o755),
+    ] {
+        dir(&root.join(path), mode)?;
+    }
+    let inside = root.join(shown.strip_prefix("/").unwrap_or(shown));
+    dir(&inside, 0o755)?;
     // The servers' own directory (partial uploads) exists before any
     // command runs, so no command can make it first, and is covered by an
     // empty read-only tmpfs: commands can neither read, change nor move it.
@@ -239,21 +288,155 @@ fn mounts(l: &Launch, home_fd: &OwnedFd, shown: &Path) -> Result<(), Missing> {
         Err(e) => return Err(missing("making the home's internal directory")(e)),
     }
     let source = format!("/proc/self/fd/{}", home_fd.as_raw_fd());
-    mount_bind(&source, shown).map_err(missing("binding the home to /home/NAME"))?;
-    let hidden = shown.join(INTERNAL_DIR);
+    mount_bind(&source, &inside).map_err(missing("binding the home to /home/NAME"))?;
     let sealed = private | MountFlags::NOEXEC | MountFlags::RDONLY;
-    mount("tmpfs", &hidden, "tmpfs", sealed, c"mode=0500,size=4k")
-        .map_err(missing("hiding the home's internal directory"))?;
-    let tmp = format!(
-        "mode=0700,uid={},gid={},size={}",
-        owner.0, owner.1, l.tmp_size
-    );
-    let tmp = std::ffi::CString::new(tmp).map_err(|_| Missing {
-        what: "mounting /tmp",
-        source: std::io::Error::other("a NUL in the mount options"),
-    })?;
-    mount("tmpfs", "/tmp", "tmpfs", private, tmp.as_c_str()).map_err(missing("mounting /tmp"))?;
-    name_the_user(l, owner)
+    mount(
+        "tmpfs",
+        inside.join(INTERNAL_DIR),
+        "tmpfs",
+        sealed,
+        c"mode=0500,size=4k",
+    )
+    .map_err(missing("hiding the home's internal directory"))?;
+    // The command's own writable places, empty, owned by the user, each
+    // within the size of `/tmp`.
+    for (path, what) in [
+        ("tmp", "mounting /tmp"),
+        ("run", "mounting /run"),
+        ("dev/shm", "mounting /dev/shm"),
+    ] {
+        let at = root.join(path);
+        dir(&at, 0o755)?;
+        let options = format!(
+            "mode=0700,uid={},gid={},size={}",
+            owner.0, owner.1, l.tmp_size
+        );
+        let options = std::ffi::CString::new(options).map_err(|_| Missing {
+            what,
+            source: std::io::Error::other("a NUL in the mount options"),
+        })?;
+        mount("tmpfs", &at, "tmpfs", private, options.as_c_str()).map_err(missing(what))?;
+    }
+    let link = |to: &str, at: &str| {
+        rustix::fs::symlink(to, root.join(at)).map_err(missing("linking in the command's root"))
+    };
+    link("../tmp", "var/tmp")?;
+    link("../run", "var/run")?;
+    link("/proc/self/fd", "dev/fd")?;
+    for (n, name) in ["stdin", "stdout", "stderr"].iter().enumerate() {
+        link(&format!("/proc/self/fd/{n}"), &format!("dev/{name}"))?;
+    }
+    let mut devices: Vec<&Path> = DEVICES.iter().map(Path::new).collect();
+    if let Some(tty) = &l.tty {
+        dir(&root.join("dev/pts"), 0o755)?;
+        devices.extend([Path::new("/dev/tty"), tty.as_path()]);
+    }
+    for device in devices {
+        let at = root.join(device.strip_prefix("/").unwrap_or(device));
+        std::fs::File::create(&at).map_err(|source| Missing {
+            what: "making a device's place",
+            source,
+        })?;
+        mount_bind(device, &at).map_err(missing("binding a device"))?;
+    }
+    name_the_user(l, owner)?;
+    resolver(l)
+}
+
+/// The command's `/etc/resolv.conf`: the host's (read through its link,
+/// which may lead into the host's `/run`, hidden here), and on a private
+/// network with its name servers replaced by [`net::DNS_FORWARD`].
+fn resolver(l: &Launch) -> Result<(), Missing> {
+    let fail = |source: std::io::Error| Missing {
+        what: "giving the command an /etc/resolv.conf",
+        source,
+    };
+    let host = Path::new("/etc/resolv.conf");
+    let Ok(text) = std::fs::read_to_string(host) else {
+        return Ok(());
+    };
+    let text = match l.net {
+        NetPlace::Join { .. } => {
+            let mut ours = format!("nameserver {}\n", net::DNS_FORWARD);
+            for line in text
+                .lines()
+                .filter(|l| !l.trim_start().starts_with("nameserver"))
+            {
+                ours.push_str(line);
+                ours.push('\n');
+            }
+            ours
+        }
+        _ => text,
+    };
+    let root = Path::new(NEW_ROOT);
+    let made = root.join("home/.etc/resolv.conf");
+    std::fs::write(&made, text).map_err(fail)?;
+    let is_link = std::fs::symlink_metadata(host).is_ok_and(|m| m.is_symlink());
+    if !is_link {
+        let inside = root.join("etc/resolv.conf");
+        return mount_bind(&made, &inside).map_err(missing("binding /etc/resolv.conf"));
+    }
+    // A link (systemd-resolved's into /run): the file it leads to, made in
+    // the command's own `/run`, where that is.
+    let to = std::fs::read_link(host).map_err(fail)?;
+    let to = Path::new("/etc").join(to);
+    let to: PathBuf = to.components().fold(PathBuf::new(), |mut path, part| {
+        match part {
+            std::path::Component::ParentDir => {
+                path.pop();
+            }
+            std::path::Component::CurDir => {}
+            other => path.push(other),
+        }
+        path
+    });
+    let under_run = to
+        .strip_prefix("/run")
+        .or_else(|_| to.strip_prefix("/var/run"));
+    if let Ok(rest) = under_run {
+        let at = root.join("run").join(rest);
+        if let Some(dir) = at.parent() {
+            std::fs::create_dir_all(dir).map_err(fail)?;
+        }
+        std::fs::copy(&made, &at).map_err(fail)?;
+    }
+    Ok(())
+}
+
+/// Makes a bound system directory read-only where the kernel lets us: its
+/// flags the host set (and may have locked) kept. Landlock gives commands
+/// only read access there in any case.
+fn read_only(at: &Path) {
+    let kept = rustix::fs::statvfs(at).map_or(MountFlags::empty(), |v| {
+        use rustix::fs::StatVfsMountFlags as F;
+        [
+            (F::NOSUID, MountFlags::NOSUID),
+            (F::NODEV, MountFlags::NODEV),
+            (F::NOEXEC, MountFlags::NOEXEC),
+            (F::NOATIME, MountFlags::NOATIME),
+            (F::NODIRATIME, MountFlags::NODIRATIME),
+            (F::RELATIME, MountFlags::RELATIME),
+        ]
+        .into_iter()
+        .filter(|(f, _)| v.f_flag.contains(*f))
+        .fold(MountFlags::empty(), |all, (_, m)| all | m)
+    });
+    let flags = kept | MountFlags::BIND | MountFlags::RDONLY | MountFlags::NOSUID;
+    let _ = rustix::mount::mount_remount(at, flags, c"");
+}
+
+/// Makes the built root the command's `/` (init, whose root is the old
+/// one, moves with it) and lets go of the host's tree.
+fn pivot() -> Result<(), Missing> {
+    rustix::process::chdir(NEW_ROOT).map_err(missing("entering the command's root"))?;
+    rustix::process::pivot_root(".", ".").map_err(missing("making the command's root /"))?;
+    rustix::mount::unmount(".", rustix::mount::UnmountFlags::DETACH)
+        .map_err(missing("letting go of the host's root"))?;
+    rustix::process::chdir("/").map_err(missing("entering the command's root"))?;
+    // The root itself, read-only now that it is built.
+    let flags = MountFlags::BIND | MountFlags::RDONLY | MountFlags::NOSUID | MountFlags::NODEV;
+    rustix::mount::mount_remount("/", flags, c"").map_err(missing("sealing the command's root"))
 }
 
 /// Gives the user a name on this system, as commands look it up
@@ -265,8 +448,9 @@ fn name_the_user(l: &Launch, (uid, gid): (u32, u32)) -> Result<(), Missing> {
         what: "naming the user in /etc/passwd",
         source,
     };
-    let dir = Path::new("/home/.etc");
-    std::fs::create_dir(dir).map_err(fail)?;
+    let root = Path::new(NEW_ROOT);
+    let dir = root.join("home/.etc");
+    std::fs::create_dir(&dir).map_err(fail)?;
     let entries = [
         (
             "passwd",
@@ -285,15 +469,17 @@ fn name_the_user(l: &Launch, (uid, gid): (u32, u32)) -> Result<(), Missing> {
         let made = dir.join(file);
         std::fs::write(&made, text).map_err(fail)?;
         if host.exists() {
-            mount_bind(&made, &host).map_err(missing("naming the user in /etc"))?;
+            let inside = root.join(host.strip_prefix("/").unwrap_or(&host));
+            mount_bind(&made, &inside).map_err(missing("naming the user in /etc"))?;
         }
     }
     Ok(())
 }
 
 /// Starts the namespace's init (PID 1) and waits until it is ready; true
-/// when it mounted the namespace's own `/proc` (asked with `mount_proc`).
-fn start_init(identity: Option<(u32, u32)>, mount_proc: bool) -> Result<bool, Missing> {
+/// when it mounted the namespace's own `/proc` (asked with `proc_at`, where
+/// to mount it).
+fn start_init(identity: Option<(u32, u32)>, proc_at: Option<&Path>) -> Result<bool, Missing> {
     let fail = |source: std::io::Error| Missing {
         what: "starting the PID namespace's init",
         source,
@@ -302,8 +488,14 @@ fn start_init(identity: Option<(u32, u32)>, mount_proc: bool) -> Result<bool, Mi
     // /home just mounted over.
     // Init watches this process through a pidfd, its standard input.
     let me = pidfd_open(getpid(), PidfdFlags::empty()).map_err(|e| fail(e.into()))?;
-    let mut child = Command::new("/proc/self/exe")
-        .args(init::args(mount_proc, identity))
+    let mut init = Command::new("/proc/self/exe");
+    if proc_at.is_some() {
+        // In the new root, which the pivot makes its `/`: nothing of the
+        // host's tree stays held by init.
+        init.current_dir(NEW_ROOT);
+    }
+    let mut child = init
+        .args(init::args(proc_at, identity))
         .stdin(Stdio::from(me))
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -321,7 +513,8 @@ fn start_init(identity: Option<(u32, u32)>, mount_proc: bool) -> Result<bool, Mi
     }
 }
 
-/// Landlock: read-write beneath the home (and the private `/tmp`), read and
+/// Landlock: read-write beneath the home (and the private `/tmp`, `/run`
+/// and `/dev/shm`), read and
 /// execute on the system directories, a few devices, the namespace's own
 /// `/proc`, the command's own terminal if it has one; no signals and no
 /// abstract sockets out of the sandbox.
@@ -334,7 +527,7 @@ fn landlock(home: &Path, tmp: bool, proc: bool, tty: Option<&Path>) -> Result<()
     let other = |e: landlock::RulesetError| fail(std::io::Error::other(e));
     let mut writable = vec![home.to_path_buf()];
     if tmp {
-        writable.push("/tmp".into());
+        writable.extend(["/tmp", "/run", "/dev/shm"].map(PathBuf::from));
     }
     let mut devices: Vec<&Path> = DEVICES.iter().map(Path::new).collect();
     if let Some(tty) = tty {

@@ -50,7 +50,8 @@ pub struct ExecArgs {
     #[arg(long, default_value = "64MiB", value_parser = size, value_name = "SIZE")]
     pub tmp_size: u64,
     /// What commands may reach: `private` (the internet through pasta, not
-    /// this host: not its loopback, its addresses or its unix sockets),
+    /// this host: not its loopback, its addresses or its abstract unix
+    /// sockets; path-named ones are out of every command's root anyway),
     /// `none` (nothing), or `host` (DANGEROUS: this host's network, its
     /// loopback services included). Where `private` cannot be set up (no
     /// pasta, no /dev/net/tun), commands get `none`, and the server says so.

@@ -663,6 +663,13 @@ where
                     return;
                 }
             }
+            // Wharf's patch: a data connection reset before it was served has no
+            // peer address any more. Serve it all the same: its command
+            // reads what arrived, then the reset, and the client gets the
+            // command's reply (before, no reply ever came).
+            Err(err) if err.kind() == std::io::ErrorKind::NotConnected => {
+                slog::debug!(logger, "The data connection was reset before it was served: {:?}", err);
+            }
             Err(err) => {
                 slog::error!(logger, "Couldn't determine data channel address: {:?}", err);
                 return;
