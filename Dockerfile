@@ -23,9 +23,12 @@ RUN --mount=type=cache,target=/src/target \
 # commands get a uid of their own.
 FROM debian:trixie-slim
 # btrfs-progs: where the data volume is on btrfs with quotas on, each home
-# is a subvolume the kernel holds to its quota (README: "Quotas").
-RUN if ! command -v btrfs >/dev/null 2>&1; then \
-      apt-get update && apt-get install -y --no-install-recommends btrfs-progs \
+# is a subvolume the kernel holds to its quota (README: "Quotas"). passt:
+# pasta, the way out of a user's private network for their commands
+# (--exec-network private; it also needs /dev/net/tun, see
+# docker-compose.yml).
+RUN if ! command -v btrfs >/dev/null 2>&1 || ! command -v pasta >/dev/null 2>&1; then \
+      apt-get update && apt-get install -y --no-install-recommends btrfs-progs passt \
       && rm -rf /var/lib/apt/lists/*; \
     fi \
  && useradd --system --uid 10001 --user-group --home-dir /var/lib/wharf --create-home wharf \

@@ -95,7 +95,7 @@ step "base image debian:trixie-slim from $MIRROR (debootstrap minbase)"
 mkdir -p "$WORK/debcache"
 # btrfs-progs is in the base here, as build containers have no network for
 # the Dockerfile's apt-get (which installs it where the base lacks it).
-debootstrap --variant=minbase --include=btrfs-progs --cache-dir="$WORK/debcache" trixie "$WORK/rootfs-debian" "$MIRROR" >"$WORK/debootstrap.log" 2>&1 \
+debootstrap --variant=minbase --include=btrfs-progs,passt --cache-dir="$WORK/debcache" trixie "$WORK/rootfs-debian" "$MIRROR" >"$WORK/debootstrap.log" 2>&1 \
   || { tail -n 20 "$WORK/debootstrap.log"; die "debootstrap failed"; }
 rm -rf "$WORK"/rootfs-debian/var/lib/apt/lists/* "$WORK"/rootfs-debian/var/cache/apt/archives/*.deb
 tar -C "$WORK/rootfs-debian" -c . | docker import - debian:trixie-slim >/dev/null
@@ -234,6 +234,35 @@ for attack in \
 done
 [ "$(ex bob 'cat notes.txt; ls')" = "$(printf 'bob secret\nnotes.txt')" ] || die "bob's home was touched"
 echo "bob's home is as he left it; the server still serves"
+
+step "exec: what a command reaches of its container and the stack (--exec-network none)"
+EXEC_ID=$(dc ps -q exec)
+FTP_IP=$(docker inspect -f '{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}' "$(dc ps -q ftp)")
+# Sockets of the exec container's own: 0666, by path in /tmp and /dev/shm,
+# and one in the abstract namespace; each answers HOST.
+docker exec -d "$EXEC_ID" perl -MIO::Socket::UNIX -e '
+  my @l = map { my $s = IO::Socket::UNIX->new(Local => $_, Listen => 5) or die "$_: $!"; chmod 0666, $_; $s }
+    "/tmp/host.sock", "/dev/shm/host.sock";
+  push @l, IO::Socket::UNIX->new(Local => "\0wharf-host", Listen => 5) or die "abstract: $!";
+  while (1) { for (@l) { $_->blocking(0); my $c = $_->accept; print $c "HOST\n" if $c } select(undef, undef, undef, 0.05) }'
+sleep 1
+has HOST docker exec "$EXEC_ID" perl -MIO::Socket::UNIX -e 'print readline(IO::Socket::UNIX->new(Peer => "/tmp/host.sock"))' \
+  || die "the test's socket in the exec container does not answer"
+for target in 127.0.0.1/9100 127.0.0.1/2123 "$FTP_IP/2121" "$FTP_IP/9100"; do
+  if ex alice "exec 3<>/dev/tcp/$target" >/dev/null 2>&1; then die "a command reached $target"; fi
+  echo "unreachable: $target"
+done
+for peer in /tmp/host.sock /dev/shm/host.sock abstract; do
+  if [ "$peer" = abstract ]; then to='"\0wharf-host"'; else to="\"$peer\""; fi
+  OUT=$(ex alice "perl -MIO::Socket::UNIX -e 'print readline(IO::Socket::UNIX->new(Peer => $to) or die qq(no: \$!\n))'" 2>&1) || true
+  grep -q HOST <<<"$OUT" && die "a command reached the container's socket $peer"
+  echo "unreachable: $peer ($OUT)"
+done
+OUT=$(ex alice 'cat /proc/self/mountinfo')
+POINTS=$(awk '{print $5}' <<<"$OUT")
+grep -qE '^/(var|srv|mnt|root|run/|data)' <<<"$POINTS" && { echo "$OUT"; die "the mount table shows the container's places"; }
+has /var/lib/wharf ex alice mount && die "mount shows the data folder's path"
+echo "mount points a command sees: $(tr '\n' ' ' <<<"$POINTS")"
 
 step "exec: nothing outlives a run (setsid, setsid -f, nohup, an orphan), the memory cap, the quota"
 ex alice '(sleep 1234.1 &); setsid sleep 1234.2 & setsid -f sleep 1234.3; nohup sleep 1234.4 >/dev/null 2>&1 & echo started'
