@@ -136,7 +136,7 @@ cd "$WORK/ctx"
 dc() { docker compose -f "$WORK/ctx/docker-compose.yml" "$@"; }
 step "docker compose config, then docker compose ${UP[*]}"
 dc config -q
-dc "${UP[@]}"
+dc "${UP[@]}" || { dc ps; dc logs --tail 40 exec chat ftp; die "the stack did not come up healthy (the logs above)"; }
 dc ps
 for s in ftp chat exec; do
   h=$(docker inspect -f '{{.State.Health.Status}}' "$(dc ps -q "$s")")

@@ -10,7 +10,8 @@ use std::process::Command;
 use serde_yaml_ng::Value;
 
 /// What a container running commands needs (sorted): switch to each
-/// user's uid, end their processes, give files to them, make namespaces.
+/// user's uid, end their processes, give files to them, make namespaces
+/// and enter the root built for a command.
 const EXEC_CAPS: &[&str] = &[
     "CHOWN",
     "DAC_OVERRIDE",
@@ -19,6 +20,7 @@ const EXEC_CAPS: &[&str] = &[
     "SETGID",
     "SETUID",
     "SYS_ADMIN",
+    "SYS_CHROOT",
 ];
 
 fn root() -> &'static Path {

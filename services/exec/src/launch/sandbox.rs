@@ -430,9 +430,26 @@ fn read_only(at: &Path) {
 /// one, moves with it) and lets go of the host's tree.
 fn pivot() -> Result<(), Missing> {
     rustix::process::chdir(NEW_ROOT).map_err(missing("entering the command's root"))?;
-    rustix::process::pivot_root(".", ".").map_err(missing("making the command's root /"))?;
-    rustix::mount::unmount(".", rustix::mount::UnmountFlags::DETACH)
-        .map_err(missing("letting go of the host's root"))?;
+    match rustix::process::pivot_root(".", ".") {
+        Ok(()) => {
+            rustix::mount::unmount(".", rustix::mount::UnmountFlags::DETACH)
+                .map_err(missing("letting go of the host's root"))?;
+        }
+        // Docker's default seccomp profile refuses pivot_root: the root is
+        // moved over `/` and entered instead, as switch_root does (which
+        // needs CAP_SYS_CHROOT). The host's tree stays beneath it, out of
+        // reach: init, the only process whose root it still is, runs as
+        // the user but is not dumpable, so `/proc/1/root` is closed to
+        // the command.
+        Err(rustix::io::Errno::PERM) => {
+            rustix::mount::mount_move(".", "/")
+                .map_err(missing("moving the command's root to /"))?;
+            rustix::process::chroot(".").map_err(missing(
+                "entering the command's root (pivot_root is refused here, and chroot needs CAP_SYS_CHROOT)",
+            ))?;
+        }
+        Err(e) => return Err(missing("making the command's root /")(e)),
+    }
     rustix::process::chdir("/").map_err(missing("entering the command's root"))?;
     // The root itself, read-only now that it is built.
     let flags = MountFlags::BIND | MountFlags::RDONLY | MountFlags::NOSUID | MountFlags::NODEV;
