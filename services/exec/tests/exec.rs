@@ -21,10 +21,6 @@ const LEAVERS_1: &str = "(sleep 1000.11 &) ; sleep 1000.12 & setsid sleep 1000.1
 const LEAVERS_3: &str = "(sleep 1000.31 &) ; sleep 1000.32 & setsid sleep 1000.33 & \
      setsid -f sleep 1000.34; nohup sleep 1000.35 >/dev/null 2>&1 & echo $$ > pids; sleep 1000.36";
 
-fn is_root() -> bool {
-    rustix::process::geteuid().is_root()
-}
-
 /// Deterministic bytes that are not all alike.
 fn pattern(len: usize) -> Vec<u8> {
     let mut x: u32 = 0x1234_5678;

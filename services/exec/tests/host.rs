@@ -10,11 +10,7 @@ use std::path::{Path, PathBuf};
 
 use common::*;
 use wharf_exec::client::ExecClient;
-use wharf_exec::server::{ExecConfig, ExecNetwork};
-
-fn is_root() -> bool {
-    rustix::process::geteuid().is_root()
-}
+use wharf_exec::server::ExecNetwork;
 
 /// A 0666 unix socket of the host's that answers "HOST" to every
 /// connection; removed when dropped.
@@ -58,14 +54,6 @@ async fn connect(c: &mut ExecClient, peer: &str) -> String {
     String::from_utf8_lossy(&out.stdout).trim().to_owned()
 }
 
-async fn server(network: ExecNetwork) -> TestServer {
-    spawn_with(ExecConfig {
-        network,
-        ..config()
-    })
-    .await
-}
-
 #[tokio::test]
 async fn no_unix_socket_of_the_host_is_there_by_path() {
     // /var/tmp and /dev/shm take anyone's sockets; /run only root's.
@@ -75,7 +63,7 @@ async fn no_unix_socket_of_the_host_is_there_by_path() {
     }
     let sockets: Vec<HostSocket> = dirs.iter().map(|d| HostSocket::at(d)).collect();
     for network in [ExecNetwork::Private, ExecNetwork::Host] {
-        let srv = server(network).await;
+        let srv = spawn_on(network).await;
         srv.add_user("alice", "exec").await;
         let mut a = srv.client("alice").await;
         for socket in &sockets {
@@ -121,7 +109,7 @@ async fn no_abstract_socket_of_the_host_is_reachable() {
     // The private and no networks have their own abstract namespaces; on
     // the host's network, Landlock's scope keeps the command out.
     for network in [ExecNetwork::Private, ExecNetwork::None, ExecNetwork::Host] {
-        let srv = server(network).await;
+        let srv = spawn_on(network).await;
         srv.add_user("alice", "exec").await;
         let mut a = srv.client("alice").await;
         let said = connect(&mut a, &format!("\\0{name}")).await;

@@ -17,10 +17,6 @@ use wharf_exec::server::{ExecConfig, ResourceLimits};
 use wharf_proto::ErrorCode;
 use wharf_proto::exec::{ExecReply, ExecRequest, SignalName};
 
-fn is_root() -> bool {
-    rustix::process::geteuid().is_root()
-}
-
 fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }

@@ -13,15 +13,11 @@ use std::sync::OnceLock;
 
 use common::*;
 use wharf_exec::client::ExecClient;
-use wharf_exec::server::{ExecConfig, ExecNetwork, check_sandbox};
+use wharf_exec::server::{ExecNetwork, check_sandbox};
 
 const WORLD_NS: &str = "wharf-test-world";
 const HOST_SIDE: Ipv4Addr = Ipv4Addr::new(10, 231, 77, 1);
 const WORLD_SIDE: Ipv4Addr = Ipv4Addr::new(10, 231, 77, 2);
-
-fn is_root() -> bool {
-    rustix::process::geteuid().is_root()
-}
 
 fn ip(args: &[&str]) {
     let out = Command::new("ip").args(args).output().expect("ip");
@@ -101,14 +97,6 @@ async fn reach(c: &mut ExecClient, addr: &str, port: u16) -> String {
     String::from_utf8_lossy(&out.stdout).trim().to_owned()
 }
 
-async fn server(network: ExecNetwork) -> TestServer {
-    spawn_with(ExecConfig {
-        network,
-        ..config()
-    })
-    .await
-}
-
 #[tokio::test]
 async fn a_private_network_reaches_the_world_and_nothing_of_the_host() {
     if !is_root() {
@@ -118,7 +106,7 @@ async fn a_private_network_reaches_the_world_and_nothing_of_the_host() {
     let world = world();
     let on_loopback = host_listener(Ipv4Addr::LOCALHOST);
     let on_all = host_listener(Ipv4Addr::UNSPECIFIED);
-    let srv = server(ExecNetwork::Private).await;
+    let srv = spawn_on(ExecNetwork::Private).await;
     srv.add_user("alice", "exec").await;
     let mut a = srv.client("alice").await;
     assert_eq!(reach(&mut a, &WORLD_SIDE.to_string(), world).await, "WORLD");
@@ -142,7 +130,7 @@ async fn a_private_network_reaches_the_world_and_nothing_of_the_host() {
 
 #[tokio::test]
 async fn no_network_reaches_nothing() {
-    let srv = server(ExecNetwork::None).await;
+    let srv = spawn_on(ExecNetwork::None).await;
     srv.add_user("alice", "exec").await;
     let mut a = srv.client("alice").await;
     let on_loopback = host_listener(Ipv4Addr::LOCALHOST);

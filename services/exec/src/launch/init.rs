@@ -2,8 +2,9 @@
 //!
 //! The launcher starts it right after entering the namespaces (it is the
 //! namespace's first process, so its PID 1). It mounts the namespace's own
-//! `/proc` in the command's root being built (in a private mount namespace only: the processes of other users' commands and of
-//! the host stay invisible), gives up root for the user's uid, says it is
+//! `/proc` in the command's root being built (in a private mount namespace
+//! only: the processes of other users' commands and of the host stay
+//! invisible), gives up root for the user's uid, says it is
 //! ready, and reaps orphans until its parent (the launcher, by then the
 //! command's shell) is gone; then it exits. When it dies the kernel kills
 //! every process left in the namespace: nothing a command starts outlives

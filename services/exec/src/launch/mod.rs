@@ -14,14 +14,14 @@
 //!    (read-only), `/home/NAME` (bound from the real home), private `/tmp`,
 //!    `/run` and `/dev/shm`, a few devices; nothing else of the host's;
 //! 4. starts the namespace's init (see [`init`]), which is PID 1 and mounts
-//!    the namespace's `/proc` in that root: when the
-//!    command's shell ends, init is killed, and with it, by the kernel,
-//!    every process left in the namespace, `setsid` and double forks
-//!    included; then makes the built root `/` (`pivot_root`) and lets go
-//!    of the host's;
+//!    the namespace's `/proc` in that root: when the command's shell ends,
+//!    init is killed, and with it, by the kernel, every process left in the
+//!    namespace, `setsid` and double forks included; then makes the built
+//!    root `/` (`pivot_root`, or a move and `chroot` where a seccomp
+//!    profile refuses that) and lets go of the host's;
 //! 5. restricts itself with Landlock (read-write beneath the home, `/tmp`,
-//!    `/run` and `/dev/shm`, read and execute on the system directories, nothing else;
-//!    no signals or abstract sockets out of the sandbox);
+//!    `/run` and `/dev/shm`, read and execute on the system directories,
+//!    nothing else; no signals or abstract sockets out of the sandbox);
 //! 6. becomes the user's own uid and gid when run as root, and replaces
 //!    itself with `sh -c COMMAND` in the home.
 //!

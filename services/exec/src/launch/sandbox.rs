@@ -99,10 +99,13 @@ pub fn enter(l: &Launch) -> Result<Place, Missing> {
         // new root while the host's `/proc` is still there to spawn it
         // from (and, in a user namespace, to show that nothing is hidden).
         let proc_at = built.then(|| Path::new(NEW_ROOT).join("proc"));
-        proc = start_init(l.identity, proc_at.as_deref())?;
+        let proc_mounted = start_init(l.identity, proc_at.as_deref())?;
+        // Its `/proc` is only the command's once the root is `/`; until
+        // then `/proc` is the host's, which Landlock must not open.
         if built && tolerate(pivot())? {
             home = shown;
             tmp = true;
+            proc = proc_mounted;
         }
     }
     tolerate(landlock(&home, tmp, proc, l.tty.as_deref()))?;
@@ -531,10 +534,9 @@ fn start_init(identity: Option<(u32, u32)>, proc_at: Option<&Path>) -> Result<bo
 }
 
 /// Landlock: read-write beneath the home (and the private `/tmp`, `/run`
-/// and `/dev/shm`), read and
-/// execute on the system directories, a few devices, the namespace's own
-/// `/proc`, the command's own terminal if it has one; no signals and no
-/// abstract sockets out of the sandbox.
+/// and `/dev/shm`), read and execute on the system directories, a few
+/// devices, the namespace's own `/proc`, the command's own terminal if it
+/// has one; no signals and no abstract sockets out of the sandbox.
 fn landlock(home: &Path, tmp: bool, proc: bool, tty: Option<&Path>) -> Result<(), Missing> {
     let abi = ABI::V5;
     let fail = |source: std::io::Error| Missing {

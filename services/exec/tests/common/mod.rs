@@ -81,6 +81,20 @@ pub async fn spawn_with(config: ExecConfig) -> TestServer {
     spawn_in(config, None).await
 }
 
+/// A server whose commands see the network `network`.
+pub async fn spawn_on(network: wharf_exec::server::ExecNetwork) -> TestServer {
+    spawn_with(ExecConfig {
+        network,
+        ..config()
+    })
+    .await
+}
+
+/// Whether the tests run as root (and so the server does).
+pub fn is_root() -> bool {
+    rustix::process::geteuid().is_root()
+}
+
 /// A server whose data folder is beneath `root` (a btrfs mount), or in
 /// the temporary folder.
 pub async fn spawn_in(config: ExecConfig, root: Option<&std::path::Path>) -> TestServer {
