@@ -30,6 +30,7 @@ pub mod standing;
 pub mod store;
 pub mod time;
 pub mod tls;
+pub mod waiting;
 
 pub use auth::{AuthConfig, Authenticator};
 pub use error::{Error, Result};

@@ -7,10 +7,12 @@
 //! fails (out of file descriptors), and on shutdown stops accepting, tells
 //! every session through its token, and waits for them up to a grace period.
 //! Connections not logged in yet have a budget of their own
-//! (`max_unauthenticated`, like OpenSSH's `MaxStartups`): past it the oldest
-//! of them is dropped, so a flood of idle connections can never keep a real
-//! client from reaching the login; logged-in sessions are never dropped for
-//! it.
+//! (`max_unauthenticated`, like OpenSSH's `MaxStartups`), fair between
+//! addresses ([`crate::waiting`]): an address past its cap per IP is turned
+//! away before it takes a place, and when the budget is full the oldest of
+//! the address holding the most is dropped, so a flood of idle connections
+//! from one address can never keep another's client from the login;
+//! logged-in sessions are never dropped for it.
 //! Under TLS it completes the handshake (within the login timeout) before a
 //! session sees the connection, and answers a client that speaks plain
 //! frames to it with one clear error instead of a protocol dump.
@@ -32,9 +34,14 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::proxy_protocol::Network;
+use crate::waiting::{Ticket, Waiting};
 
 /// How long sessions told to end now (after the grace period) may take.
 const ABORT_WAIT: Duration = Duration::from_secs(5);
+
+/// Refusals said at once to one address; past them its extra connections
+/// are closed without a word.
+const REFUSALS_PER_ADDRESS: usize = 4;
 
 /// Connection limits of a server.
 #[derive(Debug, Clone)]
@@ -43,7 +50,8 @@ pub struct Limits {
     pub max_connections: usize,
     /// Connections at once from one IP address.
     pub max_per_ip: usize,
-    /// Connections not logged in yet, at once; past it the oldest goes.
+    /// Connections not logged in yet, at once; past it the oldest of the
+    /// address holding the most goes.
     pub max_unauthenticated: usize,
     /// Time from connect to a successful login.
     pub login_timeout: Duration,
@@ -162,84 +170,14 @@ async fn reject(stream: Stream, why: Rejection) {
 /// A connection's place among those not logged in yet: the session calls
 /// [`LoginGate::passed`] once its login succeeds, and from then on the
 /// connection is never dropped to make room.
-#[derive(Clone)]
 pub struct LoginGate {
-    inner: Arc<GateInner>,
-}
-
-struct GateInner {
-    pending: Arc<Pending>,
-    id: u64,
+    ticket: Ticket,
 }
 
 impl LoginGate {
     /// The login succeeded.
     pub fn passed(&self) {
-        self.inner.pending.remove(self.inner.id);
-    }
-}
-
-impl Drop for GateInner {
-    fn drop(&mut self) {
-        self.pending.remove(self.id);
-    }
-}
-
-/// The connections not logged in yet, oldest first, with the handle that
-/// ends each.
-#[derive(Default)]
-struct Pending {
-    conns: Mutex<std::collections::VecDeque<(u64, Option<tokio::task::AbortHandle>)>>,
-    next: std::sync::atomic::AtomicU64,
-}
-
-impl Pending {
-    fn lock(
-        &self,
-    ) -> std::sync::MutexGuard<
-        '_,
-        std::collections::VecDeque<(u64, Option<tokio::task::AbortHandle>)>,
-    > {
-        self.conns.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// A place for a new connection; the oldest waiting one is ended when
-    /// `max` are waiting already.
-    fn admit(self: &Arc<Self>, max: usize) -> LoginGate {
-        let id = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let evicted = {
-            let mut conns = self.lock();
-            let evicted = if conns.len() >= max.max(1) {
-                conns.pop_front()
-            } else {
-                None
-            };
-            conns.push_back((id, None));
-            evicted
-        };
-        if let Some((_, Some(task))) = evicted {
-            tracing::debug!("too many connections not logged in: dropping the oldest");
-            task.abort();
-        }
-        LoginGate {
-            inner: Arc::new(GateInner {
-                pending: Arc::clone(self),
-                id,
-            }),
-        }
-    }
-
-    fn set_task(&self, id: u64, task: tokio::task::AbortHandle) {
-        if let Some(entry) = self.lock().iter_mut().find(|(i, _)| *i == id) {
-            entry.1 = Some(task);
-        }
-    }
-
-    fn remove(&self, id: u64) {
-        let mut conns = self.lock();
-        if let Some(at) = conns.iter().position(|(i, _)| *i == id) {
-            conns.remove(at);
-        }
+        self.ticket.passed();
     }
 }
 
@@ -308,7 +246,11 @@ pub async fn serve<H: Handler>(
 ) {
     let permits = Arc::new(Semaphore::new(limits.max_connections.max(1)));
     let per_ip: Arc<Slots<IpAddr>> = Arc::new(Slots::default());
-    let pending: Arc<Pending> = Arc::new(Pending::default());
+    // Refusals being said, per address: past a few, an address's extra
+    // connections are closed without a word, so a flood of them cannot hold
+    // the connection budget through the TLS handshake of each refusal.
+    let refusing: Arc<Slots<IpAddr>> = Arc::new(Slots::default());
+    let waiting = Waiting::new(limits.max_unauthenticated, usize::MAX);
     let tracker = TaskTracker::new();
     let mut backoff = Duration::from_millis(10);
     let Listener { tcp: listener, tls } = listener;
@@ -339,6 +281,7 @@ pub async fn serve<H: Handler>(
         let _ = stream.set_nodelay(true);
         let handler = Arc::clone(&handler);
         let per_ip = Arc::clone(&per_ip);
+        let refusing = Arc::clone(&refusing);
         let max_per_ip = limits.max_per_ip;
         let proxied = limits
             .proxy_protocol_from
@@ -347,8 +290,7 @@ pub async fn serve<H: Handler>(
         let tls = tls.clone();
         let handshake_time = limits.login_timeout;
         let token = shutdown.child_token();
-        let gate = pending.admit(limits.max_unauthenticated);
-        let gate_id = gate.inner.id;
+        let waiting = Arc::clone(&waiting);
         let task_fut = async move {
             let mut stream = stream;
             let peer = if proxied {
@@ -371,55 +313,77 @@ pub async fn serve<H: Handler>(
             } else {
                 peer
             };
-            let guard = per_ip.enter(peer.ip(), max_per_ip);
-            // Boxed, as the session below: a task is as big as its biggest
-            // state, and the handshake's would stay allocated for the
-            // session's whole life (a few KiB per idle session).
-            let stream = match Box::pin(establish(stream, tls.as_ref(), handshake_time)).await {
-                Established::Ready(stream) => stream,
-                Established::PlainToTls(stream) => {
-                    tracing::info!(%peer, "refused: a plain client on the TLS port");
-                    metrics()
-                        .connections_refused
-                        .get_or_create(&svc_outcome(handler.service_name(), "tls_required"))
-                        .inc();
-                    handler.reject(stream, Rejection::TlsRequired).await;
+            // Past its cap, an address is turned away before it takes a
+            // place among those not logged in (and ends nobody's).
+            let Some(guard) = per_ip.enter(peer.ip(), max_per_ip) else {
+                tracing::info!(%peer, "refused: too many connections from this address");
+                metrics()
+                    .connections_refused
+                    .get_or_create(&svc_outcome(
+                        handler.service_name(),
+                        "too_many_from_address",
+                    ))
+                    .inc();
+                // Said in the connection's own terms (over TLS on a TLS
+                // port), within the login timeout; a few at once per address.
+                let Some(_refusing) = refusing.enter(peer.ip(), REFUSALS_PER_ADDRESS) else {
                     return;
+                };
+                if let Established::Ready(stream) =
+                    Box::pin(establish(stream, tls.as_ref(), handshake_time)).await
+                {
+                    let _ = tokio::time::timeout(
+                        handshake_time,
+                        handler.reject(stream, Rejection::TooManyFromIp),
+                    )
+                    .await;
                 }
-                Established::Failed(why) => {
-                    tracing::debug!(%peer, "TLS handshake failed: {why}");
-                    return;
-                }
+                return;
             };
-            match guard {
-                Some(guard) => {
-                    let open = metrics()
-                        .connections_open
-                        .get_or_create(&svc(handler.service_name()))
-                        .clone();
-                    open.inc();
-                    let _open = OnDrop(move || {
-                        open.dec();
-                    });
-                    Box::pin(handler.handle(stream, peer, token, gate)).await;
-                    drop(guard);
-                }
-                None => {
-                    tracing::info!(%peer, "refused: too many connections from this address");
-                    metrics()
-                        .connections_refused
-                        .get_or_create(&svc_outcome(
-                            handler.service_name(),
-                            "too_many_from_address",
-                        ))
-                        .inc();
-                    handler.reject(stream, Rejection::TooManyFromIp).await;
+            let gate = LoginGate {
+                ticket: waiting.admit(peer.ip()),
+            };
+            let evicted = gate.ticket.evicted();
+            let session = async {
+                // Boxed, as the session below: a task is as big as its
+                // biggest state, and the handshake's would stay allocated
+                // for the session's whole life (a few KiB per idle session).
+                let stream = match Box::pin(establish(stream, tls.as_ref(), handshake_time)).await {
+                    Established::Ready(stream) => stream,
+                    Established::PlainToTls(stream) => {
+                        tracing::info!(%peer, "refused: a plain client on the TLS port");
+                        metrics()
+                            .connections_refused
+                            .get_or_create(&svc_outcome(handler.service_name(), "tls_required"))
+                            .inc();
+                        handler.reject(stream, Rejection::TlsRequired).await;
+                        return;
+                    }
+                    Established::Failed(why) => {
+                        tracing::debug!(%peer, "TLS handshake failed: {why}");
+                        return;
+                    }
+                };
+                let open = metrics()
+                    .connections_open
+                    .get_or_create(&svc(handler.service_name()))
+                    .clone();
+                open.inc();
+                let _open = OnDrop(move || {
+                    open.dec();
+                });
+                Box::pin(handler.handle(stream, peer, token, gate)).await;
+            };
+            tokio::select! {
+                () = session => {}
+                () = evicted => {
+                    tracing::debug!(%peer, "ended: too many connections not logged in");
                 }
             }
+            drop(guard);
             drop(permit);
         };
-        let task = tracker.spawn(task_fut);
-        pending.set_task(gate_id, task.abort_handle());
+        tracker.spawn(task_fut);
     }
     drop(listener);
     tracker.close();

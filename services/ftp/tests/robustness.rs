@@ -145,6 +145,69 @@ async fn silent_clients_time_out_and_crowds_from_one_address_are_refused() {
     assert!(msg.contains("nothing received"), "{msg}");
 }
 
+/// One address flooding the port with silent connections ends only its own
+/// among those not logged in: logins from three other addresses still get
+/// through, while the flood goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_silent_connections_from_one_address_keeps_no_one_else_out() {
+    let limits = Limits {
+        max_unauthenticated: 8,
+        ..Limits::default()
+    };
+    let srv = spawn_with(FtpConfig {
+        limits,
+        ..FtpConfig::default()
+    })
+    .await;
+    srv.add_user("alice", None, "ftp").await;
+    let stop = tokio_util::sync::CancellationToken::new();
+    let flood = {
+        let (addr, stop) = (srv.addr.clone(), stop.clone());
+        tokio::spawn(async move {
+            let mut held = std::collections::VecDeque::new();
+            let mut opened = 0u64;
+            while !stop.is_cancelled() {
+                if let Ok(conn) = TcpStream::connect(&addr).await {
+                    opened += 1;
+                    held.push_back(conn);
+                    if held.len() > 200 {
+                        held.pop_front();
+                    }
+                }
+            }
+            opened
+        })
+    };
+    // The flood is under way before the others come.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    for last in 2..=4u8 {
+        let login = async {
+            let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+            socket
+                .bind(std::net::SocketAddr::from(([127, 0, 0, last], 0)))
+                .expect("bind another loopback address");
+            let tcp = socket
+                .connect(srv.addr.parse().expect("address"))
+                .await
+                .expect("connect");
+            let stream = common::client_tls()
+                .secure(tcp, &srv.addr)
+                .await
+                .expect("TLS");
+            let mut conn = common::raw_login_on(stream, "alice").await;
+            raw_send(&mut conn, FtpRequest::Pwd, 0).await;
+            raw_recv(&mut conn).await
+        };
+        let said = tokio::time::timeout(Duration::from_secs(5), login)
+            .await
+            .unwrap_or_else(|_| panic!("the login from 127.0.0.{last} was kept out by the flood"));
+        assert!(matches!(said, Some(FtpReply::Cwd { .. })), "{said:?}");
+    }
+    stop.cancel();
+    let opened = flood.await.expect("flood");
+    assert!(opened > 8, "the flood opened only {opened} connections");
+}
+
 #[tokio::test]
 async fn shutdown_tells_idle_sessions_and_stops_accepting() {
     let srv = spawn().await;

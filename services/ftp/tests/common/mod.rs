@@ -236,7 +236,13 @@ pub async fn raw_recv(conn: &mut Raw) -> Option<FtpReply> {
 }
 
 pub async fn raw_login(addr: &str, user: &str) -> Raw {
-    let mut conn = raw(addr).await;
+    raw_login_on(connect(addr).await, user).await
+}
+
+/// [`raw_login`] over a connection made by the caller (from another source
+/// address, say).
+pub async fn raw_login_on(stream: Stream, user: &str) -> Raw {
+    let mut conn = Framed::new(stream, FrameCodec::new());
     raw_send(
         &mut conn,
         FtpRequest::Hello(ClientHello {
