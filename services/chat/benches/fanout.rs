@@ -197,6 +197,7 @@ fn start_server(url: &str, dir: &std::path::Path, tls: bool) -> Res<(std::proces
         .arg(dir)
         .args(["--max-connections", "30000", "--max-per-ip", "30000"])
         .args(["--flood-burst", "1000000", "--flood-rate", "1000000"])
+        .args(["--flood-bytes-burst", "1GiB", "--flood-bytes-rate", "1GiB"])
         .args(if tls { &[][..] } else { &["--no-tls"][..] })
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
@@ -491,6 +492,7 @@ async fn beside_ngircd(
         .arg(dir)
         .args(["--max-connections", "30000", "--max-per-ip", "30000"])
         .args(["--flood-burst", "1000000", "--flood-rate", "1000000"])
+        .args(["--flood-bytes-burst", "1GiB", "--flood-bytes-rate", "1GiB"])
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
         .spawn()?;

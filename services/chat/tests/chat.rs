@@ -329,6 +329,183 @@ async fn flood_control_limits_each_user() {
         .expect("bob");
 }
 
+/// Flood control counts text as well as messages: long messages run out
+/// of bytes well before the message allowance.
+#[tokio::test]
+async fn flood_control_counts_bytes_too() {
+    let srv = spawn_with(ChatConfig {
+        flood_bytes: Rate {
+            burst: 3 * MAX_TEXT_BYTES as u32 + 100,
+            per_sec: 1.0,
+        },
+        ..ChatConfig::default()
+    })
+    .await;
+    srv.add_user("alice", "chat").await;
+    let mut alice = srv.client("alice").await;
+    alice.join("lobby").await.expect("join");
+    let long = "x".repeat(MAX_TEXT_BYTES);
+    for _ in 0..3 {
+        alice.say("lobby", &long).await.expect("within the bytes");
+    }
+    let err = alice.say("lobby", &long).await.expect_err("bytes");
+    assert_eq!(err.code(), Some(ErrorCode::RateLimited));
+    assert!(err.to_string().contains("too much text"), "{err}");
+    // A short message still fits: bytes were not taken by the refusal.
+    alice.say("lobby", "hi").await.expect("short");
+}
+
+/// One user cannot take every room: past their own rooms the server says
+/// so, while another user still makes rooms; a room that empties frees its
+/// maker's place.
+#[tokio::test]
+async fn a_user_makes_a_bounded_number_of_rooms_and_others_still_can() {
+    let srv = spawn_with(ChatConfig {
+        max_rooms_per_user: 5,
+        ..ChatConfig::default()
+    })
+    .await;
+    srv.add_user("alice", "chat").await;
+    srv.add_user("bob", "chat").await;
+    let mut alice = srv.client("alice").await;
+    let mut alice2 = srv.client("alice").await;
+    for i in 0..3 {
+        alice.join(&format!("a{i}")).await.expect("join");
+    }
+    for i in 3..5 {
+        alice2.join(&format!("a{i}")).await.expect("join");
+    }
+    // Over all her sessions.
+    let err = alice2.join("a5").await.expect_err("past her rooms");
+    assert_eq!(err.code(), Some(ErrorCode::Busy));
+    assert!(err.to_string().contains("you have made 5 rooms"), "{err}");
+    let mut bob = srv.client("bob").await;
+    bob.join("b0").await.expect("bob still makes rooms");
+    // Joining a room that exists is not making one.
+    bob.join("a0").await.expect("bob joins alice's room");
+    alice.join("b0").await.expect("alice joins bob's room");
+    // A room she made and left goes once empty: her place comes back.
+    alice2.leave("a4").await.expect("leave");
+    alice.join("a5").await.expect("a place again");
+}
+
+/// Rooms made from one address are bounded whoever logs in there.
+#[tokio::test]
+async fn an_address_makes_a_bounded_number_of_rooms() {
+    let srv = spawn_with(ChatConfig {
+        max_rooms_per_address: 3,
+        ..ChatConfig::default()
+    })
+    .await;
+    srv.add_user("alice", "chat").await;
+    srv.add_user("bob", "chat").await;
+    let mut alice = srv.client("alice").await;
+    let mut bob = srv.client("bob").await;
+    alice.join("r1").await.expect("join");
+    alice.join("r2").await.expect("join");
+    bob.join("r3").await.expect("join");
+    let err = bob.join("r4").await.expect_err("past the address's rooms");
+    assert_eq!(err.code(), Some(ErrorCode::Busy));
+    assert!(err.to_string().contains("from your address"), "{err}");
+}
+
+/// History is kept per room by count and by age: the trimmer removes the
+/// rest in the background while the room goes on.
+#[tokio::test]
+async fn history_is_trimmed_by_count_and_age() {
+    let srv = spawn_with(ChatConfig {
+        history_per_room: Some(5),
+        history_days: Some(30),
+        history_trim_every: Duration::from_millis(50),
+        ..ChatConfig::default()
+    })
+    .await;
+    let alice_user = srv.add_user("alice", "chat").await;
+    // Old messages in a quiet room, written as they would have been.
+    let long_ago = wharf_core::time::now_ms() - 31 * 86_400_000;
+    let old: Vec<_> = (1..=3u64)
+        .map(|i| wharf_core::store::ChatRecord {
+            id: 1_000_000 + i,
+            sender_id: alice_user.id,
+            room: Some("attic".into()),
+            seq: Some(i),
+            recipient_id: None,
+            body: format!("old {i}"),
+            at: long_ago,
+        })
+        .collect();
+    srv.store.record_chat_messages(&old).await.expect("old");
+    let mut alice = srv.client("alice").await;
+    alice.join("lobby").await.expect("join");
+    for i in 0..8 {
+        alice.say("lobby", &format!("m{i}")).await.expect("say");
+    }
+    alice.join("attic").await.expect("join");
+    let mut kept = Vec::new();
+    for _ in 0..200 {
+        kept = alice.history("lobby", Some(100)).await.expect("history");
+        let attic = alice.history("attic", Some(100)).await.expect("history");
+        if kept.len() == 5 && attic.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let texts: Vec<_> = kept.iter().map(|m| m.text.as_str()).collect();
+    assert_eq!(texts, ["m3", "m4", "m5", "m6", "m7"]);
+    assert!(
+        alice
+            .history("attic", Some(100))
+            .await
+            .expect("history")
+            .is_empty(),
+        "messages past 30 days stay"
+    );
+    // The room goes on, numbered on.
+    let said = alice.say("lobby", "m8").await.expect("say");
+    assert_eq!(said.seq, Some(9));
+}
+
+/// One user's share of the history is bounded in bytes: their oldest go,
+/// another user's stay.
+#[tokio::test]
+async fn a_users_share_of_the_history_is_bounded() {
+    let srv = spawn_with(ChatConfig {
+        history_per_user_bytes: Some(10 * 1000),
+        history_trim_every: Duration::from_millis(50),
+        ..ChatConfig::default()
+    })
+    .await;
+    srv.add_user("alice", "chat").await;
+    srv.add_user("bob", "chat").await;
+    let mut alice = srv.client("alice").await;
+    let mut bob = srv.client("bob").await;
+    alice.join("lobby").await.expect("join");
+    bob.join("lobby").await.expect("join");
+    bob.say("lobby", "bob's").await.expect("say");
+    for i in 0..15 {
+        alice
+            .say("lobby", &format!("{i:02}{}", "a".repeat(998)))
+            .await
+            .expect("say");
+    }
+    let mut kept = Vec::new();
+    for _ in 0..200 {
+        kept = bob.history("lobby", Some(100)).await.expect("history");
+        if kept.len() == 11 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let firsts: Vec<_> = kept.iter().map(|m| &m.text[..5]).collect();
+    assert_eq!(
+        firsts,
+        [
+            "bob's", "05aaa", "06aaa", "07aaa", "08aaa", "09aaa", "10aaa", "11aaa", "12aaa",
+            "13aaa", "14aaa"
+        ]
+    );
+}
+
 #[tokio::test]
 async fn a_member_that_never_reads_is_dropped_and_the_room_goes_on() {
     let srv = spawn_with(ChatConfig {
@@ -336,6 +513,10 @@ async fn a_member_that_never_reads_is_dropped_and_the_room_goes_on() {
         flood: Rate {
             burst: 100_000,
             per_sec: 100_000.0,
+        },
+        flood_bytes: Rate {
+            burst: u32::MAX,
+            per_sec: 1e12,
         },
         ..ChatConfig::default()
     })

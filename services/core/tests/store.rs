@@ -683,3 +683,90 @@ async fn chat_messages_posted_through_two_handles_are_numbered_by_the_database()
         }
     }
 }
+
+#[tokio::test]
+async fn chat_history_is_trimmed_by_age_per_room_and_per_user_on_every_back_end() {
+    use wharf_core::store::{ChatRecord, HistoryPolicy};
+    for env in common::envs().await {
+        let alice = env
+            .add_user("alice", "pw one two three", None, "chat")
+            .await;
+        let bob = env.add_user("bob", "pw four five six", None, "chat").await;
+        let now = wharf_core::time::now_ms();
+        let mut records = Vec::new();
+        let mut id = 0;
+        let mut say = |sender: i64, room: &str, seq: u64, body: String, at: i64| {
+            id += 1;
+            records.push(ChatRecord {
+                id,
+                sender_id: sender,
+                room: Some(room.into()),
+                seq: Some(seq),
+                recipient_id: None,
+                body,
+                at,
+            });
+        };
+        // Old: three in "attic"; "hall": 2,500 short ones by bob (more than
+        // two batches); "den": alice's, 20 of 100 bytes (two-byte letters).
+        for seq in 1..=3 {
+            say(bob.id, "attic", seq, format!("old {seq}"), now - 100_000);
+        }
+        for seq in 1..=2500 {
+            say(bob.id, "hall", seq, format!("{seq}"), now);
+        }
+        for seq in 1..=20 {
+            say(
+                alice.id,
+                "den",
+                seq,
+                format!("{seq:02}{}", "é".repeat(49)),
+                now,
+            );
+        }
+        env.store
+            .record_chat_messages(&records)
+            .await
+            .expect("record");
+        let removed = env
+            .store
+            .trim_chat_history(HistoryPolicy {
+                before_ms: Some(now - 50_000),
+                per_room: Some(100),
+                per_user_bytes: Some(1000),
+            })
+            .await
+            .expect("trim");
+        // 3 old, 2,400 of the hall, 10 of alice's 20 (100 bytes each).
+        assert_eq!(removed, 3 + 2400 + 10, "{:?}", env.store.backend());
+        assert!(
+            env.store
+                .room_history("attic", 10)
+                .await
+                .expect("h")
+                .is_empty()
+        );
+        let hall = env.store.room_history("hall", 500).await.expect("h");
+        assert_eq!(hall.len(), 100);
+        assert_eq!(hall[0].body, "2401");
+        let den = env.store.room_history("den", 500).await.expect("h");
+        let firsts: Vec<_> = den.iter().map(|m| &m.body[..2]).collect();
+        assert_eq!(
+            firsts,
+            ["11", "12", "13", "14", "15", "16", "17", "18", "19", "20"]
+        );
+        // Numbering goes on where it was.
+        assert_eq!(env.store.last_room_seq("hall").await.expect("seq"), 2500);
+        // Nothing more to do.
+        let again = env
+            .store
+            .trim_chat_history(HistoryPolicy {
+                before_ms: Some(now - 50_000),
+                per_room: Some(100),
+                per_user_bytes: Some(1000),
+            })
+            .await
+            .expect("trim");
+        assert_eq!(again, 0);
+    }
+}

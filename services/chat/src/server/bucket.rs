@@ -27,16 +27,26 @@ impl Bucket {
 
     /// Takes one token if there is one.
     pub(crate) fn take(&mut self, rate: Rate) -> bool {
-        let now = Instant::now();
-        let elapsed = now.duration_since(self.last).as_secs_f64();
-        self.last = now;
-        self.tokens = (self.tokens + elapsed * rate.per_sec).min(f64::from(rate.burst));
-        if self.tokens >= 1.0 {
-            self.tokens -= 1.0;
+        self.take_n(1.0, rate)
+    }
+
+    /// Takes `n` tokens if there are as many.
+    pub(crate) fn take_n(&mut self, n: f64, rate: Rate) -> bool {
+        if self.has(n, rate) {
+            self.tokens -= n;
             true
         } else {
             false
         }
+    }
+
+    /// Whether `n` tokens are there now (refilled first, nothing taken).
+    pub(crate) fn has(&mut self, n: f64, rate: Rate) -> bool {
+        let now = Instant::now();
+        let elapsed = now.duration_since(self.last).as_secs_f64();
+        self.last = now;
+        self.tokens = (self.tokens + elapsed * rate.per_sec).min(f64::from(rate.burst));
+        self.tokens >= n
     }
 }
 

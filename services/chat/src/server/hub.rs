@@ -15,6 +15,7 @@
 pub(crate) mod shared;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -51,8 +52,11 @@ pub(crate) enum Sink {
 #[derive(Debug, Clone)]
 pub(crate) struct HubConfig {
     pub flood: Rate,
+    pub flood_bytes: Rate,
     pub max_rooms: usize,
     pub max_rooms_per_endpoint: usize,
+    pub max_rooms_per_user: usize,
+    pub max_rooms_per_address: usize,
     pub history_default: u32,
     pub history_max: u32,
 }
@@ -60,6 +64,8 @@ pub(crate) struct HubConfig {
 struct Endpoint {
     user_id: i64,
     user: Arc<str>,
+    /// The client's address (behind a load balancer, the one it named).
+    address: IpAddr,
     sink: Sink,
     rooms: Vec<String>,
 }
@@ -67,6 +73,9 @@ struct Endpoint {
 struct Room {
     /// The number of the last message delivered here.
     seq: u64,
+    /// Who made the room and from where: a room counts against both until
+    /// its last member leaves (and it goes).
+    maker: (i64, IpAddr),
     members: Vec<EndpointId>,
     /// Sessions per user in the room: presence notices go out when a user's
     /// first session joins and when their last one leaves.
@@ -81,9 +90,10 @@ struct Room {
 }
 
 impl Room {
-    fn new(seq: u64) -> Room {
+    fn new(seq: u64, maker: (i64, IpAddr)) -> Room {
         Room {
             seq,
+            maker,
             members: Vec::new(),
             users: HashMap::new(),
             remote: HashMap::new(),
@@ -107,7 +117,8 @@ struct State {
     rooms: HashMap<String, Room>,
     endpoints: HashMap<EndpointId, Endpoint>,
     by_user: HashMap<Arc<str>, Vec<EndpointId>>,
-    floods: HashMap<i64, Bucket>,
+    /// Per user: messages, and bytes of text.
+    floods: HashMap<i64, (Bucket, Bucket)>,
     next_endpoint: EndpointId,
     last_id: u64,
     /// Shared rooms: presence changed here and not yet written to the
@@ -300,12 +311,22 @@ impl Hub {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    pub(crate) fn store(&self) -> &Store {
+        &self.store
+    }
+
     pub(crate) fn journal(&self) -> &Journal {
         &self.journal
     }
 
     /// Adds an endpoint for `user`.
-    pub(crate) fn register(&self, user_id: i64, user: &str, sink: Sink) -> EndpointId {
+    pub(crate) fn register(
+        &self,
+        user_id: i64,
+        user: &str,
+        address: IpAddr,
+        sink: Sink,
+    ) -> EndpointId {
         let mut st = self.lock();
         st.next_endpoint += 1;
         let id = st.next_endpoint;
@@ -320,6 +341,7 @@ impl Hub {
             Endpoint {
                 user_id,
                 user,
+                address,
                 sink,
                 rooms: Vec::new(),
             },
@@ -505,18 +527,12 @@ impl Hub {
         if let Some(reply) = self.join_existing(id, room)? {
             return Ok(reply);
         }
-        {
+        let maker = {
             let st = self.lock();
-            if st.rooms.len() >= self.config.max_rooms {
-                return Err(refuse(
-                    ErrorCode::Busy,
-                    format!(
-                        "the server has its maximum of {} rooms; join an existing one (see /rooms)",
-                        self.config.max_rooms
-                    ),
-                ));
-            }
-        }
+            let ep = st.endpoints.get(&id).ok_or_else(gone)?;
+            self.may_make_room(&st, ep.user_id, ep.address)?;
+            (ep.user_id, ep.address)
+        };
         // Messages of an earlier life of this room may still be queued.
         self.journal.flush().await;
         let seq = self.store.last_room_seq(room).await.map_err(|e| {
@@ -527,7 +543,10 @@ impl Hub {
             if !st.endpoints.contains_key(&id) {
                 return Err(gone());
             }
-            st.rooms.insert(room.to_owned(), Room::new(seq));
+            // Checked again: others may have made rooms while the number
+            // was read.
+            self.may_make_room(&st, maker.0, maker.1)?;
+            st.rooms.insert(room.to_owned(), Room::new(seq, maker));
         }
         let joined = match self.join_existing(id, room)? {
             Some(reply) => reply,
@@ -537,6 +556,40 @@ impl Hub {
         // room was being made here.
         self.sync_room(room).await;
         Ok(joined)
+    }
+
+    /// Whether a user at an address may make one more room: the server's
+    /// rooms, the user's and the address's (rooms made and not yet empty)
+    /// each have a maximum, so no one user or address can take every room.
+    fn may_make_room(&self, st: &State, user_id: i64, address: IpAddr) -> Result<(), ErrorReply> {
+        if st.rooms.len() >= self.config.max_rooms {
+            return Err(refuse(
+                ErrorCode::Busy,
+                format!(
+                    "the server has its maximum of {} rooms; join an existing one (see /rooms)",
+                    self.config.max_rooms
+                ),
+            ));
+        }
+        let by_user = st.rooms.values().filter(|r| r.maker.0 == user_id).count();
+        if by_user >= self.config.max_rooms_per_user {
+            return Err(refuse(
+                ErrorCode::Busy,
+                format!(
+                    "you have made {by_user} rooms that still have members, the most one user may; join an existing room (see /rooms), or leave rooms you made so they close"
+                ),
+            ));
+        }
+        let by_address = st.rooms.values().filter(|r| r.maker.1 == address).count();
+        if by_address >= self.config.max_rooms_per_address {
+            return Err(refuse(
+                ErrorCode::Busy,
+                format!(
+                    "{by_address} rooms made from your address still have members, the most one address may; join an existing room (see /rooms), or leave rooms made from here so they close"
+                ),
+            ));
+        }
+        Ok(())
     }
 
     /// Joins `room` if it exists; `None` when it must be created first.
@@ -632,23 +685,40 @@ impl Hub {
         })
     }
 
-    fn take_flood_token(&self, st: &mut State, user_id: i64) -> Result<(), ErrorReply> {
-        let rate = self.config.flood;
-        let bucket = st
+    /// Takes a message of `bytes` from the user's flood allowance: one
+    /// message and its bytes, both or neither.
+    fn take_flood_token(
+        &self,
+        st: &mut State,
+        user_id: i64,
+        bytes: usize,
+    ) -> Result<(), ErrorReply> {
+        let (rate, byte_rate) = (self.config.flood, self.config.flood_bytes);
+        let (messages, text) = st
             .floods
             .entry(user_id)
-            .or_insert_with(|| Bucket::full(rate));
-        if bucket.take(rate) {
-            Ok(())
-        } else {
-            Err(refuse(
+            .or_insert_with(|| (Bucket::full(rate), Bucket::full(byte_rate)));
+        if !messages.has(1.0, rate) {
+            return Err(refuse(
                 ErrorCode::RateLimited,
                 format!(
                     "too many messages: at most {} at once and {} per second; wait a moment",
                     rate.burst, rate.per_sec
                 ),
-            ))
+            ));
         }
+        if !text.take_n(bytes as f64, byte_rate) {
+            return Err(refuse(
+                ErrorCode::RateLimited,
+                format!(
+                    "too much text: at most {} at once and {} per second; wait a moment",
+                    wharf_core::size::format_size(u64::from(byte_rate.burst)),
+                    wharf_core::size::format_size(byte_rate.per_sec as u64)
+                ),
+            ));
+        }
+        messages.take(rate);
+        Ok(())
     }
 
     /// Who may say something in `room_name` now: endpoint `id`'s user, when
@@ -658,6 +728,7 @@ impl Hub {
         st: &mut State,
         id: EndpointId,
         room_name: &str,
+        bytes: usize,
     ) -> Result<(i64, Arc<str>), ErrorReply> {
         let Some(ep) = st.endpoints.get(&id) else {
             return Err(gone());
@@ -669,7 +740,7 @@ impl Hub {
             ));
         }
         let who = (ep.user_id, Arc::clone(&ep.user));
-        self.take_flood_token(st, who.0)?;
+        self.take_flood_token(st, who.0, bytes)?;
         Ok(who)
     }
 
@@ -720,7 +791,7 @@ impl Hub {
         let (said, kills) = {
             let mut guard = self.lock();
             let st = &mut *guard;
-            let (user_id, user) = self.sayer(st, id, room_name)?;
+            let (user_id, user) = self.sayer(st, id, room_name, text.len())?;
             let Some(room) = st.rooms.get_mut(room_name) else {
                 return Err(refuse(ErrorCode::NotFound, format!("no room {room_name}")));
             };
@@ -791,7 +862,7 @@ impl Hub {
                     ),
                 ));
             };
-            self.take_flood_token(st, user_id)?;
+            self.take_flood_token(st, user_id, text.len())?;
             let (msg_id, at) = (st.last_id + 1, now_ms());
             self.enqueue(ChatRecord {
                 id: msg_id,

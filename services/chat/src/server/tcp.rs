@@ -304,6 +304,7 @@ impl Session {
         let endpoint = self.server.hub.register(
             user.id,
             &user.name,
+            self.peer.ip(),
             Sink::Tcp {
                 tx: self.tx.clone(),
                 kill: self.kill.clone(),
@@ -354,8 +355,14 @@ impl Session {
                 return None;
             }
             ChatRequest::UdpSession => {
-                let granted = udp::grant(&self.server, user_id, user, self.standing.clone())
-                    .map(ChatReply::UdpSession);
+                let granted = udp::grant(
+                    &self.server,
+                    user_id,
+                    user,
+                    self.peer.ip(),
+                    self.standing.clone(),
+                )
+                .map(ChatReply::UdpSession);
                 hub.settle().await;
                 granted
             }

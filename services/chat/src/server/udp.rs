@@ -114,6 +114,7 @@ pub(crate) fn grant(
     server: &ChatServer,
     user_id: i64,
     user: &str,
+    address: std::net::IpAddr,
     standing: Option<watch::Receiver<Standing>>,
 ) -> Result<UdpSessionGrant, ErrorReply> {
     let cfg = &server.config;
@@ -155,7 +156,7 @@ pub(crate) fn grant(
                 ),
             ));
         }
-        let endpoint = server.hub.register(user_id, user, Sink::Udp(id));
+        let endpoint = server.hub.register(user_id, user, address, Sink::Udp(id));
         let now = Instant::now();
         map.insert(
             id,

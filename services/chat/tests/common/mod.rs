@@ -88,6 +88,10 @@ pub async fn spawn_replicas() -> Option<(TestServer, TestServer)> {
             burst: 10_000,
             per_sec: 10_000.0,
         },
+        flood_bytes: wharf_chat::server::Rate {
+            burst: u32::MAX,
+            per_sec: 1e12,
+        },
         ..ChatConfig::default()
     };
     let a = start(dir(), url.clone(), config.clone()).await;

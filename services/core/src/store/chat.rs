@@ -100,6 +100,159 @@ impl Store {
     }
 }
 
+/// How much chat history is kept ([`Store::trim_chat_history`]); `None`
+/// keeps all of that kind.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct HistoryPolicy {
+    /// Messages said before this time (unix ms) go.
+    pub before_ms: Option<i64>,
+    /// Messages kept per room, the newest.
+    pub per_room: Option<u64>,
+    /// Bytes of text kept per sender, over rooms and direct messages, the
+    /// newest: no one user can fill the database.
+    pub per_user_bytes: Option<u64>,
+}
+
+/// Rows one trimming statement removes at most: short transactions, so the
+/// chat's own writes never wait long behind the trimmer.
+const TRIM_BATCH: i64 = 1000;
+
+impl Store {
+    /// Removes the history `policy` does not keep, oldest first, in small
+    /// batches; returns how many messages went.
+    pub async fn trim_chat_history(&self, policy: HistoryPolicy) -> Result<u64> {
+        let mut removed = 0;
+        if let Some(before) = policy.before_ms {
+            removed += self
+                .delete_in_batches(
+                    "DELETE FROM chat_messages WHERE id IN \
+                     (SELECT id FROM chat_messages WHERE at < $1 ORDER BY id LIMIT $2)",
+                    &[before],
+                )
+                .await?;
+        }
+        if let Some(keep) = policy.per_room {
+            let rooms = sqlx::query(
+                "SELECT room FROM chat_messages WHERE room IS NOT NULL \
+                 GROUP BY room HAVING COUNT(*) > $1",
+            )
+            .bind(to_i64(keep))
+            .fetch_all(&self.pool)
+            .await?;
+            for row in rooms {
+                let room: String = row.try_get("room")?;
+                // The oldest message kept; older ones go.
+                let Some(first_kept) = sqlx::query(
+                    "SELECT id FROM chat_messages WHERE room = $1 \
+                     ORDER BY id DESC LIMIT 1 OFFSET $2",
+                )
+                .bind(&room)
+                .bind(to_i64(keep.saturating_sub(1)))
+                .fetch_optional(&self.pool)
+                .await?
+                else {
+                    continue;
+                };
+                let first_kept: i64 = first_kept.try_get("id")?;
+                removed += self.delete_room_before(&room, first_kept).await?;
+            }
+        }
+        if let Some(cap) = policy.per_user_bytes {
+            // Bytes, not characters: LENGTH counts characters on both.
+            let (over, newest_first) = match self.backend {
+                Backend::Sqlite => (
+                    "SELECT sender_id FROM chat_messages GROUP BY sender_id \
+                     HAVING SUM(LENGTH(CAST(body AS BLOB))) > $1",
+                    "SELECT id, LENGTH(CAST(body AS BLOB)) AS len FROM chat_messages \
+                     WHERE sender_id = $1 ORDER BY id DESC",
+                ),
+                Backend::Postgres => (
+                    "SELECT sender_id FROM chat_messages GROUP BY sender_id \
+                     HAVING SUM(OCTET_LENGTH(body)) > $1",
+                    "SELECT id, OCTET_LENGTH(body)::BIGINT AS len FROM chat_messages \
+                     WHERE sender_id = $1 ORDER BY id DESC",
+                ),
+            };
+            let senders = sqlx::query(over)
+                .bind(to_i64(cap))
+                .fetch_all(&self.pool)
+                .await?;
+            for row in senders {
+                let sender: i64 = row.try_get("sender_id")?;
+                // The newest of the sender's messages that fit in the cap.
+                let sizes = sqlx::query(newest_first)
+                    .bind(sender)
+                    .fetch_all(&self.pool)
+                    .await?;
+                let mut total = 0u64;
+                let mut first_gone = None;
+                for r in &sizes {
+                    total = total.saturating_add(to_u64(r.try_get("len")?));
+                    if total > cap {
+                        first_gone = Some(r.try_get::<i64, _>("id")?);
+                        break;
+                    }
+                }
+                if let Some(first_gone) = first_gone {
+                    removed += self
+                        .delete_in_batches(
+                            "DELETE FROM chat_messages WHERE id IN \
+                             (SELECT id FROM chat_messages WHERE sender_id = $1 AND id <= $2 \
+                              ORDER BY id LIMIT $3)",
+                            &[sender, first_gone],
+                        )
+                        .await?;
+                }
+            }
+        }
+        Ok(removed)
+    }
+
+    /// A room's messages before `first_kept` go.
+    async fn delete_room_before(&self, room: &str, first_kept: i64) -> Result<u64> {
+        let mut removed = 0;
+        loop {
+            let done = sqlx::query(
+                "DELETE FROM chat_messages WHERE id IN \
+                 (SELECT id FROM chat_messages WHERE room = $1 AND id < $2 ORDER BY id LIMIT $3)",
+            )
+            .bind(room)
+            .bind(first_kept)
+            .bind(TRIM_BATCH)
+            .execute(&self.pool)
+            .await?
+            .rows_affected();
+            removed += done;
+            if done < TRIM_BATCH as u64 {
+                return Ok(removed);
+            }
+            tokio::task::yield_now().await;
+        }
+    }
+
+    /// Runs `delete` (its parameters `args`, then the batch size) until a
+    /// batch removes less than a full batch.
+    async fn delete_in_batches(&self, delete: &'static str, args: &[i64]) -> Result<u64> {
+        let mut removed = 0;
+        loop {
+            let mut query = sqlx::query(delete);
+            for arg in args {
+                query = query.bind(*arg);
+            }
+            let done = query
+                .bind(TRIM_BATCH)
+                .execute(&self.pool)
+                .await?
+                .rows_affected();
+            removed += done;
+            if done < TRIM_BATCH as u64 {
+                return Ok(removed);
+            }
+            tokio::task::yield_now().await;
+        }
+    }
+}
+
 /// The channel chat servers sharing a PostgreSQL database announce
 /// messages and presence on (`NOTIFY`), as [`ChatNotice`]s.
 pub const CHAT_CHANNEL: &str = "wharf_chat";

@@ -25,7 +25,7 @@ use sqlx::{AnyPool, ConnectOptions};
 use crate::error::{Error, Result};
 
 pub use chat::{
-    Beat, CHAT_CHANNEL, ChatEvent, ChatListener, ChatNotice, ChatRecord, HistoryRow,
+    Beat, CHAT_CHANNEL, ChatEvent, ChatListener, ChatNotice, ChatRecord, HistoryPolicy, HistoryRow,
     NewChatMessage, PostedMessage,
 };
 pub use copy::CopyReport;

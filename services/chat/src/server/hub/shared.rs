@@ -170,7 +170,7 @@ impl Hub {
     ) -> Reply {
         check_room(room_name)?;
         check_text(text)?;
-        let (user_id, user) = self.sayer(&mut self.lock(), id, room_name)?;
+        let (user_id, user) = self.sayer(&mut self.lock(), id, room_name, text.len())?;
         let message = self
             .post(shared, (user_id, &user), Some(room_name), None, text)
             .await?;
@@ -265,7 +265,7 @@ impl Hub {
                     )
                 })?,
         };
-        self.take_flood_token(&mut self.lock(), user_id)?;
+        self.take_flood_token(&mut self.lock(), user_id, text.len())?;
         let message = self
             .post(
                 shared,
