@@ -148,6 +148,16 @@ pub enum UserCommand {
         /// ftp, chat or exec.
         service: String,
     },
+    /// Set a user's limits: transfer rates over all their sessions, and
+    /// sessions at once over every service; `none` clears one (the
+    /// servers' default then holds: --upload-rate, --download-rate,
+    /// --max-sessions).
+    Limit {
+        /// User name.
+        name: String,
+        #[command(flatten)]
+        limits: LimitFlags,
+    },
     /// Withdraw a service from a user.
     Revoke {
         /// User name.
@@ -176,6 +186,56 @@ pub struct AddArgs {
     /// Services the user may use, comma separated.
     #[arg(long, default_value = "ftp,chat", value_name = "LIST")]
     pub services: String,
+    #[command(flatten)]
+    pub limits: LimitFlags,
+}
+
+/// A user's limits, as `user add` and `user limit` take them.
+#[derive(Debug, Args)]
+pub struct LimitFlags {
+    /// Upload rate over all the user's sessions (4MiB, 500KiB/s), or none.
+    #[arg(long, value_parser = parse_limit_rate, value_name = "RATE")]
+    pub upload_rate: Option<Cleared>,
+    /// Download rate over all the user's sessions, or none.
+    #[arg(long, value_parser = parse_limit_rate, value_name = "RATE")]
+    pub download_rate: Option<Cleared>,
+    /// Sessions at once over every service and server process, or none.
+    #[arg(long, value_parser = parse_limit_count, value_name = "N")]
+    pub max_sessions: Option<Cleared>,
+}
+
+/// A limit given on the command line: a value, or `none` (cleared).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cleared(pub Option<u64>);
+
+fn parse_limit_rate(s: &str) -> Result<Cleared, String> {
+    if s.trim().eq_ignore_ascii_case("none") {
+        return Ok(Cleared(None));
+    }
+    wharf_core::size::parse_rate(s)
+        .map(|r| Cleared(Some(r)))
+        .map_err(|e| e.to_string())
+}
+
+fn parse_limit_count(s: &str) -> Result<Cleared, String> {
+    if s.trim().eq_ignore_ascii_case("none") {
+        return Ok(Cleared(None));
+    }
+    match s.trim().parse::<u64>() {
+        Ok(n) if n > 0 => Ok(Cleared(Some(n))),
+        _ => Err(format!("{s:?} is not a number above 0 or `none`")),
+    }
+}
+
+impl LimitFlags {
+    /// The change these flags ask for.
+    pub fn change(&self) -> wharf_core::store::LimitChange {
+        wharf_core::store::LimitChange {
+            upload_rate: self.upload_rate.map(|c| c.0),
+            download_rate: self.download_rate.map(|c| c.0),
+            max_sessions: self.max_sessions.map(|c| c.0),
+        }
+    }
 }
 
 #[derive(Debug, Args)]

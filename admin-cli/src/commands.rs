@@ -66,6 +66,7 @@ async fn dispatch(store: &Store, data_dir: &Path, command: Command) -> Result<()
                 }
                 Ok(())
             }
+            UserCommand::Limit { name, limits } => set_limits(store, &name, &limits).await,
             UserCommand::Revoke { name, service } => {
                 let service: Service = service.parse()?;
                 if store.revoke(&name, service).await? {
@@ -141,7 +142,12 @@ async fn add(store: &Store, data_dir: &Path, args: AddArgs) -> Result<()> {
         quota_files,
         services,
     };
-    match store.create_user(&new).await {
+    let limits = args.limits.change();
+    let created_user = match store.create_user(&new).await {
+        Ok(user) if !limits.is_empty() => store.set_user_limits(&user.name, limits).await,
+        other => other,
+    };
+    match created_user {
         Ok(user) => {
             give_home(&user)?;
             let kernel = apply_quota(&user.home, user.quota_bytes).with_context(|| {
@@ -169,6 +175,9 @@ async fn add(store: &Store, data_dir: &Path, args: AddArgs) -> Result<()> {
                     .map(|n| format!(" and {n} files"))
                     .unwrap_or_default(),
             );
+            if user.limits != wharf_core::store::UserLimits::default() {
+                println!("  limits: {}", view::limits_text(&user.limits));
+            }
             Ok(())
         }
         Err(e) => {
@@ -181,6 +190,26 @@ async fn add(store: &Store, data_dir: &Path, args: AddArgs) -> Result<()> {
     }
 }
 
+/// `user limit NAME ...`.
+async fn set_limits(store: &Store, name: &str, flags: &crate::cli::LimitFlags) -> Result<()> {
+    let change = flags.change();
+    if change.is_empty() {
+        let user = store.require_user(name).await?;
+        println!(
+            "{name}: {}
+(set one with --upload-rate RATE, --download-rate RATE or --max-sessions N; `none` clears it)",
+            view::limits_text(&user.limits)
+        );
+        return Ok(());
+    }
+    let user = store.set_user_limits(name, change).await?;
+    println!(
+        "limits of {name}: {} (a session limit holds from the next login; transfers under way take a new rate within seconds)",
+        view::limits_text(&user.limits)
+    );
+    Ok(())
+}
+
 /// Users with what their failed logins do to attempts on them now.
 async fn views(store: &Store, users: &[User]) -> Result<Vec<UserView>> {
     let policy = AuthConfig::default();
@@ -189,6 +218,7 @@ async fn views(store: &Store, users: &[User]) -> Result<Vec<UserView>> {
         views.push(UserView::new(
             u,
             policy.name_slowdown(store, &u.name).await?,
+            store.open_sessions(u.id).await?,
         ));
     }
     Ok(views)
@@ -213,6 +243,7 @@ async fn show(store: &Store, name: &str, json: bool) -> Result<()> {
     let v = UserView::new(
         &user,
         AuthConfig::default().name_slowdown(store, name).await?,
+        store.open_sessions(user.id).await?,
     );
     if json {
         return view::print_json(&v);
@@ -408,7 +439,16 @@ async fn usage(store: &Store, args: UsageArgs) -> Result<()> {
         None => (Vec::new(), Vec::new()),
     };
     if args.json.json {
-        let mut views: Vec<UsageView> = rows.iter().map(UsageView::from).collect();
+        let mut views: Vec<UsageView> = rows
+            .iter()
+            .map(|r| {
+                let mut v = UsageView::from(r);
+                if let Some(u) = users.iter().find(|u| u.name == r.name) {
+                    v.limits = u.limits;
+                }
+                v
+            })
+            .collect();
         if let (Some(_), Some(view)) = (&args.name, views.first_mut()) {
             view.recent_transfers = Some(transfers.iter().map(view::TransferView::from).collect());
             view.recent_commands = Some(commands.iter().map(view::CommandView::from).collect());
@@ -420,7 +460,8 @@ async fn usage(store: &Store, args: UsageArgs) -> Result<()> {
         return Ok(());
     }
     println!("{}", view::usage_table(&rows));
-    if args.name.is_some() {
+    if let (Some(_), [user]) = (&args.name, &users[..]) {
+        println!("limits: {}", view::limits_text(&user.limits));
         println!();
         if transfers.is_empty() {
             println!("no transfers");

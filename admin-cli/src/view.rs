@@ -5,8 +5,8 @@ use serde::Serialize;
 use wharf_core::User;
 use wharf_core::auth::NameSlowdown;
 use wharf_core::owner::Owner;
-use wharf_core::size::{format_quota, format_size};
-use wharf_core::store::{ExecLogRow, TransferRow, UsageRow};
+use wharf_core::size::{format_quota, format_rate, format_size};
+use wharf_core::store::{ExecLogRow, TransferRow, UsageRow, UserLimits};
 use wharf_core::time::rfc3339;
 
 /// A user, as `user show --json` and `user list --json` print it.
@@ -38,10 +38,16 @@ pub struct UserView {
     pub slowed_until: Option<String>,
     pub created_at: String,
     pub last_login_at: Option<String>,
+    /// The user's own limits (`null`: the servers' default holds).
+    pub upload_rate: Option<u64>,
+    pub download_rate: Option<u64>,
+    pub max_sessions: Option<u64>,
+    /// Sessions open now, over every service and server process.
+    pub sessions_open: u64,
 }
 
 impl UserView {
-    pub fn new(user: &User, slowdown: NameSlowdown) -> Self {
+    pub fn new(user: &User, slowdown: NameSlowdown, sessions_open: u64) -> Self {
         UserView {
             name: user.name.clone(),
             home: user.home.display().to_string(),
@@ -60,8 +66,26 @@ impl UserView {
             slowed_until: slowdown.until.map(rfc3339),
             created_at: rfc3339(user.created_at),
             last_login_at: user.last_login_at.map(rfc3339),
+            upload_rate: user.limits.upload_rate,
+            download_rate: user.limits.download_rate,
+            max_sessions: user.limits.max_sessions,
+            sessions_open,
         }
     }
+}
+
+/// A user's limits in words; the servers' default where they have none.
+pub fn limits_text(limits: &UserLimits) -> String {
+    let rate =
+        |r: Option<u64>| r.map_or_else(|| "server default".to_owned(), |r| format_rate(Some(r)));
+    format!(
+        "upload {}, download {}, sessions {}",
+        rate(limits.upload_rate),
+        rate(limits.download_rate),
+        limits
+            .max_sessions
+            .map_or_else(|| "server default".to_owned(), |n| format!("at most {n}")),
+    )
 }
 
 /// A usage report line, as `usage --json` prints it.
@@ -82,6 +106,8 @@ pub struct UsageView {
     pub chat_messages: u64,
     pub exec_commands: u64,
     pub last_login_at: Option<String>,
+    /// The user's own limits (`null` in each: the servers' default).
+    pub limits: UserLimits,
     /// With `usage NAME` only: the latest transfers, newest first.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub recent_transfers: Option<Vec<TransferView>>,
@@ -157,6 +183,7 @@ impl From<&UsageRow> for UsageView {
             bytes_down: r.bytes_down,
             chat_messages: r.chat_messages,
             exec_commands: r.exec_commands,
+            limits: UserLimits::default(),
             recent_transfers: None,
             recent_commands: None,
             last_login_at: r.last_login_at.map(rfc3339),
@@ -259,6 +286,15 @@ pub fn user_table(v: &UserView, user: &User) -> Table {
             "failed logins",
             format!("{} in the last 15 minutes", v.failed_logins),
         ),
+        (
+            "limits",
+            limits_text(&UserLimits {
+                upload_rate: v.upload_rate,
+                download_rate: v.download_rate,
+                max_sessions: v.max_sessions,
+            }),
+        ),
+        ("sessions", format!("{} open now", v.sessions_open)),
         ("created", v.created_at.clone()),
         ("last login", when(user.last_login_at)),
     ];

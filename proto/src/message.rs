@@ -62,6 +62,9 @@ pub enum ErrorCode {
     RateLimited,
     /// A time limit ran out.
     Timeout,
+    /// The user has as many sessions open as an administrator allows;
+    /// end one and log in again.
+    TooManySessions,
     /// The server is shutting down.
     ShuttingDown,
     /// The client did not read its messages fast enough and was dropped.

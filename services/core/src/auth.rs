@@ -63,6 +63,9 @@ pub struct AuthConfig {
     pub failure_window: Duration,
     /// argon2 computations allowed at once.
     pub verify_concurrency: usize,
+    /// Limits for users who have none of their own (`--upload-rate`,
+    /// `--download-rate`, `--max-sessions`).
+    pub user_limits: crate::store::UserLimits,
 }
 
 impl Default for AuthConfig {
@@ -76,6 +79,7 @@ impl Default for AuthConfig {
             name_delay_max: Duration::from_millis(1500),
             failure_window: Duration::from_secs(15 * 60),
             verify_concurrency: std::thread::available_parallelism().map_or(2, |n| n.get()),
+            user_limits: crate::store::UserLimits::default(),
         }
     }
 }
@@ -180,6 +184,7 @@ pub struct Authenticator {
 struct Inner {
     store: Store,
     standings: crate::standing::Standings,
+    sessions: crate::sessions::Sessions,
     config: AuthConfig,
     pool: HashPool,
     dummy_hash: String,
@@ -326,6 +331,7 @@ impl Authenticator {
         Ok(Authenticator {
             inner: Arc::new(Inner {
                 standings: crate::standing::Standings::new(store.clone()),
+                sessions: crate::sessions::Sessions::new(store.clone(), config.user_limits),
                 store,
                 config,
                 pool,
@@ -338,6 +344,11 @@ impl Authenticator {
     /// The watch that tells open sessions what the administrator changed.
     pub fn standings(&self) -> &crate::standing::Standings {
         &self.inner.standings
+    }
+
+    /// The sessions open in this process, and their users' rates.
+    pub fn sessions(&self) -> &crate::sessions::Sessions {
+        &self.inner.sessions
     }
 
     /// The database.
@@ -430,14 +441,21 @@ impl Authenticator {
         password: &Password,
         service: Service,
         source: std::net::IpAddr,
-    ) -> Result<User> {
-        let result = self.check_login(name, password, service, source).await;
+    ) -> Result<(User, crate::sessions::SessionLease)> {
+        let result = match self.check_login(name, password, service, source).await {
+            Ok(user) => match self.inner.sessions.open(&user, service).await {
+                Ok(lease) => Ok((user, lease)),
+                Err(e) => Err(e),
+            },
+            Err(e) => Err(e),
+        };
         let outcome = match &result {
             Ok(_) => "ok",
             Err(Error::AuthFailed) => "wrong_password",
             Err(Error::RateLimited { .. }) => "rate_limited",
             Err(Error::AccountLocked(_)) => "locked",
             Err(Error::NotPermitted { .. }) => "not_permitted",
+            Err(Error::TooManySessions { .. }) => "too_many_sessions",
             Err(_) => "error",
         };
         crate::metrics::metrics()
@@ -522,7 +540,7 @@ impl Authenticator {
         if old.expose() == new.expose() {
             return Err(Error::WeakPassword("it is the same as the old one"));
         }
-        let user = self.authenticate(name, old, service, source).await?;
+        let user = self.check_login(name, old, service, source).await?;
         let hash = hash_password(new).await?;
         self.inner
             .store

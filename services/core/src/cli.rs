@@ -109,6 +109,20 @@ pub struct LimitArgs {
     /// connect from: they could claim any address.
     #[arg(long, value_name = "ADDRESS[/PREFIX]")]
     pub proxy_protocol_from: Vec<crate::proxy_protocol::Network>,
+    /// Upload rate of a user, over all their sessions in this process
+    /// (4MiB, 500KiB/s), for users without one of their own (`admin-cli
+    /// user limit NAME --upload-rate`). Unlimited when not given.
+    #[arg(long, value_parser = crate::size::parse_rate, value_name = "RATE")]
+    pub upload_rate: Option<u64>,
+    /// Download rate of a user, as --upload-rate.
+    #[arg(long, value_parser = crate::size::parse_rate, value_name = "RATE")]
+    pub download_rate: Option<u64>,
+    /// Sessions a user may have at once, over every service and every
+    /// server process on the database, for users without a number of their
+    /// own (`admin-cli user limit NAME --max-sessions`). Unlimited when not
+    /// given.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..), value_name = "N")]
+    pub max_sessions: Option<u64>,
 }
 
 impl LimitArgs {
@@ -118,6 +132,11 @@ impl LimitArgs {
             source_max_failures: self.login_failures_per_minute.max(1),
             source_window: Duration::from_secs(60),
             source_max_penalty: self.login_penalty_max,
+            user_limits: crate::store::UserLimits {
+                upload_rate: self.upload_rate,
+                download_rate: self.download_rate,
+                max_sessions: self.max_sessions,
+            },
             ..AuthConfig::default()
         }
     }

@@ -56,6 +56,18 @@ pub enum Error {
         /// When the next attempt from there will be considered.
         retry_after: Duration,
     },
+    /// The user has as many sessions open as they may.
+    #[error(
+        "{user:?} has {open} sessions open, the most they may have at once ({max}); end one (log out, or quit a client left running) and try again"
+    )]
+    TooManySessions {
+        /// The user.
+        user: String,
+        /// Sessions open now.
+        open: u64,
+        /// The most they may have.
+        max: u64,
+    },
     /// An administrator moved the home of a logged-in user.
     #[error("an administrator moved the home of {0:?}; connect again to work in the new one")]
     HomeMoved(String),
@@ -212,6 +224,7 @@ impl Error {
             Error::UserExists(_) => ErrorCode::AlreadyExists,
             Error::AuthFailed => ErrorCode::AuthFailed,
             Error::RateLimited { .. } => ErrorCode::RateLimited,
+            Error::TooManySessions { .. } => ErrorCode::TooManySessions,
             Error::AccountLocked(_) | Error::AccountRemoved(_) => ErrorCode::AccountLocked,
             Error::NotPermitted { .. } => ErrorCode::NotPermitted,
             Error::QuotaExceeded { .. }

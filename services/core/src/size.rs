@@ -83,6 +83,31 @@ pub fn parse_quota(input: &str) -> Result<Option<u64>> {
     parse_size(input).map(Some)
 }
 
+/// Parses a rate, bytes per second: a size (`4MiB`, `500k`), with or
+/// without `/s`; zero is refused (a rate that moves nothing).
+pub fn parse_rate(input: &str) -> Result<u64> {
+    let trimmed = input.trim();
+    let size = trimmed
+        .strip_suffix("/s")
+        .or_else(|| trimmed.strip_suffix("/S"))
+        .unwrap_or(trimmed);
+    match parse_size(size)? {
+        0 => Err(crate::Error::InvalidSize {
+            input: input.to_owned(),
+            reason: "a rate of zero would move nothing",
+        }),
+        n => Ok(n),
+    }
+}
+
+/// Formats a rate: `4 MiB/s`, or `unlimited`.
+pub fn format_rate(rate: Option<u64>) -> String {
+    rate.map_or_else(
+        || "unlimited".to_owned(),
+        |r| format!("{}/s", format_size(r)),
+    )
+}
+
 /// Formats bytes for people, in powers of 1024: `512 B`, `1.5 KiB`, `2 GiB`.
 pub fn format_size(bytes: u64) -> String {
     const UNITS: [&str; 6] = ["KiB", "MiB", "GiB", "TiB", "PiB", "EiB"];

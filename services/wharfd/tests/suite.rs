@@ -164,9 +164,14 @@ impl Drop for Wharfd {
 }
 
 fn client(dir: &Path, name: &str, server: &str, args: &[&str]) -> Command {
+    client_as(dir, name, server, "alice", args)
+}
+
+/// [`client`] for another user (their password is [`PW`] too).
+fn client_as(dir: &Path, name: &str, server: &str, user: &str, args: &[&str]) -> Command {
     let mut cmd = Command::new(bin(name));
     in_dir(&mut cmd, dir)
-        .args(["--server", server, "--user", "alice"])
+        .args(["--server", server, "--user", user])
         // The first connection pins the made certificate in
         // DIR/.config/wharf/known_servers; later ones check it.
         .arg("--accept-new")
@@ -181,8 +186,13 @@ fn client(dir: &Path, name: &str, server: &str, args: &[&str]) -> Command {
 
 /// `admin-cli user add alice` with every service, the password on stdin.
 fn add_alice(dir: &Path) {
+    add_user(dir, "alice");
+}
+
+/// `admin-cli user add NAME` with every service, the password on stdin.
+fn add_user(dir: &Path, name: &str) {
     let mut add = in_dir(&mut Command::new(bin("admin-cli")), dir)
-        .args(["user", "add", "alice", "--password-stdin"])
+        .args(["user", "add", name, "--password-stdin"])
         .args(["--services", "ftp,chat,exec"])
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
@@ -898,4 +908,192 @@ fn standard_ftp_logs_a_line_per_login_transfer_and_refusal() {
         assert!(shown.contains(expected), "no {expected:?} in:\n{shown}");
     }
     assert!(!shown.contains("libunftp"), "{shown}");
+}
+
+/// The sessions `admin-cli user show NAME --json` counts open now.
+fn sessions_open(dir: &Path, name: &str) -> u64 {
+    let out = admin(dir, &["user", "show", name, "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    v["sessions_open"].as_u64().expect("sessions_open")
+}
+
+/// Waits (polling, up to 10 s) until `name` has `n` sessions open.
+fn wait_sessions(dir: &Path, name: &str, n: u64) {
+    let until = Instant::now() + Duration::from_secs(10);
+    while sessions_open(dir, name) != n {
+        assert!(Instant::now() < until, "{name} never had {n} sessions open");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// The administrator's per-user limits, across services and sessions:
+/// a fourth session past --max-sessions 3 is refused whatever the service,
+/// and rates hold for a user as a whole while another user goes at theirs.
+#[test]
+fn per_user_limits_hold_across_services_and_sessions() {
+    let dir = tempfile::tempdir().expect("dir");
+    let dir = dir.path();
+    let wharfd = Wharfd::start_with(dir, &["--max-sessions", "3", "--download-rate", "4MiB"]);
+    add_user(dir, "alice");
+    add_user(dir, "bob");
+
+    // Three sessions over two services: two chat listeners, a command.
+    let spawn = |name: &str, server: &str, args: &[&str]| started(dir, name, server, args);
+    let listen = ["listen", "--room", "lobby", "--count", "1000"];
+    let mut open = vec![
+        spawn("wharf-chat", &wharfd.chat, &listen),
+        spawn("wharf-chat", &wharfd.chat, &listen),
+        spawn("wharf-exec", &wharfd.exec, &["-n", "--", "sleep 60"]),
+    ];
+    wait_sessions(dir, "alice", 3);
+    // A fourth, on a third service: refused, saying how many and what to do.
+    let out = client(dir, "wharf-ftp", &wharfd.ftp, &["ls"])
+        .output()
+        .expect("wharf-ftp");
+    let err = text(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains("has 3 sessions open, the most they may have at once (3)")
+            && err.contains("end one"),
+        "{err}"
+    );
+    let out = client(
+        dir,
+        "wharf-chat",
+        &wharfd.chat,
+        &["send", "--room", "lobby", "hi"],
+    )
+    .output()
+    .expect("wharf-chat");
+    assert!(
+        text(&out.stderr).contains("has 3 sessions open"),
+        "{}",
+        text(&out.stderr)
+    );
+    // Bob is not alice.
+    run(&mut client_as(
+        dir,
+        "wharf-ftp",
+        &wharfd.ftp,
+        "bob",
+        &["ls"],
+    ));
+    // Her own limit wins over the server's.
+    let said = admin(dir, &["user", "limit", "alice", "--max-sessions", "4"]);
+    assert!(
+        text(&said.stdout).contains("sessions at most 4"),
+        "{}",
+        text(&said.stdout)
+    );
+    run(&mut client(dir, "wharf-ftp", &wharfd.ftp, &["ls"]));
+    // A session that ends gives its place back.
+    for mut child in open.drain(..) {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    wait_sessions(dir, "alice", 0);
+
+    // Rates: 4 MiB/s for alice as a whole (the server's default), bob at
+    // his own 1 GiB/s.
+    admin(dir, &["user", "limit", "bob", "--download-rate", "1GiB"]);
+    let file: Vec<u8> = (0..4u32 << 20).map(|i| (i % 253) as u8).collect();
+    for name in ["alice", "bob"] {
+        std::fs::write(dir.join(format!("data/homes/{name}/f.bin")), &file).expect("file");
+    }
+    let local = |n: &str| dir.join(n).display().to_string();
+    let started_at = Instant::now();
+    let alice: Vec<_> = ["a1.bin", "a2.bin"]
+        .iter()
+        .map(|to| {
+            client(dir, "wharf-ftp", &wharfd.ftp, &["get", "f.bin", &local(to)])
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .spawn()
+                .expect("get")
+        })
+        .collect();
+    run(&mut client_as(
+        dir,
+        "wharf-ftp",
+        &wharfd.ftp,
+        "bob",
+        &["get", "f.bin", &local("b.bin")],
+    ));
+    let bob_done = started_at.elapsed();
+    for child in alice {
+        let out = child.wait_with_output().expect("get");
+        assert!(out.status.success(), "{}", text(&out.stderr));
+    }
+    let alice_done = started_at.elapsed();
+    // 8 MiB at 4 MiB/s, less the bucket's half mebibyte.
+    assert!(
+        alice_done >= Duration::from_millis(1800),
+        "alice took {alice_done:?}"
+    );
+    assert!(
+        bob_done < alice_done,
+        "bob ({bob_done:?}) was held to alice's rate ({alice_done:?})"
+    );
+    for n in ["a1.bin", "a2.bin", "b.bin"] {
+        assert!(
+            std::fs::read(dir.join(n)).expect("downloaded") == file,
+            "{n}"
+        );
+    }
+
+    // Uploads the same way, her own rate set by the administrator.
+    admin(dir, &["user", "limit", "alice", "--upload-rate", "4MiB/s"]);
+    let out = admin(dir, &["user", "show", "alice", "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(v["upload_rate"].as_u64(), Some(4 << 20));
+    assert_eq!(v["max_sessions"].as_u64(), Some(4));
+    assert_eq!(v["download_rate"], serde_json::Value::Null);
+    let started_at = Instant::now();
+    let ups: Vec<_> = ["u1.bin", "u2.bin"]
+        .iter()
+        .map(|to| {
+            client(
+                dir,
+                "wharf-ftp",
+                &wharfd.ftp,
+                &["put", &local("a1.bin"), to],
+            )
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("put")
+        })
+        .collect();
+    for child in ups {
+        let out = child.wait_with_output().expect("put");
+        assert!(out.status.success(), "{}", text(&out.stderr));
+    }
+    let took = started_at.elapsed();
+    assert!(
+        took >= Duration::from_millis(1800),
+        "two uploads took {took:?}"
+    );
+    for n in ["u1.bin", "u2.bin"] {
+        assert!(std::fs::read(dir.join(format!("data/homes/alice/{n}"))).expect("stored") == file);
+    }
+    // `none` clears her own: the server's default holds again.
+    let said = admin(
+        dir,
+        &[
+            "user",
+            "limit",
+            "alice",
+            "--upload-rate",
+            "none",
+            "--max-sessions",
+            "none",
+        ],
+    );
+    assert!(
+        text(&said.stdout).contains("upload server default")
+            && text(&said.stdout).contains("sessions server default"),
+        "{}",
+        text(&said.stdout)
+    );
+    wharfd.stop();
 }

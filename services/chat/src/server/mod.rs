@@ -143,8 +143,8 @@ pub struct ChatArgs {
     pub chat_history_max: Keep,
     /// Bytes of text kept per user over rooms and direct messages, the
     /// newest, or `unlimited`: no one user can fill the database.
-    #[arg(long, default_value = "256MiB", value_parser = wharf_core::size::parse_quota, value_name = "SIZE")]
-    pub chat_history_user_size: Option<u64>,
+    #[arg(long, default_value = "256MiB", value_parser = parse_keep_size, value_name = "SIZE")]
+    pub chat_history_user_size: Keep,
     /// Messages queued for one TCP client; a client that falls this far
     /// behind is disconnected.
     #[arg(long, default_value_t = 1024, value_name = "N")]
@@ -175,6 +175,12 @@ fn parse_keep(input: &str) -> Result<Keep, String> {
             _ => Err(format!("{s} is not a number above 0 or `forever`")),
         },
     }
+}
+
+fn parse_keep_size(input: &str) -> Result<Keep, String> {
+    wharf_core::size::parse_quota(input)
+        .map(Keep)
+        .map_err(|e| e.to_string())
 }
 
 fn parse_byte_burst(input: &str) -> Result<u64, String> {
@@ -213,7 +219,7 @@ impl ChatArgs {
             max_rooms_per_address: self.max_rooms_per_address,
             history_days: self.chat_history_days.0,
             history_per_room: self.chat_history_max.0,
-            history_per_user_bytes: self.chat_history_user_size,
+            history_per_user_bytes: self.chat_history_user_size.0,
             member_queue: self.member_queue.max(1),
             udp_idle: self.udp_idle,
             max_udp_sessions: self.max_udp_sessions,

@@ -64,6 +64,8 @@ struct Session {
     /// The user's standing, once logged in: a lock, a deletion or a revoked
     /// right ends the session.
     standing: Option<watch::Receiver<Standing>>,
+    /// The session as the user's sessions are counted, while logged in.
+    lease: Option<wharf_core::sessions::SessionLease>,
 }
 
 enum State {
@@ -106,6 +108,7 @@ pub(super) async fn run(
         login_failures: 0,
         gate,
         standing: None,
+        lease: None,
     };
     let login_deadline = Instant::now() + limits.login_timeout;
     let mut dropped = false;
@@ -293,7 +296,10 @@ impl Session {
             .authenticate(&login.user, &login.password, Service::Chat, self.peer.ip())
             .await
         {
-            Ok(user) => user,
+            Ok((user, lease)) => {
+                self.lease = Some(lease);
+                user
+            }
             Err(e) => {
                 self.login_failures += 1;
                 tracing::info!(peer = %self.peer, user = %login.user, error = %e, "login refused");

@@ -11,6 +11,7 @@ mod copy;
 mod digests;
 mod logins;
 mod quota;
+mod sessions;
 mod usage;
 mod users;
 
@@ -31,8 +32,9 @@ pub use chat::{
 pub use copy::CopyReport;
 pub use digests::FileVersion;
 pub use quota::{MAX_PARTIALS, Need, UploadCommit};
+pub use sessions::PROCESS_STALE_MS;
 pub use usage::{Direction, ExecLogRow, ExecRecord, TransferRecord, TransferRow, UsageRow};
-pub use users::{NewUser, User};
+pub use users::{LimitChange, NewUser, User, UserLimits};
 
 /// How long a statement waits for another process's write lock (SQLite).
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);

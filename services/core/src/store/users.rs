@@ -44,6 +44,50 @@ pub struct User {
     pub created_at: i64,
     /// Last successful login, unix ms.
     pub last_login_at: Option<i64>,
+    /// The administrator's limits for this user; `None` in each takes the
+    /// daemon's default.
+    pub limits: UserLimits,
+}
+
+/// Per-user limits (`admin-cli user limit`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct UserLimits {
+    /// Upload bytes per second, over all the user's sessions.
+    pub upload_rate: Option<u64>,
+    /// Download bytes per second, over all the user's sessions.
+    pub download_rate: Option<u64>,
+    /// Sessions at once, over every service and process.
+    pub max_sessions: Option<u64>,
+}
+
+impl UserLimits {
+    /// These limits, each falling back to `defaults`'.
+    pub fn or(self, defaults: UserLimits) -> UserLimits {
+        UserLimits {
+            upload_rate: self.upload_rate.or(defaults.upload_rate),
+            download_rate: self.download_rate.or(defaults.download_rate),
+            max_sessions: self.max_sessions.or(defaults.max_sessions),
+        }
+    }
+}
+
+/// A change to a user's limits: `None` leaves one as it is, `Some(None)`
+/// clears it (back to the daemon's default).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LimitChange {
+    /// The upload rate.
+    pub upload_rate: Option<Option<u64>>,
+    /// The download rate.
+    pub download_rate: Option<Option<u64>>,
+    /// Sessions at once.
+    pub max_sessions: Option<Option<u64>>,
+}
+
+impl LimitChange {
+    /// Whether it changes nothing.
+    pub fn is_empty(&self) -> bool {
+        *self == LimitChange::default()
+    }
 }
 
 impl std::fmt::Debug for User {
@@ -85,6 +129,7 @@ macro_rules! select_user {
             "SELECT u.id, u.name, u.password_hash, u.home, u.quota_bytes, u.used_bytes, \
              u.reserved_bytes, u.file_count, u.quota_files, u.reserved_files, u.usage_problem, \
              u.locked, u.created_at, u.last_login_at, \
+             u.upload_rate, u.download_rate, u.max_sessions, \
              (SELECT ",
             $agg,
             "(s.service, ',') FROM user_services s WHERE s.user_id = u.id) AS services \
@@ -120,6 +165,11 @@ fn user_from_row(row: &AnyRow) -> Result<User> {
         locked: row.try_get::<i64, _>("locked")? != 0,
         created_at: row.try_get("created_at")?,
         last_login_at: row.try_get("last_login_at")?,
+        limits: UserLimits {
+            upload_rate: row.try_get::<Option<i64>, _>("upload_rate")?.map(to_u64),
+            download_rate: row.try_get::<Option<i64>, _>("download_rate")?.map(to_u64),
+            max_sessions: row.try_get::<Option<i64>, _>("max_sessions")?.map(to_u64),
+        },
     })
 }
 
@@ -153,6 +203,22 @@ impl Store {
         }
         tx.commit().await?;
         self.require_user(&new.name).await
+    }
+
+    /// Changes `name`'s limits; returns the user as it is now.
+    pub async fn set_user_limits(&self, name: &str, change: LimitChange) -> Result<User> {
+        let user = self.require_user(name).await?;
+        let now = change_of(user.limits, change);
+        sqlx::query(
+            "UPDATE users SET upload_rate = $1, download_rate = $2, max_sessions = $3 WHERE id = $4",
+        )
+        .bind(now.upload_rate.map(to_i64))
+        .bind(now.download_rate.map(to_i64))
+        .bind(now.max_sessions.map(to_i64))
+        .bind(user.id)
+        .execute(&self.pool)
+        .await?;
+        self.require_user(name).await
     }
 
     /// The user named `name`, if any.
@@ -303,5 +369,14 @@ impl Store {
             .execute(&self.pool)
             .await?;
         Ok(done.rows_affected() == 1)
+    }
+}
+
+/// `limits` with `change` applied.
+fn change_of(limits: UserLimits, change: LimitChange) -> UserLimits {
+    UserLimits {
+        upload_rate: change.upload_rate.unwrap_or(limits.upload_rate),
+        download_rate: change.download_rate.unwrap_or(limits.download_rate),
+        max_sessions: change.max_sessions.unwrap_or(limits.max_sessions),
     }
 }

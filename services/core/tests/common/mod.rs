@@ -98,6 +98,7 @@ impl Env {
         self.auth
             .authenticate(name, &Password::new(password), wharf_core::Service::Ftp, ip)
             .await
+            .map(|(user, _session)| user)
     }
 
     /// Makes `n` failed logins for `name`, from [`HOME_IP`].

@@ -1,7 +1,8 @@
 //! The network a command sees (`--exec-network`).
 //!
-//! - `none`: each command gets a network namespace of its own with only
-//!   its loopback: nothing outside it, host or world, can be reached.
+//! - `none`: each user's commands share a network namespace with only its
+//!   loopback (the holder below, without pasta): nothing outside it, host
+//!   or world, can be reached.
 //! - `private` (the default): each user's commands share one network
 //!   namespace, kept while the user runs commands, whose only way out is
 //!   [pasta](https://passt.top): it carries connections to the outside
@@ -65,7 +66,7 @@ pub const DNS_FORWARD: std::net::Ipv4Addr = std::net::Ipv4Addr::new(198, 18, 0, 
 
 /// The account that owns the namespaces and runs pasta when the server is
 /// root (pasta itself gives up root for it).
-const NOBODY: u32 = 65534;
+pub(crate) const NOBODY: u32 = 65534;
 
 /// Where the command's network comes from, as the launcher is told.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -123,7 +123,7 @@ impl Out {
 enum State {
     Greeting,
     AwaitingLogin,
-    LoggedIn(User),
+    LoggedIn(Box<User>),
 }
 
 enum Flow {
@@ -150,6 +150,8 @@ struct Session {
     /// The user's standing, once logged in: a lock, a deletion or a revoked
     /// right ends the session, and the command running.
     standing: Option<watch::Receiver<Standing>>,
+    /// The session as the user's sessions are counted, while logged in.
+    lease: Option<wharf_core::sessions::SessionLease>,
     /// The home as stored, and as prepared for commands: prepared once per
     /// session, again only if an administrator moves it.
     home: Option<(PathBuf, PathBuf)>,
@@ -183,6 +185,7 @@ pub(super) async fn run(
         login_failures: 0,
         gate,
         standing: None,
+        lease: None,
         home: None,
     };
     let login_deadline = Instant::now() + limits.login_timeout;
@@ -461,14 +464,15 @@ impl Session {
             .authenticate(name, password, Service::Exec, self.peer.ip())
             .await
         {
-            Ok(user) => {
+            Ok((user, lease)) => {
+                self.lease = Some(lease);
                 tracing::info!(peer = %self.peer, user = %user.name, "logged in");
                 let reply = ExecReply::LoginOk(LoginOk {
                     user: user.name.clone(),
                 });
                 self.gate.passed();
                 self.standing = Some(self.server.auth.standings().watch(&user));
-                self.state = State::LoggedIn(user);
+                self.state = State::LoggedIn(Box::new(user));
                 self.reply(reply).await
             }
             Err(e) => {

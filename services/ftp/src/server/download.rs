@@ -120,6 +120,8 @@ pub(super) async fn get(
     // closes either way.
     let mut sent = 0u64;
     let mut client_gone = false;
+    // The user's download rate, shared with their other sessions.
+    let pace = li.lease.rates().down.clone();
     let read = {
         let mut stopped = std::pin::pin!(async {
             tokio::select! {
@@ -135,9 +137,11 @@ pub(super) async fn get(
                 let sending = async {
                     while sent < body_len {
                         tcp.writable().await?;
-                        let left = usize::try_from(body_len - sent)
-                            .unwrap_or(usize::MAX)
-                            .min(1 << 30);
+                        let left = pace.step(
+                            usize::try_from(body_len - sent)
+                                .unwrap_or(usize::MAX)
+                                .min(1 << 30),
+                        );
                         match tcp.try_io(tokio::io::Interest::WRITABLE, || {
                             rustix::fs::sendfile(tcp, &file, Some(&mut offset), left)
                                 .map_err(Into::into)
@@ -148,7 +152,10 @@ pub(super) async fn get(
                                     "the file is shorter than it was",
                                 ));
                             }
-                            Ok(n) => sent += n as u64,
+                            Ok(n) => {
+                                sent += n as u64;
+                                pace.take(n).await;
+                            }
                             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
                             Err(e) => return Err(e),
                         }
@@ -181,7 +188,10 @@ pub(super) async fn get(
                     let written = tokio::select! {
                         biased;
                         _ = &mut stopped => false,
-                        r = s.write_body(&chunk) => r.is_ok(),
+                        r = async {
+                            pace.take(chunk.len()).await;
+                            s.write_body(&chunk).await
+                        } => r.is_ok(),
                     };
                     if !written {
                         client_gone = true;

@@ -31,6 +31,9 @@ type Answers = Result<Vec<Result<FtpReply, FtpError>>, tokio::task::JoinError>;
 /// A logged-in user's session state.
 pub(super) struct LoggedIn {
     pub user: User,
+    /// The session as the user's sessions are counted, and the user's
+    /// transfer rates.
+    pub lease: wharf_core::sessions::SessionLease,
     pub jail: Jail,
     pub cwd: VPath,
 }
@@ -420,13 +423,13 @@ impl Session {
             }
             _ => return Err(FtpError::NotLoggedIn("log in first".into())),
         };
-        let user = match self
+        let (user, lease) = match self
             .server
             .auth
             .authenticate(&login.user, &login.password, Service::Ftp, self.peer.ip())
             .await
         {
-            Ok(user) => user,
+            Ok(login) => login,
             Err(e) => {
                 self.login_failures += 1;
                 tracing::info!(peer = %self.peer, user = %login.user, error = %e, "login refused");
@@ -455,6 +458,7 @@ impl Session {
         .await?;
         Ok(LoggedIn {
             user,
+            lease,
             jail,
             cwd: VPath::root(),
         })

@@ -48,6 +48,8 @@ const READ_CHUNK: usize = 1 << 20;
 pub struct FtpUser {
     user: User,
     jail: Jail,
+    /// The user's transfer rates, shared with their other sessions.
+    rates: wharf_core::sessions::Rates,
 }
 
 impl Display for FtpUser {
@@ -79,6 +81,17 @@ impl FtpAuthenticator for WharfAuthenticator {
         username: &str,
         creds: &Credentials,
     ) -> Result<Principal, AuthenticationError> {
+        self.login(username, creds).await.map(|(who, _)| who)
+    }
+}
+
+impl WharfAuthenticator {
+    /// A login, and the session it opens (counted while held).
+    async fn login(
+        &self,
+        username: &str,
+        creds: &Credentials,
+    ) -> Result<(Principal, wharf_core::sessions::SessionLease), AuthenticationError> {
         let password = Password::new(creds.password.clone().unwrap_or_default());
         let peer = creds.source_ip;
         match self
@@ -86,11 +99,14 @@ impl FtpAuthenticator for WharfAuthenticator {
             .authenticate(username, &password, Service::Ftp, peer)
             .await
         {
-            Ok(user) => {
+            Ok((user, lease)) => {
                 tracing::info!(%peer, user = %user.name, via = "standard ftp", "logged in");
-                Ok(Principal {
-                    username: user.name,
-                })
+                Ok((
+                    Principal {
+                        username: user.name,
+                    },
+                    lease,
+                ))
             }
             Err(e) => {
                 tracing::info!(%peer, user = %username, via = "standard ftp", error = %e, "login refused");
@@ -106,12 +122,16 @@ impl FtpAuthenticator for WharfAuthenticator {
 #[derive(Debug)]
 pub struct WharfUsers {
     store: Store,
+    auth: Authenticator,
 }
 
 impl WharfUsers {
-    /// Users read from `store`.
-    pub fn new(store: Store) -> Self {
-        WharfUsers { store }
+    /// Users read from `auth`'s database, with their rates.
+    pub fn new(auth: Authenticator) -> Self {
+        WharfUsers {
+            store: auth.store().clone(),
+            auth,
+        }
     }
 }
 
@@ -138,7 +158,8 @@ impl UserDetailProvider for WharfUsers {
                 tracing::error!(user = %user.name, error = %e, "cannot prepare a home");
                 UserDetailError::Generic("your home directory cannot be prepared".into())
             })?;
-        Ok(FtpUser { user, jail })
+        let rates = self.auth.sessions().rates(&user);
+        Ok(FtpUser { user, jail, rates })
     }
 }
 
@@ -431,7 +452,10 @@ impl StorageBackend<FtpUser> for WharfStorage {
         Ok(Box::new(Counted {
             // libunftp copies 8 KiB at a time: each would be a blocking read
             // of its own; the file is read 1 MiB at a time instead.
-            file: tokio::io::BufReader::with_capacity(READ_CHUNK, tokio::fs::File::from_std(file)),
+            file: wharf_core::rate::Paced::new(
+                tokio::io::BufReader::with_capacity(READ_CHUNK, tokio::fs::File::from_std(file)),
+                user.rates.down.clone(),
+            ),
             sent: 0,
             left,
             record: Some((self.store.clone(), user.user.id, shown)),
@@ -450,6 +474,7 @@ impl StorageBackend<FtpUser> for WharfStorage {
         start_pos: u64,
     ) -> unftp_core::storage::Result<u64> {
         let v = vpath(path.as_ref())?;
+        let input = wharf_core::rate::Paced::new(input, user.rates.up.clone());
         stor(&self.store, user, v, input, start_pos)
             .await
             .map_err(storage_error)
@@ -1081,8 +1106,8 @@ pub async fn serve(
 ) {
     let limits = config.limits.clone();
     let server = std::sync::Arc::new(StdFtpServer {
+        users: std::sync::Arc::new(WharfUsers::new(auth.clone())),
         auth: std::sync::Arc::new(WharfAuthenticator::new(auth)),
-        users: std::sync::Arc::new(WharfUsers::new(store.clone())),
         store,
         config,
         stop_now: tokio_util::sync::CancellationToken::new(),
@@ -1107,7 +1132,7 @@ impl StdFtpServer {
     /// `on_login`.
     fn session(
         &self,
-        on_login: tokio::sync::oneshot::Sender<()>,
+        on_login: tokio::sync::oneshot::Sender<wharf_core::sessions::SessionLease>,
         peer: std::net::IpAddr,
     ) -> Result<libunftp::Server<WharfStorage, FtpUser>, libunftp::ServerError> {
         let storage = self.store.clone();
@@ -1183,13 +1208,17 @@ impl Handler for StdFtpServer {
         tokio::pin!(session);
         let login_time = self.config.limits.login_timeout;
         // Until the login: within the login timeout, and not past a shutdown.
+        let mut _lease = None;
         tokio::select! {
             _ = &mut session => return,
             _ = shutdown.cancelled() => {
                 hangup.now();
             }
             login = tokio::time::timeout(login_time, logged_in) => match login {
-                Ok(Ok(())) => gate.passed(),
+                Ok(Ok(lease)) => {
+                    _lease = Some(lease);
+                    gate.passed();
+                }
                 Ok(Err(_)) => {}
                 Err(_) => {
                     tracing::info!(%peer, via = "standard ftp", "no login within {login_time:?}: connection closed");
@@ -1252,7 +1281,10 @@ impl Drop for Hangup {
 #[derive(Debug)]
 struct SessionLogin {
     auth: std::sync::Arc<WharfAuthenticator>,
-    on_login: std::sync::Mutex<Option<tokio::sync::oneshot::Sender<()>>>,
+    /// Told of the login, with the session it opened (held by the
+    /// connection while it lasts).
+    on_login:
+        std::sync::Mutex<Option<tokio::sync::oneshot::Sender<wharf_core::sessions::SessionLease>>>,
     /// The client's address as the accept loop knows it: behind a load
     /// balancer, the one its PROXY header named (libunftp sees the
     /// balancer's).
@@ -1272,14 +1304,14 @@ impl FtpAuthenticator for SessionLogin {
             source_ip: self.peer,
             command_channel_security: creds.command_channel_security,
         };
-        let principal = self.auth.authenticate(username, &creds).await?;
+        let (principal, lease) = self.auth.login(username, &creds).await?;
         let told = self
             .on_login
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .take();
         if let Some(tell) = told {
-            let _ = tell.send(());
+            let _ = tell.send(lease);
         }
         Ok(principal)
     }
@@ -1289,7 +1321,7 @@ impl FtpAuthenticator for SessionLogin {
 /// over (the reader dropped), it is recorded in the usage tables as the
 /// native service records downloads.
 struct Counted {
-    file: tokio::io::BufReader<tokio::fs::File>,
+    file: wharf_core::rate::Paced<tokio::io::BufReader<tokio::fs::File>>,
     sent: u64,
     left: u64,
     record: Option<(Store, i64, String)>,

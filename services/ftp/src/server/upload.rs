@@ -556,6 +556,10 @@ pub(super) async fn put(
         // A second view of the standing, for a quota lowered meanwhile.
         let mut quota_watch = watch.clone();
         let home = s.home.clone();
+        // The user's upload rate: what the last chunk owes is waited off
+        // before the next is read (so TCP slows the client down).
+        let pace = li.lease.rates().up.clone();
+        let mut owed = 0;
         while received < body_len {
             let frame = tokio::select! {
                 biased;
@@ -566,11 +570,15 @@ pub(super) async fn put(
                 quota = wharf_core::standing::quota_lowered(&mut quota_watch, quota_from, replacing) => {
                     Err(FtpError::Core(wharf_core::Error::QuotaLowered { quota }))
                 }
-                frame = s.next_frame_idle() => frame,
+                frame = async {
+                    pace.take(owed).await;
+                    s.next_frame_idle().await
+                } => frame,
             };
             match frame {
                 Ok(Frame::Body { chunk, .. }) => {
                     received += chunk.len() as u64;
+                    owed = chunk.len();
                     if tx.send(chunk).await.is_err() {
                         break;
                     }
