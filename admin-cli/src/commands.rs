@@ -25,14 +25,56 @@ pub async fn run(cli: Cli) -> Result<()> {
         return fingerprint(&cli.data_dir, cert.as_deref());
     }
     let url = wharf_core::config::database_url(cli.database_url.as_deref(), &cli.data_dir);
+    // Only `user add` makes a database; anything else run where there is
+    // none (the wrong folder, most likely) says so and makes nothing, so
+    // the user database is never split between two folders.
+    let file = wharf_core::config::sqlite_file(&url);
+    let new = file.as_ref().filter(|f| !f.exists());
+    if let Some(file) = new
+        && !matches!(cli.command, Command::User(UserCommand::Add(_)))
+    {
+        let here = std::env::current_dir()
+            .map(|d| d.display().to_string())
+            .unwrap_or_else(|_| "this folder".to_owned());
+        bail!(
+            "no Wharf database at {}: admin-cli uses DATA_DIR/wharf.db, DATA_DIR being `data` in the folder it runs in ({here}) unless --data-dir or WHARF_DATA_DIR names another; run it where the servers run, or give their --data-dir (or --database-url)",
+            file.display()
+        );
+    }
+    let made = new.cloned();
     let store = Store::open(&url).await.with_context(|| {
         format!(
             "cannot open the database {}",
             wharf_core::config::shown_database_url(&url)
         )
     })?;
+    let listing = matches!(cli.command, Command::User(UserCommand::List(ref f)) if !f.json);
+    if listing {
+        println!(
+            "database: {}",
+            wharf_core::config::shown_database_url(&match &file {
+                Some(f) => f.display().to_string(),
+                None => url.clone(),
+            })
+        );
+    }
     let result = dispatch(&store, &cli.data_dir, cli.command).await;
     store.close().await;
+    if let Some(file) = made {
+        if result.is_ok() {
+            eprintln!(
+                "admin-cli: made a new database at {} (servers must be started with this data folder to see it)",
+                file.display()
+            );
+        } else {
+            // The add failed: the database it made goes with it.
+            for suffix in ["", "-wal", "-shm"] {
+                let mut name = file.clone().into_os_string();
+                name.push(suffix);
+                let _ = std::fs::remove_file(name);
+            }
+        }
+    }
     result
 }
 
@@ -114,7 +156,7 @@ async fn copy(store: &Store, to: &str) -> Result<()> {
             "the copy in {shown} does not hold what this database holds ({into:?}, not {from:?}); drop it and copy again"
         );
     }
-    println!("{}", view::copy_table(&copied.tables));
+    println!("{}", view::copy_table(&copied.tables).trim_fmt());
     println!("copied into {shown}; start the services with --database-url set to it");
     Ok(())
 }
@@ -234,7 +276,7 @@ async fn list(store: &Store, json: bool) -> Result<()> {
         println!("no users yet; add one with `admin-cli user add NAME`");
         return Ok(());
     }
-    println!("{}", view::users_table(&views));
+    println!("{}", view::users_table(&views).trim_fmt());
     Ok(())
 }
 
@@ -248,7 +290,7 @@ async fn show(store: &Store, name: &str, json: bool) -> Result<()> {
     if json {
         return view::print_json(&v);
     }
-    println!("{}", view::user_table(&v, &user));
+    println!("{}", view::user_table(&v, &user).trim_fmt());
     Ok(())
 }
 
@@ -459,20 +501,26 @@ async fn usage(store: &Store, args: UsageArgs) -> Result<()> {
         println!("no users yet; add one with `admin-cli user add NAME`");
         return Ok(());
     }
-    println!("{}", view::usage_table(&rows));
+    println!("{}", view::usage_table(&rows).trim_fmt());
     if let (Some(_), [user]) = (&args.name, &users[..]) {
         println!("limits: {}", view::limits_text(&user.limits));
         println!();
         if transfers.is_empty() {
             println!("no transfers");
         } else {
-            println!("latest transfers:\n{}", view::transfers_table(&transfers));
+            println!(
+                "latest transfers:\n{}",
+                view::transfers_table(&transfers).trim_fmt()
+            );
         }
         println!();
         if commands.is_empty() {
             println!("no commands");
         } else {
-            println!("latest commands:\n{}", view::commands_table(&commands));
+            println!(
+                "latest commands:\n{}",
+                view::commands_table(&commands).trim_fmt()
+            );
         }
     }
     Ok(())

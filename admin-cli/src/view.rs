@@ -1,5 +1,7 @@
 //! What listings print: JSON objects with stable field names, and tables.
 
+use std::io::IsTerminal;
+
 use comfy_table::{CellAlignment, ContentArrangement, LineStyle, Table, presets};
 use serde::Serialize;
 use wharf_core::User;
@@ -200,11 +202,27 @@ fn used_percent(used: u64, quota: Option<u64>) -> Option<f64> {
     Some((used as f64 * 1000.0 / quota as f64).round() / 10.0)
 }
 
+/// Whether tables go to a terminal (fitted to it, lines drawn) or to a
+/// pipe or file (plain aligned text, never wrapped, no box characters).
+fn on_terminal() -> bool {
+    std::io::stdout().is_terminal()
+}
+
 fn table(header: &[&str], right_aligned: &[usize]) -> Table {
     let mut table = Table::new();
-    table
-        .load_style(presets::UTF8_NO_BORDERS.row_separator(LineStyle::none()))
-        .set_content_arrangement(ContentArrangement::Dynamic);
+    if on_terminal() {
+        table
+            .load_style(presets::UTF8_NO_BORDERS.row_separator(LineStyle::none()))
+            .set_content_arrangement(ContentArrangement::Dynamic);
+    } else {
+        // Plain text: columns apart by spaces, the header underlined with
+        // dashes, as `ps` or psql's aligned output.
+        table
+            .load_style(
+                presets::NOTHING.header_separator(LineStyle::none().fill('-').junction(' ')),
+            )
+            .set_content_arrangement(ContentArrangement::Disabled);
+    }
     if !header.is_empty() {
         table.set_header(header.to_vec());
     }
@@ -321,6 +339,59 @@ fn files_of(held: u64, quota: Option<u64>) -> String {
 }
 
 pub fn usage_table(rows: &[UsageRow]) -> Table {
+    if !on_terminal() {
+        return usage_plain(rows);
+    }
+    // Fitted to a terminal: short headers and values, local times, so the
+    // usual report fits 80 columns without cells broken over lines.
+    let mut t = table(
+        &[
+            "user",
+            "used",
+            "files",
+            "up",
+            "down",
+            "chat",
+            "cmds",
+            "last login",
+        ],
+        &[1, 2, 3, 4, 5, 6],
+    );
+    for r in rows {
+        let used = match r.quota_bytes {
+            Some(q) => format!(
+                "{}/{} {:.0}%",
+                short_size(r.used_bytes),
+                short_size(q),
+                used_percent(r.used_bytes, Some(q)).unwrap_or(0.0)
+            ),
+            None => short_size(r.used_bytes),
+        };
+        let files = match r.quota_files {
+            Some(q) => format!(
+                "{}/{}",
+                short_count(r.file_count + r.reserved_files),
+                short_count(q)
+            ),
+            None => short_count(r.file_count + r.reserved_files),
+        };
+        t.add_row(vec![
+            r.name.clone(),
+            used,
+            files,
+            short_size(r.bytes_up),
+            short_size(r.bytes_down),
+            r.chat_messages.to_string(),
+            r.exec_commands.to_string(),
+            r.last_login_at
+                .map_or_else(|| "never".to_owned(), local_time),
+        ]);
+    }
+    t
+}
+
+/// The usage report for a pipe: every column, full values, plain text.
+fn usage_plain(rows: &[UsageRow]) -> Table {
     let mut t = table(
         &[
             "user",
@@ -353,6 +424,40 @@ pub fn usage_table(rows: &[UsageRow]) -> Table {
         ]);
     }
     t
+}
+
+/// A size in few characters: `512B`, `5.1M`, `1G`.
+fn short_size(bytes: u64) -> String {
+    let long = format_size(bytes);
+    match long.split_once(' ') {
+        Some((n, "B")) => format!("{n}B"),
+        Some((n, unit)) => format!("{n}{}", &unit[..1]),
+        None => long,
+    }
+}
+
+/// A count in few characters: `950`, `12k`, `1.5M`.
+fn short_count(n: u64) -> String {
+    match n {
+        0..10_000 => n.to_string(),
+        10_000..1_000_000 => format!("{}k", n / 1000),
+        _ => {
+            let m = format!("{:.1}", n as f64 / 1e6);
+            format!("{}M", m.strip_suffix(".0").unwrap_or(&m))
+        }
+    }
+}
+
+/// Unix milliseconds as this machine's local time, to the minute.
+fn local_time(ms: i64) -> String {
+    jiff::Timestamp::from_millisecond(ms)
+        .map(|t| {
+            jiff::tz::TimeZone::system()
+                .to_datetime(t)
+                .strftime("%Y-%m-%d %H:%M")
+                .to_string()
+        })
+        .unwrap_or_else(|_| rfc3339(ms))
 }
 
 /// One user's latest transfers.

@@ -12,6 +12,8 @@ const PW: &str = "correct horse battery";
 
 #[path = "../../services/testing/postgres.rs"]
 mod postgres;
+#[path = "../../services/testing/terminal.rs"]
+mod terminal;
 #[path = "../../services/testing/btrfs.rs"]
 mod test_btrfs;
 
@@ -135,7 +137,12 @@ impl Admin {
         self.json(&["user", "show", name])
     }
 
+    /// Users in the database; none when there is no database at all (a
+    /// read-only command makes none).
     fn user_count(&self) -> usize {
+        if !self.dir.path().join("wharf.db").exists() {
+            return 0;
+        }
         self.json(&["user", "list"])
             .as_array()
             .expect("array")
@@ -626,9 +633,16 @@ fn purge_refuses_a_home_shared_with_another_user() {
 #[test]
 fn usage_prints_a_table_json_and_rescans() {
     let admin = Admin::new();
-    assert_eq!(
-        admin.ok(&["usage"], None).trim(),
-        "no users yet; add one with `admin-cli user add NAME`"
+    let out = admin.run(&["usage"], None);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("no Wharf database at"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        !admin.dir.path().join("wharf.db").exists(),
+        "usage made a database"
     );
     admin.add("alice", &["--quota", "10K"]);
     admin.add("bob", &["--quota", "unlimited"]);
@@ -719,19 +733,101 @@ fn rescan_of_a_missing_home_warns_and_reports_the_rest() {
 fn database_url_comes_from_the_environment_and_folders_are_created() {
     let admin = Admin::new();
     let url = format!("sqlite://{}/deep/er/wharf.db", admin.dir.path().display());
-    let out = Command::new(env!("CARGO_BIN_EXE_admin-cli"))
-        .args(["user", "list", "--json"])
+    let mut add = Command::new(env!("CARGO_BIN_EXE_admin-cli"))
+        .args(["user", "add", "zed", "--password-stdin"])
         .env("WHARF_DATABASE_URL", &url)
         .env("WHARF_DATA_DIR", admin.data())
-        .output()
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
         .expect("run");
+    add.stdin
+        .take()
+        .expect("stdin")
+        .write_all(format!("{PW}\n").as_bytes())
+        .expect("password");
+    let out = add.wait_with_output().expect("run");
     assert!(
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "[]");
-    assert!(admin.dir.path().join("deep/er/wharf.db").exists());
+    let db = admin.dir.path().join("deep/er/wharf.db");
+    assert!(db.exists());
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains(&format!("made a new database at {}", db.display())),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = Command::new(env!("CARGO_BIN_EXE_admin-cli"))
+        .args(["user", "list", "--json"])
+        .env("WHARF_DATABASE_URL", &url)
+        .output()
+        .expect("run");
+    let users: Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(users[0]["name"], "zed");
+}
+
+/// Run from the wrong folder, a read-only command makes no second,
+/// empty database: it says where it looked and how to point it at the
+/// servers' one; the first `user add` says where it made one, and `user
+/// list` names the database it reads.
+#[test]
+fn admin_cli_in_an_empty_folder_creates_nothing_and_says_where_it_looked() {
+    let admin = Admin::new();
+    let empty = admin.dir.path().join("elsewhere");
+    std::fs::create_dir(&empty).expect("mkdir");
+    let here = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_admin-cli"))
+            .args(args)
+            .current_dir(&empty)
+            .env_remove("WHARF_DATABASE_URL")
+            .env_remove("WHARF_DATA_DIR")
+            .stdin(Stdio::null())
+            .output()
+            .expect("run")
+    };
+    for args in [
+        &["user", "list"][..],
+        &["usage"],
+        &["user", "show", "zed"],
+        &["db", "check"],
+    ] {
+        let out = here(args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {err}");
+        assert!(
+            err.contains(&format!(
+                "no Wharf database at {}/data/wharf.db",
+                empty.display()
+            )) && err.contains("--data-dir"),
+            "{err}"
+        );
+        assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+    }
+    assert_eq!(
+        std::fs::read_dir(&empty).expect("ls").count(),
+        0,
+        "something was made"
+    );
+    // Against the servers' data folder, it works from anywhere.
+    admin.add("alice", &[]);
+    let out = Command::new(env!("CARGO_BIN_EXE_admin-cli"))
+        .args(["--database-url", &admin.url(), "user", "list"])
+        .current_dir(&empty)
+        .output()
+        .expect("run");
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        table.starts_with(&format!(
+            "database: {}/wharf.db\n",
+            admin.dir.path().display()
+        )),
+        "{table}"
+    );
+    assert!(table.contains("alice"), "{table}");
 }
 
 #[test]
@@ -744,8 +840,11 @@ fn an_unusable_database_is_a_clear_failure() {
             "--database-url",
             &format!("sqlite://{}/sub/wharf.db", blocker.display()),
             "user",
-            "list",
+            "add",
+            "zed",
+            "--password-stdin",
         ])
+        .stdin(Stdio::null())
         .output()
         .expect("run");
     assert_eq!(out.status.code(), Some(1));
@@ -1074,4 +1173,66 @@ fn homes_on_btrfs_are_subvolumes_held_to_their_quota() {
 
     admin.ok(&["user", "del", "alice", "--purge-home"], None);
     assert!(!home.exists());
+}
+
+/// `usage` reads well wherever it goes: through a pipe, plain aligned text
+/// with no box characters; on an 80-column terminal, no line over 80 and
+/// local times to the minute.
+#[test]
+fn usage_fits_a_terminal_and_is_plain_through_a_pipe() {
+    let admin = Admin::new();
+    for name in ["alice", "bob", "carol-the-longest"] {
+        admin.add(name, &["--quota", "10G"]);
+    }
+    let store_url = admin.url();
+    tokio::runtime::Runtime::new()
+        .expect("runtime")
+        .block_on(async {
+            let store = Store::open(&store_url).await.expect("db");
+            for name in ["alice", "carol-the-longest"] {
+                let user = store.require_user(name).await.expect("user");
+                store
+                    .record_login(user.id, wharf_core::time::now_ms())
+                    .await
+                    .expect("login");
+            }
+            store.close().await;
+        });
+    let piped = admin.ok(&["usage"], None);
+    assert!(
+        !piped.contains(|c: char| ('\u{2500}'..='\u{257f}').contains(&c)),
+        "box characters through a pipe: {piped}"
+    );
+    assert!(piped.lines().all(|l| l == l.trim_end()), "{piped:?}");
+    assert!(piped.contains("chat msgs"), "{piped}");
+
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_admin-cli"));
+    cmd.args(["--database-url", &admin.url(), "usage"]);
+    let mut term = terminal::Terminal::start(cmd, 80, 24);
+    let shown = term.rest();
+    let lines: Vec<&str> = shown.lines().map(|l| l.trim_end_matches('\r')).collect();
+    assert!(lines.len() >= 4, "{shown}");
+    for l in &lines {
+        assert!(l.chars().count() <= 80, "over 80 columns: {l:?}\n{shown}");
+    }
+    // One line per user: no cell broken over lines.
+    assert_eq!(
+        lines
+            .iter()
+            .filter(|l| l.contains("carol-the-longest"))
+            .count(),
+        1,
+        "{shown}"
+    );
+    let today = std::process::Command::new("date")
+        .arg("+%Y-%m-%d")
+        .output()
+        .expect("date");
+    let today = String::from_utf8_lossy(&today.stdout).trim().to_owned();
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("alice") && l.contains(&today)),
+        "no local time: {shown}"
+    );
 }

@@ -97,6 +97,14 @@ impl Terminal {
         self.control(ControlCode::DeviceControl2);
     }
 
+    /// Everything the program writes from now until it ends.
+    pub fn rest(&mut self) -> String {
+        match self.session.expect(expectrl::Eof) {
+            Ok(seen) => String::from_utf8_lossy(seen.as_bytes()).into_owned(),
+            Err(e) => panic!("the program did not end: {e}"),
+        }
+    }
+
     /// Makes the window `cols` x `rows` (the program gets SIGWINCH).
     pub fn resize(&mut self, cols: u16, rows: u16) {
         self.session

@@ -25,6 +25,18 @@ pub fn database_url(given: Option<&str>, data_dir: &std::path::Path) -> String {
     }
 }
 
+/// The file of a SQLite database URL (`sqlite://data/wharf.db`,
+/// `sqlite:data/wharf.db?mode=rwc`), made absolute; `None` for any other.
+pub fn sqlite_file(url: &str) -> Option<std::path::PathBuf> {
+    let rest = url.strip_prefix("sqlite:")?;
+    let rest = rest.strip_prefix("//").unwrap_or(rest);
+    let path = rest.split_once('?').map_or(rest, |(p, _)| p);
+    if path.is_empty() || path == ":memory:" {
+        return None;
+    }
+    std::path::absolute(path).ok()
+}
+
 /// `url` as it may be shown or logged: a password in it is replaced by
 /// `***`.
 pub fn shown_database_url(url: &str) -> String {

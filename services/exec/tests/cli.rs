@@ -73,6 +73,26 @@ async fn one_shot_keeps_streams_apart_and_exits_with_the_status() {
     );
 }
 
+/// As `ssh host ls`: the command needs no `--`, and what follows its first
+/// word is the command's, options and all.
+#[tokio::test]
+async fn a_command_runs_without_dashes_as_with_ssh() {
+    let srv = spawn().await;
+    srv.add_user("alice", "exec").await;
+    let out = run(&mut exec(&srv, "alice", &["echo", "hi"])).await;
+    assert_eq!(text(&out.stdout), "hi\n", "{}", text(&out.stderr));
+    assert!(out.status.success());
+    let out = run(&mut exec(&srv, "alice", &["-n", "ls", "-la", "--all"])).await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).starts_with("total "),
+        "{}",
+        text(&out.stdout)
+    );
+    let out = run(&mut exec(&srv, "alice", &["exit", "7"])).await;
+    assert_eq!(out.status.code(), Some(7));
+}
+
 #[tokio::test]
 async fn stdin_is_streamed_unless_told_not_to() {
     let srv = spawn().await;

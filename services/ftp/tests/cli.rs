@@ -190,12 +190,26 @@ async fn the_shell_reads_commands_from_a_pipe() {
     );
     assert!(srv.home("alice").join("notes 2.txt").exists());
 
-    // A failing command makes a piped script exit 1, and the rest still runs.
+    // A failing line stops a piped script with 1, as `sftp -b` does: the
+    // `rm` after a failed `cd` never runs in the wrong folder.
+    std::fs::write(srv.home("alice").join("x"), b"keep").expect("x");
+    let out = ftp(&srv.addr, &work, &[], Some("cd nodir\nrm x\n")).await;
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("stopped at line 1 (cd nodir): the lines after it were not run"),
+        "{err}"
+    );
+    assert!(
+        srv.home("alice").join("x").exists(),
+        "rm ran after the failure"
+    );
+    // A line starting with `-` may fail; the script goes on.
     let out = ftp(
         &srv.addr,
         &work,
         &[],
-        Some("rm nothing-here\nbogus\nmkdir after\n"),
+        Some("-rm nothing-here\nbogus\nmkdir after\n"),
     )
     .await;
     assert_eq!(out.status.code(), Some(1));
@@ -205,7 +219,8 @@ async fn the_shell_reads_commands_from_a_pipe() {
         "{err}"
     );
     assert!(err.contains("unrecognized subcommand 'bogus'"), "{err}");
-    assert!(srv.home("alice").join("after").is_dir());
+    assert!(err.contains("stopped at line 2 (bogus)"), "{err}");
+    assert!(!srv.home("alice").join("after").exists());
 }
 
 #[tokio::test]
@@ -527,7 +542,7 @@ async fn the_shell_works_here_too_lcd_lls_and_bang() {
         &srv.addr,
         &work,
         &[],
-        Some("lcd sub\nlpwd\n!printf 'made here\\n' > made.txt\nput made.txt\nlls\n!exit 3\nlcd /no/such/dir\n"),
+        Some("lcd sub\nlpwd\n!printf 'made here\\n' > made.txt\nput made.txt\nlls\n-!exit 3\nlcd /no/such/dir\n"),
     )
     .await;
     let stdout = text(&out.stdout);

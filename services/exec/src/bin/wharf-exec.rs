@@ -35,7 +35,8 @@ const KEEPALIVE: Duration = Duration::from_secs(60);
 const MAX_INTERRUPTS: u32 = 3;
 
 const AFTER_HELP: &str = "\
-The words after -- are joined into one command line that the server runs with
+The words of COMMAND (after the options, with or without --) are joined into
+one command line that the server runs with
 `sh -c` in your home. Its stdout and stderr come back separately, your stdin is
 streamed to it (-n: none), Ctrl-C is passed on to it, and wharf-exec exits with its
 status (128+N when signal N ended it; 255 when wharf-exec or the server ended it:
@@ -59,8 +60,8 @@ Exit status: the command's (or the shell's) own; 128+N when signal N ended it;
 
 Examples:
   wharf-exec --user alice
-  wharf-exec --user alice -- ls -la
-  wharf-exec --user alice -t -- top
+  wharf-exec --user alice ls -la
+  wharf-exec --user alice -t top
   wharf-exec --user alice -- 'cat > notes.txt' < notes.txt
   wharf-exec --user alice -- tar czf - projects > projects.tgz
   wharf-exec --user alice passwd
@@ -68,7 +69,13 @@ Examples:
 
 /// Wharf remote-exec client: run commands in your home on a Wharf server.
 #[derive(Debug, Parser)]
-#[command(name = "wharf-exec", version, after_help = AFTER_HELP)]
+#[command(
+    name = "wharf-exec",
+    version,
+    after_help = AFTER_HELP,
+    override_usage = "wharf-exec [OPTIONS] [COMMAND]...\n       wharf-exec [OPTIONS] passwd [--password-stdin]",
+    subcommand_precedence_over_arg = true
+)]
 struct Args {
     /// Server to connect to.
     #[arg(
@@ -95,8 +102,11 @@ struct Args {
     tls: ClientTlsArgs,
     #[command(flatten)]
     docs: wharf_core::cli::DocsArgs,
-    /// The command line to run; without it, a prompt.
-    #[arg(last = true, value_name = "COMMAND")]
+    /// The command line to run, as with ssh (`wharf-exec --user alice ls
+    /// -la`; `--` before it is allowed); without it, a prompt. Options of
+    /// wharf-exec come before it: what follows its first word is the
+    /// command's.
+    #[arg(trailing_var_arg = true, value_name = "COMMAND")]
     command: Vec<String>,
     #[command(subcommand)]
     action: Option<Action>,

@@ -55,8 +55,11 @@ use serde::{Deserialize, Serialize};
 
 /// The keeper's mode: `DAEMON --wharf-exec-net PASTA`.
 pub const KEEPER_ARG: &str = "--wharf-exec-net";
-/// The holder's mode: `DAEMON --wharf-exec-netns ADDR/PREFIX...`.
+/// The holder's mode: `DAEMON --wharf-exec-netns [as-nobody] ADDR/PREFIX...`.
 pub const HOLDER_ARG: &str = "--wharf-exec-netns";
+/// Tells the holder a root server started it as `nobody`: root inside its
+/// user namespace (for pasta), and no Wharf user's.
+pub(crate) const AS_NOBODY: &str = "as-nobody";
 
 /// The address a private network's commands send their DNS queries to
 /// (UDP port 53 only), which pasta answers from the host's first resolver.
@@ -294,11 +297,15 @@ fn ready(fd: BorrowedFd<'_>, within: Duration) -> bool {
 /// waits for a byte (pasta has joined: from then on nothing else of its
 /// account may look into it) and for its standard input to close.
 pub fn run_holder(args: impl Iterator<Item = std::ffi::OsString>) -> ! {
+    let args: Vec<std::ffi::OsString> = args.collect();
     let refused: Vec<(IpAddr, u8)> = args
+        .iter()
         .filter_map(|a| a.to_str().and_then(parse_net))
         .collect();
     let (uid, gid) = (getuid().as_raw(), getgid().as_raw());
-    let as_nobody = uid == NOBODY;
+    // Told so by a root server, which started it as `nobody`; a daemon
+    // that itself runs as nobody (uid 65534) is not that case.
+    let as_nobody = uid == NOBODY && args.iter().any(|a| a == AS_NOBODY);
     #[allow(unsafe_code)]
     // SAFETY: the holder is single-threaded and holds nothing the new
     // namespaces invalidate.
@@ -378,7 +385,7 @@ pub fn run_keeper(mut args: impl Iterator<Item = std::ffi::OsString>) -> ! {
         .stderr(Stdio::inherit());
     if root {
         use std::os::unix::process::CommandExt;
-        holder.uid(NOBODY).gid(NOBODY);
+        holder.arg(AS_NOBODY).uid(NOBODY).gid(NOBODY);
     }
     let mut holder = match holder.spawn() {
         Ok(child) => child,

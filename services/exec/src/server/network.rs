@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, ChildStdin, Command};
 
-use crate::launch::net::{HOLDER_ARG, KEEPER_ARG, NOBODY, NetPlace, NsRef};
+use crate::launch::net::{AS_NOBODY, HOLDER_ARG, KEEPER_ARG, NOBODY, NetPlace, NsRef};
 
 /// What commands may reach (`--exec-network`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
@@ -103,7 +103,7 @@ pub(crate) async fn start_isolated(launcher: &Path) -> Result<UserNet, String> {
         .stderr(Stdio::inherit())
         .kill_on_drop(true);
     if root {
-        holder.uid(NOBODY).gid(NOBODY);
+        holder.arg(AS_NOBODY).uid(NOBODY).gid(NOBODY);
     }
     let mut holder = holder
         .spawn()

@@ -218,6 +218,8 @@ pub async fn run(client: &mut Client, ui: &Ui, login: &mut Login) -> Result<Exit
     let interactive = std::io::stdin().is_terminal();
     let mut cwd = client.pwd().await?;
     let mut failed = false;
+    let mut number = 0u64;
+    let mut stopped = None;
     let mut lines = Lines::start()?;
     if interactive {
         eprintln!("connected; type `help` for commands (Tab completes, Up and Ctrl-R recall)");
@@ -230,10 +232,22 @@ pub async fn run(client: &mut Client, ui: &Ui, login: &mut Login) -> Result<Exit
             _ = tokio::signal::ctrl_c(), if !interactive => continue,
         };
         let Some(line) = line else { break };
+        number += 1;
+        // From a pipe, as `sftp -b`: the first failure stops the script,
+        // unless its line starts with `-`.
+        let (line, may_fail) = match line.trim_start().strip_prefix('-') {
+            Some(rest) if !interactive => (rest.to_owned(), true),
+            _ => (line, false),
+        };
+        let stop = !interactive && !may_fail;
         if let Some(command) = line.trim_start().strip_prefix('!') {
             if let Err(e) = local_command(command).await {
                 eprintln!("wharf-ftp: {}", wharf_core::cli::describe(e.as_ref()));
                 failed = true;
+                if stop {
+                    stopped = Some((number, line));
+                    break;
+                }
             }
             continue;
         }
@@ -243,6 +257,10 @@ pub async fn run(client: &mut Client, ui: &Ui, login: &mut Login) -> Result<Exit
             Err(e) => {
                 eprintln!("wharf-ftp: {e}");
                 failed = true;
+                if stop {
+                    stopped = Some((number, line));
+                    break;
+                }
                 continue;
             }
         };
@@ -260,6 +278,10 @@ pub async fn run(client: &mut Client, ui: &Ui, login: &mut Login) -> Result<Exit
                     first.trim_start_matches("error: ")
                 );
                 failed = true;
+                if stop {
+                    stopped = Some((number, line));
+                    break;
+                }
                 continue;
             }
         };
@@ -295,6 +317,7 @@ pub async fn run(client: &mut Client, ui: &Ui, login: &mut Login) -> Result<Exit
                         );
                         *client = login.connect().await?;
                         cwd = client.cd(&cwd).await?;
+                        // Cancelled on purpose: the script goes on.
                         failed = true;
                         continue;
                     }
@@ -312,7 +335,21 @@ pub async fn run(client: &mut Client, ui: &Ui, login: &mut Login) -> Result<Exit
             {
                 anyhow::bail!("the connection to the server is lost");
             }
+            if stop {
+                stopped = Some((number, line));
+                break;
+            }
         }
+    }
+    // Said only when lines were left unrun.
+    if let Some((number, line)) = stopped
+        && let Lines::Pipe(rx) = &mut lines
+        && rx.recv().await.is_some()
+    {
+        eprintln!(
+            "wharf-ftp: stopped at line {number} ({}): the lines after it were not run (start a line with `-` to let it fail)",
+            line.trim()
+        );
     }
     Ok(if failed && !interactive {
         ExitCode::FAILURE
