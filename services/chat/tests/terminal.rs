@@ -146,3 +146,29 @@ async fn a_lost_connection_comes_back_in_the_same_rooms_with_what_was_missed() {
         (Some("dev".into()), "glad to be back".into())
     );
 }
+
+/// Locked out while on the screen: the client says why as its last line
+/// and exits 1, instead of vanishing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_login_after_a_lost_connection_is_said_last() {
+    let srv = spawn().await;
+    srv.add_user("alice", "chat").await;
+    let home = srv.dir.path().join("alice-home");
+    let mut t = screen(&srv, "alice", &home);
+    t = blocking(move || {
+        t.prompt("> ");
+        t.line("/join dev");
+        t.prompt("#dev> ");
+        t
+    })
+    .await;
+    srv.store.set_locked("alice", true).await.expect("lock");
+    let code = blocking(move || {
+        t.sees("is locked");
+        t.sees("wharf-chat: cannot log in to ");
+        t.sees(" as alice: account \"alice\" is locked; ask an administrator to unlock it");
+        t.exit_code()
+    })
+    .await;
+    assert_eq!(code, Some(1));
+}

@@ -57,6 +57,9 @@ pub async fn run(client: ChatClient, login: &mut Login) -> Result<ExitCode> {
     let mut backoff = FIRST_BACKOFF;
     let mut retry_at = Instant::now();
     let mut code = ExitCode::SUCCESS;
+    // Why the session ended, when it failed: said again once the editor has
+    // left the screen, as the last line.
+    let mut last_word = None;
     editor.ask(&prompt(&view));
     loop {
         tokio::select! {
@@ -75,7 +78,9 @@ pub async fn run(client: ChatClient, login: &mut Login) -> Result<ExitCode> {
                         backoff = FIRST_BACKOFF;
                     }
                     Err(e) if is_final(&e) => {
-                        view.note(&format!("cannot log in again: {}", describe(e.as_ref())));
+                        let why = describe(e.as_ref());
+                        view.note(&format!("cannot log in again: {why}"));
+                        last_word = Some(why);
                         code = ExitCode::FAILURE;
                         break;
                     }
@@ -157,6 +162,10 @@ pub async fn run(client: ChatClient, login: &mut Login) -> Result<ExitCode> {
     if let Some(c) = client {
         let _ = c.quit().await;
     }
+    drop(editor);
+    if let Some(why) = last_word {
+        eprintln!("wharf-chat: {why}");
+    }
     Ok(code)
 }
 
@@ -205,7 +214,12 @@ fn is_final(e: &anyhow::Error) -> bool {
         .any(|c| {
             matches!(
                 c.code(),
-                Some(ErrorCode::AuthFailed | ErrorCode::AccountLocked | ErrorCode::NotPermitted)
+                Some(
+                    ErrorCode::AuthFailed
+                        | ErrorCode::AccountLocked
+                        | ErrorCode::NotPermitted
+                        | ErrorCode::LockedOut
+                )
             )
         })
 }
