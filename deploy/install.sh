@@ -4,7 +4,8 @@
 #
 #   sudo bash deploy/install.sh
 #
-# Binaries to /usr/local/bin, deploy/systemd/wharfd.service to
+# Binaries to /usr/local/bin (their man pages and bash and zsh completions
+# to /usr/local/share), deploy/systemd/wharfd.service to
 # /etc/systemd/system, wharfd.example.toml to /etc/wharf/wharfd.toml (kept if
 # there already), then the service is enabled and started. Data lives in
 # /var/lib/wharf (systemd's StateDirectory). ROOT=DIR installs under DIR
@@ -28,6 +29,18 @@ install -d -m 750 "$ROOT/etc/wharf"
 for b in "${BINS[@]}"; do
   install -m 755 "$BIN_DIR/$b" "$ROOT/usr/local/bin/$b"
 done
+# A man page and bash and zsh completions for every binary, from the
+# binary itself (one page holds all of a program's subcommands).
+man="$ROOT/usr/local/share/man/man1"
+bash_dir="$ROOT/usr/local/share/bash-completion/completions"
+zsh_dir="$ROOT/usr/local/share/zsh/site-functions"
+install -d -m 755 "$man" "$bash_dir" "$zsh_dir"
+for b in "${BINS[@]}"; do
+  "$BIN_DIR/$b" --man > "$man/$b.1"
+  "$BIN_DIR/$b" --completions bash > "$bash_dir/$b"
+  "$BIN_DIR/$b" --completions zsh > "$zsh_dir/_$b"
+done
+chmod 644 "$man"/*.1 "$bash_dir"/* "$zsh_dir"/_*
 install -m 644 deploy/systemd/wharfd.service "$ROOT/etc/systemd/system/wharfd.service"
 if [ -e "$ROOT/etc/wharf/wharfd.toml" ]; then
   echo "kept $ROOT/etc/wharf/wharfd.toml"

@@ -36,8 +36,11 @@ pub struct Cli {
     #[arg(long, global = true, env = DATA_DIR_ENV, default_value = DEFAULT_DATA_DIR, value_name = "DIR")]
     pub data_dir: PathBuf,
 
+    #[command(flatten)]
+    pub docs: wharf_core::cli::DocsArgs,
+
     #[command(subcommand)]
-    pub command: Command,
+    pub command: Option<Command>,
 }
 
 #[derive(Debug, Subcommand)]

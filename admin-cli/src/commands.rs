@@ -20,8 +20,8 @@ use crate::cli::{
 use crate::password::read_new_password;
 use crate::view::{self, UsageView, UserView};
 
-pub async fn run(cli: Cli) -> Result<()> {
-    if let Command::Tls(TlsCommand::Fingerprint { cert }) = &cli.command {
+pub async fn run(cli: Cli, command: Command) -> Result<()> {
+    if let Command::Tls(TlsCommand::Fingerprint { cert }) = &command {
         return fingerprint(&cli.data_dir, cert.as_deref());
     }
     let url = wharf_core::config::database_url(cli.database_url.as_deref(), &cli.data_dir);
@@ -31,7 +31,7 @@ pub async fn run(cli: Cli) -> Result<()> {
     let file = wharf_core::config::sqlite_file(&url);
     let new = file.as_ref().filter(|f| !f.exists());
     if let Some(file) = new
-        && !matches!(cli.command, Command::User(UserCommand::Add(_)))
+        && !matches!(command, Command::User(UserCommand::Add(_)))
     {
         let here = std::env::current_dir()
             .map(|d| d.display().to_string())
@@ -48,7 +48,7 @@ pub async fn run(cli: Cli) -> Result<()> {
             wharf_core::config::shown_database_url(&url)
         )
     })?;
-    let listing = matches!(cli.command, Command::User(UserCommand::List(ref f)) if !f.json);
+    let listing = matches!(command, Command::User(UserCommand::List(ref f)) if !f.json);
     if listing {
         println!(
             "database: {}",
@@ -58,7 +58,7 @@ pub async fn run(cli: Cli) -> Result<()> {
             })
         );
     }
-    let result = dispatch(&store, &cli.data_dir, cli.command).await;
+    let result = dispatch(&store, &cli.data_dir, command).await;
     store.close().await;
     if let Some(file) = made {
         if result.is_ok() {

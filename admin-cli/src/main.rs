@@ -50,7 +50,20 @@ fn exit_code(err: &anyhow::Error) -> u8 {
 
 fn main() -> ExitCode {
     wharf_core::cli::quiet_broken_pipe();
-    let cli = cli::Cli::parse();
+    let mut cli = cli::Cli::parse();
+    match cli.docs.print::<cli::Cli>() {
+        Ok(true) => return ExitCode::SUCCESS,
+        Ok(false) => {}
+        Err(e) => {
+            eprintln!("admin-cli: cannot print it: {e}");
+            return ExitCode::from(EXIT_FAILURE);
+        }
+    }
+    let Some(command) = cli.command.take() else {
+        use clap::CommandFactory;
+        let _ = cli::Cli::command().print_help();
+        return ExitCode::from(2);
+    };
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -61,7 +74,7 @@ fn main() -> ExitCode {
             return ExitCode::from(EXIT_FAILURE);
         }
     };
-    match runtime.block_on(commands::run(cli)) {
+    match runtime.block_on(commands::run(cli, command)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             let line = format!("{err:#}").replace('\n', " ");

@@ -24,4 +24,6 @@ pub fn completions_and_man_page(bin: &str, name: &str) {
     let man = run(&["--man"]);
     assert!(man.contains(&format!(".TH {name} 1")), "{man}");
     assert!(man.contains(r"\-\-server"), "{man}");
+    // One page: it names no page of a subcommand that is never made.
+    assert!(!man.contains("(1)"), "{man}");
 }

@@ -471,7 +471,17 @@ impl DocsArgs {
     /// asked (the program then exits).
     pub fn print<A: clap::CommandFactory>(&self) -> std::io::Result<bool> {
         use std::io::Write;
-        let mut cmd = A::command();
+        let Some(text) = self.text(A::command())? else {
+            return Ok(false);
+        };
+        let mut out = std::io::stdout().lock();
+        out.write_all(&text)?;
+        out.flush()?;
+        Ok(true)
+    }
+
+    /// What was asked for `cmd`, if anything.
+    pub fn text(&self, mut cmd: clap::Command) -> std::io::Result<Option<Vec<u8>>> {
         let name = cmd.get_name().to_owned();
         // Made in memory first: clap_complete panics on a failed write (a
         // closed pipe, say), and a failed write here is just an error.
@@ -479,13 +489,75 @@ impl DocsArgs {
         if let Some(shell) = self.completions {
             clap_complete::generate(shell, &mut cmd, name, &mut text);
         } else if self.man {
-            clap_mangen::Man::new(cmd).render(&mut text)?;
+            man_page(cmd, &mut text)?;
         } else {
-            return Ok(false);
+            return Ok(None);
         }
-        let mut out = std::io::stdout().lock();
-        out.write_all(&text)?;
-        out.flush()?;
-        Ok(true)
+        Ok(Some(text))
     }
+}
+
+/// One man page for `cmd` and all its subcommands: each subcommand's
+/// synopsis, description and options in a section of its own, where clap's
+/// page would point to `NAME-SUB(1)` pages that are never made.
+pub fn man_page(cmd: clap::Command, out: &mut Vec<u8>) -> std::io::Result<()> {
+    let mut cmd = cmd;
+    cmd.build();
+    let name = cmd.get_name().to_owned();
+    let mut page = Vec::new();
+    clap_mangen::Man::new(cmd.clone()).render(&mut page)?;
+    let mut page = String::from_utf8_lossy(&page).into_owned();
+    let subs: Vec<clap::Command> = cmd
+        .get_subcommands()
+        .filter(|s| !s.is_hide_set() && s.get_name() != "help")
+        .cloned()
+        .collect();
+    // clap's own `help` subcommand is said in the list, with no page.
+    let help_ref = format!("{name}-help(1)").replace('-', "\\-");
+    page = page.replace(
+        &help_ref,
+        &format!("\\fB{}\\fR", format!("{name} help").replace('-', "\\-")),
+    );
+    for sub in &subs {
+        // The list of subcommands names the section below, not a page.
+        let page_ref = format!("{name}-{}(1)", sub.get_name()).replace('-', "\\-");
+        let here = format!("{name} {}", sub.get_name()).replace('-', "\\-");
+        page = page.replace(&page_ref, &format!("\\fB{here}\\fR (below)"));
+    }
+    out.extend_from_slice(page.as_bytes());
+    subcommand_sections(&name, subs, out)
+}
+
+/// A section per subcommand (and theirs, in turn), titled by its full name.
+fn subcommand_sections(
+    parent: &str,
+    subs: Vec<clap::Command>,
+    out: &mut Vec<u8>,
+) -> std::io::Result<()> {
+    for sub in subs {
+        let full = format!("{parent} {}", sub.get_name());
+        let sub = sub.bin_name(full.clone());
+        let mut part = Vec::new();
+        let man = clap_mangen::Man::new(sub.clone());
+        man.render_synopsis_section(&mut part)?;
+        man.render_description_section(&mut part)?;
+        if sub.get_arguments().any(|a| !a.is_hide_set()) {
+            man.render_options_section(&mut part)?;
+        }
+        let part = String::from_utf8_lossy(&part).replace("\n.SH ", "\n.SS ");
+        let part = part
+            .strip_prefix(".SH ")
+            .map_or(part.clone(), |p| format!(".SS {p}"));
+        out.extend_from_slice(
+            format!(".SH \"{}\"\n", full.to_uppercase().replace('-', "\\-")).as_bytes(),
+        );
+        out.extend_from_slice(part.as_bytes());
+        let nested: Vec<clap::Command> = sub
+            .get_subcommands()
+            .filter(|s| !s.is_hide_set() && s.get_name() != "help")
+            .cloned()
+            .collect();
+        subcommand_sections(&full, nested, out)?;
+    }
+    Ok(())
 }

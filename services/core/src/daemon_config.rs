@@ -28,6 +28,9 @@ pub struct ConfigArgs {
     /// in a comment, secrets hidden) and exit.
     #[arg(long)]
     pub print_config: bool,
+    /// `--completions SHELL` and `--man`.
+    #[command(flatten)]
+    pub docs: crate::cli::DocsArgs,
     /// How the log is written on stderr: text, or json (one object per line,
     /// for journald and log shippers).
     #[arg(
@@ -75,7 +78,14 @@ impl ConfigArgs {
 }
 
 /// Arguments that are not settings.
-const NOT_SETTINGS: &[&str] = &["help", "version", "config", "print_config"];
+const NOT_SETTINGS: &[&str] = &[
+    "help",
+    "version",
+    "config",
+    "print_config",
+    "completions",
+    "man",
+];
 
 /// Parses the daemon's command line over its config file; prints a
 /// message and exits (2) on any error, prints the settings and exits (0) on
@@ -131,6 +141,20 @@ pub fn parse_from<T: clap::Parser>(args: &[OsString]) -> Result<Parsed<T>, Failu
         .map_err(Failure::Clap)?;
     if matches.try_get_one::<bool>("print_config").ok().flatten() == Some(&true) {
         return Ok(Parsed::Printed(print(&cmd, &matches, &from_file)));
+    }
+    let docs = crate::cli::DocsArgs {
+        completions: matches
+            .try_get_one::<clap_complete::Shell>("completions")
+            .ok()
+            .flatten()
+            .copied(),
+        man: matches.try_get_one::<bool>("man").ok().flatten() == Some(&true),
+    };
+    if let Some(text) = docs
+        .text(T::command())
+        .map_err(|e| Failure::File(format!("cannot make it: {e}")))?
+    {
+        return Ok(Parsed::Printed(String::from_utf8_lossy(&text).into_owned()));
     }
     T::from_arg_matches(&matches)
         .map(Parsed::Run)

@@ -657,6 +657,44 @@ fn the_systemd_unit_is_valid_and_installs() {
     ] {
         assert!(root.join(f).exists(), "{f} not installed");
     }
+    // Every binary's man page (one each, naming no page that is not made)
+    // and completions.
+    for b in [
+        "wharfd",
+        "wharf-ftpd",
+        "wharf-chatd",
+        "wharf-execd",
+        "admin-cli",
+        "wharf-ftp",
+        "wharf-chat",
+        "wharf-exec",
+    ] {
+        let page = std::fs::read_to_string(root.join(format!("usr/local/share/man/man1/{b}.1")))
+            .expect("man page");
+        assert!(page.contains(&format!(".TH {b} 1")), "{b}: {page}");
+        assert!(!page.contains("(1)"), "{b} names a page never made");
+        let bash = std::fs::read_to_string(
+            root.join(format!("usr/local/share/bash-completion/completions/{b}")),
+        )
+        .expect("bash completions");
+        assert!(
+            bash.contains(&format!("complete -F _{}", b.replace('-', "__"))),
+            "{b}"
+        );
+        let zsh =
+            std::fs::read_to_string(root.join(format!("usr/local/share/zsh/site-functions/_{b}")))
+                .expect("zsh completions");
+        assert!(zsh.starts_with(&format!("#compdef {b}")), "{b}");
+    }
+    let admin_page =
+        std::fs::read_to_string(root.join("usr/local/share/man/man1/admin-cli.1")).expect("page");
+    assert!(
+        admin_page.contains("ADMIN\\-CLI USER LIMIT")
+            && admin_page.contains("\\-\\-max\\-sessions")
+    );
+    let ftp_page =
+        std::fs::read_to_string(root.join("usr/local/share/man/man1/wharf-ftp.1")).expect("page");
+    assert!(ftp_page.contains("WHARF\\-FTP PUT") && ftp_page.contains("\\-\\-recursive"));
     // A second run keeps the settings an administrator edited.
     std::fs::write(root.join("etc/wharf/wharfd.toml"), "max-connections = 5\n").expect("edit");
     let out = run(Command::new("bash")
