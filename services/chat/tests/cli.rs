@@ -104,7 +104,7 @@ async fn interactive_mode_reads_a_script_from_stdin() {
     let mut child = cmd.spawn().expect("spawn");
     let mut stdin = child.stdin.take().expect("stdin");
     stdin
-        .write_all(b"/join lobby\nhi all\n/who\n/msg bob psst\n/nonsense\n/quit\n")
+        .write_all(b"/join lobby\nhi all\n/me waves\n/who\n/msg bob psst\n/history 5\n/nonsense\n/quit\n")
         .await
         .expect("script");
     drop(stdin);
@@ -112,6 +112,9 @@ async fn interactive_mode_reads_a_script_from_stdin() {
     let stdout = text(&out.stdout);
     assert!(stdout.contains("* you joined lobby"), "{stdout}");
     assert!(stdout.contains("* in lobby: alice, bob"), "{stdout}");
+    // An action reads as one in the history too.
+    assert!(stdout.contains("[lobby] * alice waves"), "{stdout}");
+    assert!(!stdout.contains("/me"), "{stdout}");
     assert!(
         text(&out.stderr).contains("unknown command /nonsense"),
         "{}",
@@ -123,6 +126,8 @@ async fn interactive_mode_reads_a_script_from_stdin() {
         (m.room.as_deref(), m.text.as_str()),
         (Some("lobby"), "hi all")
     );
+    let m = message(&mut bob).await;
+    assert_eq!(m.text, "/me waves");
     let m = message(&mut bob).await;
     assert_eq!((m.to.as_deref(), m.text.as_str()), (Some("bob"), "psst"));
 }

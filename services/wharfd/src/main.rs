@@ -205,6 +205,35 @@ async fn serve(args: Args) -> Result<()> {
             config.network()
         );
     }
+    // Where the services can be reached from, said plainly: the default
+    // is every interface, for the people of an organisation.
+    let mut listening = Vec::new();
+    for l in [ftp.as_ref(), chat.as_ref().map(|(l, _)| l), exec.as_ref().map(|(l, _)| l)]
+        .into_iter()
+        .flatten()
+    {
+        listening.push(addr(l)?);
+    }
+    if let Some((l, _)) = &std_ftp {
+        listening.push(addr(l)?);
+    }
+    let open = listening.iter().filter(|a| !a.ip().is_loopback()).count();
+    if open == 0 {
+        println!("reachable from this machine only (loopback)");
+    } else {
+        println!(
+            "reachable from other machines: {} on every interface or a public address; --ftp-listen 127.0.0.1:2121 (and the like) keeps a service to this machine",
+            if open == listening.len() { "all services" } else { "some services" }
+        );
+        if exec
+            .as_ref()
+            .is_some_and(|(l, _)| l.local_addr().is_ok_and(|a| !a.ip().is_loopback()))
+        {
+            println!(
+                "  exec takes logins from the network: only users granted it (admin-cli user grant NAME exec) run commands"
+            );
+        }
+    }
     let mut own = Vec::new();
     if let Some(l) = &ftp {
         own.push(("ftp", addr(l)?));

@@ -300,17 +300,22 @@ impl View {
             ""
         };
         let text = clean(&m.text);
+        let action = text.strip_prefix("/me ");
         let Some(screen) = &self.screen else {
+            // An action reads `* alice waves`, as on the screen.
+            let said = match action {
+                Some(act) => format!("* {} {act}", m.from),
+                None => format!("{}: {text}", m.from),
+            };
             match (&m.room, &m.to) {
-                (Some(room), _) => println!("[{room}] {}: {text}{cut}", m.from),
+                (Some(room), _) => println!("[{room}] {said}{cut}"),
                 (None, Some(to)) if m.from == me && to != me => {
-                    println!("[dm to {to}] {}: {text}{cut}", m.from);
+                    println!("[dm to {to}] {said}{cut}");
                 }
-                _ => println!("[dm] {}: {text}{cut}", m.from),
+                _ => println!("[dm] {said}{cut}"),
             }
             return;
         };
-        let action = text.strip_prefix("/me ");
         let line = match (&m.room, &m.to, action) {
             (Some(room), _, Some(act)) => format!("#{room} * {} {act}{cut}", m.from),
             (Some(room), _, None) => format!("#{room} <{}> {text}{cut}", m.from),
