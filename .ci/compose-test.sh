@@ -188,7 +188,7 @@ cmp sample.bin copy.bin && echo "ftp: put and get round trip, md5 $SUM"
 LISTEN=$!
 for _ in $(seq 1 20); do   # send until the listener (which may still be logging in) has seen one
   sleep 0.5; kill -0 $LISTEN 2>/dev/null || break
-  "${N[@]}" timeout 10 "$BIN/wharf-chat" --user bob send --room lobby 'compose test'
+  "${N[@]}" timeout 10 "$BIN/wharf-chat" --user bob send --create --room lobby 'compose test'
 done
 wait $LISTEN || die "chat listener failed"
 grep -q 'bob: compose test' listen.out || die "chat: nothing heard"

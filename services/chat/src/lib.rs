@@ -9,7 +9,7 @@
 //! hub, so a message said over one reaches members on the other.
 
 pub mod client;
-mod rooms;
+pub mod rooms;
 pub mod server;
 
 pub use rooms::{MAX_ROOM_LEN, validate_room};

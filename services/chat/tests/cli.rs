@@ -104,7 +104,9 @@ async fn interactive_mode_reads_a_script_from_stdin() {
     let mut child = cmd.spawn().expect("spawn");
     let mut stdin = child.stdin.take().expect("stdin");
     stdin
-        .write_all(b"/join lobby\nhi all\n/me waves\n/who\n/msg bob psst\n/history 5\n/nonsense\n/quit\n")
+        .write_all(
+            b"/join lobby\nhi all\n/me waves\n/who\n/msg bob psst\n/history 5\n/nonsense\n/quit\n",
+        )
         .await
         .expect("script");
     drop(stdin);
@@ -166,6 +168,26 @@ async fn refusals_exit_non_zero_with_a_reason() {
         "{}",
         text(&out.stderr)
     );
+    // A room nobody is in (a name typed wrong, most likely) is not made
+    // by a send: it says so, naming the rooms there are.
+    let mut bob = srv.client("alice").await;
+    bob.join("lobby").await.expect("join");
+    let out = run(&mut chat(&srv, "alice", &["send", "--room", "lobyb", "hi"])).await;
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains(
+            "nobody is in room lobyb (rooms with people in them: lobby); check the name, or add --create"
+        ),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = run(&mut chat(
+        &srv,
+        "alice",
+        &["send", "--create", "--room", "lobyb", "hi"],
+    ))
+    .await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
     let dead = Command::new(env!("CARGO_BIN_EXE_wharf-chat"))
         .args([
             "--server",

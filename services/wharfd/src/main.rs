@@ -208,9 +208,13 @@ async fn serve(args: Args) -> Result<()> {
     // Where the services can be reached from, said plainly: the default
     // is every interface, for the people of an organisation.
     let mut listening = Vec::new();
-    for l in [ftp.as_ref(), chat.as_ref().map(|(l, _)| l), exec.as_ref().map(|(l, _)| l)]
-        .into_iter()
-        .flatten()
+    for l in [
+        ftp.as_ref(),
+        chat.as_ref().map(|(l, _)| l),
+        exec.as_ref().map(|(l, _)| l),
+    ]
+    .into_iter()
+    .flatten()
     {
         listening.push(addr(l)?);
     }
@@ -223,7 +227,11 @@ async fn serve(args: Args) -> Result<()> {
     } else {
         println!(
             "reachable from other machines: {} on every interface or a public address; --ftp-listen 127.0.0.1:2121 (and the like) keeps a service to this machine",
-            if open == listening.len() { "all services" } else { "some services" }
+            if open == listening.len() {
+                "all services"
+            } else {
+                "some services"
+            }
         );
         if exec
             .as_ref()

@@ -68,9 +68,12 @@ struct Args {
 enum Cmd {
     /// Say TEXT in ROOM, then exit.
     Send {
-        /// Room to say it in.
+        /// Room to say it in: one with people in it, unless --create.
         #[arg(long, value_name = "ROOM")]
         room: String,
+        /// Say it even when nobody is in ROOM (which makes the room).
+        #[arg(long)]
+        create: bool,
         /// The message (several words are joined by spaces).
         #[arg(required = true, num_args = 1..)]
         text: Vec<String>,
@@ -138,8 +141,25 @@ async fn run(args: Args) -> Result<ExitCode> {
     let mut client = login.connect().await?;
     let mut view = View::default();
     let code = match args.command {
-        Some(Cmd::Send { room, text }) => {
+        Some(Cmd::Send { room, text, create }) => {
             let room = room_name(&room);
+            wharf_chat::rooms::validate_room(room).map_err(anyhow::Error::msg)?;
+            // A name typed wrong must not quietly make a room nobody reads.
+            if !create {
+                let (rooms, more) = client.rooms().await.context("cannot list the rooms")?;
+                if more == 0 && !rooms.iter().any(|r| r.name == room) {
+                    let mut names: Vec<&str> = rooms.iter().map(|r| r.name.as_str()).collect();
+                    names.truncate(10);
+                    let there = if names.is_empty() {
+                        "no room has anyone in it now".to_owned()
+                    } else {
+                        format!("rooms with people in them: {}", names.join(", "))
+                    };
+                    anyhow::bail!(
+                        "nobody is in room {room} ({there}); check the name, or add --create to say it there anyway"
+                    );
+                }
+            }
             client
                 .join(room)
                 .await

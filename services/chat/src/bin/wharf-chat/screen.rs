@@ -46,6 +46,13 @@ pub async fn run(client: ChatClient, login: &mut Login) -> Result<ExitCode> {
         }),
         ..View::default()
     };
+    // The server's rooms, for Tab after /join: a name need not be guessed.
+    let mut client = client;
+    if let Ok((rooms, _)) = client.rooms().await {
+        for r in rooms {
+            view.remember(Some(&r.name), None);
+        }
+    }
     let how = if client.is_udp() { "UDP" } else { "TCP" };
     view.note(&format!(
         "logged in to {} as {} over {how}; /join ROOM to start, /help for commands",
