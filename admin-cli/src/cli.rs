@@ -123,9 +123,13 @@ pub enum UserCommand {
     Del {
         /// User name.
         name: String,
-        /// Also delete the home directory and everything in it.
+        /// Also delete the home directory and everything in it (asked first
+        /// on a terminal; elsewhere --yes is needed).
         #[arg(long)]
         purge_home: bool,
+        /// Do not ask: yes, purge the home.
+        #[arg(long, short = 'y', requires = "purge_home")]
+        yes: bool,
     },
     /// Set a new password.
     Passwd {
@@ -273,12 +277,17 @@ pub enum QuotaCommand {
 
 #[derive(Debug, Subcommand)]
 pub enum HomeCommand {
-    /// Point a user at another home directory (created if missing; files are not moved).
+    /// Point a user at another home directory (created if missing); with
+    /// --move the files go along (asked on a terminal otherwise).
     Set {
         /// User name.
         name: String,
         /// The new home directory.
         dir: PathBuf,
+        /// Move the old home's files into the new one (which must be new
+        /// or empty).
+        #[arg(long = "move")]
+        move_files: bool,
     },
 }
 

@@ -84,7 +84,11 @@ async fn dispatch(store: &Store, data_dir: &Path, command: Command) -> Result<()
             UserCommand::Add(args) => add(store, data_dir, args).await,
             UserCommand::List(flag) => list(store, flag.json).await,
             UserCommand::Show { name, json } => show(store, &name, json.json).await,
-            UserCommand::Del { name, purge_home } => del(store, &name, purge_home).await,
+            UserCommand::Del {
+                name,
+                purge_home,
+                yes,
+            } => del(store, &name, purge_home, yes).await,
             UserCommand::Passwd { name, password } => {
                 passwd(store, &name, password.password_stdin).await
             }
@@ -122,7 +126,11 @@ async fn dispatch(store: &Store, data_dir: &Path, command: Command) -> Result<()
         Command::Quota(QuotaCommand::Set { name, size, files }) => {
             set_quota(store, &name, &size, files.as_deref()).await
         }
-        Command::Home(HomeCommand::Set { name, dir }) => set_home(store, &name, &dir).await,
+        Command::Home(HomeCommand::Set {
+            name,
+            dir,
+            move_files,
+        }) => set_home(store, &name, &dir, move_files).await,
         Command::Usage(args) => usage(store, args).await,
         Command::Tls(TlsCommand::Fingerprint { cert }) => fingerprint(data_dir, cert.as_deref()),
         Command::Db(DbCommand::Copy { to }) => copy(store, &to).await,
@@ -294,8 +302,12 @@ async fn show(store: &Store, name: &str, json: bool) -> Result<()> {
     Ok(())
 }
 
-async fn del(store: &Store, name: &str, purge_home: bool) -> Result<()> {
+async fn del(store: &Store, name: &str, purge_home: bool, yes: bool) -> Result<()> {
     let user = store.require_user(name).await?;
+    if purge_home && !yes && !confirmed(&user)? {
+        println!("nothing was changed");
+        return Ok(());
+    }
     if purge_home {
         let users = store.list_users().await?;
         let overlapping = users.iter().find(|u| {
@@ -336,6 +348,32 @@ async fn del(store: &Store, name: &str, purge_home: bool) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// Asks on the terminal whether to delete `user` with their home; without
+/// a terminal, refuses (the caller must say --yes).
+fn confirmed(user: &User) -> Result<bool> {
+    use std::io::{BufRead, IsTerminal, Write};
+    let home = user.home.display();
+    if !std::io::stdin().is_terminal() {
+        return Err(UsageError(format!(
+            "--purge-home deletes {home} and every file in it: add --yes to confirm (nothing was changed)"
+        ))
+        .into());
+    }
+    let held = format!(
+        "{} in {} entries",
+        format_size(user.used_bytes),
+        user.file_count
+    );
+    eprint!(
+        "Delete user {} and their home {home} with everything in it ({held}, as last counted)? [y/N] ",
+        user.name
+    );
+    std::io::stderr().flush()?;
+    let mut answer = String::new();
+    std::io::stdin().lock().read_line(&mut answer)?;
+    Ok(matches!(answer.trim(), "y" | "Y" | "yes" | "YES" | "Yes"))
 }
 
 async fn passwd(store: &Store, name: &str, from_stdin: bool) -> Result<()> {
@@ -423,9 +461,29 @@ fn give_home(user: &User) -> Result<()> {
     Ok(())
 }
 
-async fn set_home(store: &Store, name: &str, dir: &Path) -> Result<()> {
-    store.require_user(name).await?;
+async fn set_home(store: &Store, name: &str, dir: &Path, move_files: bool) -> Result<()> {
     let user = store.require_user(name).await?;
+    let old = user.home.clone();
+    let has_files = std::fs::read_dir(&old).is_ok_and(|mut d| d.next().is_some());
+    let moving = has_files
+        && dir != old
+        && (move_files || {
+            use std::io::{BufRead, IsTerminal, Write};
+            std::io::stdin().is_terminal() && {
+                eprint!(
+                    "Move the files of {name} from {} to {}? [y/N] ",
+                    old.display(),
+                    dir.display()
+                );
+                std::io::stderr().flush()?;
+                let mut answer = String::new();
+                std::io::stdin().lock().read_line(&mut answer)?;
+                matches!(answer.trim(), "y" | "Y" | "yes")
+            }
+        });
+    if moving {
+        move_home(&old, dir)?;
+    }
     let (home, _) = ensure_home(dir)?;
     store.set_home(name, &home).await?;
     apply_quota(&home, user.quota_bytes)?;
@@ -435,12 +493,79 @@ async fn set_home(store: &Store, name: &str, dir: &Path) -> Result<()> {
     })?;
     let usage = rescan(store, name, &home).await?;
     println!(
-        "home of {name} is now {} ({} in {} files; nothing was moved)",
+        "home of {name} is now {} ({} in {} files{})",
         home.display(),
         format_size(usage.bytes),
-        usage.files
+        usage.files,
+        if moving {
+            format!(", moved from {}", old.display())
+        } else if has_files && dir != old {
+            format!(
+                "; the old home {} keeps its files: `home set {name} {} --move` takes them along",
+                old.display(),
+                home.display()
+            )
+        } else {
+            "; nothing was moved".to_owned()
+        }
     );
     Ok(())
+}
+
+/// Moves the home `old` to `new` (which must not exist, or be empty): a
+/// rename where both are on one file system, else a copy that keeps
+/// owners, modes and times (`cp -a`), then the old one removed.
+fn move_home(old: &Path, new: &Path) -> Result<()> {
+    let empty = match std::fs::read_dir(new) {
+        Ok(mut entries) => entries.next().is_none(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => true,
+        Err(e) => bail!("cannot read {}: {e}; nothing was changed", new.display()),
+    };
+    if !empty {
+        bail!(
+            "{} is not empty: move the home to a new or empty folder (nothing was changed)",
+            new.display()
+        );
+    }
+    if new.exists() {
+        std::fs::remove_dir(new)
+            .with_context(|| format!("cannot replace the empty {}", new.display()))?;
+    }
+    if let Some(parent) = new.parent() {
+        std::fs::create_dir_all(parent)
+            .with_context(|| format!("cannot make {}", parent.display()))?;
+    }
+    match std::fs::rename(old, new) {
+        Ok(()) => return Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::CrossesDevices => {}
+        Err(e) => bail!(
+            "cannot move {} to {}: {e}; nothing was changed",
+            old.display(),
+            new.display()
+        ),
+    }
+    // Another file system: copied, then the old one removed.
+    let copied = std::process::Command::new("cp")
+        .arg("-a")
+        .arg(old)
+        .arg(new)
+        .status()
+        .with_context(|| "cannot run cp")?;
+    if !copied.success() {
+        let _ = std::fs::remove_dir_all(new);
+        bail!(
+            "cannot copy {} to {} ({copied}); nothing was changed",
+            old.display(),
+            new.display()
+        );
+    }
+    std::fs::remove_dir_all(old).with_context(|| {
+        format!(
+            "the files are copied to {}, but the old home {} could not be removed",
+            new.display(),
+            old.display()
+        )
+    })
 }
 
 /// Transfers and commands `usage NAME` lists.

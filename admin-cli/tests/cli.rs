@@ -606,7 +606,7 @@ fn del_keeps_or_purges_the_home() {
         "{out}"
     );
     assert!(alice_home.is_dir());
-    let out = admin.ok(&["user", "del", "bob", "--purge-home"], None);
+    let out = admin.ok(&["user", "del", "bob", "--purge-home", "--yes"], None);
     assert!(out.contains("removed home"), "{out}");
     assert!(!bob_home.exists());
     assert_eq!(admin.user_count(), 0);
@@ -621,7 +621,7 @@ fn purge_refuses_a_home_shared_with_another_user() {
         "bob",
         &["--home", shared.join("bob").to_str().expect("utf-8")],
     );
-    let err = admin.fails(&["user", "del", "alice", "--purge-home"], None, 1);
+    let err = admin.fails(&["user", "del", "alice", "--purge-home", "--yes"], None, 1);
     assert!(
         err.contains("refusing to purge") && err.contains("bob"),
         "{err}"
@@ -1171,7 +1171,7 @@ fn homes_on_btrfs_are_subvolumes_held_to_their_quota() {
     );
     admin.ok(&["db", "check"], None);
 
-    admin.ok(&["user", "del", "alice", "--purge-home"], None);
+    admin.ok(&["user", "del", "alice", "--purge-home", "--yes"], None);
     assert!(!home.exists());
 }
 
@@ -1235,4 +1235,127 @@ fn usage_fits_a_terminal_and_is_plain_through_a_pipe() {
             .any(|l| l.contains("alice") && l.contains(&today)),
         "no local time: {shown}"
     );
+}
+
+/// Deleting a user keeps everyone else's records: alice's direct message
+/// to bob and her count in `usage` stay, bob's room messages stay in the
+/// room's history under a deleted name; and the home goes only when the
+/// administrator says yes.
+#[tokio::test]
+async fn deleting_a_user_keeps_the_others_records_and_asks_before_purging() {
+    use wharf_core::store::ChatRecord;
+    let admin = Admin::new();
+    admin.add("alice", &[]);
+    admin.add("bob", &[]);
+    let store = Store::open(&admin.url()).await.expect("db");
+    let alice = store.require_user("alice").await.expect("alice");
+    let bob = store.require_user("bob").await.expect("bob");
+    let now = wharf_core::time::now_ms();
+    let said =
+        |id: u64, from: i64, room: Option<&str>, seq: Option<u64>, to: Option<i64>| ChatRecord {
+            id,
+            sender_id: from,
+            room: room.map(str::to_owned),
+            seq,
+            recipient_id: to,
+            body: format!("message {id}"),
+            at: now,
+        };
+    store
+        .record_chat_messages(&[
+            said(1, alice.id, Some("lobby"), Some(1), None),
+            said(2, bob.id, Some("lobby"), Some(2), None),
+            said(3, alice.id, None, None, Some(bob.id)),
+            said(4, bob.id, None, None, Some(alice.id)),
+        ])
+        .await
+        .expect("messages");
+    let count = |rows: &Value, name: &str| {
+        rows.as_array()
+            .and_then(|a| a.iter().find(|r| r["name"] == name))
+            .map(|r| r["chat_messages"].clone())
+    };
+    assert_eq!(count(&admin.json(&["usage"]), "alice"), Some(2.into()));
+
+    // From a pipe, --purge-home needs --yes: nothing happens without it.
+    let home = PathBuf::from(admin.show("bob")["home"].as_str().expect("home"));
+    std::fs::write(home.join("keep.txt"), b"x").expect("write");
+    let err = admin.fails(&["user", "del", "bob", "--purge-home"], None, 2);
+    assert!(
+        err.contains("add --yes to confirm (nothing was changed)"),
+        "{err}"
+    );
+    assert!(home.join("keep.txt").exists());
+    assert_eq!(admin.user_count(), 2);
+
+    admin.ok(&["user", "del", "bob"], None);
+    assert_eq!(
+        count(&admin.json(&["usage"]), "alice"),
+        Some(2.into()),
+        "alice's count changed with bob's deletion"
+    );
+    let history = store.room_history("lobby", 10).await.expect("history");
+    let senders: Vec<&str> = history.iter().map(|m| m.sender.as_str()).collect();
+    assert_eq!(senders, ["alice", "(deleted)"]);
+    store.close().await;
+}
+
+/// `home set --move` takes the files along (renamed, or copied where the
+/// new home is elsewhere); without it they stay where they were, and the
+/// command says how to take them.
+#[test]
+fn home_set_moves_the_files_when_told() {
+    let admin = Admin::new();
+    admin.add("alice", &[]);
+    let old = PathBuf::from(admin.show("alice")["home"].as_str().expect("home"));
+    std::fs::create_dir(old.join("docs")).expect("mkdir");
+    std::fs::write(old.join("docs/a.txt"), b"hello").expect("write");
+    let new = admin.dir.path().join("elsewhere/alice");
+    let said = admin.ok(
+        &["home", "set", "alice", new.to_str().expect("utf-8")],
+        None,
+    );
+    assert!(
+        said.contains("keeps its files") && said.contains("--move"),
+        "{said}"
+    );
+    assert!(old.join("docs/a.txt").exists());
+    let newer = admin.dir.path().join("moved/alice");
+    // Back to the old one (its files), then moved to a new folder with them.
+    admin.ok(
+        &["home", "set", "alice", old.to_str().expect("utf-8")],
+        None,
+    );
+    let said = admin.ok(
+        &[
+            "home",
+            "set",
+            "alice",
+            newer.to_str().expect("utf-8"),
+            "--move",
+        ],
+        None,
+    );
+    assert!(said.contains("moved from"), "{said}");
+    assert_eq!(
+        std::fs::read(newer.join("docs/a.txt")).expect("moved"),
+        b"hello"
+    );
+    assert!(!old.exists(), "the old home is left behind");
+    assert_eq!(admin.show("alice")["home"], newer.to_str().expect("utf-8"));
+    // Into a folder that is not empty: refused, nothing changed.
+    std::fs::write(new.join("other.txt"), b"x").expect("write");
+    let err = admin.fails(
+        &[
+            "home",
+            "set",
+            "alice",
+            new.to_str().expect("utf-8"),
+            "--move",
+        ],
+        None,
+        1,
+    );
+    assert!(err.contains("is not empty"), "{err}");
+    assert!(newer.join("docs/a.txt").exists());
 }

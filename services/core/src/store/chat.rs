@@ -86,8 +86,8 @@ impl Store {
     /// The last `limit` messages of `room`, oldest first.
     pub async fn room_history(&self, room: &str, limit: u32) -> Result<Vec<HistoryRow>> {
         let rows = sqlx::query(
-            "SELECT c.id, c.seq, u.name, c.body, c.at FROM chat_messages c \
-             JOIN users u ON u.id = c.sender_id \
+            "SELECT c.id, c.seq, COALESCE(u.name, '(deleted)') AS name, c.body, c.at \
+             FROM chat_messages c LEFT JOIN users u ON u.id = c.sender_id \
              WHERE c.room = $1 ORDER BY c.seq DESC LIMIT $2",
         )
         .bind(room)
@@ -706,8 +706,9 @@ impl Store {
     /// Message `id`, as it would have been announced (`replica` empty).
     pub async fn chat_message(&self, id: u64) -> Result<Option<PostedMessage>> {
         let row = sqlx::query(
-            "SELECT c.id, c.room, c.seq, s.name AS sender, r.name AS recipient, c.at, c.body \
-             FROM chat_messages c JOIN users s ON s.id = c.sender_id \
+            "SELECT c.id, c.room, c.seq, COALESCE(s.name, '(deleted)') AS sender, \
+             r.name AS recipient, c.at, c.body \
+             FROM chat_messages c LEFT JOIN users s ON s.id = c.sender_id \
              LEFT JOIN users r ON r.id = c.recipient_id WHERE c.id = $1",
         )
         .bind(to_i64(id))
@@ -737,8 +738,8 @@ impl Store {
         limit: u32,
     ) -> Result<Vec<HistoryRow>> {
         let rows = sqlx::query(
-            "SELECT c.id, c.seq, u.name, c.body, c.at FROM chat_messages c \
-             JOIN users u ON u.id = c.sender_id \
+            "SELECT c.id, c.seq, COALESCE(u.name, '(deleted)') AS name, c.body, c.at \
+             FROM chat_messages c LEFT JOIN users u ON u.id = c.sender_id \
              WHERE c.room = $1 AND c.seq > $2 ORDER BY c.seq LIMIT $3",
         )
         .bind(room)
