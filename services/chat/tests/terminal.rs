@@ -172,3 +172,34 @@ async fn a_refused_login_after_a_lost_connection_is_said_last() {
     .await;
     assert_eq!(code, Some(1));
 }
+
+/// Three lines pasted at once are three messages, not one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pasted_lines_are_said_one_by_one() {
+    let srv = spawn().await;
+    srv.add_user("alice", "chat").await;
+    srv.add_user("bob", "chat").await;
+    let mut bob = srv.client("bob").await;
+    bob.join("dev").await.expect("bob joins");
+    let home = srv.dir.path().join("alice-home");
+    let mut t = screen(&srv, "alice", &home);
+    t = blocking(move || {
+        t.prompt("> ");
+        t.line("/join dev");
+        t.prompt("#dev> ");
+        t.keys("\x1b[200~one\ntwo\nthree\x1b[201~");
+        t.line("");
+        t.sees("<alice> three");
+        t
+    })
+    .await;
+    for want in ["one", "two", "three"] {
+        assert_eq!(next_text(&mut bob).await, (Some("dev".into()), want.into()));
+    }
+    let code = blocking(move || {
+        t.line("/quit");
+        t.exit_code()
+    })
+    .await;
+    assert_eq!(code, Some(0));
+}

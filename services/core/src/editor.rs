@@ -138,6 +138,9 @@ pub struct LineEditor {
     prompts: std::sync::mpsc::Sender<String>,
     lines: mpsc::Receiver<std::io::Result<Input>>,
     printer: Printer,
+    /// Lines pasted together with the one returned, each given in turn as
+    /// if typed (shown after its prompt).
+    pasted: std::collections::VecDeque<String>,
 }
 
 impl LineEditor {
@@ -200,6 +203,7 @@ impl LineEditor {
             prompts,
             lines,
             printer,
+            pasted: std::collections::VecDeque::new(),
         })
     }
 
@@ -212,6 +216,11 @@ impl LineEditor {
     /// Shows `prompt` and starts reading a line; [`LineEditor::next`] gets
     /// it.
     pub fn ask(&self, prompt: &str) {
+        if let Some(line) = self.pasted.front() {
+            // A pasted line runs as typed: shown after its prompt.
+            self.printer.line(format!("{prompt}{line}"));
+            return;
+        }
         // A stopped editor thread: `next` says End.
         let _ = self.prompts.send(prompt.to_owned());
     }
@@ -219,7 +228,21 @@ impl LineEditor {
     /// The line asked for by [`LineEditor::ask`]. Cancel-safe: a line not
     /// yet come is not lost.
     pub async fn next(&mut self) -> std::io::Result<Input> {
+        if let Some(line) = self.pasted.pop_front() {
+            return Ok(Input::Line(line));
+        }
         match self.lines.recv().await {
+            // Several lines pasted at once (bracketed paste gives them as
+            // one): the first now, the others one by one after it.
+            Some(Ok(Input::Line(line))) if line.contains(['\n', '\r']) => {
+                let mut lines = line
+                    .split(['\n', '\r'])
+                    .filter(|l| !l.trim().is_empty())
+                    .map(str::to_owned);
+                let first = lines.next().unwrap_or_default();
+                self.pasted.extend(lines);
+                Ok(Input::Line(first))
+            }
             Some(read) => read,
             None => Ok(Input::End),
         }

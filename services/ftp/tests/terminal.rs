@@ -192,3 +192,31 @@ async fn passwd_in_the_shell_then_only_the_new_password_logs_in() {
     assert!(connect(PW).await.is_err(), "the old password is refused");
     assert!(connect("battery staple").await.is_ok());
 }
+
+/// Lines pasted at once (a terminal's bracketed paste gives them as one)
+/// run one by one, each as if typed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pasted_lines_each_run() {
+    let srv = spawn().await;
+    srv.add_user("alice", None, "ftp").await;
+    let work = srv.dir.path().join("work");
+    let user_home = srv.dir.path().join("user");
+    std::fs::create_dir_all(&work).expect("mkdir");
+    std::fs::create_dir_all(&user_home).expect("mkdir");
+    let (addr, w, h) = (srv.addr.clone(), work.clone(), user_home.clone());
+    let code = blocking(move || {
+        let mut t = shell(&addr, &w, &h, &[]);
+        t.prompt("wharf:/> ");
+        t.keys("\x1b[200~mkdir one\nmkdir two\ncd two\x1b[201~");
+        t.line("");
+        t.sees("wharf:/> mkdir two");
+        t.sees("wharf:/> cd two");
+        t.prompt("wharf:/two> ");
+        t.line("quit");
+        t.exit_code()
+    })
+    .await;
+    assert_eq!(code, Some(0));
+    let home = srv.home("alice");
+    assert!(home.join("one").is_dir() && home.join("two").is_dir());
+}
