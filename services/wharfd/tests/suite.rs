@@ -60,8 +60,13 @@ fn bin(name: &str) -> PathBuf {
     let path = Path::new(env!("CARGO_BIN_EXE_wharfd")).with_file_name(name);
     if !path.exists() {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let status = Command::new(cargo)
-            .args(["build", "--workspace", "--bins"])
+        let mut build = Command::new(cargo);
+        build.args(["build", "--workspace", "--bins"]);
+        // The profile this test was built with: the binaries sit beside it.
+        if !cfg!(debug_assertions) {
+            build.arg("--release");
+        }
+        let status = build
             .status()
             .expect("cargo build");
         assert!(status.success(), "cannot build the workspace's binaries");
