@@ -117,6 +117,12 @@ pub enum ExecRequest {
         /// streamed).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         tty: Option<Tty>,
+        /// After a command that succeeds, its last directory and the home
+        /// follow its output on stdout, a line each (a `cd` typed at a
+        /// prompt: the client learns where it leads). The command is run
+        /// and recorded as sent.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        report_cwd: bool,
     },
     /// Bytes for the running command's standard input, in the body.
     Stdin,
@@ -216,6 +222,7 @@ mod tests {
     #[test]
     fn run_and_exit_serialise_as_documented() {
         let run = ExecRequest::Run {
+            report_cwd: false,
             command: "ls -la".into(),
             stdin: false,
             cwd: None,
@@ -226,6 +233,7 @@ mod tests {
             r#"{"op":"run","command":"ls -la","stdin":false}"#
         );
         let tty = ExecRequest::Run {
+            report_cwd: false,
             command: String::new(),
             stdin: true,
             cwd: Some("projects".into()),

@@ -114,6 +114,9 @@ pub struct Command<'a> {
     /// Run it on a pseudo-terminal like this one (`ssh -t`): its output all
     /// comes as stdout, and the input is the keys typed.
     pub tty: Option<Tty>,
+    /// On success, its last directory and the home follow its stdout, a
+    /// line each (for a `cd` typed at a prompt).
+    pub report_cwd: bool,
 }
 
 impl<'a> Command<'a> {
@@ -123,6 +126,7 @@ impl<'a> Command<'a> {
             line,
             cwd: None,
             tty: None,
+            report_cwd: false,
         }
     }
 }
@@ -319,6 +323,7 @@ impl ExecClient {
             stdin: stdin.is_some(),
             cwd: command.cwd.map(str::to_owned),
             tty: command.tty,
+            report_cwd: command.report_cwd,
         };
         match self.exchange(run).await? {
             ExecReply::Started { .. } => {}

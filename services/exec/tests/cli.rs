@@ -120,6 +120,28 @@ async fn the_prompt_runs_lines_from_a_pipe() {
     let out = run_with_input(&mut exec(&srv, "alice", &[]), b"echo one\necho two\n").await;
     assert_eq!(text(&out.stdout), "one\ntwo\n");
     assert!(out.status.success());
+    // The log holds each line as typed, `cd` included.
+    let mut logged: Vec<String> = srv
+        .store
+        .exec_log(Some("alice"), 0, 100)
+        .await
+        .expect("log")
+        .into_iter()
+        .map(|r| r.command)
+        .collect();
+    logged.reverse();
+    assert_eq!(
+        logged,
+        [
+            "mkdir -p 'a dir'",
+            "cd 'a dir'",
+            "pwd",
+            "false",
+            "echo after",
+            "echo one",
+            "echo two"
+        ]
+    );
 }
 
 #[tokio::test]

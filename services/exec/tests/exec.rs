@@ -229,6 +229,7 @@ async fn a_client_disconnect_kills_the_whole_group() {
     let started = raw_ask(
         &mut conn,
         ExecRequest::Run {
+            report_cwd: false,
             command: LEAVERS_3.into(),
             stdin: true,
             cwd: None,
@@ -357,6 +358,7 @@ async fn each_user_runs_at_most_the_limit_at_once() {
         let reply = raw_ask(
             &mut conn,
             ExecRequest::Run {
+                report_cwd: false,
                 command: "sleep 100".into(),
                 stdin: false,
                 cwd: None,
@@ -420,6 +422,7 @@ async fn bad_requests_get_clear_errors_and_the_server_keeps_serving() {
     let reply = raw_ask(
         &mut conn,
         ExecRequest::Run {
+            report_cwd: false,
             command: "id".into(),
             stdin: false,
             cwd: None,
@@ -439,6 +442,7 @@ async fn bad_requests_get_clear_errors_and_the_server_keeps_serving() {
         let reply = raw_ask(
             &mut conn,
             ExecRequest::Run {
+                report_cwd: false,
                 command,
                 stdin: false,
                 cwd: None,
@@ -496,6 +500,7 @@ async fn bad_requests_get_clear_errors_and_the_server_keeps_serving() {
     let reply = raw_ask(
         &mut conn,
         ExecRequest::Run {
+            report_cwd: false,
             command: "echo $$ > pids; sleep 100".into(),
             stdin: false,
             cwd: None,
@@ -508,6 +513,7 @@ async fn bad_requests_get_clear_errors_and_the_server_keeps_serving() {
     let reply = raw_ask(
         &mut conn,
         ExecRequest::Run {
+            report_cwd: false,
             command: "true".into(),
             stdin: false,
             cwd: None,

@@ -122,6 +122,7 @@ async fn alice_cannot_signal_the_server_or_bobs_commands() {
     let started = raw_ask(
         &mut bob,
         ExecRequest::Run {
+            report_cwd: false,
             command: "sleep 1000.61".into(),
             stdin: false,
             cwd: None,
@@ -166,6 +167,7 @@ async fn commands_have_no_terminal_and_a_session_of_their_own() {
     raw_send(
         &mut conn,
         ExecRequest::Run {
+            report_cwd: false,
             command: "sleep 1000.71; true".into(),
             stdin: false,
             cwd: None,
@@ -247,6 +249,7 @@ async fn nothing_outlives_a_run_ended_by_the_user() {
     raw_send(
         &mut conn,
         ExecRequest::Run {
+            report_cwd: false,
             command: "setsid sleep 1001.01 & setsid -f sleep 1001.02; sleep 1001.03".into(),
             stdin: false,
             cwd: None,

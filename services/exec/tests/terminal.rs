@@ -178,6 +178,7 @@ async fn terminal_requests_are_checked() {
         let reply = raw_ask(
             &mut conn,
             ExecRequest::Run {
+                report_cwd: false,
                 command,
                 stdin: false,
                 cwd,
@@ -204,6 +205,7 @@ async fn terminal_requests_are_checked() {
         line: "pwd",
         cwd: Some(cwd),
         tty: None,
+        report_cwd: false,
     };
     let out = client.output_of(run("sub dir")).await.expect("run");
     assert_eq!(

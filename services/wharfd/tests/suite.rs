@@ -66,9 +66,7 @@ fn bin(name: &str) -> PathBuf {
         if !cfg!(debug_assertions) {
             build.arg("--release");
         }
-        let status = build
-            .status()
-            .expect("cargo build");
+        let status = build.status().expect("cargo build");
         assert!(status.success(), "cannot build the workspace's binaries");
     }
     path

@@ -255,6 +255,7 @@ async fn run_one(
         line: command,
         cwd,
         tty: None,
+        report_cwd: false,
     };
     let outcome = client
         .run_command(
@@ -365,6 +366,7 @@ async fn on_terminal(mut client: ExecClient, command: &str) -> Result<ExitCode> 
         line: command,
         cwd: None,
         tty: Some(tty),
+        report_cwd: false,
     };
     let outcome = client
         .run_command(
@@ -483,25 +485,28 @@ async fn prompt(
         let dir = cwd.as_ref().map(|(dir, _)| dir.as_str());
         let is_cd = line == "cd" || line.starts_with("cd ");
         let result = if is_cd {
-            let target = line.strip_prefix("cd").unwrap_or("").trim();
-            let target = if target.is_empty() { "~" } else { target };
-            // The shell resolves the target; the new directory and the home
-            // come back, one per line.
-            let probe_line = format!("cd {target} >/dev/null && pwd && printf '%s\\n' \"$HOME\"");
+            // The shell runs the line as typed (and the server records it
+            // so); the new directory and the home come back after its
+            // output, a line each.
             let probe = Command {
-                line: &probe_line,
+                line,
                 cwd: dir,
                 tty: None,
+                report_cwd: true,
             };
             let mut probe = client.output_of(probe).await;
             if let Ok(out) = &mut probe {
                 let _ = tokio::io::stderr().write_all(&out.stderr).await;
                 let text = String::from_utf8_lossy(&out.stdout);
-                let mut lines = text.lines();
+                let lines: Vec<&str> = text.lines().collect();
                 if out.outcome.status == 0
-                    && let (Some(dir), Some(home)) = (lines.next(), lines.next())
+                    && let [said @ .., dir, home] = lines.as_slice()
                 {
-                    cwd = Some((dir.to_owned(), shown_dir(dir, home)));
+                    // What the line itself printed, then where it led.
+                    for l in said {
+                        println!("{l}");
+                    }
+                    cwd = Some(((*dir).to_owned(), shown_dir(dir, home)));
                 }
             }
             probe.map(|out| out.outcome)

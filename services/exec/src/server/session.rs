@@ -273,7 +273,12 @@ struct Run {
     stdin: bool,
     cwd: Option<String>,
     tty: Option<Tty>,
+    report_cwd: bool,
 }
+
+/// What runs after a command whose directory the client asked for: on
+/// success, the directory and the home, a line each.
+const REPORT_CWD: &str = "__wharf_status=$?; [ \"$__wharf_status\" = 0 ] && printf '%s\\n%s\\n' \"$PWD\" \"$HOME\"; exit \"$__wharf_status\"";
 
 /// Longest `cwd` a client may send, in bytes (as `PATH_MAX`).
 const MAX_CWD_BYTES: usize = 4096;
@@ -431,6 +436,7 @@ impl Session {
                 stdin,
                 cwd,
                 tty,
+                report_cwd,
             } => match &self.state {
                 State::LoggedIn(user) => {
                     let user = user.clone();
@@ -439,6 +445,7 @@ impl Session {
                         stdin,
                         cwd,
                         tty,
+                        report_cwd,
                     };
                     self.execute(frames, &user, run).await
                 }
@@ -557,7 +564,15 @@ impl Session {
             stdin: want_stdin,
             cwd,
             tty,
+            report_cwd,
         } = run;
+        // The command as sent is what runs and what is recorded; the report
+        // of its directory, when asked, is Wharf's own line after it.
+        let script = if report_cwd && tty.is_none() {
+            format!("{command}\n{REPORT_CWD}")
+        } else {
+            command.clone()
+        };
         let user = match self.current_user(user).await {
             Ok(user) => user,
             Err(reply) => return self.reply(reply).await,
@@ -611,7 +626,7 @@ impl Session {
         let started = Instant::now();
         let spawned = Running::spawn(&Spawn {
             launcher: &config.launcher,
-            command: &command,
+            command: &script,
             home: &home,
             user: &user.name,
             identity: owner.map(|o| (o.uid, o.gid)),
