@@ -391,6 +391,50 @@ pub fn client_password(
         .map_err(CredentialsError::NoPassword)
 }
 
+/// Passwords a login may try when they are typed at the terminal, as ssh.
+pub const PASSWORD_TRIES: u32 = 3;
+
+/// Why [`log_in`] failed.
+#[derive(Debug, thiserror::Error)]
+pub enum LogInError<E: std::error::Error + 'static> {
+    /// No password to try.
+    #[error(transparent)]
+    Credentials(#[from] CredentialsError),
+    /// The login itself.
+    #[error(transparent)]
+    Login(E),
+}
+
+/// Logs in with [`client_password`]'s password: `attempt` connects with
+/// it. A password typed at the terminal that the server calls wrong
+/// (`is_wrong`) is asked again, [`PASSWORD_TRIES`] in all, as ssh does; one
+/// from `WHARF_PASSWORD` is tried once. The client and the password that
+/// worked.
+pub async fn log_in<T, E, Fut>(
+    user: &str,
+    server: &str,
+    mut attempt: impl FnMut(Password) -> Fut,
+    is_wrong: impl Fn(&E) -> bool,
+) -> std::result::Result<(T, Password), LogInError<E>>
+where
+    E: std::error::Error + 'static,
+    Fut: Future<Output = std::result::Result<T, E>>,
+{
+    let typed = std::env::var("WHARF_PASSWORD").map_or(true, |p| p.is_empty());
+    let mut tries = 0;
+    loop {
+        let password = client_password(user, server)?;
+        tries += 1;
+        match attempt(password.clone()).await {
+            Ok(client) => return Ok((client, password)),
+            Err(e) if typed && tries < PASSWORD_TRIES && is_wrong(&e) => {
+                eprintln!("wrong user name or password; try again");
+            }
+            Err(e) => return Err(LogInError::Login(e)),
+        }
+    }
+}
+
 /// Wharf's folder in one of the user's XDG directories: `$XDG_VAR/wharf`,
 /// else `~/UNDER_HOME/wharf` (`.config`, `.local/share`).
 pub fn user_dir(xdg_var: &str, under_home: &str) -> Option<std::path::PathBuf> {

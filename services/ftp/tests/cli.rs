@@ -341,7 +341,7 @@ async fn an_empty_password_variable_is_not_sent_and_errors_are_said_once() {
     let stderr = text(&out.stderr);
     assert_eq!(
         stderr.trim_end(),
-        "wharf-ftp: put adir: adir: not a regular file",
+        "wharf-ftp: put adir: adir: a directory: put -r uploads it and everything under it",
         "said once"
     );
 }
@@ -577,4 +577,36 @@ async fn the_shell_works_here_too_lcd_lls_and_bang() {
 #[test]
 fn completions_and_a_man_page_come_from_the_binary() {
     docs::completions_and_man_page(env!("CARGO_BIN_EXE_wharf-ftp"), "wharf-ftp");
+}
+
+/// The habits of sftp and a shell: `rm` of several files, `rm -r`, `ls -l`,
+/// `dir`, `clear`, `bye`.
+#[tokio::test]
+async fn shell_habits_work_rm_r_rm_many_ls_l_dir_bye() {
+    let srv = spawn().await;
+    srv.add_user("alice", None, "ftp").await;
+    let home = srv.home("alice");
+    std::fs::create_dir_all(home.join("tree/a/b")).expect("mkdir");
+    std::fs::write(home.join("tree/a/b/deep.txt"), b"x").expect("write");
+    std::fs::write(home.join("tree/top.txt"), b"x").expect("write");
+    for f in ["x1", "x2", "x3", "keep"] {
+        std::fs::write(home.join(f), b"x").expect("write");
+    }
+    let work = srv.dir.path().join("work");
+    std::fs::create_dir_all(&work).expect("mkdir");
+    let out = ftp(
+        &srv.addr,
+        &work,
+        &[],
+        Some("rm x1 x2 x3\nrm -r tree\nls -l\ndir\nclear\nbye\nls\n"),
+    )
+    .await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(!home.join("tree").exists(), "rm -r left the tree");
+    for f in ["x1", "x2", "x3"] {
+        assert!(!home.join(f).exists(), "{f} stayed");
+    }
+    let stdout = text(&out.stdout);
+    // ls -l and dir each list the one file left; bye ends before the last ls.
+    assert_eq!(stdout.matches("  keep").count(), 2, "{stdout}");
 }

@@ -220,3 +220,81 @@ async fn pasted_lines_each_run() {
     let home = srv.home("alice");
     assert!(home.join("one").is_dir() && home.join("two").is_dir());
 }
+
+/// A one-shot get cancelled with Ctrl-C says what the shell says: what was
+/// transferred is kept for a resume.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ctrl_c_in_a_one_shot_get_says_how_to_resume() {
+    let srv = spawn().await;
+    srv.add_user("alice", None, "ftp").await;
+    std::fs::write(srv.home("alice").join("big.bin"), data(2_000_000, 5)).expect("write");
+    let work = srv.dir.path().join("work");
+    std::fs::create_dir_all(&work).expect("mkdir");
+    let (addr, w) = (srv.addr.clone(), work.clone());
+    let mut t =
+        blocking(move || shell(&addr, &w, &w, &["--limit-rate", "200K", "get", "big.bin"])).await;
+    let part = work.join("big.bin.part");
+    eventually("the download is under way", || {
+        std::fs::metadata(&part).is_ok_and(|m| m.len() > 0)
+    })
+    .await;
+    let code = blocking(move || {
+        t.ctrl_c();
+        t.sees("cancelled (what was transferred is kept: run the same command to resume)");
+        t.exit_code()
+    })
+    .await;
+    assert_eq!(code, Some(130));
+    assert!(
+        std::fs::metadata(&part).is_ok_and(|m| m.len() > 0),
+        "the partial went"
+    );
+}
+
+/// A password mistyped at the terminal is asked again, three tries in all,
+/// as ssh does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mistyped_password_is_asked_again() {
+    let srv = spawn().await;
+    srv.add_user("alice", None, "ftp").await;
+    let work = srv.dir.path().join("work");
+    std::fs::create_dir_all(&work).expect("mkdir");
+    let addr = srv.addr.clone();
+    let code = blocking(move || {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_wharf-ftp"));
+        cmd.args(["--server", &addr, "--user", "alice", "ls"])
+            .current_dir(&work)
+            .env("HOME", &work)
+            .env("WHARF_CA", &tls().2)
+            .env_remove("WHARF_PASSWORD");
+        let mut t = Terminal::start(cmd, 100, 30);
+        t.sees("Password for alice at");
+        t.line("not the password");
+        t.sees("wrong user name or password; try again");
+        t.sees("Password for alice at");
+        t.line(PW);
+        t.exit_code()
+    })
+    .await;
+    assert_eq!(code, Some(0));
+    // Three wrong ones: the third is final.
+    let addr = srv.addr.clone();
+    let work = srv.dir.path().join("work");
+    let code = blocking(move || {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_wharf-ftp"));
+        cmd.args(["--server", &addr, "--user", "alice", "ls"])
+            .current_dir(&work)
+            .env("HOME", &work)
+            .env("WHARF_CA", &tls().2)
+            .env_remove("WHARF_PASSWORD");
+        let mut t = Terminal::start(cmd, 100, 30);
+        for _ in 0..3 {
+            t.sees("Password for alice at");
+            t.line("still not it");
+        }
+        t.sees("cannot log in to");
+        t.exit_code()
+    })
+    .await;
+    assert_eq!(code, Some(1));
+}

@@ -18,7 +18,7 @@ use tokio::sync::mpsc;
 use wharf_core::Password;
 use wharf_core::cli::describe;
 use wharf_core::cli::{
-    ClientFields, client_password, client_user, parse_client, run_main_failing_with,
+    ClientFields, LogInError, client_user, log_in, parse_client, run_main_failing_with,
 };
 use wharf_core::tls::{ClientTls, ClientTlsArgs};
 use wharf_exec::client::{ClientError, Command, ExecClient, Outcome, Streams};
@@ -139,10 +139,20 @@ fn main() -> ExitCode {
 async fn run(args: Args) -> Result<ExitCode> {
     let user = client_user(args.user.clone())?;
     let tls = args.tls.tls()?;
-    let password = client_password(&user, &args.server)?;
-    let mut client = ExecClient::connect(&args.server, &tls, &user, &password)
-        .await
-        .with_context(|| format!("cannot log in to {} as {user}", args.server))?;
+    let (server, tls_ref, name) = (&args.server, &tls, &user);
+    let (mut client, password) = log_in(
+        &user,
+        &args.server,
+        |pw| async move { ExecClient::connect(server, tls_ref, name, &pw).await },
+        |e: &ClientError| e.code() == Some(wharf_proto::ErrorCode::AuthFailed),
+    )
+    .await
+    .map_err(|e| match e {
+        LogInError::Credentials(e) => anyhow::Error::new(e),
+        LogInError::Login(e) => {
+            anyhow::Error::new(e).context(format!("cannot log in to {} as {user}", args.server))
+        }
+    })?;
     if let Some(Action::Passwd { password_stdin }) = args.action {
         let new = wharf_core::cli::read_new_password(&user, password_stdin)?;
         client

@@ -484,6 +484,12 @@ pub(super) fn open_file(local: &Path) -> Result<(std::fs::File, u64)> {
     let meta = file
         .metadata()
         .map_err(|e| ClientError::local(format!("cannot read {shown}"), e))?;
+    if meta.is_dir() {
+        return Err(ClientError::local(
+            shown,
+            std::io::Error::other("a directory: put -r uploads it and everything under it"),
+        ));
+    }
     if !meta.is_file() {
         return Err(ClientError::local(
             shown,

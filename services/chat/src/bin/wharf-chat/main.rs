@@ -15,7 +15,7 @@ use clap::{Parser, Subcommand};
 use tokio::io::AsyncBufReadExt;
 use wharf_chat::client::{ChatClient, Event};
 use wharf_core::Password;
-use wharf_core::cli::{ClientFields, client_password, client_user, parse_client, run_main};
+use wharf_core::cli::{ClientFields, LogInError, client_user, log_in, parse_client, run_main};
 use wharf_core::editor::Printer;
 use wharf_core::tls::{ClientTls, ClientTlsArgs};
 use wharf_proto::chat::{ChatMessage, PresenceChange};
@@ -118,19 +118,50 @@ pub struct Login {
 
 impl Login {
     async fn connect(&self) -> Result<ChatClient> {
-        let connected = if self.udp {
-            ChatClient::connect_udp(&self.server, &self.tls, &self.user, &self.password).await
-        } else {
-            ChatClient::connect(&self.server, &self.tls, &self.user, &self.password).await
-        };
-        connected.with_context(|| format!("cannot log in to {} as {}", self.server, self.user))
+        connect_as(
+            &self.server,
+            &self.tls,
+            &self.user,
+            &self.password,
+            self.udp,
+        )
+        .await
+        .with_context(|| format!("cannot log in to {} as {}", self.server, self.user))
+    }
+}
+
+/// A session over TCP, or UDP with `udp`.
+async fn connect_as(
+    server: &str,
+    tls: &ClientTls,
+    user: &str,
+    password: &Password,
+    udp: bool,
+) -> Result<ChatClient, wharf_chat::client::ClientError> {
+    if udp {
+        ChatClient::connect_udp(server, tls, user, password).await
+    } else {
+        ChatClient::connect(server, tls, user, password).await
     }
 }
 
 async fn run(args: Args) -> Result<ExitCode> {
     let user = client_user(args.user.clone())?;
     let tls = args.tls.tls()?;
-    let password = client_password(&user, &args.server)?;
+    let (server, tls_ref, name, udp) = (&args.server, &tls, &user, args.udp);
+    let (mut client, password) = log_in(
+        &user,
+        &args.server,
+        |pw| async move { connect_as(server, tls_ref, name, &pw, udp).await },
+        |e: &wharf_chat::client::ClientError| e.code() == Some(wharf_proto::ErrorCode::AuthFailed),
+    )
+    .await
+    .map_err(|e| match e {
+        LogInError::Credentials(e) => anyhow::Error::new(e),
+        LogInError::Login(e) => {
+            anyhow::Error::new(e).context(format!("cannot log in to {} as {user}", args.server))
+        }
+    })?;
     let mut login = Login {
         server: args.server.clone(),
         tls,
@@ -138,7 +169,6 @@ async fn run(args: Args) -> Result<ExitCode> {
         password,
         udp: args.udp,
     };
-    let mut client = login.connect().await?;
     let mut view = View::default();
     let code = match args.command {
         Some(Cmd::Send { room, text, create }) => {

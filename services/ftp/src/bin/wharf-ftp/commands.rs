@@ -61,12 +61,16 @@ pub enum Cmd {
         to: Option<PathBuf>,
     },
     /// List a directory: type, size, modification time, name.
+    #[command(visible_alias = "dir")]
     Ls {
         /// Directory or file [default: the current directory].
         path: Option<String>,
         /// Print a JSON array of {name, type, size, mtime}.
         #[arg(long)]
         json: bool,
+        /// The long listing (what ls always prints here; taken for habit).
+        #[arg(short = 'l', hide = true)]
+        long: bool,
     },
     /// List your interrupted uploads: received, size, last data, path.
     Partials {
@@ -104,10 +108,14 @@ pub enum Cmd {
         /// New directory.
         path: String,
     },
-    /// Remove a file.
+    /// Remove files; with -r, directories and everything in them.
     Rm {
-        /// File.
-        path: String,
+        /// Files (directories with -r).
+        #[arg(required = true)]
+        paths: Vec<String>,
+        /// Remove directories and everything under them.
+        #[arg(short = 'r', short_alias = 'R', long)]
+        recursive: bool,
     },
     /// Remove an empty directory.
     Rmdir {
@@ -121,6 +129,38 @@ pub enum Cmd {
         /// New path (must not exist).
         to: String,
     },
+}
+
+/// Removes `path`: a file, or a directory with everything under it (its
+/// files, then its folders, deepest first).
+async fn remove_tree(client: &mut Client, path: &str) -> Result<()> {
+    use wharf_proto::ftp::EntryKind;
+    // A file goes as it is; what `rm` refuses is a directory, emptied first.
+    let refused = match client.rm(path).await {
+        Ok(()) => return Ok(()),
+        Err(e) => e,
+    };
+    if refused.is_connection_lost() {
+        return Err(refused.into());
+    }
+    let mut dirs = vec![path.trim_end_matches('/').to_owned()];
+    let mut i = 0;
+    while i < dirs.len() {
+        let dir = dirs[i].clone();
+        for e in client.ls(Some(&dir)).await? {
+            let child = format!("{dir}/{}", e.name);
+            if e.kind == EntryKind::Dir {
+                dirs.push(child);
+            } else {
+                client.rm(&child).await?;
+            }
+        }
+        i += 1;
+    }
+    for dir in dirs.iter().rev() {
+        client.rmdir(dir).await?;
+    }
+    Ok(())
 }
 
 fn base_name(remote: &str) -> &str {
@@ -226,7 +266,7 @@ pub async fn execute(
                 done.md5
             );
         }
-        Cmd::Ls { path, json } => {
+        Cmd::Ls { path, json, .. } => {
             let entries = client.ls(path.as_deref()).await.context("ls")?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&entries)?);
@@ -277,10 +317,20 @@ pub async fn execute(
             .mkdir(&path)
             .await
             .with_context(|| format!("mkdir {path}"))?,
-        Cmd::Rm { path } => client
-            .rm(&path)
-            .await
-            .with_context(|| format!("rm {path}"))?,
+        Cmd::Rm { paths, recursive } => {
+            for path in &paths {
+                if recursive {
+                    remove_tree(client, path)
+                        .await
+                        .with_context(|| format!("rm -r {path}"))?;
+                } else {
+                    client
+                        .rm(path)
+                        .await
+                        .with_context(|| format!("rm {path}"))?;
+                }
+            }
+        }
         Cmd::Rmdir { path } => client
             .rmdir(&path)
             .await

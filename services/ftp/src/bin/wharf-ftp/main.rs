@@ -11,9 +11,9 @@ mod ui;
 use std::io::IsTerminal;
 use std::process::ExitCode;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use clap::Parser;
-use wharf_core::cli::{ClientFields, client_password, client_user, parse_client, run_main};
+use wharf_core::cli::{ClientFields, LogInError, client_user, log_in, parse_client, run_main};
 use wharf_core::tls::ClientTlsArgs;
 use wharf_ftp::client::Client;
 
@@ -80,10 +80,20 @@ fn main() -> ExitCode {
 async fn run(args: Args) -> Result<ExitCode> {
     let user = client_user(args.user.clone())?;
     let tls = args.tls.tls()?;
-    let mut password = client_password(&user, &args.server)?;
-    let mut client = Client::connect(&args.server, &tls, &user, &password)
-        .await
-        .with_context(|| format!("cannot log in to {} as {user}", args.server))?;
+    let (server, tls_ref, name) = (&args.server, &tls, &user);
+    let (mut client, mut password) = log_in(
+        &user,
+        &args.server,
+        |pw| async move { Client::connect(server, tls_ref, name, &pw).await },
+        |e: &wharf_ftp::client::ClientError| e.code() == Some(wharf_proto::ErrorCode::AuthFailed),
+    )
+    .await
+    .map_err(|e| match e {
+        LogInError::Credentials(e) => anyhow::Error::new(e),
+        LogInError::Login(e) => {
+            anyhow::Error::new(e).context(format!("cannot log in to {} as {user}", args.server))
+        }
+    })?;
     let ui = ui::Ui {
         progress: !args.quiet && std::io::stderr().is_terminal(),
         rate_limit: args.limit_rate,
@@ -91,8 +101,20 @@ async fn run(args: Args) -> Result<ExitCode> {
     };
     let code = match args.command {
         Some(cmd) => {
-            commands::execute(&mut client, cmd, &ui, &mut password).await?;
-            ExitCode::SUCCESS
+            // Ctrl-C: what was transferred is kept, and said so, as the
+            // shell says it.
+            tokio::select! {
+                done = commands::execute(&mut client, cmd, &ui, &mut password) => {
+                    done?;
+                    ExitCode::SUCCESS
+                }
+                _ = tokio::signal::ctrl_c() => {
+                    eprintln!(
+                        "wharf-ftp: cancelled (what was transferred is kept: run the same command to resume)"
+                    );
+                    return Ok(ExitCode::from(130));
+                }
+            }
         }
         None => {
             let mut login = shell::Login {

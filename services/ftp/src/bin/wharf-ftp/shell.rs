@@ -49,8 +49,10 @@ enum ShellCmd {
         path: Option<std::path::PathBuf>,
     },
     /// Leave the shell.
-    #[command(alias = "exit")]
+    #[command(visible_alias = "exit", visible_alias = "bye")]
     Quit,
+    /// Clear the screen.
+    Clear,
 }
 
 /// Splits a line into words: spaces separate, quotes group, a backslash
@@ -287,6 +289,14 @@ pub async fn run(client: &mut Client, ui: &Ui, login: &mut Login) -> Result<Exit
         };
         let result = match parsed.cmd {
             ShellCmd::Quit => break,
+            ShellCmd::Clear => {
+                use std::io::Write;
+                if interactive {
+                    print!("\x1b[H\x1b[2J");
+                    let _ = std::io::stdout().flush();
+                }
+                Ok(())
+            }
             ShellCmd::Pwd => {
                 println!("{cwd}");
                 Ok(())
