@@ -401,8 +401,16 @@ pub enum LogInError<E: std::error::Error + 'static> {
     #[error(transparent)]
     Credentials(#[from] CredentialsError),
     /// The login itself.
-    #[error(transparent)]
-    Login(E),
+    #[error("cannot log in to {server} as {user}")]
+    Login {
+        /// The server tried.
+        server: String,
+        /// The user.
+        user: String,
+        /// What went wrong.
+        #[source]
+        source: E,
+    },
 }
 
 /// Logs in with [`client_password`]'s password: `attempt` connects with
@@ -430,7 +438,13 @@ where
             Err(e) if typed && tries < PASSWORD_TRIES && is_wrong(&e) => {
                 eprintln!("wrong user name or password; try again");
             }
-            Err(e) => return Err(LogInError::Login(e)),
+            Err(source) => {
+                return Err(LogInError::Login {
+                    server: server.to_owned(),
+                    user: user.to_owned(),
+                    source,
+                });
+            }
         }
     }
 }

@@ -113,6 +113,17 @@ impl Sessions {
         }
     }
 
+    /// The process stops: its sessions stop counting now, not once its
+    /// beat is 30 s old (a restart would otherwise find its users' places
+    /// still taken).
+    pub async fn end(&self) {
+        if self.inner.beating.initialized()
+            && let Err(e) = self.inner.store.end_process(&self.inner.process).await
+        {
+            tracing::warn!(error = %e, "cannot record that this process stopped; its sessions stop counting in 30 s");
+        }
+    }
+
     /// The limits that hold for `user`: theirs, else the defaults.
     pub fn limits_of(&self, user: &User) -> UserLimits {
         user.limits.or(self.inner.defaults)

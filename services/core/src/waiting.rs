@@ -98,14 +98,13 @@ impl Waiting {
             *counts.entry(e.ip).or_insert(0) += 1;
         }
         let most = counts.values().copied().max().unwrap_or(0);
-        // The newcomer's own address, when it is among those holding the
-        // most (it would hold one more), else the first to reach the most.
-        let target = if own + 1 >= most {
-            ip
-        } else {
-            conns.iter().find(|e| counts[&e.ip] == most)?.ip
-        };
-        conns.iter().position(|e| e.ip == target)
+        // The newcomer's own oldest, when its address is among those
+        // holding the most (it would hold one more); else the oldest of an
+        // address holding the most (every address holding one: the oldest).
+        if own > 0 && own + 1 >= most {
+            return conns.iter().position(|e| e.ip == ip);
+        }
+        conns.iter().position(|e| counts[&e.ip] == most)
     }
 
     /// Connections waiting now.
@@ -170,6 +169,17 @@ mod tests {
         assert_eq!(flood.iter().filter(|t| !gone(t)).count(), 1);
         assert!(others.iter().all(|t| !gone(t)));
         assert_eq!(w.len(), 4);
+    }
+
+    #[test]
+    fn the_budget_holds_when_every_address_has_one() {
+        let w = Waiting::new(3, usize::MAX);
+        let first = w.admit(ip(1));
+        let _others: Vec<_> = (2..=3).map(|i| w.admit(ip(i))).collect();
+        let late = w.admit(ip(4));
+        assert!(gone(&first), "the oldest makes room");
+        assert!(!gone(&late));
+        assert_eq!(w.len(), 3);
     }
 
     #[test]

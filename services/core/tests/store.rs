@@ -728,15 +728,12 @@ async fn chat_history_is_trimmed_by_age_per_room_and_per_user_on_every_back_end(
             .record_chat_messages(&records)
             .await
             .expect("record");
-        let removed = env
-            .store
-            .trim_chat_history(HistoryPolicy {
-                before_ms: Some(now - 50_000),
-                per_room: Some(100),
-                per_user_bytes: Some(1000),
-            })
-            .await
-            .expect("trim");
+        let policy = HistoryPolicy {
+            before_ms: Some(now - 50_000),
+            per_room: Some(100),
+            per_user_bytes: Some(1000),
+        };
+        let removed = env.store.trim_chat_history(policy).await.expect("trim");
         // 3 old, 2,400 of the hall, 10 of alice's 20 (100 bytes each).
         assert_eq!(removed, 3 + 2400 + 10, "{:?}", env.store.backend());
         assert!(
@@ -758,15 +755,57 @@ async fn chat_history_is_trimmed_by_age_per_room_and_per_user_on_every_back_end(
         // Numbering goes on where it was.
         assert_eq!(env.store.last_room_seq("hall").await.expect("seq"), 2500);
         // Nothing more to do.
-        let again = env
-            .store
-            .trim_chat_history(HistoryPolicy {
-                before_ms: Some(now - 50_000),
-                per_room: Some(100),
-                per_user_bytes: Some(1000),
-            })
-            .await
-            .expect("trim");
+        let again = env.store.trim_chat_history(policy).await.expect("trim");
         assert_eq!(again, 0);
+    }
+}
+
+#[tokio::test]
+async fn sessions_are_counted_over_processes_and_a_silent_process_stops_counting() {
+    for env in common::envs().await {
+        let alice = env.add_user("alice", "pw one two three", None, "ftp").await;
+        let store = &env.store;
+        for p in ["one", "two"] {
+            store.beat_process(p).await.expect("beat");
+        }
+        let a = store
+            .open_session((alice.id, "alice"), "ftp", "one", Some(2))
+            .await
+            .expect("first");
+        store
+            .open_session((alice.id, "alice"), "chat", "two", Some(2))
+            .await
+            .expect("second, another process");
+        let err = store
+            .open_session((alice.id, "alice"), "exec", "one", Some(2))
+            .await
+            .expect_err("third");
+        assert!(
+            matches!(
+                err,
+                wharf_core::Error::TooManySessions {
+                    open: 2,
+                    max: 2,
+                    ..
+                }
+            ),
+            "{err:?} on {:?}",
+            store.backend()
+        );
+        assert_eq!(store.open_sessions(alice.id).await.expect("count"), 2);
+        store.close_session(a).await.expect("close");
+        store
+            .open_session((alice.id, "alice"), "exec", "one", Some(2))
+            .await
+            .expect("a place again");
+        // A process that stops (or is gone) no longer holds places.
+        store.end_process("two").await.expect("end");
+        assert_eq!(store.open_sessions(alice.id).await.expect("count"), 1);
+        // Unlimited: counted all the same.
+        store
+            .open_session((alice.id, "alice"), "ftp", "one", None)
+            .await
+            .expect("unlimited");
+        assert_eq!(store.open_sessions(alice.id).await.expect("count"), 2);
     }
 }

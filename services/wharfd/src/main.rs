@@ -340,6 +340,7 @@ async fn serve(args: Args) -> Result<()> {
     };
     let (f, c, e): (Result<()>, Result<()>, Result<()>) =
         tokio::join!(ftp_task, chat_task, exec_task);
+    auth.sessions().end().await;
     store.close().await;
     f?;
     c?;

@@ -124,11 +124,13 @@ impl Store {
         let mut removed = 0;
         if let Some(before) = policy.before_ms {
             removed += self
-                .delete_in_batches(
-                    "DELETE FROM chat_messages WHERE id IN \
-                     (SELECT id FROM chat_messages WHERE at < $1 ORDER BY id LIMIT $2)",
-                    &[before],
-                )
+                .delete_in_batches(|| {
+                    sqlx::query(
+                        "DELETE FROM chat_messages WHERE id IN \
+                         (SELECT id FROM chat_messages WHERE at < $1 ORDER BY id LIMIT $2)",
+                    )
+                    .bind(before)
+                })
                 .await?;
         }
         if let Some(keep) = policy.per_room {
@@ -154,7 +156,17 @@ impl Store {
                     continue;
                 };
                 let first_kept: i64 = first_kept.try_get("id")?;
-                removed += self.delete_room_before(&room, first_kept).await?;
+                removed += self
+                    .delete_in_batches(|| {
+                        sqlx::query(
+                            "DELETE FROM chat_messages WHERE id IN \
+                             (SELECT id FROM chat_messages WHERE room = $1 AND id < $2 \
+                              ORDER BY id LIMIT $3)",
+                        )
+                        .bind(room.clone())
+                        .bind(first_kept)
+                    })
+                    .await?;
             }
         }
         if let Some(cap) = policy.per_user_bytes {
@@ -195,12 +207,15 @@ impl Store {
                 }
                 if let Some(first_gone) = first_gone {
                     removed += self
-                        .delete_in_batches(
-                            "DELETE FROM chat_messages WHERE id IN \
-                             (SELECT id FROM chat_messages WHERE sender_id = $1 AND id <= $2 \
-                              ORDER BY id LIMIT $3)",
-                            &[sender, first_gone],
-                        )
+                        .delete_in_batches(|| {
+                            sqlx::query(
+                                "DELETE FROM chat_messages WHERE id IN \
+                                 (SELECT id FROM chat_messages WHERE sender_id = $1 AND id <= $2 \
+                                  ORDER BY id LIMIT $3)",
+                            )
+                            .bind(sender)
+                            .bind(first_gone)
+                        })
                         .await?;
                 }
             }
@@ -208,38 +223,15 @@ impl Store {
         Ok(removed)
     }
 
-    /// A room's messages before `first_kept` go.
-    async fn delete_room_before(&self, room: &str, first_kept: i64) -> Result<u64> {
+    /// Runs the delete `build` makes (its last parameter the batch size,
+    /// bound here) until a batch removes less than a full batch.
+    async fn delete_in_batches<'q>(
+        &self,
+        build: impl Fn() -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments>,
+    ) -> Result<u64> {
         let mut removed = 0;
         loop {
-            let done = sqlx::query(
-                "DELETE FROM chat_messages WHERE id IN \
-                 (SELECT id FROM chat_messages WHERE room = $1 AND id < $2 ORDER BY id LIMIT $3)",
-            )
-            .bind(room)
-            .bind(first_kept)
-            .bind(TRIM_BATCH)
-            .execute(&self.pool)
-            .await?
-            .rows_affected();
-            removed += done;
-            if done < TRIM_BATCH as u64 {
-                return Ok(removed);
-            }
-            tokio::task::yield_now().await;
-        }
-    }
-
-    /// Runs `delete` (its parameters `args`, then the batch size) until a
-    /// batch removes less than a full batch.
-    async fn delete_in_batches(&self, delete: &'static str, args: &[i64]) -> Result<u64> {
-        let mut removed = 0;
-        loop {
-            let mut query = sqlx::query(delete);
-            for arg in args {
-                query = query.bind(*arg);
-            }
-            let done = query
+            let done = build()
                 .bind(TRIM_BATCH)
                 .execute(&self.pool)
                 .await?

@@ -17,9 +17,7 @@ use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::mpsc;
 use wharf_core::Password;
 use wharf_core::cli::describe;
-use wharf_core::cli::{
-    ClientFields, LogInError, client_user, log_in, parse_client, run_main_failing_with,
-};
+use wharf_core::cli::{ClientFields, client_user, log_in, parse_client, run_main_failing_with};
 use wharf_core::tls::{ClientTls, ClientTlsArgs};
 use wharf_exec::client::{ClientError, Command, ExecClient, Outcome, Streams};
 use wharf_proto::exec::{SignalName, Tty, WindowSize};
@@ -146,13 +144,7 @@ async fn run(args: Args) -> Result<ExitCode> {
         |pw| async move { ExecClient::connect(server, tls_ref, name, &pw).await },
         |e: &ClientError| e.code() == Some(wharf_proto::ErrorCode::AuthFailed),
     )
-    .await
-    .map_err(|e| match e {
-        LogInError::Credentials(e) => anyhow::Error::new(e),
-        LogInError::Login(e) => {
-            anyhow::Error::new(e).context(format!("cannot log in to {} as {user}", args.server))
-        }
-    })?;
+    .await?;
     if let Some(Action::Passwd { password_stdin }) = args.action {
         let new = wharf_core::cli::read_new_password(&user, password_stdin)?;
         client

@@ -80,7 +80,8 @@ async fn serve(args: Args) -> Result<()> {
     {
         tracing::info!(%at, "serving metrics at /metrics and a health check at /health");
     }
-    run(Listener::new(listener, tls), auth, config, shutdown).await?;
+    run(Listener::new(listener, tls), auth.clone(), config, shutdown).await?;
+    auth.sessions().end().await;
     store.close().await;
     tracing::info!("stopped");
     Ok(())

@@ -100,10 +100,11 @@ async fn serve(args: Args) -> Result<()> {
     }
     run(
         Listener::new(listener, tls),
-        FtpServer::new(auth, config),
+        FtpServer::new(auth.clone(), config),
         shutdown,
     )
     .await;
+    auth.sessions().end().await;
     store.close().await;
     tracing::info!("stopped");
     Ok(())

@@ -15,7 +15,7 @@ use clap::{Parser, Subcommand};
 use tokio::io::AsyncBufReadExt;
 use wharf_chat::client::{ChatClient, Event};
 use wharf_core::Password;
-use wharf_core::cli::{ClientFields, LogInError, client_user, log_in, parse_client, run_main};
+use wharf_core::cli::{ClientFields, client_user, log_in, parse_client, run_main};
 use wharf_core::editor::Printer;
 use wharf_core::tls::{ClientTls, ClientTlsArgs};
 use wharf_proto::chat::{ChatMessage, PresenceChange};
@@ -155,13 +155,7 @@ async fn run(args: Args) -> Result<ExitCode> {
         |pw| async move { connect_as(server, tls_ref, name, &pw, udp).await },
         |e: &wharf_chat::client::ClientError| e.code() == Some(wharf_proto::ErrorCode::AuthFailed),
     )
-    .await
-    .map_err(|e| match e {
-        LogInError::Credentials(e) => anyhow::Error::new(e),
-        LogInError::Login(e) => {
-            anyhow::Error::new(e).context(format!("cannot log in to {} as {user}", args.server))
-        }
-    })?;
+    .await?;
     let mut login = Login {
         server: args.server.clone(),
         tls,

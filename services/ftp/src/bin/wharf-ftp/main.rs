@@ -13,7 +13,7 @@ use std::process::ExitCode;
 
 use anyhow::Result;
 use clap::Parser;
-use wharf_core::cli::{ClientFields, LogInError, client_user, log_in, parse_client, run_main};
+use wharf_core::cli::{ClientFields, client_user, log_in, parse_client, run_main};
 use wharf_core::tls::ClientTlsArgs;
 use wharf_ftp::client::Client;
 
@@ -87,13 +87,7 @@ async fn run(args: Args) -> Result<ExitCode> {
         |pw| async move { Client::connect(server, tls_ref, name, &pw).await },
         |e: &wharf_ftp::client::ClientError| e.code() == Some(wharf_proto::ErrorCode::AuthFailed),
     )
-    .await
-    .map_err(|e| match e {
-        LogInError::Credentials(e) => anyhow::Error::new(e),
-        LogInError::Login(e) => {
-            anyhow::Error::new(e).context(format!("cannot log in to {} as {user}", args.server))
-        }
-    })?;
+    .await?;
     let ui = ui::Ui {
         progress: !args.quiet && std::io::stderr().is_terminal(),
         rate_limit: args.limit_rate,
