@@ -287,8 +287,8 @@ async fn messages_said_while_a_replica_lost_its_listener_still_arrive_once() {
 }
 
 #[tokio::test]
-async fn a_number_lost_with_a_deleted_account_is_not_waited_for() {
-    use wharf_core::store::ChatRecord;
+async fn a_number_lost_to_the_history_trimmer_is_not_waited_for() {
+    use wharf_core::store::{ChatRecord, HistoryPolicy};
     let Some((a, b)) = spawn_replicas().await else {
         return;
     };
@@ -299,25 +299,35 @@ async fn a_number_lost_with_a_deleted_account_is_not_waited_for() {
     let mut bob = b.client("bob").await;
     alice.join("lobby").await.expect("join");
     bob.join("lobby").await.expect("join");
-    // Two messages reach the database unannounced: frank's number 1 and
-    // alice's number 2; then frank's account goes, and his message with it.
-    let record = |id: u64, sender_id: i64, seq: u64, body: &str| ChatRecord {
+    // Two messages reach the database unannounced: frank's number 1, said
+    // long ago, and alice's number 2; then the history past 90 days is
+    // trimmed, and frank's message with it.
+    let now = wharf_core::time::now_ms();
+    let record = |id: u64, sender_id: i64, seq: u64, body: &str, at: i64| ChatRecord {
         id,
         sender_id,
         room: Some("lobby".into()),
         seq: Some(seq),
         recipient_id: None,
         body: body.into(),
-        at: wharf_core::time::now_ms(),
+        at,
     };
     a.store
         .record_chat_messages(&[
-            record(1_000_000, frank.id, 1, "from frank"),
-            record(1_000_001, alice_id, 2, "unannounced"),
+            record(1_000_000, frank.id, 1, "from frank", now - 100 * 86_400_000),
+            record(1_000_001, alice_id, 2, "unannounced", now),
         ])
         .await
         .expect("record");
-    a.store.delete_user("frank").await.expect("delete frank");
+    let trimmed = a
+        .store
+        .trim_chat_history(HistoryPolicy {
+            before_ms: Some(now - 90 * 86_400_000),
+            ..HistoryPolicy::default()
+        })
+        .await
+        .expect("trim");
+    assert_eq!(trimmed, 1);
     // Number 3 comes announced; B finds 2 in the database and does not
     // wait for 1, which no longer exists.
     let s = alice.say("lobby", "three").await.expect("say");
