@@ -373,7 +373,7 @@ done
 [ "$(heard 'bob: probe')" = 2 ] || { cat listen-1.out listen-2.out; die "the listeners on both replicas did not hear a probe"; }
 for r in 1 2; do
   dc --profile scale exec -T -e WHARF_PASSWORD replica-$r wharf-chat --ca /var/lib/wharf/data/tls/server.crt \
-    --user bob send --room lobby "said on replica $r"
+    --user bob send --create --room lobby "said on replica $r"
 done
 for _ in $(seq 1 20); do
   [ "$(heard 'bob: said on replica 1')" = 2 ] && [ "$(heard 'bob: said on replica 2')" = 2 ] && break; sleep 0.5
@@ -384,7 +384,7 @@ for r in 1 2; do
   [ "$(grep -c 'said on replica' "listen-$r.out")" = 2 ] || { cat "listen-$r.out"; die "a message came twice to replica $r's listener"; }
 done
 echo "chat: a listener on each replica heard what was said on both, once"
-schat bob --udp send --room lobby 'over UDP' || die "chat over UDP through the balancer failed"
+schat bob --udp send --create --room lobby 'over UDP' || die "chat over UDP through the balancer failed"
 HIST=$(dc --profile scale exec -T -u postgres postgres psql -d wharf -Atc "SELECT string_agg(seq::text, ',' ORDER BY seq) FROM chat_messages WHERE room = 'lobby'")
 echo "room lobby, numbered in PostgreSQL: $HIST"
 grep -q 'over UDP' <<<"$(dc --profile scale exec -T -u postgres postgres psql -d wharf -Atc "SELECT body FROM chat_messages WHERE room = 'lobby'")" \

@@ -275,7 +275,7 @@ fn suite(dir: &Path) {
         dir,
         "wharf-chat",
         &wharfd.chat,
-        &["send", "--room", "lobby", "upload starting"],
+        &["send", "--create", "--room", "lobby", "upload starting"],
     ));
     let mut script = client(dir, "wharf-chat", &wharfd.chat, &[]);
     let mut history = script
@@ -767,7 +767,7 @@ fn metrics_move_with_a_login_a_put_and_a_chat_message_and_health_follows_the_dat
         dir,
         "wharf-chat",
         &wharfd.chat,
-        &["send", "--room", "lobby", "hello"],
+        &["send", "--create", "--room", "lobby", "hello"],
     ));
     run(&mut client(
         dir,
