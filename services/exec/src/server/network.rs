@@ -212,6 +212,11 @@ pub(crate) struct Networks {
     launcher: PathBuf,
     pasta: Option<PathBuf>,
     users: tokio::sync::Mutex<HashMap<i64, Arc<UserNet>>>,
+    /// False once a loopback-only network could not be kept for a user
+    /// (no user namespaces for `nobody` here, as under Docker's default
+    /// seccomp profile): each command then makes its own, as the launcher
+    /// can.
+    shared_none: std::sync::atomic::AtomicBool,
 }
 
 /// What a command holds while it runs: where its network is, and the
@@ -236,6 +241,7 @@ impl Networks {
             launcher,
             pasta,
             users: tokio::sync::Mutex::new(HashMap::new()),
+            shared_none: std::sync::atomic::AtomicBool::new(true),
         }
     }
 
@@ -262,7 +268,26 @@ impl Networks {
         }
         let net = Arc::new(match pasta {
             Some(pasta) => start(&self.launcher, pasta).await?,
-            None => start_isolated(&self.launcher).await?,
+            None => {
+                use std::sync::atomic::Ordering;
+                let own = Lease {
+                    place: NetPlace::Own,
+                    net: None,
+                };
+                if !self.shared_none.load(Ordering::Relaxed) {
+                    return Ok(own);
+                }
+                match start_isolated(&self.launcher).await {
+                    Ok(net) => net,
+                    Err(e) => {
+                        self.shared_none.store(false, Ordering::Relaxed);
+                        tracing::warn!(
+                            "a loopback-only network cannot be kept per user here ({e}); each command makes its own (about 2 ms more per command)"
+                        );
+                        return Ok(own);
+                    }
+                }
+            }
         });
         users.insert(id, Arc::clone(&net));
         Ok(Lease {
