@@ -10,12 +10,9 @@ use wharf_core::{AuthConfig, Authenticator, Error, Password, Service, Store};
 
 const PW: &str = "correct horse battery";
 
-#[path = "../../services/testing/postgres.rs"]
-mod postgres;
-#[path = "../../services/testing/terminal.rs"]
-mod terminal;
-#[path = "../../services/testing/btrfs.rs"]
-mod test_btrfs;
+use wharf_testkit::btrfs as test_btrfs;
+use wharf_testkit::postgres;
+use wharf_testkit::terminal;
 
 struct Admin {
     dir: tempfile::TempDir,

@@ -32,8 +32,7 @@
 
 #[path = "peers/ngircd.rs"]
 mod ngircd;
-#[path = "../../testing/postgres.rs"]
-mod postgres;
+use wharf_testkit::postgres;
 
 use std::net::TcpListener;
 use std::process::{Command, Stdio};

@@ -9,8 +9,7 @@
 //! .ci/postgres.sh start DIR` prints one), it also runs logins and the
 //! database's share of a login on PostgreSQL beside SQLite.
 
-#[path = "../../testing/postgres.rs"]
-mod postgres;
+use wharf_testkit::postgres;
 
 use std::time::{Duration, Instant};
 

@@ -64,8 +64,8 @@ pub async fn run(client: ChatClient, login: &mut Login) -> Result<ExitCode> {
     let mut backoff = FIRST_BACKOFF;
     let mut retry_at = Instant::now();
     let mut code = ExitCode::SUCCESS;
-    // Why the session ended, when it failed: said again once the editor has
-    // left the screen, as the last line.
+    // Why the session ended, when it failed: said once the editor is done,
+    // as the last line.
     let mut last_word = None;
     editor.ask(&prompt(&view));
     loop {
@@ -85,9 +85,9 @@ pub async fn run(client: ChatClient, login: &mut Login) -> Result<ExitCode> {
                         backoff = FIRST_BACKOFF;
                     }
                     Err(e) if is_final(&e) => {
-                        let why = describe(e.as_ref());
-                        view.note(&format!("cannot log in again: {why}"));
-                        last_word = Some(why);
+                        // Said once, as the last line, below: a note now
+                        // would race it to the screen through the editor.
+                        last_word = Some(describe(e.as_ref()));
                         code = ExitCode::FAILURE;
                         break;
                     }
@@ -171,7 +171,10 @@ pub async fn run(client: ChatClient, login: &mut Login) -> Result<ExitCode> {
     }
     drop(editor);
     if let Some(why) = last_word {
-        eprintln!("wharf-chat: {why}");
+        // In one write (eprintln! writes piece by piece), over the prompt
+        // the editor left on the last line.
+        let line = format!("\r\x1b[Kwharf-chat: {why}\n");
+        let _ = std::io::Write::write_all(&mut std::io::stderr(), line.as_bytes());
     }
     Ok(code)
 }
