@@ -15,6 +15,7 @@ pub mod cli;
 pub mod client;
 pub mod client_config;
 pub mod config;
+pub mod daemon;
 pub mod daemon_config;
 pub mod editor;
 mod error;

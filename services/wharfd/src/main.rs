@@ -9,6 +9,7 @@ use anyhow::{Context, Result};
 use clap::Parser;
 use wharf_chat::server::ChatArgs;
 use wharf_core::cli::{DatabaseArgs, LimitArgs, init_tracing, run_main};
+use wharf_core::daemon::{Daemon, bind, listen_error};
 use wharf_core::server::{Listener, cancel_on_signal};
 use wharf_core::tls::ServerTlsArgs;
 use wharf_exec::server::{ExecArgs, ExecConfig, check_sandbox};
@@ -117,31 +118,16 @@ async fn serve(args: Args) -> Result<()> {
     let chat_config = args.chat.config(limits.clone())?;
     let ftp_config = args.ftp.config(limits);
     let exec_config = exec_config(&args).await;
-    let url = args.database.url();
-    let (store, auth) = args
-        .database
-        .open_quietly(args.limits.login_policy())
-        .await
-        .with_context(|| {
-            format!(
-                "cannot open the database {}",
-                wharf_core::config::shown_database_url(&url)
-            )
-        })?;
-    let tls = args.tls.load(&args.database.data_dir)?;
+    let daemon = Daemon::start(&args.database, &args.limits, &args.tls, false).await?;
+    let (store, auth, tls) = (&daemon.store, &daemon.auth, &daemon.tls);
 
-    let in_use = |what: &str, addr: &str| {
-        format!(
-            "cannot listen on {addr} for {what}; is the port in use? pick another with --{what}-listen, or turn {what} off with --no-{what}"
-        )
+    // What to do when a service's port is in use.
+    let fix = |what: &str| {
+        format!("pick another with --{what}-listen, or turn {what} off with --no-{what}")
     };
     let ftp = match args.no_ftp {
         true => None,
-        false => Some(
-            tokio::net::TcpListener::bind(&args.ftp_listen)
-                .await
-                .with_context(|| in_use("ftp", &args.ftp_listen))?,
-        ),
+        false => Some(bind(&args.ftp_listen, " for ftp", &fix("ftp")).await?),
     };
     // Standard FTP beside the native protocol, when asked for.
     let std_ftp = match args.no_ftp {
@@ -158,15 +144,13 @@ async fn serve(args: Args) -> Result<()> {
         false => Some(
             wharf_chat::server::bind(&args.chat_listen)
                 .await
-                .with_context(|| in_use("chat", &args.chat_listen))?,
+                .map_err(|e| listen_error(&args.chat_listen, " for chat", &fix("chat"), e))?,
         ),
     };
     let exec = match exec_config {
         None => None,
         Some(config) => Some((
-            tokio::net::TcpListener::bind(&args.exec_listen)
-                .await
-                .with_context(|| in_use("exec", &args.exec_listen))?,
+            bind(&args.exec_listen, " for exec", &fix("exec")).await?,
             config,
         )),
     };
@@ -255,7 +239,7 @@ async fn serve(args: Args) -> Result<()> {
     if let Some((l, _)) = &exec {
         own.push(("exec", addr(l)?));
     }
-    if let Some(at) = args.config.start_metrics(&store, own, &shutdown).await? {
+    if let Some(at) = args.config.start_metrics(store, own, &shutdown).await? {
         println!("  metrics http://{at}/metrics and /health");
     }
     match &tls {
@@ -268,7 +252,7 @@ async fn serve(args: Args) -> Result<()> {
     }
     println!(
         "database {}; homes under {}",
-        wharf_core::config::shown_database_url(&url),
+        daemon.database,
         args.database.data_dir.join("homes").display()
     );
     if ftp.is_some() || std_ftp.is_some() || exec.is_some() {
@@ -277,10 +261,7 @@ async fn serve(args: Args) -> Result<()> {
     if store.has_no_users().await? {
         let admin = admin_cli();
         let db = if args.database.database_url.is_some() {
-            format!(
-                " --database-url {}",
-                wharf_core::config::shown_database_url(&url)
-            )
+            format!(" --database-url {}", daemon.database)
         } else if args.database.data_dir.as_os_str() != wharf_core::config::DEFAULT_DATA_DIR {
             format!(" --data-dir {}", args.database.data_dir.display())
         } else {
@@ -340,8 +321,7 @@ async fn serve(args: Args) -> Result<()> {
     };
     let (f, c, e): (Result<()>, Result<()>, Result<()>) =
         tokio::join!(ftp_task, chat_task, exec_task);
-    auth.sessions().end().await;
-    store.close().await;
+    daemon.stop().await;
     f?;
     c?;
     e?;

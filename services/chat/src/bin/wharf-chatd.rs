@@ -3,10 +3,11 @@
 
 use std::process::ExitCode;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use clap::Parser;
 use wharf_chat::server::{ChatArgs, bind, run};
 use wharf_core::cli::{DatabaseArgs, LimitArgs, init_tracing, run_main};
+use wharf_core::daemon::{Daemon, listen_error};
 use wharf_core::server::{Listener, cancel_on_signal};
 use wharf_core::tls::ServerTlsArgs;
 
@@ -44,46 +45,30 @@ fn main() -> ExitCode {
 
 async fn serve(args: Args) -> Result<()> {
     let config = args.chat.config(args.limits.limits())?;
-    let url = args.database.url();
-    let (store, auth) = args
-        .database
-        .open(args.limits.login_policy())
-        .await
-        .with_context(|| {
-            format!(
-                "cannot open the database {}",
-                wharf_core::config::shown_database_url(&url)
-            )
-        })?;
-    let tls = args.tls.load(&args.database.data_dir)?;
-    let (listener, udp) = bind(&args.listen).await.with_context(|| {
-        format!(
-            "cannot listen on {} (TCP and UDP); is the port in use? pick another with --listen",
-            args.listen
+    let daemon = Daemon::start(&args.database, &args.limits, &args.tls, true).await?;
+    let (listener, udp) = bind(&args.listen).await.map_err(|e| {
+        listen_error(
+            &args.listen,
+            " (TCP and UDP)",
+            "pick another with --listen",
+            e,
         )
     })?;
     let addr = listener.local_addr()?;
-    tracing::info!(%addr, database = %wharf_core::config::shown_database_url(&url), "wharf-chatd {} serving chat over TCP and UDP", env!("CARGO_PKG_VERSION"));
+    tracing::info!(%addr, database = %daemon.database, "wharf-chatd {} serving chat over TCP and UDP", env!("CARGO_PKG_VERSION"));
     let shutdown = cancel_on_signal(|| {
         tracing::info!("shutting down: sessions are told, history is written out")
     });
     if let Some(at) = args
         .config
-        .start_metrics(&store, vec![("chat", addr)], &shutdown)
+        .start_metrics(&daemon.store, vec![("chat", addr)], &shutdown)
         .await?
     {
         tracing::info!(%at, "serving metrics at /metrics and a health check at /health");
     }
-    run(
-        Listener::new(listener, tls),
-        udp,
-        auth.clone(),
-        config,
-        shutdown,
-    )
-    .await?;
-    auth.sessions().end().await;
-    store.close().await;
+    let listener = Listener::new(listener, daemon.tls.clone());
+    run(listener, udp, daemon.auth.clone(), config, shutdown).await?;
+    daemon.stop().await;
     tracing::info!("stopped");
     Ok(())
 }

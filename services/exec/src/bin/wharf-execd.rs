@@ -4,9 +4,10 @@
 
 use std::process::ExitCode;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use clap::Parser;
 use wharf_core::cli::{DatabaseArgs, LimitArgs, init_tracing, run_main};
+use wharf_core::daemon::{Daemon, bind};
 use wharf_core::server::{Listener, cancel_on_signal};
 use wharf_core::tls::ServerTlsArgs;
 use wharf_exec::server::{ExecArgs, run};
@@ -47,42 +48,24 @@ fn main() -> ExitCode {
 async fn serve(args: Args) -> Result<()> {
     let mut config = args.exec.config(args.limits.limits());
     config.private_dirs = args.database.private_dirs();
-    let url = args.database.url();
-    let (store, auth) = args
-        .database
-        .open(args.limits.login_policy())
-        .await
-        .with_context(|| {
-            format!(
-                "cannot open the database {}",
-                wharf_core::config::shown_database_url(&url)
-            )
-        })?;
-    let tls = args.tls.load(&args.database.data_dir)?;
-    let listener = tokio::net::TcpListener::bind(&args.listen)
-        .await
-        .with_context(|| {
-            format!(
-                "cannot listen on {}; is the port in use? pick another with --listen",
-                args.listen
-            )
-        })?;
+    let daemon = Daemon::start(&args.database, &args.limits, &args.tls, true).await?;
+    let listener = bind(&args.listen, "", "pick another with --listen").await?;
     let addr = listener.local_addr()?;
     let runs_as = config.runs_as();
-    tracing::info!(%addr, database = %wharf_core::config::shown_database_url(&url), commands_run_as = %runs_as, "wharf-execd {} serving remote exec", env!("CARGO_PKG_VERSION"));
+    tracing::info!(%addr, database = %daemon.database, commands_run_as = %runs_as, "wharf-execd {} serving remote exec", env!("CARGO_PKG_VERSION"));
     tracing::info!(quota = %args.database.quota_enforcement(), "quota enforcement");
     let shutdown =
         cancel_on_signal(|| tracing::info!("shutting down: running commands are killed"));
     if let Some(at) = args
         .config
-        .start_metrics(&store, vec![("exec", addr)], &shutdown)
+        .start_metrics(&daemon.store, vec![("exec", addr)], &shutdown)
         .await?
     {
         tracing::info!(%at, "serving metrics at /metrics and a health check at /health");
     }
-    run(Listener::new(listener, tls), auth.clone(), config, shutdown).await?;
-    auth.sessions().end().await;
-    store.close().await;
+    let listener = Listener::new(listener, daemon.tls.clone());
+    run(listener, daemon.auth.clone(), config, shutdown).await?;
+    daemon.stop().await;
     tracing::info!("stopped");
     Ok(())
 }

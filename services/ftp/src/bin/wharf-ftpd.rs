@@ -3,9 +3,10 @@
 
 use std::process::ExitCode;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use clap::Parser;
 use wharf_core::cli::{DatabaseArgs, LimitArgs, init_tracing, run_main};
+use wharf_core::daemon::{Daemon, bind};
 use wharf_core::server::{Listener, cancel_on_signal};
 use wharf_core::tls::ServerTlsArgs;
 use wharf_ftp::server::{FtpArgs, FtpServer, run};
@@ -43,28 +44,10 @@ fn main() -> ExitCode {
 }
 
 async fn serve(args: Args) -> Result<()> {
-    let url = args.database.url();
-    let (store, auth) = args
-        .database
-        .open(args.limits.login_policy())
-        .await
-        .with_context(|| {
-            format!(
-                "cannot open the database {}",
-                wharf_core::config::shown_database_url(&url)
-            )
-        })?;
-    let tls = args.tls.load(&args.database.data_dir)?;
-    let listener = tokio::net::TcpListener::bind(&args.listen)
-        .await
-        .with_context(|| {
-            format!(
-                "cannot listen on {}; is the port in use? pick another with --listen",
-                args.listen
-            )
-        })?;
+    let daemon = Daemon::start(&args.database, &args.limits, &args.tls, true).await?;
+    let listener = bind(&args.listen, "", "pick another with --listen").await?;
     let addr = listener.local_addr()?;
-    tracing::info!(%addr, database = %wharf_core::config::shown_database_url(&url), "wharf-ftpd {} serving file transfer", env!("CARGO_PKG_VERSION"));
+    tracing::info!(%addr, database = %daemon.database, "wharf-ftpd {} serving file transfer", env!("CARGO_PKG_VERSION"));
     tracing::info!(quota = %args.database.quota_enforcement(), "quota enforcement");
     let config = args.ftp.config(args.limits.limits());
     let shutdown = cancel_on_signal(|| {
@@ -81,7 +64,11 @@ async fn serve(args: Args) -> Result<()> {
     if let Some((l, _)) = &std_ftp {
         own.push(("std-ftp", l.local_addr()?));
     }
-    if let Some(at) = args.config.start_metrics(&store, own, &shutdown).await? {
+    if let Some(at) = args
+        .config
+        .start_metrics(&daemon.store, own, &shutdown)
+        .await?
+    {
         tracing::info!(%at, "serving metrics at /metrics and a health check at /health");
     }
     if let Some((l, config)) = std_ftp {
@@ -92,20 +79,19 @@ async fn serve(args: Args) -> Result<()> {
         let stop = shutdown.clone();
         tokio::spawn(wharf_ftp::server::stdftp::serve(
             l,
-            auth.clone(),
-            store.clone(),
+            daemon.auth.clone(),
+            daemon.store.clone(),
             config,
             stop,
         ));
     }
     run(
-        Listener::new(listener, tls),
-        FtpServer::new(auth.clone(), config),
+        Listener::new(listener, daemon.tls.clone()),
+        FtpServer::new(daemon.auth.clone(), config),
         shutdown,
     )
     .await;
-    auth.sessions().end().await;
-    store.close().await;
+    daemon.stop().await;
     tracing::info!("stopped");
     Ok(())
 }
