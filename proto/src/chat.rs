@@ -79,6 +79,18 @@ pub enum ChatRequest {
     },
 }
 
+impl ChatRequest {
+    /// The request as the opening every service shares sees it: `hello`
+    /// or `login`, else `None`.
+    pub fn into_opening(self) -> Option<crate::message::CommonRequest> {
+        match self {
+            ChatRequest::Hello(hello) => Some(crate::message::CommonRequest::Hello(hello)),
+            ChatRequest::Login(login) => Some(crate::message::CommonRequest::Login(login)),
+            _ => None,
+        }
+    }
+}
+
 impl Message for ChatRequest {
     const OPS: &'static [&'static str] = &[
         "hello",

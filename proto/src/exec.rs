@@ -141,6 +141,18 @@ pub enum ExecRequest {
     Quit,
 }
 
+impl ExecRequest {
+    /// The request as the opening every service shares sees it: `hello`
+    /// or `login`, else `None`.
+    pub fn into_opening(self) -> Option<crate::message::CommonRequest> {
+        match self {
+            ExecRequest::Hello(hello) => Some(crate::message::CommonRequest::Hello(hello)),
+            ExecRequest::Login(login) => Some(crate::message::CommonRequest::Login(login)),
+            _ => None,
+        }
+    }
+}
+
 impl Message for ExecRequest {
     const OPS: &'static [&'static str] = &[
         "hello",

@@ -109,6 +109,18 @@ pub enum FtpRequest {
     Quit,
 }
 
+impl FtpRequest {
+    /// The request as the opening every service shares sees it: `hello`
+    /// or `login`, else `None`.
+    pub fn into_opening(self) -> Option<crate::message::CommonRequest> {
+        match self {
+            FtpRequest::Hello(hello) => Some(crate::message::CommonRequest::Hello(hello)),
+            FtpRequest::Login(login) => Some(crate::message::CommonRequest::Login(login)),
+            _ => None,
+        }
+    }
+}
+
 impl Message for FtpRequest {
     const OPS: &'static [&'static str] = &[
         "hello", "login", "passwd", "pwd", "cd", "ls", "mkdir", "rm", "rmdir", "mv", "put",

@@ -22,6 +22,7 @@ mod error;
 pub mod home;
 pub mod metrics;
 pub mod names;
+pub mod opening;
 pub mod owner;
 pub mod proxy_protocol;
 pub mod rate;

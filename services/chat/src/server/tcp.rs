@@ -17,13 +17,15 @@ use tokio::time::Instant;
 use tokio_util::codec::FramedRead;
 use tokio_util::sync::CancellationToken;
 use wharf_core::Service;
+use wharf_core::opening::{Opening, Refusal, Step, login_ok};
 use wharf_core::server::LoginGate;
+use wharf_core::sessions::SessionLease;
 use wharf_core::standing::{self, Standing};
 use wharf_core::tls::Stream;
 use wharf_proto::chat::{ChatReply, ChatRequest, PresenceChange};
 use wharf_proto::datagram::encode_frame;
-use wharf_proto::message::{ErrorReply, LoginOk, ServerHello};
-use wharf_proto::{ErrorCode, Frame, FrameCodec, PROTOCOL_VERSION};
+use wharf_proto::message::ErrorReply;
+use wharf_proto::{ErrorCode, Frame, FrameCodec};
 
 use super::ChatServer;
 use super::hub::{EndpointId, Sink};
@@ -59,7 +61,6 @@ struct Session {
     tx: Outbox,
     kill: CancellationToken,
     state: State,
-    login_failures: u32,
     gate: LoginGate,
     /// The user's standing, once logged in: a lock, a deletion or a revoked
     /// right ends the session.
@@ -69,13 +70,14 @@ struct Session {
 }
 
 enum State {
-    Greeting,
-    AwaitingLogin,
+    Opening(Opening),
     LoggedIn {
         user_id: i64,
         user: String,
         endpoint: EndpointId,
     },
+    /// While a logged-in user's request runs, its state taken out.
+    Serving,
 }
 
 enum Flow {
@@ -99,13 +101,17 @@ pub(super) async fn run(
     // big frame when one comes.
     let mut frames =
         FramedRead::with_capacity(rd, FrameCodec::<ChatRequest>::new().max_body(0), 512);
+    let opening = Opening::new(
+        Service::Chat,
+        format!("wharf-chatd/{}", env!("CARGO_PKG_VERSION")),
+        server.config.max_login_attempts,
+    );
     let mut s = Session {
         server,
         peer,
         tx,
         kill,
-        state: State::Greeting,
-        login_failures: 0,
+        state: State::Opening(opening),
         gate,
         standing: None,
         lease: None,
@@ -204,26 +210,29 @@ impl Session {
             self.queue(&ChatReply::Bye).await;
             return Flow::Close;
         }
-        let reply = match std::mem::replace(&mut self.state, State::Greeting) {
-            State::Greeting => {
-                self.state = State::AwaitingLogin;
-                self.greet(msg)
-            }
-            State::AwaitingLogin => {
-                self.state = State::AwaitingLogin;
-                match self.login(msg).await {
-                    Ok(reply) => Ok(reply),
-                    Err((reply, fatal)) => {
-                        self.queue(&ChatReply::Error(reply)).await;
-                        return if fatal { Flow::Close } else { Flow::Continue };
+        let reply = match &mut self.state {
+            State::Opening(opening) => {
+                let step = opening
+                    .step(msg.into_opening(), &self.server.auth, self.peer.ip())
+                    .await;
+                match step {
+                    Step::Hello(hello) => Ok(ChatReply::Hello(hello)),
+                    Step::Refuse(refusal) => Err(refusal),
+                    Step::LoggedIn(logged_in) => {
+                        let (user, lease) = *logged_in;
+                        Ok(self.enter(user, lease).await)
                     }
                 }
             }
-            State::LoggedIn {
-                user_id,
-                user,
-                endpoint,
-            } => {
+            State::LoggedIn { .. } => {
+                let State::LoggedIn {
+                    user_id,
+                    user,
+                    endpoint,
+                } = std::mem::replace(&mut self.state, State::Serving)
+                else {
+                    return Flow::Continue;
+                };
                 let reply = self.dispatch(user_id, &user, endpoint, msg).await;
                 self.state = State::LoggedIn {
                     user_id,
@@ -231,17 +240,15 @@ impl Session {
                     endpoint,
                 };
                 match reply {
-                    Some(reply) => reply,
+                    Some(reply) => reply.map_err(|e| Refusal::new(e.code, e.message)),
                     None => return Flow::Continue,
                 }
             }
+            State::Serving => return Flow::Continue,
         };
         let (reply, close) = match reply {
             Ok(reply) => (reply, false),
-            Err(e) => {
-                let close = matches!(e.code, ErrorCode::UnsupportedVersion);
-                (ChatReply::Error(e), close)
-            }
+            Err(refusal) => (ChatReply::Error(refusal.reply()), refusal.close),
         };
         if !self.queue(&reply).await || close {
             return Flow::Close;
@@ -249,64 +256,10 @@ impl Session {
         Flow::Continue
     }
 
-    fn greet(&mut self, msg: ChatRequest) -> Result<ChatReply, ErrorReply> {
-        let ChatRequest::Hello(hello) = msg else {
-            self.state = State::Greeting;
-            return Err(ErrorReply::new(
-                ErrorCode::NotLoggedIn,
-                "start with hello, then login",
-            ));
-        };
-        if hello.version != PROTOCOL_VERSION {
-            return Err(ErrorReply::new(
-                ErrorCode::UnsupportedVersion,
-                format!(
-                    "this server speaks protocol version {PROTOCOL_VERSION}, not {}; use a matching client",
-                    hello.version
-                ),
-            ));
-        }
-        Ok(ChatReply::Hello(ServerHello {
-            version: PROTOCOL_VERSION,
-            server: format!("wharf-chatd/{}", env!("CARGO_PKG_VERSION")),
-            service: "chat".into(),
-        }))
-    }
-
-    /// Logs in; on failure, the error and whether to close.
-    async fn login(&mut self, msg: ChatRequest) -> Result<ChatReply, (ErrorReply, bool)> {
-        let login = match msg {
-            ChatRequest::Login(login) => login,
-            ChatRequest::Hello(_) => {
-                return Err((
-                    ErrorReply::new(ErrorCode::BadRequest, "hello was already said; now login"),
-                    false,
-                ));
-            }
-            _ => {
-                return Err((
-                    ErrorReply::new(ErrorCode::NotLoggedIn, "log in first"),
-                    false,
-                ));
-            }
-        };
-        let user = match self
-            .server
-            .auth
-            .authenticate(&login.user, &login.password, Service::Chat, self.peer.ip())
-            .await
-        {
-            Ok((user, lease)) => {
-                self.lease = Some(lease);
-                user
-            }
-            Err(e) => {
-                self.login_failures += 1;
-                tracing::info!(peer = %self.peer, user = %login.user, error = %e, "login refused");
-                let fatal = self.login_failures >= self.server.config.max_login_attempts;
-                return Err((ErrorReply::new(e.code(), e.client_message()), fatal));
-            }
-        };
+    /// The user is in: a place in the hub, reachable from every replica,
+    /// and `login_ok`.
+    async fn enter(&mut self, user: wharf_core::User, lease: SessionLease) -> ChatReply {
+        self.lease = Some(lease);
         let endpoint = self.server.hub.register(
             user.id,
             &user.name,
@@ -326,7 +279,7 @@ impl Session {
             user: user.name.clone(),
             endpoint,
         };
-        Ok(ChatReply::LoginOk(LoginOk { user: user.name }))
+        ChatReply::LoginOk(login_ok(&user))
     }
 
     /// One request of a logged-in user; `None` when it queued its own
@@ -387,7 +340,7 @@ impl Session {
                 .map(|()| ChatReply::PasswdOk)
                 .map_err(|e| ErrorReply::new(e.code(), e.client_message())),
             ChatRequest::Hello(_) | ChatRequest::Login(_) => {
-                Err(ErrorReply::new(ErrorCode::BadRequest, "already logged in"))
+                Err(Refusal::already_logged_in().reply())
             }
             ChatRequest::Quit => Ok(ChatReply::Bye),
             ChatRequest::Answer { .. } => Err(ErrorReply::new(

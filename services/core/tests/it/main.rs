@@ -3,4 +3,5 @@
 mod auth;
 mod common;
 mod login_memory;
+mod opening;
 mod store;

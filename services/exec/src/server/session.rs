@@ -22,6 +22,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_util::codec::{Encoder, FramedRead};
 use tokio_util::sync::CancellationToken;
+use wharf_core::opening::{Opening, Refusal, Step, login_ok};
 use wharf_core::owner::{Owner, ensure_owned};
 use wharf_core::server::LoginGate;
 use wharf_core::standing::{self, Standing};
@@ -31,8 +32,8 @@ use wharf_core::{Service, User};
 use wharf_proto::exec::{
     ExecReply, ExecRequest, MAX_COMMAND_BYTES, MAX_STDIN_CHUNK, MAX_TERM_BYTES, Tty,
 };
-use wharf_proto::message::{ErrorReply, LoginOk, ServerHello};
-use wharf_proto::{ErrorCode, Frame, FrameCodec, Outbound, PROTOCOL_VERSION};
+use wharf_proto::message::ErrorReply;
+use wharf_proto::{ErrorCode, Frame, FrameCodec, Outbound};
 
 use super::output::{HEAD_ROOM, OutPipe, Waiting};
 use super::process::{Input, Running, Spawn, shell_status};
@@ -121,8 +122,7 @@ impl Out {
 }
 
 enum State {
-    Greeting,
-    AwaitingLogin,
+    Opening(Opening),
     LoggedIn(Box<User>),
 }
 
@@ -145,7 +145,6 @@ struct Session {
     out: Out,
     shutdown: CancellationToken,
     state: State,
-    login_failures: u32,
     gate: LoginGate,
     /// The user's standing, once logged in: a lock, a deletion or a revoked
     /// right ends the session, and the command running.
@@ -165,6 +164,11 @@ pub(super) async fn run(
     gate: LoginGate,
 ) {
     let limits = server.config.limits.clone();
+    let opening = Opening::new(
+        Service::Exec,
+        format!("wharf-execd/{}", env!("CARGO_PKG_VERSION")),
+        server.config.max_login_attempts,
+    );
     let (rd, wr) = tokio::io::split(stream);
     let mut frames = FramedRead::with_capacity(
         rd,
@@ -181,8 +185,7 @@ pub(super) async fn run(
             broken: false,
         },
         shutdown,
-        state: State::Greeting,
-        login_failures: 0,
+        state: State::Opening(opening),
         gate,
         standing: None,
         lease: None,
@@ -357,141 +360,85 @@ impl Session {
                 Flow::Close
             }
             ExecRequest::Ping => self.reply(ExecReply::Pong).await,
+            msg if matches!(self.state, State::Opening(_)) => self.open(msg).await,
             // Input or a signal for a command that has just ended: too late,
             // and not an error (the client could not know).
             ExecRequest::Stdin
             | ExecRequest::StdinEnd
             | ExecRequest::Signal { .. }
-            | ExecRequest::Resize(_)
-                if matches!(self.state, State::LoggedIn(_)) =>
-            {
-                Flow::Continue
+            | ExecRequest::Resize(_) => Flow::Continue,
+            ExecRequest::Hello(_) | ExecRequest::Login(_) => {
+                self.reply(ExecReply::Error(Refusal::already_logged_in().reply()))
+                    .await
             }
-            ExecRequest::Hello(hello) => match self.state {
-                State::Greeting if hello.version == PROTOCOL_VERSION => {
-                    self.state = State::AwaitingLogin;
-                    self.reply(ExecReply::Hello(ServerHello {
-                        version: PROTOCOL_VERSION,
-                        server: format!("wharf-execd/{}", env!("CARGO_PKG_VERSION")),
-                        service: "exec".into(),
-                    }))
-                    .await
+            ExecRequest::Passwd(change) => {
+                let State::LoggedIn(user) = &self.state else {
+                    return Flow::Continue;
+                };
+                let changed = self
+                    .server
+                    .auth
+                    .change_password(
+                        &user.name,
+                        &change.old,
+                        &change.new,
+                        Service::Exec,
+                        self.peer.ip(),
+                    )
+                    .await;
+                match changed {
+                    Ok(()) => self.reply(ExecReply::PasswdOk).await,
+                    Err(e) => self.reply(error(e.code(), e.client_message())).await,
                 }
-                State::Greeting => {
-                    self.out
-                        .last(error(
-                            ErrorCode::UnsupportedVersion,
-                            format!(
-                                "this server speaks protocol version {PROTOCOL_VERSION}, not {}; use a matching client",
-                                hello.version
-                            ),
-                        ))
-                        .await;
-                    Flow::Close
-                }
-                _ => {
-                    self.reply(error(ErrorCode::BadRequest, "hello was already said"))
-                        .await
-                }
-            },
-            ExecRequest::Login(login) => match self.state {
-                State::Greeting => {
-                    self.reply(error(
-                        ErrorCode::NotLoggedIn,
-                        "start with hello, then login",
-                    ))
-                    .await
-                }
-                State::AwaitingLogin => self.login(&login.user, &login.password).await,
-                State::LoggedIn(_) => {
-                    self.reply(error(ErrorCode::BadRequest, "already logged in"))
-                        .await
-                }
-            },
-            ExecRequest::Passwd(change) => match &self.state {
-                State::LoggedIn(user) => {
-                    let changed = self
-                        .server
-                        .auth
-                        .change_password(
-                            &user.name,
-                            &change.old,
-                            &change.new,
-                            Service::Exec,
-                            self.peer.ip(),
-                        )
-                        .await;
-                    match changed {
-                        Ok(()) => self.reply(ExecReply::PasswdOk).await,
-                        Err(e) => self.reply(error(e.code(), e.client_message())).await,
-                    }
-                }
-                _ => {
-                    self.reply(error(ErrorCode::NotLoggedIn, "log in first"))
-                        .await
-                }
-            },
+            }
             ExecRequest::Run {
                 command,
                 stdin,
                 cwd,
                 tty,
                 report_cwd,
-            } => match &self.state {
-                State::LoggedIn(user) => {
-                    let user = user.clone();
-                    let run = Run {
-                        command,
-                        stdin,
-                        cwd,
-                        tty,
-                        report_cwd,
-                    };
-                    self.execute(frames, &user, run).await
-                }
-                _ => {
-                    self.reply(error(ErrorCode::NotLoggedIn, "log in first"))
-                        .await
-                }
-            },
-            ExecRequest::Stdin
-            | ExecRequest::StdinEnd
-            | ExecRequest::Signal { .. }
-            | ExecRequest::Resize(_) => {
-                self.reply(error(ErrorCode::NotLoggedIn, "log in first"))
-                    .await
+            } => {
+                let State::LoggedIn(user) = &self.state else {
+                    return Flow::Continue;
+                };
+                let user = user.clone();
+                let run = Run {
+                    command,
+                    stdin,
+                    cwd,
+                    tty,
+                    report_cwd,
+                };
+                self.execute(frames, &user, run).await
             }
         }
     }
 
-    async fn login(&mut self, name: &str, password: &wharf_proto::Password) -> Flow {
-        match self
-            .server
-            .auth
-            .authenticate(name, password, Service::Exec, self.peer.ip())
-            .await
-        {
-            Ok((user, lease)) => {
+    /// A request before the login, through the opening every service
+    /// shares.
+    async fn open(&mut self, msg: ExecRequest) -> Flow {
+        let State::Opening(opening) = &mut self.state else {
+            return Flow::Continue;
+        };
+        let step = opening
+            .step(msg.into_opening(), &self.server.auth, self.peer.ip())
+            .await;
+        match step {
+            Step::Hello(hello) => self.reply(ExecReply::Hello(hello)).await,
+            Step::Refuse(refusal) if refusal.close => {
+                self.out.last(ExecReply::Error(refusal.reply())).await;
+                Flow::Close
+            }
+            Step::Refuse(refusal) => self.reply(ExecReply::Error(refusal.reply())).await,
+            Step::LoggedIn(logged_in) => {
+                let (user, lease) = *logged_in;
                 self.lease = Some(lease);
                 tracing::info!(peer = %self.peer, user = %user.name, "logged in");
-                let reply = ExecReply::LoginOk(LoginOk {
-                    user: user.name.clone(),
-                });
+                let reply = ExecReply::LoginOk(login_ok(&user));
                 self.gate.passed();
                 self.standing = Some(self.server.auth.standings().watch(&user));
                 self.state = State::LoggedIn(Box::new(user));
                 self.reply(reply).await
-            }
-            Err(e) => {
-                self.login_failures += 1;
-                tracing::info!(peer = %self.peer, user = %name, error = %e, "login refused");
-                let reply = error(e.code(), e.client_message());
-                if self.login_failures >= self.server.config.max_login_attempts {
-                    self.out.last(reply).await;
-                    Flow::Close
-                } else {
-                    self.reply(reply).await
-                }
             }
         }
     }

@@ -10,14 +10,15 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_util::codec::Framed;
 use tokio_util::sync::CancellationToken;
+use wharf_core::opening::{Opening, Refusal, Step, login_ok};
 use wharf_core::owner::Owner;
 use wharf_core::server::LoginGate;
 use wharf_core::standing::{self, Standing};
 use wharf_core::tls::Stream;
 use wharf_core::{Service, User};
 use wharf_proto::ftp::{FtpReply, FtpRequest};
-use wharf_proto::message::{ErrorReply, LoginOk, ServerHello};
-use wharf_proto::{ErrorCode, Frame, FrameCodec, Outbound, PROTOCOL_VERSION};
+use wharf_proto::message::ErrorReply;
+use wharf_proto::{ErrorCode, Frame, FrameCodec, Outbound};
 
 use super::{FtpServer, batch, commands, download, partials, upload};
 use crate::error::FtpError;
@@ -39,9 +40,10 @@ pub(super) struct LoggedIn {
 }
 
 enum State {
-    Greeting,
-    AwaitingLogin,
+    Opening(Opening),
     LoggedIn(Box<LoggedIn>),
+    /// While a logged-in user's request runs, its state taken out.
+    Serving,
 }
 
 pub(super) struct Session {
@@ -49,7 +51,6 @@ pub(super) struct Session {
     pub conn: Conn,
     peer: SocketAddr,
     state: State,
-    login_failures: u32,
     gate: LoginGate,
     /// The user's standing, once logged in: a lock, a deletion or a revoked
     /// right ends the session, and a transfer in flight (its partial stays).
@@ -86,13 +87,17 @@ pub(super) async fn run(
     gate: LoginGate,
 ) {
     let limits = server.config.limits.clone();
+    let opening = Opening::new(
+        Service::Ftp,
+        format!("wharf-ftpd/{}", env!("CARGO_PKG_VERSION")),
+        server.config.max_login_attempts,
+    );
     let login_deadline = Instant::now() + limits.login_timeout;
     let mut s = Session {
         server,
         conn: Framed::new(stream, FrameCodec::new()),
         peer,
-        state: State::Greeting,
-        login_failures: 0,
+        state: State::Opening(opening),
         gate,
         standing: None,
         home: None,
@@ -362,24 +367,34 @@ impl Session {
             self.send(FtpReply::Bye).await?;
             return Ok(Flow::Close);
         }
-        match std::mem::replace(&mut self.state, State::Greeting) {
-            State::Greeting => {
-                self.greet(msg).await?;
-                self.state = State::AwaitingLogin;
+        match &mut self.state {
+            State::Opening(opening) => {
+                let step = opening
+                    .step(msg.into_opening(), &self.server.auth, self.peer.ip())
+                    .await;
+                match step {
+                    Step::Hello(hello) => self.send(FtpReply::Hello(hello)).await?,
+                    Step::Refuse(refusal) => {
+                        self.send(FtpReply::Error(refusal.reply())).await?;
+                        if refusal.close {
+                            return Err(FtpError::Closed);
+                        }
+                    }
+                    Step::LoggedIn(logged_in) => {
+                        let (user, lease) = *logged_in;
+                        let li = self.enter(user, lease).await?;
+                        self.gate.passed();
+                        self.standing = Some(self.server.auth.standings().watch(&li.user));
+                        self.home = Some(li.user.home.clone());
+                        self.state = State::LoggedIn(Box::new(li));
+                    }
+                }
             }
-            State::AwaitingLogin => match self.login(msg).await {
-                Ok(li) => {
-                    self.gate.passed();
-                    self.standing = Some(self.server.auth.standings().watch(&li.user));
-                    self.home = Some(li.user.home.clone());
-                    self.state = State::LoggedIn(Box::new(li));
-                }
-                Err(e) => {
-                    self.state = State::AwaitingLogin;
-                    return Err(e);
-                }
-            },
-            State::LoggedIn(mut li) => {
+            State::LoggedIn(_) => {
+                let State::LoggedIn(mut li) = std::mem::replace(&mut self.state, State::Serving)
+                else {
+                    return Ok(Flow::Continue);
+                };
                 let result = self.dispatch(&mut li, msg).await;
                 self.state = State::LoggedIn(li);
                 let reply = result?;
@@ -387,59 +402,17 @@ impl Session {
                     self.send(reply).await?;
                 }
             }
+            State::Serving => {}
         }
         Ok(Flow::Continue)
     }
 
-    async fn greet(&mut self, msg: FtpRequest) -> Result<(), FtpError> {
-        let FtpRequest::Hello(hello) = msg else {
-            return Err(FtpError::NotLoggedIn("start with hello, then login".into()));
-        };
-        if hello.version != PROTOCOL_VERSION {
-            let msg = format!(
-                "this server speaks protocol version {PROTOCOL_VERSION}, not {}; use a matching client",
-                hello.version
-            );
-            let _ = self
-                .send(error_frame(ErrorCode::UnsupportedVersion, &msg))
-                .await;
-            return Err(FtpError::Closed);
-        }
-        self.send(FtpReply::Hello(ServerHello {
-            version: PROTOCOL_VERSION,
-            server: format!("wharf-ftpd/{}", env!("CARGO_PKG_VERSION")),
-            service: "ftp".into(),
-        }))
-        .await
-    }
-
-    async fn login(&mut self, msg: FtpRequest) -> Result<LoggedIn, FtpError> {
-        let login = match msg {
-            FtpRequest::Login(login) => login,
-            FtpRequest::Hello(_) => {
-                return Err(FtpError::BadRequest(
-                    "hello was already said; now login".into(),
-                ));
-            }
-            _ => return Err(FtpError::NotLoggedIn("log in first".into())),
-        };
-        let (user, lease) = match self
-            .server
-            .auth
-            .authenticate(&login.user, &login.password, Service::Ftp, self.peer.ip())
-            .await
-        {
-            Ok(login) => login,
-            Err(e) => {
-                self.login_failures += 1;
-                tracing::info!(peer = %self.peer, user = %login.user, error = %e, "login refused");
-                if self.login_failures >= self.server.config.max_login_attempts {
-                    let _ = self.send(FtpReply::Error(FtpError::Core(e).reply())).await;
-                    return Err(FtpError::Closed);
-                }
-                return Err(FtpError::Core(e));
-            }
-        };
+    /// The user is in: the jail of their home, and `login_ok`.
+    async fn enter(
+        &mut self,
+        user: User,
+        lease: wharf_core::sessions::SessionLease,
+    ) -> Result<LoggedIn, FtpError> {
         let home = user.home.clone();
         let owner = Owner::for_files(user.id);
         let jail = tokio::task::spawn_blocking(move || Jail::for_user(&home, owner))
@@ -452,10 +425,7 @@ impl Session {
                 )
             })?;
         tracing::info!(peer = %self.peer, user = %user.name, "logged in");
-        self.send(FtpReply::LoginOk(LoginOk {
-            user: user.name.clone(),
-        }))
-        .await?;
+        self.send(FtpReply::LoginOk(login_ok(&user))).await?;
         Ok(LoggedIn {
             user,
             lease,
@@ -531,7 +501,7 @@ impl Session {
                 return Err(FtpError::BadRequest("put_end must follow put_data".into()));
             }
             FtpRequest::Hello(_) | FtpRequest::Login(_) => {
-                return Err(FtpError::BadRequest("already logged in".into()));
+                return Err(FtpError::Replied(Refusal::already_logged_in().reply()));
             }
             FtpRequest::Passwd(change) => {
                 self.server

@@ -1,0 +1,171 @@
+//! The opening every service shares, written once: `hello` (the protocol
+//! version), then `login` (through the [`Authenticator`]: penalties, locks,
+//! rights and the count of the user's sessions), with one policy and one
+//! set of texts, as `CommonRequest`/`CommonReply` in the protocol describe
+//! it.
+//!
+//! A session hands each request it reads before login to
+//! [`Opening::step`] (as the [`CommonRequest`] it is, or `None` for any
+//! other `op`) and does what the [`Step`] says: send a hello, send a
+//! refusal (closing after it when the refusal says so), or, logged in, do
+//! its own part (a jail, a place in the chat hub) and send [`login_ok`].
+//! What comes after the login is each service's own.
+
+use std::net::IpAddr;
+
+use wharf_proto::message::{CommonRequest, ErrorReply, LoginOk, ServerHello};
+use wharf_proto::{ErrorCode, PROTOCOL_VERSION};
+
+use crate::sessions::SessionLease;
+use crate::{Authenticator, Service, User};
+
+/// A request refused: the code and words the client gets, and whether the
+/// connection closes after them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    /// The stable code clients branch on.
+    pub code: ErrorCode,
+    /// What went wrong and what to do, for people.
+    pub message: String,
+    /// The connection ends once the refusal is sent.
+    pub close: bool,
+}
+
+impl Refusal {
+    /// A refusal the session goes on after.
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Refusal {
+        Refusal {
+            code,
+            message: message.into(),
+            close: false,
+        }
+    }
+
+    /// A refusal the connection ends after.
+    pub fn closing(code: ErrorCode, message: impl Into<String>) -> Refusal {
+        Refusal {
+            close: true,
+            ..Refusal::new(code, message)
+        }
+    }
+
+    /// The refusal as the wire's `error` reply.
+    pub fn reply(&self) -> ErrorReply {
+        ErrorReply::new(self.code, self.message.clone())
+    }
+
+    /// `hello` or `login` once logged in.
+    pub fn already_logged_in() -> Refusal {
+        Refusal::new(ErrorCode::BadRequest, "already logged in")
+    }
+
+    /// Any other request before the login.
+    pub fn not_logged_in() -> Refusal {
+        Refusal::new(ErrorCode::NotLoggedIn, "log in first")
+    }
+}
+
+/// What to do with a request read before the login.
+#[derive(Debug)]
+pub enum Step {
+    /// Send this `hello` and read on.
+    Hello(ServerHello),
+    /// Send the refusal (and close after it when it says so).
+    Refuse(Refusal),
+    /// The user is in: do the service's part, then send [`login_ok`].
+    LoggedIn(Box<(User, SessionLease)>),
+}
+
+/// Where a connection is in the opening.
+#[derive(Debug)]
+enum Expect {
+    Hello,
+    Login,
+}
+
+/// The opening of one connection.
+#[derive(Debug)]
+pub struct Opening {
+    expect: Expect,
+    service: Service,
+    /// The server's program and version, as `hello` names it.
+    server: String,
+    failures: u32,
+    max_attempts: u32,
+}
+
+impl Opening {
+    /// The opening of a connection to `service`, served by `server` (as
+    /// `wharf-ftpd/0.1.0`), closed after `max_attempts` refused logins.
+    pub fn new(service: Service, server: String, max_attempts: u32) -> Opening {
+        Opening {
+            expect: Expect::Hello,
+            service,
+            server,
+            failures: 0,
+            max_attempts,
+        }
+    }
+
+    /// The next request before the login: the [`CommonRequest`] it is, or
+    /// `None` for any other `op`.
+    pub async fn step(
+        &mut self,
+        request: Option<CommonRequest>,
+        auth: &Authenticator,
+        peer: IpAddr,
+    ) -> Step {
+        match (&self.expect, request) {
+            (Expect::Hello, Some(CommonRequest::Hello(hello))) => {
+                if hello.version != PROTOCOL_VERSION {
+                    return Step::Refuse(Refusal::closing(
+                        ErrorCode::UnsupportedVersion,
+                        format!(
+                            "this server speaks protocol version {PROTOCOL_VERSION}, not {}; use a matching client",
+                            hello.version
+                        ),
+                    ));
+                }
+                self.expect = Expect::Login;
+                Step::Hello(ServerHello {
+                    version: PROTOCOL_VERSION,
+                    server: self.server.clone(),
+                    service: self.service.to_string(),
+                })
+            }
+            (Expect::Hello, _) => Step::Refuse(Refusal::new(
+                ErrorCode::NotLoggedIn,
+                "start with hello, then login",
+            )),
+            (Expect::Login, Some(CommonRequest::Hello(_))) => Step::Refuse(Refusal::new(
+                ErrorCode::BadRequest,
+                "hello was already said; now login",
+            )),
+            (Expect::Login, None) => Step::Refuse(Refusal::not_logged_in()),
+            (Expect::Login, Some(CommonRequest::Login(login))) => {
+                match auth
+                    .authenticate(&login.user, &login.password, self.service, peer)
+                    .await
+                {
+                    Ok(logged_in) => Step::LoggedIn(Box::new(logged_in)),
+                    Err(e) => {
+                        self.failures += 1;
+                        tracing::info!(%peer, user = %login.user, error = %e, "login refused");
+                        Step::Refuse(Refusal {
+                            code: e.code(),
+                            message: e.client_message(),
+                            close: self.failures >= self.max_attempts,
+                        })
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The reply that tells a client it is in.
+pub fn login_ok(user: &User) -> LoginOk {
+    LoginOk {
+        user: user.name.clone(),
+    }
+}

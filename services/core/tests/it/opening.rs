@@ -1,0 +1,102 @@
+//! The opening every service shares: one policy and one set of texts.
+
+use crate::common;
+
+use wharf_core::Service;
+use wharf_core::opening::{Opening, Refusal, Step};
+use wharf_proto::message::{ClientHello, CommonRequest, Login};
+use wharf_proto::{ErrorCode, PROTOCOL_VERSION, Password};
+
+fn hello(version: u32) -> Option<CommonRequest> {
+    Some(CommonRequest::Hello(ClientHello {
+        version,
+        client: "test".into(),
+    }))
+}
+
+fn login(user: &str, password: &str) -> Option<CommonRequest> {
+    Some(CommonRequest::Login(Login {
+        user: user.into(),
+        password: Password::new(password),
+    }))
+}
+
+fn refusal(step: Step) -> Refusal {
+    match step {
+        Step::Refuse(r) => r,
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn hello_then_login_with_one_set_of_texts_and_three_tries() {
+    let env = common::env().await;
+    env.add_user("alice", "correct horse", None, "ftp").await;
+    let ip = common::HOME_IP;
+    let mut o = Opening::new(Service::Ftp, "wharf-ftpd/test".into(), 3);
+
+    let r = refusal(o.step(None, &env.auth, ip).await);
+    assert_eq!(
+        r,
+        Refusal::new(ErrorCode::NotLoggedIn, "start with hello, then login")
+    );
+    let r = refusal(o.step(login("alice", "correct horse"), &env.auth, ip).await);
+    assert_eq!(r.code, ErrorCode::NotLoggedIn);
+
+    let Step::Hello(h) = o.step(hello(PROTOCOL_VERSION), &env.auth, ip).await else {
+        panic!("no hello");
+    };
+    assert_eq!(
+        (h.version, h.server.as_str(), h.service.as_str()),
+        (PROTOCOL_VERSION, "wharf-ftpd/test", "ftp")
+    );
+    let r = refusal(o.step(hello(PROTOCOL_VERSION), &env.auth, ip).await);
+    assert_eq!(
+        r,
+        Refusal::new(ErrorCode::BadRequest, "hello was already said; now login")
+    );
+    assert_eq!(
+        refusal(o.step(None, &env.auth, ip).await),
+        Refusal::not_logged_in()
+    );
+
+    // Two wrong passwords leave the connection open; the third closes it.
+    for close in [false, false, true] {
+        let r = refusal(o.step(login("alice", "wrong one"), &env.auth, ip).await);
+        assert_eq!((r.code, r.close), (ErrorCode::AuthFailed, close), "{r:?}");
+    }
+}
+
+#[tokio::test]
+async fn another_version_is_refused_and_closes() {
+    let env = common::env().await;
+    let mut o = Opening::new(Service::Chat, "wharf-chatd/test".into(), 3);
+    let r = refusal(
+        o.step(hello(PROTOCOL_VERSION + 1), &env.auth, common::HOME_IP)
+            .await,
+    );
+    assert_eq!(r.code, ErrorCode::UnsupportedVersion);
+    assert!(r.close);
+    assert!(r.message.contains("use a matching client"), "{}", r.message);
+}
+
+#[tokio::test]
+async fn a_login_gives_the_user_and_its_session() {
+    let env = common::env().await;
+    env.add_user("alice", "correct horse", None, "exec").await;
+    let mut o = Opening::new(Service::Exec, "wharf-execd/test".into(), 3);
+    assert!(matches!(
+        o.step(hello(PROTOCOL_VERSION), &env.auth, common::HOME_IP)
+            .await,
+        Step::Hello(_)
+    ));
+    let Step::LoggedIn(logged_in) = o
+        .step(login("alice", "correct horse"), &env.auth, common::HOME_IP)
+        .await
+    else {
+        panic!("not logged in");
+    };
+    let (user, _lease) = *logged_in;
+    assert_eq!(user.name, "alice");
+    assert_eq!(wharf_core::opening::login_ok(&user).user, "alice");
+}
