@@ -18,6 +18,7 @@
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use wharf_proto::ErrorCode;
 
 use rustix::fs::{Mode, OFlags, ResolveFlags};
 
@@ -46,7 +47,7 @@ pub enum AboveRoot {
 }
 
 fn forbidden(msg: impl Into<String>) -> FtpError {
-    FtpError::ForbiddenPath(msg.into())
+    FtpError::refuse(ErrorCode::ForbiddenPath, msg.into())
 }
 
 impl VPath {
@@ -280,8 +281,9 @@ impl Jail {
     /// be synced and used with the `*at` calls), and `v`'s name in it.
     pub fn parent_of(&self, v: &VPath) -> Result<(OwnedFd, String), FtpError> {
         let Some(name) = v.file_name() else {
-            return Err(FtpError::BadRequest(
-                "that is your home directory itself".into(),
+            return Err(FtpError::refuse(
+                ErrorCode::BadRequest,
+                "that is your home directory itself",
             ));
         };
         let dir = self.open_beneath(
@@ -297,14 +299,18 @@ impl Jail {
     /// and be a directory. Returns the real path (parent resolved).
     pub fn creatable(&self, v: &VPath) -> Result<PathBuf, FtpError> {
         let Some(name) = v.file_name() else {
-            return Err(FtpError::BadRequest(
-                "that is your home directory itself".into(),
+            return Err(FtpError::refuse(
+                ErrorCode::BadRequest,
+                "that is your home directory itself",
             ));
         };
         let parent = v.parent();
         let (_, parent_dir) = self.existing(&parent)?;
         if !parent_dir.is_dir() {
-            return Err(FtpError::BadRequest(format!("{parent} is not a directory")));
+            return Err(FtpError::refuse(
+                ErrorCode::BadRequest,
+                format!("{parent} is not a directory"),
+            ));
         }
         let target = parent_dir.join(name);
         // An existing link in the last place must not lead outside either.
@@ -367,7 +373,7 @@ mod tests {
             ("/", "a/.wharf"),
         ] {
             assert!(
-                matches!(p(cwd, bad), Err(FtpError::ForbiddenPath(_))),
+                p(cwd, bad).is_err_and(|e| e.is(ErrorCode::ForbiddenPath)),
                 "{bad:?}"
             );
         }
@@ -400,14 +406,14 @@ mod tests {
         // ...then its owner swaps d for a link out of the home.
         std::fs::rename(home.join("d"), home.join("d.old"))?;
         std::os::unix::fs::symlink(&outside, home.join("d"))?;
-        assert!(matches!(
-            jail.parent_of(&v),
-            Err(FtpError::ForbiddenPath(_))
-        ));
-        assert!(matches!(
-            jail.open_beneath(&v.relative(), OFlags::RDONLY, Mode::empty(), "d/secret"),
-            Err(FtpError::ForbiddenPath(_))
-        ));
+        assert!(
+            jail.parent_of(&v)
+                .is_err_and(|e| e.is(ErrorCode::ForbiddenPath))
+        );
+        assert!(
+            jail.open_beneath(&v.relative(), OFlags::RDONLY, Mode::empty(), "d/secret")
+                .is_err_and(|e| e.is(ErrorCode::ForbiddenPath))
+        );
         // A link that stays inside the home is followed, as before.
         std::fs::remove_file(home.join("d"))?;
         std::os::unix::fs::symlink("d.old", home.join("d"))?;
@@ -429,34 +435,34 @@ mod tests {
         std::os::unix::fs::symlink(home.join("sub/ok"), home.join("in"))?;
         let jail = Jail::new(&home)?;
         let v = |s: &str| VPath::root().resolve(s, AboveRoot::Refuse);
-        assert!(matches!(
-            jail.existing(&v("out")?),
-            Err(FtpError::ForbiddenPath(_))
-        ));
-        assert!(matches!(
-            jail.existing(&v("outdir/secret")?),
-            Err(FtpError::ForbiddenPath(_))
-        ));
-        assert!(matches!(
-            jail.creatable(&v("outdir/new")?),
-            Err(FtpError::ForbiddenPath(_))
-        ));
-        assert!(matches!(
-            jail.creatable(&v("out")?),
-            Err(FtpError::ForbiddenPath(_))
-        ));
+        assert!(
+            jail.existing(&v("out")?)
+                .is_err_and(|e| e.is(ErrorCode::ForbiddenPath))
+        );
+        assert!(
+            jail.existing(&v("outdir/secret")?)
+                .is_err_and(|e| e.is(ErrorCode::ForbiddenPath))
+        );
+        assert!(
+            jail.creatable(&v("outdir/new")?)
+                .is_err_and(|e| e.is(ErrorCode::ForbiddenPath))
+        );
+        assert!(
+            jail.creatable(&v("out")?)
+                .is_err_and(|e| e.is(ErrorCode::ForbiddenPath))
+        );
         assert!(
             jail.existing(&v("in")?).is_ok(),
             "a link inside the home is fine"
         );
-        assert!(matches!(
-            jail.existing(&v("missing")?),
-            Err(FtpError::NotFound(_))
-        ));
-        assert!(matches!(
-            jail.creatable(&v("missing/new")?),
-            Err(FtpError::NotFound(_))
-        ));
+        assert!(
+            jail.existing(&v("missing")?)
+                .is_err_and(|e| e.is(ErrorCode::NotFound))
+        );
+        assert!(
+            jail.creatable(&v("missing/new")?)
+                .is_err_and(|e| e.is(ErrorCode::NotFound))
+        );
         Ok(())
     }
 }

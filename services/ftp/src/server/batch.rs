@@ -17,6 +17,7 @@ use std::collections::HashSet;
 use std::fs::File;
 use std::io::Write;
 use std::time::Instant;
+use wharf_proto::ErrorCode;
 
 use wharf_core::Store;
 use wharf_core::store::{Direction, FileVersion, Need, TransferRecord};
@@ -82,9 +83,12 @@ pub(super) async fn receive(
     size: u64,
 ) -> Result<Received, FtpError> {
     if size > MAX_AT_ONCE {
-        return Err(FtpError::BadRequest(format!(
-            "a put sent at once carries at most {MAX_AT_ONCE} bytes, not {size}; wait for put_ready before sending bigger files"
-        )));
+        return Err(FtpError::refuse(
+            ErrorCode::BadRequest,
+            format!(
+                "a put sent at once carries at most {MAX_AT_ONCE} bytes, not {size}; wait for put_ready before sending bigger files"
+            ),
+        ));
     }
     let started = Instant::now();
     let v = li.cwd.resolve(path, AboveRoot::Refuse)?;
@@ -109,9 +113,9 @@ async fn receive_whole(s: &mut Session, size: u64) -> Result<(Vec<u8>, String), 
             body_len,
         } if body_len == size => {}
         _ => {
-            return Err(FtpError::Fatal(
-                "a put sent at once must be followed by put_data from offset 0 with the whole file"
-                    .into(),
+            return Err(FtpError::closing(
+                ErrorCode::BadRequest,
+                "a put sent at once must be followed by put_data from offset 0 with the whole file",
             ));
         }
     }
@@ -131,10 +135,13 @@ struct Checked {
 fn check(r: &Received) -> Step {
     let md5 = md5_hex(&r.body);
     if md5 != r.claimed {
-        let e = FtpError::ChecksumMismatch(format!(
-            "{} arrived with md5 {md5}, but the sender's file has md5 {}; nothing was stored, send it again",
-            r.v, r.claimed
-        ));
+        let e = FtpError::refuse(
+            ErrorCode::ChecksumMismatch,
+            format!(
+                "{} arrived with md5 {md5}, but the sender's file has md5 {}; nothing was stored, send it again",
+                r.v, r.claimed
+            ),
+        );
         return Step::Mismatch(e, md5);
     }
     let target = match r.jail.creatable(&r.v) {
@@ -143,7 +150,10 @@ fn check(r: &Received) -> Step {
     };
     let replacing = match std::fs::symlink_metadata(&target) {
         Ok(m) if m.is_dir() => {
-            return Step::Refused(FtpError::BadRequest(format!("{} is a directory", r.v)));
+            return Step::Refused(FtpError::refuse(
+                ErrorCode::BadRequest,
+                format!("{} is a directory", r.v),
+            ));
         }
         Ok(m) if m.is_file() => Some(m.len()),
         _ => None,
@@ -161,9 +171,12 @@ struct Durable {
 /// Writes an upload to a partial of its own.
 fn write(r: &Received) -> Result<(Partial, File), FtpError> {
     let partial = Partial::unique(&r.jail, r.size(), &r.v);
-    let mut file = partial
-        .create(&r.v)?
-        .ok_or_else(|| FtpError::Busy(format!("another upload of {} is starting; retry", r.v)))?;
+    let mut file = partial.create(&r.v)?.ok_or_else(|| {
+        FtpError::refuse(
+            ErrorCode::Busy,
+            format!("another upload of {} is starting; retry", r.v),
+        )
+    })?;
     if let Err(e) = file.write_all(&r.body) {
         let _ = partial.remove();
         return Err(FtpError::io(format!("write {}", r.v), e));
@@ -280,7 +293,8 @@ pub(super) async fn commit(store: &Store, batch: Vec<Received>) -> Vec<Result<Ft
     let count = batch.len();
     // Every upload gets an answer, whatever happens: the client counts them.
     let internal = |e: tokio::task::JoinError| {
-        let reply = FtpError::Fatal(format!("internal error: {e}")).reply();
+        let reply =
+            FtpError::closing(ErrorCode::BadRequest, format!("internal error: {e}")).reply();
         (0..count)
             .map(|_| Err(FtpError::Replied(reply.clone())))
             .collect::<Vec<_>>()
@@ -322,7 +336,10 @@ pub(super) async fn commit(store: &Store, batch: Vec<Received>) -> Vec<Result<Ft
             Step::Checked(c) => match reserved.next() {
                 Some(Ok(())) => Step::Reserved(c),
                 Some(Err(e)) => Step::Refused(e.into()),
-                None => Step::Refused(FtpError::Fatal("internal error: no reservation".into())),
+                None => Step::Refused(FtpError::closing(
+                    ErrorCode::BadRequest,
+                    "internal error: no reservation",
+                )),
             },
             other => other,
         });
@@ -342,7 +359,10 @@ pub(super) async fn commit(store: &Store, batch: Vec<Received>) -> Vec<Result<Ft
                 Step::Reserved(c) => match durable.next() {
                     Some(Ok(d)) => Step::Stored(c, d),
                     Some(Err(e)) => Step::Unwritten(e),
-                    None => Step::Unwritten(FtpError::Fatal("internal error: not written".into())),
+                    None => Step::Unwritten(FtpError::closing(
+                        ErrorCode::BadRequest,
+                        "internal error: not written",
+                    )),
                 },
                 other => other,
             });
@@ -398,8 +418,9 @@ async fn record(
                 Err(e)
             }
             Step::Refused(e) => Err(e),
-            Step::Checked(_) | Step::Reserved(_) => Err(FtpError::Fatal(
-                "internal error: upload left half way".into(),
+            Step::Checked(_) | Step::Reserved(_) => Err(FtpError::closing(
+                ErrorCode::BadRequest,
+                "internal error: upload left half way",
             )),
         });
     }

@@ -5,6 +5,7 @@ use std::fs::File;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::PathBuf;
 use std::time::SystemTime;
+use wharf_proto::ErrorCode;
 
 use rustix::fs::{AtFlags, FileType, Mode, OFlags, RenameFlags};
 
@@ -22,7 +23,7 @@ pub(crate) async fn blocking<T: Send + 'static>(
 ) -> Result<T, FtpError> {
     tokio::task::spawn_blocking(work)
         .await
-        .map_err(|e| FtpError::Fatal(format!("internal error: {e}")))?
+        .map_err(|e| FtpError::closing(ErrorCode::BadRequest, format!("internal error: {e}")))?
 }
 
 pub(super) async fn cd(li: &mut LoggedIn, path: &str) -> Result<FtpReply, FtpError> {
@@ -32,7 +33,10 @@ pub(super) async fn cd(li: &mut LoggedIn, path: &str) -> Result<FtpReply, FtpErr
     blocking(move || {
         let (_, canonical) = jail.existing(&target)?;
         if !canonical.is_dir() {
-            return Err(FtpError::BadRequest(format!("{target} is not a directory")));
+            return Err(FtpError::refuse(
+                ErrorCode::BadRequest,
+                format!("{target} is not a directory"),
+            ));
         }
         Ok(())
     })
@@ -133,9 +137,10 @@ pub(crate) fn list_with_modes(
         if let Some(e) = entry(name, &meta) {
             entries.push((e, meta.permissions().mode()));
             if entries.len() > max {
-                return Err(FtpError::BadRequest(format!(
-                    "{v} has more than {max} entries; list a subdirectory instead"
-                )));
+                return Err(FtpError::refuse(
+                    ErrorCode::BadRequest,
+                    format!("{v} has more than {max} entries; list a subdirectory instead"),
+                ));
             }
         }
     }
@@ -154,7 +159,7 @@ pub(super) async fn ls(
     let shown = v.to_string();
     let entries = blocking(move || list(&jail, &v, max)).await?;
     let body = serde_json::to_vec(&entries)
-        .map_err(|e| FtpError::Fatal(format!("internal error: {e}")))?;
+        .map_err(|e| FtpError::closing(ErrorCode::BadRequest, format!("internal error: {e}")))?;
     Ok((
         FtpReply::Listing {
             path: shown,
@@ -214,9 +219,10 @@ pub(crate) async fn rm_at(
         let (dir, name) = jail.parent_of(&v)?;
         let kind = kind_of(&dir, &name, &v)?;
         if kind == FileType::Directory {
-            return Err(FtpError::BadRequest(format!(
-                "{v} is a directory; use rmdir"
-            )));
+            return Err(FtpError::refuse(
+                ErrorCode::BadRequest,
+                format!("{v} is a directory; use rmdir"),
+            ));
         }
         let st = rustix::fs::statat(&dir, name.as_str(), AtFlags::SYMLINK_NOFOLLOW)
             .map_err(|e| FtpError::io(v.to_string(), e.into()))?;
@@ -253,8 +259,9 @@ pub(crate) async fn rmdir_at(
     v: VPath,
 ) -> Result<(), FtpError> {
     if v.is_root() {
-        return Err(FtpError::BadRequest(
-            "cannot remove your home directory".into(),
+        return Err(FtpError::refuse(
+            ErrorCode::BadRequest,
+            "cannot remove your home directory",
         ));
     }
     let jail = jail.clone();
@@ -264,9 +271,10 @@ pub(crate) async fn rmdir_at(
         let st = rustix::fs::statat(&dir, name.as_str(), AtFlags::SYMLINK_NOFOLLOW)
             .map_err(|e| FtpError::io(v.to_string(), e.into()))?;
         if FileType::from_raw_mode(st.st_mode) != FileType::Directory {
-            return Err(FtpError::BadRequest(format!(
-                "{v} is not a directory; use rm"
-            )));
+            return Err(FtpError::refuse(
+                ErrorCode::BadRequest,
+                format!("{v} is not a directory; use rm"),
+            ));
         }
         rustix::fs::unlinkat(&dir, name.as_str(), AtFlags::REMOVEDIR)
             .map_err(|e| FtpError::io(v.to_string(), e.into()))?;
@@ -287,8 +295,9 @@ pub(super) async fn mv(li: &LoggedIn, from: &str, to: &str) -> Result<FtpReply, 
 /// Renames `src` to `dst`, never over an existing name.
 pub(crate) async fn mv_at(jail: &Jail, src: VPath, dst: VPath) -> Result<(), FtpError> {
     if src.is_root() || dst.is_root() {
-        return Err(FtpError::BadRequest(
-            "cannot move your home directory".into(),
+        return Err(FtpError::refuse(
+            ErrorCode::BadRequest,
+            "cannot move your home directory",
         ));
     }
     let jail = jail.clone();
@@ -298,7 +307,12 @@ pub(crate) async fn mv_at(jail: &Jail, src: VPath, dst: VPath) -> Result<(), Ftp
         kind_of(&from_dir, &from, &src)?;
         jail.creatable(&dst)?;
         let (to_dir, to) = jail.parent_of(&dst)?;
-        let exists = || FtpError::AlreadyExists(format!("{dst} exists already; remove it first"));
+        let exists = || {
+            FtpError::refuse(
+                ErrorCode::AlreadyExists,
+                format!("{dst} exists already; remove it first"),
+            )
+        };
         rustix::fs::renameat_with(
             &from_dir,
             from.as_str(),

@@ -7,6 +7,7 @@
 use std::fs::File;
 use std::io::{Seek, SeekFrom};
 use std::time::Instant;
+use wharf_proto::ErrorCode;
 
 use md5::{Digest, Md5};
 use rustix::fs::{Mode, OFlags};
@@ -36,7 +37,10 @@ pub(super) fn open_file(jail: &Jail, v: &VPath) -> Result<(File, std::fs::Metada
         .metadata()
         .map_err(|e| FtpError::io(v.to_string(), e))?;
     if !meta.is_file() {
-        return Err(FtpError::BadRequest(format!("{v} is not a file")));
+        return Err(FtpError::refuse(
+            ErrorCode::BadRequest,
+            format!("{v} is not a file"),
+        ));
     }
     Ok((file, meta))
 }
@@ -50,8 +54,9 @@ pub(super) async fn get(
 ) -> Result<(), FtpError> {
     let v = li.cwd.resolve(path, AboveRoot::Refuse)?;
     if offset > 0 && prefix_md5.is_none() {
-        return Err(FtpError::BadRequest(
-            "a get with an offset needs the prefix_md5 of those bytes".into(),
+        return Err(FtpError::refuse(
+            ErrorCode::BadRequest,
+            "a get with an offset needs the prefix_md5 of those bytes",
         ));
     }
     let jail = li.jail.clone();
@@ -200,9 +205,9 @@ pub(super) async fn get(
                     sent += chunk.len() as u64;
                 }
                 drop(rx);
-                reader
-                    .await
-                    .map_err(|e| FtpError::Fatal(format!("internal error: {e}")))?
+                reader.await.map_err(|e| {
+                    FtpError::closing(ErrorCode::BadRequest, format!("internal error: {e}"))
+                })?
             }
         }
     };

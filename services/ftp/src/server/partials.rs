@@ -7,6 +7,7 @@ use std::fs::File;
 use std::os::fd::OwnedFd;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
+use wharf_proto::ErrorCode;
 
 use rustix::fs::{AtFlags, Mode, OFlags};
 use wharf_core::home::{INTERNAL_DIR, partial_target_size};
@@ -46,7 +47,7 @@ fn open_dir(jail: &Jail) -> Result<Option<OwnedFd>, FtpError> {
         "the partial upload directory",
     ) {
         Ok(fd) => Ok(Some(fd)),
-        Err(FtpError::NotFound(_)) => Ok(None),
+        Err(e) if e.is(ErrorCode::NotFound) => Ok(None),
         Err(e) => Err(e),
     }
 }
@@ -121,9 +122,12 @@ fn list(jail: &Jail, max: usize) -> Result<Vec<PartialUpload>, FtpError> {
             active: active(&file),
         });
         if out.len() > max {
-            return Err(FtpError::BadRequest(format!(
-                "you have more than {max} interrupted uploads; discard them all with `discard --all`"
-            )));
+            return Err(FtpError::refuse(
+                ErrorCode::BadRequest,
+                format!(
+                    "you have more than {max} interrupted uploads; discard them all with `discard --all`"
+                ),
+            ));
         }
     }
     // By path; those without a known path last.
@@ -135,8 +139,8 @@ fn list(jail: &Jail, max: usize) -> Result<Vec<PartialUpload>, FtpError> {
 pub(super) async fn partials(li: &LoggedIn, max: usize) -> Result<(FtpReply, Vec<u8>), FtpError> {
     let jail = li.jail.clone();
     let found = blocking(move || list(&jail, max)).await?;
-    let body =
-        serde_json::to_vec(&found).map_err(|e| FtpError::Fatal(format!("internal error: {e}")))?;
+    let body = serde_json::to_vec(&found)
+        .map_err(|e| FtpError::closing(ErrorCode::BadRequest, format!("internal error: {e}")))?;
     Ok((
         FtpReply::PartialList {
             count: found.len() as u64,
@@ -207,13 +211,15 @@ pub(super) async fn discard(
         && removed.sizes.is_empty()
     {
         return Err(if removed.left_active {
-            FtpError::Busy(format!(
-                "the upload of {v} is under way in another session; stop it first"
-            ))
+            FtpError::refuse(
+                ErrorCode::Busy,
+                format!("the upload of {v} is under way in another session; stop it first"),
+            )
         } else {
-            FtpError::NotFound(format!(
-                "there is no interrupted upload of {v}; `partials` lists them"
-            ))
+            FtpError::refuse(
+                ErrorCode::NotFound,
+                format!("there is no interrupted upload of {v}; `partials` lists them"),
+            )
         });
     }
     Ok(FtpReply::Discarded {

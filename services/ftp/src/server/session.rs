@@ -236,10 +236,13 @@ impl Session {
             return frame;
         }
         match tokio::time::timeout(wait, self.conn.next()).await {
-            Err(_) => Err(FtpError::Timeout(format!(
-                "nothing received for {}; closing the connection",
-                humantime::format_duration(wait)
-            ))),
+            Err(_) => Err(FtpError::closing(
+                ErrorCode::Timeout,
+                format!(
+                    "nothing received for {}; closing the connection",
+                    humantime::format_duration(wait)
+                ),
+            )),
             Ok(got) => read_frame(got),
         }
     }
@@ -298,8 +301,12 @@ impl Session {
 
     /// Sends a batch's answers.
     async fn send_answers(&mut self, answers: Answers) -> Result<(), FtpError> {
-        let answers = answers
-            .map_err(|e| FtpError::Fatal(format!("internal error committing uploads: {e}")))?;
+        let answers = answers.map_err(|e| {
+            FtpError::closing(
+                ErrorCode::BadRequest,
+                format!("internal error committing uploads: {e}"),
+            )
+        })?;
         for answer in answers {
             let reply = answer.unwrap_or_else(|e| FtpReply::Error(e.reply()));
             self.conn
@@ -351,12 +358,16 @@ impl Session {
             Frame::Header { msg, body_len } => (msg, body_len),
             Frame::Rejected(e) => return Err(FtpError::Frame(e)),
             Frame::Body { .. } => {
-                return Err(FtpError::Fatal("body data without a request".into()));
+                return Err(FtpError::closing(
+                    ErrorCode::BadRequest,
+                    "body data without a request",
+                ));
             }
         };
         if body_len > 0 {
-            return Err(FtpError::Fatal(
-                "only put_data carries a body, after put_ready".into(),
+            return Err(FtpError::closing(
+                ErrorCode::BadRequest,
+                "only put_data carries a body, after put_ready",
             ));
         }
         if !matches!(msg, FtpRequest::Put { at_once: true, .. }) {
@@ -417,7 +428,7 @@ impl Session {
         let owner = Owner::for_files(user.id);
         let jail = tokio::task::spawn_blocking(move || Jail::for_user(&home, owner))
             .await
-            .map_err(|e| FtpError::Fatal(format!("internal error: {e}")))?
+            .map_err(|e| FtpError::closing(ErrorCode::BadRequest, format!("internal error: {e}")))?
             .map_err(|e| {
                 FtpError::io(
                     format!("home directory of {} ({})", user.name, user.home.display()),
@@ -495,10 +506,16 @@ impl Session {
                 return Ok(None);
             }
             FtpRequest::PutData { .. } => {
-                return Err(FtpError::BadRequest("put_data must follow put".into()));
+                return Err(FtpError::refuse(
+                    ErrorCode::BadRequest,
+                    "put_data must follow put",
+                ));
             }
             FtpRequest::PutEnd { .. } => {
-                return Err(FtpError::BadRequest("put_end must follow put_data".into()));
+                return Err(FtpError::refuse(
+                    ErrorCode::BadRequest,
+                    "put_end must follow put_data",
+                ));
             }
             FtpRequest::Hello(_) | FtpRequest::Login(_) => {
                 return Err(FtpError::Replied(Refusal::already_logged_in().reply()));
@@ -536,16 +553,24 @@ impl Session {
     /// its `put_end`): the client already has the refusal.
     async fn drop_upload(&mut self, body_len: u64) -> Result<(), FtpError> {
         if body_len > batch::MAX_AT_ONCE {
-            return Err(FtpError::Fatal(format!(
-                "put_data sent without waiting for put_ready may carry at most {} bytes; wait for put_ready before sending bigger files",
-                batch::MAX_AT_ONCE
-            )));
+            return Err(FtpError::closing(
+                ErrorCode::BadRequest,
+                format!(
+                    "put_data sent without waiting for put_ready may carry at most {} bytes; wait for put_ready before sending bigger files",
+                    batch::MAX_AT_ONCE
+                ),
+            ));
         }
         let mut left = body_len;
         while left > 0 {
             match self.next_frame_idle().await? {
                 Frame::Body { chunk, .. } => left = left.saturating_sub(chunk.len() as u64),
-                _ => return Err(FtpError::Fatal("expected upload data".into())),
+                _ => {
+                    return Err(FtpError::closing(
+                        ErrorCode::BadRequest,
+                        "expected upload data",
+                    ));
+                }
             }
         }
         self.put_end().await.map(drop)
@@ -559,8 +584,9 @@ impl Session {
                 msg: FtpRequest::PutEnd { md5 },
                 body_len: 0,
             } => Ok(md5.to_ascii_lowercase()),
-            _ => Err(FtpError::Fatal(
-                "the upload data must be followed by put_end".into(),
+            _ => Err(FtpError::closing(
+                ErrorCode::BadRequest,
+                "the upload data must be followed by put_end",
             )),
         }
     }

@@ -12,6 +12,7 @@
 use std::fmt::{Debug, Display};
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
+use wharf_proto::ErrorCode;
 
 use async_trait::async_trait;
 use unftp_core::auth::{
@@ -244,18 +245,20 @@ fn vpath(path: &Path) -> Result<VPath, StorageError> {
 /// refuses (an escape, a link out of the home) 553, the rest 451.
 fn storage_error(e: FtpError) -> StorageError {
     let kind = match &e {
-        FtpError::NotFound(_) => ErrorKind::PermanentFileNotAvailable,
-        FtpError::ForbiddenPath(_) => ErrorKind::FileNameNotAllowedError,
-        FtpError::AlreadyExists(_) | FtpError::BadRequest(_) => {
-            ErrorKind::PermanentFileNotAvailable
-        }
-        FtpError::NoSpace(_) => ErrorKind::InsufficientStorageSpaceError,
+        FtpError::Refused(r) => match r.code {
+            ErrorCode::NotFound | ErrorCode::AlreadyExists | ErrorCode::BadRequest => {
+                ErrorKind::PermanentFileNotAvailable
+            }
+            ErrorCode::ForbiddenPath => ErrorKind::FileNameNotAllowedError,
+            ErrorCode::NoSpace => ErrorKind::InsufficientStorageSpaceError,
+            ErrorCode::Busy => ErrorKind::TransientFileNotAvailable,
+            _ => ErrorKind::LocalError,
+        },
         // Over the byte or the file quota, or a home that cannot be
         // measured (which counts as over it).
         FtpError::Core(e) if e.code() == wharf_proto::ErrorCode::QuotaExceeded => {
             ErrorKind::ExceededStorageAllocationError
         }
-        FtpError::Busy(_) => ErrorKind::TransientFileNotAvailable,
         _ => ErrorKind::LocalError,
     };
     // The native protocol's words for it (internal details only in the
@@ -307,11 +310,10 @@ impl StorageBackend<FtpUser> for WharfStorage {
                 // No file yet, but an interrupted upload of it: its size is
                 // what a client asks (SIZE) before it resumes (REST + STOR,
                 // or APPE); the file itself stays invisible.
-                Err(FtpError::NotFound(missing)) => {
+                Err(missing) if missing.is(ErrorCode::NotFound) => {
                     let found = Partial::find_streamed(&jail, &v)?;
                     let meta = found.map(|(p, _)| p.metadata(&v)).transpose()?;
-                    meta.map(|m| Meta::of(&m))
-                        .ok_or(FtpError::NotFound(missing))
+                    meta.map(|m| Meta::of(&m)).ok_or(missing)
                 }
                 Err(e) => Err(e),
             }
@@ -533,7 +535,10 @@ impl StorageBackend<FtpUser> for WharfStorage {
         run(move || {
             let (_, canonical) = jail.existing(&v)?;
             if !canonical.is_dir() {
-                return Err(FtpError::BadRequest(format!("{v} is not a directory")));
+                return Err(FtpError::refuse(
+                    ErrorCode::BadRequest,
+                    format!("{v} is not a directory"),
+                ));
             }
             Ok(())
         })
@@ -719,7 +724,8 @@ async fn stor<R: tokio::io::AsyncRead + Unpin>(
     let md5 = up.md5.take().map(crate::transfer::hex);
     let (partial, file, target) = (up.partial.clone(), up.file.take(), v.clone());
     let (replaced, version) = blocking(move || {
-        let file = file.ok_or_else(|| FtpError::Fatal("the upload lost its file".into()))?;
+        let file = file
+            .ok_or_else(|| FtpError::closing(ErrorCode::BadRequest, "the upload lost its file"))?;
         file.sync_data()
             .map_err(|e| FtpError::io(format!("sync {target}"), e))?;
         let version = file.metadata().ok().map(|m| FileVersion::of(&m));
@@ -766,7 +772,7 @@ async fn prepare_stream(
             let mut file = file;
             let len = file.metadata().map_err(|e| FtpError::io(what.clone(), e))?.len();
             if len != start_pos {
-                return Err(FtpError::BadRequest(format!(
+                return Err(FtpError::refuse(ErrorCode::BadRequest, format!(
                     "the interrupted upload of {what} holds {len} bytes, not {start_pos}; resume at {len}"
                 )));
             }
@@ -806,9 +812,10 @@ async fn prepare_stream(
     let (p, target) = (partial.clone(), v.clone());
     let file = blocking(move || {
         p.create(&target)?.ok_or_else(|| {
-            FtpError::Busy(format!(
-                "another upload of {target} is in progress; wait for it to finish"
-            ))
+            FtpError::refuse(
+                ErrorCode::Busy,
+                format!("another upload of {target} is in progress; wait for it to finish"),
+            )
         })
     })
     .await;
@@ -857,20 +864,20 @@ async fn resume_visible(
     let (jail, p, target) = (user.jail.clone(), partial.clone(), v.clone());
     let made = blocking(move || {
         let (visible, meta) = super::download::open_file(&jail, &target).map_err(|e| match e {
-            FtpError::NotFound(_) => FtpError::NotFound(format!(
+            e if e.is(ErrorCode::NotFound) => FtpError::refuse(ErrorCode::NotFound, format!(
                 "no interrupted upload of {target}, and no file, to resume at {start_pos} bytes; send it whole (without REST)"
             )),
             other => other,
         })?;
         if meta.len() < start_pos {
-            return Err(FtpError::BadRequest(format!(
+            return Err(FtpError::refuse(ErrorCode::BadRequest, format!(
                 "{target} holds {} bytes, not {start_pos}; resume at {}",
                 meta.len(),
                 meta.len()
             )));
         }
         let mut file = p.create(&target)?.ok_or_else(|| {
-            FtpError::Busy(format!(
+            FtpError::refuse(ErrorCode::Busy, format!(
                 "another upload of {target} is in progress; wait for it to finish"
             ))
         })?;
@@ -915,9 +922,10 @@ fn copy_start(
                 rustix::fs::copy_file_range(visible, Some(&mut from), &*file, Some(&mut to), left)
                     .map_err(|e| FtpError::io(format!("copy the start of {target}"), e.into()))?;
             if copied == 0 {
-                return Err(FtpError::BadRequest(format!(
-                    "{target} changed while it was resumed; send it whole (without REST)"
-                )));
+                return Err(FtpError::refuse(
+                    ErrorCode::BadRequest,
+                    format!("{target} changed while it was resumed; send it whole (without REST)"),
+                ));
             }
         }
         let md5 = crate::transfer::hash_prefix(file, start_pos)
@@ -971,9 +979,10 @@ fn names(jail: &Jail, v: &VPath, max: usize) -> Result<String, FtpError> {
         if shown {
             names.push(name.to_owned());
             if names.len() > max {
-                return Err(FtpError::BadRequest(format!(
-                    "{v} has more than {max} entries; list a subfolder instead"
-                )));
+                return Err(FtpError::refuse(
+                    ErrorCode::BadRequest,
+                    format!("{v} has more than {max} entries; list a subfolder instead"),
+                ));
             }
         }
     }
@@ -991,7 +1000,10 @@ fn names(jail: &Jail, v: &VPath, max: usize) -> Result<String, FtpError> {
 fn replaced_size(jail: &Jail, target: &VPath) -> Result<Option<u64>, FtpError> {
     let path = jail.creatable(target)?;
     match std::fs::symlink_metadata(&path) {
-        Ok(m) if m.is_dir() => Err(FtpError::BadRequest(format!("{target} is a directory"))),
+        Ok(m) if m.is_dir() => Err(FtpError::refuse(
+            ErrorCode::BadRequest,
+            format!("{target} is a directory"),
+        )),
         Ok(m) if m.is_file() => Ok(Some(m.len())),
         _ => Ok(None),
     }

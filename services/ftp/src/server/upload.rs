@@ -11,6 +11,7 @@ use std::io::{Seek, SeekFrom};
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
+use wharf_proto::ErrorCode;
 
 use md5::{Digest, Md5};
 use rustix::fs::{AtFlags, FileType, Mode, OFlags};
@@ -86,7 +87,7 @@ impl Partial {
             "the partial upload directory",
         ) {
             Ok(dir) => dir,
-            Err(FtpError::NotFound(_)) => return Ok(None),
+            Err(e) if e.is(ErrorCode::NotFound) => return Ok(None),
             Err(e) => return Err(e),
         };
         let entries = rustix::fs::Dir::read_from(&dir)
@@ -137,7 +138,7 @@ impl Partial {
             .open_beneath(&self.rel, OFlags::RDWR, Mode::empty(), &what)
         {
             Ok(fd) => lock(File::from(fd), v).map(Some),
-            Err(FtpError::NotFound(_)) => Ok(None),
+            Err(e) if e.is(ErrorCode::NotFound) => Ok(None),
             Err(e) => Err(e),
         }
     }
@@ -181,7 +182,7 @@ impl Partial {
                 lock(File::from(fd), v).map(Some)
             }
             // Another session created it between our look and now.
-            Err(FtpError::AlreadyExists(_)) => Ok(None),
+            Err(e) if e.is(ErrorCode::AlreadyExists) => Ok(None),
             Err(e) => Err(e),
         }
     }
@@ -189,7 +190,10 @@ impl Partial {
     /// The directory holding the partial, and its name there.
     fn dir(&self) -> Result<(OwnedFd, &std::ffi::OsStr), FtpError> {
         let (Some(dir), Some(name)) = (self.rel.parent(), self.rel.file_name()) else {
-            return Err(FtpError::Fatal("malformed partial upload path".into()));
+            return Err(FtpError::closing(
+                ErrorCode::BadRequest,
+                "malformed partial upload path",
+            ));
         };
         let fd = self.jail.open_beneath(
             dir,
@@ -226,7 +230,10 @@ impl Partial {
         let old = match rustix::fs::statat(&target_dir, target.as_str(), AtFlags::SYMLINK_NOFOLLOW)
         {
             Ok(st) if FileType::from_raw_mode(st.st_mode) == FileType::Directory => {
-                return Err(FtpError::BadRequest(format!("{v} is a directory")));
+                return Err(FtpError::refuse(
+                    ErrorCode::BadRequest,
+                    format!("{v} is a directory"),
+                ));
             }
             Ok(st) if FileType::from_raw_mode(st.st_mode) == FileType::RegularFile => {
                 Some(Replaced {
@@ -269,9 +276,10 @@ fn lock(file: File, v: &VPath) -> Result<File, FtpError> {
                 std::thread::sleep(std::time::Duration::from_millis(10));
             }
             Err(std::fs::TryLockError::WouldBlock) => {
-                return Err(FtpError::Busy(format!(
-                    "another upload of {v} is in progress; wait for it to finish"
-                )));
+                return Err(FtpError::refuse(
+                    ErrorCode::Busy,
+                    format!("another upload of {v} is in progress; wait for it to finish"),
+                ));
             }
             Err(std::fs::TryLockError::Error(e)) => {
                 return Err(FtpError::io(format!("lock partial upload of {v}"), e));
@@ -284,9 +292,10 @@ fn lock(file: File, v: &VPath) -> Result<File, FtpError> {
         .map_err(|e| FtpError::io(format!("partial upload of {v}"), e))?
         .nlink();
     if links == 0 {
-        return Err(FtpError::Busy(format!(
-            "the interrupted upload of {v} was discarded just now; run the put again"
-        )));
+        return Err(FtpError::refuse(
+            ErrorCode::Busy,
+            format!("the interrupted upload of {v} was discarded just now; run the put again"),
+        ));
     }
     Ok(file)
 }
@@ -311,7 +320,10 @@ struct Prepared {
 fn prepare(jail: &Jail, v: &VPath, partial: &Partial, size: u64) -> Result<Prepared, FtpError> {
     let target = jail.creatable(v)?;
     if target.is_dir() {
-        return Err(FtpError::BadRequest(format!("{v} is a directory")));
+        return Err(FtpError::refuse(
+            ErrorCode::BadRequest,
+            format!("{v} is a directory"),
+        ));
     }
     // A file this upload replaces: only the growth needs to be free.
     let replacing = std::fs::symlink_metadata(&target)
@@ -325,7 +337,10 @@ fn prepare(jail: &Jail, v: &VPath, partial: &Partial, size: u64) -> Result<Prepa
             // Another session created it between our look and now.
             None => (
                 partial.open(v)?.ok_or_else(|| {
-                    FtpError::Busy(format!("another upload of {v} is starting; retry"))
+                    FtpError::refuse(
+                        ErrorCode::Busy,
+                        format!("another upload of {v} is starting; retry"),
+                    )
                 })?,
                 false,
             ),
@@ -417,7 +432,12 @@ pub(super) async fn receive_small(s: &mut Session, body_len: u64) -> Result<Vec<
     while (body.len() as u64) < body_len {
         match s.next_frame_idle().await? {
             Frame::Body { chunk, .. } => body.extend_from_slice(&chunk),
-            _ => return Err(FtpError::Fatal("expected upload data".into())),
+            _ => {
+                return Err(FtpError::closing(
+                    ErrorCode::BadRequest,
+                    "expected upload data",
+                ));
+            }
         }
     }
     Ok(body)
@@ -430,9 +450,10 @@ pub(super) async fn put(
     size: u64,
 ) -> Result<FtpReply, FtpError> {
     if size > MAX_SIZE {
-        return Err(FtpError::BadRequest(format!(
-            "size {size} is over the {MAX_SIZE}-byte limit"
-        )));
+        return Err(FtpError::refuse(
+            ErrorCode::BadRequest,
+            format!("size {size} is over the {MAX_SIZE}-byte limit"),
+        ));
     }
     let v = li.cwd.resolve(path, AboveRoot::Refuse)?;
     let partial = Partial::new(&li.jail, size, &v);
@@ -496,14 +517,18 @@ pub(super) async fn put(
             abandon_if_empty(&store, user_id, size, &partial, held).await;
             return Err(match other {
                 Err(e) => e,
-                Ok(_) => FtpError::Fatal("put_ready must be followed by put_data".into()),
+                Ok(_) => FtpError::closing(
+                    ErrorCode::BadRequest,
+                    "put_ready must be followed by put_data",
+                ),
             });
         }
     };
     if (offset != held && offset != 0) || body_len != size - offset {
-        return Err(FtpError::Fatal(format!(
-            "put_data must start at 0 or {held} and carry the rest of the {size} bytes"
-        )));
+        return Err(FtpError::closing(
+            ErrorCode::BadRequest,
+            format!("put_data must start at 0 or {held} and carry the rest of the {size} bytes"),
+        ));
     }
     let (file, hasher) = if offset == 0 && held > 0 {
         let file = blocking(move || {
@@ -563,8 +588,8 @@ pub(super) async fn put(
         while received < body_len {
             let frame = tokio::select! {
                 biased;
-                _ = stop_now.cancelled() => Err(FtpError::ShuttingDown(
-                    "the server is shutting down; run the same put again later to resume".into(),
+                _ = stop_now.cancelled() => Err(FtpError::closing(ErrorCode::ShuttingDown,
+                    "the server is shutting down; run the same put again later to resume",
                 )),
                 why = wharf_core::standing::ended(&mut watch, wharf_core::Service::Ftp, home.as_deref()) => Err(FtpError::Ended(why)),
                 quota = wharf_core::standing::quota_lowered(&mut quota_watch, quota_from, replacing) => {
@@ -584,7 +609,10 @@ pub(super) async fn put(
                     }
                 }
                 Ok(_) => {
-                    broken = Some(FtpError::Fatal("expected upload data".into()));
+                    broken = Some(FtpError::closing(
+                        ErrorCode::BadRequest,
+                        "expected upload data",
+                    ));
                     break;
                 }
                 Err(e) => {
@@ -595,9 +623,9 @@ pub(super) async fn put(
         }
         s.standing = watch;
         drop(tx);
-        let written = writer
-            .await
-            .map_err(|e| FtpError::Fatal(format!("internal error: {e}")))?;
+        let written = writer.await.map_err(|e| {
+            FtpError::closing(ErrorCode::BadRequest, format!("internal error: {e}"))
+        })?;
         let (file, hasher, written) = match written {
             Ok(w) => w,
             Err(e) => {
@@ -637,7 +665,10 @@ pub(super) async fn put(
         let (p, vv, c) = (partial.clone(), v.clone(), claimed.clone());
         match blocking(move || finish(received, &c, &p, &vv)).await {
             Ok(f) => f,
-            Err(e @ (FtpError::NoSpace(_) | FtpError::Core(wharf_core::Error::DiskQuota))) => {
+            Err(e)
+                if e.is(ErrorCode::NoSpace)
+                    || matches!(e, FtpError::Core(wharf_core::Error::DiskQuota)) =>
+            {
                 drop_partial(&store, user_id, size, &partial).await?;
                 store.record_transfer(&record(false, 0, None)).await?;
                 return Err(e);
@@ -651,9 +682,12 @@ pub(super) async fn put(
             store
                 .record_transfer(&record(false, written, Some(md5.clone())))
                 .await?;
-            Err(FtpError::ChecksumMismatch(format!(
-                "{v} arrived with md5 {md5}, but the sender's file has md5 {claimed}; nothing was stored, send it again"
-            )))
+            Err(FtpError::refuse(
+                ErrorCode::ChecksumMismatch,
+                format!(
+                    "{v} arrived with md5 {md5}, but the sender's file has md5 {claimed}; nothing was stored, send it again"
+                ),
+            ))
         }
         Finished::Stored {
             md5,
