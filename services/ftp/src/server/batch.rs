@@ -24,7 +24,7 @@ use wharf_core::store::{Direction, FileVersion, Need, TransferRecord};
 use wharf_proto::Frame;
 use wharf_proto::ftp::{FtpReply, FtpRequest};
 
-use super::session::{LoggedIn, Session};
+use super::conn::{LoggedIn, Wire};
 use super::upload::{Partial, Replaced, commit_of, receive_small};
 use crate::error::FtpError;
 use crate::paths::{AboveRoot, Jail, VPath};
@@ -77,7 +77,7 @@ impl Received {
 /// Receives a `put` sent at once: its data and `put_end`, into memory.
 /// Nothing touches the disk or the quota before the batch is committed.
 pub(super) async fn receive(
-    s: &mut Session,
+    wire: &mut Wire,
     li: &LoggedIn,
     path: &str,
     size: u64,
@@ -92,8 +92,8 @@ pub(super) async fn receive(
     }
     let started = Instant::now();
     let v = li.cwd.resolve(path, AboveRoot::Refuse)?;
-    s.upload_began = true;
-    let (body, claimed) = receive_whole(s, size).await?;
+    wire.upload_began = true;
+    let (body, claimed) = receive_whole(wire, size).await?;
     Ok(Received {
         jail: li.jail.clone(),
         v,
@@ -106,8 +106,8 @@ pub(super) async fn receive(
 
 /// Reads `put_data` from 0 with all `size` bytes, then `put_end`; returns
 /// the data and the md5 the client claims.
-async fn receive_whole(s: &mut Session, size: u64) -> Result<(Vec<u8>, String), FtpError> {
-    match s.next_frame_idle().await? {
+async fn receive_whole(wire: &mut Wire, size: u64) -> Result<(Vec<u8>, String), FtpError> {
+    match wire.next_frame_idle().await? {
         Frame::Header {
             msg: FtpRequest::PutData { offset: 0 },
             body_len,
@@ -119,8 +119,8 @@ async fn receive_whole(s: &mut Session, size: u64) -> Result<(Vec<u8>, String), 
             ));
         }
     }
-    let body = receive_small(s, size).await?;
-    Ok((body, s.put_end().await?))
+    let body = receive_small(wire, size).await?;
+    Ok((body, wire.put_end().await?))
 }
 
 /// A file of the batch whose md5 matched and whose target can take it.

@@ -13,7 +13,7 @@ use wharf_core::Store;
 use wharf_core::home::{ENTRY_COST, INTERNAL_DIR, charge};
 use wharf_proto::ftp::{Entry, EntryKind, FtpReply};
 
-use super::session::LoggedIn;
+use super::conn::LoggedIn;
 use crate::error::FtpError;
 use crate::paths::{AboveRoot, Jail, VPath};
 

@@ -16,8 +16,9 @@ use wharf_core::store::{Direction, FileVersion, TransferRecord};
 use wharf_core::tls::Stream;
 use wharf_proto::ftp::FtpReply;
 
+use super::FtpServer;
 use super::commands::blocking;
-use super::session::{LoggedIn, Session};
+use super::conn::{LoggedIn, Watch, Wire};
 use crate::error::FtpError;
 use crate::paths::{AboveRoot, Jail, VPath};
 use crate::transfer::{DEPTH, hash_prefix, hex, read_and_hash};
@@ -46,7 +47,9 @@ pub(super) fn open_file(jail: &Jail, v: &VPath) -> Result<(File, std::fs::Metada
 }
 
 pub(super) async fn get(
-    s: &mut Session,
+    server: &FtpServer,
+    wire: &mut Wire,
+    ends: &mut Watch,
     li: &LoggedIn,
     path: &str,
     offset: u64,
@@ -69,7 +72,7 @@ pub(super) async fn get(
     let size = version.size;
     // The md5 recorded for this very version of the file, if any: then
     // nothing but a resumed prefix is hashed here.
-    let store = s.server.store().clone();
+    let store = server.store().clone();
     let known = match store.known_md5(li.user.id, &version).await {
         Ok(known) => known,
         Err(e) => {
@@ -108,7 +111,7 @@ pub(super) async fn get(
 
     let started = Instant::now();
     let body_len = size - start;
-    s.send_header(
+    wire.send_header(
         FtpReply::GetData {
             size,
             offset: start,
@@ -116,9 +119,9 @@ pub(super) async fn get(
         body_len,
     )
     .await?;
-    let stop_now = s.server.stop_now.clone();
-    let mut watch = s.standing.take();
-    let home = s.home.clone();
+    let stop_now = server.stop_now.clone();
+    let mut watch = ends.standing.take();
+    let home = ends.home.clone();
     // Past the shutdown's grace period, or once an administrator ends the
     // session, the download ends where it is (recorded, and resumable); a
     // write cut short leaves the stream out of step, so the connection
@@ -134,7 +137,7 @@ pub(super) async fn get(
                 _ = wharf_core::standing::ended(&mut watch, wharf_core::Service::Ftp, home.as_deref()) => {}
             }
         });
-        match s.conn.get_ref() {
+        match wire.conn.get_ref() {
             // Plaintext and nothing to hash: the kernel copies the file to the
             // socket (sendfile), the data never passes through this process.
             Stream::Plain(tcp) if hasher.is_none() => {
@@ -195,7 +198,7 @@ pub(super) async fn get(
                         _ = &mut stopped => false,
                         r = async {
                             pace.take(chunk.len()).await;
-                            s.write_body(&chunk).await
+                            wire.write_body(&chunk).await
                         } => r.is_ok(),
                     };
                     if !written {
@@ -211,7 +214,7 @@ pub(super) async fn get(
             }
         }
     };
-    s.standing = watch;
+    ends.standing = watch;
     let mut record = TransferRecord {
         user_id: li.user.id,
         direction: Direction::Down,
@@ -248,7 +251,7 @@ pub(super) async fn get(
             md5
         }
     };
-    s.send(FtpReply::GetEnd { md5: md5.clone() }).await?;
+    wire.send(FtpReply::GetEnd { md5: md5.clone() }).await?;
     record.ok = true;
     record.md5 = Some(md5);
     record.duration = started.elapsed();

@@ -3,6 +3,7 @@
 
 mod batch;
 mod commands;
+mod conn;
 mod download;
 mod partials;
 mod session;

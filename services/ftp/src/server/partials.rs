@@ -14,7 +14,7 @@ use wharf_core::home::{INTERNAL_DIR, partial_target_size};
 use wharf_proto::ftp::{FtpReply, PartialUpload};
 
 use super::commands::{blocking, rfc3339};
-use super::session::LoggedIn;
+use super::conn::LoggedIn;
 use crate::error::FtpError;
 use crate::paths::{AboveRoot, Jail};
 use crate::transfer::md5_hex;

@@ -5,39 +5,25 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures_util::{SinkExt, StreamExt};
-use tokio::sync::watch;
 use tokio::time::Instant;
-use tokio_util::codec::Framed;
 use tokio_util::sync::CancellationToken;
 use wharf_core::opening::{Opening, Refusal, Step, login_ok};
 use wharf_core::owner::Owner;
 use wharf_core::server::LoginGate;
-use wharf_core::standing::{self, Standing};
+use wharf_core::standing::{self};
 use wharf_core::tls::Stream;
 use wharf_core::{Service, User};
 use wharf_proto::ftp::{FtpReply, FtpRequest};
 use wharf_proto::message::ErrorReply;
-use wharf_proto::{ErrorCode, Frame, FrameCodec, Outbound};
+use wharf_proto::{ErrorCode, Frame, Outbound};
 
+use super::conn::{LoggedIn, Watch, Wire};
 use super::{FtpServer, batch, commands, download, partials, upload};
 use crate::error::FtpError;
 use crate::paths::{Jail, VPath};
 
-pub(super) type Conn = Framed<Stream, FrameCodec<FtpRequest>>;
-
 /// A committed batch's answers, as its task ended.
 type Answers = Result<Vec<Result<FtpReply, FtpError>>, tokio::task::JoinError>;
-
-/// A logged-in user's session state.
-pub(super) struct LoggedIn {
-    pub user: User,
-    /// The session as the user's sessions are counted, and the user's
-    /// transfer rates.
-    pub lease: wharf_core::sessions::SessionLease,
-    pub jail: Jail,
-    pub cwd: VPath,
-}
 
 enum State {
     Opening(Opening),
@@ -47,19 +33,14 @@ enum State {
 }
 
 pub(super) struct Session {
-    pub server: Arc<FtpServer>,
-    pub conn: Conn,
+    server: Arc<FtpServer>,
+    wire: Wire,
     peer: SocketAddr,
     state: State,
     gate: LoginGate,
-    /// The user's standing, once logged in: a lock, a deletion or a revoked
-    /// right ends the session, and a transfer in flight (its partial stays).
-    pub standing: Option<watch::Receiver<Standing>>,
-    /// The home the session works in (its jail): moved by an
-    /// administrator, the session ends.
-    pub home: Option<std::path::PathBuf>,
-    /// Set by `put` once it said `put_ready`.
-    pub upload_began: bool,
+    /// A lock, a deletion, a revoked right or a moved home ends the
+    /// session, and a transfer in flight (its partial stays).
+    watch: Watch,
     /// A `put` was refused before `put_ready`: a client that sent its data
     /// without waiting (a small file) has its `put_data`, body and
     /// `put_end` on the way, to be dropped.
@@ -70,8 +51,6 @@ pub(super) struct Session {
     /// The batch being committed meanwhile, whose answers come before any
     /// other.
     committing: Option<tokio::task::JoinHandle<Vec<Result<FtpReply, FtpError>>>>,
-    /// A frame read ahead to see whether the client is still sending.
-    peeked: Option<Result<Frame<FtpRequest>, FtpError>>,
 }
 
 enum Flow {
@@ -94,18 +73,15 @@ pub(super) async fn run(
     );
     let login_deadline = Instant::now() + limits.login_timeout;
     let mut s = Session {
+        wire: Wire::new(stream, limits.idle_timeout),
         server,
-        conn: Framed::new(stream, FrameCodec::new()),
         peer,
         state: State::Opening(opening),
         gate,
-        standing: None,
-        home: None,
-        upload_began: false,
+        watch: Watch::default(),
         refused_put: false,
         batch: Vec::new(),
         committing: None,
-        peeked: None,
     };
     tracing::debug!(%peer, "connected");
     // Set when the session ends on an error the client may still be
@@ -116,8 +92,8 @@ pub(super) async fn run(
             State::LoggedIn(_) => limits.idle_timeout,
             _ => login_deadline.saturating_duration_since(Instant::now()),
         };
-        let mut watch = s.standing.take();
-        let home = s.home.clone();
+        let mut watch = s.watch.standing.take();
+        let home = s.watch.home.clone();
         let mut committing = s.committing.take();
         let frame = tokio::select! {
             _ = shutdown.cancelled() => None,
@@ -132,15 +108,15 @@ pub(super) async fn run(
             } => {
                 committing = None;
                 let sent = s.send_answers(answers).await;
-                s.standing = watch;
+                s.watch.standing = watch;
                 if sent.is_err() {
                     break;
                 }
                 continue;
             }
-            frame = s.next_frame(wait) => Some(frame),
+            frame = s.wire.next_frame(wait) => Some(frame),
         };
-        s.standing = watch;
+        s.watch.standing = watch;
         s.committing = committing;
         let Some(frame) = frame else {
             let _ = s.commit_batch().await;
@@ -160,7 +136,9 @@ pub(super) async fn run(
         // A batch of uploads is committed when the client pauses, when it
         // is full, or before any other answer.
         let result = match result {
-            Ok(Flow::Continue) if !s.batch.is_empty() && (s.batch_full() || !s.frame_waiting()) => {
+            Ok(Flow::Continue)
+                if !s.batch.is_empty() && (s.batch_full() || !s.wire.frame_waiting()) =>
+            {
                 s.start_commit().await.map(|()| Flow::Continue)
             }
             Err(e) => {
@@ -189,11 +167,11 @@ pub(super) async fn run(
     // Under TLS, say close_notify: the client sees a clean end.
     let _ = tokio::time::timeout(
         Duration::from_secs(1),
-        futures_util::SinkExt::<Outbound<FtpReply>>::close(&mut s.conn),
+        futures_util::SinkExt::<Outbound<FtpReply>>::close(&mut s.wire.conn),
     )
     .await;
     if linger {
-        drain(s.conn.get_mut()).await;
+        drain(s.wire.conn.get_mut()).await;
     }
     tracing::debug!(peer = %s.peer, "disconnected");
 }
@@ -217,48 +195,7 @@ fn error_frame(code: ErrorCode, message: &str) -> FtpReply {
     FtpReply::Error(ErrorReply::new(code, message))
 }
 
-/// A frame as the connection gave it, in the session's terms. A closed
-/// connection is `Closed`: nobody is left to tell.
-fn read_frame(
-    got: Option<Result<Frame<FtpRequest>, wharf_proto::ProtoError>>,
-) -> Result<Frame<FtpRequest>, FtpError> {
-    match got {
-        None => Err(FtpError::Closed),
-        Some(Err(e)) => Err(FtpError::Protocol(e)),
-        Some(Ok(frame)) => Ok(frame),
-    }
-}
-
 impl Session {
-    /// The next frame, within `wait`.
-    pub async fn next_frame(&mut self, wait: Duration) -> Result<Frame<FtpRequest>, FtpError> {
-        if let Some(frame) = self.peeked.take() {
-            return frame;
-        }
-        match tokio::time::timeout(wait, self.conn.next()).await {
-            Err(_) => Err(FtpError::closing(
-                ErrorCode::Timeout,
-                format!(
-                    "nothing received for {}; closing the connection",
-                    humantime::format_duration(wait)
-                ),
-            )),
-            Ok(got) => read_frame(got),
-        }
-    }
-
-    /// Whether the client has sent more than what was handled: a frame is
-    /// ready without waiting (it is kept for `next_frame`).
-    fn frame_waiting(&mut self) -> bool {
-        use futures_util::FutureExt;
-        if self.peeked.is_none()
-            && let Some(got) = self.conn.next().now_or_never()
-        {
-            self.peeked = Some(read_frame(got));
-        }
-        self.peeked.is_some()
-    }
-
     /// Whether the batch holds as much as it may.
     fn batch_full(&self) -> bool {
         self.batch.len() >= batch::MAX_BATCH
@@ -307,41 +244,14 @@ impl Session {
                 format!("internal error committing uploads: {e}"),
             )
         })?;
-        for answer in answers {
-            let reply = answer.unwrap_or_else(|e| FtpReply::Error(e.reply()));
-            self.conn
-                .feed(Outbound::msg(reply))
-                .await
-                .map_err(|_| FtpError::Closed)?;
-        }
-        SinkExt::<Outbound<FtpReply>>::flush(&mut self.conn)
-            .await
-            .map_err(|_| FtpError::Closed)
+        let replies = answers
+            .into_iter()
+            .map(|answer| answer.unwrap_or_else(|e| FtpReply::Error(e.reply())));
+        self.wire.send_all(replies).await
     }
 
-    /// The next frame within the idle timeout.
-    pub async fn next_frame_idle(&mut self) -> Result<Frame<FtpRequest>, FtpError> {
-        let wait = self.server.config.limits.idle_timeout;
-        self.next_frame(wait).await
-    }
-
-    pub async fn send(&mut self, reply: FtpReply) -> Result<(), FtpError> {
-        self.conn
-            .send(Outbound::msg(reply))
-            .await
-            .map_err(|_| FtpError::Closed)
-    }
-
-    /// Sends a header announcing `body_len` body bytes (flushed, so the body
-    /// can then be written straight to the socket).
-    pub async fn send_header(&mut self, reply: FtpReply, body_len: u64) -> Result<(), FtpError> {
-        self.conn
-            .send(Outbound::Header {
-                msg: reply,
-                body_len,
-            })
-            .await
-            .map_err(|_| FtpError::Closed)
+    async fn send(&mut self, reply: FtpReply) -> Result<(), FtpError> {
+        self.wire.send(reply).await
     }
 
     async fn on_frame(&mut self, frame: Frame<FtpRequest>) -> Result<Flow, FtpError> {
@@ -395,8 +305,8 @@ impl Session {
                         let (user, lease) = *logged_in;
                         let li = self.enter(user, lease).await?;
                         self.gate.passed();
-                        self.standing = Some(self.server.auth.standings().watch(&li.user));
-                        self.home = Some(li.user.home.clone());
+                        self.watch.standing = Some(self.server.auth.standings().watch(&li.user));
+                        self.watch.home = Some(li.user.home.clone());
                         self.state = State::LoggedIn(Box::new(li));
                     }
                 }
@@ -461,14 +371,14 @@ impl Session {
             FtpRequest::Ls { path } => {
                 let (reply, body) =
                     commands::ls(li, path.as_deref(), self.server.config.max_listing).await?;
-                self.send_header(reply, body.len() as u64).await?;
-                self.write_body(&body).await?;
+                self.wire.send_header(reply, body.len() as u64).await?;
+                self.wire.write_body(&body).await?;
                 return Ok(None);
             }
             FtpRequest::Partials => {
                 let (reply, body) = partials::partials(li, self.server.config.max_listing).await?;
-                self.send_header(reply, body.len() as u64).await?;
-                self.write_body(&body).await?;
+                self.wire.send_header(reply, body.len() as u64).await?;
+                self.wire.write_body(&body).await?;
                 return Ok(None);
             }
             FtpRequest::Discard { path } => partials::discard(li, &store, path.as_deref()).await?,
@@ -481,20 +391,29 @@ impl Session {
                 size,
                 at_once,
             } => {
-                self.upload_began = false;
+                self.wire.upload_began = false;
                 // A put sent at once waits in the batch for its answer.
                 let put = if at_once {
-                    batch::receive(self, li, &path, size)
+                    batch::receive(&mut self.wire, li, &path, size)
                         .await
                         .map(|received| self.batch.push(received))
                         .map(|()| None)
                 } else {
-                    upload::put(self, li, &path, size).await.map(Some)
+                    upload::put(
+                        &self.server,
+                        &mut self.wire,
+                        &mut self.watch,
+                        li,
+                        &path,
+                        size,
+                    )
+                    .await
+                    .map(Some)
                 };
                 return put.inspect_err(|e| {
                     // Refused before its data was asked for: the data a
                     // client sent without waiting is to be dropped.
-                    self.refused_put = !self.upload_began && !e.is_fatal();
+                    self.refused_put = !self.wire.upload_began && !e.is_fatal();
                 });
             }
             FtpRequest::Get {
@@ -502,7 +421,16 @@ impl Session {
                 offset,
                 prefix_md5,
             } => {
-                download::get(self, li, &path, offset, prefix_md5).await?;
+                download::get(
+                    &self.server,
+                    &mut self.wire,
+                    &mut self.watch,
+                    li,
+                    &path,
+                    offset,
+                    prefix_md5,
+                )
+                .await?;
                 return Ok(None);
             }
             FtpRequest::PutData { .. } => {
@@ -563,7 +491,7 @@ impl Session {
         }
         let mut left = body_len;
         while left > 0 {
-            match self.next_frame_idle().await? {
+            match self.wire.next_frame_idle().await? {
                 Frame::Body { chunk, .. } => left = left.saturating_sub(chunk.len() as u64),
                 _ => {
                     return Err(FtpError::closing(
@@ -573,31 +501,6 @@ impl Session {
                 }
             }
         }
-        self.put_end().await.map(drop)
-    }
-
-    /// The `put_end` that must follow an upload's data: the md5 the client
-    /// claims, lowercase.
-    pub async fn put_end(&mut self) -> Result<String, FtpError> {
-        match self.next_frame_idle().await? {
-            Frame::Header {
-                msg: FtpRequest::PutEnd { md5 },
-                body_len: 0,
-            } => Ok(md5.to_ascii_lowercase()),
-            _ => Err(FtpError::closing(
-                ErrorCode::BadRequest,
-                "the upload data must be followed by put_end",
-            )),
-        }
-    }
-
-    /// Writes raw body bytes straight to the socket.
-    pub async fn write_body(&mut self, bytes: &[u8]) -> Result<(), FtpError> {
-        use tokio::io::AsyncWriteExt;
-        self.conn
-            .get_mut()
-            .write_all(bytes)
-            .await
-            .map_err(|_| FtpError::Closed)
+        self.wire.put_end().await.map(drop)
     }
 }

@@ -22,8 +22,9 @@ use wharf_core::store::{Direction, FileVersion, Need, TransferRecord, UploadComm
 use wharf_proto::Frame;
 use wharf_proto::ftp::{FtpReply, FtpRequest};
 
+use super::FtpServer;
 use super::commands::blocking;
-use super::session::{LoggedIn, Session};
+use super::conn::{LoggedIn, Watch, Wire};
 use crate::error::FtpError;
 use crate::paths::{AboveRoot, Jail, VPath};
 use crate::transfer::{DEPTH, HASH_APART, WriteMode, hash_prefix, hex, md5_hex, write_and_hash};
@@ -427,10 +428,10 @@ fn finish(
     })
 }
 
-pub(super) async fn receive_small(s: &mut Session, body_len: u64) -> Result<Vec<u8>, FtpError> {
+pub(super) async fn receive_small(wire: &mut Wire, body_len: u64) -> Result<Vec<u8>, FtpError> {
     let mut body = Vec::with_capacity(body_len as usize);
     while (body.len() as u64) < body_len {
-        match s.next_frame_idle().await? {
+        match wire.next_frame_idle().await? {
             Frame::Body { chunk, .. } => body.extend_from_slice(&chunk),
             _ => {
                 return Err(FtpError::closing(
@@ -444,7 +445,9 @@ pub(super) async fn receive_small(s: &mut Session, body_len: u64) -> Result<Vec<
 }
 
 pub(super) async fn put(
-    s: &mut Session,
+    server: &FtpServer,
+    wire: &mut Wire,
+    ends: &mut Watch,
     li: &LoggedIn,
     path: &str,
     size: u64,
@@ -457,11 +460,11 @@ pub(super) async fn put(
     }
     let v = li.cwd.resolve(path, AboveRoot::Refuse)?;
     let partial = Partial::new(&li.jail, size, &v);
-    let store = s.server.store().clone();
+    let store = server.store().clone();
     let user_id = li.user.id;
     // The quota before anything is reserved: one an administrator lowers
     // from here on, even before the bytes start to flow, ends the upload.
-    let quota_from = wharf_core::standing::quota_now(&s.standing, li.user.quota_bytes);
+    let quota_from = wharf_core::standing::quota_now(&ends.standing, li.user.quota_bytes);
 
     // A partial exists if and only if its reservation is held: a new one
     // reserves its full size, or goes away again.
@@ -500,14 +503,14 @@ pub(super) async fn put(
         store.release(user_id, size, 1).await?;
         return Err(e.into());
     }
-    s.send(FtpReply::PutReady {
+    wire.send(FtpReply::PutReady {
         offset: held,
         prefix_md5: (held > 0).then(|| hex(prefix.clone())),
     })
     .await?;
-    s.upload_began = true;
+    wire.upload_began = true;
 
-    let (offset, body_len) = match s.next_frame_idle().await {
+    let (offset, body_len) = match wire.next_frame_idle().await {
         Ok(Frame::Header {
             msg: FtpRequest::PutData { offset },
             body_len,
@@ -556,7 +559,7 @@ pub(super) async fn put(
         duration: started.elapsed(),
     };
     let (received, written) = if body_len <= SMALL_BODY {
-        match receive_small(s, body_len).await {
+        match receive_small(wire, body_len).await {
             Ok(body) => (Received::Small(file, hasher, body), body_len),
             Err(e) => {
                 // Nothing reached the disk: a fresh partial goes, as if never begun.
@@ -576,11 +579,11 @@ pub(super) async fn put(
         });
         let mut broken = None;
         let mut received = 0u64;
-        let stop_now = s.server.stop_now.clone();
-        let mut watch = s.standing.take();
+        let stop_now = server.stop_now.clone();
+        let mut watch = ends.standing.take();
         // A second view of the standing, for a quota lowered meanwhile.
         let mut quota_watch = watch.clone();
-        let home = s.home.clone();
+        let home = ends.home.clone();
         // The user's upload rate: what the last chunk owes is waited off
         // before the next is read (so TCP slows the client down).
         let pace = li.lease.rates().up.clone();
@@ -597,7 +600,7 @@ pub(super) async fn put(
                 }
                 frame = async {
                     pace.take(owed).await;
-                    s.next_frame_idle().await
+                    wire.next_frame_idle().await
                 } => frame,
             };
             match frame {
@@ -621,7 +624,7 @@ pub(super) async fn put(
                 }
             }
         }
-        s.standing = watch;
+        ends.standing = watch;
         drop(tx);
         let written = writer.await.map_err(|e| {
             FtpError::closing(ErrorCode::BadRequest, format!("internal error: {e}"))
@@ -660,7 +663,7 @@ pub(super) async fn put(
         (Received::Written(file, hasher), written)
     };
 
-    let claimed = s.put_end().await?;
+    let claimed = wire.put_end().await?;
     let finished = {
         let (p, vv, c) = (partial.clone(), v.clone(), claimed.clone());
         match blocking(move || finish(received, &c, &p, &vv)).await {
