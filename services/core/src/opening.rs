@@ -95,13 +95,14 @@ pub struct Opening {
 }
 
 impl Opening {
-    /// The opening of a connection to `service`, served by `server` (as
-    /// `wharf-ftpd/0.1.0`), closed after `max_attempts` refused logins.
-    pub fn new(service: Service, server: String, max_attempts: u32) -> Opening {
+    /// The opening of a connection to `service`, served by `program` (its
+    /// `hello` says `program/VERSION`), closed after `max_attempts` refused
+    /// logins.
+    pub fn new(service: Service, program: &str, max_attempts: u32) -> Opening {
         Opening {
             expect: Expect::Hello,
             service,
-            server,
+            server: format!("{program}/{}", env!("CARGO_PKG_VERSION")),
             failures: 0,
             max_attempts,
         }

@@ -103,7 +103,7 @@ pub(super) async fn run(
         FramedRead::with_capacity(rd, FrameCodec::<ChatRequest>::new().max_body(0), 512);
     let opening = Opening::new(
         Service::Chat,
-        format!("wharf-chatd/{}", env!("CARGO_PKG_VERSION")),
+        "wharf-chatd",
         server.config.max_login_attempts,
     );
     let mut s = Session {

@@ -33,7 +33,7 @@ async fn hello_then_login_with_one_set_of_texts_and_three_tries() {
     let env = common::env().await;
     env.add_user("alice", "correct horse", None, "ftp").await;
     let ip = common::HOME_IP;
-    let mut o = Opening::new(Service::Ftp, "wharf-ftpd/test".into(), 3);
+    let mut o = Opening::new(Service::Ftp, "wharf-ftpd", 3);
 
     let r = refusal(o.step(None, &env.auth, ip).await);
     assert_eq!(
@@ -46,9 +46,10 @@ async fn hello_then_login_with_one_set_of_texts_and_three_tries() {
     let Step::Hello(h) = o.step(hello(PROTOCOL_VERSION), &env.auth, ip).await else {
         panic!("no hello");
     };
+    let server = format!("wharf-ftpd/{}", env!("CARGO_PKG_VERSION"));
     assert_eq!(
         (h.version, h.server.as_str(), h.service.as_str()),
-        (PROTOCOL_VERSION, "wharf-ftpd/test", "ftp")
+        (PROTOCOL_VERSION, server.as_str(), "ftp")
     );
     let r = refusal(o.step(hello(PROTOCOL_VERSION), &env.auth, ip).await);
     assert_eq!(
@@ -70,7 +71,7 @@ async fn hello_then_login_with_one_set_of_texts_and_three_tries() {
 #[tokio::test]
 async fn another_version_is_refused_and_closes() {
     let env = common::env().await;
-    let mut o = Opening::new(Service::Chat, "wharf-chatd/test".into(), 3);
+    let mut o = Opening::new(Service::Chat, "wharf-chatd", 3);
     let r = refusal(
         o.step(hello(PROTOCOL_VERSION + 1), &env.auth, common::HOME_IP)
             .await,
@@ -84,7 +85,7 @@ async fn another_version_is_refused_and_closes() {
 async fn a_login_gives_the_user_and_its_session() {
     let env = common::env().await;
     env.add_user("alice", "correct horse", None, "exec").await;
-    let mut o = Opening::new(Service::Exec, "wharf-execd/test".into(), 3);
+    let mut o = Opening::new(Service::Exec, "wharf-execd", 3);
     assert!(matches!(
         o.step(hello(PROTOCOL_VERSION), &env.auth, common::HOME_IP)
             .await,

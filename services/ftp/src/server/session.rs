@@ -66,11 +66,7 @@ pub(super) async fn run(
     gate: LoginGate,
 ) {
     let limits = server.config.limits.clone();
-    let opening = Opening::new(
-        Service::Ftp,
-        format!("wharf-ftpd/{}", env!("CARGO_PKG_VERSION")),
-        server.config.max_login_attempts,
-    );
+    let opening = Opening::new(Service::Ftp, "wharf-ftpd", server.config.max_login_attempts);
     let login_deadline = Instant::now() + limits.login_timeout;
     let mut s = Session {
         wire: Wire::new(stream, limits.idle_timeout),

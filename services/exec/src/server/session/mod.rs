@@ -90,7 +90,7 @@ pub(super) async fn run(
     let limits = server.config.limits.clone();
     let opening = Opening::new(
         Service::Exec,
-        format!("wharf-execd/{}", env!("CARGO_PKG_VERSION")),
+        "wharf-execd",
         server.config.max_login_attempts,
     );
     let (rd, wr) = tokio::io::split(stream);
