@@ -128,6 +128,16 @@ struct State {
     dirty_generation: u64,
 }
 
+/// Where the rooms live, the hub's one strategy: this server's alone
+/// (SQLite: messages numbered here and written through the journal), or
+/// one space shared with the other replicas on PostgreSQL (messages
+/// numbered by the database, presence written to it; see [`shared`]).
+/// `say`, `dm`, `who`, `rooms`, `settle` and `sync_room` are its interface.
+enum Space {
+    Local,
+    Shared(shared::Shared),
+}
+
 pub(crate) struct Hub {
     state: Mutex<State>,
     /// Held while a room is created, so its numbering is read from the
@@ -141,8 +151,8 @@ pub(crate) struct Hub {
     /// is told the server is shutting down instead, and notices of all
     /// leaving at once would only flood the queues).
     closing: AtomicBool,
-    /// On PostgreSQL: the room space shared with the other replicas.
-    shared: Option<shared::Shared>,
+    /// Where the rooms live: here alone, or shared with other replicas.
+    space: Space,
 }
 
 /// Who is asking: an endpoint, by id.
@@ -288,7 +298,10 @@ impl Hub {
         replica: Option<Arc<str>>,
     ) -> Self {
         Hub {
-            shared: replica.map(shared::Shared::new),
+            space: match replica {
+                Some(replica) => Space::Shared(shared::Shared::new(replica)),
+                None => Space::Local,
+            },
             state: Mutex::new(State {
                 last_id,
                 ..State::default()
@@ -777,9 +790,9 @@ impl Hub {
     /// `say`: everyone else in the room gets the message; the sayer gets
     /// `said`. On SQLite it never waits (see [`Hub::say_here`]).
     pub(crate) async fn say(&self, id: EndpointId, room_name: &str, text: &str) -> Reply {
-        match &self.shared {
-            Some(shared) => self.say_shared(shared, id, room_name, text).await,
-            None => self.say_here(id, room_name, text),
+        match &self.space {
+            Space::Shared(shared) => self.say_shared(shared, id, room_name, text).await,
+            Space::Local => self.say_here(id, room_name, text),
         }
     }
 
@@ -833,9 +846,9 @@ impl Hub {
     /// `dm`: every session of the recipient, and the sender's other
     /// sessions, get the message.
     pub(crate) async fn dm(&self, id: EndpointId, to: &str, text: &str) -> Reply {
-        match &self.shared {
-            Some(shared) => self.dm_shared(shared, id, to, text).await,
-            None => self.dm_here(id, to, text),
+        match &self.space {
+            Space::Shared(shared) => self.dm_shared(shared, id, to, text).await,
+            Space::Local => self.dm_here(id, to, text),
         }
     }
 
@@ -904,9 +917,9 @@ impl Hub {
     /// `who`: the room's users (on every replica), sorted; at most
     /// `budget` bytes of names.
     pub(crate) async fn who(&self, room: &str, budget: usize) -> Reply {
-        match &self.shared {
-            Some(shared) => self.who_shared(shared, room, budget).await,
-            None => self.who_here(room, budget),
+        match &self.space {
+            Space::Shared(shared) => self.who_shared(shared, room, budget).await,
+            Space::Local => self.who_here(room, budget),
         }
     }
 
@@ -925,9 +938,9 @@ impl Hub {
     /// `rooms`: rooms with members (on every replica), sorted; at most
     /// `budget` bytes' worth.
     pub(crate) async fn rooms(&self, budget: usize) -> Reply {
-        match &self.shared {
-            Some(shared) => self.rooms_shared(shared, budget).await,
-            None => self.rooms_here(budget),
+        match &self.space {
+            Space::Shared(shared) => self.rooms_shared(shared, budget).await,
+            Space::Local => self.rooms_here(budget),
         }
     }
 

@@ -35,8 +35,8 @@ use wharf_proto::chat::{ChatMessage, ChatReply, PresenceChange, RoomInfo};
 use wharf_proto::message::ErrorReply;
 
 use super::{
-    EndpointId, Hub, Outgoing, PresenceKey, Reply, State, check_room, check_text, database_refusal,
-    gone, kill, members_reply, refuse, room_list_reply, room_message, said_for,
+    EndpointId, Hub, Outgoing, PresenceKey, Reply, Space, State, check_room, check_text,
+    database_refusal, gone, kill, members_reply, refuse, room_list_reply, room_message, said_for,
 };
 
 /// How often a replica refreshes its row and writes waiting presence.
@@ -91,7 +91,7 @@ fn from_posted(m: PostedMessage, text: String) -> ChatMessage {
 impl Hub {
     /// Whether rooms are shared with other replicas (PostgreSQL).
     pub(crate) fn is_shared(&self) -> bool {
-        self.shared.is_some()
+        matches!(self.space, Space::Shared(_))
     }
 
     /// Notes that `user`'s presence in `room` (or online, for `None`)
@@ -104,7 +104,7 @@ impl Hub {
         user_id: i64,
         change: PresenceChange,
     ) {
-        if let Some(shared) = &self.shared {
+        if let Space::Shared(shared) = &self.space {
             st.dirty.insert(
                 (room.map(str::to_owned), Arc::clone(user)),
                 (user_id, change),
@@ -307,7 +307,7 @@ impl Hub {
     /// database: a user logged in or joined here is then seen, and
     /// reachable, from every replica.
     pub(crate) async fn settle(&self) {
-        if let Some(shared) = &self.shared {
+        if let Space::Shared(shared) = &self.space {
             self.flush_presence(shared).await;
         }
     }
@@ -352,7 +352,7 @@ impl Hub {
     /// lost, who is in it on the other replicas and the messages numbered
     /// after the last delivered here. Does nothing on SQLite.
     pub(super) async fn sync_room(&self, room: &str) {
-        let Some(shared) = &self.shared else {
+        let Space::Shared(shared) = &self.space else {
             return;
         };
         match self.store.chat_room_presence(room).await {
@@ -600,7 +600,7 @@ pub(crate) fn replica_name() -> Arc<str> {
 /// by removing this replica's row and presence from the database.
 pub(crate) async fn run(server: Arc<super::super::ChatServer>, shutdown: CancellationToken) {
     let hub = &server.hub;
-    let Some(shared) = &hub.shared else {
+    let Space::Shared(shared) = &hub.space else {
         return;
     };
     let (events_tx, mut events) = mpsc::channel(4096);
@@ -686,7 +686,7 @@ async fn write_presence_forever(
     shutdown: CancellationToken,
 ) {
     let hub = &server.hub;
-    let Some(shared) = &hub.shared else {
+    let Space::Shared(shared) = &hub.space else {
         return;
     };
     // What the database holds of this replica's presence.
