@@ -21,7 +21,7 @@ pub async fn env() -> Env {
 }
 
 /// One environment per back end: SQLite, and PostgreSQL when a test cluster
-/// is given (see `testing/postgres.rs`).
+/// is given (see `wharf_testkit::postgres`).
 pub async fn envs() -> Vec<Env> {
     let dir = tempfile::tempdir().expect("temp dir");
     let urls = postgres::database_urls(&dir.path().join("db")).await;
