@@ -23,12 +23,12 @@ use bytes::Bytes;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use wharf_core::Store;
+use wharf_core::opening::Refusal;
 use wharf_core::store::{ChatRecord, HistoryRow};
 use wharf_core::time::now_ms;
 use wharf_proto::ErrorCode;
 use wharf_proto::chat::{ChatMessage, ChatReply, MAX_TEXT_BYTES, PresenceChange, RoomInfo};
 use wharf_proto::datagram::{MAX_FRAME, SessionId, encode_frame};
-use wharf_proto::message::ErrorReply;
 
 use super::bucket::{Bucket, Rate};
 use super::journal::Journal;
@@ -156,15 +156,15 @@ pub(crate) struct Hub {
 }
 
 /// Who is asking: an endpoint, by id.
-pub(crate) type Reply = Result<ChatReply, ErrorReply>;
+pub(crate) type Reply = Result<ChatReply, Refusal>;
 
-fn refuse(code: ErrorCode, message: impl Into<String>) -> ErrorReply {
-    ErrorReply::new(code, message)
+fn refuse(code: ErrorCode, message: impl Into<String>) -> Refusal {
+    Refusal::new(code, message)
 }
 
 /// The database failed: the details to the log, to the client what it may
 /// know.
-fn database_refusal(e: &wharf_core::Error, what: &str) -> ErrorReply {
+fn database_refusal(e: &wharf_core::Error, what: &str) -> Refusal {
     tracing::error!(error = %e, "cannot {what}");
     refuse(e.code(), e.client_message())
 }
@@ -195,7 +195,7 @@ fn said_for(m: &ChatMessage) -> ChatReply {
     }
 }
 
-fn gone() -> ErrorReply {
+fn gone() -> Refusal {
     refuse(
         ErrorCode::NotLoggedIn,
         "this session has ended; log in again",
@@ -211,7 +211,7 @@ struct Outgoing<'a> {
 }
 
 impl<'a> Outgoing<'a> {
-    fn new(reply: &'a ChatReply) -> Result<Self, ErrorReply> {
+    fn new(reply: &'a ChatReply) -> Result<Self, Refusal> {
         let tcp = encode_frame(reply)
             .map_err(|e| refuse(ErrorCode::Internal, format!("cannot encode a frame: {e}")))?
             .freeze();
@@ -259,7 +259,7 @@ pub(crate) fn datagram_frame(reply: &ChatReply) -> Option<Bytes> {
 
 /// Checks a message text: not empty, at most 4 KiB, no control characters
 /// but newline and tab (they would rewrite other people's terminals).
-pub(crate) fn check_text(text: &str) -> Result<(), ErrorReply> {
+pub(crate) fn check_text(text: &str) -> Result<(), Refusal> {
     if text.is_empty() {
         return Err(refuse(ErrorCode::BadRequest, "the message is empty"));
     }
@@ -284,7 +284,7 @@ pub(crate) fn check_text(text: &str) -> Result<(), ErrorReply> {
     Ok(())
 }
 
-fn check_room(room: &str) -> Result<(), ErrorReply> {
+fn check_room(room: &str) -> Result<(), Refusal> {
     validate_room(room).map_err(|e| refuse(ErrorCode::BadRequest, e))
 }
 
@@ -574,7 +574,7 @@ impl Hub {
     /// Whether a user at an address may make one more room: the server's
     /// rooms, the user's and the address's (rooms made and not yet empty)
     /// each have a maximum, so no one user or address can take every room.
-    fn may_make_room(&self, st: &State, user_id: i64, address: IpAddr) -> Result<(), ErrorReply> {
+    fn may_make_room(&self, st: &State, user_id: i64, address: IpAddr) -> Result<(), Refusal> {
         if st.rooms.len() >= self.config.max_rooms {
             return Err(refuse(
                 ErrorCode::Busy,
@@ -606,11 +606,7 @@ impl Hub {
     }
 
     /// Joins `room` if it exists; `None` when it must be created first.
-    fn join_existing(
-        &self,
-        id: EndpointId,
-        room_name: &str,
-    ) -> Result<Option<ChatReply>, ErrorReply> {
+    fn join_existing(&self, id: EndpointId, room_name: &str) -> Result<Option<ChatReply>, Refusal> {
         let mut guard = self.lock();
         let st = &mut *guard;
         let Some(ep) = st.endpoints.get_mut(&id) else {
@@ -700,12 +696,7 @@ impl Hub {
 
     /// Takes a message of `bytes` from the user's flood allowance: one
     /// message and its bytes, both or neither.
-    fn take_flood_token(
-        &self,
-        st: &mut State,
-        user_id: i64,
-        bytes: usize,
-    ) -> Result<(), ErrorReply> {
+    fn take_flood_token(&self, st: &mut State, user_id: i64, bytes: usize) -> Result<(), Refusal> {
         let (rate, byte_rate) = (self.config.flood, self.config.flood_bytes);
         let (messages, text) = st
             .floods
@@ -742,7 +733,7 @@ impl Hub {
         id: EndpointId,
         room_name: &str,
         bytes: usize,
-    ) -> Result<(i64, Arc<str>), ErrorReply> {
+    ) -> Result<(i64, Arc<str>), Refusal> {
         let Some(ep) = st.endpoints.get(&id) else {
             return Err(gone());
         };
@@ -759,7 +750,7 @@ impl Hub {
 
     /// Queues a message for the database; `busy` when the database is not
     /// keeping up (nothing is delivered then).
-    fn enqueue(&self, record: ChatRecord) -> Result<(), ErrorReply> {
+    fn enqueue(&self, record: ChatRecord) -> Result<(), Refusal> {
         if self.journal.try_record(record) {
             Ok(())
         } else {
@@ -778,7 +769,7 @@ impl Hub {
         targets: &[EndpointId],
         origin: EndpointId,
         message: ChatMessage,
-    ) -> Result<(ChatReply, Vec<EndpointId>), ErrorReply> {
+    ) -> Result<(ChatReply, Vec<EndpointId>), Refusal> {
         let said = said_for(&message);
         let event = ChatReply::Message(message);
         let mut out = Outgoing::new(&event)?;
@@ -964,7 +955,7 @@ impl Hub {
         room: &str,
         limit: Option<u32>,
         most: u32,
-    ) -> Result<Vec<ChatMessage>, ErrorReply> {
+    ) -> Result<Vec<ChatMessage>, Refusal> {
         check_room(room)?;
         let limit = limit
             .unwrap_or(self.config.history_default)

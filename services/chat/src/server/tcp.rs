@@ -240,7 +240,7 @@ impl Session {
                     endpoint,
                 };
                 match reply {
-                    Some(reply) => reply.map_err(|e| Refusal::new(e.code, e.message)),
+                    Some(reply) => reply,
                     None => return Flow::Continue,
                 }
             }
@@ -290,7 +290,7 @@ impl Session {
         user: &str,
         endpoint: EndpointId,
         msg: ChatRequest,
-    ) -> Option<Result<ChatReply, ErrorReply>> {
+    ) -> Option<Result<ChatReply, Refusal>> {
         let hub = &self.server.hub;
         Some(match msg {
             ChatRequest::Join { room } => hub.join(endpoint, &room).await,
@@ -338,12 +338,10 @@ impl Session {
                 )
                 .await
                 .map(|()| ChatReply::PasswdOk)
-                .map_err(|e| ErrorReply::new(e.code(), e.client_message())),
-            ChatRequest::Hello(_) | ChatRequest::Login(_) => {
-                Err(Refusal::already_logged_in().reply())
-            }
+                .map_err(|e| Refusal::new(e.code(), e.client_message())),
+            ChatRequest::Hello(_) | ChatRequest::Login(_) => Err(Refusal::already_logged_in()),
             ChatRequest::Quit => Ok(ChatReply::Bye),
-            ChatRequest::Answer { .. } => Err(ErrorReply::new(
+            ChatRequest::Answer { .. } => Err(Refusal::new(
                 ErrorCode::BadRequest,
                 "answer goes in a datagram, to a challenge",
             )),

@@ -26,6 +26,7 @@ use bytes::Bytes;
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
+use wharf_core::opening::Refusal;
 use wharf_core::standing::Standing;
 use wharf_proto::ErrorCode;
 use wharf_proto::chat::{ChatReply, ChatRequest, PresenceChange, UdpSessionGrant};
@@ -116,7 +117,7 @@ pub(crate) fn grant(
     user: &str,
     address: std::net::IpAddr,
     standing: Option<watch::Receiver<Standing>>,
-) -> Result<UdpSessionGrant, ErrorReply> {
+) -> Result<UdpSessionGrant, Refusal> {
     let cfg = &server.config;
     let mut id = [0u8; SESSION_ID_LEN];
     let mut key = [0u8; KEY_LEN];
@@ -124,7 +125,7 @@ pub(crate) fn grant(
         .and_then(|()| getrandom::fill(&mut key))
         .map_err(|e| {
             tracing::error!(error = %e, "the system's random source failed");
-            ErrorReply::new(
+            Refusal::new(
                 ErrorCode::Internal,
                 "the server cannot make a session key; try again",
             )
@@ -148,7 +149,7 @@ pub(crate) fn grant(
             }
         }
         if map.len() >= cfg.max_udp_sessions {
-            return Err(ErrorReply::new(
+            return Err(Refusal::new(
                 ErrorCode::Busy,
                 format!(
                     "the server has its maximum of {} UDP sessions; use TCP or retry later",
@@ -398,7 +399,7 @@ fn handle(
             let server = Arc::clone(server);
             tokio::spawn(async move {
                 match server.hub.history(&room, limit, DATAGRAM_HISTORY_MAX).await {
-                    Err(e) => reply_to(&server, session, ChatReply::Error(e)),
+                    Err(e) => reply_to(&server, session, ChatReply::Error(e.reply())),
                     Ok(messages) => {
                         let count = u32::try_from(messages.len()).unwrap_or(u32::MAX);
                         reply_to(&server, session, ChatReply::History { room, count });
@@ -416,7 +417,7 @@ fn handle(
         ChatRequest::Hello(_)
         | ChatRequest::Login(_)
         | ChatRequest::UdpSession
-        | ChatRequest::Passwd(_) => Err(ErrorReply::new(
+        | ChatRequest::Passwd(_) => Err(Refusal::new(
             ErrorCode::BadRequest,
             "hello, login, passwd and udp_session go over TCP, never in a datagram",
         )),
@@ -445,8 +446,9 @@ async fn answer_in_order(
     }
 }
 
-fn flatten(reply: Result<ChatReply, ErrorReply>) -> ChatReply {
-    reply.unwrap_or_else(ChatReply::Error)
+/// The reply, or the refusal in the wire's words.
+fn flatten(reply: Result<ChatReply, Refusal>) -> ChatReply {
+    reply.unwrap_or_else(|refusal| ChatReply::Error(refusal.reply()))
 }
 
 /// Queues a reply for the session (lossy, like every datagram).

@@ -28,11 +28,11 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{Notify, mpsc, watch};
 use tokio_util::sync::CancellationToken;
+use wharf_core::opening::Refusal;
 use wharf_core::store::{ChatEvent, ChatNotice, NewChatMessage, PostedMessage};
 use wharf_core::time::now_ms;
 use wharf_proto::ErrorCode;
 use wharf_proto::chat::{ChatMessage, ChatReply, PresenceChange, RoomInfo};
-use wharf_proto::message::ErrorReply;
 
 use super::{
     EndpointId, Hub, Outgoing, PresenceKey, Reply, Space, State, check_room, check_text,
@@ -193,7 +193,7 @@ impl Hub {
         room: Option<&str>,
         recipient: Option<(i64, &str)>,
         text: &str,
-    ) -> Result<ChatMessage, ErrorReply> {
+    ) -> Result<ChatMessage, Refusal> {
         let at = now_ms();
         let (id, seq) = self
             .store

@@ -14,22 +14,21 @@ use wharf_core::standing::{self};
 use wharf_core::store::ExecRecord;
 use wharf_core::{Service, User};
 use wharf_proto::exec::{ExecReply, ExecRequest};
-use wharf_proto::message::ErrorReply;
 use wharf_proto::{ErrorCode, Frame};
 
-use super::out::error;
 use super::request::{REPORT_CWD, Run, check_run};
 use super::{BodyTo, Flow, Frames, STDIN_QUEUE, Session};
 use crate::server::output::{OutPipe, Waiting};
 use crate::server::process::{Input, Running, Spawn, shell_status};
 use crate::server::quota;
+use wharf_core::opening::Refusal;
 
 impl Session {
     /// Runs one command to its end; the session goes on after it unless
     /// the connection broke.
     pub(super) async fn execute(&mut self, frames: &mut Frames, user: &User, run: Run) -> Flow {
-        if let Err(reply) = check_run(&run) {
-            return self.reply(reply).await;
+        if let Err(refusal) = check_run(&run) {
+            return self.refuse(refusal).await;
         }
         let Run {
             command,
@@ -47,14 +46,14 @@ impl Session {
         };
         let user = match self.current_user(user).await {
             Ok(user) => user,
-            Err(reply) => return self.reply(reply).await,
+            Err(refusal) => return self.refuse(refusal).await,
         };
         let server = Arc::clone(&self.server);
         let config = &server.config;
         let Some(_slot) = server.running.enter(user.id, config.max_per_user) else {
             let max = config.max_per_user;
             return self
-                .reply(error(
+                .refuse(Refusal::new(
                     ErrorCode::Busy,
                     format!(
                         "{} has {max} commands running already (the limit); wait for one to end",
@@ -73,12 +72,12 @@ impl Session {
                     "{} has no uid of its own (database id {} is out of range); ask an administrator",
                     user.name, user.id
                 );
-                return self.reply(error(ErrorCode::Internal, msg)).await;
+                return self.refuse(Refusal::new(ErrorCode::Internal, msg)).await;
             }
         };
         let home = match self.prepare_home(&user.home, owner).await {
             Ok(home) => home,
-            Err(reply) => return self.reply(reply).await,
+            Err(refusal) => return self.refuse(refusal).await,
         };
         let mut limits = config.resources;
         if let Some(quota) = user.quota_bytes {
@@ -92,7 +91,7 @@ impl Session {
                 let msg = format!(
                     "your commands' private network could not be set up: {e}; ask an administrator"
                 );
-                return self.reply(error(ErrorCode::Internal, msg)).await;
+                return self.refuse(Refusal::new(ErrorCode::Internal, msg)).await;
             }
         };
         let started = Instant::now();
@@ -117,7 +116,7 @@ impl Session {
                     "the command could not be started in your home {}: {e}; ask an administrator",
                     home.display()
                 );
-                return self.reply(error(ErrorCode::Internal, msg)).await;
+                return self.refuse(Refusal::new(ErrorCode::Internal, msg)).await;
             }
         };
         // On a terminal a person is at the keys: the limit is on idleness,
@@ -208,40 +207,43 @@ impl Session {
                     "nothing was typed for {} (the server's --tty-idle-timeout){killed}",
                     humantime::format_duration(timeout)
                 );
-                self.reply(error(ErrorCode::Timeout, msg)).await
+                self.refuse(Refusal::new(ErrorCode::Timeout, msg)).await
             }
             End::Timeout => {
                 let msg = format!(
                     "the command ran longer than {} (the server's --command-timeout){killed}",
                     humantime::format_duration(timeout)
                 );
-                self.reply(error(ErrorCode::Timeout, msg)).await
+                self.refuse(Refusal::new(ErrorCode::Timeout, msg)).await
             }
             End::OutputCap => {
                 let msg = format!(
                     "the command wrote more than {max_output} bytes of output (the server's --max-output){killed}; redirect big output to a file and fetch it with wharf-ftp"
                 );
-                self.reply(error(ErrorCode::MessageTooLarge, msg)).await
+                self.refuse(Refusal::new(ErrorCode::MessageTooLarge, msg))
+                    .await
             }
             End::OverQuota(quota) => {
                 let msg = format!(
                     "the command took your home past {quota}{killed}; remove files to make room"
                 );
-                self.reply(error(ErrorCode::QuotaExceeded, msg)).await
+                self.refuse(Refusal::new(ErrorCode::QuotaExceeded, msg))
+                    .await
             }
             End::Shutdown => {
                 let msg = format!("the server is shutting down{killed}");
-                self.out.last(error(ErrorCode::ShuttingDown, msg)).await;
+                self.out
+                    .last_refusal(Refusal::closing(ErrorCode::ShuttingDown, msg))
+                    .await;
                 Flow::Close
             }
             End::Quit => {
                 self.out.last(ExecReply::Bye).await;
                 Flow::Close
             }
-            End::Refused(mut e) => {
-                e.message.push_str("; the running command was killed");
-                self.out.last(ExecReply::Error(e)).await;
-                Flow::Close
+            End::Refused(mut refusal) => {
+                refusal.message.push_str("; the running command was killed");
+                self.refuse(refusal).await
             }
             End::Disconnected => Flow::Close,
         }
@@ -324,7 +326,7 @@ impl Session {
             match ev {
                 Ev::Shutdown => break End::Shutdown,
                 Ev::Revoked(why) => {
-                    break End::Refused(ErrorReply::new(why.code(), why.client_message()));
+                    break End::Refused(Refusal::closing(why.code(), why.client_message()));
                 }
                 Ev::Timeout => break End::Timeout,
                 Ev::OverQuota(quota) => break End::OverQuota(quota),
@@ -357,10 +359,10 @@ impl Session {
                     match frame {
                         None => break End::Disconnected,
                         Some(Err(e)) => {
-                            break End::Refused(ErrorReply::new(e.code(), e.to_string()));
+                            break End::Refused(Refusal::closing(e.code(), e.to_string()));
                         }
                         Some(Ok(Frame::Rejected(e))) => {
-                            break End::Refused(ErrorReply::new(e.code(), e.to_string()));
+                            break End::Refused(Refusal::closing(e.code(), e.to_string()));
                         }
                         Some(Ok(Frame::Body { chunk, .. })) => {
                             if let (BodyTo::Stdin, Some(tx)) = (&body_to, &stdin)
@@ -413,13 +415,13 @@ impl Session {
                                 }
                                 ExecRequest::Quit => break End::Quit,
                                 ExecRequest::Run { .. } => {
-                                    break End::Refused(ErrorReply::new(
+                                    break End::Refused(Refusal::closing(
                                         ErrorCode::BadRequest,
                                         "a command is running already; one at a time per connection",
                                     ));
                                 }
                                 _ => {
-                                    break End::Refused(ErrorReply::new(
+                                    break End::Refused(Refusal::closing(
                                         ErrorCode::BadRequest,
                                         "while a command runs, only stdin, stdin_end, resize, signal, ping and quit are allowed, and only stdin has a body",
                                     ));
@@ -480,7 +482,7 @@ enum End {
     /// The client said `quit`.
     Quit,
     /// The client broke the protocol; this error is its answer.
-    Refused(ErrorReply),
+    Refused(Refusal),
     /// The client went away.
     Disconnected,
 }

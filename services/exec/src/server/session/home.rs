@@ -4,16 +4,15 @@ use std::path::{Path, PathBuf};
 
 use wharf_core::owner::{Owner, ensure_owned};
 use wharf_proto::ErrorCode;
-use wharf_proto::exec::ExecReply;
 
 use super::Session;
-use super::out::error;
+use wharf_core::opening::Refusal;
 
 /// The home exists and, given an owner, is that owner's, private.
-fn make_home(home: &Path, owner: Option<Owner>) -> Result<PathBuf, ExecReply> {
+fn make_home(home: &Path, owner: Option<Owner>) -> Result<PathBuf, Refusal> {
     let internal = |what: &str, e: &dyn std::fmt::Display| {
         tracing::error!(home = %home.display(), error = %e, "{what}");
-        error(
+        Refusal::new(
             ErrorCode::Internal,
             format!("{what}; an administrator can check the server's log"),
         )
@@ -36,7 +35,7 @@ impl Session {
         &mut self,
         stored: &Path,
         owner: Option<Owner>,
-    ) -> Result<PathBuf, ExecReply> {
+    ) -> Result<PathBuf, Refusal> {
         if let Some((path, prepared)) = &self.home
             && path == stored
         {
@@ -47,7 +46,7 @@ impl Session {
             .await
             .map_err(|e| {
                 tracing::error!(error = %e, "home preparation task failed");
-                error(ErrorCode::Internal, "internal error; retry")
+                Refusal::new(ErrorCode::Internal, "internal error; retry")
             })??;
         self.home = Some((stored.to_owned(), prepared.clone()));
         Ok(prepared)

@@ -33,7 +33,7 @@ use wharf_core::{Service, User};
 use wharf_proto::exec::{ExecReply, ExecRequest, MAX_STDIN_CHUNK};
 use wharf_proto::{ErrorCode, Frame, FrameCodec};
 
-use self::out::{Out, error};
+use self::out::Out;
 use self::request::Run;
 use super::ExecServer;
 
@@ -124,7 +124,7 @@ pub(super) async fn run(
         let frame = tokio::select! {
             biased;
             _ = s.shutdown.cancelled() => {
-                s.out.last(error(
+                s.out.last_refusal(Refusal::closing(
                     ErrorCode::ShuttingDown,
                     "the server is shutting down; reconnect in a moment",
                 ))
@@ -133,7 +133,7 @@ pub(super) async fn run(
             }
             why = standing::ended(&mut s.standing, Service::Exec, None) => {
                 tracing::info!(peer = %s.peer, reason = %why, "session ended by an administrator");
-                s.out.last(error(why.code(), why.client_message())).await;
+                s.out.last_refusal(Refusal::closing(why.code(), why.client_message())).await;
                 break;
             }
             frame = tokio::time::timeout(wait, frames.next()) => frame,
@@ -150,15 +150,21 @@ pub(super) async fn run(
                         humantime::format_duration(limits.login_timeout)
                     ),
                 };
-                s.out.last(error(ErrorCode::Timeout, msg)).await;
+                s.out
+                    .last_refusal(Refusal::closing(ErrorCode::Timeout, msg))
+                    .await;
                 Flow::Close
             }
             Ok(None) => Flow::Close,
             Ok(Some(Err(e))) => {
-                s.out.last(error(e.code(), e.to_string())).await;
+                s.out
+                    .last_refusal(Refusal::closing(e.code(), e.to_string()))
+                    .await;
                 Flow::Close
             }
-            Ok(Some(Ok(Frame::Rejected(e)))) => s.reply(error(e.code(), e.to_string())).await,
+            Ok(Some(Ok(Frame::Rejected(e)))) => {
+                s.refuse(Refusal::new(e.code(), e.to_string())).await
+            }
             // The body of standard input that came after its command ended.
             Ok(Some(Ok(Frame::Body { .. }))) => Flow::Continue,
             Ok(Some(Ok(Frame::Header { msg, body_len }))) => {
@@ -183,10 +189,20 @@ impl Session {
         }
     }
 
+    /// Sends a refusal in the wire's words, the one place exec does; the
+    /// session ends after it when the refusal says so.
+    async fn refuse(&mut self, refusal: Refusal) -> Flow {
+        if refusal.close {
+            self.out.last_refusal(refusal).await;
+            return Flow::Close;
+        }
+        self.reply(ExecReply::Error(refusal.reply())).await
+    }
+
     async fn on_request(&mut self, frames: &mut Frames, msg: ExecRequest, body_len: u64) -> Flow {
         if body_len > 0 && !matches!(msg, ExecRequest::Stdin) {
             return self
-                .reply(error(
+                .refuse(Refusal::new(
                     ErrorCode::BadRequest,
                     "this request takes no body; only stdin does",
                 ))
@@ -206,8 +222,7 @@ impl Session {
             | ExecRequest::Signal { .. }
             | ExecRequest::Resize(_) => Flow::Continue,
             ExecRequest::Hello(_) | ExecRequest::Login(_) => {
-                self.reply(ExecReply::Error(Refusal::already_logged_in().reply()))
-                    .await
+                self.refuse(Refusal::already_logged_in()).await
             }
             ExecRequest::Passwd(change) => {
                 let State::LoggedIn(user) = &self.state else {
@@ -226,7 +241,10 @@ impl Session {
                     .await;
                 match changed {
                     Ok(()) => self.reply(ExecReply::PasswdOk).await,
-                    Err(e) => self.reply(error(e.code(), e.client_message())).await,
+                    Err(e) => {
+                        self.refuse(Refusal::new(e.code(), e.client_message()))
+                            .await
+                    }
                 }
             }
             ExecRequest::Run {
@@ -263,11 +281,7 @@ impl Session {
             .await;
         match step {
             Step::Hello(hello) => self.reply(ExecReply::Hello(hello)).await,
-            Step::Refuse(refusal) if refusal.close => {
-                self.out.last(ExecReply::Error(refusal.reply())).await;
-                Flow::Close
-            }
-            Step::Refuse(refusal) => self.reply(ExecReply::Error(refusal.reply())).await,
+            Step::Refuse(refusal) => self.refuse(refusal).await,
             Step::LoggedIn(logged_in) => {
                 let (user, lease) = *logged_in;
                 self.lease = Some(lease);
@@ -283,17 +297,17 @@ impl Session {
 
     /// The user as the database has them now: a lock or a revoked right
     /// takes effect at the next command, not only at the next login.
-    async fn current_user(&self, logged_in: &User) -> Result<User, ExecReply> {
+    async fn current_user(&self, logged_in: &User) -> Result<User, Refusal> {
         let store = self.server.auth.store();
         match store.user(&logged_in.name).await {
             Ok(Some(user)) if user.id == logged_in.id => {
                 if user.locked {
-                    Err(error(
+                    Err(Refusal::new(
                         ErrorCode::AccountLocked,
                         format!("the account {} is locked; ask an administrator", user.name),
                     ))
                 } else if !user.services.contains(Service::Exec) {
-                    Err(error(
+                    Err(Refusal::new(
                         ErrorCode::NotPermitted,
                         format!(
                             "{} may no longer run commands; ask an administrator for the exec right",
@@ -304,13 +318,13 @@ impl Session {
                     Ok(user)
                 }
             }
-            Ok(_) => Err(error(
+            Ok(_) => Err(Refusal::new(
                 ErrorCode::AuthFailed,
                 "this account no longer exists; log in again",
             )),
             Err(e) => {
                 tracing::error!(error = %e, "cannot read the user before a command");
-                Err(error(e.code(), e.client_message()))
+                Err(Refusal::new(e.code(), e.client_message()))
             }
         }
     }

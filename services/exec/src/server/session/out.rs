@@ -5,17 +5,13 @@ use bytes::BytesMut;
 use tokio::io::AsyncWriteExt;
 use tokio::io::WriteHalf;
 use tokio_util::codec::Encoder;
+use wharf_core::opening::Refusal;
 use wharf_core::tls::Stream;
 use wharf_proto::exec::{ExecReply, ExecRequest};
-use wharf_proto::message::ErrorReply;
-use wharf_proto::{ErrorCode, FrameCodec, Outbound};
+use wharf_proto::{FrameCodec, Outbound};
 
 use super::LAST_WORDS;
 use crate::server::output::{HEAD_ROOM, OutPipe};
-
-pub(super) fn error(code: ErrorCode, message: impl Into<String>) -> ExecReply {
-    ExecReply::Error(ErrorReply::new(code, message))
-}
 
 /// The writing half: whole frames, or nothing more once a write failed or
 /// was cut short (the stream would be out of step).
@@ -51,6 +47,11 @@ impl Out {
     /// Writes a body-less frame at the end of a session, within a few seconds.
     pub(super) async fn last(&mut self, reply: ExecReply) {
         let _ = tokio::time::timeout(LAST_WORDS, self.send(reply)).await;
+    }
+
+    /// Sends a refusal as the session's last frame.
+    pub(super) async fn last_refusal(&mut self, refusal: Refusal) {
+        self.last(ExecReply::Error(refusal.reply())).await;
     }
 
     /// Sends up to `max` bytes waiting in `pipe` as the body of a `msg`
