@@ -26,6 +26,7 @@ pub mod opening;
 pub mod owner;
 pub mod proxy_protocol;
 pub mod rate;
+pub mod refusal;
 pub mod server;
 pub mod service;
 pub mod sessions;
@@ -38,6 +39,7 @@ pub mod waiting;
 
 pub use auth::{AuthConfig, Authenticator};
 pub use error::{Error, Result};
+pub use refusal::Refusal;
 pub use service::{Service, ServiceSet};
 pub use store::{Store, User};
 pub use wharf_proto::Password;

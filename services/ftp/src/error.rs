@@ -1,6 +1,6 @@
 //! Server-side failures and the one place that turns them into replies.
 
-use wharf_core::opening::Refusal;
+use wharf_core::Refusal;
 use wharf_proto::ErrorCode;
 use wharf_proto::message::ErrorReply;
 

@@ -26,7 +26,7 @@ use bytes::Bytes;
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
-use wharf_core::opening::Refusal;
+use wharf_core::Refusal;
 use wharf_core::standing::Standing;
 use wharf_proto::ErrorCode;
 use wharf_proto::chat::{ChatReply, ChatRequest, PresenceChange, UdpSessionGrant};

@@ -2,8 +2,9 @@
 
 use crate::common;
 
+use wharf_core::Refusal;
 use wharf_core::Service;
-use wharf_core::opening::{Opening, Refusal, Step};
+use wharf_core::opening::{Opening, Step};
 use wharf_proto::message::{ClientHello, CommonRequest, Login};
 use wharf_proto::{ErrorCode, PROTOCOL_VERSION, Password};
 

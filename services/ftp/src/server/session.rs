@@ -7,7 +7,8 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
-use wharf_core::opening::{Opening, Refusal, Step, login_ok};
+use wharf_core::Refusal;
+use wharf_core::opening::{Opening, Step, login_ok};
 use wharf_core::owner::Owner;
 use wharf_core::server::LoginGate;
 use wharf_core::standing::{self};

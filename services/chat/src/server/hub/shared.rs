@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{Notify, mpsc, watch};
 use tokio_util::sync::CancellationToken;
-use wharf_core::opening::Refusal;
+use wharf_core::Refusal;
 use wharf_core::store::{ChatEvent, ChatNotice, NewChatMessage, PostedMessage};
 use wharf_core::time::now_ms;
 use wharf_proto::ErrorCode;

@@ -21,7 +21,7 @@ use super::{BodyTo, Flow, Frames, STDIN_QUEUE, Session};
 use crate::server::output::{OutPipe, Waiting};
 use crate::server::process::{Input, Running, Spawn, shell_status};
 use crate::server::quota;
-use wharf_core::opening::Refusal;
+use wharf_core::Refusal;
 
 impl Session {
     /// Runs one command to its end; the session goes on after it unless

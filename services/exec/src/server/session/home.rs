@@ -6,7 +6,7 @@ use wharf_core::owner::{Owner, ensure_owned};
 use wharf_proto::ErrorCode;
 
 use super::Session;
-use wharf_core::opening::Refusal;
+use wharf_core::Refusal;
 
 /// The home exists and, given an owner, is that owner's, private.
 fn make_home(home: &Path, owner: Option<Owner>) -> Result<PathBuf, Refusal> {
