@@ -110,7 +110,9 @@ fn vpath(path: &Path) -> Result<VPath, StorageError> {
 /// refuses (an escape, a link out of the home) 553, the rest 451.
 fn storage_error(e: FtpError) -> StorageError {
     let kind = match &e {
-        FtpError::Refused(r) => match r.code {
+        // A refusal that ends the session (a stream out of step, a timeout,
+        // a shutdown) is a local error, as before the refusals were one type.
+        FtpError::Refused(r) if !r.close => match r.code {
             ErrorCode::NotFound | ErrorCode::AlreadyExists | ErrorCode::BadRequest => {
                 ErrorKind::PermanentFileNotAvailable
             }
