@@ -12,6 +12,9 @@
 //! What comes after the login is each service's own.
 
 use std::net::IpAddr;
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use wharf_proto::message::{CommonRequest, LoginOk, ServerHello};
 use wharf_proto::{ErrorCode, PROTOCOL_VERSION};
@@ -47,20 +50,46 @@ pub struct Opening {
     server: String,
     failures: u32,
     max_attempts: u32,
+    /// How long the client has to log in, and until when.
+    login_timeout: Duration,
+    deadline: Instant,
 }
 
 impl Opening {
     /// The opening of a connection to `service`, served by `program` (its
     /// `hello` says `program/VERSION`), closed after `max_attempts` refused
-    /// logins.
-    pub fn new(service: Service, program: &str, max_attempts: u32) -> Opening {
+    /// logins or when no login came within `login_timeout` from now.
+    pub fn new(
+        service: Service,
+        program: &str,
+        max_attempts: u32,
+        login_timeout: Duration,
+    ) -> Opening {
         Opening {
             expect: Expect::Hello,
             service,
             server: format!("{program}/{}", env!("CARGO_PKG_VERSION")),
             failures: 0,
             max_attempts,
+            login_timeout,
+            deadline: Instant::now() + login_timeout,
         }
+    }
+
+    /// How long the client has left to log in.
+    pub fn time_left(&self) -> Duration {
+        self.deadline.saturating_duration_since(Instant::now())
+    }
+
+    /// The refusal of a client that did not log in in time.
+    pub fn timed_out(&self) -> Refusal {
+        Refusal::closing(
+            ErrorCode::Timeout,
+            format!(
+                "no login within {}; closing the connection",
+                humantime::format_duration(self.login_timeout)
+            ),
+        )
     }
 
     /// The next request before the login: the [`CommonRequest`] it is, or

@@ -13,7 +13,6 @@ use futures_util::StreamExt;
 use tokio::io::AsyncWriteExt;
 use tokio::io::WriteHalf;
 use tokio::sync::watch;
-use tokio::time::Instant;
 use tokio_util::codec::FramedRead;
 use tokio_util::sync::CancellationToken;
 use wharf_core::Refusal;
@@ -106,6 +105,7 @@ pub(super) async fn run(
         Service::Chat,
         "wharf-chatd",
         server.config.max_login_attempts,
+        limits.login_timeout,
     );
     let mut s = Session {
         server,
@@ -117,12 +117,11 @@ pub(super) async fn run(
         standing: None,
         lease: None,
     };
-    let login_deadline = Instant::now() + limits.login_timeout;
     let mut dropped = false;
     loop {
-        let wait = match s.state {
-            State::LoggedIn { .. } => limits.idle_timeout,
-            _ => login_deadline.saturating_duration_since(Instant::now()),
+        let wait = match &s.state {
+            State::Opening(opening) => opening.time_left(),
+            _ => limits.idle_timeout,
         };
         let frame = tokio::select! {
             biased;
@@ -148,17 +147,17 @@ pub(super) async fn run(
         };
         let flow = match frame {
             Err(_) => {
-                let msg = match s.state {
-                    State::LoggedIn { .. } => format!(
-                        "nothing received for {}; closing the connection (clients send ping to stay connected)",
-                        humantime::format_duration(wait)
-                    ),
-                    _ => format!(
-                        "no login within {}; closing the connection",
-                        humantime::format_duration(limits.login_timeout)
+                let refusal = match &s.state {
+                    State::Opening(opening) => opening.timed_out(),
+                    _ => Refusal::closing(
+                        ErrorCode::Timeout,
+                        format!(
+                            "nothing received for {}; closing the connection (clients send ping to stay connected)",
+                            humantime::format_duration(wait)
+                        ),
                     ),
                 };
-                s.queue(&error_frame(ErrorCode::Timeout, msg)).await;
+                s.queue(&ChatReply::Error(refusal.reply())).await;
                 Flow::Close
             }
             Ok(None) => Flow::Close,

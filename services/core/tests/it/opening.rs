@@ -1,5 +1,7 @@
 //! The opening every service shares: one policy and one set of texts.
 
+use std::time::Duration;
+
 use crate::common;
 
 use wharf_core::Refusal;
@@ -34,7 +36,7 @@ async fn hello_then_login_with_one_set_of_texts_and_three_tries() {
     let env = common::env().await;
     env.add_user("alice", "correct horse", None, "ftp").await;
     let ip = common::HOME_IP;
-    let mut o = Opening::new(Service::Ftp, "wharf-ftpd", 3);
+    let mut o = Opening::new(Service::Ftp, "wharf-ftpd", 3, Duration::from_secs(10));
 
     let r = refusal(o.step(None, &env.auth, ip).await);
     assert_eq!(
@@ -72,7 +74,7 @@ async fn hello_then_login_with_one_set_of_texts_and_three_tries() {
 #[tokio::test]
 async fn another_version_is_refused_and_closes() {
     let env = common::env().await;
-    let mut o = Opening::new(Service::Chat, "wharf-chatd", 3);
+    let mut o = Opening::new(Service::Chat, "wharf-chatd", 3, Duration::from_secs(10));
     let r = refusal(
         o.step(hello(PROTOCOL_VERSION + 1), &env.auth, common::HOME_IP)
             .await,
@@ -86,7 +88,7 @@ async fn another_version_is_refused_and_closes() {
 async fn a_login_gives_the_user_and_its_session() {
     let env = common::env().await;
     env.add_user("alice", "correct horse", None, "exec").await;
-    let mut o = Opening::new(Service::Exec, "wharf-execd", 3);
+    let mut o = Opening::new(Service::Exec, "wharf-execd", 3, Duration::from_secs(10));
     assert!(matches!(
         o.step(hello(PROTOCOL_VERSION), &env.auth, common::HOME_IP)
             .await,
@@ -101,4 +103,17 @@ async fn a_login_gives_the_user_and_its_session() {
     let (user, _lease) = *logged_in;
     assert_eq!(user.name, "alice");
     assert_eq!(wharf_core::opening::login_ok(&user).user, "alice");
+}
+
+#[test]
+fn no_login_in_time_is_said_the_same_everywhere() {
+    let o = Opening::new(Service::Exec, "wharf-execd", 3, Duration::from_secs(10));
+    assert!(o.time_left() <= Duration::from_secs(10));
+    assert_eq!(
+        o.timed_out(),
+        Refusal::closing(
+            ErrorCode::Timeout,
+            "no login within 10s; closing the connection"
+        )
+    );
 }

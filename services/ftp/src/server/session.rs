@@ -5,7 +5,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use wharf_core::Refusal;
 use wharf_core::opening::{Opening, Step, login_ok};
@@ -67,8 +66,12 @@ pub(super) async fn run(
     gate: LoginGate,
 ) {
     let limits = server.config.limits.clone();
-    let opening = Opening::new(Service::Ftp, "wharf-ftpd", server.config.max_login_attempts);
-    let login_deadline = Instant::now() + limits.login_timeout;
+    let opening = Opening::new(
+        Service::Ftp,
+        "wharf-ftpd",
+        server.config.max_login_attempts,
+        limits.login_timeout,
+    );
     let mut s = Session {
         wire: Wire::new(stream, limits.idle_timeout),
         server,
@@ -85,9 +88,9 @@ pub(super) async fn run(
     // sending data past (an upload stopped mid-way).
     let mut linger = false;
     loop {
-        let wait = match s.state {
-            State::LoggedIn(_) => limits.idle_timeout,
-            _ => login_deadline.saturating_duration_since(Instant::now()),
+        let wait = match &s.state {
+            State::Opening(opening) => opening.time_left(),
+            _ => limits.idle_timeout,
         };
         let mut watch = s.watch.standing.take();
         let home = s.watch.home.clone();
@@ -128,6 +131,13 @@ pub(super) async fn run(
             // Boxed: a request's work lives on the heap while it runs,
             // not in every idle session's task.
             Ok(frame) => Box::pin(s.on_frame(frame)).await,
+            // Silent until the login deadline: the opening says so.
+            Err(e)
+                if e.is(ErrorCode::Timeout)
+                    && let State::Opening(opening) = &s.state =>
+            {
+                Err(FtpError::Refused(opening.timed_out()))
+            }
             Err(e) => Err(e),
         };
         // A batch of uploads is committed when the client pauses, when it

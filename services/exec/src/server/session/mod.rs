@@ -22,7 +22,6 @@ use futures_util::StreamExt;
 use tokio::io::AsyncWriteExt;
 use tokio::io::ReadHalf;
 use tokio::sync::watch;
-use tokio::time::Instant;
 use tokio_util::codec::FramedRead;
 use tokio_util::sync::CancellationToken;
 use wharf_core::Refusal;
@@ -93,6 +92,7 @@ pub(super) async fn run(
         Service::Exec,
         "wharf-execd",
         server.config.max_login_attempts,
+        limits.login_timeout,
     );
     let (rd, wr) = tokio::io::split(stream);
     let mut frames = FramedRead::with_capacity(
@@ -116,11 +116,10 @@ pub(super) async fn run(
         lease: None,
         home: None,
     };
-    let login_deadline = Instant::now() + limits.login_timeout;
     loop {
-        let wait = match s.state {
+        let wait = match &s.state {
+            State::Opening(opening) => opening.time_left(),
             State::LoggedIn(_) => limits.idle_timeout,
-            _ => login_deadline.saturating_duration_since(Instant::now()),
         };
         let frame = tokio::select! {
             biased;
@@ -141,19 +140,17 @@ pub(super) async fn run(
         };
         let flow = match frame {
             Err(_) => {
-                let msg = match s.state {
-                    State::LoggedIn(_) => format!(
-                        "nothing received for {}; closing the connection",
-                        humantime::format_duration(wait)
-                    ),
-                    _ => format!(
-                        "no login within {}; closing the connection",
-                        humantime::format_duration(limits.login_timeout)
+                let refusal = match &s.state {
+                    State::Opening(opening) => opening.timed_out(),
+                    State::LoggedIn(_) => Refusal::closing(
+                        ErrorCode::Timeout,
+                        format!(
+                            "nothing received for {}; closing the connection",
+                            humantime::format_duration(wait)
+                        ),
                     ),
                 };
-                s.out
-                    .last_refusal(Refusal::closing(ErrorCode::Timeout, msg))
-                    .await;
+                s.out.last_refusal(refusal).await;
                 Flow::Close
             }
             Ok(None) => Flow::Close,
