@@ -14,6 +14,7 @@
 use std::net::IpAddr;
 use std::time::Duration;
 
+use tokio::sync::watch;
 use tokio::time::Instant;
 
 use wharf_proto::message::{CommonRequest, LoginOk, ServerHello};
@@ -21,6 +22,7 @@ use wharf_proto::{ErrorCode, PROTOCOL_VERSION};
 
 use crate::refusal::Refusal;
 use crate::sessions::SessionLease;
+use crate::standing::Standing;
 use crate::{Authenticator, Service, User};
 
 /// What to do with a request read before the login.
@@ -31,7 +33,20 @@ pub enum Step {
     /// Send the refusal (and close after it when it says so).
     Refuse(Refusal),
     /// The user is in: do the service's part, then send [`login_ok`].
-    LoggedIn(Box<(User, SessionLease)>),
+    LoggedIn(Box<Entered>),
+}
+
+/// A user who just logged in, with what every service holds for them while
+/// the session lasts.
+#[derive(Debug)]
+pub struct Entered {
+    /// The user as the login found them.
+    pub user: User,
+    /// The session as the user's sessions are counted, and their rates.
+    pub lease: SessionLease,
+    /// The user's standing: a lock, a deletion, a revoked right or a
+    /// moved home ends the session when it changes.
+    pub standing: watch::Receiver<Standing>,
 }
 
 /// Where a connection is in the opening.
@@ -132,7 +147,14 @@ impl Opening {
                     .authenticate(&login.user, &login.password, self.service, peer)
                     .await
                 {
-                    Ok(logged_in) => Step::LoggedIn(Box::new(logged_in)),
+                    Ok((user, lease)) => {
+                        let standing = auth.standings().watch(&user);
+                        Step::LoggedIn(Box::new(Entered {
+                            user,
+                            lease,
+                            standing,
+                        }))
+                    }
                     Err(e) => {
                         self.failures += 1;
                         tracing::info!(%peer, user = %login.user, error = %e, "login refused");

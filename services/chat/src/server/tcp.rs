@@ -17,9 +17,8 @@ use tokio_util::codec::FramedRead;
 use tokio_util::sync::CancellationToken;
 use wharf_core::Refusal;
 use wharf_core::Service;
-use wharf_core::opening::{Opening, Step, login_ok};
+use wharf_core::opening::{Entered, Opening, Step, login_ok};
 use wharf_core::server::LoginGate;
-use wharf_core::sessions::SessionLease;
 use wharf_core::standing::{self, Standing};
 use wharf_core::tls::Stream;
 use wharf_proto::chat::{ChatReply, ChatRequest, PresenceChange};
@@ -218,10 +217,7 @@ impl Session {
                 match step {
                     Step::Hello(hello) => Ok(ChatReply::Hello(hello)),
                     Step::Refuse(refusal) => Err(refusal),
-                    Step::LoggedIn(logged_in) => {
-                        let (user, lease) = *logged_in;
-                        Ok(self.enter(user, lease).await)
-                    }
+                    Step::LoggedIn(entered) => Ok(self.enter(*entered).await),
                 }
             }
             State::LoggedIn { .. } => {
@@ -258,7 +254,12 @@ impl Session {
 
     /// The user is in: a place in the hub, reachable from every replica,
     /// and `login_ok`.
-    async fn enter(&mut self, user: wharf_core::User, lease: SessionLease) -> ChatReply {
+    async fn enter(&mut self, entered: Entered) -> ChatReply {
+        let Entered {
+            user,
+            lease,
+            standing,
+        } = entered;
         self.lease = Some(lease);
         let endpoint = self.server.hub.register(
             user.id,
@@ -273,7 +274,7 @@ impl Session {
         self.server.hub.settle().await;
         tracing::info!(peer = %self.peer, user = %user.name, "logged in");
         self.gate.passed();
-        self.standing = Some(self.server.auth.standings().watch(&user));
+        self.standing = Some(standing);
         self.state = State::LoggedIn {
             user_id: user.id,
             user: user.name.clone(),

@@ -100,9 +100,16 @@ async fn a_login_gives_the_user_and_its_session() {
     else {
         panic!("not logged in");
     };
-    let (user, _lease) = *logged_in;
-    assert_eq!(user.name, "alice");
-    assert_eq!(wharf_core::opening::login_ok(&user).user, "alice");
+    let entered = *logged_in;
+    assert_eq!(entered.user.name, "alice");
+    {
+        let standing = entered.standing.borrow();
+        assert_eq!(
+            (standing.name.as_str(), standing.exists, standing.locked),
+            ("alice", true, false)
+        );
+    }
+    assert_eq!(wharf_core::opening::login_ok(&entered.user).user, "alice");
 }
 
 #[test]

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 use wharf_core::Refusal;
-use wharf_core::opening::{Opening, Step, login_ok};
+use wharf_core::opening::{Entered, Opening, Step, login_ok};
 use wharf_core::owner::Owner;
 use wharf_core::server::LoginGate;
 use wharf_core::standing::{self};
@@ -308,11 +308,15 @@ impl Session {
                             return Err(FtpError::Closed);
                         }
                     }
-                    Step::LoggedIn(logged_in) => {
-                        let (user, lease) = *logged_in;
+                    Step::LoggedIn(entered) => {
+                        let Entered {
+                            user,
+                            lease,
+                            standing,
+                        } = *entered;
                         let li = self.enter(user, lease).await?;
                         self.gate.passed();
-                        self.watch.standing = Some(self.server.auth.standings().watch(&li.user));
+                        self.watch.standing = Some(standing);
                         self.watch.home = Some(li.user.home.clone());
                         self.state = State::LoggedIn(Box::new(li));
                     }

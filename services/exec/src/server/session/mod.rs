@@ -25,7 +25,7 @@ use tokio::sync::watch;
 use tokio_util::codec::FramedRead;
 use tokio_util::sync::CancellationToken;
 use wharf_core::Refusal;
-use wharf_core::opening::{Opening, Step, login_ok};
+use wharf_core::opening::{Entered, Opening, Step, login_ok};
 use wharf_core::server::LoginGate;
 use wharf_core::standing::{self, Standing};
 use wharf_core::tls::Stream;
@@ -280,13 +280,17 @@ impl Session {
         match step {
             Step::Hello(hello) => self.reply(ExecReply::Hello(hello)).await,
             Step::Refuse(refusal) => self.refuse(refusal).await,
-            Step::LoggedIn(logged_in) => {
-                let (user, lease) = *logged_in;
+            Step::LoggedIn(entered) => {
+                let Entered {
+                    user,
+                    lease,
+                    standing,
+                } = *entered;
                 self.lease = Some(lease);
                 tracing::info!(peer = %self.peer, user = %user.name, "logged in");
                 let reply = ExecReply::LoginOk(login_ok(&user));
                 self.gate.passed();
-                self.standing = Some(self.server.auth.standings().watch(&user));
+                self.standing = Some(standing);
                 self.state = State::LoggedIn(Box::new(user));
                 self.reply(reply).await
             }
