@@ -61,8 +61,8 @@ enum Expect {
 pub struct Opening {
     expect: Expect,
     service: Service,
-    /// The server's program and version, as `hello` names it.
-    server: String,
+    /// The server's program, as `hello` names it (with the version).
+    program: &'static str,
     failures: u32,
     max_attempts: u32,
     /// How long the client has to log in, and until when.
@@ -76,14 +76,14 @@ impl Opening {
     /// logins or when no login came within `login_timeout` from now.
     pub fn new(
         service: Service,
-        program: &str,
+        program: &'static str,
         max_attempts: u32,
         login_timeout: Duration,
     ) -> Opening {
         Opening {
             expect: Expect::Hello,
             service,
-            server: format!("{program}/{}", env!("CARGO_PKG_VERSION")),
+            program,
             failures: 0,
             max_attempts,
             login_timeout,
@@ -129,7 +129,7 @@ impl Opening {
                 self.expect = Expect::Login;
                 Step::Hello(ServerHello {
                     version: PROTOCOL_VERSION,
-                    server: self.server.clone(),
+                    server: format!("{}/{}", self.program, env!("CARGO_PKG_VERSION")),
                     service: self.service.to_string(),
                 })
             }

@@ -10,7 +10,7 @@ use wharf_core::Refusal;
 use wharf_core::opening::{Entered, Opening, Step, login_ok};
 use wharf_core::owner::Owner;
 use wharf_core::server::LoginGate;
-use wharf_core::standing::{self};
+use wharf_core::standing;
 use wharf_core::tls::Stream;
 use wharf_core::{Service, User};
 use wharf_proto::ftp::{FtpReply, FtpRequest};

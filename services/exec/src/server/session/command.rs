@@ -10,7 +10,7 @@ use rustix::process::geteuid;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use wharf_core::owner::Owner;
-use wharf_core::standing::{self};
+use wharf_core::standing;
 use wharf_core::store::ExecRecord;
 use wharf_core::{Service, User};
 use wharf_proto::exec::{ExecReply, ExecRequest};
