@@ -3,9 +3,11 @@
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
-use wharf_core::config::{
-    DATA_DIR_ENV, DATABASE_URL_ENV, DEFAULT_DATA_DIR, DEFAULT_FILE_QUOTA, DEFAULT_QUOTA,
-};
+use wharf_core::config::DATA_DIR_ENV;
+use wharf_core::config::DATABASE_URL_ENV;
+use wharf_core::config::DEFAULT_DATA_DIR;
+use wharf_core::config::DEFAULT_FILE_QUOTA;
+use wharf_core::config::DEFAULT_QUOTA;
 
 const AFTER_HELP: &str = "\
 Sizes: 500MiB, 2G (powers of 1024), 1.5GB (powers of 1000), 1048576 (bytes), unlimited.
@@ -236,8 +238,8 @@ fn parse_limit_count(s: &str) -> Result<Cleared, String> {
 
 impl LimitFlags {
     /// The change these flags ask for.
-    pub fn change(&self) -> wharf_core::store::LimitChange {
-        wharf_core::store::LimitChange {
+    pub fn change(&self) -> wharf_store::db::LimitChange {
+        wharf_store::db::LimitChange {
             upload_rate: self.upload_rate.map(|c| c.0),
             download_rate: self.download_rate.map(|c| c.0),
             max_sessions: self.max_sessions.map(|c| c.0),

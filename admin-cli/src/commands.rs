@@ -3,15 +3,30 @@
 use std::path::Path;
 
 use anyhow::{Context, Result, bail};
-use wharf_core::auth::hash_password;
-use wharf_core::home::{HomeUsage, apply_quota, btrfs, default_home, ensure_home, scan_home};
+use wharf_core::Service;
+use wharf_core::ServiceSet;
 use wharf_core::names::validate_user_name;
-use wharf_core::owner::{Owner, hand_over};
-use wharf_core::size::{format_quota, format_size, parse_quota};
-use wharf_core::store::NewUser;
-use wharf_core::time::{duration_ms, now_ms};
-use wharf_core::tls::server::{fingerprint_of_file, made_cert_path};
-use wharf_core::{AuthConfig, Error, Service, ServiceSet, Store, User};
+use wharf_core::size::format_quota;
+use wharf_core::size::format_size;
+use wharf_core::size::parse_quota;
+use wharf_core::time::duration_ms;
+use wharf_core::time::now_ms;
+use wharf_server::tls::fingerprint_of_file;
+use wharf_server::tls::made_cert_path;
+use wharf_store::AuthConfig;
+use wharf_store::Error;
+use wharf_store::Store;
+use wharf_store::User;
+use wharf_store::auth::hash_password;
+use wharf_store::db::NewUser;
+use wharf_store::home::HomeUsage;
+use wharf_store::home::apply_quota;
+use wharf_store::home::btrfs;
+use wharf_store::home::default_home;
+use wharf_store::home::ensure_home;
+use wharf_store::home::scan_home;
+use wharf_store::owner::Owner;
+use wharf_store::owner::hand_over;
 
 use crate::UsageError;
 use crate::cli::{
@@ -225,7 +240,7 @@ async fn add(store: &Store, data_dir: &Path, args: AddArgs) -> Result<()> {
                     .map(|n| format!(" and {n} files"))
                     .unwrap_or_default(),
             );
-            if user.limits != wharf_core::store::UserLimits::default() {
+            if user.limits != wharf_store::db::UserLimits::default() {
                 println!("  limits: {}", view::limits_text(&user.limits));
             }
             Ok(())

@@ -29,18 +29,19 @@ const EXIT_NO_SUCH_USER: u8 = 3;
 const EXIT_EXISTS: u8 = 4;
 
 fn exit_code(err: &anyhow::Error) -> u8 {
-    use wharf_core::Error;
+    use wharf_store::Error;
     for cause in err.chain() {
         if cause.downcast_ref::<UsageError>().is_some() {
             return EXIT_USAGE;
         }
-        if let Some(core) = cause.downcast_ref::<Error>() {
-            return match core {
+        if cause.downcast_ref::<wharf_core::Error>().is_some() {
+            return EXIT_USAGE;
+        }
+        if let Some(store) = cause.downcast_ref::<Error>() {
+            return match store {
                 Error::NoSuchUser(_) => EXIT_NO_SUCH_USER,
                 Error::UserExists(_) => EXIT_EXISTS,
-                Error::InvalidName { .. }
-                | Error::InvalidSize { .. }
-                | Error::InvalidService(_) => EXIT_USAGE,
+                Error::Input(_) => EXIT_USAGE,
                 _ => EXIT_FAILURE,
             };
         }

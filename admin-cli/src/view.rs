@@ -4,12 +4,17 @@ use std::io::IsTerminal;
 
 use comfy_table::{CellAlignment, ContentArrangement, LineStyle, Table, presets};
 use serde::Serialize;
-use wharf_core::User;
-use wharf_core::auth::NameSlowdown;
-use wharf_core::owner::Owner;
-use wharf_core::size::{format_quota, format_rate, format_size};
-use wharf_core::store::{ExecLogRow, TransferRow, UsageRow, UserLimits};
+use wharf_core::size::format_quota;
+use wharf_core::size::format_rate;
+use wharf_core::size::format_size;
 use wharf_core::time::rfc3339;
+use wharf_store::User;
+use wharf_store::auth::NameSlowdown;
+use wharf_store::db::ExecLogRow;
+use wharf_store::db::TransferRow;
+use wharf_store::db::UsageRow;
+use wharf_store::db::UserLimits;
+use wharf_store::owner::Owner;
 
 /// A user, as `user show --json` and `user list --json` print it.
 #[derive(Debug, Serialize)]

@@ -6,7 +6,12 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
 use serde_json::Value;
-use wharf_core::{AuthConfig, Authenticator, Error, Password, Service, Store};
+use wharf_core::Password;
+use wharf_core::Service;
+use wharf_store::AuthConfig;
+use wharf_store::Authenticator;
+use wharf_store::Error;
+use wharf_store::Store;
 
 const PW: &str = "correct horse battery";
 
@@ -856,7 +861,9 @@ fn an_unusable_database_is_a_clear_failure() {
 #[tokio::test]
 async fn usage_of_one_user_lists_latest_transfers_and_commands() {
     use std::time::Duration;
-    use wharf_core::store::{Direction, ExecRecord, TransferRecord};
+    use wharf_store::db::Direction;
+    use wharf_store::db::ExecRecord;
+    use wharf_store::db::TransferRecord;
     let admin = Admin::new();
     admin.add("alice", &["--services", "ftp,exec"]);
     admin.add("bob", &[]);
@@ -933,7 +940,7 @@ fn tls_fingerprint_prints_what_the_daemons_serve() {
         "{err}"
     );
     // What a daemon makes at its first start.
-    let tls = wharf_core::tls::ServerTls::made_in(&admin.data(), &[]).expect("certificate");
+    let tls = wharf_server::tls::ServerTls::made_in(&admin.data(), &[]).expect("certificate");
     assert_eq!(
         admin.ok(&["tls", "fingerprint"], None).trim(),
         tls.fingerprint
@@ -1132,7 +1139,7 @@ fn the_file_quota_is_set_and_shown() {
 /// `--purge-home` removes the subvolume.
 #[test]
 fn homes_on_btrfs_are_subvolumes_held_to_their_quota() {
-    use wharf_core::home::btrfs;
+    use wharf_store::home::btrfs;
     let Some(root) = test_btrfs::btrfs_root() else {
         return;
     };
@@ -1240,7 +1247,7 @@ fn usage_fits_a_terminal_and_is_plain_through_a_pipe() {
 /// administrator says yes.
 #[tokio::test]
 async fn deleting_a_user_keeps_the_others_records_and_asks_before_purging() {
-    use wharf_core::store::ChatRecord;
+    use wharf_store::db::ChatRecord;
     let admin = Admin::new();
     admin.add("alice", &[]);
     admin.add("bob", &[]);

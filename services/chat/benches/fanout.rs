@@ -43,9 +43,10 @@ use argon2::password_hash::PasswordHasher;
 use argon2::{Algorithm, Argon2, Params, Version};
 use tokio::sync::{Barrier, Semaphore};
 use wharf_chat::client::{ChatClient, Event};
-use wharf_core::store::NewUser;
-use wharf_core::tls::ClientTls;
-use wharf_core::{Password, Store};
+use wharf_client::tls::ClientTls;
+use wharf_core::Password;
+use wharf_store::Store;
+use wharf_store::db::NewUser;
 
 type Res<T> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
 
@@ -332,7 +333,7 @@ async fn bench(
 ) -> Res<Figures> {
     wait_listening(addr).await;
     let client_tls = if tls {
-        ClientTls::trusting(&wharf_core::tls::server::made_cert_path(dir))?
+        ClientTls::trusting(&wharf_server::tls::made_cert_path(dir))?
     } else {
         ClientTls::plain()
     };
@@ -563,7 +564,7 @@ async fn talk_wharf(
     n_idle: usize,
 ) -> Res<Talk> {
     wait_listening(addr).await;
-    let client_tls = ClientTls::trusting(&wharf_core::tls::server::made_cert_path(dir))?;
+    let client_tls = ClientTls::trusting(&wharf_server::tls::made_cert_path(dir))?;
     let mut clients = login_many(addr, &client_tls, users, members).await?;
     for c in &mut clients {
         c.join("bench").await?;

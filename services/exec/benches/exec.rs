@@ -20,11 +20,12 @@ use std::net::TcpListener;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use wharf_core::store::NewUser;
-use wharf_core::tls::ClientTls;
-use wharf_core::tls::server::made_cert_path;
-use wharf_core::{Password, Store};
+use wharf_client::tls::ClientTls;
+use wharf_core::Password;
 use wharf_exec::client::{ExecClient, Streams};
+use wharf_server::tls::made_cert_path;
+use wharf_store::Store;
+use wharf_store::db::NewUser;
 
 type Res<T> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
 
@@ -60,8 +61,8 @@ async fn main() -> Res<()> {
     let dir = tempfile::tempdir()?;
     let url = format!("sqlite://{}/wharf.db", dir.path().display());
     let store = Store::open(&url).await?;
-    let hash = wharf_core::auth::hash_password(&Password::new(PASSWORD)).await?;
-    let (home, _) = wharf_core::home::ensure_home(&dir.path().join("homes/bench"))?;
+    let hash = wharf_store::auth::hash_password(&Password::new(PASSWORD)).await?;
+    let (home, _) = wharf_store::home::ensure_home(&dir.path().join("homes/bench"))?;
     store
         .create_user(&NewUser {
             name: "bench".into(),

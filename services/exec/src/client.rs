@@ -11,8 +11,10 @@ use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
-use wharf_core::client::{Session, open_session};
-use wharf_core::tls::{ClientTls, TlsError};
+use wharf_client::session::Session;
+use wharf_client::session::open_session;
+use wharf_client::tls::ClientTls;
+use wharf_client::tls::TlsError;
 use wharf_proto::exec::{ExecReply, ExecRequest, MAX_STDIN_CHUNK, SignalName, Tty, WindowSize};
 use wharf_proto::message::{ChangePassword, ErrorReply};
 use wharf_proto::{ErrorCode, Frame, Outbound, Password, ProtoError};
@@ -60,7 +62,7 @@ impl ClientError {
     }
 }
 
-wharf_core::from_session_error!(ClientError);
+wharf_client::from_session_error!(ClientError);
 
 type Result<T> = std::result::Result<T, ClientError>;
 

@@ -20,9 +20,11 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use wharf_core::size::{format_size, parse_size};
-use wharf_core::store::NewUser;
-use wharf_core::{Password, Store};
+use wharf_core::Password;
+use wharf_core::size::format_size;
+use wharf_core::size::parse_size;
+use wharf_store::Store;
+use wharf_store::db::NewUser;
 
 type Res<T> = Result<T, Box<dyn std::error::Error>>;
 
@@ -88,8 +90,8 @@ fn main() -> Res<()> {
     let rt = tokio::runtime::Runtime::new()?;
     rt.block_on(async {
         let store = Store::open(&url).await?;
-        let hash = wharf_core::auth::hash_password(&Password::new(PASSWORD)).await?;
-        let (home, _) = wharf_core::home::ensure_home(&home)?;
+        let hash = wharf_store::auth::hash_password(&Password::new(PASSWORD)).await?;
+        let (home, _) = wharf_store::home::ensure_home(&home)?;
         store
             .create_user(&NewUser {
                 name: "bench".into(),
@@ -101,7 +103,7 @@ fn main() -> Res<()> {
             })
             .await?;
         store.close().await;
-        Ok::<_, wharf_core::Error>(())
+        Ok::<_, wharf_store::Error>(())
     })?;
 
     let start_server = |tls: bool| -> Res<(String, std::process::Child)> {

@@ -1,8 +1,8 @@
 //! Server-side failures and the one place that turns them into replies.
 
-use wharf_core::Refusal;
 use wharf_proto::ErrorCode;
 use wharf_proto::message::ErrorReply;
+use wharf_server::Refusal;
 
 /// Why a request failed. [`FtpError::reply`] maps each to a wire code and
 /// a message; [`FtpError::is_fatal`] says whether the connection can go on.
@@ -21,7 +21,7 @@ pub enum FtpError {
     Protocol(#[from] wharf_proto::ProtoError),
     /// An error from wharf-core (auth, quota, database).
     #[error(transparent)]
-    Core(#[from] wharf_core::Error),
+    Core(#[from] wharf_store::Error),
     /// A file-system failure the client cannot fix; logged, not sent.
     #[error("{context}: {source}")]
     Io {
@@ -33,7 +33,7 @@ pub enum FtpError {
     /// An administrator locked, removed or revoked the user: the session
     /// ends.
     #[error("{0}")]
-    Ended(wharf_core::Error),
+    Ended(wharf_store::Error),
     /// An upload stopped in the middle of its data for this reason: the
     /// client hears it, then the connection closes (the rest of the data is
     /// not read).
@@ -94,7 +94,7 @@ impl FtpError {
             }
             // The kernel's quota on the home (btrfs qgroups): the user's
             // own limit, not the server's disk.
-            ErrorKind::QuotaExceeded => FtpError::Core(wharf_core::Error::DiskQuota),
+            ErrorKind::QuotaExceeded => FtpError::Core(wharf_store::Error::DiskQuota),
             ErrorKind::StorageFull => {
                 tracing::warn!(%context, error = %source, "the disk is full");
                 FtpError::refuse(
@@ -139,7 +139,7 @@ impl FtpError {
             FtpError::Frame(e) => (e.code(), e.to_string()),
             FtpError::Protocol(e) => (e.code(), e.to_string()),
             FtpError::Core(e) => {
-                if e.code() == ErrorCode::Internal || matches!(e, wharf_core::Error::Database(_)) {
+                if e.code() == ErrorCode::Internal || matches!(e, wharf_store::Error::Database(_)) {
                     tracing::error!(error = %e, "internal error");
                 }
                 (e.code(), e.client_message())

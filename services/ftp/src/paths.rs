@@ -22,8 +22,9 @@ use wharf_proto::ErrorCode;
 
 use rustix::fs::{Mode, OFlags, ResolveFlags};
 
-use wharf_core::home::INTERNAL_DIR;
-use wharf_core::owner::{Owner, ensure_owned};
+use wharf_store::home::INTERNAL_DIR;
+use wharf_store::owner::Owner;
+use wharf_store::owner::ensure_owned;
 
 use crate::error::FtpError;
 
@@ -175,7 +176,7 @@ impl Jail {
             OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
             Mode::empty(),
         )?;
-        let kernel_quota = wharf_core::home::btrfs::is_subvolume(&home);
+        let kernel_quota = wharf_store::home::btrfs::is_subvolume(&home);
         Ok(Jail {
             home,
             dir: Arc::new(dir),

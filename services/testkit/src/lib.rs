@@ -22,9 +22,15 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 use tempfile::TempDir;
-use wharf_core::store::NewUser;
-use wharf_core::tls::{ClientTls, ServerTls, Stream};
-use wharf_core::{AuthConfig, Authenticator, Password, Store, User};
+use wharf_client::tls::ClientTls;
+use wharf_core::Password;
+use wharf_core::tls::Stream;
+use wharf_server::tls::ServerTls;
+use wharf_store::AuthConfig;
+use wharf_store::Authenticator;
+use wharf_store::Store;
+use wharf_store::User;
+use wharf_store::db::NewUser;
 
 /// The password of the users tests add.
 pub const PW: &str = "correct horse battery";
@@ -39,7 +45,7 @@ pub fn tls() -> &'static (ServerTls, ClientTls, PathBuf) {
     TLS.get_or_init(|| {
         let dir = tempfile::tempdir().expect("temp dir").keep();
         let server = ServerTls::made_in(&dir, &[]).expect("certificate");
-        let cert = wharf_core::tls::server::made_cert_path(&dir);
+        let cert = wharf_server::tls::made_cert_path(&dir);
         let client = ClientTls::trusting(&cert).expect("trust");
         (server, client, cert)
     })
@@ -106,10 +112,10 @@ pub async fn add_user(
     quota: Option<u64>,
     services: &str,
 ) -> User {
-    let hash = wharf_core::auth::hash_password(&Password::new(PW))
+    let hash = wharf_store::auth::hash_password(&Password::new(PW))
         .await
         .expect("hash");
-    let (home, _) = wharf_core::home::ensure_home(home).expect("home");
+    let (home, _) = wharf_store::home::ensure_home(home).expect("home");
     let user = store
         .create_user(&NewUser {
             name: name.into(),
@@ -122,7 +128,7 @@ pub async fn add_user(
         .await
         .expect("user");
     if quota.is_some() {
-        wharf_core::home::apply_quota(&user.home, quota).expect("the kernel's limit");
+        wharf_store::home::apply_quota(&user.home, quota).expect("the kernel's limit");
     }
     user
 }

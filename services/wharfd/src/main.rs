@@ -8,12 +8,18 @@ use std::process::ExitCode;
 use anyhow::{Context, Result};
 use clap::Parser;
 use wharf_chat::server::ChatArgs;
-use wharf_core::cli::{DatabaseArgs, LimitArgs, init_tracing, run_main};
-use wharf_core::daemon::{Daemon, bind, listen_error};
-use wharf_core::server::{Listener, cancel_on_signal};
-use wharf_core::tls::ServerTlsArgs;
+use wharf_core::cli::run_main;
 use wharf_exec::server::{ExecArgs, ExecConfig, check_sandbox};
 use wharf_ftp::server::{FtpArgs, FtpServer};
+use wharf_server::cli::DatabaseArgs;
+use wharf_server::cli::LimitArgs;
+use wharf_server::cli::init_tracing;
+use wharf_server::daemon::Daemon;
+use wharf_server::daemon::bind;
+use wharf_server::daemon::listen_error;
+use wharf_server::listener::Listener;
+use wharf_server::listener::cancel_on_signal;
+use wharf_server::tls::ServerTlsArgs;
 
 const AFTER_HELP: &str = "\
 Started as root, wharfd runs each user's commands as that user's own uid
@@ -32,7 +38,7 @@ Add users with `admin-cli user add NAME` (exec is granted only explicitly:
 #[command(name = "wharfd", version, after_help = AFTER_HELP)]
 struct Args {
     #[command(flatten)]
-    config: wharf_core::daemon_config::ConfigArgs,
+    config: wharf_server::config::ConfigArgs,
     #[command(flatten)]
     database: DatabaseArgs,
     /// Address of the file-transfer service.
@@ -67,7 +73,7 @@ struct Args {
 
 fn main() -> ExitCode {
     wharf_exec::launch::launch_if_asked();
-    let args: Args = wharf_core::daemon_config::parse();
+    let args: Args = wharf_server::config::parse();
     init_tracing(args.config.log_format);
     run_main("wharfd", async {
         serve(args).await.map(|()| ExitCode::SUCCESS)

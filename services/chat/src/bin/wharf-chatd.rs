@@ -6,10 +6,15 @@ use std::process::ExitCode;
 use anyhow::Result;
 use clap::Parser;
 use wharf_chat::server::{ChatArgs, bind, run};
-use wharf_core::cli::{DatabaseArgs, LimitArgs, init_tracing, run_main};
-use wharf_core::daemon::{Daemon, listen_error};
-use wharf_core::server::{Listener, cancel_on_signal};
-use wharf_core::tls::ServerTlsArgs;
+use wharf_core::cli::run_main;
+use wharf_server::cli::DatabaseArgs;
+use wharf_server::cli::LimitArgs;
+use wharf_server::cli::init_tracing;
+use wharf_server::daemon::Daemon;
+use wharf_server::daemon::listen_error;
+use wharf_server::listener::Listener;
+use wharf_server::listener::cancel_on_signal;
+use wharf_server::tls::ServerTlsArgs;
 
 /// Wharf chat server: rooms, direct messages and history, over TCP and UDP
 /// on one port.
@@ -21,7 +26,7 @@ use wharf_core::tls::ServerTlsArgs;
 )]
 struct Args {
     #[command(flatten)]
-    config: wharf_core::daemon_config::ConfigArgs,
+    config: wharf_server::config::ConfigArgs,
     /// Address to listen on, TCP and UDP.
     #[arg(long, default_value = "0.0.0.0:2122", value_name = "ADDR")]
     listen: String,
@@ -36,7 +41,7 @@ struct Args {
 }
 
 fn main() -> ExitCode {
-    let args: Args = wharf_core::daemon_config::parse();
+    let args: Args = wharf_server::config::parse();
     init_tracing(args.config.log_format);
     run_main("wharf-chatd", async {
         serve(args).await.map(|()| ExitCode::SUCCESS)

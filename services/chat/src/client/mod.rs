@@ -14,8 +14,10 @@ use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use tokio::time::Instant;
-use wharf_core::client::{Session, open_session};
-use wharf_core::tls::{ClientTls, TlsError};
+use wharf_client::session::Session;
+use wharf_client::session::open_session;
+use wharf_client::tls::ClientTls;
+use wharf_client::tls::TlsError;
 use wharf_proto::chat::{
     ChatMessage, ChatReply, ChatRequest, PresenceChange, RoomInfo, UdpSessionGrant,
 };
@@ -80,7 +82,7 @@ impl ClientError {
     }
 }
 
-wharf_core::from_session_error!(ClientError);
+wharf_client::from_session_error!(ClientError);
 
 type Result<T> = std::result::Result<T, ClientError>;
 

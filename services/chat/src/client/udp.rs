@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use tokio::net::UdpSocket;
 use tokio::time::Instant;
-use wharf_core::tls::ClientTls;
+use wharf_client::tls::ClientTls;
 use wharf_proto::Password;
 use wharf_proto::chat::{ChatReply, ChatRequest, UdpSessionGrant};
 use wharf_proto::datagram::{

@@ -22,13 +22,14 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use bytes::Bytes;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
-use wharf_core::Refusal;
-use wharf_core::Store;
-use wharf_core::store::{ChatRecord, HistoryRow};
 use wharf_core::time::now_ms;
 use wharf_proto::ErrorCode;
 use wharf_proto::chat::{ChatMessage, ChatReply, MAX_TEXT_BYTES, PresenceChange, RoomInfo};
 use wharf_proto::datagram::{MAX_FRAME, SessionId, encode_frame};
+use wharf_server::Refusal;
+use wharf_store::Store;
+use wharf_store::db::ChatRecord;
+use wharf_store::db::HistoryRow;
 
 use super::bucket::{Bucket, Rate};
 use super::journal::Journal;
@@ -164,7 +165,7 @@ fn refuse(code: ErrorCode, message: impl Into<String>) -> Refusal {
 
 /// The database failed: the details to the log, to the client what it may
 /// know.
-fn database_refusal(e: &wharf_core::Error, what: &str) -> Refusal {
+fn database_refusal(e: &wharf_store::Error, what: &str) -> Refusal {
     tracing::error!(error = %e, "cannot {what}");
     refuse(e.code(), e.client_message())
 }
@@ -497,7 +498,7 @@ impl Hub {
                 }
             }
         }
-        wharf_core::metrics::metrics()
+        wharf_store::metrics::metrics()
             .chat_deliveries
             .inc_by(delivered);
     }
@@ -507,7 +508,7 @@ impl Hub {
         if slow.is_empty() {
             return Vec::new();
         }
-        wharf_core::metrics::metrics()
+        wharf_store::metrics::metrics()
             .chat_dropped
             .inc_by(slow.len() as u64);
         for id in &slow {
@@ -811,7 +812,7 @@ impl Hub {
             })?;
             room.seq = seq;
             st.last_id = msg_id;
-            wharf_core::metrics::metrics().chat_room_messages.inc();
+            wharf_store::metrics::metrics().chat_room_messages.inc();
             let (said, slow) = self.publish(
                 &st.endpoints,
                 &room.members,
@@ -878,7 +879,7 @@ impl Hub {
                 at,
             })?;
             st.last_id = msg_id;
-            wharf_core::metrics::metrics().chat_direct_messages.inc();
+            wharf_store::metrics::metrics().chat_direct_messages.inc();
             let mut targets = recipients;
             if *user != *to {
                 targets.extend(st.by_user.get(&user).into_iter().flatten().copied());

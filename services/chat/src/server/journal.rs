@@ -4,8 +4,8 @@
 //! so `history` reads its own writes.
 
 use tokio::sync::{mpsc, oneshot};
-use wharf_core::Store;
-use wharf_core::store::ChatRecord;
+use wharf_store::Store;
+use wharf_store::db::ChatRecord;
 
 /// Most records written in one transaction.
 const BATCH: usize = 1000;

@@ -15,11 +15,15 @@ use bytes::Bytes;
 use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
-use wharf_core::Authenticator;
-use wharf_core::server::{Handler, Limits, Listener, LoginGate, serve};
-use wharf_core::store::HistoryPolicy;
 use wharf_core::tls::Stream;
 use wharf_proto::datagram::SessionId;
+use wharf_server::listener::Handler;
+use wharf_server::listener::Limits;
+use wharf_server::listener::Listener;
+use wharf_server::listener::LoginGate;
+use wharf_server::listener::serve;
+use wharf_store::Authenticator;
+use wharf_store::db::HistoryPolicy;
 
 pub use bucket::Rate;
 
@@ -280,13 +284,13 @@ pub async fn run(
     auth: Authenticator,
     config: ChatConfig,
     shutdown: CancellationToken,
-) -> Result<(), wharf_core::Error> {
+) -> Result<(), wharf_store::Error> {
     let store = auth.store().clone();
     let last_id = store.last_chat_id().await?;
     // On PostgreSQL the rooms are shared with every chat server on the
     // database.
     let replica =
-        (store.backend() == wharf_core::store::Backend::Postgres).then(hub::shared::replica_name);
+        (store.backend() == wharf_store::db::Backend::Postgres).then(hub::shared::replica_name);
     if let Some(replica) = &replica {
         tracing::info!(replica = %replica, "chat rooms shared through PostgreSQL with the other chat servers on this database");
     }

@@ -15,16 +15,20 @@ use tokio::io::WriteHalf;
 use tokio::sync::watch;
 use tokio_util::codec::FramedRead;
 use tokio_util::sync::CancellationToken;
-use wharf_core::Refusal;
 use wharf_core::Service;
-use wharf_core::opening::{Entered, Opening, Step, login_ok};
-use wharf_core::server::LoginGate;
-use wharf_core::standing::{self, Standing};
 use wharf_core::tls::Stream;
 use wharf_proto::chat::{ChatReply, ChatRequest, PresenceChange};
 use wharf_proto::datagram::encode_frame;
 use wharf_proto::message::ErrorReply;
 use wharf_proto::{ErrorCode, Frame, FrameCodec};
+use wharf_server::Refusal;
+use wharf_server::listener::LoginGate;
+use wharf_server::opening::Entered;
+use wharf_server::opening::Opening;
+use wharf_server::opening::Step;
+use wharf_server::opening::login_ok;
+use wharf_store::standing;
+use wharf_store::standing::Standing;
 
 use super::ChatServer;
 use super::hub::{EndpointId, Sink};
@@ -65,7 +69,7 @@ struct Session {
     /// right ends the session.
     standing: Option<watch::Receiver<Standing>>,
     /// The session as the user's sessions are counted, while logged in.
-    lease: Option<wharf_core::sessions::SessionLease>,
+    lease: Option<wharf_store::sessions::SessionLease>,
 }
 
 enum State {

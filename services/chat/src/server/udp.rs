@@ -26,14 +26,14 @@ use bytes::Bytes;
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
-use wharf_core::Refusal;
-use wharf_core::standing::Standing;
 use wharf_proto::ErrorCode;
 use wharf_proto::chat::{ChatReply, ChatRequest, PresenceChange, UdpSessionGrant};
 use wharf_proto::datagram::{
     self, Direction, KEY_LEN, Key, MAX_DATAGRAM, MAX_FRAME, ReplayWindow, SESSION_ID_LEN, SessionId,
 };
 use wharf_proto::message::ErrorReply;
+use wharf_server::Refusal;
+use wharf_store::standing::Standing;
 
 use super::ChatServer;
 use super::bucket::{Bucket, Rate};

@@ -424,7 +424,7 @@ async fn history_is_trimmed_by_count_and_age() {
     // Old messages in a quiet room, written as they would have been.
     let long_ago = wharf_core::time::now_ms() - 31 * 86_400_000;
     let old: Vec<_> = (1..=3u64)
-        .map(|i| wharf_core::store::ChatRecord {
+        .map(|i| wharf_store::db::ChatRecord {
             id: 1_000_000 + i,
             sender_id: alice_user.id,
             room: Some("attic".into()),
@@ -619,9 +619,9 @@ async fn garbage_on_tcp_gets_an_error_and_others_are_served() {
 async fn a_connection_that_never_logs_in_is_closed() {
     use tokio::io::AsyncReadExt;
     let srv = spawn_with(ChatConfig {
-        limits: wharf_core::server::Limits {
+        limits: wharf_server::listener::Limits {
             login_timeout: Duration::from_millis(200),
-            ..wharf_core::server::Limits::default()
+            ..wharf_server::listener::Limits::default()
         },
         ..ChatConfig::default()
     })

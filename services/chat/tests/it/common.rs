@@ -11,12 +11,14 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use wharf_chat::client::{ChatClient, Event};
 use wharf_chat::server::{ChatConfig, bind, run};
-use wharf_core::server::Listener;
+use wharf_core::Password;
 use wharf_core::tls::Stream;
-use wharf_core::{Password, Store, User};
 use wharf_proto::chat::{ChatMessage, ChatReply, ChatRequest};
 use wharf_proto::datagram::{self, Direction, Key, MAX_DATAGRAM, SessionId};
 use wharf_proto::{Frame, Outbound};
+use wharf_server::listener::Listener;
+use wharf_store::Store;
+use wharf_store::User;
 pub use wharf_testkit::{PW, WAIT, client_tls, connect, postgres, server_tls, tls};
 
 pub struct TestServer {

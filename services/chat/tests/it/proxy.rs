@@ -15,11 +15,11 @@ use tokio::net::TcpStream;
 use tokio_util::codec::Framed;
 use wharf_chat::server::ChatConfig;
 use wharf_core::Password;
-use wharf_core::proxy_protocol::header;
-use wharf_core::server::Limits;
 use wharf_proto::chat::{ChatReply, ChatRequest};
 use wharf_proto::message::{ClientHello, Login};
 use wharf_proto::{ErrorCode, FrameCodec, PROTOCOL_VERSION};
+use wharf_server::listener::Limits;
+use wharf_server::proxy_protocol::header;
 
 /// A TLS connection as the balancer makes it for `client`: the header, then
 /// the client's bytes.

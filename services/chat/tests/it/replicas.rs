@@ -288,7 +288,8 @@ async fn messages_said_while_a_replica_lost_its_listener_still_arrive_once() {
 
 #[tokio::test]
 async fn a_number_lost_to_the_history_trimmer_is_not_waited_for() {
-    use wharf_core::store::{ChatRecord, HistoryPolicy};
+    use wharf_store::db::ChatRecord;
+    use wharf_store::db::HistoryPolicy;
     let Some((a, b)) = spawn_replicas().await else {
         return;
     };

@@ -15,10 +15,15 @@ use rustix::termios::{OptionalActions, Termios, tcgetattr, tcgetwinsize, tcsetat
 use tokio::io::AsyncWriteExt;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::mpsc;
+use wharf_client::cli::ClientFields;
+use wharf_client::cli::client_user;
+use wharf_client::cli::log_in;
+use wharf_client::cli::parse_client;
+use wharf_client::cli::run_main_failing_with;
+use wharf_client::tls::ClientTls;
+use wharf_client::tls::ClientTlsArgs;
 use wharf_core::Password;
 use wharf_core::cli::describe;
-use wharf_core::cli::{ClientFields, client_user, log_in, parse_client, run_main_failing_with};
-use wharf_core::tls::{ClientTls, ClientTlsArgs};
 use wharf_exec::client::{ClientError, Command, ExecClient, Outcome, Streams};
 use wharf_proto::exec::{SignalName, Tty, WindowSize};
 

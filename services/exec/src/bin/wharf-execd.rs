@@ -6,11 +6,16 @@ use std::process::ExitCode;
 
 use anyhow::Result;
 use clap::Parser;
-use wharf_core::cli::{DatabaseArgs, LimitArgs, init_tracing, run_main};
-use wharf_core::daemon::{Daemon, bind};
-use wharf_core::server::{Listener, cancel_on_signal};
-use wharf_core::tls::ServerTlsArgs;
+use wharf_core::cli::run_main;
 use wharf_exec::server::{ExecArgs, run};
+use wharf_server::cli::DatabaseArgs;
+use wharf_server::cli::LimitArgs;
+use wharf_server::cli::init_tracing;
+use wharf_server::daemon::Daemon;
+use wharf_server::daemon::bind;
+use wharf_server::listener::Listener;
+use wharf_server::listener::cancel_on_signal;
+use wharf_server::tls::ServerTlsArgs;
 
 /// Wharf remote-exec server: users with the exec right run command lines in
 /// their homes, with time, output and resource limits.
@@ -22,7 +27,7 @@ use wharf_exec::server::{ExecArgs, run};
 )]
 struct Args {
     #[command(flatten)]
-    config: wharf_core::daemon_config::ConfigArgs,
+    config: wharf_server::config::ConfigArgs,
     /// Address to listen on.
     #[arg(long, default_value = "0.0.0.0:2123", value_name = "ADDR")]
     listen: String,
@@ -38,7 +43,7 @@ struct Args {
 
 fn main() -> ExitCode {
     wharf_exec::launch::launch_if_asked();
-    let args: Args = wharf_core::daemon_config::parse();
+    let args: Args = wharf_server::config::parse();
     init_tracing(args.config.log_format);
     run_main("wharf-execd", async {
         serve(args).await.map(|()| ExitCode::SUCCESS)

@@ -19,7 +19,7 @@ use rustix::process::{
 };
 use rustix::thread::UnshareFlags;
 
-use wharf_core::home::INTERNAL_DIR;
+use wharf_store::home::INTERNAL_DIR;
 
 use super::net::{self, NetPlace};
 use super::{Launch, hard, init};

@@ -2,8 +2,8 @@
 
 use std::time::Duration;
 
-use wharf_core::server::Limits;
 use wharf_core::size::parse_size;
+use wharf_server::listener::Limits;
 
 use super::{ExecConfig, ExecNetwork, ResourceLimits};
 

@@ -16,9 +16,14 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
-use wharf_core::Authenticator;
-use wharf_core::server::{Handler, Limits, Listener, LoginGate, Slots, serve};
 use wharf_core::tls::Stream;
+use wharf_server::listener::Handler;
+use wharf_server::listener::Limits;
+use wharf_server::listener::Listener;
+use wharf_server::listener::LoginGate;
+use wharf_server::listener::Slots;
+use wharf_server::listener::serve;
+use wharf_store::Authenticator;
 
 use crate::launch::Launch;
 

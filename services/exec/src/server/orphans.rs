@@ -14,7 +14,7 @@ use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
 use rustix::process::{Pid, WaitOptions, getpid, set_child_subreaper, waitpid};
-use wharf_core::owner::UID_BASE;
+use wharf_store::owner::UID_BASE;
 
 /// How often adopted orphans are looked for and reaped: a user's command
 /// loop leaves at most this long's worth of them waiting.

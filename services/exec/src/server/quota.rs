@@ -29,8 +29,9 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use wharf_core::home::{HomeUsage, scan_home};
 use wharf_core::size::format_size;
+use wharf_store::home::HomeUsage;
+use wharf_store::home::scan_home;
 
 /// How often the write meter is read when the home has plenty of room.
 pub(crate) const METER_TICK: Duration = Duration::from_millis(50);
@@ -250,7 +251,7 @@ impl KernelQuotas {
             None => {
                 let dir = home.to_path_buf();
                 let limit = tokio::task::spawn_blocking(move || {
-                    use wharf_core::home::btrfs;
+                    use wharf_store::home::btrfs;
                     btrfs::is_subvolume(&dir)
                         .then(|| btrfs::qgroup(&dir).ok().and_then(|q| q.limit))
                         .flatten()

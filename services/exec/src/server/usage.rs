@@ -9,8 +9,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio_util::task::TaskTracker;
-use wharf_core::Store;
-use wharf_core::home::measure_and_record;
+use wharf_store::Store;
+use wharf_store::home::measure_and_record;
 
 /// How long after a command its home is measured.
 const SETTLE: Duration = Duration::from_millis(250);

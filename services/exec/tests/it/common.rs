@@ -8,13 +8,15 @@ use futures_util::{SinkExt, StreamExt};
 use tempfile::TempDir;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
-use wharf_core::server::Listener;
-use wharf_core::store::NewUser;
-use wharf_core::{Password, Store, User};
+use wharf_core::Password;
 use wharf_exec::client::ExecClient;
 use wharf_exec::server::{ExecConfig, run};
 use wharf_proto::exec::{ExecReply, ExecRequest};
 use wharf_proto::{Frame, Outbound};
+use wharf_server::listener::Listener;
+use wharf_store::Store;
+use wharf_store::User;
+use wharf_store::db::NewUser;
 pub use wharf_testkit::btrfs::{btrfs_root, roots};
 pub use wharf_testkit::{PW, WAIT, client_tls, connect, server_tls, tls};
 
@@ -100,18 +102,18 @@ impl TestServer {
             .await
             .expect("file quota");
         let home = self.store.require_user(name).await.expect("user").home;
-        wharf_core::home::apply_quota(&home, bytes).expect("the kernel's limit");
+        wharf_store::home::apply_quota(&home, bytes).expect("the kernel's limit");
     }
 
     /// True when the kernel holds `name`'s home to its quota.
     pub fn on_kernel_quota(&self, name: &str) -> bool {
-        wharf_core::home::btrfs::is_subvolume(&self.home(name))
+        wharf_store::home::btrfs::is_subvolume(&self.home(name))
     }
 
     /// What `name`'s home holds on disk now (every entry, as the quota
     /// counts it).
     pub fn on_disk(&self, name: &str) -> u64 {
-        let usage = wharf_core::home::scan_home(&self.home(name)).expect("measure");
+        let usage = wharf_store::home::scan_home(&self.home(name)).expect("measure");
         usage.bytes + usage.reserved
     }
 

@@ -667,7 +667,7 @@ async fn commands_run_as_the_users_own_uid() {
         .expect("run");
     let me = rustix::process::getuid().as_raw();
     let uid = if is_root() {
-        wharf_core::owner::UID_BASE + alice.id as u32
+        wharf_store::owner::UID_BASE + alice.id as u32
     } else {
         me
     };

@@ -12,7 +12,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use common::*;
-use wharf_core::tls::ClientTls;
+use wharf_client::tls::ClientTls;
 use wharf_exec::client::{ExecClient, Streams};
 use wharf_exec::server::{ExecConfig, ResourceLimits};
 use wharf_proto::ErrorCode;
@@ -585,7 +585,7 @@ async fn the_sandboxes_commands_leave_are_reaped_by_the_server() {
         srv.add_user(u, "").await;
     }
     let zed = srv.add_user("zed", "exec").await;
-    let uid = wharf_core::owner::Owner::of_user(zed.id).expect("uid").uid;
+    let uid = wharf_store::owner::Owner::of_user(zed.id).expect("uid").uid;
     let mut z = srv.client("zed").await;
     for _ in 0..50 {
         let out = z.output("true").await.expect("run");

@@ -5,11 +5,16 @@ use std::process::ExitCode;
 
 use anyhow::Result;
 use clap::Parser;
-use wharf_core::cli::{DatabaseArgs, LimitArgs, init_tracing, run_main};
-use wharf_core::daemon::{Daemon, bind};
-use wharf_core::server::{Listener, cancel_on_signal};
-use wharf_core::tls::ServerTlsArgs;
+use wharf_core::cli::run_main;
 use wharf_ftp::server::{FtpArgs, FtpServer, run};
+use wharf_server::cli::DatabaseArgs;
+use wharf_server::cli::LimitArgs;
+use wharf_server::cli::init_tracing;
+use wharf_server::daemon::Daemon;
+use wharf_server::daemon::bind;
+use wharf_server::listener::Listener;
+use wharf_server::listener::cancel_on_signal;
+use wharf_server::tls::ServerTlsArgs;
 
 /// Wharf file-transfer server: per-user homes, quotas, md5-verified and
 /// resumable uploads and downloads.
@@ -21,7 +26,7 @@ use wharf_ftp::server::{FtpArgs, FtpServer, run};
 )]
 struct Args {
     #[command(flatten)]
-    config: wharf_core::daemon_config::ConfigArgs,
+    config: wharf_server::config::ConfigArgs,
     /// Address to listen on.
     #[arg(long, default_value = "0.0.0.0:2121", value_name = "ADDR")]
     listen: String,
@@ -36,7 +41,7 @@ struct Args {
 }
 
 fn main() -> ExitCode {
-    let args: Args = wharf_core::daemon_config::parse();
+    let args: Args = wharf_server::config::parse();
     init_tracing(args.config.log_format);
     run_main("wharf-ftpd", async {
         serve(args).await.map(|()| ExitCode::SUCCESS)

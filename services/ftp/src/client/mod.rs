@@ -8,8 +8,10 @@ mod batch;
 mod transfer;
 
 use futures_util::{SinkExt, StreamExt};
-use wharf_core::client::{Session, open_session};
-use wharf_core::tls::{ClientTls, TlsError};
+use wharf_client::session::Session;
+use wharf_client::session::open_session;
+use wharf_client::tls::ClientTls;
+use wharf_client::tls::TlsError;
 use wharf_proto::ftp::{Entry, FtpReply, FtpRequest, PartialUpload};
 use wharf_proto::message::ChangePassword;
 use wharf_proto::{ErrorCode, Frame, Outbound, Password, ProtoError};
@@ -89,7 +91,7 @@ impl ClientError {
     }
 }
 
-wharf_core::from_session_error!(ClientError);
+wharf_client::from_session_error!(ClientError);
 
 pub(crate) type Result<T> = std::result::Result<T, ClientError>;
 

@@ -19,10 +19,13 @@ use std::io::Write;
 use std::time::Instant;
 use wharf_proto::ErrorCode;
 
-use wharf_core::Store;
-use wharf_core::store::{Direction, FileVersion, Need, TransferRecord};
 use wharf_proto::Frame;
 use wharf_proto::ftp::{FtpReply, FtpRequest};
+use wharf_store::Store;
+use wharf_store::db::Direction;
+use wharf_store::db::FileVersion;
+use wharf_store::db::Need;
+use wharf_store::db::TransferRecord;
 
 use super::conn::{LoggedIn, Wire};
 use super::upload::{Partial, Replaced, commit_of, receive_small};

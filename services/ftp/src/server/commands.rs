@@ -9,9 +9,11 @@ use wharf_proto::ErrorCode;
 
 use rustix::fs::{AtFlags, FileType, Mode, OFlags, RenameFlags};
 
-use wharf_core::Store;
-use wharf_core::home::{ENTRY_COST, INTERNAL_DIR, charge};
 use wharf_proto::ftp::{Entry, EntryKind, FtpReply};
+use wharf_store::Store;
+use wharf_store::home::ENTRY_COST;
+use wharf_store::home::INTERNAL_DIR;
+use wharf_store::home::charge;
 
 use super::conn::LoggedIn;
 use crate::error::FtpError;

@@ -10,11 +10,11 @@ use std::time::Duration;
 use futures_util::{SinkExt, StreamExt};
 use tokio::sync::watch;
 use tokio_util::codec::Framed;
-use wharf_core::User;
-use wharf_core::standing::Standing;
 use wharf_core::tls::Stream;
 use wharf_proto::ftp::{FtpReply, FtpRequest};
 use wharf_proto::{ErrorCode, Frame, FrameCodec, Outbound};
+use wharf_store::User;
+use wharf_store::standing::Standing;
 
 use crate::error::FtpError;
 use crate::paths::{Jail, VPath};
@@ -27,7 +27,7 @@ pub(super) struct LoggedIn {
     pub user: User,
     /// The session as the user's sessions are counted, and the user's
     /// transfer rates.
-    pub lease: wharf_core::sessions::SessionLease,
+    pub lease: wharf_store::sessions::SessionLease,
     pub jail: Jail,
     pub cwd: VPath,
 }

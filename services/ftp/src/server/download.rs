@@ -12,9 +12,11 @@ use wharf_proto::ErrorCode;
 use md5::{Digest, Md5};
 use rustix::fs::{Mode, OFlags};
 use tokio::sync::mpsc;
-use wharf_core::store::{Direction, FileVersion, TransferRecord};
 use wharf_core::tls::Stream;
 use wharf_proto::ftp::FtpReply;
+use wharf_store::db::Direction;
+use wharf_store::db::FileVersion;
+use wharf_store::db::TransferRecord;
 
 use super::FtpServer;
 use super::commands::blocking;
@@ -134,7 +136,7 @@ pub(super) async fn get(
         let mut stopped = std::pin::pin!(async {
             tokio::select! {
                 _ = stop_now.cancelled() => {}
-                _ = wharf_core::standing::ended(&mut watch, wharf_core::Service::Ftp, home.as_deref()) => {}
+                _ = wharf_store::standing::ended(&mut watch, wharf_core::Service::Ftp, home.as_deref()) => {}
             }
         });
         match wire.conn.get_ref() {

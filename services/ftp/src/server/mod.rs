@@ -14,10 +14,16 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use tokio_util::sync::CancellationToken;
-use wharf_core::home::{partial_dir, partial_target_size};
-use wharf_core::server::{Handler, Limits, Listener, LoginGate, serve};
 use wharf_core::tls::Stream;
-use wharf_core::{Authenticator, Store};
+use wharf_server::listener::Handler;
+use wharf_server::listener::Limits;
+use wharf_server::listener::Listener;
+use wharf_server::listener::LoginGate;
+use wharf_server::listener::serve;
+use wharf_store::Authenticator;
+use wharf_store::Store;
+use wharf_store::home::partial_dir;
+use wharf_store::home::partial_target_size;
 
 /// Server settings.
 #[derive(Debug, Clone)]
@@ -213,13 +219,13 @@ async fn sweep_partials_forever(server: Arc<FtpServer>, shutdown: CancellationTo
 
 /// Deletes partial uploads untouched for `ttl` (skipping ones in use) and
 /// releases the quota they reserved. Returns how many were removed.
-pub async fn sweep_partials(store: &Store, ttl: Duration) -> Result<u64, wharf_core::Error> {
+pub async fn sweep_partials(store: &Store, ttl: Duration) -> Result<u64, wharf_store::Error> {
     let mut removed = 0;
     for user in store.list_users().await? {
         let dir = partial_dir(&user.home);
         let stale = tokio::task::spawn_blocking(move || stale_partials(&dir, ttl))
             .await
-            .map_err(|e| wharf_core::Error::Internal(format!("sweep task failed: {e}")))?;
+            .map_err(|e| wharf_store::Error::Internal(format!("sweep task failed: {e}")))?;
         for size in stale {
             store.release(user.id, size, 1).await?;
             removed += 1;

@@ -10,8 +10,9 @@ use std::path::Path;
 use wharf_proto::ErrorCode;
 
 use rustix::fs::{AtFlags, Mode, OFlags};
-use wharf_core::home::{INTERNAL_DIR, partial_target_size};
 use wharf_proto::ftp::{FtpReply, PartialUpload};
+use wharf_store::home::INTERNAL_DIR;
+use wharf_store::home::partial_target_size;
 
 use super::commands::{blocking, rfc3339};
 use super::conn::LoggedIn;
@@ -192,7 +193,7 @@ fn remove(jail: &Jail, key: Option<&str>) -> Result<Removed, FtpError> {
 /// releases their quota.
 pub(super) async fn discard(
     li: &LoggedIn,
-    store: &wharf_core::Store,
+    store: &wharf_store::Store,
     path: Option<&str>,
 ) -> Result<FtpReply, FtpError> {
     let target = match path {

@@ -6,16 +6,20 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
-use wharf_core::Refusal;
-use wharf_core::opening::{Entered, Opening, Step, login_ok};
-use wharf_core::owner::Owner;
-use wharf_core::server::LoginGate;
-use wharf_core::standing;
+use wharf_core::Service;
 use wharf_core::tls::Stream;
-use wharf_core::{Service, User};
 use wharf_proto::ftp::{FtpReply, FtpRequest};
 use wharf_proto::message::ErrorReply;
 use wharf_proto::{ErrorCode, Frame, Outbound};
+use wharf_server::Refusal;
+use wharf_server::listener::LoginGate;
+use wharf_server::opening::Entered;
+use wharf_server::opening::Opening;
+use wharf_server::opening::Step;
+use wharf_server::opening::login_ok;
+use wharf_store::User;
+use wharf_store::owner::Owner;
+use wharf_store::standing;
 
 use super::conn::{LoggedIn, Watch, Wire};
 use super::{FtpServer, batch, commands, download, partials, upload};
@@ -343,7 +347,7 @@ impl Session {
     async fn enter(
         &mut self,
         user: User,
-        lease: wharf_core::sessions::SessionLease,
+        lease: wharf_store::sessions::SessionLease,
     ) -> Result<LoggedIn, FtpError> {
         let home = user.home.clone();
         let owner = Owner::for_files(user.id);

@@ -16,11 +16,16 @@ use wharf_proto::ErrorCode;
 use md5::{Digest, Md5};
 use rustix::fs::{AtFlags, FileType, Mode, OFlags};
 use tokio::sync::mpsc;
-use wharf_core::home::{INTERNAL_DIR, partial_name};
 use wharf_core::size::MAX_SIZE;
-use wharf_core::store::{Direction, FileVersion, Need, TransferRecord, UploadCommit};
 use wharf_proto::Frame;
 use wharf_proto::ftp::{FtpReply, FtpRequest};
+use wharf_store::db::Direction;
+use wharf_store::db::FileVersion;
+use wharf_store::db::Need;
+use wharf_store::db::TransferRecord;
+use wharf_store::db::UploadCommit;
+use wharf_store::home::INTERNAL_DIR;
+use wharf_store::home::partial_name;
 
 use super::FtpServer;
 use super::commands::blocking;
@@ -99,7 +104,7 @@ impl Partial {
             };
             if let (true, Some(held)) = (
                 name.ends_with(&suffix),
-                wharf_core::home::partial_target_size(name),
+                wharf_store::home::partial_target_size(name),
             ) {
                 return Ok(Some((Partial::streamed(jail, held, v), held)));
             }
@@ -464,7 +469,7 @@ pub(super) async fn put(
     let user_id = li.user.id;
     // The quota before anything is reserved: one an administrator lowers
     // from here on, even before the bytes start to flow, ends the upload.
-    let quota_from = wharf_core::standing::quota_now(&ends.standing, li.user.quota_bytes);
+    let quota_from = wharf_store::standing::quota_now(&ends.standing, li.user.quota_bytes);
 
     // A partial exists if and only if its reservation is held: a new one
     // reserves its full size, or goes away again.
@@ -594,9 +599,9 @@ pub(super) async fn put(
                 _ = stop_now.cancelled() => Err(FtpError::closing(ErrorCode::ShuttingDown,
                     "the server is shutting down; run the same put again later to resume",
                 )),
-                why = wharf_core::standing::ended(&mut watch, wharf_core::Service::Ftp, home.as_deref()) => Err(FtpError::Ended(why)),
-                quota = wharf_core::standing::quota_lowered(&mut quota_watch, quota_from, replacing) => {
-                    Err(FtpError::Core(wharf_core::Error::QuotaLowered { quota }))
+                why = wharf_store::standing::ended(&mut watch, wharf_core::Service::Ftp, home.as_deref()) => Err(FtpError::Ended(why)),
+                quota = wharf_store::standing::quota_lowered(&mut quota_watch, quota_from, replacing) => {
+                    Err(FtpError::Core(wharf_store::Error::QuotaLowered { quota }))
                 }
                 frame = async {
                     pace.take(owed).await;
@@ -647,7 +652,7 @@ pub(super) async fn put(
         };
         match broken {
             // It no longer fits: nothing of it is kept.
-            Some(e @ FtpError::Core(wharf_core::Error::QuotaLowered { .. })) => {
+            Some(e @ FtpError::Core(wharf_store::Error::QuotaLowered { .. })) => {
                 drop(file);
                 drop_partial(&store, user_id, size, &partial).await?;
                 store.record_transfer(&record(false, written, None)).await?;
@@ -670,7 +675,7 @@ pub(super) async fn put(
             Ok(f) => f,
             Err(e)
                 if e.is(ErrorCode::NoSpace)
-                    || matches!(e, FtpError::Core(wharf_core::Error::DiskQuota)) =>
+                    || matches!(e, FtpError::Core(wharf_store::Error::DiskQuota)) =>
             {
                 drop_partial(&store, user_id, size, &partial).await?;
                 store.record_transfer(&record(false, 0, None)).await?;
@@ -736,7 +741,7 @@ pub(crate) fn commit_of(
 
 /// Removes a partial upload that cannot go on and releases its reservation.
 async fn drop_partial(
-    store: &wharf_core::Store,
+    store: &wharf_store::Store,
     user_id: i64,
     size: u64,
     partial: &Partial,
@@ -749,7 +754,7 @@ async fn drop_partial(
 
 /// A put that never sent data leaves no empty partial holding quota.
 async fn abandon_if_empty(
-    store: &wharf_core::Store,
+    store: &wharf_store::Store,
     user_id: i64,
     size: u64,
     partial: &Partial,

@@ -76,7 +76,7 @@ async fn many_files_go_up_pipelined_each_acknowledged_once_and_durable() {
     }
     let user = srv.user("alice").await;
     // The files, and the folder d (a block).
-    assert_eq!(user.used_bytes, total + wharf_core::home::ENTRY_COST);
+    assert_eq!(user.used_bytes, total + wharf_store::home::ENTRY_COST);
     assert_eq!(user.file_count, 301);
     assert_eq!(user.reserved_bytes, 0);
     assert!(partials(&srv.home("alice")).is_empty());
@@ -91,7 +91,7 @@ async fn many_files_go_up_pipelined_each_acknowledged_once_and_durable() {
     let user = srv.user("alice").await;
     assert_eq!(
         (user.used_bytes, user.file_count),
-        (total + wharf_core::home::ENTRY_COST, 301)
+        (total + wharf_store::home::ENTRY_COST, 301)
     );
 }
 

@@ -7,11 +7,13 @@ use tempfile::TempDir;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
-use wharf_core::server::Listener;
-use wharf_core::tls::ServerTls;
-use wharf_core::{Password, Store, User};
+use wharf_core::Password;
 use wharf_ftp::client::Client;
 use wharf_ftp::server::{FtpConfig, FtpServer, run};
+use wharf_server::listener::Listener;
+use wharf_server::tls::ServerTls;
+use wharf_store::Store;
+use wharf_store::User;
 pub use wharf_testkit::btrfs::roots;
 pub use wharf_testkit::{PW, client_tls, connect, data, eventually, postgres, server_tls, tls};
 
@@ -188,7 +190,7 @@ impl wharf_ftp::client::Progress for Recorder {
 
 /// The partial uploads in a home.
 pub fn partials(home: &std::path::Path) -> Vec<(String, u64)> {
-    let dir = wharf_core::home::partial_dir(home);
+    let dir = wharf_store::home::partial_dir(home);
     let mut out: Vec<(String, u64)> = std::fs::read_dir(dir)
         .map(|rd| {
             rd.flatten()

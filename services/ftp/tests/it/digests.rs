@@ -152,7 +152,7 @@ async fn a_resumed_download_of_a_recorded_file_still_verifies_its_prefix() {
 
 #[tokio::test]
 async fn without_tls_a_recorded_file_goes_out_through_sendfile_whole_and_resumed() {
-    use wharf_core::tls::ClientTls;
+    use wharf_client::tls::ClientTls;
     let srv = common::spawn_on(wharf_ftp::server::FtpConfig::default(), None).await;
     srv.add_user("alice", None, "ftp").await;
     let mut c = wharf_ftp::client::Client::connect(

@@ -444,7 +444,7 @@ async fn what_the_server_writes_belongs_to_the_user() {
     assert_eq!(mode("."), 0o700);
     if rustix::process::geteuid().is_root() {
         // The user's own uid, which their commands run as.
-        let uid = wharf_core::owner::Owner::of_user(alice.id)
+        let uid = wharf_store::owner::Owner::of_user(alice.id)
             .expect("uid")
             .uid;
         for p in [".", "docs", "docs/f", "old"] {

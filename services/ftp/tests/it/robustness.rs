@@ -7,11 +7,11 @@ use std::time::Duration;
 use common::{connect, raw, raw_recv, raw_send, spawn, spawn_with};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use wharf_core::server::Limits;
 use wharf_core::tls::Stream;
 use wharf_ftp::server::FtpConfig;
 use wharf_proto::ErrorCode;
 use wharf_proto::ftp::{FtpReply, FtpRequest};
+use wharf_server::listener::Limits;
 
 async fn error_then_close(stream: &mut Stream) -> (ErrorCode, String) {
     use tokio_util::codec::Decoder;
@@ -294,7 +294,7 @@ async fn an_address_that_keeps_failing_is_told_to_wait_and_others_are_not() {
     assert!(err.to_string().contains("try again in"), "{err}");
     // The database shares it: what the other services would see, from
     // another address, is a login.
-    let auth = wharf_core::Authenticator::new(srv.store.clone(), Default::default())
+    let auth = wharf_store::Authenticator::new(srv.store.clone(), Default::default())
         .await
         .expect("auth");
     auth.authenticate(
@@ -315,7 +315,7 @@ async fn an_address_that_keeps_failing_is_told_to_wait_and_others_are_not() {
         .await;
     assert!(matches!(
         refused,
-        Err(wharf_core::Error::RateLimited { .. })
+        Err(wharf_store::Error::RateLimited { .. })
     ));
 }
 
@@ -707,7 +707,7 @@ async fn a_backup_taken_during_eight_uploads_is_sound() {
     for u in uploads {
         u.await.expect("upload task").expect("upload");
     }
-    let copy = wharf_core::Store::open(&format!("sqlite://{}", file.display()))
+    let copy = wharf_store::Store::open(&format!("sqlite://{}", file.display()))
         .await
         .expect("the backup opens");
     assert_eq!(

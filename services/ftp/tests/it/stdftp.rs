@@ -8,10 +8,11 @@ use wharf_testkit::cli::text;
 use std::process::Output;
 
 use common::{PW, TestServer, data, roots, spawn, spawn_in};
-use wharf_core::server::Limits;
-use wharf_core::{AuthConfig, Authenticator};
 use wharf_ftp::md5_hex;
 use wharf_ftp::server::stdftp::{StdFtpConfig, serve};
+use wharf_server::listener::Limits;
+use wharf_store::AuthConfig;
+use wharf_store::Authenticator;
 
 /// The standard FTP listener on `srv`'s database; its address.
 async fn std_ftp(srv: &TestServer) -> String {
@@ -144,7 +145,7 @@ async fn curl_uploads_lists_downloads_and_wharf_sees_the_same_files() {
         .expect("transfers");
     let up = transfers
         .iter()
-        .find(|t| t.direction == wharf_core::store::Direction::Up)
+        .find(|t| t.direction == wharf_store::db::Direction::Up)
         .expect("the upload is recorded");
     assert!(up.ok);
     assert_eq!(up.bytes, 3_000_000);
@@ -182,7 +183,7 @@ async fn curl_uploads_lists_downloads_and_wharf_sees_the_same_files() {
         downloads = rows
             .iter()
             .filter(|t| {
-                t.direction == wharf_core::store::Direction::Down && t.ok && t.bytes == 3_000_000
+                t.direction == wharf_store::db::Direction::Down && t.ok && t.bytes == 3_000_000
             })
             .count();
         if downloads > 0 {
@@ -1113,7 +1114,7 @@ async fn behind_a_balancer_failed_logins_count_against_the_client() {
     let as_client = move |client: &'static str| async move {
         let mut raw = Raw::open(addr_ref).await;
         let client: std::net::SocketAddr = client.parse().expect("client");
-        raw.send(&wharf_core::proxy_protocol::header(client, server))
+        raw.send(&wharf_server::proxy_protocol::header(client, server))
             .await;
         let hello = raw.reply().await;
         assert!(hello.starts_with("220"), "{hello}");
@@ -1223,7 +1224,7 @@ async fn the_quota_holds_for_both_doors_on_both_file_systems() {
     for root in roots() {
         let srv = spawn_in(root.as_deref()).await;
         srv.add_user("alice", Some(4 * MIB), "ftp").await;
-        let kernel = wharf_core::home::btrfs::is_subvolume(&srv.home("alice"));
+        let kernel = wharf_store::home::btrfs::is_subvolume(&srv.home("alice"));
         assert_eq!(kernel, root.is_some(), "a home on btrfs is a subvolume");
         let addr = std_ftp(&srv).await;
         let mut c = srv.client("alice").await;
@@ -1275,10 +1276,10 @@ async fn the_quota_holds_for_both_doors_on_both_file_systems() {
         assert!(said.starts_with("552"), "{said}");
         assert!(!srv.home("alice").join("big.bin").exists());
 
-        let usage = wharf_core::home::scan_home(&srv.home("alice")).expect("measure");
+        let usage = wharf_store::home::scan_home(&srv.home("alice")).expect("measure");
         assert!(usage.bytes + usage.reserved <= 4 * MIB, "{usage:?}");
         if kernel {
-            let q = wharf_core::home::btrfs::qgroup(&srv.home("alice")).expect("qgroup");
+            let q = wharf_store::home::btrfs::qgroup(&srv.home("alice")).expect("qgroup");
             assert_eq!(q.limit, Some(4 * MIB));
             assert!(q.referenced <= 4 * MIB, "{q:?}");
         }

@@ -15,11 +15,13 @@ use std::sync::{Arc, Mutex};
 use common::{PW, client_tls, spawn, spawn_on, tls};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpListener;
+use wharf_client::tls::ClientTls;
+use wharf_client::tls::TlsError;
 use wharf_core::Password;
-use wharf_core::tls::{ClientTls, ServerTls, TlsError};
 use wharf_ftp::client::{Client, ClientError, NoProgress, TransferOptions};
 use wharf_ftp::server::FtpConfig;
 use wharf_proto::ErrorCode;
+use wharf_server::tls::ServerTls;
 
 /// A CA, and a certificate it signed for localhost and 127.0.0.1, as PEM
 /// files in `dir`: (ca.pem, server.pem, server.key).

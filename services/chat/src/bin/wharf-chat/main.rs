@@ -14,10 +14,15 @@ use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use tokio::io::AsyncBufReadExt;
 use wharf_chat::client::{ChatClient, Event};
+use wharf_client::cli::ClientFields;
+use wharf_client::cli::client_user;
+use wharf_client::cli::log_in;
+use wharf_client::cli::parse_client;
+use wharf_client::cli::run_main;
+use wharf_client::editor::Printer;
+use wharf_client::tls::ClientTls;
+use wharf_client::tls::ClientTlsArgs;
 use wharf_core::Password;
-use wharf_core::cli::{ClientFields, client_user, log_in, parse_client, run_main};
-use wharf_core::editor::Printer;
-use wharf_core::tls::{ClientTls, ClientTlsArgs};
 use wharf_proto::chat::{ChatMessage, PresenceChange};
 
 const AFTER_HELP: &str = "\

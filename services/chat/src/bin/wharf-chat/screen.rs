@@ -11,7 +11,10 @@ use std::time::Duration;
 use anyhow::Result;
 use tokio::time::Instant;
 use wharf_chat::client::{ChatClient, ClientError, Event};
-use wharf_core::editor::{Candidate, CompleteFn, Input, LineEditor};
+use wharf_client::editor::Candidate;
+use wharf_client::editor::CompleteFn;
+use wharf_client::editor::Input;
+use wharf_client::editor::LineEditor;
 use wharf_proto::ErrorCode;
 
 use crate::{Login, Names, Screen, Target, View, command};

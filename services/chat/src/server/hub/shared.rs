@@ -28,11 +28,14 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{Notify, mpsc, watch};
 use tokio_util::sync::CancellationToken;
-use wharf_core::Refusal;
-use wharf_core::store::{ChatEvent, ChatNotice, NewChatMessage, PostedMessage};
 use wharf_core::time::now_ms;
 use wharf_proto::ErrorCode;
 use wharf_proto::chat::{ChatMessage, ChatReply, PresenceChange, RoomInfo};
+use wharf_server::Refusal;
+use wharf_store::db::ChatEvent;
+use wharf_store::db::ChatNotice;
+use wharf_store::db::NewChatMessage;
+use wharf_store::db::PostedMessage;
 
 use super::{
     EndpointId, Hub, Outgoing, PresenceKey, Reply, Space, State, check_room, check_text,
@@ -210,8 +213,8 @@ impl Hub {
             .await
             .map_err(|e| database_refusal(&e, "post a chat message"))?;
         let counted = match room {
-            Some(_) => &wharf_core::metrics::metrics().chat_room_messages,
-            None => &wharf_core::metrics::metrics().chat_direct_messages,
+            Some(_) => &wharf_store::metrics::metrics().chat_room_messages,
+            None => &wharf_store::metrics::metrics().chat_direct_messages,
         };
         counted.inc();
         Ok(ChatMessage {

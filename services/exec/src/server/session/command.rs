@@ -9,19 +9,20 @@ use futures_util::StreamExt;
 use rustix::process::geteuid;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
-use wharf_core::owner::Owner;
-use wharf_core::standing;
-use wharf_core::store::ExecRecord;
-use wharf_core::{Service, User};
+use wharf_core::Service;
 use wharf_proto::exec::{ExecReply, ExecRequest};
 use wharf_proto::{ErrorCode, Frame};
+use wharf_store::User;
+use wharf_store::db::ExecRecord;
+use wharf_store::owner::Owner;
+use wharf_store::standing;
 
 use super::request::{REPORT_CWD, Run, check_run};
 use super::{BodyTo, Flow, Frames, STDIN_QUEUE, Session};
 use crate::server::output::{OutPipe, Waiting};
 use crate::server::process::{Input, Running, Spawn, shell_status};
 use crate::server::quota;
-use wharf_core::Refusal;
+use wharf_server::Refusal;
 
 impl Session {
     /// Runs one command to its end; the session goes on after it unless
@@ -455,7 +456,7 @@ enum Ev {
     OverQuota(String),
     Shutdown,
     /// An administrator locked, removed or revoked the user.
-    Revoked(wharf_core::Error),
+    Revoked(wharf_store::Error),
 }
 
 /// Resolves when the command's input queue has room (true), or never will

@@ -2,11 +2,12 @@
 
 use std::path::{Path, PathBuf};
 
-use wharf_core::owner::{Owner, ensure_owned};
 use wharf_proto::ErrorCode;
+use wharf_store::owner::Owner;
+use wharf_store::owner::ensure_owned;
 
 use super::Session;
-use wharf_core::Refusal;
+use wharf_server::Refusal;
 
 /// The home exists and, given an owner, is that owner's, private.
 fn make_home(home: &Path, owner: Option<Owner>) -> Result<PathBuf, Refusal> {
@@ -17,7 +18,7 @@ fn make_home(home: &Path, owner: Option<Owner>) -> Result<PathBuf, Refusal> {
             format!("{what}; an administrator can check the server's log"),
         )
     };
-    let (home, _) = wharf_core::home::ensure_home(home)
+    let (home, _) = wharf_store::home::ensure_home(home)
         .map_err(|e| internal("your home directory cannot be created", &e))?;
     if let Some(owner) = owner {
         ensure_owned(&home, owner)

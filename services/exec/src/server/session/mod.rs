@@ -24,14 +24,19 @@ use tokio::io::ReadHalf;
 use tokio::sync::watch;
 use tokio_util::codec::FramedRead;
 use tokio_util::sync::CancellationToken;
-use wharf_core::Refusal;
-use wharf_core::opening::{Entered, Opening, Step, login_ok};
-use wharf_core::server::LoginGate;
-use wharf_core::standing::{self, Standing};
+use wharf_core::Service;
 use wharf_core::tls::Stream;
-use wharf_core::{Service, User};
 use wharf_proto::exec::{ExecReply, ExecRequest, MAX_STDIN_CHUNK};
 use wharf_proto::{ErrorCode, Frame, FrameCodec};
+use wharf_server::Refusal;
+use wharf_server::listener::LoginGate;
+use wharf_server::opening::Entered;
+use wharf_server::opening::Opening;
+use wharf_server::opening::Step;
+use wharf_server::opening::login_ok;
+use wharf_store::User;
+use wharf_store::standing;
+use wharf_store::standing::Standing;
 
 use self::out::Out;
 use self::request::Run;
@@ -74,7 +79,7 @@ struct Session {
     /// right ends the session, and the command running.
     standing: Option<watch::Receiver<Standing>>,
     /// The session as the user's sessions are counted, while logged in.
-    lease: Option<wharf_core::sessions::SessionLease>,
+    lease: Option<wharf_store::sessions::SessionLease>,
     /// The home as stored, and as prepared for commands: prepared once per
     /// session, again only if an administrator moves it.
     home: Option<(PathBuf, PathBuf)>,

@@ -5,10 +5,10 @@ use bytes::BytesMut;
 use tokio::io::AsyncWriteExt;
 use tokio::io::WriteHalf;
 use tokio_util::codec::Encoder;
-use wharf_core::Refusal;
 use wharf_core::tls::Stream;
 use wharf_proto::exec::{ExecReply, ExecRequest};
 use wharf_proto::{FrameCodec, Outbound};
+use wharf_server::Refusal;
 
 use super::LAST_WORDS;
 use crate::server::output::{HEAD_ROOM, OutPipe};

@@ -3,7 +3,7 @@
 use wharf_proto::ErrorCode;
 use wharf_proto::exec::{MAX_COMMAND_BYTES, MAX_TERM_BYTES, Tty};
 
-use wharf_core::Refusal;
+use wharf_server::Refusal;
 
 /// A `run` request.
 pub(super) struct Run {

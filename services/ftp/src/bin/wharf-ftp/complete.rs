@@ -6,7 +6,8 @@ use std::sync::mpsc::{SyncSender, sync_channel};
 use std::time::Duration;
 
 use tokio::sync::mpsc::UnboundedSender;
-use wharf_core::editor::{Candidate, CompleteFn};
+use wharf_client::editor::Candidate;
+use wharf_client::editor::CompleteFn;
 use wharf_proto::ftp::{Entry, EntryKind};
 
 use crate::shell::split_words;

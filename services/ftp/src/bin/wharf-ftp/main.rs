@@ -13,8 +13,12 @@ use std::process::ExitCode;
 
 use anyhow::Result;
 use clap::Parser;
-use wharf_core::cli::{ClientFields, client_user, log_in, parse_client, run_main};
-use wharf_core::tls::ClientTlsArgs;
+use wharf_client::cli::ClientFields;
+use wharf_client::cli::client_user;
+use wharf_client::cli::log_in;
+use wharf_client::cli::parse_client;
+use wharf_client::cli::run_main;
+use wharf_client::tls::ClientTlsArgs;
 use wharf_ftp::client::Client;
 
 use crate::commands::Cmd;

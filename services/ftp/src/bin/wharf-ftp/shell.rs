@@ -6,7 +6,8 @@ use std::process::ExitCode;
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use tokio::sync::mpsc::UnboundedReceiver;
-use wharf_core::editor::{Input, LineEditor};
+use wharf_client::editor::Input;
+use wharf_client::editor::LineEditor;
 use wharf_ftp::client::Client;
 
 use crate::commands::{Cmd, execute};
@@ -139,7 +140,7 @@ Quote names with spaces: put \"my file.txt\"";
 /// How to log in again, after Ctrl-C cut a command short.
 pub struct Login {
     pub server: String,
-    pub tls: wharf_core::tls::ClientTls,
+    pub tls: wharf_client::tls::ClientTls,
     pub user: String,
     pub password: wharf_proto::Password,
 }

@@ -8,8 +8,12 @@ use unftp_core::auth::{
     AuthenticationError, Authenticator as FtpAuthenticator, Credentials, Principal, UserDetail,
     UserDetailError, UserDetailProvider,
 };
-use wharf_core::owner::Owner;
-use wharf_core::{Authenticator, Password, Service, Store, User};
+use wharf_core::Password;
+use wharf_core::Service;
+use wharf_store::Authenticator;
+use wharf_store::Store;
+use wharf_store::User;
+use wharf_store::owner::Owner;
 
 use crate::paths::Jail;
 
@@ -19,7 +23,7 @@ pub struct FtpUser {
     pub(super) user: User,
     pub(super) jail: Jail,
     /// The user's transfer rates, shared with their other sessions.
-    pub(super) rates: wharf_core::sessions::Rates,
+    pub(super) rates: wharf_store::sessions::Rates,
 }
 
 impl Display for FtpUser {
@@ -61,7 +65,7 @@ impl WharfAuthenticator {
         &self,
         username: &str,
         creds: &Credentials,
-    ) -> Result<(Principal, wharf_core::sessions::SessionLease), AuthenticationError> {
+    ) -> Result<(Principal, wharf_store::sessions::SessionLease), AuthenticationError> {
         let password = Password::new(creds.password.clone().unwrap_or_default());
         let peer = creds.source_ip;
         match self
@@ -142,7 +146,7 @@ pub(super) struct SessionLogin {
     /// Told of the login, with the session it opened (held by the
     /// connection while it lasts).
     pub(super) on_login:
-        std::sync::Mutex<Option<tokio::sync::oneshot::Sender<wharf_core::sessions::SessionLease>>>,
+        std::sync::Mutex<Option<tokio::sync::oneshot::Sender<wharf_store::sessions::SessionLease>>>,
     /// The client's address as the accept loop knows it: behind a load
     /// balancer, the one its PROXY header named (libunftp sees the
     /// balancer's).

@@ -6,7 +6,7 @@
 //! usage tables).
 //!
 //! Connections come through the native services' accept loop
-//! ([`wharf_core::server::serve`]), with the same limits; libunftp (with a
+//! ([`wharf_server::listener::serve`]), with the same limits; libunftp (with a
 //! cap on a control line's length, vendor/libunftp/WHARF.md) runs each
 //! session, and speaks TLS itself after `AUTH TLS`.
 
@@ -21,9 +21,13 @@ pub use storage::{Meta, WharfStorage};
 use std::fmt::Debug;
 use std::path::PathBuf;
 
-use wharf_core::server::{Handler, Listener, LoginGate, Rejection};
 use wharf_core::tls::Stream as Connection;
-use wharf_core::{Authenticator, Store};
+use wharf_server::listener::Handler;
+use wharf_server::listener::Listener;
+use wharf_server::listener::LoginGate;
+use wharf_server::listener::Rejection;
+use wharf_store::Authenticator;
+use wharf_store::Store;
 
 /// Settings of the standard FTP listener.
 #[derive(Debug, Clone)]
@@ -35,7 +39,7 @@ pub struct StdFtpConfig {
     pub passive_host: Option<std::net::Ipv4Addr>,
     /// Connections at once, per source, and the idle timeout, as the
     /// native service has them.
-    pub limits: wharf_core::server::Limits,
+    pub limits: wharf_server::listener::Limits,
     /// The service's certificate and key (PEM), for `AUTH TLS`.
     pub tls: Option<(PathBuf, PathBuf)>,
     /// Refuse logins (and data) without TLS.
@@ -63,7 +67,7 @@ pub async fn serve(
     });
     // libunftp speaks TLS itself, after `AUTH TLS`: the accept loop hands it
     // the plain connection.
-    wharf_core::server::serve(Listener::new(listener, None), limits, server, shutdown).await;
+    wharf_server::listener::serve(Listener::new(listener, None), limits, server, shutdown).await;
 }
 
 /// What every standard FTP session shares.
@@ -81,7 +85,7 @@ impl StdFtpServer {
     /// `on_login`.
     fn session(
         &self,
-        on_login: tokio::sync::oneshot::Sender<wharf_core::sessions::SessionLease>,
+        on_login: tokio::sync::oneshot::Sender<wharf_store::sessions::SessionLease>,
         peer: std::net::IpAddr,
     ) -> Result<libunftp::Server<WharfStorage, FtpUser>, libunftp::ServerError> {
         let storage = self.store.clone();

@@ -2,10 +2,12 @@
 //! ahead as it grows, made visible whole with its md5.
 
 use md5::{Digest, Md5};
-use wharf_core::Store;
-use wharf_core::store::FileVersion;
-use wharf_core::store::{Direction, Need, TransferRecord};
 use wharf_proto::ErrorCode;
+use wharf_store::Store;
+use wharf_store::db::Direction;
+use wharf_store::db::FileVersion;
+use wharf_store::db::Need;
+use wharf_store::db::TransferRecord;
 
 use super::auth::FtpUser;
 use crate::error::FtpError;

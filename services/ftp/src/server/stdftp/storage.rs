@@ -10,10 +10,11 @@ use unftp_core::storage::{
     Error as StorageError, ErrorKind, FEATURE_RESTART, FEATURE_SITEMD5, Fileinfo, Metadata,
     StorageBackend,
 };
-use wharf_core::Store;
-use wharf_core::store::FileVersion;
-use wharf_core::store::{Direction, TransferRecord};
 use wharf_proto::ErrorCode;
+use wharf_store::Store;
+use wharf_store::db::Direction;
+use wharf_store::db::FileVersion;
+use wharf_store::db::TransferRecord;
 
 use super::auth::FtpUser;
 use super::stor::stor;
@@ -426,7 +427,7 @@ fn names(jail: &Jail, v: &VPath, max: usize) -> Result<String, FtpError> {
         Mode::empty(),
         &v.to_string(),
     )?;
-    let internal = jail.home().join(wharf_core::home::INTERNAL_DIR);
+    let internal = jail.home().join(wharf_store::home::INTERNAL_DIR);
     let mut names = Vec::new();
     for entry in
         rustix::fs::Dir::read_from(&dir).map_err(|e| FtpError::io(v.to_string(), e.into()))?
@@ -435,7 +436,7 @@ fn names(jail: &Jail, v: &VPath, max: usize) -> Result<String, FtpError> {
         let Ok(name) = entry.file_name().to_str() else {
             continue; // not UTF-8: cannot be named in the protocol
         };
-        if name == "." || name == ".." || (v.is_root() && name == wharf_core::home::INTERNAL_DIR) {
+        if name == "." || name == ".." || (v.is_root() && name == wharf_store::home::INTERNAL_DIR) {
             continue;
         }
         let kind = match entry.file_type() {

@@ -1,0 +1,47 @@
+//! The TLS flags every client takes.
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+
+use super::{ClientTls, TlsError};
+
+/// The TLS flags of every client.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct ClientTlsArgs {
+    /// Trust only this certificate, or certificates signed by this CA (PEM).
+    #[arg(long, env = "WHARF_CA", value_name = "FILE")]
+    pub ca: Option<PathBuf>,
+    /// Trust a server seen for the first time and pin its certificate in
+    /// ~/.config/wharf/known_servers (for scripts; a terminal is asked).
+    #[arg(long)]
+    pub accept_new: bool,
+    /// Speak without TLS, to a server run with --no-tls; everything, the
+    /// password included, crosses the network in clear.
+    #[arg(long, conflicts_with = "accept_new")]
+    pub no_tls: bool,
+}
+
+impl ClientTlsArgs {
+    /// The trust these flags ask for; a terminal user is asked about new
+    /// servers.
+    pub fn tls(&self) -> Result<ClientTls, TlsError> {
+        if self.no_tls {
+            return Ok(ClientTls::plain());
+        }
+        if let Some(ca) = &self.ca {
+            return ClientTls::trusting(ca);
+        }
+        let interactive = std::io::stdin().is_terminal() && std::io::stderr().is_terminal();
+        Ok(ClientTls::pinning(
+            default_known_servers(),
+            self.accept_new,
+            interactive,
+        ))
+    }
+}
+
+/// `$XDG_CONFIG_HOME/wharf/known_servers`, else
+/// `~/.config/wharf/known_servers`.
+pub fn default_known_servers() -> Option<PathBuf> {
+    Some(wharf_core::cli::user_dir("XDG_CONFIG_HOME", ".config")?.join("known_servers"))
+}
