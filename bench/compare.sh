@@ -12,7 +12,7 @@
 # and the same two clients against Wharf's standard FTP listener (plain FTP
 # on loopback, as vsftpd here);
 # ssh with a ControlMaster connection for remote commands; and ngircd for
-# chat, through `cargo bench -p wharf-chat --bench fanout` (its "beside
+# chat, through `cargo bench -p wharf-chatd --bench fanout` (its "beside
 # ngircd" part). Missing packages are installed (apt-get); every server
 # listens on 127.0.0.1 only and is stopped at the end. Wharf runs with TLS
 # on (its default), its daemons as built by `cargo build --release`. Needs
@@ -221,8 +221,8 @@ printf '| exec streaming `head -c %s` | %.0f MB/s | ssh %.0f MB/s | %.2f x |\n' 
 printf '\n(md5sum alone: %.0f MB/s)\n' "$MD5"
 
 if [ "${CHAT:-1}" != 0 ]; then
-  echo "chat beside ngircd (cargo bench -p wharf-chat --bench fanout)..." >&2
+  echo "chat beside ngircd (cargo bench -p wharf-chatd --bench fanout)..." >&2
   printf '\nChat, 500 members all talking (2 messages each, 10 bursts) and 10,000 idle sessions:\n\n'
-  HOME=$REAL_HOME WHARF_BENCH_PEERS_ONLY=1 cargo bench -q -p wharf-chat --bench fanout 2>"$W/chat.log" | grep '^|' \
+  HOME=$REAL_HOME WHARF_BENCH_PEERS_ONLY=1 cargo bench -q -p wharf-chatd --bench fanout 2>"$W/chat.log" | grep '^|' \
     || { echo "compare.sh: the chat comparison failed:" >&2; tail -5 "$W/chat.log" >&2; exit 1; }
 fi

@@ -1,15 +1,9 @@
-//! Wharf's chat service: the server ([`server::run`]) and the client library
-//! ([`client::ChatClient`]) behind the `wharf-chatd` and `wharf-chat`
-//! binaries.
+//! Wharf's chat service, the client: the library behind `wharf-chat`
+//! ([`client::ChatClient`], over TCP, with a sealed UDP session beside it).
+//! The server is `wharf-chatd`.
 //!
 //! Where it sits: above wharf-proto ([`wharf_proto::chat`] messages,
-//! [`wharf_proto::datagram`] for UDP) and wharf-core (users, authentication,
-//! connection limits, the message table). One room space serves both
-//! transports: a TCP session and a UDP session are both *endpoints* of the
-//! hub, so a message said over one reaches members on the other.
+//! [`wharf_proto::datagram`] for UDP) and wharf-client (the connection,
+//! the log-in, the line editor).
 
 pub mod client;
-pub mod rooms;
-pub mod server;
-
-pub use rooms::{MAX_ROOM_LEN, validate_room};

@@ -1,19 +1,11 @@
-//! Wharf's file-transfer service: the server ([`server::run`]) and the client
-//! library ([`client::Client`]) behind the `wharf-ftpd` and `wharf-ftp`
-//! binaries.
+//! Wharf's file-transfer service, the client: the library behind
+//! `wharf-ftp` ([`client::Client`]). The server is `wharf-ftpd`.
 //!
-//! Where it sits: above wharf-proto (frames, [`wharf_proto::ftp`] messages)
-//! and wharf-core (users, authentication, quotas, homes, connection limits).
-//! A session goes: `hello`, `login` (the auth gate), then file commands;
-//! paths are virtual (`/` is the user's home) and resolved through
-//! [`paths::Jail`]. Transfers stream with md5 computed in the same pass on
-//! both ends and checked before anything becomes visible.
+//! Where it sits: above wharf-proto (frames, [`wharf_proto::ftp`]
+//! messages), wharf-core (the data pipeline of [`wharf_core::transfer`],
+//! which hashes in the same pass as it moves the bytes) and wharf-client
+//! (the connection, the log-in, the line editor). Paths are the server's
+//! virtual ones (`/` is the user's home); transfers are md5-checked before
+//! anything becomes visible, and resumable.
 
 pub mod client;
-mod error;
-pub mod paths;
-pub mod server;
-mod transfer;
-
-pub use error::FtpError;
-pub use transfer::md5_hex;

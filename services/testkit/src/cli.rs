@@ -3,12 +3,44 @@
 //! for within [`WAIT`].
 
 use std::ffi::OsStr;
+use std::path::PathBuf;
 use std::process::{Output, Stdio};
 
 use tokio::io::AsyncWriteExt;
 use tokio::process::{Child, Command};
 
 use crate::{PW, WAIT, tls};
+
+/// A binary of another package of the workspace (a client, for the tests
+/// of its server; admin-cli, for the suite), where cargo put it: beside
+/// the test binary's `deps/` folder, as ripgrep's tests find `rg`.
+/// `cargo test --workspace` builds every package's binaries before it runs
+/// a test (each package's own integration tests ask for them); a run for
+/// one package alone builds them here when they are missing, and otherwise
+/// uses their last build.
+pub fn bin(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("the test binary's path");
+    let mut dir = exe.parent().expect("its folder").to_path_buf();
+    if dir.ends_with("deps") {
+        dir.pop();
+    }
+    let path = dir.join(name);
+    if !path.is_file() {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let mut build = std::process::Command::new(cargo);
+        build.args(["build", "--workspace", "--bins"]);
+        // The profile of the test binary: the others sit beside it.
+        if dir.ends_with("release") {
+            build.arg("--release");
+        }
+        let status = build.status().expect("run cargo build");
+        assert!(
+            status.success() && path.is_file(),
+            "cannot build {name}: run the tests with `cargo test --workspace`"
+        );
+    }
+    path
+}
 
 /// `bin --server addr --user user`, trusting the test certificate, with
 /// the password in `WHARF_PASSWORD`; stdin empty, stdout and stderr

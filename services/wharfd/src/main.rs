@@ -7,10 +7,10 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 use clap::Parser;
-use wharf_chat::server::ChatArgs;
+use wharf_chatd::server::ChatArgs;
 use wharf_core::cli::run_main;
-use wharf_exec::server::{ExecArgs, ExecConfig, check_sandbox};
-use wharf_ftp::server::{FtpArgs, FtpServer};
+use wharf_execd::server::{ExecArgs, ExecConfig, check_sandbox};
+use wharf_ftpd::server::{FtpArgs, FtpServer};
 use wharf_server::cli::DatabaseArgs;
 use wharf_server::cli::LimitArgs;
 use wharf_server::cli::init_tracing;
@@ -72,7 +72,7 @@ struct Args {
 }
 
 fn main() -> ExitCode {
-    wharf_exec::launch::launch_if_asked();
+    wharf_execd::launch::launch_if_asked();
     let args: Args = wharf_server::config::parse();
     init_tracing(args.config.log_format);
     run_main("wharfd", async {
@@ -148,7 +148,7 @@ async fn serve(args: Args) -> Result<()> {
     let chat = match args.no_chat {
         true => None,
         false => Some(
-            wharf_chat::server::bind(&args.chat_listen)
+            wharf_chatd::server::bind(&args.chat_listen)
                 .await
                 .map_err(|e| listen_error(&args.chat_listen, " for chat", &fix("chat"), e))?,
         ),
@@ -285,7 +285,7 @@ async fn serve(args: Args) -> Result<()> {
         r
     };
     if let Some((listener, config)) = std_ftp {
-        tokio::spawn(wharf_ftp::server::stdftp::serve(
+        tokio::spawn(wharf_ftpd::server::stdftp::serve(
             listener,
             auth.clone(),
             store.clone(),
@@ -297,7 +297,7 @@ async fn serve(args: Args) -> Result<()> {
         if let Some(listener) = ftp {
             let server = FtpServer::new(auth.clone(), ftp_config);
             let listener = Listener::new(listener, tls.clone());
-            wharf_ftp::server::run(listener, server, shutdown.clone()).await;
+            wharf_ftpd::server::run(listener, server, shutdown.clone()).await;
         }
         Ok(())
     };
@@ -305,7 +305,7 @@ async fn serve(args: Args) -> Result<()> {
         let r = match chat {
             Some((listener, udp)) => {
                 let listener = Listener::new(listener, tls.clone());
-                wharf_chat::server::run(listener, udp, auth.clone(), chat_config, shutdown.clone())
+                wharf_chatd::server::run(listener, udp, auth.clone(), chat_config, shutdown.clone())
                     .await
                     .context("chat stopped")
             }
@@ -317,7 +317,7 @@ async fn serve(args: Args) -> Result<()> {
         let r = match exec {
             Some((listener, config)) => {
                 let listener = Listener::new(listener, tls.clone());
-                wharf_exec::server::run(listener, auth.clone(), config, shutdown.clone())
+                wharf_execd::server::run(listener, auth.clone(), config, shutdown.clone())
                     .await
                     .context("remote exec stopped")
             }

@@ -1,5 +1,5 @@
 //! Transfers: `put` and `get` with resume, progress reporting and a rate
-//! limit. Both stream through the shared pipeline of [`crate::transfer`]:
+//! limit. Both stream through the shared pipeline of [`wharf_core::transfer`]:
 //! one blocking thread reads or writes the file and hashes in the same pass.
 
 use std::path::{Path, PathBuf};
@@ -12,7 +12,7 @@ use wharf_proto::ftp::{FtpReply, FtpRequest};
 use wharf_proto::{Frame, Outbound};
 
 use super::{Client, ClientError, Result, blocking, unexpected};
-use crate::transfer::{
+use wharf_core::transfer::{
     DEPTH, HASH_APART, WriteMode, hash_prefix, hex, read_and_hash, write_and_hash,
 };
 
@@ -516,7 +516,7 @@ pub(super) fn read_whole(
             std::io::Error::other("the file changed size while it was being read"),
         ));
     }
-    let md5 = crate::transfer::md5_hex(&body);
+    let md5 = wharf_core::transfer::md5_hex(&body);
     Ok((bytes::Bytes::from(body), md5))
 }
 

@@ -1,13 +1,9 @@
-//! The integration tests: one binary, a module per subject.
+//! The integration tests of the client binary alone, as a user runs it.
+//! Its tests against a server are `wharf-ftpd`'s, which start one.
 
-mod batch;
-mod cli;
-mod common;
-mod digests;
-mod files;
-mod replicas;
-mod resume;
-mod robustness;
-mod stdftp;
-mod terminal;
-mod tls;
+use wharf_testkit::docs;
+
+#[test]
+fn completions_and_a_man_page_come_from_the_binary() {
+    docs::completions_and_man_page(env!("CARGO_BIN_EXE_wharf-ftp"), "wharf-ftp");
+}

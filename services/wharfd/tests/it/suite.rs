@@ -4,7 +4,7 @@
 //! report checked to the byte. The suite and the lock run on SQLite and on
 //! PostgreSQL (when a test cluster is given: `bash .ci/test`).
 
-use wharf_testkit::cli::text;
+use wharf_testkit::cli::{self, text};
 use wharf_testkit::postgres;
 
 use std::io::{BufRead, BufReader, Write};
@@ -52,24 +52,6 @@ fn in_dir<'c>(cmd: &'c mut Command, dir: &Path) -> &'c mut Command {
         cmd.env_remove("WHARF_DATABASE_URL");
     }
     cmd
-}
-
-/// A workspace binary beside wharfd; built when missing (`cargo test -p
-/// wharfd` alone does not build other packages' binaries).
-fn bin(name: &str) -> PathBuf {
-    let path = Path::new(env!("CARGO_BIN_EXE_wharfd")).with_file_name(name);
-    if !path.exists() {
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let mut build = Command::new(cargo);
-        build.args(["build", "--workspace", "--bins"]);
-        // The profile this test was built with: the binaries sit beside it.
-        if !cfg!(debug_assertions) {
-            build.arg("--release");
-        }
-        let status = build.status().expect("cargo build");
-        assert!(status.success(), "cannot build the workspace's binaries");
-    }
-    path
 }
 
 struct Wharfd {
@@ -172,7 +154,7 @@ fn client(dir: &Path, name: &str, server: &str, args: &[&str]) -> Command {
 
 /// [`client`] for another user (their password is [`PW`] too).
 fn client_as(dir: &Path, name: &str, server: &str, user: &str, args: &[&str]) -> Command {
-    let mut cmd = Command::new(bin(name));
+    let mut cmd = Command::new(cli::bin(name));
     in_dir(&mut cmd, dir)
         .args(["--server", server, "--user", user])
         // The first connection pins the made certificate in
@@ -194,7 +176,7 @@ fn add_alice(dir: &Path) {
 
 /// `admin-cli user add NAME` with every service, the password on stdin.
 fn add_user(dir: &Path, name: &str) {
-    let mut add = in_dir(&mut Command::new(bin("admin-cli")), dir)
+    let mut add = in_dir(&mut Command::new(cli::bin("admin-cli")), dir)
         .args(["user", "add", name, "--password-stdin"])
         .args(["--services", "ftp,chat,exec"])
         .stdin(Stdio::piped())
@@ -220,7 +202,7 @@ fn started(dir: &Path, name: &str, server: &str, args: &[&str]) -> std::process:
 
 /// `admin-cli ARGS` in `dir`, which must succeed.
 fn admin(dir: &Path, args: &[&str]) -> Output {
-    run(in_dir(&mut Command::new(bin("admin-cli")), dir).args(args))
+    run(in_dir(&mut Command::new(cli::bin("admin-cli")), dir).args(args))
 }
 
 fn run(cmd: &mut Command) -> Output {
@@ -636,7 +618,7 @@ fn the_systemd_unit_is_valid_and_installs() {
         "wharf-chat",
         "wharf-exec",
     ] {
-        bin(b);
+        cli::bin(b);
     }
     let root = dir.path().join("root");
     let out = run(Command::new("bash")

@@ -172,7 +172,7 @@ async fn run(args: Args) -> Result<ExitCode> {
     let code = match args.command {
         Some(Cmd::Send { room, text, create }) => {
             let room = room_name(&room);
-            wharf_chat::rooms::validate_room(room).map_err(anyhow::Error::msg)?;
+            wharf_proto::chat::validate_room(room).map_err(anyhow::Error::msg)?;
             // A name typed wrong must not quietly make a room nobody reads.
             if !create {
                 let (rooms, more) = client.rooms().await.context("cannot list the rooms")?;
