@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # compose-test.sh: the docker-compose stack started for real, then attacked as a
-# hostile Wharf user would: the same attacks as services/execd/tests/it/isolation.rs,
+# hostile Wharf user would: the same attacks as services/exec/server/tests/it/isolation.rs,
 # from the host's clients against the published ports. Run by .ci/run as root.
 #
 #   .ci/compose-test.sh [PROJECT_DIR]

@@ -144,7 +144,9 @@ impl Store {
             })
             .connect_with(any)
             .await?;
-        sqlx::migrate!("../../migrations/sqlite").run(&pool).await?;
+        sqlx::migrate!("../../../migrations/sqlite")
+            .run(&pool)
+            .await?;
         let file = (file != Path::new(":memory:")).then(|| std::sync::Arc::from(file));
         Ok(Store {
             pool,
@@ -174,7 +176,7 @@ impl Store {
             .acquire_timeout(Duration::from_secs(10))
             .connect_with(any)
             .await?;
-        sqlx::migrate!("../../migrations/postgres")
+        sqlx::migrate!("../../../migrations/postgres")
             .run(&pool)
             .await?;
         Ok(Store {
