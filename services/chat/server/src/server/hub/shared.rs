@@ -37,10 +37,11 @@ use wharf_store::db::ChatNotice;
 use wharf_store::db::NewChatMessage;
 use wharf_store::db::PostedMessage;
 
-use super::{
-    EndpointId, Hub, Outgoing, PresenceKey, Reply, Space, State, check_room, check_text,
-    database_refusal, gone, kill, members_reply, refuse, room_list_reply, room_message, said_for,
+use super::replies::{
+    Outgoing, Reply, check_room, check_text, database_refusal, gone, kill, members_reply, refuse,
+    room_list_reply, room_message, said_for,
 };
+use super::{EndpointId, Hub, PresenceKey, Space, State};
 
 /// How often a replica refreshes its row and writes waiting presence.
 pub(crate) const BEAT_EVERY: Duration = Duration::from_secs(2);
