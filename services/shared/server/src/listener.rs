@@ -171,6 +171,7 @@ async fn reject(stream: Stream, why: Rejection) {
 /// A connection's place among those not logged in yet: the session calls
 /// [`LoginGate::passed`] once its login succeeds, and from then on the
 /// connection is never dropped to make room.
+#[derive(Debug)]
 pub struct LoginGate {
     ticket: Ticket,
 }

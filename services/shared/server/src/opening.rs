@@ -20,6 +20,7 @@ use tokio::time::Instant;
 use wharf_proto::message::{CommonRequest, LoginOk, ServerHello};
 use wharf_proto::{ErrorCode, PROTOCOL_VERSION};
 
+use crate::listener::LoginGate;
 use crate::refusal::Refusal;
 use wharf_core::Service;
 use wharf_store::sessions::SessionLease;
@@ -69,6 +70,9 @@ pub struct Opening {
     /// How long the client has to log in, and until when.
     login_timeout: Duration,
     deadline: Instant,
+    /// The connection's place among those not logged in yet, passed when
+    /// the login succeeds.
+    gate: Option<LoginGate>,
 }
 
 impl Opening {
@@ -89,7 +93,16 @@ impl Opening {
             max_attempts,
             login_timeout,
             deadline: Instant::now() + login_timeout,
+            gate: None,
         }
+    }
+
+    /// The opening of a connection the listener admitted with `gate`: the
+    /// login that succeeds passes it, so the connection is never ended to
+    /// make room for others from then on.
+    pub fn holding(mut self, gate: LoginGate) -> Opening {
+        self.gate = Some(gate);
+        self
     }
 
     /// How long the client has left to log in.
@@ -149,6 +162,9 @@ impl Opening {
                     .await
                 {
                     Ok((user, lease)) => {
+                        if let Some(gate) = self.gate.take() {
+                            gate.passed();
+                        }
                         let standing = auth.standings().watch(&user);
                         Step::LoggedIn(Box::new(Entered {
                             user,

@@ -125,6 +125,12 @@ impl Waiting {
     }
 }
 
+impl std::fmt::Debug for Ticket {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ticket").field("id", &self.id).finish()
+    }
+}
+
 impl Ticket {
     /// The connection earned its place: it is never ended for room from now.
     pub fn passed(&self) {

@@ -64,7 +64,6 @@ struct Session {
     tx: Outbox,
     kill: CancellationToken,
     state: State,
-    gate: LoginGate,
     /// The user's standing, once logged in: a lock, a deletion or a revoked
     /// right ends the session.
     standing: Option<watch::Receiver<Standing>>,
@@ -109,14 +108,14 @@ pub(super) async fn run(
         "wharf-chatd",
         server.config.max_login_attempts,
         limits.login_timeout,
-    );
+    )
+    .holding(gate);
     let mut s = Session {
         server,
         peer,
         tx,
         kill,
         state: State::Opening(opening),
-        gate,
         standing: None,
         lease: None,
     };
@@ -277,7 +276,6 @@ impl Session {
         // Reachable from every replica before the client hears it is in.
         self.server.hub.settle().await;
         tracing::info!(peer = %self.peer, user = %user.name, "logged in");
-        self.gate.passed();
         self.standing = Some(standing);
         self.state = State::LoggedIn {
             user_id: user.id,

@@ -41,7 +41,6 @@ pub(super) struct Session {
     wire: Wire,
     peer: SocketAddr,
     state: State,
-    gate: LoginGate,
     /// A lock, a deletion, a revoked right or a moved home ends the
     /// session, and a transfer in flight (its partial stays).
     watch: Watch,
@@ -75,13 +74,13 @@ pub(super) async fn run(
         "wharf-ftpd",
         server.config.max_login_attempts,
         limits.login_timeout,
-    );
+    )
+    .holding(gate);
     let mut s = Session {
         wire: Wire::new(stream, limits.idle_timeout),
         server,
         peer,
         state: State::Opening(opening),
-        gate,
         watch: Watch::default(),
         refused_put: false,
         batch: Vec::new(),
@@ -319,7 +318,6 @@ impl Session {
                             standing,
                         } = *entered;
                         let li = self.enter(user, lease).await?;
-                        self.gate.passed();
                         self.watch.standing = Some(standing);
                         self.watch.home = Some(li.user.home.clone());
                         self.state = State::LoggedIn(Box::new(li));

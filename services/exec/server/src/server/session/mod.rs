@@ -74,7 +74,6 @@ struct Session {
     out: Out,
     shutdown: CancellationToken,
     state: State,
-    gate: LoginGate,
     /// The user's standing, once logged in: a lock, a deletion or a revoked
     /// right ends the session, and the command running.
     standing: Option<watch::Receiver<Standing>>,
@@ -98,7 +97,8 @@ pub(super) async fn run(
         "wharf-execd",
         server.config.max_login_attempts,
         limits.login_timeout,
-    );
+    )
+    .holding(gate);
     let (rd, wr) = tokio::io::split(stream);
     let mut frames = FramedRead::with_capacity(
         rd,
@@ -116,7 +116,6 @@ pub(super) async fn run(
         },
         shutdown,
         state: State::Opening(opening),
-        gate,
         standing: None,
         lease: None,
         home: None,
@@ -294,7 +293,6 @@ impl Session {
                 self.lease = Some(lease);
                 tracing::info!(peer = %self.peer, user = %user.name, "logged in");
                 let reply = ExecReply::LoginOk(login_ok(&user));
-                self.gate.passed();
                 self.standing = Some(standing);
                 self.state = State::LoggedIn(Box::new(user));
                 self.reply(reply).await
