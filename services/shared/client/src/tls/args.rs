@@ -1,9 +1,10 @@
 //! The TLS flags every client takes.
 
-use std::io::IsTerminal;
+use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
+use std::sync::Arc;
 
-use super::{ClientTls, TlsError};
+use super::{ClientTls, Prompt, TlsError};
 
 /// The TLS flags of every client.
 #[derive(Debug, Clone, Default, clap::Args)]
@@ -35,8 +36,33 @@ impl ClientTlsArgs {
         Ok(ClientTls::pinning(
             default_known_servers(),
             self.accept_new,
-            interactive,
+            Some(Arc::new(TerminalPrompt { interactive })),
         ))
+    }
+}
+
+/// The client binaries' [`Prompt`]: questions on the terminal when there
+/// is one (standard input and error both), notes on standard error.
+#[derive(Debug)]
+pub struct TerminalPrompt {
+    /// Whether there is a person at a terminal to ask.
+    pub interactive: bool,
+}
+
+impl Prompt for TerminalPrompt {
+    fn confirm(&self, question: &str) -> Option<bool> {
+        if !self.interactive {
+            return None;
+        }
+        eprint!("{question}");
+        let _ = std::io::stderr().flush();
+        let mut answer = String::new();
+        let read = std::io::stdin().read_line(&mut answer);
+        Some(read.is_ok() && matches!(answer.trim().to_ascii_lowercase().as_str(), "yes" | "y"))
+    }
+
+    fn note(&self, note: &str) {
+        eprintln!("{note}");
     }
 }
 

@@ -11,16 +11,19 @@
 //! changed is refused with a warning ([`TlsError::KeyChanged`],
 //! [`EXIT_KEY_CHANGED`]). No byte of the session (the password least of
 //! all) is sent before the decision.
+//!
+//! The connector asks and tells the person through a [`Prompt`]: the client
+//! binaries answer on the terminal ([`TerminalPrompt`]), a program using
+//! the library as it likes.
 
 mod args;
 mod error;
 mod pins;
 mod verify;
 
-pub use args::{ClientTlsArgs, default_known_servers};
+pub use args::{ClientTlsArgs, TerminalPrompt, default_known_servers};
 pub use error::TlsError;
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
 
@@ -42,6 +45,16 @@ use self::verify::{Verdict, Verifier};
 /// the one pinned for it.
 pub const EXIT_KEY_CHANGED: u8 = 254;
 
+/// How the connector reaches the person using it: a question about a
+/// server never seen before, and notes about the servers it pinned.
+pub trait Prompt: std::fmt::Debug + Send + Sync {
+    /// Asks `question` (whether to trust a new server), blocking until the
+    /// answer: `Some(true)` for yes, `None` when there is no one to ask.
+    fn confirm(&self, question: &str) -> Option<bool>;
+    /// Tells the person `note` (a server pinned).
+    fn note(&self, note: &str);
+}
+
 /// How a client connects: plain, or TLS with a way to trust the server.
 #[derive(Debug, Clone)]
 pub struct ClientTls {
@@ -55,7 +68,7 @@ struct Trust {
     system: OnceLock<Option<Arc<WebPkiServerVerifier>>>,
     known: Option<PathBuf>,
     accept_new: bool,
-    ask: bool,
+    prompt: Option<Arc<dyn Prompt>>,
     provider: Arc<CryptoProvider>,
 }
 
@@ -102,7 +115,7 @@ impl ClientTls {
                 system: OnceLock::new(),
                 known: None,
                 accept_new: false,
-                ask: false,
+                prompt: None,
                 provider,
             })),
         })
@@ -110,15 +123,20 @@ impl ClientTls {
 
     /// Trusts what the system's roots vouch for, else the fingerprints
     /// pinned in `known_servers`; a new server is pinned when `accept_new`,
-    /// or when the user says yes on the terminal if `ask`.
-    pub fn pinning(known_servers: Option<PathBuf>, accept_new: bool, ask: bool) -> ClientTls {
+    /// or when the person says yes to `prompt`, which also hears what was
+    /// pinned.
+    pub fn pinning(
+        known_servers: Option<PathBuf>,
+        accept_new: bool,
+        prompt: Option<Arc<dyn Prompt>>,
+    ) -> ClientTls {
         ClientTls {
             trust: Some(Arc::new(Trust {
                 ca: None,
                 system: OnceLock::new(),
                 known: known_servers,
                 accept_new,
-                ask,
+                prompt,
                 provider: provider(),
             })),
         }
@@ -220,33 +238,26 @@ async fn decide(trust: &Trust, addr: &str, fp: &str) -> Result<(), TlsError> {
         && let Some(other) = same_certificate_pinned(file, addr, fp)?
     {
         add_pin(file, &pin_key(addr), fp)?;
-        eprintln!(
+        trust.tell(&format!(
             "Note: {addr} presents the certificate already trusted for {other}; added to the known servers ({}).",
             file.display()
-        );
+        ));
         return Ok(());
     }
     let yes = if trust.accept_new {
         true
-    } else if trust.ask {
+    } else {
         let question = format!(
             "The authenticity of the Wharf server {addr} can't be established.\n\
              Its certificate's SHA-256 fingerprint is\n{fp}\n\
              Compare it with what the administrator gets from `admin-cli tls fingerprint`.\n\
              Are you sure you want to continue connecting (yes/no)? "
         );
-        tokio::task::spawn_blocking(move || {
-            eprint!("{question}");
-            let _ = std::io::stderr().flush();
-            let mut answer = String::new();
-            std::io::stdin().read_line(&mut answer).map(|_| answer)
-        })
-        .await
-        .ok()
-        .and_then(Result::ok)
-        .is_some_and(|a| matches!(a.trim().to_ascii_lowercase().as_str(), "yes" | "y"))
-    } else {
-        return Err(unknown());
+        let prompt = trust.prompt.clone().ok_or_else(unknown)?;
+        let answer = tokio::task::spawn_blocking(move || prompt.confirm(&question))
+            .await
+            .unwrap_or(Some(false));
+        answer.ok_or_else(unknown)?
     };
     if !yes {
         return Err(TlsError::Declined {
@@ -258,11 +269,20 @@ async fn decide(trust: &Trust, addr: &str, fp: &str) -> Result<(), TlsError> {
         return Ok(());
     };
     add_pin(file, &pin_key(addr), fp)?;
-    eprintln!(
+    trust.tell(&format!(
         "Warning: permanently added the Wharf server {addr} to the known servers ({}).",
         file.display()
-    );
+    ));
     Ok(())
+}
+
+impl Trust {
+    /// Tells the person `note`, when there is someone to tell.
+    fn tell(&self, note: &str) {
+        if let Some(prompt) = &self.prompt {
+            prompt.note(note);
+        }
+    }
 }
 
 fn handshake_error(addr: &str, e: std::io::Error) -> TlsError {
