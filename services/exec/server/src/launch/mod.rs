@@ -181,6 +181,7 @@ pub fn launch_if_asked() {
     if let Err(e) = setrlimit(Resource::Fsize, hard(launch.file_size)) {
         fail(format_args!("cannot set the file size limit: {e}"));
     }
+    default_signals();
     let mut sh = if command.is_empty() && launch.tty.is_some() {
         let shell = LOGIN_SHELLS
             .iter()
@@ -221,6 +222,26 @@ pub fn launch_if_asked() {
     }
     let err = sh.exec();
     fail(format_args!("cannot run /bin/sh: {err}"));
+}
+
+/// Every signal at its default and none blocked, as a login's shell
+/// starts: whatever the server inherited stays out of the user's command
+/// (a daemon started by a script's `&` ignores SIGINT and SIGQUIT, one
+/// under `nohup` SIGHUP, and an ignored signal outlives `exec`).
+fn default_signals() {
+    #[allow(unsafe_code)]
+    // SAFETY: the launcher is one thread here, about to exec the shell;
+    // SIG_DFL installs no handler, and the mask is set from an empty set.
+    unsafe {
+        for signal in 1..libc::SIGRTMIN() {
+            if signal != libc::SIGKILL && signal != libc::SIGSTOP {
+                libc::signal(signal, libc::SIG_DFL);
+            }
+        }
+        let mut none: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut none);
+        libc::sigprocmask(libc::SIG_SETMASK, &none, std::ptr::null_mut());
+    }
 }
 
 /// On a terminal, the shell runs as a child, inside the PID namespace (as

@@ -252,3 +252,48 @@ async fn a_usage_error_exits_255_not_a_status_a_command_could_have() {
     let out = run(&mut exec(&srv, "alice", &["--version"])).await;
     assert_eq!(out.status.code(), Some(0));
 }
+
+#[tokio::test]
+async fn commands_start_with_default_signals_whatever_the_daemon_inherited() {
+    let srv = spawn().await;
+    srv.add_user("alice", "exec").await;
+    srv.shutdown.cancel();
+    let (addr, plain) = cli::daemon(env!("CARGO_BIN_EXE_wharf-execd"), srv.dir.path());
+    let args: Vec<std::ffi::OsString> = plain.as_std().get_args().map(|a| a.to_owned()).collect();
+    // Started as a script's `wharf-execd &` or `nohup` starts it: SIGINT,
+    // SIGQUIT and SIGHUP ignored, which an exec'd program inherits.
+    let mut daemon = Command::new("sh")
+        .args(["-c", "trap '' INT QUIT HUP; exec \"$0\" \"$@\""])
+        .arg(env!("CARGO_BIN_EXE_wharf-execd"))
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("wharf-execd");
+    let cert = tls().2.clone();
+    let until = tokio::time::Instant::now() + WAIT;
+    let out = loop {
+        let out = run(Command::new(cli::bin("wharf-exec"))
+            .args([
+                "--server",
+                &addr,
+                "--user",
+                "alice",
+                "-n",
+                "--",
+                "kill -INT $$",
+            ])
+            .env("WHARF_CA", &cert)
+            .env("WHARF_PASSWORD", PW)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped()))
+        .await;
+        if out.status.code() != Some(255) || tokio::time::Instant::now() > until {
+            break out;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(out.status.code(), Some(130), "{}", text(&out.stderr));
+    let _ = daemon.kill().await;
+}
