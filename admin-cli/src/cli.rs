@@ -14,12 +14,13 @@ Sizes: 500MiB, 2G (powers of 1024), 1.5GB (powers of 1000), 1048576 (bytes), unl
 Services: ftp, chat, exec. Passwords are never taken as arguments: they are
 prompted for twice on a terminal, or read from standard input with --password-stdin.
 
-Exit codes: 0 success, 1 failure, 2 usage error, 3 no such user, 4 already exists.
+Exit codes: 0 success, 1 failure, 2 usage error, 3 no such user or key, 4 already exists.
 
 Examples:
   admin-cli user add alice --quota 2G
   echo 'correct horse battery' | admin-cli user add bob --password-stdin --services ftp,chat,exec
   admin-cli user grant alice exec
+  admin-cli user key add alice ~alice/.ssh/id_ed25519.pub
   admin-cli usage --rescan
   admin-cli tls fingerprint
   admin-cli db backup backups/wharf-2026-12-01.db
@@ -173,6 +174,37 @@ pub enum UserCommand {
         name: String,
         /// ftp, chat or exec.
         service: String,
+    },
+    /// A user's SSH public keys, for logging in without a password.
+    #[command(subcommand)]
+    Key(KeyCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeyCommand {
+    /// Give a user the public keys in FILE (OpenSSH lines, as in
+    /// ~/.ssh/id_ed25519.pub or authorized_keys; `-` reads standard input).
+    Add {
+        /// User name.
+        name: String,
+        /// The public key file, or `-`.
+        file: PathBuf,
+    },
+    /// List a user's keys: type, SHA256 fingerprint, comment, when added
+    /// and last used.
+    List {
+        /// User name.
+        name: String,
+        #[command(flatten)]
+        json: JsonFlag,
+    },
+    /// Take a key from a user, by its fingerprint (as `user key list` or
+    /// `ssh-keygen -lf` shows it, with or without `SHA256:`).
+    Rm {
+        /// User name.
+        name: String,
+        /// The key's SHA256 fingerprint.
+        fingerprint: String,
     },
 }
 

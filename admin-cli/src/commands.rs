@@ -30,7 +30,8 @@ use wharf_store::owner::hand_over;
 
 use crate::UsageError;
 use crate::cli::{
-    AddArgs, Cli, Command, DbCommand, HomeCommand, QuotaCommand, TlsCommand, UsageArgs, UserCommand,
+    AddArgs, Cli, Command, DbCommand, HomeCommand, KeyCommand, QuotaCommand, TlsCommand, UsageArgs,
+    UserCommand,
 };
 use crate::password::read_new_password;
 use crate::view::{self, UsageView, UserView};
@@ -128,6 +129,7 @@ async fn dispatch(store: &Store, data_dir: &Path, command: Command) -> Result<()
                 Ok(())
             }
             UserCommand::Limit { name, limits } => set_limits(store, &name, &limits).await,
+            UserCommand::Key(cmd) => keys(store, cmd).await,
             UserCommand::Revoke { name, service } => {
                 let service: Service = service.parse()?;
                 if store.revoke(&name, service).await? {
@@ -854,3 +856,58 @@ async fn check(store: &Store, fix: bool) -> Result<()> {
         differ.join(", ")
     );
 }
+
+async fn keys(store: &Store, cmd: KeyCommand) -> Result<()> {
+    match cmd {
+        KeyCommand::Add { name, file } => {
+            use std::io::Read;
+            let mut text = String::new();
+            if file.as_os_str() == "-" {
+                std::io::stdin()
+                    .take(MAX_KEY_FILE)
+                    .read_to_string(&mut text)
+                    .context("cannot read the keys from standard input")?;
+            } else {
+                std::fs::File::open(&file)
+                    .and_then(|f| f.take(MAX_KEY_FILE).read_to_string(&mut text))
+                    .with_context(|| format!("cannot read the key file {}", file.display()))?;
+            }
+            let keys = wharf_store::keys::parse_all(&text)?;
+            for key in &keys {
+                let added = store.add_key(&name, key).await?;
+                println!(
+                    "added {} {} {} to {name}",
+                    added.key_type, added.fingerprint, added.comment
+                );
+            }
+            Ok(())
+        }
+        KeyCommand::List { name, json } => {
+            let keys = store.keys(&name).await?;
+            if json.json {
+                let views: Vec<view::KeyView> = keys.iter().map(view::KeyView::from).collect();
+                return view::print_json(&views);
+            }
+            if keys.is_empty() {
+                println!(
+                    "{name} has no SSH key; add one with `admin-cli user key add {name} FILE`"
+                );
+            } else {
+                println!("{}", view::keys_table(&keys));
+            }
+            Ok(())
+        }
+        KeyCommand::Rm { name, fingerprint } => {
+            let fingerprint = wharf_store::keys::normalise_fingerprint(&fingerprint);
+            let gone = store.remove_key(&name, &fingerprint).await?;
+            println!(
+                "removed {} {} {} from {name}",
+                gone.key_type, gone.fingerprint, gone.comment
+            );
+            Ok(())
+        }
+    }
+}
+
+/// The most of a key file read: a thousand keys' worth.
+const MAX_KEY_FILE: u64 = 1024 * 1024;

@@ -39,9 +39,9 @@ fn exit_code(err: &anyhow::Error) -> u8 {
         }
         if let Some(store) = cause.downcast_ref::<Error>() {
             return match store {
-                Error::NoSuchUser(_) => EXIT_NO_SUCH_USER,
-                Error::UserExists(_) => EXIT_EXISTS,
-                Error::Input(_) => EXIT_USAGE,
+                Error::NoSuchUser(_) | Error::NoSuchKey { .. } => EXIT_NO_SUCH_USER,
+                Error::UserExists(_) | Error::KeyExists { .. } => EXIT_EXISTS,
+                Error::Input(_) | Error::InvalidKey(_) => EXIT_USAGE,
                 _ => EXIT_FAILURE,
             };
         }

@@ -13,6 +13,7 @@ use wharf_store::auth::NameSlowdown;
 use wharf_store::db::ExecLogRow;
 use wharf_store::db::TransferRow;
 use wharf_store::db::UsageRow;
+use wharf_store::db::UserKey;
 use wharf_store::db::UserLimits;
 use wharf_store::owner::Owner;
 
@@ -500,6 +501,48 @@ pub fn commands_table(rows: &[ExecLogRow]) -> Table {
             status,
             format_size(r.bytes_out),
             format!("{:.1} s", r.duration_ms as f64 / 1000.0),
+        ]);
+    }
+    t
+}
+
+/// A key in `user key list --json`.
+#[derive(Debug, Serialize)]
+pub struct KeyView {
+    pub key_type: String,
+    pub fingerprint: String,
+    pub comment: String,
+    pub added_at: String,
+    pub last_used_at: Option<String>,
+    pub public_key: String,
+}
+
+impl From<&UserKey> for KeyView {
+    fn from(k: &UserKey) -> Self {
+        KeyView {
+            key_type: k.key_type.clone(),
+            fingerprint: k.fingerprint.clone(),
+            comment: k.comment.clone(),
+            added_at: rfc3339(k.added_at),
+            last_used_at: k.last_used_at.map(rfc3339),
+            public_key: k.public_key.clone(),
+        }
+    }
+}
+
+/// A user's SSH keys.
+pub fn keys_table(keys: &[UserKey]) -> Table {
+    let mut t = table(
+        &["type", "fingerprint", "comment", "added", "last used"],
+        &[],
+    );
+    for k in keys {
+        t.add_row(vec![
+            k.key_type.clone(),
+            k.fingerprint.clone(),
+            k.comment.clone(),
+            rfc3339(k.added_at),
+            when(k.last_used_at),
         ]);
     }
     t

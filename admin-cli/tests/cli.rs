@@ -1363,3 +1363,136 @@ fn home_set_moves_the_files_when_told() {
     assert!(err.contains("is not empty"), "{err}");
     assert!(newer.join("docs/a.txt").exists());
 }
+
+/// A key pair made by OpenSSH's ssh-keygen in `dir`: the public key file
+/// and its SHA256 fingerprint as `ssh-keygen -lf` prints it.
+fn ssh_keygen(dir: &Path, name: &str, kind: &[&str]) -> (PathBuf, String) {
+    let private = dir.join(name);
+    let made = Command::new("ssh-keygen")
+        .args(kind)
+        .args(["-q", "-N", "", "-C", &format!("{name}@laptop"), "-f"])
+        .arg(&private)
+        .status()
+        .expect("ssh-keygen (Debian's openssh-client)");
+    assert!(made.success());
+    let public = private.with_extension("pub");
+    let shown = Command::new("ssh-keygen")
+        .arg("-lf")
+        .arg(&public)
+        .output()
+        .expect("ssh-keygen -lf");
+    let line = String::from_utf8_lossy(&shown.stdout).into_owned();
+    let fingerprint = line
+        .split_whitespace()
+        .nth(1)
+        .expect("fingerprint")
+        .to_owned();
+    (public, fingerprint)
+}
+
+#[test]
+fn ssh_keys_are_added_listed_and_removed_by_fingerprint() {
+    let admin = Admin::with_alice_and_bob();
+    let (laptop, laptop_fp) = ssh_keygen(admin.dir.path(), "laptop", &["-t", "ed25519"]);
+    let (phone, phone_fp) = ssh_keygen(admin.dir.path(), "phone", &["-t", "ecdsa"]);
+    let laptop_path = laptop.to_str().expect("utf-8 path");
+    let out = admin.ok(&["user", "key", "add", "alice", laptop_path], None);
+    assert_eq!(
+        out.trim(),
+        format!("added ssh-ed25519 {laptop_fp} laptop@laptop to alice")
+    );
+    // The same key again: already there, nothing changed.
+    let err = admin.fails(&["user", "key", "add", "alice", laptop_path], None, 4);
+    assert!(err.contains("already has the key"), "{err}");
+    // From standard input.
+    let phone_line = std::fs::read_to_string(&phone).expect("phone key");
+    let out = admin.ok(&["user", "key", "add", "alice", "-"], Some(&phone_line));
+    assert!(out.contains(&phone_fp), "{out}");
+
+    let listed: Value =
+        serde_json::from_str(&admin.ok(&["user", "key", "list", "alice", "--json"], None))
+            .expect("json");
+    let keys = listed.as_array().expect("a list");
+    assert_eq!(keys.len(), 2);
+    assert_eq!(keys[0]["fingerprint"], laptop_fp.as_str());
+    assert_eq!(keys[0]["key_type"], "ssh-ed25519");
+    assert_eq!(keys[0]["comment"], "laptop@laptop");
+    assert_eq!(keys[0]["last_used_at"], Value::Null);
+    assert_eq!(keys[1]["fingerprint"], phone_fp.as_str());
+    assert_eq!(keys[1]["key_type"], "ecdsa-sha2-nistp256");
+    let table = admin.ok(&["user", "key", "list", "alice"], None);
+    assert!(
+        table.contains(&laptop_fp) && table.contains("never"),
+        "{table}"
+    );
+    assert!(
+        admin
+            .ok(&["user", "key", "list", "bob"], None)
+            .contains("bob has no SSH key")
+    );
+
+    // Removed by fingerprint, with or without its prefix; then gone.
+    let bare = phone_fp.trim_start_matches("SHA256:");
+    let out = admin.ok(&["user", "key", "rm", "alice", bare], None);
+    assert!(
+        out.contains(&format!("removed ecdsa-sha2-nistp256 {phone_fp}")),
+        "{out}"
+    );
+    let err = admin.fails(&["user", "key", "rm", "alice", &phone_fp], None, 3);
+    assert!(err.contains("has no key"), "{err}");
+    let err = admin.fails(&["user", "key", "list", "nobody"], None, 3);
+    assert!(err.contains("no user named"), "{err}");
+
+    // A deleted user's keys go with them.
+    admin.ok(&["user", "del", "alice"], None);
+    admin.add("alice", &[]);
+    assert!(
+        admin
+            .ok(&["user", "key", "list", "alice"], None)
+            .contains("alice has no SSH key")
+    );
+}
+
+#[test]
+fn keys_that_cannot_be_taken_exit_2_saying_why() {
+    let admin = Admin::with_alice_and_bob();
+    let (weak, _) = ssh_keygen(admin.dir.path(), "weak", &["-t", "rsa", "-b", "1024"]);
+    let weak = weak.to_str().expect("utf-8 path");
+    let err = admin.fails(&["user", "key", "add", "alice", weak], None, 2);
+    assert!(err.contains("too weak"), "{err}");
+    let (private, _) = ssh_keygen(admin.dir.path(), "secret", &["-t", "ed25519"]);
+    let private = private.with_extension("");
+    let err = admin.fails(
+        &[
+            "user",
+            "key",
+            "add",
+            "alice",
+            private.to_str().expect("path"),
+        ],
+        None,
+        2,
+    );
+    assert!(err.contains("line 1"), "{err}");
+    for (given, words) in [
+        ("", "no key in it"),
+        ("garbage here\n", "is not a key type"),
+        (
+            "command=\"ls\" ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAILM+rvN+ot98qgEN796jTiQfZfG1KaT0PtFDJ/XFSqti x\n",
+            "without authorized_keys options",
+        ),
+    ] {
+        let err = admin.fails(&["user", "key", "add", "alice", "-"], Some(given), 2);
+        assert!(err.contains(words), "{given:?}: {err}");
+    }
+    let err = admin.fails(&["user", "key", "add", "alice", "/no/such/file"], None, 1);
+    assert!(
+        err.contains("cannot read the key file /no/such/file"),
+        "{err}"
+    );
+    assert!(
+        admin
+            .ok(&["user", "key", "list", "alice"], None)
+            .contains("alice has no SSH key")
+    );
+}

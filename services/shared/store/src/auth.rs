@@ -175,6 +175,19 @@ pub async fn hash_password(password: &Password) -> Result<String> {
         .map_err(|e| Error::Internal(format!("password hashing task failed: {e}")))?
 }
 
+/// What a login proves who it is with.
+#[derive(Debug, Clone, Copy)]
+pub enum Proof<'a> {
+    /// The user's password.
+    Password(&'a Password),
+    /// A public key, by its SHA256 fingerprint, whose signature the caller
+    /// verified.
+    Key {
+        /// `SHA256:...`, as [`crate::keys::fingerprint`] gives it.
+        fingerprint: &'a str,
+    },
+}
+
 /// Checks logins; cheap to clone.
 #[derive(Clone)]
 pub struct Authenticator {
@@ -442,11 +455,47 @@ impl Authenticator {
         service: Service,
         source: std::net::IpAddr,
     ) -> Result<(User, crate::sessions::SessionLease)> {
-        let result = match self.check_login(name, password, service, source).await {
-            Ok(user) => match self.inner.sessions.open(&user, service).await {
-                Ok(lease) => Ok((user, lease)),
-                Err(e) => Err(e),
-            },
+        self.authenticate_with(
+            name,
+            Proof::Password(password),
+            service.as_str(),
+            &[service],
+            source,
+        )
+        .await
+    }
+
+    /// [`Authenticator::authenticate`] with either proof: a password, or
+    /// a public key whose signature the caller verified (the SSH door). A
+    /// key meets the same rules as a password (the source's penalty, the
+    /// lock, the service right, the sessions at once); a key the user does
+    /// not have is refused as a wrong password is, but is not counted as a
+    /// failed login: clients offer every key they hold in turn, and a key
+    /// cannot be guessed.
+    ///
+    /// `door` names the way in for the metrics (`ftp`, `ssh`); the user
+    /// needs one of `services` (the SSH door: ftp for SFTP, exec for
+    /// commands), and the session is counted under the first they have.
+    pub async fn authenticate_with(
+        &self,
+        name: &str,
+        proof: Proof<'_>,
+        door: &str,
+        services: &[Service],
+        source: std::net::IpAddr,
+    ) -> Result<(User, crate::sessions::SessionLease)> {
+        let result = match self.check_login(name, proof, services, source).await {
+            Ok(user) => {
+                let counted = services
+                    .iter()
+                    .copied()
+                    .find(|s| user.services.contains(*s))
+                    .unwrap_or(Service::Ftp);
+                match self.inner.sessions.open(&user, counted).await {
+                    Ok(lease) => Ok((user, lease)),
+                    Err(e) => Err(e),
+                }
+            }
             Err(e) => Err(e),
         };
         let outcome = match &result {
@@ -460,7 +509,7 @@ impl Authenticator {
         };
         crate::metrics::metrics()
             .logins
-            .get_or_create(&crate::metrics::svc_outcome(service.as_str(), outcome))
+            .get_or_create(&crate::metrics::svc_outcome(door, outcome))
             .inc();
         result
     }
@@ -468,8 +517,8 @@ impl Authenticator {
     async fn check_login(
         &self,
         name: &str,
-        password: &Password,
-        service: Service,
+        proof: Proof<'_>,
+        services: &[Service],
         source: std::net::IpAddr,
     ) -> Result<User> {
         let store = &self.inner.store;
@@ -481,6 +530,16 @@ impl Authenticator {
             // No account can have this name: nothing to protect, nothing to record.
             return Err(Error::AuthFailed);
         }
+        let password = match proof {
+            Proof::Password(password) => password,
+            Proof::Key { fingerprint } => {
+                let user = store.user(name).await?.ok_or(Error::AuthFailed)?;
+                if store.use_key(user.id, fingerprint).await?.is_none() {
+                    return Err(Error::AuthFailed);
+                }
+                return self.admit(user, name, &source, services).await;
+            }
+        };
         // A name under attack: attempts on it take turns, each after the
         // delay (the turn is held through the verification below).
         let mut _turn = None;
@@ -508,17 +567,30 @@ impl Authenticator {
                 return Err(Error::AuthFailed);
             }
         };
+        self.admit(user, name, &source, services).await
+    }
+
+    /// A user whose proof held: in, unless locked or without any of the
+    /// rights `services`.
+    async fn admit(
+        &self,
+        user: User,
+        name: &str,
+        source: &str,
+        services: &[Service],
+    ) -> Result<User> {
+        let store = &self.inner.store;
         if user.locked {
             return Err(Error::AccountLocked(user.name));
         }
-        if !user.services.contains(service) {
+        if !services.iter().any(|s| user.services.contains(*s)) {
             return Err(Error::NotPermitted {
                 user: user.name,
-                service,
+                service: services.first().copied().unwrap_or(Service::Ftp),
             });
         }
-        store.clear_failures_from(name, &source).await?;
-        store.record_login(user.id, now).await?;
+        store.clear_failures_from(name, source).await?;
+        store.record_login(user.id, now_ms()).await?;
         Ok(user)
     }
 
@@ -540,7 +612,9 @@ impl Authenticator {
         if old.expose() == new.expose() {
             return Err(Error::WeakPassword("it is the same as the old one"));
         }
-        let user = self.check_login(name, old, service, source).await?;
+        let user = self
+            .check_login(name, Proof::Password(old), &[service], source)
+            .await?;
         let hash = hash_password(new).await?;
         self.inner
             .store

@@ -27,6 +27,37 @@ pub enum Error {
     /// size).
     #[error(transparent)]
     Input(#[from] wharf_core::Error),
+    /// An SSH public key that cannot be taken, with why and what to give.
+    #[error("invalid SSH public key: {0}")]
+    InvalidKey(String),
+    /// The user has that key already.
+    #[error(
+        "{user:?} already has the key {fingerprint}; `admin-cli user key list {user}` shows their keys"
+    )]
+    KeyExists {
+        /// The user.
+        user: String,
+        /// The key's fingerprint.
+        fingerprint: String,
+    },
+    /// The user has no key of that fingerprint.
+    #[error("{user:?} has no key {fingerprint}; `admin-cli user key list {user}` shows their keys")]
+    NoSuchKey {
+        /// The user.
+        user: String,
+        /// The fingerprint asked for.
+        fingerprint: String,
+    },
+    /// The user has as many keys as they may.
+    #[error(
+        "{user:?} has {max} keys, the most a user may have; remove one with `admin-cli user key rm` first"
+    )]
+    TooManyKeys {
+        /// The user.
+        user: String,
+        /// The most.
+        max: u64,
+    },
     /// A password that is refused when set.
     #[error("password refused: {0}")]
     WeakPassword(&'static str),
@@ -197,7 +228,11 @@ impl Error {
     pub fn code(&self) -> ErrorCode {
         match self {
             Error::Input(e) => e.code(),
-            Error::WeakPassword(_) => ErrorCode::BadRequest,
+            Error::WeakPassword(_) | Error::InvalidKey(_) | Error::TooManyKeys { .. } => {
+                ErrorCode::BadRequest
+            }
+            Error::KeyExists { .. } => ErrorCode::AlreadyExists,
+            Error::NoSuchKey { .. } => ErrorCode::NotFound,
             Error::NoSuchUser(_) | Error::HomeMoved(_) => ErrorCode::NotFound,
             Error::UserExists(_) => ErrorCode::AlreadyExists,
             Error::AuthFailed => ErrorCode::AuthFailed,

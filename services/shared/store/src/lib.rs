@@ -6,8 +6,8 @@
 //! password hashing and the [`Authenticator`] (argon2id on the blocking
 //! pool behind a semaphore, with lockout), the sessions a login opens, the
 //! administrator's word as open sessions see it ([`standing`]), quota
-//! reservations, usage events, home directories and who owns them, and the
-//! counters of [`metrics`]. It knows nothing of any one service's protocol.
+//! reservations, usage events, home directories and who owns them, users'
+//! SSH public keys ([`keys`]), and the counters of [`metrics`]. It knows nothing of any one service's protocol.
 
 #![deny(missing_docs)]
 
@@ -15,11 +15,12 @@ pub mod auth;
 pub mod db;
 mod error;
 pub mod home;
+pub mod keys;
 pub mod metrics;
 pub mod owner;
 pub mod sessions;
 pub mod standing;
 
-pub use auth::{AuthConfig, Authenticator};
+pub use auth::{AuthConfig, Authenticator, Proof};
 pub use db::{Store, User};
 pub use error::{Error, Result};

@@ -50,6 +50,20 @@ const TABLES: &[TableSpec] = &[
         "user_id, service",
     ),
     (
+        "user_keys",
+        &[
+            ("id", Kind::Int),
+            ("user_id", Kind::Int),
+            ("fingerprint", Kind::Text),
+            ("key_type", Kind::Text),
+            ("public_key", Kind::Text),
+            ("comment", Kind::Text),
+            ("added_at", Kind::Int),
+            ("last_used_at", Kind::Int),
+        ],
+        "id",
+    ),
+    (
         "login_failures",
         &[
             ("id", Kind::Int),

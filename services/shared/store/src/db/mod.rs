@@ -9,6 +9,7 @@
 mod chat;
 mod copy;
 mod digests;
+mod keys;
 mod logins;
 mod quota;
 mod sessions;
@@ -31,6 +32,7 @@ pub use chat::{
 };
 pub use copy::CopyReport;
 pub use digests::FileVersion;
+pub use keys::UserKey;
 pub use quota::{MAX_PARTIALS, Need, UploadCommit};
 pub use sessions::PROCESS_STALE_MS;
 pub use usage::{Direction, ExecLogRow, ExecRecord, TransferRecord, TransferRow, UsageRow};
