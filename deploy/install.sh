@@ -15,7 +15,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=${ROOT:-}
 BIN_DIR=${BIN_DIR:-target/release}
-BINS=(wharfd wharf-ftpd wharf-chatd wharf-execd admin-cli wharf-ftp wharf-chat wharf-exec)
+BINS=(wharfd wharf-ftpd wharf-chatd wharf-execd wharf-sshd admin-cli wharf-ftp wharf-chat wharf-exec)
 
 if [ -z "$ROOT" ] && [ "$(id -u)" != 0 ]; then
   echo "install.sh: run it as root (sudo bash deploy/install.sh)" >&2

@@ -50,6 +50,10 @@ struct Args {
     /// Address of the remote-exec service.
     #[arg(long, default_value = "0.0.0.0:2123", value_name = "ADDR")]
     exec_listen: String,
+    /// Also serve SSH here: sftp and scp for users with the ftp right
+    /// (2222 is the usual port).
+    #[arg(long, value_name = "ADDR")]
+    ssh_listen: Option<String>,
     /// Do not serve file transfer.
     #[arg(long)]
     no_ftp: bool,
@@ -67,6 +71,8 @@ struct Args {
     chat: ChatArgs,
     #[command(flatten)]
     exec: ExecArgs,
+    #[command(flatten)]
+    ssh: wharf_sshd::SshArgs,
     #[command(flatten)]
     tls: ServerTlsArgs,
 }
@@ -153,6 +159,16 @@ async fn serve(args: Args) -> Result<()> {
                 .map_err(|e| listen_error(&args.chat_listen, " for chat", &fix("chat"), e))?,
         ),
     };
+    let ssh = match &args.ssh_listen {
+        None => None,
+        Some(at) => {
+            let config = args
+                .ssh
+                .config(args.limits.limits(), &args.database.data_dir)?;
+            let fix = "pick another with --ssh-listen, or leave it out";
+            Some((bind(at, " for ssh", fix).await?, config))
+        }
+    };
     let exec = match exec_config {
         None => None,
         Some(config) => Some((
@@ -187,6 +203,18 @@ async fn serve(args: Args) -> Result<()> {
     if let Some((l, _)) = &chat {
         println!("  chat  {}  chat, TCP and UDP", addr(l)?);
     }
+    if let Some((l, config)) = &ssh {
+        println!(
+            "  ssh   {}  SSH: sftp and scp, passwords {}; host key {}",
+            addr(l)?,
+            if config.password_login {
+                "and keys"
+            } else {
+                "off, keys only"
+            },
+            wharf_sshd::host_key::fingerprint_line(&config.host_key)
+        );
+    }
     if let Some((l, config)) = &exec {
         println!(
             "  exec  {}  remote exec, commands run {}, {}",
@@ -209,6 +237,9 @@ async fn serve(args: Args) -> Result<()> {
         listening.push(addr(l)?);
     }
     if let Some((l, _)) = &std_ftp {
+        listening.push(addr(l)?);
+    }
+    if let Some((l, _)) = &ssh {
         listening.push(addr(l)?);
     }
     let open = listening.iter().filter(|a| !a.ip().is_loopback()).count();
@@ -244,6 +275,9 @@ async fn serve(args: Args) -> Result<()> {
     }
     if let Some((l, _)) = &exec {
         own.push(("exec", addr(l)?));
+    }
+    if let Some((l, _)) = &ssh {
+        own.push(("ssh", addr(l)?));
     }
     if let Some(at) = args.config.start_metrics(store, own, &shutdown).await? {
         println!("  metrics http://{at}/metrics and /health");
@@ -290,6 +324,14 @@ async fn serve(args: Args) -> Result<()> {
             auth.clone(),
             store.clone(),
             config,
+            shutdown.clone(),
+        ));
+    }
+    if let Some((listener, config)) = ssh {
+        let server = std::sync::Arc::new(wharf_sshd::SshServer::new(auth.clone(), config));
+        tokio::spawn(wharf_sshd::run(
+            Listener::new(listener, None),
+            server,
             shutdown.clone(),
         ));
     }

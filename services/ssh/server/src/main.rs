@@ -1,0 +1,84 @@
+//! `wharf-sshd`: the SSH door. Parses flags, opens the database, reads (or
+//! makes) the host key, binds and serves until SIGINT or SIGTERM.
+
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Result;
+use clap::Parser;
+use wharf_core::cli::run_main;
+use wharf_server::cli::DatabaseArgs;
+use wharf_server::cli::LimitArgs;
+use wharf_server::cli::init_tracing;
+use wharf_server::daemon::Daemon;
+use wharf_server::daemon::bind;
+use wharf_server::listener::Listener;
+use wharf_server::listener::cancel_on_signal;
+use wharf_server::tls::ServerTlsArgs;
+use wharf_sshd::host_key::fingerprint_line;
+use wharf_sshd::{SshArgs, SshServer, run};
+
+/// Wharf's SSH door: sftp and scp on the users, keys, homes and quotas of
+/// the other services.
+#[derive(Debug, Parser)]
+#[command(
+    name = "wharf-sshd",
+    version,
+    after_help = "Give users keys with `admin-cli user key add NAME FILE`; SFTP needs the ftp right. Durations: 10s, 5m, 2h."
+)]
+struct Args {
+    #[command(flatten)]
+    config: wharf_server::config::ConfigArgs,
+    /// Address to listen on.
+    #[arg(long, default_value = "0.0.0.0:2222", value_name = "ADDR")]
+    listen: String,
+    #[command(flatten)]
+    database: DatabaseArgs,
+    #[command(flatten)]
+    limits: LimitArgs,
+    #[command(flatten)]
+    ssh: SshArgs,
+}
+
+fn main() -> ExitCode {
+    let args: Args = wharf_server::config::parse();
+    init_tracing(args.config.log_format);
+    run_main("wharf-sshd", async {
+        serve(args).await.map(|()| ExitCode::SUCCESS)
+    })
+}
+
+async fn serve(args: Args) -> Result<()> {
+    // SSH encrypts by itself: no TLS certificate to load.
+    let no_tls = ServerTlsArgs {
+        no_tls: true,
+        ..ServerTlsArgs::default()
+    };
+    let daemon = Daemon::start(&args.database, &args.limits, &no_tls, true).await?;
+    let config = args
+        .ssh
+        .config(args.limits.limits(), &args.database.data_dir)?;
+    let tcp = bind(&args.listen, "", "pick another with --listen").await?;
+    let addr = tcp.local_addr()?;
+    tracing::info!(
+        %addr,
+        database = %daemon.database,
+        host_key = %fingerprint_line(&config.host_key),
+        password_login = config.password_login,
+        "wharf-sshd {} serving sftp over SSH",
+        env!("CARGO_PKG_VERSION")
+    );
+    let shutdown = cancel_on_signal(|| tracing::info!("shutting down: sessions are told"));
+    if let Some(at) = args
+        .config
+        .start_metrics(&daemon.store, vec![("ssh", addr)], &shutdown)
+        .await?
+    {
+        tracing::info!(%at, "serving metrics at /metrics and a health check at /health");
+    }
+    let server = Arc::new(SshServer::new(daemon.auth.clone(), config));
+    run(Listener::new(tcp, None), server, shutdown).await;
+    daemon.stop().await;
+    tracing::info!("stopped");
+    Ok(())
+}

@@ -1,0 +1,188 @@
+//! An SSH door on a test data folder, and OpenSSH's clients pointed at it.
+
+use std::path::{Path, PathBuf};
+use std::process::{Output, Stdio};
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tokio::process::Command;
+use tokio_util::sync::CancellationToken;
+use wharf_server::listener::{Limits, Listener};
+use wharf_sshd::{SshConfig, SshServer, host_key};
+use wharf_store::{Store, User};
+use wharf_testkit::{Data, PW, WAIT};
+
+pub use wharf_testkit::data;
+
+pub struct TestServer {
+    pub data: Data,
+    pub store: Store,
+    pub port: u16,
+    pub shutdown: CancellationToken,
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+/// A door taking passwords and keys.
+pub async fn spawn() -> TestServer {
+    spawn_with(true).await
+}
+
+pub async fn spawn_with(password_login: bool) -> TestServer {
+    let data = Data::new(None);
+    let (store, auth) = data.open().await;
+    let config = SshConfig {
+        limits: Limits::default(),
+        host_key: host_key::load(data.dir.path(), None).expect("host key"),
+        password_login,
+        max_auth_tries: 6,
+    };
+    let tcp = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let port = tcp.local_addr().expect("address").port();
+    let shutdown = CancellationToken::new();
+    let server = Arc::new(SshServer::new(auth.clone(), config));
+    tokio::spawn(wharf_sshd::run(
+        Listener::new(tcp, None),
+        server,
+        shutdown.clone(),
+    ));
+    TestServer {
+        data,
+        store,
+        port,
+        shutdown,
+    }
+}
+
+impl TestServer {
+    pub async fn add_user(&self, name: &str, quota: Option<u64>, services: &str) -> User {
+        let home = self.data.dir.path().join("homes").join(name);
+        wharf_testkit::add_user(&self.store, &home, name, quota, services).await
+    }
+
+    /// A key pair for `name` made by ssh-keygen, given to the user: the
+    /// private key's path.
+    pub async fn give_key(&self, name: &str) -> PathBuf {
+        let private = self.key(name);
+        let public = std::fs::read_to_string(private.with_extension("pub")).expect("public key");
+        let key = wharf_store::keys::parse(&public).expect("an OpenSSH key");
+        self.store.add_key(name, &key).await.expect("key added");
+        private
+    }
+
+    /// A key pair made by ssh-keygen, given to no one.
+    pub fn key(&self, label: &str) -> PathBuf {
+        let dir = self.data.dir.path().join("client-keys");
+        std::fs::create_dir_all(&dir).expect("key folder");
+        let private = dir.join(label);
+        if !private.exists() {
+            let made = std::process::Command::new("ssh-keygen")
+                .args(["-q", "-t", "ed25519", "-N", "", "-C", label, "-f"])
+                .arg(&private)
+                .status()
+                .expect("ssh-keygen (Debian's openssh-client)");
+            assert!(made.success());
+        }
+        private
+    }
+
+    /// Options every OpenSSH client here takes: this port, no host key
+    /// checks (a new server per test), no agent, no config of the user's.
+    fn options(&self, key: Option<&Path>) -> Vec<String> {
+        let mut o: Vec<String> = [
+            "-F",
+            "/dev/null",
+            "-o",
+            "StrictHostKeyChecking=no",
+            "-o",
+            "UserKnownHostsFile=/dev/null",
+            "-o",
+            "LogLevel=ERROR",
+            "-o",
+            "IdentityAgent=none",
+            "-o",
+            "ConnectTimeout=10",
+        ]
+        .map(String::from)
+        .into();
+        match key {
+            Some(key) => {
+                o.extend(
+                    ["-o", "IdentitiesOnly=yes", "-o", "BatchMode=yes", "-i"].map(String::from),
+                );
+                o.push(key.display().to_string());
+            }
+            None => o.extend(
+                [
+                    "-o",
+                    "PubkeyAuthentication=no",
+                    "-o",
+                    "PreferredAuthentications=password",
+                    "-o",
+                    "NumberOfPasswordPrompts=1",
+                ]
+                .map(String::from),
+            ),
+        }
+        o
+    }
+
+    /// `sftp -b -` as `user` with `key` (a password from SSH_ASKPASS when
+    /// `None`, the commands on standard input), running `batch`, in `cwd`.
+    pub async fn sftp(&self, user: &str, key: Option<&Path>, batch: &str, cwd: &Path) -> Output {
+        let mut cmd = Command::new("sftp");
+        cmd.args(self.options(key))
+            .args(["-P", &self.port.to_string()]);
+        // A batch (-b) takes no password: with one, the commands come on
+        // standard input instead (and a failed one does not stop the rest).
+        if key.is_some() {
+            cmd.args(["-b", "-"]);
+        }
+        cmd.arg(format!("{user}@127.0.0.1")).current_dir(cwd);
+        self.run(cmd, key.is_none(), Some(batch)).await
+    }
+
+    /// `scp` (over SFTP, as OpenSSH 9's) with `key`.
+    pub async fn scp(&self, key: &Path, from: &str, to: &str) -> Output {
+        let mut cmd = Command::new("scp");
+        cmd.args(self.options(Some(key)))
+            .args(["-P", &self.port.to_string(), from, to]);
+        self.run(cmd, false, None).await
+    }
+
+    async fn run(&self, mut cmd: Command, password: bool, input: Option<&str>) -> Output {
+        if password {
+            let askpass = self.data.dir.path().join("askpass");
+            std::fs::write(&askpass, format!("#!/bin/sh\necho '{PW}'\n")).expect("askpass");
+            let mut perms = std::fs::metadata(&askpass).expect("askpass").permissions();
+            std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o755);
+            std::fs::set_permissions(&askpass, perms).expect("chmod");
+            cmd.env("SSH_ASKPASS", &askpass)
+                .env("SSH_ASKPASS_REQUIRE", "force")
+                .env("DISPLAY", "none");
+        }
+        cmd.stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        let mut child = cmd
+            .spawn()
+            .expect("OpenSSH client (Debian's openssh-client)");
+        if let Some(mut stdin) = child.stdin.take() {
+            use tokio::io::AsyncWriteExt;
+            let _ = stdin.write_all(input.unwrap_or("").as_bytes()).await;
+        }
+        tokio::time::timeout(WAIT * 3, child.wait_with_output())
+            .await
+            .expect("the client ends in time")
+            .expect("output")
+    }
+}
+
+pub fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}

@@ -1,0 +1,5 @@
+//! The integration tests: one binary, a module per subject. The SSH door
+//! is driven with OpenSSH's own clients (sftp, scp), as users drive it.
+
+mod common;
+mod sftp;

@@ -1,0 +1,249 @@
+//! OpenSSH's sftp and scp against the SSH door: logins by key and by
+//! password, files both ways byte-identical, the quota, the jail, rights.
+
+use crate::common::{data, spawn, spawn_with, text};
+
+fn local() -> tempfile::TempDir {
+    tempfile::tempdir().expect("a local folder")
+}
+
+#[tokio::test]
+async fn a_key_logs_in_and_files_go_both_ways_byte_identical() {
+    let srv = spawn().await;
+    let alice = srv.add_user("alice", None, "ftp").await;
+    let key = srv.give_key("alice").await;
+    let here = local();
+    let body = data(3 << 20, 7);
+    std::fs::write(here.path().join("big.bin"), &body).expect("local file");
+    let out = srv
+        .sftp(
+            "alice",
+            Some(&key),
+            "mkdir docs\nput big.bin docs/big.bin\nls -l docs\nget docs/big.bin back.bin\npwd\n",
+            here.path(),
+        )
+        .await;
+    assert!(
+        out.status.success(),
+        "{}{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    assert_eq!(
+        std::fs::read(here.path().join("back.bin")).expect("downloaded"),
+        body
+    );
+    assert_eq!(
+        std::fs::read(alice.home.join("docs/big.bin")).expect("in the home"),
+        body
+    );
+    let said = text(&out.stdout);
+    assert!(said.contains("big.bin"), "{said}");
+    assert!(said.contains("Remote working directory: /"), "{said}");
+    // The upload is recorded with its md5, as the native protocol's are.
+    let usage = srv
+        .store
+        .usage_report(Some("alice"), 0)
+        .await
+        .expect("usage");
+    assert_eq!(usage[0].uploads, 1, "{usage:?}");
+    let keys = srv.store.keys("alice").await.expect("keys");
+    assert!(keys[0].last_used_at.is_some(), "the key's use is recorded");
+}
+
+#[tokio::test]
+async fn an_unknown_key_and_a_wrong_password_are_refused() {
+    let srv = spawn().await;
+    srv.add_user("alice", None, "ftp").await;
+    srv.give_key("alice").await;
+    let stranger = srv.key("stranger");
+    let here = local();
+    let out = srv
+        .sftp("alice", Some(&stranger), "pwd\n", here.path())
+        .await;
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("Permission denied"),
+        "{}",
+        text(&out.stderr)
+    );
+    // A name that does not exist reads the same.
+    let out = srv
+        .sftp("nobody", Some(&stranger), "pwd\n", here.path())
+        .await;
+    assert!(
+        text(&out.stderr).contains("Permission denied"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+#[tokio::test]
+async fn a_password_logs_in_unless_the_door_takes_keys_only() {
+    let srv = spawn().await;
+    srv.add_user("alice", None, "ftp").await;
+    let here = local();
+    let out = srv.sftp("alice", None, "pwd\n", here.path()).await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("Remote working directory: /"));
+
+    let keys_only = spawn_with(false).await;
+    keys_only.add_user("alice", None, "ftp").await;
+    let out = keys_only.sftp("alice", None, "pwd\n", here.path()).await;
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("Permission denied"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+#[tokio::test]
+async fn over_the_quota_an_upload_is_refused_in_wharfs_words_and_nothing_shows() {
+    let srv = spawn().await;
+    let alice = srv.add_user("alice", Some(1 << 20), "ftp").await;
+    let key = srv.give_key("alice").await;
+    let here = local();
+    std::fs::write(here.path().join("big.bin"), data(3 << 20, 1)).expect("local file");
+    let out = srv
+        .sftp("alice", Some(&key), "put big.bin\n", here.path())
+        .await;
+    assert!(!out.status.success());
+    let said = text(&out.stderr);
+    assert!(said.contains("over quota"), "{said}");
+    assert!(!alice.home.join("big.bin").exists(), "nothing visible");
+    // The door still serves: a small file fits.
+    std::fs::write(here.path().join("small.txt"), b"fits").expect("small");
+    let out = srv
+        .sftp("alice", Some(&key), "put small.txt\nls\n", here.path())
+        .await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(!text(&out.stdout).contains("big.bin"));
+}
+
+#[tokio::test]
+async fn paths_out_of_the_home_are_refused() {
+    let srv = spawn().await;
+    let alice = srv.add_user("alice", None, "ftp").await;
+    let key = srv.give_key("alice").await;
+    std::os::unix::fs::symlink("/etc", alice.home.join("out")).expect("a link out");
+    let here = local();
+    for (batch, what) in [
+        ("get ../../etc/passwd\n", "escape"),
+        ("get /../etc/hostname\n", "absolute escape"),
+        ("get out/passwd\n", "link out of the home"),
+        ("ls out\n", "listing through a link"),
+    ] {
+        let out = srv.sftp("alice", Some(&key), batch, here.path()).await;
+        assert!(!out.status.success(), "{what}: {}", text(&out.stdout));
+        assert!(!here.path().join("passwd").exists(), "{what}");
+        assert!(!here.path().join("hostname").exists(), "{what}");
+    }
+    // `cd ..` at the top stays at the top.
+    let out = srv
+        .sftp("alice", Some(&key), "cd ..\npwd\n", here.path())
+        .await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("Remote working directory: /\n"),
+        "{}",
+        text(&out.stdout)
+    );
+}
+
+#[tokio::test]
+async fn sftp_needs_the_ftp_right_and_commands_are_not_served() {
+    let srv = spawn().await;
+    srv.add_user("carol", None, "exec").await;
+    let key = srv.give_key("carol").await;
+    let here = local();
+    let out = srv.sftp("carol", Some(&key), "pwd\n", here.path()).await;
+    assert!(!out.status.success(), "{}", text(&out.stdout));
+    // A user with neither right is not let in at all.
+    srv.add_user("dave", None, "chat").await;
+    let key = srv.give_key("dave").await;
+    let out = srv.sftp("dave", Some(&key), "pwd\n", here.path()).await;
+    assert!(
+        text(&out.stderr).contains("Permission denied"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+#[tokio::test]
+async fn scp_copies_both_ways() {
+    let srv = spawn().await;
+    let alice = srv.add_user("alice", None, "ftp").await;
+    let key = srv.give_key("alice").await;
+    let here = local();
+    let body = data(200_000, 3);
+    let from = here.path().join("notes.bin");
+    std::fs::write(&from, &body).expect("local file");
+    let out = srv
+        .scp(
+            &key,
+            from.to_str().expect("path"),
+            "alice@127.0.0.1:notes.bin",
+        )
+        .await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(
+        std::fs::read(alice.home.join("notes.bin")).expect("uploaded"),
+        body
+    );
+    let back = here.path().join("back.bin");
+    let out = srv
+        .scp(
+            &key,
+            "alice@127.0.0.1:notes.bin",
+            back.to_str().expect("path"),
+        )
+        .await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(std::fs::read(&back).expect("downloaded"), body);
+}
+
+#[tokio::test]
+async fn renames_removals_and_folders_work_as_sftp_expects() {
+    let srv = spawn().await;
+    let alice = srv.add_user("alice", None, "ftp").await;
+    let key = srv.give_key("alice").await;
+    let here = local();
+    std::fs::write(here.path().join("a.txt"), b"a").expect("a");
+    std::fs::write(here.path().join("b.txt"), b"b").expect("b");
+    let out = srv
+        .sftp(
+            "alice",
+            Some(&key),
+            "put a.txt\nput b.txt\nrename a.txt c.txt\nmkdir d\nrename c.txt d/c.txt\nrm b.txt\nmkdir e\nrmdir e\ndf -h\n",
+            here.path(),
+        )
+        .await;
+    assert!(
+        out.status.success(),
+        "{}{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    assert_eq!(
+        std::fs::read(alice.home.join("d/c.txt")).expect("moved"),
+        b"a"
+    );
+    assert!(!alice.home.join("b.txt").exists());
+    assert!(!alice.home.join("e").exists());
+    // A rename onto an existing name is refused (SFTP v3), the file kept.
+    std::fs::write(here.path().join("x.txt"), b"x").expect("x");
+    let out = srv
+        .sftp(
+            "alice",
+            Some(&key),
+            "put x.txt\n-rename x.txt d/c.txt\n",
+            here.path(),
+        )
+        .await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(
+        std::fs::read(alice.home.join("d/c.txt")).expect("kept"),
+        b"a"
+    );
+}
