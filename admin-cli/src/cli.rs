@@ -23,6 +23,7 @@ Examples:
   admin-cli user key add alice ~alice/.ssh/id_ed25519.pub
   admin-cli usage --rescan
   admin-cli tls fingerprint
+  admin-cli ssh fingerprint
   admin-cli db backup backups/wharf-2026-12-01.db
   admin-cli db check
   admin-cli db copy --to postgres://wharf@db.example/wharf";
@@ -62,6 +63,9 @@ pub enum Command {
     /// The servers' TLS certificate.
     #[command(subcommand)]
     Tls(TlsCommand),
+    /// The SSH door's host key.
+    #[command(subcommand)]
+    Ssh(SshCommand),
     /// The database itself.
     #[command(subcommand)]
     Db(DbCommand),
@@ -106,6 +110,19 @@ pub enum TlsCommand {
         /// Certificate (PEM) [default: DATA_DIR/tls/server.crt, made by the daemons].
         #[arg(long, value_name = "FILE")]
         cert: Option<PathBuf>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SshCommand {
+    /// Print the SHA256 fingerprint of the SSH door's host key, as
+    /// ssh-keygen -lf prints it, for users to compare with what ssh shows
+    /// at their first connection.
+    Fingerprint {
+        /// The host key [default: DATA_DIR/ssh/ssh_host_ed25519_key, made by
+        /// wharf-sshd or wharfd --ssh-listen].
+        #[arg(long, value_name = "FILE")]
+        key: Option<PathBuf>,
     },
 }
 

@@ -30,8 +30,8 @@ use wharf_store::owner::hand_over;
 
 use crate::UsageError;
 use crate::cli::{
-    AddArgs, Cli, Command, DbCommand, HomeCommand, KeyCommand, QuotaCommand, TlsCommand, UsageArgs,
-    UserCommand,
+    AddArgs, Cli, Command, DbCommand, HomeCommand, KeyCommand, QuotaCommand, SshCommand,
+    TlsCommand, UsageArgs, UserCommand,
 };
 use crate::password::read_new_password;
 use crate::view::{self, UsageView, UserView};
@@ -39,6 +39,19 @@ use crate::view::{self, UsageView, UserView};
 pub async fn run(cli: Cli, command: Command) -> Result<()> {
     if let Command::Tls(TlsCommand::Fingerprint { cert }) = &command {
         return fingerprint(&cli.data_dir, cert.as_deref());
+    }
+    if let Command::Ssh(SshCommand::Fingerprint { key }) = &command {
+        let made = cli.data_dir.join("ssh").join("ssh_host_ed25519_key");
+        let path = key.clone().unwrap_or(made);
+        if key.is_none() && !path.exists() {
+            bail!(
+                "no SSH host key at {}: wharf-sshd (or wharfd --ssh-listen) makes it at its first start; run this where it runs, or give --data-dir or --key",
+                path.display()
+            );
+        }
+        let public = wharf_store::keys::public_key_of(&path)?;
+        println!("{}", wharf_store::keys::fingerprint_line(&public));
+        return Ok(());
     }
     let url = wharf_core::config::database_url(cli.database_url.as_deref(), &cli.data_dir);
     // Only `user add` makes a database; anything else run where there is
@@ -150,6 +163,8 @@ async fn dispatch(store: &Store, data_dir: &Path, command: Command) -> Result<()
         }) => set_home(store, &name, &dir, move_files).await,
         Command::Usage(args) => usage(store, args).await,
         Command::Tls(TlsCommand::Fingerprint { cert }) => fingerprint(data_dir, cert.as_deref()),
+        // Answered above, before any database.
+        Command::Ssh(SshCommand::Fingerprint { .. }) => Ok(()),
         Command::Db(DbCommand::Copy { to }) => copy(store, &to).await,
         Command::Db(DbCommand::Backup { file }) => backup(store, &file).await,
         Command::Db(DbCommand::Check { fix }) => check(store, fix).await,

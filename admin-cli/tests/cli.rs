@@ -1496,3 +1496,42 @@ fn keys_that_cannot_be_taken_exit_2_saying_why() {
             .contains("alice has no SSH key")
     );
 }
+
+#[test]
+fn ssh_fingerprint_prints_what_ssh_keygen_prints() {
+    let admin = Admin::new();
+    let err = admin.fails(&["ssh", "fingerprint"], None, 1);
+    assert!(err.contains("no SSH host key at"), "{err}");
+    let ssh_dir = admin.data().join("ssh");
+    std::fs::create_dir_all(&ssh_dir).expect("ssh folder");
+    let (public, _) = ssh_keygen(&ssh_dir, "ssh_host_ed25519_key", &["-t", "ed25519"]);
+    let private = public.with_extension("");
+    let expected = Command::new("ssh-keygen")
+        .arg("-lf")
+        .arg(&private)
+        .output()
+        .expect("ssh-keygen -lf");
+    let expected = String::from_utf8_lossy(&expected.stdout).into_owned();
+    assert_eq!(admin.ok(&["ssh", "fingerprint"], None), expected);
+    let given = admin.ok(
+        &[
+            "ssh",
+            "fingerprint",
+            "--key",
+            private.to_str().expect("path"),
+        ],
+        None,
+    );
+    assert_eq!(given, expected);
+    let err = admin.fails(
+        &[
+            "ssh",
+            "fingerprint",
+            "--key",
+            public.to_str().expect("path"),
+        ],
+        None,
+        2,
+    );
+    assert!(err.contains("is not an OpenSSH private key"), "{err}");
+}

@@ -130,7 +130,7 @@ async fn serve(args: Args) -> Result<()> {
     let chat_config = args.chat.config(limits.clone())?;
     let ftp_config = args.ftp.config(limits);
     let exec_config = exec_config(&args).await;
-    let daemon = Daemon::start(&args.database, &args.limits, &args.tls, false).await?;
+    let daemon = Daemon::start(&args.database, &args.limits, Some(&args.tls), false).await?;
     let (store, auth, tls) = (&daemon.store, &daemon.auth, &daemon.tls);
 
     // What to do when a service's port is in use.

@@ -50,7 +50,7 @@ fn main() -> ExitCode {
 
 async fn serve(args: Args) -> Result<()> {
     let config = args.chat.config(args.limits.limits())?;
-    let daemon = Daemon::start(&args.database, &args.limits, &args.tls, true).await?;
+    let daemon = Daemon::start(&args.database, &args.limits, Some(&args.tls), true).await?;
     let (listener, udp) = bind(&args.listen).await.map_err(|e| {
         listen_error(
             &args.listen,

@@ -53,7 +53,7 @@ fn main() -> ExitCode {
 async fn serve(args: Args) -> Result<()> {
     let mut config = args.exec.config(args.limits.limits());
     config.private_dirs = args.database.private_dirs();
-    let daemon = Daemon::start(&args.database, &args.limits, &args.tls, true).await?;
+    let daemon = Daemon::start(&args.database, &args.limits, Some(&args.tls), true).await?;
     let listener = bind(&args.listen, "", "pick another with --listen").await?;
     let addr = listener.local_addr()?;
     let runs_as = config.runs_as();

@@ -49,7 +49,7 @@ fn main() -> ExitCode {
 }
 
 async fn serve(args: Args) -> Result<()> {
-    let daemon = Daemon::start(&args.database, &args.limits, &args.tls, true).await?;
+    let daemon = Daemon::start(&args.database, &args.limits, Some(&args.tls), true).await?;
     let listener = bind(&args.listen, "", "pick another with --listen").await?;
     let addr = listener.local_addr()?;
     tracing::info!(%addr, database = %daemon.database, "wharf-ftpd {} serving file transfer", env!("CARGO_PKG_VERSION"));

@@ -57,12 +57,13 @@ pub struct Daemon {
 impl Daemon {
     /// Opens the database (migrating it) with the login policy of `limits`
     /// and loads the certificate (making one in the data folder on first
-    /// start). A daemon of one service warns in its log when there are no
+    /// start; `None` for a service with no TLS of its own: SSH encrypts by
+    /// itself). A daemon of one service warns in its log when there are no
     /// users yet (`warn_no_users`); `wharfd` says so on its banner.
     pub async fn start(
         database: &DatabaseArgs,
         limits: &LimitArgs,
-        tls: &ServerTlsArgs,
+        tls: Option<&ServerTlsArgs>,
         warn_no_users: bool,
     ) -> Result<Daemon, StartError> {
         let shown = shown_database_url(&database.url());
@@ -75,7 +76,10 @@ impl Daemon {
             database: shown.clone(),
             source,
         })?;
-        let tls = tls.load(&database.data_dir).map_err(StartError::Tls)?;
+        let tls = match tls {
+            Some(tls) => tls.load(&database.data_dir).map_err(StartError::Tls)?,
+            None => None,
+        };
         Ok(Daemon {
             store,
             auth,

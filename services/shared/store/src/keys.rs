@@ -39,6 +39,49 @@ pub fn fingerprint(key: &PublicKey) -> String {
     key.fingerprint(HashAlg::Sha256).to_string()
 }
 
+/// `256 SHA256:... COMMENT (ED25519)`: a key's fingerprint line as
+/// `ssh-keygen -lf` prints it.
+pub fn fingerprint_line(key: &PublicKey) -> String {
+    let (bits, kind) = match key.algorithm() {
+        Algorithm::Ed25519 => (256, "ED25519"),
+        Algorithm::Ecdsa { curve } => (
+            match curve {
+                ssh_key::EcdsaCurve::NistP256 => 256,
+                ssh_key::EcdsaCurve::NistP384 => 384,
+                ssh_key::EcdsaCurve::NistP521 => 521,
+            },
+            "ECDSA",
+        ),
+        Algorithm::Rsa { .. } => (key.key_data().rsa().map_or(0, |k| k.key_size()), "RSA"),
+        _ => (0, "OTHER"),
+    };
+    let comment = key.comment().as_str_lossy();
+    let comment = if comment.is_empty() {
+        "no comment"
+    } else {
+        comment
+    };
+    format!("{bits} {} {comment} ({kind})", fingerprint(key))
+}
+
+/// The public half of the OpenSSH private key in `path` (the SSH door's
+/// host key), for its fingerprint.
+pub fn public_key_of(path: &std::path::Path) -> Result<PublicKey> {
+    let unusable = |why: String| {
+        invalid(format!(
+            "{} is not an OpenSSH private key ({why}); the SSH door's host key is DATA_DIR/ssh/ssh_host_ed25519_key",
+            path.display()
+        ))
+    };
+    let text = std::fs::read_to_string(path).map_err(|e| Error::Io {
+        action: "read",
+        path: path.to_path_buf(),
+        source: e,
+    })?;
+    let key = ssh_key::PrivateKey::from_openssh(&text).map_err(|e| unusable(e.to_string()))?;
+    Ok(key.public_key().clone())
+}
+
 /// Reads one OpenSSH public key line.
 pub fn parse(line: &str) -> Result<PublicKeyLine> {
     let line = line.trim();

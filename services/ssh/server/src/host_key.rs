@@ -6,9 +6,9 @@ use std::io::Write;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
+use russh::keys::PrivateKey;
 use russh::keys::ssh_key::LineEnding;
 use russh::keys::ssh_key::private::Ed25519Keypair;
-use russh::keys::{HashAlg, PrivateKey};
 
 /// The made key's file, beneath the data directory.
 pub const MADE_KEY: &str = "ssh/ssh_host_ed25519_key";
@@ -68,27 +68,10 @@ pub fn load(data_dir: &Path, given: Option<&Path>) -> Result<PrivateKey, HostKey
     Ok(key)
 }
 
-/// `256 SHA256:... (ED25519)`: the key's fingerprint as `ssh-keygen -lf`
-/// prints it.
+/// `256 SHA256:... wharf-sshd (ED25519)`: the key's fingerprint as
+/// `ssh-keygen -lf` prints it, and `admin-cli ssh fingerprint` too.
 pub fn fingerprint_line(key: &PrivateKey) -> String {
-    let public = key.public_key();
-    let bits = match public.algorithm() {
-        russh::keys::Algorithm::Ed25519 => 256,
-        russh::keys::Algorithm::Ecdsa { curve } => match curve {
-            russh::keys::EcdsaCurve::NistP256 => 256,
-            russh::keys::EcdsaCurve::NistP384 => 384,
-            russh::keys::EcdsaCurve::NistP521 => 521,
-        },
-        russh::keys::Algorithm::Rsa { .. } => public.key_data().rsa().map_or(0, |k| k.key_size()),
-        _ => 0,
-    };
-    let kind = match public.algorithm() {
-        russh::keys::Algorithm::Ed25519 => "ED25519",
-        russh::keys::Algorithm::Ecdsa { .. } => "ECDSA",
-        russh::keys::Algorithm::Rsa { .. } => "RSA",
-        _ => "OTHER",
-    };
-    format!("{bits} {} ({kind})", public.fingerprint(HashAlg::Sha256))
+    wharf_store::keys::fingerprint_line(key.public_key())
 }
 
 /// Makes a new Ed25519 key at `path`, readable by this user only, in a
@@ -114,7 +97,8 @@ fn make(path: &Path) -> Result<(), HostKeyError> {
         path: path.to_path_buf(),
         source: std::io::Error::other(e.to_string()),
     })?;
-    let key = PrivateKey::from(Ed25519Keypair::from_seed(&seed));
+    let mut key = PrivateKey::from(Ed25519Keypair::from_seed(&seed));
+    key.set_comment("wharf-sshd");
     let text = key
         .to_openssh(LineEnding::LF)
         .map_err(|e| HostKeyError::Io {

@@ -14,7 +14,6 @@ use wharf_server::daemon::Daemon;
 use wharf_server::daemon::bind;
 use wharf_server::listener::Listener;
 use wharf_server::listener::cancel_on_signal;
-use wharf_server::tls::ServerTlsArgs;
 use wharf_sshd::host_key::fingerprint_line;
 use wharf_sshd::{SshArgs, SshServer, run};
 
@@ -50,11 +49,7 @@ fn main() -> ExitCode {
 
 async fn serve(args: Args) -> Result<()> {
     // SSH encrypts by itself: no TLS certificate to load.
-    let no_tls = ServerTlsArgs {
-        no_tls: true,
-        ..ServerTlsArgs::default()
-    };
-    let daemon = Daemon::start(&args.database, &args.limits, &no_tls, true).await?;
+    let daemon = Daemon::start(&args.database, &args.limits, None, true).await?;
     let config = args
         .ssh
         .config(args.limits.limits(), &args.database.data_dir)?;

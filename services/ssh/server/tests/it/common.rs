@@ -92,7 +92,7 @@ impl TestServer {
 
     /// Options every OpenSSH client here takes: this port, no host key
     /// checks (a new server per test), no agent, no config of the user's.
-    fn options(&self, key: Option<&Path>) -> Vec<String> {
+    pub fn options(&self, key: Option<&Path>) -> Vec<String> {
         let mut o: Vec<String> = [
             "-F",
             "/dev/null",

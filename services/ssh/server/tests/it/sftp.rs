@@ -247,3 +247,59 @@ async fn renames_removals_and_folders_work_as_sftp_expects() {
         b"a"
     );
 }
+
+#[tokio::test]
+async fn a_lock_ends_a_live_sftp_session_within_seconds() {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+    let srv = spawn().await;
+    srv.add_user("alice", None, "ftp").await;
+    let key = srv.give_key("alice").await;
+    let mut child = tokio::process::Command::new("sftp")
+        .args(srv.options(Some(&key)))
+        .args(["-P", &srv.port.to_string(), "alice@127.0.0.1"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("sftp");
+    let mut stdin = child.stdin.take().expect("stdin");
+    stdin.write_all(b"pwd\n").await.expect("a command");
+    let mut lines = tokio::io::BufReader::new(child.stdout.take().expect("stdout")).lines();
+    let logged_in = tokio::time::timeout(wharf_testkit::WAIT, async {
+        while let Ok(Some(line)) = lines.next_line().await {
+            if line.contains("Remote working directory") {
+                return true;
+            }
+        }
+        false
+    })
+    .await
+    .expect("in time");
+    assert!(logged_in, "the session is up");
+    srv.store.set_locked("alice", true).await.expect("locked");
+    let started = std::time::Instant::now();
+    // The connection is ended with the reason, which ssh prints.
+    let mut errors = tokio::io::BufReader::new(child.stderr.take().expect("stderr")).lines();
+    let told = tokio::time::timeout(std::time::Duration::from_secs(5), async {
+        while let Ok(Some(line)) = errors.next_line().await {
+            if line.contains("Received disconnect") {
+                return line;
+            }
+        }
+        String::new()
+    })
+    .await
+    .expect("the session ends soon after the lock");
+    assert!(told.contains(r#"account "alice" is locked"#), "{told}");
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+    drop(stdin);
+    tokio::time::timeout(wharf_testkit::WAIT, child.wait())
+        .await
+        .expect("sftp ends with its input")
+        .expect("status");
+}
