@@ -449,6 +449,12 @@ async fn filled() -> common::Env {
     let bob = env
         .add_user("bob", "pw four five six", None, "ftp,chat,exec")
         .await;
+    // A key of bob's (an SSH public key line, as admin-cli takes it).
+    let key = wharf_store::keys::parse(
+        "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAILM+rvN+ot98qgEN796jTiQfZfG1KaT0PtFDJ/XFSqti bob@laptop",
+    )
+    .expect("a key");
+    env.store.add_key("bob", &key).await.expect("key");
     env.store.set_locked("bob", true).await.expect("lock");
     env.store
         .reserve(alice.id, Need::upload(1000))

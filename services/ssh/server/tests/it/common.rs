@@ -33,10 +33,23 @@ pub async fn spawn() -> TestServer {
 }
 
 pub async fn spawn_with(password_login: bool) -> TestServer {
+    start(password_login, Limits::default()).await
+}
+
+/// A door whose connections must log in within `deadline`.
+pub async fn spawn_with_login_timeout(deadline: std::time::Duration) -> TestServer {
+    let limits = Limits {
+        login_timeout: deadline,
+        ..Limits::default()
+    };
+    start(true, limits).await
+}
+
+async fn start(password_login: bool, limits: Limits) -> TestServer {
     let data = Data::new(None);
     let (store, auth) = data.open().await;
     let config = SshConfig {
-        limits: Limits::default(),
+        limits,
         host_key: host_key::load(data.dir.path(), None).expect("host key"),
         password_login,
         max_auth_tries: 6,

@@ -2,4 +2,5 @@
 //! is driven with OpenSSH's own clients (sftp, scp), as users drive it.
 
 mod common;
+mod paramiko;
 mod sftp;

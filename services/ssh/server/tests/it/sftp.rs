@@ -303,3 +303,95 @@ async fn a_lock_ends_a_live_sftp_session_within_seconds() {
         .expect("sftp ends with its input")
         .expect("status");
 }
+
+#[tokio::test]
+async fn an_upload_cut_short_is_kept_and_reput_finishes_it() {
+    let srv = spawn().await;
+    let alice = srv.add_user("alice", None, "ftp").await;
+    let key = srv.give_key("alice").await;
+    let here = local();
+    let body = data(8 << 20, 11);
+    std::fs::write(here.path().join("big.bin"), &body).expect("local file");
+    // Slowed to 8 Mbit/s and cut after a second: part of it is sent.
+    let mut cut = tokio::process::Command::new("sftp")
+        .args(srv.options(Some(&key)))
+        .args(["-l", "8000", "-P", &srv.port.to_string(), "-b", "-"])
+        .arg("alice@127.0.0.1")
+        .current_dir(here.path())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("sftp");
+    {
+        use tokio::io::AsyncWriteExt;
+        let mut stdin = cut.stdin.take().expect("stdin");
+        stdin
+            .write_all(b"put big.bin\n")
+            .await
+            .expect("the command");
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    let _ = cut.kill().await;
+    // Nothing visible, the part kept (sftp's stat of the name shows it).
+    wharf_testkit::eventually("the cut upload is kept", || {
+        !alice.home.join("big.bin").exists()
+            && std::fs::read_dir(alice.home.join(".wharf/partial"))
+                .map(|d| d.count() == 1)
+                .unwrap_or(false)
+    })
+    .await;
+    let out = srv
+        .sftp("alice", Some(&key), "reput big.bin\n", here.path())
+        .await;
+    assert!(
+        out.status.success(),
+        "{}{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    assert_eq!(
+        std::fs::read(alice.home.join("big.bin")).expect("finished"),
+        body
+    );
+    assert_eq!(
+        std::fs::read_dir(alice.home.join(".wharf/partial"))
+            .map(|d| d.count())
+            .unwrap_or(0),
+        0,
+        "the partial became the file"
+    );
+}
+
+#[tokio::test]
+async fn a_connection_that_never_logs_in_is_closed_at_the_login_deadline() {
+    use tokio::io::AsyncReadExt;
+    let srv = crate::common::spawn_with_login_timeout(std::time::Duration::from_secs(1)).await;
+    let mut silent = tokio::net::TcpStream::connect(("127.0.0.1", srv.port))
+        .await
+        .expect("connect");
+    let started = std::time::Instant::now();
+    let mut buf = vec![0u8; 4096];
+    // The server's greeting, then nothing more: closed at the deadline.
+    let ended = tokio::time::timeout(wharf_testkit::WAIT, async {
+        loop {
+            match silent.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {}
+            }
+        }
+    })
+    .await;
+    assert!(ended.is_ok(), "closed");
+    let took = started.elapsed();
+    assert!(
+        took >= std::time::Duration::from_millis(900) && took < std::time::Duration::from_secs(5),
+        "{took:?}"
+    );
+    // The door still serves others.
+    srv.add_user("alice", None, "ftp").await;
+    let key = srv.give_key("alice").await;
+    let out = srv.sftp("alice", Some(&key), "pwd\n", local().path()).await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+}

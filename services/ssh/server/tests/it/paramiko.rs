@@ -1,0 +1,81 @@
+//! A second client library against the SSH door: Python's paramiko, by
+//! key and by password, files both ways, and a path out of the home.
+
+use crate::common::{data, spawn, text};
+
+const SCRIPT: &str = r#"
+import os, sys, paramiko
+t = paramiko.Transport(("127.0.0.1", int(os.environ["PORT"])))
+if os.environ.get("KEY"):
+    t.connect(username="alice", pkey=paramiko.Ed25519Key.from_private_key_file(os.environ["KEY"]))
+else:
+    t.connect(username="alice", password=os.environ["PASSWORD"])
+sftp = paramiko.SFTPClient.from_transport(t)
+sftp.mkdir("py")
+sftp.put(os.environ["LOCAL"], "py/up.bin")
+print("size", sftp.stat("py/up.bin").st_size)
+sftp.get("py/up.bin", os.environ["BACK"])
+print("list", sorted(sftp.listdir("py")))
+try:
+    sftp.stat("../../etc/passwd")
+    print("escaped")
+except IOError as e:
+    print("refused", e.errno)
+sftp.rename("py/up.bin", "py/moved.bin")
+print("after", sorted(sftp.listdir("py")))
+t.close()
+"#;
+
+async fn run(
+    port: u16,
+    key: Option<&std::path::Path>,
+    local: &std::path::Path,
+    back: &std::path::Path,
+) -> std::process::Output {
+    let mut cmd = tokio::process::Command::new("python3");
+    cmd.arg("-c")
+        .arg(SCRIPT)
+        .env("PORT", port.to_string())
+        .env("LOCAL", local)
+        .env("BACK", back)
+        .env("PASSWORD", wharf_testkit::PW)
+        .kill_on_drop(true);
+    match key {
+        Some(key) => cmd.env("KEY", key),
+        None => cmd.env_remove("KEY"),
+    };
+    tokio::time::timeout(wharf_testkit::WAIT * 3, cmd.output())
+        .await
+        .expect("in time")
+        .expect("python3 with paramiko (pip install paramiko)")
+}
+
+#[tokio::test]
+async fn paramiko_logs_in_by_key_and_by_password_and_moves_files() {
+    let srv = spawn().await;
+    let alice = srv.add_user("alice", None, "ftp").await;
+    let key = srv.give_key("alice").await;
+    let here = tempfile::tempdir().expect("dir");
+    let body = data(1 << 20, 5);
+    let local = here.path().join("local.bin");
+    std::fs::write(&local, &body).expect("local");
+    let back = here.path().join("back.bin");
+    let out = run(srv.port, Some(&key), &local, &back).await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let said = text(&out.stdout);
+    assert!(said.contains(&format!("size {}", body.len())), "{said}");
+    assert!(said.contains("list ['up.bin']"), "{said}");
+    assert!(said.contains("refused 13"), "permission denied: {said}");
+    assert!(said.contains("after ['moved.bin']"), "{said}");
+    assert_eq!(std::fs::read(&back).expect("downloaded"), body);
+    assert_eq!(
+        std::fs::read(alice.home.join("py/moved.bin")).expect("uploaded"),
+        body
+    );
+
+    // By password, into a fresh folder.
+    std::fs::remove_dir_all(alice.home.join("py")).expect("clean");
+    let out = run(srv.port, None, &local, &back).await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("after ['moved.bin']"));
+}
