@@ -7,7 +7,8 @@
 #   SIZE=256M FILES=200 ROUNDS=3 COMMANDS=200 bash bench/compare.sh
 #
 # Contenders: md5sum (the floor of a verified transfer); scp and sftp
-# against a throwaway sshd (openssh-server); curl and lftp against a
+# against a throwaway sshd (openssh-server), and sftp against Wharf's SSH
+# door (wharf-sshd) with the same client, key and cipher; curl and lftp against a
 # throwaway vsftpd (plain FTP, anonymous uploads into a scratch directory),
 # and the same two clients against Wharf's standard FTP listener (plain FTP
 # on loopback, as vsftpd here);
@@ -125,6 +126,10 @@ echo "$WHARF_PASSWORD" | "$B/admin-cli" --database-url "$DB" user add bench --pa
   >"$W/ftpd.log" 2>&1 & PIDS+=($!)
 WS_URL="ftp://bench:compare%20password@127.0.0.1:$STD_PORT"
 "$B/wharf-execd" --data-dir "$W/data" --listen "127.0.0.1:$EXEC_PORT" --max-output 4G >"$W/execd.log" 2>&1 & PIDS+=($!)
+# The SSH door, with the same client key as the sshd above.
+WSSH_PORT=$(free_port)
+"$B/admin-cli" --database-url "$DB" user key add bench "$W/ssh/client.pub" >/dev/null
+"$B/wharf-sshd" --data-dir "$W/data" --listen "127.0.0.1:$WSSH_PORT" >"$W/sshd-wharf.log" 2>&1 & PIDS+=($!)
 sleep 1
 WF=("$B/wharf-ftp" --server "127.0.0.1:$FTP_PORT" --user bench -q --accept-new)
 WX=("$B/wharf-exec" --server "127.0.0.1:$EXEC_PORT" --user bench --accept-new)
@@ -137,6 +142,10 @@ head -c "$SIZE" /dev/urandom > "$W/local/big.bin"
 BYTES=$(stat -c %s "$W/local/big.bin")
 for i in $(seq "$FILES"); do head -c 4096 /dev/urandom > "$W/small/f$i"; done
 printf 'put %s\n' "$W"/small/* > "$W/sftp.batch"
+printf 'put %s big.bin\n' "$W/local/big.bin" > "$W/sftp-put.batch"
+printf 'get big.bin %s\n' "$W/down.bin" > "$W/sftp-get.batch"
+# The same client and cipher against both SSH servers.
+SFTP=(sftp "${SSHO[@]}" -c aes128-gcm@openssh.com)
 for _ in $(seq "$COMMANDS"); do echo true; done > "$W/commands"
 CIPHER=$(ssh "${SSHO[@]}" -G -p "$SSH_PORT" 127.0.0.1 | awk '$1=="ciphers"{split($2,c,","); print c[1]}')
 
@@ -171,6 +180,19 @@ for r in $(seq "$ROUNDS"); do
   rm -rf "$W/vsftpd/up/small"
   add lftp_small "$(timed lftp -e "set cmd:fail-exit yes; mkdir up/small; cd up/small; mput $W/small/*; quit" "ftp://anonymous:@127.0.0.1:$FTPD_PORT")"
   add lftp_wharf_small "$(timed lftp -e "set cmd:fail-exit yes; set ftp:ssl-allow no; mkdir lftp$r; cd lftp$r; mput $W/small/*; quit" "$WS_URL")"
+  # sftp against OpenSSH's sshd and against Wharf's SSH door.
+  rm -f "$W/remote/big.bin"
+  add sftp_put_openssh "$(timed "${SFTP[@]}" -P "$SSH_PORT" -b "$W/sftp-put.batch" "root@127.0.0.1:$W/remote")"
+  add sftp_put_wharf "$(timed "${SFTP[@]}" -P "$WSSH_PORT" -b "$W/sftp-put.batch" "bench@127.0.0.1:/")"
+  rm -f "$W/down.bin"
+  add sftp_get_openssh "$(timed "${SFTP[@]}" -P "$SSH_PORT" -b "$W/sftp-get.batch" "root@127.0.0.1:$W/remote")"
+  rm -f "$W/down.bin"
+  add sftp_get_wharf "$(timed "${SFTP[@]}" -P "$WSSH_PORT" -b "$W/sftp-get.batch" "bench@127.0.0.1:/")"
+  cmp -s "$W/down.bin" "$W/local/big.bin" || { echo "sftp from Wharf: the copy differs" >&2; exit 1; }
+  rm -rf "$W/remote/small2"; mkdir -p "$W/remote/small2"
+  add sftp_small_openssh "$(timed "${SFTP[@]}" -P "$SSH_PORT" -b "$W/sftp.batch" "root@127.0.0.1:$W/remote/small2")"
+  { echo "mkdir ssh-small$r"; echo "cd ssh-small$r"; cat "$W/sftp.batch"; } > "$W/sftp-wharf.batch"
+  add sftp_small_wharf "$(timed "${SFTP[@]}" -P "$WSSH_PORT" -b "$W/sftp-wharf.batch" "bench@127.0.0.1:/")"
   ssh "${SSHO[@]}" "${CM[@]}" -p "$SSH_PORT" root@127.0.0.1 true
   add ssh_cmds "$(timed bash -c "while read -r c; do ssh -n ${SSHO[*]} ${CM[*]} -p $SSH_PORT root@127.0.0.1 \"\$c\"; done < $W/commands")"
   add wharf_cmds "$(timed bash -c "\"\$@\" < $W/commands" _ "${WX[@]}")"
@@ -212,6 +234,14 @@ printf '| standard FTP: curl get %s from Wharf | %.0f MB/s | curl from vsftpd %.
   "$SIZE" "$CD" "$(mbs curl_down)" "$(ratio "$CD" "$(mbs curl_down)")"
 printf '| standard FTP: lftp mput %s files of 4 KiB to Wharf (each fsynced) | %.0f files/s | lftp to vsftpd %.0f files/s | %.2f x vsftpd |\n' \
   "$FILES" "$LW" "$LS" "$(ratio "$LW" "$LS")"
+SP=$(mbs sftp_put_wharf); OP=$(mbs sftp_put_openssh); SG=$(mbs sftp_get_wharf); OG=$(mbs sftp_get_openssh)
+printf '| SSH door: sftp put %s (aes128-gcm; md5 kept, fsynced) | %.0f MB/s | sftp to OpenSSH sshd %.0f MB/s | %.2f x sshd |\n' \
+  "$SIZE" "$SP" "$OP" "$(ratio "$SP" "$OP")"
+printf '| SSH door: sftp get %s (aes128-gcm) | %.0f MB/s | sftp from OpenSSH sshd %.0f MB/s | %.2f x sshd |\n' \
+  "$SIZE" "$SG" "$OG" "$(ratio "$SG" "$OG")"
+WSS=$(per_s sftp_small_wharf "$FILES"); OSS=$(per_s sftp_small_openssh "$FILES")
+printf '| SSH door: sftp put of %s files of 4 KiB (each fsynced) | %.0f files/s | sftp to OpenSSH sshd %.0f files/s | %.2f x sshd |\n' \
+  "$FILES" "$WSS" "$OSS" "$(ratio "$WSS" "$OSS")"
 WC=$(ms_each wharf_cmds "$COMMANDS"); SC=$(ms_each ssh_cmds "$COMMANDS")
 printf '| exec per command on one connection | %.2f ms | ssh ControlMaster %.2f ms | %.2f x the time |\n' \
   "$WC" "$SC" "$(ratio "$WC" "$SC")"

@@ -35,10 +35,12 @@ use self::attrs::{attributes_of, long_name};
 use self::incoming::Incoming;
 use crate::server::SshServer;
 
-/// The longest request taken: a write of 256 KiB and its header.
-const MAX_PACKET: u32 = 256 * 1024 + 1024;
-/// The most a read answers with, and a write may carry.
-const MAX_DATA: u32 = 256 * 1024;
+/// The longest request taken, and answer sent: 256 KiB, what OpenSSH's
+/// sftp takes at the most.
+const MAX_PACKET: u32 = 256 * 1024;
+/// The most a read answers with, and a write may carry: room is left for
+/// the packet's header, as OpenSSH's sftp-server leaves it.
+const MAX_DATA: u32 = MAX_PACKET - 1024;
 /// Files and directories one session may hold open.
 const MAX_HANDLES: usize = 256;
 /// Entries a directory listing sends in one answer.
@@ -151,23 +153,39 @@ struct Session {
     version_said: bool,
 }
 
+/// Answers written ahead of the client's reading: more than the 64
+/// requests OpenSSH's sftp keeps in flight.
+const ANSWERS_AHEAD: usize = 128;
+
+/// What the writer sends: an answer, or a line for the client's stderr.
+enum Out {
+    Answer(Bytes),
+    Note(String),
+}
+
 /// Serves SFTP on `stream` (the channel) until the client goes. Uploads
 /// left open are cut, their partials kept for a resume.
-pub(crate) async fn serve<S, N>(stream: S, mut notes: N, files: Files)
+///
+/// Answers are written by a task of their own: a write waits for the
+/// client's window, and the window's adjustments arrive behind the
+/// requests, which must go on being read meanwhile (read and write in one
+/// loop stall a pipelined download for good).
+pub(crate) async fn serve<S, N>(stream: S, notes: N, files: Files)
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     N: AsyncWrite + Unpin + Send + 'static,
 {
     let name = files.name.clone();
-    let (read, mut write) = tokio::io::split(stream);
+    let (read, write) = tokio::io::split(stream);
     let mut read = BufReader::with_capacity(MAX_PACKET as usize, read);
+    let (answers, queue) = mpsc::channel::<Out>(ANSWERS_AHEAD);
+    let writer = tokio::spawn(write_answers(queue, write, notes));
     let mut session = Session {
         files,
         handles: HashMap::new(),
         next_handle: 0,
         version_said: false,
     };
-    let mut out: Vec<u8> = Vec::with_capacity(64 * 1024);
     let mut last_note = String::new();
     while let Ok(len) = read.read_u32().await {
         if len == 0 || len > MAX_PACKET {
@@ -180,50 +198,72 @@ where
         }
         let mut body = Bytes::from(body);
         let reply = match Packet::try_from(&mut body) {
-            Ok(request) => {
-                let reply = session.answer(request).await;
-                // OpenSSH's sftp and scp show a refusal's code only
-                // ("Failure"): its words go to the channel's standard
-                // error, which they print. Once each, not per write of a
-                // pipelined upload.
-                if let Packet::Status(st) = &reply
-                    && matches!(
-                        st.status_code,
-                        StatusCode::Failure
-                            | StatusCode::PermissionDenied
-                            | StatusCode::OpUnsupported
-                    )
-                    && st.error_message != last_note
-                {
-                    last_note.clone_from(&st.error_message);
-                    let line = format!("wharf: {}\n", st.error_message);
-                    let _ = notes.write_all(line.as_bytes()).await;
-                    let _ = notes.flush().await;
-                }
-                reply
-            }
+            Ok(request) => session.answer(request).await,
             Err(e) => {
                 tracing::info!(user = %name, error = %e, via = "sftp", "a request that does not parse");
                 status(0, StatusCode::BadMessage, "the request does not parse")
             }
         };
-        match Bytes::try_from(reply) {
-            Ok(bytes) => out.extend_from_slice(&bytes),
+        // OpenSSH's sftp and scp show a refusal's code only ("Failure"):
+        // its words go to the channel's standard error, which they print.
+        // Once each, not per write of a pipelined upload.
+        if let Packet::Status(st) = &reply
+            && matches!(
+                st.status_code,
+                StatusCode::Failure | StatusCode::PermissionDenied | StatusCode::OpUnsupported
+            )
+            && st.error_message != last_note
+        {
+            last_note.clone_from(&st.error_message);
+            if answers
+                .send(Out::Note(st.error_message.clone()))
+                .await
+                .is_err()
+            {
+                break;
+            }
+        }
+        let bytes = match Bytes::try_from(reply) {
+            Ok(bytes) => bytes,
             Err(e) => {
                 tracing::error!(user = %name, error = %e, via = "sftp", "cannot encode an answer");
                 break;
             }
+        };
+        if answers.send(Out::Answer(bytes)).await.is_err() {
+            break;
         }
-        // Answers go out together while more requests are waiting (a
-        // client pipelines its reads and writes), at once otherwise.
-        if read.buffer().is_empty() || out.len() >= 256 * 1024 {
+    }
+    session.cut().await;
+    drop(answers);
+    let _ = writer.await;
+}
+
+/// Writes the answers in order, together while more are queued (a client
+/// pipelines its reads and writes), at once otherwise.
+async fn write_answers<W, N>(mut queue: mpsc::Receiver<Out>, mut write: W, mut notes: N)
+where
+    W: AsyncWrite + Unpin,
+    N: AsyncWrite + Unpin,
+{
+    let mut out: Vec<u8> = Vec::with_capacity(MAX_PACKET as usize);
+    while let Some(next) = queue.recv().await {
+        match next {
+            Out::Answer(bytes) => out.extend_from_slice(&bytes),
+            Out::Note(words) => {
+                let line = format!("wharf: {words}\n");
+                if notes.write_all(line.as_bytes()).await.is_err() || notes.flush().await.is_err() {
+                    break;
+                }
+            }
+        }
+        if (queue.is_empty() || out.len() >= MAX_PACKET as usize) && !out.is_empty() {
             if write.write_all(&out).await.is_err() || write.flush().await.is_err() {
                 break;
             }
             out.clear();
         }
     }
-    session.cut().await;
     let _ = write.shutdown().await;
 }
 
