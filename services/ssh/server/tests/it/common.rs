@@ -9,7 +9,7 @@ use tokio::process::Command;
 use tokio_util::sync::CancellationToken;
 use wharf_server::listener::{Limits, Listener};
 use wharf_sshd::{SshConfig, SshServer, host_key};
-use wharf_store::{Store, User};
+use wharf_store::{Authenticator, Store, User};
 use wharf_testkit::{Data, PW, WAIT};
 
 pub use wharf_testkit::data;
@@ -17,6 +17,7 @@ pub use wharf_testkit::data;
 pub struct TestServer {
     pub data: Data,
     pub store: Store,
+    pub auth: Authenticator,
     pub port: u16,
     pub shutdown: CancellationToken,
 }
@@ -66,6 +67,7 @@ async fn start(password_login: bool, limits: Limits) -> TestServer {
     TestServer {
         data,
         store,
+        auth,
         port,
         shutdown,
     }

@@ -79,3 +79,56 @@ async fn paramiko_logs_in_by_key_and_by_password_and_moves_files() {
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert!(text(&out.stdout).contains("after ['moved.bin']"));
 }
+
+const GUESSES: &str = r#"
+import os, paramiko
+def attempt(user, password):
+    t = paramiko.Transport(("127.0.0.1", int(os.environ["PORT"])))
+    try:
+        t.connect(username=user, password=password)
+        return "in"
+    except paramiko.AuthenticationException:
+        return "refused"
+    finally:
+        t.close()
+# Ten wrong guesses from this address, on names that do not exist.
+print("guesses", [attempt("guess%d" % i, "wrong") for i in range(10)].count("refused"))
+print("then", attempt("alice", os.environ["PASSWORD"]))
+"#;
+
+#[tokio::test]
+async fn wrong_ssh_passwords_count_against_the_address_for_every_service() {
+    let srv = spawn().await;
+    srv.add_user("alice", None, "ftp").await;
+    let out = tokio::time::timeout(
+        wharf_testkit::WAIT * 6,
+        tokio::process::Command::new("python3")
+            .arg("-c")
+            .arg(GUESSES)
+            .env("PORT", srv.port.to_string())
+            .env("PASSWORD", wharf_testkit::PW)
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .expect("in time")
+    .expect("python3 with paramiko");
+    let said = text(&out.stdout);
+    assert!(said.contains("guesses 10"), "{said}{}", text(&out.stderr));
+    // The address is in penalty: the right password is refused too...
+    assert!(said.contains("then refused"), "{said}");
+    // ...and so is a native login from it, which shares the books.
+    let native = srv
+        .auth
+        .authenticate(
+            "alice",
+            &wharf_core::Password::new(wharf_testkit::PW),
+            wharf_core::Service::Ftp,
+            "127.0.0.1".parse().expect("address"),
+        )
+        .await;
+    assert!(
+        matches!(native, Err(wharf_store::Error::RateLimited { .. })),
+        "{native:?}"
+    );
+}
