@@ -888,8 +888,8 @@ async fn keys(store: &Store, cmd: KeyCommand) -> Result<()> {
                     .with_context(|| format!("cannot read the key file {}", file.display()))?;
             }
             let keys = wharf_store::keys::parse_all(&text)?;
-            for key in &keys {
-                let added = store.add_key(&name, key).await?;
+            // All or none: a file with one key the user has adds nothing.
+            for added in store.add_keys(&name, &keys).await? {
                 println!(
                     "added {} {} {} to {name}",
                     added.key_type, added.fingerprint, added.comment

@@ -1404,6 +1404,16 @@ fn ssh_keys_are_added_listed_and_removed_by_fingerprint() {
     // The same key again: already there, nothing changed.
     let err = admin.fails(&["user", "key", "add", "alice", laptop_path], None, 4);
     assert!(err.contains("already has the key"), "{err}");
+    // A file of a new key and one alice has: all or none, nothing added.
+    let (tablet, tablet_fp) = ssh_keygen(admin.dir.path(), "tablet", &["-t", "ed25519"]);
+    let both = format!(
+        "{}{}",
+        std::fs::read_to_string(&tablet).expect("tablet key"),
+        std::fs::read_to_string(&laptop).expect("laptop key")
+    );
+    admin.fails(&["user", "key", "add", "alice", "-"], Some(&both), 4);
+    let listed = admin.ok(&["user", "key", "list", "alice"], None);
+    assert!(!listed.contains(&tablet_fp), "{listed}");
     // From standard input.
     let phone_line = std::fs::read_to_string(&phone).expect("phone key");
     let out = admin.ok(&["user", "key", "add", "alice", "-"], Some(&phone_line));

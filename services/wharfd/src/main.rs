@@ -327,14 +327,6 @@ async fn serve(args: Args) -> Result<()> {
             shutdown.clone(),
         ));
     }
-    if let Some((listener, config)) = ssh {
-        let server = std::sync::Arc::new(wharf_sshd::SshServer::new(auth.clone(), config));
-        tokio::spawn(wharf_sshd::run(
-            Listener::new(listener, None),
-            server,
-            shutdown.clone(),
-        ));
-    }
     let ftp_task = async {
         if let Some(listener) = ftp {
             let server = FtpServer::new(auth.clone(), ftp_config);
@@ -355,6 +347,12 @@ async fn serve(args: Args) -> Result<()> {
         };
         stop_all(r)
     };
+    let ssh_task = async {
+        if let Some((listener, config)) = ssh {
+            let server = std::sync::Arc::new(wharf_sshd::SshServer::new(auth.clone(), config));
+            wharf_sshd::run(Listener::new(listener, None), server, shutdown.clone()).await;
+        }
+    };
     let exec_task = async {
         let r = match exec {
             Some((listener, config)) => {
@@ -367,8 +365,10 @@ async fn serve(args: Args) -> Result<()> {
         };
         stop_all(r)
     };
-    let (f, c, e): (Result<()>, Result<()>, Result<()>) =
-        tokio::join!(ftp_task, chat_task, exec_task);
+    // The SSH door's sessions end (their uploads kept) before the
+    // database closes, as the other services' do.
+    let (f, c, e, ()): (Result<()>, Result<()>, Result<()>, ()) =
+        tokio::join!(ftp_task, chat_task, exec_task, ssh_task);
     daemon.stop().await;
     f?;
     c?;

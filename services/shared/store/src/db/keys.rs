@@ -47,46 +47,65 @@ impl Store {
     /// Gives user `name` the key `key`; `KeyExists` if they have it,
     /// `TooManyKeys` past [`MAX_KEYS_PER_USER`].
     pub async fn add_key(&self, name: &str, key: &PublicKeyLine) -> Result<UserKey> {
+        let mut added = self.add_keys(name, std::slice::from_ref(key)).await?;
+        added
+            .pop()
+            .ok_or_else(|| Error::Internal("no key added".into()))
+    }
+
+    /// Gives user `name` every key of `keys`, all or none: one they have
+    /// already (or one given twice) is `KeyExists`, more than
+    /// [`MAX_KEYS_PER_USER`] in all `TooManyKeys`, and nothing is added.
+    pub async fn add_keys(&self, name: &str, keys: &[PublicKeyLine]) -> Result<Vec<UserKey>> {
         let user = self.require_user(name).await?;
+        let mut tx = self.pool.begin().await?;
         let held: i64 = sqlx::query("SELECT COUNT(*) AS n FROM user_keys WHERE user_id = $1")
             .bind(user.id)
-            .fetch_one(&self.pool)
+            .fetch_one(&mut *tx)
             .await?
             .try_get("n")?;
-        if to_u64(held) >= MAX_KEYS_PER_USER {
+        if to_u64(held).saturating_add(keys.len() as u64) > MAX_KEYS_PER_USER {
             return Err(Error::TooManyKeys {
                 user: name.to_owned(),
                 max: MAX_KEYS_PER_USER,
             });
         }
         let added_at = now_ms();
-        let done = sqlx::query(
-            "INSERT INTO user_keys (user_id, fingerprint, key_type, public_key, comment, added_at) \
-             VALUES ($1, $2, $3, $4, $5, $6)",
-        )
-        .bind(user.id)
-        .bind(key.fingerprint.clone())
-        .bind(key.key_type.clone())
-        .bind(key.public_key.clone())
-        .bind(key.comment.clone())
-        .bind(added_at)
-        .execute(&self.pool)
-        .await;
-        match done {
-            Ok(_) => Ok(UserKey {
-                fingerprint: key.fingerprint.clone(),
-                key_type: key.key_type.clone(),
-                public_key: key.public_key.clone(),
-                comment: key.comment.clone(),
-                added_at,
-                last_used_at: None,
-            }),
-            Err(e) if is_unique_violation(&e) => Err(Error::KeyExists {
-                user: name.to_owned(),
-                fingerprint: key.fingerprint.clone(),
-            }),
-            Err(e) => Err(e.into()),
+        let mut added = Vec::with_capacity(keys.len());
+        for key in keys {
+            let done = sqlx::query(
+                "INSERT INTO user_keys (user_id, fingerprint, key_type, public_key, comment, added_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6)",
+            )
+            .bind(user.id)
+            .bind(key.fingerprint.clone())
+            .bind(key.key_type.clone())
+            .bind(key.public_key.clone())
+            .bind(key.comment.clone())
+            .bind(added_at)
+            .execute(&mut *tx)
+            .await;
+            match done {
+                Ok(_) => added.push(UserKey {
+                    fingerprint: key.fingerprint.clone(),
+                    key_type: key.key_type.clone(),
+                    public_key: key.public_key.clone(),
+                    comment: key.comment.clone(),
+                    added_at,
+                    last_used_at: None,
+                }),
+                // The transaction, dropped, takes back what it added.
+                Err(e) if is_unique_violation(&e) => {
+                    return Err(Error::KeyExists {
+                        user: name.to_owned(),
+                        fingerprint: key.fingerprint.clone(),
+                    });
+                }
+                Err(e) => return Err(e.into()),
+            }
         }
+        tx.commit().await?;
+        Ok(added)
     }
 
     /// User `name`'s keys, oldest first.

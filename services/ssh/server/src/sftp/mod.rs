@@ -70,7 +70,7 @@ impl Files {
             .map_err(|e| e.to_string())?;
         Ok(Files {
             storage: server.storage.clone(),
-            user: Arc::new(ftp_user),
+            user: Arc::new(ftp_user.through("sftp")),
             store: server.auth.store().clone(),
             name: user.name.clone(),
         })

@@ -24,6 +24,16 @@ pub struct FtpUser {
     pub(super) jail: Jail,
     /// The user's transfer rates, shared with their other sessions.
     pub(super) rates: wharf_store::sessions::Rates,
+    /// The door the user came in by, as the log names it.
+    pub(super) door: &'static str,
+}
+
+impl FtpUser {
+    /// The same user come in by another door (`sftp`), for the log.
+    pub fn through(mut self, door: &'static str) -> FtpUser {
+        self.door = door;
+        self
+    }
 }
 
 impl Display for FtpUser {
@@ -133,7 +143,12 @@ impl UserDetailProvider for WharfUsers {
                 UserDetailError::Generic("your home directory cannot be prepared".into())
             })?;
         let rates = self.auth.sessions().rates(&user);
-        Ok(FtpUser { user, jail, rates })
+        Ok(FtpUser {
+            user,
+            jail,
+            rates,
+            door: "standard ftp",
+        })
     }
 }
 

@@ -156,7 +156,7 @@ pub(super) async fn stor<R: tokio::io::AsyncRead + Unpin>(
         // log line of its own); a refusal is logged with its reply.
         let e = match e {
             FtpError::Io { context, source } => {
-                tracing::info!(user = %user.user.name, path = %v, bytes = up.written, error = %source, via = "standard ftp", "upload cut short");
+                tracing::info!(user = %user.user.name, path = %v, bytes = up.written, error = %source, via = user.door, "upload cut short");
                 FtpError::Replied(wharf_proto::message::ErrorReply::new(
                     wharf_proto::ErrorCode::Unavailable,
                     format!(
@@ -206,7 +206,7 @@ pub(super) async fn stor<R: tokio::io::AsyncRead + Unpin>(
     .await?;
     let commit = commit_of(written, replaced.as_ref(), record(true, md5), version);
     store.commit_uploads(&[commit]).await?;
-    tracing::info!(user = %user.user.name, path = %v, bytes = written, via = "standard ftp", "upload stored");
+    tracing::info!(user = %user.user.name, path = %v, bytes = written, via = user.door, "upload stored");
     Ok(written - start_pos)
 }
 

@@ -329,6 +329,7 @@ impl StorageBackend<FtpUser> for WharfStorage {
             sent: 0,
             left,
             record: Some((self.store.clone(), user.user.id, shown)),
+            door: user.door,
             started: std::time::Instant::now(),
         }))
     }
@@ -481,6 +482,8 @@ struct Counted {
     left: u64,
     record: Option<(Store, i64, String)>,
     started: std::time::Instant,
+    /// The door, as the log names it.
+    door: &'static str,
 }
 
 impl tokio::io::AsyncRead for Counted {
@@ -512,9 +515,9 @@ impl Drop for Counted {
             duration: self.started.elapsed(),
         };
         if record.ok {
-            tracing::info!(user_id, path = %record.path, bytes = record.bytes, via = "standard ftp", "download sent");
+            tracing::info!(user_id, path = %record.path, bytes = record.bytes, via = self.door, "download sent");
         } else {
-            tracing::info!(user_id, path = %record.path, bytes = record.bytes, of = self.left, via = "standard ftp", "download cut short");
+            tracing::info!(user_id, path = %record.path, bytes = record.bytes, of = self.left, via = self.door, "download cut short");
         }
         if let Ok(rt) = tokio::runtime::Handle::try_current() {
             rt.spawn(async move {
