@@ -9,7 +9,7 @@ use anyhow::{Context, Result};
 use clap::Parser;
 use wharf_chatd::server::ChatArgs;
 use wharf_core::cli::run_main;
-use wharf_execd::server::{ExecArgs, ExecConfig, check_sandbox};
+use wharf_execd::server::{Exec, ExecArgs};
 use wharf_ftpd::server::{FtpArgs, FtpServer};
 use wharf_server::cli::DatabaseArgs;
 use wharf_server::cli::LimitArgs;
@@ -106,15 +106,16 @@ fn admin_cli() -> String {
 
 /// Decides whether exec runs: off when asked, or when the kernel cannot
 /// confine commands (then said plainly, with what is missing; the other
-/// services go on).
-async fn exec_config(args: &Args) -> Option<ExecConfig> {
+/// services go on). One `Exec` serves its own port and the SSH door's
+/// commands.
+async fn start_exec(args: &Args, daemon: &Daemon) -> Option<Exec> {
     if args.no_exec {
         return None;
     }
     let mut config = args.exec.config(args.limits.limits());
     config.private_dirs = args.database.private_dirs();
-    match check_sandbox(&mut config).await {
-        Ok(()) => Some(config),
+    match Exec::start(daemon.auth.clone(), config).await {
+        Ok(exec) => Some(exec),
         Err(e) => {
             println!("exec is OFF: {e}");
             None
@@ -129,9 +130,9 @@ async fn serve(args: Args) -> Result<()> {
     let limits = args.limits.limits();
     let chat_config = args.chat.config(limits.clone())?;
     let ftp_config = args.ftp.config(limits);
-    let exec_config = exec_config(&args).await;
     let daemon = Daemon::start(&args.database, &args.limits, Some(&args.tls), false).await?;
     let (store, auth, tls) = (&daemon.store, &daemon.auth, &daemon.tls);
+    let exec = start_exec(&args, &daemon).await;
 
     // What to do when a service's port is in use.
     let fix = |what: &str| {
@@ -169,11 +170,11 @@ async fn serve(args: Args) -> Result<()> {
             Some((bind(at, " for ssh", fix).await?, config))
         }
     };
-    let exec = match exec_config {
+    let exec = match exec {
         None => None,
-        Some(config) => Some((
+        Some(exec) => Some((
             bind(&args.exec_listen, " for exec", &fix("exec")).await?,
-            config,
+            exec,
         )),
     };
 
@@ -205,8 +206,13 @@ async fn serve(args: Args) -> Result<()> {
     }
     if let Some((l, config)) = &ssh {
         println!(
-            "  ssh   {}  SSH: sftp and scp, passwords {}; host key {}",
+            "  ssh   {}  SSH: sftp, scp{}, passwords {}; host key {}",
             addr(l)?,
+            if exec.is_some() {
+                ", rsync and commands"
+            } else {
+                " (commands off)"
+            },
             if config.password_login {
                 "and keys"
             } else {
@@ -215,12 +221,12 @@ async fn serve(args: Args) -> Result<()> {
             wharf_sshd::host_key::fingerprint_line(&config.host_key)
         );
     }
-    if let Some((l, config)) = &exec {
+    if let Some((l, exec)) = &exec {
         println!(
             "  exec  {}  remote exec, commands run {}, {}",
             addr(l)?,
-            config.runs_as(),
-            config.network()
+            exec.config().runs_as(),
+            exec.config().network()
         );
     }
     // Where the services can be reached from, said plainly: the default
@@ -347,32 +353,31 @@ async fn serve(args: Args) -> Result<()> {
         };
         stop_all(r)
     };
+    let ssh_exec = exec.as_ref().map(|(_, exec)| exec.clone());
+    let exec_ends = ssh_exec.clone();
     let ssh_task = async {
         if let Some((listener, config)) = ssh {
-            let server = std::sync::Arc::new(wharf_sshd::SshServer::new(auth.clone(), config));
+            let server = wharf_sshd::SshServer::new(auth.clone(), config, ssh_exec);
+            let server = std::sync::Arc::new(server);
             wharf_sshd::run(Listener::new(listener, None), server, shutdown.clone()).await;
         }
     };
     let exec_task = async {
-        let r = match exec {
-            Some((listener, config)) => {
-                let listener = Listener::new(listener, tls.clone());
-                wharf_execd::server::run(listener, auth.clone(), config, shutdown.clone())
-                    .await
-                    .context("remote exec stopped")
-            }
-            None => Ok(()),
-        };
-        stop_all(r)
+        if let Some((listener, exec)) = exec {
+            let listener = Listener::new(listener, tls.clone());
+            exec.serve(listener, shutdown.clone()).await;
+        }
     };
     // The SSH door's sessions end (their uploads kept) before the
     // database closes, as the other services' do.
-    let (f, c, e, ()): (Result<()>, Result<()>, Result<()>, ()) =
+    let (f, c, (), ()): (Result<()>, Result<()>, (), ()) =
         tokio::join!(ftp_task, chat_task, exec_task, ssh_task);
+    if let Some(exec) = exec_ends {
+        exec.finish().await;
+    }
     daemon.stop().await;
     f?;
     c?;
-    e?;
     println!("wharfd: stopped");
     Ok(())
 }

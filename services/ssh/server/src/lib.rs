@@ -13,6 +13,7 @@
 
 #![deny(missing_docs)]
 
+mod commands;
 pub mod host_key;
 pub mod server;
 mod session;

@@ -12,6 +12,7 @@ use russh::{MethodKind, MethodSet, Preferred, cipher, kex};
 use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 use wharf_core::Service;
+use wharf_execd::server::Exec;
 use wharf_ftpd::server::stdftp::{WharfStorage, WharfUsers};
 use wharf_server::listener::{Handler, Limits, Listener, LoginGate, Rejection};
 use wharf_store::Authenticator;
@@ -81,6 +82,8 @@ pub struct SshServer {
     pub(crate) russh: Arc<russh::server::Config>,
     pub(crate) users: WharfUsers,
     pub(crate) storage: WharfStorage,
+    /// Remote exec, for commands and shells; `None`: sftp and scp only.
+    pub(crate) exec: Option<Exec>,
 }
 
 /// Key exchanges: curve25519 (and its hybrid with ML-KEM), with the
@@ -121,8 +124,9 @@ const KEYS: &[Algorithm] = &[
 ];
 
 impl SshServer {
-    /// The door, logging in through `auth`.
-    pub fn new(auth: Authenticator, config: SshConfig) -> SshServer {
+    /// The door, logging in through `auth`; commands and shells run
+    /// through `exec`, or are refused when it is `None`.
+    pub fn new(auth: Authenticator, config: SshConfig, exec: Option<Exec>) -> SshServer {
         let mut methods = MethodSet::empty();
         methods.push(MethodKind::PublicKey);
         if config.password_login {
@@ -158,6 +162,7 @@ impl SshServer {
             auth,
             config,
             russh: Arc::new(russh),
+            exec,
         }
     }
 }
@@ -178,7 +183,7 @@ impl Handler for SshServer {
     ) {
         let login_timeout = self.config.limits.login_timeout;
         let (told, entered) = oneshot::channel::<Entered>();
-        let connection = Connection::new(Arc::clone(&self), peer, gate, told);
+        let connection = Connection::new(Arc::clone(&self), peer, gate, told, shutdown.clone());
         let start = russh::server::run_stream(Arc::clone(&self.russh), stream, connection);
         let running = match tokio::time::timeout(login_timeout, start).await {
             Ok(Ok(running)) => running,
@@ -253,13 +258,14 @@ impl Handler for SshServer {
     }
 }
 
-/// Ends the connection with `why`, as ssh shows it.
+/// Ends the connection with `why`, as ssh shows it. A session whose loop
+/// is stalled (a channel's queue full) is not waited for: the connection
+/// is dropped after a moment either way.
 async fn bye(handle: &russh::server::Handle, why: &str) {
-    let _ = handle
-        .disconnect(
-            russh::Disconnect::ByApplication,
-            why.to_owned(),
-            "en".to_owned(),
-        )
-        .await;
+    let said = handle.disconnect(
+        russh::Disconnect::ByApplication,
+        why.to_owned(),
+        "en".to_owned(),
+    );
+    let _ = tokio::time::timeout(Duration::from_secs(2), said).await;
 }

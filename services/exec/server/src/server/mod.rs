@@ -15,6 +15,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use wharf_core::tls::Stream;
 use wharf_server::listener::Handler;
@@ -24,6 +26,8 @@ use wharf_server::listener::LoginGate;
 use wharf_server::listener::Slots;
 use wharf_server::listener::serve;
 use wharf_store::Authenticator;
+use wharf_store::User;
+use wharf_store::standing::Standing;
 
 use crate::launch::Launch;
 
@@ -133,7 +137,7 @@ impl Handler for ExecServer {
         shutdown: CancellationToken,
         gate: LoginGate,
     ) {
-        session::run(self, stream, peer, shutdown, gate).await;
+        session::run(self, Box::new(stream), peer, shutdown, gate).await;
     }
 }
 
@@ -359,53 +363,108 @@ async fn check_with(
     }
 }
 
+/// Remote exec, started: the sandbox checked, the users' networks looked
+/// after. One `Exec` serves its own listener and the commands of other
+/// doors (the SSH door's `exec` and `shell`), so a user's commands share
+/// one count of slots, one set of networks and one quota watch whatever
+/// door they came through.
+#[derive(Clone)]
+pub struct Exec {
+    server: Arc<ExecServer>,
+}
+
+impl Exec {
+    /// Checks the sandbox (fails at once when the launcher does not work)
+    /// and starts looking after the users' private networks while this
+    /// `Exec` (or a clone, or a session) lives.
+    pub async fn start(auth: Authenticator, mut config: ExecConfig) -> Result<Exec, LauncherError> {
+        orphans::adopt();
+        check_sandbox(&mut config).await?;
+        tracing::info!(network = config.network(), "what commands can reach");
+        if crate::launch::cgroup::available() {
+            tracing::info!("memory limit: per command (a memory cgroup each) and per process");
+        } else {
+            tracing::warn!(
+                "no memory cgroup can be made here: --max-memory holds per process only"
+            );
+        }
+        let networks = network::Networks::new(
+            config.network,
+            config.launcher.clone(),
+            config.pasta.clone(),
+        );
+        let server = Arc::new(ExecServer {
+            usage: usage::Rescans::new(auth.store().clone()),
+            auth,
+            config,
+            running: Arc::new(Slots::default()),
+            kernel: quota::KernelQuotas::default(),
+            networks,
+        });
+        let sweeper = Arc::downgrade(&server);
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(network::IDLE / 4);
+            loop {
+                every.tick().await;
+                match sweeper.upgrade() {
+                    Some(server) => {
+                        server.networks.sweep().await;
+                    }
+                    None => break,
+                }
+            }
+        });
+        Ok(Exec { server })
+    }
+
+    /// What commands run as and reach, for a banner.
+    pub fn config(&self) -> &ExecConfig {
+        &self.server.config
+    }
+
+    /// Serves remote exec's own protocol on `listener` until `shutdown`
+    /// fires; running commands are then killed and their sessions told.
+    pub async fn serve(&self, listener: Listener, shutdown: CancellationToken) {
+        let limits = self.server.config.limits.clone();
+        serve(listener, limits, Arc::clone(&self.server), shutdown).await;
+    }
+
+    /// Serves an exec session for `user`, who logged in through another
+    /// door, over `conn`: the other door speaks the exec protocol from
+    /// `run` on (no hello, no login). The user's `standing` ends it (and
+    /// the command running) as it ends the door's own session; every
+    /// command is checked, limited, sandboxed and recorded as a native
+    /// one.
+    pub async fn serve_logged_in(
+        &self,
+        conn: impl AsyncRead + AsyncWrite + Send + Sync + Unpin + 'static,
+        peer: SocketAddr,
+        shutdown: CancellationToken,
+        user: User,
+        standing: watch::Receiver<Standing>,
+    ) {
+        let server = Arc::clone(&self.server);
+        session::run_logged_in(server, Box::new(conn), peer, shutdown, user, standing).await;
+    }
+
+    /// Waits for the home scans commands started.
+    pub async fn finish(&self) {
+        self.server.usage.wait().await;
+    }
+}
+
 /// Serves remote exec on `listener` until `shutdown` fires; running commands
 /// are then killed, their sessions told, and the home scans they started
 /// finish. Fails at once when the launcher does not work.
 pub async fn run(
     listener: Listener,
     auth: Authenticator,
-    mut config: ExecConfig,
+    config: ExecConfig,
     shutdown: CancellationToken,
 ) -> Result<(), LauncherError> {
-    orphans::adopt();
-    check_sandbox(&mut config).await?;
-    tracing::info!(network = config.network(), "what commands can reach");
-    if crate::launch::cgroup::available() {
-        tracing::info!("memory limit: per command (a memory cgroup each) and per process");
-    } else {
-        tracing::warn!("no memory cgroup can be made here: --max-memory holds per process only");
-    }
-    let limits = config.limits.clone();
-    let config_network = (
-        config.network,
-        config.launcher.clone(),
-        config.pasta.clone(),
-    );
-    let server = Arc::new(ExecServer {
-        usage: usage::Rescans::new(auth.store().clone()),
-        auth,
-        config,
-        running: Arc::new(Slots::default()),
-        kernel: quota::KernelQuotas::default(),
-        networks: network::Networks::new(config_network.0, config_network.1, config_network.2),
-    });
-    let sweeper = {
-        let server = Arc::clone(&server);
-        let shutdown = shutdown.clone();
-        tokio::spawn(async move {
-            let mut every = tokio::time::interval(network::IDLE / 4);
-            loop {
-                tokio::select! {
-                    _ = shutdown.cancelled() => break,
-                    _ = every.tick() => { server.networks.sweep().await; }
-                }
-            }
-        })
-    };
-    serve(listener, limits, Arc::clone(&server), shutdown).await;
-    sweeper.abort();
-    server.usage.wait().await;
+    let exec = Exec::start(auth, config).await?;
+    exec.serve(listener, shutdown).await;
+    exec.finish().await;
     Ok(())
 }
 

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use tokio::net::TcpListener;
 use tokio::process::Command;
 use tokio_util::sync::CancellationToken;
+use wharf_execd::server::{Exec, ExecConfig};
 use wharf_server::listener::{Limits, Listener};
 use wharf_sshd::{SshConfig, SshServer, host_key};
 use wharf_store::{Authenticator, Store, User};
@@ -34,7 +35,13 @@ pub async fn spawn() -> TestServer {
 }
 
 pub async fn spawn_with(password_login: bool) -> TestServer {
-    start(password_login, Limits::default()).await
+    start(password_login, Limits::default(), false).await
+}
+
+/// A door that runs commands and shells too, through remote exec (its
+/// launcher: this package's own `wharf-sshd`, as in production).
+pub async fn spawn_exec() -> TestServer {
+    start(true, Limits::default(), true).await
 }
 
 /// A door whose connections must log in within `deadline`.
@@ -43,10 +50,10 @@ pub async fn spawn_with_login_timeout(deadline: std::time::Duration) -> TestServ
         login_timeout: deadline,
         ..Limits::default()
     };
-    start(true, limits).await
+    start(true, limits, false).await
 }
 
-async fn start(password_login: bool, limits: Limits) -> TestServer {
+async fn start(password_login: bool, limits: Limits, commands: bool) -> TestServer {
     let data = Data::new(None);
     let (store, auth) = data.open().await;
     let config = SshConfig {
@@ -58,7 +65,21 @@ async fn start(password_login: bool, limits: Limits) -> TestServer {
     let tcp = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let port = tcp.local_addr().expect("address").port();
     let shutdown = CancellationToken::new();
-    let server = Arc::new(SshServer::new(auth.clone(), config));
+    let exec = match commands {
+        false => None,
+        true => {
+            let config = ExecConfig {
+                launcher: env!("CARGO_BIN_EXE_wharf-sshd").into(),
+                ..ExecConfig::default()
+            };
+            Some(
+                Exec::start(auth.clone(), config)
+                    .await
+                    .expect("the sandbox works here"),
+            )
+        }
+    };
+    let server = Arc::new(SshServer::new(auth.clone(), config, exec));
     tokio::spawn(wharf_sshd::run(
         Listener::new(tcp, None),
         server,
@@ -159,6 +180,34 @@ impl TestServer {
         }
         cmd.arg(format!("{user}@127.0.0.1")).current_dir(cwd);
         self.run(cmd, key.is_none(), Some(batch)).await
+    }
+
+    /// `ssh` as `user` with `key`, these extra options, running `command`
+    /// (none: a shell), `input` on its standard input.
+    pub async fn ssh(
+        &self,
+        user: &str,
+        key: &Path,
+        extra: &[&str],
+        command: Option<&str>,
+        input: &str,
+    ) -> Output {
+        let mut cmd = Command::new("ssh");
+        cmd.args(self.options(Some(key)))
+            .args(["-p", &self.port.to_string()])
+            .args(extra)
+            .arg(format!("{user}@127.0.0.1"));
+        if let Some(command) = command {
+            cmd.arg(command);
+        }
+        self.run(cmd, false, Some(input)).await
+    }
+
+    /// The `-e` of rsync: ssh with this door's options and `key`.
+    pub fn rsync_shell(&self, key: &Path) -> String {
+        let mut shell = vec!["ssh".to_owned(), "-p".to_owned(), self.port.to_string()];
+        shell.extend(self.options(Some(key)));
+        shell.join(" ")
     }
 
     /// `scp` (over SFTP, as OpenSSH 9's) with `key`.

@@ -19,13 +19,14 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use futures_util::StreamExt;
+use tokio::io::AsyncRead;
+use tokio::io::AsyncWrite;
 use tokio::io::AsyncWriteExt;
 use tokio::io::ReadHalf;
 use tokio::sync::watch;
 use tokio_util::codec::FramedRead;
 use tokio_util::sync::CancellationToken;
 use wharf_core::Service;
-use wharf_core::tls::Stream;
 use wharf_proto::exec::{ExecReply, ExecRequest, MAX_STDIN_CHUNK};
 use wharf_proto::{ErrorCode, Frame, FrameCodec};
 use wharf_server::Refusal;
@@ -48,7 +49,15 @@ const STDIN_QUEUE: usize = 4;
 /// How long the final frame of a session may take to write.
 const LAST_WORDS: Duration = Duration::from_secs(5);
 
-type Frames = FramedRead<ReadHalf<Stream>, FrameCodec<ExecRequest>>;
+/// A session's connection: a network stream of the exec listener, or the
+/// in-memory end another door (SSH) speaks the exec protocol over.
+pub(crate) trait Conn: AsyncRead + AsyncWrite + Send + Sync + Unpin {}
+impl<T: AsyncRead + AsyncWrite + Send + Sync + Unpin> Conn for T {}
+
+/// A session's connection, boxed: one session type for every door.
+pub(crate) type BoxConn = Box<dyn Conn>;
+
+type Frames = FramedRead<ReadHalf<BoxConn>, FrameCodec<ExecRequest>>;
 
 enum State {
     Opening(Opening),
@@ -86,20 +95,45 @@ struct Session {
 
 pub(super) async fn run(
     server: Arc<ExecServer>,
-    stream: Stream,
+    conn: BoxConn,
     peer: SocketAddr,
     shutdown: CancellationToken,
     gate: LoginGate,
 ) {
-    let limits = server.config.limits.clone();
     let opening = Opening::new(
         Service::Exec,
         "wharf-execd",
         server.config.max_login_attempts,
-        limits.login_timeout,
+        server.config.limits.login_timeout,
     )
     .holding(gate);
-    let (rd, wr) = tokio::io::split(stream);
+    serve(server, conn, peer, shutdown, State::Opening(opening), None).await;
+}
+
+/// A session whose user logged in through another door (SSH): no opening,
+/// commands at once; `standing` ends it as it ends that door's session.
+pub(super) async fn run_logged_in(
+    server: Arc<ExecServer>,
+    conn: BoxConn,
+    peer: SocketAddr,
+    shutdown: CancellationToken,
+    user: User,
+    standing: watch::Receiver<Standing>,
+) {
+    let state = State::LoggedIn(Box::new(user));
+    serve(server, conn, peer, shutdown, state, Some(standing)).await;
+}
+
+async fn serve(
+    server: Arc<ExecServer>,
+    conn: BoxConn,
+    peer: SocketAddr,
+    shutdown: CancellationToken,
+    state: State,
+    standing: Option<watch::Receiver<Standing>>,
+) {
+    let limits = server.config.limits.clone();
+    let (rd, wr) = tokio::io::split(conn);
     let mut frames = FramedRead::with_capacity(
         rd,
         FrameCodec::<ExecRequest>::new().max_body(MAX_STDIN_CHUNK),
@@ -115,8 +149,8 @@ pub(super) async fn run(
             broken: false,
         },
         shutdown,
-        state: State::Opening(opening),
-        standing: None,
+        state,
+        standing,
         lease: None,
         home: None,
     };

@@ -5,18 +5,17 @@ use bytes::BytesMut;
 use tokio::io::AsyncWriteExt;
 use tokio::io::WriteHalf;
 use tokio_util::codec::Encoder;
-use wharf_core::tls::Stream;
 use wharf_proto::exec::{ExecReply, ExecRequest};
 use wharf_proto::{FrameCodec, Outbound};
 use wharf_server::Refusal;
 
-use super::LAST_WORDS;
+use super::{BoxConn, LAST_WORDS};
 use crate::server::output::{HEAD_ROOM, OutPipe};
 
 /// The writing half: whole frames, or nothing more once a write failed or
 /// was cut short (the stream would be out of step).
 pub(super) struct Out {
-    pub(super) wr: WriteHalf<Stream>,
+    pub(super) wr: WriteHalf<BoxConn>,
     pub(super) codec: FrameCodec<ExecRequest>,
     pub(super) head: BytesMut,
     pub(super) broken: bool,
