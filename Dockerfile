@@ -26,9 +26,11 @@ FROM debian:trixie-slim
 # is a subvolume the kernel holds to its quota (README: "Quotas"). passt:
 # pasta, the way out of a user's private network for their commands
 # (--exec-network private; it also needs /dev/net/tun, see
-# docker-compose.yml).
-RUN if ! command -v btrfs >/dev/null 2>&1 || ! command -v pasta >/dev/null 2>&1; then \
-      apt-get update && apt-get install -y --no-install-recommends btrfs-progs passt \
+# docker-compose.yml). rsync and openssh-client's scp: what `rsync -e ssh`
+# and `scp -O` run on the server's side, in the commands' sandbox.
+RUN if ! command -v btrfs >/dev/null 2>&1 || ! command -v pasta >/dev/null 2>&1 \
+      || ! command -v rsync >/dev/null 2>&1 || ! command -v scp >/dev/null 2>&1; then \
+      apt-get update && apt-get install -y --no-install-recommends btrfs-progs passt rsync openssh-client \
       && rm -rf /var/lib/apt/lists/*; \
     fi \
  && useradd --system --uid 10001 --user-group --home-dir /var/lib/wharf --create-home wharf \
@@ -40,5 +42,5 @@ USER wharf
 WORKDIR /var/lib/wharf
 ENV WHARF_DATA_DIR=/var/lib/wharf/data
 VOLUME ["/var/lib/wharf/data"]
-EXPOSE 2121/tcp 2100/tcp 50000-50009/tcp 2122/tcp 2122/udp 2123/tcp
+EXPOSE 2121/tcp 2100/tcp 50000-50009/tcp 2122/tcp 2122/udp 2123/tcp 2222/tcp
 CMD ["wharfd"]

@@ -95,7 +95,7 @@ step "base image debian:trixie-slim from $MIRROR (debootstrap minbase)"
 mkdir -p "$WORK/debcache"
 # btrfs-progs is in the base here, as build containers have no network for
 # the Dockerfile's apt-get (which installs it where the base lacks it).
-debootstrap --variant=minbase --include=btrfs-progs,passt --cache-dir="$WORK/debcache" trixie "$WORK/rootfs-debian" "$MIRROR" >"$WORK/debootstrap.log" 2>&1 \
+debootstrap --variant=minbase --include=btrfs-progs,passt,rsync,openssh-client --cache-dir="$WORK/debcache" trixie "$WORK/rootfs-debian" "$MIRROR" >"$WORK/debootstrap.log" 2>&1 \
   || { tail -n 20 "$WORK/debootstrap.log"; die "debootstrap failed"; }
 rm -rf "$WORK"/rootfs-debian/var/lib/apt/lists/* "$WORK"/rootfs-debian/var/cache/apt/archives/*.deb
 tar -C "$WORK/rootfs-debian" -c . | docker import - debian:trixie-slim >/dev/null
@@ -136,9 +136,9 @@ cd "$WORK/ctx"
 dc() { docker compose -f "$WORK/ctx/docker-compose.yml" "$@"; }
 step "docker compose config, then docker compose ${UP[*]}"
 dc config -q
-dc "${UP[@]}" || { dc ps; dc logs --tail 40 exec chat ftp; die "the stack did not come up healthy (the logs above)"; }
+dc "${UP[@]}" || { dc ps; dc logs --tail 40 exec chat ftp ssh; die "the stack did not come up healthy (the logs above)"; }
 dc ps
-for s in ftp chat exec; do
+for s in ftp chat exec ssh; do
   h=$(docker inspect -f '{{.State.Health.Status}}' "$(dc ps -q "$s")")
   echo "$s: $h"; [ "$h" = healthy ] || die "$s is $h"
 done
@@ -221,6 +221,34 @@ echo "$OUT"
 [ "$(sed -n 1p <<<"$OUT")" = 1900000001 ] || die "exec: not alice's uid"
 [ "$(sed -n 2p <<<"$OUT")" = /home/alice ] || die "exec: not at /home/alice"
 grep -q "$SUM  sample.bin" <<<"$OUT" && grep -qx writable <<<"$OUT" || die "exec: alice cannot use her upload"
+
+step "ssh: a key from admin-cli, the host key's fingerprint, a command, sftp, rsync and scp -O on the published port 2222"
+ssh-keygen -q -t ed25519 -N '' -C compose-test -f "$WORK/client/id_compose"
+dc run --rm -T admin user key add alice - < "$WORK/client/id_compose.pub"
+HOSTFP=$(dc run --rm -T admin ssh fingerprint | grep -o 'SHA256:[A-Za-z0-9+/]*')
+echo "admin-cli ssh fingerprint: $HOSTFP"
+has "$HOSTFP" dc logs ssh || { dc logs ssh; die "the SSH door does not serve the host key admin-cli shows"; }
+SO=(-F /dev/null -o UserKnownHostsFile="$WORK/client/known_hosts" -o StrictHostKeyChecking=accept-new
+    -o IdentitiesOnly=yes -o BatchMode=yes -o IdentityAgent=none -o LogLevel=ERROR -i "$WORK/client/id_compose")
+OUT=$("${N[@]}" timeout 60 ssh "${SO[@]}" -p 2222 alice@127.0.0.1 'id -u; pwd; md5sum sample.bin') \
+  || { dc logs --tail 40 ssh; die "ssh: a command failed"; }
+[ "$(sed -n 1p <<<"$OUT")" = 1900000001 ] && [ "$(sed -n 2p <<<"$OUT")" = /home/alice ] \
+  && grep -q "$SUM  sample.bin" <<<"$OUT" || die "ssh: not alice's uid, home or file: $OUT"
+ssh-keygen -lf "$WORK/client/known_hosts" | grep -q "$HOSTFP" || die "ssh: the host key ssh saw is not the one admin-cli shows"
+echo "ssh: alice's uid in her home, by key; the host key is $HOSTFP"
+printf 'put sample.bin over-sftp.bin\nget over-sftp.bin sftp-back.bin\n' \
+  | "${N[@]}" timeout 60 sftp "${SO[@]}" -P 2222 -b - alice@127.0.0.1 >/dev/null || die "sftp failed"
+cmp sample.bin sftp-back.bin || die "sftp: the file came back different"
+mkdir -p tree/sub && cp sample.bin tree/ && echo leaf > tree/sub/leaf.txt
+"${N[@]}" timeout 60 rsync -a -e "ssh ${SO[*]} -p 2222" tree/ alice@127.0.0.1:tree/ || die "rsync to the SSH door failed"
+[ "$(ex alice 'md5sum tree/sample.bin; cat tree/sub/leaf.txt')" = "$(printf '%s  tree/sample.bin\nleaf' "$SUM")" ] \
+  || die "rsync: the tree is not in alice's home"
+"${N[@]}" timeout 60 scp -O "${SO[@]}" -P 2222 alice@127.0.0.1:over-sftp.bin scp-back.bin || die "scp -O failed"
+cmp sample.bin scp-back.bin || die "scp -O: the file came back different"
+if "${N[@]}" timeout 30 ssh "${SO[@]}" -p 2222 alice@127.0.0.1 "cat /var/lib/wharf/data/homes/bob/notes.txt" >/dev/null 2>&1; then
+  die "a command over ssh read bob's file"
+fi
+echo "sftp put and get, rsync of a tree, scp -O: byte-identical; bob's file out of reach"
 
 step "exec: alice attacks bob, the database, the data volume and the server"
 DATA=/var/lib/wharf/data
@@ -352,13 +380,22 @@ dc --profile scale exec -T replica-1 cat /var/lib/wharf/data/tls/server.crt > "$
 export WHARF_CA="$WORK/scale.crt"
 cd "$WORK/client"
 sftp() { "${N[@]}" timeout 60 "$BIN/wharf-ftp" --server 127.0.0.1:2221 --user "$1" -q "${@:2}"; }
-schat() { "${N[@]}" timeout 30 "$BIN/wharf-chat" --server 127.0.0.1:2222 --user "$@"; }
+schat() { "${N[@]}" timeout 30 "$BIN/wharf-chat" --server 127.0.0.1:2224 --user "$@"; }
 sftp alice put sample.bin scaled.bin || { scale_logs; die "upload through the balancer failed"; }
 for i in 1 2 3 4; do sftp alice get scaled.bin "back$i.bin"; cmp sample.bin "back$i.bin" || die "download $i through the balancer differs"; done
 echo "files through the balancer: put once, got back four times, md5 $SUM"
 OUT=$("${N[@]}" timeout 60 "$BIN/wharf-exec" --server 127.0.0.1:2223 --user alice -n -- 'id -u; md5sum scaled.bin')
 grep -q "$SUM  scaled.bin" <<<"$OUT" || die "exec through the balancer: $OUT"
 echo "exec through the balancer sees the upload: $(tail -n1 <<<"$OUT")"
+sa user key add alice - < "$WORK/client/id_compose.pub"
+SSO=(-F /dev/null -o UserKnownHostsFile="$WORK/client/scale_known_hosts" -o StrictHostKeyChecking=accept-new
+     -o IdentitiesOnly=yes -o BatchMode=yes -o IdentityAgent=none -o LogLevel=ERROR -i "$WORK/client/id_compose")
+for i in 1 2 3 4; do
+  OUT=$("${N[@]}" timeout 60 ssh "${SSO[@]}" -p 2220 alice@127.0.0.1 'md5sum scaled.bin') || { scale_logs; die "ssh through the balancer failed"; }
+  grep -q "$SUM  scaled.bin" <<<"$OUT" || die "ssh through the balancer: $OUT"
+done
+[ "$(wc -l < "$WORK/client/scale_known_hosts")" = 1 ] || die "the replicas serve different SSH host keys"
+echo "ssh through the balancer, four times: one host key, the upload seen"
 # A listener on each replica (inside its container, straight to it), the
 # messages said through the balancer and straight to each replica.
 for r in 1 2; do

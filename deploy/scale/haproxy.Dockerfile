@@ -6,5 +6,5 @@ RUN command -v haproxy >/dev/null \
      && rm -rf /var/lib/apt/lists/*)
 COPY haproxy.cfg /etc/haproxy/haproxy.cfg
 USER haproxy
-EXPOSE 2221 2222 2223
+EXPOSE 2220 2221 2223 2224
 ENTRYPOINT ["haproxy", "-W", "-db", "-f", "/etc/haproxy/haproxy.cfg"]

@@ -115,7 +115,7 @@ fn compose_services_match_the_workspace_and_each_other() {
         .collect();
     let services = &services;
     let names: BTreeSet<&str> = services.keys().filter_map(Value::as_str).collect();
-    assert_eq!(names, BTreeSet::from(["admin", "chat", "exec", "ftp"]));
+    assert_eq!(names, BTreeSet::from(["admin", "chat", "exec", "ftp", "ssh"]));
 
     // The named volume, mounted by everyone where WHARF_DATA_DIR points.
     let volumes = compose["volumes"].as_mapping().expect("volumes");
@@ -224,12 +224,13 @@ fn compose_services_match_the_workspace_and_each_other() {
         let documented = match name {
             "ftp" => 2121,
             "chat" => 2122,
+            "ssh" => 2222,
             _ => 2123,
         };
         assert_eq!(port, documented, "{name}: the documented port");
     }
     // Only one daemon creates the database: the others wait for it.
-    for name in ["chat", "exec", "admin"] {
+    for name in ["chat", "exec", "ssh", "admin"] {
         assert_eq!(
             compose["services"][name]["depends_on"]["ftp"]["condition"].as_str(),
             Some("service_healthy"),
@@ -311,14 +312,19 @@ fn the_scale_profile_runs_replicas_behind_the_balancer_they_trust() {
             "{name}: reads the password, read-only"
         );
         // The balancer sends each service to the replica's port for it.
-        for port in ["2121", "2122", "2123"] {
+        for port in ["2121", "2122", "2123", "2222"] {
             assert!(
                 haproxy.contains(&format!("server {name} {name}:{port}")),
                 "{name}:{port} is not behind the balancer"
             );
         }
     }
-    for (public, port) in [("2221", "2121"), ("2222", "2122"), ("2223", "2123")] {
+    for (public, port) in [
+        ("2220", "2222"),
+        ("2221", "2121"),
+        ("2223", "2123"),
+        ("2224", "2122"),
+    ] {
         assert!(haproxy.contains(&format!("bind :{public}")), "{public}");
         assert!(
             strings(&balancer["ports"]).contains(&format!("{public}:{public}/tcp")),
