@@ -249,6 +249,7 @@ if "${N[@]}" timeout 30 ssh "${SO[@]}" -p 2222 alice@127.0.0.1 "cat /var/lib/wha
   die "a command over ssh read bob's file"
 fi
 echo "sftp put and get, rsync of a tree, scp -O: byte-identical; bob's file out of reach"
+ex alice 'rm -rf tree over-sftp.bin'   # the quota steps below count on alice's home as it was
 
 step "exec: alice attacks bob, the database, the data volume and the server"
 DATA=/var/lib/wharf/data

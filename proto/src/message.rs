@@ -101,6 +101,11 @@ pub struct ServerHello {
     pub server: String,
     /// Which service this is: `ftp`, `chat` or `exec`.
     pub service: String,
+    /// A fresh random challenge (64 hex digits) for a login by key: the
+    /// client signs [`key_login_message`] with it. Absent: the server takes
+    /// passwords only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub challenge: Option<String>,
 }
 
 /// `login` from the client, after `hello`.
@@ -109,8 +114,58 @@ pub struct Login {
     /// User name.
     pub user: String,
     /// Password, as typed: the connection's TLS layer keeps it private
-    /// (only a `--no-tls` pair sends it in clear).
+    /// (only a `--no-tls` pair sends it in clear). Empty with `key`.
+    #[serde(default = "no_password")]
     pub password: Password,
+    /// A login by key instead of a password; see [`KeyProof`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<KeyProof>,
+}
+
+fn no_password() -> Password {
+    Password::new("")
+}
+
+/// Proof that the client holds a key an administrator gave the user
+/// (`admin-cli user key add`): an SSH signature (the `sshsig` format of
+/// `ssh-keygen -Y sign`, namespace [`KEY_LOGIN_NAMESPACE`]) of
+/// [`key_login_message`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyProof {
+    /// The public key, as an OpenSSH line (`ssh-ed25519 AAAA...`, the
+    /// comment optional).
+    pub public_key: String,
+    /// The signature, armored (`-----BEGIN SSH SIGNATURE-----`).
+    pub signature: String,
+}
+
+/// The namespace of a login signature: a signature made for anything else
+/// (a git commit, a file) can never log in.
+pub const KEY_LOGIN_NAMESPACE: &str = "login@wharf";
+
+/// Longest [`KeyProof`] field a server reads, in bytes (an RSA key of
+/// 16384 bits and its signature fit).
+pub const MAX_KEY_PROOF_BYTES: usize = 8192;
+
+/// What a client signs to log in by key: the service, the user, the
+/// server's challenge, and the TLS connection's exported keying material
+/// (RFC 9266's `tls-exporter`, hex; `none` without TLS). A signature is
+/// good for this connection only: replayed, or relayed by a server in the
+/// middle, it names another connection's keying material.
+pub fn key_login_message(
+    service: &str,
+    user: &str,
+    challenge: &str,
+    binding: Option<&[u8]>,
+) -> Vec<u8> {
+    let binding = binding.map_or_else(
+        || "none".to_owned(),
+        |b| b.iter().map(|x| format!("{x:02x}")).collect(),
+    );
+    format!(
+        "wharf key login v1\nservice {service}\nuser {user}\nchallenge {challenge}\ntls {binding}\n"
+    )
+    .into_bytes()
 }
 
 /// `passwd` from a logged-in client: change its own password. Every
@@ -190,6 +245,7 @@ mod tests {
         let req = CommonRequest::Login(Login {
             user: "alice".into(),
             password: Password::new("pw"),
+            key: None,
         });
         let json = serde_json::to_string(&req).unwrap_or_default();
         assert_eq!(json, r#"{"op":"login","user":"alice","password":"pw"}"#);

@@ -214,7 +214,8 @@ fn missing_op_and_bad_fields_are_rejected_not_fatal() {
         Frame::Header {
             msg: CommonRequest::Login(Login {
                 user: "a".into(),
-                password: Password::new("p")
+                password: Password::new("p"),
+                key: None,
             }),
             body_len: 0
         }

@@ -15,7 +15,8 @@ fn request() -> impl Strategy<Value = CommonRequest> {
             .prop_map(|(version, client)| CommonRequest::Hello(ClientHello { version, client })),
         (".{0,40}", ".{0,40}").prop_map(|(user, pw)| CommonRequest::Login(Login {
             user,
-            password: Password::new(pw)
+            password: Password::new(pw),
+            key: None,
         })),
     ]
 }
@@ -27,6 +28,7 @@ fn reply() -> impl Strategy<Value = CommonReply> {
                 version,
                 server,
                 service,
+                challenge: None,
             })
         }),
         ".{0,40}".prop_map(|user| CommonReply::LoginOk(LoginOk { user })),

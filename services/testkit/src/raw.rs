@@ -33,6 +33,7 @@ pub async fn login_on<R: Message>(stream: Stream, user: &str) -> Raw<R> {
     let login = CommonRequest::Login(Login {
         user: user.into(),
         password: Password::new(PW),
+        key: None,
     });
     let reply = ask(&mut conn, login).await;
     assert!(matches!(reply, CommonReply::LoginOk(_)), "{reply:?}");
@@ -41,7 +42,7 @@ pub async fn login_on<R: Message>(stream: Stream, user: &str) -> Raw<R> {
 }
 
 /// Sends an opening request and reads its reply, within [`WAIT`].
-async fn ask(conn: &mut Raw<CommonReply>, req: CommonRequest) -> CommonReply {
+pub async fn ask(conn: &mut Raw<CommonReply>, req: CommonRequest) -> CommonReply {
     conn.send(Outbound::msg(req)).await.expect("send");
     match tokio::time::timeout(WAIT, conn.next())
         .await

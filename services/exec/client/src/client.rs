@@ -6,6 +6,7 @@
 //! memory. One connection runs any number of commands, one at a time.
 
 use std::time::Duration;
+use wharf_client::Credential;
 
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
@@ -42,6 +43,9 @@ pub enum ClientError {
     /// A reply that does not fit the request.
     #[error("unexpected reply from the server: {0}")]
     Unexpected(String),
+    /// The key to log in with could not sign.
+    #[error("{0}")]
+    Key(#[source] wharf_client::identity::IdentityError),
     /// Writing the command's output or reading its input failed here.
     #[error("{context}: {source}")]
     Local {
@@ -177,10 +181,11 @@ impl ExecClient {
         addr: &str,
         tls: &ClientTls,
         user: &str,
-        password: &Password,
+        credential: impl Into<Credential>,
     ) -> Result<ExecClient> {
+        let credential = &credential.into();
         let client = format!("wharf-exec/{}", env!("CARGO_PKG_VERSION"));
-        let (conn, _) = open_session(addr, "wharf-execd", &client, tls, user, password).await?;
+        let (conn, _) = open_session(addr, "wharf-execd", &client, tls, user, credential).await?;
         Ok(ExecClient {
             conn,
             user: user.to_owned(),

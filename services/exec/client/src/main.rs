@@ -15,14 +15,15 @@ use rustix::termios::{OptionalActions, Termios, tcgetattr, tcgetwinsize, tcsetat
 use tokio::io::AsyncWriteExt;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::mpsc;
+use wharf_client::Credential;
 use wharf_client::cli::ClientFields;
 use wharf_client::cli::client_user;
 use wharf_client::cli::log_in;
 use wharf_client::cli::parse_client;
 use wharf_client::cli::run_main_failing_with;
+use wharf_client::cli::{LoginArgs, current_password};
 use wharf_client::tls::ClientTls;
 use wharf_client::tls::ClientTlsArgs;
-use wharf_core::Password;
 use wharf_core::cli::describe;
 use wharf_exec::client::{ClientError, Command, ExecClient, Outcome, Streams};
 use wharf_proto::exec::{SignalName, Tty, WindowSize};
@@ -56,7 +57,9 @@ Without a command and without a terminal (-T, or lines from a pipe), each line
 runs as one command with no input; `cd DIR` changes the directory later lines
 start in; `exit` leaves. wharf-exec then exits 0 only if every line succeeded,
 else with the status of the last that failed.
-The password comes from WHARF_PASSWORD when set, else it is asked for.
+It logs in by key (--identity, ssh-agent, ~/.ssh/id_ed25519) when the user has
+one (admin-cli user key add); else the password comes from WHARF_PASSWORD when
+set, or is asked for.
 
 Exit status: the command's (or the shell's) own; 128+N when signal N ended it;
 255 when wharf-exec could not connect or log in, or the server ended the command.
@@ -104,6 +107,8 @@ struct Args {
     #[command(flatten)]
     tls: ClientTlsArgs,
     #[command(flatten)]
+    login: LoginArgs,
+    #[command(flatten)]
     docs: wharf_core::cli::DocsArgs,
     /// The command line to run, as with ssh (`wharf-exec --user alice ls
     /// -la`; `--` before it is allowed); without it, a prompt. Options of
@@ -143,17 +148,19 @@ async fn run(args: Args) -> Result<ExitCode> {
     let user = client_user(args.user.clone())?;
     let tls = args.tls.tls()?;
     let (server, tls_ref, name) = (&args.server, &tls, &user);
-    let (mut client, password) = log_in(
+    let (mut client, credential) = log_in(
         &user,
         &args.server,
-        |pw| async move { ExecClient::connect(server, tls_ref, name, &pw).await },
+        &args.login,
+        |c| async move { ExecClient::connect(server, tls_ref, name, &c).await },
         |e: &ClientError| e.code() == Some(wharf_proto::ErrorCode::AuthFailed),
     )
     .await?;
     if let Some(Action::Passwd { password_stdin }) = args.action {
+        let old = current_password(&credential, &user, &args.server)?;
         let new = wharf_core::cli::read_new_password(&user, password_stdin)?;
         client
-            .passwd(&password, &new)
+            .passwd(&old, &new)
             .await
             .context("the password was not changed")?;
         eprintln!("password changed for {user}; use the new one from the next login on");
@@ -166,7 +173,7 @@ async fn run(args: Args) -> Result<ExitCode> {
         return on_terminal(client, &command).await;
     }
     if command.is_empty() {
-        return prompt(client, &args, &tls, &user, &password).await;
+        return prompt(client, &args, &tls, &user, &credential).await;
     }
     one_shot(client, &command, !args.no_stdin).await
 }
@@ -442,7 +449,7 @@ async fn prompt(
     args: &Args,
     tls: &ClientTls,
     user: &str,
-    password: &Password,
+    credential: &Credential,
 ) -> Result<ExitCode> {
     let interactive = std::io::stdin().is_terminal();
     let mut interrupts = Interrupts::start()?;
@@ -484,7 +491,7 @@ async fn prompt(
             break;
         }
         if !connected {
-            client = ExecClient::connect(&args.server, tls, user, password)
+            client = ExecClient::connect(&args.server, tls, user, credential)
                 .await
                 .with_context(|| format!("cannot log in to {} again", args.server))?;
             connected = true;

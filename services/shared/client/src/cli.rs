@@ -6,6 +6,8 @@ use std::future::Future;
 use std::process::ExitCode;
 
 use wharf_core::Password;
+
+use crate::identity::{Credential, IdentityError, identities};
 pub use wharf_core::cli::CredentialsError;
 use wharf_core::cli::DocsArgs;
 
@@ -80,6 +82,9 @@ pub enum LogInError<E: std::error::Error + 'static> {
     /// No password to try.
     #[error(transparent)]
     Credentials(#[from] CredentialsError),
+    /// The key given cannot be used.
+    #[error(transparent)]
+    Identity(#[from] IdentityError),
     /// The login itself.
     #[error("cannot log in to {server} as {user}")]
     Login {
@@ -92,41 +97,78 @@ pub enum LogInError<E: std::error::Error + 'static> {
         source: E,
     },
 }
-/// Logs in with [`client_password`]'s password: `attempt` connects with
-/// it. A password typed at the terminal that the server calls wrong
-/// (`is_wrong`) is asked again, [`PASSWORD_TRIES`] in all, as ssh does; one
-/// from `WHARF_PASSWORD` is tried once. The client and the password that
-/// worked.
+
+/// How a client logs in.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct LoginArgs {
+    /// Log in with this key (an OpenSSH private key, as ssh's -i; its
+    /// passphrase is asked, or ssh-agent signs when it holds the key),
+    /// and with nothing else [default: the keys of ssh-agent and
+    /// ~/.ssh/id_ed25519, then the password].
+    #[arg(long, env = "WHARF_IDENTITY", value_name = "FILE")]
+    pub identity: Option<std::path::PathBuf>,
+}
+
+/// Logs in: by key first (see [`identities`]), then with
+/// [`client_password`]'s password. `attempt` connects with a credential.
+/// A key the server does not know for the user is passed over; a password
+/// typed at the terminal that the server calls wrong (`is_wrong`) is asked
+/// again, [`PASSWORD_TRIES`] in all, as ssh does; one from
+/// `WHARF_PASSWORD` is tried once. With `--identity`, that key alone is
+/// tried. The client and the credential that worked.
 pub async fn log_in<T, E, Fut>(
     user: &str,
     server: &str,
-    mut attempt: impl FnMut(Password) -> Fut,
+    how: &LoginArgs,
+    mut attempt: impl FnMut(Credential) -> Fut,
     is_wrong: impl Fn(&E) -> bool,
-) -> std::result::Result<(T, Password), LogInError<E>>
+) -> std::result::Result<(T, Credential), LogInError<E>>
 where
     E: std::error::Error + 'static,
     Fut: Future<Output = std::result::Result<T, E>>,
 {
+    let failed = |source| LogInError::Login {
+        server: server.to_owned(),
+        user: user.to_owned(),
+        source,
+    };
+    let keys = identities(how.identity.as_deref()).await?;
+    for key in keys {
+        let credential = Credential::Key(key);
+        match attempt(credential.clone()).await {
+            Ok(client) => return Ok((client, credential)),
+            Err(e) if is_wrong(&e) && how.identity.is_none() => {}
+            Err(e) => return Err(failed(e)),
+        }
+    }
     let typed = std::env::var("WHARF_PASSWORD").map_or(true, |p| p.is_empty());
     let mut tries = 0;
     loop {
-        let password = client_password(user, server)?;
+        let password = Credential::Password(client_password(user, server)?);
         tries += 1;
         match attempt(password.clone()).await {
             Ok(client) => return Ok((client, password)),
             Err(e) if typed && tries < PASSWORD_TRIES && is_wrong(&e) => {
                 eprintln!("wrong user name or password; try again");
             }
-            Err(source) => {
-                return Err(LogInError::Login {
-                    server: server.to_owned(),
-                    user: user.to_owned(),
-                    source,
-                });
-            }
+            Err(source) => return Err(failed(source)),
         }
     }
 }
+
+/// The password to confirm a change of password with: the one the login
+/// took, or (logged in by key) one asked for.
+pub fn current_password(
+    logged_in_with: &Credential,
+    user: &str,
+    server: &str,
+) -> std::result::Result<Password, CredentialsError> {
+    match logged_in_with {
+        Credential::Password(password) => Ok(password.clone()),
+        Credential::Key(_) => client_password(user, server),
+    }
+}
+
 /// What [`parse_client`] fills in from the config file, and the docs
 /// flags it answers.
 pub struct ClientFields<'a> {

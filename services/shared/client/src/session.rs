@@ -5,11 +5,15 @@
 
 use futures_util::{SinkExt, StreamExt};
 use tokio_util::codec::Framed;
-use wharf_proto::message::{ClientHello, CommonReply, CommonRequest, Login, LoginOk};
+use wharf_proto::message::{
+    ClientHello, CommonReply, CommonRequest, KEY_LOGIN_NAMESPACE, KeyProof, Login, LoginOk,
+    key_login_message,
+};
 use wharf_proto::{
     ErrorCode, Frame, FrameCodec, Message, Outbound, PROTOCOL_VERSION, Password, ProtoError,
 };
 
+use crate::identity::Credential;
 use crate::tls::{ClientTls, TlsError};
 use wharf_core::tls::Stream;
 
@@ -40,6 +44,9 @@ pub enum SessionError {
     /// A reply that does not fit the request.
     #[error("unexpected reply from the server: {0}")]
     Unexpected(String),
+    /// The key to log in with could not sign.
+    #[error("{0}")]
+    Key(#[source] crate::identity::IdentityError),
 }
 
 impl SessionError {
@@ -54,8 +61,9 @@ impl SessionError {
 }
 
 /// Implements `From<SessionError>` for a client's own error type, which has
-/// the same five variants (`Connect(TlsError)`, `Server { code, message }`,
-/// `Protocol(ProtoError)`, `Closed`, `Unexpected(String)`) beside its own.
+/// the same six variants (`Connect(TlsError)`, `Server { code, message }`,
+/// `Protocol(ProtoError)`, `Closed`, `Unexpected(String)`,
+/// `Key(IdentityError)`) beside its own.
 #[macro_export]
 macro_rules! from_session_error {
     ($error:ty) => {
@@ -68,6 +76,7 @@ macro_rules! from_session_error {
                     SessionError::Protocol(e) => Self::Protocol(e),
                     SessionError::Closed => Self::Closed,
                     SessionError::Unexpected(what) => Self::Unexpected(what),
+                    SessionError::Key(e) => Self::Key(e),
                 }
             }
         }
@@ -75,15 +84,16 @@ macro_rules! from_session_error {
 }
 
 /// Connects to `addr`, verifies it as `tls` says, says hello as `client`
-/// (`wharf-ftp/0.1.0`) and logs in. `service` names the daemon in errors
-/// (`wharf-ftpd`). Returns the session, ready for `R` replies.
+/// (`wharf-ftp/0.1.0`) and logs in with `credential`: a password, or a key
+/// that signs this connection's challenge. `service` names the daemon in
+/// errors (`wharf-ftpd`). Returns the session, ready for `R` replies.
 pub async fn open_session<R: Message>(
     addr: &str,
     service: &str,
     client: &str,
     tls: &ClientTls,
     user: &str,
-    password: &Password,
+    credential: &Credential,
 ) -> Result<(Session<R>, LoginOk), SessionError> {
     let stream = tls.connect(addr, service).await?;
     let mut conn: Session<CommonReply> = Framed::new(stream, FrameCodec::new());
@@ -91,15 +101,47 @@ pub async fn open_session<R: Message>(
         version: PROTOCOL_VERSION,
         client: client.to_owned(),
     });
-    match exchange(&mut conn, hello).await? {
-        CommonReply::Hello(_) => {}
+    let hello = match exchange(&mut conn, hello).await? {
+        CommonReply::Hello(hello) => hello,
         other => return Err(unexpected(&other)),
-    }
-    let login = CommonRequest::Login(Login {
-        user: user.to_owned(),
-        password: password.clone(),
-    });
-    let ok = match exchange(&mut conn, login).await? {
+    };
+    let login = match credential {
+        Credential::Password(password) => Login {
+            user: user.to_owned(),
+            password: password.clone(),
+            key: None,
+        },
+        Credential::Key(identity) => {
+            let Some(challenge) = hello.challenge else {
+                return Err(SessionError::Server {
+                    code: ErrorCode::AuthFailed,
+                    message: format!(
+                        "{service} at {addr} takes passwords only (it is older than logins by key)"
+                    ),
+                });
+            };
+            let binding = conn.get_ref().channel_binding();
+            let message = key_login_message(
+                &hello.service,
+                user,
+                &challenge,
+                binding.as_ref().map(|b| &b[..]),
+            );
+            let signature = identity
+                .sign(KEY_LOGIN_NAMESPACE, &message)
+                .await
+                .map_err(SessionError::Key)?;
+            Login {
+                user: user.to_owned(),
+                password: Password::new(""),
+                key: Some(KeyProof {
+                    public_key: identity.public_line(),
+                    signature,
+                }),
+            }
+        }
+    };
+    let ok = match exchange(&mut conn, CommonRequest::Login(login)).await? {
         CommonReply::LoginOk(ok) => ok,
         other => return Err(unexpected(&other)),
     };

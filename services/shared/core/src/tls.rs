@@ -64,7 +64,30 @@ pub enum Stream {
     Client(Box<tokio_rustls::client::TlsStream<TcpStream>>),
 }
 
+/// The label of the keying material a login by key is bound to (RFC 9266's
+/// `tls-exporter` channel binding).
+const BINDING_LABEL: &[u8] = b"EXPORTER-Channel-Binding";
+
 impl Stream {
+    /// The connection's channel binding (RFC 9266, `tls-exporter`): 32
+    /// bytes both ends of one TLS connection share and no other connection
+    /// has. `None` without TLS.
+    pub fn channel_binding(&self) -> Option<[u8; 32]> {
+        let out = [0u8; 32];
+        let exported = match self {
+            Stream::Plain(_) => return None,
+            Stream::Server(s) => s
+                .get_ref()
+                .1
+                .export_keying_material(out, BINDING_LABEL, None),
+            Stream::Client(s) => s
+                .get_ref()
+                .1
+                .export_keying_material(out, BINDING_LABEL, None),
+        };
+        exported.ok()
+    }
+
     /// The TCP connection underneath.
     pub fn tcp(&self) -> &TcpStream {
         match self {

@@ -17,7 +17,10 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use wharf_proto::message::{CommonRequest, LoginOk, ServerHello};
+use wharf_proto::message::{
+    CommonRequest, KEY_LOGIN_NAMESPACE, KeyProof, LoginOk, MAX_KEY_PROOF_BYTES, ServerHello,
+    key_login_message,
+};
 use wharf_proto::{ErrorCode, PROTOCOL_VERSION};
 
 use crate::listener::LoginGate;
@@ -73,6 +76,26 @@ pub struct Opening {
     /// The connection's place among those not logged in yet, passed when
     /// the login succeeds.
     gate: Option<LoginGate>,
+    /// The challenge a login by key signs (hex), fresh per connection.
+    challenge: String,
+    /// The TLS connection's channel binding, which a login by key signs
+    /// too; `None` without TLS.
+    binding: Option<[u8; 32]>,
+    /// Keys offered that no user has, on this connection.
+    unknown_keys: u32,
+}
+
+/// Keys a connection may offer that turn out to be no one's (they are not
+/// counted as failed logins: a client tries the keys it holds in turn).
+const MAX_UNKNOWN_KEYS: u32 = 10;
+
+/// A fresh challenge: 32 random bytes, hex.
+fn challenge() -> String {
+    let mut bytes = [0u8; 32];
+    // The system's generator does not fail on Linux; an all-zero challenge
+    // would still bind the signature to this TLS connection.
+    let _ = getrandom::fill(&mut bytes);
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 impl Opening {
@@ -94,7 +117,18 @@ impl Opening {
             login_timeout,
             deadline: Instant::now() + login_timeout,
             gate: None,
+            challenge: challenge(),
+            binding: None,
+            unknown_keys: 0,
         }
+    }
+
+    /// The opening of a connection whose TLS channel binding is `binding`
+    /// ([`wharf_core::tls::Stream::channel_binding`]): a login by key must
+    /// have signed it.
+    pub fn bound_to(mut self, binding: Option<[u8; 32]>) -> Opening {
+        self.binding = binding;
+        self
     }
 
     /// The opening of a connection the listener admitted with `gate`: the
@@ -145,6 +179,7 @@ impl Opening {
                     version: PROTOCOL_VERSION,
                     server: format!("{}/{}", self.program, env!("CARGO_PKG_VERSION")),
                     service: self.service.to_string(),
+                    challenge: Some(self.challenge.clone()),
                 })
             }
             (Expect::Hello, _) => Step::Refuse(Refusal::new(
@@ -157,10 +192,38 @@ impl Opening {
             )),
             (Expect::Login, None) => Step::Refuse(Refusal::not_logged_in()),
             (Expect::Login, Some(CommonRequest::Login(login))) => {
-                match auth
-                    .authenticate(&login.user, &login.password, self.service, peer)
-                    .await
-                {
+                let attempt = match &login.key {
+                    None => {
+                        auth.authenticate(&login.user, &login.password, self.service, peer)
+                            .await
+                    }
+                    Some(proof) => match self.verify_key(&login.user, proof) {
+                        Ok(fingerprint) => {
+                            let proof = wharf_store::Proof::Key {
+                                fingerprint: &fingerprint,
+                            };
+                            let service = self.service;
+                            auth.authenticate_with(
+                                &login.user,
+                                proof,
+                                service.as_str(),
+                                &[service],
+                                peer,
+                            )
+                            .await
+                        }
+                        Err(refusal) => {
+                            tracing::info!(%peer, user = %login.user, error = %refusal.message, how = "key", "login refused");
+                            self.failures += 1;
+                            return Step::Refuse(Refusal {
+                                close: refusal.close || self.failures >= self.max_attempts,
+                                ..refusal
+                            });
+                        }
+                    },
+                };
+                let by_key = login.key.is_some();
+                match attempt {
                     Ok((user, lease)) => {
                         if let Some(gate) = self.gate.take() {
                             gate.passed();
@@ -173,17 +236,67 @@ impl Opening {
                         }))
                     }
                     Err(e) => {
-                        self.failures += 1;
-                        tracing::info!(%peer, user = %login.user, error = %e, "login refused");
+                        // A key no one has is the client trying its keys
+                        // in turn, not a guess: counted apart.
+                        let unknown_key = by_key && matches!(e, wharf_store::Error::AuthFailed);
+                        if unknown_key {
+                            self.unknown_keys += 1;
+                        } else {
+                            self.failures += 1;
+                        }
+                        let how = if by_key { "key" } else { "password" };
+                        tracing::info!(%peer, user = %login.user, error = %e, how, "login refused");
+                        let message = if unknown_key {
+                            format!(
+                                "this key does not log {} in; an administrator adds keys with `admin-cli user key add`",
+                                login.user
+                            )
+                        } else {
+                            e.client_message()
+                        };
                         Step::Refuse(Refusal {
                             code: e.code(),
-                            message: e.client_message(),
-                            close: self.failures >= self.max_attempts,
+                            message,
+                            close: self.failures >= self.max_attempts
+                                || self.unknown_keys >= MAX_UNKNOWN_KEYS,
                         })
                     }
                 }
             }
         }
+    }
+}
+
+impl Opening {
+    /// Checks a login by key's proof: a well-formed key that signed this
+    /// connection's login message. Returns the key's fingerprint.
+    fn verify_key(&self, user: &str, proof: &KeyProof) -> Result<String, Refusal> {
+        if proof.public_key.len() > MAX_KEY_PROOF_BYTES
+            || proof.signature.len() > MAX_KEY_PROOF_BYTES
+        {
+            return Err(Refusal::closing(
+                ErrorCode::MessageTooLarge,
+                format!("a key or signature is at most {MAX_KEY_PROOF_BYTES} bytes"),
+            ));
+        }
+        let message = key_login_message(
+            self.service.as_str(),
+            user,
+            &self.challenge,
+            self.binding.as_ref().map(|b| &b[..]),
+        );
+        wharf_store::keys::verify_signed(
+            &proof.public_key,
+            &proof.signature,
+            KEY_LOGIN_NAMESPACE,
+            &message,
+        )
+        .map_err(|e| {
+            Refusal::new(
+                ErrorCode::AuthFailed,
+                format!("the login by key was refused: {e}; sign this connection's challenge (a Wharf client does)"),
+            )
+        })
     }
 }
 

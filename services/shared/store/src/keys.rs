@@ -189,6 +189,30 @@ fn invalid(why: String) -> Error {
     Error::InvalidKey(why)
 }
 
+/// Checks a login by key: `public_key` (an OpenSSH line) signed `message`
+/// in the `namespace` with `signature` (armored sshsig). Returns the key's
+/// fingerprint, for [`crate::Proof::Key`]; an error says what is wrong with
+/// the proof (never whether the key belongs to anyone).
+pub fn verify_signed(
+    public_key: &str,
+    signature: &str,
+    namespace: &str,
+    message: &[u8],
+) -> Result<String> {
+    let key = parse(public_key)?;
+    let public = PublicKey::from_openssh(&key.public_key)
+        .map_err(|e| invalid(format!("not an OpenSSH public key ({e})")))?;
+    let signature = ssh_key::SshSig::from_pem(signature).map_err(|e| {
+        invalid(format!(
+            "the signature is not an armored SSH signature ({e})"
+        ))
+    })?;
+    public
+        .verify(namespace, message, &signature)
+        .map_err(|e| invalid(format!("the signature does not verify ({e})")))?;
+    Ok(key.fingerprint)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -115,7 +115,10 @@ fn compose_services_match_the_workspace_and_each_other() {
         .collect();
     let services = &services;
     let names: BTreeSet<&str> = services.keys().filter_map(Value::as_str).collect();
-    assert_eq!(names, BTreeSet::from(["admin", "chat", "exec", "ftp", "ssh"]));
+    assert_eq!(
+        names,
+        BTreeSet::from(["admin", "chat", "exec", "ftp", "ssh"])
+    );
 
     // The named volume, mounted by everyone where WHARF_DATA_DIR points.
     let volumes = compose["volumes"].as_mapping().expect("volumes");

@@ -11,6 +11,7 @@ mod udp;
 
 use std::collections::VecDeque;
 use std::time::Duration;
+use wharf_client::Credential;
 
 use futures_util::{SinkExt, StreamExt};
 use tokio::time::Instant;
@@ -53,6 +54,9 @@ pub enum ClientError {
     /// A reply that does not fit the request.
     #[error("unexpected reply from the server: {0}")]
     Unexpected(String),
+    /// The key to log in with could not sign.
+    #[error("{0}")]
+    Key(#[source] wharf_client::identity::IdentityError),
     /// No answer over UDP.
     #[error("{0}")]
     NoAnswer(String),
@@ -177,10 +181,10 @@ async fn tcp_login(
     addr: &str,
     tls: &ClientTls,
     user: &str,
-    password: &Password,
+    credential: &Credential,
 ) -> Result<Session<ChatReply>> {
     let client = format!("wharf-chat/{}", env!("CARGO_PKG_VERSION"));
-    let (conn, _) = open_session(addr, "wharf-chatd", &client, tls, user, password).await?;
+    let (conn, _) = open_session(addr, "wharf-chatd", &client, tls, user, credential).await?;
     Ok(conn)
 }
 
@@ -217,9 +221,9 @@ async fn udp_grant(
     addr: &str,
     tls: &ClientTls,
     user: &str,
-    password: &Password,
+    credential: &Credential,
 ) -> Result<(UdpSessionGrant, std::net::SocketAddr)> {
-    let mut conn = tcp_login(addr, tls, user, password).await?;
+    let mut conn = tcp_login(addr, tls, user, credential).await?;
     let server = conn
         .get_ref()
         .tcp()
@@ -249,9 +253,10 @@ impl ChatClient {
         addr: &str,
         tls: &ClientTls,
         user: &str,
-        password: &Password,
+        credential: impl Into<Credential>,
     ) -> Result<ChatClient> {
-        let conn = tcp_login(addr, tls, user, password).await?;
+        let credential = &credential.into();
+        let conn = tcp_login(addr, tls, user, credential).await?;
         Ok(ChatClient {
             link: Link::Tcp(conn),
             user: user.to_owned(),
@@ -267,9 +272,10 @@ impl ChatClient {
         addr: &str,
         tls: &ClientTls,
         user: &str,
-        password: &Password,
+        credential: impl Into<Credential>,
     ) -> Result<ChatClient> {
-        let link = UdpLink::open(addr, tls, user, password).await?;
+        let credential = &credential.into();
+        let link = UdpLink::open(addr, tls, user, credential).await?;
         Ok(ChatClient {
             link: Link::Udp(Box::new(link)),
             user: user.to_owned(),

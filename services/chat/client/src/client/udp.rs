@@ -3,11 +3,11 @@
 
 use std::net::SocketAddr;
 use std::time::Duration;
+use wharf_client::Credential;
 
 use tokio::net::UdpSocket;
 use tokio::time::Instant;
 use wharf_client::tls::ClientTls;
-use wharf_proto::Password;
 use wharf_proto::chat::{ChatReply, ChatRequest, UdpSessionGrant};
 use wharf_proto::datagram::{
     self, Direction, Key, MAX_DATAGRAM, MAX_FRAME, ReplayWindow, SessionId, encode_frame,
@@ -32,7 +32,7 @@ pub(super) struct UdpLink {
     addr: String,
     tls: ClientTls,
     user: String,
-    password: Password,
+    credential: Credential,
     rooms: Vec<String>,
     buf: Vec<u8>,
     out: Vec<u8>,
@@ -63,9 +63,9 @@ impl UdpLink {
         addr: &str,
         tls: &ClientTls,
         user: &str,
-        password: &Password,
+        credential: &Credential,
     ) -> Result<UdpLink> {
-        let (grant, server) = udp_grant(addr, tls, user, password).await?;
+        let (grant, server) = udp_grant(addr, tls, user, credential).await?;
         let local = if server.is_ipv4() {
             "0.0.0.0:0"
         } else {
@@ -93,7 +93,7 @@ impl UdpLink {
             addr: addr.to_owned(),
             tls: tls.clone(),
             user: user.to_owned(),
-            password: password.clone(),
+            credential: credential.clone(),
             rooms: Vec::new(),
             buf: vec![0; MAX_DATAGRAM + 1],
             out: Vec::with_capacity(MAX_DATAGRAM),
@@ -212,7 +212,8 @@ impl UdpLink {
             return Ok(());
         }
         tracing::info!("the UDP session expired; taking a new one");
-        let (grant, server) = udp_grant(&self.addr, &self.tls, &self.user, &self.password).await?;
+        let (grant, server) =
+            udp_grant(&self.addr, &self.tls, &self.user, &self.credential).await?;
         if server != self.server {
             // Another replica granted it (behind a load balancer).
             self.socket

@@ -95,6 +95,7 @@ pub(super) async fn run(
     gate: LoginGate,
 ) {
     let limits = server.config.limits.clone();
+    let binding = stream.channel_binding();
     let (rd, wr) = tokio::io::split(stream);
     let (tx, rx) = outbox(server.config.member_queue.max(1));
     let kill = CancellationToken::new();
@@ -109,7 +110,8 @@ pub(super) async fn run(
         server.config.max_login_attempts,
         limits.login_timeout,
     )
-    .holding(gate);
+    .holding(gate)
+    .bound_to(binding);
     let mut s = Session {
         server,
         peer,

@@ -43,6 +43,7 @@ async fn try_login(conn: &mut RawConn, password: &str) -> ChatReply {
     let login = ChatRequest::Login(Login {
         user: "alice".into(),
         password: Password::new(password),
+        key: None,
     });
     raw_ask(conn, login).await
 }

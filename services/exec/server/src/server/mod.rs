@@ -137,7 +137,7 @@ impl Handler for ExecServer {
         shutdown: CancellationToken,
         gate: LoginGate,
     ) {
-        session::run(self, Box::new(stream), peer, shutdown, gate).await;
+        session::run(self, stream, peer, shutdown, gate).await;
     }
 }
 

@@ -8,6 +8,7 @@ mod batch;
 mod transfer;
 
 use futures_util::{SinkExt, StreamExt};
+use wharf_client::Credential;
 use wharf_client::session::Session;
 use wharf_client::session::open_session;
 use wharf_client::tls::ClientTls;
@@ -49,6 +50,9 @@ pub enum ClientError {
     /// A reply that does not fit the request.
     #[error("unexpected reply from the server: {0}")]
     Unexpected(String),
+    /// The key to log in with could not sign.
+    #[error("{0}")]
+    Key(#[source] wharf_client::identity::IdentityError),
     /// A local file could not be read or written.
     #[error("{context}: {source}")]
     Local {
@@ -142,10 +146,11 @@ impl Client {
         addr: &str,
         tls: &ClientTls,
         user: &str,
-        password: &Password,
+        credential: impl Into<Credential>,
     ) -> Result<Client> {
+        let credential = &credential.into();
         let client = format!("wharf-ftp/{}", env!("CARGO_PKG_VERSION"));
-        let (conn, _) = open_session(addr, "wharf-ftpd", &client, tls, user, password).await?;
+        let (conn, _) = open_session(addr, "wharf-ftpd", &client, tls, user, credential).await?;
         Ok(Client {
             conn,
             user: user.to_owned(),

@@ -75,7 +75,8 @@ pub(super) async fn run(
         server.config.max_login_attempts,
         limits.login_timeout,
     )
-    .holding(gate);
+    .holding(gate)
+    .bound_to(stream.channel_binding());
     let mut s = Session {
         wire: Wire::new(stream, limits.idle_timeout),
         server,

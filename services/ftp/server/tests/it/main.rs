@@ -5,6 +5,7 @@ mod cli;
 mod common;
 mod digests;
 mod files;
+mod keys;
 mod replicas;
 mod resume;
 mod robustness;

@@ -22,6 +22,7 @@ fn login(user: &str, password: &str) -> Option<CommonRequest> {
     Some(CommonRequest::Login(Login {
         user: user.into(),
         password: Password::new(password),
+        key: None,
     }))
 }
 

@@ -14,15 +14,16 @@ use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use tokio::io::AsyncBufReadExt;
 use wharf_chat::client::{ChatClient, Event};
+use wharf_client::Credential;
 use wharf_client::cli::ClientFields;
 use wharf_client::cli::client_user;
 use wharf_client::cli::log_in;
 use wharf_client::cli::parse_client;
 use wharf_client::cli::run_main;
+use wharf_client::cli::{LoginArgs, current_password};
 use wharf_client::editor::Printer;
 use wharf_client::tls::ClientTls;
 use wharf_client::tls::ClientTlsArgs;
-use wharf_core::Password;
 use wharf_proto::chat::{ChatMessage, PresenceChange};
 
 const AFTER_HELP: &str = "\
@@ -34,7 +35,9 @@ Ctrl-R recall earlier lines, Tab completes commands, rooms and names; a lost
 connection is made again (1 s, 2 s, 4 s... up to 30 s apart), the rooms rejoined
 and the messages missed meanwhile shown.
 It also reads standard input when it is not a terminal, so scripts can pipe into it.
-The password comes from WHARF_PASSWORD when set, else it is asked for.
+It logs in by key (--identity, ssh-agent, ~/.ssh/id_ed25519) when the user has
+one (admin-cli user key add); else the password comes from WHARF_PASSWORD when
+set, or is asked for.
 Exit status: 0; 1 when a line failed (piped) or the session could not go on.
 
 Examples:
@@ -63,6 +66,8 @@ struct Args {
     udp: bool,
     #[command(flatten)]
     tls: ClientTlsArgs,
+    #[command(flatten)]
+    login: LoginArgs,
     #[command(flatten)]
     docs: wharf_core::cli::DocsArgs,
     #[command(subcommand)]
@@ -117,7 +122,7 @@ pub struct Login {
     server: String,
     tls: ClientTls,
     user: String,
-    password: Password,
+    credential: Credential,
     udp: bool,
 }
 
@@ -127,7 +132,7 @@ impl Login {
             &self.server,
             &self.tls,
             &self.user,
-            &self.password,
+            &self.credential,
             self.udp,
         )
         .await
@@ -140,13 +145,13 @@ async fn connect_as(
     server: &str,
     tls: &ClientTls,
     user: &str,
-    password: &Password,
+    credential: &Credential,
     udp: bool,
 ) -> Result<ChatClient, wharf_chat::client::ClientError> {
     if udp {
-        ChatClient::connect_udp(server, tls, user, password).await
+        ChatClient::connect_udp(server, tls, user, credential).await
     } else {
-        ChatClient::connect(server, tls, user, password).await
+        ChatClient::connect(server, tls, user, credential).await
     }
 }
 
@@ -154,10 +159,11 @@ async fn run(args: Args) -> Result<ExitCode> {
     let user = client_user(args.user.clone())?;
     let tls = args.tls.tls()?;
     let (server, tls_ref, name, udp) = (&args.server, &tls, &user, args.udp);
-    let (mut client, password) = log_in(
+    let (mut client, credential) = log_in(
         &user,
         &args.server,
-        |pw| async move { connect_as(server, tls_ref, name, &pw, udp).await },
+        &args.login,
+        |c| async move { connect_as(server, tls_ref, name, &c, udp).await },
         |e: &wharf_chat::client::ClientError| e.code() == Some(wharf_proto::ErrorCode::AuthFailed),
     )
     .await?;
@@ -165,7 +171,7 @@ async fn run(args: Args) -> Result<ExitCode> {
         server: args.server.clone(),
         tls,
         user,
-        password,
+        credential,
         udp: args.udp,
     };
     let mut view = View::default();
@@ -200,7 +206,7 @@ async fn run(args: Args) -> Result<ExitCode> {
             ExitCode::SUCCESS
         }
         Some(Cmd::Passwd { password_stdin }) => {
-            passwd(&mut client, &login.password, password_stdin).await?;
+            passwd(&mut client, &mut login, password_stdin).await?;
             eprintln!(
                 "password changed for {}; use the new one from the next login on",
                 login.user
@@ -235,14 +241,19 @@ async fn run(args: Args) -> Result<ExitCode> {
     Ok(code)
 }
 
-/// Changes the password from `old`; returns the new one.
-pub async fn passwd(client: &mut ChatClient, old: &Password, from_stdin: bool) -> Result<Password> {
+/// Changes the password from the one the login took (asked for when it
+/// took a key); a later login after a lost connection takes the new one.
+pub async fn passwd(client: &mut ChatClient, login: &mut Login, from_stdin: bool) -> Result<()> {
+    let old = current_password(&login.credential, &login.user, &login.server)?;
     let new = wharf_core::cli::read_new_password(client.user(), from_stdin)?;
     client
-        .passwd(old, &new)
+        .passwd(&old, &new)
         .await
         .context("the password was not changed")?;
-    Ok(new)
+    if let Credential::Password(_) = login.credential {
+        login.credential = Credential::Password(new);
+    }
+    Ok(())
 }
 
 /// A room as typed: IRC's `#room` is Wharf's `room`.

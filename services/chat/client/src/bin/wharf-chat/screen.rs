@@ -131,9 +131,8 @@ pub async fn run(client: ChatClient, login: &mut Login) -> Result<ExitCode> {
                     _ if quit => break,
                     Some(c) if line == "/passwd" => {
                         // The editor is not reading: the terminal is free to ask.
-                        match crate::passwd(c, &login.password, false).await {
-                            Ok(new) => {
-                                login.password = new;
+                        match crate::passwd(c, login, false).await {
+                            Ok(()) => {
                                 view.note("password changed; use the new one from the next login on");
                             }
                             Err(e) => view.note(&format!("error: {}", describe(e.as_ref()))),

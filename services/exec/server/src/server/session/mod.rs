@@ -27,6 +27,7 @@ use tokio::sync::watch;
 use tokio_util::codec::FramedRead;
 use tokio_util::sync::CancellationToken;
 use wharf_core::Service;
+use wharf_core::tls::Stream;
 use wharf_proto::exec::{ExecReply, ExecRequest, MAX_STDIN_CHUNK};
 use wharf_proto::{ErrorCode, Frame, FrameCodec};
 use wharf_server::Refusal;
@@ -95,18 +96,21 @@ struct Session {
 
 pub(super) async fn run(
     server: Arc<ExecServer>,
-    conn: BoxConn,
+    stream: Stream,
     peer: SocketAddr,
     shutdown: CancellationToken,
     gate: LoginGate,
 ) {
+    let binding = stream.channel_binding();
     let opening = Opening::new(
         Service::Exec,
         "wharf-execd",
         server.config.max_login_attempts,
         server.config.limits.login_timeout,
     )
-    .holding(gate);
+    .holding(gate)
+    .bound_to(binding);
+    let conn = Box::new(stream);
     serve(server, conn, peer, shutdown, State::Opening(opening), None).await;
 }
 

@@ -4,7 +4,10 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use clap::Subcommand;
-use wharf_core::Password;
+use wharf_client::Credential;
+use wharf_client::cli::current_password;
+
+use crate::shell::Login;
 use wharf_ftp::client::{Client, TransferOptions};
 
 use crate::many::{Fetch, Plan, expand, name_of};
@@ -170,13 +173,9 @@ fn base_name(remote: &str) -> &str {
         .unwrap_or("download")
 }
 
-/// Runs `cmd`; `password` is the one logged in with (`passwd` changes it).
-pub async fn execute(
-    client: &mut Client,
-    cmd: Cmd,
-    ui: &Ui,
-    password: &mut Password,
-) -> Result<()> {
+/// Runs `cmd`; `login` is how the session logged in (`passwd` asks the
+/// password when it was a key, and changes it when it was one).
+pub async fn execute(client: &mut Client, cmd: Cmd, ui: &Ui, login: &mut Login) -> Result<()> {
     let opts = TransferOptions {
         rate_limit: ui.rate_limit,
         restart: false,
@@ -295,12 +294,15 @@ pub async fn execute(
         }
         Cmd::Passwd { password_stdin } => {
             let user = client.user().to_owned();
+            let old = current_password(&login.credential, &user, &login.server)?;
             let new = wharf_core::cli::read_new_password(&user, password_stdin)?;
             client
-                .passwd(password, &new)
+                .passwd(&old, &new)
                 .await
                 .context("the password was not changed")?;
-            *password = new;
+            if let Credential::Password(_) = login.credential {
+                login.credential = Credential::Password(new);
+            }
             eprintln!("password changed for {user}; use the new one from the next login on");
         }
         Cmd::Quota { json } => {

@@ -26,7 +26,9 @@ use crate::commands::Cmd;
 const AFTER_HELP: &str = "\
 Without a command, wharf-ftp is an interactive shell (type `help`); it also reads
 commands from standard input, one per line, so scripts can pipe into it.
-The password comes from WHARF_PASSWORD when set, else it is asked for.
+It logs in by key (--identity, ssh-agent, ~/.ssh/id_ed25519) when the user has
+one (admin-cli user key add); else the password comes from WHARF_PASSWORD when
+set, or is asked for.
 
 Examples:
   wharf-ftp --user alice put report.pdf
@@ -62,6 +64,8 @@ struct Args {
     #[command(flatten)]
     tls: ClientTlsArgs,
     #[command(flatten)]
+    login: wharf_client::cli::LoginArgs,
+    #[command(flatten)]
     docs: wharf_core::cli::DocsArgs,
     #[command(subcommand)]
     command: Option<Cmd>,
@@ -85,10 +89,11 @@ async fn run(args: Args) -> Result<ExitCode> {
     let user = client_user(args.user.clone())?;
     let tls = args.tls.tls()?;
     let (server, tls_ref, name) = (&args.server, &tls, &user);
-    let (mut client, mut password) = log_in(
+    let (mut client, credential) = log_in(
         &user,
         &args.server,
-        |pw| async move { Client::connect(server, tls_ref, name, &pw).await },
+        &args.login,
+        |c| async move { Client::connect(server, tls_ref, name, &c).await },
         |e: &wharf_ftp::client::ClientError| e.code() == Some(wharf_proto::ErrorCode::AuthFailed),
     )
     .await?;
@@ -97,12 +102,18 @@ async fn run(args: Args) -> Result<ExitCode> {
         rate_limit: args.limit_rate,
         fsync: args.fsync,
     };
+    let mut login = shell::Login {
+        server: args.server.clone(),
+        tls,
+        user,
+        credential,
+    };
     let code = match args.command {
         Some(cmd) => {
             // Ctrl-C: what was transferred is kept, and said so, as the
             // shell says it.
             tokio::select! {
-                done = commands::execute(&mut client, cmd, &ui, &mut password) => {
+                done = commands::execute(&mut client, cmd, &ui, &mut login) => {
                     done?;
                     ExitCode::SUCCESS
                 }
@@ -114,15 +125,7 @@ async fn run(args: Args) -> Result<ExitCode> {
                 }
             }
         }
-        None => {
-            let mut login = shell::Login {
-                server: args.server.clone(),
-                tls,
-                user,
-                password,
-            };
-            shell::run(&mut client, &ui, &mut login).await?
-        }
+        None => shell::run(&mut client, &ui, &mut login).await?,
     };
     let _ = client.quit().await;
     Ok(code)

@@ -142,12 +142,12 @@ pub struct Login {
     pub server: String,
     pub tls: wharf_client::tls::ClientTls,
     pub user: String,
-    pub password: wharf_proto::Password,
+    pub credential: wharf_client::Credential,
 }
 
 impl Login {
     async fn connect(&self) -> Result<Client> {
-        Client::connect(&self.server, &self.tls, &self.user, &self.password)
+        Client::connect(&self.server, &self.tls, &self.user, &self.credential)
             .await
             .map_err(|e| anyhow::Error::new(e).context("cannot log in again"))
     }
@@ -316,7 +316,7 @@ pub async fn run(client: &mut Client, ui: &Ui, login: &mut Login) -> Result<Exit
             },
             ShellCmd::Cmd(cmd) => {
                 let cancelled = tokio::select! {
-                    result = execute(client, cmd, ui, &mut login.password) => Err(result),
+                    result = execute(client, cmd, ui, login) => Err(result),
                     _ = tokio::signal::ctrl_c() => Ok(()),
                 };
                 match cancelled {
