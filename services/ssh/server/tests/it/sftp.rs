@@ -122,6 +122,63 @@ async fn over_the_quota_an_upload_is_refused_in_wharfs_words_and_nothing_shows()
 }
 
 #[tokio::test]
+async fn small_files_are_stored_whole_and_past_the_quota_leave_nothing_on_the_books() {
+    let srv = spawn().await;
+    let alice = srv.add_user("alice", Some(100_000), "ftp").await;
+    let key = srv.give_key("alice").await;
+    let here = local();
+    for (name, size) in [("a.bin", 30_000), ("b.bin", 30_000), ("c.bin", 60_000)] {
+        std::fs::write(here.path().join(name), data(size, 7)).expect("local file");
+    }
+    // a and b fit (60 kB); c (60 kB more) does not, and is not kept.
+    let out = srv
+        .sftp(
+            "alice",
+            None,
+            "put a.bin\nput b.bin\nput c.bin\n",
+            here.path(),
+        )
+        .await;
+    assert!(
+        text(&out.stderr).contains("over quota"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert_eq!(
+        std::fs::read(alice.home.join("a.bin")).expect("a"),
+        data(30_000, 7)
+    );
+    assert!(alice.home.join("b.bin").exists());
+    assert!(!alice.home.join("c.bin").exists(), "nothing visible");
+    let user = srv.store.require_user("alice").await.expect("alice");
+    assert_eq!(
+        (
+            user.used_bytes,
+            user.reserved_bytes,
+            user.file_count,
+            user.reserved_files
+        ),
+        (60_000, 0, 2, 0)
+    );
+    // Replacing a file takes only its growth: a.bin again, larger, fits.
+    std::fs::write(here.path().join("a.bin"), data(60_000, 8)).expect("local file");
+    let out = srv.sftp("alice", None, "put a.bin\n", here.path()).await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let user = srv.store.require_user("alice").await.expect("alice");
+    assert_eq!((user.used_bytes, user.reserved_bytes), (90_000, 0));
+    let recorded = srv
+        .store
+        .recent_transfers("alice", 0, 10)
+        .await
+        .expect("transfers");
+    assert!(
+        recorded.iter().any(|t| t.path == "/a.bin"
+            && t.md5.as_deref() == Some(wharf_core::transfer::md5_hex(&data(60_000, 8)).as_str())),
+        "{recorded:?}"
+    );
+}
+
+#[tokio::test]
 async fn paths_out_of_the_home_are_refused() {
     let srv = spawn().await;
     let alice = srv.add_user("alice", None, "ftp").await;

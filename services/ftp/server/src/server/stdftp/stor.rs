@@ -69,11 +69,183 @@ pub(super) async fn stor<R: tokio::io::AsyncRead + Unpin>(
     store: &Store,
     user: &FtpUser,
     v: VPath,
-    mut input: R,
+    input: R,
     start_pos: u64,
 ) -> Result<u64, FtpError> {
-    let uid = user.user.id;
+    use tokio::io::AsyncReadExt;
     let started = std::time::Instant::now();
+    if start_pos > 0 {
+        return stor_stream(store, user, v, input, start_pos, started).await;
+    }
+    // The first chunk is read before anything is set up: an upload that
+    // ends within it (most files) is stored in one go, its exact size
+    // reserved once.
+    let mut input = input;
+    let mut first = vec![0u8; STOR_CHUNK];
+    let (n, broke) = fill(&mut input, &mut first).await;
+    first.truncate(n);
+    match broke {
+        None if n < STOR_CHUNK => stor_whole(store, user, v, first, started).await,
+        broke => {
+            let rest = Broken(broke);
+            let input = std::io::Cursor::new(first).chain(rest.or(input));
+            stor_stream(store, user, v, input, 0, started).await
+        }
+    }
+}
+
+/// What follows the first chunk: the error that cut it short, or the rest
+/// of the input.
+struct Broken(Option<std::io::Error>);
+
+impl Broken {
+    fn or<R: tokio::io::AsyncRead + Unpin>(self, input: R) -> AfterFirst<R> {
+        AfterFirst {
+            error: self.0,
+            input,
+        }
+    }
+}
+
+/// The input after its first chunk: the error that ended it, if one did,
+/// else the rest.
+struct AfterFirst<R> {
+    error: Option<std::io::Error>,
+    input: R,
+}
+
+impl<R: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for AfterFirst<R> {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        if let Some(e) = self.error.take() {
+            return std::task::Poll::Ready(Err(e));
+        }
+        std::pin::Pin::new(&mut self.input).poll_read(cx, buf)
+    }
+}
+
+/// An upload whole in hand (`data`): its exact size reserved, then written,
+/// hashed, synced and put in place in one step, and committed: two trips to
+/// the database and two to the blocking pool, where a streamed upload takes
+/// several of each.
+async fn stor_whole(
+    store: &Store,
+    user: &FtpUser,
+    v: VPath,
+    data: Vec<u8>,
+    started: std::time::Instant,
+) -> Result<u64, FtpError> {
+    let uid = user.user.id;
+    let size = data.len() as u64;
+    let (jail, target) = (user.jail.clone(), v.clone());
+    let (replacing, found) = blocking(move || {
+        let replacing = jail.replace_credit(replaced_size(&jail, &target)?);
+        Ok((replacing, Partial::find_streamed(&jail, &target)?))
+    })
+    .await?;
+    if let Some((partial, held)) = found {
+        // A new STOR of the same path: the interrupted one goes.
+        blocking(move || partial.remove()).await?;
+        store.release(uid, held, 1).await?;
+    }
+    store
+        .reserve(
+            uid,
+            Need {
+                bytes: size,
+                files: 1,
+                replacing: replacing.unwrap_or(0),
+                replacing_files: u64::from(replacing.is_some()),
+            },
+        )
+        .await?;
+    let partial = Partial::streamed(&user.jail, size, &v);
+    let (p, target) = (partial.clone(), v.clone());
+    // Err(_, true): the file was put in place, but its directory could not
+    // be synced.
+    let stored = blocking(move || {
+        use std::io::Write;
+        let Some(mut file) = p.create(&target)? else {
+            return Ok(Err((
+                FtpError::refuse(
+                    ErrorCode::Busy,
+                    format!("another upload of {target} is in progress; wait for it to finish"),
+                ),
+                false,
+            )));
+        };
+        // From here on the partial is this upload's own: on a failure
+        // before it is in place, it goes.
+        let written = file
+            .write_all(&data)
+            .and_then(|()| file.sync_data())
+            .map_err(|e| FtpError::io(format!("store {target}"), e));
+        let placed = written.and_then(|()| {
+            let version = file.metadata().ok().map(|m| FileVersion::of(&m));
+            let (dir, replaced) = p.rename_into_place(&target)?;
+            Ok((dir, replaced, version))
+        });
+        let (dir, replaced, version) = match placed {
+            Ok(placed) => placed,
+            Err(e) => {
+                drop(file);
+                let _ = p.remove();
+                return Ok(Err((e, false)));
+            }
+        };
+        if let Err(e) = rustix::fs::fsync(&dir) {
+            let e = FtpError::io(format!("sync the directory of {target}"), e.into());
+            return Ok(Err((e, true)));
+        }
+        let mut md5 = Md5::new();
+        md5.update(&data);
+        Ok(Ok((wharf_core::transfer::hex(md5), replaced, version)))
+    })
+    .await;
+    let record = |ok: bool, md5: Option<String>| TransferRecord {
+        user_id: uid,
+        direction: Direction::Up,
+        path: v.to_string(),
+        bytes: if ok { size } else { 0 },
+        md5,
+        ok,
+        duration: started.elapsed(),
+    };
+    let (e, placed) = match stored {
+        Ok(Ok((md5, replaced, version))) => {
+            let commit = commit_of(size, replaced.as_ref(), record(true, Some(md5)), version);
+            store.commit_uploads(&[commit]).await?;
+            tracing::info!(user = %user.user.name, path = %v, bytes = size, via = user.door, "upload stored");
+            return Ok(size);
+        }
+        Ok(Err(failed)) => failed,
+        Err(e) => (e, false),
+    };
+    // Not in place: the reservation goes with the partial. In place but
+    // not durable: it stays held until the partials' sweep and the next
+    // usage scan settle it.
+    if !placed {
+        store.release(uid, size, 1).await?;
+    }
+    if let Err(e) = store.record_transfer(&record(false, None)).await {
+        tracing::warn!(error = %e, "cannot record a transfer");
+    }
+    Err(e)
+}
+
+/// An upload streamed to its partial (see [`stor`]).
+async fn stor_stream<R: tokio::io::AsyncRead + Unpin>(
+    store: &Store,
+    user: &FtpUser,
+    v: VPath,
+    mut input: R,
+    start_pos: u64,
+    started: std::time::Instant,
+) -> Result<u64, FtpError> {
+    let uid = user.user.id;
     let mut up = prepare_stream(store, user, &v, start_pos).await?;
     // Two buffers: the next chunk is read from the client while the one
     // before is written and hashed.
@@ -186,10 +358,6 @@ pub(super) async fn stor<R: tokio::io::AsyncRead + Unpin>(
         return Err(e);
     }
     let written = up.written;
-    if up.held > written {
-        store.release(uid, up.held - written, 0).await?;
-        up.held = written;
-    }
     let md5 = up.md5.take().map(wharf_core::transfer::hex);
     let (partial, file, target) = (up.partial.clone(), up.file.take(), v.clone());
     let (replaced, version) = blocking(move || {
@@ -204,7 +372,9 @@ pub(super) async fn stor<R: tokio::io::AsyncRead + Unpin>(
         Ok((replaced, version))
     })
     .await?;
-    let commit = commit_of(written, replaced.as_ref(), record(true, md5), version);
+    let mut commit = commit_of(written, replaced.as_ref(), record(true, md5), version);
+    // What it held ahead of what it wrote is let go in the same step.
+    commit.reserved = up.held;
     store.commit_uploads(&[commit]).await?;
     tracing::info!(user = %user.user.name, path = %v, bytes = written, via = user.door, "upload stored");
     Ok(written - start_pos)
