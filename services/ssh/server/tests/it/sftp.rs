@@ -125,7 +125,6 @@ async fn over_the_quota_an_upload_is_refused_in_wharfs_words_and_nothing_shows()
 async fn small_files_are_stored_whole_and_past_the_quota_leave_nothing_on_the_books() {
     let srv = spawn().await;
     let alice = srv.add_user("alice", Some(100_000), "ftp").await;
-    let key = srv.give_key("alice").await;
     let here = local();
     for (name, size) in [("a.bin", 30_000), ("b.bin", 30_000), ("c.bin", 60_000)] {
         std::fs::write(here.path().join(name), data(size, 7)).expect("local file");
