@@ -188,6 +188,21 @@ impl Store {
         Ok(())
     }
 
+    /// Records the md5 of `user_id`'s latest upload of `path`, hashed
+    /// after it was stored.
+    pub async fn set_upload_md5(&self, user_id: i64, path: &str, md5: &str) -> Result<()> {
+        sqlx::query(
+            "UPDATE transfers SET md5 = $1 WHERE id = (SELECT MAX(id) FROM transfers \
+             WHERE user_id = $2 AND path = $3 AND direction = 'up' AND ok = 1) AND md5 IS NULL",
+        )
+        .bind(md5)
+        .bind(user_id)
+        .bind(path)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
     /// The latest `limit` transfers of `name` since `since` (unix ms),
     /// newest first.
     pub async fn recent_transfers(

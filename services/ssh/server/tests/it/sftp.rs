@@ -178,6 +178,50 @@ async fn small_files_are_stored_whole_and_past_the_quota_leave_nothing_on_the_bo
 }
 
 #[tokio::test]
+async fn a_streamed_upload_gets_its_md5_recorded_after_it_is_stored() {
+    let srv = spawn().await;
+    let alice = srv.add_user("alice", None, "ftp").await;
+    let key = srv.give_key("alice").await;
+    let here = local();
+    let body = data(3 << 20, 4);
+    std::fs::write(here.path().join("big.bin"), &body).expect("local file");
+    let out = srv
+        .sftp("alice", Some(&key), "put big.bin\n", here.path())
+        .await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let md5 = wharf_core::transfer::md5_hex(&body);
+    let meta = std::fs::metadata(alice.home.join("big.bin")).expect("stored");
+    let version = wharf_store::db::FileVersion::of(&meta);
+    let mut known = None;
+    for _ in 0..100 {
+        known = srv
+            .store
+            .known_md5(alice.id, &version)
+            .await
+            .expect("digests");
+        if known.is_some() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        known.as_deref(),
+        Some(md5.as_str()),
+        "the md5 is recorded for downloads"
+    );
+    let recorded = srv
+        .store
+        .recent_transfers("alice", 0, 10)
+        .await
+        .expect("transfers");
+    assert_eq!(
+        recorded[0].md5.as_deref(),
+        Some(md5.as_str()),
+        "{recorded:?}"
+    );
+}
+
+#[tokio::test]
 async fn paths_out_of_the_home_are_refused() {
     let srv = spawn().await;
     let alice = srv.add_user("alice", None, "ftp").await;

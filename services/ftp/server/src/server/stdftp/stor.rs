@@ -184,8 +184,9 @@ async fn stor_whole(
             .and_then(|()| file.sync_data())
             .map_err(|e| FtpError::io(format!("store {target}"), e));
         let placed = written.and_then(|()| {
-            let version = file.metadata().ok().map(|m| FileVersion::of(&m));
             let (dir, replaced) = p.rename_into_place(&target)?;
+            // The version as it is in place (the rename changed its ctime).
+            let version = file.metadata().ok().map(|m| FileVersion::of(&m));
             Ok((dir, replaced, version))
         });
         let (dir, replaced, version) = match placed {
@@ -360,24 +361,65 @@ async fn stor_stream<R: tokio::io::AsyncRead + Unpin>(
     let written = up.written;
     let md5 = up.md5.take().map(wharf_core::transfer::hex);
     let (partial, file, target) = (up.partial.clone(), up.file.take(), v.clone());
-    let (replaced, version) = blocking(move || {
+    let (replaced, version, file) = blocking(move || {
         let file = file
             .ok_or_else(|| FtpError::closing(ErrorCode::BadRequest, "the upload lost its file"))?;
         file.sync_data()
             .map_err(|e| FtpError::io(format!("sync {target}"), e))?;
-        let version = file.metadata().ok().map(|m| FileVersion::of(&m));
         let (dir, replaced) = partial.rename_into_place(&target)?;
+        // The version as it is in place (the rename changed its ctime).
+        let version = file.metadata().ok().map(|m| FileVersion::of(&m));
         rustix::fs::fsync(&dir)
             .map_err(|e| FtpError::io(format!("sync the directory of {target}"), e.into()))?;
-        Ok((replaced, version))
+        Ok((replaced, version, file))
     })
     .await?;
+    let hashed = md5.is_some();
     let mut commit = commit_of(written, replaced.as_ref(), record(true, md5), version);
     // What it held ahead of what it wrote is let go in the same step.
     commit.reserved = up.held;
     store.commit_uploads(&[commit]).await?;
     tracing::info!(user = %user.user.name, path = %v, bytes = written, via = user.door, "upload stored");
+    if !hashed {
+        hash_later(store.clone(), uid, v.to_string(), file);
+    }
     Ok(written - start_pos)
+}
+
+/// Hashes an upload now in place, through its own descriptor (from the
+/// page cache, where it was just written), and records its md5 for
+/// downloads and in the transfer log, unless the file changed meanwhile.
+/// The client does not wait for it: a streamed upload's md5 costs as much
+/// CPU as the rest of the transfer, and no client of standard FTP or SFTP
+/// asks for it. A download that comes first hashes as it sends, as for a
+/// file a command wrote.
+fn hash_later(store: Store, uid: i64, path: String, file: std::fs::File) {
+    tokio::spawn(async move {
+        let hashed = blocking(move || {
+            use std::io::{Seek, SeekFrom};
+            let mut file = file;
+            let io = |e| FtpError::io("hash an upload", e);
+            let version = file.metadata().map(|m| FileVersion::of(&m)).map_err(io)?;
+            file.seek(SeekFrom::Start(0)).map_err(io)?;
+            let md5 = wharf_core::transfer::hash_prefix(&mut file, version.size).map_err(io)?;
+            let now = file.metadata().map(|m| FileVersion::of(&m)).map_err(io)?;
+            Ok((wharf_core::transfer::hex(md5), version, now))
+        })
+        .await;
+        match hashed {
+            Ok((md5, version, now)) if now == version => {
+                let recorded = match store.remember_md5(uid, &version, &md5).await {
+                    Ok(()) => store.set_upload_md5(uid, &path, &md5).await,
+                    Err(e) => Err(e),
+                };
+                if let Err(e) = recorded {
+                    tracing::warn!(%path, error = %e, "cannot record an upload's md5");
+                }
+            }
+            Ok(_) => tracing::debug!(%path, "changed before it was hashed: no md5 recorded"),
+            Err(e) => tracing::warn!(%path, error = %e, "cannot hash an upload"),
+        }
+    });
 }
 
 /// Finds or starts the partial of `v`: `start_pos` 0 starts anew (an
@@ -470,7 +512,8 @@ async fn prepare_stream(
         file: Some(file),
         held: 0,
         written: 0,
-        md5: Some(Md5::new()),
+        // Hashed once in place, off the transfer's path (see `hash_later`).
+        md5: None,
         replacing,
     })
 }
