@@ -12,7 +12,9 @@
 # throwaway vsftpd (plain FTP, anonymous uploads into a scratch directory),
 # and the same two clients against Wharf's standard FTP listener (plain FTP
 # on loopback, as vsftpd here);
-# ssh with a ControlMaster connection for remote commands; and ngircd for
+# ssh with a ControlMaster connection for remote commands (OpenSSH's as a
+# user whose shell is /bin/sh, made if missing: wharf-peer; Wharf's SSH
+# door's in its sandbox); and ngircd for
 # chat, through `cargo bench -p wharf-chatd --bench fanout` (its "beside
 # ngircd" part). Missing packages are installed (apt-get); every server
 # listens on 127.0.0.1 only and is stopped at the end. Wharf runs with TLS
@@ -54,6 +56,19 @@ free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",
 now() { date +%s.%N; }
 # runs "$@" with output discarded; prints the seconds it took
 timed() { local t0 t1; t0=$(now); "$@" >/dev/null 2>&1 || { echo "failed: $*" >&2; exit 1; }; t1=$(now); echo "$t1 - $t0" | bc -l; }
+# Waits until the daemon named $1 is idle (an upload's md5 is taken after
+# it is stored, in the background): the next contender gets the machine.
+settle() {
+  local pid a b
+  pid=$(pgrep -n -f "$B/$1" || true)
+  [ -n "$pid" ] || return 0
+  for _ in $(seq 150); do
+    a=$(awk '{print $14 + $15}' "/proc/$pid/stat")
+    sleep 0.2
+    b=$(awk '{print $14 + $15}' "/proc/$pid/stat")
+    [ $((b - a)) -le 1 ] && return 0
+  done
+}
 median() { sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 
 # --- a throwaway sshd -------------------------------------------------------
@@ -79,6 +94,11 @@ CFG
 SSHO=(-F none -i "$W/ssh/client" -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o BatchMode=yes -o LogLevel=ERROR)
 for _ in $(seq 50); do ssh "${SSHO[@]}" -p "$SSH_PORT" root@127.0.0.1 true 2>/dev/null && break; sleep 0.1; done
 CM=(-o ControlMaster=auto -o "ControlPath=$W/ssh/cm" -o ControlPersist=60)
+CMW=(-o ControlMaster=auto -o "ControlPath=$W/ssh/cmw" -o ControlPersist=60)
+# Commands run by OpenSSH as a user whose login shell is /bin/sh and who has
+# no profile (root's .bashrc made each command cost 74-120 ms more).
+id wharf-peer >/dev/null 2>&1 \
+  || useradd --system --no-create-home --home-dir /nonexistent --shell /bin/sh wharf-peer
 
 # --- a throwaway vsftpd -----------------------------------------------------
 # Anonymous, into $W/vsftpd/up (vsftpd refuses a writable anonymous root).
@@ -162,6 +182,7 @@ for r in $(seq "$ROUNDS"); do
   add curl_up "$(timed curl -sS -T "$W/local/big.bin" "$VS/up/big.bin")"
   "${WF[@]}" rm std.bin >/dev/null 2>&1 || true
   add curl_wharf_up "$(timed curl -sS -T "$W/local/big.bin" "$WS_URL/std.bin")"
+  settle wharf-ftpd
   rm -f "$W/down.bin"
   add scp_down "$(timed scp "${SSHO[@]}" -P "$SSH_PORT" "root@127.0.0.1:$W/remote/big.bin" "$W/down.bin")"
   rm -f "$W/down.bin"
@@ -184,6 +205,7 @@ for r in $(seq "$ROUNDS"); do
   rm -f "$W/remote/big.bin"
   add sftp_put_openssh "$(timed "${SFTP[@]}" -P "$SSH_PORT" -b "$W/sftp-put.batch" "root@127.0.0.1:$W/remote")"
   add sftp_put_wharf "$(timed "${SFTP[@]}" -P "$WSSH_PORT" -b "$W/sftp-put.batch" "bench@127.0.0.1:/")"
+  settle wharf-sshd
   rm -f "$W/down.bin"
   add sftp_get_openssh "$(timed "${SFTP[@]}" -P "$SSH_PORT" -b "$W/sftp-get.batch" "root@127.0.0.1:$W/remote")"
   rm -f "$W/down.bin"
@@ -193,13 +215,17 @@ for r in $(seq "$ROUNDS"); do
   add sftp_small_openssh "$(timed "${SFTP[@]}" -P "$SSH_PORT" -b "$W/sftp.batch" "root@127.0.0.1:$W/remote/small2")"
   { echo "mkdir ssh-small$r"; echo "cd ssh-small$r"; cat "$W/sftp.batch"; } > "$W/sftp-wharf.batch"
   add sftp_small_wharf "$(timed "${SFTP[@]}" -P "$WSSH_PORT" -b "$W/sftp-wharf.batch" "bench@127.0.0.1:/")"
-  ssh "${SSHO[@]}" "${CM[@]}" -p "$SSH_PORT" root@127.0.0.1 true
-  add ssh_cmds "$(timed bash -c "while read -r c; do ssh -n ${SSHO[*]} ${CM[*]} -p $SSH_PORT root@127.0.0.1 \"\$c\"; done < $W/commands")"
+  ssh "${SSHO[@]}" "${CM[@]}" -p "$SSH_PORT" wharf-peer@127.0.0.1 true
+  add ssh_cmds "$(timed bash -c "while read -r c; do ssh -n ${SSHO[*]} ${CM[*]} -p $SSH_PORT wharf-peer@127.0.0.1 \"\$c\"; done < $W/commands")"
+  # The same, multiplexed, to Wharf's SSH door (commands in the sandbox).
+  ssh "${SSHO[@]}" "${CMW[@]}" -p "$WSSH_PORT" bench@127.0.0.1 true
+  add ssh_cmds_wharf "$(timed bash -c "while read -r c; do ssh -n ${SSHO[*]} ${CMW[*]} -p $WSSH_PORT bench@127.0.0.1 \"\$c\"; done < $W/commands")"
   add wharf_cmds "$(timed bash -c "\"\$@\" < $W/commands" _ "${WX[@]}")"
-  add ssh_stream "$(timed ssh "${SSHO[@]}" "${CM[@]}" -p "$SSH_PORT" root@127.0.0.1 "head -c $BYTES /dev/zero")"
+  add ssh_stream "$(timed ssh "${SSHO[@]}" "${CM[@]}" -p "$SSH_PORT" wharf-peer@127.0.0.1 "head -c $BYTES /dev/zero")"
   add wharf_stream "$(timed "${WX[@]}" -- "head -c $BYTES /dev/zero")"
 done
-ssh "${SSHO[@]}" "${CM[@]}" -p "$SSH_PORT" -O exit root@127.0.0.1 2>/dev/null || true
+ssh "${SSHO[@]}" "${CM[@]}" -p "$SSH_PORT" -O exit wharf-peer@127.0.0.1 2>/dev/null || true
+ssh "${SSHO[@]}" "${CMW[@]}" -p "$WSSH_PORT" -O exit bench@127.0.0.1 2>/dev/null || true
 
 med() { tr ' ' '\n' <<<"${T[$1]}" | grep . | median; }
 mbs() { echo "$BYTES / $(med "$1") / 1000000" | bc -l; }
@@ -228,14 +254,14 @@ printf '| %s files of 4 KiB in one session (`put -r`, each fsynced) | %.0f files
 printf '| | | lftp mput to vsftpd %.0f files/s (no fsync) | %.2f x lftp |\n' \
   "$LS" "$(ratio "$WS" "$LS")"
 CU=$(mbs curl_wharf_up); CD=$(mbs curl_wharf_down); LW=$(per_s lftp_wharf_small "$FILES")
-printf '| standard FTP: curl put %s to Wharf (md5 kept, fsynced) | %.0f MB/s | curl to vsftpd %.0f MB/s | %.2f x vsftpd |\n' \
+printf '| standard FTP: curl put %s to Wharf (fsynced, md5 kept after) | %.0f MB/s | curl to vsftpd %.0f MB/s | %.2f x vsftpd |\n' \
   "$SIZE" "$CU" "$(mbs curl_up)" "$(ratio "$CU" "$(mbs curl_up)")"
 printf '| standard FTP: curl get %s from Wharf | %.0f MB/s | curl from vsftpd %.0f MB/s | %.2f x vsftpd |\n' \
   "$SIZE" "$CD" "$(mbs curl_down)" "$(ratio "$CD" "$(mbs curl_down)")"
 printf '| standard FTP: lftp mput %s files of 4 KiB to Wharf (each fsynced) | %.0f files/s | lftp to vsftpd %.0f files/s | %.2f x vsftpd |\n' \
   "$FILES" "$LW" "$LS" "$(ratio "$LW" "$LS")"
 SP=$(mbs sftp_put_wharf); OP=$(mbs sftp_put_openssh); SG=$(mbs sftp_get_wharf); OG=$(mbs sftp_get_openssh)
-printf '| SSH door: sftp put %s (aes128-gcm; md5 kept, fsynced) | %.0f MB/s | sftp to OpenSSH sshd %.0f MB/s | %.2f x sshd |\n' \
+printf '| SSH door: sftp put %s (aes128-gcm; fsynced, md5 kept after) | %.0f MB/s | sftp to OpenSSH sshd %.0f MB/s | %.2f x sshd |\n' \
   "$SIZE" "$SP" "$OP" "$(ratio "$SP" "$OP")"
 printf '| SSH door: sftp get %s (aes128-gcm) | %.0f MB/s | sftp from OpenSSH sshd %.0f MB/s | %.2f x sshd |\n' \
   "$SIZE" "$SG" "$OG" "$(ratio "$SG" "$OG")"
@@ -245,6 +271,9 @@ printf '| SSH door: sftp put of %s files of 4 KiB (each fsynced) | %.0f files/s 
 WC=$(ms_each wharf_cmds "$COMMANDS"); SC=$(ms_each ssh_cmds "$COMMANDS")
 printf '| exec per command on one connection | %.2f ms | ssh ControlMaster %.2f ms | %.2f x the time |\n' \
   "$WC" "$SC" "$(ratio "$WC" "$SC")"
+WSC=$(ms_each ssh_cmds_wharf "$COMMANDS")
+printf '| SSH door: `ssh host true`, multiplexed (ControlMaster), in the sandbox | %.2f ms | to OpenSSH sshd %.2f ms | %.2f x the time |\n' \
+  "$WSC" "$SC" "$(ratio "$WSC" "$SC")"
 WT=$(mbs wharf_stream); ST=$(mbs ssh_stream)
 printf '| exec streaming `head -c %s` | %.0f MB/s | ssh %.0f MB/s | %.2f x |\n' \
   "$SIZE" "$WT" "$ST" "$(ratio "$WT" "$ST")"
