@@ -99,6 +99,10 @@ CMW=(-o ControlMaster=auto -o "ControlPath=$W/ssh/cmw" -o ControlPersist=60)
 # no profile (root's .bashrc made each command cost 74-120 ms more).
 id wharf-peer >/dev/null 2>&1 \
   || useradd --system --no-create-home --home-dir /nonexistent --shell /bin/sh wharf-peer
+# Not locked (sshd without PAM turns a locked account away), no password.
+usermod -p '*' wharf-peer
+# sshd reads the authorized keys as the user logging in.
+chmod o+x "$W" "$W/ssh"; chmod o+r "$W/ssh/authorized_keys"
 
 # --- a throwaway vsftpd -----------------------------------------------------
 # Anonymous, into $W/vsftpd/up (vsftpd refuses a writable anonymous root).

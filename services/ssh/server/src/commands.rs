@@ -173,11 +173,8 @@ impl Command {
                 }
             };
         }
-        // The session ends with its stream (the command, if still running,
-        // is killed with it).
-        drop(requests);
-        drop(replies);
-        let _ = session.await;
+        // How it ended goes to the client at once; the exec session then
+        // ends with its stream (a command still running is killed with it).
         match ended {
             Ended::Exit { status, signal } => {
                 tracing::debug!(user = %name, status, ?signal, via = "ssh", "command ended");
@@ -205,6 +202,9 @@ impl Command {
         }
         let _ = output.eof().await;
         let _ = output.close().await;
+        drop(requests);
+        drop(replies);
+        let _ = session.await;
     }
 }
 
