@@ -208,6 +208,9 @@ for r in $(seq "$ROUNDS"); do
   # sftp against OpenSSH's sshd and against Wharf's SSH door.
   rm -f "$W/remote/big.bin"
   add sftp_put_openssh "$(timed "${SFTP[@]}" -P "$SSH_PORT" -b "$W/sftp-put.batch" "root@127.0.0.1:$W/remote")"
+  # A new file on both sides (replacing one costs the file system its
+  # old blocks).
+  echo '-rm big.bin' | "${SFTP[@]}" -P "$WSSH_PORT" -b - "bench@127.0.0.1:/" >/dev/null 2>&1 || true
   add sftp_put_wharf "$(timed "${SFTP[@]}" -P "$WSSH_PORT" -b "$W/sftp-put.batch" "bench@127.0.0.1:/")"
   settle wharf-sshd
   rm -f "$W/down.bin"
