@@ -308,3 +308,66 @@ async fn a_lock_ends_a_running_command_within_seconds() {
         "{err}"
     );
 }
+
+#[tokio::test]
+async fn a_lock_ends_a_live_shell_on_a_terminal_within_seconds() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let srv = spawn_exec().await;
+    srv.add_user("alice", None, "exec").await;
+    let key = srv.give_key("alice").await;
+    let mut child = tokio::process::Command::new("ssh")
+        .args(srv.options(Some(&key)))
+        .args(["-tt", "-p", &srv.port.to_string(), "alice@127.0.0.1"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("ssh");
+    let mut stdin = child.stdin.take().expect("stdin");
+    // The typed line is echoed as typed; only the shell's output joins the
+    // two halves.
+    stdin
+        .write_all(b"echo SHELL''-IS-UP\n")
+        .await
+        .expect("typed");
+    let mut stdout = child.stdout.take().expect("stdout");
+    let mut seen = Vec::new();
+    let up = tokio::time::timeout(wharf_testkit::WAIT, async {
+        let mut buf = [0u8; 4096];
+        loop {
+            match stdout.read(&mut buf).await {
+                Ok(0) | Err(_) => return false,
+                Ok(n) => seen.extend_from_slice(&buf[..n]),
+            }
+            if String::from_utf8_lossy(&seen).contains("SHELL-IS-UP") {
+                return true;
+            }
+        }
+    })
+    .await
+    .expect("the shell answers in time");
+    assert!(up, "{}", String::from_utf8_lossy(&seen));
+    srv.store.set_locked("alice", true).await.expect("locked");
+    let started = std::time::Instant::now();
+    let status = tokio::time::timeout(Duration::from_secs(5), child.wait())
+        .await
+        .expect("ssh ends soon after the lock, its input still open")
+        .expect("status");
+    assert!(!status.success());
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+    let mut rest = String::new();
+    let _ = stdout.read_to_string(&mut rest).await;
+    let mut err = String::new();
+    let mut stderr = child.stderr.take().expect("stderr");
+    let _ = stderr.read_to_string(&mut err).await;
+    assert!(
+        format!("{rest}{err}").contains("locked"),
+        "out: {rest}\nerr: {err}"
+    );
+    drop(stdin);
+}
