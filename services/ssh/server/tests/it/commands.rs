@@ -2,8 +2,6 @@
 //! shells with and without a terminal, rsync and `scp -O`, the exec right,
 //! the quota and the administrator's word.
 
-use std::time::Duration;
-
 use crate::common::{data, spawn_exec, text};
 
 fn is_root() -> bool {
@@ -126,19 +124,9 @@ async fn on_a_terminal_a_command_sees_its_size_and_a_shell_its_new_size() {
     let srv = spawn_exec().await;
     srv.add_user("alice", None, "exec").await;
     let key = srv.give_key("alice").await;
-    let out = tokio::time::timeout(
-        wharf_testkit::WAIT * 3,
-        tokio::process::Command::new("python3")
-            .arg("-c")
-            .arg(PTY)
-            .env("PORT", srv.port.to_string())
-            .env("KEY", &key)
-            .kill_on_drop(true)
-            .output(),
-    )
-    .await
-    .expect("in time")
-    .expect("python3 with paramiko");
+    let out = srv
+        .python(PTY, &[("KEY", key.as_os_str())], wharf_testkit::WAIT * 3)
+        .await;
     let said = text(&out.stdout);
     assert!(out.status.success(), "{said}{}", text(&out.stderr));
     // A terminal turns \n into \r\n, and echoes what is typed.
@@ -286,27 +274,8 @@ async fn a_lock_ends_a_running_command_within_seconds() {
         .expect("in time")
         .expect("a line");
     assert_eq!(up.as_deref(), Some("up"));
-    srv.store.set_locked("alice", true).await.expect("locked");
-    let started = std::time::Instant::now();
-    let status = tokio::time::timeout(Duration::from_secs(5), child.wait())
-        .await
-        .expect("ssh ends soon after the lock")
-        .expect("status");
-    assert!(!status.success());
-    assert!(
-        started.elapsed() < Duration::from_secs(3),
-        "{:?}",
-        started.elapsed()
-    );
-    let mut err = String::new();
-    let mut stderr = child.stderr.take().expect("stderr");
-    tokio::io::AsyncReadExt::read_to_string(&mut stderr, &mut err)
-        .await
-        .expect("stderr");
-    assert!(
-        err.contains(r#"account "alice" is locked"#) || err.contains("alice is locked"),
-        "{err}"
-    );
+    let said = srv.lock_ends("alice", child).await;
+    assert!(said.contains(r#"account "alice" is locked"#), "{said}");
 }
 
 #[tokio::test]
@@ -348,26 +317,8 @@ async fn a_lock_ends_a_live_shell_on_a_terminal_within_seconds() {
     .await
     .expect("the shell answers in time");
     assert!(up, "{}", String::from_utf8_lossy(&seen));
-    srv.store.set_locked("alice", true).await.expect("locked");
-    let started = std::time::Instant::now();
-    let status = tokio::time::timeout(Duration::from_secs(5), child.wait())
-        .await
-        .expect("ssh ends soon after the lock, its input still open")
-        .expect("status");
-    assert!(!status.success());
-    assert!(
-        started.elapsed() < Duration::from_secs(3),
-        "{:?}",
-        started.elapsed()
-    );
-    let mut rest = String::new();
-    let _ = stdout.read_to_string(&mut rest).await;
-    let mut err = String::new();
-    let mut stderr = child.stderr.take().expect("stderr");
-    let _ = stderr.read_to_string(&mut err).await;
-    assert!(
-        format!("{rest}{err}").contains("locked"),
-        "out: {rest}\nerr: {err}"
-    );
+    child.stdout = Some(stdout);
+    let said = srv.lock_ends("alice", child).await;
+    assert!(said.contains("locked"), "{said}");
     drop(stdin);
 }

@@ -210,6 +210,54 @@ impl TestServer {
         shell.join(" ")
     }
 
+    /// `python3 -c script` (with paramiko) with this door's port in `PORT`
+    /// and `env`, within `wait`.
+    pub async fn python(
+        &self,
+        script: &str,
+        env: &[(&str, &std::ffi::OsStr)],
+        wait: std::time::Duration,
+    ) -> Output {
+        let mut cmd = Command::new("python3");
+        cmd.arg("-c")
+            .arg(script)
+            .env("PORT", self.port.to_string())
+            .kill_on_drop(true);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        tokio::time::timeout(wait, cmd.output())
+            .await
+            .expect("in time")
+            .expect("python3 with paramiko (pip install paramiko)")
+    }
+
+    /// Locks `user` and waits for `child` (an ssh of theirs) to end: within
+    /// 3 s, failed. Returns all it wrote from then on, both streams.
+    pub async fn lock_ends(&self, user: &str, mut child: tokio::process::Child) -> String {
+        use tokio::io::AsyncReadExt;
+        self.store.set_locked(user, true).await.expect("locked");
+        let started = std::time::Instant::now();
+        let status = tokio::time::timeout(std::time::Duration::from_secs(5), child.wait())
+            .await
+            .expect("ssh ends soon after the lock")
+            .expect("status");
+        assert!(!status.success());
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(3),
+            "{:?}",
+            started.elapsed()
+        );
+        let mut said = String::new();
+        if let Some(mut out) = child.stdout.take() {
+            let _ = out.read_to_string(&mut said).await;
+        }
+        if let Some(mut err) = child.stderr.take() {
+            let _ = err.read_to_string(&mut said).await;
+        }
+        said
+    }
+
     /// `scp` (over SFTP, as OpenSSH 9's) with `key`.
     pub async fn scp(&self, key: &Path, from: &str, to: &str) -> Output {
         let mut cmd = Command::new("scp");

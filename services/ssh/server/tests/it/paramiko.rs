@@ -100,19 +100,10 @@ print("then", attempt("alice", os.environ["PASSWORD"]))
 async fn wrong_ssh_passwords_count_against_the_address_for_every_service() {
     let srv = spawn().await;
     srv.add_user("alice", None, "ftp").await;
-    let out = tokio::time::timeout(
-        wharf_testkit::WAIT * 6,
-        tokio::process::Command::new("python3")
-            .arg("-c")
-            .arg(GUESSES)
-            .env("PORT", srv.port.to_string())
-            .env("PASSWORD", wharf_testkit::PW)
-            .kill_on_drop(true)
-            .output(),
-    )
-    .await
-    .expect("in time")
-    .expect("python3 with paramiko");
+    let password = std::ffi::OsStr::new(wharf_testkit::PW);
+    let out = srv
+        .python(GUESSES, &[("PASSWORD", password)], wharf_testkit::WAIT * 6)
+        .await;
     let said = text(&out.stdout);
     assert!(said.contains("guesses 10"), "{said}{}", text(&out.stderr));
     // The address is in penalty: the right password is refused too...
