@@ -192,26 +192,12 @@ impl Opening {
             )),
             (Expect::Login, None) => Step::Refuse(Refusal::not_logged_in()),
             (Expect::Login, Some(CommonRequest::Login(login))) => {
-                let attempt = match &login.key {
-                    None => {
-                        auth.authenticate(&login.user, &login.password, self.service, peer)
-                            .await
-                    }
+                // A key is checked against this connection first; then a
+                // key and a password meet the same rules.
+                let fingerprint = match &login.key {
+                    None => None,
                     Some(proof) => match self.verify_key(&login.user, proof) {
-                        Ok(fingerprint) => {
-                            let proof = wharf_store::Proof::Key {
-                                fingerprint: &fingerprint,
-                            };
-                            let service = self.service;
-                            auth.authenticate_with(
-                                &login.user,
-                                proof,
-                                service.as_str(),
-                                &[service],
-                                peer,
-                            )
-                            .await
-                        }
+                        Ok(fingerprint) => Some(fingerprint),
                         Err(refusal) => {
                             tracing::info!(%peer, user = %login.user, error = %refusal.message, how = "key", "login refused");
                             self.failures += 1;
@@ -222,7 +208,15 @@ impl Opening {
                         }
                     },
                 };
-                let by_key = login.key.is_some();
+                let proof = match &fingerprint {
+                    Some(fingerprint) => wharf_store::Proof::Key { fingerprint },
+                    None => wharf_store::Proof::Password(&login.password),
+                };
+                let by_key = fingerprint.is_some();
+                let service = self.service;
+                let attempt = auth
+                    .authenticate_with(&login.user, proof, service.as_str(), &[service], peer)
+                    .await;
                 match attempt {
                     Ok((user, lease)) => {
                         if let Some(gate) = self.gate.take() {

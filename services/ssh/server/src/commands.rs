@@ -23,7 +23,6 @@
 
 use std::net::SocketAddr;
 
-use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
 use russh::server::{Handle, Msg};
 use russh::{Channel, ChannelMsg, Sig};
@@ -222,18 +221,17 @@ enum Ended {
 async fn forward(msg: ChannelMsg, requests: &mut Requests) -> Result<(), ProtoError> {
     let send = |msg| Outbound::msg(msg);
     match msg {
-        ChannelMsg::Data { data } => {
-            for piece in data.chunks(MAX_STDIN_CHUNK as usize) {
-                let body_len = piece.len() as u64;
+        ChannelMsg::Data { mut data } => {
+            // Pieces of the packet itself, not copies.
+            while !data.is_empty() {
+                let piece = data.split_to(data.len().min(MAX_STDIN_CHUNK as usize));
                 requests
                     .feed(Outbound::Header {
                         msg: ExecRequest::Stdin,
-                        body_len,
+                        body_len: piece.len() as u64,
                     })
                     .await?;
-                requests
-                    .send(Outbound::<ExecRequest>::Body(Bytes::copy_from_slice(piece)))
-                    .await?;
+                requests.send(Outbound::<ExecRequest>::Body(piece)).await?;
             }
             Ok(())
         }

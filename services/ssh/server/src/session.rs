@@ -275,7 +275,7 @@ impl russh::server::Handler for Connection {
         match std::str::from_utf8(data) {
             Ok(command) => self.command(channel, Some(command.to_owned()), session),
             Err(_) => {
-                let why = "the command is not UTF-8 text; commands are run as text by sh -c";
+                let why = "the command is not UTF-8 text, and commands run as text by sh -c; send it in UTF-8";
                 self.refuse_command(channel, why, session)
             }
         }

@@ -86,23 +86,10 @@ pub(super) async fn stor<R: tokio::io::AsyncRead + Unpin>(
     first.truncate(n);
     match broke {
         None if n < STOR_CHUNK => stor_whole(store, user, v, first, started).await,
-        broke => {
-            let rest = Broken(broke);
-            let input = std::io::Cursor::new(first).chain(rest.or(input));
+        error => {
+            let rest = AfterFirst { error, input };
+            let input = std::io::Cursor::new(first).chain(rest);
             stor_stream(store, user, v, input, 0, started).await
-        }
-    }
-}
-
-/// What follows the first chunk: the error that cut it short, or the rest
-/// of the input.
-struct Broken(Option<std::io::Error>);
-
-impl Broken {
-    fn or<R: tokio::io::AsyncRead + Unpin>(self, input: R) -> AfterFirst<R> {
-        AfterFirst {
-            error: self.0,
-            input,
         }
     }
 }
@@ -127,6 +114,20 @@ impl<R: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for AfterFirst<R> {
     }
 }
 
+/// A new STOR of a path whose upload was interrupted: that partial goes,
+/// and the quota it held with it.
+async fn drop_interrupted(
+    store: &Store,
+    uid: i64,
+    found: Option<(Partial, u64)>,
+) -> Result<(), FtpError> {
+    if let Some((partial, held)) = found {
+        blocking(move || partial.remove()).await?;
+        store.release(uid, held, 1).await?;
+    }
+    Ok(())
+}
+
 /// An upload whole in hand (`data`): its exact size reserved, then written,
 /// hashed, synced and put in place in one step, and committed: two trips to
 /// the database and two to the blocking pool, where a streamed upload takes
@@ -146,11 +147,7 @@ async fn stor_whole(
         Ok((replacing, Partial::find_streamed(&jail, &target)?))
     })
     .await?;
-    if let Some((partial, held)) = found {
-        // A new STOR of the same path: the interrupted one goes.
-        blocking(move || partial.remove()).await?;
-        store.release(uid, held, 1).await?;
-    }
+    drop_interrupted(store, uid, found).await?;
     store
         .reserve(
             uid,
@@ -470,12 +467,7 @@ async fn prepare_stream(
             replacing,
         });
     }
-    if let Some((partial, held)) = found {
-        // A new STOR of the same path: the interrupted one goes.
-        let p = partial.clone();
-        blocking(move || p.remove()).await?;
-        store.release(uid, held, 1).await?;
-    }
+    drop_interrupted(store, uid, found).await?;
     // The partial is an entry of the home from the start: its bytes are
     // held as they come.
     store
