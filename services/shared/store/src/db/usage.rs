@@ -188,9 +188,20 @@ impl Store {
         Ok(())
     }
 
-    /// Records the md5 of `user_id`'s latest upload of `path`, hashed
-    /// after it was stored.
-    pub async fn set_upload_md5(&self, user_id: i64, path: &str, md5: &str) -> Result<()> {
+    /// Records `md5` as the digest of `version`, the upload of `path` by
+    /// `user_id` hashed after it was stored, both for downloads and in the
+    /// transfer log, in one step: a reader sees both or neither.
+    pub async fn record_upload_md5(
+        &self,
+        user_id: i64,
+        version: &super::digests::FileVersion,
+        path: &str,
+        md5: &str,
+    ) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        super::digests::remember(user_id, version, md5)
+            .execute(&mut *tx)
+            .await?;
         sqlx::query(
             "UPDATE transfers SET md5 = $1 WHERE id = (SELECT MAX(id) FROM transfers \
              WHERE user_id = $2 AND path = $3 AND direction = 'up' AND ok = 1) AND md5 IS NULL",
@@ -198,8 +209,9 @@ impl Store {
         .bind(md5)
         .bind(user_id)
         .bind(path)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?;
+        tx.commit().await?;
         Ok(())
     }
 

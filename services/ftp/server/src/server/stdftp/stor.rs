@@ -405,11 +405,7 @@ fn hash_later(store: Store, uid: i64, path: String, file: std::fs::File) {
         .await;
         match hashed {
             Ok((md5, version, now)) if now == version => {
-                let recorded = match store.remember_md5(uid, &version, &md5).await {
-                    Ok(()) => store.set_upload_md5(uid, &path, &md5).await,
-                    Err(e) => Err(e),
-                };
-                if let Err(e) = recorded {
+                if let Err(e) = store.record_upload_md5(uid, &version, &path, &md5).await {
                     tracing::warn!(%path, error = %e, "cannot record an upload's md5");
                 }
             }
