@@ -828,3 +828,59 @@ async fn sessions_are_counted_over_processes_and_a_silent_process_stops_counting
         assert_eq!(store.open_sessions(alice.id).await.expect("count"), 2);
     }
 }
+
+#[tokio::test]
+async fn records_written_behind_the_reply_all_land_and_a_bad_one_loses_only_itself() {
+    for env in common::envs().await {
+        let a = env
+            .add_user("alice", "correct horse", None, "ftp,exec")
+            .await;
+        let transfer = |user_id: i64, path: String| TransferRecord {
+            user_id,
+            direction: Direction::Up,
+            path,
+            bytes: 1,
+            md5: None,
+            ok: true,
+            duration: Duration::from_millis(1),
+        };
+        // Many replies at once, as many connections make them.
+        let mut tasks = tokio::task::JoinSet::new();
+        for i in 0..300 {
+            let store = env.store.clone();
+            let record = transfer(a.id, format!("/f{i}"));
+            tasks.spawn(async move { store.record_transfer(&record).await });
+        }
+        while let Some(done) = tasks.join_next().await {
+            done.expect("task").expect("queued");
+        }
+        // A record of a user deleted meanwhile cannot be written: it is
+        // dropped (and logged), the rest of its batch is not.
+        env.store
+            .record_transfer(&transfer(a.id + 1_000, "/ghost".into()))
+            .await
+            .expect("queued");
+        env.store
+            .record_exec(&ExecRecord {
+                user_id: a.id,
+                command: "true".into(),
+                exit_code: Some(0),
+                signal: None,
+                duration: Duration::from_millis(3),
+                bytes_out: 0,
+            })
+            .await
+            .expect("queued");
+        // Closing writes what is queued; another process sees all of it.
+        env.store.close().await;
+        let other = Store::open(&env.url).await.expect("reopen");
+        let rows = other
+            .recent_transfers("alice", 0, 1_000)
+            .await
+            .expect("transfers");
+        assert_eq!(rows.len(), 300);
+        let log = other.exec_log(Some("alice"), 0, 10).await.expect("log");
+        assert_eq!(log.len(), 1);
+        other.close().await;
+    }
+}

@@ -6,6 +6,7 @@
 //! differ ask [`Store::backend`]. Each back end has its own migrations
 //! (`migrations/sqlite`, `migrations/postgres`).
 
+mod behind;
 mod chat;
 mod copy;
 mod digests;
@@ -79,6 +80,8 @@ pub struct Store {
     file: Option<std::sync::Arc<Path>>,
     /// The PostgreSQL URL, for listeners on a connection of their own.
     url: Option<SecretUrl>,
+    /// Records written behind the replies that made them.
+    behind: std::sync::Arc<behind::Behind>,
 }
 
 /// A database URL that may hold a password: never printed.
@@ -155,6 +158,7 @@ impl Store {
             backend: Backend::Sqlite,
             file,
             url: None,
+            behind: std::sync::Arc::default(),
         })
     }
 
@@ -186,6 +190,7 @@ impl Store {
             backend: Backend::Postgres,
             file: None,
             url: Some(SecretUrl(std::sync::Arc::from(url))),
+            behind: std::sync::Arc::default(),
         })
     }
 
@@ -194,8 +199,10 @@ impl Store {
         self.backend
     }
 
-    /// Closes every connection (on SQLite, checkpointing the WAL).
+    /// Writes what is queued, then closes every connection (on SQLite,
+    /// checkpointing the WAL).
     pub async fn close(&self) {
+        self.settle().await;
         self.pool.close().await;
     }
 }

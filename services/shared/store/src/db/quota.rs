@@ -5,7 +5,8 @@
 
 use sqlx::Row;
 
-use super::usage::{TransferRecord, insert_transfer};
+use super::behind::Deferred;
+use super::usage::TransferRecord;
 use super::{FileVersion, Store, to_i64, to_u64};
 use crate::error::{Error, Result};
 
@@ -163,39 +164,48 @@ impl Store {
         Ok(())
     }
 
-    /// Finished uploads (one, or a batch made durable together) in one
-    /// transaction: for each, [`Store::commit`] of its reservation,
-    /// [`Store::record_transfer`], the md5 of the stored version of the
-    /// file (the record's) remembered and that of the file it replaced
-    /// forgotten. One round trip to the database for them all.
+    /// Finished uploads (one, or a batch made durable together): for each,
+    /// [`Store::commit`] of its reservation, all in one transaction (one
+    /// statement for one upload) before this returns; then, written behind
+    /// (see [`super::behind`]), [`Store::record_transfer`], the md5 of the
+    /// stored version of the file (the record's) remembered and that of
+    /// the file it replaced forgotten.
     pub async fn commit_uploads(&self, uploads: &[UploadCommit]) -> Result<()> {
-        let mut tx = self.pool.begin().await?;
-        for u in uploads {
-            let user_id = u.record.user_id;
-            if let Some((dev, ino)) = u.replaced {
-                super::digests::forget(user_id, dev, ino)
-                    .execute(&mut *tx)
-                    .await?;
-            }
+        let commit = |u: &UploadCommit| {
             sqlx::query(COMMIT)
                 .bind(to_i64(u.reserved))
                 .bind(u.added_bytes)
                 .bind(u.added_files)
-                .bind(user_id)
+                .bind(u.record.user_id)
                 .bind(to_i64(u.reserved_files))
-                .execute(&mut *tx)
-                .await?;
-            insert_transfer(&u.record).execute(&mut *tx).await?;
-            if let (Some(version), Some(md5)) = (&u.version, &u.record.md5) {
-                super::digests::remember(user_id, version, md5)
-                    .execute(&mut *tx)
-                    .await?;
+        };
+        match uploads {
+            [] => return Ok(()),
+            [one] => {
+                commit(one).execute(&self.pool).await?;
+            }
+            many => {
+                let mut tx = self.pool.begin().await?;
+                for u in many {
+                    commit(u).execute(&mut *tx).await?;
+                }
+                tx.commit().await?;
             }
         }
-        tx.commit().await?;
+        let at = wharf_core::time::now_ms();
+        let mut records = Vec::with_capacity(uploads.len() * 3);
         for u in uploads {
+            let user_id = u.record.user_id;
+            if let Some((dev, ino)) = u.replaced {
+                records.push(Deferred::Forget(user_id, dev, ino));
+            }
+            records.push(Deferred::Transfer(u.record.clone(), at));
+            if let (Some(version), Some(md5)) = (u.version, &u.record.md5) {
+                records.push(Deferred::Md5(user_id, version, md5.clone()));
+            }
             super::usage::count_transfer(&u.record);
         }
+        self.defer(records).await;
         Ok(())
     }
 

@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use sqlx::Row;
 
+use super::behind::Deferred;
 use super::{Store, to_i64, to_u64};
 use crate::error::Result;
 use wharf_core::time::{duration_ms, now_ms};
@@ -140,6 +141,7 @@ const INSERT_TRANSFER: &str = "INSERT INTO transfers (user_id, direction, path, 
 /// The statement recording `t`, ready to run on a pool or in a transaction.
 pub(super) fn insert_transfer(
     t: &TransferRecord,
+    at: i64,
 ) -> sqlx::query::Query<'_, sqlx::Any, sqlx::any::AnyArguments> {
     sqlx::query(INSERT_TRANSFER)
         .bind(t.user_id)
@@ -149,32 +151,39 @@ pub(super) fn insert_transfer(
         .bind(&t.md5)
         .bind(i64::from(t.ok))
         .bind(duration_ms(t.duration))
-        .bind(now_ms())
+        .bind(at)
+}
+
+/// The statement recording `e`, ended at `at` (unix ms).
+pub(super) fn insert_exec(
+    e: &ExecRecord,
+    at: i64,
+) -> sqlx::query::Query<'_, sqlx::Any, sqlx::any::AnyArguments> {
+    sqlx::query(
+        "INSERT INTO exec_log (user_id, command, exit_code, signal, duration_ms, bytes_out, at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7)",
+    )
+    .bind(e.user_id)
+    .bind(&e.command)
+    .bind(e.exit_code)
+    .bind(e.signal)
+    .bind(duration_ms(e.duration))
+    .bind(to_i64(e.bytes_out))
+    .bind(at)
 }
 
 impl Store {
-    /// Records a transfer.
+    /// Records a transfer (written behind: see [`super::behind`]).
     pub async fn record_transfer(&self, t: &TransferRecord) -> Result<()> {
-        insert_transfer(t).execute(&self.pool).await?;
         count_transfer(t);
+        self.defer(vec![Deferred::Transfer(t.clone(), now_ms())])
+            .await;
         Ok(())
     }
 
-    /// Records a command run.
+    /// Records a command run (written behind: see [`super::behind`]).
     pub async fn record_exec(&self, e: &ExecRecord) -> Result<()> {
-        sqlx::query(
-            "INSERT INTO exec_log (user_id, command, exit_code, signal, duration_ms, bytes_out, at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7)",
-        )
-        .bind(e.user_id)
-        .bind(&e.command)
-        .bind(e.exit_code)
-        .bind(e.signal)
-        .bind(duration_ms(e.duration))
-        .bind(to_i64(e.bytes_out))
-        .bind(now_ms())
-        .execute(&self.pool)
-        .await?;
+        self.defer(vec![Deferred::Exec(e.clone(), now_ms())]).await;
         let m = crate::metrics::metrics();
         let outcome = match (e.exit_code, e.signal) {
             (Some(0), _) => "exit_0",
@@ -190,7 +199,7 @@ impl Store {
 
     /// Records `md5` as the digest of `version`, the upload of `path` by
     /// `user_id` hashed after it was stored, both for downloads and in the
-    /// transfer log, in one step: a reader sees both or neither.
+    /// transfer log (written behind, after the upload's own record).
     pub async fn record_upload_md5(
         &self,
         user_id: i64,
@@ -198,20 +207,11 @@ impl Store {
         path: &str,
         md5: &str,
     ) -> Result<()> {
-        let mut tx = self.pool.begin().await?;
-        super::digests::remember(user_id, version, md5)
-            .execute(&mut *tx)
-            .await?;
-        sqlx::query(
-            "UPDATE transfers SET md5 = $1 WHERE id = (SELECT MAX(id) FROM transfers \
-             WHERE user_id = $2 AND path = $3 AND direction = 'up' AND ok = 1) AND md5 IS NULL",
-        )
-        .bind(md5)
-        .bind(user_id)
-        .bind(path)
-        .execute(&mut *tx)
-        .await?;
-        tx.commit().await?;
+        self.defer(vec![
+            Deferred::Md5(user_id, *version, md5.to_owned()),
+            Deferred::UploadMd5(user_id, path.to_owned(), md5.to_owned()),
+        ])
+        .await;
         Ok(())
     }
 
@@ -223,6 +223,7 @@ impl Store {
         since: i64,
         limit: u32,
     ) -> Result<Vec<TransferRow>> {
+        self.settle().await;
         let rows = sqlx::query(
             "SELECT t.direction, t.path, t.bytes, t.md5, t.ok, t.duration_ms, t.at \
              FROM transfers t JOIN users u ON u.id = t.user_id \
@@ -261,6 +262,7 @@ impl Store {
         since: i64,
         limit: u32,
     ) -> Result<Vec<ExecLogRow>> {
+        self.settle().await;
         let rows = sqlx::query(
             "SELECT u.name, e.command, e.exit_code, e.signal, e.duration_ms, e.bytes_out, e.at \
              FROM exec_log e JOIN users u ON u.id = e.user_id \
@@ -289,6 +291,7 @@ impl Store {
     /// The usage report: one row per user (or just `name`), with activity
     /// counted from `since` (unix ms; 0 for all time).
     pub async fn usage_report(&self, name: Option<&str>, since: i64) -> Result<Vec<UsageRow>> {
+        self.settle().await;
         let rows = sqlx::query(
             "SELECT u.name, u.quota_bytes, u.used_bytes, u.reserved_bytes, u.file_count, \
                u.reserved_files, u.quota_files, u.last_login_at, \

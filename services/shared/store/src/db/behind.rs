@@ -1,0 +1,185 @@
+//! Records written behind the replies that made them: the transfer log,
+//! the md5s of stored files and the command log. What a reply promises
+//! (the file in place, the quota's books) is written before it; these
+//! records only describe it, and writing them one transaction per upload
+//! or command cost more than the rest of a small upload. They are queued
+//! in order and written together, one transaction per batch, by a writer
+//! that runs while the queue is not empty.
+//!
+//! Every read of them through this [`Store`] (and [`Store::close`]) first
+//! waits for the queue to be written, so a process reads what it wrote.
+//! Another process (admin-cli) sees them a few milliseconds later. A
+//! process killed outright loses what was still queued: records, never
+//! files or quota.
+
+use std::sync::Mutex;
+use std::time::Duration;
+
+use super::Store;
+use super::digests::{FileVersion, forget, remember};
+use super::usage::{ExecRecord, TransferRecord, insert_exec, insert_transfer};
+
+/// Records queued at most; past it, a record is written before the reply
+/// (the writer cannot keep up, and memory must stay bounded).
+const MAX_QUEUED: usize = 10_000;
+
+/// How long a read waits for the queue at most (a runtime shutting down
+/// may never run the writer).
+const SETTLE_LIMIT: Duration = Duration::from_secs(5);
+
+/// One record to write.
+#[derive(Debug)]
+pub(super) enum Deferred {
+    /// A transfer, ended at `at` (unix ms).
+    Transfer(TransferRecord, i64),
+    /// The md5 of a version of a file.
+    Md5(i64, FileVersion, String),
+    /// A file replaced or removed for good: its md5 goes.
+    Forget(i64, u64, u64),
+    /// The md5 of an upload hashed after it was stored, for its transfer.
+    UploadMd5(i64, String, String),
+    /// A command run, ended at `at`.
+    Exec(ExecRecord, i64),
+}
+
+#[derive(Debug, Default)]
+struct Queue {
+    items: Vec<Deferred>,
+    /// A writer runs (and will look at `items` again before it stops).
+    writing: bool,
+}
+
+/// The queue, shared by every clone of a [`Store`].
+#[derive(Debug, Default)]
+pub(super) struct Behind {
+    queue: Mutex<Queue>,
+    /// Told when a writer stops with the queue empty.
+    idle: tokio::sync::Notify,
+}
+
+/// What became of records handed to the queue.
+enum Enqueued {
+    /// Queued; `start`: no writer runs, one must be started.
+    Queued { start: bool },
+    /// The queue is full (or unusable): they are to be written now.
+    Full(Vec<Deferred>),
+}
+
+impl Behind {
+    fn enqueue(&self, items: Vec<Deferred>) -> Enqueued {
+        let Ok(mut queue) = self.queue.lock() else {
+            return Enqueued::Full(items);
+        };
+        if queue.items.len() + items.len() > MAX_QUEUED {
+            return Enqueued::Full(items);
+        }
+        queue.items.extend(items);
+        Enqueued::Queued {
+            start: !std::mem::replace(&mut queue.writing, true),
+        }
+    }
+
+    /// What the writer writes next; `None` (the writer stops, and waiting
+    /// readers are told) once the queue is empty.
+    fn next_batch(&self) -> Option<Vec<Deferred>> {
+        let mut queue = self.queue.lock().ok()?;
+        if queue.items.is_empty() {
+            queue.writing = false;
+            drop(queue);
+            self.idle.notify_waiters();
+            return None;
+        }
+        Some(std::mem::take(&mut queue.items))
+    }
+
+    fn is_idle(&self) -> bool {
+        self.queue
+            .lock()
+            .map_or(true, |q| !q.writing && q.items.is_empty())
+    }
+}
+
+impl Store {
+    /// Queues `items`, in order, to be written behind the reply; written
+    /// now when the queue is full.
+    pub(super) async fn defer(&self, items: Vec<Deferred>) {
+        match self.behind.enqueue(items) {
+            Enqueued::Queued { start: true } => {
+                let store = self.clone();
+                tokio::spawn(async move { store.write_behind().await });
+            }
+            Enqueued::Queued { start: false } => {}
+            Enqueued::Full(items) => self.write_now(items).await,
+        }
+    }
+
+    /// Writes `items` in one transaction; if that fails, one by one, so
+    /// that one bad record (its user deleted meanwhile) loses only itself.
+    async fn write_now(&self, items: Vec<Deferred>) {
+        if items.len() > 1 && self.write_records(&items).await.is_ok() {
+            return;
+        }
+        for item in items.chunks(1) {
+            if let Err(e) = self.write_records(item).await {
+                tracing::warn!(error = %e, record = ?item, "cannot write a record of the transfer or command log");
+            }
+        }
+    }
+
+    /// The writer: batches until the queue is empty.
+    async fn write_behind(&self) {
+        while let Some(items) = self.behind.next_batch() {
+            self.write_now(items).await;
+        }
+    }
+
+    /// Waits until what was queued is written (at most [`SETTLE_LIMIT`]).
+    pub(super) async fn settle(&self) {
+        let _ = tokio::time::timeout(SETTLE_LIMIT, async {
+            loop {
+                let idle = self.behind.idle.notified();
+                tokio::pin!(idle);
+                idle.as_mut().enable();
+                if self.behind.is_idle() {
+                    return;
+                }
+                idle.await;
+            }
+        })
+        .await;
+    }
+
+    /// Writes `items` in one transaction.
+    async fn write_records(&self, items: &[Deferred]) -> crate::error::Result<()> {
+        let mut tx = self.pool.begin().await?;
+        for item in items {
+            match item {
+                Deferred::Transfer(t, at) => {
+                    insert_transfer(t, *at).execute(&mut *tx).await?;
+                }
+                Deferred::Md5(user_id, version, md5) => {
+                    remember(*user_id, version, md5).execute(&mut *tx).await?;
+                }
+                Deferred::Forget(user_id, dev, ino) => {
+                    forget(*user_id, *dev, *ino).execute(&mut *tx).await?;
+                }
+                Deferred::UploadMd5(user_id, path, md5) => {
+                    sqlx::query(
+                        "UPDATE transfers SET md5 = $1 WHERE id = (SELECT MAX(id) FROM transfers \
+                         WHERE user_id = $2 AND path = $3 AND direction = 'up' AND ok = 1) AND md5 IS NULL",
+                    )
+                    .bind(md5)
+                    .bind(*user_id)
+                    .bind(path)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                Deferred::Exec(e, at) => {
+                    insert_exec(e, *at).execute(&mut *tx).await?;
+                }
+            }
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+}
