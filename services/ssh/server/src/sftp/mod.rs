@@ -16,6 +16,7 @@ mod incoming;
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use bytes::Bytes;
 use russh_sftp::protocol::{
@@ -28,7 +29,7 @@ use tokio::task::JoinHandle;
 use unftp_core::auth::{Principal, UserDetailProvider};
 use unftp_core::storage::{Error as StorageError, ErrorKind, Metadata, StorageBackend};
 use wharf_ftpd::paths::{AboveRoot, VPath};
-use wharf_ftpd::server::stdftp::{FtpUser, WharfStorage};
+use wharf_ftpd::server::stdftp::{Durable, FtpUser, WharfStorage};
 use wharf_store::{Store, User};
 
 use self::attrs::{attributes_of, long_name};
@@ -106,6 +107,11 @@ struct Upload {
     task: Option<JoinHandle<Result<u64, StorageError>>>,
     /// The upload's end, when it ended early: said to every later write.
     failed: Option<Refused>,
+    /// The client asked for the file on disk (`fsync@openssh.com`): it is
+    /// synced before the close is answered. Without it, as with OpenSSH,
+    /// the close answers once the file has taken its name (whole, by a
+    /// rename), and the kernel writes it back in its own time.
+    durable: Arc<AtomicBool>,
 }
 
 /// A refusal as SFTP says it.
@@ -575,6 +581,7 @@ impl Session {
                 queue: None,
                 task: None,
                 failed: None,
+                durable: Arc::default(),
             }),
         )
     }
@@ -668,8 +675,11 @@ impl Session {
             // of what a cut upload or the file holds (a resume).
             let (tx, rx) = mpsc::channel(WRITE_QUEUE);
             let path = up.path.clone();
+            let durable = Durable::OnRequest(Arc::clone(&up.durable));
             up.task = Some(tokio::spawn(async move {
-                storage.put(&*user, Incoming::new(rx), path, offset).await
+                storage
+                    .put_with(&user, Incoming::new(rx), path, offset, durable)
+                    .await
             }));
             up.queue = Some(tx);
         }
@@ -701,9 +711,16 @@ impl Session {
                     // Opened and closed without a write: an empty file.
                     let (tx, rx) = mpsc::channel(1);
                     drop(tx);
+                    let durable = Durable::OnRequest(Arc::clone(&up.durable));
                     self.files
                         .storage
-                        .put(&*self.files.user, Incoming::new(rx), up.path.clone(), 0)
+                        .put_with(
+                            &self.files.user,
+                            Incoming::new(rx),
+                            up.path.clone(),
+                            0,
+                            durable,
+                        )
                         .await
                         .map_err(|e| refused(&e))?;
                     return Ok(ok(id));
@@ -735,11 +752,17 @@ impl Session {
                 Ok(ok(id))
             }
             "fsync@openssh.com" => {
-                // The upload's data is synced when it is made visible, at
-                // close; until then it is a partial, kept for a resume.
+                // An upload is a partial until its close, which makes it
+                // visible: asked here, the close syncs it first (data and
+                // folder) and answers only then. A file open for reading
+                // has nothing of the client's to sync.
                 let mut rest = data;
                 let handle = ssh_string(&mut rest)?;
-                self.path_of(&handle)?;
+                match self.handles.get(&handle) {
+                    Some(Open::Write(up)) => up.durable.store(true, Ordering::Release),
+                    Some(_) => {}
+                    None => return Err(no_handle()),
+                }
                 Ok(ok(id))
             }
             "statvfs@openssh.com" => {

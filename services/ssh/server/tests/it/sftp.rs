@@ -52,6 +52,48 @@ async fn a_key_logs_in_and_files_go_both_ways_byte_identical() {
 }
 
 #[tokio::test]
+async fn put_dash_f_asks_for_the_file_on_disk_and_gets_it_whole() {
+    // `put -f` sends fsync@openssh.com before the close: the close then
+    // syncs the file and its folder before it answers. Small (stored
+    // whole) and streamed uploads both.
+    let srv = spawn().await;
+    let alice = srv.add_user("alice", None, "ftp").await;
+    let key = srv.give_key("alice").await;
+    let here = local();
+    let (small, big) = (data(5_000, 3), data(2 << 20, 4));
+    std::fs::write(here.path().join("small.bin"), &small).expect("local file");
+    std::fs::write(here.path().join("big.bin"), &big).expect("local file");
+    let out = srv
+        .sftp(
+            "alice",
+            Some(&key),
+            "put -f small.bin\nput -f big.bin\nput small.bin again.bin\n",
+            here.path(),
+        )
+        .await;
+    assert!(
+        out.status.success(),
+        "{}{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    for (name, body) in [
+        ("small.bin", &small),
+        ("big.bin", &big),
+        ("again.bin", &small),
+    ] {
+        assert_eq!(&std::fs::read(alice.home.join(name)).expect("stored"), body);
+    }
+    let rows = srv
+        .store
+        .recent_transfers("alice", 0, 10)
+        .await
+        .expect("transfers");
+    assert_eq!(rows.len(), 3, "{rows:?}");
+    assert!(rows.iter().all(|r| r.ok), "{rows:?}");
+}
+
+#[tokio::test]
 async fn an_unknown_key_and_a_wrong_password_are_refused() {
     let srv = spawn().await;
     srv.add_user("alice", None, "ftp").await;

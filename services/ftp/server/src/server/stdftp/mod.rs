@@ -16,6 +16,7 @@ mod storage;
 
 use auth::SessionLogin;
 pub use auth::{FtpUser, WharfAuthenticator, WharfUsers};
+pub use stor::Durable;
 pub use storage::{Meta, WharfStorage};
 
 use std::fmt::Debug;

@@ -21,6 +21,27 @@ const HOLD_AHEAD: u64 = 4 << 20;
 /// Bytes read from the data connection at a time.
 const STOR_CHUNK: usize = 256 << 10;
 
+/// When an upload is synced to disk before it is answered.
+#[derive(Debug, Clone)]
+pub enum Durable {
+    /// Always: standard FTP has no way to ask, so every upload is synced
+    /// (as native uploads are).
+    Always,
+    /// When the client asked by the time the upload ends (SFTP's
+    /// `fsync@openssh.com`, `sftp put -f`): SFTP's own contract, OpenSSH's.
+    /// Either way the file takes its name whole, by a rename.
+    OnRequest(std::sync::Arc<std::sync::atomic::AtomicBool>),
+}
+
+impl Durable {
+    fn wanted(&self) -> bool {
+        match self {
+            Durable::Always => true,
+            Durable::OnRequest(asked) => asked.load(std::sync::atomic::Ordering::Acquire),
+        }
+    }
+}
+
 /// A chunk of an upload being written and hashed: gives back the file, the
 /// md5 state and the buffer.
 type WriteJob = std::pin::Pin<
@@ -71,11 +92,12 @@ pub(super) async fn stor<R: tokio::io::AsyncRead + Unpin>(
     v: VPath,
     input: R,
     start_pos: u64,
+    durable: Durable,
 ) -> Result<u64, FtpError> {
     use tokio::io::AsyncReadExt;
     let started = std::time::Instant::now();
     if start_pos > 0 {
-        return stor_stream(store, user, v, input, start_pos, started).await;
+        return stor_stream(store, user, v, input, start_pos, started, durable).await;
     }
     // The first chunk is read before anything is set up: an upload that
     // ends within it (most files) is stored in one go, its exact size
@@ -85,11 +107,11 @@ pub(super) async fn stor<R: tokio::io::AsyncRead + Unpin>(
     let (n, broke) = fill(&mut input, &mut first).await;
     first.truncate(n);
     match broke {
-        None if n < STOR_CHUNK => stor_whole(store, user, v, first, started).await,
+        None if n < STOR_CHUNK => stor_whole(store, user, v, first, started, durable).await,
         error => {
             let rest = AfterFirst { error, input };
             let input = std::io::Cursor::new(first).chain(rest);
-            stor_stream(store, user, v, input, 0, started).await
+            stor_stream(store, user, v, input, 0, started, durable).await
         }
     }
 }
@@ -138,6 +160,7 @@ async fn stor_whole(
     v: VPath,
     data: Vec<u8>,
     started: std::time::Instant,
+    durable: Durable,
 ) -> Result<u64, FtpError> {
     let uid = user.user.id;
     let size = data.len() as u64;
@@ -163,6 +186,7 @@ async fn stor_whole(
     let (p, target) = (partial.clone(), v.clone());
     // Err(_, true): the file was put in place, but its directory could not
     // be synced.
+    let sync = durable.wanted();
     let stored = blocking(move || {
         use std::io::Write;
         let Some(mut file) = p.create(&target)? else {
@@ -178,7 +202,7 @@ async fn stor_whole(
         // before it is in place, it goes.
         let written = file
             .write_all(&data)
-            .and_then(|()| file.sync_data())
+            .and_then(|()| if sync { file.sync_data() } else { Ok(()) })
             .map_err(|e| FtpError::io(format!("store {target}"), e));
         let placed = written.and_then(|()| {
             let (dir, replaced) = p.rename_into_place(&target)?;
@@ -194,7 +218,7 @@ async fn stor_whole(
                 return Ok(Err((e, false)));
             }
         };
-        if let Err(e) = rustix::fs::fsync(&dir) {
+        if sync && let Err(e) = rustix::fs::fsync(&dir) {
             let e = FtpError::io(format!("sync the directory of {target}"), e.into());
             return Ok(Err((e, true)));
         }
@@ -242,6 +266,7 @@ async fn stor_stream<R: tokio::io::AsyncRead + Unpin>(
     mut input: R,
     start_pos: u64,
     started: std::time::Instant,
+    durable: Durable,
 ) -> Result<u64, FtpError> {
     let uid = user.user.id;
     let mut up = prepare_stream(store, user, &v, start_pos).await?;
@@ -358,16 +383,21 @@ async fn stor_stream<R: tokio::io::AsyncRead + Unpin>(
     let written = up.written;
     let md5 = up.md5.take().map(wharf_core::transfer::hex);
     let (partial, file, target) = (up.partial.clone(), up.file.take(), v.clone());
+    let sync = durable.wanted();
     let (replaced, version, file) = blocking(move || {
         let file = file
             .ok_or_else(|| FtpError::closing(ErrorCode::BadRequest, "the upload lost its file"))?;
-        file.sync_data()
-            .map_err(|e| FtpError::io(format!("sync {target}"), e))?;
+        if sync {
+            file.sync_data()
+                .map_err(|e| FtpError::io(format!("sync {target}"), e))?;
+        }
         let (dir, replaced) = partial.rename_into_place(&target)?;
         // The version as it is in place (the rename changed its ctime).
         let version = file.metadata().ok().map(|m| FileVersion::of(&m));
-        rustix::fs::fsync(&dir)
-            .map_err(|e| FtpError::io(format!("sync the directory of {target}"), e.into()))?;
+        if sync {
+            rustix::fs::fsync(&dir)
+                .map_err(|e| FtpError::io(format!("sync the directory of {target}"), e.into()))?;
+        }
         Ok((replaced, version, file))
     })
     .await?;

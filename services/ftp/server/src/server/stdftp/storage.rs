@@ -17,7 +17,7 @@ use wharf_store::db::FileVersion;
 use wharf_store::db::TransferRecord;
 
 use super::auth::FtpUser;
-use super::stor::stor;
+use super::stor::{Durable, stor};
 use crate::error::FtpError;
 use crate::paths::{AboveRoot, Jail, VPath};
 use crate::server::commands::{blocking, list_with_modes, mkdir_at, mv_at, rm_at, rmdir_at};
@@ -93,6 +93,23 @@ impl WharfStorage {
     /// Storage recording in `store`.
     pub fn new(store: Store) -> Self {
         WharfStorage { store }
+    }
+
+    /// Stores an upload as `put` does, synced to disk as `durable` says
+    /// (standard FTP's `put` always syncs).
+    pub async fn put_with<P: AsRef<Path>, R: tokio::io::AsyncRead + Unpin>(
+        &self,
+        user: &FtpUser,
+        input: R,
+        path: P,
+        start_pos: u64,
+        durable: Durable,
+    ) -> unftp_core::storage::Result<u64> {
+        let v = vpath(path.as_ref())?;
+        let input = wharf_core::rate::Paced::new(input, user.rates.up.clone());
+        stor(&self.store, user, v, input, start_pos, durable)
+            .await
+            .map_err(storage_error)
     }
 }
 
@@ -344,11 +361,8 @@ impl StorageBackend<FtpUser> for WharfStorage {
         path: P,
         start_pos: u64,
     ) -> unftp_core::storage::Result<u64> {
-        let v = vpath(path.as_ref())?;
-        let input = wharf_core::rate::Paced::new(input, user.rates.up.clone());
-        stor(&self.store, user, v, input, start_pos)
+        self.put_with(user, input, path, start_pos, Durable::Always)
             .await
-            .map_err(storage_error)
     }
 
     async fn del<P: AsRef<Path> + Send + Debug>(
