@@ -219,6 +219,73 @@ async fn the_shell_reads_commands_from_a_pipe() {
 }
 
 #[tokio::test]
+async fn a_script_of_puts_is_sent_as_a_batch_and_reports_each_line() {
+    let srv = spawn().await;
+    srv.add_user("alice", Some(100_000), "ftp").await;
+    let work = srv.dir.path().join("work");
+    std::fs::create_dir_all(&work).expect("mkdir");
+    let mut script = String::from("mkdir in\n");
+    let mut expected = Vec::new();
+    for i in 0..40u8 {
+        let body = data(1_000 + usize::from(i), i.into());
+        std::fs::write(work.join(format!("f{i}")), &body).expect("write");
+        script.push_str(&format!("put f{i} in/\n"));
+        expected.push(format!(
+            "f{i} -> /in/f{i} ({} bytes, md5 {})",
+            body.len(),
+            md5_hex(&body)
+        ));
+    }
+    script.push_str("ls in\n");
+    let out = ftp(&srv.addr, &work, &[], Some(&script)).await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines[..40], expected[..], "{stdout}");
+    assert_eq!(
+        lines.len(),
+        80,
+        "the ls after the puts lists all 40: {stdout}"
+    );
+    for i in 0..40u8 {
+        let stored = std::fs::read(srv.home("alice").join(format!("in/f{i}"))).expect("stored");
+        assert_eq!(stored, data(1_000 + usize::from(i), i.into()));
+    }
+
+    // A put that fails stops the script, as its own line would have: over
+    // quota here. The line after it never runs; a put sent with it in the
+    // same batch is there, and the script says so.
+    std::fs::write(work.join("big"), data(200_000, 9)).expect("big");
+    std::fs::write(work.join("small"), b"small").expect("small");
+    let out = ftp(
+        &srv.addr,
+        &work,
+        &[],
+        Some("put small s1\n-put big b1\nput big b2\nput small s2\nmkdir after\n"),
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert_eq!(
+        err.matches("wharf-ftp: put big: ").count(),
+        2,
+        "both puts of big fail, each said once: {err}"
+    );
+    assert!(err.contains("quota"), "{err}");
+    assert!(err.contains("stopped at line 3 (put big b2)"), "{err}");
+    let home = srv.home("alice");
+    assert!(home.join("s1").exists());
+    assert!(!home.join("b1").exists() && !home.join("b2").exists());
+    assert!(!home.join("after").exists(), "the line after the stop ran");
+    assert_eq!(
+        home.join("s2").exists(),
+        err.contains("lines 4 to 4 were puts sent with line 3"),
+        "a put sent in the batch is said: {err}"
+    );
+    assert_eq!(srv.user("alice").await.reserved_bytes, 0);
+}
+
+#[tokio::test]
 async fn a_wrong_password_fails_with_one_line() {
     let srv = spawn().await;
     srv.add_user("alice", None, "ftp").await;

@@ -173,14 +173,29 @@ fn base_name(remote: &str) -> &str {
         .unwrap_or("download")
 }
 
-/// Runs `cmd`; `login` is how the session logged in (`passwd` asks the
-/// password when it was a key, and changes it when it was one).
-pub async fn execute(client: &mut Client, cmd: Cmd, ui: &Ui, login: &mut Login) -> Result<()> {
-    let opts = TransferOptions {
+/// The transfer options the command line set.
+pub fn transfer_options(ui: &Ui) -> TransferOptions {
+    TransferOptions {
         rate_limit: ui.rate_limit,
         restart: false,
         fsync: ui.fsync,
-    };
+    }
+}
+
+/// Where `put LOCAL [REMOTE]` puts LOCAL: REMOTE, or LOCAL's name in the
+/// directory REMOTE ends with a `/`, or LOCAL's name here.
+pub fn put_target(local: &std::path::Path, remote: Option<String>) -> Result<String> {
+    Ok(match remote {
+        Some(dir) if dir.ends_with('/') => format!("{dir}{}", name_of(local)?),
+        Some(r) => r,
+        None => name_of(local)?.to_owned(),
+    })
+}
+
+/// Runs `cmd`; `login` is how the session logged in (`passwd` asks the
+/// password when it was a key, and changes it when it was one).
+pub async fn execute(client: &mut Client, cmd: Cmd, ui: &Ui, login: &mut Login) -> Result<()> {
+    let opts = transfer_options(ui);
     match cmd {
         Cmd::Put {
             local,
@@ -208,11 +223,7 @@ pub async fn execute(client: &mut Client, cmd: Cmd, ui: &Ui, login: &mut Login) 
             recursive: false,
         } => {
             let opts = TransferOptions { restart, ..opts };
-            let remote = match remote {
-                Some(dir) if dir.ends_with('/') => format!("{dir}{}", name_of(&local)?),
-                Some(r) => r,
-                None => name_of(&local)?.to_owned(),
-            };
+            let remote = put_target(&local, remote)?;
             let mut bar = Bar::new(ui, &remote);
             let done = client
                 .put(&local, &remote, opts, &mut bar)

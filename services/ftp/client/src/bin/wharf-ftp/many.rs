@@ -170,6 +170,43 @@ impl Plan {
     }
 }
 
+/// Uploads `jobs` pipelined on one connection, as `mput` does, under one
+/// progress bar, and gives each its outcome, in the order of `jobs`
+/// (reported by the caller). Fails only when the connection is lost.
+pub async fn put_each(
+    client: &mut Client,
+    jobs: Vec<PutJob>,
+    opts: TransferOptions,
+    ui: &Ui,
+) -> Result<Vec<Result<Transferred, ClientError>>> {
+    let bytes = jobs
+        .iter()
+        .map(|j| std::fs::metadata(&j.local).map_or(0, |m| m.len()))
+        .sum();
+    let mut bar = Bar::new(ui, &format!("{} files", jobs.len()));
+    bar.begin(bytes, 0);
+    // A job's outcome goes to the first of its equals not yet answered (a
+    // script may put the same file twice): the server answers in order.
+    let mut waiting: Vec<Option<PutJob>> = jobs.iter().cloned().map(Some).collect();
+    let mut outcomes: Vec<Option<Result<Transferred, ClientError>>> =
+        jobs.iter().map(|_| None).collect();
+    let mut report = |job: PutJob, result: Result<Transferred, ClientError>| {
+        if let Some(i) = waiting.iter().position(|w| w.as_ref() == Some(&job)) {
+            waiting[i] = None;
+            outcomes[i] = Some(result);
+        }
+    };
+    let sent = client.put_all(jobs, opts, &mut bar, &mut report).await;
+    bar.finish();
+    sent.context(
+        "the connection to the server was lost; run the script again to send what is missing",
+    )?;
+    outcomes
+        .into_iter()
+        .map(|o| o.context("the server did not answer for every file; run the script again"))
+        .collect()
+}
+
 /// What to download: local directories to create first, then the files
 /// (remote path, local path), and their total size.
 #[derive(Debug, Default)]

@@ -8,10 +8,11 @@ use clap::{Parser, Subcommand};
 use tokio::sync::mpsc::UnboundedReceiver;
 use wharf_client::editor::Input;
 use wharf_client::editor::LineEditor;
-use wharf_ftp::client::Client;
+use wharf_ftp::client::{Client, PutJob};
 
-use crate::commands::{Cmd, execute};
+use crate::commands::{Cmd, execute, put_target, transfer_options};
 use crate::complete::{self, Ask};
+use crate::many;
 use crate::ui::Ui;
 
 /// One line of the shell.
@@ -164,9 +165,20 @@ enum Lines {
         editor: LineEditor,
         asks: UnboundedReceiver<Ask>,
     },
-    /// A pipe or file, read on a thread of its own.
-    Pipe(tokio::sync::mpsc::Receiver<std::io::Result<String>>),
+    /// A pipe or file, read on a thread of its own (ahead of the commands,
+    /// so that consecutive `put`s can be sent as one batch); `back` is a
+    /// line looked at and put back, or the error reading the next one.
+    Pipe {
+        rx: tokio::sync::mpsc::Receiver<std::io::Result<String>>,
+        back: Option<std::io::Result<String>>,
+    },
 }
+
+/// Lines of a script read ahead, at most.
+const READ_AHEAD: usize = 256;
+
+/// `put`s of a script sent as one batch, at most.
+const MAX_BATCH: usize = 256;
 
 impl Lines {
     fn start() -> Result<Lines> {
@@ -176,7 +188,7 @@ impl Lines {
                 .context("cannot start the line editor")?;
             return Ok(Lines::Editor { editor, asks });
         }
-        let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<String>>(1);
+        let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<String>>(READ_AHEAD);
         // stdin is read on its own thread so the runtime never blocks on it.
         std::thread::spawn(move || {
             for line in std::io::stdin().lock().lines() {
@@ -185,14 +197,50 @@ impl Lines {
                 }
             }
         });
-        Ok(Lines::Pipe(rx))
+        Ok(Lines::Pipe { rx, back: None })
+    }
+
+    /// The next line of a script if it is read already, without waiting.
+    fn ready(&mut self) -> Option<String> {
+        let Lines::Pipe { rx, back } = self else {
+            return None;
+        };
+        if back.is_some() {
+            return None;
+        }
+        match rx.try_recv() {
+            Ok(Ok(line)) => Some(line),
+            Ok(Err(e)) => {
+                *back = Some(Err(e));
+                None
+            }
+            Err(_) => None,
+        }
+    }
+
+    /// Puts back a line [`Lines::ready`] gave: it is the next one.
+    fn unread(&mut self, line: String) {
+        if let Lines::Pipe { back, .. } = self {
+            *back = Some(Ok(line));
+        }
+    }
+
+    /// Whether a script has lines left (waiting for the next one).
+    async fn any_left(&mut self) -> bool {
+        match self {
+            Lines::Pipe { rx, back } => back.is_some() || rx.recv().await.is_some(),
+            Lines::Editor { .. } => false,
+        }
     }
 
     /// The next line (None at the end); on a terminal, after `prompt`,
     /// answering completion's listings meanwhile.
     async fn next(&mut self, prompt: &str, client: &mut Client) -> Result<Option<String>> {
         match self {
-            Lines::Pipe(rx) => rx.recv().await.transpose().context("cannot read a command"),
+            Lines::Pipe { rx, back } => match back.take() {
+                Some(line) => line.map(Some).context("cannot read a command"),
+                None => rx.recv().await.transpose().context("cannot read a command"),
+            },
             Lines::Editor { editor, asks } => {
                 editor.ask(prompt);
                 loop {
@@ -236,6 +284,21 @@ pub async fn run(client: &mut Client, ui: &Ui, login: &mut Login) -> Result<Exit
         };
         let Some(line) = line else { break };
         number += 1;
+        if !interactive && let Some(first) = scripted_put(&line, number) {
+            let batch = gather_puts(first, &mut lines, &mut number);
+            if batch.len() > 1 {
+                match run_puts(client, batch, ui, login, &mut cwd).await? {
+                    Batch::Done => {}
+                    Batch::Failed => failed = true,
+                    Batch::Stop(at, line) => {
+                        failed = true;
+                        stopped = Some((at, line));
+                        break;
+                    }
+                }
+                continue;
+            }
+        }
         // From a pipe, as `sftp -b`: the first failure stops the script,
         // unless its line starts with `-`.
         let (line, may_fail) = match line.trim_start().strip_prefix('-') {
@@ -354,8 +417,7 @@ pub async fn run(client: &mut Client, ui: &Ui, login: &mut Login) -> Result<Exit
     }
     // Said only when lines were left unrun.
     if let Some((number, line)) = stopped
-        && let Lines::Pipe(rx) = &mut lines
-        && rx.recv().await.is_some()
+        && lines.any_left().await
     {
         eprintln!(
             "wharf-ftp: stopped at line {number} ({}): the lines after it were not run (start a line with `-` to let it fail)",
@@ -367,6 +429,136 @@ pub async fn run(client: &mut Client, ui: &Ui, login: &mut Login) -> Result<Exit
     } else {
         ExitCode::SUCCESS
     })
+}
+
+/// A `put` line of a script, to be sent in a batch.
+struct ScriptedPut {
+    number: u64,
+    line: String,
+    /// The line starts with `-`: its failure does not stop the script.
+    may_fail: bool,
+    job: PutJob,
+}
+
+/// `line` (number `number`) as a put that can go in a batch: a plain
+/// `put LOCAL [REMOTE]` of a local file that is there. Anything else is
+/// run on its own, as before, and says its own errors.
+fn scripted_put(line: &str, number: u64) -> Option<ScriptedPut> {
+    let (text, may_fail) = match line.trim_start().strip_prefix('-') {
+        Some(rest) => (rest, true),
+        None => (line, false),
+    };
+    let words = split_words(text).ok()?;
+    let Ok(Line {
+        cmd:
+            ShellCmd::Cmd(Cmd::Put {
+                local,
+                remote,
+                restart: false,
+                recursive: false,
+            }),
+    }) = Line::try_parse_from(&words)
+    else {
+        return None;
+    };
+    if !std::fs::metadata(&local).is_ok_and(|m| m.is_file()) {
+        return None;
+    }
+    let remote = put_target(&local, remote).ok()?;
+    Some(ScriptedPut {
+        number,
+        line: line.to_owned(),
+        may_fail,
+        job: PutJob { local, remote },
+    })
+}
+
+/// `first` and the `put` lines right after it that are read already.
+fn gather_puts(first: ScriptedPut, lines: &mut Lines, number: &mut u64) -> Vec<ScriptedPut> {
+    let mut batch = vec![first];
+    while batch.len() < MAX_BATCH {
+        let Some(line) = lines.ready() else { break };
+        match scripted_put(&line, *number + 1) {
+            Some(put) => {
+                *number += 1;
+                batch.push(put);
+            }
+            None => {
+                lines.unread(line);
+                break;
+            }
+        }
+    }
+    batch
+}
+
+/// How a batch of a script's `put`s went.
+enum Batch {
+    Done,
+    /// Some failed on lines that may fail.
+    Failed,
+    /// One failed on line n (the script stops there).
+    Stop(u64, String),
+}
+
+/// Sends a script's consecutive `put`s pipelined, as `mput` does (a script
+/// written for `sftp -b` is no slower than one `mput`), and reports each
+/// as its own line would. A failure stops the script, as it would have on
+/// its own line; the puts after it in the batch were sent already, and
+/// their lines say so.
+async fn run_puts(
+    client: &mut Client,
+    batch: Vec<ScriptedPut>,
+    ui: &Ui,
+    login: &mut Login,
+    cwd: &mut String,
+) -> Result<Batch> {
+    let jobs = batch.iter().map(|p| p.job.clone()).collect();
+    let last = batch.last().map_or(0, |p| p.number);
+    let outcomes = tokio::select! {
+        outcomes = many::put_each(client, jobs, transfer_options(ui), ui) => outcomes?,
+        _ = tokio::signal::ctrl_c() => {
+            eprintln!(
+                "wharf-ftp: cancelled (what was transferred is kept: run the same script to resume)"
+            );
+            *client = login.connect().await?;
+            *cwd = client.cd(cwd).await?;
+            return Ok(Batch::Failed);
+        }
+    };
+    let mut how = Batch::Done;
+    for (put, outcome) in batch.into_iter().zip(outcomes) {
+        match outcome {
+            Ok(done) => println!(
+                "{} -> {} ({} bytes, md5 {})",
+                put.job.local.display(),
+                done.path,
+                done.size,
+                done.md5
+            ),
+            Err(e) => {
+                let e = anyhow::Error::new(e).context(format!("put {}", put.job.local.display()));
+                eprintln!(
+                    "wharf-ftp: {}",
+                    wharf_core::cli::describe(e.as_ref()).replace('\n', " ")
+                );
+                how = match how {
+                    Batch::Stop(..) => how,
+                    _ if !put.may_fail => Batch::Stop(put.number, put.line),
+                    _ => Batch::Failed,
+                };
+            }
+        }
+    }
+    if let Batch::Stop(at, _) = &how
+        && *at < last
+    {
+        eprintln!(
+            "wharf-ftp: lines {} to {last} were puts sent with line {at}, before it failed (reported above)",
+            at + 1
+        );
+    }
+    Ok(how)
 }
 
 /// `lcd`: the local directory, `$HOME` without one.
