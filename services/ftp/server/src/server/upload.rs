@@ -154,6 +154,19 @@ impl Partial {
     /// Creates the partial upload (and its directory), locked; `None` if
     /// another session created it first.
     pub(super) fn create(&self, v: &VPath) -> Result<Option<File>, FtpError> {
+        // The partial upload directory is there but for a home's first
+        // upload: made only when the create says it is missing.
+        match self.create_in(v) {
+            Err(e) if e.is(ErrorCode::NotFound) => {
+                self.make_dir()?;
+                self.create_in(v)
+            }
+            created => created,
+        }
+    }
+
+    /// Makes the partial upload directory (and the servers' own above it).
+    fn make_dir(&self) -> Result<(), FtpError> {
         let mut dir = PathBuf::from(".");
         for name in [INTERNAL_DIR, "partial"] {
             let parent = self.jail.open_beneath(
@@ -173,6 +186,11 @@ impl Partial {
             }
             dir.push(name);
         }
+        Ok(())
+    }
+
+    /// Creates the partial, in its directory.
+    fn create_in(&self, v: &VPath) -> Result<Option<File>, FtpError> {
         let what = format!("create partial upload of {v}");
         match self.jail.open_beneath(
             &self.rel,

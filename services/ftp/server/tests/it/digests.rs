@@ -9,8 +9,10 @@ use wharf_core::transfer::md5_hex;
 use wharf_ftp::client::{ClientError, NoProgress, TransferOptions, part_path};
 
 /// The md5s recorded for alice's files, as (size, md5).
-async fn recorded(url: &str) -> Vec<(i64, String)> {
-    let mut db = sqlx::SqliteConnection::connect(url).await.expect("db");
+async fn recorded(srv: &common::TestServer) -> Vec<(i64, String)> {
+    // The records are written behind the replies.
+    srv.store.settle().await;
+    let mut db = sqlx::SqliteConnection::connect(&srv.url).await.expect("db");
     sqlx::query_as("SELECT size, md5 FROM file_md5 ORDER BY size")
         .fetch_all(&mut db)
         .await
@@ -19,8 +21,9 @@ async fn recorded(url: &str) -> Vec<(i64, String)> {
 
 /// Replaces every recorded md5 with `fake`: a download that hashes nothing
 /// then announces it, and its client refuses the data.
-async fn fake_every_md5(url: &str, fake: &str) {
-    let mut db = sqlx::SqliteConnection::connect(url).await.expect("db");
+async fn fake_every_md5(srv: &common::TestServer, fake: &str) {
+    srv.store.settle().await;
+    let mut db = sqlx::SqliteConnection::connect(&srv.url).await.expect("db");
     sqlx::query("UPDATE file_md5 SET md5 = ?1")
         .bind(fake)
         .execute(&mut db)
@@ -46,7 +49,7 @@ async fn an_upload_records_the_md5_that_downloads_then_serve_without_hashing() {
     let mut c = srv.client("alice").await;
     let bytes = data(3 << 20, 31);
     upload(&srv, &mut c, &bytes).await;
-    assert_eq!(recorded(&srv.url).await, [(3 << 20, md5_hex(&bytes))]);
+    assert_eq!(recorded(&srv).await, [(3 << 20, md5_hex(&bytes))]);
     let copy = srv.local("copy.bin");
     let (_, got) = c
         .get("f.bin", &copy, TransferOptions::default(), &mut NoProgress)
@@ -55,7 +58,7 @@ async fn an_upload_records_the_md5_that_downloads_then_serve_without_hashing() {
     assert_eq!(got.md5, md5_hex(&bytes));
     // Proof that the server took the recorded md5: a fake one is what it
     // announces, and the client refuses the data rather than keep it.
-    fake_every_md5(&srv.url, FAKE).await;
+    fake_every_md5(&srv, FAKE).await;
     std::fs::remove_file(&copy).expect("rm");
     let err = c
         .get("f.bin", &copy, TransferOptions::default(), &mut NoProgress)
@@ -73,7 +76,7 @@ async fn a_file_changed_by_hand_is_hashed_again_once_and_its_md5_recorded() {
     let mut c = srv.client("alice").await;
     let bytes = data(1 << 20, 32);
     upload(&srv, &mut c, &bytes).await;
-    fake_every_md5(&srv.url, FAKE).await;
+    fake_every_md5(&srv, FAKE).await;
     // Changed in place: same size, and its mtime set back as it was. Only
     // the ctime, which nobody can set, tells.
     let stored = srv.home("alice").join("f.bin");
@@ -100,7 +103,7 @@ async fn a_file_changed_by_hand_is_hashed_again_once_and_its_md5_recorded() {
     assert_eq!(got.md5, md5_hex(&changed));
     assert_eq!(std::fs::read(&copy).expect("copy"), changed);
     // Hashed once, and recorded for the next download.
-    assert_eq!(recorded(&srv.url).await, [(1 << 20, md5_hex(&changed))]);
+    assert_eq!(recorded(&srv).await, [(1 << 20, md5_hex(&changed))]);
 
     // A file put there by hand is hashed at its first download, too.
     std::fs::write(srv.home("alice").join("by-hand.txt"), b"hello").expect("write");
@@ -115,7 +118,7 @@ async fn a_file_changed_by_hand_is_hashed_again_once_and_its_md5_recorded() {
         .expect("get");
     assert_eq!(got.md5, md5_hex(b"hello"));
     assert_eq!(
-        recorded(&srv.url).await,
+        recorded(&srv).await,
         [(5, md5_hex(b"hello")), (1 << 20, md5_hex(&changed))]
     );
 }
@@ -196,8 +199,8 @@ async fn removing_or_replacing_a_file_forgets_its_md5() {
     // Replaced: one record, the new file's.
     let second = data(400_000, 36);
     upload(&srv, &mut c, &second).await;
-    assert_eq!(recorded(&srv.url).await, [(400_000, md5_hex(&second))]);
+    assert_eq!(recorded(&srv).await, [(400_000, md5_hex(&second))]);
     // Removed: none.
     c.rm("f.bin").await.expect("rm");
-    assert!(recorded(&srv.url).await.is_empty());
+    assert!(recorded(&srv).await.is_empty());
 }

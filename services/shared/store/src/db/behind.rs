@@ -1,22 +1,27 @@
 //! Records written behind the replies that made them: the transfer log,
-//! the md5s of stored files and the command log. What a reply promises
-//! (the file in place, the quota's books) is written before it; these
-//! records only describe it, and writing them one transaction per upload
-//! or command cost more than the rest of a small upload. They are queued
+//! the md5s of stored files, the command log, and an upload's commit of
+//! its reservation. What a reply promises (the file in place, its bytes
+//! held on the quota's books) is done before it; these records describe
+//! it, or (a commit) move what is held from reserved to used, which
+//! changes no sum a quota check adds up. Writing them one transaction per
+//! upload or command cost more than the rest of a small upload. They are queued
 //! in order and written together, one transaction per batch, by a writer
 //! that runs while the queue is not empty.
 //!
 //! Every read of them through this [`Store`] (and [`Store::close`]) first
 //! waits for the queue to be written, so a process reads what it wrote.
 //! Another process (admin-cli) sees them a few milliseconds later. A
-//! process killed outright loses what was still queued: records, never
-//! files or quota.
+//! process killed outright loses what was still queued: records, and
+//! commits, whose bytes stay held as reserved (stricter, never looser)
+//! until the home is measured again (`admin-cli usage --rescan`) and the
+//! books set from the disk.
 
 use std::sync::Mutex;
 use std::time::Duration;
 
 use super::Store;
 use super::digests::{FileVersion, forget, remember};
+use super::quota::{Books, commit_books};
 use super::usage::{ExecRecord, TransferRecord, insert_exec, insert_transfer};
 
 /// Records queued at most; past it, a record is written before the reply
@@ -30,6 +35,8 @@ const SETTLE_LIMIT: Duration = Duration::from_secs(5);
 /// One record to write.
 #[derive(Debug)]
 pub(super) enum Deferred {
+    /// An upload's reservation turned into usage.
+    Commit(Books),
     /// A transfer, ended at `at` (unix ms).
     Transfer(TransferRecord, i64),
     /// The md5 of a version of a file.
@@ -47,14 +54,19 @@ struct Queue {
     items: Vec<Deferred>,
     /// A writer runs (and will look at `items` again before it stops).
     writing: bool,
+    /// Records queued so far, ever.
+    queued: u64,
+    /// Records written (or given up on) so far, ever: they were queued
+    /// in order, so the first `done` of them are.
+    done: u64,
 }
 
 /// The queue, shared by every clone of a [`Store`].
 #[derive(Debug, Default)]
 pub(super) struct Behind {
     queue: Mutex<Queue>,
-    /// Told when a writer stops with the queue empty.
-    idle: tokio::sync::Notify,
+    /// Told when a batch is written.
+    written: tokio::sync::Notify,
 }
 
 /// What became of records handed to the queue.
@@ -73,29 +85,40 @@ impl Behind {
         if queue.items.len() + items.len() > MAX_QUEUED {
             return Enqueued::Full(items);
         }
+        queue.queued += items.len() as u64;
         queue.items.extend(items);
         Enqueued::Queued {
             start: !std::mem::replace(&mut queue.writing, true),
         }
     }
 
-    /// What the writer writes next; `None` (the writer stops, and waiting
-    /// readers are told) once the queue is empty.
+    /// What the writer writes next; `None` (the writer stops) once the
+    /// queue is empty.
     fn next_batch(&self) -> Option<Vec<Deferred>> {
         let mut queue = self.queue.lock().ok()?;
         if queue.items.is_empty() {
             queue.writing = false;
-            drop(queue);
-            self.idle.notify_waiters();
             return None;
         }
         Some(std::mem::take(&mut queue.items))
     }
 
-    fn is_idle(&self) -> bool {
-        self.queue
-            .lock()
-            .map_or(true, |q| !q.writing && q.items.is_empty())
+    /// `n` more records are written; waiting readers are told.
+    fn written(&self, n: usize) {
+        if let Ok(mut queue) = self.queue.lock() {
+            queue.done += n as u64;
+        }
+        self.written.notify_waiters();
+    }
+
+    /// How many records were queued so far.
+    fn queued(&self) -> u64 {
+        self.queue.lock().map_or(0, |q| q.queued)
+    }
+
+    /// Whether the first `n` records queued are written.
+    fn has_written(&self, n: u64) -> bool {
+        self.queue.lock().map_or(true, |q| q.done >= n)
     }
 }
 
@@ -129,21 +152,28 @@ impl Store {
     /// The writer: batches until the queue is empty.
     async fn write_behind(&self) {
         while let Some(items) = self.behind.next_batch() {
+            let n = items.len();
             self.write_now(items).await;
+            self.behind.written(n);
         }
     }
 
-    /// Waits until what was queued is written (at most [`SETTLE_LIMIT`]).
-    pub(super) async fn settle(&self) {
+    /// Waits until what was queued before this call is written (at most
+    /// [`SETTLE_LIMIT`]); what is queued meanwhile is not waited for, so a
+    /// steady stream of uploads never holds a reader up. Reads through
+    /// this store do it themselves; call it before another connection or
+    /// process reads what this one wrote.
+    pub async fn settle(&self) {
+        let target = self.behind.queued();
         let _ = tokio::time::timeout(SETTLE_LIMIT, async {
             loop {
-                let idle = self.behind.idle.notified();
-                tokio::pin!(idle);
-                idle.as_mut().enable();
-                if self.behind.is_idle() {
+                let written = self.behind.written.notified();
+                tokio::pin!(written);
+                written.as_mut().enable();
+                if self.behind.has_written(target) {
                     return;
                 }
-                idle.await;
+                written.await;
             }
         })
         .await;
@@ -154,6 +184,9 @@ impl Store {
         let mut tx = self.pool.begin().await?;
         for item in items {
             match item {
+                Deferred::Commit(books) => {
+                    commit_books(books).execute(&mut *tx).await?;
+                }
                 Deferred::Transfer(t, at) => {
                     insert_transfer(t, *at).execute(&mut *tx).await?;
                 }

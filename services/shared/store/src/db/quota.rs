@@ -165,37 +165,27 @@ impl Store {
     }
 
     /// Finished uploads (one, or a batch made durable together): for each,
-    /// [`Store::commit`] of its reservation, all in one transaction (one
-    /// statement for one upload) before this returns; then, written behind
-    /// (see [`super::behind`]), [`Store::record_transfer`], the md5 of the
-    /// stored version of the file (the record's) remembered and that of
-    /// the file it replaced forgotten.
+    /// [`Store::commit`] of its reservation, [`Store::record_transfer`],
+    /// the md5 of the stored version of the file (the record's)
+    /// remembered and that of the file it replaced forgotten, all written
+    /// behind the reply (see [`super::behind`]), in that order.
+    ///
+    /// The quota's books may wait: until the commit is written the upload
+    /// is counted as reserved instead of used, the same bytes and entries
+    /// (more, when it replaced a file), so no check lets more in meanwhile.
+    /// Reads of a user's numbers through this store wait for it.
     pub async fn commit_uploads(&self, uploads: &[UploadCommit]) -> Result<()> {
-        let commit = |u: &UploadCommit| {
-            sqlx::query(COMMIT)
-                .bind(to_i64(u.reserved))
-                .bind(u.added_bytes)
-                .bind(u.added_files)
-                .bind(u.record.user_id)
-                .bind(to_i64(u.reserved_files))
-        };
-        match uploads {
-            [] => return Ok(()),
-            [one] => {
-                commit(one).execute(&self.pool).await?;
-            }
-            many => {
-                let mut tx = self.pool.begin().await?;
-                for u in many {
-                    commit(u).execute(&mut *tx).await?;
-                }
-                tx.commit().await?;
-            }
-        }
         let at = wharf_core::time::now_ms();
-        let mut records = Vec::with_capacity(uploads.len() * 3);
+        let mut records = Vec::with_capacity(uploads.len() * 4);
         for u in uploads {
             let user_id = u.record.user_id;
+            records.push(Deferred::Commit(Books {
+                user_id,
+                reserved: u.reserved,
+                reserved_files: u.reserved_files,
+                added_bytes: u.added_bytes,
+                added_files: u.added_files,
+            }));
             if let Some((dev, ino)) = u.replaced {
                 records.push(Deferred::Forget(user_id, dev, ino));
             }
@@ -214,6 +204,28 @@ impl Store {
         self.commit(user_id, (0, 0), -to_i64(bytes), -to_i64(files))
             .await
     }
+}
+
+/// A reservation turned into usage (see [`Store::commit`]), written behind.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Books {
+    pub user_id: i64,
+    pub reserved: u64,
+    pub reserved_files: u64,
+    pub added_bytes: i64,
+    pub added_files: i64,
+}
+
+/// The statement of [`Store::commit`] for `b`.
+pub(super) fn commit_books(
+    b: &Books,
+) -> sqlx::query::Query<'static, sqlx::Any, sqlx::any::AnyArguments> {
+    sqlx::query(COMMIT)
+        .bind(to_i64(b.reserved))
+        .bind(b.added_bytes)
+        .bind(b.added_files)
+        .bind(b.user_id)
+        .bind(to_i64(b.reserved_files))
 }
 
 /// One finished upload for [`Store::commit_uploads`].

@@ -223,6 +223,8 @@ impl Store {
 
     /// The user named `name`, if any.
     pub async fn user(&self, name: &str) -> Result<Option<User>> {
+        // Its numbers as of the uploads answered (see super::behind).
+        self.settle().await;
         let row = sqlx::query(sqlx::AssertSqlSafe(format!(
             "{} WHERE u.name = $1",
             self.select_user()
@@ -242,6 +244,7 @@ impl Store {
 
     /// Every user, by name.
     pub async fn list_users(&self) -> Result<Vec<User>> {
+        self.settle().await;
         let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
             "{} ORDER BY u.name",
             self.select_user()
@@ -335,6 +338,8 @@ impl Store {
     /// Records what a measurement of the home found (and that it could be
     /// measured).
     pub async fn set_usage(&self, name: &str, usage: &crate::home::HomeUsage) -> Result<()> {
+        // Commits queued before the measurement must not land after it.
+        self.settle().await;
         let q = sqlx::query(
             "UPDATE users SET used_bytes = $1, file_count = $2, reserved_bytes = $3, \
              reserved_files = $4, usage_problem = NULL WHERE name = $5",

@@ -547,7 +547,30 @@ impl Session {
                 },
             );
         }
-        let exists = self.metadata(&path).await.ok();
+        // A plain create-or-replace (what `put` sends) needs no look
+        // first: the upload itself refuses a folder of that name, at its
+        // first write or its close, before anything is stored.
+        let replace = OpenFlags::CREATE | OpenFlags::TRUNCATE;
+        if flags.contains(replace) && !flags.intersects(OpenFlags::EXCLUDE | OpenFlags::APPEND) {
+            return self.hold(
+                id,
+                Open::Write(Upload {
+                    path,
+                    fresh: true,
+                    next: None,
+                    queue: None,
+                    task: None,
+                    failed: None,
+                    durable: Arc::default(),
+                }),
+            );
+        }
+        let exists = self
+            .files
+            .storage
+            .lookup(&self.files.user, &path)
+            .await
+            .map_err(|e| refused(&e))?;
         if exists.as_ref().is_some_and(|m| m.is_dir()) {
             return Err(Refused::new(
                 StatusCode::Failure,

@@ -150,10 +150,17 @@ async fn drop_interrupted(
     Ok(())
 }
 
-/// An upload whole in hand (`data`): its exact size reserved, then written,
-/// hashed, synced and put in place in one step, and committed: two trips to
-/// the database and two to the blocking pool, where a streamed upload takes
-/// several of each.
+/// An upload whole in hand (`data`): its exact size reserved, then looked
+/// at, written, hashed, (synced) and put in place in one step, and
+/// committed: two trips to the database and one to the blocking pool,
+/// where a streamed upload takes several of each.
+///
+/// Most such uploads are new files that fit, so the reservation is tried
+/// first as for a new file. One that does not fit that way may still fit
+/// by replacing a file (whose bytes it may count on) or once an
+/// interrupted upload of the same name is dropped: then those are looked
+/// at first and the reservation made with their credit, as a streamed
+/// upload's is.
 async fn stor_whole(
     store: &Store,
     user: &FtpUser,
@@ -164,39 +171,56 @@ async fn stor_whole(
 ) -> Result<u64, FtpError> {
     let uid = user.user.id;
     let size = data.len() as u64;
-    let (jail, target) = (user.jail.clone(), v.clone());
-    let (replacing, found) = blocking(move || {
-        let replacing = jail.replace_credit(replaced_size(&jail, &target)?);
-        Ok((replacing, Partial::find_streamed(&jail, &target)?))
-    })
-    .await?;
-    drop_interrupted(store, uid, found).await?;
-    store
-        .reserve(
-            uid,
-            Need {
-                bytes: size,
-                files: 1,
-                replacing: replacing.unwrap_or(0),
-                replacing_files: u64::from(replacing.is_some()),
-            },
-        )
+    if store.reserve(uid, Need::upload(size)).await.is_err() {
+        let (jail, target) = (user.jail.clone(), v.clone());
+        let (replacing, found) = blocking(move || {
+            let replacing = jail.replace_credit(replaced_size(&jail, &target)?);
+            Ok((replacing, Partial::find_streamed(&jail, &target)?))
+        })
         .await?;
+        drop_interrupted(store, uid, found).await?;
+        store
+            .reserve(
+                uid,
+                Need {
+                    bytes: size,
+                    files: 1,
+                    replacing: replacing.unwrap_or(0),
+                    replacing_files: u64::from(replacing.is_some()),
+                },
+            )
+            .await?;
+    }
     let partial = Partial::streamed(&user.jail, size, &v);
-    let (p, target) = (partial.clone(), v.clone());
+    let (jail, p, target) = (user.jail.clone(), partial.clone(), v.clone());
     // Err(_, true): the file was put in place, but its directory could not
-    // be synced.
+    // be synced. With it, what an interrupted upload of the same name that
+    // was dropped held.
     let sync = durable.wanted();
     let stored = blocking(move || {
         use std::io::Write;
-        let Some(mut file) = p.create(&target)? else {
-            return Ok(Err((
-                FtpError::refuse(
+        // A folder of that name is refused; an interrupted upload of the
+        // same name goes (this one replaces it).
+        let dropped = match replaced_size(&jail, &target)
+            .and_then(|_| Partial::find_streamed(&jail, &target))
+        {
+            Ok(Some((old, held))) => match old.remove() {
+                Ok(()) => Some(held),
+                Err(e) => return Ok((Err((e, false)), None)),
+            },
+            Ok(None) => None,
+            Err(e) => return Ok((Err((e, false)), None)),
+        };
+        let mut file = match p.create(&target) {
+            Ok(Some(file)) => file,
+            Ok(None) => {
+                let busy = FtpError::refuse(
                     ErrorCode::Busy,
                     format!("another upload of {target} is in progress; wait for it to finish"),
-                ),
-                false,
-            )));
+                );
+                return Ok((Err((busy, false)), dropped));
+            }
+            Err(e) => return Ok((Err((e, false)), dropped)),
         };
         // From here on the partial is this upload's own: on a failure
         // before it is in place, it goes.
@@ -215,18 +239,30 @@ async fn stor_whole(
             Err(e) => {
                 drop(file);
                 let _ = p.remove();
-                return Ok(Err((e, false)));
+                return Ok((Err((e, false)), dropped));
             }
         };
         if sync && let Err(e) = rustix::fs::fsync(&dir) {
             let e = FtpError::io(format!("sync the directory of {target}"), e.into());
-            return Ok(Err((e, true)));
+            return Ok((Err((e, true)), dropped));
         }
         let mut md5 = Md5::new();
         md5.update(&data);
-        Ok(Ok((wharf_core::transfer::hex(md5), replaced, version)))
+        Ok((
+            Ok((wharf_core::transfer::hex(md5), replaced, version)),
+            dropped,
+        ))
     })
     .await;
+    let stored = match stored {
+        Ok((stored, dropped)) => {
+            if let Some(held) = dropped {
+                store.release(uid, held, 1).await?;
+            }
+            stored
+        }
+        Err(e) => Err((e, false)),
+    };
     let record = |ok: bool, md5: Option<String>| TransferRecord {
         user_id: uid,
         direction: Direction::Up,
@@ -237,14 +273,13 @@ async fn stor_whole(
         duration: started.elapsed(),
     };
     let (e, placed) = match stored {
-        Ok(Ok((md5, replaced, version))) => {
+        Ok((md5, replaced, version)) => {
             let commit = commit_of(size, replaced.as_ref(), record(true, Some(md5)), version);
             store.commit_uploads(&[commit]).await?;
             tracing::info!(user = %user.user.name, path = %v, bytes = size, via = user.door, "upload stored");
             return Ok(size);
         }
-        Ok(Err(failed)) => failed,
-        Err(e) => (e, false),
+        Err(failed) => failed,
     };
     // Not in place: the reservation goes with the partial. In place but
     // not durable: it stays held until the partials' sweep and the next

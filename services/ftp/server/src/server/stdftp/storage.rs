@@ -113,6 +113,45 @@ impl WharfStorage {
     }
 }
 
+impl WharfStorage {
+    /// What [`StorageBackend::metadata`] says, or `None` when there is
+    /// nothing by that name: a look before a create, not a refusal (and so
+    /// not logged as one).
+    pub async fn lookup<P: AsRef<Path>>(
+        &self,
+        user: &FtpUser,
+        path: P,
+    ) -> unftp_core::storage::Result<Option<Meta>> {
+        let v = vpath(path.as_ref())?;
+        let jail = user.jail.clone();
+        let found = blocking(move || match metadata_of(&jail, &v) {
+            Ok(meta) => Ok(Some(meta)),
+            Err(e) if e.is(ErrorCode::NotFound) => Ok(None),
+            Err(e) => Err(e),
+        });
+        found.await.map_err(storage_error)
+    }
+}
+
+/// The metadata of `v`: the file's, or, when there is none, that of an
+/// interrupted upload of it, whose size is what a client asks (SIZE)
+/// before it resumes (REST + STOR, or APPE); the file itself stays
+/// invisible.
+fn metadata_of(jail: &Jail, v: &VPath) -> Result<Meta, FtpError> {
+    match jail.existing(v) {
+        Ok((_, canonical)) => {
+            let meta = std::fs::metadata(&canonical).map_err(|e| FtpError::io(v.to_string(), e))?;
+            Ok(Meta::of(&meta))
+        }
+        Err(missing) if missing.is(ErrorCode::NotFound) => {
+            let found = Partial::find_streamed(jail, v)?;
+            let meta = found.map(|(p, _)| p.metadata(v)).transpose()?;
+            meta.map(|m| Meta::of(&m)).ok_or(missing)
+        }
+        Err(e) => Err(e),
+    }
+}
+
 /// A path libunftp hands over (absolute, from its own current directory),
 /// as a path beneath the home; `..` past the top is refused.
 fn vpath(path: &Path) -> Result<VPath, StorageError> {
@@ -185,25 +224,7 @@ impl StorageBackend<FtpUser> for WharfStorage {
     ) -> unftp_core::storage::Result<Meta> {
         let v = vpath(path.as_ref())?;
         let jail = user.jail.clone();
-        run(move || {
-            match jail.existing(&v) {
-                Ok((_, canonical)) => {
-                    let meta = std::fs::metadata(&canonical)
-                        .map_err(|e| FtpError::io(v.to_string(), e))?;
-                    Ok(Meta::of(&meta))
-                }
-                // No file yet, but an interrupted upload of it: its size is
-                // what a client asks (SIZE) before it resumes (REST + STOR,
-                // or APPE); the file itself stays invisible.
-                Err(missing) if missing.is(ErrorCode::NotFound) => {
-                    let found = Partial::find_streamed(&jail, &v)?;
-                    let meta = found.map(|(p, _)| p.metadata(&v)).transpose()?;
-                    meta.map(|m| Meta::of(&m)).ok_or(missing)
-                }
-                Err(e) => Err(e),
-            }
-        })
-        .await
+        run(move || metadata_of(&jail, &v)).await
     }
 
     async fn md5<P: AsRef<Path> + Send + Debug>(
