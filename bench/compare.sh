@@ -14,7 +14,10 @@
 # on loopback, as vsftpd here);
 # ssh with a ControlMaster connection for remote commands (OpenSSH's as a
 # user whose shell is /bin/sh, made if missing: wharf-peer; Wharf's SSH
-# door's in its sandbox); and ngircd for
+# door's in its sandbox); Wharf's own client over TLS against the encrypted
+# peers (scp, sftp, ssh) and with --no-tls against the plain ones (curl and
+# lftp to vsftpd); a piped wharf-ftp script of one `put` per line against
+# the same lines through `sftp -b`; and ngircd for
 # chat, through `cargo bench -p wharf-chatd --bench fanout` (its "beside
 # ngircd" part). Missing packages are installed (apt-get); every server
 # listens on 127.0.0.1 only and is stopped at the end. Wharf runs with TLS
@@ -149,6 +152,10 @@ echo "$WHARF_PASSWORD" | "$B/admin-cli" --database-url "$DB" user add bench --pa
   --std-ftp-listen "127.0.0.1:$STD_PORT" --std-ftp-passive-ports "$STD_PASV-$((STD_PASV + 50))" \
   >"$W/ftpd.log" 2>&1 & PIDS+=($!)
 WS_URL="ftp://bench:compare%20password@127.0.0.1:$STD_PORT"
+# The same service without TLS, against the plain FTP peers.
+PLAIN_PORT=$(free_port)
+"$B/wharf-ftpd" --data-dir "$W/data" --listen "127.0.0.1:$PLAIN_PORT" --no-tls \
+  >"$W/ftpd-plain.log" 2>&1 & PIDS+=($!)
 "$B/wharf-execd" --data-dir "$W/data" --listen "127.0.0.1:$EXEC_PORT" --max-output 4G >"$W/execd.log" 2>&1 & PIDS+=($!)
 # The SSH door, with the same client key as the sshd above.
 WSSH_PORT=$(free_port)
@@ -157,7 +164,9 @@ WSSH_PORT=$(free_port)
 sleep 1
 WF=("$B/wharf-ftp" --server "127.0.0.1:$FTP_PORT" --user bench -q --accept-new)
 WX=("$B/wharf-exec" --server "127.0.0.1:$EXEC_PORT" --user bench --accept-new)
+WP=("$B/wharf-ftp" --server "127.0.0.1:$PLAIN_PORT" --no-tls --user bench -q)
 "${WF[@]}" ls >/dev/null
+"${WP[@]}" ls >/dev/null
 "${WX[@]}" -- true >/dev/null
 
 # --- the files --------------------------------------------------------------
@@ -166,6 +175,7 @@ head -c "$SIZE" /dev/urandom > "$W/local/big.bin"
 BYTES=$(stat -c %s "$W/local/big.bin")
 for i in $(seq "$FILES"); do head -c 4096 /dev/urandom > "$W/small/f$i"; done
 printf 'put %s\n' "$W"/small/* > "$W/sftp.batch"
+# The same lines as a wharf-ftp script (run from the folder of the files).
 printf 'put %s big.bin\n' "$W/local/big.bin" > "$W/sftp-put.batch"
 printf 'get big.bin %s\n' "$W/down.bin" > "$W/sftp-get.batch"
 # The same client and cipher against both SSH servers.
@@ -187,11 +197,16 @@ for r in $(seq "$ROUNDS"); do
   "${WF[@]}" rm std.bin >/dev/null 2>&1 || true
   add curl_wharf_up "$(timed curl -sS -T "$W/local/big.bin" "$WS_URL/std.bin")"
   settle wharf-ftpd
+  add wharf_put_plain "$(timed "${WP[@]}" put "$W/local/big.bin" plain.bin)"
+  settle wharf-ftpd
   rm -f "$W/down.bin"
   add scp_down "$(timed scp "${SSHO[@]}" -P "$SSH_PORT" "root@127.0.0.1:$W/remote/big.bin" "$W/down.bin")"
   rm -f "$W/down.bin"
   add wharf_get "$(timed "${WF[@]}" get big.bin "$W/down.bin")"
   cmp -s "$W/down.bin" "$W/local/big.bin" || { echo "wharf get: the copy differs" >&2; exit 1; }
+  rm -f "$W/down.bin"
+  add wharf_get_plain "$(timed "${WP[@]}" get plain.bin "$W/down.bin")"
+  cmp -s "$W/down.bin" "$W/local/big.bin" || { echo "wharf get --no-tls: the copy differs" >&2; exit 1; }
   rm -f "$W/down.bin"
   add curl_down "$(timed curl -sS -o "$W/down.bin" "$VS/up/big.bin")"
   rm -f "$W/down.bin"
@@ -202,6 +217,10 @@ for r in $(seq "$ROUNDS"); do
   # A fresh directory each round, as for sftp and lftp (replacing files
   # costs the file system more than creating them).
   add wharf_small "$(timed "${WF[@]}" put -r "$W/small" "small$r")"
+  add wharf_small_plain "$(timed "${WP[@]}" put -r "$W/small" "plain-small$r")"
+  # One `put` per line, piped, as a script written for sftp -b would be.
+  { echo "mkdir lines$r"; echo "cd lines$r"; cat "$W/sftp.batch"; } > "$W/wharf-lines.txt"
+  add wharf_lines "$(timed bash -c "\"\$@\" < $W/wharf-lines.txt" _ "${WF[@]}")"
   rm -rf "$W/vsftpd/up/small"
   add lftp_small "$(timed lftp -e "set cmd:fail-exit yes; mkdir up/small; cd up/small; mput $W/small/*; quit" "ftp://anonymous:@127.0.0.1:$FTPD_PORT")"
   add lftp_wharf_small "$(timed lftp -e "set cmd:fail-exit yes; set ftp:ssl-allow no; mkdir lftp$r; cd lftp$r; mput $W/small/*; quit" "$WS_URL")"
@@ -245,45 +264,55 @@ printf '\nWharf beside its peers: %s file, %s files of 4 KiB, %s commands; media
   "$SIZE" "$FILES" "$COMMANDS" "$ROUNDS"
 printf '%s, %s cores, %s; ssh cipher %s; Wharf over TLS 1.3 (AES-128-GCM)\n\n' \
   "$(date -u +%Y-%m-%d)" "$(nproc)" "$(uname -r)" "$CIPHER"
-printf '| work | Wharf | peer | ratio |\n|---|---|---|---|\n'
-P=$(mbs wharf_put); G=$(mbs wharf_get)
-printf '| put %s (md5-verified, fsynced) | %.0f MB/s = %.2f x md5sum | scp up %.0f MB/s | %.2f x scp |\n' \
-  "$SIZE" "$P" "$(ratio "$P" "$MD5")" "$(mbs scp_up)" "$(ratio "$P" "$(mbs scp_up)")"
-printf '| | | curl to vsftpd %.0f MB/s (plain FTP, no md5, no fsync) | %.2f x curl |\n' \
-  "$(mbs curl_up)" "$(ratio "$P" "$(mbs curl_up)")"
-printf '| get %s (md5-verified) | %.0f MB/s = %.2f x md5sum | scp down %.0f MB/s | %.2f x scp |\n' \
-  "$SIZE" "$G" "$(ratio "$G" "$MD5")" "$(mbs scp_down)" "$(ratio "$G" "$(mbs scp_down)")"
-printf '| | | curl from vsftpd %.0f MB/s (plain FTP, no md5) | %.2f x curl |\n' \
-  "$(mbs curl_down)" "$(ratio "$G" "$(mbs curl_down)")"
+# row WORK WHARF PEER RATIO GOAL: one line of the table.
+row() { printf '| %s | %s | %s | %s | %s |\n' "$@"; }
+x() { printf '%.2f x' "$1"; }
+printf '| work | Wharf | peer | ratio | goal |\n|---|---|---|---|---|\n'
+P=$(mbs wharf_put); G=$(mbs wharf_get); SU=$(mbs scp_up); OP=$(mbs sftp_put_openssh)
+OG=$(mbs sftp_get_openssh)
+row "put $SIZE, TLS (md5-verified, fsynced)" "$(printf '%.0f MB/s' "$P")" \
+  "$(printf 'scp %.0f, sftp %.0f MB/s' "$SU" "$OP")" \
+  "$(x "$(ratio "$P" "$SU")") scp, $(x "$(ratio "$P" "$OP")") sftp" ">= 1.0 x both"
+row "get $SIZE, TLS (md5-verified)" "$(printf '%.0f MB/s' "$G")" \
+  "$(printf 'sftp %.0f MB/s; md5sum %.0f' "$OG" "$MD5")" \
+  "$(x "$(ratio "$G" "$OG")") sftp, $(x "$(ratio "$G" "$MD5")") md5sum" ">= 1.0 x sftp, >= 0.9 x md5sum"
+PP=$(mbs wharf_put_plain); PG=$(mbs wharf_get_plain); CUP=$(mbs curl_up); CDN=$(mbs curl_down)
+row "put $SIZE, --no-tls (md5-verified, fsynced)" "$(printf '%.0f MB/s' "$PP")" \
+  "$(printf 'curl to vsftpd %.0f MB/s (no md5, no fsync)' "$CUP")" "$(x "$(ratio "$PP" "$CUP")")" "-"
+row "get $SIZE, --no-tls (md5-verified)" "$(printf '%.0f MB/s' "$PG")" \
+  "$(printf 'curl from vsftpd %.0f MB/s (no md5)' "$CDN")" "$(x "$(ratio "$PG" "$CDN")")" "-"
 WS=$(per_s wharf_small "$FILES"); SS=$(per_s sftp_small "$FILES"); LS=$(per_s lftp_small "$FILES")
-printf '| %s files of 4 KiB in one session (`put -r`, each fsynced) | %.0f files/s | sftp batch %.0f files/s | %.2f x sftp |\n' \
-  "$FILES" "$WS" "$SS" "$(ratio "$WS" "$SS")"
-printf '| | | lftp mput to vsftpd %.0f files/s (no fsync) | %.2f x lftp |\n' \
-  "$LS" "$(ratio "$WS" "$LS")"
+WSP=$(per_s wharf_small_plain "$FILES"); WL=$(per_s wharf_lines "$FILES")
+row "$FILES x 4 KiB, \`put -r\` (mput), TLS, each fsynced" "$(printf '%.0f files/s' "$WS")" \
+  "$(printf 'sftp batch %.0f files/s' "$SS")" "$(x "$(ratio "$WS" "$SS")")" "keep >= 1.0"
+row "$FILES x 4 KiB, \`put -r\`, --no-tls" "$(printf '%.0f files/s' "$WSP")" \
+  "$(printf 'lftp mput to vsftpd %.0f files/s (no fsync)' "$LS")" "$(x "$(ratio "$WSP" "$LS")")" "-"
+row "$FILES x 4 KiB, piped script, one \`put\` per line, TLS" "$(printf '%.0f files/s' "$WL")" \
+  "$(printf 'the same lines by sftp -b %.0f files/s' "$SS")" "$(x "$(ratio "$WL" "$SS")")" ">= 1.0"
 CU=$(mbs curl_wharf_up); CD=$(mbs curl_wharf_down); LW=$(per_s lftp_wharf_small "$FILES")
-printf '| standard FTP: curl put %s to Wharf (fsynced, md5 kept after) | %.0f MB/s | curl to vsftpd %.0f MB/s | %.2f x vsftpd |\n' \
-  "$SIZE" "$CU" "$(mbs curl_up)" "$(ratio "$CU" "$(mbs curl_up)")"
-printf '| standard FTP: curl get %s from Wharf | %.0f MB/s | curl from vsftpd %.0f MB/s | %.2f x vsftpd |\n' \
-  "$SIZE" "$CD" "$(mbs curl_down)" "$(ratio "$CD" "$(mbs curl_down)")"
-printf '| standard FTP: lftp mput %s files of 4 KiB to Wharf (each fsynced) | %.0f files/s | lftp to vsftpd %.0f files/s | %.2f x vsftpd |\n' \
-  "$FILES" "$LW" "$LS" "$(ratio "$LW" "$LS")"
-SP=$(mbs sftp_put_wharf); OP=$(mbs sftp_put_openssh); SG=$(mbs sftp_get_wharf); OG=$(mbs sftp_get_openssh)
-printf '| SSH door: sftp put %s (aes128-gcm; fsynced, md5 kept after) | %.0f MB/s | sftp to OpenSSH sshd %.0f MB/s | %.2f x sshd |\n' \
-  "$SIZE" "$SP" "$OP" "$(ratio "$SP" "$OP")"
-printf '| SSH door: sftp get %s (aes128-gcm) | %.0f MB/s | sftp from OpenSSH sshd %.0f MB/s | %.2f x sshd |\n' \
-  "$SIZE" "$SG" "$OG" "$(ratio "$SG" "$OG")"
+row "standard FTP: curl put $SIZE (fsynced, md5 kept after)" "$(printf '%.0f MB/s' "$CU")" \
+  "$(printf 'curl to vsftpd %.0f MB/s' "$CUP")" "$(x "$(ratio "$CU" "$CUP")")" "-"
+row "standard FTP: curl get $SIZE" "$(printf '%.0f MB/s' "$CD")" \
+  "$(printf 'curl from vsftpd %.0f MB/s' "$CDN")" "$(x "$(ratio "$CD" "$CDN")")" "-"
+row "standard FTP: lftp mput $FILES x 4 KiB (each fsynced)" "$(printf '%.0f files/s' "$LW")" \
+  "$(printf 'lftp to vsftpd %.0f files/s' "$LS")" "$(x "$(ratio "$LW" "$LS")")" "-"
+SP=$(mbs sftp_put_wharf); SG=$(mbs sftp_get_wharf)
+row "SSH door: sftp put $SIZE (md5 kept after)" "$(printf '%.0f MB/s' "$SP")" \
+  "$(printf 'OpenSSH sshd %.0f MB/s' "$OP")" "$(x "$(ratio "$SP" "$OP")")" ">= 1.0"
+row "SSH door: sftp get $SIZE" "$(printf '%.0f MB/s' "$SG")" \
+  "$(printf 'OpenSSH sshd %.0f MB/s' "$OG")" "$(x "$(ratio "$SG" "$OG")")" ">= 1.0"
 WSS=$(per_s sftp_small_wharf "$FILES"); OSS=$(per_s sftp_small_openssh "$FILES")
-printf '| SSH door: sftp put of %s files of 4 KiB (each fsynced) | %.0f files/s | sftp to OpenSSH sshd %.0f files/s | %.2f x sshd |\n' \
-  "$FILES" "$WSS" "$OSS" "$(ratio "$WSS" "$OSS")"
+row "SSH door: sftp put of $FILES x 4 KiB" "$(printf '%.0f files/s' "$WSS")" \
+  "$(printf 'OpenSSH sshd %.0f files/s' "$OSS")" "$(x "$(ratio "$WSS" "$OSS")")" ">= 1.0"
 WC=$(ms_each wharf_cmds "$COMMANDS"); SC=$(ms_each ssh_cmds "$COMMANDS")
-printf '| exec per command on one connection | %.2f ms | ssh ControlMaster %.2f ms | %.2f x the time |\n' \
-  "$WC" "$SC" "$(ratio "$WC" "$SC")"
+row "exec, per command on one connection" "$(printf '%.2f ms' "$WC")" \
+  "$(printf 'ssh ControlMaster, /bin/sh user, %.2f ms' "$SC")" "$(x "$(ratio "$WC" "$SC")") the time" "<= 0.5 x"
 WSC=$(ms_each ssh_cmds_wharf "$COMMANDS")
-printf '| SSH door: `ssh host true`, multiplexed (ControlMaster), in the sandbox | %.2f ms | to OpenSSH sshd %.2f ms | %.2f x the time |\n' \
-  "$WSC" "$SC" "$(ratio "$WSC" "$SC")"
+row "SSH door: \`ssh host true\`, multiplexed, in the sandbox" "$(printf '%.2f ms' "$WSC")" \
+  "$(printf 'OpenSSH sshd %.2f ms' "$SC")" "$(x "$(ratio "$WSC" "$SC")") the time" "<= 2 x"
 WT=$(mbs wharf_stream); ST=$(mbs ssh_stream)
-printf '| exec streaming `head -c %s` | %.0f MB/s | ssh %.0f MB/s | %.2f x |\n' \
-  "$SIZE" "$WT" "$ST" "$(ratio "$WT" "$ST")"
+row "exec streaming \`head -c $SIZE\`, TLS" "$(printf '%.0f MB/s' "$WT")" \
+  "$(printf 'ssh %.0f MB/s' "$ST")" "$(x "$(ratio "$WT" "$ST")")" ">= 1.5 x"
 printf '\n(md5sum alone: %.0f MB/s)\n' "$MD5"
 
 if [ "${CHAT:-1}" != 0 ]; then

@@ -16,10 +16,11 @@
 //!
 //! Then, beside ngircd when it is installed (Debian's `ngircd`): 500
 //! members in one room all talk at once, 2 messages each, 10 bursts
-//! (about 5 million deliveries), on a fresh wharf-chatd with TLS and on a
-//! throwaway ngircd (plain IRC); deliveries per second, server CPU per
-//! delivery, peak memory after the first burst and after the last (growth
-//! over bursts), and memory per idle session, as ratios.
+//! (about 5 million deliveries), on a fresh wharf-chatd with `--no-tls`
+//! and on a throwaway ngircd (plain IRC), like for like, then on a
+//! wharf-chatd with TLS; deliveries per second, server CPU per delivery,
+//! peak memory after the first burst and after the last (growth over
+//! bursts), and memory per idle session, as ratios of the plain pair.
 //!
 //! With `WHARF_BENCH_POSTGRES=1` and a PostgreSQL test cluster in
 //! `WHARF_TEST_POSTGRES_URL` (`bash .ci/postgres.sh start DIR` prints one),
@@ -468,8 +469,10 @@ fn free_addr() -> Res<String> {
     Ok(format!("127.0.0.1:{port}"))
 }
 
-/// wharf-chatd (TLS) and ngircd, one after the other in this run, on the
-/// same workload; prints both and their ratios.
+/// wharf-chatd and ngircd, one after the other in this run, on the same
+/// workload: like for like, wharf-chatd with `--no-tls` beside ngircd
+/// (plain), and wharf-chatd with TLS (its default) beside them; prints
+/// all three and the ratios of the plain pair.
 async fn beside_ngircd(
     url: &str,
     dir: &std::path::Path,
@@ -485,21 +488,28 @@ async fn beside_ngircd(
     println!(
         "\n== beside ngircd: {members} members all talking, {each} messages each, {bursts} bursts; {n_idle} idle sessions =="
     );
-    let addr = free_addr()?;
-    let mut server = Command::new(env!("CARGO_BIN_EXE_wharf-chatd"))
-        .args(["--listen", &addr, "--database-url", url])
-        .arg("--data-dir")
-        .arg(dir)
-        .args(["--max-connections", "30000", "--max-per-ip", "30000"])
-        .args(["--flood-burst", "1000000", "--flood-rate", "1000000"])
-        .args(["--flood-bytes-burst", "1GiB", "--flood-bytes-rate", "1GiB"])
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .spawn()?;
-    let wharf = talk_wharf(&addr, dir, server.id(), users, talk, n_idle).await;
-    let _ = server.kill();
-    let _ = server.wait();
-    let wharf = wharf?;
+    let mut runs = Vec::new();
+    for tls in [false, true] {
+        let addr = free_addr()?;
+        let mut server = Command::new(env!("CARGO_BIN_EXE_wharf-chatd"))
+            .args(["--listen", &addr, "--database-url", url])
+            .arg("--data-dir")
+            .arg(dir)
+            .args(["--max-connections", "30000", "--max-per-ip", "30000"])
+            .args(["--flood-burst", "1000000", "--flood-rate", "1000000"])
+            .args(["--flood-bytes-burst", "1GiB", "--flood-bytes-rate", "1GiB"])
+            .args(if tls { &[][..] } else { &["--no-tls"][..] })
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .spawn()?;
+        let run = talk_wharf(&addr, dir, server.id(), users, talk, n_idle, tls).await;
+        let _ = server.kill();
+        let _ = server.wait();
+        runs.push(run?);
+    }
+    let (Some(with_tls), Some(wharf)) = (runs.pop(), runs.pop()) else {
+        return Err("the wharf-chatd runs are missing".into());
+    };
     let addr = free_addr()?;
     let port = addr.rsplit(':').next().unwrap_or("0").parse()?;
     let mut peer = ngircd::start(bin, dir, port)?;
@@ -507,48 +517,35 @@ async fn beside_ngircd(
     let _ = peer.kill();
     let _ = peer.wait();
     let irc = irc?;
-    println!("| | wharf-chatd (TLS) | ngircd (plain) | ratio |");
-    println!("|---|---|---|---|");
-    let row = |what: &str, w: f64, n: f64, unit: &str| {
+    println!("| | wharf-chatd --no-tls | ngircd (plain) | ratio | wharf-chatd (TLS) |");
+    println!("|---|---|---|---|---|");
+    let row = |what: &str, pick: &dyn Fn(&Talk) -> f64, unit: &str| {
+        let (w, n, t) = (pick(&wharf), pick(&irc), pick(&with_tls));
         println!(
-            "| {what} | {w:.2} {unit} | {n:.2} {unit} | {:.2} x |",
+            "| {what} | {w:.2} {unit} | {n:.2} {unit} | {:.2} x | {t:.2} {unit} |",
             w / n
         );
     };
     row(
         "deliveries per second",
-        wharf.deliveries_per_s / 1e6,
-        irc.deliveries_per_s / 1e6,
+        &|t| t.deliveries_per_s / 1e6,
         "M/s",
     );
-    row(
-        "server CPU per delivery",
-        wharf.cpu_us_each,
-        irc.cpu_us_each,
-        "us",
-    );
+    row("server CPU per delivery", &|t| t.cpu_us_each, "us");
     row(
         "peak memory after the first burst",
-        wharf.peak_first_mib,
-        irc.peak_first_mib,
+        &|t| t.peak_first_mib,
         "MiB",
     );
     row(
         &format!("peak memory after {bursts} bursts"),
-        wharf.peak_mib,
-        irc.peak_mib,
+        &|t| t.peak_mib,
         "MiB",
     );
-    row(
-        "memory per idle session",
-        wharf.idle_kib_each,
-        irc.idle_kib_each,
-        "KiB",
-    );
+    row("memory per idle session", &|t| t.idle_kib_each, "KiB");
     row(
         &format!("resident memory with {n_idle} idle sessions"),
-        wharf.idle_mib,
-        irc.idle_mib,
+        &|t| t.idle_mib,
         "MiB",
     );
     Ok(())
@@ -562,9 +559,14 @@ async fn talk_wharf(
     users: &[String],
     (members, each, bursts): (usize, usize, usize),
     n_idle: usize,
+    tls: bool,
 ) -> Res<Talk> {
     wait_listening(addr).await;
-    let client_tls = ClientTls::trusting(&wharf_server::tls::made_cert_path(dir))?;
+    let client_tls = if tls {
+        ClientTls::trusting(&wharf_server::tls::made_cert_path(dir))?
+    } else {
+        ClientTls::plain()
+    };
     let mut clients = login_many(addr, &client_tls, users, members).await?;
     for c in &mut clients {
         c.join("bench").await?;
