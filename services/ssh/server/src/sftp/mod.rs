@@ -49,6 +49,13 @@ const LISTING_BATCH: usize = 128;
 /// Writes in flight between the session and the upload.
 const WRITE_QUEUE: usize = 16;
 
+/// An upload whose writes add up to no more than this by its close is
+/// kept in hand and stored whole then, without a task of its own (most
+/// files of a tree; a task and its queue cost a small file more than the
+/// storing). At most this much per open file: 16 MiB over all the handles
+/// a session may hold, less than the queues of their tasks may.
+const SMALL_UPLOAD: usize = 64 << 10;
+
 /// One user's files, as the SFTP session reaches them.
 pub struct Files {
     storage: WharfStorage,
@@ -107,11 +114,33 @@ struct Upload {
     task: Option<JoinHandle<Result<u64, StorageError>>>,
     /// The upload's end, when it ended early: said to every later write.
     failed: Option<Refused>,
+    /// The first writes, kept while they add up to a small file
+    /// ([`SMALL_UPLOAD`]): stored whole at the close, in the session's own
+    /// task, or handed to the upload's task once they grow past it.
+    pending: Vec<u8>,
+    /// Where `pending` starts in the file.
+    pending_at: u64,
     /// The client asked for the file on disk (`fsync@openssh.com`): it is
     /// synced before the close is answered. Without it, as with OpenSSH,
     /// the close answers once the file has taken its name (whole, by a
     /// rename), and the kernel writes it back in its own time.
     durable: Arc<AtomicBool>,
+}
+
+impl Upload {
+    fn new(path: PathBuf, fresh: bool, next: Option<u64>) -> Upload {
+        Upload {
+            path,
+            fresh,
+            next,
+            queue: None,
+            task: None,
+            failed: None,
+            pending: Vec::new(),
+            pending_at: 0,
+            durable: Arc::default(),
+        }
+    }
 }
 
 /// A refusal as SFTP says it.
@@ -552,18 +581,7 @@ impl Session {
         // first write or its close, before anything is stored.
         let replace = OpenFlags::CREATE | OpenFlags::TRUNCATE;
         if flags.contains(replace) && !flags.intersects(OpenFlags::EXCLUDE | OpenFlags::APPEND) {
-            return self.hold(
-                id,
-                Open::Write(Upload {
-                    path,
-                    fresh: true,
-                    next: None,
-                    queue: None,
-                    task: None,
-                    failed: None,
-                    durable: Arc::default(),
-                }),
-            );
+            return self.hold(id, Open::Write(Upload::new(path, true, None)));
         }
         let exists = self
             .files
@@ -595,18 +613,7 @@ impl Session {
         } else {
             None
         };
-        self.hold(
-            id,
-            Open::Write(Upload {
-                path,
-                fresh,
-                next,
-                queue: None,
-                task: None,
-                failed: None,
-                durable: Arc::default(),
-            }),
-        )
+        self.hold(id, Open::Write(Upload::new(path, fresh, next)))
     }
 
     async fn read(
@@ -693,22 +700,34 @@ impl Session {
             }
             _ => {}
         }
-        if up.queue.is_none() {
-            // The first write says where the upload starts: 0, or the end
-            // of what a cut upload or the file holds (a resume).
-            let (tx, rx) = mpsc::channel(WRITE_QUEUE);
-            let path = up.path.clone();
-            let durable = Durable::OnRequest(Arc::clone(&up.durable));
-            up.task = Some(tokio::spawn(async move {
-                storage
-                    .put_with(&user, Incoming::new(rx), path, offset, durable)
-                    .await
-            }));
-            up.queue = Some(tx);
-        }
         let len = data.len() as u64;
+        if up.queue.is_none() {
+            if up.pending.len() + data.len() <= SMALL_UPLOAD {
+                // The first write says where the upload starts: 0, or the
+                // end of what a cut upload or the file holds (a resume).
+                if up.pending.is_empty() {
+                    up.pending_at = offset;
+                }
+                up.pending.extend_from_slice(&data);
+                up.next = Some(offset + len);
+                return Ok(ok(id));
+            }
+            let start = if up.pending.is_empty() {
+                offset
+            } else {
+                up.pending_at
+            };
+            start_stream(up, storage, user, start);
+        }
         let sent = match &up.queue {
-            Some(tx) => tx.send(Ok(Bytes::from(data))).await.is_ok(),
+            Some(tx) => {
+                let mut sent = true;
+                if !up.pending.is_empty() {
+                    let kept = Bytes::from(std::mem::take(&mut up.pending));
+                    sent = tx.send(Ok(kept)).await.is_ok();
+                }
+                sent && tx.send(Ok(Bytes::from(data))).await.is_ok()
+            }
             None => false,
         };
         if !sent {
@@ -730,20 +749,19 @@ impl Session {
                 if let Some(r) = up.failed.take() {
                     return Err(r);
                 }
-                if up.queue.is_none() && up.fresh {
-                    // Opened and closed without a write: an empty file.
-                    let (tx, rx) = mpsc::channel(1);
-                    drop(tx);
+                if up.queue.is_none() && (up.fresh || !up.pending.is_empty()) {
+                    // A small file in hand (or, opened and closed without
+                    // a write, an empty one): stored whole, here.
+                    let start = if up.pending.is_empty() {
+                        0
+                    } else {
+                        up.pending_at
+                    };
+                    let data = std::io::Cursor::new(std::mem::take(&mut up.pending));
                     let durable = Durable::OnRequest(Arc::clone(&up.durable));
                     self.files
                         .storage
-                        .put_with(
-                            &self.files.user,
-                            Incoming::new(rx),
-                            up.path.clone(),
-                            0,
-                            durable,
-                        )
+                        .put_with(&self.files.user, data, up.path.clone(), start, durable)
                         .await
                         .map_err(|e| refused(&e))?;
                     return Ok(ok(id));
@@ -829,6 +847,18 @@ impl Session {
     async fn cut(&mut self) {
         for (_, open) in self.handles.drain() {
             if let Open::Write(mut up) = open {
+                if up.queue.is_none() && !up.pending.is_empty() {
+                    // What arrived is kept for a resume, as a streamed
+                    // upload's is.
+                    let start = up.pending_at;
+                    let (storage, user) =
+                        (self.files.storage.clone(), Arc::clone(&self.files.user));
+                    start_stream(&mut up, storage, user, start);
+                    if let Some(tx) = &up.queue {
+                        let kept = Bytes::from(std::mem::take(&mut up.pending));
+                        let _ = tx.send(Ok(kept)).await;
+                    }
+                }
                 if let Some(tx) = up.queue.take() {
                     let _ = tx
                         .send(Err(std::io::Error::new(
@@ -843,6 +873,19 @@ impl Session {
             }
         }
     }
+}
+
+/// Starts `up`'s task, storing what is sent on its queue from `start` on.
+fn start_stream(up: &mut Upload, storage: WharfStorage, user: Arc<FtpUser>, start: u64) {
+    let (tx, rx) = mpsc::channel(WRITE_QUEUE);
+    let path = up.path.clone();
+    let durable = Durable::OnRequest(Arc::clone(&up.durable));
+    up.task = Some(tokio::spawn(async move {
+        storage
+            .put_with(&user, Incoming::new(rx), path, start, durable)
+            .await
+    }));
+    up.queue = Some(tx);
 }
 
 /// Ends an upload's input and waits for it to be made visible (or not).

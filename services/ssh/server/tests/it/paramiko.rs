@@ -123,3 +123,73 @@ async fn wrong_ssh_passwords_count_against_the_address_for_every_service() {
         "{native:?}"
     );
 }
+
+const CUT: &str = r#"
+import os, time, paramiko
+t = paramiko.Transport(("127.0.0.1", int(os.environ["PORT"])))
+t.connect(username="alice", pkey=paramiko.Ed25519Key.from_private_key_file(os.environ["KEY"]))
+sftp = paramiko.SFTPClient.from_transport(t)
+body = open(os.environ["LOCAL"], "rb").read()
+if os.environ["STEP"] == "cut":
+    f = sftp.open("cut.bin", "w")
+    f.write(body[:3000])
+    f.flush()
+    print("sent")
+    t.close()
+else:
+    # The cut upload shows its size; appending from there finishes it.
+    for _ in range(100):
+        try:
+            size = sftp.stat("cut.bin").st_size
+            break
+        except IOError:
+            time.sleep(0.05)
+    print("kept", size)
+    f = sftp.open("cut.bin", "a")
+    f.seek(size)
+    f.write(body[size:])
+    f.close()
+    print("whole", sftp.stat("cut.bin").st_size)
+    t.close()
+"#;
+
+#[tokio::test]
+async fn a_small_upload_cut_before_its_close_is_kept_and_finished_by_appending() {
+    // A small file's writes are kept in hand until its close: a session
+    // that ends before it still leaves what arrived, for a resume.
+    let srv = spawn().await;
+    let alice = srv.add_user("alice", None, "ftp").await;
+    let key = srv.give_key("alice").await;
+    let here = tempfile::tempdir().expect("dir");
+    let body = data(5_000, 9);
+    let local = here.path().join("local.bin");
+    std::fs::write(&local, &body).expect("local");
+    let step = |name: &str| {
+        let mut cmd = tokio::process::Command::new("python3");
+        cmd.arg("-c")
+            .arg(CUT)
+            .env("PORT", srv.port.to_string())
+            .env("LOCAL", &local)
+            .env("KEY", &key)
+            .env("STEP", name)
+            .kill_on_drop(true);
+        async move {
+            tokio::time::timeout(wharf_testkit::WAIT * 3, cmd.output())
+                .await
+                .expect("in time")
+                .expect("python3 with paramiko")
+        }
+    };
+    let out = step("cut").await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("sent"));
+    let out = step("finish").await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let said = text(&out.stdout);
+    assert!(said.contains("kept 3000"), "{said}");
+    assert!(said.contains("whole 5000"), "{said}");
+    assert_eq!(
+        std::fs::read(alice.home.join("cut.bin")).expect("stored"),
+        body
+    );
+}
