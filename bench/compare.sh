@@ -57,8 +57,9 @@ B=$PWD/target/release
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 now() { date +%s.%N; }
-# runs "$@" with output discarded; prints the seconds it took
-timed() { local t0 t1; t0=$(now); "$@" >/dev/null 2>&1 || { echo "failed: $*" >&2; exit 1; }; t1=$(now); echo "$t1 - $t0" | bc -l; }
+# runs "$@" with output discarded; prints the seconds it took (after a
+# sync: no contender pays for the previous one's writeback)
+timed() { local t0 t1; sync; t0=$(now); "$@" >/dev/null 2>&1 || { echo "failed: $*" >&2; exit 1; }; t1=$(now); echo "$t1 - $t0" | bc -l; }
 # Waits until the daemon named $1 is idle (an upload's md5 is taken after
 # it is stored, in the background): the next contender gets the machine.
 settle() {
