@@ -190,8 +190,7 @@ async fn main() -> Res<()> {
 
 /// A wharf-chatd on `url` listening on a free port; its address.
 fn start_server(url: &str, dir: &std::path::Path, tls: bool) -> Res<(std::process::Child, String)> {
-    let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
-    let addr = format!("127.0.0.1:{port}");
+    let addr = free_addr()?;
     let server = Command::new(env!("CARGO_BIN_EXE_wharf-chatd"))
         .args(["--listen", &addr, "--database-url", url])
         .arg("--data-dir")
@@ -490,18 +489,7 @@ async fn beside_ngircd(
     );
     let mut runs = Vec::new();
     for tls in [false, true] {
-        let addr = free_addr()?;
-        let mut server = Command::new(env!("CARGO_BIN_EXE_wharf-chatd"))
-            .args(["--listen", &addr, "--database-url", url])
-            .arg("--data-dir")
-            .arg(dir)
-            .args(["--max-connections", "30000", "--max-per-ip", "30000"])
-            .args(["--flood-burst", "1000000", "--flood-rate", "1000000"])
-            .args(["--flood-bytes-burst", "1GiB", "--flood-bytes-rate", "1GiB"])
-            .args(if tls { &[][..] } else { &["--no-tls"][..] })
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .spawn()?;
+        let (mut server, addr) = start_server(url, dir, tls)?;
         let run = talk_wharf(&addr, dir, server.id(), users, talk, n_idle, tls).await;
         let _ = server.kill();
         let _ = server.wait();

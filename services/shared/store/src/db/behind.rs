@@ -22,7 +22,7 @@ use std::time::Duration;
 use super::Store;
 use super::digests::{FileVersion, forget, remember};
 use super::quota::{Books, commit_books};
-use super::usage::{ExecRecord, TransferRecord, insert_exec, insert_transfer};
+use super::usage::{ExecRecord, TransferRecord, insert_exec, insert_transfer, set_upload_md5};
 
 /// Records queued at most; past it, a record is written before the reply
 /// (the writer cannot keep up, and memory must stay bounded).
@@ -144,7 +144,7 @@ impl Store {
         }
         for item in items.chunks(1) {
             if let Err(e) = self.write_records(item).await {
-                tracing::warn!(error = %e, record = ?item, "cannot write a record of the transfer or command log");
+                tracing::warn!(error = %e, record = ?item, "cannot write a record behind its reply (the transfer or command log, an md5, or an upload's quota commit, whose bytes then stay held: admin-cli usage --rescan settles them)");
             }
         }
     }
@@ -197,15 +197,9 @@ impl Store {
                     forget(*user_id, *dev, *ino).execute(&mut *tx).await?;
                 }
                 Deferred::UploadMd5(user_id, path, md5) => {
-                    sqlx::query(
-                        "UPDATE transfers SET md5 = $1 WHERE id = (SELECT MAX(id) FROM transfers \
-                         WHERE user_id = $2 AND path = $3 AND direction = 'up' AND ok = 1) AND md5 IS NULL",
-                    )
-                    .bind(md5)
-                    .bind(*user_id)
-                    .bind(path)
-                    .execute(&mut *tx)
-                    .await?;
+                    set_upload_md5(*user_id, path, md5)
+                        .execute(&mut *tx)
+                        .await?;
                 }
                 Deferred::Exec(e, at) => {
                     insert_exec(e, *at).execute(&mut *tx).await?;

@@ -137,14 +137,15 @@ impl Store {
         added_bytes: i64,
         added_files: i64,
     ) -> Result<()> {
-        sqlx::query(COMMIT)
-            .bind(to_i64(reserved.0))
-            .bind(added_bytes)
-            .bind(added_files)
-            .bind(user_id)
-            .bind(to_i64(reserved.1))
-            .execute(&self.pool)
-            .await?;
+        commit_books(&Books {
+            user_id,
+            reserved: reserved.0,
+            reserved_files: reserved.1,
+            added_bytes,
+            added_files,
+        })
+        .execute(&self.pool)
+        .await?;
         Ok(())
     }
 
@@ -153,14 +154,15 @@ impl Store {
     pub async fn add_entry(&self, user_id: i64, bytes: u64) -> Result<()> {
         let mut conn = self.pool.acquire().await?;
         reserve_on(&mut conn, user_id, Need::upload(bytes)).await?;
-        sqlx::query(COMMIT)
-            .bind(to_i64(bytes))
-            .bind(to_i64(bytes))
-            .bind(1i64)
-            .bind(user_id)
-            .bind(1i64)
-            .execute(&mut *conn)
-            .await?;
+        commit_books(&Books {
+            user_id,
+            reserved: bytes,
+            reserved_files: 1,
+            added_bytes: to_i64(bytes),
+            added_files: 1,
+        })
+        .execute(&mut *conn)
+        .await?;
         Ok(())
     }
 

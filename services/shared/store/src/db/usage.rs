@@ -154,6 +154,22 @@ pub(super) fn insert_transfer(
         .bind(at)
 }
 
+/// The statement giving the latest upload of `path` by `user_id` its md5,
+/// hashed after it was stored.
+pub(super) fn set_upload_md5<'q>(
+    user_id: i64,
+    path: &'q str,
+    md5: &'q str,
+) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments> {
+    sqlx::query(
+        "UPDATE transfers SET md5 = $1 WHERE id = (SELECT MAX(id) FROM transfers \
+         WHERE user_id = $2 AND path = $3 AND direction = 'up' AND ok = 1) AND md5 IS NULL",
+    )
+    .bind(md5)
+    .bind(user_id)
+    .bind(path)
+}
+
 /// The statement recording `e`, ended at `at` (unix ms).
 pub(super) fn insert_exec(
     e: &ExecRecord,

@@ -118,8 +118,6 @@ struct Upload {
     /// ([`SMALL_UPLOAD`]): stored whole at the close, in the session's own
     /// task, or handed to the upload's task once they grow past it.
     pending: Vec<u8>,
-    /// Where `pending` starts in the file.
-    pending_at: u64,
     /// The client asked for the file on disk (`fsync@openssh.com`): it is
     /// synced before the close is answered. Without it, as with OpenSSH,
     /// the close answers once the file has taken its name (whole, by a
@@ -137,9 +135,15 @@ impl Upload {
             task: None,
             failed: None,
             pending: Vec::new(),
-            pending_at: 0,
             durable: Arc::default(),
         }
+    }
+
+    /// Where the writes kept in hand start in the file (0 before any):
+    /// they end where the next write must come.
+    fn pending_from(&self) -> u64 {
+        self.next
+            .map_or(0, |next| next.saturating_sub(self.pending.len() as u64))
     }
 }
 
@@ -705,18 +709,12 @@ impl Session {
             if up.pending.len() + data.len() <= SMALL_UPLOAD {
                 // The first write says where the upload starts: 0, or the
                 // end of what a cut upload or the file holds (a resume).
-                if up.pending.is_empty() {
-                    up.pending_at = offset;
-                }
                 up.pending.extend_from_slice(&data);
                 up.next = Some(offset + len);
                 return Ok(ok(id));
             }
-            let start = if up.pending.is_empty() {
-                offset
-            } else {
-                up.pending_at
-            };
+            // What is kept ends at this write's offset.
+            let start = offset - up.pending.len() as u64;
             start_stream(up, storage, user, start);
         }
         let sent = match &up.queue {
@@ -752,11 +750,7 @@ impl Session {
                 if up.queue.is_none() && (up.fresh || !up.pending.is_empty()) {
                     // A small file in hand (or, opened and closed without
                     // a write, an empty one): stored whole, here.
-                    let start = if up.pending.is_empty() {
-                        0
-                    } else {
-                        up.pending_at
-                    };
+                    let start = up.pending_from();
                     let data = std::io::Cursor::new(std::mem::take(&mut up.pending));
                     let durable = Durable::OnRequest(Arc::clone(&up.durable));
                     self.files
@@ -850,7 +844,7 @@ impl Session {
                 if up.queue.is_none() && !up.pending.is_empty() {
                     // What arrived is kept for a resume, as a streamed
                     // upload's is.
-                    let start = up.pending_at;
+                    let start = up.pending_from();
                     let (storage, user) =
                         (self.files.storage.clone(), Arc::clone(&self.files.user));
                     start_stream(&mut up, storage, user, start);

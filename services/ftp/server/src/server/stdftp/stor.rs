@@ -256,8 +256,11 @@ async fn stor_whole(
     .await;
     let stored = match stored {
         Ok((stored, dropped)) => {
-            if let Some(held) = dropped {
-                store.release(uid, held, 1).await?;
+            // Failing, it stays held: stricter, until the next rescan.
+            if let Some(held) = dropped
+                && let Err(e) = store.release(uid, held, 1).await
+            {
+                tracing::warn!(user = %user.user.name, error = %e, "cannot give back what a dropped interrupted upload held (admin-cli usage --rescan settles it)");
             }
             stored
         }

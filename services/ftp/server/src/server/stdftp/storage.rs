@@ -111,9 +111,7 @@ impl WharfStorage {
             .await
             .map_err(storage_error)
     }
-}
 
-impl WharfStorage {
     /// What [`StorageBackend::metadata`] says, or `None` when there is
     /// nothing by that name: a look before a create, not a refusal (and so
     /// not logged as one).
