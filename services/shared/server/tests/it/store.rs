@@ -275,6 +275,96 @@ async fn concurrent_reservations_across_pools_never_overshoot() {
     }
 }
 
+/// Small reservations hold a little ahead (one trip to the database for
+/// many small files), and the books stay strict: what is held is reserved
+/// in the database, every number read through the store is exact, what is
+/// held never refuses its own user, and it goes back when idle.
+#[tokio::test]
+async fn small_reservations_hold_ahead_and_never_loosen_the_books() {
+    const MIB: u64 = 1 << 20;
+    for env in common::envs().await {
+        let u = env
+            .add_user("alice", "correct horse", Some(3 * MIB), "ftp")
+            .await;
+        // Another process sees the books as they are in the database.
+        let other = Store::open(&env.url).await.expect("second pool");
+        let books = |user: wharf_store::User| (user.reserved_bytes, user.reserved_files);
+        env.store
+            .reserve(u.id, Need::upload(4096))
+            .await
+            .expect("first");
+        let held = books(other.require_user("alice").await.expect("alice"));
+        assert_eq!(
+            held,
+            (4096 + MIB, 17),
+            "one reservation, and what is held ahead"
+        );
+        for _ in 0..16 {
+            env.store
+                .reserve(u.id, Need::upload(4096))
+                .await
+                .expect("from what is held");
+        }
+        assert_eq!(
+            books(other.require_user("alice").await.expect("alice")),
+            held,
+            "taken from what was held: the database was not asked"
+        );
+        // A read through the store gives back what is held: exact.
+        let exact = books(env.store.require_user("alice").await.expect("alice"));
+        assert_eq!(exact, (17 * 4096, 17));
+        assert_eq!(
+            books(other.require_user("alice").await.expect("alice")),
+            exact
+        );
+
+        // What is held never refuses its own user: the whole free space
+        // (less than what is held ahead plus it) is granted.
+        env.store
+            .reserve(u.id, Need::upload(4096))
+            .await
+            .expect("holds ahead again");
+        let free = 3 * MIB - 18 * 4096;
+        env.store
+            .reserve(u.id, Need::upload(free))
+            .await
+            .expect("all that is free, what was held given back for it");
+        assert_eq!(
+            books(other.require_user("alice").await.expect("alice")),
+            (3 * MIB, 19)
+        );
+        match env.store.reserve(u.id, Need::upload(1)).await {
+            Err(Error::QuotaExceeded { free, .. }) => assert_eq!(free, 0),
+            other => panic!("expected QuotaExceeded, got {other:?}"),
+        }
+        match other.reserve(u.id, Need::upload(1)).await {
+            Err(Error::QuotaExceeded { free, .. }) => assert_eq!(free, 0),
+            other => panic!("expected QuotaExceeded, got {other:?}"),
+        }
+
+        // Idle, what is held goes back by itself.
+        env.store.release(u.id, 3 * MIB, 19).await.expect("release");
+        env.store
+            .reserve(u.id, Need::upload(10))
+            .await
+            .expect("holds ahead");
+        assert_eq!(
+            books(other.require_user("alice").await.expect("alice")),
+            (10 + MIB, 17)
+        );
+        let mut left = (0, 0);
+        for _ in 0..50 {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            left = books(other.require_user("alice").await.expect("alice"));
+            if left == (10, 1) {
+                break;
+            }
+        }
+        assert_eq!(left, (10, 1), "what was held went back when idle");
+        other.close().await;
+    }
+}
+
 #[tokio::test]
 async fn unlimited_quota_reserves_anything() {
     for env in common::envs().await {

@@ -160,10 +160,19 @@ impl Store {
 
     /// Waits until what was queued before this call is written (at most
     /// [`SETTLE_LIMIT`]); what is queued meanwhile is not waited for, so a
-    /// steady stream of uploads never holds a reader up. Reads through
-    /// this store do it themselves; call it before another connection or
-    /// process reads what this one wrote.
+    /// steady stream of uploads never holds a reader up. Gives back what
+    /// is held ahead for small uploads (see [`super::credit`]), so the
+    /// quota's numbers read next are exact. Reads through this store do it
+    /// themselves; call it before another connection or process reads
+    /// what this one wrote.
     pub async fn settle(&self) {
+        self.return_credit(false).await;
+        self.settle_records().await;
+    }
+
+    /// [`Store::settle`] for reads of the records only (not the quota's
+    /// numbers): what is held ahead stays.
+    pub(super) async fn settle_records(&self) {
         let target = self.behind.queued();
         let _ = tokio::time::timeout(SETTLE_LIMIT, async {
             loop {

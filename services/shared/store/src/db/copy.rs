@@ -152,6 +152,9 @@ impl Store {
     /// Ids are kept, so history, usage and rights stay attached to the same
     /// users; PostgreSQL's id sequences are moved past the copied ids.
     pub async fn copy_into(&self, to: &Store) -> Result<CopyReport> {
+        // What is queued to be written, and held ahead, first: the rows
+        // copied are the books as they are.
+        self.settle().await;
         if !to.has_no_users().await? {
             return Err(Error::Internal(
                 "the target database already has users; copy into a new, empty database".into(),

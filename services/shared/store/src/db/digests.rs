@@ -95,7 +95,7 @@ pub(super) fn forget<'q>(
 impl Store {
     /// The md5 recorded for exactly `version` of a file of `user_id`, if any.
     pub async fn known_md5(&self, user_id: i64, version: &FileVersion) -> Result<Option<String>> {
-        self.settle().await;
+        self.settle_records().await;
         let row = bind_version(
             sqlx::query(
                 "SELECT md5 FROM file_md5 WHERE user_id = $1 AND dev = $2 AND ino = $3 \

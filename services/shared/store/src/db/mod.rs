@@ -9,6 +9,7 @@
 mod behind;
 mod chat;
 mod copy;
+mod credit;
 mod digests;
 mod keys;
 mod logins;
@@ -82,6 +83,8 @@ pub struct Store {
     url: Option<SecretUrl>,
     /// Records written behind the replies that made them.
     behind: std::sync::Arc<behind::Behind>,
+    /// Quota held ahead for small uploads.
+    credit: std::sync::Arc<credit::Credit>,
 }
 
 /// A database URL that may hold a password: never printed.
@@ -159,6 +162,7 @@ impl Store {
             file,
             url: None,
             behind: std::sync::Arc::default(),
+            credit: std::sync::Arc::default(),
         })
     }
 
@@ -191,6 +195,7 @@ impl Store {
             file: None,
             url: Some(SecretUrl(std::sync::Arc::from(url))),
             behind: std::sync::Arc::default(),
+            credit: std::sync::Arc::default(),
         })
     }
 

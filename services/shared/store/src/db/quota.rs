@@ -6,6 +6,7 @@
 use sqlx::Row;
 
 use super::behind::Deferred;
+use super::credit::SMALL;
 use super::usage::TransferRecord;
 use super::{FileVersion, Store, to_i64, to_u64};
 use crate::error::{Error, Result};
@@ -65,9 +66,44 @@ impl Store {
     /// The whole size is held, also when a file is replaced (the old copy
     /// stays on disk until the new one takes its place), so while it runs
     /// the home may hold up to the replaced file's size over the quota.
+    ///
+    /// A small reservation of a new entry is taken from what this process
+    /// holds ahead for the user, or holds more ahead (see [`super::credit`]).
     pub async fn reserve(&self, user_id: i64, need: Need) -> Result<()> {
+        let small = need.replacing == 0 && need.replacing_files == 0 && need.bytes <= SMALL;
+        if small && self.credit.take(user_id, need) {
+            return Ok(());
+        }
         let mut conn = self.pool.acquire().await?;
-        reserve_on(&mut conn, user_id, need).await
+        if small && self.reserve_ahead(&mut conn, user_id, need).await? {
+            return Ok(());
+        }
+        self.reserve_exact(&mut conn, user_id, need).await
+    }
+
+    /// The conditional reservation of `need` alone. What this process
+    /// holds ahead for the user is never what refuses it: when it does
+    /// not fit, that goes back first and it is tried again.
+    async fn reserve_exact(
+        &self,
+        conn: &mut sqlx::AnyConnection,
+        user_id: i64,
+        need: Need,
+    ) -> Result<()> {
+        match reserve_on(conn, user_id, need).await {
+            Err(
+                e @ (Error::QuotaExceeded { .. }
+                | Error::FileQuotaExceeded { .. }
+                | Error::TooManyPartials { .. }),
+            ) => {
+                if self.return_credit_of(conn, user_id).await? {
+                    reserve_on(conn, user_id, need).await
+                } else {
+                    Err(e)
+                }
+            }
+            outcome => outcome,
+        }
     }
 
     /// Reserves for several uploads of one user in one transaction;
@@ -77,7 +113,7 @@ impl Store {
         let mut tx = self.pool.begin().await?;
         let mut outcomes = Vec::with_capacity(needs.len());
         for &need in needs {
-            match reserve_on(&mut tx, user_id, need).await {
+            match self.reserve_exact(&mut tx, user_id, need).await {
                 Err(Error::Database(e)) => return Err(Error::Database(e)),
                 outcome => outcomes.push(outcome),
             }
@@ -101,7 +137,10 @@ impl Store {
         let Some(quota) = row.try_get::<Option<i64>, _>("quota_bytes")?.map(to_u64) else {
             return Ok(());
         };
-        let taken = to_u64(row.try_get("used_bytes")?) + to_u64(row.try_get("reserved_bytes")?);
+        // What this process holds ahead is no upload's.
+        let ahead = self.credit.held_bytes(user_id);
+        let taken = (to_u64(row.try_get("used_bytes")?) + to_u64(row.try_get("reserved_bytes")?))
+            .saturating_sub(ahead);
         if taken > quota.saturating_add(slack) {
             return Err(Error::QuotaLowered { quota });
         }
@@ -112,18 +151,8 @@ impl Store {
     /// failed or discarded upload gives its entry back too; a partial
     /// that only shrinks keeps it).
     pub async fn release(&self, user_id: i64, bytes: u64, files: u64) -> Result<()> {
-        sqlx::query(
-            "UPDATE users SET \
-             reserved_bytes = CASE WHEN reserved_bytes > $1 THEN reserved_bytes - $1 ELSE 0 END, \
-             reserved_files = CASE WHEN reserved_files > $2 THEN reserved_files - $2 ELSE 0 END \
-             WHERE id = $3",
-        )
-        .bind(to_i64(bytes))
-        .bind(to_i64(files))
-        .bind(user_id)
-        .execute(&self.pool)
-        .await?;
-        Ok(())
+        let mut conn = self.pool.acquire().await?;
+        release_on(&mut conn, user_id, bytes, files).await
     }
 
     /// Turns a reservation into usage in one statement: `reserved` bytes
@@ -153,7 +182,8 @@ impl Store {
     /// if it fits: one conditional statement, as [`Store::reserve`].
     pub async fn add_entry(&self, user_id: i64, bytes: u64) -> Result<()> {
         let mut conn = self.pool.acquire().await?;
-        reserve_on(&mut conn, user_id, Need::upload(bytes)).await?;
+        self.reserve_exact(&mut conn, user_id, Need::upload(bytes))
+            .await?;
         commit_books(&Books {
             user_id,
             reserved: bytes,
@@ -249,8 +279,42 @@ pub struct UploadCommit {
     pub replaced: Option<(u64, u64)>,
 }
 
+/// Gives back reserved bytes and entries, on one connection.
+pub(super) async fn release_on(
+    conn: &mut sqlx::AnyConnection,
+    user_id: i64,
+    bytes: u64,
+    files: u64,
+) -> Result<()> {
+    sqlx::query(
+        "UPDATE users SET \
+         reserved_bytes = CASE WHEN reserved_bytes > $1 THEN reserved_bytes - $1 ELSE 0 END, \
+         reserved_files = CASE WHEN reserved_files > $2 THEN reserved_files - $2 ELSE 0 END \
+         WHERE id = $3",
+    )
+    .bind(to_i64(bytes))
+    .bind(to_i64(files))
+    .bind(user_id)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
 /// The conditional reservation, on one connection.
 async fn reserve_on(conn: &mut sqlx::AnyConnection, user_id: i64, need: Need) -> Result<()> {
+    if try_reserve_on(conn, user_id, need).await? {
+        return Ok(());
+    }
+    explain_refusal(conn, user_id, need).await
+}
+
+/// The conditional reservation: whether it was made (nothing changes
+/// when it does not fit).
+pub(super) async fn try_reserve_on(
+    conn: &mut sqlx::AnyConnection,
+    user_id: i64,
+    need: Need,
+) -> Result<bool> {
     let done = sqlx::query(
         "UPDATE users SET reserved_bytes = reserved_bytes + $1, reserved_files = reserved_files + $2 \
          WHERE id = $3 AND usage_problem IS NULL \
@@ -266,9 +330,11 @@ async fn reserve_on(conn: &mut sqlx::AnyConnection, user_id: i64, need: Need) ->
     .bind(to_i64(MAX_PARTIALS))
     .execute(&mut *conn)
     .await?;
-    if done.rows_affected() == 1 {
-        return Ok(());
-    }
+    Ok(done.rows_affected() == 1)
+}
+
+/// Why a reservation of `need` did not fit: the error that says so.
+async fn explain_refusal(conn: &mut sqlx::AnyConnection, user_id: i64, need: Need) -> Result<()> {
     let row = sqlx::query(
         "SELECT name, quota_bytes, used_bytes, reserved_bytes, quota_files, file_count, \
          reserved_files, usage_problem FROM users WHERE id = $1",

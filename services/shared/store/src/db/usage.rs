@@ -239,7 +239,7 @@ impl Store {
         since: i64,
         limit: u32,
     ) -> Result<Vec<TransferRow>> {
-        self.settle().await;
+        self.settle_records().await;
         let rows = sqlx::query(
             "SELECT t.direction, t.path, t.bytes, t.md5, t.ok, t.duration_ms, t.at \
              FROM transfers t JOIN users u ON u.id = t.user_id \
@@ -278,7 +278,7 @@ impl Store {
         since: i64,
         limit: u32,
     ) -> Result<Vec<ExecLogRow>> {
-        self.settle().await;
+        self.settle_records().await;
         let rows = sqlx::query(
             "SELECT u.name, e.command, e.exit_code, e.signal, e.duration_ms, e.bytes_out, e.at \
              FROM exec_log e JOIN users u ON u.id = e.user_id \

@@ -205,7 +205,7 @@ enum Out {
 /// Serves SFTP on `stream` (the channel) until the client goes. Uploads
 /// left open are cut, their partials kept for a resume.
 ///
-/// Answers are written by a task of their own: a write waits for the
+/// Answers are written apart from the reading: a write waits for the
 /// client's window, and the window's adjustments arrive behind the
 /// requests, which must go on being read meanwhile (read and write in one
 /// loop stall a pipelined download for good).
@@ -214,11 +214,24 @@ where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     N: AsyncWrite + Unpin + Send + 'static,
 {
-    let name = files.name.clone();
     let (read, write) = tokio::io::split(stream);
-    let mut read = BufReader::with_capacity(MAX_PACKET as usize, read);
+    let read = BufReader::with_capacity(MAX_PACKET as usize, read);
     let (answers, queue) = mpsc::channel::<Out>(ANSWERS_AHEAD);
-    let writer = tokio::spawn(write_answers(queue, write, notes));
+    let writer = write_answers(queue, write, notes);
+    let reader = read_requests(read, answers, files);
+    // One task, both halves polled together: an answer handed over wakes
+    // this task, not another thread.
+    tokio::join!(reader, writer);
+}
+
+/// Reads the requests and answers each, in order, until the client goes
+/// (or a request no client sends); then cuts the uploads left open.
+async fn read_requests<R: AsyncRead + Unpin>(
+    mut read: BufReader<R>,
+    answers: mpsc::Sender<Out>,
+    files: Files,
+) {
+    let name = files.name.clone();
     let mut session = Session {
         files,
         handles: HashMap::new(),
@@ -274,8 +287,6 @@ where
         }
     }
     session.cut().await;
-    drop(answers);
-    let _ = writer.await;
 }
 
 /// Writes the answers in order, together while more are queued (a client
