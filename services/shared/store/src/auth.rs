@@ -21,6 +21,7 @@
 //! the database, so every process on it shares them.
 
 use std::sync::Arc;
+use std::sync::mpsc::RecvTimeoutError;
 use std::time::Duration;
 
 use argon2::password_hash::PasswordHasher;
@@ -218,6 +219,25 @@ impl std::fmt::Debug for Authenticator {
 /// 256 MiB per computation.
 const MAX_BLOCKS: usize = 256 * 1024;
 
+/// A worker's argon2 memory is kept from one job to the next, and given
+/// back once no job came for this long (a burst of logins is over).
+const KEEP_IDLE: Duration = Duration::from_secs(1);
+
+/// Returns freed heap memory to the system: glibc keeps a freed buffer
+/// of argon2's size in its heap otherwise, resident for good.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn give_back_freed_memory() {
+    // SAFETY: malloc_trim only releases free pages of the allocator's own
+    // heaps; it takes the allocator's locks and touches no live memory.
+    #[allow(unsafe_code)]
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn give_back_freed_memory() {}
+
 /// A job gets its worker's argon2 memory, kept from one job to the next.
 type Job = Box<dyn FnOnce(&mut Vec<Block>) + Send>;
 
@@ -230,7 +250,8 @@ type Job = Box<dyn FnOnce(&mut Vec<Block>) + Send>;
 /// malloc arena; and argon2 allocates its 64-byte-aligned ~19 MiB per call,
 /// which glibc 2.36 does not reuse once freed. 200 concurrent logins grew
 /// peak memory by 705 MiB that way; with reused buffers the growth is the
-/// workers' buffers alone.
+/// workers' buffers alone, and those go back once the burst is over
+/// ([`KEEP_IDLE`]).
 struct HashPool {
     permits: Semaphore,
     jobs: std::sync::Mutex<std::sync::mpsc::Sender<Job>>,
@@ -248,14 +269,24 @@ impl HashPool {
                 .spawn(move || {
                     let mut memory = Vec::new();
                     loop {
-                        // The lock is held only while waiting for the next job.
+                        // The lock is held only while waiting for the next
+                        // job, at most KEEP_IDLE, so that every worker gets
+                        // to see it is idle.
                         let job = match rx.lock() {
-                            Ok(rx) => rx.recv(),
+                            Ok(rx) => rx.recv_timeout(KEEP_IDLE),
                             Err(_) => return,
                         };
                         match job {
                             Ok(job) => job(&mut memory),
-                            Err(_) => return, // every sender is gone: shut down
+                            Err(RecvTimeoutError::Timeout) => {
+                                if !memory.is_empty() {
+                                    memory = Vec::new();
+                                    give_back_freed_memory();
+                                }
+                                std::thread::yield_now();
+                            }
+                            // Every sender is gone: shut down.
+                            Err(RecvTimeoutError::Disconnected) => return,
                         }
                     }
                 })
@@ -665,6 +696,46 @@ mod tests {
             assert!(verify_blocking(&mut memory, b"first password", &hashes[2])?);
         }
         assert_eq!(memory.len(), Params::default().block_count());
+        Ok(())
+    }
+
+    /// A burst's argon2 memory is kept while jobs come, and given back by
+    /// every worker once they stop coming.
+    #[tokio::test]
+    async fn the_workers_give_their_memory_back_once_idle() -> Result<()> {
+        let pool = HashPool::new(2)?;
+        let hash = hash_with(Params::default(), b"a password");
+        let blocks = Params::default().block_count();
+        // Both workers busy at once: each grows its own buffer.
+        let (a, b) = tokio::join!(
+            pool.run({
+                let hash = hash.clone();
+                move |m| verify_blocking(m, b"a password", &hash).map(|ok| (ok, m.len()))
+            }),
+            pool.run({
+                let hash = hash.clone();
+                move |m| verify_blocking(m, b"a password", &hash).map(|ok| (ok, m.len()))
+            }),
+        );
+        assert_eq!((a??, b??), ((true, blocks), (true, blocks)));
+        // Right after, the next job finds a buffer ready.
+        assert_eq!(pool.run(|m| m.len()).await?, blocks);
+        tokio::time::sleep(KEEP_IDLE * 3).await;
+        let (a, b) = tokio::join!(
+            pool.run(|m| {
+                std::thread::sleep(Duration::from_millis(100));
+                m.len()
+            }),
+            pool.run(|m| {
+                std::thread::sleep(Duration::from_millis(100));
+                m.len()
+            }),
+        );
+        assert_eq!(
+            (a?, b?),
+            (0, 0),
+            "idle, both workers gave their memory back"
+        );
         Ok(())
     }
 
