@@ -1,7 +1,10 @@
 //! PID 1 of a command's PID namespace.
 //!
-//! The launcher starts it right after entering the namespaces (it is the
-//! namespace's first process, so its PID 1). It mounts the namespace's own
+//! The launcher forks it right after entering the namespaces (it is the
+//! namespace's first process, so its PID 1), with no file of the
+//! launcher's open but the two below: not a binary run again, a copy of
+//! the small single-threaded launcher (starting the daemon's binary again
+//! cost a millisecond of every command). It mounts the namespace's own
 //! `/proc` in the command's root being built (in a private mount namespace
 //! only: the processes of other users' commands and of the host stay
 //! invisible), gives up root for the user's uid, says it is
@@ -10,22 +13,19 @@
 //! every process left in the namespace: nothing a command starts outlives
 //! it.
 //!
-//! The parent is watched through a pidfd the launcher hands down as init's
-//! standard input, not with
+//! The parent is watched through a pidfd the launcher hands down, not with
 //! `PR_SET_PDEATHSIG` alone: the dying shell is inside Landlock's signal
 //! scope and init is not, so the kernel refuses the death signal on the
 //! shell's behalf.
 
-use std::io::Write;
+use std::os::fd::OwnedFd;
+use std::path::Path;
 use std::time::Duration;
 
 use rustix::event::{PollFd, PollFlags, Timespec, poll};
 use rustix::mount::{MountFlags, mount};
 use rustix::process::{Gid, Signal, Uid, WaitOptions, set_parent_process_death_signal, wait};
 use rustix::thread::{set_thread_groups, set_thread_res_gid, set_thread_res_uid};
-
-/// The first argument that makes a daemon binary a sandbox's init.
-pub const INIT_ARG: &str = "--wharf-exec-init";
 
 /// What init writes when ready and the namespace has its own `/proc`.
 pub const PROC_MOUNTED: u8 = b'P';
@@ -37,28 +37,6 @@ const NO_PROC: u8 = b'N';
 /// parent dies).
 const REAP_EVERY: Duration = Duration::from_millis(100);
 
-/// Asks init to mount the namespace's `/proc`.
-const PROC: &str = "proc";
-
-/// Asks init to leave `/proc` alone.
-const NO_PROC_ARG: &str = "no-proc";
-
-/// The arguments that start init, mounting `/proc` at `proc` when given,
-/// dropping to `identity` when given. Its standard input must be a pidfd
-/// of its parent.
-pub fn args(proc: Option<&std::path::Path>, identity: Option<(u32, u32)>) -> Vec<String> {
-    let mut args = vec![INIT_ARG.to_owned()];
-    match proc {
-        Some(at) => args.extend([PROC.to_owned(), at.to_string_lossy().into_owned()]),
-        None => args.push(NO_PROC_ARG.to_owned()),
-    }
-    if let Some((uid, gid)) = identity {
-        args.push(uid.to_string());
-        args.push(gid.to_string());
-    }
-    args
-}
-
 /// Gives up root for `uid` and `gid`, with no supplementary groups.
 pub(super) fn drop_to(uid: u32, gid: u32) -> rustix::io::Result<()> {
     set_thread_groups(&[])?;
@@ -68,18 +46,19 @@ pub(super) fn drop_to(uid: u32, gid: u32) -> rustix::io::Result<()> {
     set_thread_res_uid(uid, uid, uid)
 }
 
-/// Runs init with the arguments after [`INIT_ARG`]; never returns.
-pub fn run(mut args: impl Iterator<Item = std::ffi::OsString>) -> ! {
-    let proc_at = match args.next() {
-        Some(a) if a == PROC => args.next(),
-        _ => None,
-    };
-    let mut num = || args.next()?.to_str()?.parse::<u32>().ok();
-    let identity = num().zip(num());
-    // A pidfd of the parent: readable once the parent has exited.
-    let parent = std::io::stdin();
+/// Runs init in the launcher's child made for it (the namespace's first
+/// process): mounts `/proc` at `proc_at` when given, drops to `identity`
+/// when given, writes its readiness to `ready`, then reaps orphans until
+/// the process `parent` (a pidfd: readable once it has exited) is gone;
+/// never returns.
+pub(super) fn serve(
+    parent: OwnedFd,
+    ready: OwnedFd,
+    proc_at: Option<&Path>,
+    identity: Option<(u32, u32)>,
+) -> ! {
     let flags = MountFlags::NOSUID | MountFlags::NODEV | MountFlags::NOEXEC;
-    let proc = proc_at.is_some_and(|at| mount("proc", at.as_os_str(), "proc", flags, c"").is_ok());
+    let proc = proc_at.is_some_and(|at| mount("proc", at, "proc", flags, c"").is_ok());
     if let Some((uid, gid)) = identity
         && drop_to(uid, gid).is_err()
     {
@@ -87,11 +66,11 @@ pub fn run(mut args: impl Iterator<Item = std::ffi::OsString>) -> ! {
     }
     // A second guard, where the kernel delivers it (no Landlock scope).
     let _ = set_parent_process_death_signal(Some(Signal::KILL));
-    let ready = if proc { PROC_MOUNTED } else { NO_PROC };
-    let mut out = std::io::stdout();
-    if out.write_all(&[ready]).and_then(|()| out.flush()).is_err() {
+    let said = if proc { PROC_MOUNTED } else { NO_PROC };
+    if rustix::io::write(&ready, &[said]) != Ok(1) {
         std::process::exit(0);
     }
+    drop(ready);
     let timeout = Timespec::try_from(REAP_EVERY).unwrap_or(Timespec {
         tv_sec: 0,
         tv_nsec: 100_000_000,

@@ -151,7 +151,6 @@ pub fn launch_if_asked() {
     args.next();
     match args.next().as_deref().and_then(|a| a.to_str()) {
         Some(LAUNCH_ARG) => {}
-        Some(init::INIT_ARG) => init::run(args),
         Some(net::KEEPER_ARG) => net::run_keeper(args),
         Some(net::HOLDER_ARG) => net::run_holder(args),
         _ => return,

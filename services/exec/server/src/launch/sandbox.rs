@@ -4,7 +4,6 @@
 use std::io::Read;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 
 use landlock::{
     ABI, Access, AccessFs, CompatLevel, Compatible, Ruleset, RulesetAttr, RulesetCreatedAttr,
@@ -504,33 +503,95 @@ fn start_init(identity: Option<(u32, u32)>, proc_at: Option<&Path>) -> Result<bo
         what: "starting the PID namespace's init",
         source,
     };
-    // By the magic link: the binary's path may lie under the /tmp or
-    // /home just mounted over.
-    // Init watches this process through a pidfd, its standard input.
+    // Init watches this process through a pidfd, and says it is ready
+    // through a pipe.
     let me = pidfd_open(getpid(), PidfdFlags::empty()).map_err(|e| fail(e.into()))?;
-    let mut init = Command::new("/proc/self/exe");
-    if proc_at.is_some() {
-        // In the new root, which the pivot makes its `/`: nothing of the
-        // host's tree stays held by init.
-        init.current_dir(NEW_ROOT);
+    let (from_init, to_launcher) =
+        rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC).map_err(|e| fail(e.into()))?;
+    match fork().map_err(fail)? {
+        Forked::Child => {
+            drop(from_init);
+            // Nothing of the launcher's stays open in init (the command's
+            // pipes, the home, the host's root): only the two above.
+            let (parent, ready) = match keep_only(me, to_launcher) {
+                Ok(kept) => kept,
+                Err(_) => std::process::exit(super::CANNOT_RUN),
+            };
+            // In the new root, which the pivot makes its `/`: nothing of
+            // the host's tree stays held by init.
+            if proc_at.is_some() && std::env::set_current_dir(NEW_ROOT).is_err() {
+                std::process::exit(super::CANNOT_RUN);
+            }
+            init::serve(parent, ready, proc_at, identity)
+        }
+        Forked::Parent => {}
     }
-    let mut child = init
-        .args(init::args(proc_at, identity))
-        .stdin(Stdio::from(me))
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .map_err(fail)?;
+    drop(to_launcher);
+    drop(me);
     let mut ready = [0u8; 1];
-    let read = match child.stdout.take() {
-        Some(mut out) => out.read(&mut ready),
-        None => Ok(0),
-    };
-    match read {
+    match std::fs::File::from(from_init).read(&mut ready) {
         Ok(1) => Ok(ready[0] == init::PROC_MOUNTED),
         Ok(_) => Err(fail(std::io::Error::other("it ended before it was ready"))),
         Err(e) => Err(fail(e)),
     }
+}
+
+enum Forked {
+    Parent,
+    Child,
+}
+
+#[allow(unsafe_code)]
+fn fork() -> std::io::Result<Forked> {
+    // SAFETY: the launcher is single-threaded (see `unshare`), so the child
+    // is a whole copy with no lock held by a thread it lacks; the child
+    // only closes files, mounts, drops its identity and waits, then exits
+    // without returning to the launcher's code.
+    match unsafe { libc::fork() } {
+        -1 => Err(std::io::Error::last_os_error()),
+        0 => Ok(Forked::Child),
+        _ => Ok(Forked::Parent),
+    }
+}
+
+/// In init: `/dev/null` as standard input, output and error, `parent` and
+/// `ready` as descriptors 3 and 4, and every other descriptor closed.
+#[allow(unsafe_code)]
+fn keep_only(parent: OwnedFd, ready: OwnedFd) -> std::io::Result<(OwnedFd, OwnedFd)> {
+    use std::os::fd::{FromRawFd, IntoRawFd};
+    let null = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/null")?;
+    let (parent, ready, null) = (
+        parent.into_raw_fd(),
+        ready.into_raw_fd(),
+        null.into_raw_fd(),
+    );
+    // Out of the way of 0 to 4 first, then into place.
+    let high = |fd: i32| -> std::io::Result<i32> {
+        // SAFETY: F_DUPFD_CLOEXEC on a descriptor this process owns.
+        let new = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 10) };
+        if new < 0 {
+            Err(std::io::Error::last_os_error())
+        } else {
+            Ok(new)
+        }
+    };
+    let (parent, ready, null) = (high(parent)?, high(ready)?, high(null)?);
+    for (from, to) in [(null, 0), (null, 1), (null, 2), (parent, 3), (ready, 4)] {
+        // SAFETY: dup2 onto low descriptor numbers this process owns
+        // (whatever they held is replaced, as intended).
+        if unsafe { libc::dup2(from, to) } < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    // SAFETY: closes descriptors 5 and up, none of which is used after.
+    if unsafe { libc::close_range(5, u32::MAX, 0) } < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: 3 and 4 are open (just made so) and owned by nothing else.
+    Ok(unsafe { (OwnedFd::from_raw_fd(3), OwnedFd::from_raw_fd(4)) })
 }
 
 /// Landlock: read-write beneath the home (and the private `/tmp`, `/run`

@@ -58,6 +58,24 @@ fn attacks(bob: &Path, data: &Path, db: &Path) -> Vec<String> {
     ]
 }
 
+/// The namespace's init (a fork of the launcher) holds nothing of the
+/// launcher's: `/dev/null` and a pidfd of the command's shell. With users
+/// of their own uid, it is not the user's to look at.
+async fn init_holds_nothing(c: &mut ExecClient) {
+    let out = c
+        .output("ls /proc/1/fd 2>/dev/null; for f in 0 1 2 3; do readlink /proc/1/fd/$f 2>/dev/null; done")
+        .await
+        .expect("run");
+    let held = text(&out.stdout);
+    // Refused outright, or four descriptors (whose links may be refused).
+    let links = "/dev/null\n/dev/null\n/dev/null\nanon_inode:[pidfd]\n";
+    let fine = match held.strip_prefix("0\n1\n2\n3\n") {
+        Some(rest) => rest.is_empty() || rest == links,
+        None => held.is_empty(),
+    };
+    assert!(fine, "init holds: {held}");
+}
+
 fn bob_untouched(bob: &Path) {
     assert_eq!(
         std::fs::read(bob.join("notes.txt")).expect("bob's notes"),
@@ -86,6 +104,7 @@ async fn alice_cannot_reach_bobs_home_the_database_or_the_data_dir() {
     let data = srv.dir.path();
     let db = data.join("wharf.db");
     all_fail(&mut a, &attacks(&srv.home("bob"), data, &db)).await;
+    init_holds_nothing(&mut a).await;
     bob_untouched(&srv.home("bob"));
     let mode = std::fs::metadata(&db).expect("db").mode();
     assert_eq!(mode & 0o777, 0o600, "the database is private");
@@ -457,6 +476,7 @@ async fn an_unprivileged_daemon_keeps_users_apart_too() {
     let mut commands = attacks(&srv.home("bob"), data, &db);
     commands.push(format!("kill -9 {daemon_pid}"));
     all_fail(&mut a, &commands).await;
+    init_holds_nothing(&mut a).await;
     // Same uid as the daemon: only the sandbox stands between them.
     a.output("kill -9 -1").await.expect("run");
     bob_untouched(&srv.home("bob"));
