@@ -12,7 +12,8 @@ RUN --mount=type=cache,target=/src/target \
     cargo build --release --locked --bins \
  && mkdir /out \
  && cp target/release/wharfd target/release/wharf-ftpd target/release/wharf-chatd \
-       target/release/wharf-execd target/release/wharf-sshd target/release/admin-cli target/release/wharf-ftp \
+       target/release/wharf-execd target/release/wharf-exec-launch target/release/wharf-sshd \
+       target/release/admin-cli target/release/wharf-ftp \
        target/release/wharf-chat target/release/wharf-exec /out/
 
 # Run: a slim system, the data on a volume. The image's default user is the

@@ -16,17 +16,19 @@ cd "$(dirname "$0")/.."
 ROOT=${ROOT:-}
 BIN_DIR=${BIN_DIR:-target/release}
 BINS=(wharfd wharf-ftpd wharf-chatd wharf-execd wharf-sshd admin-cli wharf-ftp wharf-chat wharf-exec)
+# Run by the daemons only (it starts each command): no page of its own.
+HELPERS=(wharf-exec-launch)
 
 if [ -z "$ROOT" ] && [ "$(id -u)" != 0 ]; then
   echo "install.sh: run it as root (sudo bash deploy/install.sh)" >&2
   exit 1
 fi
-for b in "${BINS[@]}"; do
+for b in "${BINS[@]}" "${HELPERS[@]}"; do
   [ -x "$BIN_DIR/$b" ] || { echo "install.sh: $BIN_DIR/$b is missing; run cargo build --release first" >&2; exit 1; }
 done
 install -d -m 755 "$ROOT/usr/local/bin" "$ROOT/etc/systemd/system"
 install -d -m 750 "$ROOT/etc/wharf"
-for b in "${BINS[@]}"; do
+for b in "${BINS[@]}" "${HELPERS[@]}"; do
   install -m 755 "$BIN_DIR/$b" "$ROOT/usr/local/bin/$b"
 done
 # A man page and bash and zsh completions for every binary, from the

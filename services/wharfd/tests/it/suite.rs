@@ -617,6 +617,7 @@ fn the_systemd_unit_is_valid_and_installs() {
         "wharf-ftp",
         "wharf-chat",
         "wharf-exec",
+        "wharf-exec-launch",
     ] {
         cli::bin(b);
     }
@@ -633,6 +634,7 @@ fn the_systemd_unit_is_valid_and_installs() {
     for f in [
         "usr/local/bin/wharfd",
         "usr/local/bin/admin-cli",
+        "usr/local/bin/wharf-exec-launch",
         "etc/systemd/system/wharfd.service",
         "etc/wharf/wharfd.toml",
     ] {

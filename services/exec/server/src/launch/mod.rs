@@ -1,8 +1,10 @@
 //! The command launcher: the last step between the server and `sh -c`.
 //!
-//! The server starts each command as `DAEMON --wharf-exec-launch SPEC
-//! COMMAND` (the daemon binary itself, which calls [`launch_if_asked`]
-//! first thing) with `posix_spawn`, its pipes for stdio and the scrubbed
+//! The server starts each command as `wharf-exec-launch
+//! --wharf-exec-launch SPEC COMMAND` (a small binary beside the daemon's,
+//! which starts in a fraction of the daemon binary's time; where there is
+//! none, the daemon binary itself; both call [`launch_if_asked`] first
+//! thing) with `posix_spawn`, its pipes for stdio and the scrubbed
 //! environment. The launcher, a fresh single-threaded process:
 //!
 //! 1. starts a new session (no controlling terminal), sets the resource

@@ -68,6 +68,10 @@ pub struct ExecConfig {
     /// [`crate::launch::launch_if_asked`] first thing; by default, this
     /// process's own executable.
     pub launcher: PathBuf,
+    /// The small binary that starts commands ([`LAUNCH_HELPER`] beside
+    /// `launcher`), once [`check_sandbox`] saw it work; `launcher` starts
+    /// them otherwise.
+    pub command_launcher: Option<PathBuf>,
     /// What commands may reach (`--exec-network`); after
     /// [`check_sandbox`], what they will reach.
     pub network: ExecNetwork,
@@ -89,6 +93,7 @@ impl Default for ExecConfig {
             drain: Duration::from_millis(250),
             max_login_attempts: 3,
             launcher: std::env::current_exe().unwrap_or_default(),
+            command_launcher: None,
             network: ExecNetwork::default(),
             pasta: None,
         }
@@ -140,6 +145,10 @@ impl Handler for ExecServer {
         session::run(self, stream, peer, shutdown, gate).await;
     }
 }
+
+/// The file name of the small launcher binary, looked for beside the
+/// daemon's.
+pub const LAUNCH_HELPER: &str = "wharf-exec-launch";
 
 /// Why the exec server cannot start.
 #[derive(Debug, thiserror::Error)]
@@ -199,7 +208,25 @@ pub async fn check_sandbox(config: &mut ExecConfig) -> Result<(), LauncherError>
             _ => crate::launch::net::NetPlace::Own,
         },
     };
-    let checked = check_with(config.launcher.clone(), spec, &fail).await;
+    // The small launcher beside the daemon when it works here (a build of
+    // another version would not: then the daemon's own binary).
+    let helper = config.launcher.with_file_name(LAUNCH_HELPER);
+    let mut checked = Err(fail(String::new()));
+    if helper.is_file() {
+        checked = check_with(helper.clone(), spec.clone(), &fail).await;
+        match &checked {
+            Ok(()) => config.command_launcher = Some(helper),
+            Err(e) => tracing::warn!(
+                launcher = %helper.display(),
+                error = %e.reason,
+                "this launcher does not work here; commands start through the daemon's own binary instead (a millisecond more each)"
+            ),
+        }
+    }
+    if checked.is_err() {
+        config.command_launcher = None;
+        checked = check_with(config.launcher.clone(), spec, &fail).await;
+    }
     let _ = std::fs::remove_dir_all(&home);
     checked?;
     reachable_proxy(config).map_err(fail)?;

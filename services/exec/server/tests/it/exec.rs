@@ -706,3 +706,43 @@ async fn commands_run_as_the_users_own_uid() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// Commands start through the small launcher beside the daemon; one that
+/// does not work there (another build's) is passed over for the daemon's
+/// own binary, and commands still run.
+#[tokio::test]
+async fn commands_start_through_the_small_launcher_or_else_the_daemon() {
+    use std::path::Path;
+    use wharf_execd::server::check_sandbox;
+
+    let mut config = common::config();
+    check_sandbox(&mut config).await.expect("sandbox");
+    assert_eq!(
+        config.command_launcher.as_deref(),
+        Some(Path::new(env!("CARGO_BIN_EXE_wharf-exec-launch")))
+    );
+
+    // The daemon in a folder of its own, beside a launcher that fails.
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).expect("dir");
+    let daemon = dir.path().join("wharf-execd");
+    std::fs::hard_link(env!("CARGO_BIN_EXE_wharf-execd"), &daemon)
+        .or_else(|_| std::fs::copy(env!("CARGO_BIN_EXE_wharf-execd"), &daemon).map(|_| ()))
+        .expect("daemon");
+    let broken = dir.path().join("wharf-exec-launch");
+    std::fs::write(&broken, "#!/bin/sh\necho 'another build' >&2\nexit 1\n").expect("launcher");
+    std::fs::set_permissions(&broken, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+        .expect("mode");
+    let mut config = ExecConfig {
+        launcher: daemon,
+        ..common::config()
+    };
+    check_sandbox(&mut config)
+        .await
+        .expect("the daemon launches");
+    assert_eq!(config.command_launcher, None);
+    let srv = spawn_with(config).await;
+    srv.add_user("alice", "exec").await;
+    let mut c = srv.client("alice").await;
+    let out = c.output("echo hi").await.expect("run");
+    assert_eq!(out.stdout, b"hi\n");
+}

@@ -97,7 +97,10 @@ impl Session {
         };
         let started = Instant::now();
         let spawned = Running::spawn(&Spawn {
-            launcher: &config.launcher,
+            launcher: config
+                .command_launcher
+                .as_deref()
+                .unwrap_or(&config.launcher),
             command: &script,
             home: &home,
             user: &user.name,
