@@ -9,7 +9,7 @@ use std::time::Duration;
 use wharf_client::Credential;
 
 use bytes::Bytes;
-use futures_util::{SinkExt, StreamExt};
+use futures_util::{FutureExt, SinkExt, StreamExt};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
 use wharf_client::session::Session;
@@ -166,8 +166,11 @@ impl std::fmt::Debug for ExecClient {
     }
 }
 
+/// Output gathered into one write at most (what already arrived).
+const OUTPUT_BLOCK: usize = 1 << 20;
+
 /// Which writer the current body goes to.
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, PartialEq, Eq)]
 enum Sink {
     Stdout,
     Stderr,
@@ -339,9 +342,17 @@ impl ExecClient {
         let mut sink = Sink::None;
         let mut buf = std::mem::take(&mut self.stdin_buf);
         buf.resize(MAX_STDIN_CHUNK as usize, 0);
+        // A frame read ahead while output was gathered, handled next.
+        let mut ahead = None;
         let result = loop {
+            let next_frame = async {
+                match ahead.take() {
+                    Some(frame) => frame,
+                    None => self.conn.next().await,
+                }
+            };
             tokio::select! {
-                frame = self.conn.next() => {
+                frame = next_frame => {
                     let frame = match frame {
                         None => break Err(ClientError::Closed),
                         Some(Err(e)) => break Err(e.into()),
@@ -354,8 +365,38 @@ impl ExecClient {
                                 Sink::Stderr => (&mut *stderr, "cannot write the command's error output"),
                                 Sink::None => continue,
                             };
-                            // Flushed at once: a prompt has no newline, and a
-                            // line-buffered stdout would hold it back.
+                            // The output already arrived behind it goes in
+                            // the same write (one trip to the writer, not
+                            // one per chunk); then flushed at once: a prompt
+                            // has no newline, and a line-buffered stdout
+                            // would hold it back.
+                            let mut chunk = chunk;
+                            let mut gathered: Option<bytes::BytesMut> = None;
+                            while gathered.as_ref().map_or(chunk.len(), bytes::BytesMut::len) < OUTPUT_BLOCK {
+                                match self.conn.next().now_or_never() {
+                                    Some(Some(Ok(Frame::Body { chunk: more, .. }))) => {
+                                        let all = gathered.get_or_insert_with(|| {
+                                            let mut all = bytes::BytesMut::with_capacity(OUTPUT_BLOCK + more.len());
+                                            all.extend_from_slice(&chunk);
+                                            all
+                                        });
+                                        all.extend_from_slice(&more);
+                                    }
+                                    // More of the same output: its body follows.
+                                    Some(Some(Ok(Frame::Header { msg: ExecReply::Stdout, .. })))
+                                        if sink == Sink::Stdout => {}
+                                    Some(Some(Ok(Frame::Header { msg: ExecReply::Stderr, .. })))
+                                        if sink == Sink::Stderr => {}
+                                    Some(other) => {
+                                        ahead = Some(other);
+                                        break;
+                                    }
+                                    None => break,
+                                }
+                            }
+                            if let Some(all) = gathered {
+                                chunk = all.freeze();
+                            }
                             let written = async {
                                 out.write_all(&chunk).await?;
                                 out.flush().await
