@@ -376,7 +376,7 @@ impl ExecClient {
                                 match self.conn.next().now_or_never() {
                                     Some(Some(Ok(Frame::Body { chunk: more, .. }))) => {
                                         let all = gathered.get_or_insert_with(|| {
-                                            let mut all = bytes::BytesMut::with_capacity(OUTPUT_BLOCK + more.len());
+                                            let mut all = bytes::BytesMut::with_capacity(chunk.len() + more.len());
                                             all.extend_from_slice(&chunk);
                                             all
                                         });

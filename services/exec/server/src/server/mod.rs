@@ -150,6 +150,25 @@ impl Handler for ExecServer {
 /// daemon's.
 pub const LAUNCH_HELPER: &str = "wharf-exec-launch";
 
+/// `helper` when it may start commands for the daemon `launcher` (which
+/// runs it as root): a regular file, not a link, owned by the daemon
+/// binary's owner and writable by no one else. A file anyone could have
+/// put beside the daemon (in a folder others may write to) is refused,
+/// and said so.
+fn trusted_helper(helper: &std::path::Path, launcher: &std::path::Path) -> Option<PathBuf> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::symlink_metadata(helper).ok()?;
+    let owner = std::fs::metadata(launcher).ok()?.uid();
+    if meta.is_file() && meta.uid() == owner && meta.mode() & 0o022 == 0 {
+        return Some(helper.to_path_buf());
+    }
+    tracing::warn!(
+        launcher = %helper.display(),
+        "this launcher is not used: it must be a regular file owned by the daemon binary's owner and writable by no one else; commands start through the daemon's own binary"
+    );
+    None
+}
+
 /// Why the exec server cannot start.
 #[derive(Debug, thiserror::Error)]
 #[error("remote exec cannot run commands through {}: {reason}", launcher.display())]
@@ -208,25 +227,25 @@ pub async fn check_sandbox(config: &mut ExecConfig) -> Result<(), LauncherError>
             _ => crate::launch::net::NetPlace::Own,
         },
     };
-    // The small launcher beside the daemon when it works here (a build of
-    // another version would not: then the daemon's own binary).
+    // The small launcher beside the daemon when it is the daemon's own and
+    // works here (a build of another version would not): else the daemon's
+    // binary itself.
+    config.command_launcher = None;
     let helper = config.launcher.with_file_name(LAUNCH_HELPER);
-    let mut checked = Err(fail(String::new()));
-    if helper.is_file() {
-        checked = check_with(helper.clone(), spec.clone(), &fail).await;
-        match &checked {
+    if let Some(helper) = trusted_helper(&helper, &config.launcher) {
+        match check_with(helper.clone(), spec.clone(), &fail).await {
             Ok(()) => config.command_launcher = Some(helper),
             Err(e) => tracing::warn!(
                 launcher = %helper.display(),
                 error = %e.reason,
-                "this launcher does not work here; commands start through the daemon's own binary instead (a millisecond more each)"
+                "this launcher does not work here (not of this daemon's build?): commands start through the daemon's own binary, a millisecond slower each; put the wharf-exec-launch built with this daemon beside it"
             ),
         }
     }
-    if checked.is_err() {
-        config.command_launcher = None;
-        checked = check_with(config.launcher.clone(), spec, &fail).await;
-    }
+    let checked = match config.command_launcher {
+        Some(_) => Ok(()),
+        None => check_with(config.launcher.clone(), spec, &fail).await,
+    };
     let _ = std::fs::remove_dir_all(&home);
     checked?;
     reachable_proxy(config).map_err(fail)?;

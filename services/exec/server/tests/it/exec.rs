@@ -740,6 +740,22 @@ async fn commands_start_through_the_small_launcher_or_else_the_daemon() {
         .await
         .expect("the daemon launches");
     assert_eq!(config.command_launcher, None);
+    // A working launcher that others could have written is not used
+    // either (the daemon runs it as root); the same file, writable by its
+    // owner alone, is.
+    std::fs::copy(env!("CARGO_BIN_EXE_wharf-exec-launch"), &broken).expect("launcher");
+    for (mode, used) in [(0o777, false), (0o755, true)] {
+        std::fs::set_permissions(&broken, std::os::unix::fs::PermissionsExt::from_mode(mode))
+            .expect("mode");
+        check_sandbox(&mut config).await.expect("sandbox");
+        assert_eq!(config.command_launcher.is_some(), used, "mode {mode:o}");
+    }
+    // Without it, commands run through the daemon's own binary.
+    std::fs::remove_file(&broken).expect("remove");
+    check_sandbox(&mut config)
+        .await
+        .expect("the daemon launches");
+    assert_eq!(config.command_launcher, None);
     let srv = spawn_with(config).await;
     srv.add_user("alice", "exec").await;
     let mut c = srv.client("alice").await;

@@ -104,8 +104,9 @@ impl Credit {
         Some((held.bytes, held.files))
     }
 
-    /// Removes and returns what is held: all of it, or what was idle for
-    /// [`IDLE`]. With `last`, the sweeping task stops when nothing is left.
+    /// Removes and returns what is held (all of it, or what was idle for
+    /// [`IDLE`]), and whether nothing is left held; once the sweeping task
+    /// finds nothing left, it is marked stopped.
     fn drain(&self, idle_only: bool) -> (Vec<(i64, u64, u64)>, bool) {
         let mut books = self.books();
         let now = Instant::now();
