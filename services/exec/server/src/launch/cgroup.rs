@@ -5,7 +5,9 @@
 //! launcher makes `wharf-PID` beside the daemon's own memory cgroup (cgroup
 //! v1's memory hierarchy, or the unified v2 one when the daemon's cgroup
 //! delegates the memory controller), sets the limit and moves itself in,
-//! before anything of the command runs; past the limit the kernel's OOM
+//! before anything of the command runs (a spare launcher moves in while it
+//! waits, and sets the limit first thing once its command comes: see
+//! [`join`]); past the limit the kernel's OOM
 //! killer ends a process of the command. The server removes the cgroup once
 //! the command is reaped, and each launcher sweeps away the empty ones a
 //! stopped server left. Where no cgroup can be made (a daemon that is not
@@ -79,20 +81,66 @@ fn make_and_join(dir: &std::path::Path, limit: u64) -> bool {
     if std::fs::create_dir(dir).is_err() {
         return false;
     }
+    if write_limit(dir, limit) && std::fs::write(dir.join("cgroup.procs"), "0").is_ok() {
+        return true;
+    }
+    let _ = std::fs::remove_dir(dir);
+    false
+}
+
+/// Sets the memory limit of the cgroup `dir` (and of swap, where it is
+/// accounted: v1 with memsw, v2); false when it cannot be set.
+fn write_limit(dir: &std::path::Path, limit: u64) -> bool {
     let limit = limit.to_string();
     let limited = std::fs::write(dir.join("memory.limit_in_bytes"), &limit)
         .or_else(|_| std::fs::write(dir.join("memory.max"), &limit))
         .is_ok();
     if limited {
-        // Swap counts too, where it is accounted (v1 with memsw, v2).
         let _ = std::fs::write(dir.join("memory.memsw.limit_in_bytes"), &limit);
         let _ = std::fs::write(dir.join("memory.swap.max"), "0");
+    }
+    limited
+}
+
+/// A memory cgroup this process entered ahead of its command, with no
+/// limit yet (a spare launcher's, see [`super::spare`]).
+#[derive(Debug)]
+pub struct Joined {
+    dir: PathBuf,
+}
+
+/// Moves this process into a new memory cgroup of its own with no limit
+/// yet; `None` when none can be made here. Nothing of a command may run
+/// before [`Joined::limit`].
+pub fn join() -> Option<Joined> {
+    let dir = command_cgroup(std::process::id())?;
+    sweep(&dir);
+    // As in `enter`: a sweep may take the empty cgroup before the move.
+    (0..3).find_map(|_| {
+        std::fs::create_dir(&dir).ok()?;
         if std::fs::write(dir.join("cgroup.procs"), "0").is_ok() {
+            return Some(Joined { dir: dir.clone() });
+        }
+        let _ = std::fs::remove_dir(&dir);
+        None
+    })
+}
+
+impl Joined {
+    /// Limits the cgroup to `limit` bytes. Where that cannot be done, this
+    /// process goes back to the cgroup it came from and the new one is
+    /// removed (`RLIMIT_AS` alone limits memory, as where no cgroup can be
+    /// made): false.
+    pub fn limit(self, limit: u64) -> bool {
+        if write_limit(&self.dir, limit) {
             return true;
         }
+        if let Some(parent) = self.dir.parent() {
+            let _ = std::fs::write(parent.join("cgroup.procs"), "0");
+        }
+        let _ = std::fs::remove_dir(&self.dir);
+        false
     }
-    let _ = std::fs::remove_dir(dir);
-    false
 }
 
 /// Removes the cgroup of the command whose launcher had pid `pid`, once the

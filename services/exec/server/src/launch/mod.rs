@@ -5,7 +5,9 @@
 //! which starts in a fraction of the daemon binary's time; where there is
 //! none, the daemon binary itself; both call [`launch_if_asked`] first
 //! thing) with `posix_spawn`, its pipes for stdio and the scrubbed
-//! environment. The launcher, a fresh single-threaded process:
+//! environment; or, most often, hands the command to a launcher started
+//! ahead, a spare that took step 1's session and cgroup while it waited
+//! (see [`spare`]). The launcher, a fresh single-threaded process:
 //!
 //! 1. starts a new session (no controlling terminal), sets the resource
 //!    limits on itself, inherited by everything the command starts, and
@@ -45,6 +47,7 @@ pub mod cgroup;
 pub mod init;
 pub mod net;
 pub mod sandbox;
+pub mod spare;
 
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
@@ -145,34 +148,73 @@ fn fail(what: impl std::fmt::Display) -> ! {
     std::process::exit(CANNOT_RUN);
 }
 
-/// When this process was started with [`LAUNCH_ARG`] (or as a sandbox's
-/// init), becomes that and never returns; otherwise returns at once.
-/// Daemons that serve exec call it first thing in `main`.
+/// When this process was started with [`LAUNCH_ARG`] or
+/// [`spare::SPARE_ARG`] (or as one of the network's helpers), becomes that
+/// and never returns; otherwise returns at once. Daemons that serve exec
+/// call it first thing in `main`.
 pub fn launch_if_asked() {
     let mut args = std::env::args_os();
     args.next();
-    match args.next().as_deref().and_then(|a| a.to_str()) {
-        Some(LAUNCH_ARG) => {}
+    let (launch, command, env) = match args.next().as_deref().and_then(|a| a.to_str()) {
+        Some(LAUNCH_ARG) => {
+            let Some((launch, command)) = Launch::parse(args) else {
+                fail("malformed launcher arguments (this mode is for wharf-execd only)");
+            };
+            new_session();
+            take_terminal_and_limits(&launch);
+            // Where it can be made; RLIMIT_AS above holds each process
+            // regardless.
+            cgroup::enter(launch.memory);
+            // The environment the server started this process with.
+            (launch, command, None)
+        }
+        Some(spare::SPARE_ARG) => {
+            new_session();
+            let joined = cgroup::join();
+            let order = match spare::receive() {
+                Ok(Some(order)) => order,
+                // The server let this spare go.
+                Ok(None) => std::process::exit(0),
+                Err(e) => fail(format_args!("cannot take a command: {e}")),
+            };
+            let spare::Order {
+                launch,
+                command,
+                env,
+            } = order;
+            take_terminal_and_limits(&launch);
+            if let Some(joined) = joined {
+                joined.limit(launch.memory);
+            }
+            (launch, command, Some(env))
+        }
         Some(net::KEEPER_ARG) => net::run_keeper(args),
         Some(net::HOLDER_ARG) => net::run_holder(args),
         _ => return,
-    }
-    let Some((launch, command)) = Launch::parse(args) else {
-        fail("malformed launcher arguments (this mode is for wharf-execd only)");
     };
+    run(launch, command, env)
+}
+
+fn new_session() {
     if let Err(e) = rustix::process::setsid() {
         fail(format_args!("cannot start a new session: {e}"));
     }
+}
+
+fn take_terminal_and_limits(launch: &Launch) {
     if launch.tty.is_some()
         && let Err(e) = rustix::process::ioctl_tiocsctty(std::io::stdin())
     {
         fail(format_args!("cannot take the terminal: {e}"));
     }
-    if let Err(e) = set_limits(&launch) {
+    if let Err(e) = set_limits(launch) {
         fail(format_args!("cannot set resource limits: {e}"));
     }
-    // Where it can be made; RLIMIT_AS above holds each process regardless.
-    cgroup::enter(launch.memory);
+}
+
+/// The launcher's steps from the sandbox on: `env`, the command's whole
+/// environment (none: this process's own).
+fn run(launch: Launch, command: String, env: Option<Vec<(String, String)>>) -> ! {
     let place = match sandbox::enter(&launch) {
         Ok(place) => place,
         Err(e) => fail(e),
@@ -193,11 +235,18 @@ pub fn launch_if_asked() {
         // A login shell, as login(1) starts one, but asked with --login /
         // -l: bash started as "-bash" takes itself for /bin/sh ($BASH), and
         // the system's profile then skips its bashrc and prompt.
-        sh.arg("-l").env("SHELL", shell);
+        sh.arg("-l");
+        if let Some(env) = &env {
+            sh.env_clear().envs(env.iter().map(|(k, v)| (k, v)));
+        }
+        sh.env("SHELL", shell);
         sh
     } else {
         let mut sh = Command::new("/bin/sh");
         sh.arg0("sh").arg("-c").arg(&command);
+        if let Some(env) = &env {
+            sh.env_clear().envs(env.iter().map(|(k, v)| (k, v)));
+        }
         sh
     };
     // Like the shell's own `cd`: a directory that is not there is the

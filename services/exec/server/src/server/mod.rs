@@ -7,6 +7,7 @@ mod output;
 mod process;
 mod quota;
 mod session;
+mod spare;
 mod usage;
 
 use std::net::SocketAddr;
@@ -128,6 +129,8 @@ pub(crate) struct ExecServer {
     kernel: quota::KernelQuotas,
     /// The users' private networks.
     networks: network::Networks,
+    /// What starts commands, with its spares.
+    launcher: Arc<spare::Launcher>,
 }
 
 impl Handler for ExecServer {
@@ -439,7 +442,16 @@ impl Exec {
             config.launcher.clone(),
             config.pasta.clone(),
         );
+        let launcher = spare::Launcher::new(
+            config
+                .command_launcher
+                .clone()
+                .unwrap_or_else(|| config.launcher.clone()),
+            spare::SPARES,
+        );
+        launcher.refill();
         let server = Arc::new(ExecServer {
+            launcher,
             usage: usage::Rescans::new(auth.store().clone()),
             auth,
             config,

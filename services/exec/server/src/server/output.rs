@@ -124,21 +124,22 @@ impl OutPipe {
     }
 }
 
-/// The near end of a command's terminal, written with the keys typed.
-pub struct PtyInput {
+/// Where a command's input is written: its standard input pipe, or the
+/// near end of its terminal (the keys typed).
+pub struct CommandInput {
     fd: AsyncFd<OwnedFd>,
 }
 
-impl PtyInput {
-    pub(super) fn new(fd: OwnedFd) -> io::Result<PtyInput> {
-        Ok(PtyInput {
+impl CommandInput {
+    pub(super) fn new(fd: OwnedFd) -> io::Result<CommandInput> {
+        Ok(CommandInput {
             fd: registered(fd, Interest::WRITABLE)?,
         })
     }
 
-    /// Writes all of `buf`, waiting while the terminal's input is full (the
-    /// program is not reading).
-    pub(super) async fn write_all(&self, mut buf: &[u8]) -> io::Result<()> {
+    /// Writes all of `buf`, waiting while the pipe or the terminal's input
+    /// is full (the program is not reading).
+    pub async fn write_all(&self, mut buf: &[u8]) -> io::Result<()> {
         while !buf.is_empty() {
             let mut ready = self.fd.writable().await?;
             match ready.try_io(|fd| Ok(rustix::io::write(fd.get_ref(), buf)?)) {

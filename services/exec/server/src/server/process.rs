@@ -13,7 +13,8 @@ use std::os::fd::OwnedFd;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
-use std::process::{ExitStatus, Stdio};
+use std::process::ExitStatus;
+use std::sync::Arc;
 use std::time::Duration;
 
 use rustix::fs::{Mode, Uid, fchmod, fchown};
@@ -22,13 +23,14 @@ use rustix::process::{
 };
 use rustix::pty::{OpenptFlags, grantpt, ioctl_tiocgptpeer, openpt, ptsname, unlockpt};
 use rustix::termios::{Winsize, tcsetwinsize};
-use tokio::io::AsyncWriteExt;
-use tokio::process::{Child, ChildStderr, ChildStdin, ChildStdout, Command};
+use tokio::process::{Child, Command};
 use tokio::signal::unix::{Signal as SignalStream, SignalKind, signal};
 use wharf_proto::exec::{Tty, WindowSize};
 
-use super::output::{OutPipe, PtyInput};
+use super::output::{CommandInput, OutPipe};
+use super::spare::Launcher;
 use crate::launch::Launch;
+use crate::launch::spare::Order;
 
 /// `PATH` of every command.
 pub const COMMAND_PATH: &str = "/usr/local/bin:/usr/bin:/bin";
@@ -68,8 +70,9 @@ impl Default for ResourceLimits {
 
 /// What to run and how.
 pub struct Spawn<'a> {
-    /// A daemon binary that calls [`crate::launch::launch_if_asked`].
-    pub launcher: &'a Path,
+    /// The binary that starts commands (one that calls
+    /// [`crate::launch::launch_if_asked`]), and its spares.
+    pub launcher: &'a Arc<Launcher>,
     /// The command line, for `sh -c`.
     pub command: &'a str,
     /// The home on the server's disk (the command sees it at
@@ -145,24 +148,6 @@ fn open_pty(
     Ok((master, far, path))
 }
 
-/// Where a command's input is written.
-pub enum Input {
-    /// Its standard input pipe.
-    Pipe(ChildStdin),
-    /// Its terminal (keys typed).
-    Pty(PtyInput),
-}
-
-impl Input {
-    /// Writes all of `buf`.
-    pub async fn write_all(&mut self, buf: &[u8]) -> std::io::Result<()> {
-        match self {
-            Input::Pipe(pipe) => pipe.write_all(buf).await,
-            Input::Pty(pty) => pty.write_all(buf).await,
-        }
-    }
-}
-
 /// A running command.
 pub struct Running {
     child: Child,
@@ -173,7 +158,7 @@ pub struct Running {
     exited: bool,
     finished: bool,
     /// The command's input, when asked for: a pipe, or its terminal.
-    pub input: Option<Input>,
+    pub input: Option<CommandInput>,
     /// Its terminal, when it runs on one.
     pub terminal: Option<Terminal>,
     /// Its output (on a terminal: everything it shows).
@@ -183,7 +168,8 @@ pub struct Running {
 }
 
 impl Running {
-    /// Starts the command.
+    /// Starts the command: through a spare launcher when one waits, else
+    /// through a fresh one.
     pub fn spawn(s: &Spawn<'_>) -> std::io::Result<Running> {
         // Listening before the spawn: no exit can be missed.
         let sigchld = signal(SignalKind::child())?;
@@ -205,72 +191,66 @@ impl Running {
             cwd: s.cwd.map(str::to_owned),
             net: s.net.clone(),
         };
-        // The launcher starts a session of its own (so its pid is the
-        // group's id), sets HOME and the working directory.
-        let mut cmd = Command::new(s.launcher);
-        cmd.args(launch.args(s.command))
-            .env_clear()
-            .env("PATH", COMMAND_PATH)
-            .env("USER", s.user)
-            .env("LANG", "C.UTF-8")
-            .env("TERM", s.tty.map_or("dumb", |t| t.term.as_str()))
-            .current_dir("/")
-            .kill_on_drop(true);
-        let mut terminal = None;
-        if let Some((master, far, _)) = pty {
-            cmd.stdin(far.try_clone()?)
-                .stdout(far.try_clone()?)
-                .stderr(far);
-            let output = master.try_clone()?;
-            let input = PtyInput::new(master.try_clone()?)?;
-            terminal = Some((Terminal { control: master }, input, output));
-        } else {
-            cmd.stdin(if s.stdin {
-                Stdio::piped()
-            } else {
-                Stdio::null()
-            })
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        }
-        // Registered as a launcher before anything can take it for an
-        // orphan to reap.
-        let mut launchers = super::orphans::launchers();
-        let mut child = cmd.spawn()?;
-        let pgid = child
-            .id()
-            .and_then(|id| i32::try_from(id).ok())
-            .and_then(Pid::from_raw)
-            .ok_or_else(|| std::io::Error::other("the new process has no pid"))?;
-        launchers.insert(pgid.as_raw_nonzero().get());
-        drop(launchers);
-        // The far end is the command's alone now (the Command held the
-        // last copy here): when it and its processes end, reads of the
-        // near end end too.
-        drop(cmd);
-        let (terminal, input, stdout, stderr) = match terminal {
-            Some((terminal, input, output)) => (
-                Some(terminal),
-                Some(Input::Pty(input)),
-                Some(OutPipe::new(output)?),
-                None,
-            ),
+        let env: Vec<(String, String)> = [
+            ("PATH", COMMAND_PATH),
+            ("USER", s.user),
+            ("LANG", "C.UTF-8"),
+            ("TERM", s.tty.map_or("dumb", |t| t.term.as_str())),
+        ]
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .into();
+        // The command's ends of its standard streams, and the server's.
+        let (stdio, terminal, input, stdout, stderr) = match pty {
+            Some((master, far, _)) => {
+                let stdio = [far.try_clone()?, far.try_clone()?, far];
+                let terminal = Terminal {
+                    control: master.try_clone()?,
+                };
+                let input = CommandInput::new(master.try_clone()?)?;
+                let output = OutPipe::new(master)?;
+                (stdio, Some(terminal), Some(input), Some(output), None)
+            }
             None => {
-                let stdout = child.stdout.take().map(ChildStdout::into_owned_fd);
-                let stderr = child.stderr.take().map(ChildStderr::into_owned_fd);
-                let [stdout, stderr] = [stdout, stderr].map(|pipe| {
-                    pipe.transpose()?
-                        .map(|fd| {
-                            // Best effort: the default 64 KiB works, only slower.
-                            let _ = rustix::pipe::fcntl_setpipe_size(&fd, PIPE_SIZE);
-                            OutPipe::new(fd)
-                        })
-                        .transpose()
+                let (stdin, input) = if s.stdin {
+                    let (theirs, ours) = pipe()?;
+                    (theirs, Some(CommandInput::new(ours)?))
+                } else {
+                    (std::fs::File::open("/dev/null")?.into(), None)
+                };
+                let (stdout_ours, stdout) = pipe()?;
+                let (stderr_ours, stderr) = pipe()?;
+                let [stdout_ours, stderr_ours] = [stdout_ours, stderr_ours].map(|fd| {
+                    // Best effort: the default 64 KiB works, only slower.
+                    let _ = rustix::pipe::fcntl_setpipe_size(&fd, PIPE_SIZE);
+                    OutPipe::new(fd)
                 });
-                let input = child.stdin.take().map(Input::Pipe);
-                (None, input, stdout?, stderr?)
+                (
+                    [stdin, stdout, stderr],
+                    None,
+                    input,
+                    Some(stdout_ours?),
+                    Some(stderr_ours?),
+                )
             }
         };
+        let spare = s.launcher.take_spare().and_then(|spare| {
+            let order = Order {
+                launch: launch.clone(),
+                command: s.command.to_owned(),
+                env: env.clone(),
+            };
+            spare
+                .order(&order, [&stdio[0], &stdio[1], &stdio[2]])
+                .inspect_err(|e| tracing::debug!(error = %e, "a spare launcher failed; starting a fresh one"))
+                .ok()
+        });
+        let (child, pgid) = match spare {
+            Some(started) => started,
+            None => fresh(s.launcher.path(), &launch, s.command, env, stdio)?,
+        };
+        // The command's ends are its own now (dropped here, if not sent
+        // to a fresh launcher already): when it and its processes end,
+        // reads of the server's ends end too.
         Ok(Running {
             input,
             terminal,
@@ -371,4 +351,43 @@ pub fn shell_status(status: ExitStatus) -> (i32, Option<i32>) {
         (None, Some(sig)) => (128 + sig, Some(sig)),
         (None, None) => (255, None),
     }
+}
+
+/// A pipe: its reading end, then its writing end.
+fn pipe() -> std::io::Result<(OwnedFd, OwnedFd)> {
+    Ok(rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)?)
+}
+
+/// Starts a launcher for this one command: `launcher --wharf-exec-launch
+/// SPEC COMMAND`, with `stdio` as its standard streams.
+fn fresh(
+    launcher: &Path,
+    launch: &Launch,
+    command: &str,
+    env: Vec<(String, String)>,
+    stdio: [OwnedFd; 3],
+) -> std::io::Result<(Child, Pid)> {
+    let [stdin, stdout, stderr] = stdio;
+    // The launcher starts a session of its own (so its pid is the group's
+    // id), sets HOME and the working directory.
+    let mut cmd = Command::new(launcher);
+    cmd.args(launch.args(command))
+        .env_clear()
+        .envs(env)
+        .current_dir("/")
+        .stdin(stdin)
+        .stdout(stdout)
+        .stderr(stderr)
+        .kill_on_drop(true);
+    // Registered as a launcher before anything can take it for an orphan
+    // to reap.
+    let mut launchers = super::orphans::launchers();
+    let child = cmd.spawn()?;
+    let pgid = child
+        .id()
+        .and_then(|id| i32::try_from(id).ok())
+        .and_then(Pid::from_raw)
+        .ok_or_else(|| std::io::Error::other("the new process has no pid"))?;
+    launchers.insert(pgid.as_raw_nonzero().get());
+    Ok((child, pgid))
 }

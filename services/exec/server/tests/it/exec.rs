@@ -762,3 +762,148 @@ async fn commands_start_through_the_small_launcher_or_else_the_daemon() {
     let out = c.output("echo hi").await.expect("run");
     assert_eq!(out.stdout, b"hi\n");
 }
+
+/// The pids of the spare launchers started from `launcher`, this test
+/// process's children (dead ones left out).
+fn spares_of(launcher: &std::path::Path) -> Vec<i32> {
+    let mut pids = Vec::new();
+    let tasks = std::fs::read_dir("/proc/self/task").expect("tasks");
+    for task in tasks.flatten() {
+        let list = std::fs::read_to_string(task.path().join("children")).unwrap_or_default();
+        for pid in list
+            .split_whitespace()
+            .filter_map(|p| p.parse::<i32>().ok())
+        {
+            let exe = std::fs::read_link(format!("/proc/{pid}/exe"));
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            let spare = cmdline
+                .split(|b| *b == 0)
+                .any(|arg| arg == wharf_execd::launch::spare::SPARE_ARG.as_bytes());
+            if spare && exe.is_ok_and(|exe| exe == launcher) {
+                pids.push(pid);
+            }
+        }
+    }
+    pids.sort_unstable();
+    pids
+}
+
+/// Waits until `check` holds, for up to [`WAIT`].
+async fn until(what: &str, mut check: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while !check() {
+        assert!(tokio::time::Instant::now() < deadline, "{what}");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+/// Commands start through spare launchers, started ahead and waiting in
+/// memory cgroups of their own; a used one is replaced at once, and dead
+/// ones are passed over for a fresh launcher. Either way the command gets
+/// the same environment, input, output and limits.
+#[tokio::test]
+async fn commands_start_through_spare_launchers_or_fresh_ones() {
+    // The daemon and its launcher in a folder of their own: the spares
+    // seen are this server's.
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).expect("dir");
+    let daemon = dir.path().join("wharf-execd");
+    let launcher = dir.path().join("wharf-exec-launch");
+    for (from, to) in [
+        (env!("CARGO_BIN_EXE_wharf-execd"), &daemon),
+        (env!("CARGO_BIN_EXE_wharf-exec-launch"), &launcher),
+    ] {
+        std::fs::copy(from, to).expect("copy");
+    }
+    let srv = spawn_with(ExecConfig {
+        launcher: daemon,
+        ..common::config()
+    })
+    .await;
+    srv.add_user("alice", "exec").await;
+    let mut c = srv.client("alice").await;
+    until("two spares wait", || spares_of(&launcher).len() == 2).await;
+    let first = spares_of(&launcher);
+    if wharf_execd::launch::cgroup::available() {
+        for pid in &first {
+            let cgroups = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).expect("cgroup");
+            assert!(cgroups.contains(&format!("/wharf-{pid}\n")), "{cgroups}");
+        }
+    }
+    let script = "env | cut -d= -f1 | sort | tr '\\n' ' '; cat; echo; echo oops >&2; exit 5";
+    let out = c
+        .output_with_input(script, Some(b"from stdin"))
+        .await
+        .expect("run");
+    let expected = (
+        "HOME LANG PATH PWD TERM USER from stdin\n".as_bytes(),
+        "oops\n".as_bytes(),
+        5,
+    );
+    assert_eq!(
+        (&out.stdout[..], &out.stderr[..], out.outcome.status),
+        expected
+    );
+    // One ran it; a new one took its place.
+    until("a spare replaces the one used", || {
+        let now = spares_of(&launcher);
+        now.len() == 2 && now.iter().filter(|p| first.contains(p)).count() == 1
+    })
+    .await;
+    // Killed while waiting: passed over, and the command starts through a
+    // fresh launcher, the same way.
+    for pid in spares_of(&launcher) {
+        let pid = rustix::process::Pid::from_raw(pid).expect("pid");
+        rustix::process::kill_process(pid, rustix::process::Signal::KILL).expect("kill");
+    }
+    until("the spares are dead", || spares_of(&launcher).is_empty()).await;
+    let out = c
+        .output_with_input(script, Some(b"from stdin"))
+        .await
+        .expect("run");
+    assert_eq!(
+        (&out.stdout[..], &out.stderr[..], out.outcome.status),
+        expected
+    );
+    until("spares wait again", || spares_of(&launcher).len() == 2).await;
+    // The command's limit is written to the spare's cgroup before the
+    // command runs.
+    if wharf_execd::launch::cgroup::available() {
+        let waiting = spares_of(&launcher);
+        let mut d = srv.client("alice").await;
+        let run = tokio::spawn(async move { d.output("sleep 1; echo done").await });
+        let mut taken = 0;
+        until("a spare runs the command", || {
+            let now = spares_of(&launcher);
+            taken = waiting
+                .iter()
+                .copied()
+                .find(|p| !now.contains(p))
+                .unwrap_or(0);
+            taken != 0
+        })
+        .await;
+        let cgroups = std::fs::read_to_string(format!("/proc/{taken}/cgroup")).expect("cgroup");
+        let path = cgroups
+            .lines()
+            .find_map(|l| l.split_once(":memory:").map(|(_, p)| p.to_owned()))
+            .or_else(|| {
+                cgroups
+                    .lines()
+                    .find_map(|l| l.strip_prefix("0::").map(str::to_owned))
+            })
+            .expect("a memory cgroup");
+        assert!(path.ends_with(&format!("/wharf-{taken}")), "{path}");
+        let dir = ["/sys/fs/cgroup/memory", "/sys/fs/cgroup"]
+            .iter()
+            .map(|base| std::path::PathBuf::from(format!("{base}{path}")))
+            .find(|d| d.exists())
+            .expect("the cgroup's folder");
+        let limit = ["memory.limit_in_bytes", "memory.max"]
+            .iter()
+            .find_map(|f| std::fs::read_to_string(dir.join(f)).ok())
+            .expect("a limit file");
+        assert_eq!(limit.trim(), ResourceLimits::default().memory.to_string());
+        let out = run.await.expect("join").expect("run");
+        assert_eq!(out.stdout, b"done\n");
+    }
+}

@@ -19,8 +19,8 @@ use wharf_store::standing;
 
 use super::request::{REPORT_CWD, Run, check_run};
 use super::{BodyTo, Flow, Frames, STDIN_QUEUE, Session};
-use crate::server::output::{OutPipe, Waiting};
-use crate::server::process::{Input, Running, Spawn, shell_status};
+use crate::server::output::{CommandInput, OutPipe, Waiting};
+use crate::server::process::{Running, Spawn, shell_status};
 use crate::server::quota;
 use wharf_server::Refusal;
 
@@ -97,10 +97,7 @@ impl Session {
         };
         let started = Instant::now();
         let spawned = Running::spawn(&Spawn {
-            launcher: config
-                .command_launcher
-                .as_deref()
-                .unwrap_or(&config.launcher),
+            launcher: &server.launcher,
             command: &script,
             home: &home,
             user: &user.name,
@@ -536,7 +533,7 @@ const LOGIN_SHELL_RECORD: &str = "(login shell on a terminal)";
 
 /// Writes the client's input to the command until the client ends it or
 /// the command closes its end.
-async fn feed_stdin(mut pipe: Input, mut rx: mpsc::Receiver<Bytes>) {
+async fn feed_stdin(pipe: CommandInput, mut rx: mpsc::Receiver<Bytes>) {
     while let Some(chunk) = rx.recv().await {
         if pipe.write_all(&chunk).await.is_err() {
             return;
