@@ -9,7 +9,7 @@ use wharf_core::Password;
 
 use crate::identity::{Credential, IdentityError, identities};
 pub use wharf_core::cli::CredentialsError;
-use wharf_core::cli::DocsArgs;
+use wharf_core::cli::{DocsArgs, Threads};
 
 use crate::tls::TlsError;
 
@@ -20,7 +20,7 @@ pub fn run_main<E: Into<Box<dyn std::error::Error + Send + Sync>>>(
     program: &str,
     body: impl Future<Output = std::result::Result<ExitCode, E>>,
 ) -> ExitCode {
-    wharf_core::cli::run_program(program, 1, exit_code_of, true, body)
+    wharf_core::cli::run_program(program, 1, exit_code_of, true, Threads::Main, body)
 }
 
 /// [`run_main`] for a program whose own failures all end with `failure`
@@ -31,7 +31,7 @@ pub fn run_main_failing_with<E: Into<Box<dyn std::error::Error + Send + Sync>>>(
     failure: u8,
     body: impl Future<Output = std::result::Result<ExitCode, E>>,
 ) -> ExitCode {
-    wharf_core::cli::run_program(program, failure, exit_code_of, false, body)
+    wharf_core::cli::run_program(program, failure, exit_code_of, false, Threads::Main, body)
 }
 
 /// The exit code a client ends with for `err` (looked for along its
