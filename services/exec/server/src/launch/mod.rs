@@ -183,8 +183,14 @@ pub fn launch_if_asked() {
                 env,
             } = order;
             take_terminal_and_limits(&launch);
-            if let Some(joined) = joined {
-                joined.limit(launch.memory);
+            match joined {
+                Some(joined) => {
+                    joined.limit(launch.memory);
+                }
+                // None could be made while it waited: tried again now.
+                None => {
+                    cgroup::enter(launch.memory);
+                }
             }
             (launch, command, Some(env))
         }
