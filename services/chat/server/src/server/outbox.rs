@@ -3,7 +3,10 @@
 //!
 //! tokio's mpsc channel would do, but it allocates a block of 32 slots per
 //! channel up front: over a kilobyte for each of 10,000 idle sessions. This
-//! queue holds nothing while it is empty.
+//! queue holds nothing while it is empty, and a queued frame is one pointer
+//! ([`Frame`]): a message to a room is encoded once and its frame shared by
+//! every member's queue. As `Bytes` (four words a slot), 500 members' queues
+//! of 1,024 frames took 16 MiB; as a pointer, 4 MiB.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -11,6 +14,9 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use bytes::Bytes;
 use tokio::sync::Notify;
+
+/// An encoded frame, shared by the queues it is in.
+pub(crate) type Frame = Arc<Bytes>;
 
 /// Why a frame was not queued.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -51,7 +57,7 @@ pub(crate) struct Inbox {
 }
 
 struct Inner {
-    queue: Mutex<VecDeque<Bytes>>,
+    queue: Mutex<VecDeque<Frame>>,
     capacity: usize,
     /// A frame was queued, or the queue closed.
     filled: Notify,
@@ -63,7 +69,7 @@ struct Inner {
 }
 
 impl Inner {
-    fn queue(&self) -> MutexGuard<'_, VecDeque<Bytes>> {
+    fn queue(&self) -> MutexGuard<'_, VecDeque<Frame>> {
         self.queue.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
@@ -88,7 +94,7 @@ pub(crate) fn outbox(capacity: usize) -> (Outbox, Inbox) {
 
 impl Outbox {
     /// Queues `frame` if there is room.
-    pub(crate) fn try_send(&self, frame: Bytes) -> Result<(), Refused> {
+    pub(crate) fn try_send(&self, frame: Frame) -> Result<(), Refused> {
         if self.inner.closed.load(Ordering::Acquire) {
             return Err(Refused::Closed);
         }
@@ -104,7 +110,7 @@ impl Outbox {
     }
 
     /// Queues `frame`, waiting for room.
-    pub(crate) async fn send(&self, frame: Bytes) -> Result<(), Refused> {
+    pub(crate) async fn send(&self, frame: Frame) -> Result<(), Refused> {
         loop {
             let drained = self.inner.drained.notified();
             tokio::pin!(drained);
@@ -120,7 +126,7 @@ impl Outbox {
 
 impl Inbox {
     /// The next frame; `None` once the queue is closed and empty.
-    pub(crate) async fn recv(&self) -> Option<Bytes> {
+    pub(crate) async fn recv(&self) -> Option<Frame> {
         loop {
             let filled = self.inner.filled.notified();
             tokio::pin!(filled);
@@ -136,7 +142,7 @@ impl Inbox {
     }
 
     /// The next frame, if one is queued.
-    pub(crate) fn try_recv(&self) -> Option<Bytes> {
+    pub(crate) fn try_recv(&self) -> Option<Frame> {
         let frame = {
             let mut q = self.inner.queue();
             let frame = q.pop_front();
@@ -162,27 +168,31 @@ impl Inbox {
 mod tests {
     use super::*;
 
+    fn frame(bytes: &'static [u8]) -> Frame {
+        Arc::new(Bytes::from_static(bytes))
+    }
+
     #[tokio::test]
     async fn frames_arrive_in_order_a_full_queue_refuses_and_the_last_sender_ends_it_after_the_rest()
      {
         let (tx, rx) = outbox(2);
-        assert_eq!(tx.try_send(Bytes::from_static(b"a")), Ok(()));
-        assert_eq!(tx.try_send(Bytes::from_static(b"b")), Ok(()));
-        assert_eq!(tx.try_send(Bytes::from_static(b"c")), Err(Refused::Full));
+        assert_eq!(tx.try_send(frame(b"a")), Ok(()));
+        assert_eq!(tx.try_send(frame(b"b")), Ok(()));
+        assert_eq!(tx.try_send(frame(b"c")), Err(Refused::Full));
         // A waiting sender gets in once the writer takes one.
         let waiting = {
             let tx = tx.clone();
-            tokio::spawn(async move { tx.send(Bytes::from_static(b"c")).await })
+            tokio::spawn(async move { tx.send(frame(b"c")).await })
         };
-        assert_eq!(rx.recv().await.as_deref(), Some(&b"a"[..]));
+        assert_eq!(rx.recv().await.as_deref().map(|f| &f[..]), Some(&b"a"[..]));
         assert_eq!(waiting.await.ok(), Some(Ok(())));
         let other = tx.clone();
         drop(tx);
-        assert_eq!(rx.recv().await.as_deref(), Some(&b"b"[..]));
-        assert_eq!(other.try_send(Bytes::from_static(b"d")), Ok(()));
+        assert_eq!(rx.recv().await.as_deref().map(|f| &f[..]), Some(&b"b"[..]));
+        assert_eq!(other.try_send(frame(b"d")), Ok(()));
         drop(other);
-        assert_eq!(rx.recv().await.as_deref(), Some(&b"c"[..]));
-        assert_eq!(rx.recv().await.as_deref(), Some(&b"d"[..]));
+        assert_eq!(rx.recv().await.as_deref().map(|f| &f[..]), Some(&b"c"[..]));
+        assert_eq!(rx.recv().await.as_deref().map(|f| &f[..]), Some(&b"d"[..]));
         assert_eq!(rx.recv().await, None);
         assert!(rx.is_empty());
     }

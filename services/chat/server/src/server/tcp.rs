@@ -205,7 +205,7 @@ impl Session {
         };
         tokio::select! {
             _ = self.kill.cancelled() => false,
-            r = tokio::time::timeout(REPLY_WAIT, self.tx.send(frame)) => matches!(r, Ok(Ok(()))),
+            r = tokio::time::timeout(REPLY_WAIT, self.tx.send(Arc::new(frame))) => matches!(r, Ok(Ok(()))),
         }
     }
 
@@ -373,7 +373,7 @@ async fn write_forever(mut wr: WriteHalf<Stream>, rx: Inbox, kill: CancellationT
         // Several queued frames go in one write, gathered in a buffer made
         // for them and freed after: a session keeps nothing between bursts.
         let data = if rx.is_empty() {
-            first
+            Bytes::clone(&first)
         } else {
             let mut frames = vec![first];
             let mut len = frames[0].len();

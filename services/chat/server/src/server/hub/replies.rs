@@ -62,8 +62,8 @@ pub(super) fn gone() -> Refusal {
 /// more, lazily and cut to fit, for UDP.
 pub(super) struct Outgoing<'a> {
     reply: &'a ChatReply,
-    /// The frame for TCP members.
-    pub(super) tcp: Bytes,
+    /// The frame for TCP members, shared by their queues.
+    pub(super) tcp: std::sync::Arc<Bytes>,
     udp: Option<Option<Bytes>>,
 }
 
@@ -72,6 +72,7 @@ impl<'a> Outgoing<'a> {
         let tcp = encode_frame(reply)
             .map_err(|e| refuse(ErrorCode::Internal, format!("cannot encode a frame: {e}")))?
             .freeze();
+        let tcp = std::sync::Arc::new(tcp);
         Ok(Outgoing {
             reply,
             tcp,
