@@ -201,7 +201,18 @@ pub fn launch_if_asked() {
     run(launch, command, env)
 }
 
+/// Starts the launcher's session, holding nothing but its standard streams
+/// (and, for a spare, its socket on 0): a descriptor its parent left
+/// inheritable by mistake (a library's, in a program that embeds the
+/// server) reaches neither the command nor, for a spare, the hours it may
+/// wait.
 fn new_session() {
+    #[allow(unsafe_code)]
+    // SAFETY: the launcher is single-threaded and owns no descriptor above
+    // 2 yet (std opens none before main); none is used after this.
+    unsafe {
+        libc::close_range(3, u32::MAX, 0);
+    }
     if let Err(e) = rustix::process::setsid() {
         fail(format_args!("cannot start a new session: {e}"));
     }
