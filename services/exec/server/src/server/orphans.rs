@@ -30,6 +30,23 @@ pub(super) fn launchers() -> MutexGuard<'static, BTreeSet<i32>> {
     LAUNCHERS.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+/// Spawns a launcher, registered as one before anything can take it for
+/// an orphan to reap; returns it and its pid (its group's id: launchers
+/// start a session of their own).
+pub(super) fn spawn_launcher(
+    cmd: &mut tokio::process::Command,
+) -> std::io::Result<(tokio::process::Child, Pid)> {
+    let mut launchers = launchers();
+    let child = cmd.spawn()?;
+    let pid = child
+        .id()
+        .and_then(|id| i32::try_from(id).ok())
+        .and_then(Pid::from_raw)
+        .ok_or_else(|| std::io::Error::other("the new process has no pid"))?;
+    launchers.insert(pid.as_raw_nonzero().get());
+    Ok((child, pid))
+}
+
 /// Makes this process the reaper of its commands' orphans and reaps them
 /// from now on, on a thread of its own (it outlives any one runtime);
 /// once per process.

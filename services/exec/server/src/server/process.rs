@@ -379,15 +379,5 @@ fn fresh(
         .stdout(stdout)
         .stderr(stderr)
         .kill_on_drop(true);
-    // Registered as a launcher before anything can take it for an orphan
-    // to reap.
-    let mut launchers = super::orphans::launchers();
-    let child = cmd.spawn()?;
-    let pgid = child
-        .id()
-        .and_then(|id| i32::try_from(id).ok())
-        .and_then(Pid::from_raw)
-        .ok_or_else(|| std::io::Error::other("the new process has no pid"))?;
-    launchers.insert(pgid.as_raw_nonzero().get());
-    Ok((child, pgid))
+    super::orphans::spawn_launcher(&mut cmd)
 }

@@ -115,16 +115,7 @@ impl Launcher {
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .kill_on_drop(true);
-        // Registered as a launcher before anything can take it for an
-        // orphan to reap.
-        let mut launchers = super::orphans::launchers();
-        let child = cmd.spawn()?;
-        let pid = child
-            .id()
-            .and_then(|id| i32::try_from(id).ok())
-            .and_then(Pid::from_raw)
-            .ok_or_else(|| std::io::Error::other("the new process has no pid"))?;
-        launchers.insert(pid.as_raw_nonzero().get());
+        let (child, pid) = super::orphans::spawn_launcher(&mut cmd)?;
         Ok(Spare {
             child: Some(child),
             pid,
