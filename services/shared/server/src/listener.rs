@@ -296,10 +296,10 @@ pub async fn serve<H: Handler>(
         let task_fut = async move {
             let mut stream = stream;
             let peer = if proxied {
-                match tokio::time::timeout(
+                match Box::pin(tokio::time::timeout(
                     handshake_time,
                     crate::proxy_protocol::read_header(&mut stream),
-                )
+                ))
                 .await
                 {
                     Ok(Ok(client)) => client.unwrap_or(peer),
@@ -334,10 +334,10 @@ pub async fn serve<H: Handler>(
                 if let Established::Ready(stream) =
                     Box::pin(establish(stream, tls.as_ref(), handshake_time)).await
                 {
-                    let _ = tokio::time::timeout(
+                    let _ = Box::pin(tokio::time::timeout(
                         handshake_time,
                         handler.reject(stream, Rejection::TooManyFromIp),
-                    )
+                    ))
                     .await;
                 }
                 return;
@@ -358,7 +358,7 @@ pub async fn serve<H: Handler>(
                             .connections_refused
                             .get_or_create(&svc_outcome(handler.service_name(), "tls_required"))
                             .inc();
-                        handler.reject(stream, Rejection::TlsRequired).await;
+                        Box::pin(handler.reject(stream, Rejection::TlsRequired)).await;
                         return;
                     }
                     Established::Failed(why) => {

@@ -247,14 +247,14 @@ impl Handler for ChatServer {
         "chat"
     }
 
-    async fn handle(
+    fn handle(
         self: Arc<Self>,
         stream: Stream,
         peer: SocketAddr,
         shutdown: CancellationToken,
         gate: LoginGate,
-    ) {
-        tcp::run(self, stream, peer, shutdown, gate).await;
+    ) -> impl Future<Output = ()> + Send {
+        tcp::run(self, stream, peer, shutdown, gate)
     }
 }
 

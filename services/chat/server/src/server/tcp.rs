@@ -20,7 +20,7 @@ use wharf_core::tls::Stream;
 use wharf_proto::chat::{ChatReply, ChatRequest, PresenceChange};
 use wharf_proto::datagram::encode_frame;
 use wharf_proto::message::ErrorReply;
-use wharf_proto::{ErrorCode, Frame, FrameCodec};
+use wharf_proto::{ErrorCode, Frame, FrameCodec, ProtoError};
 use wharf_server::Refusal;
 use wharf_server::listener::LoginGate;
 use wharf_server::opening::Entered;
@@ -72,7 +72,8 @@ struct Session {
 }
 
 enum State {
-    Opening(Opening),
+    /// Boxed: a logged-in session does not keep an opening's room.
+    Opening(Box<Opening>),
     LoggedIn {
         user_id: i64,
         user: String,
@@ -87,14 +88,28 @@ enum Flow {
     Close,
 }
 
-pub(super) async fn run(
+/// What ended an idle session's wait.
+enum Woke {
+    /// The hub dropped the session (its queue was full).
+    Killed,
+    Shutdown,
+    /// An administrator ended the user's right to be here.
+    Ended(wharf_store::Error),
+    /// A frame, the end of the stream, or nothing within the given time.
+    Frame(Result<Option<Result<Frame<ChatRequest>, ProtoError>>, Duration>),
+}
+
+/// Sets the session up, then returns the future that serves it. Not an
+/// `async fn`: the future holds only what the session needs from here on,
+/// not its arguments as well (an `async fn` keeps both).
+pub(super) fn run(
     server: Arc<ChatServer>,
     stream: Stream,
     peer: SocketAddr,
     shutdown: CancellationToken,
     gate: LoginGate,
-) {
-    let limits = server.config.limits.clone();
+) -> impl Future<Output = ()> + Send {
+    let idle_timeout = server.config.limits.idle_timeout;
     let binding = stream.channel_binding();
     let (rd, wr) = tokio::io::split(stream);
     let (tx, rx) = outbox(server.config.member_queue.max(1));
@@ -108,7 +123,7 @@ pub(super) async fn run(
         Service::Chat,
         "wharf-chatd",
         server.config.max_login_attempts,
-        limits.login_timeout,
+        server.config.limits.login_timeout,
     )
     .holding(gate)
     .bound_to(binding);
@@ -117,41 +132,73 @@ pub(super) async fn run(
         peer,
         tx,
         kill,
-        state: State::Opening(opening),
+        state: State::Opening(Box::new(opening)),
         standing: None,
         lease: None,
     };
-    let mut dropped = false;
-    loop {
-        let wait = match &s.state {
-            State::Opening(opening) => opening.time_left(),
-            _ => limits.idle_timeout,
-        };
-        let frame = tokio::select! {
-            biased;
-            _ = s.kill.cancelled() => {
+    async move {
+        let mut dropped = false;
+        loop {
+            let wait = match &s.state {
+                State::Opening(opening) => opening.time_left(),
+                _ => idle_timeout,
+            };
+            // An idle session's task holds this wait and nothing more: what a
+            // wake leads to runs boxed, allocated only while it runs.
+            let woke = tokio::select! {
+                biased;
+                _ = s.kill.cancelled() => Woke::Killed,
+                _ = shutdown.cancelled() => Woke::Shutdown,
+                why = standing::ended(&mut s.standing, Service::Chat, None) => Woke::Ended(why),
+                frame = tokio::time::timeout(wait, frames.next()) => Woke::Frame(frame.map_err(|_| wait)),
+            };
+            if let Woke::Killed = woke {
                 dropped = true;
                 break;
             }
-            _ = shutdown.cancelled() => {
-                s.server.hub.close();
-                s.queue(&error_frame(
+            if let Flow::Close = Box::pin(s.on_wake(woke)).await {
+                break;
+            }
+        }
+        if let State::LoggedIn { endpoint, .. } = s.state {
+            let change = if dropped {
+                PresenceChange::Dropped
+            } else {
+                PresenceChange::Left
+            };
+            s.server.hub.unregister(endpoint, change);
+        }
+        // The writer ends once the queue is empty and every sender is gone.
+        drop(s.tx);
+        let _ = tokio::time::timeout(Duration::from_secs(5), writer).await;
+        tracing::debug!(peer = %s.peer, dropped, "chat connection closed");
+    }
+}
+
+impl Session {
+    async fn on_wake(&mut self, woke: Woke) -> Flow {
+        let frame = match woke {
+            Woke::Killed => return Flow::Close,
+            Woke::Shutdown => {
+                self.server.hub.close();
+                self.queue(&error_frame(
                     ErrorCode::ShuttingDown,
                     "the server is shutting down; reconnect in a moment",
                 ))
                 .await;
-                break;
+                return Flow::Close;
             }
-            why = standing::ended(&mut s.standing, Service::Chat, None) => {
-                tracing::info!(peer = %s.peer, reason = %why, "session ended by an administrator");
-                s.queue(&error_frame(why.code(), why.client_message())).await;
-                break;
+            Woke::Ended(why) => {
+                tracing::info!(peer = %self.peer, reason = %why, "session ended by an administrator");
+                self.queue(&error_frame(why.code(), why.client_message()))
+                    .await;
+                return Flow::Close;
             }
-            frame = tokio::time::timeout(wait, frames.next()) => frame,
+            Woke::Frame(frame) => frame,
         };
-        let flow = match frame {
-            Err(_) => {
-                let refusal = match &s.state {
+        match frame {
+            Err(wait) => {
+                let refusal = match &self.state {
                     State::Opening(opening) => opening.timed_out(),
                     _ => Refusal::closing(
                         ErrorCode::Timeout,
@@ -161,42 +208,23 @@ pub(super) async fn run(
                         ),
                     ),
                 };
-                s.queue(&ChatReply::Error(refusal.reply())).await;
+                self.queue(&ChatReply::Error(refusal.reply())).await;
                 Flow::Close
             }
             Ok(None) => Flow::Close,
             Ok(Some(Err(e))) => {
-                s.queue(&error_frame(e.code(), e.to_string())).await;
+                self.queue(&error_frame(e.code(), e.to_string())).await;
                 Flow::Close
             }
             Ok(Some(Ok(Frame::Rejected(e)))) => {
-                s.queue(&error_frame(e.code(), e.to_string())).await;
+                self.queue(&error_frame(e.code(), e.to_string())).await;
                 Flow::Continue
             }
             Ok(Some(Ok(Frame::Body { .. }))) => Flow::Close, // max_body(0): never happens
-            // Boxed: a request's work (login, join, history...) lives on
-            // the heap while it runs, not in every idle session's task.
-            Ok(Some(Ok(Frame::Header { msg, .. }))) => Box::pin(s.on_request(msg)).await,
-        };
-        if let Flow::Close = flow {
-            break;
+            Ok(Some(Ok(Frame::Header { msg, .. }))) => self.on_request(msg).await,
         }
     }
-    if let State::LoggedIn { endpoint, .. } = s.state {
-        let change = if dropped {
-            PresenceChange::Dropped
-        } else {
-            PresenceChange::Left
-        };
-        s.server.hub.unregister(endpoint, change);
-    }
-    // The writer ends once the queue is empty and every sender is gone.
-    drop(s.tx);
-    let _ = tokio::time::timeout(Duration::from_secs(5), writer).await;
-    tracing::debug!(peer = %s.peer, dropped, "chat connection closed");
-}
 
-impl Session {
     /// Queues a reply; waits for room (the client is reading slowly), but
     /// not forever.
     async fn queue(&mut self, reply: &ChatReply) -> bool {
