@@ -192,9 +192,12 @@ impl<In: Message> Decoder for FrameCodec<In> {
                         buf.reserve(PREFIX_LEN + len - buf.len());
                         return Ok(None);
                     }
-                    buf.advance(PREFIX_LEN);
-                    let header = buf.split_to(len);
-                    let env = parse_envelope(&header)?;
+                    // Parsed in place and skipped: splitting it off would
+                    // turn the buffer into a shared one, with an allocation
+                    // of its own kept for as long as the buffer.
+                    let env = parse_envelope(&buf[PREFIX_LEN..PREFIX_LEN + len]);
+                    buf.advance(PREFIX_LEN + len);
+                    let env = env?;
                     if env.body_len > self.max_body {
                         return Err(ProtoError::BodyTooLarge {
                             len: env.body_len,

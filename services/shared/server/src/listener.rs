@@ -264,7 +264,7 @@ pub async fn serve<H: Handler>(
                 Err(_) => break,
             },
         };
-        let (stream, peer) = tokio::select! {
+        let (mut stream, mut peer) = tokio::select! {
             _ = shutdown.cancelled() => break,
             accepted = listener.accept() => match accepted {
                 Ok(conn) => {
@@ -291,12 +291,16 @@ pub async fn serve<H: Handler>(
             .any(|n| n.contains(peer.ip()));
         let tls = tls.clone();
         let handshake_time = limits.login_timeout;
-        let token = shutdown.child_token();
+        // The server's own token, shared: nothing cancels one session's
+        // alone, and a child token is an allocation per connection.
+        let token = shutdown.clone();
         let waiting = Arc::clone(&waiting);
+        // The task uses `stream` and `peer` in place: a task keeps its
+        // captures for its whole life, and a copy made in it would be
+        // kept beside them.
         let task_fut = async move {
-            let mut stream = stream;
-            let peer = if proxied {
-                match Box::pin(tokio::time::timeout(
+            if proxied {
+                peer = match Box::pin(tokio::time::timeout(
                     handshake_time,
                     crate::proxy_protocol::read_header(&mut stream),
                 ))
@@ -311,10 +315,8 @@ pub async fn serve<H: Handler>(
                         tracing::debug!(balancer = %peer, "no PROXY protocol header in time; connection dropped");
                         return;
                     }
-                }
-            } else {
-                peer
-            };
+                };
+            }
             // Past its cap, an address is turned away before it takes a
             // place among those not logged in (and ends nobody's).
             let Some(guard) = per_ip.enter(peer.ip(), max_per_ip) else {
