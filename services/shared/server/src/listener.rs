@@ -129,7 +129,9 @@ impl Listener {
 /// A protocol server's per-connection entry points.
 pub trait Handler: Send + Sync + 'static {
     /// Runs one session until it ends. `shutdown` fires when the server stops:
-    /// idle sessions should end at once, transfers may finish.
+    /// idle sessions should end at once, transfers may finish. It is the
+    /// server's own token, shared by every session (one allocation less
+    /// per connection): a session watches it and never cancels it.
     fn handle(
         self: Arc<Self>,
         stream: Stream,

@@ -89,10 +89,9 @@ enum Flow {
     Close,
 }
 
-/// What ended an idle session's wait.
+/// What ended an idle session's wait (but the hub dropping it: its queue
+/// was full).
 enum Woke {
-    /// The hub dropped the session (its queue was full).
-    Killed,
     Shutdown,
     /// An administrator ended the user's right to be here.
     Ended(wharf_store::Error),
@@ -153,15 +152,15 @@ pub(super) fn run(
             // wake leads to runs boxed, allocated only while it runs.
             let woke = tokio::select! {
                 biased;
-                _ = s.kill.cancelled() => Woke::Killed,
-                _ = shutdown.cancelled() => Woke::Shutdown,
-                why = standing::ended(&mut s.standing, Service::Chat, None) => Woke::Ended(why),
-                frame = tokio::time::timeout(wait, frames.next()) => Woke::Frame(frame.map_err(|_| wait)),
+                _ = s.kill.cancelled() => None,
+                _ = shutdown.cancelled() => Some(Woke::Shutdown),
+                why = standing::ended(&mut s.standing, Service::Chat, None) => Some(Woke::Ended(why)),
+                frame = tokio::time::timeout(wait, frames.next()) => Some(Woke::Frame(frame.map_err(|_| wait))),
             };
-            if let Woke::Killed = woke {
+            let Some(woke) = woke else {
                 dropped = true;
                 break;
-            }
+            };
             if let Flow::Close = Box::pin(s.on_wake(woke)).await {
                 break;
             }
@@ -184,7 +183,6 @@ pub(super) fn run(
 impl Session {
     async fn on_wake(&mut self, woke: Woke) -> Flow {
         let frame = match woke {
-            Woke::Killed => return Flow::Close,
             Woke::Shutdown => {
                 self.server.hub.close();
                 self.queue(&error_frame(
