@@ -22,7 +22,6 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use bytes::Bytes;
 use tokio::sync::mpsc;
-use tokio_util::sync::CancellationToken;
 use wharf_core::time::now_ms;
 use wharf_proto::ErrorCode;
 use wharf_proto::chat::{ChatMessage, ChatReply, PresenceChange, RoomInfo};
@@ -38,17 +37,15 @@ use self::replies::{
 pub(crate) use self::replies::{Reply, check_text, datagram_frame};
 use super::bucket::{Bucket, Rate};
 use super::journal::Journal;
+use super::outbox::Outbox;
 
 pub(crate) type EndpointId = u64;
 
 /// How to reach an endpoint.
 pub(crate) enum Sink {
-    /// A TCP session's outgoing queue of encoded frames; `kill` ends the
-    /// session.
-    Tcp {
-        tx: super::outbox::Outbox,
-        kill: CancellationToken,
-    },
+    /// A TCP session's outgoing queue of encoded frames, through which the
+    /// session is also dropped.
+    Tcp(Outbox),
     /// A UDP session: frames go through the shared UDP sender.
     Udp(SessionId),
 }
@@ -251,14 +248,14 @@ impl Hub {
     }
 
     /// Removes endpoints and everything their leaving causes (notices that
-    /// overflow other queues drop those members too). Returns the kill
-    /// switches of the TCP sessions removed, to pull once the lock is gone.
+    /// overflow other queues drop those members too). Returns the queues
+    /// of the TCP sessions removed, to drop them by once the lock is gone.
     fn remove(
         &self,
         st: &mut State,
         mut work: Vec<(EndpointId, PresenceChange)>,
         ending: Option<EndpointId>,
-    ) -> Vec<CancellationToken> {
+    ) -> Vec<Outbox> {
         let mut kills = Vec::new();
         while let Some((id, change)) = work.pop() {
             let Some(ep) = st.endpoints.remove(&id) else {
@@ -277,10 +274,10 @@ impl Hub {
                 self.leave_room(st, id, (ep.user_id, &ep.user), room, change, &mut slow);
                 work.extend(slow.into_iter().map(|s| (s, PresenceChange::Dropped)));
             }
-            if let Sink::Tcp { kill, .. } = ep.sink
+            if let Sink::Tcp(tx) = ep.sink
                 && ending != Some(id)
             {
-                kills.push(kill);
+                kills.push(tx);
             }
         }
         kills
@@ -354,7 +351,7 @@ impl Hub {
                 continue;
             };
             match &ep.sink {
-                Sink::Tcp { tx, .. } => match tx.try_send(out.tcp.clone()) {
+                Sink::Tcp(tx) => match tx.try_send(out.tcp.clone()) {
                     Ok(()) => delivered += 1,
                     Err(super::outbox::Refused::Full) => slow.push(*id),
                     // The session is ending and will unregister itself.
@@ -375,7 +372,7 @@ impl Hub {
     }
 
     /// Drops the members found slow during a delivery.
-    fn drop_slow(&self, st: &mut State, slow: Vec<EndpointId>) -> Vec<CancellationToken> {
+    fn drop_slow(&self, st: &mut State, slow: Vec<EndpointId>) -> Vec<Outbox> {
         if slow.is_empty() {
             return Vec::new();
         }

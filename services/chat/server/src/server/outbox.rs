@@ -1,5 +1,5 @@
-//! A TCP session's queue of encoded frames, between the hub (and the
-//! session itself) and the session's writer task.
+//! A TCP session's queue of encoded frames: the hub and the session itself
+//! put frames in, and the session's own task writes them out.
 //!
 //! tokio's mpsc channel would do, but it allocates a block of 32 slots per
 //! channel up front: over a kilobyte for each of 10,000 idle sessions. This
@@ -7,12 +7,17 @@
 //! ([`Frame`]): a message to a room is encoded once and its frame shared by
 //! every member's queue. As `Bytes` (four words a slot), 500 members' queues
 //! of 1,024 frames took 16 MiB; as a pointer, 4 MiB.
+//!
+//! The queue is also how the hub ends a session that does not read:
+//! [`Outbox::drop_session`] marks it and wakes its task, which says why and
+//! closes. No task and no token of its own: an idle session is one task
+//! waiting on its socket and on this queue.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use tokio::sync::Notify;
 
 /// An encoded frame, shared by the queues it is in.
@@ -27,140 +32,128 @@ pub(crate) enum Refused {
     Closed,
 }
 
-/// The sending side; cheap to clone. The queue closes when the last clone
-/// is dropped (the writer then ends once it has written what is queued).
+/// A session's queue; a clone is another handle on the same queue (the hub
+/// keeps one per endpoint, the session one).
+#[derive(Clone)]
 pub(crate) struct Outbox {
-    inner: Arc<Inner>,
-}
-
-impl Clone for Outbox {
-    fn clone(&self) -> Self {
-        self.inner.senders.fetch_add(1, Ordering::AcqRel);
-        Outbox {
-            inner: Arc::clone(&self.inner),
-        }
-    }
-}
-
-impl Drop for Outbox {
-    fn drop(&mut self) {
-        if self.inner.senders.fetch_sub(1, Ordering::AcqRel) == 1 {
-            self.inner.closed.store(true, Ordering::Release);
-            self.inner.filled.notify_one();
-        }
-    }
-}
-
-/// The writer's side.
-pub(crate) struct Inbox {
     inner: Arc<Inner>,
 }
 
 struct Inner {
     queue: Mutex<VecDeque<Frame>>,
     capacity: usize,
-    /// A frame was queued, or the queue closed.
-    filled: Notify,
-    /// Room was made.
-    drained: Notify,
-    /// Live [`Outbox`]es.
-    senders: AtomicUsize,
+    /// A frame was queued, or the session was dropped: its task looks.
+    wake: Notify,
+    /// The hub dropped the session: it did not read its messages.
+    dropped: AtomicBool,
+    /// The session is ending: nothing more is queued.
     closed: AtomicBool,
 }
 
-impl Inner {
-    fn queue(&self) -> MutexGuard<'_, VecDeque<Frame>> {
-        self.queue.lock().unwrap_or_else(|p| p.into_inner())
-    }
-}
-
-/// A queue of at most `capacity` frames.
-pub(crate) fn outbox(capacity: usize) -> (Outbox, Inbox) {
-    let inner = Arc::new(Inner {
-        queue: Mutex::new(VecDeque::new()),
-        capacity: capacity.max(1),
-        filled: Notify::new(),
-        drained: Notify::new(),
-        senders: AtomicUsize::new(1),
-        closed: AtomicBool::new(false),
-    });
-    (
-        Outbox {
-            inner: Arc::clone(&inner),
-        },
-        Inbox { inner },
-    )
-}
-
 impl Outbox {
-    /// Queues `frame` if there is room.
+    /// A queue the hub fills up to `capacity` frames.
+    pub(crate) fn new(capacity: usize) -> Outbox {
+        Outbox {
+            inner: Arc::new(Inner {
+                queue: Mutex::new(VecDeque::new()),
+                capacity: capacity.max(1),
+                wake: Notify::new(),
+                dropped: AtomicBool::new(false),
+                closed: AtomicBool::new(false),
+            }),
+        }
+    }
+
+    fn queue(&self) -> MutexGuard<'_, VecDeque<Frame>> {
+        self.inner.queue.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Queues `frame` if there is room: the hub never waits for a member.
     pub(crate) fn try_send(&self, frame: Frame) -> Result<(), Refused> {
-        if self.inner.closed.load(Ordering::Acquire) {
+        if self.inner.closed.load(Ordering::Acquire) || self.is_dropped() {
             return Err(Refused::Closed);
         }
         {
-            let mut q = self.inner.queue();
+            let mut q = self.queue();
             if q.len() >= self.inner.capacity {
                 return Err(Refused::Full);
             }
             q.push_back(frame);
         }
-        self.inner.filled.notify_one();
+        self.inner.wake.notify_one();
         Ok(())
     }
 
-    /// Queues `frame`, waiting for room.
-    pub(crate) async fn send(&self, frame: Frame) -> Result<(), Refused> {
-        loop {
-            let drained = self.inner.drained.notified();
-            tokio::pin!(drained);
-            // Registered before looking, so a drain in between is not missed.
-            drained.as_mut().enable();
-            match self.try_send(frame.clone()) {
-                Err(Refused::Full) => drained.await,
-                other => return other,
-            }
-        }
-    }
-}
-
-impl Inbox {
-    /// The next frame; `None` once the queue is closed and empty.
-    pub(crate) async fn recv(&self) -> Option<Frame> {
-        loop {
-            let filled = self.inner.filled.notified();
-            tokio::pin!(filled);
-            filled.as_mut().enable();
-            if let Some(frame) = self.try_recv() {
-                return Some(frame);
-            }
-            if self.inner.closed.load(Ordering::Acquire) {
-                return self.try_recv();
-            }
-            filled.await;
-        }
+    /// Queues the session's own reply, past the capacity if need be: the
+    /// session writes its queue out before it reads another request once
+    /// the queue is full, so what it adds itself stays within one request's
+    /// replies.
+    pub(crate) fn push(&self, frame: Frame) {
+        self.queue().push_back(frame);
     }
 
-    /// The next frame, if one is queued.
-    pub(crate) fn try_recv(&self) -> Option<Frame> {
-        let frame = {
-            let mut q = self.inner.queue();
-            let frame = q.pop_front();
-            if q.is_empty() && q.capacity() > 0 {
-                // An idle session keeps no slots.
-                q.shrink_to_fit();
-            }
-            frame
-        };
-        if frame.is_some() {
-            self.inner.drained.notify_waiters();
-        }
-        frame
+    /// Ends the session (the hub's doing): it stops taking frames, and its
+    /// task tells the client why and closes.
+    pub(crate) fn drop_session(&self) {
+        self.inner.dropped.store(true, Ordering::Release);
+        self.inner.wake.notify_one();
     }
 
-    /// True when nothing is queued.
+    /// Whether the hub dropped the session.
+    pub(crate) fn is_dropped(&self) -> bool {
+        self.inner.dropped.load(Ordering::Acquire)
+    }
+
+    /// The session is ending: the hub's frames are refused from now (what
+    /// is queued is still written).
+    pub(crate) fn close(&self) {
+        self.inner.closed.store(true, Ordering::Release);
+    }
+
+    /// Whether the queue is at its capacity (or past it, with the session's
+    /// own replies).
+    pub(crate) fn is_full(&self) -> bool {
+        self.queue().len() >= self.inner.capacity
+    }
+
+    /// Whether nothing is queued.
     pub(crate) fn is_empty(&self) -> bool {
-        self.inner.queue().is_empty()
+        self.queue().is_empty()
+    }
+
+    /// Takes what is queued, up to about `max` bytes, as one buffer for one
+    /// write; `None` when nothing is. Several frames are gathered in a
+    /// buffer made for them and freed once written: a session keeps nothing
+    /// between bursts, and an emptied queue gives its slots back.
+    pub(crate) fn take(&self, max: usize) -> Option<Bytes> {
+        let mut q = self.queue();
+        let first = q.pop_front()?;
+        let data = if q.front().is_none_or(|next| first.len() + next.len() > max) {
+            Bytes::clone(&first)
+        } else {
+            let mut len = first.len();
+            let mut batch = BytesMut::with_capacity(max.max(len));
+            batch.extend_from_slice(&first);
+            while let Some(next) = q.front() {
+                if len + next.len() > max {
+                    break;
+                }
+                len += next.len();
+                batch.extend_from_slice(next);
+                q.pop_front();
+            }
+            batch.freeze()
+        };
+        if q.is_empty() && q.capacity() > 0 {
+            q.shrink_to_fit();
+        }
+        Some(data)
+    }
+
+    /// Resolves once a frame was queued or the session dropped since the
+    /// last time it resolved (a wake that came before the wait is kept).
+    pub(crate) async fn woken(&self) {
+        self.inner.wake.notified().await;
     }
 }
 
@@ -173,27 +166,34 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn frames_arrive_in_order_a_full_queue_refuses_and_the_last_sender_ends_it_after_the_rest()
-     {
-        let (tx, rx) = outbox(2);
-        assert_eq!(tx.try_send(frame(b"a")), Ok(()));
-        assert_eq!(tx.try_send(frame(b"b")), Ok(()));
-        assert_eq!(tx.try_send(frame(b"c")), Err(Refused::Full));
-        // A waiting sender gets in once the writer takes one.
-        let waiting = {
-            let tx = tx.clone();
-            tokio::spawn(async move { tx.send(frame(b"c")).await })
-        };
-        assert_eq!(rx.recv().await.as_deref().map(|f| &f[..]), Some(&b"a"[..]));
-        assert_eq!(waiting.await.ok(), Some(Ok(())));
-        let other = tx.clone();
-        drop(tx);
-        assert_eq!(rx.recv().await.as_deref().map(|f| &f[..]), Some(&b"b"[..]));
-        assert_eq!(other.try_send(frame(b"d")), Ok(()));
-        drop(other);
-        assert_eq!(rx.recv().await.as_deref().map(|f| &f[..]), Some(&b"c"[..]));
-        assert_eq!(rx.recv().await.as_deref().map(|f| &f[..]), Some(&b"d"[..]));
-        assert_eq!(rx.recv().await, None);
-        assert!(rx.is_empty());
+    async fn frames_come_out_in_order_batched_and_a_full_queue_refuses_the_hub_not_the_session() {
+        let out = Outbox::new(2);
+        assert_eq!(out.try_send(frame(b"a")), Ok(()));
+        assert_eq!(out.try_send(frame(b"bc")), Ok(()));
+        assert!(out.is_full());
+        assert_eq!(out.try_send(frame(b"d")), Err(Refused::Full));
+        // The session's own reply goes in regardless.
+        out.push(frame(b"ef"));
+        // The wake was kept for the task that waits next.
+        out.woken().await;
+        // Batches stop before going past `max`.
+        assert_eq!(out.take(3).as_deref(), Some(&b"abc"[..]));
+        assert!(!out.is_full());
+        assert_eq!(out.take(3).as_deref(), Some(&b"ef"[..]));
+        assert_eq!(out.take(3), None);
+        assert!(out.is_empty());
+        // A frame longer than `max` still goes, alone.
+        out.push(frame(b"long frame"));
+        out.push(frame(b"x"));
+        assert_eq!(out.take(3).as_deref(), Some(&b"long frame"[..]));
+        assert_eq!(out.take(3).as_deref(), Some(&b"x"[..]));
+        // Closed, or dropped by the hub: refused.
+        out.close();
+        assert_eq!(out.try_send(frame(b"g")), Err(Refused::Closed));
+        let other = Outbox::new(2);
+        other.drop_session();
+        assert!(other.is_dropped());
+        other.woken().await;
+        assert_eq!(other.try_send(frame(b"h")), Err(Refused::Closed));
     }
 }

@@ -1,18 +1,19 @@
-//! One TCP connection: a reader (this task) and a writer task fed by a
-//! bounded queue of encoded frames. Replies and room events share the queue,
-//! so they reach the client in order; the hub drops a session whose queue
-//! is full.
+//! One TCP connection, served by one task: it reads requests and writes
+//! what its queue ([`Outbox`]) holds, replies and room events in the order
+//! they were queued. The hub drops a session whose queue is full.
 
+use std::io;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
-use super::outbox::{Inbox, Outbox, outbox};
-use bytes::{Bytes, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 use futures_util::StreamExt;
-use tokio::io::AsyncWriteExt;
-use tokio::io::WriteHalf;
+use tokio::io::{AsyncWrite, AsyncWriteExt, WriteHalf};
 use tokio::sync::watch;
+use tokio::time::Instant;
 use tokio_util::codec::FramedRead;
 use tokio_util::sync::CancellationToken;
 use wharf_core::Service;
@@ -32,6 +33,7 @@ use wharf_store::standing::Standing;
 
 use super::ChatServer;
 use super::hub::{EndpointId, Sink};
+use super::outbox::Outbox;
 use super::udp;
 
 /// Bytes of names a `who` or `rooms` answer may carry (headers are at most
@@ -40,6 +42,10 @@ const FRAME_LIST_BUDGET: usize = 48 * 1024;
 
 /// How long a reply may wait for room in the client's queue.
 const REPLY_WAIT: Duration = Duration::from_secs(30);
+
+/// How long what is left in the queue may take to go out once the session
+/// ends.
+const LAST_WRITES: Duration = Duration::from_secs(5);
 
 /// Writes gathered into one system call.
 const WRITE_BATCH: usize = 16 * 1024;
@@ -61,8 +67,8 @@ fn encode(reply: &ChatReply) -> Option<Bytes> {
 struct Session {
     server: Arc<ChatServer>,
     peer: SocketAddr,
-    tx: Outbox,
-    kill: CancellationToken,
+    out: Outbox,
+    writer: Writer,
     state: State,
     /// The user's standing, once logged in: a lock, a deletion or a revoked
     /// right ends the session.
@@ -70,6 +76,54 @@ struct Session {
     /// The session as the user's sessions are counted, while logged in.
     /// Boxed: held, never read, by every logged-in session.
     lease: Option<Box<wharf_store::sessions::SessionLease>>,
+}
+
+/// The connection's sending side: what it is writing now, taken from the
+/// queue, and whether the TLS layer may still hold some of it.
+struct Writer {
+    wr: WriteHalf<Stream>,
+    /// The rest of a batch a write took only part of.
+    pending: Option<Bytes>,
+    unflushed: bool,
+}
+
+impl Writer {
+    /// Whether there is writing to do.
+    fn busy(&self, out: &Outbox) -> bool {
+        self.pending.is_some() || self.unflushed || !out.is_empty()
+    }
+
+    /// Writes what is queued, a batch at a time, and flushes it; ready once
+    /// all of it is out. Cancel safe: a batch partly written stays in
+    /// `pending`, so a wait dropped for another wake loses nothing.
+    fn poll_write_out(&mut self, cx: &mut Context<'_>, out: &Outbox) -> Poll<io::Result<()>> {
+        loop {
+            if self.pending.is_none() {
+                self.pending = out.take(WRITE_BATCH);
+            }
+            let Some(data) = self.pending.as_mut() else {
+                // Under TLS the records may wait in the TLS layer.
+                if self.unflushed {
+                    ready!(Pin::new(&mut self.wr).poll_flush(cx))?;
+                    self.unflushed = false;
+                }
+                return Poll::Ready(Ok(()));
+            };
+            let n = ready!(Pin::new(&mut self.wr).poll_write(cx, data))?;
+            if n == 0 {
+                return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+            }
+            self.unflushed = true;
+            data.advance(n);
+            if data.is_empty() {
+                self.pending = None;
+            }
+        }
+    }
+
+    async fn write_out(&mut self, out: &Outbox) -> io::Result<()> {
+        std::future::poll_fn(|cx| self.poll_write_out(cx, out)).await
+    }
 }
 
 enum State {
@@ -89,14 +143,24 @@ enum Flow {
     Close,
 }
 
-/// What ended an idle session's wait (but the hub dropping it: its queue
-/// was full).
+/// What ended a session's wait, but frames to write and the hub dropping
+/// it (the loop sees to those).
 enum Woke {
     Shutdown,
     /// An administrator ended the user's right to be here.
     Ended(wharf_store::Error),
-    /// A frame, the end of the stream, or nothing within the given time.
-    Frame(Result<Option<Result<Frame<ChatRequest>, ProtoError>>, Duration>),
+    /// A frame, the end of the stream, or nothing in time.
+    Frame(Result<Option<Result<Frame<ChatRequest>, ProtoError>>, tokio::time::error::Elapsed>),
+}
+
+/// How a session's loop ended.
+enum End {
+    /// By itself: what is queued still goes out.
+    Closed,
+    /// The hub dropped it: a last notice, if the stream is between frames.
+    Dropped,
+    /// Writing failed: the connection is gone.
+    Broken,
 }
 
 /// Sets the session up, then returns the future that serves it. Not an
@@ -112,9 +176,7 @@ pub(super) fn run(
     let idle_timeout = server.config.limits.idle_timeout;
     let binding = stream.channel_binding();
     let (rd, wr) = tokio::io::split(stream);
-    let (tx, rx) = outbox(server.config.member_queue.max(1));
-    let kill = CancellationToken::new();
-    let writer = tokio::spawn(write_forever(wr, rx, kill.clone()));
+    let out = Outbox::new(server.config.member_queue.max(1));
     // No read buffer to start: see below.
     let mut frames = FramedRead::with_capacity(rd, FrameCodec::<ChatRequest>::new().max_body(0), 0);
     let opening = Opening::new(
@@ -125,18 +187,25 @@ pub(super) fn run(
     )
     .holding(gate)
     .bound_to(binding);
+    let mut deadline = Instant::now() + opening.time_left();
     let mut s = Session {
         server,
         peer,
-        tx,
-        kill,
+        out,
+        writer: Writer {
+            wr,
+            pending: None,
+            unflushed: false,
+        },
         state: State::Opening(Box::new(opening)),
         standing: None,
         lease: None,
     };
     async move {
-        let mut dropped = false;
-        loop {
+        let end = loop {
+            if s.out.is_dropped() {
+                break End::Dropped;
+            }
             // An idle session keeps no read buffer: the next frame's first
             // bytes are read into a small one, which the codec then grows to
             // the frame's length (two reads, not one, for a frame after a
@@ -144,44 +213,67 @@ pub(super) fn run(
             if frames.read_buffer().is_empty() && frames.read_buffer().capacity() > 0 {
                 *frames.read_buffer_mut() = BytesMut::new();
             }
-            let wait = match &s.state {
-                State::Opening(opening) => opening.time_left(),
-                _ => idle_timeout,
-            };
+            // A full queue is written out before another request is read.
+            let reading = !s.out.is_full();
+            let writing = s.writer.busy(&s.out);
             // An idle session's task holds this wait and nothing more: what a
             // wake leads to runs boxed, allocated only while it runs.
             let woke = tokio::select! {
                 biased;
-                _ = s.kill.cancelled() => None,
-                _ = shutdown.cancelled() => Some(Woke::Shutdown),
-                why = standing::ended(&mut s.standing, Service::Chat, None) => Some(Woke::Ended(why)),
-                frame = tokio::time::timeout(wait, frames.next()) => Some(Woke::Frame(frame.map_err(|_| wait))),
+                () = s.out.woken() => continue,
+                _ = shutdown.cancelled() => Woke::Shutdown,
+                why = standing::ended(&mut s.standing, Service::Chat, None) => Woke::Ended(why),
+                frame = tokio::time::timeout_at(deadline, frames.next()), if reading => Woke::Frame(frame),
+                written = s.writer.write_out(&s.out), if writing => match written {
+                    Ok(()) => continue,
+                    Err(_) => break End::Broken,
+                },
             };
-            let Some(woke) = woke else {
-                dropped = true;
-                break;
-            };
-            if let Flow::Close = Box::pin(s.on_wake(woke)).await {
-                break;
+            let got_frame = matches!(woke, Woke::Frame(Ok(Some(_))));
+            if let Flow::Close = Box::pin(s.on_wake(woke, idle_timeout)).await {
+                break End::Closed;
             }
-        }
-        if let State::LoggedIn { endpoint, .. } = s.state {
-            let change = if dropped {
-                PresenceChange::Dropped
-            } else {
-                PresenceChange::Left
-            };
-            s.server.hub.unregister(endpoint, change);
-        }
-        // The writer ends once the queue is empty and every sender is gone.
-        drop(s.tx);
-        let _ = tokio::time::timeout(Duration::from_secs(5), writer).await;
-        tracing::debug!(peer = %s.peer, dropped, "chat connection closed");
+            // The wait counts from the last frame received.
+            if got_frame {
+                deadline = Instant::now()
+                    + match &s.state {
+                        State::Opening(opening) => opening.time_left(),
+                        _ => idle_timeout,
+                    };
+            }
+        };
+        s.out.close();
+        Box::pin(s.finish(end)).await;
     }
 }
 
 impl Session {
-    async fn on_wake(&mut self, woke: Woke) -> Flow {
+    /// Leaves the hub, then writes what is left: the queue when the session
+    /// ended by itself, a last notice when the hub dropped it.
+    async fn finish(mut self, end: End) {
+        if let State::LoggedIn { endpoint, .. } = self.state {
+            let change = match end {
+                End::Dropped => PresenceChange::Dropped,
+                End::Closed | End::Broken => PresenceChange::Left,
+            };
+            self.server.hub.unregister(endpoint, change);
+        }
+        let wr = &mut self.writer;
+        match end {
+            End::Closed => {
+                let _ = tokio::time::timeout(LAST_WRITES, wr.write_out(&self.out)).await;
+            }
+            // Mid-frame, the stream cannot take a notice any more.
+            End::Dropped if wr.pending.is_none() => notify_dropped(&mut wr.wr).await,
+            End::Dropped | End::Broken => {}
+        }
+        if !matches!(end, End::Broken) {
+            let _ = tokio::time::timeout(Duration::from_secs(1), wr.wr.shutdown()).await;
+        }
+        tracing::debug!(peer = %self.peer, dropped = matches!(end, End::Dropped), "chat connection closed");
+    }
+
+    async fn on_wake(&mut self, woke: Woke, idle_timeout: Duration) -> Flow {
         let frame = match woke {
             Woke::Shutdown => {
                 self.server.hub.close();
@@ -201,14 +293,14 @@ impl Session {
             Woke::Frame(frame) => frame,
         };
         match frame {
-            Err(wait) => {
+            Err(_) => {
                 let refusal = match &self.state {
                     State::Opening(opening) => opening.timed_out(),
                     _ => Refusal::closing(
                         ErrorCode::Timeout,
                         format!(
                             "nothing received for {}; closing the connection (clients send ping to stay connected)",
-                            humantime::format_duration(wait)
+                            humantime::format_duration(idle_timeout)
                         ),
                     ),
                 };
@@ -229,16 +321,18 @@ impl Session {
         }
     }
 
-    /// Queues a reply; waits for room (the client is reading slowly), but
-    /// not forever.
+    /// Queues a reply. Once the queue is full (the client reads slowly),
+    /// writes it out before going on, but not forever.
     async fn queue(&mut self, reply: &ChatReply) -> bool {
         let Some(frame) = encode(reply) else {
             return false;
         };
-        tokio::select! {
-            _ = self.kill.cancelled() => false,
-            r = tokio::time::timeout(REPLY_WAIT, self.tx.send(Arc::new(frame))) => matches!(r, Ok(Ok(()))),
+        self.out.push(Arc::new(frame));
+        if !self.out.is_full() {
+            return true;
         }
+        let written = tokio::time::timeout(REPLY_WAIT, self.writer.write_out(&self.out)).await;
+        matches!(written, Ok(Ok(())))
     }
 
     async fn on_request(&mut self, msg: ChatRequest) -> Flow {
@@ -302,10 +396,7 @@ impl Session {
             user.id,
             &user.name,
             self.peer.ip(),
-            Sink::Tcp {
-                tx: self.tx.clone(),
-                kill: self.kill.clone(),
-            },
+            Sink::Tcp(self.out.clone()),
         );
         // Reachable from every replica before the client hears it is in.
         self.server.hub.settle().await;
@@ -386,68 +477,7 @@ impl Session {
     }
 }
 
-/// Writes queued frames, several per system call when they pile up. When
-/// the hub pulls `kill` (the client reads too slowly), a last notice is
-/// tried and the connection closes. While it waits, the task holds the
-/// wait alone: writing runs boxed.
-async fn write_forever(mut wr: WriteHalf<Stream>, rx: Inbox, kill: CancellationToken) {
-    loop {
-        let first = tokio::select! {
-            biased;
-            _ = kill.cancelled() => {
-                Box::pin(notify_dropped(&mut wr)).await;
-                break;
-            }
-            frame = rx.recv() => match frame {
-                Some(f) => f,
-                None => break,
-            },
-        };
-        if !Box::pin(write_some(&mut wr, first, &rx, &kill)).await {
-            break;
-        }
-    }
-    let _ = Box::pin(tokio::time::timeout(Duration::from_secs(1), wr.shutdown())).await;
-}
-
-/// Writes `first` and the frames queued behind it, up to [`WRITE_BATCH`]
-/// bytes; false when the connection is to close.
-async fn write_some(
-    wr: &mut WriteHalf<Stream>,
-    first: super::outbox::Frame,
-    rx: &Inbox,
-    kill: &CancellationToken,
-) -> bool {
-    // Several queued frames go in one write, gathered in a buffer made
-    // for them and freed after: a session keeps nothing between bursts.
-    let data = if rx.is_empty() {
-        Bytes::clone(&first)
-    } else {
-        let mut frames = vec![first];
-        let mut len = frames[0].len();
-        while len < WRITE_BATCH {
-            match rx.try_recv() {
-                Some(f) => {
-                    len += f.len();
-                    frames.push(f);
-                }
-                None => break,
-            }
-        }
-        let mut batch = BytesMut::with_capacity(len);
-        for f in frames {
-            batch.extend_from_slice(&f);
-        }
-        batch.freeze()
-    };
-    tokio::select! {
-        // Mid-frame: the stream cannot take a notice any more; just close.
-        _ = kill.cancelled() => false,
-        // Under TLS the record may wait in the TLS layer: flush it out.
-        r = async { wr.write_all(&data).await?; wr.flush().await } => r.is_ok(),
-    }
-}
-
+/// Tells a client the hub dropped why, if it can within a second.
 async fn notify_dropped(wr: &mut WriteHalf<Stream>) {
     let notice = error_frame(
         ErrorCode::SlowConsumer,

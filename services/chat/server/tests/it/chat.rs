@@ -689,3 +689,134 @@ async fn a_shutdown_is_called_a_shutdown_however_full_the_room() {
         assert_eq!(notices, [], "presence notices at a shutdown");
     }
 }
+
+#[tokio::test]
+async fn a_member_who_only_listens_times_out_however_busy_the_room() {
+    // The idle timeout counts from the last frame the client sent, not from
+    // the last one the server wrote to it.
+    let srv = spawn_with(ChatConfig {
+        limits: wharf_server::listener::Limits {
+            idle_timeout: Duration::from_millis(700),
+            ..wharf_server::listener::Limits::default()
+        },
+        ..ChatConfig::default()
+    })
+    .await;
+    for u in ["alice", "bob"] {
+        srv.add_user(u, "chat").await;
+    }
+    let mut bob = raw_login(&srv.addr, "bob").await;
+    let reply = raw_ask(
+        &mut bob,
+        wharf_proto::chat::ChatRequest::Join {
+            room: "lobby".into(),
+        },
+    )
+    .await;
+    assert!(matches!(reply, wharf_proto::chat::ChatReply::Joined { .. }));
+    let mut alice = raw_login(&srv.addr, "alice").await;
+    let talker = tokio::spawn(async move {
+        raw_ask(
+            &mut alice,
+            wharf_proto::chat::ChatRequest::Join {
+                room: "lobby".into(),
+            },
+        )
+        .await;
+        // Talks for far longer than the timeout, four times a second (within
+        // the flood limit).
+        for i in 0..16 {
+            raw_send(
+                &mut alice,
+                wharf_proto::chat::ChatRequest::Say {
+                    room: "lobby".into(),
+                    text: format!("message {i}"),
+                },
+            )
+            .await;
+            // Her reply, past the notice of bob's leaving.
+            loop {
+                match raw_recv(&mut alice).await {
+                    Some(wharf_proto::chat::ChatReply::Said { .. }) => break,
+                    Some(wharf_proto::chat::ChatReply::Presence { .. }) => {}
+                    other => panic!("alice is served: {other:?}"),
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    });
+    let mut messages = 0;
+    let ended = loop {
+        match raw_recv(&mut bob).await {
+            Some(wharf_proto::chat::ChatReply::Message(_)) => messages += 1,
+            Some(wharf_proto::chat::ChatReply::Presence { .. }) => {}
+            Some(wharf_proto::chat::ChatReply::Error(e)) => break e,
+            other => panic!("expected messages, then the timeout, got {other:?}"),
+        }
+    };
+    assert_eq!(ended.code, ErrorCode::Timeout, "{ended:?}");
+    assert!(
+        !talker.is_finished(),
+        "bob timed out while the room was still busy"
+    );
+    assert!(messages > 0, "bob heard the room before timing out");
+    talker.await.expect("alice talked on after bob went");
+}
+
+#[tokio::test]
+async fn a_client_that_sends_without_reading_is_held_back_and_loses_nothing() {
+    use futures_util::{SinkExt, StreamExt};
+    let srv = spawn_with(ChatConfig {
+        member_queue: 4,
+        ..ChatConfig::default()
+    })
+    .await;
+    for u in ["alice", "carol"] {
+        srv.add_user(u, "chat").await;
+    }
+    // carol: a small receive buffer, and 20,000 pings sent before she reads
+    // a single reply.
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket.set_recv_buffer_size(4096).expect("rcvbuf");
+    let stream = socket
+        .connect(srv.addr.parse().expect("addr"))
+        .await
+        .expect("connect");
+    let stream = client_tls().secure(stream, &srv.addr).await.expect("tls");
+    let carol = raw_login_on(stream, "carol").await;
+    let (mut to_server, mut from_server) = carol.split();
+    const PINGS: usize = 20_000;
+    let sender = tokio::spawn(async move {
+        for _ in 0..PINGS {
+            to_server
+                .feed(wharf_proto::Outbound::msg(
+                    wharf_proto::chat::ChatRequest::Ping,
+                ))
+                .await
+                .expect("send");
+        }
+        to_server.flush().await.expect("flush");
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Meanwhile the server serves others.
+    let mut alice = srv.client("alice").await;
+    alice.join("lobby").await.expect("alice is served");
+    // Every reply comes, in order, once carol reads.
+    let mut pongs = 0;
+    while pongs < PINGS {
+        let frame = tokio::time::timeout(WAIT, from_server.next())
+            .await
+            .expect("a reply in time");
+        match frame {
+            Some(Ok(wharf_proto::Frame::Header {
+                msg: wharf_proto::chat::ChatReply::Pong,
+                ..
+            })) => pongs += 1,
+            other => panic!("expected pong {pongs}, got {other:?}"),
+        }
+    }
+    tokio::time::timeout(WAIT, sender)
+        .await
+        .expect("every ping went out")
+        .expect("sender");
+}

@@ -4,7 +4,6 @@
 //! transport ([`Outgoing`]).
 
 use bytes::Bytes;
-use tokio_util::sync::CancellationToken;
 use wharf_proto::ErrorCode;
 use wharf_proto::chat::{ChatMessage, ChatReply, MAX_TEXT_BYTES, RoomInfo, validate_room};
 use wharf_proto::datagram::{MAX_FRAME, encode_frame};
@@ -180,8 +179,9 @@ pub(super) fn fit<T>(items: Vec<T>, budget: usize, size: impl Fn(&T) -> usize) -
     (items, more)
 }
 
-pub(super) fn kill(kills: Vec<CancellationToken>) {
+/// Drops the TCP sessions whose queues these are.
+pub(super) fn kill(kills: Vec<super::super::outbox::Outbox>) {
     for k in kills {
-        k.cancel();
+        k.drop_session();
     }
 }
