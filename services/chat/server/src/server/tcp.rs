@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
 use futures_util::StreamExt;
+use futures_util::future::Either;
 use tokio::io::{AsyncWrite, AsyncWriteExt, WriteHalf};
 use tokio::sync::watch;
 use tokio::time::Instant;
@@ -94,10 +95,19 @@ impl Writer {
     }
 
     /// Writes what is queued, a batch at a time, and flushes it; ready once
-    /// all of it is out. Cancel safe: a batch partly written stays in
-    /// `pending`, so a wait dropped for another wake loses nothing.
-    fn poll_write_out(&mut self, cx: &mut Context<'_>, out: &Outbox) -> Poll<io::Result<()>> {
+    /// all of it is out, or with `until_room` once the queue has room.
+    /// Cancel safe: a batch partly written stays in `pending`, so a wait
+    /// dropped for another wake loses nothing.
+    fn poll_write_out(
+        &mut self,
+        cx: &mut Context<'_>,
+        out: &Outbox,
+        until_room: bool,
+    ) -> Poll<io::Result<()>> {
         loop {
+            if until_room && !out.is_full() {
+                return Poll::Ready(Ok(()));
+            }
             if self.pending.is_none() {
                 self.pending = out.take(WRITE_BATCH);
             }
@@ -122,7 +132,11 @@ impl Writer {
     }
 
     async fn write_out(&mut self, out: &Outbox) -> io::Result<()> {
-        std::future::poll_fn(|cx| self.poll_write_out(cx, out)).await
+        std::future::poll_fn(|cx| self.poll_write_out(cx, out, false)).await
+    }
+
+    async fn write_until_room(&mut self, out: &Outbox) -> io::Result<()> {
+        std::future::poll_fn(|cx| self.poll_write_out(cx, out, true)).await
     }
 }
 
@@ -213,8 +227,14 @@ pub(super) fn run(
             if frames.read_buffer().is_empty() && frames.read_buffer().capacity() > 0 {
                 *frames.read_buffer_mut() = BytesMut::new();
             }
-            // A full queue is written out before another request is read.
-            let reading = !s.out.is_full();
+            // A full queue is written out before another request is read
+            // (the wait for one still runs out: a client that reads nothing
+            // is not kept forever).
+            let next = if s.out.is_full() {
+                Either::Right(std::future::pending())
+            } else {
+                Either::Left(frames.next())
+            };
             let writing = s.writer.busy(&s.out);
             // An idle session's task holds this wait and nothing more: what a
             // wake leads to runs boxed, allocated only while it runs.
@@ -223,7 +243,7 @@ pub(super) fn run(
                 () = s.out.woken() => continue,
                 _ = shutdown.cancelled() => Woke::Shutdown,
                 why = standing::ended(&mut s.standing, Service::Chat, None) => Woke::Ended(why),
-                frame = tokio::time::timeout_at(deadline, frames.next()), if reading => Woke::Frame(frame),
+                frame = tokio::time::timeout_at(deadline, next) => Woke::Frame(frame),
                 written = s.writer.write_out(&s.out), if writing => match written {
                     Ok(()) => continue,
                     Err(_) => break End::Broken,
@@ -322,7 +342,8 @@ impl Session {
     }
 
     /// Queues a reply. Once the queue is full (the client reads slowly),
-    /// writes it out before going on, but not forever.
+    /// writes until there is room before going on, but not forever, and
+    /// not once the hub dropped the session.
     async fn queue(&mut self, reply: &ChatReply) -> bool {
         let Some(frame) = encode(reply) else {
             return false;
@@ -331,8 +352,20 @@ impl Session {
         if !self.out.is_full() {
             return true;
         }
-        let written = tokio::time::timeout(REPLY_WAIT, self.writer.write_out(&self.out)).await;
-        matches!(written, Ok(Ok(())))
+        let (writer, out) = (&mut self.writer, &self.out);
+        let room = async {
+            loop {
+                tokio::select! {
+                    written = writer.write_until_room(out) => return written.is_ok(),
+                    () = out.woken() => {
+                        if out.is_dropped() {
+                            return false;
+                        }
+                    }
+                }
+            }
+        };
+        matches!(tokio::time::timeout(REPLY_WAIT, room).await, Ok(true))
     }
 
     async fn on_request(&mut self, msg: ChatRequest) -> Flow {
