@@ -251,7 +251,13 @@ pub(super) fn run(
             };
             let got_frame = matches!(woke, Woke::Frame(Ok(Some(_))));
             if let Flow::Close = Box::pin(s.on_wake(woke, idle_timeout)).await {
-                break End::Closed;
+                // A reply that gave up waiting for room because the hub
+                // dropped the session ends it as dropped.
+                break if s.out.is_dropped() {
+                    End::Dropped
+                } else {
+                    End::Closed
+                };
             }
             // The wait counts from the last frame received.
             if got_frame {
