@@ -128,19 +128,26 @@ impl Outbox {
     pub(crate) fn take(&self, max: usize) -> Option<Bytes> {
         let mut q = self.queue();
         let first = q.pop_front()?;
-        let data = if q.front().is_none_or(|next| first.len() + next.len() > max) {
+        // How many more fit, so the buffer is made to the batch's size: a
+        // batch the socket takes slowly is held until written.
+        let mut len = first.len();
+        let more = q
+            .iter()
+            .take_while(|f| {
+                let fits = len + f.len() <= max;
+                if fits {
+                    len += f.len();
+                }
+                fits
+            })
+            .count();
+        let data = if more == 0 {
             Bytes::clone(&first)
         } else {
-            let mut len = first.len();
-            let mut batch = BytesMut::with_capacity(max.max(len));
+            let mut batch = BytesMut::with_capacity(len);
             batch.extend_from_slice(&first);
-            while let Some(next) = q.front() {
-                if len + next.len() > max {
-                    break;
-                }
-                len += next.len();
-                batch.extend_from_slice(next);
-                q.pop_front();
+            for f in q.drain(..more) {
+                batch.extend_from_slice(&f);
             }
             batch.freeze()
         };
