@@ -525,14 +525,7 @@ async fn a_member_that_never_reads_is_dropped_and_the_room_goes_on() {
         srv.add_user(u, "chat").await;
     }
     // mallory: a small receive buffer, joins, then never reads again.
-    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
-    socket.set_recv_buffer_size(4096).expect("rcvbuf");
-    let stream = socket
-        .connect(srv.addr.parse().expect("addr"))
-        .await
-        .expect("connect");
-    let stream = client_tls().secure(stream, &srv.addr).await.expect("tls");
-    let mut mallory = raw_login_on(stream, "mallory").await;
+    let mut mallory = raw_login_on(slow_reader(&srv.addr).await, "mallory").await;
     let reply = raw_ask(
         &mut mallory,
         wharf_proto::chat::ChatRequest::Join {
@@ -776,14 +769,7 @@ async fn a_client_that_sends_without_reading_is_held_back_and_loses_nothing() {
     }
     // carol: a small receive buffer, and 20,000 pings sent before she reads
     // a single reply.
-    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
-    socket.set_recv_buffer_size(4096).expect("rcvbuf");
-    let stream = socket
-        .connect(srv.addr.parse().expect("addr"))
-        .await
-        .expect("connect");
-    let stream = client_tls().secure(stream, &srv.addr).await.expect("tls");
-    let carol = raw_login_on(stream, "carol").await;
+    let carol = raw_login_on(slow_reader(&srv.addr).await, "carol").await;
     let (mut to_server, mut from_server) = carol.split();
     const PINGS: usize = 20_000;
     let sender = tokio::spawn(async move {

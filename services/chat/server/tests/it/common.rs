@@ -179,6 +179,18 @@ pub async fn raw_login_on(stream: Stream, user: &str) -> RawConn {
     wharf_testkit::raw::login_on(stream, user).await
 }
 
+/// A TLS connection to `addr` with a 4 KiB receive buffer: a client whose
+/// reading the server soon waits for.
+pub async fn slow_reader(addr: &str) -> Stream {
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket.set_recv_buffer_size(4096).expect("rcvbuf");
+    let stream = socket
+        .connect(addr.parse().expect("addr"))
+        .await
+        .expect("connect");
+    client_tls().secure(stream, addr).await.expect("tls")
+}
+
 pub async fn raw_send(conn: &mut RawConn, req: ChatRequest) {
     conn.send(Outbound::msg(req)).await.expect("send");
 }
