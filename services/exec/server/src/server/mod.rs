@@ -221,6 +221,7 @@ pub async fn check_sandbox(config: &mut ExecConfig) -> Result<(), LauncherError>
         tmp_size: 1 << 20,
         identity: None,
         home: home.clone(),
+        home_id: None,
         name: "wharf-check".into(),
         unconfined_ok: config.unconfined_ok,
         tty: None,
@@ -448,6 +449,7 @@ impl Exec {
                 .clone()
                 .unwrap_or_else(|| config.launcher.clone()),
             spare::SPARES,
+            config.resources.tmp_size,
         );
         launcher.refill();
         let server = Arc::new(ExecServer {

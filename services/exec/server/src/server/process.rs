@@ -185,6 +185,12 @@ impl Running {
             tmp_size: s.limits.tmp_size,
             identity: s.identity,
             home: s.home.to_owned(),
+            home_id: std::fs::metadata(s.home).ok().map(|m| {
+                (
+                    std::os::unix::fs::MetadataExt::dev(&m),
+                    std::os::unix::fs::MetadataExt::ino(&m),
+                )
+            }),
             name: s.user.to_owned(),
             unconfined_ok: s.unconfined_ok,
             tty: pty.as_ref().map(|(_, _, path)| path.clone()),

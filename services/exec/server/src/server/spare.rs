@@ -32,6 +32,8 @@ pub(crate) const SPARES: usize = 2;
 pub(crate) struct Launcher {
     path: PathBuf,
     keep: usize,
+    /// The size of a command's `/tmp`, which a spare mounts ahead.
+    tmp_size: u64,
     spares: Mutex<Vec<Spare>>,
     /// A task is starting spares now.
     refilling: AtomicBool,
@@ -46,11 +48,13 @@ pub(crate) struct Spare {
 
 impl Launcher {
     /// Commands start through `path`, with `keep` spares waiting (none: a
-    /// fresh launcher each).
-    pub(crate) fn new(path: PathBuf, keep: usize) -> Arc<Launcher> {
+    /// fresh launcher each), which build ahead a sandbox whose `/tmp` has
+    /// `tmp_size` bytes.
+    pub(crate) fn new(path: PathBuf, keep: usize, tmp_size: u64) -> Arc<Launcher> {
         Arc::new(Launcher {
             path,
             keep,
+            tmp_size,
             spares: Mutex::new(Vec::new()),
             refilling: AtomicBool::new(false),
         })
@@ -109,6 +113,7 @@ impl Launcher {
         let (orders, theirs) = UnixStream::pair()?;
         let mut cmd = Command::new(&self.path);
         cmd.arg(SPARE_ARG)
+            .arg(self.tmp_size.to_string())
             .env_clear()
             .current_dir("/")
             .stdin(Stdio::from(OwnedFd::from(theirs)))

@@ -511,6 +511,7 @@ fn the_sandbox_ends_with_its_shell_even_without_a_server() {
         tmp_size: 1 << 20,
         identity: None,
         home: home.path().to_owned(),
+        home_id: None,
         name: "alice".into(),
         unconfined_ok: false,
         tty: None,
@@ -864,4 +865,61 @@ async fn fallocate_cannot_take_space_past_the_quota() {
         text(&out.stderr)
     );
     assert!(srv.on_disk("alice") <= 8 * 4096, "{}", srv.on_disk("alice"));
+}
+
+/// A spare launcher builds the part of a command's root that is the same
+/// for every user while it waits, from its copy of the host's mounts as
+/// they were then. A mount over a home made after that is what the next
+/// command in that home sees: the spare finds that the directory it would
+/// bind is not the home the server made, and the root is built again from
+/// the host's mounts as they are now.
+#[tokio::test]
+async fn a_mount_over_a_home_after_the_spares_started_is_what_commands_see() {
+    if !is_root() {
+        return;
+    }
+    let srv = spawn().await;
+    srv.add_user("alice", "exec").await;
+    let mut c = srv.client("alice").await;
+    let out = c.output("echo before > before.txt").await.expect("run");
+    assert_eq!(out.outcome.status, 0, "{}", text(&out.stderr));
+    // The spares taken for the next commands copy the mounts now.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let home = srv.home("alice");
+    let mounted = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "mode=0777,size=1m", "tmpfs"])
+        .arg(&home)
+        .status()
+        .expect("mount");
+    assert!(mounted.success(), "cannot mount a tmpfs over the home");
+    let outcomes: Vec<_> = {
+        let mut outcomes = Vec::new();
+        for n in 0..3 {
+            let out = c
+                .output(&format!("echo after > after{n}.txt; ls"))
+                .await
+                .expect("run");
+            outcomes.push((out.outcome.status, text(&out.stdout), text(&out.stderr)));
+        }
+        outcomes
+    };
+    let on_tmpfs: Vec<_> = (0..3)
+        .map(|n| std::fs::read_to_string(home.join(format!("after{n}.txt"))).ok())
+        .collect();
+    let _ = std::process::Command::new("umount")
+        .args(["-l"])
+        .arg(&home)
+        .status();
+    for (n, (status, stdout, stderr)) in outcomes.iter().enumerate() {
+        assert_eq!(*status, 0, "{stderr}");
+        let listed: Vec<&str> = stdout.lines().collect();
+        let wanted: Vec<String> = (0..=n).map(|k| format!("after{k}.txt")).collect();
+        assert_eq!(listed, wanted, "command {n} saw the home under the mount");
+    }
+    assert_eq!(on_tmpfs, vec![Some("after\n".to_owned()); 3]);
+    // The first file is still in the home beneath.
+    assert_eq!(
+        std::fs::read_to_string(home.join("before.txt")).expect("before"),
+        "before\n"
+    );
 }

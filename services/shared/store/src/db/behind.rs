@@ -59,6 +59,9 @@ struct Queue {
     /// Records written (or given up on) so far, ever: they were queued
     /// in order, so the first `done` of them are.
     done: u64,
+    /// `queued` as it was just after the last commit of a reservation:
+    /// once that many are written, the users' numbers are the books'.
+    books: u64,
 }
 
 /// The queue, shared by every clone of a [`Store`].
@@ -85,7 +88,12 @@ impl Behind {
         if queue.items.len() + items.len() > MAX_QUEUED {
             return Enqueued::Full(items);
         }
-        queue.queued += items.len() as u64;
+        for item in &items {
+            queue.queued += 1;
+            if matches!(item, Deferred::Commit(_)) {
+                queue.books = queue.queued;
+            }
+        }
         queue.items.extend(items);
         Enqueued::Queued {
             start: !std::mem::replace(&mut queue.writing, true),
@@ -114,6 +122,12 @@ impl Behind {
     /// How many records were queued so far.
     fn queued(&self) -> u64 {
         self.queue.lock().map_or(0, |q| q.queued)
+    }
+
+    /// How many records must be written for every commit queued so far
+    /// to be.
+    fn books_queued(&self) -> u64 {
+        self.queue.lock().map_or(0, |q| q.books)
     }
 
     /// Whether the first `n` records queued are written.
@@ -170,10 +184,25 @@ impl Store {
         self.settle_records().await;
     }
 
+    /// [`Store::settle`] for reads of the users' numbers alone: waits for
+    /// the commits of reservations queued before this call, not for the
+    /// logs and md5s queued with them (a command's log line, written
+    /// behind its reply, no longer holds up the next command's read of
+    /// its user).
+    pub(super) async fn settle_books(&self) {
+        self.return_credit(false).await;
+        self.wait_written(self.behind.books_queued()).await;
+    }
+
     /// [`Store::settle`] for reads of the records only (not the quota's
     /// numbers): what is held ahead stays.
     pub(super) async fn settle_records(&self) {
-        let target = self.behind.queued();
+        self.wait_written(self.behind.queued()).await;
+    }
+
+    /// Waits until the first `target` records queued are written (at
+    /// most [`SETTLE_LIMIT`]).
+    async fn wait_written(&self, target: u64) {
         let _ = tokio::time::timeout(SETTLE_LIMIT, async {
             loop {
                 let written = self.behind.written.notified();

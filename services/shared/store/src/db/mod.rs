@@ -372,7 +372,7 @@ impl Store {
     /// Bytes stored and bytes reserved, over all users.
     pub async fn quota_totals(&self) -> Result<(u64, u64)> {
         use sqlx::Row;
-        self.settle().await;
+        self.settle_books().await;
         let row = sqlx::query(
             "SELECT CAST(COALESCE(SUM(used_bytes), 0) AS BIGINT) AS used, \
              CAST(COALESCE(SUM(reserved_bytes), 0) AS BIGINT) AS reserved FROM users",

@@ -224,7 +224,7 @@ impl Store {
     /// The user named `name`, if any.
     pub async fn user(&self, name: &str) -> Result<Option<User>> {
         // Its numbers as of the uploads answered (see super::behind).
-        self.settle().await;
+        self.settle_books().await;
         let row = sqlx::query(sqlx::AssertSqlSafe(format!(
             "{} WHERE u.name = $1",
             self.select_user()
@@ -244,7 +244,7 @@ impl Store {
 
     /// Every user, by name.
     pub async fn list_users(&self) -> Result<Vec<User>> {
-        self.settle().await;
+        self.settle_books().await;
         let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
             "{} ORDER BY u.name",
             self.select_user()
@@ -339,7 +339,7 @@ impl Store {
     /// measured).
     pub async fn set_usage(&self, name: &str, usage: &crate::home::HomeUsage) -> Result<()> {
         // Commits queued before the measurement must not land after it.
-        self.settle().await;
+        self.settle_books().await;
         let q = sqlx::query(
             "UPDATE users SET used_bytes = $1, file_count = $2, reserved_bytes = $3, \
              reserved_files = $4, usage_problem = NULL WHERE name = $5",
