@@ -14,8 +14,11 @@
 //! root, a container whose `/sys/fs/cgroup` is read-only), `RLIMIT_AS`
 //! alone limits memory, per process; the server says so when it starts.
 
+use std::os::fd::OwnedFd;
 use std::path::PathBuf;
 use std::time::Duration;
+
+use rustix::fs::{AtFlags, Mode, OFlags};
 
 /// The memory cgroup of the command whose launcher has pid `pid`.
 pub fn command_cgroup(pid: u32) -> Option<PathBuf> {
@@ -81,23 +84,46 @@ fn make_and_join(dir: &std::path::Path, limit: u64) -> bool {
     if std::fs::create_dir(dir).is_err() {
         return false;
     }
-    if write_limit(dir, limit) && std::fs::write(dir.join("cgroup.procs"), "0").is_ok() {
-        return true;
+    let joined = open_dir(dir).is_some_and(|fd| write_limit(&fd, limit))
+        && std::fs::write(dir.join("cgroup.procs"), "0").is_ok();
+    if !joined {
+        let _ = std::fs::remove_dir(dir);
     }
-    let _ = std::fs::remove_dir(dir);
-    false
+    joined
+}
+
+/// A cgroup's directory, opened for writing its files later from wherever
+/// this process is then (a spare's root may be the command's by then).
+fn open_dir(dir: &std::path::Path) -> Option<OwnedFd> {
+    rustix::fs::open(
+        dir,
+        OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .ok()
+}
+
+/// Writes `text` to the file `name` of the cgroup `dir`.
+fn write_at(dir: &OwnedFd, name: &str, text: &str) -> std::io::Result<()> {
+    let file = rustix::fs::openat(
+        dir,
+        name,
+        OFlags::WRONLY | OFlags::TRUNC | OFlags::CLOEXEC,
+        Mode::empty(),
+    )?;
+    std::io::Write::write_all(&mut std::fs::File::from(file), text.as_bytes())
 }
 
 /// Sets the memory limit of the cgroup `dir` (and of swap, where it is
 /// accounted: v1 with memsw, v2); false when it cannot be set.
-fn write_limit(dir: &std::path::Path, limit: u64) -> bool {
+fn write_limit(dir: &OwnedFd, limit: u64) -> bool {
     let limit = limit.to_string();
-    let limited = std::fs::write(dir.join("memory.limit_in_bytes"), &limit)
-        .or_else(|_| std::fs::write(dir.join("memory.max"), &limit))
+    let limited = write_at(dir, "memory.limit_in_bytes", &limit)
+        .or_else(|_| write_at(dir, "memory.max", &limit))
         .is_ok();
     if limited {
-        let _ = std::fs::write(dir.join("memory.memsw.limit_in_bytes"), &limit);
-        let _ = std::fs::write(dir.join("memory.swap.max"), "0");
+        let _ = write_at(dir, "memory.memsw.limit_in_bytes", &limit);
+        let _ = write_at(dir, "memory.swap.max", "0");
     }
     limited
 }
@@ -106,7 +132,12 @@ fn write_limit(dir: &std::path::Path, limit: u64) -> bool {
 /// limit yet (a spare launcher's, see [`super::spare`]).
 #[derive(Debug)]
 pub struct Joined {
-    dir: PathBuf,
+    /// Its directory.
+    dir: OwnedFd,
+    /// The directory of the cgroup it was made in.
+    parent: OwnedFd,
+    /// Its name there.
+    name: String,
 }
 
 /// Moves this process into a new memory cgroup of its own with no limit
@@ -114,12 +145,21 @@ pub struct Joined {
 /// before [`Joined::limit`].
 pub fn join() -> Option<Joined> {
     let dir = command_cgroup(std::process::id())?;
+    let name = dir.file_name()?.to_str()?.to_owned();
+    let parent = open_dir(dir.parent()?)?;
     sweep(&dir);
     // As in `enter`: a sweep may take the empty cgroup before the move.
     (0..3).find_map(|_| {
         std::fs::create_dir(&dir).ok()?;
-        if std::fs::write(dir.join("cgroup.procs"), "0").is_ok() {
-            return Some(Joined { dir: dir.clone() });
+        let opened = open_dir(&dir);
+        if let Some(fd) = opened
+            && std::fs::write(dir.join("cgroup.procs"), "0").is_ok()
+        {
+            return Some(Joined {
+                dir: fd,
+                parent: parent.try_clone().ok()?,
+                name: name.clone(),
+            });
         }
         let _ = std::fs::remove_dir(&dir);
         None
@@ -135,10 +175,8 @@ impl Joined {
         if write_limit(&self.dir, limit) {
             return true;
         }
-        if let Some(parent) = self.dir.parent() {
-            let _ = std::fs::write(parent.join("cgroup.procs"), "0");
-        }
-        let _ = std::fs::remove_dir(&self.dir);
+        let _ = write_at(&self.parent, "cgroup.procs", "0");
+        let _ = rustix::fs::unlinkat(&self.parent, self.name.as_str(), AtFlags::REMOVEDIR);
         false
     }
 }

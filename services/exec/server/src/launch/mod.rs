@@ -81,12 +81,6 @@ pub struct Launch {
     pub identity: Option<(u32, u32)>,
     /// The home on the server's disk.
     pub home: PathBuf,
-    /// The home's device and inode as the server made it: a launcher that
-    /// finds another directory at `home` (a spare whose copy of the host's
-    /// mounts is older than a mount over that path) builds the command's
-    /// root again from the host's mounts as they are now.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub home_id: Option<(u64, u64)>,
     /// The Wharf user: the home is shown at `/home/NAME`.
     pub name: String,
     /// Run even where a part of the sandbox is missing (the operator's
@@ -161,53 +155,54 @@ fn fail(what: impl std::fmt::Display) -> ! {
 pub fn launch_if_asked() {
     let mut args = std::env::args_os();
     args.next();
-    let (launch, command, env, prepared) = match args.next().as_deref().and_then(|a| a.to_str()) {
-        Some(LAUNCH_ARG) => {
-            let Some((launch, command)) = Launch::parse(args) else {
-                fail("malformed launcher arguments (this mode is for wharf-execd only)");
-            };
-            new_session();
-            take_terminal_and_limits(&launch);
-            // Where it can be made; RLIMIT_AS above holds each process
-            // regardless.
-            cgroup::enter(launch.memory);
-            // The environment the server started this process with.
-            (launch, command, None, None)
-        }
-        Some(spare::SPARE_ARG) => {
-            let tmp_size = args.next().and_then(|a| a.to_str()?.parse::<u64>().ok());
-            new_session();
-            let joined = cgroup::join();
-            // In the cgroup already: what is built is the command's.
-            let prepared = tmp_size.and_then(sandbox::prepare);
-            let order = match spare::receive() {
-                Ok(Some(order)) => order,
-                // The server let this spare go.
-                Ok(None) => std::process::exit(0),
-                Err(e) => fail(format_args!("cannot take a command: {e}")),
-            };
-            let spare::Order {
-                launch,
-                command,
-                env,
-            } = order;
-            take_terminal_and_limits(&launch);
-            match joined {
-                Some(joined) => {
-                    joined.limit(launch.memory);
-                }
-                // None could be made while it waited: tried again now.
-                None => {
-                    cgroup::enter(launch.memory);
-                }
+    let (launch, command, env, prepared, home) =
+        match args.next().as_deref().and_then(|a| a.to_str()) {
+            Some(LAUNCH_ARG) => {
+                let Some((launch, command)) = Launch::parse(args) else {
+                    fail("malformed launcher arguments (this mode is for wharf-execd only)");
+                };
+                new_session();
+                take_terminal_and_limits(&launch);
+                // Where it can be made; RLIMIT_AS above holds each process
+                // regardless.
+                cgroup::enter(launch.memory);
+                // The environment the server started this process with.
+                (launch, command, None, None, None)
             }
-            (launch, command, Some(env), prepared)
-        }
-        Some(net::KEEPER_ARG) => net::run_keeper(args),
-        Some(net::HOLDER_ARG) => net::run_holder(args),
-        _ => return,
-    };
-    run(launch, command, env, prepared)
+            Some(spare::SPARE_ARG) => {
+                let tmp_size = args.next().and_then(|a| a.to_str()?.parse::<u64>().ok());
+                new_session();
+                let joined = cgroup::join();
+                // In the cgroup already: what is built is the command's.
+                let prepared = tmp_size.and_then(sandbox::prepare);
+                let (order, home) = match spare::receive() {
+                    Ok(Some(received)) => received,
+                    // The server let this spare go.
+                    Ok(None) => std::process::exit(0),
+                    Err(e) => fail(format_args!("cannot take a command: {e}")),
+                };
+                let spare::Order {
+                    launch,
+                    command,
+                    env,
+                } = order;
+                take_terminal_and_limits(&launch);
+                match joined {
+                    Some(joined) => {
+                        joined.limit(launch.memory);
+                    }
+                    // None could be made while it waited: tried again now.
+                    None => {
+                        cgroup::enter(launch.memory);
+                    }
+                }
+                (launch, command, Some(env), prepared, home)
+            }
+            Some(net::KEEPER_ARG) => net::run_keeper(args),
+            Some(net::HOLDER_ARG) => net::run_holder(args),
+            _ => return,
+        };
+    run(launch, command, env, prepared, home)
 }
 
 /// Starts the launcher's session, holding nothing but its standard streams
@@ -240,14 +235,16 @@ fn take_terminal_and_limits(launch: &Launch) {
 
 /// The launcher's steps from the sandbox on: `env`, the command's whole
 /// environment (none: this process's own); `prepared`, what a spare built
-/// of the sandbox while it waited.
+/// of the sandbox while it waited, and `home`, the home's mount the
+/// server sent it.
 fn run(
     launch: Launch,
     command: String,
     env: Option<Vec<(String, String)>>,
     prepared: Option<sandbox::Prepared>,
+    home: Option<std::os::fd::OwnedFd>,
 ) -> ! {
-    let place = match sandbox::enter(&launch, prepared) {
+    let place = match sandbox::enter(&launch, prepared, home) {
         Ok(place) => place,
         Err(e) => fail(e),
     };
@@ -370,7 +367,6 @@ mod tests {
                 tmp_size: 1 << 26,
                 identity,
                 home: "/srv/wharf/homes/alice".into(),
-                home_id: identity.map(|_| (2049, 256)),
                 name: "alice".into(),
                 unconfined_ok: false,
                 tty: identity.map(|_| "/dev/pts/7".into()),
@@ -388,3 +384,4 @@ mod tests {
         assert_eq!(Launch::parse(extra.into_iter()), None);
     }
 }
+// TEMPORARY instrumentation (not for commit)

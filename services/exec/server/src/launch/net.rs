@@ -107,9 +107,23 @@ impl NsRef {
         Ok(NsRef { path, ino })
     }
 
-    /// Moves this thread into the namespace, when it is still the one meant.
-    pub fn enter(&self, kind: LinkNameSpaceType) -> std::io::Result<()> {
-        let file = std::fs::File::open(&self.path)?;
+    /// Moves this thread into the namespace, when it is still the one
+    /// meant; found through `proc`, the host's `/proc`, when given (a
+    /// process whose `/proc` is another's).
+    pub fn enter(
+        &self,
+        kind: LinkNameSpaceType,
+        proc: Option<&std::os::fd::OwnedFd>,
+    ) -> std::io::Result<()> {
+        let file = match (proc, self.path.strip_prefix("/proc")) {
+            (Some(proc), Ok(rest)) => std::fs::File::from(rustix::fs::openat(
+                proc,
+                rest,
+                rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::CLOEXEC,
+                Mode::empty(),
+            )?),
+            _ => std::fs::File::open(&self.path)?,
+        };
         if file.metadata()?.ino() != self.ino {
             return Err(std::io::Error::other(
                 "the user's network has ended (its holder is gone)",
@@ -121,16 +135,20 @@ impl NsRef {
 }
 
 /// The network namespace flags the launcher adds to its `unshare` for
-/// `place`, after joining what it names.
-pub fn join(place: &NetPlace) -> std::io::Result<UnshareFlags> {
+/// `place`, after joining what it names (found through `proc`, the host's
+/// `/proc`, when given).
+pub fn join(
+    place: &NetPlace,
+    proc: Option<&std::os::fd::OwnedFd>,
+) -> std::io::Result<UnshareFlags> {
     match place {
         NetPlace::Host => Ok(UnshareFlags::empty()),
         NetPlace::Own => Ok(UnshareFlags::NEWNET),
         NetPlace::Join { net, user } => {
             if let Some(user) = user {
-                user.enter(LinkNameSpaceType::User)?;
+                user.enter(LinkNameSpaceType::User, proc)?;
             }
-            net.enter(LinkNameSpaceType::Network)?;
+            net.enter(LinkNameSpaceType::Network, proc)?;
             Ok(UnshareFlags::empty())
         }
     }

@@ -71,9 +71,10 @@ pub struct Prepared {
     origin: [OwnedFd; 2],
     /// The size of `/tmp`, `/run` and `/dev/shm` as mounted.
     tmp_size: u64,
-    /// The host's `/tmp` (as copied), where the command's root now covers
-    /// it: a home beneath it is opened from here.
-    host_tmp: OwnedFd,
+    /// The host's `/proc`, where the user's network namespace is found.
+    host_proc: OwnedFd,
+    /// The host's files the command's `/etc` is made from.
+    host: HostFiles,
     /// The PID namespace's init, waiting to be told whose it is.
     init: Init,
     /// Landlock's rules for the built root, without the home's.
@@ -86,9 +87,10 @@ pub struct Prepared {
 /// needs no command yet: new mount and PID namespaces, the command's root
 /// without the user's part (the system directories, `/tmp`, `/run` and
 /// `/dev/shm` of `tmp_size` bytes, the devices), the namespace's init with
-/// its `/proc`, Landlock's rules for all of that, the seccomp filters.
-/// Its command then does only the user's part ([`enter`]): 0.6 ms of
-/// every command's start, measured, moved to while the spare waits.
+/// its `/proc`, Landlock's rules for all of that, the seccomp filters, and
+/// the pivot into that root, the host's tree let go. Its command then
+/// does only the user's part ([`enter`]), its home coming as a mount the
+/// server cloned (`open_tree`) from the host's tree as it is then.
 /// `None` when not root (a user namespace is made with the command's
 /// network, so it waits for the command) or when a step fails (the spare
 /// is then back where it began, and its command builds everything).
@@ -96,28 +98,19 @@ pub fn prepare(tmp_size: u64) -> Option<Prepared> {
     if !geteuid().is_root() {
         return None;
     }
-    let open_ns = |kind: &str| {
-        rustix::fs::open(
-            format!("/proc/self/ns/{kind}"),
-            OFlags::RDONLY | OFlags::CLOEXEC,
-            Mode::empty(),
-        )
-        .ok()
+    let open = |path: &str, flags: OFlags| {
+        rustix::fs::open(path, flags | OFlags::CLOEXEC, Mode::empty()).ok()
     };
-    let origin = [open_ns("mnt")?, open_ns("pid")?];
+    let origin = [
+        open("/proc/self/ns/mnt", OFlags::RDONLY)?,
+        open("/proc/self/ns/pid", OFlags::RDONLY)?,
+    ];
+    let host_proc = open("/proc", OFlags::PATH | OFlags::DIRECTORY)?;
     let mut init = None;
-    let mut host_tmp = None;
     let built = (|| {
         unshare(UnshareFlags::NEWNS).map_err(missing("creating a mount namespace"))?;
-        host_tmp = Some(
-            rustix::fs::open(
-                NEW_ROOT,
-                OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
-                Mode::empty(),
-            )
-            .map_err(missing("opening /tmp"))?,
-        );
         build_base(tmp_size)?;
+        let host = HostFiles::read();
         unshare(UnshareFlags::NEWPID).map_err(missing("creating a PID namespace"))?;
         let started = start_init(Some(&Path::new(NEW_ROOT).join("proc")))?;
         let proc = started.proc;
@@ -129,13 +122,16 @@ pub fn prepare(tmp_size: u64) -> Option<Prepared> {
             });
         }
         let rules = landlock_rules(Path::new(NEW_ROOT), true, true)?;
-        Ok((rules, seccomp_filters()?))
+        let filters = seccomp_filters()?;
+        pivot()?;
+        Ok((host, rules, filters))
     })();
     match built {
-        Ok((rules, filters)) => Some(Prepared {
+        Ok((host, rules, filters)) => Some(Prepared {
             origin,
             tmp_size,
-            host_tmp: host_tmp?,
+            host_proc,
+            host,
             init: init?,
             rules,
             filters,
@@ -148,7 +144,8 @@ pub fn prepare(tmp_size: u64) -> Option<Prepared> {
 }
 
 /// Leaves what a spare built: its init killed (and its PID namespace
-/// with it), this process back in the namespaces it came from.
+/// with it), this process back in the namespaces it came from (its root
+/// and working directory the host's `/`).
 fn back_to(origin: &[OwnedFd; 2], init: Option<Init>) {
     if let Some(init) = init {
         init.kill();
@@ -165,18 +162,20 @@ fn back_to(origin: &[OwnedFd; 2], init: Option<Init>) {
 }
 
 /// Puts this (single-threaded) process into the command's sandbox,
-/// finishing what a spare `prepared` when there is that. A part that
-/// fails is an error unless the operator allowed unconfined commands,
-/// then it is left out.
-pub fn enter(l: &Launch, prepared: Option<Prepared>) -> Result<Place, Missing> {
+/// finishing what a spare `prepared` when there is that and the server
+/// sent the home as a mount of its own (`home_tree`). A part that fails
+/// is an error unless the operator allowed unconfined commands, then it
+/// is left out.
+pub fn enter(
+    l: &Launch,
+    prepared: Option<Prepared>,
+    home_tree: Option<OwnedFd>,
+) -> Result<Place, Missing> {
     if let Some(prepared) = prepared {
-        match prepared.open_home(l) {
-            // Not the home the server made (a mount over its path since
-            // the spare copied the host's mounts), or not what was built:
-            // built again from the host's mounts as they are now.
-            Ok(home_fd) if prepared.fits(l) && is_the_home(l, &home_fd) => {
-                return enter_prepared(l, prepared, home_fd);
-            }
+        match home_tree {
+            Some(tree) if prepared.fits(l) => return enter_prepared(l, prepared, tree),
+            // Built again from the host's tree, as a launcher started for
+            // its command does.
             _ => back_to(&prepared.origin, Some(prepared.init)),
         }
     }
@@ -192,7 +191,12 @@ pub fn enter(l: &Launch, prepared: Option<Prepared>) -> Result<Place, Missing> {
     // The home, opened in the new mount namespace (a bind mount's source
     // must be of the caller's namespace) before anything is mounted over
     // the path to it.
-    let home_fd = open_home(l)?;
+    let home_fd = rustix::fs::open(
+        &l.home,
+        OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(missing("opening the home"))?;
     // After the user namespace: its own count, not the daemon's account's.
     setrlimit(Resource::Nproc, hard(l.processes)).map_err(missing("the process limit"))?;
     let mut home = l.home.clone();
@@ -202,8 +206,10 @@ pub fn enter(l: &Launch, prepared: Option<Prepared>) -> Result<Place, Missing> {
     let mut init = None;
     if isolated {
         let shown = Path::new("/home").join(&l.name);
-        let built =
-            tolerate(build_base(l.tmp_size).and_then(|()| build_user(l, &home_fd, &shown)))?;
+        let built = tolerate(build_base(l.tmp_size).and_then(|()| {
+            let host = HostFiles::read();
+            build_user(l, Path::new(NEW_ROOT), Home::Bound(&home_fd), &shown, &host)
+        }))?;
         // A PID namespace needs its init whatever else failed; it mounts a
         // `/proc` only in a mount namespace known to be private, in the
         // new root while the host's `/proc` is still there to spawn it
@@ -222,7 +228,7 @@ pub fn enter(l: &Launch, prepared: Option<Prepared>) -> Result<Place, Missing> {
         }
     }
     let rules = tolerate_rules(l, landlock_rules(&root, tmp, proc))?;
-    if tmp && tolerate(pivot())? {
+    if tmp && tolerate(pivot().and_then(|()| seal()))? {
         home = Path::new("/home").join(&l.name);
     }
     drop(init);
@@ -249,11 +255,12 @@ fn tolerate_rules(
     }
 }
 
-/// The command's part of a sandbox a spare prepared: the network, the
-/// user's part of the root, init told whose it is, the pivot, Landlock
-/// with the home, the filters.
-fn enter_prepared(l: &Launch, p: Prepared, home_fd: OwnedFd) -> Result<Place, Missing> {
-    let flags = net::join(&l.net).map_err(|source| Missing {
+/// The command's part of a sandbox a spare prepared (its root is `/`
+/// already): the network, the home (`tree`, a mount the server cloned)
+/// and the rest of the user's part of the root, init told whose it is,
+/// the root sealed, Landlock with the home, the filters.
+fn enter_prepared(l: &Launch, p: Prepared, tree: OwnedFd) -> Result<Place, Missing> {
+    let flags = net::join(&l.net, Some(&p.host_proc)).map_err(|source| Missing {
         what: "joining the user's private network",
         source,
     })?;
@@ -265,62 +272,76 @@ fn enter_prepared(l: &Launch, p: Prepared, home_fd: OwnedFd) -> Result<Place, Mi
     }
     setrlimit(Resource::Nproc, hard(l.processes)).map_err(missing("the process limit"))?;
     let shown = Path::new("/home").join(&l.name);
-    build_user(l, &home_fd, &shown)?;
-    drop(home_fd);
+    build_user(l, Path::new("/"), Home::Tree(tree), &shown, &p.host)?;
     p.init.tell(l.identity)?;
-    pivot()?;
-    drop(p.origin);
-    drop(p.init);
+    seal()?;
+    drop((p.origin, p.host_proc, p.init));
     restrict(p.rules, &shown, l.tty.as_deref())?;
     apply_filters(p.filters)?;
     Ok(Place { home: shown })
 }
 
 impl Prepared {
-    /// The home, opened (as a path only) in the spare's copy of the
-    /// host's mounts: from the host's `/tmp` when beneath it.
-    fn open_home(&self, l: &Launch) -> Result<OwnedFd, Missing> {
-        let flags = OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC;
-        match l.home.strip_prefix(NEW_ROOT) {
-            Ok(rest) => {
-                let rest = if rest.as_os_str().is_empty() {
-                    Path::new(".")
-                } else {
-                    rest
-                };
-                rustix::fs::openat(&self.host_tmp, rest, flags, Mode::empty())
-            }
-            Err(_) => rustix::fs::open(&l.home, flags, Mode::empty()),
-        }
-        .map_err(missing("opening the home"))
-    }
-
     /// Whether what was built serves `l`: as root (the user's own uid),
-    /// `/tmp` of its size, a network that needs no user namespace.
+    /// `/tmp` of its size, no terminal, a network that needs no user
+    /// namespace.
     fn fits(&self, l: &Launch) -> bool {
         l.identity.is_some()
             && l.tmp_size == self.tmp_size
+            && l.tty.is_none()
             && !matches!(l.net, NetPlace::Join { user: Some(_), .. })
     }
 }
 
-/// The home, opened (as a path only) where it is now seen.
-fn open_home(l: &Launch) -> Result<OwnedFd, Missing> {
-    rustix::fs::open(
-        &l.home,
-        OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
-        Mode::empty(),
-    )
-    .map_err(missing("opening the home"))
+/// The host's files that the command's `/etc` is made from, read before
+/// the host's tree is let go.
+struct HostFiles {
+    /// `/etc/passwd`, when there is one.
+    passwd: Option<String>,
+    /// `/etc/group`, when there is one.
+    group: Option<String>,
+    /// `/etc/resolv.conf`, when readable: its text, and where it leads
+    /// when it is a link.
+    resolv: Option<(String, Option<PathBuf>)>,
 }
 
-/// Whether `home_fd` is the directory the server made the home (the same
-/// device and inode), where the server said which.
-fn is_the_home(l: &Launch, home_fd: &OwnedFd) -> bool {
-    let Some((dev, ino)) = l.home_id else {
-        return true;
-    };
-    rustix::fs::fstat(home_fd).is_ok_and(|st| st.st_dev == dev && st.st_ino == ino)
+impl HostFiles {
+    fn read() -> HostFiles {
+        // A file there but unreadable: the user's entry alone.
+        let text = |path: &str| {
+            Path::new(path)
+                .exists()
+                .then(|| std::fs::read_to_string(path).unwrap_or_default())
+        };
+        let host = Path::new("/etc/resolv.conf");
+        let resolv = std::fs::read_to_string(host).ok().map(|text| {
+            let is_link = std::fs::symlink_metadata(host).is_ok_and(|m| m.is_symlink());
+            let to = is_link
+                .then(|| std::fs::read_link(host).ok())
+                .flatten()
+                .map(|to| normal(&Path::new("/etc").join(to)));
+            (text, to)
+        });
+        HostFiles {
+            passwd: text("/etc/passwd"),
+            group: text("/etc/group"),
+            resolv,
+        }
+    }
+}
+
+/// `path` with its `.` and `..` resolved by name.
+fn normal(path: &Path) -> PathBuf {
+    path.components().fold(PathBuf::new(), |mut path, part| {
+        match part {
+            std::path::Component::ParentDir => {
+                path.pop();
+            }
+            std::path::Component::CurDir => {}
+            other => path.push(other),
+        }
+        path
+    })
 }
 
 /// The btrfs requests that make a subvolume or a snapshot, each `_IOW(0x94,
@@ -406,7 +427,7 @@ fn apply_filters(filters: Vec<seccompiler::BpfProgram>) -> Result<(), Missing> {
 fn namespaces(place: &NetPlace) -> Result<(), Missing> {
     let root = geteuid().is_root();
     let (uid, gid) = (getuid().as_raw(), getgid().as_raw());
-    let joined = net::join(place).map_err(|source| Missing {
+    let joined = net::join(place, None).map_err(|source| Missing {
         what: "joining the user's private network",
         source,
     })?;
@@ -526,7 +547,7 @@ fn build_base(tmp_size: u64) -> Result<(), Missing> {
     for (n, name) in ["stdin", "stdout", "stderr"].iter().enumerate() {
         link(&format!("/proc/self/fd/{n}"), &format!("dev/{name}"))?;
     }
-    bind_devices(DEVICES.iter().map(Path::new))
+    bind_devices(root, DEVICES.iter().map(Path::new))
 }
 
 /// The command's own writable places in its root, and what making each is
@@ -542,9 +563,11 @@ fn dir(path: &Path, mode: u32) -> Result<(), Missing> {
     rustix::fs::mkdir(path, Mode::from_raw_mode(mode)).map_err(missing("making the command's root"))
 }
 
-/// Binds each of `devices` at its place in the command's root.
-fn bind_devices<'a>(devices: impl IntoIterator<Item = &'a Path>) -> Result<(), Missing> {
-    let root = Path::new(NEW_ROOT);
+/// Binds each of `devices` at its place in the command's root at `root`.
+fn bind_devices<'a>(
+    root: &Path,
+    devices: impl IntoIterator<Item = &'a Path>,
+) -> Result<(), Missing> {
     for device in devices {
         let at = root.join(device.strip_prefix("/").unwrap_or(device));
         std::fs::File::create(&at).map_err(|source| Missing {
@@ -556,23 +579,60 @@ fn bind_devices<'a>(devices: impl IntoIterator<Item = &'a Path>) -> Result<(), M
     Ok(())
 }
 
-/// The command's part of its root, on what [`build_base`] built: its home
-/// (from `home_fd`) at `shown`, its own places given to its user, its
-/// terminal, its name in `/etc/passwd`, its resolver.
-fn build_user(l: &Launch, home_fd: &OwnedFd, shown: &Path) -> Result<(), Missing> {
+/// Where a command's home comes from.
+enum Home<'a> {
+    /// The home opened in this mount namespace: bound.
+    Bound(&'a OwnedFd),
+    /// A mount of the home the server cloned from the host's tree
+    /// (`open_tree`): attached.
+    Tree(OwnedFd),
+}
+
+/// The command's part of its root at `root` (as this process sees it), on
+/// what [`build_base`] built: its home at `shown`, its own places given to
+/// its user, its terminal, its name in `/etc/passwd` and its resolver,
+/// from the `host`'s files.
+fn build_user(
+    l: &Launch,
+    root: &Path,
+    home: Home<'_>,
+    shown: &Path,
+    host: &HostFiles,
+) -> Result<(), Missing> {
     let owner = l.identity.unwrap_or((getuid().as_raw(), getgid().as_raw()));
-    let root = Path::new(NEW_ROOT);
     let inside = root.join(shown.strip_prefix("/").unwrap_or(shown));
     dir(&inside, 0o755)?;
     // The servers' own directory (partial uploads) exists before any
     // command runs, so no command can make it first, and is covered by an
     // empty read-only tmpfs: commands can neither read, change nor move it.
+    let home_fd = match &home {
+        Home::Bound(fd) => fd.as_fd(),
+        Home::Tree(tree) => tree.as_fd(),
+    };
     match rustix::fs::mkdirat(home_fd, INTERNAL_DIR, Mode::from_raw_mode(0o700)) {
         Ok(()) | Err(rustix::io::Errno::EXIST) => {}
         Err(e) => return Err(missing("making the home's internal directory")(e)),
     }
-    let source = format!("/proc/self/fd/{}", home_fd.as_raw_fd());
-    mount_bind(&source, &inside).map_err(missing("binding the home to /home/NAME"))?;
+    match &home {
+        Home::Bound(fd) => {
+            let source = format!("/proc/self/fd/{}", fd.as_raw_fd());
+            mount_bind(&source, &inside).map_err(missing("binding the home to /home/NAME"))?;
+        }
+        Home::Tree(tree) => {
+            rustix::mount::move_mount(
+                tree,
+                c"",
+                rustix::fs::CWD,
+                &inside,
+                rustix::mount::MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH,
+            )
+            .map_err(missing("attaching the home at /home/NAME"))?;
+            // A clone of a shared mount is its peer: nothing mounted here
+            // may reach the host's home, nor the host's mounts this.
+            mount_change(&inside, MountPropagationFlags::PRIVATE)
+                .map_err(missing("making the home's mount private"))?;
+        }
+    }
     let sealed = MountFlags::NOSUID | MountFlags::NODEV | MountFlags::NOEXEC | MountFlags::RDONLY;
     mount(
         "tmpfs",
@@ -592,22 +652,21 @@ fn build_user(l: &Launch, home_fd: &OwnedFd, shown: &Path) -> Result<(), Missing
     }
     if let Some(tty) = &l.tty {
         dir(&root.join("dev/pts"), 0o755)?;
-        bind_devices([Path::new("/dev/tty"), tty.as_path()])?;
+        bind_devices(root, [Path::new("/dev/tty"), tty.as_path()])?;
     }
-    name_the_user(l, owner)?;
-    resolver(l)
+    name_the_user(l, owner, root, host)?;
+    resolver(l, root, host)
 }
 
 /// The command's `/etc/resolv.conf`: the host's (read through its link,
 /// which may lead into the host's `/run`, hidden here), and on a private
 /// network with its name servers replaced by [`net::DNS_FORWARD`].
-fn resolver(l: &Launch) -> Result<(), Missing> {
+fn resolver(l: &Launch, root: &Path, host: &HostFiles) -> Result<(), Missing> {
     let fail = |source: std::io::Error| Missing {
         what: "giving the command an /etc/resolv.conf",
         source,
     };
-    let host = Path::new("/etc/resolv.conf");
-    let Ok(text) = std::fs::read_to_string(host) else {
+    let Some((text, link)) = &host.resolv else {
         return Ok(());
     };
     let text = match l.net {
@@ -622,30 +681,16 @@ fn resolver(l: &Launch) -> Result<(), Missing> {
             }
             ours
         }
-        _ => text,
+        _ => text.clone(),
     };
-    let root = Path::new(NEW_ROOT);
     let made = root.join("home/.etc/resolv.conf");
     std::fs::write(&made, text).map_err(fail)?;
-    let is_link = std::fs::symlink_metadata(host).is_ok_and(|m| m.is_symlink());
-    if !is_link {
+    let Some(to) = link else {
         let inside = root.join("etc/resolv.conf");
         return mount_bind(&made, &inside).map_err(missing("binding /etc/resolv.conf"));
-    }
+    };
     // A link (systemd-resolved's into /run): the file it leads to, made in
     // the command's own `/run`, where that is.
-    let to = std::fs::read_link(host).map_err(fail)?;
-    let to = Path::new("/etc").join(to);
-    let to: PathBuf = to.components().fold(PathBuf::new(), |mut path, part| {
-        match part {
-            std::path::Component::ParentDir => {
-                path.pop();
-            }
-            std::path::Component::CurDir => {}
-            other => path.push(other),
-        }
-        path
-    });
     let under_run = to
         .strip_prefix("/run")
         .or_else(|_| to.strip_prefix("/var/run"));
@@ -705,8 +750,12 @@ fn pivot() -> Result<(), Missing> {
         }
         Err(e) => return Err(missing("making the command's root /")(e)),
     }
-    rustix::process::chdir("/").map_err(missing("entering the command's root"))?;
-    // The root itself, read-only now that it is built.
+    rustix::process::chdir("/").map_err(missing("entering the command's root"))
+}
+
+/// Makes the command's root, `/` since the pivot, read-only now that it
+/// is built.
+fn seal() -> Result<(), Missing> {
     let flags = MountFlags::BIND | MountFlags::RDONLY | MountFlags::NOSUID | MountFlags::NODEV;
     rustix::mount::mount_remount("/", flags, c"").map_err(missing("sealing the command's root"))
 }
@@ -715,12 +764,16 @@ fn pivot() -> Result<(), Missing> {
 /// (`whoami`, `ls -l`, a shell prompt's `\u`): `/etc/passwd` and
 /// `/etc/group` are seen with the user's entry first, from files on the
 /// sandbox's own `/home` tmpfs, which Landlock keeps read-only to commands.
-fn name_the_user(l: &Launch, (uid, gid): (u32, u32)) -> Result<(), Missing> {
+fn name_the_user(
+    l: &Launch,
+    (uid, gid): (u32, u32),
+    root: &Path,
+    host: &HostFiles,
+) -> Result<(), Missing> {
     let fail = |source: std::io::Error| Missing {
         what: "naming the user in /etc/passwd",
         source,
     };
-    let root = Path::new(NEW_ROOT);
     let dir = root.join("home/.etc");
     let entries = [
         (
@@ -729,18 +782,18 @@ fn name_the_user(l: &Launch, (uid, gid): (u32, u32)) -> Result<(), Missing> {
                 "{name}:x:{uid}:{gid}:Wharf user {name}:/home/{name}:/bin/bash\n",
                 name = l.name
             ),
+            &host.passwd,
         ),
-        ("group", format!("{}:x:{gid}:\n", l.name)),
+        ("group", format!("{}:x:{gid}:\n", l.name), &host.group),
     ];
-    for (file, ours) in entries {
-        let host = Path::new("/etc").join(file);
+    for (file, ours, system) in entries {
         let mut text = ours;
         // The system's own entries after ours (a missing file: just ours).
-        text.push_str(&std::fs::read_to_string(&host).unwrap_or_default());
+        text.push_str(system.as_deref().unwrap_or_default());
         let made = dir.join(file);
         std::fs::write(&made, text).map_err(fail)?;
-        if host.exists() {
-            let inside = root.join(host.strip_prefix("/").unwrap_or(&host));
+        if system.is_some() {
+            let inside = root.join("etc").join(file);
             mount_bind(&made, &inside).map_err(missing("naming the user in /etc"))?;
         }
     }

@@ -48,11 +48,13 @@ pub struct Order {
 }
 
 /// Sends `order` to the spare at the other end of `socket`, with `stdio`
-/// (the command's standard input, output and error).
+/// (the command's standard input, output and error) and, when given, the
+/// command's home as a mount of its own (see [`super::sandbox::prepare`]).
 pub fn send(
     socket: BorrowedFd<'_>,
     order: &Order,
     stdio: [BorrowedFd<'_>; 3],
+    home: Option<BorrowedFd<'_>>,
 ) -> std::io::Result<()> {
     let body = serde_json::to_vec(order).map_err(std::io::Error::other)?;
     let len = u32::try_from(body.len())
@@ -60,9 +62,10 @@ pub fn send(
         .filter(|&n| n as usize + 4 <= MAX_ORDER)
         .ok_or_else(|| std::io::Error::other("the order is too long for a spare launcher"))?;
     let prefix = len.to_le_bytes();
-    let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(3))];
+    let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(4))];
     let mut control = SendAncillaryBuffer::new(&mut space);
-    if !control.push(SendAncillaryMessage::ScmRights(&stdio)) {
+    let fds: Vec<BorrowedFd<'_>> = stdio.into_iter().chain(home).collect();
+    if !control.push(SendAncillaryMessage::ScmRights(&fds)) {
         return Err(std::io::Error::other("no room for the descriptors"));
     }
     let whole = prefix.len() + body.len();
@@ -86,13 +89,13 @@ pub fn send(
 
 /// In the spare: waits for its order on standard input and puts the
 /// descriptors that came with it in place of standard input, output and
-/// error (the socket goes). `None`: the server closed the socket without
-/// one.
-pub(super) fn receive() -> std::io::Result<Option<Order>> {
+/// error (the socket goes); the home's mount, when one came with them, is
+/// returned beside. `None`: the server closed the socket without one.
+pub(super) fn receive() -> std::io::Result<Option<(Order, Option<OwnedFd>)>> {
     let stdin = std::io::stdin();
     let socket = stdin.as_fd();
     let mut buf = vec![0u8; MAX_ORDER];
-    let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(3))];
+    let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(4))];
     let mut control = RecvAncillaryBuffer::new(&mut space);
     let got = recvmsg(
         socket,
@@ -109,9 +112,10 @@ pub(super) fn receive() -> std::io::Result<Option<Order>> {
             stdio.extend(fds);
         }
     }
+    let home = if stdio.len() == 4 { stdio.pop() } else { None };
     let [input, output, error]: [OwnedFd; 3] = stdio
         .try_into()
-        .map_err(|_| std::io::Error::other("the order did not carry three descriptors"))?;
+        .map_err(|_| std::io::Error::other("the order did not carry three or four descriptors"))?;
     let mut have = got.bytes;
     let whole = loop {
         if have >= 4 {
@@ -132,5 +136,5 @@ pub(super) fn receive() -> std::io::Result<Option<Order>> {
     rustix::stdio::dup2_stdin(&input)?;
     rustix::stdio::dup2_stdout(&output)?;
     rustix::stdio::dup2_stderr(&error)?;
-    Ok(Some(order))
+    Ok(Some((order, home)))
 }

@@ -221,7 +221,6 @@ pub async fn check_sandbox(config: &mut ExecConfig) -> Result<(), LauncherError>
         tmp_size: 1 << 20,
         identity: None,
         home: home.clone(),
-        home_id: None,
         name: "wharf-check".into(),
         unconfined_ok: config.unconfined_ok,
         tty: None,

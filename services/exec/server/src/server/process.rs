@@ -148,6 +148,23 @@ fn open_pty(
     Ok((master, far, path))
 }
 
+/// The home as a mount of its own, cloned from the server's tree as it is
+/// now (`open_tree`), for a spare whose root is built and whose view of
+/// the host's tree is gone (see [`crate::launch::sandbox::prepare`]).
+/// Only root has spares that take one; where it cannot be made (a kernel
+/// before 5.2, a seccomp profile that refuses it) the spare builds the
+/// whole sandbox from the host's tree instead.
+fn home_tree(s: &Spawn<'_>) -> Option<OwnedFd> {
+    use rustix::mount::{OpenTreeFlags, open_tree};
+    if s.identity.is_none() || s.tty.is_some() {
+        return None;
+    }
+    let flags = OpenTreeFlags::OPEN_TREE_CLONE | OpenTreeFlags::OPEN_TREE_CLOEXEC;
+    open_tree(rustix::fs::CWD, s.home, flags)
+        .inspect_err(|e| tracing::debug!(error = %e, home = %s.home.display(), "cannot clone the home's mount for a spare launcher"))
+        .ok()
+}
+
 /// A running command.
 pub struct Running {
     child: Child,
@@ -185,12 +202,6 @@ impl Running {
             tmp_size: s.limits.tmp_size,
             identity: s.identity,
             home: s.home.to_owned(),
-            home_id: std::fs::metadata(s.home).ok().map(|m| {
-                (
-                    std::os::unix::fs::MetadataExt::dev(&m),
-                    std::os::unix::fs::MetadataExt::ino(&m),
-                )
-            }),
             name: s.user.to_owned(),
             unconfined_ok: s.unconfined_ok,
             tty: pty.as_ref().map(|(_, _, path)| path.clone()),
@@ -245,8 +256,9 @@ impl Running {
                 command: s.command.to_owned(),
                 env: env.clone(),
             };
+            let home = home_tree(s);
             spare
-                .order(&order, [&stdio[0], &stdio[1], &stdio[2]])
+                .order(&order, [&stdio[0], &stdio[1], &stdio[2]], home.as_ref())
                 .inspect_err(|e| tracing::debug!(error = %e, "a spare launcher failed; starting a fresh one"))
                 .ok()
         });

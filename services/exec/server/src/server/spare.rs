@@ -138,14 +138,20 @@ impl Spare {
     }
 
     /// Sends the spare its command, with its standard input, output and
-    /// error; it is then that command's launcher, the process and its pid
+    /// error (and its home's mount, when there is one); it is then that command's launcher, the process and its pid
     /// (its group's id) returned. On failure the spare is killed.
     pub(crate) fn order(
         mut self,
         order: &Order,
         stdio: [&OwnedFd; 3],
+        home: Option<&OwnedFd>,
     ) -> std::io::Result<(Child, Pid)> {
-        send(self.orders.as_fd(), order, stdio.map(|fd| fd.as_fd()))?;
+        send(
+            self.orders.as_fd(),
+            order,
+            stdio.map(|fd| fd.as_fd()),
+            home.map(|fd| fd.as_fd()),
+        )?;
         let child = self
             .child
             .take()

@@ -511,7 +511,6 @@ fn the_sandbox_ends_with_its_shell_even_without_a_server() {
         tmp_size: 1 << 20,
         identity: None,
         home: home.path().to_owned(),
-        home_id: None,
         name: "alice".into(),
         unconfined_ok: false,
         tty: None,
