@@ -7,7 +7,9 @@
 //! thing) with `posix_spawn`, its pipes for stdio and the scrubbed
 //! environment; or, most often, hands the command to a launcher started
 //! ahead, a spare that took step 1's session and cgroup while it waited
-//! (see [`spare`]). The launcher, a fresh single-threaded process:
+//! and, when the server is root, did all of steps 2 to 5 that are the
+//! same for every user (see [`spare`] and [`sandbox::prepare`]). The
+//! launcher, a fresh single-threaded process:
 //!
 //! 1. starts a new session (no controlling terminal), sets the resource
 //!    limits on itself, inherited by everything the command starts, and

@@ -13,6 +13,16 @@
 //! of that command, step for step (see [`super`]): the limit is written
 //! before anything else.
 //!
+//! A spare of a server run as root also builds, before it reads its
+//! order, the part of the sandbox that is the same for every user, and
+//! pivots into it ([`super::sandbox::prepare`]): its command then costs
+//! 0.25 ms of launcher work instead of 1 ms (medians over 900 commands).
+//! With such a spare the server sends a fourth descriptor: the command's
+//! home, a mount of its own cloned from the server's tree as it is at the
+//! order (`open_tree`), so that the home is the server's view whatever
+//! was mounted since the spare started. Without it the spare goes back
+//! to the namespaces it came from and builds everything.
+//!
 //! The socket is a pair the server made; nothing else can reach it. When
 //! the server closes its end without an order (it stops, or drops the
 //! spare), the spare exits.
