@@ -176,7 +176,14 @@ pub fn launch_if_asked() {
                 new_session();
                 let joined = cgroup::join();
                 // In the cgroup already: what is built is the command's.
-                let prepared = tmp_size.and_then(sandbox::prepare);
+                // Where none could be made now but one can be, the command
+                // tries again from the host's tree (`cgroup::enter`, by
+                // path), which a prepared spare has let go.
+                let prepared = if joined.is_some() || !cgroup::available() {
+                    tmp_size.and_then(sandbox::prepare)
+                } else {
+                    None
+                };
                 let (order, home) = match spare::receive() {
                     Ok(Some(received)) => received,
                     // The server let this spare go.
@@ -386,4 +393,3 @@ mod tests {
         assert_eq!(Launch::parse(extra.into_iter()), None);
     }
 }
-// TEMPORARY instrumentation (not for commit)

@@ -179,14 +179,7 @@ pub fn enter(
             _ => back_to(&prepared.origin, Some(prepared.init)),
         }
     }
-    let tolerate = |r: Result<(), Missing>| match r {
-        Err(e) if l.unconfined_ok => {
-            eprintln!("wharf-exec: running unconfined: {}", e.source);
-            Ok(false)
-        }
-        Err(e) => Err(e),
-        Ok(()) => Ok(true),
-    };
+    let tolerate = |r: Result<(), Missing>| tolerated(l, r).map(|done| done.is_some());
     let isolated = tolerate(namespaces(&l.net))?;
     // The home, opened in the new mount namespace (a bind mount's source
     // must be of the caller's namespace) before anything is mounted over
@@ -227,7 +220,7 @@ pub fn enter(
             proc = proc_mounted;
         }
     }
-    let rules = tolerate_rules(l, landlock_rules(&root, tmp, proc))?;
+    let rules = tolerated(l, landlock_rules(&root, tmp, proc))?;
     if tmp && tolerate(pivot().and_then(|()| seal()))? {
         home = Path::new("/home").join(&l.name);
     }
@@ -239,14 +232,12 @@ pub fn enter(
     Ok(Place { home })
 }
 
-/// Landlock's rules, or none where the operator allowed running without
-/// them.
-fn tolerate_rules(
-    l: &Launch,
-    rules: Result<landlock::RulesetCreated, Missing>,
-) -> Result<Option<landlock::RulesetCreated>, Missing> {
-    match rules {
-        Ok(rules) => Ok(Some(rules)),
+/// What a part of the sandbox gave, or none where it failed and the
+/// operator allowed running without it (said on the command's error
+/// output).
+fn tolerated<T>(l: &Launch, part: Result<T, Missing>) -> Result<Option<T>, Missing> {
+    match part {
+        Ok(done) => Ok(Some(done)),
         Err(e) if l.unconfined_ok => {
             eprintln!("wharf-exec: running unconfined: {}", e.source);
             Ok(None)

@@ -138,8 +138,9 @@ impl Spare {
     }
 
     /// Sends the spare its command, with its standard input, output and
-    /// error (and its home's mount, when there is one); it is then that command's launcher, the process and its pid
-    /// (its group's id) returned. On failure the spare is killed.
+    /// error (and its home's mount, when there is one); it is then that
+    /// command's launcher, the process and its pid (its group's id)
+    /// returned. On failure the spare is killed.
     pub(crate) fn order(
         mut self,
         order: &Order,
