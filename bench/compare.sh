@@ -17,7 +17,11 @@
 # door's in its sandbox); Wharf's own client over TLS against the encrypted
 # peers (scp, sftp, ssh) and with --no-tls against the plain ones (curl and
 # lftp to vsftpd); a piped wharf-ftp script of one `put` per line against
-# the same lines through `sftp -b`; and ngircd for
+# the same lines through `sftp -b`. Wharf's put returns once the file is
+# on disk (fsynced): it is set beside scp followed by an fsync of the file
+# and `sftp put -f` (OpenSSH's fsync@openssh.com), like for like, and
+# beside plain scp and sftp, which return before the disk has the file.
+# And ngircd for
 # chat, through `cargo bench -p wharf-chatd --bench fanout` (its "beside
 # ngircd" part). Missing packages are installed (apt-get); every server
 # listens on 127.0.0.1 only and is stopped at the end. Wharf runs with TLS
@@ -73,6 +77,10 @@ settle() {
     [ $((b - a)) -le 1 ] && return 0
   done
 }
+# Reads a server's file into the page cache: every download starts from a
+# cached file, as the peers' do (they wrote theirs through the cache, and
+# Wharf writes uploads past it).
+warm() { cat "$1" > /dev/null; }
 median() { sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 
 # --- a throwaway sshd -------------------------------------------------------
@@ -147,6 +155,7 @@ REAL_HOME=$HOME
 export HOME=$W/home WHARF_PASSWORD='compare password'
 mkdir -p "$HOME"
 DB="sqlite://$W/data/wharf.db"
+HOMEDIR=$W/data/homes/bench
 echo "$WHARF_PASSWORD" | "$B/admin-cli" --database-url "$DB" user add bench --password-stdin \
   --services ftp,exec --quota unlimited --home "$W/data/homes/bench" >/dev/null
 "$B/wharf-ftpd" --data-dir "$W/data" --listen "127.0.0.1:$FTP_PORT" \
@@ -178,6 +187,7 @@ for i in $(seq "$FILES"); do head -c 4096 /dev/urandom > "$W/small/f$i"; done
 printf 'put %s\n' "$W"/small/* > "$W/sftp.batch"
 # The same lines as a wharf-ftp script (run from the folder of the files).
 printf 'put %s big.bin\n' "$W/local/big.bin" > "$W/sftp-put.batch"
+printf 'put -f %s big.bin\n' "$W/local/big.bin" > "$W/sftp-put-f.batch"
 printf 'get big.bin %s\n' "$W/down.bin" > "$W/sftp-get.batch"
 # The same client and cipher against both SSH servers.
 SFTP=(sftp "${SSHO[@]}" -c aes128-gcm@openssh.com)
@@ -192,6 +202,10 @@ for r in $(seq "$ROUNDS"); do
   add md5sum "$(timed md5sum "$W/local/big.bin")"
   rm -f "$W/remote/big.bin"
   add scp_up "$(timed scp "${SSHO[@]}" -P "$SSH_PORT" "$W/local/big.bin" "root@127.0.0.1:$W/remote/big.bin")"
+  # The same, durable on the server's disk when it returns, as Wharf's put
+  # is: scp, then an fsync of the file.
+  rm -f "$W/remote/big.bin"
+  add scp_up_sync "$(timed bash -c "scp ${SSHO[*]} -P $SSH_PORT $W/local/big.bin root@127.0.0.1:$W/remote/big.bin && sync $W/remote/big.bin")"
   add wharf_put "$(timed "${WF[@]}" put "$W/local/big.bin" big.bin)"
   rm -f "$W/vsftpd/up/big.bin"
   add curl_up "$(timed curl -sS -T "$W/local/big.bin" "$VS/up/big.bin")"
@@ -201,16 +215,21 @@ for r in $(seq "$ROUNDS"); do
   add wharf_put_plain "$(timed "${WP[@]}" put "$W/local/big.bin" plain.bin)"
   settle wharf-ftpd
   rm -f "$W/down.bin"
+  warm "$W/remote/big.bin"
   add scp_down "$(timed scp "${SSHO[@]}" -P "$SSH_PORT" "root@127.0.0.1:$W/remote/big.bin" "$W/down.bin")"
   rm -f "$W/down.bin"
+  warm "$HOMEDIR/big.bin"
   add wharf_get "$(timed "${WF[@]}" get big.bin "$W/down.bin")"
   cmp -s "$W/down.bin" "$W/local/big.bin" || { echo "wharf get: the copy differs" >&2; exit 1; }
   rm -f "$W/down.bin"
+  warm "$HOMEDIR/plain.bin"
   add wharf_get_plain "$(timed "${WP[@]}" get plain.bin "$W/down.bin")"
   cmp -s "$W/down.bin" "$W/local/big.bin" || { echo "wharf get --no-tls: the copy differs" >&2; exit 1; }
   rm -f "$W/down.bin"
+  warm "$W/vsftpd/up/big.bin"
   add curl_down "$(timed curl -sS -o "$W/down.bin" "$VS/up/big.bin")"
   rm -f "$W/down.bin"
+  warm "$HOMEDIR/std.bin"
   add curl_wharf_down "$(timed curl -sS -o "$W/down.bin" "$WS_URL/std.bin")"
   cmp -s "$W/down.bin" "$W/local/big.bin" || { echo "curl from Wharf: the copy differs" >&2; exit 1; }
   rm -rf "$W/remote/small"; mkdir -p "$W/remote/small"
@@ -228,14 +247,19 @@ for r in $(seq "$ROUNDS"); do
   # sftp against OpenSSH's sshd and against Wharf's SSH door.
   rm -f "$W/remote/big.bin"
   add sftp_put_openssh "$(timed "${SFTP[@]}" -P "$SSH_PORT" -b "$W/sftp-put.batch" "root@127.0.0.1:$W/remote")"
+  # sftp's own durable put (fsync@openssh.com before it returns).
+  rm -f "$W/remote/big.bin"
+  add sftp_put_sync "$(timed "${SFTP[@]}" -P "$SSH_PORT" -b "$W/sftp-put-f.batch" "root@127.0.0.1:$W/remote")"
   # A new file on both sides (replacing one costs the file system its
   # old blocks).
   echo '-rm big.bin' | "${SFTP[@]}" -P "$WSSH_PORT" -b - "bench@127.0.0.1:/" >/dev/null 2>&1 || true
   add sftp_put_wharf "$(timed "${SFTP[@]}" -P "$WSSH_PORT" -b "$W/sftp-put.batch" "bench@127.0.0.1:/")"
   settle wharf-sshd
   rm -f "$W/down.bin"
+  warm "$W/remote/big.bin"
   add sftp_get_openssh "$(timed "${SFTP[@]}" -P "$SSH_PORT" -b "$W/sftp-get.batch" "root@127.0.0.1:$W/remote")"
   rm -f "$W/down.bin"
+  warm "$HOMEDIR/big.bin"
   add sftp_get_wharf "$(timed "${SFTP[@]}" -P "$WSSH_PORT" -b "$W/sftp-get.batch" "bench@127.0.0.1:/")"
   cmp -s "$W/down.bin" "$W/local/big.bin" || { echo "sftp from Wharf: the copy differs" >&2; exit 1; }
   rm -rf "$W/remote/small2"; mkdir -p "$W/remote/small2"
@@ -271,9 +295,13 @@ x() { printf '%.2f x' "$1"; }
 printf '| work | Wharf | peer | ratio | goal |\n|---|---|---|---|---|\n'
 P=$(mbs wharf_put); G=$(mbs wharf_get); SU=$(mbs scp_up); OP=$(mbs sftp_put_openssh)
 OG=$(mbs sftp_get_openssh)
-row "put $SIZE, TLS (md5-verified, fsynced)" "$(printf '%.0f MB/s' "$P")" \
-  "$(printf 'scp %.0f, sftp %.0f MB/s' "$SU" "$OP")" \
-  "$(x "$(ratio "$P" "$SU")") scp, $(x "$(ratio "$P" "$OP")") sftp" ">= 1.0 x both"
+SUS=$(mbs scp_up_sync); OPS=$(mbs sftp_put_sync)
+row "put $SIZE, TLS, on disk when it returns (md5-verified, fsynced)" "$(printf '%.0f MB/s' "$P")" \
+  "$(printf 'scp + fsync %.0f, sftp put -f %.0f MB/s' "$SUS" "$OPS")" \
+  "$(x "$(ratio "$P" "$SUS")") scp, $(x "$(ratio "$P" "$OPS")") sftp" ">= 1.0 x both"
+row "put $SIZE, TLS, beside peers that return before the disk has it" "$(printf '%.0f MB/s' "$P")" \
+  "$(printf 'scp %.0f, sftp %.0f MB/s (no fsync)' "$SU" "$OP")" \
+  "$(x "$(ratio "$P" "$SU")") scp, $(x "$(ratio "$P" "$OP")") sftp" "-"
 row "get $SIZE, TLS (md5-verified)" "$(printf '%.0f MB/s' "$G")" \
   "$(printf 'sftp %.0f MB/s; md5sum %.0f' "$OG" "$MD5")" \
   "$(x "$(ratio "$G" "$OG")") sftp, $(x "$(ratio "$G" "$MD5")") md5sum" ">= 1.0 x sftp, >= 0.9 x md5sum"

@@ -15,6 +15,7 @@
 pub mod cli;
 pub mod config;
 mod error;
+pub mod md5;
 pub mod names;
 pub mod rate;
 pub mod service;

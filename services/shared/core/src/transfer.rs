@@ -5,8 +5,8 @@
 use std::fs::File;
 use std::io::{Read, Write};
 
+use crate::md5::Md5;
 use bytes::Bytes;
-use md5::{Digest, Md5};
 use tokio::sync::mpsc;
 
 /// Bytes per chunk on the data path.
@@ -192,44 +192,276 @@ pub struct WriteMode {
     pub durable: bool,
     /// Hash on a thread of its own (worth it for big bodies only).
     pub hash_apart: bool,
+    /// Write straight to the disk, past the page cache, where it can.
+    pub direct: bool,
 }
 
 /// Writes every chunk from `rx` to `file`, hashing it into `hasher`, until
 /// the sender is dropped. Returns the file, the hasher and the byte count.
 /// Runs on a blocking thread.
 pub fn write_and_hash(
-    mut file: File,
+    file: File,
     hasher: Md5,
     mode: WriteMode,
     mut rx: mpsc::Receiver<Bytes>,
 ) -> std::io::Result<(File, Md5, u64)> {
-    let durable = mode.durable;
     let mut hasher = Hashing::new(hasher, mode.hash_apart);
-    let mut written = 0u64;
-    let mut flusher: Option<EarlyFlush> = None;
+    let mut sink = Sink::new(file, mode.durable, mode.direct)?;
     while let Some(chunk) = rx.blocking_recv() {
         hasher.update(&chunk);
-        file.write_all(&chunk)?;
-        let before = written;
-        written += chunk.len() as u64;
-        if durable && written / FLUSH_EVERY != before / FLUSH_EVERY {
-            if flusher.is_none() {
-                flusher = EarlyFlush::start(&file);
+        sink.write(&chunk)?;
+    }
+    let (file, written) = sink.finish()?;
+    Ok((file, hasher.finish()?, written))
+}
+
+/// Alignment of direct writes: the file offset, the length and the memory
+/// of each. 4 KiB suits every block device's logical block size short of
+/// the rare 8 KiB or larger ones (which refuse, and the sink falls back).
+const ALIGN: usize = 4096;
+
+/// Bytes gathered before each direct write.
+const DIRECT_BLOCK: usize = 1024 * 1024;
+
+/// Where a transfer's bytes go. Data that must be durable anyway goes
+/// straight to the disk (`O_DIRECT`) in aligned blocks of [`DIRECT_BLOCK`]:
+/// the page cache's copy of every page and its writeback cost the server
+/// more CPU than decrypting the upload (dd of 1 GiB with `fdatasync`: 1.3 to
+/// 1.6 s of system time through the page cache, 0.4 to 0.7 s direct, on
+/// this project's machine), and a durable write waits for the disk either
+/// way. The unaligned head of a resumed file and the tail go through the
+/// page cache (the final sync covers them), and so does everything where
+/// the file system has no direct I/O. Data that need not be durable goes
+/// through the page cache, synced early in the background if asked.
+struct Sink {
+    file: File,
+    written: u64,
+    /// Bytes written through the page cache (for the early flushes).
+    buffered: u64,
+    durable: bool,
+    /// Bytes still to write through the page cache before the file offset
+    /// is aligned.
+    head: usize,
+    /// The aligned block being gathered while direct I/O is on.
+    direct: Option<DirectBlock>,
+    flusher: Option<EarlyFlush>,
+}
+
+/// An aligned block of [`DIRECT_BLOCK`] bytes inside a larger allocation.
+struct DirectBlock {
+    memory: Vec<u8>,
+    start: usize,
+    filled: usize,
+}
+
+impl Sink {
+    fn new(mut file: File, durable: bool, direct: bool) -> std::io::Result<Sink> {
+        use std::io::Seek;
+        let head = if direct {
+            let at = file.stream_position()?;
+            (ALIGN - (at % ALIGN as u64) as usize) % ALIGN
+        } else {
+            0
+        };
+        let mut sink = Sink {
+            file,
+            written: 0,
+            buffered: 0,
+            durable,
+            head,
+            direct: None,
+            flusher: None,
+        };
+        if direct && head == 0 {
+            sink.go_direct();
+        }
+        Ok(sink)
+    }
+
+    /// Turns direct I/O on, if the file system has it.
+    fn go_direct(&mut self) {
+        use rustix::fs::{OFlags, fcntl_getfl, fcntl_setfl};
+        let on = fcntl_getfl(&self.file)
+            .and_then(|flags| fcntl_setfl(&self.file, flags | OFlags::DIRECT));
+        if on.is_ok() {
+            let memory = vec![0u8; DIRECT_BLOCK + ALIGN];
+            let start = memory.as_ptr().align_offset(ALIGN).min(ALIGN);
+            self.direct = Some(DirectBlock {
+                memory,
+                start,
+                filled: 0,
+            });
+        }
+    }
+
+    /// Turns direct I/O off (the rest goes through the page cache).
+    fn go_buffered(&mut self) -> std::io::Result<()> {
+        use rustix::fs::{OFlags, fcntl_getfl, fcntl_setfl};
+        let flags = fcntl_getfl(&self.file)?;
+        fcntl_setfl(&self.file, flags - OFlags::DIRECT)?;
+        Ok(())
+    }
+
+    fn write(&mut self, mut data: &[u8]) -> std::io::Result<()> {
+        self.written += data.len() as u64;
+        if self.head > 0 {
+            let n = self.head.min(data.len());
+            self.file.write_all(&data[..n])?;
+            self.head -= n;
+            data = &data[n..];
+            if self.head == 0 {
+                self.go_direct();
             }
-            if let Some(f) = &flusher {
+        }
+        if self.direct.is_none() {
+            return self.write_buffered(data);
+        }
+        while let Some(block) = &mut self.direct {
+            if data.is_empty() {
+                break;
+            }
+            let at = block.start + block.filled;
+            let n = (DIRECT_BLOCK - block.filled).min(data.len());
+            block.memory[at..at + n].copy_from_slice(&data[..n]);
+            block.filled += n;
+            data = &data[n..];
+            if block.filled == DIRECT_BLOCK {
+                self.write_block(DIRECT_BLOCK)?;
+            }
+        }
+        // Direct I/O refused midway: the rest goes through the page cache.
+        self.write_buffered(data)
+    }
+
+    /// Writes the first `len` bytes of the gathered block (a multiple of
+    /// [`ALIGN`]) directly; keeps what follows them.
+    fn write_block(&mut self, len: usize) -> std::io::Result<()> {
+        let Some(block) = self.direct.take() else {
+            return Ok(());
+        };
+        let bytes = &block.memory[block.start..block.start + block.filled];
+        let mut done = 0;
+        let mut direct = true;
+        while done < len {
+            match self.file.write(&bytes[done..len]) {
+                Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
+                Ok(n) => done += n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                // An alignment this device does not take, or a short write
+                // that left the offset unaligned: page cache from here on.
+                Err(e)
+                    if direct
+                        && e.raw_os_error() == Some(rustix::io::Errno::INVAL.raw_os_error()) =>
+                {
+                    self.go_buffered()?;
+                    direct = false;
+                }
+                Err(e) => return Err(e),
+            }
+            if direct && done % ALIGN != 0 {
+                self.go_buffered()?;
+                direct = false;
+            }
+        }
+        let rest = &bytes[len..];
+        if !direct {
+            let rest = rest.to_vec();
+            return self.file.write_all(&rest);
+        }
+        let kept = rest.len();
+        let mut block = block;
+        block
+            .memory
+            .copy_within(block.start + len..block.start + block.filled, block.start);
+        block.filled = kept;
+        self.direct = Some(block);
+        Ok(())
+    }
+
+    fn write_buffered(&mut self, data: &[u8]) -> std::io::Result<()> {
+        if data.is_empty() {
+            return Ok(());
+        }
+        let before = self.buffered;
+        self.file.write_all(data)?;
+        self.buffered += data.len() as u64;
+        if self.durable && self.buffered / FLUSH_EVERY != before / FLUSH_EVERY {
+            if self.flusher.is_none() {
+                self.flusher = EarlyFlush::start(&self.file);
+            }
+            if let Some(f) = &self.flusher {
                 f.kick();
             }
         }
+        Ok(())
     }
-    if let Some(f) = flusher {
-        f.stop();
+
+    /// Writes what is gathered (the aligned part directly, the tail through
+    /// the page cache) and returns the file, direct I/O off, and the count.
+    fn finish(mut self) -> std::io::Result<(File, u64)> {
+        if let Some(block) = &self.direct {
+            let aligned = block.filled - block.filled % ALIGN;
+            self.write_block(aligned)?;
+        }
+        if let Some(block) = self.direct.take() {
+            self.go_buffered()?;
+            let tail = &block.memory[block.start..block.start + block.filled];
+            self.file.write_all(tail)?;
+        }
+        if let Some(f) = self.flusher.take() {
+            f.stop();
+        }
+        Ok((self.file, self.written))
     }
-    Ok((file, hasher.finish()?, written))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sink_writes_every_byte_in_place_from_any_offset() -> std::io::Result<()> {
+        let dir = std::env::temp_dir().join(format!("wharf-sink-{}", std::process::id()));
+        std::fs::create_dir_all(&dir)?;
+        let data: Vec<u8> = (0..3 * DIRECT_BLOCK as u32 + 12_345)
+            .map(|i| (i.wrapping_mul(2_654_435_761) >> 11) as u8)
+            .collect();
+        // Resumed at aligned and unaligned offsets, fed in pieces that
+        // straddle the blocks, durable (direct) and not.
+        for (at, piece, durable) in [
+            (0usize, 256 * 1024, true),
+            (0, 1000, true),
+            (4096, 77_777, true),
+            (5000, 256 * 1024, true),
+            (123, 1, true),
+            (70_000, 100_000, false),
+        ] {
+            let path = dir.join(format!("f{at}-{piece}-{durable}"));
+            std::fs::write(&path, &data[..at])?;
+            let mut file = std::fs::OpenOptions::new().write(true).open(&path)?;
+            use std::io::Seek;
+            file.seek(std::io::SeekFrom::Start(at as u64))?;
+            let mut sink = Sink::new(file, durable, durable)?;
+            let rest = if piece == 1 {
+                &data[at..at + 9000]
+            } else {
+                &data[at..]
+            };
+            for part in rest.chunks(piece) {
+                sink.write(part)?;
+            }
+            let (file, written) = sink.finish()?;
+            file.sync_all()?;
+            drop(file);
+            assert_eq!(written, rest.len() as u64, "count for {at}/{piece}");
+            let back = std::fs::read(&path)?;
+            assert!(
+                back == data[..at + rest.len()],
+                "content for {at}/{piece}/{durable}"
+            );
+        }
+        std::fs::remove_dir_all(&dir)
+    }
 
     #[test]
     fn md5_matches_the_reference_values() {

@@ -5,9 +5,9 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use md5::{Digest, Md5};
 use tokio::io::AsyncWriteExt;
 use tokio::sync::mpsc;
+use wharf_core::md5::Md5;
 use wharf_proto::ftp::{FtpReply, FtpRequest};
 use wharf_proto::{Frame, Outbound};
 
@@ -386,6 +386,9 @@ impl Client {
             let mode = WriteMode {
                 durable: opts.fsync,
                 hash_apart: body_len >= HASH_APART,
+                // Past the page cache only when the disk is waited for
+                // anyway: otherwise a slow disk would slow the download.
+                direct: opts.fsync,
             };
             write_and_hash(file, hasher, mode, rx)
         });

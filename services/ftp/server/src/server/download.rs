@@ -9,9 +9,9 @@ use std::io::{Seek, SeekFrom};
 use std::time::Instant;
 use wharf_proto::ErrorCode;
 
-use md5::{Digest, Md5};
 use rustix::fs::{Mode, OFlags};
 use tokio::sync::mpsc;
+use wharf_core::md5::Md5;
 use wharf_core::tls::Stream;
 use wharf_proto::ftp::FtpReply;
 use wharf_store::db::Direction;

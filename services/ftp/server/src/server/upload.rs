@@ -13,9 +13,9 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 use wharf_proto::ErrorCode;
 
-use md5::{Digest, Md5};
 use rustix::fs::{AtFlags, FileType, Mode, OFlags};
 use tokio::sync::mpsc;
+use wharf_core::md5::Md5;
 use wharf_core::size::MAX_SIZE;
 use wharf_proto::Frame;
 use wharf_proto::ftp::{FtpReply, FtpRequest};
@@ -599,6 +599,7 @@ pub(super) async fn put(
             let mode = WriteMode {
                 durable: true,
                 hash_apart: body_len >= HASH_APART,
+                direct: true,
             };
             write_and_hash(file, hasher, mode, rx)
         });

@@ -1,7 +1,7 @@
 //! STOR and APPE: an upload streamed to a partial, its quota reserved
 //! ahead as it grows, made visible whole with its md5.
 
-use md5::{Digest, Md5};
+use wharf_core::md5::Md5;
 use wharf_proto::ErrorCode;
 use wharf_store::Store;
 use wharf_store::db::Direction;
