@@ -278,6 +278,8 @@ done
 ssh "${SSHO[@]}" "${CM[@]}" -p "$SSH_PORT" -O exit wharf-peer@127.0.0.1 2>/dev/null || true
 ssh "${SSHO[@]}" "${CMW[@]}" -p "$WSSH_PORT" -O exit bench@127.0.0.1 2>/dev/null || true
 
+# Every round's seconds, for the record (stderr).
+for k in $(printf '%s\n' "${!T[@]}" | sort); do echo "seconds, $k: ${T[$k]}" >&2; done
 med() { tr ' ' '\n' <<<"${T[$1]}" | grep . | median; }
 mbs() { echo "$BYTES / $(med "$1") / 1000000" | bc -l; }
 per_s() { echo "$2 / $(med "$1")" | bc -l; }
