@@ -13,7 +13,7 @@ use wharf_proto::{Frame, Outbound};
 
 use super::{Client, ClientError, Result, blocking, unexpected};
 use wharf_core::transfer::{
-    DEPTH, HASH_APART, WriteMode, hash_prefix, hex, read_and_hash, write_and_hash,
+    DEPTH, Direct, HASH_APART, WriteMode, hash_prefix, hex, read_and_hash, write_and_hash,
 };
 
 /// Files up to this size are put at once, without waiting for
@@ -386,9 +386,13 @@ impl Client {
             let mode = WriteMode {
                 durable: opts.fsync,
                 hash_apart: body_len >= HASH_APART,
-                // Past the page cache only when the disk is waited for
-                // anyway: otherwise a slow disk would slow the download.
-                direct: opts.fsync,
+                // Past the page cache always when the disk is waited for
+                // anyway, else while the disk keeps well ahead.
+                direct: if opts.fsync {
+                    Direct::Always
+                } else {
+                    Direct::WhileAhead
+                },
             };
             write_and_hash(file, hasher, mode, rx)
         });

@@ -33,7 +33,7 @@ use super::conn::{LoggedIn, Watch, Wire};
 use crate::error::FtpError;
 use crate::paths::{AboveRoot, Jail, VPath};
 use wharf_core::transfer::{
-    DEPTH, HASH_APART, WriteMode, hash_prefix, hex, md5_hex, write_and_hash,
+    DEPTH, Direct, HASH_APART, WriteMode, hash_prefix, hex, md5_hex, write_and_hash,
 };
 
 /// A partial upload's file, reached only beneath the home (the home's
@@ -599,7 +599,7 @@ pub(super) async fn put(
             let mode = WriteMode {
                 durable: true,
                 hash_apart: body_len >= HASH_APART,
-                direct: true,
+                direct: Direct::Always,
             };
             write_and_hash(file, hasher, mode, rx)
         });
