@@ -114,17 +114,25 @@ impl Partial {
         Ok(None)
     }
 
-    /// The partial's metadata (its length: what it holds so far).
+    /// The partial's metadata (its length: what it holds so far). A
+    /// session still writing it (one whose client was just cut off, say)
+    /// is waited for up to [`SETTLE_WAIT`], so that a client asking the
+    /// size to resume from (SIZE, then REST + STOR) is told what the
+    /// partial holds once that session is done, not a length it is still
+    /// growing past.
     pub(super) fn metadata(&self, v: &VPath) -> Result<std::fs::Metadata, FtpError> {
-        let fd = self.jail.open_beneath(
-            &self.rel,
-            OFlags::PATH,
-            Mode::empty(),
-            &format!("partial upload of {v}"),
-        )?;
-        File::from(fd)
-            .metadata()
-            .map_err(|e| FtpError::io(format!("partial upload of {v}"), e))
+        let what = format!("partial upload of {v}");
+        let fd = self
+            .jail
+            .open_beneath(&self.rel, OFlags::RDONLY, Mode::empty(), &what)?;
+        let file = File::from(fd);
+        let began = std::time::Instant::now();
+        while matches!(file.try_lock_shared(), Err(std::fs::TryLockError::WouldBlock))
+            && began.elapsed() < SETTLE_WAIT
+        {
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        file.metadata().map_err(|e| FtpError::io(what, e))
     }
 
     /// Renames a streamed partial after the quota it now holds.
@@ -292,6 +300,10 @@ pub(crate) struct Replaced {
 /// Locks a partial upload for this session. A `partials` listing holds
 /// the lock for a moment, so a busy lock is tried a few times; a partial
 /// discarded between its opening and its locking is refused.
+/// How long a look at a partial's size waits for a session still writing
+/// it.
+const SETTLE_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
 fn lock(file: File, v: &VPath) -> Result<File, FtpError> {
     let mut tries = 0;
     loop {
