@@ -127,8 +127,10 @@ impl Partial {
             .open_beneath(&self.rel, OFlags::RDONLY, Mode::empty(), &what)?;
         let file = File::from(fd);
         let began = std::time::Instant::now();
-        while matches!(file.try_lock_shared(), Err(std::fs::TryLockError::WouldBlock))
-            && began.elapsed() < SETTLE_WAIT
+        while matches!(
+            file.try_lock_shared(),
+            Err(std::fs::TryLockError::WouldBlock)
+        ) && began.elapsed() < SETTLE_WAIT
         {
             std::thread::sleep(std::time::Duration::from_millis(10));
         }
